@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""Bootstrap the project's virtual environment (.venv) and run the main job or the tests.
+
+    python3 dev.py run  [args for `python -m pipeline run`]
+    python3 dev.py test [args for pytest]
+
+Needs only Python 3.11. The environment is (re)built whenever requirements.lock or
+pyproject.toml change, so a fresh clone and an old checkout behave the same.
+"""
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+PYTHON = VENV / "bin" / "python"
+STAMP = VENV / ".bootstrap-stamp"
+
+
+def _environment_fingerprint() -> str:
+    digest = hashlib.sha256()
+    for name in ("requirements.lock", "pyproject.toml"):
+        digest.update((ROOT / name).read_bytes())
+    return digest.hexdigest()
+
+
+def bootstrap() -> None:
+    fingerprint = _environment_fingerprint()
+    if STAMP.exists() and STAMP.read_text() == fingerprint and PYTHON.exists():
+        return
+    if not PYTHON.exists():
+        print(f"[dev] creating {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
+    pip = [str(PYTHON), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    print("[dev] installing requirements.lock (first run takes a minute or two)", flush=True)
+    subprocess.run(pip + ["-r", str(ROOT / "requirements.lock")], check=True)
+    subprocess.run(pip + ["--no-deps", "-e", str(ROOT)], check=True)
+    STAMP.write_text(fingerprint)
+
+
+def main() -> int:
+    if len(sys.argv) < 2 or sys.argv[1] not in ("run", "test"):
+        print(__doc__)
+        return 2
+    command, args = sys.argv[1], sys.argv[2:]
+    bootstrap()
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+    if command == "run":
+        argv = [str(PYTHON), "-m", "pipeline", "run", *args]
+    else:
+        argv = [str(PYTHON), "-m", "pytest", *(args or ["tests"])]
+    return subprocess.run(argv, cwd=ROOT, env=env).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
