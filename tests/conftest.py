@@ -1,0 +1,82 @@
+"""Shared fixtures: one small synthetic data set pushed through the real steps once per test session.
+
+Each fixture calls a step's plain function (the same one its CLI and KFP component call), so a
+test of a later step runs on what the earlier steps really produce.
+"""
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parent.parent
+ANCHORS = REPO.parent / "shared" / "anchors"
+TINY_CONFIG = REPO / "experiments" / "tiny.yaml"
+
+SYNTHETIC_SOURCE = "synthetic://160?seed=7"
+
+
+@pytest.fixture(scope="session")
+def synthetic_raw(tmp_path_factory) -> Path:
+    from components.download import download
+
+    out = tmp_path_factory.mktemp("raw") / "raw"
+    download(SYNTHETIC_SOURCE, str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def coco_dataset(synthetic_raw, tmp_path_factory) -> Path:
+    from components.convert import convert
+
+    out = tmp_path_factory.mktemp("coco") / "coco"
+    convert(str(synthetic_raw), str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def train_shards(coco_dataset, tmp_path_factory) -> Path:
+    from components.shard import shard
+
+    out = tmp_path_factory.mktemp("shards") / "train"
+    shard(str(coco_dataset), str(out), split="train", num_shards=2)
+    return out
+
+
+@pytest.fixture(scope="session")
+def valid_shards(coco_dataset, tmp_path_factory) -> Path:
+    from components.shard import shard
+
+    out = tmp_path_factory.mktemp("shards") / "valid"
+    shard(str(coco_dataset), str(out), split="valid", num_shards=1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_model(train_shards, valid_shards, tmp_path_factory) -> Path:
+    """A tiny model trained briefly: for the steps after train, not for accuracy."""
+    from components.train import train
+
+    out = tmp_path_factory.mktemp("model") / "model"
+    train(str(TINY_CONFIG), [str(train_shards)], str(out), valid_dirs=[str(valid_shards)])
+    return out
+
+
+@pytest.fixture(scope="session")
+def frozen_model(trained_model, tmp_path_factory) -> Path:
+    from components.freeze import freeze
+
+    out = tmp_path_factory.mktemp("frozen") / "frozen"
+    freeze(str(trained_model), str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tflite_models(frozen_model, train_shards, tmp_path_factory) -> Path:
+    from components.tflite import convert_to_tflite
+
+    out = tmp_path_factory.mktemp("tflite") / "tflite"
+    convert_to_tflite(str(frozen_model), str(out), variants=["fp32", "fp16", "int8-dynamic", "int8"],
+                      representative_dirs=[str(train_shards)])
+    return out
