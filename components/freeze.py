@@ -1,0 +1,174 @@
+"""freeze: the trained Keras model -> a SavedModel and a frozen GraphDef with the seed's tensor names.
+
+Takes    a train output folder (`model.keras`, `train_metadata.json`).
+Does     wraps the last stage's heatmaps in a serving function whose input is `image` (float32
+         [1, H, W, 3], RGB / 255) and whose output node is literally `Convolutional_Pose_Machine/stage_5_out`
+         (CPM) or `hourglass_out_3` (hourglass), so apps built for the seed's files load ours unchanged;
+         then checks that Keras, the SavedModel and the frozen graph agree on a sample.
+Writes   `saved_model/`, `frozen_graph.pb`, `model_info.json` (see docs/ARTIFACTS.md), atomically.
+"""
+import argparse
+import json
+import logging
+import os
+from pathlib import Path
+
+from kfp import dsl
+from kfp.dsl import Input, Model, Output
+
+from components.images import CPU_IMAGE
+
+log = logging.getLogger("freeze")
+
+CPM_OUTPUT = "Convolutional_Pose_Machine/stage_5_out"
+HOURGLASS_OUTPUT = "hourglass_out_3"
+INPUT_NAME = "image"
+NORMALISATION = "RGB float32, pixel / 255.0"
+MAX_ABS_DIFF = 1e-4
+SAMPLE_SEED = 0
+
+
+class FreezeError(ValueError):
+    """The model folder is unusable, or the exported graphs disagree with the Keras model."""
+
+
+def output_name_for(model_name: str) -> str:
+    return HOURGLASS_OUTPUT if "hourglass" in model_name.lower() else CPM_OUTPUT
+
+
+def freeze(model_dir: str, output_dir: str) -> dict:
+    """Exports `model_dir`/model.keras to `output_dir`; returns model_info (also written as model_info.json)."""
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    from pose import keypoints, steplog
+
+    with steplog.step("freeze", model=model_dir, output=output_dir) as wrote:
+        model, train_info = _load_model(Path(model_dir))
+        model_name = train_info.get("model", model.name)
+        output_name = output_name_for(model_name)
+        _, height, width, channels = model.input_shape
+        if height != width or channels != 3:
+            raise FreezeError(f"{model_dir}/model.keras: input shape {model.input_shape}, expected [N, S, S, 3]")
+        scope, leaf = output_name.rsplit("/", 1) if "/" in output_name else ("", output_name)
+
+        @tf.function(input_signature=[tf.TensorSpec([1, height, width, 3], tf.float32, name=INPUT_NAME)])
+        def serve(image):
+            heatmaps = model(image, training=False)
+            if isinstance(heatmaps, (list, tuple)):
+                heatmaps = heatmaps[-1]
+            with tf.name_scope(scope):
+                heatmaps = tf.identity(tf.cast(heatmaps, tf.float32), name=leaf)
+            return {output_name: heatmaps}
+
+        concrete = serve.get_concrete_function()
+        output_shape = [int(d) for d in concrete.structured_outputs[output_name].shape]
+        output_size = output_shape[1]
+        sample = np.random.default_rng(SAMPLE_SEED).random((1, height, width, 3), dtype=np.float32)
+
+        from pose.atomic import atomic_directory
+        with atomic_directory(output_dir) as tmp:
+            module = tf.Module()
+            module.model = model
+            module.serve = serve
+            tf.saved_model.save(module, str(tmp / "saved_model"), signatures={"serving_default": serve})
+            graph_def = convert_variables_to_constants_v2(concrete).graph.as_graph_def()
+            tf.io.write_graph(graph_def, str(tmp), "frozen_graph.pb", as_text=False)
+
+            differences = _compare(model, tmp, output_name, sample)
+            max_abs_diff = max(differences.values())
+            log.info("max abs difference on a sample: %s", ", ".join(f"{k} {v:.2e}" for k, v in differences.items()))
+            if not max_abs_diff <= MAX_ABS_DIFF:
+                raise FreezeError(f"{output_dir}: exported graphs disagree with {model_dir}/model.keras "
+                                  f"(max abs difference {differences}, limit {MAX_ABS_DIFF})")
+            info = {
+                "model": model_name,
+                "input_size": int(height),
+                "output_size": int(output_size),
+                "output_stride": height / output_size,
+                "num_keypoints": int(output_shape[-1]),
+                "input_name": INPUT_NAME,
+                "output_name": output_name,
+                "normalisation": NORMALISATION,
+                "keypoints": list(keypoints.NAMES),
+                "flip_pairs": [list(pair) for pair in keypoints.FLIP_PAIRS],
+                "max_abs_diff": float(max_abs_diff),
+                "max_abs_diff_by_format": differences,
+            }
+            (tmp / "model_info.json").write_text(json.dumps(info, indent=2))
+        wrote.update(saved_model=f"{output_dir}/saved_model", frozen_graph="frozen_graph.pb",
+                     output=output_name, max_abs_diff=f"{max_abs_diff:.2e}")
+    return info
+
+
+def _load_model(model_dir: Path):
+    import keras
+
+    try:  # the networks module registers any custom layers the saved model names
+        import pose.networks  # noqa: F401
+    except ModuleNotFoundError as error:
+        if error.name != "pose.networks":
+            raise
+    path = model_dir / "model.keras"
+    if not path.is_file():
+        raise FreezeError(f"{model_dir}: no model.keras (expected a train output folder)")
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as error:
+        raise FreezeError(f"{path}: cannot load the Keras model: {error}") from error
+    info_path = model_dir / "train_metadata.json"
+    train_info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    return model, train_info
+
+
+def _compare(model, folder: Path, output_name: str, sample) -> dict:
+    """Max abs difference of the SavedModel's and the frozen graph's heatmaps against Keras on `sample`."""
+    import numpy as np
+    import tensorflow as tf
+
+    keras_out = model(sample, training=False)
+    keras_out = np.asarray(keras_out[-1] if isinstance(keras_out, (list, tuple)) else keras_out, np.float32)
+    saved = tf.saved_model.load(str(folder / "saved_model")).signatures["serving_default"]
+    saved_out = saved(**{INPUT_NAME: tf.constant(sample)})[output_name].numpy()
+    frozen_out = run_frozen_graph(folder / "frozen_graph.pb", sample, output_name)
+    return {"saved_model": float(np.abs(saved_out - keras_out).max()),
+            "frozen_graph": float(np.abs(frozen_out - keras_out).max())}
+
+
+def run_frozen_graph(path, images, output_name: str, input_name: str = INPUT_NAME):
+    """Runs a frozen GraphDef by its node names, as a TF1 tool would."""
+    import tensorflow as tf
+
+    graph_def = tf.compat.v1.GraphDef()
+    graph_def.ParseFromString(Path(path).read_bytes())
+    imported = tf.compat.v1.wrap_function(lambda: tf.compat.v1.import_graph_def(graph_def, name=""), [])
+    function = imported.prune(imported.graph.get_tensor_by_name(f"{input_name}:0"),
+                              imported.graph.get_tensor_by_name(f"{output_name}:0"))
+    return function(tf.constant(images)).numpy()
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def freeze_op(model: Input[Model], frozen: Output[Model]):
+    from components.freeze import freeze
+
+    info = freeze(model.path, frozen.path)
+    for key in ("model", "input_size", "output_size", "output_name", "max_abs_diff"):
+        frozen.metadata[key] = info[key]
+
+
+def main(argv=None) -> None:
+    from pose import steplog
+
+    parser = argparse.ArgumentParser(prog="python -m components.freeze", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="train output folder holding model.keras")
+    parser.add_argument("--output", required=True, help="folder to write saved_model/, frozen_graph.pb, model_info.json")
+    args = parser.parse_args(argv)
+    steplog.setup()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    freeze(args.model, args.output)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""Whole output folders appear at once: a step writes into a temporary sibling, then renames it."""
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike):
+    """Yields a temporary folder beside `path`; on success it replaces `path` (an existing folder there,
+    e.g. the empty one KFP creates for an output artifact, is removed), on failure it is deleted."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    tmp.chmod(0o755)
+    try:
+        yield tmp
+        if path.is_dir():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

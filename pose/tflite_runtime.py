@@ -1,0 +1,105 @@
+"""LiteRT (ai_edge_litert) helpers shared by the tflite and evaluate steps: load, run, time."""
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+# Every .tflite file is a FlatBuffer whose file identifier, at bytes 4..8, is "TFL3".
+_TFLITE_IDENTIFIER = b"TFL3"
+
+
+class NotTFLiteError(ValueError):
+    """A file given as a model is not a TensorFlow Lite FlatBuffer."""
+
+
+def load(path: str | os.PathLike, num_threads: int | None = None):
+    """An allocated LiteRT Interpreter for `path`; NotTFLiteError when the file is not TFLite."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = Path(path)
+    with open(path, "rb") as file:
+        header = file.read(8)
+    if len(header) < 8 or header[4:8] != _TFLITE_IDENTIFIER:
+        raise NotTFLiteError(f"{path}: not a TFLite model (file identifier {header[4:8]!r}, expected "
+                             f"{_TFLITE_IDENTIFIER!r})")
+    try:
+        interpreter = Interpreter(model_path=str(path), num_threads=num_threads or 1)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as error:
+        raise NotTFLiteError(f"{path}: LiteRT cannot load it: {error}") from error
+    return interpreter
+
+
+def input_shape(interpreter) -> tuple[int, ...]:
+    """[1, H, W, 3] of the model's image input."""
+    return tuple(int(d) for d in interpreter.get_input_details()[0]["shape"])
+
+
+def output_shape(interpreter) -> tuple[int, ...]:
+    """[1, h, w, K] of the model's heatmap output."""
+    return tuple(int(d) for d in interpreter.get_output_details()[0]["shape"])
+
+
+def io_description(interpreter) -> dict:
+    """Names, shapes, dtypes and (scale, zero point) of the first input and output, for metadata."""
+    def describe(detail):
+        scale, zero_point = detail["quantization"]
+        return {"name": detail["name"], "shape": [int(d) for d in detail["shape"]],
+                "dtype": np.dtype(detail["dtype"]).name,
+                "quantization": {"scale": float(scale), "zero_point": int(zero_point)}}
+    return {"input": describe(interpreter.get_input_details()[0]),
+            "output": describe(interpreter.get_output_details()[0])}
+
+
+def run(interpreter, images: np.ndarray) -> np.ndarray:
+    """Heatmaps [N, h, w, K] float32 for float images [N, H, W, 3] in [0, 1], one image per invoke.
+
+    Quantised (int8 / uint8) inputs and outputs are converted with the tensors' own scale and zero point.
+    """
+    input_detail = interpreter.get_input_details()[0]
+    output_detail = interpreter.get_output_details()[0]
+    in_scale, in_zero = input_detail["quantization"]
+    out_scale, out_zero = output_detail["quantization"]
+    in_dtype = np.dtype(input_detail["dtype"])
+    outputs = []
+    for image in np.asarray(images, dtype=np.float32):
+        tensor = image[None]
+        if in_dtype.kind in "iu":
+            info = np.iinfo(in_dtype)
+            tensor = np.clip(np.round(tensor / in_scale + in_zero), info.min, info.max)
+        interpreter.set_tensor(input_detail["index"], tensor.astype(in_dtype))
+        interpreter.invoke()
+        heatmaps = interpreter.get_tensor(output_detail["index"])[0]
+        if np.dtype(output_detail["dtype"]).kind in "iu":
+            heatmaps = (heatmaps.astype(np.float32) - out_zero) * out_scale
+        outputs.append(heatmaps.astype(np.float32))
+    return np.stack(outputs)
+
+
+def latency(path: str | os.PathLike, num_threads: int, runs: int = 50, warmup: int = 5,
+            seed: int = 0) -> dict:
+    """Median and p90 of one invoke in milliseconds over `runs` runs after `warmup` runs."""
+    interpreter = load(path, num_threads=num_threads)
+    detail = interpreter.get_input_details()[0]
+    dtype = np.dtype(detail["dtype"])
+    rng = np.random.default_rng(seed)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        sample = rng.integers(info.min, info.max, size=detail["shape"], endpoint=True).astype(dtype)
+    else:
+        sample = rng.random(detail["shape"], dtype=np.float32).astype(dtype)
+    interpreter.set_tensor(detail["index"], sample)
+    for _ in range(warmup):
+        interpreter.invoke()
+    times = np.empty(runs)
+    for i in range(runs):
+        started = time.perf_counter()
+        interpreter.invoke()
+        times[i] = (time.perf_counter() - started) * 1000.0
+    return {"threads": num_threads, "runs": runs, "median_ms": float(np.median(times)),
+            "p90_ms": float(np.percentile(times, 90))}
+
+
+def all_threads() -> int:
+    return os.cpu_count() or 1
