@@ -1,0 +1,189 @@
+"""tflite: the frozen model -> LiteRT models, float32 / float16 / dynamic-range int8 / full int8.
+
+Takes    a freeze output folder (`saved_model/`, `frozen_graph.pb`, `model_info.json`) and, for full int8,
+         shard folders to draw representative images from.
+Does     converts the frozen graph (so the .tflite tensors keep the seed's names `image` and
+         `Convolutional_Pose_Machine/stage_5_out`), loads each result in LiteRT and compares its heatmaps
+         with the SavedModel's on the same images.
+Writes   `<model>_<variant>.tflite` and `<model>_<variant>.json` (everything an app needs to use it, and
+         the difference against the SavedModel), atomically.
+"""
+import argparse
+import json
+import logging
+import os
+from pathlib import Path
+from typing import List
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Model, Output
+
+from components.images import CPU_IMAGE
+
+log = logging.getLogger("tflite")
+
+VARIANTS = ("fp32", "fp16", "int8-dynamic", "int8")
+NUM_COMPARISON_SAMPLES = 8
+# float32 must reproduce the SavedModel; a larger gap means a broken conversion, not rounding.
+FP32_MAX_ABS_DIFF = 1e-3
+
+
+class TFLiteConversionError(ValueError):
+    """Bad arguments or inputs for the conversion, or a float32 model that disagrees with the SavedModel."""
+
+
+def convert_to_tflite(saved_model_dir: str, output_dir: str, variants: list[str],
+                      representative_dirs: list[str] | None = None, int8_io: bool = False,
+                      num_representative: int = 100) -> dict:
+    """Converts the freeze output `saved_model_dir` to each variant in `output_dir`; returns
+    {"model", "variants": {variant: metadata}} (metadata as in each .json)."""
+    import numpy as np
+
+    from pose import steplog, tflite_runtime
+    from pose.atomic import atomic_directory
+
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants:
+        raise TFLiteConversionError(f"unknown variants {unknown or variants}; choose from {', '.join(VARIANTS)}")
+    if "int8" in variants and not representative_dirs:
+        raise TFLiteConversionError("variant int8 (full integer) needs representative data: pass shard folders "
+                                    "(--representative)")
+    with steplog.step("tflite", saved_model=saved_model_dir, output=output_dir, variants=",".join(variants),
+                      representative=representative_dirs) as wrote:
+        folder = _freeze_folder(Path(saved_model_dir))
+        info = json.loads((folder / "model_info.json").read_text())
+        size = info["input_size"]
+        if representative_dirs:
+            samples = _representative_images(representative_dirs, size, num_representative)
+            compared_on = f"{min(len(samples), NUM_COMPARISON_SAMPLES)} images from {', '.join(representative_dirs)}"
+        else:
+            samples = np.random.default_rng(0).random((NUM_COMPARISON_SAMPLES, size, size, 3), dtype=np.float32)
+            compared_on = f"{NUM_COMPARISON_SAMPLES} random images (no representative data given)"
+        comparison = samples[:NUM_COMPARISON_SAMPLES]
+        reference = _saved_model_heatmaps(folder / "saved_model", info, comparison)
+
+        results = {}
+        with atomic_directory(output_dir) as tmp:
+            for variant in variants:
+                flatbuffer = _convert(folder, info, variant, samples, int8_io)
+                name = f"{info['model']}_{variant}"
+                model_path = tmp / f"{name}.tflite"
+                model_path.write_bytes(flatbuffer)
+                interpreter = tflite_runtime.load(model_path)
+                difference = np.abs(tflite_runtime.run(interpreter, comparison) - reference)
+                metadata = {
+                    **{k: info[k] for k in ("model", "input_size", "output_size", "output_stride", "num_keypoints",
+                                            "normalisation", "keypoints", "flip_pairs")},
+                    "variant": variant,
+                    "file": model_path.name,
+                    "size_bytes": len(flatbuffer),
+                    "input_name": info["input_name"],
+                    "output_name": info["output_name"],
+                    **tflite_runtime.io_description(interpreter),
+                    "keypoint_order": "AI Challenger; flip_pairs are 0-based channel indices",
+                    "heatmap_to_input": "x_input = (x_heatmap + 0.5) * output_stride - 0.5",
+                    "max_abs_diff": float(difference.max()),
+                    "mean_abs_diff": float(difference.mean()),
+                    "compared_on": compared_on,
+                }
+                log.info("%s: %.1f KB, max abs diff %.4g, mean abs diff %.4g against the SavedModel", name,
+                         len(flatbuffer) / 1024, metadata["max_abs_diff"], metadata["mean_abs_diff"])
+                if variant == "fp32" and metadata["max_abs_diff"] > FP32_MAX_ABS_DIFF:
+                    raise TFLiteConversionError(f"{name}.tflite: max abs diff {metadata['max_abs_diff']:.3g} "
+                                                f"against {folder}/saved_model exceeds {FP32_MAX_ABS_DIFF}")
+                (tmp / f"{name}.json").write_text(json.dumps(metadata, indent=2))
+                results[variant] = metadata
+        wrote.update({f"{info['model']}_{v}.tflite": f"{m['size_bytes'] / 1024:.0f}KB" for v, m in results.items()})
+    return {"model": info["model"], "variants": results}
+
+
+def _freeze_folder(path: Path) -> Path:
+    """The freeze output folder, given it or its saved_model/ subfolder."""
+    folder = path.parent if (path / "saved_model.pb").is_file() and path.name == "saved_model" else path
+    missing = [name for name in ("saved_model", "frozen_graph.pb", "model_info.json") if not (folder / name).exists()]
+    if missing:
+        raise TFLiteConversionError(f"{path}: not a freeze output folder, missing {', '.join(missing)}")
+    return folder
+
+
+def _representative_images(dirs: list[str], size: int, count: int):
+    """Up to `count` evaluation crops [N, size, size, 3] in [0, 1] from the shard folders."""
+    import numpy as np
+
+    from pose import inputs
+
+    images = []
+    for batch in inputs.evaluation_dataset(dirs, size, 16):
+        images.extend(np.asarray(batch["image"], dtype=np.float32))
+        if len(images) >= count:
+            break
+    if not images:
+        raise TFLiteConversionError(f"{', '.join(dirs)}: no examples to draw representative images from")
+    return np.stack(images[:count])
+
+
+def _saved_model_heatmaps(path: Path, info: dict, images):
+    import numpy as np
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    return np.concatenate([serve(**{info["input_name"]: tf.constant(image[None])})[info["output_name"]].numpy()
+                           for image in images])
+
+
+def _convert(folder: Path, info: dict, variant: str, samples, int8_io: bool) -> bytes:
+    import tensorflow as tf
+
+    size = info["input_size"]
+    converter = tf.compat.v1.lite.TFLiteConverter.from_frozen_graph(
+        str(folder / "frozen_graph.pb"), [info["input_name"]], [info["output_name"]],
+        {info["input_name"]: [1, size, size, 3]})
+    if variant != "fp32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if variant == "fp16":
+        converter.target_spec.supported_types = [tf.float16]
+    if variant == "int8":
+        converter.representative_dataset = lambda: ([image[None]] for image in samples)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if int8_io:
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def tflite_op(frozen: Input[Model], representative: Input[List[Dataset]], variants: str,
+              tflite_models: Output[Model]):
+    from components.tflite import convert_to_tflite
+
+    result = convert_to_tflite(frozen.path, tflite_models.path, [v.strip() for v in variants.split(",")],
+                               representative_dirs=[d.path for d in representative])
+    tflite_models.metadata["model"] = result["model"]
+    for variant, metadata in result["variants"].items():
+        tflite_models.metadata[f"{variant}_size_bytes"] = metadata["size_bytes"]
+        tflite_models.metadata[f"{variant}_max_abs_diff"] = metadata["max_abs_diff"]
+        tflite_models.metadata[f"{variant}_mean_abs_diff"] = metadata["mean_abs_diff"]
+
+
+def main(argv=None) -> None:
+    from pose import steplog
+
+    parser = argparse.ArgumentParser(prog="python -m components.tflite", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--saved-model", required=True, help="freeze output folder (or its saved_model/)")
+    parser.add_argument("--output", required=True, help="folder to write the .tflite files and their .json")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
+    parser.add_argument("--representative", action="append", default=[],
+                        help="shard folder for int8 calibration and the comparison (repeatable)")
+    parser.add_argument("--num-representative", type=int, default=100)
+    parser.add_argument("--int8-io", action="store_true", help="full int8 model with int8 input and output too")
+    args = parser.parse_args(argv)
+    steplog.setup()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    convert_to_tflite(args.saved_model, args.output, [v.strip() for v in args.variants.split(",")],
+                      representative_dirs=args.representative or None, int8_io=args.int8_io,
+                      num_representative=args.num_representative)
+
+
+if __name__ == "__main__":
+    main()
