@@ -1,0 +1,484 @@
+"""convert: an AI Challenger keypoint release -> COCO keypoint files, one per split.
+
+Takes  a folder holding, at any depth, the official AIC layout
+         keypoint_train_annotations_20170909.json      + keypoint_train_images_20170902/
+         keypoint_validation_annotations_20170911.json + keypoint_validation_images_20170911/
+       or the seed project's already-converted layout (COCO-style JSON, 14 keypoints)
+         ai_challenger_train.json + train/, ai_challenger_valid.json + valid/
+Does   checks every record (keypoint list of 42, visibility codes, keypoints inside the image,
+       box corners in order, image present and not truncated), keeps AIC joint order, maps AIC
+       visibility 1/2/3 to COCO 2/1/0, optionally keeps only single-person images.
+Writes annotations/person_keypoints_{train,valid}.json, images/{train,valid}/<aic id>.jpg (hard
+       links where possible), rejects.json when --skip-invalid skipped records. Everything is
+       written to a temporary folder beside <output> and renamed to <output> at the end.
+
+    python -m components.convert --input DIR --output DIR [--single-person] [--skip-invalid]
+"""
+import argparse
+import concurrent.futures
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Output
+from tqdm import tqdm
+
+from components.images import CPU_IMAGE
+from pose import keypoints as kp
+from pose import steplog
+from pose.atomic import atomic_directory
+
+log = logging.getLogger("convert")
+
+SPLITS = ("train", "valid")
+OFFICIAL_LAYOUT = {
+    "train": ("keypoint_train_annotations_20170909.json", "keypoint_train_images_20170902"),
+    "valid": ("keypoint_validation_annotations_20170911.json", "keypoint_validation_images_20170911"),
+}
+SEED_LAYOUT = {"train": ("ai_challenger_train.json", "train"), "valid": ("ai_challenger_valid.json", "valid")}
+
+# Annotators click on pixel centres; a click a pixel or two past the border is noise, not a bad record.
+OUTSIDE_TOLERANCE_PX = 2.0
+AIC_CODES = (1, 2, 3)
+SEED_COCO_TO_AIC = {2: 1, 1: 2, 0: 3}
+IMAGE_CHUNK = 256  # images per thread-pool task: one future per image costs more than checking it
+IMAGE_THREADS = 8  # image checks wait on file reads (slow on network disks), not on the CPU
+
+
+class ConvertError(ValueError):
+    """The input cannot be converted: layout not found, broken JSON, output not empty, an invalid record."""
+
+
+class InvalidRecord(ConvertError):
+    """One record is invalid; the message names the file, the record index, its image_id and the person."""
+
+    def __init__(self, file, index, image_id, reason, human=None):
+        self.file, self.index, self.image_id, self.reason, self.human = str(file), index, image_id, reason, human
+        person = f", {human}" if human else ""
+        super().__init__(f"{file}: record {index} (image_id {image_id!r}{person}): {reason}")
+
+    def as_reject(self, split: str) -> dict:
+        return {"split": split, "file": self.file, "record": self.index, "image_id": self.image_id,
+                "human": self.human, "reason": self.reason}
+
+
+class _Bad(Exception):
+    """What is wrong with a record; the split loop adds where it is (file, index, image_id)."""
+
+    def __init__(self, reason, human=None):
+        super().__init__(reason)
+        self.reason, self.human = reason, human
+
+
+class Source(NamedTuple):
+    layout: str  # "official" or "seed"
+    annotations: Path
+    images: Path
+
+
+class Person(NamedTuple):
+    human: str
+    keypoints: list  # 42 numbers, AIC visibility codes
+    box: list  # x1, y1, x2, y2
+
+
+class Record(NamedTuple):
+    index: int
+    image_id: str  # the AIC id (40 hex digits in the real release)
+    image_file: Path
+    people: list
+
+
+# ---------------------------------------------------------------------------------------------
+# The step
+# ---------------------------------------------------------------------------------------------
+
+def convert(input_dir: str, output_dir: str, single_person: bool = False, skip_invalid: bool = False) -> dict:
+    """Converts the AIC release below input_dir into the COCO layout at output_dir; returns the counts."""
+    output = Path(output_dir)
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise ConvertError(f"output {output} exists and is not an empty folder")
+    with steplog.step("convert", input=input_dir, output=output_dir, single_person=single_person,
+                      skip_invalid=skip_invalid) as wrote:
+        sources = find_sources(Path(input_dir))
+        with atomic_directory(output) as partial:
+            (partial / "annotations").mkdir()
+            counts, rejects = {}, []
+            for split in SPLITS:
+                counts.update(_convert_split(split, sources[split], partial, single_person, skip_invalid, rejects))
+            counts["rejected"] = len(rejects)
+            if rejects:
+                rejects.sort(key=lambda reject: (SPLITS.index(reject["split"]), reject["record"]))
+                _write_json(partial / "rejects.json", {"count": len(rejects), "rejects": rejects})
+                log.warning("skipped %d invalid records, listed in %s", len(rejects), output / "rejects.json")
+        wrote.update(counts)
+    return counts
+
+
+def find_sources(input_dir: Path) -> dict:
+    """Finds each split's annotation file and image folder at any depth below input_dir."""
+    if not input_dir.is_dir():
+        raise ConvertError(f"input {input_dir} is not a folder")
+    wanted = {name: (split, "official", images) for split, (name, images) in OFFICIAL_LAYOUT.items()}
+    wanted.update({name: (split, "seed", images) for split, (name, images) in SEED_LAYOUT.items()})
+    official_image_folders = {images for _, images in OFFICIAL_LAYOUT.values()}
+    found = {split: [] for split in SPLITS}
+    for folder, subfolders, files in os.walk(input_dir):
+        for name in files:
+            if name in wanted:
+                split, layout, images = wanted[name]
+                found[split].append(Source(layout, Path(folder) / name, Path(folder) / images))
+        # Listing 200,000 image names to find nothing there would dominate the walk.
+        seed_here = {SEED_LAYOUT[s][1] for s in SPLITS if SEED_LAYOUT[s][0] in files}
+        subfolders[:] = [d for d in subfolders if d not in official_image_folders and d not in seed_here]
+    sources = {}
+    for split in SPLITS:
+        candidates = found[split]
+        if not candidates:
+            names = " or ".join(f"{layout[split][0]} with {layout[split][1]}/"
+                                for layout in (OFFICIAL_LAYOUT, SEED_LAYOUT))
+            raise ConvertError(f"no {split} split below {input_dir}: expected {names}")
+        if len(candidates) > 1:
+            raise ConvertError(f"{len(candidates)} {split} annotation files below {input_dir}: "
+                               f"{', '.join(str(c.annotations) for c in candidates)}; pass the folder of one release")
+        source = candidates[0]
+        if not source.images.is_dir():
+            raise ConvertError(f"{source.annotations}: no image folder {source.images.name}/ beside it")
+        sources[split] = source
+    return sources
+
+
+def _convert_split(split, source, output, single_person, skip_invalid, rejects) -> dict:
+    started = time.perf_counter()
+
+    def reject(error: InvalidRecord):
+        if not skip_invalid:
+            raise error
+        rejects.append(error.as_reject(split))
+
+    read_records = _official_records if source.layout == "official" else _seed_records
+    records, num_read, not_single = [], 0, 0
+    seen = {}
+    for index, image_id, parsed in read_records(source):
+        num_read += 1
+        if isinstance(parsed, _Bad):
+            reject(InvalidRecord(source.annotations, index, image_id, parsed.reason, parsed.human))
+        elif image_id in seen:
+            reject(InvalidRecord(source.annotations, index, image_id, f"duplicate image_id, first at record {seen[image_id]}"))
+        else:
+            seen[image_id] = index
+            if single_person and len(parsed.people) != 1:
+                not_single += 1
+            else:
+                records.append(parsed)
+    del seen
+    log.info("%s: read %d records from %s in %.1fs", split, num_read, source.annotations, time.perf_counter() - started)
+
+    sizes = _map_in_chunks(image_size, [r.image_file for r in records], f"{split} check images")
+    images, annotations, placed = [], [], []
+    for record, size in zip(records, sizes):
+        try:
+            if isinstance(size, _Bad):
+                raise size
+            width, height = size
+            people = [_coco_keypoints(person, width, height) for person in record.people]
+        except _Bad as bad:
+            reject(InvalidRecord(source.annotations, record.index, record.image_id, bad.reason, bad.human))
+            continue
+        image_id = len(images) + 1
+        file_name = f"{record.image_id}.jpg"
+        images.append({"id": image_id, "file_name": file_name, "width": width, "height": height})
+        for person, coco_keypoints in zip(record.people, people):
+            x1, y1, x2, y2 = person.box
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": image_id, "category_id": kp.COCO_CATEGORY["id"],
+                "keypoints": coco_keypoints, "num_keypoints": sum(1 for v in coco_keypoints[2::3] if v > 0),
+                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0,
+            })
+        placed.append((record.image_file, file_name))
+    del records, sizes
+
+    image_folder = output / "images" / split
+    image_folder.mkdir(parents=True)
+    place = _ImagePlacer(image_folder)
+    _map_in_chunks(place, placed, f"{split} place images")
+    coco = {
+        "info": {"description": f"AI Challenger keypoints ({split}), AIC joint order", "source": str(source.annotations),
+                 "layout": source.layout, "single_person": single_person},
+        "images": images, "annotations": annotations, "categories": [kp.COCO_CATEGORY],
+    }
+    _write_json(output / "annotations" / f"person_keypoints_{split}.json", coco)
+    elapsed = time.perf_counter() - started
+    log.info("%s: wrote %d images, %d people (%s images) in %.1fs, %.0f records/s", split, len(images),
+             len(annotations), "linked" if place.link else "copied", elapsed, num_read / max(elapsed, 1e-9))
+    counts = {f"{split}_records": num_read, f"{split}_images": len(images), f"{split}_people": len(annotations),
+              f"{split}_rejected": num_read - len(images) - not_single}
+    if single_person:
+        counts[f"{split}_not_single_person"] = not_single
+    return counts
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the two layouts: each yields (index, image_id, Record or _Bad)
+# ---------------------------------------------------------------------------------------------
+
+def _official_records(source: Source):
+    data = _load_json(source.annotations)
+    if not isinstance(data, list):
+        raise ConvertError(f"{source.annotations}: expected a JSON list of records, got a {type(data).__name__}")
+    for index in range(len(data)):
+        # Dropping each input record once read keeps the peak near one copy of the data set.
+        record, data[index] = data[index], None
+        image_id = record.get("image_id") if isinstance(record, dict) else None
+        try:
+            yield index, image_id, _parse_official(index, record, source.images)
+        except _Bad as bad:
+            yield index, image_id, bad
+
+
+def _parse_official(index, record, images: Path) -> Record:
+    if not isinstance(record, dict):
+        raise _Bad(f"expected a JSON object, got a {type(record).__name__}")
+    image_id = record.get("image_id")
+    if not isinstance(image_id, str) or not image_id:
+        raise _Bad("no image_id string")
+    keypoints, boxes = record.get("keypoint_annotations"), record.get("human_annotations")
+    for field, value in (("keypoint_annotations", keypoints), ("human_annotations", boxes)):
+        if not isinstance(value, dict):
+            raise _Bad(f"{field} is missing or not an object")
+    for human in keypoints.keys() - boxes.keys():
+        raise _Bad("has keypoints but no box in human_annotations", human)
+    for human in boxes.keys() - keypoints.keys():
+        raise _Bad("has a box but no keypoints in keypoint_annotations", human)
+    people = [Person(human, _check_keypoints(keypoints[human], AIC_CODES, human), _check_box(boxes[human], human))
+              for human in keypoints]
+    return Record(index, image_id, images / f"{image_id}.jpg", people)
+
+
+def _seed_records(source: Source):
+    """The seed's files are COCO already (COCO visibility, xywh boxes); they are read back into AIC terms so
+    that one set of checks and one writer serve both layouts."""
+    data = _load_json(source.annotations)
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
+            or not isinstance(data.get("annotations"), list):
+        raise ConvertError(f"{source.annotations}: expected a COCO object with 'images' and 'annotations' lists")
+    by_image = {}
+    for number, annotation in enumerate(data["annotations"]):
+        if not isinstance(annotation, dict) or "image_id" not in annotation:
+            raise ConvertError(f"{source.annotations}: annotation {number} has no image_id")
+        by_image.setdefault(annotation["image_id"], []).append(annotation)
+    images = data["images"]
+    for index in range(len(images)):
+        image, images[index] = images[index], None
+        file_name = image.get("file_name") if isinstance(image, dict) else None
+        image_id = Path(file_name).stem if isinstance(file_name, str) else None
+        try:
+            if image_id is None:
+                raise _Bad("no file_name string")
+            people = []
+            for annotation in by_image.pop(image.get("id"), []):
+                human = f"annotation {annotation.get('id')}"
+                coco_keypoints = _check_keypoints(annotation.get("keypoints"), tuple(SEED_COCO_TO_AIC), human)
+                aic_keypoints = list(coco_keypoints)
+                aic_keypoints[2::3] = [SEED_COCO_TO_AIC[v] for v in coco_keypoints[2::3]]
+                box = annotation.get("bbox")
+                if not isinstance(box, list) or len(box) != 4:
+                    raise _Bad(f"bbox {box!r} is not [x, y, width, height]", human)
+                x, y, w, h = box
+                people.append(Person(human, aic_keypoints, _check_box([x, y, x + w, y + h], human)))
+            yield index, image_id, Record(index, image_id, source.images / Path(file_name).name, people)
+        except _Bad as bad:
+            yield index, image_id, bad
+
+
+def _load_json(path: Path):
+    try:
+        with open(path, "rb") as f:
+            return json.load(f)
+    except json.JSONDecodeError as error:
+        raise ConvertError(f"{path}: broken JSON at line {error.lineno}, column {error.colno} "
+                           f"(char {error.pos}): {error.msg}") from None
+    except UnicodeDecodeError as error:
+        raise ConvertError(f"{path}: not UTF-8 JSON: {error}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks
+# ---------------------------------------------------------------------------------------------
+
+def _check_keypoints(values, codes, human) -> list:
+    expected = 3 * kp.NUM_KEYPOINTS
+    if not isinstance(values, list) or len(values) != expected:
+        length = len(values) if isinstance(values, list) else type(values).__name__
+        raise _Bad(f"keypoint list has length {length}, expected {expected} ({kp.NUM_KEYPOINTS} joints x [x, y, v])", human)
+    for joint in range(kp.NUM_KEYPOINTS):
+        x, y, v = values[3 * joint: 3 * joint + 3]
+        if type(x) not in (int, float) or type(y) not in (int, float):
+            raise _Bad(f"joint {joint} ({kp.NAMES[joint]}) has non-numeric coordinates {[x, y]!r}", human)
+        if v not in codes or type(v) not in (int, float):
+            raise _Bad(f"joint {joint} ({kp.NAMES[joint]}) has visibility code {v!r}, "
+                       f"expected one of {', '.join(map(str, sorted(codes)))}", human)
+    return values
+
+
+def _check_box(box, human) -> list:
+    if not isinstance(box, list) or len(box) != 4 or any(type(c) not in (int, float) for c in box):
+        raise _Bad(f"box {box!r} is not [x1, y1, x2, y2]", human)
+    x1, y1, x2, y2 = box
+    if x2 < x1:
+        raise _Bad(f"box {box} has x2 < x1", human)
+    if y2 < y1:
+        raise _Bad(f"box {box} has y2 < y1", human)
+    return box
+
+
+def _coco_keypoints(person: Person, width: int, height: int) -> list:
+    """AIC [x, y, v]*14 -> COCO [x, y, v]*14: visibility 1/2/3 -> 2/1/0, unlabelled at (0, 0), labelled
+    joints a pixel or two past the border pulled inside."""
+    tolerance = OUTSIDE_TOLERANCE_PX
+    values = person.keypoints
+    out = []
+    for joint in range(kp.NUM_KEYPOINTS):
+        x, y, v = values[3 * joint: 3 * joint + 3]
+        if v == 3:
+            out += (0, 0, 0)
+            continue
+        if not (-tolerance <= x <= width - 1 + tolerance and -tolerance <= y <= height - 1 + tolerance):
+            raise _Bad(f"joint {joint} ({kp.NAMES[joint]}) at ({x}, {y}) is outside the {width}x{height} image",
+                       person.human)
+        out += (min(max(x, 0), width - 1), min(max(y, 0), height - 1), kp.AIC_TO_COCO_VISIBILITY[int(v)])
+    return out
+
+
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_STANDALONE_MARKERS = frozenset(range(0xD0, 0xD8)) | {0x01}
+_TAIL_BYTES = 4096
+
+
+def image_size(path: Path):
+    """(width, height) of a JPEG from its header, or _Bad when missing, not a JPEG or truncated.
+
+    Reads the header up to the first scan and the file's last 4 KiB (the end-of-image marker must be
+    there): a few KB per image instead of decoding megapixels."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(65536)
+            if head[:2] != b"\xff\xd8":
+                return _Bad(f"image {path} is unreadable: not a JPEG (no start-of-image marker)")
+            position, size = 2, None
+            while True:
+                if position + 4 > len(head):
+                    more = f.read(65536)
+                    if not more:
+                        return _Bad(f"image {path} is unreadable: truncated in the JPEG header")
+                    head += more
+                    continue
+                if head[position] != 0xFF:
+                    return _Bad(f"image {path} is unreadable: corrupt JPEG header at byte {position}")
+                marker = head[position + 1]
+                if marker == 0xFF:
+                    position += 1
+                    continue
+                if marker in _STANDALONE_MARKERS:
+                    position += 2
+                    continue
+                if marker == 0xD9:
+                    return _Bad(f"image {path} is unreadable: end-of-image marker before any image data")
+                length = int.from_bytes(head[position + 2: position + 4], "big")
+                if marker in _SOF_MARKERS:
+                    if position + 9 > len(head):
+                        head += f.read(65536)
+                        continue
+                    size = (int.from_bytes(head[position + 7: position + 9], "big"),
+                            int.from_bytes(head[position + 5: position + 7], "big"))
+                position += 2 + length
+                if marker == 0xDA:
+                    break
+            if size is None or 0 in size:
+                return _Bad(f"image {path} is unreadable: no frame size before the image data")
+            end = os.fstat(f.fileno()).st_size
+            f.seek(max(position, end - _TAIL_BYTES))
+            if b"\xff\xd9" not in f.read():
+                return _Bad(f"image {path} is unreadable: truncated (no end-of-image marker)")
+            return size
+    except FileNotFoundError:
+        return _Bad(f"image {path} is missing")
+    except OSError as error:
+        return _Bad(f"image {path} is unreadable: {error.strerror or error}")
+
+
+class _ImagePlacer:
+    """Hard-links images into the output; copies once linking fails (another file system, no permission)."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.link = folder, True
+
+    def __call__(self, item):
+        source, file_name = item
+        target = self.folder / file_name
+        if self.link:
+            try:
+                os.link(source, target)
+                return
+            except FileExistsError:
+                raise
+            except OSError as error:
+                log.info("cannot hard-link %s (%s): copying images instead", source, error.strerror)
+                self.link = False
+        shutil.copyfile(source, target)
+
+
+def _map_in_chunks(function, items: list, label: str) -> list:
+    chunks = [items[i: i + IMAGE_CHUNK] for i in range(0, len(items), IMAGE_CHUNK)]
+    results = []
+    with concurrent.futures.ThreadPoolExecutor(IMAGE_THREADS) as pool, \
+            tqdm(total=len(items), desc=label, unit="img", mininterval=2, leave=False) as progress:
+        for chunk_results in pool.map(lambda chunk: [function(item) for item in chunk], chunks):
+            results += chunk_results
+            progress.update(len(chunk_results))
+    return results
+
+
+def _write_json(path: Path, content) -> None:
+    with open(path, "w") as f:
+        json.dump(content, f, separators=(",", ":"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line and KFP component
+# ---------------------------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m components.convert", description=__doc__.split("\n")[0])
+    parser.add_argument("--input", required=True, help="folder holding the AIC release (at any depth)")
+    parser.add_argument("--output", required=True, help="output folder (must be absent or empty)")
+    parser.add_argument("--single-person", action="store_true", help="keep only images with exactly one person")
+    parser.add_argument("--skip-invalid", action="store_true",
+                        help="skip invalid records (listed in rejects.json) instead of stopping")
+    args = parser.parse_args(argv)
+    steplog.setup()
+    try:
+        counts = convert(args.input, args.output, single_person=args.single_person, skip_invalid=args.skip_invalid)
+    except ConvertError as error:
+        log.error("%s", error)
+        return 1
+    print(json.dumps(counts))
+    return 0
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def convert_op(raw: Input[Dataset], single_person: bool, skip_invalid: bool, coco: Output[Dataset]):
+    from components.convert import convert
+    from pose import steplog
+
+    steplog.setup()
+    coco.metadata.update(convert(raw.path, coco.path, single_person=single_person, skip_invalid=skip_invalid))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
