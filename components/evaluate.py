@@ -1,0 +1,338 @@
+"""evaluate: accuracy, latency and size of every .tflite variant, beside the seed's released models.
+
+Takes    a tflite output folder (`*.tflite`, each with its .json), validation shard folders, and the
+         seed's models (`../shared/anchors`, or --anchors / POSE_ANCHORS_DIR).
+Does     runs each model in LiteRT over the validation people (optional flip test), decodes the heatmaps
+         (DARK or quarter-offset sub-pixel refinement), maps keypoints back to original image pixels and
+         scores PCKh@0.5 (head = head top <-> neck) and OKS AP through pycocotools with the AIC sigmas;
+         times every model and every seed model in the same run (median / p90, 1 and all threads).
+Writes   `results.json` (everything) and `report.html` (table, per-joint bars, gallery), atomically;
+         the KFP component also logs the headline figures as Metrics.
+
+`python -m components.evaluate predict --model X.tflite --image IN --output OUT.png` draws the
+predicted skeleton on any image (letterboxed to the model's input): the desktop twin of the seed's app.
+"""
+import argparse
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
+from typing import List
+
+from components.images import CPU_IMAGE
+
+log = logging.getLogger("evaluate")
+
+REPO = Path(__file__).resolve().parent.parent
+BATCH_SIZE = 16
+REFINE_CHOICES = ("dark", "quarter", "none")
+
+
+class EvaluationError(ValueError):
+    """Unusable models or data: names the file or folder and what is wrong."""
+
+
+def evaluate(models_dir: str, data_dirs: list[str], output_dir: str, anchors_dir: str | None = None,
+             flip_test: bool = False, refine: str = "dark", latency_runs: int = 50, gallery_size: int = 12) -> dict:
+    """Evaluates every .tflite in `models_dir` on `data_dirs`; writes results.json and report.html to
+    `output_dir` and returns the results dict."""
+    from pose import report, steplog
+    from pose.atomic import atomic_directory
+
+    if refine not in REFINE_CHOICES:
+        raise EvaluationError(f"refine must be one of {REFINE_CHOICES}, not {refine!r}")
+    anchors_dir = resolve_anchors_dir(anchors_dir)
+    with steplog.step("evaluate", models=models_dir, data=data_dirs, output=output_dir, anchors=anchors_dir,
+                      refine=refine, flip_test=flip_test) as wrote:
+        models = _open_models(Path(models_dir))
+        predictions, truth, gallery = _predict_validation(models, data_dirs, refine, flip_test, gallery_size)
+        results = {"settings": {"models_dir": str(models_dir), "data_dirs": [str(d) for d in data_dirs],
+                                "anchors_dir": str(anchors_dir) if anchors_dir else None, "refine": refine,
+                                "flip_test": flip_test, "latency_runs": latency_runs,
+                                "all_threads": _all_threads(), "num_people": len(truth["image_id"]),
+                                "gallery_model": gallery["model"]},
+                   "models": {}, "anchors": {}}
+        for name, model in models.items():
+            results["models"][name] = {"file": model["path"].name, "metadata": model["metadata"],
+                                       **_accuracy(predictions[name], truth),
+                                       **_speed_and_size(model["path"], latency_runs)}
+        if anchors_dir:
+            for path in sorted(anchors_dir.glob("*.tflite")):
+                results["anchors"][path.stem] = {"file": str(path), **_speed_and_size(path, latency_runs)}
+        _compare_with_seed(results)
+
+        with atomic_directory(output_dir) as tmp:
+            (tmp / "results.json").write_text(json.dumps(results, indent=2, default=_json_default))
+            (tmp / "report.html").write_text(report.render(results, gallery["images"]))
+        for name, model in results["models"].items():
+            log.info("%s: PCKh %.1f, AP %.3f, %.2f ms (1 thread), %.2f MB%s", name, 100 * model["pckh"], model["ap"],
+                     model["latency"]["1"]["median_ms"], model["size_bytes"] / 1e6,
+                     f", latency x{model['vs_seed']['latency_1_thread']:.2f} of the seed's" if model["vs_seed"] else "")
+        wrote.update(results=f"{output_dir}/results.json", report=f"{output_dir}/report.html",
+                     models=len(models), people=len(truth["image_id"]))
+    return results
+
+
+def resolve_anchors_dir(anchors_dir: str | None) -> Path | None:
+    """--anchors, else $POSE_ANCHORS_DIR, else <repo>/../shared/anchors when it exists, else None (skipped)."""
+    chosen = anchors_dir or os.environ.get("POSE_ANCHORS_DIR")
+    if chosen:
+        if not Path(chosen).is_dir():
+            raise EvaluationError(f"anchors folder {chosen} does not exist")
+        return Path(chosen)
+    default = REPO.parent / "shared" / "anchors"
+    if default.is_dir():
+        return default
+    log.warning("no seed models to compare with (%s missing, POSE_ANCHORS_DIR unset): skipping anchors", default)
+    return None
+
+
+def _open_models(models_dir: Path) -> dict:
+    """name -> {path, interpreter, metadata, input_size, output_size, stride}, checking shapes."""
+    from pose import keypoints, tflite_runtime
+
+    paths = sorted(models_dir.glob("*.tflite"))
+    if not paths:
+        raise EvaluationError(f"{models_dir}: no .tflite models")
+    models = {}
+    for path in paths:
+        interpreter = tflite_runtime.load(path)
+        _, height, width, channels = tflite_runtime.input_shape(interpreter)
+        out_shape = tflite_runtime.output_shape(interpreter)
+        if height != width or channels != 3 or len(out_shape) != 4:
+            raise EvaluationError(f"{path}: input {[height, width, channels]} / output {list(out_shape)}, expected a "
+                                  "square RGB image in and [1, h, w, K] heatmaps out")
+        if out_shape[-1] != keypoints.NUM_KEYPOINTS:
+            raise EvaluationError(f"{path}: size mismatch: the model outputs {out_shape[-1]} heatmaps, the data has "
+                                  f"{keypoints.NUM_KEYPOINTS} keypoints per person")
+        meta_path = path.with_suffix(".json")
+        metadata = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        if metadata and metadata.get("input_size") not in (None, height):
+            raise EvaluationError(f"{path}: size mismatch: the model takes {height}x{width} but {meta_path.name} says "
+                                  f"input_size {metadata['input_size']}")
+        models[path.stem] = {"path": path, "interpreter": interpreter, "metadata": metadata, "input_size": height,
+                             "stride": height / out_shape[1]}
+    return models
+
+
+def _predict_validation(models: dict, data_dirs: list[str], refine: str, flip_test: bool, gallery_size: int):
+    """Runs every model over the validation people once; returns (predictions {name: {keypoints, scores}} in
+    original pixels, truth arrays, gallery {model, images})."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from pose import decoding, inputs, keypoints, tflite_runtime
+
+    index = inputs.read_index(data_dirs)
+    if index["num_examples"] == 0:
+        raise EvaluationError(f"{', '.join(map(str, data_dirs))}: the shards hold no people to evaluate")
+    gallery_model = next((n for n in models if n.endswith("_fp32")), next(iter(models)))
+    predictions = {name: {"keypoints": [], "scores": []} for name in models}
+    truth = {key: [] for key in ("keypoints", "visibility", "bbox", "image_id")}
+    gallery = {"model": gallery_model, "images": []}
+    started = time.perf_counter()
+    for size in sorted({m["input_size"] for m in models.values()}):
+        sized = {name: m for name, m in models.items() if m["input_size"] == size}
+        first_pass = not truth["image_id"]
+        batches = inputs.evaluation_dataset([str(d) for d in data_dirs], size, BATCH_SIZE)
+        for batch in tqdm(batches, total=math.ceil(index["num_examples"] / BATCH_SIZE), unit="batch",
+                          desc=f"evaluate {size}px x {len(sized)} models", mininterval=5):
+            batch = {key: value.numpy() for key, value in batch.items()}
+            if batch["original_keypoints"].shape[1] != keypoints.NUM_KEYPOINTS:
+                raise EvaluationError(f"{data_dirs}: records hold {batch['original_keypoints'].shape[1]} keypoints, "
+                                      f"the models {keypoints.NUM_KEYPOINTS}")
+            if first_pass:
+                truth["keypoints"].append(batch["original_keypoints"])
+                truth["visibility"].append(batch["visibility"])
+                truth["bbox"].append(batch["bbox"])
+                truth["image_id"].append(batch["image_id"])
+            for name, model in sized.items():
+                predict = lambda images, m=model: tflite_runtime.run(m["interpreter"], images)  # noqa: E731
+                heatmaps = decoding.flip_test(predict, batch["image"]) if flip_test else predict(batch["image"])
+                coords, scores = decoding.decode(heatmaps, refine=refine)
+                in_input = decoding.heatmap_to_input(coords, model["stride"])
+                to_original = batch["to_original"]
+                original = np.einsum("nij,nkj->nki", to_original[:, :, :2], in_input) + to_original[:, None, :, 2]
+                predictions[name]["keypoints"].append(original)
+                predictions[name]["scores"].append(scores)
+                if name == gallery_model and len(gallery["images"]) < gallery_size:
+                    gallery["images"].extend(_gallery_images(batch, in_input, gallery_size - len(gallery["images"])))
+    truth = {key: np.concatenate(value) for key, value in truth.items()}
+    if len(truth["image_id"]) == 0:
+        raise EvaluationError(f"{', '.join(map(str, data_dirs))}: the shards hold no people to evaluate")
+    elapsed = time.perf_counter() - started
+    log.info("predicted %d people with %d models in %.1fs (%.1f people/s per model)", len(truth["image_id"]),
+             len(models), elapsed, len(truth["image_id"]) * len(models) / max(elapsed, 1e-9))
+    return ({name: {k: np.concatenate(v) for k, v in p.items()} for name, p in predictions.items()}, truth, gallery)
+
+
+def _gallery_images(batch: dict, predicted_input: "np.ndarray", count: int, scale: int = 2) -> list[str]:
+    import cv2
+    import numpy as np
+
+    from pose import report
+
+    uris = []
+    for image, true_points, visibility, points in zip(batch["image"][:count], batch["keypoints"],
+                                                      batch["visibility"], predicted_input):
+        canvas = cv2.cvtColor((np.clip(image, 0, 1) * 255).astype(np.uint8), cv2.COLOR_RGB2BGR)
+        canvas = cv2.resize(canvas, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+        report.draw_skeleton(canvas, (true_points + 0.5) * scale - 0.5, visibility > 0, report.TRUE_COLOUR)
+        report.draw_skeleton(canvas, (points + 0.5) * scale - 0.5, None, report.PREDICTED_COLOUR)
+        uris.append(report.jpeg_data_uri(canvas))
+    return uris
+
+
+def _accuracy(prediction: dict, truth: dict) -> dict:
+    from pose import keypoints, metrics
+
+    mean, per_joint = metrics.pckh(prediction["keypoints"], truth["keypoints"], truth["visibility"] > 0)
+    ap = metrics.oks_ap(prediction["keypoints"], prediction["scores"], truth["keypoints"], truth["visibility"],
+                        truth["bbox"], truth["image_id"])
+    return {"pckh": mean, "pckh_per_joint": {name: (None if v != v else float(v))
+                                             for name, v in zip(keypoints.NAMES, per_joint)}, **ap}
+
+
+def _all_threads() -> int:
+    from pose import tflite_runtime
+
+    return tflite_runtime.all_threads()
+
+
+def _speed_and_size(path: Path, runs: int) -> dict:
+    from pose import tflite_runtime
+
+    return {"size_bytes": path.stat().st_size,
+            "latency": {"1": tflite_runtime.latency(path, 1, runs),
+                        "all": tflite_runtime.latency(path, _all_threads(), runs)}}
+
+
+def _family(name: str) -> str:
+    return "hourglass" if "hourglass" in name.lower() else "cpm"
+
+
+def _compare_with_seed(results: dict) -> None:
+    """Adds vs_seed (ours / the seed's model of the same family: latency at 1 and all threads, size)."""
+    anchors = {_family(name): anchor for name, anchor in results["anchors"].items()}
+    for name, model in results["models"].items():
+        anchor = anchors.get(_family(model["metadata"].get("model", name)))
+        model["vs_seed"] = None if anchor is None else {
+            "seed_model": next(n for n, a in results["anchors"].items() if a is anchor),
+            "latency_1_thread": model["latency"]["1"]["median_ms"] / anchor["latency"]["1"]["median_ms"],
+            "latency_all_threads": model["latency"]["all"]["median_ms"] / anchor["latency"]["all"]["median_ms"],
+            "size": model["size_bytes"] / anchor["size_bytes"],
+        }
+
+
+def _json_default(value):
+    import numpy as np
+
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value)}")
+
+
+def predict(model_path: str, image_path: str, output_path: str, refine: str = "dark",
+            min_score: float = 0.1) -> dict:
+    """Draws the predicted skeleton on `image_path` (the whole image letterboxed to the model input) into
+    `output_path`; returns {"keypoints": [[x, y], ...] in image pixels, "scores": [...]}."""
+    import cv2
+    import numpy as np
+
+    from pose import decoding, report, tflite_runtime
+
+    interpreter = tflite_runtime.load(model_path)
+    _, size, _, _ = tflite_runtime.input_shape(interpreter)
+    image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise EvaluationError(f"{image_path}: cannot read the image")
+    height, width = image.shape[:2]
+    scale = size / max(height, width)
+    # Pixel centres map as x_in = scale * (x + 0.5) - 0.5, the image centred in the square input.
+    shift_x = 0.5 * scale - 0.5 + (size - scale * width) / 2
+    shift_y = 0.5 * scale - 0.5 + (size - scale * height) / 2
+    to_input = np.array([[scale, 0, shift_x], [0, scale, shift_y]], dtype=np.float64)
+    letterboxed = cv2.warpAffine(image, to_input, (size, size), flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    rgb = cv2.cvtColor(letterboxed, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
+    heatmaps = tflite_runtime.run(interpreter, rgb[None])
+    coords, scores = decoding.decode(heatmaps, refine=refine)
+    in_input = decoding.heatmap_to_input(coords[0], size / heatmaps.shape[1])
+    points = (in_input - to_input[:, 2]) / scale
+    report.draw_skeleton(image, points, scores[0] >= min_score, report.PREDICTED_COLOUR,
+                         thickness=max(2, round(max(height, width) / 200)))
+    output_path = Path(output_path)
+    tmp = output_path.with_name(f".{output_path.stem}.tmp{output_path.suffix}")
+    if not cv2.imwrite(str(tmp), image):
+        raise EvaluationError(f"{output_path}: cannot write the image")
+    os.replace(tmp, output_path)
+    log.info("wrote %s: %d of %d joints above score %.2f", output_path, int((scores[0] >= min_score).sum()),
+             scores.shape[1], min_score)
+    return {"keypoints": points.tolist(), "scores": scores[0].tolist()}
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def evaluate_op(tflite_models: Input[Model], valid_shards: Input[List[Dataset]], metrics: Output[Metrics],
+                report: Output[HTML], results: Output[Artifact], flip_test: bool = False, refine: str = "dark",
+                latency_runs: int = 50):
+    import shutil
+
+    from components.evaluate import evaluate
+
+    outcome = evaluate(tflite_models.path, [d.path for d in valid_shards], results.path, flip_test=flip_test,
+                       refine=refine, latency_runs=latency_runs)
+    shutil.copyfile(f"{results.path}/report.html", report.path)
+    for name, model in outcome["models"].items():
+        metrics.log_metric(f"{name}_pckh", round(100 * model["pckh"], 2))
+        for key in ("ap", "ap50", "ap75"):
+            metrics.log_metric(f"{name}_{key}", round(model[key], 4))
+        metrics.log_metric(f"{name}_latency_ms", round(model["latency"]["1"]["median_ms"], 3))
+        metrics.log_metric(f"{name}_size_mb", round(model["size_bytes"] / 1e6, 3))
+        if model["vs_seed"]:
+            metrics.log_metric(f"{name}_latency_vs_seed", round(model["vs_seed"]["latency_1_thread"], 3))
+    results.metadata["people"] = outcome["settings"]["num_people"]
+
+
+def main(argv=None) -> None:
+    import sys
+
+    from pose import steplog
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["predict"]:
+        parser = argparse.ArgumentParser(prog="python -m components.evaluate predict",
+                                         description="Draw the predicted skeleton on an image.")
+        parser.add_argument("--model", required=True, help=".tflite model")
+        parser.add_argument("--image", required=True, help="any image cv2 reads")
+        parser.add_argument("--output", required=True, help="output image (.png)")
+        parser.add_argument("--refine", choices=REFINE_CHOICES, default="dark")
+        parser.add_argument("--min-score", type=float, default=0.1, help="joints below this peak score are not drawn")
+        args = parser.parse_args(argv[1:])
+        steplog.setup()
+        predict(args.model, args.image, args.output, refine=args.refine, min_score=args.min_score)
+        return
+    parser = argparse.ArgumentParser(prog="python -m components.evaluate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", required=True, help="tflite output folder (*.tflite and their .json)")
+    parser.add_argument("--data", action="append", required=True, help="validation shard folder (repeatable)")
+    parser.add_argument("--output", required=True, help="folder for results.json and report.html")
+    parser.add_argument("--anchors", help="seed models folder (default: $POSE_ANCHORS_DIR, else ../shared/anchors)")
+    parser.add_argument("--flip-test", action="store_true", help="average with the prediction on the mirrored image")
+    parser.add_argument("--refine", choices=REFINE_CHOICES, default="dark", help="sub-pixel heatmap refinement")
+    parser.add_argument("--latency-runs", type=int, default=50, help="timed runs per model and thread count")
+    parser.add_argument("--gallery-size", type=int, default=12)
+    args = parser.parse_args(argv)
+    steplog.setup()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    evaluate(args.models, args.data, args.output, anchors_dir=args.anchors, flip_test=args.flip_test,
+             refine=args.refine, latency_runs=args.latency_runs, gallery_size=args.gallery_size)
+
+
+if __name__ == "__main__":
+    main()
