@@ -1,0 +1,102 @@
+"""The pose networks: `build_model(name, ...)` returns a Keras model whose outputs are the list of
+per-stage heatmaps (last = final), and `summary(model)` prints parameters and FLOPs.
+
+Compute is counted analytically per layer: multiply-adds of the convolutions (Conv2D,
+DepthwiseConv2D, Dense); FLOPs = 2 x multiply-adds (what TF's profiler reports). The seed's
+README says "0.5G" for both models but mixes units: its mv2_cpm source at width 0.75 and 192 is
+0.54 G multiply-adds (1.08 GFLOPs), its hourglass 0.268 G multiply-adds (0.54 GFLOPs), exactly the
+count of the released hourglass in ../shared/anchors. Ours match both (tests/test_networks.py).
+"""
+import keras
+from keras import layers
+
+from pose.networks import mv2_cpm, mv2_hourglass
+
+ARCHITECTURES = {"mv2_cpm": mv2_cpm, "mv2_hourglass": mv2_hourglass}
+
+
+def _architecture(name: str):
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown model {name!r}; expected one of {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[name]
+
+
+def output_stride(name: str) -> int:
+    """Input pixels per heatmap pixel: 2 for the CPM, 4 for the hourglass."""
+    return _architecture(name).OUTPUT_STRIDE
+
+
+def default_width(name: str) -> float:
+    return _architecture(name).DEFAULT_WIDTH
+
+
+def default_stages(name: str) -> int:
+    return _architecture(name).DEFAULT_STAGES
+
+
+def build_model(name: str, input_size: int = 192, width: float | None = None, num_stages: int | None = None,
+                num_keypoints: int = 14, batch_norm_momentum: float = 0.99) -> keras.Model:
+    """width / num_stages None = the seed's setting for that model (CPM 0.75 / 6, hourglass 1.0 / 4)."""
+    architecture = _architecture(name)
+    return architecture.build(
+        input_size=input_size,
+        width=architecture.DEFAULT_WIDTH if width is None else width,
+        num_stages=architecture.DEFAULT_STAGES if num_stages is None else num_stages,
+        num_keypoints=num_keypoints,
+        batch_norm_momentum=batch_norm_momentum,
+    )
+
+
+def stage_heatmaps(model: keras.Model, images, training: bool = False) -> list:
+    """The model's per-stage heatmaps as a list, also for one stage (Keras returns a bare tensor then)."""
+    outputs = model(images, training=training)
+    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+
+
+def count_multiply_adds(model: keras.Model) -> int:
+    """Multiply-adds of one image through the model's convolutions and dense layers."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, layers.DepthwiseConv2D):
+            _, height, width, channels = layer.output.shape
+            total += height * width * channels * layer.kernel_size[0] * layer.kernel_size[1]
+        elif isinstance(layer, layers.Conv2D):
+            _, height, width, filters = layer.output.shape
+            in_channels = layer.input.shape[-1] // layer.groups
+            total += height * width * filters * layer.kernel_size[0] * layer.kernel_size[1] * in_channels
+        elif isinstance(layer, layers.Dense):
+            total += layer.input.shape[-1] * layer.units
+    return int(total)
+
+
+def summary(model: keras.Model, print_fn=print) -> dict:
+    """Prints and returns parameters, multiply-adds, FLOPs, input and per-stage output shapes."""
+    multiply_adds = count_multiply_adds(model)
+    info = {
+        "model": model.name,
+        "parameters": int(model.count_params()),
+        "trainable_parameters": int(sum(int(w.numpy().size) for w in model.trainable_weights)),
+        "multiply_adds": multiply_adds,
+        "flops": 2 * multiply_adds,
+        "input_shape": tuple(model.input.shape[1:]),
+        "output_shapes": [tuple(o.shape[1:]) for o in model.outputs],
+        "output_names": [o._keras_history.operation.name for o in model.outputs],
+    }
+    print_fn(f"{info['model']}: input {info['input_shape']}, {len(model.outputs)} stage outputs of "
+             f"{info['output_shapes'][-1]}, final {info['output_names'][-1]}")
+    print_fn(f"  parameters {info['parameters']:,} (trainable {info['trainable_parameters']:,}), "
+             f"{multiply_adds / 1e9:.3f} G multiply-adds = {info['flops'] / 1e9:.3f} GFLOPs")
+    return info
+
+
+def main(argv=None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m pose.networks", description="Print a network's size and compute.")
+    parser.add_argument("model", choices=sorted(ARCHITECTURES))
+    parser.add_argument("--input-size", type=int, default=192)
+    parser.add_argument("--width", type=float)
+    parser.add_argument("--num-stages", type=int)
+    parser.add_argument("--num-keypoints", type=int, default=14)
+    args = parser.parse_args(argv)
+    summary(build_model(args.model, args.input_size, args.width, args.num_stages, args.num_keypoints))

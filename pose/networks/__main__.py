@@ -1,0 +1,3 @@
+from pose.networks import main
+
+main()

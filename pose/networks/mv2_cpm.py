@@ -1,0 +1,65 @@
+"""MobileNetV2 Convolutional Pose Machine (the seed's `network_mv2_cpm.py`).
+
+Backbone: a width-scaled MobileNetV2 whose five levels (1/2 .. 1/32) are pooled or upsampled to
+1/8 and concatenated. Stages: each a stack of three inverted residual blocks (3x3 kernels in
+stage 0, 7x7 after) and two separable 1x1 blocks ending in `num_keypoints` heatmaps; every stage
+after the first also sees the previous stage's heatmaps. Each stage's heatmaps are upsampled x4,
+to input / 2, and supervised; the last one, `stage_<n-1>_out`, is the model's answer.
+
+This is the seed's training code (`network_mv2_cpm.py`) at width 0.75. The CPM it released
+(`model-tiny`, ../shared/anchors/pefm-cpm-192.tflite) is a slimmer variant: backbone and heads
+at width 0.5, stage expansion 3; 0.277 G multiply-adds instead of 0.539.
+"""
+import keras
+from keras import layers
+
+from pose.networks.blocks import (_conv_block, _inverted_res_stack, _max_pool, _separable_block,
+                                  _upsample, scaled_channels)
+
+OUTPUT_STRIDE = 2
+DEFAULT_WIDTH = 0.75
+DEFAULT_STAGES = 6
+
+
+def _backbone(image, width: float, momentum: float):
+    """MobileNetV2 levels at strides 2, 4, 8, 16, 32, brought to 1/8 and concatenated."""
+    def channels(c):
+        return scaled_channels(c, width)
+
+    x = _conv_block(image, channels(32), 3, 2, "Conv2d_0", momentum)
+    level_0 = _inverted_res_stack(x, [(1, channels(16), 1, 3)] * 2, "MobilenetV2_part_0", momentum)
+    levels = [level_0]
+    for part, filters in enumerate((24, 32, 64, 96), start=1):
+        blocks = [(6, channels(filters), 2, 3)] + [(6, channels(filters), 1, 3)] * 4
+        levels.append(_inverted_res_stack(levels[-1], blocks, f"MobilenetV2_part_{part}", momentum))
+    return layers.Concatenate(name="MobilenetV2_concat")([
+        _max_pool(levels[0], 4, "mv2_0_max_pool"),
+        _max_pool(levels[1], 2, "mv2_1_max_pool"),
+        levels[2],
+        _upsample(levels[3], 2, "mv2_3_upsample"),
+        _upsample(levels[4], 4, "mv2_4_upsample"),
+    ])
+
+
+def _cpm_stage(features, previous, stage: int, width: float, num_keypoints: int, momentum: float):
+    """One CPM stage: returns its heatmaps at 1/8 (fed to the next stage)."""
+    x = features if previous is None else layers.Concatenate(name=f"stage_{stage}_concat")([features, previous])
+    kernel_size, head_channels = (3, 512) if stage == 0 else (7, 128)
+    filters = scaled_channels(32, width)
+    x = _inverted_res_stack(x, [(2, filters, 1, kernel_size), (4, filters, 1, kernel_size),
+                                (4, filters, 1, kernel_size)], f"stage_{stage}_mv2", momentum)
+    x = _separable_block(x, scaled_channels(head_channels, width), f"stage_{stage}_mv1_0", momentum)
+    return _separable_block(x, num_keypoints, f"stage_{stage}_mv1_1", momentum, activation=False)
+
+
+def build(input_size: int = 192, width: float = DEFAULT_WIDTH, num_stages: int = DEFAULT_STAGES,
+          num_keypoints: int = 14, batch_norm_momentum: float = 0.99) -> keras.Model:
+    if input_size % 32:
+        raise ValueError(f"mv2_cpm: input_size {input_size} must be a multiple of 32")
+    image = keras.Input((input_size, input_size, 3), name="image")
+    features = _backbone(image, width, batch_norm_momentum)
+    outputs, previous = [], None
+    for stage in range(num_stages):
+        previous = _cpm_stage(features, previous, stage, width, num_keypoints, batch_norm_momentum)
+        outputs.append(_upsample(previous, 4, f"stage_{stage}_out"))
+    return keras.Model(image, outputs, name="mv2_cpm")
