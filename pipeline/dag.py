@@ -1,0 +1,114 @@
+"""The pipeline: wires the steps of ../shared/DESIGN.md together, nothing else.
+
+download -> convert -> shard x N (ParallelFor, train and valid) -> train -> freeze -> tflite -> evaluate -> publish
+
+Every argument below is a run-time parameter (KFP UI, `kfp run create`, `python -m pipeline submit --param`);
+the defaults run the small synthetic demo that `python -m pipeline run` runs locally. Cluster settings
+(resources, accelerator, node selector, tolerations, the GCS secret) are ignored by kfp.local.
+Images are fixed at compile time: `python -m pipeline compile --image-tag T` (see components/images.py).
+"""
+from typing import NamedTuple
+
+from kfp import dsl, kubernetes
+from kfp.dsl import HTML, Artifact, Metrics, Model
+
+from components.convert import convert_op
+from components.download import download_op
+from components.evaluate import evaluate_op
+from components.fanout import shard_indices_op
+from components.freeze import freeze_op
+from components.publish import publish_op
+from components.shard import shard_op
+from components.tflite import tflite_op
+from components.train import train_op
+
+PIPELINE_NAME = "pose-estimation-for-mobile"
+
+# Ingest is deterministic in its inputs, so a re-run with the same source reuses it; training is not
+# (random init, shuffling), and publishing is a side effect: neither is ever served from the cache.
+CACHED_STEPS = {"download": True, "convert": True, "fanout": True, "shard": True, "train": False,
+                "freeze": True, "tflite": True, "evaluate": True, "publish": False}
+
+# (CPU, memory) requests per step. Compile-time, not run parameters: kfp 2.17 drops a parameter used in
+# a resource field of a task inside ParallelFor from the loop's inputs, and the shard tasks would fail.
+RESOURCES = {"download": ("1", "2Gi"), "convert": ("2", "8Gi"), "fanout": ("100m", "256Mi"),
+             "shard": ("2", "4Gi"), "train": ("8", "32Gi"), "freeze": ("2", "8Gi"), "tflite": ("4", "8Gi"),
+             "evaluate": ("4", "8Gi"), "publish": ("1", "2Gi")}
+
+GCS_SECRET_MOUNT = "/var/secrets/gcs"
+
+
+def configure(task, step: str):
+    """The step's resource requests and caching."""
+    cpu, memory = RESOURCES[step]
+    return task.set_cpu_request(cpu).set_memory_request(memory).set_caching_options(CACHED_STEPS[step])
+
+Outputs = NamedTuple("Outputs", tflite_models=Model, metrics=Metrics, report=HTML, results=Artifact)
+
+
+def _use_gcs_secret(task, secret_name) -> None:
+    """Mounts the secret's service-account key and points GOOGLE_APPLICATION_CREDENTIALS at it.
+
+    Both come from the secret (optional, so clusters with Workload Identity need none), never from the
+    container's env: a literal env var would also reach kfp.local's subprocesses and hide the user's
+    own credentials there. Create it with
+    `kubectl create secret generic gcs-credentials --from-file=key.json=SA_KEY.json
+     --from-literal=GOOGLE_APPLICATION_CREDENTIALS=/var/secrets/gcs/key.json`.
+    """
+    kubernetes.use_secret_as_volume(task, secret_name=secret_name, mount_path=GCS_SECRET_MOUNT, optional=True)
+    kubernetes.use_secret_as_env(task, secret_name=secret_name, optional=True,
+                                 secret_key_to_env={"GOOGLE_APPLICATION_CREDENTIALS": "GOOGLE_APPLICATION_CREDENTIALS"})
+
+
+@dsl.pipeline(name=PIPELINE_NAME,
+              description="AI Challenger keypoints -> MobileNetV2 CPM / Hourglass -> TFLite models, evaluated "
+                          "against the seed's models (PCKh@0.5, OKS AP, latency), optionally published to gs://.")
+def pose_pipeline(
+    source: str = "synthetic://2000",
+    sha256: str = "",
+    single_person: bool = False,
+    skip_invalid: bool = False,
+    num_shards: int = 4,
+    config: str = "experiments/local.yaml",
+    overrides: str = "",
+    tflite_variants: str = "fp32,fp16,int8-dynamic,int8",
+    publish_uri: str = "",
+    publish_variant: str = "fp16",
+    gpu_type: str = "nvidia.com/gpu",
+    gpu_count: int = 1,
+    gpu_node_selector: dict = {"nvidia.com/gpu.present": "true"},
+    gpu_tolerations: list = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    gcs_secret: str = "gcs-credentials",
+) -> Outputs:
+    download = configure(download_op(source=source, sha256=sha256), "download")
+    _use_gcs_secret(download, gcs_secret)
+    convert = configure(convert_op(raw=download.outputs["raw"], single_person=single_person,
+                                skip_invalid=skip_invalid), "convert")
+    fanout = configure(shard_indices_op(num_shards=num_shards), "fanout")
+    with dsl.ParallelFor(fanout.output) as shard_index:
+        train_shard = configure(shard_op(coco=convert.outputs["coco"], split="train", num_shards=num_shards,
+                                      shard_index=shard_index), "shard").set_display_name("shard-train")
+        valid_shard = configure(shard_op(coco=convert.outputs["coco"], split="valid", num_shards=num_shards,
+                                      shard_index=shard_index), "shard").set_display_name("shard-valid")
+
+    # One dsl.Collected per consumer: kfp 2.17's compiler fails on an instance shared by two tasks.
+    train = train_op(train_shards=dsl.Collected(train_shard.outputs["shards"]),
+                     valid_shards=dsl.Collected(valid_shard.outputs["shards"]), config=config, overrides=overrides)
+    configure(train, "train").set_accelerator_type(gpu_type).set_accelerator_limit(gpu_count)
+    kubernetes.add_node_selector_json(train, gpu_node_selector)
+    kubernetes.add_toleration_json(train, gpu_tolerations)
+
+    freeze = configure(freeze_op(model=train.outputs["model"]), "freeze")
+    tflite = configure(tflite_op(frozen=freeze.outputs["frozen"], variants=tflite_variants,
+                              representative=dsl.Collected(train_shard.outputs["shards"])), "tflite")
+    evaluate = configure(evaluate_op(tflite_models=tflite.outputs["tflite_models"],
+                                  valid_shards=dsl.Collected(valid_shard.outputs["shards"])), "evaluate")
+    with dsl.If(publish_uri != "", name="publish-requested"):
+        publish = configure(publish_op(tflite_models=tflite.outputs["tflite_models"], report=evaluate.outputs["report"],
+                                    results=evaluate.outputs["results"], destination=publish_uri,
+                                    variant=publish_variant), "publish")
+        _use_gcs_secret(publish, gcs_secret)
+
+    return Outputs(tflite_models=tflite.outputs["tflite_models"], metrics=evaluate.outputs["metrics"],
+                   report=evaluate.outputs["report"], results=evaluate.outputs["results"])
+
