@@ -1,0 +1,207 @@
+"""shard: COCO keypoints + images -> TFRecord shards, one tf.train.Example per person.
+
+Takes  convert's output: annotations/person_keypoints_<split>.json and images/<split>/.
+Does   orders the people of the split by annotation id and deals them round-robin to N shards
+       (deterministic); skips people with no labelled joint; cuts a square crop around each
+       person (the box grown by CROP_MARGIN, centred on the box), shrinks it so its side is at most
+       --crop-size, and stores it as JPEG with the keypoints and box in crop pixels and the affine
+       crop -> original (layout: pose/records.py). With --shard-index it writes only that shard
+       (the pipeline fans out one task per shard); without, all shards in parallel threads.
+Writes <split>-<iiiii>-of-<nnnnn>.tfrecord and index.json (docs/ARTIFACTS.md); the folder appears
+       at once (built beside <output>, then renamed).
+
+    python -m components.shard --input COCO_DIR --output DIR --split train --num-shards 16 [--shard-index 3]
+"""
+import argparse
+import concurrent.futures
+import json
+import logging
+import math
+import os
+import time
+
+import cv2
+import numpy as np
+import tensorflow as tf
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Output
+
+from components.images import CPU_IMAGE
+from pose import records, steplog
+from pose.atomic import atomic_directory
+from pose.keypoints import NUM_KEYPOINTS
+
+log = logging.getLogger("shard")
+
+SPLITS = ("train", "valid")
+CROP_MARGIN = 1.5  # crop side / longer box side: context for scale-down and rotation augmentation
+JPEG_QUALITY = 92
+PROGRESS_EVERY = 500
+
+
+class ShardError(ValueError):
+    """Input the step cannot shard: the message names the file, the record and what is wrong."""
+
+
+def shard_name(split: str, index: int, num_shards: int) -> str:
+    return f"{split}-{index:05d}-of-{num_shards:05d}.tfrecord"
+
+
+def _load_people(input_dir: str, split: str) -> tuple[list[dict], dict, int]:
+    """The people with at least one labelled joint, sorted by annotation id; the images by id;
+    the number of people skipped for having none."""
+    path = os.path.join(input_dir, "annotations", f"person_keypoints_{split}.json")
+    try:
+        with open(path) as f:
+            coco = json.load(f)
+        images = {image["id"]: image for image in coco["images"]}
+        annotations = coco["annotations"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ShardError(f"{path}: not a readable COCO keypoint file: {error!r}") from error
+    people, skipped = [], 0
+    for position, person in sorted(enumerate(annotations), key=lambda item: item[1].get("id", -1)):
+        where = f"{path}: annotations[{position}] (id {person.get('id')})"
+        keypoints = person.get("keypoints")
+        if not isinstance(keypoints, list) or len(keypoints) != 3 * NUM_KEYPOINTS:
+            raise ShardError(f"{where}: expected {3 * NUM_KEYPOINTS} keypoint values, got "
+                             f"{len(keypoints) if isinstance(keypoints, list) else keypoints!r}")
+        bbox = person.get("bbox")
+        if not isinstance(bbox, list) or len(bbox) != 4 or not (bbox[2] > 0 and bbox[3] > 0):
+            raise ShardError(f"{where}: bbox must be [x, y, w, h] with w, h > 0, got {bbox!r}")
+        if person.get("image_id") not in images:
+            raise ShardError(f"{where}: image_id {person.get('image_id')!r} is not in 'images'")
+        if not any(keypoints[2::3]):
+            skipped += 1
+            continue
+        people.append(person)
+    return people, images, skipped
+
+
+def crop_person(image: np.ndarray, bbox, crop_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Square crop centred on the box, side CROP_MARGIN x the longer box side, black outside the
+    image, shrunk (area interpolation) to at most crop_size. Returns (crop, 2x3 affine crop -> original)."""
+    x, y, w, h = (float(v) for v in bbox)
+    side = max(1, math.ceil(max(w, h) * CROP_MARGIN))
+    # Integer offsets make the first cut an exact copy; the box centre moves by half a pixel at most.
+    left, top = round(x + w / 2 - (side - 1) / 2), round(y + h / 2 - (side - 1) / 2)
+    cut = cv2.warpAffine(image, np.float32([[1, 0, left], [0, 1, top]]), (side, side),
+                         flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
+    out = min(side, crop_size)
+    if out < side:
+        cut = cv2.resize(cut, (out, out), interpolation=cv2.INTER_AREA)
+    ratio = side / out  # cv2.resize maps output pixel u to input (u + 0.5) * ratio - 0.5
+    to_original = np.array([[ratio, 0.0, left + 0.5 * ratio - 0.5], [0.0, ratio, top + 0.5 * ratio - 0.5]])
+    return cut, to_original
+
+
+def _person_example(person: dict, image_info: dict, image: np.ndarray, crop_size: int) -> bytes:
+    crop, to_original = crop_person(image, person["bbox"], crop_size)
+    to_crop = np.linalg.inv(np.vstack([to_original, [0.0, 0.0, 1.0]]))[:2]
+    values = np.asarray(person["keypoints"], dtype=np.float64).reshape(NUM_KEYPOINTS, 3)
+    visibility = values[:, 2].astype(np.int64)
+    keypoints = values[:, :2] @ to_crop[:, :2].T + to_crop[:, 2]
+    keypoints[visibility == 0] = 0.0  # unlabelled joints have no position
+    x, y, w, h = (float(v) for v in person["bbox"])
+    box_corner = to_crop @ np.array([x, y, 1.0])
+    ok, jpeg = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise ShardError(f"annotation {person['id']}: JPEG encoding of the crop failed")
+    return records.make_example(
+        image_encoded=jpeg.tobytes(), image_file_name=image_info["file_name"], image_id=person["image_id"],
+        image_original_size=image.shape[:2], person_id=person["id"], person_keypoints=keypoints,
+        person_visibility=visibility, person_bbox=[*box_corner, w / to_original[0, 0], h / to_original[1, 1]],
+        person_bbox_original=[x, y, w, h], crop_size=crop.shape[0], crop_to_original=to_original)
+
+
+def _read_image(input_dir: str, split: str, image_info: dict) -> np.ndarray:
+    path = os.path.join(input_dir, "images", split, image_info["file_name"])
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        raise ShardError(f"{path}: missing or not a readable image (image id {image_info['id']})")
+    expected = (image_info.get("height"), image_info.get("width"))
+    if expected != image.shape[:2]:
+        raise ShardError(f"{path}: image is {image.shape[0]}x{image.shape[1]} (h x w) but the annotations "
+                         f"say {expected[0]}x{expected[1]} (image id {image_info['id']})")
+    return image
+
+
+def _write_shard(input_dir: str, folder: str, split: str, index: int, num_shards: int, people: list[dict],
+                 images: dict, crop_size: int) -> int:
+    """Writes one shard (through a temporary name); returns its record count."""
+    path = os.path.join(folder, shard_name(split, index, num_shards))
+    tmp = path + ".tmp"
+    started, cached_id, image = time.perf_counter(), None, None
+    with tf.io.TFRecordWriter(tmp) as writer:
+        for count, person in enumerate(people, 1):
+            info = images[person["image_id"]]
+            if info["id"] != cached_id:  # people of one image are neighbours in id order
+                image, cached_id = _read_image(input_dir, split, info), info["id"]
+            writer.write(_person_example(person, info, image, crop_size))
+            if count % PROGRESS_EVERY == 0:
+                log.info("shard %d: %d/%d people, %.0f/s", index, count, len(people),
+                         count / (time.perf_counter() - started))
+    os.replace(tmp, path)
+    return len(people)
+
+
+def shard(input_dir: str, output_dir: str, split: str, num_shards: int, shard_index: int | None = None,
+          crop_size: int = 512) -> dict:
+    """Writes the shards of one split (all, or only `shard_index`) and index.json; returns the index."""
+    if split not in SPLITS:
+        raise ShardError(f"split {split!r}: expected one of {SPLITS}")
+    if num_shards < 1 or (shard_index is not None and not 0 <= shard_index < num_shards):
+        raise ShardError(f"shard index {shard_index} / num_shards {num_shards}: need 0 <= index < num_shards")
+    if crop_size < 16:
+        raise ShardError(f"crop_size {crop_size}: too small for a person crop")
+    people, images, skipped = _load_people(input_dir, split)
+    indices = range(num_shards) if shard_index is None else [shard_index]
+    with atomic_directory(output_dir) as folder:
+        jobs = [(input_dir, str(folder), split, i, num_shards, people[i::num_shards], images, crop_size)
+                for i in indices]
+        # Threads, not processes: the work is JPEG decoding, resizing and encoding in OpenCV, which
+        # releases the GIL, and a process would pay TensorFlow's import (seconds) before its first record.
+        with concurrent.futures.ThreadPoolExecutor(min(len(jobs), os.cpu_count() or 1)) as pool:
+            counts = list(pool.map(lambda job: _write_shard(*job), jobs))
+        index = {
+            "split": split, "num_shards": num_shards, "crop_size": crop_size, "crop_margin": CROP_MARGIN,
+            "shards": {shard_name(split, i, num_shards): count for i, count in zip(indices, counts)},
+            "num_examples": sum(counts), "skipped_unlabelled": skipped, "feature_spec": records.feature_spec_json(),
+        }
+        with open(folder / "index.json", "w") as f:
+            json.dump(index, f, indent=1, sort_keys=True)
+    return index
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def shard_op(coco: Input[Dataset], split: str, num_shards: int, shard_index: int, shards: Output[Dataset],
+             crop_size: int = 512):
+    from components.shard import shard
+    from pose import steplog
+
+    steplog.setup()
+    index = shard(coco.path, shards.path, split, num_shards, None if shard_index < 0 else shard_index, crop_size)
+    shards.metadata.update({key: index[key] for key in ("split", "num_shards", "num_examples",
+                                                        "skipped_unlabelled", "crop_size")})
+    shards.metadata["shard_files"] = sorted(index["shards"])
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m components.shard", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", required=True, help="convert's COCO folder")
+    parser.add_argument("--output", required=True, help="folder for the shards and index.json")
+    parser.add_argument("--split", required=True, choices=SPLITS)
+    parser.add_argument("--num-shards", type=int, required=True)
+    parser.add_argument("--shard-index", type=int, default=None, help="write only this shard (0-based)")
+    parser.add_argument("--crop-size", type=int, default=512, help="longest side of a stored person crop")
+    args = parser.parse_args(argv)
+    steplog.setup()
+    with steplog.step("shard", input=args.input, split=args.split, num_shards=args.num_shards,
+                      shard_index=args.shard_index) as wrote:
+        index = shard(args.input, args.output, args.split, args.num_shards, args.shard_index, args.crop_size)
+        wrote.update(output=args.output, shards=len(index["shards"]), examples=index["num_examples"],
+                     skipped_unlabelled=index["skipped_unlabelled"])
+
+
+if __name__ == "__main__":
+    main()
