@@ -156,9 +156,7 @@ def _predict_validation(models: dict, data_dirs: list[str], refine: str, flip_te
                 heatmaps = decoding.flip_test(predict, batch["image"]) if flip_test else predict(batch["image"])
                 coords, scores = decoding.decode(heatmaps, refine=refine)
                 in_input = decoding.heatmap_to_input(coords, model["stride"])
-                to_original = batch["to_original"]
-                original = np.einsum("nij,nkj->nki", to_original[:, :, :2], in_input) + to_original[:, None, :, 2]
-                predictions[name]["keypoints"].append(original)
+                predictions[name]["keypoints"].append(input_to_original(in_input, batch["to_original"]))
                 predictions[name]["scores"].append(scores)
                 if name == gallery_model and len(gallery["images"]) < gallery_size:
                     gallery["images"].extend(_gallery_images(batch, in_input, gallery_size - len(gallery["images"])))
@@ -169,6 +167,13 @@ def _predict_validation(models: dict, data_dirs: list[str], refine: str, flip_te
     log.info("predicted %d people with %d models in %.1fs (%.1f people/s per model)", len(truth["image_id"]),
              len(models), elapsed, len(truth["image_id"]) * len(models) / max(elapsed, 1e-9))
     return ({name: {k: np.concatenate(v) for k, v in p.items()} for name, p in predictions.items()}, truth, gallery)
+
+
+def input_to_original(points, to_original):
+    """Input pixels [N, K, 2] -> original image pixels with the per-person affine to_original [N, 2, 3]."""
+    import numpy as np
+
+    return np.einsum("nij,nkj->nki", to_original[:, :, :2], points) + to_original[:, None, :, 2]
 
 
 def _gallery_images(batch: dict, predicted_input: "np.ndarray", count: int, scale: int = 2) -> list[str]:

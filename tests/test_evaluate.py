@@ -1,0 +1,110 @@
+"""evaluate: accuracy, latency and the report on the real chain; clear errors; predict draws a PNG."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from components.evaluate import EvaluationError, evaluate, input_to_original, predict
+from pose.tflite_runtime import NotTFLiteError
+from tests.conftest import ANCHORS
+from tests.tiny_models import build_tiny_pose_model
+
+
+@pytest.fixture(scope="module")
+def evaluated(tflite_models, valid_shards, tmp_path_factory):
+    out = tmp_path_factory.mktemp("evaluation") / "evaluation"
+    anchors = str(ANCHORS) if ANCHORS.is_dir() else None
+    results = evaluate(str(tflite_models), [str(valid_shards)], str(out), anchors_dir=anchors, flip_test=True,
+                       refine="dark", latency_runs=3, gallery_size=4)
+    return results, out
+
+
+def test_results_cover_every_variant_and_the_seed_models(evaluated):
+    results, out = evaluated
+    assert json.loads((out / "results.json").read_text())["models"].keys() == results["models"].keys()
+    assert {name.rsplit("_", 1)[-1] for name in results["models"]} == {"fp32", "fp16", "int8-dynamic", "int8"}
+    assert results["settings"]["num_people"] > 0
+    for model in results["models"].values():
+        assert 0.0 <= model["pckh"] <= 1.0 and -1.0 <= model["ap"] <= 1.0
+        assert set(model["pckh_per_joint"]) >= {"head_top", "neck", "left_ankle"}
+        for threads in ("1", "all"):
+            assert 0 < model["latency"][threads]["median_ms"] <= model["latency"][threads]["p90_ms"]
+    if ANCHORS.is_dir():
+        assert {"pefm-cpm-192", "pefm-hourglass-192"} <= set(results["anchors"])
+        for model in results["models"].values():
+            assert model["vs_seed"]["latency_1_thread"] > 0 and model["vs_seed"]["size"] > 0
+
+
+def test_html_report_holds_the_table_bars_and_gallery(evaluated):
+    results, out = evaluated
+    page = (out / "report.html").read_text()
+    assert "<table>" in page and "PCKh@0.5" in page and 'class="bar"' in page
+    assert all(name in page for name in results["models"])
+    assert page.count("data:image/jpeg;base64,") == 4
+    assert "http://" not in page and "https://" not in page  # self-contained
+
+
+def test_input_to_original_reproduces_the_original_keypoints(valid_shards):
+    from pose import inputs
+
+    batch = {k: v.numpy() for k, v in next(iter(inputs.evaluation_dataset([str(valid_shards)], 96, 8))).items()}
+    labelled = batch["visibility"] > 0
+    mapped = input_to_original(batch["keypoints"], batch["to_original"])
+    assert np.abs(mapped - batch["original_keypoints"])[labelled].max() < 0.01
+
+
+def _tiny_tflite(path, num_keypoints=14, input_size=64):
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(build_tiny_pose_model(input_size, num_keypoints))
+    path.write_bytes(converter.convert())
+    return path
+
+
+def test_a_file_that_is_not_tflite_is_a_clear_error(tmp_path, valid_shards):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "broken_fp32.tflite").write_bytes(b"PK\x03\x04 this is a zip, not a model")
+    with pytest.raises(NotTFLiteError, match="broken_fp32.tflite: not a TFLite model"):
+        evaluate(str(tmp_path / "models"), [str(valid_shards)], str(tmp_path / "out"), latency_runs=1)
+    assert not (tmp_path / "out").exists()
+
+
+def test_shards_with_no_people_are_a_clear_error(tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    _tiny_tflite(models / "tiny_fp32.tflite")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "valid-00000-of-00001.tfrecord").write_bytes(b"")
+    (empty / "index.json").write_text(json.dumps({"split": "valid", "num_shards": 1, "crop_size": 256,
+                                                  "shards": {"valid-00000-of-00001.tfrecord": 0}, "num_examples": 0}))
+    with pytest.raises(EvaluationError, match="no people"):
+        evaluate(str(models), [str(empty)], str(tmp_path / "out"), latency_runs=1)
+
+
+def test_a_size_mismatch_between_model_and_data_is_a_clear_error(tmp_path, valid_shards):
+    models = tmp_path / "models"
+    models.mkdir()
+    _tiny_tflite(models / "coco17_fp32.tflite", num_keypoints=17)
+    with pytest.raises(EvaluationError, match="size mismatch: the model outputs 17 heatmaps"):
+        evaluate(str(models), [str(valid_shards)], str(tmp_path / "out"), latency_runs=1)
+    (models / "coco17_fp32.tflite").unlink()
+    _tiny_tflite(models / "tiny_fp32.tflite")
+    (models / "tiny_fp32.json").write_text(json.dumps({"input_size": 192}))
+    with pytest.raises(EvaluationError, match="size mismatch: the model takes 64x64"):
+        evaluate(str(models), [str(valid_shards)], str(tmp_path / "out"), latency_runs=1)
+
+
+def test_predict_draws_the_skeleton_on_any_image(tmp_path):
+    model = _tiny_tflite(tmp_path / "tiny_fp32.tflite")
+    image = np.full((90, 160, 3), 200, np.uint8)
+    cv2.imwrite(str(tmp_path / "in.jpg"), image)
+    result = predict(str(model), str(tmp_path / "in.jpg"), str(tmp_path / "out.png"), min_score=0.0)
+    drawn = cv2.imread(str(tmp_path / "out.png"))
+    assert drawn.shape == image.shape and np.abs(drawn.astype(int) - 200).max() > 50
+    points = np.array(result["keypoints"])
+    # letterboxed: the 160 x 90 image sits centred in a 160 x 160 square, padding 35 above and below
+    assert points.shape == (14, 2)
+    assert np.all(points[:, 0] >= -1) and np.all(points[:, 0] <= 161)
+    assert np.all(points[:, 1] >= -36) and np.all(points[:, 1] <= 126)
