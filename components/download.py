@@ -1,24 +1,45 @@
 """download: fetch an AI Challenger release into a folder, or render a synthetic one.
 
-Takes a source URI: `synthetic://N[?seed=S]` (N train images, max(N // 5, 8) validation images).
-Writes the release as extracted (docs/ARTIFACTS.md, download -> raw), atomically: the work happens in
-`<output>.partial-<pid>`, renamed to `output` at the end.
+Takes a source URI:
+  https://... / http://...   a file, streamed
+  gs://bucket/path           an object, or every object under a prefix (google-cloud-storage;
+                             STORAGE_EMULATOR_HOST selects an emulator)
+  /local/path, file:///path  a file or a folder
+  synthetic://N[?seed=S]     a rendered release: N train, max(N // 5, 8) validation images
+A file that is a .zip, .tar, .tar.gz/.tgz archive is extracted (so are archives at the top of a folder
+or prefix), after its SHA-256 is checked when one is given. Members that would land outside the output
+(absolute paths, `..`, links pointing out) stop the step.
+
+Writes the release as extracted (docs/ARTIFACTS.md, download -> raw), all or nothing: the work happens
+in `<output>.partial-<pid>`, renamed to `output` at the end and removed on failure.
 """
 import argparse
+import contextlib
+import gzip
+import hashlib
 import logging
 import os
+import re
 import shutil
+import stat
+import tarfile
 import urllib.parse
+import zipfile
+import zlib
 from pathlib import Path
 
 from kfp import dsl
 from kfp.dsl import Dataset, Output
+from tqdm import tqdm
 
 from components.images import CPU_IMAGE
-from pose import steplog
+from pose import steplog, storage
 
 log = logging.getLogger("download")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+ARCHIVE_SUFFIXES = (".zip",) + TAR_SUFFIXES
+STAGING_PREFIX = ".download-"  # a fetched file waiting for its checksum and extraction
 
 
 class DownloadError(ValueError):
@@ -27,12 +48,14 @@ class DownloadError(ValueError):
 
 def download(source: str, output: str, sha256: str | None = None) -> dict:
     """Fetches `source` into the folder `output`; returns counts (images, bytes, ...) for the metadata."""
+    if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256.strip()):
+        raise DownloadError(f"{source}: --sha256 must be 64 hex digits, got {sha256!r}")
     with steplog.step("download", source=source, output=output, sha256=sha256 or "-") as wrote:
         partial = Path(f"{output.rstrip('/')}.partial-{os.getpid()}")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         try:
-            summary = _fetch(source, partial, sha256)
+            summary = _fetch(source, partial, sha256.strip().lower() if sha256 else None)
             _publish(partial, Path(output))
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
@@ -44,9 +67,36 @@ def download(source: str, output: str, sha256: str | None = None) -> dict:
 
 def _fetch(source: str, dest: Path, sha256: str | None) -> dict:
     parsed = urllib.parse.urlparse(source)
-    if parsed.scheme == "synthetic":
+    scheme = parsed.scheme.lower()
+    if scheme == "synthetic":
         return _render_synthetic(source, parsed, dest, sha256)
-    raise DownloadError(f"{source}: unsupported source; expected synthetic://N[?seed=S]")
+    try:
+        if scheme in ("http", "https"):
+            response = storage.open_http(source)
+            name = _file_name(parsed.path)
+            with response:
+                digest = _stream_to(dest / (STAGING_PREFIX + name), response.read, response.length, source)
+            _unpack(dest / (STAGING_PREFIX + name), name, dest, source, digest, sha256)
+        elif scheme == "gs":
+            blob = storage.gs_object(source)
+            if blob is None:
+                _refuse_checksum_for_folder(source, sha256)
+                storage.download_gs(source, str(dest))
+                _unpack_archives_in(dest, source)
+            else:
+                staged = dest / (STAGING_PREFIX + _file_name(blob.name))
+                with open(staged, "wb") as out:
+                    writer = _DigestingWriter(out, blob.size, source)
+                    storage.copy_gs_object(blob, writer, source)
+                    writer.close()
+                _unpack(staged, _file_name(blob.name), dest, source, writer.hexdigest(), sha256)
+        elif scheme in ("file", ""):
+            _fetch_local(source, Path(urllib.parse.unquote(parsed.path) if scheme else source), dest, sha256)
+        else:
+            raise DownloadError(f"{source}: unsupported scheme {scheme!r}; expected https, http, gs, file or synthetic")
+    except storage.StorageError as error:
+        raise DownloadError(str(error) if source in str(error) else f"{source}: {error}") from None
+    return {}
 
 
 def _render_synthetic(source: str, parsed, dest: Path, sha256: str | None) -> dict:
@@ -64,6 +114,168 @@ def _render_synthetic(source: str, parsed, dest: Path, sha256: str | None) -> di
         raise DownloadError(f"{source}: N must be at least 1")
     rendered = render_release(str(dest), num_train, max(num_train // 5, 8), seed)
     return {"synthetic_seed": seed, "people_train": rendered["train_people"], "people_valid": rendered["valid_people"]}
+
+
+def _fetch_local(source: str, path: Path, dest: Path, sha256: str | None) -> None:
+    if path.is_dir():
+        _refuse_checksum_for_folder(source, sha256)
+        # Hard links: a local release can be tens of GB, and artifacts are never modified in place.
+        shutil.copytree(path, dest, dirs_exist_ok=True, copy_function=_link_or_copy)
+        _unpack_archives_in(dest, source)
+    elif path.is_file():
+        digest = None
+        if sha256:
+            with open(path, "rb") as handle:
+                digest = _stream_to(None, handle.read, path.stat().st_size, source)
+        _unpack(path, path.name, dest, source, digest, sha256, keep_source=True)
+    else:
+        raise DownloadError(f"{source}: no such file or folder")
+
+
+def _refuse_checksum_for_folder(source: str, sha256: str | None) -> None:
+    if sha256:
+        raise DownloadError(f"{source}: is a folder or prefix; --sha256 applies to a single file")
+
+
+def _file_name(url_path: str) -> str:
+    return Path(urllib.parse.unquote(url_path)).name or "download"
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming with a progress bar and a running SHA-256
+
+
+class _DigestingWriter:
+    """A file-like writer that hashes and counts what passes through it."""
+
+    def __init__(self, out, total: int | None, label: str):
+        self.out, self.digest = out, hashlib.sha256()
+        self.bar = tqdm(total=total, unit="B", unit_scale=True, desc=label, mininterval=1, leave=False)
+
+    def write(self, data) -> int:
+        if self.out is not None:
+            self.out.write(data)
+        self.digest.update(data)
+        self.bar.update(len(data))
+        return len(data)
+
+    def close(self) -> None:
+        self.bar.close()
+
+    def hexdigest(self) -> str:
+        return self.digest.hexdigest()
+
+
+def _stream_to(target: Path | None, read, total: int | None, label: str) -> str:
+    """Copies read() chunks into target (or only hashes them when target is None); returns the SHA-256."""
+    with open(target, "wb") if target else contextlib.nullcontext() as out:
+        writer = _DigestingWriter(out, total, label)
+        while chunk := read(storage.CHUNK):
+            writer.write(chunk)
+        writer.close()
+    if total is not None and writer.bar.n != total:
+        raise DownloadError(f"{label}: transfer ended after {writer.bar.n} of {total} bytes")
+    log.info("read %d bytes from %s", writer.bar.n, label)
+    return writer.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Checksums and archives
+
+
+def _unpack(path: Path, name: str, dest: Path, source: str, digest: str | None, sha256: str | None,
+            keep_source: bool = False) -> None:
+    """Verifies the file's digest, then extracts it into dest if it is an archive, else places it there."""
+    if sha256 and digest != sha256:
+        raise DownloadError(f"{source}: sha256 mismatch: expected {sha256}, got {digest}")
+    kind = _archive_kind(path, name)
+    if kind:
+        _extract(path, kind, dest, f"{source} ({name})" if name not in source else source)
+        if not keep_source:
+            path.unlink()
+    elif keep_source:
+        _link_or_copy(path, dest / name)
+    else:
+        os.replace(path, dest / name)
+
+
+def _unpack_archives_in(folder: Path, source: str) -> None:
+    """A release folder or prefix may hold the official zips: extract those found at its top."""
+    for path in sorted(folder.iterdir()):
+        kind = path.is_file() and _archive_kind(path, path.name, sniff=False)
+        if kind:
+            _extract(path, kind, folder, f"{source} ({path.name})")
+            path.unlink()
+
+
+def _archive_kind(path: Path, name: str, sniff: bool = True) -> str | None:
+    lower = name.lower()
+    if lower.endswith(".zip"):
+        return "zip"
+    if lower.endswith(TAR_SUFFIXES):
+        return "tar"
+    if sniff and zipfile.is_zipfile(path):
+        return "zip"
+    if sniff and lower.endswith((".gz", ".bz2", ".xz")) and tarfile.is_tarfile(path):
+        return "tar"
+    return None
+
+
+def _extract(archive: Path, kind: str, dest: Path, label: str) -> None:
+    count = 0
+    try:
+        if kind == "zip":
+            with zipfile.ZipFile(archive) as bundle:
+                members = bundle.infolist()
+                for member in members:  # all checked before any is written
+                    _check_zip_member(bundle, member, dest, label)
+                for member in tqdm(members, desc=f"extract {archive.name}", unit="file", mininterval=1, leave=False):
+                    bundle.extract(member, dest)
+                    count += 1
+        else:
+            with tarfile.open(archive, "r:*") as bundle:
+                for member in tqdm(bundle, desc=f"extract {archive.name}", unit="file", mininterval=1, leave=False):
+                    _check_member_name(member.name, dest, label)
+                    # The "data" filter also refuses links out of dest and device files.
+                    bundle.extract(member, dest, filter="data")
+                    count += 1
+    except tarfile.FilterError as error:
+        raise DownloadError(f"{label}: refusing member {error.tarinfo.name!r}: it escapes the output folder "
+                            f"({error})") from None
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as error:
+        raise DownloadError(f"{label}: not a readable {kind} archive, truncated or corrupt ({error})") from None
+    log.info("extracted %d members from %s", count, label)
+
+
+def _check_member_name(name: str, dest: Path, label: str) -> None:
+    """Absolute names are refused even though extractors would strip the slash: the archive is not what it claims."""
+    if name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name) or not _is_inside(dest / name, dest):
+        raise DownloadError(f"{label}: refusing member {name!r}: it escapes the output folder")
+
+
+def _check_zip_member(bundle: zipfile.ZipFile, member: zipfile.ZipInfo, dest: Path, label: str) -> None:
+    name = member.filename
+    _check_member_name(name, dest, label)
+    if stat.S_ISLNK(member.external_attr >> 16):
+        target = bundle.read(member).decode(errors="replace")
+        if os.path.isabs(target) or not _is_inside((dest / name).parent / target, dest):
+            raise DownloadError(f"{label}: refusing member {name!r}: a link to {target!r} outside the output folder")
+
+
+def _is_inside(path: Path, folder: Path) -> bool:
+    root = os.path.abspath(folder)
+    return os.path.commonpath([os.path.abspath(path), root]) == root
+
+
+def _link_or_copy(source, target) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
 
 
 def _publish(partial: Path, output: Path) -> None:
@@ -106,9 +318,9 @@ def download_op(source: str, sha256: str, raw: Output[Dataset]):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--source", required=True, help="synthetic://N[?seed=S]")
+    parser.add_argument("--source", required=True, help="https://, http://, gs://, a local path, file:// or synthetic://N[?seed=S]")
     parser.add_argument("--output", required=True, help="folder to create (must not exist, or be empty)")
-    parser.add_argument("--sha256", default=None, help="expected SHA-256 of a downloaded file")
+    parser.add_argument("--sha256", default=None, help="expected SHA-256 (hex) of a single-file source")
     args = parser.parse_args(argv)
     steplog.setup()
     download(args.source, args.output, args.sha256)

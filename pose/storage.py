@@ -1,0 +1,139 @@
+"""Object storage and URL helpers shared by the steps that read or write outside the pipeline root
+(download, publish).
+
+gs:// goes through google-cloud-storage: with `STORAGE_EMULATOR_HOST` set (tests, a local
+fake-gcs-server) anonymously, otherwise with the default credentials of the pod or laptop.
+"""
+import logging
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+CHUNK = 1 << 20
+
+
+class StorageError(OSError):
+    """A URI that cannot be read or written; the message names it."""
+
+
+def split_gs_uri(uri: str) -> tuple[str, str]:
+    """'gs://bucket/a/b' -> ('bucket', 'a/b')."""
+    if not uri.startswith("gs://") or len(uri) <= len("gs://") or uri[len("gs://")] == "/":
+        raise StorageError(f"{uri}: not a gs://bucket/path URI")
+    bucket, _, prefix = uri[len("gs://"):].partition("/")
+    return bucket, prefix
+
+
+def gcs_client():
+    from google.cloud import storage
+
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        from google.auth.credentials import AnonymousCredentials
+
+        return storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT", "test"),
+                              credentials=AnonymousCredentials())
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        return storage.Client()
+    except DefaultCredentialsError as error:
+        raise StorageError(f"no Google Cloud credentials (set GOOGLE_APPLICATION_CREDENTIALS, use a workload "
+                           f"identity, or STORAGE_EMULATOR_HOST for an emulator): {error}") from None
+
+
+def gs_object(uri: str, client=None):
+    """The blob named exactly by uri, or None when no such object exists (it may be a prefix)."""
+    bucket, name = split_gs_uri(uri)
+    if not name or name.endswith("/"):
+        return None
+    from google.api_core import exceptions
+
+    try:
+        return (client or gcs_client()).bucket(bucket).get_blob(name)
+    except exceptions.NotFound:  # the bucket itself is missing
+        return None
+    except exceptions.GoogleAPICallError as error:
+        raise StorageError(f"{uri}: {error}") from error
+
+
+def download_gs(uri: str, dest_dir: str) -> list[str]:
+    """Downloads the object at uri, or every object under the prefix uri/, into dest_dir (keeping the
+    paths below the prefix). Returns the local paths."""
+    client = gcs_client()
+    blob = gs_object(uri, client)
+    dest = Path(dest_dir)
+    if blob is not None:
+        target = dest / Path(blob.name).name
+        with open(target, "wb") as out:
+            copy_gs_object(blob, out, uri)
+        return [str(target)]
+    bucket, prefix = split_gs_uri(uri)
+    prefix = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
+    from google.api_core import exceptions
+
+    try:
+        blobs = [b for b in client.list_blobs(bucket, prefix=prefix) if not b.name.endswith("/")]
+    except exceptions.NotFound:
+        raise StorageError(f"{uri}: bucket {bucket!r} does not exist") from None
+    if not blobs:
+        raise StorageError(f"{uri}: no such object, and no objects under the prefix")
+    paths = []
+    with tqdm(total=sum(b.size or 0 for b in blobs), unit="B", unit_scale=True, desc=uri, mininterval=1) as bar:
+        for blob in blobs:
+            target = dest / blob.name[len(prefix):]
+            if not _is_inside(target, dest):
+                raise StorageError(f"{uri}: object {blob.name!r} would be written outside {dest}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            blob.download_to_filename(str(target))
+            bar.update(blob.size or 0)
+            paths.append(str(target))
+    log.info("downloaded %d objects (%d bytes) from %s", len(paths), bar.n, uri)
+    return paths
+
+
+def copy_gs_object(blob, writer, uri: str) -> None:
+    """Streams one object into a file-like writer."""
+    from google.api_core import exceptions
+
+    try:
+        blob.download_to_file(writer)
+    except exceptions.NotFound:
+        raise StorageError(f"{uri}: no such object") from None
+
+
+def open_http(url: str, timeout: float = 60.0):
+    """Opens an http(s) URL for streaming; the response has .length (None when the server sends none)."""
+    try:
+        return urllib.request.urlopen(urllib.request.Request(url, headers={"User-Agent": "pose-pipeline"}),
+                                      timeout=timeout)
+    except urllib.error.HTTPError as error:
+        raise StorageError(f"{url}: HTTP {error.code} {error.reason}") from None
+    except urllib.error.URLError as error:
+        raise StorageError(f"{url}: cannot connect ({error.reason})") from None
+
+
+def upload_file(local_path: str, gs_uri: str, client=None) -> str:
+    bucket, name = split_gs_uri(gs_uri)
+    if not name or name.endswith("/"):
+        raise StorageError(f"{gs_uri}: an upload needs an object name, not a bucket or prefix")
+    (client or gcs_client()).bucket(bucket).blob(name).upload_from_filename(str(local_path))
+    return gs_uri
+
+
+def upload_tree(local_dir: str, gs_uri_prefix: str) -> list[str]:
+    """Uploads every file under local_dir to gs_uri_prefix/<relative path>; returns the URIs."""
+    client = gcs_client()
+    files = sorted(p for p in Path(local_dir).rglob("*") if p.is_file())
+    base = gs_uri_prefix.rstrip("/")
+    uris = [upload_file(str(p), f"{base}/{p.relative_to(local_dir).as_posix()}", client)
+            for p in tqdm(files, desc=f"upload {base}", unit="file", mininterval=1)]
+    log.info("uploaded %d files from %s to %s", len(uris), local_dir, base)
+    return uris
+
+
+def _is_inside(path: Path, folder: Path) -> bool:
+    return os.path.commonpath([os.path.abspath(path), os.path.abspath(folder)]) == os.path.abspath(folder)
