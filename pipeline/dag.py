@@ -38,10 +38,11 @@ RESOURCES = {"download": ("1", "2Gi"), "convert": ("2", "8Gi"), "fanout": ("100m
 GCS_SECRET_MOUNT = "/var/secrets/gcs"
 
 
-def configure(task, step: str):
-    """The step's resource requests and caching."""
+def configure(task, step: str, display_name: str = ""):
+    """The step's name in the UI and the logs, its resource requests and caching."""
     cpu, memory = RESOURCES[step]
-    return task.set_cpu_request(cpu).set_memory_request(memory).set_caching_options(CACHED_STEPS[step])
+    return (task.set_display_name(display_name or step).set_cpu_request(cpu).set_memory_request(memory)
+            .set_caching_options(CACHED_STEPS[step]))
 
 Outputs = NamedTuple("Outputs", tflite_models=Model, metrics=Metrics, report=HTML, results=Artifact)
 
@@ -83,30 +84,31 @@ def pose_pipeline(
     download = configure(download_op(source=source, sha256=sha256), "download")
     _use_gcs_secret(download, gcs_secret)
     convert = configure(convert_op(raw=download.outputs["raw"], single_person=single_person,
-                                skip_invalid=skip_invalid), "convert")
+                                   skip_invalid=skip_invalid), "convert")
     fanout = configure(shard_indices_op(num_shards=num_shards), "fanout")
     with dsl.ParallelFor(fanout.output) as shard_index:
         train_shard = configure(shard_op(coco=convert.outputs["coco"], split="train", num_shards=num_shards,
-                                      shard_index=shard_index), "shard").set_display_name("shard-train")
+                                         shard_index=shard_index), "shard", "shard-train")
         valid_shard = configure(shard_op(coco=convert.outputs["coco"], split="valid", num_shards=num_shards,
-                                      shard_index=shard_index), "shard").set_display_name("shard-valid")
+                                         shard_index=shard_index), "shard", "shard-valid")
 
     # One dsl.Collected per consumer: kfp 2.17's compiler fails on an instance shared by two tasks.
-    train = train_op(train_shards=dsl.Collected(train_shard.outputs["shards"]),
-                     valid_shards=dsl.Collected(valid_shard.outputs["shards"]), config=config, overrides=overrides)
-    configure(train, "train").set_accelerator_type(gpu_type).set_accelerator_limit(gpu_count)
+    train = configure(train_op(train_shards=dsl.Collected(train_shard.outputs["shards"]),
+                               valid_shards=dsl.Collected(valid_shard.outputs["shards"]),
+                               config=config, overrides=overrides), "train")
+    train.set_accelerator_type(gpu_type).set_accelerator_limit(gpu_count)
     kubernetes.add_node_selector_json(train, gpu_node_selector)
     kubernetes.add_toleration_json(train, gpu_tolerations)
 
     freeze = configure(freeze_op(model=train.outputs["model"]), "freeze")
     tflite = configure(tflite_op(frozen=freeze.outputs["frozen"], variants=tflite_variants,
-                              representative=dsl.Collected(train_shard.outputs["shards"])), "tflite")
+                                 representative=dsl.Collected(train_shard.outputs["shards"])), "tflite")
     evaluate = configure(evaluate_op(tflite_models=tflite.outputs["tflite_models"],
-                                  valid_shards=dsl.Collected(valid_shard.outputs["shards"])), "evaluate")
+                                     valid_shards=dsl.Collected(valid_shard.outputs["shards"])), "evaluate")
     with dsl.If(publish_uri != "", name="publish-requested"):
-        publish = configure(publish_op(tflite_models=tflite.outputs["tflite_models"], report=evaluate.outputs["report"],
-                                    results=evaluate.outputs["results"], destination=publish_uri,
-                                    variant=publish_variant), "publish")
+        publish = configure(publish_op(tflite_models=tflite.outputs["tflite_models"],
+                                       report=evaluate.outputs["report"], results=evaluate.outputs["results"],
+                                       destination=publish_uri, variant=publish_variant), "publish")
         _use_gcs_secret(publish, gcs_secret)
 
     return Outputs(tflite_models=tflite.outputs["tflite_models"], metrics=evaluate.outputs["metrics"],

@@ -1,0 +1,47 @@
+"""Compiles the pipeline function to the KFP IR package (pipeline.yaml) that clusters run.
+
+Images are chosen at compile time: components/images.py reads POSE_IMAGE_REGISTRY and POSE_IMAGE_TAG
+when the step modules are first imported, so `compile_pipeline` sets them before importing the DAG.
+"""
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "pipeline.yaml"
+
+
+class CompileError(RuntimeError):
+    """The pipeline could not be compiled as asked."""
+
+
+def compile_pipeline(output: str | Path = DEFAULT_OUTPUT, image_tag: str | None = None,
+                     registry: str | None = None) -> Path:
+    """Writes the compiled pipeline to `output` (atomically) and returns its path."""
+    wanted = {"POSE_IMAGE_TAG": image_tag, "POSE_IMAGE_REGISTRY": registry}
+    if "components.images" in sys.modules:
+        from components import images
+
+        current = {"POSE_IMAGE_TAG": images.TAG, "POSE_IMAGE_REGISTRY": images.REGISTRY}
+        clashes = [f"{k}={v!r} (already imported as {current[k]!r})" for k, v in wanted.items()
+                   if v is not None and v != current[k]]
+        if clashes:
+            raise CompileError(f"images were already chosen in this process: {', '.join(clashes)}; "
+                               f"compile in a fresh process (python -m pipeline compile)")
+    os.environ.update({k: v for k, v in wanted.items() if v is not None})
+
+    from kfp import compiler
+
+    from pipeline.dag import pose_pipeline
+
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp.yaml", dir=output.parent)
+    os.close(fd)
+    try:
+        compiler.Compiler().compile(pose_pipeline, package_path=tmp)
+        os.replace(tmp, output)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return output

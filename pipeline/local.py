@@ -1,0 +1,278 @@
+"""Runs the whole pipeline on this machine with kfp.local: the README's main command.
+
+Takes    a data source (`synthetic://N` by default), a training config file, pipeline arguments, and the
+         runner: `subprocess` (each task a Python subprocess in this environment) or `docker` (each task in
+         the project's images, built from images/).
+Does     runs the same pipeline function that is compiled to pipeline.yaml: kfp 2.17's local orchestrator
+         runs its ParallelFor, dsl.Collected and dsl.If as a cluster would, and ignores what only a cluster
+         has (resource requests, accelerators, node selectors, tolerations, secrets). Task output streams
+         through, less kfp's dump of every executor input; a failed step stops the run, and its last
+         lines are repeated at the end.
+Writes   every artifact under `<pipeline root>/<pipeline name>-<timestamp>/<task>/`, and `summary.json` there:
+         where the models, metrics and report are, the headline figures, and wall time per step.
+"""
+import collections
+import contextlib
+import io
+import json
+import logging
+import re
+import sys
+import threading
+import time
+import warnings
+from pathlib import Path
+
+log = logging.getLogger("pipeline.local")
+
+DEFAULT_SOURCE = "synthetic://2000"
+DEFAULT_CONFIG = "experiments/local.yaml"
+DEFAULT_PIPELINE_ROOT = "runs"
+RUNNERS = ("subprocess", "docker")
+FAILURE_TAIL_LINES = 40
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_QUIET_EXECUTOR_LINES = ("Looking for component `", "Loading KFP component ")
+
+
+class LocalRunError(RuntimeError):
+    """The local run could not start, or one of its steps failed."""
+
+
+def run_local(source: str = DEFAULT_SOURCE, config: str = DEFAULT_CONFIG, runner: str = "subprocess",
+              pipeline_root: str = DEFAULT_PIPELINE_ROOT, overrides: list[str] = (), params: dict | None = None,
+              cache: bool = False, verbose: bool = False) -> dict:
+    """Runs the pipeline under kfp.local and returns (and writes as summary.json) the run's summary.
+
+    `config` is a YAML file: its text is passed to train, so any working directory and either runner
+    can read it. `overrides` are training config `key=value` pairs; `params` any other pipeline arguments.
+    """
+    from kfp import local
+
+    from pipeline.dag import pose_pipeline
+
+    arguments = {"source": source, "config": _config_argument(config, runner),
+                 "overrides": ",".join(overrides), **(params or {})}
+    root = Path(pipeline_root).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    local.init(runner=_runner(runner), pipeline_root=str(root), enable_caching=cache,
+               cache_root=str(root / ".kfp_cache") if cache else None)
+    log.info("running %s locally (%s runner) under %s; cluster-only settings are ignored here",
+             pose_pipeline.name, runner, root)
+
+    display_names = _display_names(pose_pipeline.pipeline_spec)
+    stream = _RunMonitor(sys.stdout, verbose)
+    started = time.perf_counter()
+    try:
+        with _quiet_local_warnings(), stream.timing_tasks(), contextlib.redirect_stdout(stream):
+            outputs = pose_pipeline(**arguments).outputs
+    except RuntimeError as error:
+        stream.flush()
+        _print_step_times(stream.step_times(display_names), time.perf_counter() - started)
+        failed = stream.failed_task
+        if failed is None:
+            raise LocalRunError(f"local run failed: {_ANSI.sub('', str(error))}") from error
+        name = display_names.get(failed, failed)
+        print(f"\n---- last lines of the failed step {name!r} ----", file=sys.stderr)
+        print("\n".join(stream.tail(failed)), file=sys.stderr)
+        raise LocalRunError(f"step {name!r} failed (its output is above); pipeline root {root}") from None
+    stream.flush()
+    seconds = time.perf_counter() - started
+
+    summary = _summarise(outputs, stream.step_times(display_names), seconds)
+    Path(summary["run_dir"], "summary.json").write_text(json.dumps(summary, indent=2))
+    _print_summary(summary)
+    return summary
+
+
+def _config_argument(config: str, runner: str) -> str:
+    path = Path(config)
+    if path.is_file():
+        return path.read_text()
+    if runner == "docker":  # a path inside the image
+        return config
+    raise LocalRunError(f"config {config!r}: no such file (give a YAML file, e.g. {DEFAULT_CONFIG})")
+
+
+def _runner(name: str):
+    from kfp import local
+
+    if name == "subprocess":
+        # use_venv=False: the tasks run in this environment, which already holds every step's dependencies.
+        return local.SubprocessRunner(use_venv=False)
+    if name == "docker":
+        try:
+            return local.DockerRunner()
+        except ImportError as error:
+            raise LocalRunError(f"--runner docker: {error} (and a running docker engine, with the images built "
+                                f"from images/ as README.md describes)") from error
+    raise LocalRunError(f"--runner {name!r}: expected one of {', '.join(RUNNERS)}")
+
+
+@contextlib.contextmanager
+def _quiet_local_warnings():
+    """kfp.local warns per task that cluster settings are ignored and that our images' names lack
+    'python'; both are expected here, and said once at the start instead."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Task '.*': settings \[")
+        warnings.filterwarnings("ignore", message=r"You may be attemping to run a task")
+        yield
+
+
+def _display_names(pipeline_spec) -> dict:
+    """kfp.local logs tasks by component name (`shard-op-2`); the DAG names them (`shard-valid`)."""
+    names = {}
+    for component in [pipeline_spec.root, *pipeline_spec.components.values()]:
+        for task in component.dag.tasks.values():
+            names[task.component_ref.name.removeprefix("comp-")] = task.task_info.name
+    return names
+
+
+class _RunMonitor(io.TextIOBase):
+    """Stands in for stdout during the run and times every task.
+
+    It wraps kfp.local's per-task entry point, and runs one task at a time: kfp.local runs ParallelFor
+    iterations on threads, but swaps the root logger's handlers and level and `builtins.print` per task
+    without a lock, so parallel tasks lose log lines and leave print indented for good. Lines pass through
+    with one buffer per thread, less the executor-input dumps.
+    """
+
+    def __init__(self, out, verbose: bool):
+        self.out, self.verbose = out, verbose
+        self.lock = threading.Lock()
+        self.one_task_at_a_time = threading.Lock()
+        self.local = threading.local()
+        self.spans = collections.defaultdict(list)
+        self.tails = collections.defaultdict(lambda: collections.deque(maxlen=FAILURE_TAIL_LINES))
+        self.failed_task = None
+
+    @contextlib.contextmanager
+    def timing_tasks(self):
+        from kfp.local import status, task_dispatcher
+
+        run_task = task_dispatcher.run_single_task_implementation
+
+        def timed(*args, **kwargs):
+            task = kwargs["component_name"].removeprefix("comp-")
+            with self.one_task_at_a_time:
+                self.local.task = task
+                started = time.perf_counter()
+                try:
+                    outputs, task_status = run_task(*args, **kwargs)
+                finally:
+                    self.flush()
+                    self.local.task = None
+            with self.lock:
+                self.spans[task].append((started, time.perf_counter()))
+                if task_status != status.Status.SUCCESS:
+                    self.failed_task = task
+            return outputs, task_status
+
+        task_dispatcher.run_single_task_implementation = timed
+        try:
+            yield
+        finally:
+            task_dispatcher.run_single_task_implementation = run_task
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        buffer = getattr(self.local, "buffer", "") + text
+        *lines, self.local.buffer = buffer.split("\n")
+        for line in lines:
+            self._line(line)
+        return len(text)
+
+    def flush(self):
+        if getattr(self.local, "buffer", ""):
+            self._line(self.local.buffer)
+            self.local.buffer = ""
+        self.out.flush()
+
+    def _line(self, line: str):
+        plain = _ANSI.sub("", line)
+        if getattr(self.local, "skipping", False):
+            self.local.skipping = plain != "    }"  # the dump ends with its closing brace, indented by kfp
+            return
+        if plain.endswith("Got executor_input:"):
+            self.local.skipping = not self.verbose
+            return
+        if any(marker in plain for marker in _QUIET_EXECUTOR_LINES) and not self.verbose:
+            return
+        task = getattr(self.local, "task", None)
+        with self.lock:
+            if task and plain.startswith("    ") and plain.strip():
+                self.tails[task].append(plain.removeprefix("    "))
+            self.out.write(line + "\n")
+
+    def tail(self, task: str) -> list[str]:
+        return list(self.tails[task])
+
+    def step_times(self, display_names: dict) -> list[dict]:
+        """Per step, in the order steps started: task count, wall time (first start to last end), task time."""
+        steps = {}
+        for task, spans in sorted(self.spans.items(), key=lambda item: min(s for s, _ in item[1])):
+            steps.setdefault(display_names.get(task, task), []).extend(spans)
+        return [{"step": step, "tasks": len(spans), "task_s": round(sum(e - s for s, e in spans), 1),
+                 "wall_s": round(max(e for _, e in spans) - min(s for s, _ in spans), 1)}
+                for step, spans in steps.items()]
+
+
+def _summarise(outputs: dict, steps: list[dict], seconds: float) -> dict:
+    paths = {name: Path(artifact.path) for name, artifact in outputs.items()}
+    run_dir = paths["metrics"].parent.parent
+    metrics = dict(outputs["metrics"].metadata)
+    results_file = next(iter(sorted(paths["results"].rglob("*.json"))), None) if paths["results"].is_dir() else (
+        paths["results"] if paths["results"].is_file() else None)
+    results = json.loads(results_file.read_text()) if results_file else {}
+    return {
+        "run_dir": str(run_dir),
+        "seconds": round(seconds, 1),
+        "models": sorted(str(p) for p in paths["tflite_models"].glob("*.tflite")),
+        "outputs": {name: str(path) for name, path in paths.items()},
+        "report": str(_report_file(paths["report"])),
+        "results": str(results_file) if results_file else None,
+        "metrics": metrics,
+        "headline": headline_figures(metrics, results),
+        "steps": steps,
+    }
+
+
+def _report_file(report: Path) -> Path:
+    if report.is_dir():
+        pages = sorted(report.rglob("*.html"))
+        return pages[0] if pages else report
+    return report
+
+
+def headline_figures(metrics: dict, results: dict) -> dict:
+    """The figures a run is judged by: PCKh@0.5, OKS AP and latency of our models and the seed's, as
+    evaluate wrote them (its Metrics artifact holds flat `name: value` pairs; results.json the detail)."""
+    wanted = re.compile(r"pckh|(^|[_\-/.])ap([_\-/.]|$)|latency|size", re.IGNORECASE)
+    return {name: value for name, value in sorted(metrics.items()) if wanted.search(name)}
+
+
+def _print_step_times(steps: list[dict], seconds: float) -> None:
+    if not steps:
+        return
+    width = max(len(s["step"]) for s in steps) + 2
+    print(f"\n{'step':<{width}}{'tasks':>5}{'wall s':>10}{'task s':>10}")
+    for s in steps:
+        print(f"{s['step']:<{width}}{s['tasks']:>5}{s['wall_s']:>10.1f}{s['task_s']:>10.1f}")
+    print(f"{'whole run':<{width}}{'':>5}{seconds:>10.1f}")
+
+
+def _print_summary(summary: dict) -> None:
+    _print_step_times(summary["steps"], summary["seconds"])
+    print(f"\nrun folder  {summary['run_dir']}")
+    print("models      " + ("\n            ".join(summary["models"]) or summary["outputs"]["tflite_models"]))
+    print(f"metrics     {summary['outputs']['metrics']}")
+    print(f"report      {summary['report']}")
+    print(f"results     {summary['results']}")
+    print(f"summary     {Path(summary['run_dir'], 'summary.json')}")
+    if summary["headline"]:
+        width = max(len(name) for name in summary["headline"]) + 2
+        print("\nheadline figures (valid split)")
+        for name, value in summary["headline"].items():
+            print(f"  {name:<{width}}{value:.4g}" if isinstance(value, float) else f"  {name:<{width}}{value}")
