@@ -11,7 +11,8 @@ or prefix), after its SHA-256 is checked when one is given. Members that would l
 (absolute paths, `..`, links pointing out) stop the step.
 
 Writes the release as extracted (docs/ARTIFACTS.md, download -> raw), all or nothing: the work happens
-in `<output>.partial-<pid>`, renamed to `output` at the end and removed on failure.
+in a temporary sibling folder (pose.atomic), renamed to `output` at the end and removed on failure.
+An existing `output` must be an empty folder (as KFP creates it).
 """
 import argparse
 import contextlib
@@ -34,6 +35,7 @@ from tqdm import tqdm
 
 from components.images import CPU_IMAGE
 from pose import steplog, storage
+from pose.atomic import atomic_directory
 
 log = logging.getLogger("download")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -50,16 +52,11 @@ def download(source: str, output: str, sha256: str | None = None) -> dict:
     """Fetches `source` into the folder `output`; returns counts (images, bytes, ...) for the metadata."""
     if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256.strip()):
         raise DownloadError(f"{source}: --sha256 must be 64 hex digits, got {sha256!r}")
+    if Path(output).exists() and not (Path(output).is_dir() and not any(Path(output).iterdir())):
+        raise DownloadError(f"{output}: output already exists and is not an empty folder")
     with steplog.step("download", source=source, output=output, sha256=sha256 or "-") as wrote:
-        partial = Path(f"{output.rstrip('/')}.partial-{os.getpid()}")
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        try:
+        with atomic_directory(output) as partial:
             summary = _fetch(source, partial, sha256.strip().lower() if sha256 else None)
-            _publish(partial, Path(output))
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
         summary.update(count_release(output), source=source)
         wrote.update(summary)
     return summary
@@ -276,16 +273,6 @@ def _link_or_copy(source, target) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Output
-
-
-def _publish(partial: Path, output: Path) -> None:
-    """Renames the finished folder into place; KFP creates the artifact folder beforehand, empty."""
-    if output.is_dir() and not any(output.iterdir()):
-        output.rmdir()
-    elif output.exists():
-        raise DownloadError(f"{output}: output already exists and is not an empty folder")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    os.rename(partial, output)
 
 
 def count_release(folder: str) -> dict:

@@ -74,12 +74,12 @@ def _assert_release(output: Path, original: Path, summary: dict, below: str = ""
     for annotation in (TRAIN_JSON, VALID_JSON):
         assert (output / below / annotation).read_bytes() == (original / annotation).read_bytes()
     assert summary["images_train"] == NUM_TRAIN and summary["images_valid"] == 8
-    assert not list(output.parent.glob(f"{output.name}.partial-*"))
+    assert not list(output.parent.glob(f".{output.name}.tmp-*"))
 
 
 def _assert_nothing_written(output: Path) -> None:
     assert not output.exists() or not any(output.iterdir())
-    assert not list(output.parent.glob(f"{output.name}.partial-*"))
+    assert not list(output.parent.glob(f".{output.name}.tmp-*"))
 
 
 # ---------------------------------------------------------------------------------------------
