@@ -195,11 +195,12 @@ class _RunMonitor(io.TextIOBase):
         if getattr(self.local, "skipping", False):
             self.local.skipping = plain != "    }"  # the dump ends with its closing brace, indented by kfp
             return
-        if plain.endswith("Got executor_input:"):
-            self.local.skipping = not self.verbose
-            return
-        if any(marker in plain for marker in _QUIET_EXECUTOR_LINES) and not self.verbose:
-            return
+        if not self.verbose:
+            if plain.endswith("Got executor_input:"):
+                self.local.skipping = True
+                return
+            if any(marker in plain for marker in _QUIET_EXECUTOR_LINES):
+                return
         task = getattr(self.local, "task", None)
         with self.lock:
             if task and plain.startswith("    ") and plain.strip():

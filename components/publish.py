@@ -1,0 +1,270 @@
+"""publish: the chosen TFLite model, its metadata, the evaluation report and a model card -> a gs:// prefix.
+
+Takes    a tflite output folder (`<model>_<variant>.tflite` + `.json`), evaluate's report (report.html) and
+         results (results.json, or the folder holding it), a destination (`gs://bucket/prefix`, or a local
+         folder), and the variant to publish (`fp16`, ... or `best`: the highest PCKh@0.5, then the smallest).
+Does     stages the files and a model card written from results.json (model, data, figures, intended use,
+         limitations), then uploads them; `published.json` (what was published, with sha256) goes last, so a
+         reader that finds it knows every other file is complete.
+Writes   at the destination: the .tflite, its .json, report.html, results.json, MODEL_CARD.md, published.json.
+         The KFP component's `published` artifact is the staged copy of exactly those files.
+"""
+import argparse
+import datetime
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Input, Model, Output
+
+from components.images import CPU_IMAGE
+from pose import keypoints
+
+log = logging.getLogger("publish")
+
+MANIFEST = "published.json"
+MODEL_CARD = "MODEL_CARD.md"
+
+
+class PublishError(ValueError):
+    """Missing or inconsistent inputs, or a destination that cannot be written; the message names which."""
+
+
+def publish(models_dir: str, report_path: str, results_path: str, destination: str, variant: str,
+            staging_dir: str | None = None) -> dict:
+    """Publishes one variant to `destination`; returns the manifest (also written as published.json).
+
+    `staging_dir` keeps the staged files (the KFP component's output artifact); by default a temporary
+    folder is used and removed.
+    """
+    from pose import steplog
+
+    with steplog.step("publish", models=models_dir, report=report_path, results=results_path,
+                      destination=destination, variant=variant) as wrote:
+        results = _read_results(Path(results_path))
+        model_file = _choose_model(Path(models_dir), variant, results)
+        report_file = _file_in(Path(report_path), "report.html", "report")
+        with _staging(staging_dir) as staged:
+            for source in (model_file, model_file.with_suffix(".json"), report_file):
+                shutil.copyfile(source, staged / source.name)
+            if report_file.name != "report.html":
+                (staged / report_file.name).rename(staged / "report.html")
+            (staged / "results.json").write_text(json.dumps(results, indent=2))
+            (staged / MODEL_CARD).write_text(model_card(results, model_file.stem, destination))
+            manifest = {
+                "model": model_file.stem,
+                "variant": model_file.stem.rsplit("_", 1)[-1],
+                "destination": destination.rstrip("/"),
+                "published_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "files": {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+                          for p in sorted(staged.iterdir())},
+            }
+            (staged / MANIFEST).write_text(json.dumps(manifest, indent=2))
+            uris = _upload(staged, destination)
+        manifest["uris"] = uris
+        wrote.update(model=model_file.name, files=len(uris), destination=destination)
+    return manifest
+
+
+def _read_results(path: Path) -> dict:
+    path = _file_in(path, "results.json", "results")
+    try:
+        results = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise PublishError(f"{path}: not valid JSON ({error})") from error
+    if not isinstance(results, dict) or not isinstance(results.get("models"), dict) or not results["models"]:
+        raise PublishError(f"{path}: no 'models' with evaluation figures (expected evaluate's results.json)")
+    return results
+
+
+def _file_in(path: Path, name: str, what: str) -> Path:
+    """`path` itself, or `path/name` when path is a folder (a KFP artifact folder)."""
+    found = path / name if path.is_dir() else path
+    if not found.is_file():
+        raise PublishError(f"{what}: {found} does not exist")
+    return found
+
+
+def _choose_model(models_dir: Path, variant: str, results: dict) -> Path:
+    available = {p.stem.rsplit("_", 1)[-1]: p for p in sorted(models_dir.glob("*.tflite"))}
+    if not available:
+        raise PublishError(f"{models_dir}: no .tflite models (expected the tflite step's output folder)")
+    if variant == "best":
+        scored = [(-results["models"][p.stem]["pckh"], p.stat().st_size, p)
+                  for p in available.values() if p.stem in results["models"]]
+        if not scored:
+            raise PublishError(f"variant 'best': none of {sorted(p.name for p in available.values())} has "
+                               f"figures in results.json (it has {sorted(results['models'])})")
+        model = min(scored)[2]
+    elif variant in available:
+        model = available[variant]
+    else:
+        raise PublishError(f"variant {variant!r}: {models_dir} has {', '.join(sorted(available))} (or use 'best')")
+    if model.stem not in results["models"]:
+        raise PublishError(f"{model.name}: results.json has no figures for {model.stem!r} "
+                           f"(it has {', '.join(sorted(results['models']))}); evaluate and publish disagree")
+    if not model.with_suffix(".json").is_file():
+        raise PublishError(f"{model.with_suffix('.json')}: missing; apps need it to read {model.name}")
+    return model
+
+
+class _staging:
+    def __init__(self, folder: str | None):
+        self.folder, self.temporary = folder, folder is None
+
+    def __enter__(self) -> Path:
+        if self.temporary:
+            self.folder = tempfile.mkdtemp(prefix="publish-")
+        path = Path(self.folder)
+        if path.exists() and any(path.iterdir()):
+            raise PublishError(f"staging folder {path} is not empty")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def __exit__(self, *exc):
+        if self.temporary:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _upload(staged: Path, destination: str) -> list[str]:
+    """Every staged file, published.json last."""
+    files = sorted(staged.iterdir(), key=lambda p: (p.name == MANIFEST, p.name))
+    base = destination.rstrip("/")
+    if destination.startswith("gs://"):
+        from pose import storage
+
+        from google.api_core import exceptions
+
+        client = storage.gcs_client()
+        try:
+            return [storage.upload_file(str(p), f"{base}/{p.name}", client) for p in files]
+        except exceptions.GoogleAPICallError as error:  # a missing bucket, no permission
+            raise PublishError(f"{destination}: upload failed: {error}") from error
+    if "://" in destination:
+        raise PublishError(f"destination {destination!r}: expected gs://bucket/prefix or a local folder")
+    target = Path(destination)
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for p in files:
+        tmp = target / f".{p.name}.tmp"
+        shutil.copyfile(p, tmp)
+        tmp.replace(target / p.name)
+        written.append(str(target / p.name))
+    return written
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_card(results: dict, model_name: str, destination: str) -> str:
+    """A short Markdown model card, from evaluate's results.json."""
+    ours = results["models"][model_name]
+    meta = ours.get("metadata", {})
+    settings = results.get("settings", {})
+    size = meta.get("input_size", "?")
+    lines = [
+        f"# Model card: {model_name}",
+        "",
+        "## Model",
+        f"- Architecture: {_architecture(meta.get('model', model_name))}, TFLite variant `{meta.get('variant', '?')}`.",
+        f"- File: `{ours.get('file', model_name + '.tflite')}` ({ours['size_bytes'] / 1e6:.2f} MB), "
+        f"metadata in `{model_name}.json`; published to `{destination.rstrip('/')}`.",
+        f"- Input `{meta.get('input_name', 'image')}`: {size}x{size}x3, {meta.get('normalisation', 'RGB / 255')}. "
+        f"Output `{meta.get('output_name', '?')}`: {meta.get('output_size', '?')}x{meta.get('output_size', '?')}"
+        f"x{meta.get('num_keypoints', keypoints.NUM_KEYPOINTS)} heatmaps (stride {meta.get('output_stride', '?')}).",
+        f"- Keypoints, in channel order (AI Challenger): {', '.join(meta.get('keypoints', keypoints.NAMES))}.",
+        "",
+        "## Data",
+        f"- Trained on person-centred crops in the AI Challenger keypoint format (14 joints); evaluated on "
+        f"{settings.get('num_people', '?')} people of the validation split "
+        f"(heatmap refinement `{settings.get('refine', '?')}`, flip test {'on' if settings.get('flip_test') else 'off'}).",
+        "",
+        "## Figures",
+        "",
+        "| variant | PCKh@0.5 | OKS AP | latency, 1 thread (ms) | latency vs the seed's | size (MB) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, model in sorted(results["models"].items()):
+        vs_seed = model.get("vs_seed") or {}
+        lines.append(f"| {'**' + name + '**' if name == model_name else name} | {100 * model['pckh']:.1f} | "
+                     f"{model['ap']:.3f} | {model['latency']['1']['median_ms']:.2f} | "
+                     f"{'x%.2f' % vs_seed['latency_1_thread'] if vs_seed else 'n/a'} | "
+                     f"{model['size_bytes'] / 1e6:.2f} |")
+    for name, anchor in sorted(results.get("anchors", {}).items()):
+        lines.append(f"| seed: {name} | not measured | not measured | {anchor['latency']['1']['median_ms']:.2f} | "
+                     f"x1.00 | {anchor['size_bytes'] / 1e6:.2f} |")
+    per_joint = ours.get("pckh_per_joint", {})
+    if per_joint:
+        lines += ["", f"PCKh@0.5 per joint ({model_name}): " + ", ".join(
+            f"{joint} {100 * value:.1f}" if value is not None else f"{joint} n/a" for joint, value in per_joint.items())]
+    lines += [
+        "",
+        "Latency is measured with LiteRT (XNNPACK) on the CPU of the machine that ran the evaluation, not on "
+        "a phone; the ratio against the seed's released model, timed in the same run, is the portable figure.",
+        "",
+        "## Intended use",
+        "- Single-person 2D pose estimation on a phone or other edge device: one person roughly centred in "
+        "the input crop, e.g. fitness and gesture apps built for the seed's (PoseEstimationForMobile) models, "
+        "which load this file unchanged (same tensor names and layout).",
+        "- Decode each heatmap's peak (argmax, optionally refined); the .json beside the model gives the "
+        "mapping from heatmap to input pixels and the flip pairs.",
+        "",
+        "## Limitations",
+        "- One person per crop: several people, or a person far from the centre, need a detector first.",
+        "- 14 AI Challenger joints only (no face, hands or feet), 2D only.",
+        "- Accuracy holds for the data it was evaluated on; a model trained on the synthetic demo set "
+        "(`synthetic://`) only shows that the pipeline works and is not meant for real images.",
+        "- Quantised variants (int8) trade accuracy for size and speed: compare their rows above before choosing.",
+        "- Not evaluated for fairness across people, clothing, lighting or camera types; do not use it for "
+        "decisions about people (identification, surveillance, medical assessment).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _architecture(model: str) -> str:
+    if "hourglass" in model.lower():
+        return f"MobileNetV2 Hourglass (`{model}`)"
+    if "cpm" in model.lower():
+        return f"MobileNetV2 Convolutional Pose Machine (`{model}`)"
+    return f"`{model}`"
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def publish_op(tflite_models: Input[Model], report: Input[HTML], results: Input[Artifact], destination: str,
+               variant: str, published: Output[Artifact]):
+    from components.publish import publish
+
+    manifest = publish(tflite_models.path, report.path, results.path, destination, variant,
+                       staging_dir=published.path)
+    published.metadata.update({"model": manifest["model"], "variant": manifest["variant"],
+                               "destination": manifest["destination"], "files": len(manifest["uris"])})
+
+
+def main(argv=None) -> None:
+    from pose import steplog
+
+    parser = argparse.ArgumentParser(prog="python -m components.publish", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", required=True, help="tflite output folder (<model>_<variant>.tflite + .json)")
+    parser.add_argument("--report", required=True, help="evaluate's report.html (or the folder holding it)")
+    parser.add_argument("--results", required=True, help="evaluate's results.json (or the folder holding it)")
+    parser.add_argument("--destination", required=True, help="gs://bucket/prefix, or a local folder")
+    parser.add_argument("--variant", default="fp16", help="fp32, fp16, int8-dynamic, int8, or best (default fp16)")
+    args = parser.parse_args(argv)
+    steplog.setup()
+    manifest = publish(args.models, args.report, args.results, args.destination, args.variant)
+    print(json.dumps(manifest["uris"], indent=2))
+
+
+if __name__ == "__main__":
+    main()

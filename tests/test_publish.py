@@ -1,0 +1,93 @@
+"""publish: a real evaluation of real .tflite files, uploaded to a real fake-gcs-server on 127.0.0.1."""
+import hashlib
+import json
+
+import pytest
+
+from components.publish import MANIFEST, MODEL_CARD, PublishError, publish
+from tests.gcs import fake_gcs, make_bucket
+from tests.tiny_models import build_tiny_pose_model
+
+INPUT_SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def evaluated(valid_shards, tmp_path_factory):
+    """Two variants of a tiny model in the tflite step's layout, evaluated by the real evaluate step."""
+    import tensorflow as tf
+
+    from components.evaluate import evaluate
+
+    models = tmp_path_factory.mktemp("publish") / "tflite"
+    models.mkdir()
+    keras_model = build_tiny_pose_model(INPUT_SIZE)
+    for variant in ("fp32", "fp16"):
+        converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+        if variant == "fp16":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16]
+        (models / f"mv2_cpm_{variant}.tflite").write_bytes(converter.convert())
+        (models / f"mv2_cpm_{variant}.json").write_text(json.dumps(
+            {"model": "mv2_cpm", "variant": variant, "input_size": INPUT_SIZE, "output_size": INPUT_SIZE // 2,
+             "output_stride": 2, "num_keypoints": 14, "input_name": "image", "output_name": "stage_1_out"}))
+    evaluation = models.parent / "evaluation"
+    evaluate(str(models), [str(valid_shards)], str(evaluation), latency_runs=1, gallery_size=1)
+    return models, evaluation
+
+
+@pytest.fixture()
+def bucket():
+    with fake_gcs():
+        yield make_bucket("models")
+
+
+def test_publishes_the_variant_its_metadata_report_results_and_card(evaluated, bucket, tmp_path):
+    models, evaluation = evaluated
+    manifest = publish(str(models), str(evaluation / "report.html"), str(evaluation), "gs://models/pose/v1/",
+                       "fp16", staging_dir=str(tmp_path / "staged"))
+
+    names = {"mv2_cpm_fp16.tflite", "mv2_cpm_fp16.json", "report.html", "results.json", MODEL_CARD, MANIFEST}
+    assert {blob.name for blob in bucket.list_blobs(prefix="pose/v1/")} == {f"pose/v1/{n}" for n in names}
+    assert manifest["uris"][-1] == f"gs://models/pose/v1/{MANIFEST}"  # the completion marker goes last
+    tflite = bucket.blob("pose/v1/mv2_cpm_fp16.tflite").download_as_bytes()
+    assert tflite == (models / "mv2_cpm_fp16.tflite").read_bytes()
+    uploaded_manifest = json.loads(bucket.blob(f"pose/v1/{MANIFEST}").download_as_bytes())
+    assert uploaded_manifest["files"]["mv2_cpm_fp16.tflite"]["sha256"] == hashlib.sha256(tflite).hexdigest()
+    assert (manifest["model"], manifest["variant"]) == ("mv2_cpm_fp16", "fp16")
+    assert sorted(p.name for p in (tmp_path / "staged").iterdir()) == sorted(names)
+
+    card = bucket.blob(f"pose/v1/{MODEL_CARD}").download_as_text()
+    results = json.loads((evaluation / "results.json").read_text())
+    pckh = 100 * results["models"]["mv2_cpm_fp16"]["pckh"]
+    for section in ("## Model", "## Data", "## Figures", "## Intended use", "## Limitations"):
+        assert section in card
+    assert f"| **mv2_cpm_fp16** | {pckh:.1f} |" in card and "| mv2_cpm_fp32 |" in card
+    assert f"{results['settings']['num_people']} people" in card
+
+
+def test_best_picks_the_highest_pckh(evaluated, tmp_path):
+    models, evaluation = evaluated
+    results = json.loads((evaluation / "results.json").read_text())
+    best = max(results["models"], key=lambda name: results["models"][name]["pckh"])
+    manifest = publish(str(models), str(evaluation), str(evaluation), str(tmp_path / "out"), "best")
+    assert manifest["model"] == best == json.loads((tmp_path / "out" / MANIFEST).read_text())["model"]
+
+
+def test_an_unknown_variant_names_the_ones_there_are(evaluated, tmp_path):
+    models, evaluation = evaluated
+    with pytest.raises(PublishError, match=r"variant 'int8': .* has fp16, fp32"):
+        publish(str(models), str(evaluation), str(evaluation), str(tmp_path / "out"), "int8")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_bucket_is_a_clear_error(evaluated, bucket):
+    models, evaluation = evaluated
+    with pytest.raises(PublishError, match="gs://no-such-bucket/pose: upload failed"):
+        publish(str(models), str(evaluation), str(evaluation), "gs://no-such-bucket/pose", "fp32")
+
+
+def test_results_that_are_not_evaluate_output_are_refused(evaluated, tmp_path):
+    models, evaluation = evaluated
+    (tmp_path / "results.json").write_text(json.dumps({"accuracy": 0.9}))
+    with pytest.raises(PublishError, match=r"results.json: no 'models'"):
+        publish(str(models), str(evaluation), str(tmp_path / "results.json"), str(tmp_path / "out"), "fp32")
