@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from components.convert import OFFICIAL_LAYOUT, SEED_LAYOUT, ConvertError, InvalidRecord, convert
+from components.convert import OFFICIAL_LAYOUT, SEED_LAYOUT, ConvertError, InvalidRecord, convert, image_size
 from pose import keypoints as kp
 
 REPO = Path(__file__).resolve().parent.parent
@@ -109,6 +109,30 @@ def test_visibility_bbox_and_hard_links(tmp_path):
     assert (annotation["category_id"], annotation["iscrowd"]) == (1, 0)
     source = release["train"][1] / image["file_name"]
     assert (tmp_path / "coco" / "images" / "train" / image["file_name"]).stat().st_ino == source.stat().st_ino
+
+
+def test_keypoints_within_two_pixels_of_the_border_are_pulled_inside(tmp_path):
+    record = aic_record(image_id("train", 0))
+    record["keypoint_annotations"]["human1"][0:2] = [WIDTH + 1, -2]  # joint 0, code 1
+    write_release(tmp_path / "raw", train=[record])
+    convert(str(tmp_path / "raw"), str(tmp_path / "coco"))
+    coco = COCO(str(tmp_path / "coco" / "annotations" / "person_keypoints_train.json"))
+    assert coco.loadAnns(1)[0]["keypoints"][0:3] == [WIDTH - 1, 0, 2]
+
+
+def test_image_size_reads_jpeg_headers_and_finds_truncation(tmp_path):
+    image = np.random.default_rng(1).integers(0, 255, (37, 53, 3), dtype=np.uint8)
+    baseline = cv2.imencode(".jpg", image)[1].tobytes()
+    progressive = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
+    exif_like = b"\xff\xe1" + (30002).to_bytes(2, "big") + bytes(30000)  # a long APP1 before the frame header
+    cases = {"baseline": baseline, "progressive": progressive, "exif": baseline[:2] + exif_like + baseline[2:]}
+    for name, content in cases.items():
+        (tmp_path / f"{name}.jpg").write_bytes(content)
+        assert image_size(str(tmp_path / f"{name}.jpg")) == (53, 37), name
+    for cut in (0, 3, 30, 300, len(progressive) - 2):
+        (tmp_path / "cut.jpg").write_bytes(progressive[:cut])
+        assert "is unreadable" in str(image_size(str(tmp_path / "cut.jpg"))), cut
+    assert "is missing" in str(image_size(str(tmp_path / "absent.jpg")))
 
 
 def test_single_person_keeps_images_with_exactly_one_person(tmp_path):
