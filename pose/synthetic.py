@@ -3,8 +3,10 @@
 `render_release(output_dir, num_train, num_valid, seed)` writes the official AIC layout (names as in
 the 2017 archives) with cartoon humanoids: front-facing, so the person's right is on the image left,
 and the right limbs are drawn darker than the left ones and a badge sits on the left chest, so that
-a network can tell right from left from pixels. Each image is rendered from its own random stream
-(seed, split, index), so a release is byte-identical for a seed and images can be rendered in any order.
+a network can tell right from left from pixels. (Training with horizontal flips, which swap the labels,
+turns those two cues into noise; the geometric one, right on the image left, survives flips.)
+Each image is rendered from its own random stream (seed, split, index), so a release is byte-identical
+for a seed and images can be rendered in any order.
 
 Visibility follows AIC: 1 visible, 2 labelled but hidden (by an occluder or another person),
 3 outside the image (coordinates 0, 0). Boxes are tight boxes (x1, y1, x2, y2) around each figure's
