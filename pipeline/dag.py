@@ -36,6 +36,9 @@ RESOURCES = {"download": ("1", "2Gi"), "convert": ("2", "8Gi"), "fanout": ("100m
              "evaluate": ("4", "8Gi"), "publish": ("1", "2Gi")}
 
 GCS_SECRET_MOUNT = "/var/secrets/gcs"
+# Iterations of the shard fan-out that run at once (each runs a train and a valid shard task): enough to
+# read a large release quickly, few enough not to flood the cluster's scheduler or the bucket.
+MAX_PARALLEL_SHARD_TASKS = 16
 
 
 def configure(task, step: str, display_name: str = ""):
@@ -86,7 +89,7 @@ def pose_pipeline(
     convert = configure(convert_op(raw=download.outputs["raw"], single_person=single_person,
                                    skip_invalid=skip_invalid), "convert")
     fanout = configure(shard_indices_op(num_shards=num_shards), "fanout")
-    with dsl.ParallelFor(fanout.output) as shard_index:
+    with dsl.ParallelFor(fanout.output, parallelism=MAX_PARALLEL_SHARD_TASKS) as shard_index:
         train_shard = configure(shard_op(coco=convert.outputs["coco"], split="train", num_shards=num_shards,
                                          shard_index=shard_index), "shard", "shard-train")
         valid_shard = configure(shard_op(coco=convert.outputs["coco"], split="valid", num_shards=num_shards,

@@ -25,6 +25,7 @@ from pathlib import Path
 
 log = logging.getLogger("pipeline.local")
 
+REPO = Path(__file__).resolve().parent.parent
 DEFAULT_SOURCE = "synthetic://2000"
 DEFAULT_CONFIG = "experiments/local.yaml"
 DEFAULT_PIPELINE_ROOT = "runs"
@@ -44,8 +45,7 @@ def run_local(source: str = DEFAULT_SOURCE, config: str = DEFAULT_CONFIG, runner
               cache: bool = False, verbose: bool = False) -> dict:
     """Runs the pipeline under kfp.local and returns (and writes as summary.json) the run's summary.
 
-    `config` is a YAML file: its text is passed to train, so any working directory and either runner
-    can read it. `overrides` are training config `key=value` pairs; `params` any other pipeline arguments.
+    `config` is a YAML file (see _config_argument for how it reaches train). `overrides` are training config `key=value` pairs; `params` any other pipeline arguments.
     """
     from kfp import local
 
@@ -86,10 +86,15 @@ def run_local(source: str = DEFAULT_SOURCE, config: str = DEFAULT_CONFIG, runner
 
 
 def _config_argument(config: str, runner: str) -> str:
-    path = Path(config)
+    """A file inside the repository goes as its repository-relative path, which train also finds in the
+    images (they hold the repository); any other file goes as its YAML text."""
+    path = Path(config) if Path(config).is_file() else REPO / config
     if path.is_file():
-        return path.read_text()
-    if runner == "docker":  # a path inside the image
+        try:
+            return path.resolve().relative_to(REPO).as_posix()
+        except ValueError:
+            return path.read_text()
+    if runner == "docker":  # a path that only the image has
         return config
     raise LocalRunError(f"config {config!r}: no such file (give a YAML file, e.g. {DEFAULT_CONFIG})")
 
@@ -222,36 +227,35 @@ class _RunMonitor(io.TextIOBase):
 
 def _summarise(outputs: dict, steps: list[dict], seconds: float) -> dict:
     paths = {name: Path(artifact.path) for name, artifact in outputs.items()}
-    run_dir = paths["metrics"].parent.parent
-    metrics = dict(outputs["metrics"].metadata)
-    results_file = next(iter(sorted(paths["results"].rglob("*.json"))), None) if paths["results"].is_dir() else (
-        paths["results"] if paths["results"].is_file() else None)
-    results = json.loads(results_file.read_text()) if results_file else {}
+    results_file = paths["results"] / "results.json"
+    if not results_file.is_file():
+        raise LocalRunError(f"the run finished but evaluate wrote no {results_file}")
     return {
-        "run_dir": str(run_dir),
+        "run_dir": str(paths["metrics"].parent.parent),
         "seconds": round(seconds, 1),
         "models": sorted(str(p) for p in paths["tflite_models"].glob("*.tflite")),
         "outputs": {name: str(path) for name, path in paths.items()},
-        "report": str(_report_file(paths["report"])),
-        "results": str(results_file) if results_file else None,
-        "metrics": metrics,
-        "headline": headline_figures(metrics, results),
+        # the same page as the HTML artifact, but named .html so that a browser opens it as a page
+        "report": str(paths["results"] / "report.html" if (paths["results"] / "report.html").is_file()
+                      else paths["report"]),
+        "results": str(results_file),
+        "metrics": dict(outputs["metrics"].metadata),
+        "headline": headline_figures(json.loads(results_file.read_text())),
         "steps": steps,
     }
 
 
-def _report_file(report: Path) -> Path:
-    if report.is_dir():
-        pages = sorted(report.rglob("*.html"))
-        return pages[0] if pages else report
-    return report
-
-
-def headline_figures(metrics: dict, results: dict) -> dict:
-    """The figures a run is judged by: PCKh@0.5, OKS AP and latency of our models and the seed's, as
-    evaluate wrote them (its Metrics artifact holds flat `name: value` pairs; results.json the detail)."""
-    wanted = re.compile(r"pckh|(^|[_\-/.])ap([_\-/.]|$)|latency|size", re.IGNORECASE)
-    return {name: value for name, value in sorted(metrics.items()) if wanted.search(name)}
+def headline_figures(results: dict) -> dict:
+    """What a run is judged by, from evaluate's results.json: per model PCKh@0.5, OKS AP, latency at one
+    thread (and its ratio to the seed's model of the same family, timed in the same run) and size; the
+    seed's models' own latency and size."""
+    models = {name: {"pckh": model["pckh"], "ap": model["ap"], "latency_ms": model["latency"]["1"]["median_ms"],
+                     "latency_vs_seed": (model.get("vs_seed") or {}).get("latency_1_thread"),
+                     "size_mb": model["size_bytes"] / 1e6}
+              for name, model in sorted(results.get("models", {}).items())}
+    seed = {name: {"latency_ms": anchor["latency"]["1"]["median_ms"], "size_mb": anchor["size_bytes"] / 1e6}
+            for name, anchor in sorted(results.get("anchors", {}).items())}
+    return {"people": results.get("settings", {}).get("num_people"), "models": models, "seed": seed}
 
 
 def _print_step_times(steps: list[dict], seconds: float) -> None:
@@ -272,8 +276,12 @@ def _print_summary(summary: dict) -> None:
     print(f"report      {summary['report']}")
     print(f"results     {summary['results']}")
     print(f"summary     {Path(summary['run_dir'], 'summary.json')}")
-    if summary["headline"]:
-        width = max(len(name) for name in summary["headline"]) + 2
-        print("\nheadline figures (valid split)")
-        for name, value in summary["headline"].items():
-            print(f"  {name:<{width}}{value:.4g}" if isinstance(value, float) else f"  {name:<{width}}{value}")
+    headline = summary["headline"]
+    if headline["models"]:
+        print(f"\nheadline figures, valid split ({headline['people']} people; latency: LiteRT, 1 thread, this CPU)")
+        print(f"{'model':<24}{'PCKh@0.5':>9}{'OKS AP':>8}{'ms':>9}{'vs seed':>9}{'MB':>7}")
+        for name, m in headline["models"].items():
+            ratio = f"x{m['latency_vs_seed']:.2f}" if m["latency_vs_seed"] else "n/a"
+            print(f"{name:<24}{100 * m['pckh']:>9.1f}{m['ap']:>8.3f}{m['latency_ms']:>9.2f}{ratio:>9}{m['size_mb']:>7.2f}")
+        for name, m in headline["seed"].items():
+            print(f"{'seed ' + name:<24}{'':>9}{'':>8}{m['latency_ms']:>9.2f}{'x1.00':>9}{m['size_mb']:>7.2f}")

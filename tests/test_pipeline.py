@@ -1,0 +1,175 @@
+"""The pipeline: the checked-in pipeline.yaml is a fresh compile, its IR holds what a cluster needs, and the
+command line fails clearly (a failed local step, a bad --param, an unreachable cluster)."""
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from components import images
+from pipeline import params
+from pipeline.__main__ import main
+from pipeline.compile import compile_pipeline
+from pipeline.submit import SubmitError, submit
+from tests.conftest import REPO
+
+CHECKED_IN = REPO / "pipeline.yaml"
+STEP_EXECUTORS = {"download": "exec-download-op", "convert": "exec-convert-op", "fanout": "exec-shard-indices-op",
+                  "shard": "exec-shard-op", "train": "exec-train-op", "freeze": "exec-freeze-op",
+                  "tflite": "exec-tflite-op", "evaluate": "exec-evaluate-op", "publish": "exec-publish-op"}
+
+
+def load(path):
+    pipeline_spec, platform_spec = yaml.safe_load_all(path.read_text())
+    return pipeline_spec, platform_spec
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    path = compile_pipeline(tmp_path_factory.mktemp("compiled") / "pipeline.yaml")
+    return load(path)
+
+
+def all_tasks(pipeline_spec):
+    """{display name: (task spec, the DAG holding it)} over the root and every sub-DAG."""
+    dags = {"root": pipeline_spec["root"], **pipeline_spec["components"]}
+    return {task["taskInfo"]["name"]: (task, name) for name, component in dags.items()
+            for task in component.get("dag", {}).get("tasks", {}).values()}
+
+
+def test_checked_in_pipeline_yaml_is_a_fresh_compile(compiled):
+    assert CHECKED_IN.is_file(), "pipeline.yaml is missing: run `python -m pipeline compile`"
+    assert load(CHECKED_IN) == compiled, "pipeline.yaml is stale: run `python -m pipeline compile` and commit it"
+
+
+def test_every_step_runs_in_the_cpu_image_but_train_in_the_gpu_image(compiled):
+    executors = compiled[0]["deploymentSpec"]["executors"]
+    assert set(STEP_EXECUTORS.values()) | {"exec-shard-op-2"} == set(executors)
+    for name, executor in executors.items():
+        expected = images.GPU_IMAGE if name == "exec-train-op" else images.CPU_IMAGE
+        assert executor["container"]["image"] == expected, name
+
+
+def test_train_requests_gpus_on_gpu_nodes_and_is_never_cached(compiled):
+    pipeline_spec, platform_spec = compiled
+    resources = pipeline_spec["deploymentSpec"]["executors"]["exec-train-op"]["container"]["resources"]
+    assert resources["accelerator"] == {"resourceCount": "{{$.inputs.parameters['pipelinechannel--gpu_count']}}",
+                                        "resourceType": "{{$.inputs.parameters['pipelinechannel--gpu_type']}}"}
+    inputs = pipeline_spec["root"]["inputDefinitions"]["parameters"]
+    assert inputs["gpu_count"]["defaultValue"] == 1 and inputs["gpu_type"]["defaultValue"] == "nvidia.com/gpu"
+    kubernetes = platform_spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert kubernetes["exec-train-op"]["nodeSelector"] == {
+        "nodeSelectorJson": {"componentInputParameter": "gpu_node_selector"}}
+    assert kubernetes["exec-train-op"]["tolerations"] == [
+        {"tolerationJson": {"componentInputParameter": "gpu_tolerations"}}]
+    assert all("accelerator" not in e["container"].get("resources", {})
+               for name, e in pipeline_spec["deploymentSpec"]["executors"].items() if name != "exec-train-op")
+
+
+def test_gcs_credentials_come_from_a_secret_where_storage_is_touched(compiled):
+    kubernetes = compiled[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for executor in ("exec-download-op", "exec-publish-op"):
+        volume, = kubernetes[executor]["secretAsVolume"]
+        env, = kubernetes[executor]["secretAsEnv"]
+        assert volume["mountPath"] == "/var/secrets/gcs" and volume["optional"]
+        assert env["keyToEnv"] == [{"envVar": "GOOGLE_APPLICATION_CREDENTIALS",
+                                    "secretKey": "GOOGLE_APPLICATION_CREDENTIALS"}]
+        assert volume["secretNameParameter"]["componentInputParameter"].endswith("gcs_secret")
+
+
+def test_shards_fan_out_with_parallel_for_and_are_collected(compiled):
+    pipeline_spec, _ = compiled
+    tasks = all_tasks(pipeline_spec)
+    loop, = [task for task, _ in tasks.values() if "parameterIterator" in task]
+    assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--shard-indices-op-Output"
+    assert loop["iteratorPolicy"]["parallelismLimit"] > 1
+    loop_dag = loop["componentRef"]["name"]
+    assert tasks["shard-train"][1] == tasks["shard-valid"][1] == loop_dag
+    for consumer, inputs in {"train": ("train_shards", "valid_shards"), "tflite": ("representative",),
+                             "evaluate": ("valid_shards",)}.items():
+        for name in inputs:
+            source = tasks[consumer][0]["inputs"]["artifacts"][name]["taskOutputArtifact"]
+            assert source["producerTask"] == loop["taskInfo"]["name"], (consumer, name)
+            assert pipeline_spec["components"][tasks[consumer][0]["componentRef"]["name"]]["inputDefinitions"][
+                "artifacts"][name]["isArtifactList"]
+
+
+def test_ingest_is_cached_training_and_publishing_are_not(compiled):
+    tasks = all_tasks(compiled[0])
+    cached = {name: task.get("cachingOptions", {}).get("enableCache", False) for name, (task, _) in tasks.items()
+              if "cachingOptions" in task}
+    assert cached == {"download": True, "convert": True, "fanout": True, "shard-train": True, "shard-valid": True,
+                      "train": False, "freeze": True, "tflite": True, "evaluate": True, "publish": False}
+
+
+def test_publish_runs_only_when_a_destination_is_given(compiled):
+    tasks = all_tasks(compiled[0])
+    publish_dag = tasks["publish"][1]
+    condition, = [task for task, _ in tasks.values() if task["componentRef"]["name"] == publish_dag]
+    assert condition["triggerPolicy"]["condition"] == \
+        "inputs.parameter_values['pipelinechannel--publish_uri'] != ''"
+
+
+def test_compile_sets_the_image_tag(tmp_path):
+    output = tmp_path / "tagged.yaml"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POSE_IMAGE_")}
+    subprocess.run([sys.executable, "-m", "pipeline", "compile", "--output", str(output), "--image-tag", "9.9.9-rc1",
+                    "--registry", "registry.example.com/pose"], check=True, cwd=REPO, env=env, capture_output=True)
+    executors = load(output)[0]["deploymentSpec"]["executors"]
+    assert executors["exec-train-op"]["container"]["image"] == "registry.example.com/pose/pose-gpu:9.9.9-rc1"
+    assert executors["exec-download-op"]["container"]["image"] == "registry.example.com/pose/pose-cpu:9.9.9-rc1"
+
+
+def test_a_failed_step_stops_the_run_with_its_error_on_screen(tmp_path, capsys):
+    missing = tmp_path / "no-such-release.zip"
+    code = main(["run", "--source", str(missing), "--config", "experiments/tiny.yaml",
+                 "--pipeline-root", str(tmp_path / "runs")])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "step 'download' failed" in captured.err
+    assert "---- last lines of the failed step 'download' ----" in captured.err
+    assert str(missing) in captured.err.split("---- last lines")[1]  # the step's own error, repeated at the end
+    assert "train" not in {line.split()[0] for line in captured.out.splitlines() if line.strip()}
+
+
+def test_params_are_typed_by_the_pipeline_and_unknown_names_are_named(compiled):
+    declared = params.declared_parameters(compiled[0])
+    parsed = params.parse_params(["num_shards=8", "single_person=true", 'gpu_node_selector={"pool": "l4"}',
+                                  "gpu_tolerations=[]", "source=gs://bucket/aic.zip"], declared)
+    assert parsed == {"num_shards": 8, "single_person": True, "gpu_node_selector": {"pool": "l4"},
+                      "gpu_tolerations": [], "source": "gs://bucket/aic.zip"}
+    with pytest.raises(params.ParameterError, match="no parameter 'num_shard'; it has config, gcs_secret"):
+        params.parse_params(["num_shard=8"], declared)
+    with pytest.raises(params.ParameterError, match=r"num_shards='eight': not a valid NUMBER_INTEGER"):
+        params.parse_params(["num_shards=eight"], declared)
+    with pytest.raises(params.ParameterError, match="gpu_node_selector='\\[1\\]': not a valid STRUCT"):
+        params.parse_params(["gpu_node_selector=[1]"], declared)
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_submit_to_an_unreachable_cluster_fails_quickly_and_clearly():
+    host = f"http://127.0.0.1:{closed_port()}"
+    started = time.monotonic()
+    with pytest.raises(SubmitError, match=rf"cannot reach the KFP API at {host}: .*(refused|Failed to establish)"):
+        submit(host, params=["num_shards=2"])
+    assert time.monotonic() - started < 30
+
+
+def test_submit_checks_arguments_before_contacting_the_cluster(capsys, tmp_path):
+    host = f"http://127.0.0.1:{closed_port()}"
+    assert main(["submit", "--host", host, "--param", "num_shard=2"]) == 1
+    assert "no parameter 'num_shard'" in capsys.readouterr().err
+    assert main(["submit", "--host", host, "--pipeline-root", "/tmp/outputs"]) == 1
+    assert "expected gs://, minio:// or s3://" in capsys.readouterr().err
+    with pytest.raises(SubmitError, match="no compiled pipeline here"):
+        submit(host, package=tmp_path / "missing.yaml")
+    with pytest.raises(SystemExit):
+        main(["submit", "--param", "num_shards=2"])  # --host is required
