@@ -23,10 +23,10 @@ def encode(keypoints: tf.Tensor, weights: tf.Tensor, input_size: int, stride: in
     size = input_size // stride
     centres = to_heatmap_coords(tf.cast(keypoints, tf.float32), float(stride))  # [K, 2]
     sigma_heatmap = sigma / stride
-    grid = tf.range(size, dtype=tf.float32)
-    # The 2-D Gaussian is separable: an outer product of one row and one column profile per joint.
-    gx = tf.exp(-tf.square(grid[None, :] - centres[:, 0:1]) / (2.0 * sigma_heatmap ** 2))  # [K, W]
-    gy = tf.exp(-tf.square(grid[None, :] - centres[:, 1:2]) / (2.0 * sigma_heatmap ** 2))  # [K, H]
+    grid = tf.range(size, dtype=tf.float32)[:, None]
+    # The 2-D Gaussian is separable: an outer product of a column and a row profile per joint, laid
+    # out [H, W, K] directly. Joints without weight get an all-zero map.
     mask = tf.cast(weights > 0, tf.float32)
-    maps = gy[:, :, None] * gx[:, None, :] * mask[:, None, None]  # [K, H, W]
-    return tf.transpose(maps, [1, 2, 0])
+    gx = tf.exp(-tf.square(grid - centres[:, 0]) / (2.0 * sigma_heatmap ** 2)) * mask  # [W, K]
+    gy = tf.exp(-tf.square(grid - centres[:, 1]) / (2.0 * sigma_heatmap ** 2))  # [H, K]
+    return gy[:, None, :] * gx[None, :, :]

@@ -140,16 +140,20 @@ def joint_weights(keypoints: tf.Tensor, visibility: tf.Tensor, input_size: int) 
 _RGB_TO_YIQ = tf.constant([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 
 
-def colour_jitter(image: tf.Tensor, brightness, contrast, saturation, hue_degrees) -> tf.Tensor:
-    """image float [H, W, 3] in [0, 1]. Saturation and hue are one 3x3 matrix (scale and rotate the
-    chroma plane of YIQ), which is far cheaper than a round trip through HSV."""
+def colour_jitter(image: tf.Tensor, brightness, contrast, saturation, hue_degrees, scale: float = 1.0) -> tf.Tensor:
+    """image [H, W, 3] (pixel values x scale in [0, 1]) -> float32 in [0, 1]. Every adjustment is
+    linear, so saturation and hue (scale and rotate the chroma plane of YIQ), contrast (around the mean
+    luminance) and brightness fold into one 3x3 matrix and one offset: a single pass over the pixels,
+    far cheaper than a round trip through HSV."""
     angle = tf.cast(hue_degrees, tf.float32) * (math.pi / 180.0)
     cos, sin = tf.cos(angle) * saturation, tf.sin(angle) * saturation
     chroma = _matrix([[1.0, 0.0, 0.0], [0.0, cos, -sin], [0.0, sin, cos]])
-    colour = tf.linalg.inv(_RGB_TO_YIQ) @ chroma @ _RGB_TO_YIQ
-    image = tf.tensordot(image, tf.transpose(colour), axes=1)
-    mean = tf.reduce_mean(image)
-    return tf.clip_by_value((image - mean) * contrast + mean + brightness, 0.0, 1.0)
+    colour = tf.linalg.inv(_RGB_TO_YIQ) @ chroma @ _RGB_TO_YIQ * scale
+    pixels = tf.reshape(tf.cast(image, tf.float32), [-1, 3])
+    mean_luminance = tf.reduce_sum(_RGB_TO_YIQ[0] * tf.linalg.matvec(colour, tf.reduce_mean(pixels, axis=0)))
+    offset = (1.0 - contrast) * mean_luminance + brightness
+    jittered = pixels @ tf.transpose(colour * contrast) + offset
+    return tf.reshape(tf.clip_by_value(jittered, 0.0, 1.0), tf.shape(image))
 
 
 # ---- per-example maps ------------------------------------------------------------------------------
@@ -183,8 +187,8 @@ def training_example(serialized: tf.Tensor, seed: tf.Tensor, input_size: int, ou
     image, points, visibility, _ = warp_person(
         _decode(example), example["person/keypoints"], example["person/visibility"], input_size,
         params["scale"], params["rotation_degrees"], params["translation"], params["flip"])
-    image = colour_jitter(tf.cast(image, tf.float32) / 255.0, params["brightness"], params["contrast"],
-                          params["saturation"], params["hue_degrees"])
+    image = colour_jitter(image, params["brightness"], params["contrast"], params["saturation"],
+                          params["hue_degrees"], scale=1.0 / 255.0)
     weights = joint_weights(points, visibility, input_size)
     targets = heatmaps.encode(points, weights, input_size, output_stride, sigma)
     return image, {"heatmaps": targets, "weights": weights}

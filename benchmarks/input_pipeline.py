@@ -1,0 +1,69 @@
+"""Images per second of the full training input pipeline (pose.inputs.training_dataset: read, shuffle,
+parse, decode, affine warp, flip, colour jitter, heatmaps, batch) against bare JPEG decoding of the
+same shards (read, parse, tf.io.decode_jpeg, with the same parallelism), in one run.
+
+    python benchmarks/input_pipeline.py --data SHARDS [--data SHARDS ...] [--images 3000]
+"""
+import argparse
+import os
+import time
+
+import tensorflow as tf
+
+from pose import inputs, records
+
+
+def bare_decode(files: list[str], batch_size: int) -> tf.data.Dataset:
+    return (tf.data.Dataset.from_tensor_slices(files)
+            .interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 16), num_parallel_calls=tf.data.AUTOTUNE)
+            .repeat()
+            .map(lambda s: tf.io.decode_jpeg(records.parse(s)["image/encoded"], channels=3),
+                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+            .map(tf.shape)  # decoded crops differ in size: batch their shapes so the work is not skipped
+            .batch(batch_size)
+            .prefetch(tf.data.AUTOTUNE))
+
+
+def measure(dataset: tf.data.Dataset, batch_size: int, images: int, warmup_batches: int = 5) -> tuple[float, float]:
+    """(images per second of wall time, CPU milliseconds per image over all of this process's threads).
+    On a shared machine the CPU time per image is the steadier figure."""
+    iterator = iter(dataset)
+    for _ in range(warmup_batches):
+        next(iterator)
+    batches = max(1, images // batch_size)
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(batches):
+        next(iterator)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return batches * batch_size / wall, 1000.0 * cpu / (batches * batch_size)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", action="append", required=True, help="a shard folder (repeat for more)")
+    parser.add_argument("--images", type=int, default=3000, help="images timed per measurement")
+    parser.add_argument("--input-size", type=int, default=192)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=2, help="alternating measurements of each; the best counts")
+    args = parser.parse_args(argv)
+    index = inputs.read_index(args.data)
+    print(f"{len(index['files'])} shards, {index['num_examples']} examples, crop size {index['crop_size']}, "
+          f"{os.cpu_count()} CPUs, TensorFlow {tf.__version__}")
+    full = inputs.training_dataset(args.data, input_size=args.input_size, batch_size=args.batch_size, seed=0)
+    bare = bare_decode(index["files"], args.batch_size)
+    runs = {"bare decode_jpeg": [], f"full pipeline {args.input_size}x{args.input_size}": []}
+    for _ in range(args.repeats):
+        for (name, results), dataset in zip(runs.items(), (bare, full)):
+            results.append(measure(dataset, args.batch_size, args.images))
+    best = {}
+    for name, results in runs.items():
+        rate, cpu = max(r[0] for r in results), min(r[1] for r in results)
+        best[name] = (rate, cpu)
+        print(f"{name:24s} {rate:8.1f} images/s  {cpu:6.2f} CPU ms/image  "
+              f"(runs: {', '.join(f'{r:.0f}/s {c:.2f}ms' for r, c in results)})")
+    (decode, decode_cpu), (pipeline, pipeline_cpu) = best.values()
+    print(f"full / bare: {pipeline / decode:.0%} of the images/s, {decode_cpu / pipeline_cpu:.0%} by CPU time per image")
+
+
+if __name__ == "__main__":
+    main()
