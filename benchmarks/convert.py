@@ -113,7 +113,8 @@ def main() -> int:
         with open(work / "convert.log", "w") as log:
             subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=log)
         elapsed = time.perf_counter() - started
-        peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # KiB on Linux
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        peak_mib, cpu_seconds = usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime  # ru_maxrss: KiB on Linux
         for line in (work / "convert.log").read_text().replace("\r", "\n").splitlines():
             if " INFO " in line:
                 print("  " + line.split(" INFO ", 1)[1])
@@ -121,6 +122,9 @@ def main() -> int:
         print(f"convert: {records} records ({people} people, {size_mib:.0f} MiB of JSON) in {elapsed:.1f}s")
         print(f"records/s: {records / elapsed:.0f}  (goal >= 2000)")
         print(f"people/s: {people / elapsed:.0f}")
+        # On a shared machine wall time depends on the neighbours; CPU time much less so.
+        print(f"CPU time: {cpu_seconds:.1f}s, {records / cpu_seconds:.0f} records per CPU-second; "
+              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         print(f"peak memory (max RSS of the convert process): {peak_mib:.0f} MiB  (goal <= 2048)")
     finally:
         if not args.workdir:

@@ -296,3 +296,24 @@ def test_skip_invalid_lists_rejects(tmp_path):
     kept = sorted(image["file_name"] for image in coco.dataset["images"])
     assert kept == [f"{image_id('train', 0)}.jpg", f"{image_id('train', len(mutations) + 1)}.jpg"]
     assert sorted(p.name for p in (tmp_path / "coco" / "images" / "train").iterdir()) == kept
+
+
+# The image is ours, built from the same lock as this environment: kfp's guess does not apply.
+@pytest.mark.filterwarnings("ignore:You may be attemping to run a task:RuntimeWarning")
+def test_convert_op_runs_under_kfp_local(tmp_path):
+    from kfp import dsl, local
+
+    from components.convert import convert_op
+
+    write_release(tmp_path / "raw", train=[aic_record(image_id("train", i), 1 + i % 2) for i in range(4)])
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+
+    @dsl.pipeline
+    def ingest() -> dsl.Dataset:
+        raw = dsl.importer(artifact_uri=str(tmp_path / "raw"), artifact_class=dsl.Dataset)
+        return convert_op(raw=raw.output, single_person=True, skip_invalid=False).outputs["coco"]
+
+    coco = ingest().output
+    assert coco.metadata["train_images"] == 2 and coco.metadata["train_not_single_person"] == 2
+    loaded = COCO(str(Path(coco.path) / "annotations" / "person_keypoints_train.json"))
+    assert len(loaded.getImgIds()) == 2 and len(loaded.getAnnIds()) == 2
