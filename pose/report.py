@@ -64,7 +64,7 @@ def render(results: dict, gallery: list[str]) -> str:
     settings = results["settings"]
     threads = settings["all_threads"]
     header = ("<tr><th>model</th><th>size MB</th><th>PCKh@0.5</th><th>AP</th><th>AP50</th><th>AP75</th>"
-              f"<th>1 thread ms (median / p90)</th><th>{threads} threads ms (median / p90)</th>"
+              f"<th>runtime</th><th>1 thread ms (median / p90)</th><th>{threads} threads ms (median / p90)</th>"
               "<th>vs seed: latency 1 thread</th><th>latency all threads</th><th>size</th></tr>")
     rows = []
     for name, model in results["models"].items():
@@ -72,7 +72,7 @@ def render(results: dict, gallery: list[str]) -> str:
         rows.append(
             f"<tr><td>{html.escape(name)}</td><td>{_cell(model['size_bytes'] / 1e6, 2)}</td>"
             f"<td>{_cell(model['pckh'], 1, 100)}</td><td>{_cell(model['ap'], 3)}</td>"
-            f"<td>{_cell(model['ap50'], 3)}</td><td>{_cell(model['ap75'], 3)}</td>"
+            f"<td>{_cell(model['ap50'], 3)}</td><td>{_cell(model['ap75'], 3)}</td><td>{model['latency']['runtime']}</td>"
             f"<td>{_cell(one['median_ms'], 2)} / {_cell(one['p90_ms'], 2)}</td>"
             f"<td>{_cell(many['median_ms'], 2)} / {_cell(many['p90_ms'], 2)}</td>"
             f"<td>{_ratio_cell(ratio.get('latency_1_thread'))}</td><td>{_ratio_cell(ratio.get('latency_all_threads'))}</td>"
@@ -81,7 +81,7 @@ def render(results: dict, gallery: list[str]) -> str:
         one, many = anchor["latency"]["1"], anchor["latency"]["all"]
         rows.append(
             f'<tr class="anchor"><td>seed: {html.escape(name)}</td><td>{_cell(anchor["size_bytes"] / 1e6, 2)}</td>'
-            "<td>–</td><td>–</td><td>–</td><td>–</td>"
+            f"<td>–</td><td>–</td><td>–</td><td>–</td><td>{anchor['latency']['runtime']}</td>"
             f"<td>{_cell(one['median_ms'], 2)} / {_cell(one['p90_ms'], 2)}</td>"
             f"<td>{_cell(many['median_ms'], 2)} / {_cell(many['p90_ms'], 2)}</td><td colspan=3>reference</td></tr>")
 
@@ -106,7 +106,8 @@ def render(results: dict, gallery: list[str]) -> str:
 <h1>Pose model evaluation</h1>
 <p>{settings['num_people']} validation people from {html.escape(', '.join(settings['data_dirs']))};
 decoding: refine={html.escape(settings['refine'])}, flip test={'on' if settings['flip_test'] else 'off'};
-latency: LiteRT, median and p90 of {settings['latency_runs']} runs after warm-up, 1 and {threads} threads.
+latency: LiteRT, median and p90 of {settings['latency_runs']} runs after warm-up, 1 and {threads} threads, with
+XNNPACK and with LiteRT's builtin kernels; each model shows the faster (its runtime column).
 Ratios are ours ÷ the seed's model of the same family, measured in this run (≤ 1 is better).</p>
 <h2>Models</h2>
 <table>{header}{''.join(rows)}</table>
