@@ -215,6 +215,20 @@ def evaluation_example(serialized: tf.Tensor, input_size: int) -> dict:
 
 # ---- datasets ------------------------------------------------------------------------------------
 
+def _plain(function):
+    """The map functions have no Python control flow on tensors: skip AutoGraph's slow conversion."""
+    return tf.autograph.experimental.do_not_convert(function)
+
+
+def _options(deterministic: bool) -> tf.data.Options:
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    # Parallelism comes from running many examples at once; splitting each small op across threads
+    # as well only adds synchronisation.
+    options.threading.max_intra_op_parallelism = 1
+    return options
+
+
 def _records(files: list[str], shuffle: bool, seed: int) -> tf.data.Dataset:
     names = tf.data.Dataset.from_tensor_slices(files)
     if shuffle:
@@ -248,14 +262,12 @@ def training_dataset(dirs: list[str], input_size: int = 192, output_stride: int 
     # Per-example augmentation seeds: stateless ops keyed by (seed, position) stay reproducible
     # under parallel map, unlike stateful random ops.
     dataset = dataset.enumerate().map(
-        lambda position, serialized: training_example(
+        _plain(lambda position, serialized: training_example(
             serialized, tf.stack([tf.constant(base_seed, tf.int64), position]), input_size, output_stride, sigma,
-            augmentation),
+            augmentation)),
         num_parallel_calls=AUTOTUNE)
     dataset = dataset.batch(batch_size, drop_remainder=repeat, num_parallel_calls=AUTOTUNE)
-    options = tf.data.Options()
-    options.deterministic = seed is not None
-    return dataset.with_options(options).prefetch(AUTOTUNE)
+    return dataset.with_options(_options(deterministic=seed is not None)).prefetch(AUTOTUNE)
 
 
 def evaluation_dataset(dirs: list[str], input_size: int = 192, batch_size: int = 16) -> tf.data.Dataset:
@@ -263,6 +275,6 @@ def evaluation_dataset(dirs: list[str], input_size: int = 192, batch_size: int =
     visibility in input pixels, to_original [B, 2, 3] (input pixel -> original pixel), original_keypoints,
     image_id, person_id, bbox (original xywh), original_size (h, w)."""
     files = read_index(dirs)["files"]
-    dataset = tf.data.TFRecordDataset(files).map(lambda serialized: evaluation_example(serialized, input_size),
+    dataset = tf.data.TFRecordDataset(files).map(_plain(lambda serialized: evaluation_example(serialized, input_size)),
                                                  num_parallel_calls=AUTOTUNE, deterministic=True)
-    return dataset.batch(batch_size).prefetch(AUTOTUNE)
+    return dataset.batch(batch_size).with_options(_options(deterministic=True)).prefetch(AUTOTUNE)
