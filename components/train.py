@@ -1,0 +1,444 @@
+"""train: a MobileNetV2 CPM or hourglass on the shards, on every device the machine has.
+
+Takes    train shard folders (and optionally valid shard folders) from the shard step, and a YAML
+         config (pose/config.py; experiments/*.yaml) with `key=value` overrides.
+Does     a custom training loop under a tf.distribute strategy: MirroredStrategy over all visible
+         GPUs (global batch = batch_size x replicas), MultiWorkerMirroredStrategy when TF_CONFIG names
+         several workers, the default strategy on a plain CPU; mixed_float16 and optional XLA on GPU.
+         Loss: the seed's L2 of every stage's heatmaps against the target (intermediate supervision),
+         masked by the per-joint weights, summed over stages and divided by the batch. Adam with the
+         seed's exponential decay (or cosine). Checkpoints every `checkpoint_every` steps; a restart on
+         the same output folder resumes from the newest one, optimizer state and step count included.
+         PCKh@0.5 on the valid shards every `eval_every` steps and at the end.
+Writes   (docs/ARTIFACTS.md) model.keras, config.yaml, checkpoints/, logs/ (TensorBoard: loss per
+         stage, learning rate, images/s, predictions), train_metadata.json.
+
+`python -m components.train --config experiments/local.yaml --data SHARDS --valid-data SHARDS --output DIR`
+"""
+import argparse
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import List
+
+import keras
+import numpy as np
+import tensorflow as tf
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Model, Output
+from tensorflow.core.framework import summary_pb2
+
+from components.images import GPU_IMAGE
+from pose import inputs, networks, steplog, visualize
+from pose.config import TrainConfig, load_config, parse_overrides
+from pose.decoding import decode, heatmap_to_input
+from pose.metrics import pckh
+
+log = logging.getLogger("train")
+
+
+class TrainError(ValueError):
+    """Unusable training input: names the folder or file and what is wrong."""
+
+
+def train(config: str, data_dirs: list[str], output_dir: str, valid_dirs: list[str] | None = None,
+          overrides: dict | None = None) -> dict:
+    """Trains per `config` (a YAML path or YAML text) on `data_dirs`; writes the model folder
+    `output_dir` and returns its train_metadata (also written as train_metadata.json)."""
+    cfg = load_config(config, overrides).resolved()
+    with steplog.step("train", config=config, data=data_dirs, valid=valid_dirs, output=output_dir,
+                      overrides=overrides or {}) as wrote:
+        # The strategy first: MultiWorkerMirroredStrategy must exist before any other TF op runs.
+        strategy, devices = _strategy(cfg)
+        run = _Run(cfg, strategy, devices, data_dirs, Path(output_dir), valid_dirs or [])
+        metadata = run.fit()
+        wrote.update(steps=metadata["steps"], final_loss=round(metadata["final_loss"], 4),
+                     images_per_second=round(metadata["images_per_second"], 1), pckh=metadata.get("pckh"),
+                     model=str(Path(output_dir) / "model.keras"))
+    return metadata
+
+
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+def train_op(train_shards: Input[List[Dataset]], valid_shards: Input[List[Dataset]], config: str, overrides: str,
+             model: Output[Model]):
+    from components.train import train
+    from pose.config import parse_overrides
+
+    metadata = train(config, [shards.path for shards in train_shards], model.path,
+                     valid_dirs=[shards.path for shards in valid_shards], overrides=parse_overrides(overrides))
+    model.metadata.update({key: metadata[key] for key in (
+        "model", "input_size", "output_stride", "num_keypoints", "steps", "epochs", "final_loss",
+        "images_per_second", "pckh", "replicas", "global_batch_size", "parameters", "flops")})
+
+
+# ---- devices ------------------------------------------------------------------------------------
+
+def _strategy(cfg: TrainConfig):
+    """(strategy, device description). GPUs -> MirroredStrategy over all of them; several workers in
+    TF_CONFIG -> MultiWorkerMirroredStrategy; several logical CPUs (tests) -> MirroredStrategy over
+    them; else the default strategy."""
+    if cfg.visible_devices:
+        wanted = [int(i) for i in cfg.visible_devices.split(",") if i.strip()]
+        gpus = tf.config.list_physical_devices("GPU")
+        missing = [i for i in wanted if i >= len(gpus)]
+        if missing:
+            raise TrainError(f"visible_devices {cfg.visible_devices!r}: GPUs {missing} do not exist "
+                             f"({len(gpus)} visible)")
+        tf.config.set_visible_devices([gpus[i] for i in wanted], "GPU")
+    cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+    if sum(len(cluster.get(role, [])) for role in ("chief", "worker")) > 1:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        return strategy, f"{strategy.num_replicas_in_sync} replicas over {len(cluster.get('worker', []))} workers"
+    gpus = tf.config.list_logical_devices("GPU")
+    cpus = tf.config.list_logical_devices("CPU")
+    if gpus:
+        return tf.distribute.MirroredStrategy([d.name for d in gpus]), f"{len(gpus)} GPU(s)"
+    if len(cpus) > 1:
+        return tf.distribute.MirroredStrategy([d.name for d in cpus]), f"{len(cpus)} logical CPUs"
+    return tf.distribute.get_strategy(), "CPU"
+
+
+def _is_chief() -> bool:
+    task = json.loads(os.environ.get("TF_CONFIG") or "{}").get("task", {})
+    cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+    if not task:
+        return True
+    return task.get("type") == "chief" or (task.get("type") == "worker" and task.get("index", 0) == 0
+                                           and "chief" not in cluster)
+
+
+# ---- the loss -----------------------------------------------------------------------------------
+
+def stage_losses(stage_heatmaps: list, heatmaps, weights, global_batch_size: int):
+    """The seed's loss per stage: tf.nn.l2_loss(prediction - target) / batch, with joints of weight 0
+    (unlabelled or outside the input) left out. Dividing by the GLOBAL batch makes the replicas' sum the
+    mean over the global batch."""
+    mask = tf.cast(weights, tf.float32)[:, None, None, :]
+    return tf.stack([tf.nn.l2_loss((tf.cast(h, tf.float32) - heatmaps) * mask) / global_batch_size
+                     for h in stage_heatmaps])
+
+
+def learning_rate_schedule(cfg: TrainConfig, total_steps: int):
+    if cfg.lr_schedule == "exponential":
+        return keras.optimizers.schedules.ExponentialDecay(cfg.lr, cfg.decay_steps, cfg.decay_rate,
+                                                           staircase=cfg.staircase)
+    if cfg.lr_schedule == "cosine":
+        # From lr (after a linear warm-up from 0 when warmup_steps > 0) down to lr / 100 at the last step.
+        return keras.optimizers.schedules.CosineDecay(
+            0.0 if cfg.warmup_steps else cfg.lr, max(1, total_steps - cfg.warmup_steps), alpha=0.01,
+            warmup_target=cfg.lr if cfg.warmup_steps else None, warmup_steps=cfg.warmup_steps)
+    return cfg.lr
+
+
+# ---- the run ------------------------------------------------------------------------------------
+
+class _Run:
+    """One training run: data, model, optimizer, checkpoints, summaries and the loop."""
+
+    def __init__(self, cfg: TrainConfig, strategy, devices: str, data_dirs, output_dir: Path, valid_dirs):
+        self.cfg, self.strategy, self.output_dir, self.valid_dirs = cfg, strategy, output_dir, list(valid_dirs)
+        self.chief = _is_chief()
+        self.on_gpu = bool(tf.config.list_logical_devices("GPU"))
+        self.mixed = self.on_gpu if cfg.mixed_precision is None else cfg.mixed_precision
+        self.replicas = strategy.num_replicas_in_sync
+        self.global_batch = cfg.batch_size * self.replicas
+        if not data_dirs:
+            raise TrainError("no training shard folders given (--data)")
+        index = inputs.read_index(data_dirs)
+        if index["split"] != "train":
+            log.warning("training on shards of split %r (%s)", index["split"], data_dirs)
+        if self.valid_dirs:
+            inputs.read_index(self.valid_dirs)  # fail now, not after an hour of training
+        examples = cfg.num_train_samples or index["num_examples"]
+        if examples < 1:
+            raise TrainError(f"{data_dirs}: the shard index counts no examples")
+        self.steps_per_epoch = max(1, examples // self.global_batch)
+        self.total_steps = cfg.max_epoch * self.steps_per_epoch
+        if cfg.max_steps:
+            self.total_steps = min(self.total_steps, cfg.max_steps)
+        self.examples = examples
+        log.info("devices: %s, strategy %s, %d replica(s), global batch %d, mixed precision %s, XLA %s",
+                 devices, type(strategy).__name__, self.replicas, self.global_batch, self.mixed, cfg.jit_compile)
+        log.info("data: %d examples in %d shard file(s), %d steps per epoch, %d steps planned",
+                 index["num_examples"], len(index["files"]), self.steps_per_epoch, self.total_steps)
+
+        keras.mixed_precision.set_global_policy("mixed_float16" if self.mixed else "float32")
+        with strategy.scope():
+            self.model = networks.build_model(cfg.model, cfg.input_size, cfg.width, cfg.num_stages,
+                                              cfg.num_keypoints, cfg.batch_norm_momentum)
+            self.schedule = learning_rate_schedule(cfg, self.total_steps)
+            optimizer = keras.optimizers.Adam(self.schedule, epsilon=1e-8)
+            self.optimizer = keras.optimizers.LossScaleOptimizer(optimizer) if self.mixed else optimizer
+            self.optimizer.build(self.model.trainable_variables)
+        keras.mixed_precision.set_global_policy("float32")
+        self.info = networks.summary(self.model, print_fn=log.info)
+
+        # Non-chief workers of a multi-worker run write their (identical) checkpoints to scratch.
+        checkpoint_dir = output_dir / "checkpoints" if self.chief else Path(tempfile.mkdtemp(prefix="train-worker-"))
+        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, str(checkpoint_dir), cfg.keep_checkpoints)
+        self.resumed_from = 0
+        self.history: list[dict] = []
+        if self.manager.latest_checkpoint:
+            self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+            self.resumed_from = self.step
+            self.history = self._previous_history()
+            log.info("resumed from %s at step %d", self.manager.latest_checkpoint, self.resumed_from)
+
+        # A restart continues with a fresh, still reproducible, stream rather than replaying the first one.
+        dataset = inputs.training_dataset(
+            data_dirs, cfg.input_size, networks.output_stride(cfg.model), self.global_batch, cfg.sigma,
+            augment=cfg.augment, seed=cfg.seed + self.resumed_from, repeat=True, shuffle_buffer=cfg.shuffle_buffer,
+            augmentation=cfg.augmentation)
+        self.iterator = iter(strategy.experimental_distribute_dataset(dataset))
+        self.train_step = self._make_train_step()
+        self.writer = tf.summary.create_file_writer(str(output_dir / "logs")) if self.chief else None
+
+    @property
+    def step(self) -> int:
+        return int(self.optimizer.iterations.numpy())
+
+    # -- the step --
+
+    def _make_train_step(self):
+        model, optimizer, strategy, mixed, global_batch = (self.model, self.optimizer, self.strategy, self.mixed,
+                                                           self.global_batch)
+
+        # XLA compiles the forward and backward pass; the optimizer update stays outside it because
+        # its cross-replica all-reduce cannot run inside a compiled cluster.
+        @tf.function(jit_compile=self.cfg.jit_compile)
+        def gradients(images, heatmaps, weights):
+            with tf.GradientTape() as tape:
+                stages = networks.stage_heatmaps(model, images, training=True)
+                losses = stage_losses(stages, heatmaps, weights, global_batch)
+                loss = tf.reduce_sum(losses)
+                scaled = optimizer.scale_loss(loss) if mixed else loss
+            return tape.gradient(scaled, model.trainable_variables), losses
+
+        def replica_step(images, targets):
+            grads, losses = gradients(images, targets["heatmaps"], targets["weights"])
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            return losses
+
+        @tf.function
+        def train_step(iterator):
+            images, targets = next(iterator)
+            losses = strategy.run(replica_step, args=(images, targets))
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+
+        return train_step
+
+    # -- the loop --
+
+    def fit(self) -> dict:
+        cfg = self.cfg
+        if self.chief:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            _write_atomically(self.output_dir / "config.yaml", cfg.to_yaml())
+        started = time.perf_counter()
+        window_start, window_step = started, self.step
+        timed_images, timed_seconds = 0, 0.0
+        window_losses, last_losses = [], None
+        if self.step >= self.total_steps:
+            log.info("already at step %d of %d: nothing to train", self.step, self.total_steps)
+        while self.step < self.total_steps:
+            step_started = time.perf_counter()
+            losses = self.train_step(self.iterator).numpy()
+            step = self.step
+            if step > self.resumed_from + 1:  # the first step traces and compiles: not a speed sample
+                timed_images += self.global_batch
+                timed_seconds += time.perf_counter() - step_started
+            if not math.isfinite(float(losses.sum())):
+                raise FloatingPointError(f"loss is {losses.sum()} at step {step}; stage losses {losses.tolist()}")
+            window_losses.append(losses)
+            last_losses = losses
+            out_of_time = cfg.max_minutes and time.perf_counter() - started > 60 * cfg.max_minutes
+            last = step >= self.total_steps or out_of_time
+            if step % cfg.log_every == 0 or last:
+                now = time.perf_counter()
+                rate = (step - window_step) / max(now - window_start, 1e-9)
+                mean = sum(window_losses) / len(window_losses)
+                eta = (self.total_steps - step) / max(rate, 1e-9)
+                log.info("step %d/%d (epoch %.1f): loss %.2f, stages [%s], lr %.2e, %.2f steps/s, %.1f images/s, "
+                         "ETA %s", step, self.total_steps, step / self.steps_per_epoch, mean.sum(),
+                         " ".join(f"{v:.1f}" for v in mean), self._lr(step), rate, rate * self.global_batch,
+                         _duration(eta))
+                self.history.append({"step": step, "loss": float(mean.sum()), "seconds": round(now - started, 1)})
+                window_start, window_step, window_losses = now, step, []
+            if self.writer and (step % cfg.summary_every == 0 or last):
+                self._summaries(step, last_losses, timed_images / timed_seconds if timed_seconds else 0.0)
+            if self.valid_dirs and cfg.eval_every and step % cfg.eval_every == 0 and not last:
+                self._evaluate_into_history(step)
+            if step % cfg.checkpoint_every == 0 or last:
+                self._checkpoint(step)
+            if out_of_time:
+                log.info("max_minutes %.1f reached at step %d", cfg.max_minutes, step)
+                break
+
+        final_pckh = self._evaluate_into_history(self.step) if self.valid_dirs else None
+        images_per_second = timed_images / timed_seconds if timed_seconds else 0.0
+        if last_losses is None:  # resumed at the end: report what the previous run measured
+            previous = self._previous_metadata()
+            final_loss, images_per_second = previous.get("final_loss", float("nan")), previous.get(
+                "images_per_second", 0.0)
+        else:
+            final_loss = [entry["loss"] for entry in self.history if "loss" in entry][-1]
+        metadata = self._metadata(final_loss, images_per_second, final_pckh, time.perf_counter() - started)
+        if self.chief:
+            self._save_model()
+            _write_atomically(self.output_dir / "train_metadata.json", json.dumps(metadata, indent=2))
+            self.writer.flush()
+        return metadata
+
+    def _lr(self, step: int) -> float:
+        schedule = self.schedule
+        return float(schedule(step)) if callable(schedule) else float(schedule)
+
+    def _checkpoint(self, step: int) -> None:
+        path = self.manager.save(checkpoint_number=step)
+        if self.chief:
+            # The history rides along with the checkpoints so that a resumed run keeps the whole curve.
+            _write_atomically(Path(self.manager.directory) / "history.json", json.dumps(self.history))
+        log.info("checkpoint %s", path)
+
+    def _previous_history(self) -> list[dict]:
+        path = Path(self.manager.directory) / "history.json"
+        if not path.is_file():
+            return []
+        return [entry for entry in json.loads(path.read_text()) if entry["step"] <= self.resumed_from]
+
+    def _previous_metadata(self) -> dict:
+        path = self.output_dir / "train_metadata.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    # -- evaluation and summaries --
+
+    def _evaluate_into_history(self, step: int) -> float:
+        score = evaluate_pckh(self.model, self.valid_dirs, self.cfg.input_size, self.cfg.model)
+        log.info("step %d: PCKh@0.5 on the valid shards %.3f", step, score)
+        if self.history and self.history[-1]["step"] == step:
+            self.history[-1]["pckh"] = score
+        else:
+            self.history.append({"step": step, "pckh": score})
+        if self.writer:
+            with self.writer.as_default(step=step):
+                _scalar_summary("pckh@0.5", score)
+        return score
+
+    def _summaries(self, step: int, losses, images_per_second: float) -> None:
+        with self.writer.as_default(step=step):
+            _scalar_summary("loss", losses.sum())
+            _scalar_summary("loss_last_stage", losses[-1])
+            for stage, value in enumerate(losses):
+                _scalar_summary(f"loss_per_stage/stage_{stage}", value)
+            _scalar_summary("learning_rate", self._lr(step))
+            _scalar_summary("images_per_second", images_per_second)
+            if self.cfg.pred_image_on_tensorboard:
+                grid = self._prediction_grid()
+                if grid is not None:
+                    _image_summary("predictions", grid)
+
+    def _prediction_grid(self):
+        """Predicted heatmaps over a few valid images, one uint8 picture [H, W, 3] (pose.visualize)."""
+        if not self.valid_dirs:
+            return None
+        batch = next(iter(inputs.evaluation_dataset(self.valid_dirs, self.cfg.input_size, batch_size=8)))
+        heatmaps = np.asarray(networks.stage_heatmaps(self.model, batch["image"])[-1], np.float32)
+        return visualize.sample_grid(batch["image"].numpy(), heatmaps)
+
+    # -- outputs --
+
+    def _metadata(self, final_loss: float, images_per_second: float, final_pckh, seconds: float) -> dict:
+        cfg = self.cfg
+        return {
+            "model": cfg.model, "input_size": cfg.input_size, "output_stride": cfg.output_stride,
+            "num_keypoints": cfg.num_keypoints, "width": cfg.width, "num_stages": cfg.num_stages,
+            "steps": self.step, "epochs": round(self.step * self.global_batch / self.examples, 3),
+            "final_loss": final_loss, "images_per_second": images_per_second, "pckh": final_pckh,
+            "replicas": self.replicas, "global_batch_size": self.global_batch, "mixed_precision": self.mixed,
+            "jit_compile": cfg.jit_compile, "resumed_from_step": self.resumed_from,
+            "train_seconds": round(seconds, 1), "parameters": self.info["parameters"], "flops": self.info["flops"],
+            "output_names": self.info["output_names"], "history": self.history,
+        }
+
+    def _save_model(self) -> None:
+        """model.keras in float32 whatever the training precision, so freeze and TFLite get float32
+        graphs; written under a temporary name, then renamed."""
+        model = self.model
+        if self.mixed:
+            cfg = self.cfg
+            model = networks.build_model(cfg.model, cfg.input_size, cfg.width, cfg.num_stages, cfg.num_keypoints,
+                                         cfg.batch_norm_momentum)
+            model.set_weights([w.numpy() for w in self.model.weights])
+        target = self.output_dir / "model.keras"
+        temporary = self.output_dir / f".model.{os.getpid()}.tmp.keras"
+        model.save(temporary)
+        os.replace(temporary, target)
+
+
+def evaluate_pckh(model, valid_dirs: list[str], input_size: int, model_name: str, batch_size: int = 32) -> float:
+    """PCKh@0.5 of the model's final heatmaps on the valid shards (input-pixel coordinates)."""
+    predictions, truths, visible = [], [], []
+    for batch in inputs.evaluation_dataset(valid_dirs, input_size, batch_size):
+        heatmaps = np.asarray(networks.stage_heatmaps(model, batch["image"])[-1], np.float32)
+        coords, _ = decode(heatmaps)
+        predictions.append(heatmap_to_input(coords, networks.output_stride(model_name)))
+        truths.append(batch["keypoints"].numpy())
+        visible.append(batch["visibility"].numpy() > 0)
+    if not predictions:
+        raise TrainError(f"{valid_dirs}: no validation examples")
+    score, _ = pckh(np.concatenate(predictions), np.concatenate(truths), np.concatenate(visible))
+    return float(score)
+
+
+# TensorBoard's own tf.summary.scalar / image need the tensorboard package, which the images do not
+# carry; these write the same summaries (the plugin names TensorBoard reads) with the core op.
+def _scalar_summary(tag: str, value) -> None:
+    metadata = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+    tf.summary.write(tag, tf.constant(float(value), tf.float32), metadata=metadata)
+
+
+def _image_summary(tag: str, image: np.ndarray) -> None:
+    """image: uint8 [H, W, 3]."""
+    metadata = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="images"))
+    height, width = image.shape[:2]
+    tf.summary.write(tag, tf.stack([tf.as_string(width), tf.as_string(height), tf.io.encode_png(image)]),
+                     metadata=metadata)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m components.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="YAML config file (experiments/*.yaml) or YAML text")
+    parser.add_argument("--data", action="append", required=True, metavar="SHARDS_DIR",
+                        help="train shard folder (index.json + .tfrecord); repeat for several")
+    parser.add_argument("--valid-data", action="append", default=[], metavar="SHARDS_DIR",
+                        help="valid shard folder for PCKh@0.5; repeat for several")
+    parser.add_argument("--output", required=True, help="model folder; an existing one with checkpoints resumes")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key (value read as YAML), e.g. --set max_steps=100")
+    args = parser.parse_args(argv)
+    steplog.setup()
+    train(args.config, args.data, args.output, valid_dirs=args.valid_data, overrides=parse_overrides(args.set))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,249 @@
+"""The training config: a dataclass with a default for every key, read from YAML.
+
+`load_config(source, overrides)` takes a YAML file path (or YAML text, as a KFP parameter may pass
+it), applies `key=value` overrides, and checks every key: an unknown key or a value of the wrong
+type is a ConfigError naming the key and where it came from.
+
+The seed's cfg keys (PoseEstimationForMobile, training/experiments/*.cfg) are accepted with their
+meaning: `batchsize`, `n_kpoints`, `input_width`/`input_height`, `scale`, `decay_step`,
+`per_saved_model_step`, `per_update_tensorboard_step` are other names for keys below; its path and
+process keys (`datapath`, `modelpath`, ...) are supplied by the pipeline instead and only logged.
+"""
+import dataclasses
+import json
+import logging
+import os
+import types
+import typing
+from pathlib import Path
+
+import yaml
+
+from pose import networks
+
+log = logging.getLogger(__name__)
+REPO = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A config key that is unknown, of the wrong type or out of range; the message names it."""
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    # Network (pose.networks.build_model); None = the seed's setting for the model.
+    model: str = "mv2_cpm"
+    input_size: int = 192
+    width: float | None = None
+    num_stages: int | None = None
+    num_keypoints: int = 14
+    output_stride: int | None = None            # fixed by the model; set only to check it (the seed's `scale`)
+    batch_norm_momentum: float = 0.99
+    # Data (pose.inputs.training_dataset).
+    batch_size: int = 16                        # per replica: global batch = batch_size x replicas
+    sigma: float = 6.0                          # Gaussian sigma of the target heatmaps, in input pixels
+    augment: bool = True
+    augmentation: dict = dataclasses.field(default_factory=dict)  # pose.inputs.Augmentation fields
+    shuffle_buffer: int = 1024
+    seed: int = 0
+    num_train_samples: int | None = None        # examples per epoch; None = the shards' index
+    # Optimisation: Adam; exponential decay as in the seed, or cosine, or constant.
+    lr: float = 1e-3
+    lr_schedule: str = "exponential"
+    decay_rate: float = 0.95
+    decay_steps: int = 10000
+    staircase: bool = True
+    warmup_steps: int = 0
+    max_epoch: int = 1000
+    max_steps: int | None = None                # stop after this many steps (and at max_epoch, whichever first)
+    max_minutes: float | None = None            # stop after this much training time (checkpointed)
+    # Devices.
+    mixed_precision: bool | None = None         # None = on when training on GPUs
+    jit_compile: bool = False                   # XLA for the forward and backward pass
+    visible_devices: str | None = None          # the seed's GPU list, e.g. "0, 1, 2"; None = all
+    # Bookkeeping.
+    checkpoint_every: int = 2000
+    keep_checkpoints: int = 3
+    log_every: int = 100
+    summary_every: int = 500
+    eval_every: int = 0                         # PCKh on the valid shards every N steps; 0 = at the end only
+    pred_image_on_tensorboard: bool = True
+
+    def resolved(self) -> "TrainConfig":
+        """A copy with the model's defaults filled in (width, num_stages, output_stride, mixed_precision
+        stays None until the devices are known)."""
+        return dataclasses.replace(
+            self,
+            width=networks.default_width(self.model) if self.width is None else self.width,
+            num_stages=networks.default_stages(self.model) if self.num_stages is None else self.num_stages,
+            output_stride=networks.output_stride(self.model),
+        )
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)
+
+
+# The seed's cfg names for our keys.
+SEED_ALIASES = {
+    "batchsize": "batch_size",
+    "n_kpoints": "num_keypoints",
+    "scale": "output_stride",
+    "decay_step": "decay_steps",
+    "per_saved_model_step": "checkpoint_every",
+    "per_update_tensorboard_step": "summary_every",
+}
+# Seed keys the pipeline supplies in other ways: accepted, logged, not used.
+SEED_SUPPLIED = {
+    "datapath": "the --data shard folders",
+    "imgpath": "the --data shard folders",
+    "modelpath": "the --output folder",
+    "logpath": "the --output folder (logs/)",
+    "checkpoint": "automatic resume from the --output folder's checkpoints/",
+    "multiprocessing_num": "tf.data autotuning",
+    "identify_occlusion": "nothing (occluded joints are trained as labelled)",
+}
+LR_SCHEDULES = ("exponential", "cosine", "constant")
+
+
+def load_config(source: str | os.PathLike | None = None, overrides: dict | None = None) -> TrainConfig:
+    """source: a YAML file (absolute, relative to the working folder or to the repository), YAML text,
+    or None for the defaults. overrides: {key: value} applied on top (see parse_overrides)."""
+    values, origin = {}, "defaults"
+    if source is not None and str(source).strip():
+        path = _find_file(str(source))
+        if path is not None:
+            origin = f"config file {path}"
+            text = path.read_text()
+        elif "\n" in str(source) or ":" in str(source) and not str(source).endswith((".yaml", ".yml")):
+            origin, text = "config text", str(source)
+        else:
+            raise ConfigError(f"config file {source} not found (looked in {os.getcwd()} and {REPO})")
+        try:
+            values = yaml.safe_load(text) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{origin}: not valid YAML: {error}") from error
+        if not isinstance(values, dict):
+            raise ConfigError(f"{origin}: expected a mapping of keys to values, got {type(values).__name__}")
+    config = _apply(TrainConfig(), values, origin)
+    if overrides:
+        config = _apply(config, overrides, "overrides")
+    return config
+
+
+def parse_overrides(text: str | list[str] | None) -> dict:
+    """`key=value,key=value` (values read as YAML: 3, 0.5, true, null, [1, 2]), a JSON object, or a
+    list of `key=value` strings (the CLI's repeated --set) -> dict."""
+    if not text:
+        return {}
+    if isinstance(text, str) and text.strip().startswith("{"):
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"overrides: not a valid JSON object: {error}") from error
+        return dict(values)
+    items = _split_top_level(text) if isinstance(text, str) else list(text)
+    values = {}
+    for item in (i.strip() for i in items):
+        if not item:
+            continue
+        key, separator, value = item.partition("=")
+        if not separator or not key.strip():
+            raise ConfigError(f"overrides: {item!r} is not key=value")
+        try:
+            values[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError as error:
+            raise ConfigError(f"overrides: the value of {key.strip()!r} is not valid YAML: {error}") from error
+    return values
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Splits on commas outside brackets and braces, so `scale=[0.9, 1.1],lr=0.01` is two items."""
+    items, depth, current = [], 0, []
+    for char in text:
+        depth += char in "[{"
+        depth -= char in "]}"
+        if char == "," and depth == 0:
+            items.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    return items + ["".join(current)]
+
+
+def _find_file(source: str) -> Path | None:
+    for candidate in (Path(source), REPO / source):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _apply(config: TrainConfig, values: dict, origin: str) -> TrainConfig:
+    hints = typing.get_type_hints(TrainConfig)
+    changes = {}
+    width, height = values.get("input_width"), values.get("input_height")
+    if width is not None or height is not None:
+        if width is not None and height is not None and width != height:
+            raise ConfigError(f"{origin}: input_width {width} and input_height {height} differ; "
+                              "the networks take square inputs")
+        values = {**values, "input_size": width if width is not None else height}
+    for key, value in values.items():
+        if key in ("input_width", "input_height"):
+            continue
+        if key in SEED_SUPPLIED:
+            log.info("%s: seed key %r is ignored here: the pipeline uses %s", origin, key, SEED_SUPPLIED[key])
+            continue
+        name = SEED_ALIASES.get(key, key)
+        if name not in hints:
+            raise ConfigError(f"{origin}: unknown key {key!r}; known keys: {', '.join(hints)} "
+                              f"(and the seed's {', '.join(sorted(SEED_ALIASES))})")
+        if name in changes and key != name:
+            raise ConfigError(f"{origin}: {key!r} and {name!r} are the same key; give one")
+        changes[name] = _checked(name, value, hints[name], origin)
+    config = dataclasses.replace(config, **changes)
+    _check_ranges(config, origin)
+    return config
+
+
+def _checked(key: str, value, hint, origin: str):
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in allowed:
+        return None
+    for kind in allowed:
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if kind is not type(None) and isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+            return value
+    expected = " or ".join("null" if k is type(None) else k.__name__ for k in allowed)
+    raise ConfigError(f"{origin}: key {key!r} must be {expected}, got {type(value).__name__} {value!r}")
+
+
+def _check_ranges(config: TrainConfig, origin: str) -> None:
+    def fail(key, why):
+        raise ConfigError(f"{origin}: key {key!r} = {getattr(config, key)!r}: {why}")
+
+    if config.model not in networks.ARCHITECTURES:
+        fail("model", f"expected one of {sorted(networks.ARCHITECTURES)}")
+    if config.input_size <= 0 or config.input_size % 32:
+        fail("input_size", "must be a positive multiple of 32")
+    if config.output_stride is not None and config.output_stride != networks.output_stride(config.model):
+        fail("output_stride", f"{config.model} has output stride {networks.output_stride(config.model)} "
+                              "(the seed's `scale`)")
+    if config.lr_schedule not in LR_SCHEDULES:
+        fail("lr_schedule", f"expected one of {LR_SCHEDULES}")
+    for key in ("batch_size", "decay_steps", "max_epoch", "checkpoint_every", "keep_checkpoints", "log_every",
+                "summary_every", "num_keypoints"):
+        if getattr(config, key) <= 0:
+            fail(key, "must be positive")
+    for key in ("width", "num_stages", "max_steps", "max_minutes", "num_train_samples"):
+        if getattr(config, key) is not None and getattr(config, key) <= 0:
+            fail(key, "must be positive")
+    if config.lr <= 0 or config.sigma <= 0:
+        fail("lr" if config.lr <= 0 else "sigma", "must be positive")
+    if config.eval_every < 0 or config.warmup_steps < 0:
+        fail("eval_every" if config.eval_every < 0 else "warmup_steps", "must not be negative")
+    from pose.inputs import Augmentation
+
+    try:
+        Augmentation.from_dict(config.augmentation)
+    except (TypeError, ValueError) as error:
+        fail("augmentation", str(error))
