@@ -240,12 +240,15 @@ def _records(files: list[str], shuffle: bool, seed: int) -> tf.data.Dataset:
 def training_dataset(dirs: list[str], input_size: int = 192, output_stride: int = 2, batch_size: int = 16,
                      sigma: float = heatmaps.DEFAULT_SIGMA, augment: bool = True, seed: int | None = None,
                      repeat: bool = True, shuffle_buffer: int = 1024,
-                     augmentation: Augmentation | dict | None = None) -> tf.data.Dataset:
+                     augmentation: Augmentation | dict | None = None,
+                     deterministic: bool | None = None) -> tf.data.Dataset:
     """Batches of (images [B, S, S, 3] float32 RGB in [0, 1],
     {"heatmaps": [B, S/stride, S/stride, K] float32, "weights": [B, K] float32}).
 
     sigma is in input pixels. augment=False gives the evaluation centre crop (still shuffled).
     With a seed the stream is reproducible (order and augmentation); without, it differs per call.
+    deterministic (default: whether a seed is given) keeps that order; False lets the parallel stages
+    hand over whichever example is ready first, faster on a busy machine but not reproducible.
     When repeating, the last partial batch is dropped so every batch has the same shape.
     """
     files = read_index(dirs)["files"]
@@ -267,7 +270,9 @@ def training_dataset(dirs: list[str], input_size: int = 192, output_stride: int 
             augmentation)),
         num_parallel_calls=AUTOTUNE)
     dataset = dataset.batch(batch_size, drop_remainder=repeat, num_parallel_calls=AUTOTUNE)
-    return dataset.with_options(_options(deterministic=seed is not None)).prefetch(AUTOTUNE)
+    if deterministic is None:
+        deterministic = seed is not None
+    return dataset.with_options(_options(deterministic)).prefetch(AUTOTUNE)
 
 
 def evaluation_dataset(dirs: list[str], input_size: int = 192, batch_size: int = 16) -> tf.data.Dataset:
