@@ -159,7 +159,7 @@ def colour_jitter(image: tf.Tensor, brightness, contrast, saturation, hue_degree
 # ---- per-example maps ------------------------------------------------------------------------------
 
 def _decode(example: dict) -> tf.Tensor:
-    return tf.io.decode_jpeg(example["image/encoded"], channels=3, dct_method="INTEGER_FAST")
+    return tf.io.decode_jpeg(example["image/encoded"], channels=3)
 
 
 def _random_params(seed: tf.Tensor, augmentation: Augmentation, input_size: int) -> dict:

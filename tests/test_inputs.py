@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from components.shard import shard
-from pose import decoding, heatmaps, inputs, records
+from pose import decoding, heatmaps, inputs, records, visualize
 from pose.keypoints import FLIP_INDEX, LEFT_SHOULDER, NUM_KEYPOINTS, RIGHT_SHOULDER
 from tests.test_shard import write_tiny_coco
 
@@ -184,3 +184,17 @@ def test_corrupt_shard_inside_the_pipeline_is_named(coco_and_shards, tmp_path):
         with records.named_shard_errors(files):
             for _ in inputs.training_dataset([dirs[0], str(broken)], input_size=SIZE, batch_size=2, repeat=False):
                 pass
+
+
+def test_sample_grid_colours_each_joint_where_it_is():
+    points = tf.constant([[10.0 + 3 * k, 20.0 + 2 * k] for k in range(NUM_KEYPOINTS)])
+    weights = tf.constant([1.0] * (NUM_KEYPOINTS - 1) + [0.0])
+    maps = heatmaps.encode(points, weights, SIZE, STRIDE, sigma=1.0).numpy()
+    images = np.full((2, SIZE, SIZE, 3), 0.5, np.float32)
+    grid = visualize.sample_grid(images, np.stack([maps, np.zeros_like(maps)]), columns=2, gap=2)
+    assert grid.shape == (SIZE, 2 * SIZE + 2, 3) and grid.dtype == np.uint8
+    x, y = (int(v) for v in points[RIGHT_SHOULDER])
+    assert int(grid[y, x, 0]) - int(grid[y, x, 2]) > 80  # right side: warm
+    x, y = (int(v) for v in points[LEFT_SHOULDER])
+    assert int(grid[y, x, 2]) - int(grid[y, x, 0]) > 80  # left side: cool
+    assert np.all(grid[:, SIZE + 2:] == 128)  # no heatmaps: the image unchanged
