@@ -292,12 +292,14 @@ def predict(model_path: str, image_path: str, output_path: str, refine: str = "d
 def evaluate_op(tflite_models: Input[Model], valid_shards: Input[List[Dataset]], metrics: Output[Metrics],
                 report: Output[HTML], results: Output[Artifact], flip_test: bool = False, refine: str = "dark",
                 latency_runs: int = 50):
+    import os
     import shutil
 
     from components.evaluate import evaluate
 
     outcome = evaluate(tflite_models.path, [d.path for d in valid_shards], results.path, flip_test=flip_test,
                        refine=refine, latency_runs=latency_runs)
+    os.makedirs(os.path.dirname(report.path), exist_ok=True)
     shutil.copyfile(f"{results.path}/report.html", report.path)
     for name, model in outcome["models"].items():
         metrics.log_metric(f"{name}_pckh", round(100 * model["pckh"], 2))

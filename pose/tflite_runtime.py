@@ -98,7 +98,7 @@ def latency(path: str | os.PathLike, num_threads: int, runs: int = 50, warmup: i
     else:
         sample = rng.random(detail["shape"], dtype=np.float32).astype(dtype)
     interpreter.set_tensor(detail["index"], sample)
-    for _ in range(warmup):
+    for _ in range(min(warmup, max(runs, 1))):
         interpreter.invoke()
     times = np.empty(runs)
     for i in range(runs):
