@@ -20,12 +20,13 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import List
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
-from typing import List
 
 from components.images import CPU_IMAGE
+from pose.tflite_runtime import NotTFLiteError
 
 log = logging.getLogger("evaluate")
 
@@ -328,7 +329,10 @@ def main(argv=None) -> None:
         parser.add_argument("--min-score", type=float, default=0.1, help="joints below this peak score are not drawn")
         args = parser.parse_args(argv[1:])
         steplog.setup()
-        predict(args.model, args.image, args.output, refine=args.refine, min_score=args.min_score)
+        try:
+            predict(args.model, args.image, args.output, refine=args.refine, min_score=args.min_score)
+        except (EvaluationError, NotTFLiteError) as error:
+            parser.exit(2, f"predict: error: {error}\n")
         return
     parser = argparse.ArgumentParser(prog="python -m components.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -343,8 +347,11 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     steplog.setup()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    evaluate(args.models, args.data, args.output, anchors_dir=args.anchors, flip_test=args.flip_test,
-             refine=args.refine, latency_runs=args.latency_runs, gallery_size=args.gallery_size)
+    try:
+        evaluate(args.models, args.data, args.output, anchors_dir=args.anchors, flip_test=args.flip_test,
+                 refine=args.refine, latency_runs=args.latency_runs, gallery_size=args.gallery_size)
+    except (EvaluationError, NotTFLiteError) as error:
+        parser.exit(2, f"evaluate: error: {error}\n")
 
 
 if __name__ == "__main__":

@@ -167,7 +167,10 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     steplog.setup()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    freeze(args.model, args.output)
+    try:
+        freeze(args.model, args.output)
+    except FreezeError as error:
+        parser.exit(2, f"freeze: error: {error}\n")
 
 
 if __name__ == "__main__":

@@ -180,9 +180,12 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     steplog.setup()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    convert_to_tflite(args.saved_model, args.output, [v.strip() for v in args.variants.split(",")],
-                      representative_dirs=args.representative or None, int8_io=args.int8_io,
-                      num_representative=args.num_representative)
+    try:
+        convert_to_tflite(args.saved_model, args.output, [v.strip() for v in args.variants.split(",")],
+                          representative_dirs=args.representative or None, int8_io=args.int8_io,
+                          num_representative=args.num_representative)
+    except TFLiteConversionError as error:
+        parser.exit(2, f"tflite: error: {error}\n")
 
 
 if __name__ == "__main__":
