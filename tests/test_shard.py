@@ -195,3 +195,24 @@ def test_bad_input_names_file_and_record(tiny_coco, tmp_path):
     with pytest.raises(ShardError, match=r"missing.jpg: missing or not a readable image"):
         shard(str(broken), str(tmp_path / "out"), "train", num_shards=1)
     assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+# The image is ours, built from the same lock as this environment: kfp's guess does not apply.
+@pytest.mark.filterwarnings("ignore:You may be attemping to run a task:RuntimeWarning")
+def test_shard_op_runs_under_kfp_local(tiny_coco, tiny_shards, tmp_path):
+    from kfp import dsl, local
+
+    from components.shard import shard_op
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+
+    @dsl.pipeline
+    def one_shard() -> dsl.Dataset:
+        coco = dsl.importer(artifact_uri=str(tiny_coco[0]), artifact_class=dsl.Dataset)
+        return shard_op(coco=coco.output, split="train", num_shards=2, shard_index=1, crop_size=96).outputs["shards"]
+
+    shards = one_shard().output
+    name = shard_name("train", 1, 2)
+    assert shards.metadata["num_examples"] == json.loads((tiny_shards / "index.json").read_text())["shards"][name]
+    assert shards.metadata["shard_files"] == [name] and shards.metadata["skipped_unlabelled"] == 1
+    assert (Path(shards.path) / name).read_bytes() == (tiny_shards / name).read_bytes()
