@@ -6,6 +6,7 @@ is the 2x3 affine [[a, b, c], [d, e, f]] with x_original = a*u + b*v + c, y_orig
 for a crop pixel (u, v).
 """
 import contextlib
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -32,6 +33,10 @@ FEATURES = {
 PARSE_SPEC = {
     name: tf.io.FixedLenFeature(shape, dtype) for name, (dtype, shape) in FEATURES.items()
 }
+
+
+# InvalidArgumentError messages that come from bad record contents rather than from the model.
+_DATA_ERROR = re.compile(r"jpeg|image|example|feature|parse|record", re.IGNORECASE)
 
 
 class CorruptShardError(ValueError):
@@ -105,6 +110,8 @@ def named_shard_errors(files: list[str]):
     try:
         yield
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
+        if isinstance(error, tf.errors.InvalidArgumentError) and not _DATA_ERROR.search(error.message):
+            raise  # e.g. a model's shape error: no reason to scan the data
         for path in files:
             try:
                 verify_shard(path, decode_images=True)
