@@ -167,6 +167,7 @@ class _Run:
                  index["num_examples"], len(index["files"]), self.steps_per_epoch, self.total_steps)
 
         keras.mixed_precision.set_global_policy("mixed_float16" if self.mixed else "float32")
+        keras.utils.set_random_seed(cfg.seed)  # the initial weights, like the data stream, follow the seed
         with strategy.scope():
             self.model = networks.build_model(cfg.model, cfg.input_size, cfg.width, cfg.num_stages,
                                               cfg.num_keypoints, cfg.batch_norm_momentum)
@@ -196,6 +197,7 @@ class _Run:
             augmentation=cfg.augmentation)
         self.iterator = iter(strategy.experimental_distribute_dataset(dataset))
         self.train_step = self._make_train_step()
+        self.predict = final_heatmaps_function(self.model)
         self.writer = tf.summary.create_file_writer(str(output_dir / "logs")) if self.chief else None
 
     @property
@@ -318,7 +320,7 @@ class _Run:
     # -- evaluation and summaries --
 
     def _evaluate_into_history(self, step: int) -> float:
-        score = evaluate_pckh(self.model, self.valid_dirs, self.cfg.input_size, self.cfg.model)
+        score = evaluate_pckh(self.predict, self.valid_dirs, self.cfg.input_size, self.cfg.output_stride)
         log.info("step %d: PCKh@0.5 on the valid shards %.3f", step, score)
         if self.history and self.history[-1]["step"] == step:
             self.history[-1]["pckh"] = score
@@ -347,7 +349,7 @@ class _Run:
         if not self.valid_dirs:
             return None
         batch = next(iter(inputs.evaluation_dataset(self.valid_dirs, self.cfg.input_size, batch_size=8)))
-        heatmaps = np.asarray(networks.stage_heatmaps(self.model, batch["image"])[-1], np.float32)
+        heatmaps = self.predict(batch["image"]).numpy()
         return visualize.sample_grid(batch["image"].numpy(), heatmaps)
 
     # -- outputs --
@@ -380,13 +382,18 @@ class _Run:
         os.replace(temporary, target)
 
 
-def evaluate_pckh(model, valid_dirs: list[str], input_size: int, model_name: str, batch_size: int = 32) -> float:
-    """PCKh@0.5 of the model's final heatmaps on the valid shards (input-pixel coordinates)."""
+def final_heatmaps_function(model):
+    """A compiled `images -> final-stage heatmaps (float32)` for evaluation (eager calls are slow)."""
+    return tf.function(lambda images: tf.cast(networks.stage_heatmaps(model, images)[-1], tf.float32),
+                       reduce_retracing=True)
+
+
+def evaluate_pckh(predict, valid_dirs: list[str], input_size: int, output_stride: int, batch_size: int = 32) -> float:
+    """PCKh@0.5 of `predict(images) -> final heatmaps` on the valid shards, in input-pixel coordinates."""
     predictions, truths, visible = [], [], []
     for batch in inputs.evaluation_dataset(valid_dirs, input_size, batch_size):
-        heatmaps = np.asarray(networks.stage_heatmaps(model, batch["image"])[-1], np.float32)
-        coords, _ = decode(heatmaps)
-        predictions.append(heatmap_to_input(coords, networks.output_stride(model_name)))
+        coords, _ = decode(predict(batch["image"]).numpy())
+        predictions.append(heatmap_to_input(coords, output_stride))
         truths.append(batch["keypoints"].numpy())
         visible.append(batch["visibility"].numpy() > 0)
     if not predictions:

@@ -1,0 +1,106 @@
+"""train: it learns on the synthetic set, its config is checked, it resumes, it runs on two devices."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from pose.config import ConfigError, load_config, parse_overrides
+from tests.conftest import REPO, TINY_CONFIG
+
+# The smallest network that still has every part: for the wiring tests, not for accuracy.
+WIRING = {"input_size": 64, "width": 0.35, "num_stages": 1, "batch_size": 4, "checkpoint_every": 2,
+          "log_every": 1, "summary_every": 2, "pred_image_on_tensorboard": False}
+
+
+def test_it_learns(trained_model, valid_shards):
+    """The shared tiny model (conftest, experiments/tiny.yaml): loss falls, and PCKh@0.5 on the valid
+    split ends far above the same network untrained."""
+    from components.train import evaluate_pckh, final_heatmaps_function
+    from pose.networks import build_model
+
+    metadata = json.loads((trained_model / "train_metadata.json").read_text())
+    losses = [entry["loss"] for entry in metadata["history"] if "loss" in entry]
+    assert losses[-1] < 0.6 * losses[0], losses
+
+    config = load_config(trained_model / "config.yaml")
+    untrained = build_model(config.model, config.input_size, config.width, config.num_stages, config.num_keypoints)
+    untrained_pckh = evaluate_pckh(final_heatmaps_function(untrained), [str(valid_shards)], config.input_size,
+                                   config.output_stride)
+    assert metadata["pckh"] >= 0.4 and metadata["pckh"] >= untrained_pckh + 0.3, (metadata["pckh"], untrained_pckh)
+
+    assert metadata["steps"] == config.max_steps and metadata["images_per_second"] > 0
+    assert {"model", "input_size", "output_stride", "num_keypoints", "epochs", "final_loss"} <= set(metadata)
+    assert (trained_model / "model.keras").is_file()
+    assert any((trained_model / "checkpoints").glob("ckpt-*.index"))
+    assert any(path.stat().st_size > 0 for path in (trained_model / "logs").glob("events.out.tfevents.*"))
+
+
+def test_config_errors_name_the_key_and_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: mv2_cpm\nlearning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*unknown key 'learning_rate'"):
+        load_config(str(bad))
+    bad.write_text("model: mv2_cpm\nbatch_size: eight\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*'batch_size' must be int, got str"):
+        load_config(str(bad))
+    with pytest.raises(ConfigError, match="overrides.*'max_steps' must be int or null, got float"):
+        load_config(str(TINY_CONFIG), {"max_steps": 2.5})
+    with pytest.raises(ConfigError, match="mv2_hourglass has output stride 4"):
+        load_config("model: mv2_hourglass\nscale: 2\n")
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("experiments/no_such_config.yaml")
+
+
+def test_seed_keys_and_overrides():
+    seed_cfg = load_config(textwrap.dedent("""\
+        model: mv2_cpm
+        batchsize: 5
+        input_width: 224
+        input_height: 224
+        n_kpoints: 14
+        scale: 2
+        decay_step: 20000
+        per_saved_model_step: 2000
+        per_update_tensorboard_step: 500
+        modelpath: /root/hdd/trained/mv2_cpm/models
+    """))
+    assert (seed_cfg.batch_size, seed_cfg.input_size, seed_cfg.decay_steps, seed_cfg.checkpoint_every,
+            seed_cfg.summary_every) == (5, 224, 20000, 2000, 500)
+    assert seed_cfg.resolved().width == 0.75 and seed_cfg.resolved().num_stages == 6
+    assert parse_overrides("lr=0.01,augmentation={scale: [0.9, 1.1]},width=null") == {
+        "lr": 0.01, "augmentation": {"scale": [0.9, 1.1]}, "width": None}
+    assert parse_overrides('{"max_steps": 3}') == parse_overrides(["max_steps=3"]) == {"max_steps": 3}
+    for name in ("mv2_cpm_192", "mv2_hourglass_192", "local", "tiny"):
+        load_config(f"experiments/{name}.yaml")
+
+
+def test_two_devices_then_resume_on_one(train_shards, tmp_path):
+    """Two logical CPUs under MirroredStrategy (a subprocess: devices are fixed when TF starts) train
+    3 steps with a checkpoint every 2; then, like a preempted pod that comes back on other hardware,
+    one device resumes from step 3, optimizer state included, and stops at step 5."""
+    output = tmp_path / "model"
+    first_overrides = {**WIRING, "max_steps": 3}
+    script = textwrap.dedent(f"""
+        import json, tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from components.train import train
+        overrides = {first_overrides!r}
+        print(json.dumps(train({str(TINY_CONFIG)!r}, [{str(train_shards)!r}], {str(output)!r}, overrides=overrides)))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    first = json.loads(result.stdout.strip().splitlines()[-1])
+    assert first["replicas"] == 2 and first["global_batch_size"] == 2 * WIRING["batch_size"]
+    assert first["steps"] == 3
+
+    from components.train import train
+
+    second = train(str(TINY_CONFIG), [str(train_shards)], str(output), overrides={**WIRING, "max_steps": 5})
+    assert second["resumed_from_step"] == 3 and second["steps"] == 5 and second["replicas"] == 1
+    assert [entry["step"] for entry in second["history"]] == [1, 2, 3, 4, 5]
+    assert json.loads((output / "train_metadata.json").read_text())["steps"] == 5
