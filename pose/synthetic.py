@@ -292,8 +292,8 @@ def _pose(rng) -> dict:
         foreshortening = rng.uniform(0.7, 1.0) if rng.random() < 0.3 else 1.0
         joints[elbow] = joints[shoulder] + 0.165 * foreshortening * _direction(raise_angle + side * lean, side)
         joints[wrist] = joints[elbow] + 0.145 * _direction(raise_angle + bend + side * lean, side)
-        limbs.append((shoulder, elbow, 0.055, 0.045, side))
-        limbs.append((elbow, wrist, 0.045, 0.035, side))
+        limbs.append((shoulder, elbow, 0.06, 0.05, side))
+        limbs.append((elbow, wrist, 0.05, 0.04, side))
     legs = []
     for side, hip, knee, ankle in ((-1, kp.RIGHT_HIP, kp.RIGHT_KNEE, kp.RIGHT_ANKLE),
                                    (1, kp.LEFT_HIP, kp.LEFT_KNEE, kp.LEFT_ANKLE)):
@@ -360,7 +360,8 @@ def _palette(rng) -> dict:
         # The figure's right side is darker: a cue that survives rotation and lets a network
         # tell a right arm from a left arm that crossed over.
         "shirt": {-1: shirt * 0.55, 1: shirt},
-        "torso": shirt * 0.8,
+        # A vest far from the sleeves' colour, so that an arm in front of the body stands out.
+        "torso": (shirt + 128) % 256,
         "trousers": {-1: trousers * 0.55, 1: trousers * 1.1},
         "badge": _random_colour(rng),
         "outline": _random_colour(rng, 0, 50),
