@@ -72,10 +72,11 @@ def pose_pipeline(
     sha256: str = "",
     single_person: bool = False,
     skip_invalid: bool = False,
-    num_shards: int = 4,
+    num_shards: int = 2,
     config: str = "experiments/local.yaml",
     overrides: str = "",
     tflite_variants: str = "fp32,fp16,int8-dynamic,int8",
+    latency_runs: int = 50,
     publish_uri: str = "",
     publish_variant: str = "fp16",
     gpu_type: str = "nvidia.com/gpu",
@@ -106,7 +107,7 @@ def pose_pipeline(
     freeze = configure(freeze_op(model=train.outputs["model"]), "freeze")
     tflite = configure(tflite_op(frozen=freeze.outputs["frozen"], variants=tflite_variants,
                                  representative=dsl.Collected(train_shard.outputs["shards"])), "tflite")
-    evaluate = configure(evaluate_op(tflite_models=tflite.outputs["tflite_models"],
+    evaluate = configure(evaluate_op(tflite_models=tflite.outputs["tflite_models"], latency_runs=latency_runs,
                                      valid_shards=dsl.Collected(valid_shard.outputs["shards"])), "evaluate")
     with dsl.If(publish_uri != "", name="publish-requested"):
         publish = configure(publish_op(tflite_models=tflite.outputs["tflite_models"],

@@ -45,7 +45,8 @@ def run_local(source: str = DEFAULT_SOURCE, config: str = DEFAULT_CONFIG, runner
               cache: bool = False, verbose: bool = False) -> dict:
     """Runs the pipeline under kfp.local and returns (and writes as summary.json) the run's summary.
 
-    `config` is a YAML file (see _config_argument for how it reaches train). `overrides` are training config `key=value` pairs; `params` any other pipeline arguments.
+    `config` is a YAML file (see _config_argument for how it reaches train). `overrides` are training
+    config `key=value` pairs; `params` any other pipeline arguments.
     """
     from kfp import local
 
@@ -80,7 +81,9 @@ def run_local(source: str = DEFAULT_SOURCE, config: str = DEFAULT_CONFIG, runner
     seconds = time.perf_counter() - started
 
     summary = _summarise(outputs, stream.step_times(display_names), seconds)
-    Path(summary["run_dir"], "summary.json").write_text(json.dumps(summary, indent=2))
+    written = Path(summary["run_dir"], "summary.json.tmp")
+    written.write_text(json.dumps(summary, indent=2))
+    written.replace(written.with_suffix(""))
     _print_summary(summary)
     return summary
 

@@ -1,5 +1,6 @@
 """The pipeline: the checked-in pipeline.yaml is a fresh compile, its IR holds what a cluster needs, and the
 command line fails clearly (a failed local step, a bad --param, an unreachable cluster)."""
+import logging
 import os
 import socket
 import subprocess
@@ -20,6 +21,15 @@ CHECKED_IN = REPO / "pipeline.yaml"
 STEP_EXECUTORS = {"download": "exec-download-op", "convert": "exec-convert-op", "fanout": "exec-shard-indices-op",
                   "shard": "exec-shard-op", "train": "exec-train-op", "freeze": "exec-freeze-op",
                   "tflite": "exec-tflite-op", "evaluate": "exec-evaluate-op", "publish": "exec-publish-op"}
+
+
+@pytest.fixture()
+def cli_logging():
+    """main() points the root logger at the stderr of its time (capsys's); later tests need it back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:], root.level = handlers, level
 
 
 def load(path):
@@ -123,7 +133,7 @@ def test_compile_sets_the_image_tag(tmp_path):
     assert executors["exec-download-op"]["container"]["image"] == "registry.example.com/pose/pose-cpu:9.9.9-rc1"
 
 
-def test_a_failed_step_stops_the_run_with_its_error_on_screen(tmp_path, capsys):
+def test_a_failed_step_stops_the_run_with_its_error_on_screen(tmp_path, capsys, cli_logging):
     missing = tmp_path / "no-such-release.zip"
     code = main(["run", "--source", str(missing), "--config", "experiments/tiny.yaml",
                  "--pipeline-root", str(tmp_path / "runs")])
@@ -163,7 +173,7 @@ def test_submit_to_an_unreachable_cluster_fails_quickly_and_clearly():
     assert time.monotonic() - started < 30
 
 
-def test_submit_checks_arguments_before_contacting_the_cluster(capsys, tmp_path):
+def test_submit_checks_arguments_before_contacting_the_cluster(capsys, tmp_path, cli_logging):
     host = f"http://127.0.0.1:{closed_port()}"
     assert main(["submit", "--host", host, "--param", "num_shard=2"]) == 1
     assert "no parameter 'num_shard'" in capsys.readouterr().err
