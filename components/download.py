@@ -40,7 +40,6 @@ from pose.atomic import atomic_directory
 log = logging.getLogger("download")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
-ARCHIVE_SUFFIXES = (".zip",) + TAR_SUFFIXES
 STAGING_PREFIX = ".download-"  # a fetched file waiting for its checksum and extraction
 
 
