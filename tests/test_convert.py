@@ -2,6 +2,7 @@
 step, loaded back with pycocotools; every bad input stops the step with a message naming file and record."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -257,6 +258,14 @@ def test_bad_record_stops_with_file_and_record(tmp_path, name):
     assert expected.format(image=images / f"{bad_id}.jpg") in message
     assert not (tmp_path / "coco").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["raw"]  # no half-written output left beside it
+
+
+def test_duplicate_image_id_names_the_first_record(tmp_path):
+    records = [aic_record(image_id("train", 0)), aic_record(image_id("train", 1)), aic_record(image_id("train", 0))]
+    annotations = write_release(tmp_path / "raw", train=records)["train"][0]
+    with pytest.raises(InvalidRecord, match=re.escape(f"{annotations}: record 2 (image_id '{image_id('train', 0)}'): "
+                                                      "duplicate image_id, first at record 0")):
+        convert(str(tmp_path / "raw"), str(tmp_path / "coco"))
 
 
 def test_broken_json_names_the_position(tmp_path):
