@@ -21,7 +21,8 @@ def test_the_whole_pipeline_runs_locally_and_publishes(tmp_path, capsys):
     with fake_gcs():
         bucket = make_bucket("e2e")
         summary = run_local(source=SOURCE, config="experiments/tiny.yaml", pipeline_root=str(tmp_path / "runs"),
-                            overrides=["max_steps=40"],
+                            overrides=["max_steps=40", "summary_every=1000", "checkpoint_every=1000",
+                                       "pred_image_on_tensorboard=false"],
                             params={"num_shards": 2, "tflite_variants": ",".join(VARIANTS), "latency_runs": 3,
                                     "publish_uri": "gs://e2e/pose/run-1", "publish_variant": "best"})
         published = {blob.name.rsplit("/", 1)[-1] for blob in bucket.list_blobs(prefix="pose/run-1/")}
