@@ -122,15 +122,18 @@ def stage_losses(stage_heatmaps: list, heatmaps, weights, global_batch_size: int
                      for h in stage_heatmaps])
 
 
-def learning_rate_schedule(cfg: TrainConfig, total_steps: int):
+def learning_rate(cfg: TrainConfig, step: int, progress: float) -> float:
+    """The learning rate for `step`. exponential: the seed's lr x decay_rate^(step / decay_steps)
+    (staircase by default). cosine: from lr down to lr / 100 as `progress` goes from 0 to 1, where
+    progress is the larger of step / total steps and elapsed / max_minutes, so a run cut by its time
+    budget still ends annealed, on a fast machine or a slow one. Both after a linear warm-up."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
     if cfg.lr_schedule == "exponential":
-        return keras.optimizers.schedules.ExponentialDecay(cfg.lr, cfg.decay_steps, cfg.decay_rate,
-                                                           staircase=cfg.staircase)
+        exponent = step // cfg.decay_steps if cfg.staircase else step / cfg.decay_steps
+        return cfg.lr * cfg.decay_rate ** exponent
     if cfg.lr_schedule == "cosine":
-        # From lr (after a linear warm-up from 0 when warmup_steps > 0) down to lr / 100 at the last step.
-        return keras.optimizers.schedules.CosineDecay(
-            0.0 if cfg.warmup_steps else cfg.lr, max(1, total_steps - cfg.warmup_steps), alpha=0.01,
-            warmup_target=cfg.lr if cfg.warmup_steps else None, warmup_steps=cfg.warmup_steps)
+        return cfg.lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
     return cfg.lr
 
 
@@ -171,8 +174,8 @@ class _Run:
         with strategy.scope():
             self.model = networks.build_model(cfg.model, cfg.input_size, cfg.width, cfg.num_stages,
                                               cfg.num_keypoints, cfg.batch_norm_momentum)
-            self.schedule = learning_rate_schedule(cfg, self.total_steps)
-            optimizer = keras.optimizers.Adam(self.schedule, epsilon=1e-8)
+            # A plain variable the loop sets every step (see learning_rate): schedules may depend on time.
+            optimizer = keras.optimizers.Adam(learning_rate(cfg, 0, 0.0), epsilon=1e-8)
             self.optimizer = keras.optimizers.LossScaleOptimizer(optimizer) if self.mixed else optimizer
             self.optimizer.build(self.model.trainable_variables)
         keras.mixed_precision.set_global_policy("float32")
@@ -207,8 +210,7 @@ class _Run:
     # -- the step --
 
     def _make_train_step(self):
-        model, optimizer, strategy, mixed, global_batch = (self.model, self.optimizer, self.strategy, self.mixed,
-                                                           self.global_batch)
+        model, optimizer, strategy, global_batch = self.model, self.optimizer, self.strategy, self.global_batch
 
         # XLA compiles the forward and backward pass; the optimizer update stays outside it because
         # its cross-replica all-reduce cannot run inside a compiled cluster.
@@ -218,7 +220,7 @@ class _Run:
                 stages = networks.stage_heatmaps(model, images, training=True)
                 losses = stage_losses(stages, heatmaps, weights, global_batch)
                 loss = tf.reduce_sum(losses)
-                scaled = optimizer.scale_loss(loss) if mixed else loss
+                scaled = optimizer.scale_loss(loss)  # identity unless a LossScaleOptimizer (mixed precision)
             return tape.gradient(scaled, model.trainable_variables), losses
 
         def replica_step(images, targets):
@@ -244,13 +246,23 @@ class _Run:
         started = time.perf_counter()
         window_start, window_step = started, self.step
         timed_images, timed_seconds = 0, 0.0
-        window_losses, last_losses = [], None
+        window_losses, last_losses, skipped_updates = [], None, 0
         if self.step >= self.total_steps:
             log.info("already at step %d of %d: nothing to train", self.step, self.total_steps)
+        elif self.valid_dirs and self.step == 0:
+            self._evaluate_into_history(0)  # the untrained baseline the curve starts from
         while self.step < self.total_steps:
             step_started = time.perf_counter()
+            progress = self.step / self.total_steps
+            if cfg.max_minutes:
+                progress = max(progress, (step_started - started) / (60 * cfg.max_minutes))
+            self.optimizer.learning_rate.assign(learning_rate(cfg, self.step, progress))
+            previous_step = self.step
             losses = self.train_step(self.iterator).numpy()
             step = self.step
+            if step == previous_step:  # mixed precision: the loss scale overflowed, the update was skipped
+                skipped_updates += 1
+                continue
             if step > self.resumed_from + 1:  # the first step traces and compiles: not a speed sample
                 timed_images += self.global_batch
                 timed_seconds += time.perf_counter() - step_started
@@ -267,7 +279,7 @@ class _Run:
                 eta = (self.total_steps - step) / max(rate, 1e-9)
                 log.info("step %d/%d (epoch %.1f): loss %.2f, stages [%s], lr %.2e, %.2f steps/s, %.1f images/s, "
                          "ETA %s", step, self.total_steps, step / self.steps_per_epoch, mean.sum(),
-                         " ".join(f"{v:.1f}" for v in mean), self._lr(step), rate, rate * self.global_batch,
+                         " ".join(f"{v:.1f}" for v in mean), self._lr(), rate, rate * self.global_batch,
                          _duration(eta))
                 self.history.append({"step": step, "loss": float(mean.sum()), "seconds": round(now - started, 1)})
                 window_start, window_step, window_losses = now, step, []
@@ -290,15 +302,15 @@ class _Run:
         else:
             final_loss = [entry["loss"] for entry in self.history if "loss" in entry][-1]
         metadata = self._metadata(final_loss, images_per_second, final_pckh, time.perf_counter() - started)
+        metadata["skipped_updates"] = skipped_updates
         if self.chief:
             self._save_model()
             _write_atomically(self.output_dir / "train_metadata.json", json.dumps(metadata, indent=2))
             self.writer.flush()
         return metadata
 
-    def _lr(self, step: int) -> float:
-        schedule = self.schedule
-        return float(schedule(step)) if callable(schedule) else float(schedule)
+    def _lr(self) -> float:
+        return float(self.optimizer.learning_rate.numpy())
 
     def _checkpoint(self, step: int) -> None:
         path = self.manager.save(checkpoint_number=step)
@@ -337,7 +349,7 @@ class _Run:
             _scalar_summary("loss_last_stage", losses[-1])
             for stage, value in enumerate(losses):
                 _scalar_summary(f"loss_per_stage/stage_{stage}", value)
-            _scalar_summary("learning_rate", self._lr(step))
+            _scalar_summary("learning_rate", self._lr())
             _scalar_summary("images_per_second", images_per_second)
             if self.cfg.pred_image_on_tensorboard:
                 grid = self._prediction_grid()
