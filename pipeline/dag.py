@@ -47,6 +47,7 @@ def configure(task, step: str, display_name: str = ""):
     return (task.set_display_name(display_name or step).set_cpu_request(cpu).set_memory_request(memory)
             .set_caching_options(CACHED_STEPS[step]))
 
+
 Outputs = NamedTuple("Outputs", tflite_models=Model, metrics=Metrics, report=HTML, results=Artifact)
 
 
