@@ -153,11 +153,11 @@ def _convert(folder: Path, info: dict, variant: str, samples, int8_io: bool) -> 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def tflite_op(frozen: Input[Model], representative: Input[List[Dataset]], variants: str,
-              tflite_models: Output[Model]):
+              tflite_models: Output[Model], int8_io: bool = False):
     from components.tflite import convert_to_tflite
 
     result = convert_to_tflite(frozen.path, tflite_models.path, [v.strip() for v in variants.split(",")],
-                               representative_dirs=[d.path for d in representative])
+                               representative_dirs=[d.path for d in representative], int8_io=int8_io)
     tflite_models.metadata["model"] = result["model"]
     for variant, metadata in result["variants"].items():
         tflite_models.metadata[f"{variant}_size_bytes"] = metadata["size_bytes"]
