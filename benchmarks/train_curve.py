@@ -60,7 +60,7 @@ def main(argv=None) -> None:
         loss = f"{entry['loss']:.1f}" if "loss" in entry else ""
         print(f"| {entry['step']} | {seconds.get(entry['step'], '')} | {loss} | {pckh} |")
     logging.getLogger("train_curve").info("model and logs in %s", model_dir)
-    json.dump(metadata, open(model_dir / "curve.json", "w"), indent=1)
+    (model_dir / "curve.json").write_text(json.dumps(metadata, indent=1))
 
 
 if __name__ == "__main__":
