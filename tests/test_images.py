@@ -74,6 +74,7 @@ def test_dockerfile_installs_the_lock_and_copies_every_imported_package(kind):
     assert needed <= copied, f"{DOCKERFILES[kind]} does not copy {sorted(needed - copied)}"
     packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
     assert {p.rstrip("*") for p in packages} <= copied
+    assert "experiments" in copied, f"{DOCKERFILES[kind]} does not copy the training configs (experiments/)"
     ignore_file = IMAGES / f"{DOCKERFILES[kind].name}.dockerignore"
     ignored = [line.strip().rstrip("/") for line in ignore_file.read_text().splitlines()
                if line.strip() and not line.startswith("#")]
