@@ -109,11 +109,14 @@ def _runner(name: str):
         # use_venv=False: the tasks run in this environment, which already holds every step's dependencies.
         return local.SubprocessRunner(use_venv=False)
     if name == "docker":
-        try:
-            return local.DockerRunner()
-        except ImportError as error:
-            raise LocalRunError(f"--runner docker: {error} (and a running docker engine, with the images built "
-                                f"from images/ as README.md describes)") from error
+        import docker
+
+        try:  # kfp.local would only find out at the first task, deep in a traceback
+            docker.from_env().ping()
+        except docker.errors.DockerException as error:
+            raise LocalRunError(f"--runner docker: no docker engine answers ({error}); start one and build the "
+                                f"images from images/ as README.md describes") from error
+        return local.DockerRunner()
     raise LocalRunError(f"--runner {name!r}: expected one of {', '.join(RUNNERS)}")
 
 

@@ -183,3 +183,12 @@ def test_submit_checks_arguments_before_contacting_the_cluster(capsys, tmp_path,
         submit(host, package=tmp_path / "missing.yaml")
     with pytest.raises(SystemExit):
         main(["submit", "--param", "num_shards=2"])  # --host is required
+
+
+def test_docker_runner_without_an_engine_says_so_before_any_step(tmp_path, capsys, cli_logging, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")  # an engine nobody runs
+    code = main(["run", "--runner", "docker", "--pipeline-root", str(tmp_path / "runs")])
+    captured = capsys.readouterr()
+    assert code != 0
+    assert "--runner docker: no docker engine answers" in captured.err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("raw"))
