@@ -1,12 +1,18 @@
 """Shared pose code: every pipeline step imports from here, no step imports another step.
 
-keypoints  the AI Challenger keypoint spec (names, order, flip pairs, skeleton, OKS sigmas)
-steplog    logging set-up and the read/wrote/took summary every step prints
-storage    URIs: gs:// (honours STORAGE_EMULATOR_HOST), file://, local paths
-records    the tf.train.Example layout of a shard (writer and parser share it)
-inputs     the tf.data input pipeline (training augmentation, evaluation crops)
-heatmaps   heatmap encoding (Gaussian targets, TensorFlow ops)
-decoding   heatmap decoding to keypoints (argmax + sub-pixel refinement)
-metrics    PCKh and OKS AP (pycocotools)
-networks   MobileNetV2 CPM and Hourglass (Keras)
+keypoints       the AI Challenger keypoint spec (names, order, flip pairs, skeleton, OKS sigmas)
+synthetic       the synthetic AI Challenger release behind `synthetic://N`
+storage         URIs: gs:// (honours STORAGE_EMULATOR_HOST), http(s), uploads for publishing
+atomic          write a whole output folder under a temporary name, then rename
+steplog         logging set-up and the read / wrote / took summary every step prints
+records         the tf.train.Example layout of a shard (writer and parser share it)
+inputs          the tf.data input pipeline (training augmentation, evaluation crops)
+heatmaps        heatmap encoding (Gaussian targets, TensorFlow ops)
+decoding        heatmap decoding to keypoints (argmax, quarter offset, DARK, flip test)
+metrics         PCKh and OKS AP (pycocotools)
+networks        MobileNetV2 CPM and Hourglass (Keras)
+config          the training config: every key, its default and type, the seed's key names
+tflite_runtime  loading, running and timing .tflite files with LiteRT
+visualize       sample grids (heatmaps over images) for people and TensorBoard
+report          the evaluation's HTML report
 """
