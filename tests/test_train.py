@@ -15,6 +15,7 @@ WIRING = {"input_size": 64, "width": 0.35, "num_stages": 1, "batch_size": 4, "ch
           "log_every": 1, "summary_every": 2, "pred_image_on_tensorboard": False}
 
 
+@pytest.mark.slow
 def test_it_learns(trained_model):
     """The shared tiny model (conftest, experiments/tiny.yaml): loss falls, and PCKh@0.5 on the valid
     split ends far above the same network's before training (history step 0)."""
@@ -72,6 +73,7 @@ def test_seed_keys_and_overrides():
         load_config(f"experiments/{name}.yaml")
 
 
+@pytest.mark.slow
 def test_two_devices_then_resume_on_one(train_shards, tmp_path):
     """Two logical CPUs under MirroredStrategy (a subprocess: devices are fixed when TF starts) train
     3 steps with a checkpoint every 2; then, like a preempted pod that comes back on other hardware,
