@@ -78,6 +78,7 @@ def pose_pipeline(
     overrides: str = "",
     tflite_variants: str = "fp32,fp16,int8-dynamic,int8",
     latency_runs: int = 50,
+    flip_test: bool = True,
     publish_uri: str = "",
     publish_variant: str = "fp16",
     gpu_type: str = "nvidia.com/gpu",
@@ -109,6 +110,7 @@ def pose_pipeline(
     tflite = configure(tflite_op(frozen=freeze.outputs["frozen"], variants=tflite_variants,
                                  representative=dsl.Collected(train_shard.outputs["shards"])), "tflite")
     evaluate = configure(evaluate_op(tflite_models=tflite.outputs["tflite_models"], latency_runs=latency_runs,
+                                     flip_test=flip_test,
                                      valid_shards=dsl.Collected(valid_shard.outputs["shards"])), "evaluate")
     with dsl.If(publish_uri != "", name="publish-requested"):
         publish = configure(publish_op(tflite_models=tflite.outputs["tflite_models"],
