@@ -172,9 +172,14 @@ def _split_top_level(text: str) -> list[str]:
 
 
 def _find_file(source: str) -> Path | None:
+    if "\n" in source:  # YAML text, and too long a "name" for the file system to be asked about
+        return None
     for candidate in (Path(source), REPO / source):
-        if candidate.is_file():
-            return candidate
+        try:
+            if candidate.is_file():
+                return candidate
+        except OSError:  # e.g. ENAMETOOLONG: one line of YAML text, not a path
+            return None
     return None
 
 

@@ -71,6 +71,10 @@ def test_seed_keys_and_overrides():
     assert parse_overrides('{"max_steps": 3}') == parse_overrides(["max_steps=3"]) == {"max_steps": 3}
     for name in ("mv2_cpm_192", "mv2_hourglass_192", "local", "tiny"):
         load_config(f"experiments/{name}.yaml")
+    local_text = (REPO / "experiments" / "local.yaml").read_text()  # the pipeline passes configs outside the image as text
+    assert len(local_text) > 255 and load_config(local_text) == load_config("experiments/local.yaml")
+    one_line = "{model: mv2_cpm, " + "warmup_steps: 10, " * 20 + "lr: 0.002}"
+    assert len(one_line) > 255 and load_config(one_line).lr == 0.002
 
 
 @pytest.mark.slow
