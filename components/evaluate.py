@@ -259,6 +259,7 @@ def predict(model_path: str, image_path: str, output_path: str, refine: str = "d
     import numpy as np
 
     from pose import decoding, report, tflite_runtime
+    from pose.atomic import atomic_file
 
     interpreter = tflite_runtime.load(model_path)
     _, size, _, _ = tflite_runtime.input_shape(interpreter)
@@ -280,10 +281,9 @@ def predict(model_path: str, image_path: str, output_path: str, refine: str = "d
     report.draw_skeleton(image, points, scores[0] >= min_score, report.PREDICTED_COLOUR,
                          thickness=max(2, round(max(height, width) / 200)))
     output_path = Path(output_path)
-    tmp = output_path.with_name(f".{output_path.stem}.tmp{output_path.suffix}")
-    if not cv2.imwrite(str(tmp), image):
-        raise EvaluationError(f"{output_path}: cannot write the image")
-    os.replace(tmp, output_path)
+    with atomic_file(output_path) as tmp:
+        if not cv2.imwrite(str(tmp), image):
+            raise EvaluationError(f"{output_path}: cannot write the image")
     log.info("wrote %s: %d of %d joints above score %.2f", output_path, int((scores[0] >= min_score).sum()),
              scores.shape[1], min_score)
     return {"keypoints": points.tolist(), "scores": scores[0].tolist()}

@@ -28,7 +28,7 @@ from kfp.dsl import Dataset, Input, Output
 
 from components.images import CPU_IMAGE
 from pose import records, steplog
-from pose.atomic import atomic_directory
+from pose.atomic import atomic_directory, atomic_file
 from pose.keypoints import NUM_KEYPOINTS
 
 log = logging.getLogger("shard")
@@ -129,9 +129,8 @@ def _write_shard(input_dir: str, folder: str, split: str, index: int, num_shards
                  images: dict, crop_size: int) -> int:
     """Writes one shard (through a temporary name); returns its record count."""
     path = os.path.join(folder, shard_name(split, index, num_shards))
-    tmp = path + ".tmp"
     started, cached_id, image = time.perf_counter(), None, None
-    with tf.io.TFRecordWriter(tmp) as writer:
+    with atomic_file(path) as tmp, tf.io.TFRecordWriter(str(tmp)) as writer:
         for count, person in enumerate(people, 1):
             info = images[person["image_id"]]
             if info["id"] != cached_id:  # people of one image are neighbours in id order
@@ -140,7 +139,6 @@ def _write_shard(input_dir: str, folder: str, split: str, index: int, num_shards
             if count % PROGRESS_EVERY == 0:
                 log.info("shard %d: %d/%d people, %.0f/s", index, count, len(people),
                          count / (time.perf_counter() - started))
-    os.replace(tmp, path)
     return len(people)
 
 

@@ -34,6 +34,7 @@ from tensorflow.core.framework import summary_pb2
 
 from components.images import GPU_IMAGE
 from pose import inputs, networks, steplog, visualize
+from pose.atomic import atomic_file
 from pose.config import TrainConfig, load_config, parse_overrides
 from pose.decoding import decode, heatmap_to_input
 from pose.metrics import pckh
@@ -389,9 +390,8 @@ class _Run:
                                          cfg.batch_norm_momentum)
             model.set_weights([w.numpy() for w in self.model.weights])
         target = self.output_dir / "model.keras"
-        temporary = self.output_dir / f".model.{os.getpid()}.tmp.keras"
-        model.save(temporary)
-        os.replace(temporary, target)
+        with atomic_file(target) as temporary:
+            model.save(temporary)
 
 
 def final_heatmaps_function(model):
@@ -430,9 +430,8 @@ def _image_summary(tag: str, image: np.ndarray) -> None:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+    with atomic_file(path) as temporary:
+        temporary.write_text(text)
 
 
 def _duration(seconds: float) -> str:

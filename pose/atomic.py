@@ -1,4 +1,4 @@
-"""Whole output folders appear at once: a step writes into a temporary sibling, then renames it."""
+"""Outputs appear at once: a step writes into a temporary sibling, then renames it over the real name."""
 import contextlib
 import os
 import shutil
@@ -26,3 +26,16 @@ def atomic_directory(path: str | os.PathLike):
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike):
+    """Yields a temporary path beside `path`, with the same suffix (Keras and OpenCV choose the format by it);
+    on success it replaces `path`, on failure it is deleted."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

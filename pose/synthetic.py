@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import cv2
 import numpy as np
 
 from pose import keypoints as kp
+from pose.atomic import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +74,8 @@ def render_release(output_dir: str, num_train: int, num_valid: int, seed: int) -
                 log.info("%s: rendered %d/%d images (%.0f images/s)", split, index + 1, count,
                          (index + 1) / (time.perf_counter() - started))
         annotation_path = Path(output_dir) / release / annotation_name
-        temporary = annotation_path.with_name(annotation_path.name + ".tmp")
-        temporary.write_text(json.dumps(records))
-        os.replace(temporary, annotation_path)
+        with atomic_file(annotation_path) as temporary:
+            temporary.write_text(json.dumps(records))
         summary[f"{split}_images"] = count
         summary[f"{split}_people"] = people
         summary[f"{split}_annotations"] = str(annotation_path)
