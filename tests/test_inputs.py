@@ -198,3 +198,41 @@ def test_sample_grid_colours_each_joint_where_it_is():
     x, y = (int(v) for v in points[LEFT_SHOULDER])
     assert int(grid[y, x, 2]) - int(grid[y, x, 0]) > 80  # left side: cool
     assert np.all(grid[:, SIZE + 2:] == 128)  # no heatmaps: the image unchanged
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_unrotated_warp_takes_the_axis_aligned_path_with_the_same_pixels(coco_and_shards, flip):
+    _, dirs = coco_and_shards
+    crop = tf.cast(tf.io.decode_jpeg(_records(dirs)[0]["image/encoded"], channels=3), tf.float32)
+    matrix = inputs.input_to_crop(tf.shape(crop)[0], SIZE, scale=1.3, translation=(5.0, -3.0), flip=flip)
+    fast = inputs._sample_axis_aligned(crop, matrix, SIZE).numpy()
+    general = inputs._sample_projective(crop, matrix, SIZE).numpy()
+    # The kernels differ only within a pixel of the crop's edge (crop_and_resize does not blend with
+    # the black outside); this zoom keeps the input inside the crop but for the translated margin.
+    inner = np.s_[8:-8, 8:-8]
+    np.testing.assert_allclose(fast[inner], general[inner], atol=1e-3)
+
+
+def test_half_size_decoding_keeps_keypoints_exact_and_pixels_aligned(coco_and_shards):
+    _, dirs = coco_and_shards
+    example = _records(dirs)[0]
+    args = (example["person/keypoints"], example["person/visibility"], SIZE, 1.0, 10.0, (2.0, 1.0), False)
+    full = inputs.warp_person(tf.io.decode_jpeg(example["image/encoded"], channels=3), *args)
+    half = inputs.warp_person(tf.io.decode_jpeg(example["image/encoded"], channels=3, ratio=2), *args, decode_ratio=2)
+    np.testing.assert_allclose(half[1].numpy(), full[1].numpy(), atol=1e-4)
+    np.testing.assert_allclose(half[3].numpy(), full[3].numpy(), atol=1e-5)
+    # 128-pixel crop to a 64-pixel input: the same picture, up to JPEG's DCT scaling and edges.
+    half_image, full_image = half[0].numpy().astype(np.float32), full[0].numpy().astype(np.float32)
+    difference = np.abs(half_image - full_image)[4:-4, 4:-4]
+    assert difference.mean() < 4.0, difference.mean()
+    shifted = np.abs(half_image[4:-4, 5:-3] - full_image[4:-4, 4:-4]).mean()
+    assert difference.mean() < shifted  # a half-pixel misalignment would not beat a one-pixel shift
+
+
+def test_rotation_probability_leaves_the_rest_unrotated():
+    augmentation = inputs.Augmentation(rotation_probability=0.25)
+    angles = np.array([float(inputs._random_params(tf.constant([3, i], tf.int64), augmentation, SIZE)
+                             ["rotation_degrees"]) for i in range(400)])
+    assert 0.15 < np.mean(angles != 0.0) < 0.35
+    assert np.abs(angles).max() <= augmentation.rotation_degrees
+    assert inputs.Augmentation.from_dict({"rotation_probability": 1.0}).rotation_probability == 1.0
