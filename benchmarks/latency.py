@@ -6,11 +6,15 @@ then times every model and the seed's models in LiteRT in the same run, interlea
 repetitions, so the ratios compare like with like on a noisy shared machine.
 
     .venv/bin/python benchmarks/latency.py [--models mv2_cpm,mv2_hourglass] [--cpm-width 0.5] [--runs 50] [--repeats 3]
+                                           [--cpm-config experiments/mv2_cpm_192_tiny.yaml] [--cpm-stage-kernels 7,5]
 
 Every model is timed with LiteRT's XNNPACK delegate and with its builtin kernels; a model's latency is the
 faster of the two (an app picks its runtime), the seed's models included. The seed's released CPM file has
 width 0.5 (its first convolution has 16 filters = 32 x 0.5; DESIGN.md's 0.75 is its training default),
-so the CPM is built at 0.5 to compare like with like.
+so the CPM is built at 0.5 to compare like with like. `--cpm-config` takes the CPM's width and structure
+options from a training config instead (experiments/mv2_cpm_192_tiny.yaml: the released file's structure,
+layer for layer); `--cpm-stage-kernels 7,5` builds one CPM per stage kernel size (labelled `mv2_cpm-k5_...`
+for all but the first), to compare in the same run.
 
 Goals (issue 5): CPM float32 latency <= 1.0x the seed CPM's (1 thread) and size no larger;
 CPM int8 latency <= 0.5x the seed CPM's.
@@ -29,8 +33,21 @@ sys.path.insert(0, str(REPO))
 SEED_MODELS = {"mv2_cpm": "pefm-cpm-192.tflite", "mv2_hourglass": "pefm-hourglass-192.tflite"}
 
 
-def build_models(names: list[str], work: Path, cpm_width: float) -> dict:
-    """{name: tflite output folder} for our models at 192 with the seed's width and stages."""
+def cpm_builds(cpm_width: float, cpm_config: str | None, stage_kernels: list[int]) -> dict:
+    """{label: (width, structure options)} of the CPMs to build, one per stage kernel size."""
+    width, options = cpm_width, {}
+    if cpm_config:
+        from pose.config import load_config
+
+        config = load_config(cpm_config)
+        width, options = config.width if config.width is not None else cpm_width, config.architecture_options()
+    return {("mv2_cpm" if index == 0 else f"mv2_cpm-k{kernel}"): (width, {**options, "stage_kernel_size": kernel})
+            for index, kernel in enumerate(stage_kernels)}
+
+
+def build_models(names: list[str], work: Path, cpm_width: float, cpm_config: str | None = None,
+                 stage_kernels: tuple[int, ...] = (7,)) -> dict:
+    """{label: tflite output folder} for our models at 192 with the seed's width and stages."""
     from components.convert import convert
     from components.download import download
     from components.freeze import freeze
@@ -41,17 +58,23 @@ def build_models(names: list[str], work: Path, cpm_width: float) -> dict:
     download("synthetic://16?seed=3", str(work / "raw"))
     convert(str(work / "raw"), str(work / "coco"))
     shard(str(work / "coco"), str(work / "shards"), split="train", num_shards=1)
-    folders = {}
+    builds = {}
     for name in names:
-        model = build_model(name, 192, width=cpm_width if name == "mv2_cpm" else None)
-        (work / name).mkdir()
-        model.save(work / name / "model.keras")
-        (work / name / "train_metadata.json").write_text(f'{{"model": "{name}", "input_size": 192}}')
-        freeze(str(work / name), str(work / f"{name}-frozen"))
-        convert_to_tflite(str(work / f"{name}-frozen"), str(work / f"{name}-tflite"),
+        builds.update(cpm_builds(cpm_width, cpm_config, list(stage_kernels)) if name == "mv2_cpm"
+                      else {name: (None, {})})
+    folders = {}
+    for label, (width, options) in builds.items():
+        name = label.split("-")[0]
+        model = build_model(name, 192, width=width, **options)
+        (work / label).mkdir()
+        model.save(work / label / "model.keras")
+        (work / label / "train_metadata.json").write_text(f'{{"model": "{name}", "input_size": 192}}')
+        freeze(str(work / label), str(work / f"{label}-frozen"))
+        convert_to_tflite(str(work / f"{label}-frozen"), str(work / f"{label}-tflite"),
                           ["fp32", "fp16", "int8-dynamic", "int8"], representative_dirs=[str(work / "shards")],
                           num_representative=16)
-        folders[name] = work / f"{name}-tflite"
+        folders[label] = work / f"{label}-tflite"
+        print(f"{label}: width {width}, {options}", flush=True)
     return folders
 
 
@@ -63,6 +86,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="mv2_cpm,mv2_hourglass")
     parser.add_argument("--cpm-width", type=float, default=0.5, help="the released seed CPM's width is 0.5")
+    parser.add_argument("--cpm-config", help="training config giving the CPM's width and structure options, e.g. "
+                                             "experiments/mv2_cpm_192_tiny.yaml (the released file's structure)")
+    parser.add_argument("--cpm-stage-kernels", default="7",
+                        help="comma-separated stage kernel sizes: one CPM each (the seed's is 7)")
     parser.add_argument("--anchors", default=str(REPO.parent / "shared" / "anchors"))
     parser.add_argument("--runs", type=int, default=50, help="timed invokes per measurement, after warm-up")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions of every measurement")
@@ -72,10 +99,14 @@ def main() -> None:
     threads = sorted({1, tflite_runtime.all_threads()})
 
     with tempfile.TemporaryDirectory() as tmp:
-        folders = build_models(names, Path(tmp), args.cpm_width)
+        kernels = tuple(int(k) for k in args.cpm_stage_kernels.split(","))
+        folders = build_models(names, Path(tmp), args.cpm_width, args.cpm_config, kernels)
         candidates = {"seed " + SEED_MODELS[n]: Path(args.anchors) / SEED_MODELS[n] for n in names}
-        for name, folder in folders.items():
-            candidates.update({path.stem: path for path in sorted(folder.glob("*.tflite"))})
+        for label, folder in folders.items():
+            # Files are <model>_<variant>.tflite; rows are <label>_<variant>, to tell CPM structures apart.
+            model_name = label.split("-")[0]
+            candidates.update({f"{label}_{path.stem[len(model_name) + 1:]}": path
+                               for path in sorted(folder.glob("*.tflite"))})
         # timings[model][runtime][threads] = [median of each repetition]
         timings = {model: {r: {t: [] for t in threads} for r in tflite_runtime.RUNTIMES} for model in candidates}
         for repeat in range(args.repeats):
@@ -111,13 +142,13 @@ def main() -> None:
         def ratio(model):
             return float(np.median(np.array(medians[model][1]) / np.array(medians[seed][1])))
 
-        print("\nGoals (1 thread, CPM):")
-        print(f"  fp32 latency ratio {ratio('mv2_cpm_fp32'):.2f} (goal <= 1.0): "
-              f"{'met' if ratio('mv2_cpm_fp32') <= 1.0 else 'MISSED'}")
-        print(f"  fp32 size ratio {sizes['mv2_cpm_fp32'] / sizes[seed]:.2f} (goal <= 1.0): "
-              f"{'met' if sizes['mv2_cpm_fp32'] <= sizes[seed] else 'MISSED'}")
-        print(f"  int8 latency ratio {ratio('mv2_cpm_int8'):.2f} (goal <= 0.5): "
-              f"{'met' if ratio('mv2_cpm_int8') <= 0.5 else 'MISSED'}")
+        for label in (label for label in folders if label.startswith("mv2_cpm")):
+            fp32, int8 = f"{label}_fp32", f"{label}_int8"
+            print(f"\nGoals (1 thread, {label}):")
+            print(f"  fp32 latency ratio {ratio(fp32):.2f} (goal <= 1.0): {'met' if ratio(fp32) <= 1.0 else 'MISSED'}")
+            print(f"  fp32 size ratio {sizes[fp32] / sizes[seed]:.3f} (goal <= 1.0): "
+                  f"{'met' if sizes[fp32] <= sizes[seed] else 'MISSED'}")
+            print(f"  int8 latency ratio {ratio(int8):.2f} (goal <= 0.5): {'met' if ratio(int8) <= 0.5 else 'MISSED'}")
 
 
 if __name__ == "__main__":

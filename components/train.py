@@ -174,7 +174,7 @@ class _Run:
         keras.utils.set_random_seed(cfg.seed)  # the initial weights, like the data stream, follow the seed
         with strategy.scope():
             self.model = networks.build_model(cfg.model, cfg.input_size, cfg.width, cfg.num_stages,
-                                              cfg.num_keypoints, cfg.batch_norm_momentum)
+                                              cfg.num_keypoints, cfg.batch_norm_momentum, **cfg.architecture_options())
             # A plain variable the loop sets every step (see learning_rate): schedules may depend on time.
             optimizer = keras.optimizers.Adam(learning_rate(cfg, 0, 0.0), epsilon=1e-8)
             self.optimizer = keras.optimizers.LossScaleOptimizer(optimizer) if self.mixed else optimizer
@@ -372,6 +372,7 @@ class _Run:
         return {
             "model": cfg.model, "input_size": cfg.input_size, "output_stride": cfg.output_stride,
             "num_keypoints": cfg.num_keypoints, "width": cfg.width, "num_stages": cfg.num_stages,
+            **{key: value for key, value in cfg.architecture_options().items() if value is not None},
             "steps": self.step, "epochs": round(self.step * self.global_batch / self.examples, 3),
             "final_loss": final_loss, "images_per_second": images_per_second, "pckh": final_pckh,
             "replicas": self.replicas, "global_batch_size": self.global_batch, "mixed_precision": self.mixed,
@@ -387,7 +388,7 @@ class _Run:
         if self.mixed:
             cfg = self.cfg
             model = networks.build_model(cfg.model, cfg.input_size, cfg.width, cfg.num_stages, cfg.num_keypoints,
-                                         cfg.batch_norm_momentum)
+                                         cfg.batch_norm_momentum, **cfg.architecture_options())
             model.set_weights([w.numpy() for w in self.model.weights])
         target = self.output_dir / "model.keras"
         with atomic_file(target) as temporary:

@@ -39,6 +39,12 @@ class TrainConfig:
     num_keypoints: int = 14
     output_stride: int | None = None            # fixed by the model; set only to check it (the seed's `scale`)
     batch_norm_momentum: float = 0.99
+    # CPM structure (mv2_cpm only; None = the seed's training code: 6, 4, 32 x width, 7). The seed's released
+    # CPM file is width 0.5 with 4, 3, 24, 7 (experiments/mv2_cpm_192_tiny.yaml); see pose/networks/mv2_cpm.py.
+    backbone_expansion: int | None = None       # MobileNetV2 expansion of the backbone's blocks
+    stage_expansion: int | None = None          # expansion of each stage's second and third block
+    stage_channels: int | None = None           # channels of the stage blocks
+    stage_kernel_size: int | None = None        # depthwise kernel of stages 1.. (stage 0 is 3x3); odd
     # Data (pose.inputs.training_dataset).
     batch_size: int = 16                        # per replica: global batch = batch_size x replicas
     sigma: float = 6.0                          # Gaussian sigma of the target heatmaps, in input pixels
@@ -80,6 +86,10 @@ class TrainConfig:
             output_stride=networks.output_stride(self.model),
         )
 
+    def architecture_options(self) -> dict:
+        """The structure options to pass to pose.networks.build_model (None = the model's default)."""
+        return {key: getattr(self, key) for key in networks.architecture_options(self.model)}
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)
 
@@ -104,6 +114,7 @@ SEED_SUPPLIED = {
     "identify_occlusion": "nothing (occluded joints are trained as labelled)",
 }
 LR_SCHEDULES = ("exponential", "cosine", "constant")
+CPM_OPTIONS = ("backbone_expansion", "stage_expansion", "stage_channels", "stage_kernel_size")
 
 
 def load_config(source: str | os.PathLike | None = None, overrides: dict | None = None) -> TrainConfig:
@@ -240,9 +251,14 @@ def _check_ranges(config: TrainConfig, origin: str) -> None:
                 "summary_every", "num_keypoints"):
         if getattr(config, key) <= 0:
             fail(key, "must be positive")
-    for key in ("width", "num_stages", "max_steps", "max_minutes", "num_train_samples"):
+    for key in ("width", "num_stages", "max_steps", "max_minutes", "num_train_samples", *CPM_OPTIONS):
         if getattr(config, key) is not None and getattr(config, key) <= 0:
             fail(key, "must be positive")
+    for key in CPM_OPTIONS:
+        if getattr(config, key) is not None and key not in networks.architecture_options(config.model):
+            fail(key, f"{config.model} has no such option (it is for mv2_cpm)")
+    if config.stage_kernel_size is not None and config.stage_kernel_size % 2 == 0:
+        fail("stage_kernel_size", "must be odd (a centred depthwise kernel)")
     if config.lr <= 0 or config.sigma <= 0:
         fail("lr" if config.lr <= 0 else "sigma", "must be positive")
     if config.eval_every < 0 or config.warmup_steps < 0:

@@ -37,6 +37,64 @@ def test_seed_cpm_structure_and_compute():
     assert output_stride("mv2_cpm") == 2
 
 
+def _anchor_convolutions(path) -> list[tuple]:
+    """(op, output height, kernel shape) of every convolution in a .tflite, sorted."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    shapes = {t["index"]: tuple(int(d) for d in t["shape"]) for t in interpreter.get_tensor_details()}
+    return sorted((op["op_name"], shapes[op["outputs"][0]][1], shapes[op["inputs"][1]])
+                  for op in interpreter._get_ops_details() if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D"))
+
+
+def _keras_convolutions(model) -> list[tuple]:
+    """The same list for a Keras model, kernels in TFLite's layout ([out, h, w, in]; depthwise [1, h, w, c])."""
+    import keras
+
+    convolutions = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            height, width, channels, _ = layer.kernel.shape
+            convolutions.append(("DEPTHWISE_CONV_2D", layer.output.shape[1], (1, height, width, channels)))
+        elif isinstance(layer, keras.layers.Conv2D):
+            height, width, in_channels, out_channels = layer.kernel.shape
+            convolutions.append(("CONV_2D", layer.output.shape[1], (out_channels, height, width, in_channels)))
+    return sorted(convolutions)
+
+
+def test_tiny_config_is_the_released_cpm_layer_for_layer():
+    """experiments/mv2_cpm_192_tiny.yaml builds the structure of the seed's released CPM file: the same
+    convolutions (kernel shapes and resolutions), so the same multiply-adds and weights."""
+    from pose.config import load_config
+
+    config = load_config("experiments/mv2_cpm_192_tiny.yaml").resolved()
+    model = build_model(config.model, config.input_size, config.width, config.num_stages,
+                        **config.architecture_options())
+    assert count_multiply_adds(model) == 277_261_056
+    assert model.output_names[-1] == "stage_5_out"
+    anchor = ANCHORS / "pefm-cpm-192.tflite"
+    if not anchor.exists():
+        pytest.skip(f"{anchor} not present")
+    assert _keras_convolutions(model) == _anchor_convolutions(anchor)
+    assert count_multiply_adds(model) == _anchor_multiply_adds(anchor)
+
+
+def test_cpm_structure_options():
+    default = build_model("mv2_cpm", 96, width=0.5, num_stages=2)
+    options = {"backbone_expansion": None, "stage_expansion": None, "stage_channels": None, "stage_kernel_size": None}
+    assert _keras_convolutions(build_model("mv2_cpm", 96, width=0.5, num_stages=2, **options)) == \
+        _keras_convolutions(default)  # None = the seed's training code
+    model = build_model("mv2_cpm", 96, width=0.5, num_stages=2, backbone_expansion=4, stage_expansion=3,
+                        stage_channels=24, stage_kernel_size=5)
+    kernels = {layer.name: tuple(layer.kernel.shape) for layer in model.layers if hasattr(layer, "kernel")}
+    assert kernels["stage_1_mv2_0_depthwise"][:2] == (5, 5)
+    assert kernels["stage_0_mv2_0_depthwise"][:2] == (3, 3)  # stage 0 stays 3x3, as in the seed
+    assert kernels["stage_1_mv2_1_expand"] == (1, 1, 24, 72)
+    assert kernels["MobilenetV2_part_1_1_expand"] == (1, 1, 12, 48)
+    assert count_multiply_adds(model) < count_multiply_adds(default)
+
+
 def test_seed_hourglass_matches_released_model():
     model = build_model("mv2_hourglass", 192)
     info = summary(model)
@@ -82,6 +140,10 @@ def test_bad_arguments_are_named():
         build_model("mv2_resnet", 192)
     with pytest.raises(ValueError, match="multiple of 32"):
         build_model("mv2_cpm", 200)
+    with pytest.raises(ValueError, match="no option stage_kernel_size"):
+        build_model("mv2_hourglass", 192, stage_kernel_size=5)
+    with pytest.raises(ValueError, match="stage_kernel_size 4 must be odd"):
+        build_model("mv2_cpm", 192, stage_kernel_size=4)
 
 
 def test_saved_model_loads_without_custom_objects(tmp_path):

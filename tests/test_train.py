@@ -48,6 +48,17 @@ def test_config_errors_name_the_key_and_the_file(tmp_path):
         load_config("model: mv2_hourglass\nscale: 2\n")
     with pytest.raises(ConfigError, match="not found"):
         load_config("experiments/no_such_config.yaml")
+    with pytest.raises(ConfigError, match="'stage_kernel_size' = 4: must be odd"):
+        load_config(str(TINY_CONFIG), {"stage_kernel_size": 4})
+    with pytest.raises(ConfigError, match="'stage_expansion' = 3: mv2_hourglass has no such option"):
+        load_config("model: mv2_hourglass\nstage_expansion: 3\n")
+
+
+def test_cpm_structure_options_reach_the_network():
+    config = load_config(str(TINY_CONFIG), {"stage_kernel_size": 5, "backbone_expansion": 4})
+    assert config.architecture_options() == {"backbone_expansion": 4, "stage_expansion": None,
+                                             "stage_channels": None, "stage_kernel_size": 5}
+    assert load_config("model: mv2_hourglass\n").architecture_options() == {}
 
 
 def test_seed_keys_and_overrides():
@@ -69,7 +80,7 @@ def test_seed_keys_and_overrides():
     assert parse_overrides("lr=0.01,augmentation={scale: [0.9, 1.1]},width=null") == {
         "lr": 0.01, "augmentation": {"scale": [0.9, 1.1]}, "width": None}
     assert parse_overrides('{"max_steps": 3}') == parse_overrides(["max_steps=3"]) == {"max_steps": 3}
-    for name in ("mv2_cpm_192", "mv2_hourglass_192", "local", "tiny"):
+    for name in ("mv2_cpm_192", "mv2_cpm_192_tiny", "mv2_hourglass_192", "local", "tiny"):
         load_config(f"experiments/{name}.yaml")
     local_text = (REPO / "experiments" / "local.yaml").read_text()  # the pipeline passes configs outside the image as text
     assert len(local_text) > 255 and load_config(local_text) == load_config("experiments/local.yaml")

@@ -34,16 +34,30 @@ def default_stages(name: str) -> int:
     return _architecture(name).DEFAULT_STAGES
 
 
+def architecture_options(name: str) -> tuple[str, ...]:
+    """The structure options a model takes beyond width and stages (build_model's keywords)."""
+    return getattr(_architecture(name), "ARCHITECTURE_OPTIONS", ())
+
+
 def build_model(name: str, input_size: int = 192, width: float | None = None, num_stages: int | None = None,
-                num_keypoints: int = 14, batch_norm_momentum: float = 0.99) -> keras.Model:
-    """width / num_stages None = the seed's setting for that model (CPM 0.75 / 6, hourglass 1.0 / 4)."""
+                num_keypoints: int = 14, batch_norm_momentum: float = 0.99, **options) -> keras.Model:
+    """width / num_stages None = the seed's setting for that model (CPM 0.75 / 6, hourglass 1.0 / 4).
+
+    options: the model's structure options (architecture_options(name), e.g. the CPM's
+    stage_kernel_size); a None value means the seed's setting, an option the model lacks is an error.
+    """
     architecture = _architecture(name)
+    unknown = sorted(set(options) - set(architecture_options(name)))
+    if unknown:
+        raise ValueError(f"{name} has no option {', '.join(unknown)}; its options: "
+                         f"{', '.join(architecture_options(name)) or 'none'}")
     return architecture.build(
         input_size=input_size,
         width=architecture.DEFAULT_WIDTH if width is None else width,
         num_stages=architecture.DEFAULT_STAGES if num_stages is None else num_stages,
         num_keypoints=num_keypoints,
         batch_norm_momentum=batch_norm_momentum,
+        **{key: value for key, value in options.items() if value is not None},
     )
 
 
@@ -98,5 +112,8 @@ def main(argv=None) -> None:
     parser.add_argument("--width", type=float)
     parser.add_argument("--num-stages", type=int)
     parser.add_argument("--num-keypoints", type=int, default=14)
+    parser.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
+                        help="a structure option, e.g. stage_kernel_size=5 (repeatable)")
     args = parser.parse_args(argv)
-    summary(build_model(args.model, args.input_size, args.width, args.num_stages, args.num_keypoints))
+    options = {key: int(value) for key, _, value in (item.partition("=") for item in args.set)}
+    summary(build_model(args.model, args.input_size, args.width, args.num_stages, args.num_keypoints, **options))
