@@ -1,6 +1,6 @@
 """Images per second of the full training input pipeline (pose.inputs.training_dataset: read, shuffle,
 parse, decode, affine warp, flip, colour jitter, heatmaps, batch) with its default augmentation and
-with rotation drawn for every example, against bare JPEG decoding of the
+with rotation drawn for every example and for none, against bare JPEG decoding of the
 same shards (read, parse, tf.io.decode_jpeg, with the same parallelism), in one run.
 
     python benchmarks/input_pipeline.py --data SHARDS [--data SHARDS ...] [--images 3000]
@@ -59,6 +59,9 @@ def main(argv=None) -> None:
         f"{full}, every example rotated": inputs.training_dataset(
             args.data, input_size=args.input_size, batch_size=args.batch_size,
             augmentation={"rotation_probability": 1.0}),
+        f"{full}, no example rotated": inputs.training_dataset(
+            args.data, input_size=args.input_size, batch_size=args.batch_size,
+            augmentation={"rotation_probability": 0.0}),
     }
     runs = {name: [] for name in datasets}
     for _ in range(args.repeats):

@@ -2,20 +2,22 @@
 
 Takes shard folders (each with index.json, see docs/ARTIFACTS.md); gives batches for training
 (augmented images, Gaussian heatmaps, per-joint loss weights) or for evaluation (centre crops
-with the transform back to the original image). Everything per example is TensorFlow ops inside
-parallel `map` calls: parse, decode, one affine warp, flip, colour jitter, heatmaps.
+with the transform back to the original image). All of it is TensorFlow ops inside parallel `map`
+calls, no Python per example. Training works a batch of records at a time (training_batch):
+parse, augmentation draws, transforms and keypoints as [B] vectors; per example only decode and
+one affine warp (with the flip); colour jitter and heatmaps for the whole batch, fused by XLA.
 
 Geometry: a record holds a square person crop of side C. The network input is S x S. Input pixel
 p maps to crop pixel  M @ p  with M = centre_crop @ rotate_scale @ flip @ centre_input(translation);
 with no augmentation the whole crop is resized to the input (the person box centred, scaled to fit).
 
 Speed (benchmarks/input_pipeline.py, BENCHMARKS.md): TensorFlow's only general warp kernel,
-ImageProjectiveTransformV3, costs ~20 ns per output value on CPU, more than decoding the JPEG. So
-the warp takes it only when the example is rotated; scale, translation and flip alone are an
-axis-aligned resample that `crop_and_resize` does about 3x faster, and, as in HRNet and MMPose,
-rotation is drawn for a fraction of the examples (`rotation_probability`). Crops that the warp
-would shrink at least 2x anyway are decoded at half size by libjpeg's DCT scaling, which also
-averages 2x2 pixels instead of skipping them.
+ImageProjectiveTransformV3, costs ~20 ns per output value on CPU, twice the cost of decoding the
+JPEG. So the warp takes it only when the example is rotated; scale, translation and flip alone are
+an axis-aligned resample that `crop_and_resize` does about 2.5x faster, and, as in HRNet and
+MMPose, rotation is drawn for a fraction of the examples (`rotation_probability`, default 0.6).
+Crops that the warp would shrink at least 2x anyway are decoded at half size by libjpeg's DCT
+scaling, which averages 2x2 pixels rather than skipping them.
 """
 import dataclasses
 import json
@@ -95,37 +97,43 @@ def read_index(dirs: list[str] | str) -> dict:
 
 
 # ---- geometry -------------------------------------------------------------------------------------
+# Every function here takes scalars for one example or [B] tensors for a batch (matrices [..., 3, 3]).
 
-def _matrix(rows) -> tf.Tensor:
-    return tf.stack([tf.stack([tf.cast(v, tf.float32) for v in row]) for row in rows])
+def _affine(row0, row1) -> tf.Tensor:
+    """[..., 3, 3] from two rows of scalars or [B] tensors, last row (0, 0, 1)."""
+    like = tf.zeros_like(tf.cast(row0[2], tf.float32) + tf.cast(row1[2], tf.float32))
+    full = lambda value: tf.cast(value, tf.float32) + like  # noqa: E731
+    return tf.stack([tf.stack([full(v) for v in row0], -1), tf.stack([full(v) for v in row1], -1),
+                     tf.stack([like, like, like + 1.0], -1)], -2)
 
 
 def input_to_crop(crop_size, input_size: int, scale=1.0, rotation_degrees=0.0, translation=(0.0, 0.0),
                   flip=False) -> tf.Tensor:
-    """3x3 affine: input pixel (x, y, 1) -> crop pixel. scale > 1 zooms in; translation (input pixels)
-    moves the person; flip mirrors the input horizontally."""
+    """Affine input pixel (x, y, 1) -> crop pixel: centre the input on the crop's centre, mirror it
+    (flip), rotate and shrink it by crop_size / input_size / scale. scale > 1 zooms in; translation
+    (input pixels) moves the person."""
     crop_size = tf.cast(crop_size, tf.float32)
-    half_input = (input_size - 1) / 2.0
     zoom = crop_size / input_size / tf.cast(scale, tf.float32)
     angle = tf.cast(rotation_degrees, tf.float32) * (math.pi / 180.0)
     cos, sin = tf.cos(angle) * zoom, tf.sin(angle) * zoom
     mirror = tf.where(tf.cast(flip, tf.bool), -1.0, 1.0)
-    tx, ty = tf.cast(translation[0], tf.float32), tf.cast(translation[1], tf.float32)
-    centred = _matrix([[mirror, 0.0, -mirror * (half_input + tx)], [0.0, 1.0, -(half_input + ty)], [0.0, 0.0, 1.0]])
-    to_crop = _matrix([[cos, -sin, (crop_size - 1) / 2], [sin, cos, (crop_size - 1) / 2], [0.0, 0.0, 1.0]])
-    return to_crop @ centred
+    half_input = (input_size - 1) / 2.0
+    x0, y0 = half_input + tf.cast(translation[0], tf.float32), half_input + tf.cast(translation[1], tf.float32)
+    centre = (crop_size - 1.0) / 2.0
+    return _affine([mirror * cos, -sin, centre - mirror * cos * x0 + sin * y0],
+                   [mirror * sin, cos, centre - mirror * sin * x0 - cos * y0])
 
 
 def apply_affine(matrix: tf.Tensor, points: tf.Tensor) -> tf.Tensor:
-    """matrix [2 or 3, 3] applied to points [K, 2]."""
-    return points @ tf.transpose(matrix[:2, :2]) + matrix[:2, 2]
+    """matrix [..., 2 or 3, 3] applied to points [..., K, 2]."""
+    return tf.linalg.matmul(points, matrix[..., :2, :2], transpose_b=True) + matrix[..., None, :2, 2]
 
 
-def _crop_to_decoded(decode_ratio: int) -> tf.Tensor:
+def crop_to_decoded(decode_ratio) -> tf.Tensor:
     """Crop pixel -> pixel of the crop decoded at 1/decode_ratio: decoded pixel i averages crop
     pixels ratio*i .. ratio*i + ratio - 1, so their centres line up."""
-    r = float(decode_ratio)
-    return _matrix([[1.0 / r, 0.0, -(r - 1.0) / (2.0 * r)], [0.0, 1.0 / r, -(r - 1.0) / (2.0 * r)], [0.0, 0.0, 1.0]])
+    r = tf.cast(decode_ratio, tf.float32)
+    return _affine([1.0 / r, 0.0, (1.0 - r) / (2.0 * r)], [0.0, 1.0 / r, (1.0 - r) / (2.0 * r)])
 
 
 def _sample_axis_aligned(image: tf.Tensor, matrix: tf.Tensor, input_size: int) -> tf.Tensor:
@@ -147,6 +155,14 @@ def _sample_projective(image: tf.Tensor, matrix: tf.Tensor, input_size: int) -> 
         output_shape=[input_size, input_size], fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")[0]
 
 
+def resample(image: tf.Tensor, matrix: tf.Tensor, input_size: int) -> tf.Tensor:
+    """image [H, W, 3] -> [S, S, 3] of the same dtype, output pixel p taken (bilinear) from image
+    pixel matrix @ p, black outside."""
+    rotated = tf.logical_or(tf.not_equal(matrix[0, 1], 0.0), tf.not_equal(matrix[1, 0], 0.0))
+    return tf.cond(rotated, lambda: _sample_projective(image, matrix, input_size),
+                   lambda: _sample_axis_aligned(image, matrix, input_size))
+
+
 def warp_person(image: tf.Tensor, keypoints: tf.Tensor, visibility: tf.Tensor, input_size: int,
                 scale=1.0, rotation_degrees=0.0, translation=(0.0, 0.0), flip=False, decode_ratio: int = 1):
     """One affine warp of a crop [C, C, 3] to the input [S, S, 3] (bilinear, black outside), with the
@@ -158,10 +174,7 @@ def warp_person(image: tf.Tensor, keypoints: tf.Tensor, visibility: tf.Tensor, i
     visibility [K], matrix 3x3 input -> crop)."""
     crop_size = tf.shape(image)[0] * decode_ratio
     matrix = input_to_crop(crop_size, input_size, scale, rotation_degrees, translation, flip)
-    to_image = _crop_to_decoded(decode_ratio) @ matrix if decode_ratio != 1 else matrix
-    rotated = tf.logical_or(tf.not_equal(matrix[0, 1], 0.0), tf.not_equal(matrix[1, 0], 0.0))
-    warped = tf.cond(rotated, lambda: _sample_projective(image, to_image, input_size),
-                     lambda: _sample_axis_aligned(image, to_image, input_size))
+    warped = resample(image, crop_to_decoded(decode_ratio) @ matrix, input_size)
     points = apply_affine(tf.linalg.inv(matrix), keypoints)
     swapped = tf.cast(flip, tf.bool)
     points = tf.where(swapped, tf.gather(points, FLIP_INDEX), points)
@@ -178,14 +191,17 @@ def joint_weights(keypoints: tf.Tensor, visibility: tf.Tensor, input_size: int) 
 # ---- colour ------------------------------------------------------------------------------------
 
 _RGB_TO_YIQ = tf.constant([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ_TO_RGB = tf.linalg.inv(_RGB_TO_YIQ)
 
 
 def colour_matrix(saturation, hue_degrees) -> tf.Tensor:
-    """3x3 RGB -> RGB that scales (saturation) and rotates (hue) the chroma plane of YIQ."""
+    """[..., 3, 3] RGB -> RGB that scales (saturation) and rotates (hue) the chroma plane of YIQ."""
     angle = tf.cast(hue_degrees, tf.float32) * (math.pi / 180.0)
     cos, sin = tf.cos(angle) * saturation, tf.sin(angle) * saturation
-    chroma = _matrix([[1.0, 0.0, 0.0], [0.0, cos, -sin], [0.0, sin, cos]])
-    return tf.linalg.inv(_RGB_TO_YIQ) @ chroma @ _RGB_TO_YIQ
+    zero = tf.zeros_like(cos)
+    chroma = tf.stack([tf.stack([zero + 1.0, zero, zero], -1), tf.stack([zero, cos, -sin], -1),
+                       tf.stack([zero, sin, cos], -1)], -2)
+    return _YIQ_TO_RGB @ chroma @ _RGB_TO_YIQ
 
 
 def apply_colour(images: tf.Tensor, matrix: tf.Tensor, contrast: tf.Tensor, brightness: tf.Tensor,
@@ -199,34 +215,32 @@ def apply_colour(images: tf.Tensor, matrix: tf.Tensor, contrast: tf.Tensor, brig
     mean_pixel = tf.reduce_mean(images, axis=[1, 2])                                   # [B, 3]
     mean_luminance = tf.linalg.matvec(colour, mean_pixel) @ _RGB_TO_YIQ[0][:, None]     # [B, 1]
     offset = (1.0 - contrast[:, None]) * mean_luminance + brightness[:, None]          # [B, 1]
-    jittered = tf.einsum("bhwc,bdc->bhwd", images, colour * contrast[:, None, None]) + offset[:, None, None, :]
+    # Three broadcast multiply-adds rather than a contraction over 3 channels: XLA fuses them with
+    # the cast, offset and clip into one pass (an einsum here is 3x slower).
+    weights = (colour * contrast[:, None, None])[:, None, None]                          # [B, 1, 1, 3, 3]
+    jittered = (images[..., 0:1] * weights[..., 0] + images[..., 1:2] * weights[..., 1]
+                + images[..., 2:3] * weights[..., 2] + offset[:, None, None, :])
     return tf.clip_by_value(jittered, 0.0, 1.0)
 
 
-def colour_jitter(image: tf.Tensor, brightness, contrast, saturation, hue_degrees, scale: float = 1.0) -> tf.Tensor:
-    """One image [H, W, 3] through apply_colour."""
-    as_batch = lambda value: tf.reshape(tf.cast(value, tf.float32), [1])  # noqa: E731
-    return apply_colour(image[None], colour_matrix(saturation, hue_degrees)[None], as_batch(contrast),
-                        as_batch(brightness), scale)[0]
+# ---- examples ------------------------------------------------------------------------------------
+
+def _decode(encoded: tf.Tensor, ratio: int = 1) -> tf.Tensor:
+    return tf.io.decode_jpeg(encoded, channels=3, ratio=ratio)
 
 
-# ---- per-example maps ------------------------------------------------------------------------------
-
-def _decode(example: dict, ratio: int = 1) -> tf.Tensor:
-    return tf.io.decode_jpeg(example["image/encoded"], channels=3, ratio=ratio)
-
-
-def _random_params(seed: tf.Tensor, augmentation: Augmentation, input_size: int) -> dict:
-    u = tf.random.stateless_uniform([10], seed=seed)
-    spread = lambda value, i: (2.0 * u[i] - 1.0) * value  # noqa: E731
+def _random_params(seed: tf.Tensor, augmentation: Augmentation, input_size: int, count=None) -> dict:
+    """Augmentation draws: scalars, or [count] tensors for a batch."""
+    u = tf.random.stateless_uniform([10] if count is None else [count, 10], seed=seed)
+    spread = lambda value, i: (2.0 * u[..., i] - 1.0) * value  # noqa: E731
     low, high = augmentation.scale
     return {
-        "scale": low + (high - low) * u[0],
-        "rotation_degrees": tf.where(u[9] < augmentation.rotation_probability,
+        "scale": low + (high - low) * u[..., 0],
+        "rotation_degrees": tf.where(u[..., 9] < augmentation.rotation_probability,
                                      spread(augmentation.rotation_degrees, 1), 0.0),
         "translation": (spread(augmentation.translation * input_size, 2),
                         spread(augmentation.translation * input_size, 3)),
-        "flip": u[4] < augmentation.flip_probability,
+        "flip": u[..., 4] < augmentation.flip_probability,
         "brightness": spread(augmentation.brightness, 5),
         "contrast": 1.0 + spread(augmentation.contrast, 6),
         "saturation": 1.0 + spread(augmentation.saturation, 7),
@@ -234,50 +248,57 @@ def _random_params(seed: tf.Tensor, augmentation: Augmentation, input_size: int)
     }
 
 
-def augmented_example(serialized: tf.Tensor, seed: tf.Tensor, input_size: int, augmentation: Augmentation) -> dict:
-    """One record -> the per-example half of a training example: {"image": [S, S, 3] uint8 (warped and
-    flipped), "keypoints": [K, 2] input pixels, "weights": [K], and this example's colour jitter:
-    "colour" [3, 3], "contrast", "brightness"}. training_batch finishes a batch of these."""
-    example = records.parse(serialized)
-    params = _random_params(seed, augmentation, input_size)
+def _colour_and_heatmaps(images, colour, contrast, brightness, keypoints, weights, input_size: int,
+                         output_stride: int, sigma: float):
+    """The elementwise half of a training batch, compiled with XLA (see training_batch)."""
+    images = apply_colour(images, colour, contrast, brightness, scale=1.0 / 255.0)
+    return images, heatmaps.encode(keypoints, weights, input_size, output_stride, sigma)
 
-    def decode_and_warp(decode_ratio: int):
-        return lambda: warp_person(
-            _decode(example, decode_ratio), example["person/keypoints"], example["person/visibility"], input_size,
-            params["scale"], params["rotation_degrees"], params["translation"], params["flip"], decode_ratio)
 
+_colour_and_heatmaps_xla = tf.function(_colour_and_heatmaps, jit_compile=True)
+
+
+def training_batch(serialized: tf.Tensor, seed: tf.Tensor, input_size: int, output_stride: int, sigma: float,
+                   augmentation: Augmentation):
+    """Records [B] -> (images [B, S, S, 3] float32 in [0, 1],
+    {"heatmaps": [B, S/stride, S/stride, K], "weights": [B, K]}).
+
+    Per example only the pixels are worked on (decode and warp); the rest is done for the whole batch
+    at once, because per example its many small ops cost as much as decoding: parsing, augmentation
+    draws, transforms and keypoints as [B] vectors; colour jitter and heatmaps fused by XLA."""
+    examples = tf.io.parse_example(serialized, records.PARSE_SPEC)
+    params = _random_params(seed, augmentation, input_size, count=tf.shape(serialized)[0])
+    crop_size = examples["crop/size"]
+    matrix = input_to_crop(crop_size, input_size, params["scale"], params["rotation_degrees"],
+                           params["translation"], params["flip"])                     # [B, 3, 3]
     # A crop that every allowed scale shrinks at least 2x loses nothing when decoded at half size.
-    shrinks_twice = example["crop/size"] >= int(math.ceil(2 * input_size * max(augmentation.scale)))
-    image, points, visibility, _ = tf.cond(shrinks_twice, decode_and_warp(2), decode_and_warp(1))
-    return {"image": image, "keypoints": points, "weights": joint_weights(points, visibility, input_size),
-            "colour": colour_matrix(params["saturation"], params["hue_degrees"]),
-            "contrast": params["contrast"], "brightness": params["brightness"]}
+    decode_ratio = tf.where(crop_size >= int(math.ceil(2 * input_size * max(augmentation.scale))), 2, 1)
+    to_decoded = crop_to_decoded(decode_ratio) @ matrix
 
+    def decode_and_resample(args):
+        encoded, ratio, to_pixels = args
+        image = tf.cond(ratio == 2, lambda: _decode(encoded, 2), lambda: _decode(encoded, 1))
+        return resample(image, to_pixels, input_size)
 
-def training_batch(batch: dict, input_size: int, output_stride: int, sigma: float):
-    """A batch of augmented_example dicts -> (images [B, S, S, 3] float32 in [0, 1],
-    {"heatmaps": [B, S/stride, S/stride, K], "weights": [B, K]}). Colour jitter and heatmaps are
-    elementwise over the whole batch: compiled with XLA they fuse into a few passes, where per
-    example they were a quarter of the pipeline's time."""
-    images = apply_colour(batch["image"], batch["colour"], batch["contrast"], batch["brightness"], scale=1.0 / 255.0)
-    targets = heatmaps.encode(batch["keypoints"], batch["weights"], input_size, output_stride, sigma)
-    return images, {"heatmaps": targets, "weights": batch["weights"]}
+    images = tf.map_fn(decode_and_resample, (examples["image/encoded"], decode_ratio, to_decoded),
+                       fn_output_signature=tf.TensorSpec([input_size, input_size, 3], tf.uint8))
 
-
-def training_example(serialized: tf.Tensor, seed: tf.Tensor, input_size: int, output_stride: int, sigma: float,
-                     augmentation: Augmentation):
-    """One record -> (image [S, S, 3] float32 in [0, 1], {"heatmaps": [S/stride, S/stride, K], "weights": [K]}):
-    augmented_example and training_batch for a batch of one, for looking at single examples."""
-    one = tf.nest.map_structure(lambda value: value[None], augmented_example(serialized, seed, input_size,
-                                                                             augmentation))
-    images, targets = training_batch(one, input_size, output_stride, sigma)
-    return images[0], {name: value[0] for name, value in targets.items()}
+    points = apply_affine(tf.linalg.inv(matrix), examples["person/keypoints"])        # [B, K, 2]
+    flip = params["flip"][:, None]
+    points = tf.where(flip[..., None], tf.gather(points, FLIP_INDEX, axis=1), points)
+    visibility = examples["person/visibility"]
+    visibility = tf.where(flip, tf.gather(visibility, FLIP_INDEX, axis=1), visibility)
+    weights = joint_weights(points, visibility, input_size)
+    images, targets = _colour_and_heatmaps_xla(
+        images, colour_matrix(params["saturation"], params["hue_degrees"]), params["contrast"], params["brightness"],
+        points, weights, input_size, output_stride, sigma)
+    return images, {"heatmaps": targets, "weights": weights}
 
 
 def evaluation_example(serialized: tf.Tensor, input_size: int) -> dict:
     example = records.parse(serialized)
     crop_keypoints = example["person/keypoints"]
-    image, points, visibility, matrix = warp_person(_decode(example), crop_keypoints, example["person/visibility"],
+    image, points, visibility, matrix = warp_person(_decode(example["image/encoded"]), crop_keypoints, example["person/visibility"],
                                                     input_size)
     crop_to_original = tf.concat([example["crop/to_original"], [[0.0, 0.0, 1.0]]], axis=0)
     return {
@@ -342,16 +363,13 @@ def training_dataset(dirs: list[str], input_size: int = 192, output_stride: int 
         dataset = dataset.shuffle(shuffle_buffer, seed=base_seed, reshuffle_each_iteration=True)
     if repeat:
         dataset = dataset.repeat()
-    # Per-example augmentation seeds: stateless ops keyed by (seed, position) stay reproducible
+    # Augmentation seeds per batch: stateless ops keyed by (seed, batch number) stay reproducible
     # under parallel map, unlike stateful random ops.
-    dataset = dataset.enumerate().map(
-        _plain(lambda position, serialized: augmented_example(
-            serialized, tf.stack([tf.constant(base_seed, tf.int64), position]), input_size, augmentation)),
+    dataset = dataset.batch(batch_size, drop_remainder=repeat).enumerate().map(
+        _plain(lambda number, serialized: training_batch(
+            serialized, tf.stack([tf.constant(base_seed, tf.int64), number]), input_size, output_stride, sigma,
+            augmentation)),
         num_parallel_calls=AUTOTUNE)
-    finish = tf.function(_plain(lambda batch: training_batch(batch, input_size, output_stride, sigma)),
-                         jit_compile=True)
-    dataset = dataset.batch(batch_size, drop_remainder=repeat, num_parallel_calls=AUTOTUNE)
-    dataset = dataset.map(finish, num_parallel_calls=AUTOTUNE)
     if deterministic is None:
         deterministic = seed is not None
     return dataset.with_options(_options(deterministic)).prefetch(AUTOTUNE)

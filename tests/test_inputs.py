@@ -236,3 +236,18 @@ def test_rotation_probability_leaves_the_rest_unrotated():
     assert 0.15 < np.mean(angles != 0.0) < 0.35
     assert np.abs(angles).max() <= augmentation.rotation_degrees
     assert inputs.Augmentation.from_dict({"rotation_probability": 1.0}).rotation_probability == 1.0
+
+
+def test_colour_jitter_identity_grey_and_contrast():
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.integers(0, 256, (2, 8, 8, 3)), tf.uint8)
+    ones, zeros = tf.ones([2]), tf.zeros([2])
+    unchanged = inputs.apply_colour(images, inputs.colour_matrix(ones, zeros), ones, zeros, scale=1 / 255).numpy()
+    np.testing.assert_allclose(unchanged, images.numpy() / 255, atol=1e-5)
+    # Saturation 0: every pixel becomes its luminance (R = G = B).
+    grey = inputs.apply_colour(images, inputs.colour_matrix(zeros, zeros + 40.0), ones, zeros, scale=1 / 255).numpy()
+    luminance = images.numpy() @ np.array([0.299, 0.587, 0.114]) / 255
+    np.testing.assert_allclose(grey, np.repeat(luminance[..., None], 3, -1), atol=1e-4)
+    # Contrast 0 and a brightness shift: one flat colour, the mean luminance plus the shift.
+    flat = inputs.apply_colour(images, inputs.colour_matrix(ones, zeros), zeros, zeros + 0.1, scale=1 / 255).numpy()
+    np.testing.assert_allclose(flat, luminance.mean(axis=(1, 2))[:, None, None, None] + 0.1 + 0 * flat, atol=1e-4)
