@@ -298,8 +298,15 @@ def training_batch(serialized: tf.Tensor, seed: tf.Tensor, input_size: int, outp
 def evaluation_example(serialized: tf.Tensor, input_size: int) -> dict:
     example = records.parse(serialized)
     crop_keypoints = example["person/keypoints"]
-    image, points, visibility, matrix = warp_person(_decode(example["image/encoded"]), crop_keypoints, example["person/visibility"],
-                                                    input_size)
+
+    def decode_and_warp(decode_ratio: int):
+        return lambda: warp_person(_decode(example["image/encoded"], decode_ratio), crop_keypoints,
+                                   example["person/visibility"], input_size, decode_ratio=decode_ratio)
+
+    # As in training (training_batch): a crop shrunk at least 2x is decoded at half size, so that the
+    # network sees the same kind of pixels in evaluation as it learnt from.
+    image, points, visibility, matrix = tf.cond(example["crop/size"] >= 2 * input_size, decode_and_warp(2),
+                                                decode_and_warp(1))
     crop_to_original = tf.concat([example["crop/to_original"], [[0.0, 0.0, 1.0]]], axis=0)
     return {
         "image": tf.cast(image, tf.float32) / 255.0,
