@@ -114,7 +114,7 @@ SEED_SUPPLIED = {
     "identify_occlusion": "nothing (occluded joints are trained as labelled)",
 }
 LR_SCHEDULES = ("exponential", "cosine", "constant")
-CPM_OPTIONS = ("backbone_expansion", "stage_expansion", "stage_channels", "stage_kernel_size")
+CPM_OPTIONS = networks.architecture_options("mv2_cpm")  # TrainConfig has a field of each name
 
 
 def load_config(source: str | os.PathLike | None = None, overrides: dict | None = None) -> TrainConfig:

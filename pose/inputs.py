@@ -163,8 +163,16 @@ def resample(image: tf.Tensor, matrix: tf.Tensor, input_size: int) -> tf.Tensor:
                    lambda: _sample_axis_aligned(image, matrix, input_size))
 
 
+def swap_left_right(flip, keypoints: tf.Tensor, visibility: tf.Tensor):
+    """Where flip (a scalar, or [B]), left and right joints trade places: keypoints [..., K, 2],
+    visibility [..., K]."""
+    flip = tf.cast(flip, tf.bool)[..., None]
+    keypoints = tf.where(flip[..., None], tf.gather(keypoints, FLIP_INDEX, axis=-2), keypoints)
+    return keypoints, tf.where(flip, tf.gather(visibility, FLIP_INDEX, axis=-1), visibility)
+
+
 def warp_person(image: tf.Tensor, keypoints: tf.Tensor, visibility: tf.Tensor, input_size: int,
-                scale=1.0, rotation_degrees=0.0, translation=(0.0, 0.0), flip=False, decode_ratio: int = 1):
+                scale=1.0, rotation_degrees=0.0, translation=(0.0, 0.0), flip=False, decode_ratio=1):
     """One affine warp of a crop [C, C, 3] to the input [S, S, 3] (bilinear, black outside), with the
     keypoints [K, 2] in crop pixels following it; a flip also swaps left and right joints.
     decode_ratio: the crop was decoded at 1/decode_ratio of its size (image [C/r, C/r, 3]); keypoints
@@ -172,13 +180,10 @@ def warp_person(image: tf.Tensor, keypoints: tf.Tensor, visibility: tf.Tensor, i
 
     Returns (image [S, S, 3] of the input's dtype, keypoints [K, 2] in input pixels,
     visibility [K], matrix 3x3 input -> crop)."""
-    crop_size = tf.shape(image)[0] * decode_ratio
+    crop_size = tf.shape(image)[0] * tf.cast(decode_ratio, tf.int32)
     matrix = input_to_crop(crop_size, input_size, scale, rotation_degrees, translation, flip)
     warped = resample(image, crop_to_decoded(decode_ratio) @ matrix, input_size)
-    points = apply_affine(tf.linalg.inv(matrix), keypoints)
-    swapped = tf.cast(flip, tf.bool)
-    points = tf.where(swapped, tf.gather(points, FLIP_INDEX), points)
-    visibility = tf.where(swapped, tf.gather(visibility, FLIP_INDEX), visibility)
+    points, visibility = swap_left_right(flip, apply_affine(tf.linalg.inv(matrix), keypoints), visibility)
     return warped, points, visibility, matrix
 
 
@@ -225,22 +230,32 @@ def apply_colour(images: tf.Tensor, matrix: tf.Tensor, contrast: tf.Tensor, brig
 
 # ---- examples ------------------------------------------------------------------------------------
 
-def _decode(encoded: tf.Tensor, ratio: int = 1) -> tf.Tensor:
-    return tf.io.decode_jpeg(encoded, channels=3, ratio=ratio)
+def _decode(encoded: tf.Tensor, ratio=1) -> tf.Tensor:
+    """The JPEG at 1/ratio of its size; ratio 1 or 2, a tensor (per example) or an int."""
+    if isinstance(ratio, int):
+        return tf.io.decode_jpeg(encoded, channels=3, ratio=ratio)
+    return tf.cond(ratio == 2, lambda: _decode(encoded, 2), lambda: _decode(encoded, 1))
 
 
-def _random_params(seed: tf.Tensor, augmentation: Augmentation, input_size: int, count=None) -> dict:
-    """Augmentation draws: scalars, or [count] tensors for a batch."""
-    u = tf.random.stateless_uniform([10] if count is None else [count, 10], seed=seed)
-    spread = lambda value, i: (2.0 * u[..., i] - 1.0) * value  # noqa: E731
+def _decode_ratio(crop_size: tf.Tensor, input_size: int, largest_scale: float = 1.0) -> tf.Tensor:
+    """2 for a crop that every allowed scale shrinks at least 2x (it loses nothing decoded at half
+    size), else 1. Training and evaluation share the rule, so evaluation sees the kind of pixels
+    training learnt from."""
+    return tf.where(crop_size >= int(math.ceil(2 * input_size * largest_scale)), 2, 1)
+
+
+def _random_params(seed: tf.Tensor, augmentation: Augmentation, input_size: int, count) -> dict:
+    """Augmentation draws for a batch of `count` examples: [count] tensors."""
+    u = tf.random.stateless_uniform([count, 10], seed=seed)
+    spread = lambda value, i: (2.0 * u[:, i] - 1.0) * value  # noqa: E731
     low, high = augmentation.scale
     return {
-        "scale": low + (high - low) * u[..., 0],
-        "rotation_degrees": tf.where(u[..., 9] < augmentation.rotation_probability,
+        "scale": low + (high - low) * u[:, 0],
+        "rotation_degrees": tf.where(u[:, 9] < augmentation.rotation_probability,
                                      spread(augmentation.rotation_degrees, 1), 0.0),
         "translation": (spread(augmentation.translation * input_size, 2),
                         spread(augmentation.translation * input_size, 3)),
-        "flip": u[..., 4] < augmentation.flip_probability,
+        "flip": u[:, 4] < augmentation.flip_probability,
         "brightness": spread(augmentation.brightness, 5),
         "contrast": 1.0 + spread(augmentation.contrast, 6),
         "saturation": 1.0 + spread(augmentation.saturation, 7),
@@ -271,23 +286,19 @@ def training_batch(serialized: tf.Tensor, seed: tf.Tensor, input_size: int, outp
     crop_size = examples["crop/size"]
     matrix = input_to_crop(crop_size, input_size, params["scale"], params["rotation_degrees"],
                            params["translation"], params["flip"])                     # [B, 3, 3]
-    # A crop that every allowed scale shrinks at least 2x loses nothing when decoded at half size.
-    decode_ratio = tf.where(crop_size >= int(math.ceil(2 * input_size * max(augmentation.scale))), 2, 1)
+    decode_ratio = _decode_ratio(crop_size, input_size, max(augmentation.scale))
     to_decoded = crop_to_decoded(decode_ratio) @ matrix
 
     def decode_and_resample(args):
         encoded, ratio, to_pixels = args
-        image = tf.cond(ratio == 2, lambda: _decode(encoded, 2), lambda: _decode(encoded, 1))
-        return resample(image, to_pixels, input_size)
+        return resample(_decode(encoded, ratio), to_pixels, input_size)
 
     images = tf.map_fn(decode_and_resample, (examples["image/encoded"], decode_ratio, to_decoded),
                        fn_output_signature=tf.TensorSpec([input_size, input_size, 3], tf.uint8))
 
-    points = apply_affine(tf.linalg.inv(matrix), examples["person/keypoints"])        # [B, K, 2]
-    flip = params["flip"][:, None]
-    points = tf.where(flip[..., None], tf.gather(points, FLIP_INDEX, axis=1), points)
-    visibility = examples["person/visibility"]
-    visibility = tf.where(flip, tf.gather(visibility, FLIP_INDEX, axis=1), visibility)
+    points, visibility = swap_left_right(params["flip"], apply_affine(tf.linalg.inv(matrix),
+                                                                      examples["person/keypoints"]),
+                                         examples["person/visibility"])                # [B, K, 2], [B, K]
     weights = joint_weights(points, visibility, input_size)
     images, targets = _colour_and_heatmaps_xla(
         images, colour_matrix(params["saturation"], params["hue_degrees"]), params["contrast"], params["brightness"],
@@ -298,15 +309,10 @@ def training_batch(serialized: tf.Tensor, seed: tf.Tensor, input_size: int, outp
 def evaluation_example(serialized: tf.Tensor, input_size: int) -> dict:
     example = records.parse(serialized)
     crop_keypoints = example["person/keypoints"]
-
-    def decode_and_warp(decode_ratio: int):
-        return lambda: warp_person(_decode(example["image/encoded"], decode_ratio), crop_keypoints,
-                                   example["person/visibility"], input_size, decode_ratio=decode_ratio)
-
-    # As in training (training_batch): a crop shrunk at least 2x is decoded at half size, so that the
-    # network sees the same kind of pixels in evaluation as it learnt from.
-    image, points, visibility, matrix = tf.cond(example["crop/size"] >= 2 * input_size, decode_and_warp(2),
-                                                decode_and_warp(1))
+    decode_ratio = _decode_ratio(example["crop/size"], input_size)
+    image, points, visibility, matrix = warp_person(_decode(example["image/encoded"], decode_ratio), crop_keypoints,
+                                                    example["person/visibility"], input_size,
+                                                    decode_ratio=decode_ratio)
     crop_to_original = tf.concat([example["crop/to_original"], [[0.0, 0.0, 1.0]]], axis=0)
     return {
         "image": tf.cast(image, tf.float32) / 255.0,
