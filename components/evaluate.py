@@ -22,12 +22,12 @@ import time
 from pathlib import Path
 
 from components import cli
+from pose.codec import DEFAULT_REFINE, REFINE_MODES
 
 log = logging.getLogger("evaluate")
 
 REPO = Path(__file__).resolve().parent.parent
 BATCH_SIZE = 16
-REFINE_CHOICES = ("dark", "quarter", "none")
 
 
 class EvaluationError(ValueError):
@@ -35,14 +35,14 @@ class EvaluationError(ValueError):
 
 
 def evaluate(models_dir: str, data_dirs: list[str], output_dir: str, anchors_dir: str | None = None,
-             flip_test: bool = False, refine: str = "dark", latency_runs: int = 50, gallery_size: int = 12) -> dict:
+             flip_test: bool = False, refine: str = DEFAULT_REFINE, latency_runs: int = 50, gallery_size: int = 12) -> dict:
     """Evaluates every .tflite in `models_dir` on `data_dirs`; writes results.json and report.html to
     `output_dir` and returns the results dict."""
     from pose import report, steplog
     from pose.atomic import atomic_directory
 
-    if refine not in REFINE_CHOICES:
-        raise EvaluationError(f"refine must be one of {REFINE_CHOICES}, not {refine!r}")
+    if refine not in REFINE_MODES:
+        raise EvaluationError(f"refine must be one of {REFINE_MODES}, not {refine!r}")
     anchors_dir = resolve_anchors_dir(anchors_dir)
     with steplog.step("evaluate", models=models_dir, data=data_dirs, output=output_dir, anchors=anchors_dir,
                       refine=refine, flip_test=flip_test) as wrote:
@@ -90,7 +90,7 @@ def resolve_anchors_dir(anchors_dir: str | None) -> Path | None:
 
 
 def _open_models(models_dir: Path) -> dict:
-    """name -> {path, interpreter, metadata, input_size, output_size, stride}, checking shapes."""
+    """name -> {path, interpreter, metadata, input_size, heatmap_size}, checking shapes."""
     from pose import keypoints, tflite_runtime
 
     paths = sorted(models_dir.glob("*.tflite"))
@@ -113,7 +113,7 @@ def _open_models(models_dir: Path) -> dict:
             raise EvaluationError(f"{path}: size mismatch: the model takes {height}x{width} but {meta_path.name} says "
                                   f"input_size {metadata['input_size']}")
         models[path.stem] = {"path": path, "interpreter": interpreter, "metadata": metadata, "input_size": height,
-                             "stride": height / out_shape[1]}
+                             "heatmap_size": out_shape[1]}
     return models
 
 
@@ -123,7 +123,7 @@ def _predict_validation(models: dict, data_dirs: list[str], refine: str, flip_te
     import numpy as np
     from tqdm import tqdm
 
-    from pose import decoding, inputs, keypoints, tflite_runtime
+    from pose import codec, inputs, keypoints, tflite_runtime
 
     index = inputs.read_index(data_dirs)
     if index["num_examples"] == 0:
@@ -132,6 +132,8 @@ def _predict_validation(models: dict, data_dirs: list[str], refine: str, flip_te
     predictions = {name: {"keypoints": [], "scores": []} for name in models}
     truth = {key: [] for key in ("keypoints", "visibility", "bbox", "image_id")}
     gallery = {"model": gallery_model, "images": []}
+    codecs = {name: codec.HeatmapCodec.for_heatmaps(m["input_size"], m["heatmap_size"], refine=refine)
+              for name, m in models.items()}
     started = time.perf_counter()
     for size in sorted({m["input_size"] for m in models.values()}):
         sized = {name: m for name, m in models.items() if m["input_size"] == size}
@@ -150,9 +152,8 @@ def _predict_validation(models: dict, data_dirs: list[str], refine: str, flip_te
                 truth["image_id"].append(batch["image_id"])
             for name, model in sized.items():
                 predict = lambda images, m=model: tflite_runtime.run(m["interpreter"], images)  # noqa: E731
-                heatmaps = decoding.flip_test(predict, batch["image"]) if flip_test else predict(batch["image"])
-                coords, scores = decoding.decode(heatmaps, refine=refine)
-                in_input = decoding.heatmap_to_input(coords, model["stride"])
+                heatmaps = codec.flip_test(predict, batch["image"]) if flip_test else predict(batch["image"])
+                in_input, scores = codecs[name].decode_to_input(heatmaps)
                 predictions[name]["keypoints"].append(input_to_original(in_input, batch["to_original"]))
                 predictions[name]["scores"].append(scores)
                 if name == gallery_model and len(gallery["images"]) < gallery_size:
@@ -246,14 +247,15 @@ def _json_default(value):
     raise TypeError(f"not JSON serialisable: {type(value)}")
 
 
-def predict(model_path: str, image_path: str, output_path: str, refine: str = "dark",
+def predict(model_path: str, image_path: str, output_path: str, refine: str = DEFAULT_REFINE,
             min_score: float = 0.1) -> dict:
     """Draws the predicted skeleton on `image_path` (the whole image letterboxed to the model input) into
     `output_path`; returns {"keypoints": [[x, y], ...] in image pixels, "scores": [...]}."""
     import cv2
     import numpy as np
 
-    from pose import decoding, report, tflite_runtime
+    from pose import report, tflite_runtime
+    from pose.codec import HeatmapCodec
     from pose.atomic import atomic_file
 
     interpreter = tflite_runtime.load(model_path)
@@ -270,9 +272,8 @@ def predict(model_path: str, image_path: str, output_path: str, refine: str = "d
     letterboxed = cv2.warpAffine(image, to_input, (size, size), flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     rgb = cv2.cvtColor(letterboxed, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
     heatmaps = tflite_runtime.run(interpreter, rgb[None])
-    coords, scores = decoding.decode(heatmaps, refine=refine)
-    in_input = decoding.heatmap_to_input(coords[0], size / heatmaps.shape[1])
-    points = (in_input - to_input[:, 2]) / scale
+    in_input, scores = HeatmapCodec.for_heatmaps(size, heatmaps.shape[1], refine=refine).decode_to_input(heatmaps)
+    points = (in_input[0] - to_input[:, 2]) / scale
     report.draw_skeleton(image, points, scores[0] >= min_score, report.PREDICTED_COLOUR,
                          thickness=max(2, round(max(height, width) / 200)))
     output_path = Path(output_path)
@@ -291,7 +292,7 @@ def main(argv=None) -> int:
         arguments.add_argument("--model", required=True, help=".tflite model")
         arguments.add_argument("--image", required=True, help="any image cv2 reads")
         arguments.add_argument("--output", required=True, help="output image (.png)")
-        arguments.add_argument("--refine", choices=REFINE_CHOICES, default="dark")
+        arguments.add_argument("--refine", choices=REFINE_MODES, default=DEFAULT_REFINE)
         arguments.add_argument("--min-score", type=float, default=0.1,
                                help="joints below this peak score are not drawn")
         return cli.run("predict", arguments, lambda args: predict(args.model, args.image, args.output,
@@ -303,7 +304,7 @@ def main(argv=None) -> int:
     arguments.add_argument("--output", required=True, help="folder for results.json and report.html")
     arguments.add_argument("--anchors", help="seed models folder (default: $POSE_ANCHORS_DIR, else ../shared/anchors)")
     arguments.add_argument("--flip-test", action="store_true", help="average with the prediction on the mirrored image")
-    arguments.add_argument("--refine", choices=REFINE_CHOICES, default="dark", help="sub-pixel heatmap refinement")
+    arguments.add_argument("--refine", choices=REFINE_MODES, default=DEFAULT_REFINE, help="sub-pixel heatmap refinement")
     arguments.add_argument("--latency-runs", type=int, default=50, help="timed runs per model and thread count")
     arguments.add_argument("--gallery-size", type=int, default=12)
     return cli.run("evaluate", arguments, lambda args: evaluate(

@@ -9,7 +9,8 @@ Does     a custom training loop under a tf.distribute strategy: MirroredStrategy
          masked by the per-joint weights, summed over stages and divided by the batch. Adam with the
          seed's exponential decay (or cosine). Checkpoints every `checkpoint_every` steps; a restart on
          the same output folder resumes from the newest one, optimizer state and step count included.
-         PCKh@0.5 on the valid shards every `eval_every` steps and at the end.
+         PCKh@0.5 on the valid shards every `eval_every` steps and at the end, decoded by the same codec
+         as evaluate's (pose.codec) but without its flip test (`pckh_flip_test`: false in the metadata).
 Writes   (docs/ARTIFACTS.md) model.keras, config.yaml, checkpoints/, logs/ (TensorBoard: loss per
          stage, learning rate, images/s, predictions), train_metadata.json.
 
@@ -32,7 +33,7 @@ from components import cli
 from pose import inputs, networks, steplog, visualize
 from pose.atomic import atomic_file
 from pose.config import TrainConfig, load_config, parse_overrides
-from pose.decoding import decode, heatmap_to_input
+from pose.codec import HeatmapCodec
 from pose.metrics import pckh
 
 log = logging.getLogger("train")
@@ -185,6 +186,7 @@ class _Run:
         self.iterator = iter(strategy.experimental_distribute_dataset(dataset))
         self.train_step = self._make_train_step()
         self.predict = final_heatmaps_function(self.model)
+        self.codec = HeatmapCodec(cfg.input_size, cfg.output_stride, cfg.sigma)
         self.writer = tf.summary.create_file_writer(str(output_dir / "logs")) if self.chief else None
 
     @property
@@ -316,8 +318,8 @@ class _Run:
     # -- evaluation and summaries --
 
     def _evaluate_into_history(self, step: int) -> float:
-        score = evaluate_pckh(self.predict, self.valid_dirs, self.cfg.input_size, self.cfg.output_stride)
-        log.info("step %d: PCKh@0.5 on the valid shards %.3f", step, score)
+        score = evaluate_pckh(self.predict, self.valid_dirs, self.codec)
+        log.info("step %d: PCKh@0.5 on the valid shards (refine %s, no flip test) %.3f", step, self.codec.refine, score)
         if self.history and self.history[-1]["step"] == step:
             self.history[-1]["pckh"] = score
         else:
@@ -358,6 +360,7 @@ class _Run:
             **{key: value for key, value in cfg.architecture_options().items() if value is not None},
             "steps": self.step, "epochs": round(self.step * self.global_batch / self.examples, 3),
             "final_loss": final_loss, "images_per_second": images_per_second, "pckh": final_pckh,
+            "pckh_refine": self.codec.refine, "pckh_flip_test": False,
             "replicas": self.replicas, "global_batch_size": self.global_batch, "mixed_precision": self.mixed,
             "jit_compile": cfg.jit_compile, "resumed_from_step": self.resumed_from,
             "train_seconds": round(seconds, 1), "parameters": self.info["parameters"], "flops": self.info["flops"],
@@ -384,12 +387,14 @@ def final_heatmaps_function(model):
                        reduce_retracing=True)
 
 
-def evaluate_pckh(predict, valid_dirs: list[str], input_size: int, output_stride: int, batch_size: int = 32) -> float:
-    """PCKh@0.5 of `predict(images) -> final heatmaps` on the valid shards, in input-pixel coordinates."""
+def evaluate_pckh(predict, valid_dirs: list[str], codec: HeatmapCodec, batch_size: int = 32) -> float:
+    """PCKh@0.5 of `predict(images) -> final heatmaps` on the valid shards, decoded by `codec`, without the
+    flip test. Measured in input pixels: the same figure as evaluate's in original pixels, since the
+    evaluation crop maps to the photo by a scale and a shift and PCKh is relative to each head's size."""
     predictions, truths, visible = [], [], []
-    for batch in inputs.evaluation_dataset(valid_dirs, input_size, batch_size):
-        coords, _ = decode(predict(batch["image"]).numpy())
-        predictions.append(heatmap_to_input(coords, output_stride))
+    for batch in inputs.evaluation_dataset(valid_dirs, codec.input_size, batch_size):
+        keypoints, _ = codec.decode_to_input(np.asarray(predict(batch["image"])))
+        predictions.append(keypoints)
         truths.append(batch["keypoints"].numpy())
         visible.append(batch["visibility"].numpy() > 0)
     if not predictions:

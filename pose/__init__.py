@@ -7,8 +7,7 @@ atomic          write a whole output folder under a temporary name, then rename
 steplog         logging set-up and the read / wrote / took summary every step prints
 records         the tf.train.Example layout of a shard (writer and parser share it)
 inputs          the tf.data input pipeline (training augmentation, evaluation crops)
-heatmaps        heatmap encoding (Gaussian targets, TensorFlow ops)
-decoding        heatmap decoding to keypoints (argmax, quarter offset, DARK, flip test)
+codec           the heatmap codec: Gaussian targets (TF), decoding (argmax, quarter, DARK), coordinates, flip test
 metrics         PCKh and OKS AP (pycocotools)
 networks        MobileNetV2 CPM and Hourglass (Keras)
 config          the training config: every key, its default and type, the seed's key names
