@@ -30,7 +30,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-SEED_MODELS = {"mv2_cpm": "pefm-cpm-192.tflite", "mv2_hourglass": "pefm-hourglass-192.tflite"}
+from pose.networks import IDENTITIES  # noqa: E402  (after the path is set)
+
+SEED_MODELS = {name: identity.seed_release + ".tflite" for name, identity in IDENTITIES.items()}
 
 
 def cpm_builds(cpm_width: float, cpm_config: str | None, stage_kernels: list[int]) -> dict:

@@ -220,13 +220,20 @@ def _speed_and_size(path: Path, runs: int) -> dict:
             "latency_by_runtime": by_runtime}
 
 
-def _family(name: str) -> str:
-    return "hourglass" if "hourglass" in name.lower() else "cpm"
+def _family(name: str) -> str | None:
+    from pose import networks
+
+    try:
+        return networks.identity(name).family
+    except networks.UnknownModel:
+        return None
 
 
 def _compare_with_seed(results: dict) -> None:
-    """Adds vs_seed (ours / the seed's model of the same family: latency at 1 and all threads, size)."""
+    """Adds vs_seed (ours / the seed's model of the same family: latency at 1 and all threads, size); None
+    for a model of no known family or without the seed's model of its family."""
     anchors = {_family(name): anchor for name, anchor in results["anchors"].items()}
+    anchors.pop(None, None)
     for name, model in results["models"].items():
         anchor = anchors.get(_family(model["metadata"].get("model", name)))
         model["vs_seed"] = None if anchor is None else {

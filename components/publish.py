@@ -229,11 +229,12 @@ def model_card(results: dict, model_name: str, destination: str) -> str:
 
 
 def _architecture(model: str) -> str:
-    if "hourglass" in model.lower():
-        return f"MobileNetV2 Hourglass (`{model}`)"
-    if "cpm" in model.lower():
-        return f"MobileNetV2 Convolutional Pose Machine (`{model}`)"
-    return f"`{model}`"
+    from pose import networks
+
+    try:
+        return f"{networks.identity(model).title} (`{model}`)"
+    except networks.UnknownModel:
+        return f"`{model}`"
 
 
 def main(argv=None) -> int:

@@ -74,7 +74,7 @@ def _strategy(cfg: TrainConfig):
             raise TrainError(f"visible_devices {cfg.visible_devices!r}: GPUs {missing} do not exist "
                              f"({len(gpus)} visible)")
         tf.config.set_visible_devices([gpus[i] for i in wanted], "GPU")
-    cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+    cluster = _tf_config().get("cluster", {})
     if sum(len(cluster.get(role, [])) for role in ("chief", "worker")) > 1:
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         return strategy, f"{strategy.num_replicas_in_sync} replicas over {len(cluster.get('worker', []))} workers"
@@ -87,9 +87,14 @@ def _strategy(cfg: TrainConfig):
     return tf.distribute.get_strategy(), "CPU"
 
 
+def _tf_config() -> dict:
+    """The TF_CONFIG environment variable a multi-worker launcher sets ({} when unset)."""
+    return json.loads(os.environ.get("TF_CONFIG") or "{}")
+
+
 def _is_chief() -> bool:
-    task = json.loads(os.environ.get("TF_CONFIG") or "{}").get("task", {})
-    cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+    tf_config = _tf_config()
+    task, cluster = tf_config.get("task", {}), tf_config.get("cluster", {})
     if not task:
         return True
     return task.get("type") == "chief" or (task.get("type") == "worker" and task.get("index", 0) == 0
@@ -157,8 +162,7 @@ class _Run:
         keras.mixed_precision.set_global_policy("mixed_float16" if self.mixed else "float32")
         keras.utils.set_random_seed(cfg.seed)  # the initial weights, like the data stream, follow the seed
         with strategy.scope():
-            self.model = networks.build_model(cfg.model, cfg.input_size, cfg.width, cfg.num_stages,
-                                              cfg.num_keypoints, cfg.batch_norm_momentum, **cfg.architecture_options())
+            self.model = networks.build_from_config(cfg)
             # A plain variable the loop sets every step (see learning_rate): schedules may depend on time.
             optimizer = keras.optimizers.Adam(learning_rate(cfg, 0, 0.0), epsilon=1e-8)
             self.optimizer = keras.optimizers.LossScaleOptimizer(optimizer) if self.mixed else optimizer
@@ -372,9 +376,7 @@ class _Run:
         graphs; written under a temporary name, then renamed."""
         model = self.model
         if self.mixed:
-            cfg = self.cfg
-            model = networks.build_model(cfg.model, cfg.input_size, cfg.width, cfg.num_stages, cfg.num_keypoints,
-                                         cfg.batch_norm_momentum, **cfg.architecture_options())
+            model = networks.build_from_config(self.cfg)
             model.set_weights([w.numpy() for w in self.model.weights])
         target = self.output_dir / "model.keras"
         with atomic_file(target) as temporary:
