@@ -39,6 +39,7 @@ def evaluate(models_dir: str, data_dirs: list[str], output_dir: str, anchors_dir
     """Evaluates every .tflite in `models_dir` on `data_dirs`; writes results.json and report.html to
     `output_dir` and returns the results dict."""
     from pose import report, steplog
+    from pose import results as results_file
     from pose.atomic import atomic_directory
 
     if refine not in REFINE_MODES:
@@ -64,7 +65,7 @@ def evaluate(models_dir: str, data_dirs: list[str], output_dir: str, anchors_dir
         _compare_with_seed(results)
 
         with atomic_directory(output_dir) as tmp:
-            (tmp / "results.json").write_text(json.dumps(results, indent=2, default=_json_default))
+            results_file.write(tmp / results_file.FILE_NAME, results)
             (tmp / "report.html").write_text(report.render(results, gallery["images"]))
         for name, model in results["models"].items():
             log.info("%s: PCKh %.1f, AP %.3f, %.2f ms (1 thread), %.2f MB, runtime %s%s", name, 100 * model["pckh"], model["ap"],
@@ -242,16 +243,6 @@ def _compare_with_seed(results: dict) -> None:
             "latency_all_threads": model["latency"]["all"]["median_ms"] / anchor["latency"]["all"]["median_ms"],
             "size": model["size_bytes"] / anchor["size_bytes"],
         }
-
-
-def _json_default(value):
-    import numpy as np
-
-    if isinstance(value, (np.generic,)):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value)}")
 
 
 def predict(model_path: str, image_path: str, output_path: str, refine: str = DEFAULT_REFINE,
