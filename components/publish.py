@@ -20,6 +20,8 @@ from pathlib import Path
 
 from components import cli
 from pose import keypoints
+from pose import results as results_schema
+from pose.atomic import atomic_file
 
 log = logging.getLogger("publish")
 
@@ -50,7 +52,7 @@ def publish(models_dir: str, report_path: str, results_path: str, destination: s
                 shutil.copyfile(source, staged / source.name)
             if report_file.name != "report.html":
                 (staged / report_file.name).rename(staged / "report.html")
-            (staged / "results.json").write_text(json.dumps(results, indent=2))
+            results_schema.write(staged / results_schema.FILE_NAME, results)
             (staged / MODEL_CARD).write_text(model_card(results, model_file.stem, destination))
             manifest = {
                 "model": model_file.stem,
@@ -67,15 +69,11 @@ def publish(models_dir: str, report_path: str, results_path: str, destination: s
     return manifest
 
 
-def _read_results(path: Path) -> dict:
-    path = _file_in(path, "results.json", "results")
+def _read_results(path: Path) -> results_schema.Results:
     try:
-        results = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise PublishError(f"{path}: not valid JSON ({error})") from error
-    if not isinstance(results, dict) or not isinstance(results.get("models"), dict) or not results["models"]:
-        raise PublishError(f"{path}: no 'models' with evaluation figures (expected evaluate's results.json)")
-    return results
+        return results_schema.read(path)
+    except results_schema.ResultsError as error:
+        raise PublishError(str(error)) from error
 
 
 def _file_in(path: Path, name: str, what: str) -> Path:
@@ -147,9 +145,8 @@ def _upload(staged: Path, destination: str) -> list[str]:
     target.mkdir(parents=True, exist_ok=True)
     written = []
     for p in files:
-        tmp = target / f".{p.name}.tmp"
-        shutil.copyfile(p, tmp)
-        tmp.replace(target / p.name)
+        with atomic_file(target / p.name) as tmp:
+            shutil.copyfile(p, tmp)
         written.append(str(target / p.name))
     return written
 

@@ -23,6 +23,9 @@ import time
 import warnings
 from pathlib import Path
 
+from pose import results as results_schema
+from pose.atomic import atomic_file
+
 log = logging.getLogger("pipeline.local")
 
 REPO = Path(__file__).resolve().parent.parent
@@ -81,9 +84,8 @@ def run_local(source: str = DEFAULT_SOURCE, config: str = DEFAULT_CONFIG, runner
     seconds = time.perf_counter() - started
 
     summary = _summarise(outputs, stream.step_times(display_names), seconds)
-    written = Path(summary["run_dir"], "summary.json.tmp")
-    written.write_text(json.dumps(summary, indent=2))
-    written.replace(written.with_suffix(""))
+    with atomic_file(Path(summary["run_dir"], "summary.json")) as written:
+        written.write_text(json.dumps(summary, indent=2))
     _print_summary(summary)
     return summary
 
@@ -233,7 +235,7 @@ class _RunMonitor(io.TextIOBase):
 
 def _summarise(outputs: dict, steps: list[dict], seconds: float) -> dict:
     paths = {name: Path(artifact.path) for name, artifact in outputs.items()}
-    results_file = paths["results"] / "results.json"
+    results_file = paths["results"] / results_schema.FILE_NAME
     if not results_file.is_file():
         raise LocalRunError(f"the run finished but evaluate wrote no {results_file}")
     return {
@@ -246,19 +248,19 @@ def _summarise(outputs: dict, steps: list[dict], seconds: float) -> dict:
                       else paths["report"]),
         "results": str(results_file),
         "metrics": dict(outputs["metrics"].metadata),
-        "headline": headline_figures(json.loads(results_file.read_text())),
+        "headline": headline_figures(results_schema.read(results_file)),
         "steps": steps,
     }
 
 
-def headline_figures(results: dict) -> dict:
+def headline_figures(results: "results_schema.Results") -> dict:
     """What a run is judged by, from evaluate's results.json: per model PCKh@0.5, OKS AP, latency at one
     thread (and its ratio to the seed's model of the same family, timed in the same run) and size; the
     seed's models' own latency and size."""
     models = {name: {"pckh": model["pckh"], "ap": model["ap"], "latency_ms": model["latency"]["1"]["median_ms"],
                      "latency_vs_seed": (model.get("vs_seed") or {}).get("latency_1_thread"),
                      "size_mb": model["size_bytes"] / 1e6}
-              for name, model in sorted(results.get("models", {}).items())}
+              for name, model in sorted(results["models"].items())}
     seed = {name: {"latency_ms": anchor["latency"]["1"]["median_ms"], "size_mb": anchor["size_bytes"] / 1e6}
             for name, anchor in sorted(results.get("anchors", {}).items())}
     return {"people": results.get("settings", {}).get("num_people"), "models": models, "seed": seed}
