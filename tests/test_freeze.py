@@ -40,7 +40,9 @@ def test_frozen_graph_and_signature_use_the_seed_names(tiny_frozen):
     assert written == info
     assert (info["input_size"], info["output_size"], info["output_stride"]) == (64, 32, 2.0)
     assert info["input_name"] == "image" and info["output_name"] == CPM_OUTPUT
-    assert len(info["keypoints"]) == 14 and [0, 3] in info["flip_pairs"]
+    # the default export is the seed's contract: its channel order, so the shoulders are channels 2 and 5
+    assert info["contract"]["name"] == "seed" and info["keypoints"][:2] == ["head_top", "neck"]
+    assert len(info["keypoints"]) == 14 and [2, 5] in info["flip_pairs"]
     assert output_name_for("mv2_hourglass") == HOURGLASS_OUTPUT
 
 
