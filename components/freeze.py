@@ -165,7 +165,10 @@ def main(argv=None) -> int:
     arguments.add_argument("--model", required=True, help="train output folder holding model.keras")
     arguments.add_argument("--output", required=True,
                            help="folder to write saved_model/, frozen_graph.pb, model_info.json")
-    return cli.run("freeze", arguments, lambda args: freeze(args.model, args.output), argv)
+    arguments.add_argument("--contract", default="seed", choices=("seed", "aic"),
+                           help="the exported model's contract (pose.contract): seed = BGR 0..255 in and the "
+                                "seed's channel order out (default); aic = RGB / 255 in, AIC order out")
+    return cli.run("freeze", arguments, lambda args: freeze(args.model, args.output, args.contract), argv)
 
 
 if __name__ == "__main__":
