@@ -1,18 +1,7 @@
 """Pipeline steps, one module each, in DAG order:
-download -> convert -> shard -> train -> freeze -> tflite -> evaluate -> publish.
+download -> convert -> fanout -> shard -> train -> freeze -> tflite -> evaluate -> publish.
 
-Each module has a command line (`python -m components.<step> --help`), a plain function
-that does the work, and a KFP component whose body only calls that function.
+Each module has a plain function that does the work and a command line (`python -m components.<step>
+--help`, following components/cli.py). The KFP components that call these functions live in
+pipeline/ops.py: nothing here imports kfp.
 """
-
-import os as _os
-
-if _os.environ.get("_KFP_RUNTIME") == "true":
-    # A running KFP task imports kfp.dsl without its compile-time names (kfp/dsl/__init__.py), yet the
-    # step modules its body imports declare their `<step>_op` with @dsl.component at import time.
-    from kfp import dsl as _dsl
-
-    if not hasattr(_dsl, "component"):
-        from kfp.dsl.component_decorator import component as _component
-
-        _dsl.component = _component

@@ -14,7 +14,6 @@ Writes annotations/person_keypoints_{train,valid}.json, images/{train,valid}/<ai
 
     python -m components.convert --input DIR --output DIR [--single-person] [--skip-invalid]
 """
-import argparse
 import concurrent.futures
 import contextlib
 import gc
@@ -26,11 +25,9 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from kfp import dsl
-from kfp.dsl import Dataset, Input, Output
 from tqdm import tqdm
 
-from components.images import CPU_IMAGE
+from components import cli
 from pose import keypoints as kp
 from pose import steplog
 from pose.atomic import atomic_directory
@@ -508,30 +505,14 @@ def _write_json(path: Path, content: dict) -> None:
 # ---------------------------------------------------------------------------------------------
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m components.convert", description=__doc__.split("\n")[0])
-    parser.add_argument("--input", required=True, help="folder holding the AIC release (at any depth)")
-    parser.add_argument("--output", required=True, help="output folder (must be absent or empty)")
-    parser.add_argument("--single-person", action="store_true", help="keep only images with exactly one person")
-    parser.add_argument("--skip-invalid", action="store_true",
-                        help="skip invalid records (listed in rejects.json) instead of stopping")
-    args = parser.parse_args(argv)
-    steplog.setup()
-    try:
-        counts = convert(args.input, args.output, single_person=args.single_person, skip_invalid=args.skip_invalid)
-    except ConvertError as error:
-        log.error("%s", error)
-        return 1
-    print(json.dumps(counts))
-    return 0
-
-
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def convert_op(raw: Input[Dataset], single_person: bool, skip_invalid: bool, coco: Output[Dataset]):
-    from components.convert import convert
-    from pose import steplog
-
-    steplog.setup()
-    coco.metadata.update(convert(raw.path, coco.path, single_person=single_person, skip_invalid=skip_invalid))
+    arguments = cli.parser("convert", __doc__)
+    arguments.add_argument("--input", required=True, help="folder holding the AIC release (at any depth)")
+    arguments.add_argument("--output", required=True, help="output folder (must be absent or empty)")
+    arguments.add_argument("--single-person", action="store_true", help="keep only images with exactly one person")
+    arguments.add_argument("--skip-invalid", action="store_true",
+                           help="skip invalid records (listed in rejects.json) instead of stopping")
+    return cli.run("convert", arguments, lambda args: print(json.dumps(convert(
+        args.input, args.output, single_person=args.single_person, skip_invalid=args.skip_invalid))), argv)
 
 
 if __name__ == "__main__":

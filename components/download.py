@@ -14,7 +14,6 @@ Writes the release as extracted (docs/ARTIFACTS.md, download -> raw), all or not
 in a temporary sibling folder (pose.atomic), renamed to `output` at the end and removed on failure.
 An existing `output` must be an empty folder (as KFP creates it).
 """
-import argparse
 import contextlib
 import gzip
 import hashlib
@@ -29,11 +28,9 @@ import zipfile
 import zlib
 from pathlib import Path
 
-from kfp import dsl
-from kfp.dsl import Dataset, Output
 from tqdm import tqdm
 
-from components.images import CPU_IMAGE
+from components import cli
 from pose import steplog, storage
 from pose.atomic import atomic_directory
 
@@ -293,24 +290,13 @@ def count_release(folder: str) -> dict:
     return counts
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def download_op(source: str, sha256: str, raw: Output[Dataset]):
-    """Fetches a source URI (https, gs, file, synthetic://N) into the raw AIC dataset; sha256 "" = no check."""
-    from components.download import download
-
-    summary = download(source, raw.path, sha256 or None)
-    raw.metadata.update(summary)
-
-
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--source", required=True, help="https://, http://, gs://, a local path, file:// or synthetic://N[?seed=S]")
-    parser.add_argument("--output", required=True, help="folder to create (must not exist, or be empty)")
-    parser.add_argument("--sha256", default=None, help="expected SHA-256 (hex) of a single-file source")
-    args = parser.parse_args(argv)
-    steplog.setup()
-    download(args.source, args.output, args.sha256)
-    return 0
+    arguments = cli.parser("download", __doc__)
+    arguments.add_argument("--source", required=True,
+                           help="https://, http://, gs://, a local path, file:// or synthetic://N[?seed=S]")
+    arguments.add_argument("--output", required=True, help="folder to create (must not exist, or be empty)")
+    arguments.add_argument("--sha256", default=None, help="expected SHA-256 (hex) of a single-file source")
+    return cli.run("download", arguments, lambda args: download(args.source, args.output, args.sha256), argv)
 
 
 if __name__ == "__main__":

@@ -13,20 +13,15 @@ Writes   `results.json` (everything) and `report.html` (table, per-joint bars, g
 `python -m components.evaluate predict --model X.tflite --image IN --output OUT.png` draws the
 predicted skeleton on any image (letterboxed to the model's input): the desktop twin of the seed's app.
 """
-import argparse
 import json
 import logging
 import math
 import os
+import sys
 import time
 from pathlib import Path
-from typing import List
 
-from kfp import dsl
-from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
-
-from components.images import CPU_IMAGE
-from pose.tflite_runtime import NotTFLiteError
+from components import cli
 
 log = logging.getLogger("evaluate")
 
@@ -289,70 +284,32 @@ def predict(model_path: str, image_path: str, output_path: str, refine: str = "d
     return {"keypoints": points.tolist(), "scores": scores[0].tolist()}
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def evaluate_op(tflite_models: Input[Model], valid_shards: Input[List[Dataset]], metrics: Output[Metrics],
-                report: Output[HTML], results: Output[Artifact], flip_test: bool = False, refine: str = "dark",
-                latency_runs: int = 50):
-    import os
-    import shutil
-
-    from components.evaluate import evaluate
-
-    outcome = evaluate(tflite_models.path, [d.path for d in valid_shards], results.path, flip_test=flip_test,
-                       refine=refine, latency_runs=latency_runs)
-    os.makedirs(os.path.dirname(report.path), exist_ok=True)
-    shutil.copyfile(f"{results.path}/report.html", report.path)
-    for name, model in outcome["models"].items():
-        metrics.log_metric(f"{name}_pckh", round(100 * model["pckh"], 2))
-        for key in ("ap", "ap50", "ap75"):
-            metrics.log_metric(f"{name}_{key}", round(model[key], 4))
-        metrics.log_metric(f"{name}_latency_ms", round(model["latency"]["1"]["median_ms"], 3))
-        metrics.log_metric(f"{name}_size_mb", round(model["size_bytes"] / 1e6, 3))
-        if model["vs_seed"]:
-            metrics.log_metric(f"{name}_latency_vs_seed", round(model["vs_seed"]["latency_1_thread"], 3))
-    results.metadata["people"] = outcome["settings"]["num_people"]
-
-
-def main(argv=None) -> None:
-    import sys
-
-    from pose import steplog
-
+def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["predict"]:
-        parser = argparse.ArgumentParser(prog="python -m components.evaluate predict",
-                                         description="Draw the predicted skeleton on an image.")
-        parser.add_argument("--model", required=True, help=".tflite model")
-        parser.add_argument("--image", required=True, help="any image cv2 reads")
-        parser.add_argument("--output", required=True, help="output image (.png)")
-        parser.add_argument("--refine", choices=REFINE_CHOICES, default="dark")
-        parser.add_argument("--min-score", type=float, default=0.1, help="joints below this peak score are not drawn")
-        args = parser.parse_args(argv[1:])
-        steplog.setup()
-        try:
-            predict(args.model, args.image, args.output, refine=args.refine, min_score=args.min_score)
-        except (EvaluationError, NotTFLiteError) as error:
-            parser.exit(2, f"predict: error: {error}\n")
-        return
-    parser = argparse.ArgumentParser(prog="python -m components.evaluate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", required=True, help="tflite output folder (*.tflite and their .json)")
-    parser.add_argument("--data", action="append", required=True, help="validation shard folder (repeatable)")
-    parser.add_argument("--output", required=True, help="folder for results.json and report.html")
-    parser.add_argument("--anchors", help="seed models folder (default: $POSE_ANCHORS_DIR, else ../shared/anchors)")
-    parser.add_argument("--flip-test", action="store_true", help="average with the prediction on the mirrored image")
-    parser.add_argument("--refine", choices=REFINE_CHOICES, default="dark", help="sub-pixel heatmap refinement")
-    parser.add_argument("--latency-runs", type=int, default=50, help="timed runs per model and thread count")
-    parser.add_argument("--gallery-size", type=int, default=12)
-    args = parser.parse_args(argv)
-    steplog.setup()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        evaluate(args.models, args.data, args.output, anchors_dir=args.anchors, flip_test=args.flip_test,
-                 refine=args.refine, latency_runs=args.latency_runs, gallery_size=args.gallery_size)
-    except (EvaluationError, NotTFLiteError) as error:
-        parser.exit(2, f"evaluate: error: {error}\n")
+        arguments = cli.parser("evaluate predict", "Draw the predicted skeleton on an image.")
+        arguments.add_argument("--model", required=True, help=".tflite model")
+        arguments.add_argument("--image", required=True, help="any image cv2 reads")
+        arguments.add_argument("--output", required=True, help="output image (.png)")
+        arguments.add_argument("--refine", choices=REFINE_CHOICES, default="dark")
+        arguments.add_argument("--min-score", type=float, default=0.1,
+                               help="joints below this peak score are not drawn")
+        return cli.run("predict", arguments, lambda args: predict(args.model, args.image, args.output,
+                                                                  refine=args.refine, min_score=args.min_score),
+                       argv[1:])
+    arguments = cli.parser("evaluate", __doc__)
+    arguments.add_argument("--models", required=True, help="tflite output folder (*.tflite and their .json)")
+    arguments.add_argument("--data", action="append", required=True, help="validation shard folder (repeatable)")
+    arguments.add_argument("--output", required=True, help="folder for results.json and report.html")
+    arguments.add_argument("--anchors", help="seed models folder (default: $POSE_ANCHORS_DIR, else ../shared/anchors)")
+    arguments.add_argument("--flip-test", action="store_true", help="average with the prediction on the mirrored image")
+    arguments.add_argument("--refine", choices=REFINE_CHOICES, default="dark", help="sub-pixel heatmap refinement")
+    arguments.add_argument("--latency-runs", type=int, default=50, help="timed runs per model and thread count")
+    arguments.add_argument("--gallery-size", type=int, default=12)
+    return cli.run("evaluate", arguments, lambda args: evaluate(
+        args.models, args.data, args.output, anchors_dir=args.anchors, flip_test=args.flip_test,
+        refine=args.refine, latency_runs=args.latency_runs, gallery_size=args.gallery_size), argv)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

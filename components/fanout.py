@@ -5,13 +5,9 @@ Does     turns it into [0, 1, ..., N-1]: `dsl.ParallelFor` iterates over a list,
          run-time parameter must come from a task (a Python `range` would fix the fan-out at compile time).
 Writes   the list as the task's output parameter.
 """
-import argparse
 import json
-from typing import List
 
-from kfp import dsl
-
-from components.images import CPU_IMAGE
+from components import cli
 from pose import steplog
 
 MAX_SHARDS = 4096
@@ -23,29 +19,18 @@ class FanoutError(ValueError):
 
 def shard_indices(num_shards: int) -> list[int]:
     """[0, ..., num_shards - 1]; refuses counts below 1 or above MAX_SHARDS."""
-    if isinstance(num_shards, bool) or not isinstance(num_shards, int) or not 1 <= num_shards <= MAX_SHARDS:
-        raise FanoutError(f"num_shards={num_shards!r}: expected an integer from 1 to {MAX_SHARDS}")
+    with steplog.step("fanout", num_shards=num_shards) as wrote:
+        if isinstance(num_shards, bool) or not isinstance(num_shards, int) or not 1 <= num_shards <= MAX_SHARDS:
+            raise FanoutError(f"num_shards={num_shards!r}: expected an integer from 1 to {MAX_SHARDS}")
+        wrote.update(indices=num_shards)
     return list(range(num_shards))
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def shard_indices_op(num_shards: int) -> List[int]:
-    from components.fanout import shard_indices
-
-    return shard_indices(num_shards)
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m components.fanout", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--num-shards", type=int, required=True)
-    args = parser.parse_args(argv)
-    steplog.setup()
-    with steplog.step("fanout", num_shards=args.num_shards) as wrote:
-        indices = shard_indices(args.num_shards)
-        wrote.update(indices=len(indices))
-    print(json.dumps(indices))
+def main(argv=None) -> int:
+    arguments = cli.parser("fanout", __doc__)
+    arguments.add_argument("--num-shards", type=int, required=True)
+    return cli.run("fanout", arguments, lambda args: print(json.dumps(shard_indices(args.num_shards))), argv)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

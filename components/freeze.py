@@ -7,16 +7,12 @@ Does     wraps the last stage's heatmaps in a serving function whose input is `i
          then checks that Keras, the SavedModel and the frozen graph agree on a sample.
 Writes   `saved_model/`, `frozen_graph.pb`, `model_info.json` (see docs/ARTIFACTS.md), atomically.
 """
-import argparse
 import json
 import logging
-import os
 from pathlib import Path
 
-from kfp import dsl
-from kfp.dsl import Input, Model, Output
+from components import cli
 
-from components.images import CPU_IMAGE
 
 log = logging.getLogger("freeze")
 
@@ -148,30 +144,13 @@ def run_frozen_graph(path, images, output_name: str, input_name: str = INPUT_NAM
     return function(tf.constant(images)).numpy()
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def freeze_op(model: Input[Model], frozen: Output[Model]):
-    from components.freeze import freeze
-
-    info = freeze(model.path, frozen.path)
-    for key in ("model", "input_size", "output_size", "output_name", "max_abs_diff"):
-        frozen.metadata[key] = info[key]
-
-
-def main(argv=None) -> None:
-    from pose import steplog
-
-    parser = argparse.ArgumentParser(prog="python -m components.freeze", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="train output folder holding model.keras")
-    parser.add_argument("--output", required=True, help="folder to write saved_model/, frozen_graph.pb, model_info.json")
-    args = parser.parse_args(argv)
-    steplog.setup()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        freeze(args.model, args.output)
-    except FreezeError as error:
-        parser.exit(2, f"freeze: error: {error}\n")
+def main(argv=None) -> int:
+    arguments = cli.parser("freeze", __doc__)
+    arguments.add_argument("--model", required=True, help="train output folder holding model.keras")
+    arguments.add_argument("--output", required=True,
+                           help="folder to write saved_model/, frozen_graph.pb, model_info.json")
+    return cli.run("freeze", arguments, lambda args: freeze(args.model, args.output), argv)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -9,7 +9,6 @@ Does     stages the files and a model card written from results.json (model, dat
 Writes   at the destination: the .tflite, its .json, report.html, results.json, MODEL_CARD.md, published.json.
          The KFP component's `published` artifact is the staged copy of exactly those files.
 """
-import argparse
 import datetime
 import hashlib
 import json
@@ -18,10 +17,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from kfp import dsl
-from kfp.dsl import HTML, Artifact, Input, Model, Output
 
-from components.images import CPU_IMAGE
+from components import cli
 from pose import keypoints
 
 log = logging.getLogger("publish")
@@ -239,32 +236,16 @@ def _architecture(model: str) -> str:
     return f"`{model}`"
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def publish_op(tflite_models: Input[Model], report: Input[HTML], results: Input[Artifact], destination: str,
-               variant: str, published: Output[Artifact]):
-    from components.publish import publish
-
-    manifest = publish(tflite_models.path, report.path, results.path, destination, variant,
-                       staging_dir=published.path)
-    published.metadata.update({"model": manifest["model"], "variant": manifest["variant"],
-                               "destination": manifest["destination"], "files": len(manifest["uris"])})
-
-
-def main(argv=None) -> None:
-    from pose import steplog
-
-    parser = argparse.ArgumentParser(prog="python -m components.publish", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", required=True, help="tflite output folder (<model>_<variant>.tflite + .json)")
-    parser.add_argument("--report", required=True, help="evaluate's report.html (or the folder holding it)")
-    parser.add_argument("--results", required=True, help="evaluate's results.json (or the folder holding it)")
-    parser.add_argument("--destination", required=True, help="gs://bucket/prefix, or a local folder")
-    parser.add_argument("--variant", default="fp16", help="fp32, fp16, int8-dynamic, int8, or best (default fp16)")
-    args = parser.parse_args(argv)
-    steplog.setup()
-    manifest = publish(args.models, args.report, args.results, args.destination, args.variant)
-    print(json.dumps(manifest["uris"], indent=2))
+def main(argv=None) -> int:
+    arguments = cli.parser("publish", __doc__)
+    arguments.add_argument("--models", required=True, help="tflite output folder (<model>_<variant>.tflite + .json)")
+    arguments.add_argument("--report", required=True, help="evaluate's report.html (or the folder holding it)")
+    arguments.add_argument("--results", required=True, help="evaluate's results.json (or the folder holding it)")
+    arguments.add_argument("--destination", required=True, help="gs://bucket/prefix, or a local folder")
+    arguments.add_argument("--variant", default="fp16", help="fp32, fp16, int8-dynamic, int8, or best (default fp16)")
+    return cli.run("publish", arguments, lambda args: print(json.dumps(publish(
+        args.models, args.report, args.results, args.destination, args.variant)["uris"], indent=2)), argv)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

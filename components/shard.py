@@ -12,7 +12,6 @@ Writes <split>-<iiiii>-of-<nnnnn>.tfrecord and index.json (docs/ARTIFACTS.md); t
 
     python -m components.shard --input COCO_DIR --output DIR --split train --num-shards 16 [--shard-index 3]
 """
-import argparse
 import concurrent.futures
 import json
 import logging
@@ -23,10 +22,8 @@ import time
 import cv2
 import numpy as np
 import tensorflow as tf
-from kfp import dsl
-from kfp.dsl import Dataset, Input, Output
 
-from components.images import CPU_IMAGE
+from components import cli
 from pose import records, steplog
 from pose.atomic import atomic_directory, atomic_file
 from pose.keypoints import NUM_KEYPOINTS
@@ -151,55 +148,40 @@ def shard(input_dir: str, output_dir: str, split: str, num_shards: int, shard_in
         raise ShardError(f"shard index {shard_index} / num_shards {num_shards}: need 0 <= index < num_shards")
     if crop_size < 16:
         raise ShardError(f"crop_size {crop_size}: too small for a person crop")
-    people, images, skipped = _load_people(input_dir, split)
-    indices = range(num_shards) if shard_index is None else [shard_index]
-    with atomic_directory(output_dir) as folder:
-        jobs = [(input_dir, str(folder), split, i, num_shards, people[i::num_shards], images, crop_size)
-                for i in indices]
-        # Threads, not processes: the work is JPEG decoding, resizing and encoding in OpenCV, which
-        # releases the GIL, and a process would pay TensorFlow's import (seconds) before its first record.
-        with concurrent.futures.ThreadPoolExecutor(min(len(jobs), os.cpu_count() or 1)) as pool:
-            counts = list(pool.map(lambda job: _write_shard(*job), jobs))
-        index = {
-            "split": split, "num_shards": num_shards, "crop_size": crop_size, "crop_margin": CROP_MARGIN,
-            "shards": {shard_name(split, i, num_shards): count for i, count in zip(indices, counts)},
-            "num_examples": sum(counts), "skipped_unlabelled": skipped, "feature_spec": records.feature_spec_json(),
-        }
-        with open(folder / "index.json", "w") as f:
-            json.dump(index, f, indent=1, sort_keys=True)
+    with steplog.step("shard", input=input_dir, split=split, num_shards=num_shards, shard_index=shard_index,
+                      output=output_dir) as wrote:
+        people, images, skipped = _load_people(input_dir, split)
+        indices = range(num_shards) if shard_index is None else [shard_index]
+        with atomic_directory(output_dir) as folder:
+            jobs = [(input_dir, str(folder), split, i, num_shards, people[i::num_shards], images, crop_size)
+                    for i in indices]
+            # Threads, not processes: the work is JPEG decoding, resizing and encoding in OpenCV, which
+            # releases the GIL, and a process would pay TensorFlow's import (seconds) before its first record.
+            with concurrent.futures.ThreadPoolExecutor(min(len(jobs), os.cpu_count() or 1)) as pool:
+                counts = list(pool.map(lambda job: _write_shard(*job), jobs))
+            index = {
+                "split": split, "num_shards": num_shards, "crop_size": crop_size, "crop_margin": CROP_MARGIN,
+                "shards": {shard_name(split, i, num_shards): count for i, count in zip(indices, counts)},
+                "num_examples": sum(counts), "skipped_unlabelled": skipped, "feature_spec": records.feature_spec_json(),
+            }
+            with open(folder / "index.json", "w") as f:
+                json.dump(index, f, indent=1, sort_keys=True)
+    wrote.update(shards=len(index["shards"]), examples=index["num_examples"],
+                 skipped_unlabelled=index["skipped_unlabelled"])
     return index
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def shard_op(coco: Input[Dataset], split: str, num_shards: int, shard_index: int, shards: Output[Dataset],
-             crop_size: int = 512):
-    from components.shard import shard
-    from pose import steplog
-
-    steplog.setup()
-    index = shard(coco.path, shards.path, split, num_shards, None if shard_index < 0 else shard_index, crop_size)
-    shards.metadata.update({key: index[key] for key in ("split", "num_shards", "num_examples",
-                                                        "skipped_unlabelled", "crop_size")})
-    shards.metadata["shard_files"] = sorted(index["shards"])
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m components.shard", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--input", required=True, help="convert's COCO folder")
-    parser.add_argument("--output", required=True, help="folder for the shards and index.json")
-    parser.add_argument("--split", required=True, choices=SPLITS)
-    parser.add_argument("--num-shards", type=int, required=True)
-    parser.add_argument("--shard-index", type=int, default=None, help="write only this shard (0-based)")
-    parser.add_argument("--crop-size", type=int, default=512, help="longest side of a stored person crop")
-    args = parser.parse_args(argv)
-    steplog.setup()
-    with steplog.step("shard", input=args.input, split=args.split, num_shards=args.num_shards,
-                      shard_index=args.shard_index) as wrote:
-        index = shard(args.input, args.output, args.split, args.num_shards, args.shard_index, args.crop_size)
-        wrote.update(output=args.output, shards=len(index["shards"]), examples=index["num_examples"],
-                     skipped_unlabelled=index["skipped_unlabelled"])
+def main(argv=None) -> int:
+    arguments = cli.parser("shard", __doc__)
+    arguments.add_argument("--input", required=True, help="convert's COCO folder")
+    arguments.add_argument("--output", required=True, help="folder for the shards and index.json")
+    arguments.add_argument("--split", required=True, choices=SPLITS)
+    arguments.add_argument("--num-shards", type=int, required=True)
+    arguments.add_argument("--shard-index", type=int, default=None, help="write only this shard (0-based)")
+    arguments.add_argument("--crop-size", type=int, default=512, help="longest side of a stored person crop")
+    return cli.run("shard", arguments, lambda args: shard(args.input, args.output, args.split, args.num_shards,
+                                                          args.shard_index, args.crop_size), argv)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -8,17 +8,12 @@ Does     converts the frozen graph (so the .tflite tensors keep the seed's names
 Writes   `<model>_<variant>.tflite` and `<model>_<variant>.json` (everything an app needs to use it, and
          the difference against the SavedModel), atomically.
 """
-import argparse
 import json
 import logging
-import os
 from pathlib import Path
-from typing import List
 
-from kfp import dsl
-from kfp.dsl import Dataset, Input, Model, Output
+from components import cli
 
-from components.images import CPU_IMAGE
 
 log = logging.getLogger("tflite")
 
@@ -151,42 +146,20 @@ def _convert(folder: Path, info: dict, variant: str, samples, int8_io: bool) -> 
     return converter.convert()
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def tflite_op(frozen: Input[Model], representative: Input[List[Dataset]], variants: str,
-              tflite_models: Output[Model], int8_io: bool = False):
-    from components.tflite import convert_to_tflite
-
-    result = convert_to_tflite(frozen.path, tflite_models.path, [v.strip() for v in variants.split(",")],
-                               representative_dirs=[d.path for d in representative], int8_io=int8_io)
-    tflite_models.metadata["model"] = result["model"]
-    for variant, metadata in result["variants"].items():
-        tflite_models.metadata[f"{variant}_size_bytes"] = metadata["size_bytes"]
-        tflite_models.metadata[f"{variant}_max_abs_diff"] = metadata["max_abs_diff"]
-        tflite_models.metadata[f"{variant}_mean_abs_diff"] = metadata["mean_abs_diff"]
-
-
-def main(argv=None) -> None:
-    from pose import steplog
-
-    parser = argparse.ArgumentParser(prog="python -m components.tflite", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--saved-model", required=True, help="freeze output folder (or its saved_model/)")
-    parser.add_argument("--output", required=True, help="folder to write the .tflite files and their .json")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
-    parser.add_argument("--representative", action="append", default=[],
-                        help="shard folder for int8 calibration and the comparison (repeatable)")
-    parser.add_argument("--num-representative", type=int, default=100)
-    parser.add_argument("--int8-io", action="store_true", help="full int8 model with int8 input and output too")
-    args = parser.parse_args(argv)
-    steplog.setup()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        convert_to_tflite(args.saved_model, args.output, [v.strip() for v in args.variants.split(",")],
-                          representative_dirs=args.representative or None, int8_io=args.int8_io,
-                          num_representative=args.num_representative)
-    except TFLiteConversionError as error:
-        parser.exit(2, f"tflite: error: {error}\n")
+def main(argv=None) -> int:
+    arguments = cli.parser("tflite", __doc__)
+    arguments.add_argument("--saved-model", required=True, help="freeze output folder (or its saved_model/)")
+    arguments.add_argument("--output", required=True, help="folder to write the .tflite files and their .json")
+    arguments.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
+    arguments.add_argument("--representative", action="append", default=[],
+                           help="shard folder for int8 calibration and the comparison (repeatable)")
+    arguments.add_argument("--num-representative", type=int, default=100)
+    arguments.add_argument("--int8-io", action="store_true", help="full int8 model with int8 input and output too")
+    return cli.run("tflite", arguments, lambda args: convert_to_tflite(
+        args.saved_model, args.output, [v.strip() for v in args.variants.split(",")],
+        representative_dirs=args.representative or None, int8_io=args.int8_io,
+        num_representative=args.num_representative), argv)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

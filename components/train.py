@@ -15,7 +15,6 @@ Writes   (docs/ARTIFACTS.md) model.keras, config.yaml, checkpoints/, logs/ (Tens
 
 `python -m components.train --config experiments/local.yaml --data SHARDS --valid-data SHARDS --output DIR`
 """
-import argparse
 import json
 import logging
 import math
@@ -23,16 +22,13 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import List
 
 import keras
 import numpy as np
 import tensorflow as tf
-from kfp import dsl
-from kfp.dsl import Dataset, Input, Model, Output
 from tensorflow.core.framework import summary_pb2
 
-from components.images import GPU_IMAGE
+from components import cli
 from pose import inputs, networks, steplog, visualize
 from pose.atomic import atomic_file
 from pose.config import TrainConfig, load_config, parse_overrides
@@ -61,19 +57,6 @@ def train(config: str, data_dirs: list[str], output_dir: str, valid_dirs: list[s
                      images_per_second=round(metadata["images_per_second"], 1), pckh=metadata.get("pckh"),
                      model=str(Path(output_dir) / "model.keras"))
     return metadata
-
-
-@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
-def train_op(train_shards: Input[List[Dataset]], valid_shards: Input[List[Dataset]], config: str, overrides: str,
-             model: Output[Model]):
-    from components.train import train
-    from pose.config import parse_overrides
-
-    metadata = train(config, [shards.path for shards in train_shards], model.path,
-                     valid_dirs=[shards.path for shards in valid_shards], overrides=parse_overrides(overrides))
-    model.metadata.update({key: metadata[key] for key in (
-        "model", "input_size", "output_stride", "num_keypoints", "steps", "epochs", "final_loss",
-        "images_per_second", "pckh", "replicas", "global_batch_size", "parameters", "flops")})
 
 
 # ---- devices ------------------------------------------------------------------------------------
@@ -443,21 +426,20 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m components.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="YAML config file (experiments/*.yaml) or YAML text")
-    parser.add_argument("--data", action="append", required=True, metavar="SHARDS_DIR",
-                        help="train shard folder (index.json + .tfrecord); repeat for several")
-    parser.add_argument("--valid-data", action="append", default=[], metavar="SHARDS_DIR",
-                        help="valid shard folder for PCKh@0.5; repeat for several")
-    parser.add_argument("--output", required=True, help="model folder; an existing one with checkpoints resumes")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key (value read as YAML), e.g. --set max_steps=100")
-    args = parser.parse_args(argv)
-    steplog.setup()
-    train(args.config, args.data, args.output, valid_dirs=args.valid_data, overrides=parse_overrides(args.set))
+def main(argv=None) -> int:
+    arguments = cli.parser("train", __doc__)
+    arguments.add_argument("--config", required=True, help="YAML config file (experiments/*.yaml) or YAML text")
+    arguments.add_argument("--data", action="append", required=True, metavar="SHARDS_DIR",
+                           help="train shard folder (index.json + .tfrecord); repeat for several")
+    arguments.add_argument("--valid-data", action="append", default=[], metavar="SHARDS_DIR",
+                           help="valid shard folder for PCKh@0.5; repeat for several")
+    arguments.add_argument("--output", required=True, help="model folder; an existing one with checkpoints resumes")
+    arguments.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                           help="override a config key (value read as YAML), e.g. --set max_steps=100")
+    return cli.run("train", arguments, lambda args: train(args.config, args.data, args.output,
+                                                          valid_dirs=args.valid_data,
+                                                          overrides=parse_overrides(args.set)), argv)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

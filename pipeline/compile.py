@@ -1,7 +1,7 @@
 """Compiles the pipeline function to the KFP IR package (pipeline.yaml) that clusters run.
 
-Images are chosen at compile time: components/images.py reads POSE_IMAGE_REGISTRY and POSE_IMAGE_TAG
-when the step modules are first imported, so `compile_pipeline` sets them before importing the DAG.
+Images are chosen at compile time: pipeline/images.py reads POSE_IMAGE_REGISTRY and POSE_IMAGE_TAG
+when it is first imported, so `compile_pipeline` sets them before importing the DAG.
 """
 import os
 import sys
@@ -19,8 +19,8 @@ def compile_pipeline(output: str | Path = DEFAULT_OUTPUT, image_tag: str | None 
                      registry: str | None = None) -> Path:
     """Writes the compiled pipeline to `output` (atomically) and returns its path."""
     wanted = {"POSE_IMAGE_TAG": image_tag, "POSE_IMAGE_REGISTRY": registry}
-    if "components.images" in sys.modules:
-        from components import images
+    if "pipeline.images" in sys.modules:
+        from pipeline import images
 
         current = {"POSE_IMAGE_TAG": images.TAG, "POSE_IMAGE_REGISTRY": images.REGISTRY}
         clashes = [f"{k}={v!r} (already imported as {current[k]!r})" for k, v in wanted.items()

@@ -5,22 +5,15 @@ download -> convert -> shard x N (ParallelFor, train and valid) -> train -> free
 Every argument below is a run-time parameter (KFP UI, `kfp run create`, `python -m pipeline submit --param`);
 the defaults run the small synthetic demo that `python -m pipeline run` runs locally. Cluster settings
 (resources, accelerator, node selector, tolerations, the GCS secret) are ignored by kfp.local.
-Images are fixed at compile time: `python -m pipeline compile --image-tag T` (see components/images.py).
+Images are fixed at compile time: `python -m pipeline compile --image-tag T` (see pipeline/images.py).
 """
 from typing import NamedTuple
 
 from kfp import dsl, kubernetes
 from kfp.dsl import HTML, Artifact, Metrics, Model
 
-from components.convert import convert_op
-from components.download import download_op
-from components.evaluate import evaluate_op
-from components.fanout import shard_indices_op
-from components.freeze import freeze_op
-from components.publish import publish_op
-from components.shard import shard_op
-from components.tflite import tflite_op
-from components.train import train_op
+from pipeline.ops import (convert_op, download_op, evaluate_op, freeze_op, publish_op, shard_indices_op, shard_op,
+                          tflite_op, train_op)
 
 PIPELINE_NAME = "pose-estimation-for-mobile"
 

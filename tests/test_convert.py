@@ -312,7 +312,7 @@ def test_skip_invalid_lists_rejects(tmp_path):
 def test_convert_op_runs_under_kfp_local(tmp_path):
     from kfp import dsl, local
 
-    from components.convert import convert_op
+    from pipeline.ops import convert_op
 
     write_release(tmp_path / "raw", train=[aic_record(image_id("train", i), 1 + i % 2) for i in range(4)])
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))

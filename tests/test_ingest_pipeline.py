@@ -12,8 +12,8 @@ from pose import keypoints
 def test_download_then_convert_under_kfp_local(tmp_path):
     from kfp import dsl, local
 
-    from components.convert import convert_op
-    from components.download import download_op
+    from pipeline.ops import convert_op
+    from pipeline.ops import download_op
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
 

@@ -10,7 +10,7 @@ import time
 import pytest
 import yaml
 
-from components import images
+from pipeline import images
 from pipeline import params
 from pipeline.__main__ import main
 from pipeline.compile import compile_pipeline

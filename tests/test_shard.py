@@ -139,8 +139,8 @@ def test_crop_outside_the_image_is_padded_black(tiny_shards):
 def test_shard_index_writes_that_shard_with_the_same_bytes(tiny_coco, tiny_shards, tmp_path):
     for i in range(2):
         out = tmp_path / f"part{i}"
-        main(["--input", str(tiny_coco[0]), "--output", str(out), "--split", "train", "--num-shards", "2",
-              "--shard-index", str(i), "--crop-size", "96"])
+        assert main(["--input", str(tiny_coco[0]), "--output", str(out), "--split", "train", "--num-shards", "2",
+                     "--shard-index", str(i), "--crop-size", "96"]) == 0
         name = shard_name("train", i, 2)
         assert sorted(p.name for p in out.iterdir()) == ["index.json", name]
         assert (out / name).read_bytes() == (tiny_shards / name).read_bytes()
@@ -202,7 +202,7 @@ def test_bad_input_names_file_and_record(tiny_coco, tmp_path):
 def test_shard_op_runs_under_kfp_local(tiny_coco, tiny_shards, tmp_path):
     from kfp import dsl, local
 
-    from components.shard import shard_op
+    from pipeline.ops import shard_op
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
 

@@ -1,0 +1,145 @@
+"""The pipeline's KFP components: one `@dsl.component` per step, and nothing else.
+
+Each body runs inside the step's container (or a kfp.local subprocess) and only calls the step's plain
+function in `components/<step>.py`, which is also what the step's command line calls. The step modules
+never import kfp, and this module never imports them at compile time: compiling the pipeline needs
+neither TensorFlow nor the steps' dependencies.
+
+KFP runs a body as the function's source alone (with `from kfp.dsl import *` and `from typing import *`
+above it), so every name a body uses is imported inside it.
+"""
+from typing import List
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
+
+from pipeline.images import CPU_IMAGE, GPU_IMAGE
+
+
+# ---- ingest ------------------------------------------------------------------------------------
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def download_op(source: str, sha256: str, raw: Output[Dataset]):
+    """Fetches a source URI (https, gs, file, synthetic://N) into the raw AIC dataset; sha256 "" = no check."""
+    from components.download import download
+    from pose import steplog
+
+    steplog.setup()
+    raw.metadata.update(download(source, raw.path, sha256 or None))
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def convert_op(raw: Input[Dataset], single_person: bool, skip_invalid: bool, coco: Output[Dataset]):
+    from components.convert import convert
+    from pose import steplog
+
+    steplog.setup()
+    coco.metadata.update(convert(raw.path, coco.path, single_person=single_person, skip_invalid=skip_invalid))
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def shard_indices_op(num_shards: int) -> List[int]:
+    from components.fanout import shard_indices
+    from pose import steplog
+
+    steplog.setup()
+    return shard_indices(num_shards)
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def shard_op(coco: Input[Dataset], split: str, num_shards: int, shard_index: int, shards: Output[Dataset],
+             crop_size: int = 512):
+    from components.shard import shard
+    from pose import steplog
+
+    steplog.setup()
+    index = shard(coco.path, shards.path, split, num_shards, None if shard_index < 0 else shard_index, crop_size)
+    shards.metadata.update({key: index[key] for key in ("split", "num_shards", "num_examples",
+                                                        "skipped_unlabelled", "crop_size")})
+    shards.metadata["shard_files"] = sorted(index["shards"])
+
+
+# ---- training ----------------------------------------------------------------------------------
+
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+def train_op(train_shards: Input[List[Dataset]], valid_shards: Input[List[Dataset]], config: str, overrides: str,
+             model: Output[Model]):
+    from components.train import train
+    from pose import steplog
+    from pose.config import parse_overrides
+
+    steplog.setup()
+    metadata = train(config, [shards.path for shards in train_shards], model.path,
+                     valid_dirs=[shards.path for shards in valid_shards], overrides=parse_overrides(overrides))
+    model.metadata.update({key: metadata[key] for key in (
+        "model", "input_size", "output_stride", "num_keypoints", "steps", "epochs", "final_loss",
+        "images_per_second", "pckh", "replicas", "global_batch_size", "parameters", "flops")})
+
+
+# ---- export ------------------------------------------------------------------------------------
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def freeze_op(model: Input[Model], frozen: Output[Model]):
+    from components.freeze import freeze
+    from pose import steplog
+
+    steplog.setup()
+    info = freeze(model.path, frozen.path)
+    frozen.metadata.update({key: info[key] for key in ("model", "input_size", "output_size", "output_name",
+                                                       "max_abs_diff")})
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def tflite_op(frozen: Input[Model], representative: Input[List[Dataset]], variants: str,
+              tflite_models: Output[Model], int8_io: bool = False):
+    from components.tflite import convert_to_tflite
+    from pose import steplog
+
+    steplog.setup()
+    result = convert_to_tflite(frozen.path, tflite_models.path, [v.strip() for v in variants.split(",")],
+                               representative_dirs=[d.path for d in representative], int8_io=int8_io)
+    tflite_models.metadata["model"] = result["model"]
+    for variant, metadata in result["variants"].items():
+        for key in ("size_bytes", "max_abs_diff", "mean_abs_diff"):
+            tflite_models.metadata[f"{variant}_{key}"] = metadata[key]
+
+
+# ---- evaluation and publishing -----------------------------------------------------------------
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def evaluate_op(tflite_models: Input[Model], valid_shards: Input[List[Dataset]], metrics: Output[Metrics],
+                report: Output[HTML], results: Output[Artifact], flip_test: bool = False, refine: str = "dark",
+                latency_runs: int = 50):
+    import os
+    import shutil
+
+    from components.evaluate import evaluate
+    from pose import steplog
+
+    steplog.setup()
+    outcome = evaluate(tflite_models.path, [d.path for d in valid_shards], results.path, flip_test=flip_test,
+                       refine=refine, latency_runs=latency_runs)
+    os.makedirs(os.path.dirname(report.path), exist_ok=True)
+    shutil.copyfile(f"{results.path}/report.html", report.path)
+    for name, model in outcome["models"].items():
+        metrics.log_metric(f"{name}_pckh", round(100 * model["pckh"], 2))
+        for key in ("ap", "ap50", "ap75"):
+            metrics.log_metric(f"{name}_{key}", round(model[key], 4))
+        metrics.log_metric(f"{name}_latency_ms", round(model["latency"]["1"]["median_ms"], 3))
+        metrics.log_metric(f"{name}_size_mb", round(model["size_bytes"] / 1e6, 3))
+        if model["vs_seed"]:
+            metrics.log_metric(f"{name}_latency_vs_seed", round(model["vs_seed"]["latency_1_thread"], 3))
+    results.metadata["people"] = outcome["settings"]["num_people"]
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def publish_op(tflite_models: Input[Model], report: Input[HTML], results: Input[Artifact], destination: str,
+               variant: str, published: Output[Artifact]):
+    from components.publish import publish
+    from pose import steplog
+
+    steplog.setup()
+    manifest = publish(tflite_models.path, report.path, results.path, destination, variant,
+                       staging_dir=published.path)
+    published.metadata.update({"model": manifest["model"], "variant": manifest["variant"],
+                               "destination": manifest["destination"], "files": len(manifest["uris"])})
