@@ -33,6 +33,8 @@ PUBLISHED_FOLDER = "demo"
 SEED_CHANNEL_ORDER = ("head_top", "neck", *keypoints.NAMES[:12])
 SEED_CONTRACT = {"name": "seed", "pixels": "bgr_0_255", "channel_order": list(SEED_CHANNEL_ORDER)}
 PIXEL_FORMATS = ("bgr_0_255", "rgb_0_1")
+# What web/build/ is made from: a build older than any of them is rebuilt.
+PAGE_SOURCES = ("index.html", "app.js", "pose.js", "style.css", "package-lock.json", "build.sh")
 
 
 class DemoError(ValueError):
@@ -53,7 +55,9 @@ def web_dir() -> Path:
 def build(force: bool = False) -> Path:
     """web/build/ (npm ci from the lock, then the page laid out with the runtime's files); built when missing."""
     folder = web_dir()
-    if (folder / "build" / "index.html").is_file() and not force:
+    built = folder / "build" / "index.html"
+    sources = [folder / name for name in PAGE_SOURCES if (folder / name).is_file()]
+    if built.is_file() and not force and all(s.stat().st_mtime <= built.stat().st_mtime for s in sources):
         return folder / "build"
     if shutil.which("npm") is None:
         raise DemoError(f"{folder / 'build'} is not built and npm is not installed: install Node.js (npm), then "
