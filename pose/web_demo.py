@@ -69,10 +69,8 @@ def build(force: bool = False) -> Path:
 
 
 def page_files() -> list[tuple[Path, str]]:
-    """(file, path under the published prefix) of every file of the built page, all under demo/."""
-    build_dir = web_dir() / "build"
-    if not (build_dir / "index.html").is_file():
-        raise DemoError(f"{build_dir}: the web demo is not built (run bash {build_dir.parent / 'build.sh'})")
+    """(file, path under the published prefix) of every file of the built page (built first if needed), under demo/."""
+    build_dir = build()
     return [(path, f"{PUBLISHED_FOLDER}/{path.relative_to(build_dir).as_posix()}")
             for path in sorted(build_dir.rglob("*")) if path.is_file()]
 
