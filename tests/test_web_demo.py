@@ -263,3 +263,26 @@ def test_the_published_page_works_from_a_plain_static_host(browser, our_model, p
     expected = web_demo.reference_keypoints(str(our_model), str(picture))
     difference = np.abs(np.array(shown["keypoints"])[:, :2] - np.array(expected["keypoints"])[:, :2])
     assert difference.max() / expected["scale"] <= TOLERANCE_INPUT_PIXELS
+
+
+def test_one_euro_filter_steadies_a_still_joint_and_follows_a_moving_one(browser):
+    """The smoothing switch's filter (web/pose.js), run in the page: less shake, little lag."""
+    with serving(str(ANCHORS / "pefm-cpm-192.tflite")) as url:
+        browser.open(url.split("?")[0])
+        figures = browser.evaluate("""import('./pose.js').then(({OneEuroFilter}) => {
+            let seed = 1;
+            const noise = () => { seed = (seed * 16807) % 2147483647; return (seed / 2147483647 - 0.5) * 6; };
+            const still = new OneEuroFilter(), moving = new OneEuroFilter();
+            let rawShake = 0, smoothShake = 0, previousRaw = 100, previousSmooth = 100, lag = 0;
+            for (let frame = 0; frame < 300; frame++) {
+              const t = frame / 30, raw = 100 + noise(), smooth = still.filter(raw, t);
+              if (frame > 30) { rawShake += Math.abs(raw - previousRaw); smoothShake += Math.abs(smooth - previousSmooth); }
+              previousRaw = raw; previousSmooth = smooth;
+              const target = 300 * t;  // 300 pixels a second across the picture
+              lag = Math.abs(moving.filter(target, t) - target);
+            }
+            return {rawShake, smoothShake, lag};
+        })""")
+    print(f"one-euro: shake {figures['rawShake']:.0f} -> {figures['smoothShake']:.0f} px, lag {figures['lag']:.1f} px")
+    assert figures["smoothShake"] < figures["rawShake"] / 3, figures
+    assert figures["lag"] < 30, figures  # a tenth of a second of movement at most
