@@ -4,8 +4,9 @@ this machine in the same run, and the weight of the page and runtime without the
     .venv/bin/python benchmarks/web_demo.py [--model /work/shared/anchors/pefm-cpm-192.tflite] [--runs 50]
 
 Latency: Python is pose.tflite_runtime.latency (one invoke, XNNPACK, 1 thread); the browser is the page's
-?benchmark=N mode in Debian's headless Chromium (tests/browser.py): one model run including the input tensor's
-creation and the heatmaps' read-back, after 5 warm-up runs. Python runs before and after the browser, so a
+?benchmark=N mode in Debian's headless Chromium (tests/browser.py): model.run alone (median_ms), and a whole
+model step of the page with the input tensor's creation and the heatmaps' read-back (frame_median_ms), after
+5 warm-up runs. Python runs before and after the browser, so a
 change of load during the run shows. Size: the files of web/build/ a browser loads (the page, LiteRT.js and
 one of its two single-thread WASM builds), raw and gzip -9 (what a host that compresses sends).
 """
