@@ -194,16 +194,21 @@ def test_a_json_without_contract_says_what_is_missing(browser, our_model, tmp_pa
     assert "contract" not in web_demo.model_metadata(old)
 
 
-def test_a_refused_camera_offers_still_image_mode(browser):
-    browser.call("Browser.setPermission", permission={"name": "camera"}, setting="denied")
-    try:
-        with serving(str(ANCHORS / "pefm-cpm-192.tflite")) as url:
-            message = shown_message(browser, f"{url}&accelerator=wasm")
-            assert "camera is not available" in message and "Still-image mode" in message
-            assert browser.evaluate("document.getElementById('still-image-offer').hidden") is False
-            browser.screenshot(ARTIFACTS / "camera-refused.png")
-    finally:
-        browser.call("Browser.resetPermissions")
+def test_a_refused_camera_offers_still_image_mode(page):
+    camera = ("--use-fake-device-for-media-stream",)  # a camera exists; its permission is denied below
+    with serving(str(ANCHORS / "pefm-cpm-192.tflite")) as url, chromium(*camera) as browser:
+        browser.call("Browser.setPermission", permission={"name": "camera"}, setting="denied")
+        message = shown_message(browser, f"{url}&accelerator=wasm")
+        assert "Camera access was refused (NotAllowedError" in message and "Still-image mode" in message
+        assert browser.evaluate("document.getElementById('still-image-offer').hidden") is False
+        browser.screenshot(ARTIFACTS / "camera-refused.png")
+
+
+def test_no_camera_at_all_offers_still_image_mode_too(browser):
+    with serving(str(ANCHORS / "pefm-cpm-192.tflite")) as url:
+        message = shown_message(browser, f"{url}&accelerator=wasm")
+    assert "No camera was found (NotFoundError" in message and "Still-image mode" in message
+    assert browser.evaluate("document.getElementById('still-image-offer').hidden") is False
 
 
 def test_demo_command_prints_the_url_and_serves_the_seed_contract(page):

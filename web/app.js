@@ -123,6 +123,7 @@ async function stillImage(model, url, label) {
   const {width, height} = bitmap;
   const canvas = $("view");
   canvas.width = width; canvas.height = height;
+  canvas.hidden = false;
   const context = canvas.getContext("2d", {willReadFrequently: true});
   context.drawImage(bitmap, 0, 0);
   const rgba = context.getImageData(0, 0, width, height).data;
@@ -149,7 +150,9 @@ async function camera(model) {
       {video: {facingMode: {ideal: "environment"}, width: {ideal: 640}, height: {ideal: 480}}, audio: false});
   } catch (error) {
     $("still-image-offer").hidden = false;
-    throw new DemoError(`The camera is not available (${error.name}: ${error.message}). ` +
+    const what = error.name === "NotAllowedError" ? "Camera access was refused" :
+      error.name === "NotFoundError" ? "No camera was found" : "The camera is not available";
+    throw new DemoError(`${what} (${error.name}: ${error.message}). ` +
       `Still-image mode works without one: pick a picture below, or add &image=URL to this page's address.`);
   }
   const video = $("video");
@@ -184,7 +187,7 @@ async function camera(model) {
         keypoints = keypoints.map(([x, y, score], j) =>
           [filters[j][0].filter(x, now / 1000), filters[j][1].filter(y, now / 1000), score]);
       }
-      if (view.width !== vw || view.height !== vh) { view.width = vw; view.height = vh; }
+      if (view.width !== vw || view.height !== vh) { view.width = vw; view.height = vh; view.hidden = false; }
       context.drawImage(video, 0, 0, vw, vh);
       context.strokeStyle = "rgba(255, 255, 255, 0.7)";
       context.lineWidth = 2;
