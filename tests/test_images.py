@@ -58,8 +58,7 @@ def test_base_images_are_pinned_python_311(kind):
 @pytest.mark.parametrize("kind", DOCKERFILES)
 def test_dockerfile_installs_the_lock_and_copies_every_imported_package(kind):
     steps = instructions(DOCKERFILES[kind])
-    copied = {Path(source).parts[0] for op, args in steps if op == "COPY" and not args.startswith("--from=")
-              for source in args.split()[:-1]}  # --from= copies from another build stage, not the context
+    copied = {Path(source).parts[0] for op, args in steps if op == "COPY" for source in args.split()[:-1]}
     assert {"requirements.lock", "pyproject.toml"} <= copied
     runs = " && ".join(args for op, args in steps if op == "RUN")
     assert re.search(r"pip install (-r|.*-r) \S*requirements", runs), "the lock is not installed"
