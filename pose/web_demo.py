@@ -21,8 +21,6 @@ import subprocess
 import urllib.parse
 from pathlib import Path
 
-import numpy as np
-
 from pose import keypoints
 
 log = logging.getLogger("demo")
@@ -103,9 +101,10 @@ def model_metadata(model_path: Path) -> dict:
             "output_name": interpreter.get_output_details()[0]["name"], "contract": dict(SEED_CONTRACT)}
 
 
-def square_input(bgr: np.ndarray, input_size: int) -> tuple[np.ndarray, dict]:
+def square_input(bgr, input_size: int) -> tuple:
     """The picture padded (black) to a centred square and resized bilinearly to input_size, as float32 BGR 0..255."""
     import cv2
+    import numpy as np
 
     height, width = bgr.shape[:2]
     side = max(width, height)
@@ -120,6 +119,7 @@ def reference_keypoints(model: str, picture: str, metadata: dict | None = None) 
     """{"order", "keypoints": [[x, y, score] x 14]} in the picture's pixels, as the page's still-image mode makes
     them, and "scale": picture pixels per model input pixel."""
     import cv2
+    import numpy as np
 
     from pose import decoding, tflite_runtime
 
