@@ -69,6 +69,7 @@ def pose_pipeline(
     num_shards: int = 2,
     config: str = "experiments/local.yaml",
     overrides: str = "",
+    export_contract: str = "seed",
     tflite_variants: str = "fp32,fp16,int8-dynamic,int8",
     latency_runs: int = 50,
     flip_test: bool = True,
@@ -99,7 +100,7 @@ def pose_pipeline(
     kubernetes.add_node_selector_json(train, gpu_node_selector)
     kubernetes.add_toleration_json(train, gpu_tolerations)
 
-    freeze = configure(freeze_op(model=train.outputs["model"]), "freeze")
+    freeze = configure(freeze_op(model=train.outputs["model"], export_contract=export_contract), "freeze")
     tflite = configure(tflite_op(frozen=freeze.outputs["frozen"], variants=tflite_variants,
                                  representative=dsl.Collected(train_shard.outputs["shards"])), "tflite")
     evaluate = configure(evaluate_op(tflite_models=tflite.outputs["tflite_models"], latency_runs=latency_runs,

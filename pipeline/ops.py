@@ -79,14 +79,15 @@ def train_op(train_shards: Input[List[Dataset]], valid_shards: Input[List[Datase
 # ---- export ------------------------------------------------------------------------------------
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def freeze_op(model: Input[Model], frozen: Output[Model]):
+def freeze_op(model: Input[Model], frozen: Output[Model], export_contract: str = "seed"):
     from components.freeze import freeze
     from pose import steplog
 
     steplog.setup()
-    info = freeze(model.path, frozen.path)
+    info = freeze(model.path, frozen.path, export_contract=export_contract)
     frozen.metadata.update({key: info[key] for key in ("model", "input_size", "output_size", "output_name",
                                                        "max_abs_diff")})
+    frozen.metadata["contract"] = info["contract"]["name"]
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)

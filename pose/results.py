@@ -35,11 +35,16 @@ class Settings(TypedDict):
     gallery_model: str        # the model drawn in the report's gallery
 
 
-class SeedRatios(TypedDict):
+class SeedComparison(TypedDict):
     seed_model: str           # the anchors' key of the seed model of the same family
+    input_size: int | None
+    seed_input_size: int
+    same_input_size: bool     # latency scales with pixels: a ratio across sizes is not like with like
     latency_1_thread: float   # ours / the seed's
     latency_all_threads: float
     size: float
+    pckh_points: float        # 100 x (ours - the seed's)
+    ap: float                 # ours - the seed's
 
 
 class ModelResult(TypedDict):
@@ -54,11 +59,19 @@ class ModelResult(TypedDict):
     size_bytes: int
     latency: dict                              # {"1": Latency, "all": Latency, "runtime": the faster runtime}
     latency_by_runtime: dict                   # runtime -> {"1": Latency, "all": Latency}
-    vs_seed: SeedRatios | None                 # None: no seed model of its family was timed
+    vs_seed: SeedComparison | None             # None: no seed model of its family was evaluated
 
 
 class AnchorResult(TypedDict):
+    """A seed release, evaluated like ours (its metadata: the seed contract, sizes read from the model)."""
     file: str
+    metadata: dict
+    pckh: float
+    pckh_per_joint: dict[str, float | None]
+    ap: float
+    ap50: float
+    ap75: float
+    ar: float
     size_bytes: int
     latency: dict
     latency_by_runtime: dict
