@@ -44,14 +44,18 @@ class TrainError(ValueError):
 
 
 def train(config: str, data_dirs: list[str], output_dir: str, valid_dirs: list[str] | None = None,
-          overrides: dict | None = None) -> dict:
+          overrides: dict | None = None, expect_gpus: int = 0, allow_cpu: bool = False) -> dict:
     """Trains per `config` (a YAML path or YAML text) on `data_dirs`; writes the model folder
-    `output_dir` and returns its train_metadata (also written as train_metadata.json)."""
+    `output_dir` and returns its train_metadata (also written as train_metadata.json).
+
+    `expect_gpus`: GPUs the caller asked for (the pod's accelerator limit); when TensorFlow sees none,
+    training fails rather than quietly running on the CPU, unless `allow_cpu`."""
     cfg = load_config(config, overrides).resolved()
     with steplog.step("train", config=config, data=data_dirs, valid=valid_dirs, output=output_dir,
                       overrides=overrides or {}) as wrote:
         # The strategy first: MultiWorkerMirroredStrategy must exist before any other TF op runs.
         strategy, devices = _strategy(cfg)
+        check_gpus(expect_gpus, allow_cpu)
         run = _Run(cfg, strategy, devices, data_dirs, Path(output_dir), valid_dirs or [])
         metadata = run.fit()
         wrote.update(steps=metadata["steps"], final_loss=round(metadata["final_loss"], 4),
@@ -90,6 +94,22 @@ def _strategy(cfg: TrainConfig):
 def _tf_config() -> dict:
     """The TF_CONFIG environment variable a multi-worker launcher sets ({} when unset)."""
     return json.loads(os.environ.get("TF_CONFIG") or "{}")
+
+
+def check_gpus(expected: int, allow_cpu: bool) -> None:
+    """Fails when GPUs were asked for but TensorFlow sees none (a CPU-only TensorFlow, no driver or CUDA
+    libraries, or a pod without the GPU limit), unless CPU training is allowed on purpose."""
+    if expected <= 0:
+        return
+    visible = len(tf.config.list_logical_devices("GPU"))
+    if visible == 0 and not allow_cpu:
+        raise TrainError(f"{expected} GPU(s) were requested, but TensorFlow sees none (built with CUDA: "
+                         f"{tf.test.is_built_with_cuda()}); check the pod's nvidia.com/gpu limit and the image, or "
+                         f"allow CPU training on purpose (pipeline parameter allow_cpu=true, train --allow-cpu)")
+    if visible == 0:
+        log.warning("%d GPU(s) were requested, but TensorFlow sees none: training on the CPU (allow_cpu)", expected)
+    elif visible < expected:
+        log.warning("%d GPU(s) were requested, but TensorFlow sees %d: training on those", expected, visible)
 
 
 def _is_chief() -> bool:
@@ -459,9 +479,15 @@ def main(argv=None) -> int:
     arguments.add_argument("--output", required=True, help="model folder; an existing one with checkpoints resumes")
     arguments.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                            help="override a config key (value read as YAML), e.g. --set max_steps=100")
+    arguments.add_argument("--expect-gpus", type=int, default=0, metavar="N",
+                           help="GPUs this process should see; fail if TensorFlow sees none (default 0: no check)")
+    arguments.add_argument("--allow-cpu", action="store_true",
+                           help="with --expect-gpus, train on the CPU (with a warning) instead of failing")
     return cli.run("train", arguments, lambda args: train(args.config, args.data, args.output,
                                                           valid_dirs=args.valid_data,
-                                                          overrides=parse_overrides(args.set)), argv)
+                                                          overrides=parse_overrides(args.set),
+                                                          expect_gpus=args.expect_gpus, allow_cpu=args.allow_cpu),
+                   argv)
 
 
 if __name__ == "__main__":

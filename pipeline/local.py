@@ -57,6 +57,11 @@ def run_local(source: str = DEFAULT_SOURCE, config: str = DEFAULT_CONFIG, runner
 
     arguments = {"source": source, "config": _config_argument(config, runner),
                  "overrides": ",".join(overrides), **(params or {})}
+    if "allow_cpu" not in arguments:
+        # On a cluster train fails when its pod got GPUs TensorFlow cannot see; here "no GPU" is the usual case.
+        arguments["allow_cpu"] = True
+        log.info("allow_cpu=true for this local run: train uses a GPU if TensorFlow sees one, else the CPU "
+                 "(--param allow_cpu=false to insist on a GPU)")
     root = Path(pipeline_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     local.init(runner=_runner(runner), pipeline_root=str(root), enable_caching=cache,
