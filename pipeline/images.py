@@ -60,3 +60,10 @@ SLIM_IMAGE = f"{REGISTRY}/pose-slim:{TAG}"  # download, convert, fanout, publish
 CPU_IMAGE = f"{REGISTRY}/pose-cpu:{TAG}"  # shard, freeze, tflite, evaluate
 GPU_IMAGE = f"{REGISTRY}/pose-gpu:{TAG}"  # train
 IMAGES = {"slim": SLIM_IMAGE, "cpu": CPU_IMAGE, "gpu": GPU_IMAGE}
+
+
+if __name__ == "__main__":  # `eval "$(python3 -m pipeline.images)"`: the names as shell variables (README.md)
+    import shlex
+
+    for kind, image in IMAGES.items():
+        print(f"POSE_{kind.upper()}_IMAGE={shlex.quote(image)}")

@@ -13,12 +13,12 @@ from typing import List
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
-from pipeline.images import CPU_IMAGE, GPU_IMAGE
+from pipeline.images import CPU_IMAGE, GPU_IMAGE, SLIM_IMAGE
 
 
 # ---- ingest ------------------------------------------------------------------------------------
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=SLIM_IMAGE, install_kfp_package=False)
 def download_op(source: str, sha256: str, raw: Output[Dataset]):
     """Fetches a source URI (https, gs, file, synthetic://N) into the raw AIC dataset; sha256 "" = no check."""
     from components.download import download
@@ -28,7 +28,7 @@ def download_op(source: str, sha256: str, raw: Output[Dataset]):
     raw.metadata.update(download(source, raw.path, sha256 or None))
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=SLIM_IMAGE, install_kfp_package=False)
 def convert_op(raw: Input[Dataset], single_person: bool, skip_invalid: bool, coco: Output[Dataset]):
     from components.convert import convert
     from pose import steplog
@@ -37,7 +37,7 @@ def convert_op(raw: Input[Dataset], single_person: bool, skip_invalid: bool, coc
     coco.metadata.update(convert(raw.path, coco.path, single_person=single_person, skip_invalid=skip_invalid))
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=SLIM_IMAGE, install_kfp_package=False)
 def shard_indices_op(num_shards: int) -> List[int]:
     from components.fanout import shard_indices
     from pose import steplog
@@ -132,7 +132,7 @@ def evaluate_op(tflite_models: Input[Model], valid_shards: Input[List[Dataset]],
     results.metadata["people"] = outcome["settings"]["num_people"]
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=SLIM_IMAGE, install_kfp_package=False)
 def publish_op(tflite_models: Input[Model], report: Input[HTML], results: Input[Artifact], destination: str,
                variant: str, published: Output[Artifact]):
     from components.publish import publish
