@@ -21,7 +21,9 @@ VERSION = "0.1.0"
 # seed's .tflite files come from outside the repository and are pinned by images/anchors/SHA256SUMS.
 IMAGE_INPUTS = ("images/Dockerfile.slim", "images/Dockerfile.cpu", "images/Dockerfile.gpu", "images/anchors",
                 "requirements.lock", "requirements-slim.lock", "requirements-gpu.lock",
-                "pose", "components", "pipeline", "experiments")
+                "pose", "components", "pipeline", "experiments",
+                *(f"web/{name}" for name in ("index.html", "app.js", "pose.js", "style.css", "package.json",
+                                             "package-lock.json", "build.sh")))  # the web demo publish uploads
 _NOT_INPUTS = (".pyc", ".tmp")  # build leftovers, never copied into an image
 
 

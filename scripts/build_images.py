@@ -54,6 +54,10 @@ def stage_context(context: Path, anchors: Path) -> None:
         if hashlib.sha256(source.read_bytes()).hexdigest() != digest:
             raise BuildError(f"seed model {source}: sha256 differs from images/anchors/SHA256SUMS")
         shutil.copyfile(source, context / ANCHORS_IN_CONTEXT / name)
+    # The web demo publish uploads (web/build/), built here from its lock: the images have no Node.js.
+    if subprocess.run(["bash", str(context / "web" / "build.sh")]).returncode != 0:
+        raise BuildError("bash web/build.sh failed (it needs node and npm); its output is above")
+    shutil.rmtree(context / "web" / "node_modules")  # 38 MB the images do not copy
 
 
 def build(kind: str, context: Path, base_image: str | None) -> dict:
