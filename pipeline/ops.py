@@ -18,7 +18,7 @@ from pipeline.images import CPU_IMAGE, GPU_IMAGE, SLIM_IMAGE
 
 # ---- the cluster ---------------------------------------------------------------------------------
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=SLIM_IMAGE, install_kfp_package=False)
 def cluster_settings_op(gpu_count: int, gcs_secret: str) -> NamedTuple("ClusterSettings", accelerator_count=str,
                                                                        gcs_secret_volume=str):
     """Run parameters in the form the KFP driver reads for the pod spec (pipeline/cluster.py): the

@@ -55,11 +55,17 @@ def test_checked_in_pipeline_yaml_is_a_fresh_compile(compiled):
     assert load(CHECKED_IN) == compiled, "pipeline.yaml is stale: run `python -m pipeline compile` and commit it"
 
 
-def test_every_step_runs_in_the_cpu_image_but_train_in_the_gpu_image(compiled):
+# The steps that never import TensorFlow run in pose-slim (pipeline/images.py).
+SLIM_EXECUTORS = {"exec-download-op", "exec-convert-op", "exec-shard-indices-op", "exec-publish-op",
+                  "exec-cluster-settings-op"}
+
+
+def test_every_step_runs_in_its_image(compiled):
     executors = compiled[0]["deploymentSpec"]["executors"]
     assert set(STEP_EXECUTORS.values()) | {"exec-shard-op-2"} == set(executors)
     for name, executor in executors.items():
-        expected = images.GPU_IMAGE if name == "exec-train-op" else images.CPU_IMAGE
+        expected = (images.GPU_IMAGE if name == "exec-train-op" else
+                    images.SLIM_IMAGE if name in SLIM_EXECUTORS else images.CPU_IMAGE)
         assert executor["container"]["image"] == expected, name
 
 
