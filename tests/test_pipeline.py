@@ -109,7 +109,14 @@ def test_compile_sets_the_image_tag(tmp_path):
                     "--registry", "registry.example.com/pose"], check=True, cwd=REPO, env=env, capture_output=True)
     executors = load(output)[0]["deploymentSpec"]["executors"]
     assert executors["exec-train-op"]["container"]["image"] == "registry.example.com/pose/pose-gpu:9.9.9-rc1"
-    assert executors["exec-download-op"]["container"]["image"] == "registry.example.com/pose/pose-cpu:9.9.9-rc1"
+    assert executors["exec-download-op"]["container"]["image"] == "registry.example.com/pose/pose-slim:9.9.9-rc1"
+    assert executors["exec-evaluate-op"]["container"]["image"] == "registry.example.com/pose/pose-cpu:9.9.9-rc1"
+
+
+def test_compile_tags_the_images_by_their_content_by_default(compiled):
+    executors = compiled[0]["deploymentSpec"]["executors"]
+    assert images.TAG == images.content_tag()
+    assert executors["exec-train-op"]["container"]["image"] == f"ghcr.io/pose-pipeline/pose-gpu:{images.content_tag()}"
 
 
 def test_a_failed_step_stops_the_run_with_its_error_on_screen(tmp_path, capsys, cli_logging):
