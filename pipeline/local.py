@@ -143,7 +143,7 @@ def _check_docker_images() -> None:
     try:
         client = docker.from_env()
         client.ping()
-    except docker.errors.DockerException as error:
+    except (docker.errors.DockerException, OSError) as error:  # requests' ConnectionError is an OSError
         raise LocalRunError(f"--runner docker: no docker engine answers ({error}); `python3 scripts/docker_engine.py "
                             f"up` installs and starts one and prints the DOCKER_HOST to export") from error
     with contextlib.closing(client):
