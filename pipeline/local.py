@@ -185,9 +185,10 @@ def _docker_tasks():
 
 def _run_container(client, image: str, command: list[str], volumes: dict, **container_run_args) -> int:
     """kfp.local's run_docker_container without its false success: kfp 2.17.3 starts the container with
-    auto_remove=True and, when the container is already gone by the time it asks for the exit status (a step
-    that fails within moments of starting), returns 0, so the failed task counts as a success. Here the
-    container stays until its exit status has been read, and then goes."""
+    auto_remove=True, and when the container has exited and been removed before kfp reads its logs and exit
+    status (a step that fails within moments, on a busy machine), it takes the missing container for exit
+    status 0, so the failed task passes and the next one fails on a missing input. Here the container stays
+    until its exit status has been read, and then goes."""
     container = client.containers.run(image=image, command=command, volumes=volumes, detach=True, **container_run_args)
     try:
         for chunk in container.logs(stream=True, follow=True):
