@@ -165,7 +165,7 @@ class _Run:
             raise TrainError(f"{data_dirs}: the shard index counts no examples")
         self.steps_per_epoch = max(1, examples // self.global_batch)
         self.total_steps = cfg.max_epoch * self.steps_per_epoch
-        if cfg.max_steps:
+        if cfg.max_steps is not None:
             self.total_steps = min(self.total_steps, cfg.max_steps)
         self.examples = examples
         log.info("devices: %s, strategy %s, %d replica(s), global batch %d, mixed precision %s, XLA %s",
@@ -178,6 +178,7 @@ class _Run:
         with strategy.scope():
             self.model = networks.build_model(cfg.model, cfg.input_size, cfg.width, cfg.num_stages,
                                               cfg.num_keypoints, cfg.batch_norm_momentum, **cfg.architecture_options())
+            self.warm_start = self._warm_start()
             # A plain variable the loop sets every step (see learning_rate): schedules may depend on time.
             optimizer = keras.optimizers.Adam(learning_rate(cfg, 0, 0.0), epsilon=1e-8)
             self.optimizer = keras.optimizers.LossScaleOptimizer(optimizer) if self.mixed else optimizer
@@ -206,6 +207,21 @@ class _Run:
         self.train_step = self._make_train_step()
         self.predict = final_heatmaps_function(self.model)
         self.writer = tf.summary.create_file_writer(str(output_dir / "logs")) if self.chief else None
+
+    def _warm_start(self) -> dict | None:
+        """Loads cfg.init_from into the fresh model (a resumed run's checkpoint then overrides it)."""
+        from pose import warm_start
+
+        if not self.cfg.init_from:
+            return None
+        try:
+            summary = warm_start.load_into(self.model, self.cfg.init_from, self.cfg.model, self.cfg.seed_layers)
+        except warm_start.WarmStartError as error:
+            raise TrainError(str(error)) from error
+        log.info("warm start: %d layers from %s%s", summary["layers"], self.cfg.init_from,
+                 f" (reproduces it to {summary['reproduction_max_abs_diff']:.1e})"
+                 if "reproduction_max_abs_diff" in summary else "")
+        return summary
 
     @property
     def step(self) -> int:
@@ -381,7 +397,7 @@ class _Run:
             "replicas": self.replicas, "global_batch_size": self.global_batch, "mixed_precision": self.mixed,
             "jit_compile": cfg.jit_compile, "resumed_from_step": self.resumed_from,
             "train_seconds": round(seconds, 1), "parameters": self.info["parameters"], "flops": self.info["flops"],
-            "output_names": self.info["output_names"], "history": self.history,
+            "output_names": self.info["output_names"], "history": self.history, "warm_start": self.warm_start,
         }
 
     def _save_model(self) -> None:

@@ -13,9 +13,9 @@ from typing import NamedTuple
 from kfp import dsl, kubernetes
 from kfp.dsl import HTML, Artifact, Metrics, Model
 
-from pipeline.cluster import GCS_SECRET_MOUNT
 from pipeline.ops import (cluster_settings_op, convert_op, download_op, evaluate_op, freeze_op, publish_op,
                           shard_indices_op, shard_op, tflite_op, train_op)
+from pose.cluster import GCS_SECRET_MOUNT
 
 PIPELINE_NAME = "pose-estimation-for-mobile"
 
@@ -75,7 +75,7 @@ Outputs = NamedTuple("Outputs", tflite_models=Model, metrics=Metrics, report=HTM
 
 
 def _use_gcs_secret(task, secret_volume) -> None:
-    """Mounts the GCS secret named by the cluster-settings task (never ""; see pipeline/cluster.py) at
+    """Mounts the GCS secret named by the cluster-settings task (never ""; see pose/cluster.py) at
     GCS_SECRET_MOUNT, optional, so a cluster with Workload Identity (no secret) runs too; the op sets
     GOOGLE_APPLICATION_CREDENTIALS to its key.json itself. Create it with
     `kubectl create secret generic gcs-credentials --from-file=key.json=SA_KEY.json`.
@@ -94,6 +94,7 @@ def pose_pipeline(
     num_shards: int = 2,
     config: str = "experiments/local.yaml",
     overrides: str = "",
+    export_contract: str = "seed",
     tflite_variants: str = "fp32,fp16,int8-dynamic,int8",
     latency_runs: int = 50,
     flip_test: bool = True,
@@ -124,7 +125,7 @@ def pose_pipeline(
                                config=config, overrides=overrides, gpu_count=gpu_count, allow_cpu=allow_cpu),
                       "train")
     # The count as the settings task's string output: the driver reads "" from a number parameter and then
-    # sets no GPU limit (pipeline/cluster.py). The compiler adds that output to train's inputs but not to
+    # sets no GPU limit (pose/cluster.py). The compiler adds that output to train's inputs but not to
     # its dependentTasks, which is what orders the tasks on the cluster: hence .after().
     train.set_accelerator_type(gpu_type).set_accelerator_limit(settings.outputs["accelerator_count"])
     train.after(settings)
@@ -132,7 +133,7 @@ def pose_pipeline(
     kubernetes.add_node_selector_json(train, gpu_node_selector)
     kubernetes.add_toleration_json(train, gpu_tolerations)
 
-    freeze = configure(freeze_op(model=train.outputs["model"]), "freeze")
+    freeze = configure(freeze_op(model=train.outputs["model"], export_contract=export_contract), "freeze")
     tflite = configure(tflite_op(frozen=freeze.outputs["frozen"], variants=tflite_variants,
                                  representative=dsl.Collected(train_shard.outputs["shards"])), "tflite")
     evaluate = configure(evaluate_op(tflite_models=tflite.outputs["tflite_models"], latency_runs=latency_runs,

@@ -125,7 +125,7 @@ def test_params_are_typed_by_the_pipeline_and_unknown_names_are_named(compiled):
     assert parsed == {"num_shards": 8, "single_person": True, "gpu_node_selector": {"pool": "l4"},
                       "gpu_tolerations": [], "source": "gs://bucket/aic.zip"}
     with pytest.raises(params.ParameterError,
-                       match="no parameter 'num_shard'; it has allow_cpu, config, flip_test, gcs_secret"):
+                       match="no parameter 'num_shard'; it has allow_cpu, config, export_contract, flip_test, gcs_secret"):
         params.parse_params(["num_shard=8"], declared)
     with pytest.raises(params.ParameterError, match=r"num_shards='eight': not a valid NUMBER_INTEGER"):
         params.parse_params(["num_shards=eight"], declared)
