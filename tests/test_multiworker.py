@@ -96,7 +96,8 @@ def test_the_tfjob_manifest_runs_the_train_cli_of_the_gpu_image():
     parser = train_cli_parser()
     for role, spec in specs.items():
         container, = [c for c in spec["template"]["spec"]["containers"] if c["name"] == "tensorflow"]
-        assert container["image"] == images.GPU_IMAGE, role
+        repository, _, tag = container["image"].rpartition(":")
+        assert repository == images.GPU_IMAGE.rpartition(":")[0] and tag == "TAG", role  # the user fills in TAG
         assert container["command"] == ["python", "-m", "components.train"], role
         args = parser.parse_args(container["args"])  # an unknown flag or a missing required one: SystemExit
         assert (REPO / args.config).is_file(), args.config
