@@ -86,13 +86,16 @@ def pose_pipeline(
                                    skip_invalid=skip_invalid, num_shards=num_shards), "convert")
     # Each shard task reads one pack of convert's output, not all of it: the importer makes an artifact of
     # the pack's URI, and the launcher copies only what is under an input's URI (docs/ARTIFACTS.md).
-    fanout = configure(pack_uris_op(coco_uri=convert.outputs["Output"], num_shards=num_shards), "fanout")
-    with dsl.ParallelFor(fanout.outputs["train"], parallelism=MAX_PARALLEL_SHARD_TASKS) as pack_uri:
+    train_packs = configure(pack_uris_op(coco_uri=convert.outputs["Output"], split="train",
+                                         num_shards=num_shards), "fanout", "fanout-train")
+    with dsl.ParallelFor(train_packs.output, parallelism=MAX_PARALLEL_SHARD_TASKS) as pack_uri:
         pack = dsl.importer(artifact_uri=pack_uri, artifact_class=Dataset, reimport=False).set_display_name(
             "pack-train")
         train_shard = configure(shard_op(coco=pack.output, split="train", num_shards=num_shards, shard_index=-1),
                                 "shard", "shard-train")
-    with dsl.ParallelFor(fanout.outputs["valid"], parallelism=MAX_PARALLEL_SHARD_TASKS) as pack_uri:
+    valid_packs = configure(pack_uris_op(coco_uri=convert.outputs["Output"], split="valid",
+                                         num_shards=num_shards), "fanout", "fanout-valid")
+    with dsl.ParallelFor(valid_packs.output, parallelism=MAX_PARALLEL_SHARD_TASKS) as pack_uri:
         pack = dsl.importer(artifact_uri=pack_uri, artifact_class=Dataset, reimport=False).set_display_name(
             "pack-valid")
         valid_shard = configure(shard_op(coco=pack.output, split="valid", num_shards=num_shards, shard_index=-1),

@@ -8,7 +8,7 @@ neither TensorFlow nor the steps' dependencies.
 KFP runs a body as the function's source alone (with `from kfp.dsl import *` and `from typing import *`
 above it), so every name a body uses is imported inside it.
 """
-from typing import List, NamedTuple
+from typing import List
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
@@ -42,15 +42,12 @@ def convert_op(raw: Input[Dataset], single_person: bool, skip_invalid: bool, coc
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def pack_uris_op(coco_uri: str, num_shards: int) -> NamedTuple("Packs", train=List[str], valid=List[str]):
-    from collections import namedtuple
-
+def pack_uris_op(coco_uri: str, split: str, num_shards: int) -> List[str]:
     from components.fanout import pack_uris
     from pose import steplog
 
     steplog.setup()
-    uris = pack_uris(coco_uri, num_shards)
-    return namedtuple("Packs", "train valid")(uris["train"], uris["valid"])
+    return pack_uris(coco_uri, num_shards)[split]
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)

@@ -18,6 +18,7 @@ from pipeline.submit import SubmitError, submit
 from tests.conftest import REPO
 
 CHECKED_IN = REPO / "pipeline.yaml"
+SPLITS = ("train", "valid")
 STEP_EXECUTORS = {"download": "exec-download-op", "convert": "exec-convert-op", "fanout": "exec-pack-uris-op",
                   "shard": "exec-shard-op", "train": "exec-train-op", "freeze": "exec-freeze-op",
                   "tflite": "exec-tflite-op", "evaluate": "exec-evaluate-op", "publish": "exec-publish-op"}
@@ -57,7 +58,8 @@ def test_checked_in_pipeline_yaml_is_a_fresh_compile(compiled):
 
 def test_every_step_runs_in_the_cpu_image_but_train_in_the_gpu_image(compiled):
     executors = compiled[0]["deploymentSpec"]["executors"]
-    assert set(STEP_EXECUTORS.values()) | {"exec-shard-op-2", "exec-importer", "exec-importer-2"} == set(executors)
+    assert set(STEP_EXECUTORS.values()) | {"exec-shard-op-2", "exec-pack-uris-op-2", "exec-importer",
+                                                  "exec-importer-2"} == set(executors)
     for name, executor in executors.items():
         if "importer" in executor:
             continue
@@ -97,9 +99,10 @@ def test_shards_fan_out_over_packs_with_parallel_for_and_are_collected(compiled)
     tasks = all_tasks(pipeline_spec)
     loops = {task["parameterIterator"]["items"]["inputParameter"]: task for task, _ in tasks.values()
              if "parameterIterator" in task}
-    assert set(loops) == {"pipelinechannel--pack-uris-op-train", "pipelinechannel--pack-uris-op-valid"}
-    for split in ("train", "valid"):
-        loop = loops[f"pipelinechannel--pack-uris-op-{split}"]
+    fanout = {split: tasks[f"fanout-{split}"][0]["componentRef"]["name"].removeprefix("comp-") for split in SPLITS}
+    assert set(loops) == {f"pipelinechannel--{fanout[split]}-Output" for split in SPLITS}
+    for split in SPLITS:
+        loop = loops[f"pipelinechannel--{fanout[split]}-Output"]
         assert loop["iteratorPolicy"]["parallelismLimit"] > 1
         loop_dag = loop["componentRef"]["name"]
         shard, shard_dag = tasks[f"shard-{split}"]
@@ -112,13 +115,13 @@ def test_shards_fan_out_over_packs_with_parallel_for_and_are_collected(compiled)
         assert shard["inputs"]["artifacts"] == {"coco": {"taskOutputArtifact": {
             "producerTask": pack_key, "outputArtifactKey": "artifact"}}}
         assert pack["inputs"]["parameters"]["uri"] == {
-            "componentInputParameter": f"pipelinechannel--pack-uris-op-{split}-loop-item"}
+            "componentInputParameter": f"pipelinechannel--{fanout[split]}-Output-loop-item"}
     for consumer, inputs in {"train": ("train_shards", "valid_shards"), "tflite": ("representative",),
                              "evaluate": ("valid_shards",)}.items():
         for name in inputs:
             source = tasks[consumer][0]["inputs"]["artifacts"][name]["taskOutputArtifact"]
             split = "train" if name in ("train_shards", "representative") else "valid"
-            assert source["producerTask"] == loops[f"pipelinechannel--pack-uris-op-{split}"]["taskInfo"]["name"], \
+            assert source["producerTask"] == loops[f"pipelinechannel--{fanout[split]}-Output"]["taskInfo"]["name"], \
                 (consumer, name)
             assert pipeline_spec["components"][tasks[consumer][0]["componentRef"]["name"]]["inputDefinitions"][
                 "artifacts"][name]["isArtifactList"]
@@ -128,7 +131,8 @@ def test_ingest_is_cached_training_and_publishing_are_not(compiled):
     tasks = all_tasks(compiled[0])
     cached = {name: task.get("cachingOptions", {}).get("enableCache", False) for name, (task, _) in tasks.items()
               if "cachingOptions" in task}
-    assert cached == {"download": True, "convert": True, "fanout": True, "shard-train": True, "shard-valid": True,
+    assert cached == {"download": True, "convert": True, "fanout-train": True, "fanout-valid": True,
+                      "shard-train": True, "shard-valid": True,
                       "pack-train": True, "pack-valid": True,
                       "train": False, "freeze": True, "tflite": True, "evaluate": True, "publish": False}
 
