@@ -49,26 +49,33 @@ def download_op(source: str, sha256: str, raw: Output[Dataset]):
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def convert_op(raw: Input[Dataset], single_person: bool, skip_invalid: bool, coco: Output[Dataset]):
+def convert_op(raw: Input[Dataset], single_person: bool, skip_invalid: bool, coco: Output[Dataset],
+               num_shards: int = 0) -> str:
+    """num_shards > 0: the images go into per-shard packs. Returns coco's URI, for the fan-out's pack URIs."""
     from components.convert import convert
     from pose import steplog
 
     steplog.setup()
-    coco.metadata.update(convert(raw.path, coco.path, single_person=single_person, skip_invalid=skip_invalid))
+    coco.metadata.update(convert(raw.path, coco.path, single_person=single_person, skip_invalid=skip_invalid,
+                                 num_shards=num_shards or None))
+    return coco.uri
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def shard_indices_op(num_shards: int) -> List[int]:
-    from components.fanout import shard_indices
+def pack_uris_op(coco_uri: str, split: str, num_shards: int) -> List[str]:
+    from components.fanout import pack_uris
     from pose import steplog
 
     steplog.setup()
-    return shard_indices(num_shards)
+    return pack_uris(coco_uri, num_shards)[split]
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def shard_op(coco: Input[Dataset], split: str, num_shards: int, shard_index: int, shards: Output[Dataset],
              crop_size: int = 512):
+    """coco: convert's whole output, or one pack (then shard_index -1: the pack's own)."""
+    import os
+
     from components.shard import shard
     from pose import steplog
 
@@ -77,6 +84,9 @@ def shard_op(coco: Input[Dataset], split: str, num_shards: int, shard_index: int
     shards.metadata.update({key: index[key] for key in ("split", "num_shards", "num_examples",
                                                         "skipped_unlabelled", "crop_size")})
     shards.metadata["shard_files"] = sorted(index["shards"])
+    # What KFP's launcher copied into this pod for the input: every file under its URI.
+    shards.metadata["input_bytes"] = sum(os.path.getsize(os.path.join(folder, name))
+                                         for folder, _, names in os.walk(coco.path) for name in names)
 
 
 # ---- training ----------------------------------------------------------------------------------
