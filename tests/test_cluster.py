@@ -358,6 +358,7 @@ def test_submit_sends_the_token_as_a_bearer_token():
             submit(host, params=["num_shards=2"], namespace="team-pose", token="tok-123")
     finally:
         server.shutdown()
+        server.server_close()
     assert _RecordingKfpApi.seen, "kfp.Client sent nothing"
     assert {auth for _, _, auth in _RecordingKfpApi.seen} == {"Bearer tok-123"}
 
