@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from components import cli
 from pose import keypoints as kp
-from pose import steplog
+from pose import outputs, steplog
 from pose.atomic import atomic_directory
 
 log = logging.getLogger("convert")
@@ -104,6 +104,7 @@ def convert(input_dir: str, output_dir: str, single_person: bool = False, skip_i
     output = Path(output_dir)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise ConvertError(f"output {output} exists and is not an empty folder")
+    outputs.check_output("convert", output_dir, [input_dir])
     with steplog.step("convert", input=input_dir, output=output_dir, single_person=single_person,
                       skip_invalid=skip_invalid) as wrote, _without_cyclic_gc():
         sources = find_sources(Path(input_dir))

@@ -31,7 +31,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from components import cli
-from pose import steplog, storage
+from pose import outputs, steplog, storage
 from pose.atomic import atomic_directory
 
 log = logging.getLogger("download")
@@ -50,6 +50,9 @@ def download(source: str, output: str, sha256: str | None = None) -> dict:
         raise DownloadError(f"{source}: --sha256 must be 64 hex digits, got {sha256!r}")
     if Path(output).exists() and not (Path(output).is_dir() and not any(Path(output).iterdir())):
         raise DownloadError(f"{output}: output already exists and is not an empty folder")
+    parsed = urllib.parse.urlparse(source)
+    if parsed.scheme.lower() in ("", "file"):
+        outputs.check_output("download", output, [urllib.parse.unquote(parsed.path) if parsed.scheme else source])
     with steplog.step("download", source=source, output=output, sha256=sha256 or "-") as wrote:
         with atomic_directory(output) as partial:
             summary = _fetch(source, partial, sha256.strip().lower() if sha256 else None)

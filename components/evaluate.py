@@ -38,12 +38,13 @@ def evaluate(models_dir: str, data_dirs: list[str], output_dir: str, anchors_dir
              flip_test: bool = False, refine: str = "dark", latency_runs: int = 50, gallery_size: int = 12) -> dict:
     """Evaluates every .tflite in `models_dir` on `data_dirs`; writes results.json and report.html to
     `output_dir` and returns the results dict."""
-    from pose import report, steplog
+    from pose import outputs, report, steplog
     from pose.atomic import atomic_directory
 
     if refine not in REFINE_CHOICES:
         raise EvaluationError(f"refine must be one of {REFINE_CHOICES}, not {refine!r}")
     anchors_dir = resolve_anchors_dir(anchors_dir)
+    outputs.check_output("evaluate", output_dir, [models_dir, *data_dirs, anchors_dir])
     with steplog.step("evaluate", models=models_dir, data=data_dirs, output=output_dir, anchors=anchors_dir,
                       refine=refine, flip_test=flip_test) as wrote:
         models = _open_models(Path(models_dir))
@@ -63,7 +64,7 @@ def evaluate(models_dir: str, data_dirs: list[str], output_dir: str, anchors_dir
                 results["anchors"][path.stem] = {"file": str(path), **_speed_and_size(path, latency_runs)}
         _compare_with_seed(results)
 
-        with atomic_directory(output_dir) as tmp:
+        with atomic_directory(output_dir, step="evaluate") as tmp:
             (tmp / "results.json").write_text(json.dumps(results, indent=2, default=_json_default))
             (tmp / "report.html").write_text(report.render(results, gallery["images"]))
         for name, model in results["models"].items():

@@ -38,8 +38,9 @@ def freeze(model_dir: str, output_dir: str) -> dict:
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    from pose import keypoints, steplog
+    from pose import keypoints, outputs, steplog
 
+    outputs.check_output("freeze", output_dir, [model_dir])
     with steplog.step("freeze", model=model_dir, output=output_dir) as wrote:
         model, train_info = _load_model(Path(model_dir))
         model_name = train_info.get("model", model.name)
@@ -64,7 +65,7 @@ def freeze(model_dir: str, output_dir: str) -> dict:
         sample = np.random.default_rng(SAMPLE_SEED).random((1, height, width, 3), dtype=np.float32)
 
         from pose.atomic import atomic_directory
-        with atomic_directory(output_dir) as tmp:
+        with atomic_directory(output_dir, step="freeze") as tmp:
             module = tf.Module()
             module.model = model
             module.serve = serve

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from components import cli
-from pose import records, steplog
+from pose import outputs, records, steplog
 from pose.atomic import atomic_directory, atomic_file
 from pose.keypoints import NUM_KEYPOINTS
 
@@ -148,11 +148,12 @@ def shard(input_dir: str, output_dir: str, split: str, num_shards: int, shard_in
         raise ShardError(f"shard index {shard_index} / num_shards {num_shards}: need 0 <= index < num_shards")
     if crop_size < 16:
         raise ShardError(f"crop_size {crop_size}: too small for a person crop")
+    outputs.check_output("shard", output_dir, [input_dir])
     with steplog.step("shard", input=input_dir, split=split, num_shards=num_shards, shard_index=shard_index,
                       output=output_dir) as wrote:
         people, images, skipped = _load_people(input_dir, split)
         indices = range(num_shards) if shard_index is None else [shard_index]
-        with atomic_directory(output_dir) as folder:
+        with atomic_directory(output_dir, step="shard") as folder:
             jobs = [(input_dir, str(folder), split, i, num_shards, people[i::num_shards], images, crop_size)
                     for i in indices]
             # Threads, not processes: the work is JPEG decoding, resizing and encoding in OpenCV, which

@@ -34,7 +34,7 @@ def convert_to_tflite(saved_model_dir: str, output_dir: str, variants: list[str]
     {"model", "variants": {variant: metadata}} (metadata as in each .json)."""
     import numpy as np
 
-    from pose import steplog, tflite_runtime
+    from pose import outputs, steplog, tflite_runtime
     from pose.atomic import atomic_directory
 
     unknown = [v for v in variants if v not in VARIANTS]
@@ -43,6 +43,7 @@ def convert_to_tflite(saved_model_dir: str, output_dir: str, variants: list[str]
     if "int8" in variants and not representative_dirs:
         raise TFLiteConversionError("variant int8 (full integer) needs representative data: pass shard folders "
                                     "(--representative)")
+    outputs.check_output("tflite", output_dir, [saved_model_dir, *(representative_dirs or [])])
     with steplog.step("tflite", saved_model=saved_model_dir, output=output_dir, variants=",".join(variants),
                       representative=representative_dirs) as wrote:
         folder = _freeze_folder(Path(saved_model_dir))
@@ -58,7 +59,7 @@ def convert_to_tflite(saved_model_dir: str, output_dir: str, variants: list[str]
         reference = _saved_model_heatmaps(folder / "saved_model", info, comparison)
 
         results = {}
-        with atomic_directory(output_dir) as tmp:
+        with atomic_directory(output_dir, step="tflite") as tmp:
             for variant in variants:
                 flatbuffer = _convert(folder, info, variant, samples, int8_io)
                 name = f"{info['model']}_{variant}"
