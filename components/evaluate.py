@@ -28,6 +28,7 @@ log = logging.getLogger("evaluate")
 REPO = Path(__file__).resolve().parent.parent
 BATCH_SIZE = 16
 REFINE_CHOICES = ("dark", "quarter", "none")
+PREDICT_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
 class EvaluationError(ValueError):
@@ -38,17 +39,22 @@ def evaluate(models_dir: str, data_dirs: list[str], output_dir: str, anchors_dir
              flip_test: bool = False, refine: str = "dark", latency_runs: int = 50, gallery_size: int = 12) -> dict:
     """Evaluates every .tflite in `models_dir` on `data_dirs`; writes results.json and report.html to
     `output_dir` and returns the results dict."""
-    from pose import outputs, report, steplog
+    from pose import inputs, outputs, records, report, steplog
     from pose.atomic import atomic_directory
 
     if refine not in REFINE_CHOICES:
         raise EvaluationError(f"refine must be one of {REFINE_CHOICES}, not {refine!r}")
+    if latency_runs < 1:
+        raise EvaluationError(f"--latency-runs {latency_runs}: at least 1 timed run per model is needed")
+    if gallery_size < 0:
+        raise EvaluationError(f"--gallery-size {gallery_size}: must not be negative")
     anchors_dir = resolve_anchors_dir(anchors_dir)
     outputs.check_output("evaluate", output_dir, [models_dir, *data_dirs, anchors_dir])
     with steplog.step("evaluate", models=models_dir, data=data_dirs, output=output_dir, anchors=anchors_dir,
                       refine=refine, flip_test=flip_test) as wrote:
         models = _open_models(Path(models_dir))
-        predictions, truth, gallery = _predict_validation(models, data_dirs, refine, flip_test, gallery_size)
+        with records.named_shard_errors(inputs.read_index(data_dirs)["files"]):
+            predictions, truth, gallery = _predict_validation(models, data_dirs, refine, flip_test, gallery_size)
         results = {"settings": {"models_dir": str(models_dir), "data_dirs": [str(d) for d in data_dirs],
                                 "anchors_dir": str(anchors_dir) if anchors_dir else None, "refine": refine,
                                 "flip_test": flip_test, "latency_runs": latency_runs,
@@ -92,13 +98,14 @@ def resolve_anchors_dir(anchors_dir: str | None) -> Path | None:
 
 def _open_models(models_dir: Path) -> dict:
     """name -> {path, interpreter, metadata, input_size, output_size, stride}, checking shapes."""
-    from pose import keypoints, tflite_runtime
+    from pose import integrity, keypoints, tflite_runtime
 
     paths = sorted(models_dir.glob("*.tflite"))
     if not paths:
         raise EvaluationError(f"{models_dir}: no .tflite models")
     models = {}
     for path in paths:
+        metadata = integrity.verify_tflite(path)
         interpreter = tflite_runtime.load(path)
         _, height, width, channels = tflite_runtime.input_shape(interpreter)
         out_shape = tflite_runtime.output_shape(interpreter)
@@ -109,7 +116,6 @@ def _open_models(models_dir: Path) -> dict:
             raise EvaluationError(f"{path}: size mismatch: the model outputs {out_shape[-1]} heatmaps, the data has "
                                   f"{keypoints.NUM_KEYPOINTS} keypoints per person")
         meta_path = path.with_suffix(".json")
-        metadata = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
         if metadata and metadata.get("input_size") not in (None, height):
             raise EvaluationError(f"{path}: size mismatch: the model takes {height}x{width} but {meta_path.name} says "
                                   f"input_size {metadata['input_size']}")
@@ -124,9 +130,13 @@ def _predict_validation(models: dict, data_dirs: list[str], refine: str, flip_te
     import numpy as np
     from tqdm import tqdm
 
-    from pose import decoding, inputs, keypoints, tflite_runtime
+    from pose import decoding, integrity, inputs, keypoints, tflite_runtime
 
     index = inputs.read_index(data_dirs)
+    integrity.verify_shards(data_dirs)
+    if index["split"] != "valid":
+        log.warning("evaluating on shards of split %r (%s), not on validation shards: the figures do not measure "
+                    "generalisation", index["split"], ", ".join(map(str, data_dirs)))
     if index["num_examples"] == 0:
         raise EvaluationError(f"{', '.join(map(str, data_dirs))}: the shards hold no people to evaluate")
     gallery_model = next((n for n in models if n.endswith("_fp32")), next(iter(models)))
@@ -254,9 +264,14 @@ def predict(model_path: str, image_path: str, output_path: str, refine: str = "d
     import cv2
     import numpy as np
 
-    from pose import decoding, report, tflite_runtime
+    from pose import decoding, integrity, report, tflite_runtime
     from pose.atomic import atomic_file
 
+    suffix = Path(output_path).suffix.lower()
+    if suffix not in PREDICT_SUFFIXES:
+        raise EvaluationError(f"{output_path}: cannot write a {suffix or 'suffix-less'} file; name an image "
+                              f"({', '.join(PREDICT_SUFFIXES)})")
+    integrity.verify_tflite(model_path)
     interpreter = tflite_runtime.load(model_path)
     _, size, _, _ = tflite_runtime.input_shape(interpreter)
     image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)

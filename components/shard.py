@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from components import cli
-from pose import outputs, records, steplog
+from pose import integrity, jpeg, outputs, records, steplog
 from pose.atomic import atomic_directory, atomic_file
 from pose.keypoints import NUM_KEYPOINTS
 
@@ -111,8 +111,20 @@ def _person_example(person: dict, image_info: dict, image: np.ndarray, crop_size
 
 
 def _read_image(input_dir: str, split: str, image_info: dict) -> np.ndarray:
-    path = os.path.join(input_dir, "images", split, image_info["file_name"])
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    file_name = image_info["file_name"]
+    if not isinstance(file_name, str) or os.path.basename(file_name) != file_name or file_name in ("", ".", ".."):
+        raise ShardError(f"{input_dir}: image id {image_info['id']}: file_name {file_name!r} is not a plain file "
+                         f"name in images/{split}/ (it would read outside the input)")
+    path = os.path.join(input_dir, "images", split, file_name)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as error:
+        raise ShardError(f"{path}: missing or unreadable (image id {image_info['id']}): {error.strerror}") from None
+    problem = jpeg.problem(data)
+    if problem:
+        raise ShardError(f"{path}: {problem} (image id {image_info['id']})")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise ShardError(f"{path}: missing or not a readable image (image id {image_info['id']})")
     expected = (image_info.get("height"), image_info.get("width"))
@@ -123,8 +135,8 @@ def _read_image(input_dir: str, split: str, image_info: dict) -> np.ndarray:
 
 
 def _write_shard(input_dir: str, folder: str, split: str, index: int, num_shards: int, people: list[dict],
-                 images: dict, crop_size: int) -> int:
-    """Writes one shard (through a temporary name); returns its record count."""
+                 images: dict, crop_size: int) -> tuple[int, dict]:
+    """Writes one shard (through a temporary name); returns its record count and checksum."""
     path = os.path.join(folder, shard_name(split, index, num_shards))
     started, cached_id, image = time.perf_counter(), None, None
     with atomic_file(path) as tmp, tf.io.TFRecordWriter(str(tmp)) as writer:
@@ -136,12 +148,13 @@ def _write_shard(input_dir: str, folder: str, split: str, index: int, num_shards
             if count % PROGRESS_EVERY == 0:
                 log.info("shard %d: %d/%d people, %.0f/s", index, count, len(people),
                          count / (time.perf_counter() - started))
-    return len(people)
+    return len(people), integrity.file_checksum(path)
 
 
 def shard(input_dir: str, output_dir: str, split: str, num_shards: int, shard_index: int | None = None,
-          crop_size: int = 512) -> dict:
-    """Writes the shards of one split (all, or only `shard_index`) and index.json; returns the index."""
+          crop_size: int = 512, allow_empty: bool = False) -> dict:
+    """Writes the shards of one split (all, or only `shard_index`) and index.json; returns the index.
+    A split with no labelled person is an error unless `allow_empty`."""
     if split not in SPLITS:
         raise ShardError(f"split {split!r}: expected one of {SPLITS}")
     if num_shards < 1 or (shard_index is not None and not 0 <= shard_index < num_shards):
@@ -152,6 +165,10 @@ def shard(input_dir: str, output_dir: str, split: str, num_shards: int, shard_in
     with steplog.step("shard", input=input_dir, split=split, num_shards=num_shards, shard_index=shard_index,
                       output=output_dir) as wrote:
         people, images, skipped = _load_people(input_dir, split)
+        if not people and not allow_empty:
+            raise ShardError(f"{os.path.join(input_dir, 'annotations', f'person_keypoints_{split}.json')}: no person "
+                             f"with a labelled joint to shard ({skipped} unlabelled); pass --allow-empty to write "
+                             "empty shards")
         indices = range(num_shards) if shard_index is None else [shard_index]
         with atomic_directory(output_dir, step="shard") as folder:
             jobs = [(input_dir, str(folder), split, i, num_shards, people[i::num_shards], images, crop_size)
@@ -159,11 +176,14 @@ def shard(input_dir: str, output_dir: str, split: str, num_shards: int, shard_in
             # Threads, not processes: the work is JPEG decoding, resizing and encoding in OpenCV, which
             # releases the GIL, and a process would pay TensorFlow's import (seconds) before its first record.
             with concurrent.futures.ThreadPoolExecutor(min(len(jobs), os.cpu_count() or 1)) as pool:
-                counts = list(pool.map(lambda job: _write_shard(*job), jobs))
+                written = list(pool.map(lambda job: _write_shard(*job), jobs))
+            counts = [count for count, _ in written]
             index = {
                 "split": split, "num_shards": num_shards, "crop_size": crop_size, "crop_margin": CROP_MARGIN,
                 "shards": {shard_name(split, i, num_shards): count for i, count in zip(indices, counts)},
                 "num_examples": sum(counts), "skipped_unlabelled": skipped, "feature_spec": records.feature_spec_json(),
+                integrity.CHECKSUMS: {shard_name(split, i, num_shards): checksum
+                                      for i, (_, checksum) in zip(indices, written)},
             }
             with open(folder / "index.json", "w") as f:
                 json.dump(index, f, indent=1, sort_keys=True)
@@ -180,8 +200,10 @@ def main(argv=None) -> int:
     arguments.add_argument("--num-shards", type=int, required=True)
     arguments.add_argument("--shard-index", type=int, default=None, help="write only this shard (0-based)")
     arguments.add_argument("--crop-size", type=int, default=512, help="longest side of a stored person crop")
+    arguments.add_argument("--allow-empty", action="store_true", help="write empty shards for a split with no person")
     return cli.run("shard", arguments, lambda args: shard(args.input, args.output, args.split, args.num_shards,
-                                                          args.shard_index, args.crop_size), argv)
+                                                          args.shard_index, args.crop_size,
+                                                          allow_empty=args.allow_empty), argv)
 
 
 if __name__ == "__main__":

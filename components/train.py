@@ -29,7 +29,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from components import cli
-from pose import inputs, networks, steplog, visualize
+from pose import integrity, inputs, networks, outputs, records, steplog, visualize
 from pose.atomic import atomic_file
 from pose.config import TrainConfig, load_config, parse_overrides
 from pose.decoding import decode, heatmap_to_input
@@ -138,8 +138,11 @@ class _Run:
         index = inputs.read_index(data_dirs)
         if index["split"] != "train":
             log.warning("training on shards of split %r (%s)", index["split"], data_dirs)
+        integrity.verify_shards(data_dirs)
+        self.files = list(index["files"])
         if self.valid_dirs:
-            inputs.read_index(self.valid_dirs)  # fail now, not after an hour of training
+            self.files += inputs.read_index(self.valid_dirs)["files"]  # fail now, not after an hour of training
+            integrity.verify_shards(self.valid_dirs)
         examples = cfg.num_train_samples or index["num_examples"]
         if examples < 1:
             raise TrainError(f"{data_dirs}: the shard index counts no examples")
@@ -223,6 +226,10 @@ class _Run:
     # -- the loop --
 
     def fit(self) -> dict:
+        with records.named_shard_errors(self.files):
+            return self._fit()
+
+    def _fit(self) -> dict:
         cfg = self.cfg
         if self.chief:
             self.output_dir.mkdir(parents=True, exist_ok=True)
