@@ -195,7 +195,8 @@ class _GcsDestination:
         self._call(name, remove)
 
     def put(self, path: Path) -> str:
-        return self.storage.upload_file(str(path), f"{self.base}/{path.name}", self.client)
+        self._call(path.name, lambda blob: blob.upload_from_filename(str(path), **self.storage.gcs_options()))
+        return f"{self.base}/{path.name}"
 
 
 class _LocalDestination:
