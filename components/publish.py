@@ -152,7 +152,8 @@ def _upload(staged: Path, destination: str) -> list[str]:
                 continue  # a manifest names plain files; anything else was not written by publish
             store.remove(stray)  # publish wrote it, under the previous manifest
     except (OSError, ValueError) as error:
-        raise PublishError(f"{destination}: publishing failed part way, so no {MANIFEST} is there: {error}") from error
+        raise PublishError(f"{destination}: upload failed, so no {MANIFEST} is there (the files may be partly "
+                           f"replaced): {error}") from error
     return written
 
 

@@ -120,7 +120,8 @@ def _read_image(input_dir: str, split: str, image_info: dict) -> np.ndarray:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as error:
-        raise ShardError(f"{path}: missing or unreadable (image id {image_info['id']}): {error.strerror}") from None
+        raise ShardError(f"{path}: missing or not a readable image (image id {image_info['id']}): "
+                         f"{error.strerror}") from None
     problem = jpeg.problem(data)
     if problem:
         raise ShardError(f"{path}: {problem} (image id {image_info['id']})")
