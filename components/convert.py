@@ -9,10 +9,12 @@ Does   checks every record (keypoint list of 42, visibility codes, keypoints ins
        box corners in order, image present and not truncated), keeps AIC joint order, maps AIC
        visibility 1/2/3 to COCO 2/1/0, optionally keeps only single-person images.
 Writes annotations/person_keypoints_{train,valid}.json, images/{train,valid}/<aic id>.jpg (hard
-       links where possible), rejects.json when --skip-invalid skipped records. Everything is
-       written to a temporary folder beside <output> and renamed to <output> at the end.
+       links where possible), rejects.json when --skip-invalid skipped records. With --num-shards N
+       the images go into per-shard packs instead of images/: packs/<split>-<iiiii>-of-<nnnnn>/ holds
+       one shard's images and annotations (pose/packs.py), so that a shard task reads only its share.
+       Everything is written to a temporary folder beside <output> and renamed to <output> at the end.
 
-    python -m components.convert --input DIR --output DIR [--single-person] [--skip-invalid]
+    python -m components.convert --input DIR --output DIR [--single-person] [--skip-invalid] [--num-shards N]
 """
 import concurrent.futures
 import contextlib
@@ -31,16 +33,14 @@ from tqdm import tqdm
 
 from components import cli
 from pose import keypoints as kp
-from pose import outputs, steplog
+from pose import outputs, packs, steplog
 from pose.atomic import atomic_directory
 
 log = logging.getLogger("convert")
 
 SPLITS = ("train", "valid")
-OFFICIAL_LAYOUT = {
-    "train": ("keypoint_train_annotations_20170909.json", "keypoint_train_images_20170902"),
-    "valid": ("keypoint_validation_annotations_20170911.json", "keypoint_validation_images_20170911"),
-}
+# split -> (annotation file, image folder) of the official release (pose.keypoints.AIC_LAYOUT), found at any depth.
+OFFICIAL_LAYOUT = {split: (annotations, images) for split, (_, annotations, images) in kp.AIC_LAYOUT.items()}
 SEED_LAYOUT = {"train": ("ai_challenger_train.json", "train"), "valid": ("ai_challenger_valid.json", "valid")}
 
 # A labelled joint a pixel or two past the border is click noise (pulled inside); further out, a bad record.
@@ -104,26 +104,32 @@ class Record(NamedTuple):
 # ---------------------------------------------------------------------------------------------
 
 def convert(input_dir: str, output_dir: str, single_person: bool = False, skip_invalid: bool = False,
-            allow_empty: bool = False) -> dict:
+            num_shards: int | None = None, allow_empty: bool = False) -> dict:
     """Converts the AIC release below input_dir into the COCO layout at output_dir; returns the counts.
+    With num_shards, each split's images are written as num_shards packs (pose/packs.py), not images/.
     A split left with no image is an error unless `allow_empty`."""
     output = Path(output_dir)
+    if num_shards is not None:
+        packs.check_num_shards(num_shards)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise ConvertError(f"output {output} exists and is not an empty folder")
     outputs.check_output("convert", output_dir, [input_dir])
     with steplog.step("convert", input=input_dir, output=output_dir, single_person=single_person,
-                      skip_invalid=skip_invalid) as wrote, _without_cyclic_gc():
+                      skip_invalid=skip_invalid, num_shards=num_shards) as wrote, _without_cyclic_gc():
         sources = find_sources(Path(input_dir))
         with atomic_directory(output) as partial:
             (partial / "annotations").mkdir()
             counts, rejects = {}, []
             for split in SPLITS:
-                counts.update(_convert_split(split, sources[split], partial, single_person, skip_invalid, rejects))
-                if not counts[f"{split}_images"] and not allow_empty:
-                    raise ConvertError(f"{sources[split].annotations}: no {split} image left to convert "
+                counts.update(_convert_split(split, sources[split], partial, single_person, skip_invalid, rejects,
+                                             num_shards))
+                if not counts[f"{split}_people"] and not allow_empty:
+                    raise ConvertError(f"{sources[split].annotations}: no {split} image (or no person) left to convert "
                                        f"({counts[f'{split}_records']} records, {counts[f'{split}_rejected']} rejected"
                                        f"{', only single-person images kept' if single_person else ''}); "
                                        "pass --allow-empty to write an empty split")
+            if num_shards:
+                counts["num_shards"] = num_shards
             counts["rejected"] = len(rejects)
             if rejects:
                 rejects.sort(key=lambda reject: (SPLITS.index(reject["split"]), reject["record"]))
@@ -179,7 +185,7 @@ def find_sources(input_dir: Path) -> dict:
     return sources
 
 
-def _convert_split(split, source, output, single_person, skip_invalid, rejects) -> dict:
+def _convert_split(split, source, output, single_person, skip_invalid, rejects, num_shards=None) -> dict:
     started = time.perf_counter()
 
     def reject(error: InvalidRecord):
@@ -231,18 +237,20 @@ def _convert_split(split, source, output, single_person, skip_invalid, rejects) 
         placed.append((record.image_file, file_name))
     del records, sizes
 
-    image_folder = output / "images" / split
-    image_folder.mkdir(parents=True)
-    place = _ImagePlacer(image_folder)
+    info = {"description": f"AI Challenger keypoints ({split}), AIC joint order", "source": str(source.annotations),
+            "layout": source.layout, "single_person": single_person}
+    place = _ImagePlacer()
     phase = time.perf_counter()
-    _map_in_chunks(place, placed, f"{split} place images")
+    if num_shards:
+        _write_packs(output, split, num_shards, info, images, annotations, placed, place)
+    else:
+        image_folder = output / "images" / split
+        image_folder.mkdir(parents=True)
+        _map_in_chunks(place, [(source_file, f"{image_folder}/{name}") for source_file, name in placed],
+                       f"{split} place images")
     log.info("%s: %s %d images in %.1fs", split, "linked" if place.link else "copied", len(placed),
              time.perf_counter() - phase)
-    coco = {
-        "info": {"description": f"AI Challenger keypoints ({split}), AIC joint order", "source": str(source.annotations),
-                 "layout": source.layout, "single_person": single_person},
-        "images": images, "annotations": annotations, "categories": [kp.COCO_CATEGORY],
-    }
+    coco = {"info": info, "images": images, "annotations": annotations, "categories": [kp.COCO_CATEGORY]}
     _write_json(output / "annotations" / f"person_keypoints_{split}.json", coco)
     elapsed = time.perf_counter() - started
     log.info("%s: wrote %d images, %d people in %.1fs, %.0f records/s", split, len(images), len(annotations),
@@ -482,15 +490,37 @@ def image_size(path: str):
         os.close(fd)
 
 
+def _write_packs(output: Path, split: str, num_shards: int, info: dict, images: list, annotations: list,
+                 placed: list, place) -> None:
+    """One pack per shard: its images (pose.packs.shard_of_images) with their people, and pack.json."""
+    shard_of = packs.shard_of_images([image["id"] for image in images], num_shards)
+    pack_images = [[] for _ in range(num_shards)]
+    pack_people = [[] for _ in range(num_shards)]
+    for image in images:
+        pack_images[shard_of[image["id"]]].append(image)
+    for person in annotations:
+        pack_people[shard_of[person["image_id"]]].append(person)
+    for index in range(num_shards):
+        folder = output / packs.pack_path(split, index, num_shards)
+        (folder / "images" / split).mkdir(parents=True)
+        (folder / "annotations").mkdir()
+        _write_json(folder / "annotations" / f"person_keypoints_{split}.json",
+                    {"info": {**info, "shard_index": index, "num_shards": num_shards}, "images": pack_images[index],
+                     "annotations": pack_people[index], "categories": [kp.COCO_CATEGORY]})
+        packs.write_pack_info(folder, split, index, num_shards, len(pack_images[index]), len(pack_people[index]))
+    targets = [(source_file, f"{output}/{packs.pack_path(split, shard_of[image['id']], num_shards)}/images/{split}/{name}")
+               for image, (source_file, name) in zip(images, placed)]
+    _map_in_chunks(place, targets, f"{split} place images in {num_shards} packs")
+
+
 class _ImagePlacer:
     """Hard-links images into the output; copies once linking fails (another file system, no permission)."""
 
-    def __init__(self, folder: Path):
-        self.folder, self.link = folder, True
+    def __init__(self):
+        self.link = True
 
     def __call__(self, item):
-        source, file_name = item
-        target = f"{self.folder}/{file_name}"
+        source, target = item
         if self.link:
             try:
                 os.link(source, target)
@@ -542,10 +572,12 @@ def main(argv=None) -> int:
     arguments.add_argument("--single-person", action="store_true", help="keep only images with exactly one person")
     arguments.add_argument("--skip-invalid", action="store_true",
                            help="skip invalid records (listed in rejects.json) instead of stopping")
+    arguments.add_argument("--num-shards", type=int, default=None,
+                           help="write each split's images as N per-shard packs (packs/) instead of images/")
     arguments.add_argument("--allow-empty", action="store_true", help="write a split that has no image left")
     return cli.run("convert", arguments, lambda args: print(json.dumps(convert(
         args.input, args.output, single_person=args.single_person, skip_invalid=args.skip_invalid,
-        allow_empty=args.allow_empty))), argv)
+        num_shards=args.num_shards, allow_empty=args.allow_empty))), argv)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,10 @@
 
 Takes    a tflite output folder (`*.tflite`, each with its .json), validation shard folders, and the
          seed's models (`../shared/anchors`, or --anchors / POSE_ANCHORS_DIR).
-Does     runs each model in LiteRT over the validation people (optional flip test), decodes the heatmaps
+Does     runs each model, ours and the seed's, in LiteRT over the validation people, each fed in its own
+         model contract (pose.contract: the `contract` of its .json; a .json without one is "aic", with a
+         warning; the seed's files have no .json and are "seed", their stride read from the tensor shapes),
+         heatmaps brought back to AIC order (optional flip test), decodes the heatmaps
          (DARK or quarter-offset sub-pixel refinement), maps keypoints back to original image pixels and
          scores PCKh@0.5 (head = head top <-> neck) and OKS AP through pycocotools with the AIC sigmas;
          times every model and every seed model in the same run (median / p90, 1 and all threads,
@@ -22,12 +25,14 @@ import time
 from pathlib import Path
 
 from components import cli
+from pose.codec import DEFAULT_REFINE, REFINE_MODES
 
 log = logging.getLogger("evaluate")
 
 REPO = Path(__file__).resolve().parent.parent
 BATCH_SIZE = 16
-REFINE_CHOICES = ("dark", "quarter", "none")
+# Prediction keys of the seed's models, apart from ours.
+ANCHOR_PREFIX = "seed:"
 PREDICT_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
@@ -36,14 +41,15 @@ class EvaluationError(ValueError):
 
 
 def evaluate(models_dir: str, data_dirs: list[str], output_dir: str, anchors_dir: str | None = None,
-             flip_test: bool = False, refine: str = "dark", latency_runs: int = 50, gallery_size: int = 12) -> dict:
+             flip_test: bool = False, refine: str = DEFAULT_REFINE, latency_runs: int = 50, gallery_size: int = 12) -> dict:
     """Evaluates every .tflite in `models_dir` on `data_dirs`; writes results.json and report.html to
     `output_dir` and returns the results dict."""
     from pose import inputs, outputs, records, report, steplog
+    from pose import results as results_file
     from pose.atomic import atomic_directory
 
-    if refine not in REFINE_CHOICES:
-        raise EvaluationError(f"refine must be one of {REFINE_CHOICES}, not {refine!r}")
+    if refine not in REFINE_MODES:
+        raise EvaluationError(f"refine must be one of {REFINE_MODES}, not {refine!r}")
     if latency_runs < 1:
         raise EvaluationError(f"--latency-runs {latency_runs}: at least 1 timed run per model is needed")
     if gallery_size < 0:
@@ -53,8 +59,11 @@ def evaluate(models_dir: str, data_dirs: list[str], output_dir: str, anchors_dir
     with steplog.step("evaluate", models=models_dir, data=data_dirs, output=output_dir, anchors=anchors_dir,
                       refine=refine, flip_test=flip_test) as wrote:
         models = _open_models(Path(models_dir))
+        anchors = {path.stem: open_model(path) for path in sorted(anchors_dir.glob("*.tflite"))} if anchors_dir else {}
+        predicted = {**models, **{ANCHOR_PREFIX + name: anchor for name, anchor in anchors.items()}}
         with records.named_shard_errors(inputs.read_index(data_dirs)["files"]):
-            predictions, truth, gallery = _predict_validation(models, data_dirs, refine, flip_test, gallery_size)
+            predictions, truth, gallery = _predict_validation(predicted, data_dirs, refine, flip_test, gallery_size,
+                                                              gallery_candidates=list(models))
         results = {"settings": {"models_dir": str(models_dir), "data_dirs": [str(d) for d in data_dirs],
                                 "anchors_dir": str(anchors_dir) if anchors_dir else None, "refine": refine,
                                 "flip_test": flip_test, "latency_runs": latency_runs,
@@ -65,18 +74,25 @@ def evaluate(models_dir: str, data_dirs: list[str], output_dir: str, anchors_dir
             results["models"][name] = {"file": model["path"].name, "metadata": model["metadata"],
                                        **_accuracy(predictions[name], truth),
                                        **_speed_and_size(model["path"], latency_runs)}
-        if anchors_dir:
-            for path in sorted(anchors_dir.glob("*.tflite")):
-                results["anchors"][path.stem] = {"file": str(path), **_speed_and_size(path, latency_runs)}
+        for name, anchor in anchors.items():
+            results["anchors"][name] = {"file": str(anchor["path"]), "metadata": anchor["metadata"],
+                                        **_accuracy(predictions[ANCHOR_PREFIX + name], truth),
+                                        **_speed_and_size(anchor["path"], latency_runs)}
         _compare_with_seed(results)
 
         with atomic_directory(output_dir, step="evaluate") as tmp:
-            (tmp / "results.json").write_text(json.dumps(results, indent=2, default=_json_default))
+            results_file.write(tmp / results_file.FILE_NAME, results)
             (tmp / "report.html").write_text(report.render(results, gallery["images"]))
         for name, model in results["models"].items():
             log.info("%s: PCKh %.1f, AP %.3f, %.2f ms (1 thread), %.2f MB, runtime %s%s", name, 100 * model["pckh"], model["ap"],
                      model["latency"]["1"]["median_ms"], model["size_bytes"] / 1e6, model["latency"]["runtime"],
-                     f", latency x{model['vs_seed']['latency_1_thread']:.2f} of the seed's" if model["vs_seed"] else "")
+                     (f", latency x{model['vs_seed']['latency_1_thread']:.2f} of the seed's"
+                      + ("" if model["vs_seed"]["same_input_size"] else
+                         f" (not like with like: {model['vs_seed']['input_size']} px against "
+                         f"{model['vs_seed']['seed_input_size']} px)")) if model["vs_seed"] else "")
+        for name, anchor in results["anchors"].items():
+            log.info("seed %s: PCKh %.1f, AP %.3f, %.2f ms (1 thread), %.2f MB", name, 100 * anchor["pckh"],
+                     anchor["ap"], anchor["latency"]["1"]["median_ms"], anchor["size_bytes"] / 1e6)
         wrote.update(results=f"{output_dir}/results.json", report=f"{output_dir}/report.html",
                      models=len(models), people=len(truth["image_id"]))
     return results
@@ -97,40 +113,63 @@ def resolve_anchors_dir(anchors_dir: str | None) -> Path | None:
 
 
 def _open_models(models_dir: Path) -> dict:
-    """name -> {path, interpreter, metadata, input_size, output_size, stride}, checking shapes."""
-    from pose import integrity, keypoints, tflite_runtime
-
+    """name -> open_model(path) for every .tflite in the folder."""
     paths = sorted(models_dir.glob("*.tflite"))
     if not paths:
         raise EvaluationError(f"{models_dir}: no .tflite models")
-    models = {}
-    for path in paths:
-        metadata = integrity.verify_tflite(path)
-        interpreter = tflite_runtime.load(path)
-        _, height, width, channels = tflite_runtime.input_shape(interpreter)
-        out_shape = tflite_runtime.output_shape(interpreter)
-        if height != width or channels != 3 or len(out_shape) != 4:
-            raise EvaluationError(f"{path}: input {[height, width, channels]} / output {list(out_shape)}, expected a "
-                                  "square RGB image in and [1, h, w, K] heatmaps out")
-        if out_shape[-1] != keypoints.NUM_KEYPOINTS:
-            raise EvaluationError(f"{path}: size mismatch: the model outputs {out_shape[-1]} heatmaps, the data has "
-                                  f"{keypoints.NUM_KEYPOINTS} keypoints per person")
-        meta_path = path.with_suffix(".json")
-        if metadata and metadata.get("input_size") not in (None, height):
-            raise EvaluationError(f"{path}: size mismatch: the model takes {height}x{width} but {meta_path.name} says "
-                                  f"input_size {metadata['input_size']}")
-        models[path.stem] = {"path": path, "interpreter": interpreter, "metadata": metadata, "input_size": height,
-                             "stride": height / out_shape[1]}
-    return models
+    return {path.stem: open_model(path) for path in paths}
 
 
-def _predict_validation(models: dict, data_dirs: list[str], refine: str, flip_test: bool, gallery_size: int):
+def open_model(path: Path) -> dict:
+    """{path, interpreter, metadata, contract, input_size, heatmap_size} of a .tflite, checking shapes. The metadata
+    is its .json; without one it is one of the seed's released files (seed contract, shapes give the stride)."""
+    from pose import contract, integrity, keypoints, tflite_runtime
+
+    integrity.verify_tflite(path)
+    interpreter = tflite_runtime.load(path)
+    _, height, width, channels = tflite_runtime.input_shape(interpreter)
+    out_shape = tflite_runtime.output_shape(interpreter)
+    if height != width or channels != 3 or len(out_shape) != 4:
+        raise EvaluationError(f"{path}: input {[height, width, channels]} / output {list(out_shape)}, expected a "
+                              "square RGB image in and [1, h, w, K] heatmaps out")
+    if out_shape[-1] != keypoints.NUM_KEYPOINTS:
+        raise EvaluationError(f"{path}: size mismatch: the model outputs {out_shape[-1]} heatmaps, the data has "
+                              f"{keypoints.NUM_KEYPOINTS} keypoints per person")
+    meta_path = path.with_suffix(".json")
+    if meta_path.is_file():
+        metadata = json.loads(meta_path.read_text())
+        try:
+            model_contract = contract.from_metadata(metadata, str(meta_path))
+        except contract.ContractError as error:
+            raise EvaluationError(str(error)) from error
+    else:
+        log.info("%s: no %s beside it: read as one of the seed's released files (seed contract)", path,
+                 meta_path.name)
+        metadata = contract.seed_file(height, out_shape[1], path.name)
+        model_contract = metadata["contract"]
+    if metadata.get("input_size") not in (None, height):
+        raise EvaluationError(f"{path}: size mismatch: the model takes {height}x{width} but {meta_path.name} says "
+                              f"input_size {metadata['input_size']}")
+    return {"path": path, "interpreter": interpreter, "metadata": metadata, "contract": model_contract,
+            "input_size": height, "heatmap_size": out_shape[1]}
+
+
+def run_in_contract(model: dict, images):
+    """Heatmaps in AIC order for training-pipeline images (RGB in [0, 1]), the model fed in its own contract."""
+    from pose import contract, tflite_runtime
+
+    heatmaps = tflite_runtime.run(model["interpreter"], contract.from_training_images(images, model["contract"]))
+    return contract.to_aic_order(heatmaps, model["contract"])
+
+
+def _predict_validation(models: dict, data_dirs: list[str], refine: str, flip_test: bool, gallery_size: int,
+                        gallery_candidates: list[str]):
     """Runs every model over the validation people once; returns (predictions {name: {keypoints, scores}} in
     original pixels, truth arrays, gallery {model, images})."""
     import numpy as np
     from tqdm import tqdm
 
-    from pose import decoding, integrity, inputs, keypoints, tflite_runtime
+    from pose import codec, integrity, inputs, keypoints
 
     index = inputs.read_index(data_dirs)
     integrity.verify_shards(data_dirs)
@@ -139,10 +178,12 @@ def _predict_validation(models: dict, data_dirs: list[str], refine: str, flip_te
                     "generalisation", index["split"], ", ".join(map(str, data_dirs)))
     if index["num_examples"] == 0:
         raise EvaluationError(f"{', '.join(map(str, data_dirs))}: the shards hold no people to evaluate")
-    gallery_model = next((n for n in models if n.endswith("_fp32")), next(iter(models)))
+    gallery_model = next((n for n in gallery_candidates if n.endswith("_fp32")), gallery_candidates[0])
     predictions = {name: {"keypoints": [], "scores": []} for name in models}
     truth = {key: [] for key in ("keypoints", "visibility", "bbox", "image_id")}
     gallery = {"model": gallery_model, "images": []}
+    codecs = {name: codec.HeatmapCodec.for_heatmaps(m["input_size"], m["heatmap_size"], refine=refine)
+              for name, m in models.items()}
     started = time.perf_counter()
     for size in sorted({m["input_size"] for m in models.values()}):
         sized = {name: m for name, m in models.items() if m["input_size"] == size}
@@ -160,10 +201,9 @@ def _predict_validation(models: dict, data_dirs: list[str], refine: str, flip_te
                 truth["bbox"].append(batch["bbox"])
                 truth["image_id"].append(batch["image_id"])
             for name, model in sized.items():
-                predict = lambda images, m=model: tflite_runtime.run(m["interpreter"], images)  # noqa: E731
-                heatmaps = decoding.flip_test(predict, batch["image"]) if flip_test else predict(batch["image"])
-                coords, scores = decoding.decode(heatmaps, refine=refine)
-                in_input = decoding.heatmap_to_input(coords, model["stride"])
+                predict = lambda images, m=model: run_in_contract(m, images)  # noqa: E731
+                heatmaps = codec.flip_test(predict, batch["image"]) if flip_test else predict(batch["image"])
+                in_input, scores = codecs[name].decode_to_input(heatmaps)
                 predictions[name]["keypoints"].append(input_to_original(in_input, batch["to_original"]))
                 predictions[name]["scores"].append(scores)
                 if name == gallery_model and len(gallery["images"]) < gallery_size:
@@ -230,50 +270,55 @@ def _speed_and_size(path: Path, runs: int) -> dict:
             "latency_by_runtime": by_runtime}
 
 
-def _family(name: str) -> str:
-    return "hourglass" if "hourglass" in name.lower() else "cpm"
+def _family(name: str) -> str | None:
+    from pose import networks
+
+    try:
+        return networks.identity(name).family
+    except networks.UnknownModel:
+        return None
 
 
 def _compare_with_seed(results: dict) -> None:
-    """Adds vs_seed (ours / the seed's model of the same family: latency at 1 and all threads, size)."""
+    """Adds vs_seed (ours / the seed's model of the same family: latency at 1 and all threads, size); None
+    for a model of no known family or without the seed's model of its family."""
     anchors = {_family(name): anchor for name, anchor in results["anchors"].items()}
+    anchors.pop(None, None)
     for name, model in results["models"].items():
         anchor = anchors.get(_family(model["metadata"].get("model", name)))
-        model["vs_seed"] = None if anchor is None else {
+        if anchor is None:
+            model["vs_seed"] = None
+            continue
+        size, seed_size = model["metadata"].get("input_size"), anchor["metadata"]["input_size"]
+        model["vs_seed"] = {
             "seed_model": next(n for n, a in results["anchors"].items() if a is anchor),
+            # latency scales with pixels: a ratio across input sizes is not like with like
+            "input_size": size, "seed_input_size": seed_size, "same_input_size": size == seed_size,
             "latency_1_thread": model["latency"]["1"]["median_ms"] / anchor["latency"]["1"]["median_ms"],
             "latency_all_threads": model["latency"]["all"]["median_ms"] / anchor["latency"]["all"]["median_ms"],
             "size": model["size_bytes"] / anchor["size_bytes"],
+            "pckh_points": 100 * (model["pckh"] - anchor["pckh"]),
+            "ap": model["ap"] - anchor["ap"],
         }
 
 
-def _json_default(value):
-    import numpy as np
-
-    if isinstance(value, (np.generic,)):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value)}")
-
-
-def predict(model_path: str, image_path: str, output_path: str, refine: str = "dark",
+def predict(model_path: str, image_path: str, output_path: str, refine: str = DEFAULT_REFINE,
             min_score: float = 0.1) -> dict:
     """Draws the predicted skeleton on `image_path` (the whole image letterboxed to the model input) into
     `output_path`; returns {"keypoints": [[x, y], ...] in image pixels, "scores": [...]}."""
     import cv2
     import numpy as np
 
-    from pose import decoding, integrity, report, tflite_runtime
+    from pose import contract, report, tflite_runtime
+    from pose.codec import HeatmapCodec
     from pose.atomic import atomic_file
 
     suffix = Path(output_path).suffix.lower()
     if suffix not in PREDICT_SUFFIXES:
         raise EvaluationError(f"{output_path}: cannot write a {suffix or 'suffix-less'} file; name an image "
                               f"({', '.join(PREDICT_SUFFIXES)})")
-    integrity.verify_tflite(model_path)
-    interpreter = tflite_runtime.load(model_path)
-    _, size, _, _ = tflite_runtime.input_shape(interpreter)
+    model = open_model(Path(model_path))
+    size = model["input_size"]
     image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
     if image is None:
         raise EvaluationError(f"{image_path}: cannot read the image")
@@ -284,11 +329,11 @@ def predict(model_path: str, image_path: str, output_path: str, refine: str = "d
     shift_y = 0.5 * scale - 0.5 + (size - scale * height) / 2
     to_input = np.array([[scale, 0, shift_x], [0, scale, shift_y]], dtype=np.float64)
     letterboxed = cv2.warpAffine(image, to_input, (size, size), flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    rgb = cv2.cvtColor(letterboxed, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
-    heatmaps = tflite_runtime.run(interpreter, rgb[None])
-    coords, scores = decoding.decode(heatmaps, refine=refine)
-    in_input = decoding.heatmap_to_input(coords[0], size / heatmaps.shape[1])
-    points = (in_input - to_input[:, 2]) / scale
+    heatmaps = contract.to_aic_order(
+        tflite_runtime.run(model["interpreter"], contract.model_input(letterboxed[None], model["contract"])),
+        model["contract"])
+    in_input, scores = HeatmapCodec.for_heatmaps(size, heatmaps.shape[1], refine=refine).decode_to_input(heatmaps)
+    points = (in_input[0] - to_input[:, 2]) / scale
     report.draw_skeleton(image, points, scores[0] >= min_score, report.PREDICTED_COLOUR,
                          thickness=max(2, round(max(height, width) / 200)))
     output_path = Path(output_path)
@@ -307,7 +352,7 @@ def main(argv=None) -> int:
         arguments.add_argument("--model", required=True, help=".tflite model")
         arguments.add_argument("--image", required=True, help="any image cv2 reads")
         arguments.add_argument("--output", required=True, help="output image (.png)")
-        arguments.add_argument("--refine", choices=REFINE_CHOICES, default="dark")
+        arguments.add_argument("--refine", choices=REFINE_MODES, default=DEFAULT_REFINE)
         arguments.add_argument("--min-score", type=float, default=0.1,
                                help="joints below this peak score are not drawn")
         return cli.run("predict", arguments, lambda args: predict(args.model, args.image, args.output,
@@ -319,7 +364,7 @@ def main(argv=None) -> int:
     arguments.add_argument("--output", required=True, help="folder for results.json and report.html")
     arguments.add_argument("--anchors", help="seed models folder (default: $POSE_ANCHORS_DIR, else ../shared/anchors)")
     arguments.add_argument("--flip-test", action="store_true", help="average with the prediction on the mirrored image")
-    arguments.add_argument("--refine", choices=REFINE_CHOICES, default="dark", help="sub-pixel heatmap refinement")
+    arguments.add_argument("--refine", choices=REFINE_MODES, default=DEFAULT_REFINE, help="sub-pixel heatmap refinement")
     arguments.add_argument("--latency-runs", type=int, default=50, help="timed runs per model and thread count")
     arguments.add_argument("--gallery-size", type=int, default=12)
     return cli.run("evaluate", arguments, lambda args: evaluate(

@@ -9,7 +9,8 @@ Does     a custom training loop under a tf.distribute strategy: MirroredStrategy
          masked by the per-joint weights, summed over stages and divided by the batch. Adam with the
          seed's exponential decay (or cosine). Checkpoints every `checkpoint_every` steps; a restart on
          the same output folder resumes from the newest one, optimizer state and step count included.
-         PCKh@0.5 on the valid shards every `eval_every` steps and at the end.
+         PCKh@0.5 on the valid shards every `eval_every` steps and at the end, decoded by the same codec
+         as evaluate's (pose.codec) but without its flip test (`pckh_flip_test`: false in the metadata).
 Writes   (docs/ARTIFACTS.md) model.keras, config.yaml, checkpoints/, logs/ (TensorBoard: loss per
          stage, learning rate, images/s, predictions), train_metadata.json.
 
@@ -32,7 +33,7 @@ from components import cli
 from pose import integrity, inputs, networks, outputs, records, steplog, visualize
 from pose.atomic import atomic_file
 from pose.config import TrainConfig, load_config, parse_overrides
-from pose.decoding import decode, heatmap_to_input
+from pose.codec import HeatmapCodec
 from pose.metrics import pckh
 
 log = logging.getLogger("train")
@@ -46,15 +47,19 @@ class TrainError(ValueError):
 
 
 def train(config: str, data_dirs: list[str], output_dir: str, valid_dirs: list[str] | None = None,
-          overrides: dict | None = None) -> dict:
+          overrides: dict | None = None, expect_gpus: int = 0, allow_cpu: bool = False) -> dict:
     """Trains per `config` (a YAML path or YAML text) on `data_dirs`; writes the model folder
-    `output_dir` and returns its train_metadata (also written as train_metadata.json)."""
+    `output_dir` and returns its train_metadata (also written as train_metadata.json).
+
+    `expect_gpus`: GPUs the caller asked for (the pod's accelerator limit); when TensorFlow sees none,
+    training fails rather than quietly running on the CPU, unless `allow_cpu`."""
     cfg = load_config(config, overrides).resolved()
     outputs.check_output("train", output_dir, [*data_dirs, *(valid_dirs or [])], allow_legacy=_is_train_output)
     with steplog.step("train", config=config, data=data_dirs, valid=valid_dirs, output=output_dir,
                       overrides=overrides or {}) as wrote:
         # The strategy first: MultiWorkerMirroredStrategy must exist before any other TF op runs.
         strategy, devices = _strategy(cfg)
+        check_gpus(expect_gpus, allow_cpu)
         run = _Run(cfg, strategy, devices, data_dirs, Path(output_dir), valid_dirs or [])
         metadata = run.fit()
         wrote.update(steps=metadata["steps"], final_loss=round(metadata["final_loss"], 4),
@@ -82,7 +87,7 @@ def _strategy(cfg: TrainConfig):
             raise TrainError(f"visible_devices {cfg.visible_devices!r}: GPUs {missing} do not exist "
                              f"({len(gpus)} visible)")
         tf.config.set_visible_devices([gpus[i] for i in wanted], "GPU")
-    cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+    cluster = _tf_config().get("cluster", {})
     if sum(len(cluster.get(role, [])) for role in ("chief", "worker")) > 1:
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         return strategy, f"{strategy.num_replicas_in_sync} replicas over {len(cluster.get('worker', []))} workers"
@@ -95,9 +100,30 @@ def _strategy(cfg: TrainConfig):
     return tf.distribute.get_strategy(), "CPU"
 
 
+def _tf_config() -> dict:
+    """The TF_CONFIG environment variable a multi-worker launcher sets ({} when unset)."""
+    return json.loads(os.environ.get("TF_CONFIG") or "{}")
+
+
+def check_gpus(expected: int, allow_cpu: bool) -> None:
+    """Fails when GPUs were asked for but TensorFlow sees none (a CPU-only TensorFlow, no driver or CUDA
+    libraries, or a pod without the GPU limit), unless CPU training is allowed on purpose."""
+    if expected <= 0:
+        return
+    visible = len(tf.config.list_logical_devices("GPU"))
+    if visible == 0 and not allow_cpu:
+        raise TrainError(f"{expected} GPU(s) were requested, but TensorFlow sees none (built with CUDA: "
+                         f"{tf.test.is_built_with_cuda()}); check the pod's nvidia.com/gpu limit and the image, or "
+                         f"allow CPU training on purpose (pipeline parameter allow_cpu=true, train --allow-cpu)")
+    if visible == 0:
+        log.warning("%d GPU(s) were requested, but TensorFlow sees none: training on the CPU (allow_cpu)", expected)
+    elif visible < expected:
+        log.warning("%d GPU(s) were requested, but TensorFlow sees %d: training on those", expected, visible)
+
+
 def _is_chief() -> bool:
-    task = json.loads(os.environ.get("TF_CONFIG") or "{}").get("task", {})
-    cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+    tf_config = _tf_config()
+    task, cluster = tf_config.get("task", {}), tf_config.get("cluster", {})
     if not task:
         return True
     return task.get("type") == "chief" or (task.get("type") == "worker" and task.get("index", 0) == 0
@@ -157,7 +183,7 @@ class _Run:
             raise TrainError(f"{data_dirs}: the shard index counts no examples")
         self.steps_per_epoch = max(1, examples // self.global_batch)
         self.total_steps = cfg.max_epoch * self.steps_per_epoch
-        if cfg.max_steps:
+        if cfg.max_steps is not None:
             self.total_steps = min(self.total_steps, cfg.max_steps)
         self.examples = examples
         log.info("devices: %s, strategy %s, %d replica(s), global batch %d, mixed precision %s, XLA %s",
@@ -168,8 +194,8 @@ class _Run:
         keras.mixed_precision.set_global_policy("mixed_float16" if self.mixed else "float32")
         keras.utils.set_random_seed(cfg.seed)  # the initial weights, like the data stream, follow the seed
         with strategy.scope():
-            self.model = networks.build_model(cfg.model, cfg.input_size, cfg.width, cfg.num_stages,
-                                              cfg.num_keypoints, cfg.batch_norm_momentum, **cfg.architecture_options())
+            self.model = networks.build_from_config(cfg)
+            self.warm_start = self._warm_start()
             # A plain variable the loop sets every step (see learning_rate): schedules may depend on time.
             optimizer = keras.optimizers.Adam(learning_rate(cfg, 0, 0.0), epsilon=1e-8)
             self.optimizer = keras.optimizers.LossScaleOptimizer(optimizer) if self.mixed else optimizer
@@ -206,7 +232,23 @@ class _Run:
         self.iterator = iter(strategy.experimental_distribute_dataset(dataset))
         self.train_step = self._make_train_step()
         self.predict = final_heatmaps_function(self.model)
+        self.codec = HeatmapCodec(cfg.input_size, cfg.output_stride, cfg.sigma)
         self.writer = tf.summary.create_file_writer(str(output_dir / "logs")) if self.chief else None
+
+    def _warm_start(self) -> dict | None:
+        """Loads cfg.init_from into the fresh model (a resumed run's checkpoint then overrides it)."""
+        from pose import warm_start
+
+        if not self.cfg.init_from:
+            return None
+        try:
+            summary = warm_start.load_into(self.model, self.cfg.init_from, self.cfg.model, self.cfg.seed_layers)
+        except warm_start.WarmStartError as error:
+            raise TrainError(str(error)) from error
+        log.info("warm start: %d layers from %s%s", summary["layers"], self.cfg.init_from,
+                 f" (reproduces it to {summary['reproduction_max_abs_diff']:.1e})"
+                 if "reproduction_max_abs_diff" in summary else "")
+        return summary
 
     @property
     def step(self) -> int:
@@ -360,8 +402,8 @@ class _Run:
     # -- evaluation and summaries --
 
     def _evaluate_into_history(self, step: int) -> float:
-        score = evaluate_pckh(self.predict, self.valid_dirs, self.cfg.input_size, self.cfg.output_stride)
-        log.info("step %d: PCKh@0.5 on the valid shards %.3f", step, score)
+        score = evaluate_pckh(self.predict, self.valid_dirs, self.codec)
+        log.info("step %d: PCKh@0.5 on the valid shards (refine %s, no flip test) %.3f", step, self.codec.refine, score)
         if self.history and self.history[-1]["step"] == step:
             self.history[-1]["pckh"] = score
         else:
@@ -402,10 +444,11 @@ class _Run:
             **{key: value for key, value in cfg.architecture_options().items() if value is not None},
             "steps": self.step, "epochs": round(self.step * self.global_batch / self.examples, 3),
             "final_loss": final_loss, "images_per_second": images_per_second, "pckh": final_pckh,
+            "pckh_refine": self.codec.refine, "pckh_flip_test": False,
             "replicas": self.replicas, "global_batch_size": self.global_batch, "mixed_precision": self.mixed,
             "jit_compile": cfg.jit_compile, "resumed_from_step": self.resumed_from,
             "train_seconds": round(seconds, 1), "parameters": self.info["parameters"], "flops": self.info["flops"],
-            "output_names": self.info["output_names"], "history": self.history,
+            "output_names": self.info["output_names"], "history": self.history, "warm_start": self.warm_start,
         }
 
     def _save_model(self) -> None:
@@ -413,9 +456,7 @@ class _Run:
         graphs; written under a temporary name, then renamed."""
         model = self.model
         if self.mixed:
-            cfg = self.cfg
-            model = networks.build_model(cfg.model, cfg.input_size, cfg.width, cfg.num_stages, cfg.num_keypoints,
-                                         cfg.batch_norm_momentum, **cfg.architecture_options())
+            model = networks.build_from_config(self.cfg)
             model.set_weights([w.numpy() for w in self.model.weights])
         target = self.output_dir / "model.keras"
         with atomic_file(target) as temporary:
@@ -428,12 +469,14 @@ def final_heatmaps_function(model):
                        reduce_retracing=True)
 
 
-def evaluate_pckh(predict, valid_dirs: list[str], input_size: int, output_stride: int, batch_size: int = 32) -> float:
-    """PCKh@0.5 of `predict(images) -> final heatmaps` on the valid shards, in input-pixel coordinates."""
+def evaluate_pckh(predict, valid_dirs: list[str], codec: HeatmapCodec, batch_size: int = 32) -> float:
+    """PCKh@0.5 of `predict(images) -> final heatmaps` on the valid shards, decoded by `codec`, without the
+    flip test. Measured in input pixels: the same figure as evaluate's in original pixels, since the
+    evaluation crop maps to the photo by a scale and a shift and PCKh is relative to each head's size."""
     predictions, truths, visible = [], [], []
-    for batch in inputs.evaluation_dataset(valid_dirs, input_size, batch_size):
-        coords, _ = decode(predict(batch["image"]).numpy())
-        predictions.append(heatmap_to_input(coords, output_stride))
+    for batch in inputs.evaluation_dataset(valid_dirs, codec.input_size, batch_size):
+        keypoints, _ = codec.decode_to_input(np.asarray(predict(batch["image"])))
+        predictions.append(keypoints)
         truths.append(batch["keypoints"].numpy())
         visible.append(batch["visibility"].numpy() > 0)
     if not predictions:
@@ -480,9 +523,15 @@ def main(argv=None) -> int:
     arguments.add_argument("--output", required=True, help="model folder; an existing one with checkpoints resumes")
     arguments.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                            help="override a config key (value read as YAML), e.g. --set max_steps=100")
+    arguments.add_argument("--expect-gpus", type=int, default=0, metavar="N",
+                           help="GPUs this process should see; fail if TensorFlow sees none (default 0: no check)")
+    arguments.add_argument("--allow-cpu", action="store_true",
+                           help="with --expect-gpus, train on the CPU (with a warning) instead of failing")
     return cli.run("train", arguments, lambda args: train(args.config, args.data, args.output,
                                                           valid_dirs=args.valid_data,
-                                                          overrides=parse_overrides(args.set)), argv)
+                                                          overrides=parse_overrides(args.set),
+                                                          expect_gpus=args.expect_gpus, allow_cpu=args.allow_cpu),
+                   argv)
 
 
 if __name__ == "__main__":

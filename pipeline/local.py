@@ -23,6 +23,9 @@ import time
 import warnings
 from pathlib import Path
 
+from pose import results as results_schema
+from pose.atomic import atomic_file
+
 log = logging.getLogger("pipeline.local")
 
 REPO = Path(__file__).resolve().parent.parent
@@ -54,6 +57,11 @@ def run_local(source: str = DEFAULT_SOURCE, config: str = DEFAULT_CONFIG, runner
 
     arguments = {"source": source, "config": _config_argument(config, runner),
                  "overrides": ",".join(overrides), **(params or {})}
+    if "allow_cpu" not in arguments:
+        # On a cluster train fails when its pod got GPUs TensorFlow cannot see; here "no GPU" is the usual case.
+        arguments["allow_cpu"] = True
+        log.info("allow_cpu=true for this local run: train uses a GPU if TensorFlow sees one, else the CPU "
+                 "(--param allow_cpu=false to insist on a GPU)")
     root = Path(pipeline_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     local.init(runner=_runner(runner), pipeline_root=str(root), enable_caching=cache,
@@ -81,9 +89,8 @@ def run_local(source: str = DEFAULT_SOURCE, config: str = DEFAULT_CONFIG, runner
     seconds = time.perf_counter() - started
 
     summary = _summarise(outputs, stream.step_times(display_names), seconds)
-    written = Path(summary["run_dir"], "summary.json.tmp")
-    written.write_text(json.dumps(summary, indent=2))
-    written.replace(written.with_suffix(""))
+    with atomic_file(Path(summary["run_dir"], "summary.json")) as written:
+        written.write_text(json.dumps(summary, indent=2))
     _print_summary(summary)
     return summary
 
@@ -233,7 +240,7 @@ class _RunMonitor(io.TextIOBase):
 
 def _summarise(outputs: dict, steps: list[dict], seconds: float) -> dict:
     paths = {name: Path(artifact.path) for name, artifact in outputs.items()}
-    results_file = paths["results"] / "results.json"
+    results_file = paths["results"] / results_schema.FILE_NAME
     if not results_file.is_file():
         raise LocalRunError(f"the run finished but evaluate wrote no {results_file}")
     return {
@@ -246,20 +253,24 @@ def _summarise(outputs: dict, steps: list[dict], seconds: float) -> dict:
                       else paths["report"]),
         "results": str(results_file),
         "metrics": dict(outputs["metrics"].metadata),
-        "headline": headline_figures(json.loads(results_file.read_text())),
+        "headline": headline_figures(results_schema.read(results_file)),
         "steps": steps,
     }
 
 
-def headline_figures(results: dict) -> dict:
+def headline_figures(results: "results_schema.Results") -> dict:
     """What a run is judged by, from evaluate's results.json: per model PCKh@0.5, OKS AP, latency at one
     thread (and its ratio to the seed's model of the same family, timed in the same run) and size; the
     seed's models' own latency and size."""
     models = {name: {"pckh": model["pckh"], "ap": model["ap"], "latency_ms": model["latency"]["1"]["median_ms"],
                      "latency_vs_seed": (model.get("vs_seed") or {}).get("latency_1_thread"),
+                     "input_size": (model.get("metadata") or {}).get("input_size"),
+                     "seed_input_size": (model.get("vs_seed") or {}).get("seed_input_size"),
                      "size_mb": model["size_bytes"] / 1e6}
-              for name, model in sorted(results.get("models", {}).items())}
-    seed = {name: {"latency_ms": anchor["latency"]["1"]["median_ms"], "size_mb": anchor["size_bytes"] / 1e6}
+              for name, model in sorted(results["models"].items())}
+    seed = {name: {"pckh": anchor.get("pckh"), "ap": anchor.get("ap"),
+                   "latency_ms": anchor["latency"]["1"]["median_ms"], "size_mb": anchor["size_bytes"] / 1e6,
+                   "input_size": (anchor.get("metadata") or {}).get("input_size")}
             for name, anchor in sorted(results.get("anchors", {}).items())}
     return {"people": results.get("settings", {}).get("num_people"), "models": models, "seed": seed}
 
@@ -286,8 +297,17 @@ def _print_summary(summary: dict) -> None:
     if headline["models"]:
         print(f"\nheadline figures, valid split ({headline['people']} people; latency: LiteRT, 1 thread, this CPU)")
         print(f"{'model':<24}{'PCKh@0.5':>9}{'OKS AP':>8}{'ms':>9}{'vs seed':>9}{'MB':>7}")
+        unlike = set()
         for name, m in headline["models"].items():
             ratio = f"x{m['latency_vs_seed']:.2f}" if m["latency_vs_seed"] else "n/a"
+            if m["latency_vs_seed"] and m.get("seed_input_size") not in (None, m.get("input_size")):
+                ratio += "*"
+                unlike.add((m.get("input_size"), m["seed_input_size"]))
             print(f"{name:<24}{100 * m['pckh']:>9.1f}{m['ap']:>8.3f}{m['latency_ms']:>9.2f}{ratio:>9}{m['size_mb']:>7.2f}")
         for name, m in headline["seed"].items():
-            print(f"{'seed ' + name:<24}{'':>9}{'':>8}{m['latency_ms']:>9.2f}{'x1.00':>9}{m['size_mb']:>7.2f}")
+            pckh = f"{100 * m['pckh']:>9.1f}" if m.get("pckh") is not None else f"{'':>9}"
+            ap = f"{m['ap']:>8.3f}" if m.get("ap") is not None else f"{'':>8}"
+            print(f"{'seed ' + name:<24}{pckh}{ap}{m['latency_ms']:>9.2f}{'x1.00':>9}{m['size_mb']:>7.2f}")
+        for ours, theirs in sorted(unlike):
+            print(f"* not like with like: our model takes {ours} px, the seed's {theirs} px; latency grows with "
+                  f"the pixels, so this ratio is not a speed-up at equal input size")
