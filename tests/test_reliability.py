@@ -271,7 +271,8 @@ def test_republish_removes_files_of_the_previous_manifest(tmp_path, tflite_model
     assert "mv2_cpm_fp32.tflite" in old["files"]
     listed = json.loads((destination / MANIFEST).read_text())["files"]
     assert "mv2_cpm_b_fp32.tflite" in listed
-    assert sorted(p.name for p in destination.iterdir()) == sorted([*listed, MANIFEST])
+    on_disk = [p.relative_to(destination).as_posix() for p in destination.rglob("*") if p.is_file()]
+    assert sorted(on_disk) == sorted([*listed, MANIFEST])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -483,10 +484,15 @@ def test_empty_release_is_an_error(tmp_path):
     from components.convert import ConvertError, convert
 
     write_release(tmp_path / "raw", train=[], valid=[])
-    with pytest.raises(ConvertError, match="no train image left"):
+    with pytest.raises(ConvertError, match=r"no train image \(or no person\) left"):
         convert(str(tmp_path / "raw"), str(tmp_path / "coco"))
     counts = convert(str(tmp_path / "raw"), str(tmp_path / "coco"), allow_empty=True)
     assert counts["train_images"] == 0
+    nobody = [{**aic_record(image_id("train", i)), "keypoint_annotations": {}, "human_annotations": {}}
+              for i in range(2)]
+    write_release(tmp_path / "raw2", train=nobody)
+    with pytest.raises(ConvertError, match=r"no train image \(or no person\) left to convert \(2 records"):
+        convert(str(tmp_path / "raw2"), str(tmp_path / "coco2"))
 
 
 def test_zero_persons_is_an_error(tmp_path):
@@ -496,7 +502,7 @@ def test_zero_persons_is_an_error(tmp_path):
     data = write_tiny_coco(coco, "train")
     data["annotations"] = []
     (coco / "annotations" / "person_keypoints_train.json").write_text(json.dumps(data))
-    with pytest.raises(ShardError, match="no person"):
+    with pytest.raises(ShardError, match="no train person with a labelled joint"):
         shard(str(coco), str(tmp_path / "out"), "train", 2)
     assert shard(str(coco), str(tmp_path / "out"), "train", 2, allow_empty=True)["num_examples"] == 0
 
