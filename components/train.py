@@ -9,7 +9,8 @@ Does     a custom training loop under a tf.distribute strategy: MirroredStrategy
          masked by the per-joint weights, summed over stages and divided by the batch. Adam with the
          seed's exponential decay (or cosine). Checkpoints every `checkpoint_every` steps; a restart on
          the same output folder resumes from the newest one, optimizer state and step count included.
-         PCKh@0.5 on the valid shards every `eval_every` steps and at the end.
+         PCKh@0.5 on the valid shards every `eval_every` steps and at the end, decoded by the same codec
+         as evaluate's (pose.codec) but without its flip test (`pckh_flip_test`: false in the metadata).
 Writes   (docs/ARTIFACTS.md) model.keras, config.yaml, checkpoints/, logs/ (TensorBoard: loss per
          stage, learning rate, images/s, predictions), train_metadata.json.
 
@@ -29,13 +30,16 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from components import cli
-from pose import inputs, networks, steplog, visualize
+from pose import integrity, inputs, networks, outputs, records, steplog, visualize
 from pose.atomic import atomic_file
 from pose.config import TrainConfig, load_config, parse_overrides
-from pose.decoding import decode, heatmap_to_input
+from pose.codec import HeatmapCodec
 from pose.metrics import pckh
 
 log = logging.getLogger("train")
+
+
+PROGRESS = "progress.json"  # in checkpoints/: train_seconds, final_loss, images_per_second at the newest one
 
 
 class TrainError(ValueError):
@@ -50,6 +54,7 @@ def train(config: str, data_dirs: list[str], output_dir: str, valid_dirs: list[s
     `expect_gpus`: GPUs the caller asked for (the pod's accelerator limit); when TensorFlow sees none,
     training fails rather than quietly running on the CPU, unless `allow_cpu`."""
     cfg = load_config(config, overrides).resolved()
+    outputs.check_output("train", output_dir, [*data_dirs, *(valid_dirs or [])], allow_legacy=_is_train_output)
     with steplog.step("train", config=config, data=data_dirs, valid=valid_dirs, output=output_dir,
                       overrides=overrides or {}) as wrote:
         # The strategy first: MultiWorkerMirroredStrategy must exist before any other TF op runs.
@@ -61,6 +66,11 @@ def train(config: str, data_dirs: list[str], output_dir: str, valid_dirs: list[s
                      images_per_second=round(metadata["images_per_second"], 1), pckh=metadata.get("pckh"),
                      model=str(Path(output_dir) / "model.keras"))
     return metadata
+
+
+def _is_train_output(folder: Path) -> bool:
+    """A train output from before the output marker: resumable, so not someone else's folder."""
+    return (folder / "checkpoints").is_dir() or (folder / "train_metadata.json").is_file()
 
 
 # ---- devices ------------------------------------------------------------------------------------
@@ -77,7 +87,7 @@ def _strategy(cfg: TrainConfig):
             raise TrainError(f"visible_devices {cfg.visible_devices!r}: GPUs {missing} do not exist "
                              f"({len(gpus)} visible)")
         tf.config.set_visible_devices([gpus[i] for i in wanted], "GPU")
-    cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+    cluster = _tf_config().get("cluster", {})
     if sum(len(cluster.get(role, [])) for role in ("chief", "worker")) > 1:
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         return strategy, f"{strategy.num_replicas_in_sync} replicas over {len(cluster.get('worker', []))} workers"
@@ -88,6 +98,11 @@ def _strategy(cfg: TrainConfig):
     if len(cpus) > 1:
         return tf.distribute.MirroredStrategy([d.name for d in cpus]), f"{len(cpus)} logical CPUs"
     return tf.distribute.get_strategy(), "CPU"
+
+
+def _tf_config() -> dict:
+    """The TF_CONFIG environment variable a multi-worker launcher sets ({} when unset)."""
+    return json.loads(os.environ.get("TF_CONFIG") or "{}")
 
 
 def check_gpus(expected: int, allow_cpu: bool) -> None:
@@ -107,8 +122,8 @@ def check_gpus(expected: int, allow_cpu: bool) -> None:
 
 
 def _is_chief() -> bool:
-    task = json.loads(os.environ.get("TF_CONFIG") or "{}").get("task", {})
-    cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+    tf_config = _tf_config()
+    task, cluster = tf_config.get("task", {}), tf_config.get("cluster", {})
     if not task:
         return True
     return task.get("type") == "chief" or (task.get("type") == "worker" and task.get("index", 0) == 0
@@ -158,8 +173,11 @@ class _Run:
         index = inputs.read_index(data_dirs)
         if index["split"] != "train":
             log.warning("training on shards of split %r (%s)", index["split"], data_dirs)
+        integrity.verify_shards(data_dirs)
+        self.files = list(index["files"])
         if self.valid_dirs:
-            inputs.read_index(self.valid_dirs)  # fail now, not after an hour of training
+            self.files += inputs.read_index(self.valid_dirs)["files"]  # fail now, not after an hour of training
+            integrity.verify_shards(self.valid_dirs)
         examples = cfg.num_train_samples or index["num_examples"]
         if examples < 1:
             raise TrainError(f"{data_dirs}: the shard index counts no examples")
@@ -176,8 +194,7 @@ class _Run:
         keras.mixed_precision.set_global_policy("mixed_float16" if self.mixed else "float32")
         keras.utils.set_random_seed(cfg.seed)  # the initial weights, like the data stream, follow the seed
         with strategy.scope():
-            self.model = networks.build_model(cfg.model, cfg.input_size, cfg.width, cfg.num_stages,
-                                              cfg.num_keypoints, cfg.batch_norm_momentum, **cfg.architecture_options())
+            self.model = networks.build_from_config(cfg)
             self.warm_start = self._warm_start()
             # A plain variable the loop sets every step (see learning_rate): schedules may depend on time.
             optimizer = keras.optimizers.Adam(learning_rate(cfg, 0, 0.0), epsilon=1e-8)
@@ -192,10 +209,19 @@ class _Run:
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(checkpoint_dir), cfg.keep_checkpoints)
         self.resumed_from = 0
         self.history: list[dict] = []
+        self.progress = {}  # what the run so far measured (PROGRESS), carried across restarts
         if self.manager.latest_checkpoint:
-            self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+            try:
+                self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+            except (ValueError, AssertionError, tf.errors.OpError) as error:
+                raise TrainError(
+                    f"{self.manager.latest_checkpoint}: the checkpoints in {checkpoint_dir} do not fit this model "
+                    f"({cfg.model}, width {cfg.width}, {cfg.num_stages} stages, input {cfg.input_size}): they were "
+                    f"written by another config; use another --output, or the config they were written with "
+                    f"({output_dir / 'config.yaml'}). {' '.join(str(error).split())[:300]}") from None
             self.resumed_from = self.step
             self.history = self._previous_history()
+            self.progress = self._previous_progress()
             log.info("resumed from %s at step %d", self.manager.latest_checkpoint, self.resumed_from)
 
         # A restart continues with a fresh, still reproducible, stream rather than replaying the first one.
@@ -206,6 +232,7 @@ class _Run:
         self.iterator = iter(strategy.experimental_distribute_dataset(dataset))
         self.train_step = self._make_train_step()
         self.predict = final_heatmaps_function(self.model)
+        self.codec = HeatmapCodec(cfg.input_size, cfg.output_stride, cfg.sigma)
         self.writer = tf.summary.create_file_writer(str(output_dir / "logs")) if self.chief else None
 
     def _warm_start(self) -> dict | None:
@@ -259,19 +286,29 @@ class _Run:
     # -- the loop --
 
     def fit(self) -> dict:
+        with records.named_shard_errors(self.files):
+            return self._fit()
+
+    def _fit(self) -> dict:
         cfg = self.cfg
         if self.chief:
             self.output_dir.mkdir(parents=True, exist_ok=True)
+            outputs.mark(self.output_dir, "train")
             _write_atomically(self.output_dir / "config.yaml", cfg.to_yaml())
-        started = time.perf_counter()
+        # The time budget counts the seconds of earlier runs of this output too (restarts, preemptions).
+        started = time.perf_counter() - self.progress.get("train_seconds", 0.0)
         window_start, window_step = started, self.step
         timed_images, timed_seconds = 0, 0.0
         window_losses, last_losses, skipped_updates = [], None, 0
         if self.step >= self.total_steps:
             log.info("already at step %d of %d: nothing to train", self.step, self.total_steps)
+        elif cfg.max_minutes and time.perf_counter() - started > 60 * cfg.max_minutes:
+            log.info("max_minutes %.1f already spent by the earlier runs (step %d): nothing to train",
+                     cfg.max_minutes, self.step)
         elif self.valid_dirs and self.step == 0:
             self._evaluate_into_history(0)  # the untrained baseline the curve starts from
-        while self.step < self.total_steps:
+        while self.step < self.total_steps and not (
+                cfg.max_minutes and time.perf_counter() - started > 60 * cfg.max_minutes):
             step_started = time.perf_counter()
             progress = self.step / self.total_steps
             if cfg.max_minutes:
@@ -308,15 +345,18 @@ class _Run:
             if self.valid_dirs and cfg.eval_every and step % cfg.eval_every == 0 and not last:
                 self._evaluate_into_history(step)
             if step % cfg.checkpoint_every == 0 or last:
-                self._checkpoint(step)
+                self._checkpoint(step, {"train_seconds": time.perf_counter() - started,
+                                        "final_loss": float(losses.sum()),
+                                        "images_per_second": timed_images / timed_seconds if timed_seconds
+                                        else self.progress.get("images_per_second", 0.0)})
             if out_of_time:
                 log.info("max_minutes %.1f reached at step %d", cfg.max_minutes, step)
                 break
 
         final_pckh = self._evaluate_into_history(self.step) if self.valid_dirs else None
         images_per_second = timed_images / timed_seconds if timed_seconds else 0.0
-        if last_losses is None:  # resumed at the end: report what the previous run measured
-            previous = self._previous_metadata()
+        if last_losses is None:  # resumed at the end: report what the previous runs measured
+            previous = {**self._previous_metadata(), **self.progress}
             final_loss, images_per_second = previous.get("final_loss", float("nan")), previous.get(
                 "images_per_second", 0.0)
         else:
@@ -332,11 +372,13 @@ class _Run:
     def _lr(self) -> float:
         return float(self.optimizer.learning_rate.numpy())
 
-    def _checkpoint(self, step: int) -> None:
+    def _checkpoint(self, step: int, progress: dict) -> None:
         path = self.manager.save(checkpoint_number=step)
         if self.chief:
-            # The history rides along with the checkpoints so that a resumed run keeps the whole curve.
+            # The history rides along with the checkpoints so that a resumed run keeps the whole curve, and
+            # the progress so that it keeps its time budget and the last measurements.
             _write_atomically(Path(self.manager.directory) / "history.json", json.dumps(self.history))
+            _write_atomically(Path(self.manager.directory) / PROGRESS, json.dumps({"step": step, **progress}))
         log.info("checkpoint %s", path)
 
     def _previous_history(self) -> list[dict]:
@@ -345,6 +387,14 @@ class _Run:
             return []
         return [entry for entry in json.loads(path.read_text()) if entry["step"] <= self.resumed_from]
 
+    def _previous_progress(self) -> dict:
+        path = Path(self.manager.directory) / PROGRESS
+        try:
+            progress = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return progress if progress.get("step") == self.resumed_from else {}
+
     def _previous_metadata(self) -> dict:
         path = self.output_dir / "train_metadata.json"
         return json.loads(path.read_text()) if path.is_file() else {}
@@ -352,8 +402,8 @@ class _Run:
     # -- evaluation and summaries --
 
     def _evaluate_into_history(self, step: int) -> float:
-        score = evaluate_pckh(self.predict, self.valid_dirs, self.cfg.input_size, self.cfg.output_stride)
-        log.info("step %d: PCKh@0.5 on the valid shards %.3f", step, score)
+        score = evaluate_pckh(self.predict, self.valid_dirs, self.codec)
+        log.info("step %d: PCKh@0.5 on the valid shards (refine %s, no flip test) %.3f", step, self.codec.refine, score)
         if self.history and self.history[-1]["step"] == step:
             self.history[-1]["pckh"] = score
         else:
@@ -394,6 +444,7 @@ class _Run:
             **{key: value for key, value in cfg.architecture_options().items() if value is not None},
             "steps": self.step, "epochs": round(self.step * self.global_batch / self.examples, 3),
             "final_loss": final_loss, "images_per_second": images_per_second, "pckh": final_pckh,
+            "pckh_refine": self.codec.refine, "pckh_flip_test": False,
             "replicas": self.replicas, "global_batch_size": self.global_batch, "mixed_precision": self.mixed,
             "jit_compile": cfg.jit_compile, "resumed_from_step": self.resumed_from,
             "train_seconds": round(seconds, 1), "parameters": self.info["parameters"], "flops": self.info["flops"],
@@ -405,9 +456,7 @@ class _Run:
         graphs; written under a temporary name, then renamed."""
         model = self.model
         if self.mixed:
-            cfg = self.cfg
-            model = networks.build_model(cfg.model, cfg.input_size, cfg.width, cfg.num_stages, cfg.num_keypoints,
-                                         cfg.batch_norm_momentum, **cfg.architecture_options())
+            model = networks.build_from_config(self.cfg)
             model.set_weights([w.numpy() for w in self.model.weights])
         target = self.output_dir / "model.keras"
         with atomic_file(target) as temporary:
@@ -420,12 +469,14 @@ def final_heatmaps_function(model):
                        reduce_retracing=True)
 
 
-def evaluate_pckh(predict, valid_dirs: list[str], input_size: int, output_stride: int, batch_size: int = 32) -> float:
-    """PCKh@0.5 of `predict(images) -> final heatmaps` on the valid shards, in input-pixel coordinates."""
+def evaluate_pckh(predict, valid_dirs: list[str], codec: HeatmapCodec, batch_size: int = 32) -> float:
+    """PCKh@0.5 of `predict(images) -> final heatmaps` on the valid shards, decoded by `codec`, without the
+    flip test. Measured in input pixels: the same figure as evaluate's in original pixels, since the
+    evaluation crop maps to the photo by a scale and a shift and PCKh is relative to each head's size."""
     predictions, truths, visible = [], [], []
-    for batch in inputs.evaluation_dataset(valid_dirs, input_size, batch_size):
-        coords, _ = decode(predict(batch["image"]).numpy())
-        predictions.append(heatmap_to_input(coords, output_stride))
+    for batch in inputs.evaluation_dataset(valid_dirs, codec.input_size, batch_size):
+        keypoints, _ = codec.decode_to_input(np.asarray(predict(batch["image"])))
+        predictions.append(keypoints)
         truths.append(batch["keypoints"].numpy())
         visible.append(batch["visibility"].numpy() > 0)
     if not predictions:

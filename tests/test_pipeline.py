@@ -18,7 +18,9 @@ from pipeline.submit import SubmitError, submit
 from tests.conftest import REPO
 
 CHECKED_IN = REPO / "pipeline.yaml"
-STEP_EXECUTORS = {"cluster-settings": "exec-cluster-settings-op", "download": "exec-download-op", "convert": "exec-convert-op", "fanout": "exec-shard-indices-op",
+SPLITS = ("train", "valid")
+STEP_EXECUTORS = {"cluster-settings": "exec-cluster-settings-op", "download": "exec-download-op",
+                  "convert": "exec-convert-op", "fanout": "exec-pack-uris-op",
                   "shard": "exec-shard-op", "train": "exec-train-op", "freeze": "exec-freeze-op",
                   "tflite": "exec-tflite-op", "evaluate": "exec-evaluate-op", "publish": "exec-publish-op"}
 
@@ -56,32 +58,51 @@ def test_checked_in_pipeline_yaml_is_a_fresh_compile(compiled):
 
 
 # The steps that never import TensorFlow run in pose-slim (pipeline/images.py).
-SLIM_EXECUTORS = {"exec-download-op", "exec-convert-op", "exec-shard-indices-op", "exec-publish-op",
-                  "exec-cluster-settings-op"}
+SLIM_EXECUTORS = {"exec-download-op", "exec-convert-op", "exec-pack-uris-op", "exec-pack-uris-op-2",
+                  "exec-publish-op", "exec-cluster-settings-op"}
 
 
 def test_every_step_runs_in_its_image(compiled):
     executors = compiled[0]["deploymentSpec"]["executors"]
-    assert set(STEP_EXECUTORS.values()) | {"exec-shard-op-2"} == set(executors)
+    assert set(STEP_EXECUTORS.values()) | {"exec-shard-op-2", "exec-pack-uris-op-2", "exec-importer",
+                                                  "exec-importer-2"} == set(executors)
     for name, executor in executors.items():
+        if "importer" in executor:
+            continue
         expected = (images.GPU_IMAGE if name == "exec-train-op" else
                     images.SLIM_IMAGE if name in SLIM_EXECUTORS else images.CPU_IMAGE)
         assert executor["container"]["image"] == expected, name
 
 
-def test_shards_fan_out_with_parallel_for_and_are_collected(compiled):
+def test_shards_fan_out_over_packs_with_parallel_for_and_are_collected(compiled):
     pipeline_spec, _ = compiled
     tasks = all_tasks(pipeline_spec)
-    loop, = [task for task, _ in tasks.values() if "parameterIterator" in task]
-    assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--shard-indices-op-Output"
-    assert loop["iteratorPolicy"]["parallelismLimit"] > 1
-    loop_dag = loop["componentRef"]["name"]
-    assert tasks["shard-train"][1] == tasks["shard-valid"][1] == loop_dag
+    loops = {task["parameterIterator"]["items"]["inputParameter"]: task for task, _ in tasks.values()
+             if "parameterIterator" in task}
+    fanout = {split: tasks[f"fanout-{split}"][0]["componentRef"]["name"].removeprefix("comp-") for split in SPLITS}
+    assert set(loops) == {f"pipelinechannel--{fanout[split]}-Output" for split in SPLITS}
+    for split in SPLITS:
+        loop = loops[f"pipelinechannel--{fanout[split]}-Output"]
+        assert loop["iteratorPolicy"]["parallelismLimit"] > 1
+        loop_dag = loop["componentRef"]["name"]
+        shard, shard_dag = tasks[f"shard-{split}"]
+        pack, pack_dag = tasks[f"pack-{split}"]
+        assert shard_dag == pack_dag == loop_dag
+        # The shard task's only artifact is the imported pack; the importer takes the loop item as it is
+        # (the backend's importer reads the parent DAG's input parameter and applies no selector).
+        pack_key, = [key for key, task in pipeline_spec["components"][loop_dag]["dag"]["tasks"].items()
+                     if task is pack]
+        assert shard["inputs"]["artifacts"] == {"coco": {"taskOutputArtifact": {
+            "producerTask": pack_key, "outputArtifactKey": "artifact"}}}
+        assert pack["inputs"]["parameters"]["uri"] == {
+            "componentInputParameter": f"pipelinechannel--{fanout[split]}-Output-loop-item"}
     for consumer, inputs in {"train": ("train_shards", "valid_shards"), "tflite": ("representative",),
                              "evaluate": ("valid_shards",)}.items():
         for name in inputs:
             source = tasks[consumer][0]["inputs"]["artifacts"][name]["taskOutputArtifact"]
-            assert source["producerTask"] == loop["taskInfo"]["name"], (consumer, name)
+            split = "train" if name in ("train_shards", "representative") else "valid"
+            assert source["producerTask"] == loops[f"pipelinechannel--{fanout[split]}-Output"]["taskInfo"]["name"], \
+                (consumer, name)
             assert pipeline_spec["components"][tasks[consumer][0]["componentRef"]["name"]]["inputDefinitions"][
                 "artifacts"][name]["isArtifactList"]
 
@@ -90,7 +111,9 @@ def test_ingest_is_cached_training_and_publishing_are_not(compiled):
     tasks = all_tasks(compiled[0])
     cached = {name: task.get("cachingOptions", {}).get("enableCache", False) for name, (task, _) in tasks.items()
               if "cachingOptions" in task}
-    assert cached == {"cluster-settings": True, "download": True, "convert": True, "fanout": True, "shard-train": True, "shard-valid": True,
+    assert cached == {"cluster-settings": True, "download": True, "convert": True, "fanout-train": True,
+                      "fanout-valid": True, "shard-train": True, "shard-valid": True, "pack-train": True,
+                      "pack-valid": True,
                       "train": False, "freeze": True, "tflite": True, "evaluate": True, "publish": False}
 
 
