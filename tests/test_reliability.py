@@ -295,15 +295,17 @@ def _release_with(tmp_path: Path, record: dict) -> Path:
 def test_image_id_with_dot_dot_is_rejected(tmp_path):
     from components.convert import InvalidRecord, convert
 
-    root = _release_with(tmp_path, aic_record("../../../../../PWNED"))
+    work = tmp_path / "a" / "b" / "c"  # deep enough that the probe's five '..' stay inside tmp_path
+    root = _release_with(work, aic_record("../../../../../PWNED"))
+    planted = sorted(tmp_path.rglob("PWNED*"))  # the file the record points at, outside the image folder
     with pytest.raises(InvalidRecord, match=r"record 2 .*not a plain file name"):
-        convert(str(root), str(tmp_path / "coco"))
-    counts = convert(str(root), str(tmp_path / "coco"), skip_invalid=True)
+        convert(str(root), str(work / "coco"))
+    counts = convert(str(root), str(work / "coco"), skip_invalid=True)
     assert counts["train_images"] == 2 and counts["rejected"] == 1
     names = [image["file_name"] for image in
-             json.loads((tmp_path / "coco/annotations/person_keypoints_train.json").read_text())["images"]]
+             json.loads((work / "coco/annotations/person_keypoints_train.json").read_text())["images"]]
     assert not any("/" in name or ".." in name for name in names)
-    assert not list(tmp_path.rglob("PWNED*")) or all("raw" in p.parts for p in tmp_path.rglob("PWNED*"))
+    assert sorted(tmp_path.rglob("PWNED*")) == planted  # nothing linked outside the output
 
 
 def test_image_id_with_slash_is_a_clear_error(tmp_path, capsys):
