@@ -9,11 +9,15 @@ Does     a custom training loop under a tf.distribute strategy: MirroredStrategy
          masked by the per-joint weights, summed over stages and divided by the batch. Adam with the
          seed's exponential decay (or cosine). Checkpoints every `checkpoint_every` steps; a restart on
          the same output folder resumes from the newest one, optimizer state and step count included.
+         With --checkpoint-uri gs://bucket/prefix each checkpoint is also uploaded as it is written
+         (pose/remote_checkpoints.py), and a start in an empty folder (a new pod after preemption)
+         resumes from the bucket's newest one.
          PCKh@0.5 on the valid shards every `eval_every` steps and at the end.
 Writes   (docs/ARTIFACTS.md) model.keras, config.yaml, checkpoints/, logs/ (TensorBoard: loss per
          stage, learning rate, images/s, predictions), train_metadata.json.
 
-`python -m components.train --config experiments/local.yaml --data SHARDS --valid-data SHARDS --output DIR`
+`python -m components.train --config experiments/local.yaml --data SHARDS --valid-data SHARDS --output DIR
+ [--checkpoint-uri gs://bucket/prefix]`
 """
 import json
 import logging
@@ -30,6 +34,8 @@ from tensorflow.core.framework import summary_pb2
 
 from components import cli
 from pose import inputs, networks, steplog, visualize
+from pose.remote_checkpoints import CheckpointMismatch, RemoteCheckpoints
+from pose.storage import split_gs_uri
 from pose.atomic import atomic_file
 from pose.config import TrainConfig, load_config, parse_overrides
 from pose.decoding import decode, heatmap_to_input
@@ -43,15 +49,19 @@ class TrainError(ValueError):
 
 
 def train(config: str, data_dirs: list[str], output_dir: str, valid_dirs: list[str] | None = None,
-          overrides: dict | None = None) -> dict:
+          overrides: dict | None = None, checkpoint_uri: str = "") -> dict:
     """Trains per `config` (a YAML path or YAML text) on `data_dirs`; writes the model folder
-    `output_dir` and returns its train_metadata (also written as train_metadata.json)."""
+    `output_dir` and returns its train_metadata (also written as train_metadata.json). With
+    `checkpoint_uri` (gs://…), checkpoints are mirrored there and a start resumes from the newest."""
     cfg = load_config(config, overrides).resolved()
+    if checkpoint_uri:
+        split_gs_uri(checkpoint_uri)  # fail before building anything
     with steplog.step("train", config=config, data=data_dirs, valid=valid_dirs, output=output_dir,
-                      overrides=overrides or {}) as wrote:
+                      overrides=overrides or {}, checkpoint_uri=checkpoint_uri) as wrote:
         # The strategy first: MultiWorkerMirroredStrategy must exist before any other TF op runs.
         strategy, devices = _strategy(cfg)
-        run = _Run(cfg, strategy, devices, data_dirs, Path(output_dir), valid_dirs or [])
+        run = _Run(cfg, strategy, devices, data_dirs, Path(output_dir), valid_dirs or [], checkpoint_uri,
+                   config_label=config if "\n" not in config else "(YAML text)")
         metadata = run.fit()
         wrote.update(steps=metadata["steps"], final_loss=round(metadata["final_loss"], 4),
                      images_per_second=round(metadata["images_per_second"], 1), pckh=metadata.get("pckh"),
@@ -126,7 +136,8 @@ def learning_rate(cfg: TrainConfig, step: int, progress: float) -> float:
 class _Run:
     """One training run: data, model, optimizer, checkpoints, summaries and the loop."""
 
-    def __init__(self, cfg: TrainConfig, strategy, devices: str, data_dirs, output_dir: Path, valid_dirs):
+    def __init__(self, cfg: TrainConfig, strategy, devices: str, data_dirs, output_dir: Path, valid_dirs,
+                 checkpoint_uri: str = "", config_label: str = ""):
         self.cfg, self.strategy, self.output_dir, self.valid_dirs = cfg, strategy, output_dir, list(valid_dirs)
         self.chief = _is_chief()
         self.on_gpu = bool(tf.config.list_logical_devices("GPU"))
@@ -168,6 +179,7 @@ class _Run:
         # Non-chief workers of a multi-worker run write their (identical) checkpoints to scratch.
         checkpoint_dir = output_dir / "checkpoints" if self.chief else Path(tempfile.mkdtemp(prefix="train-worker-"))
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
+        self.remote = self._fetch_remote_checkpoint(checkpoint_uri, checkpoint_dir, config_label)
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(checkpoint_dir), cfg.keep_checkpoints)
         self.resumed_from = 0
         self.history: list[dict] = []
@@ -300,8 +312,37 @@ class _Run:
         path = self.manager.save(checkpoint_number=step)
         if self.chief:
             # The history rides along with the checkpoints so that a resumed run keeps the whole curve.
-            _write_atomically(Path(self.manager.directory) / "history.json", json.dumps(self.history))
+            history = Path(self.manager.directory) / "history.json"
+            _write_atomically(history, json.dumps(self.history))
+            if self.remote:
+                self.remote.upload(step, path, history)
         log.info("checkpoint %s", path)
+
+    def _fetch_remote_checkpoint(self, checkpoint_uri: str, checkpoint_dir: Path, config_label: str):
+        """The bucket mirror (None without a URI). When the bucket holds a newer checkpoint than the local
+        folder (a fresh pod's is empty), it is fetched into the folder for the manager to resume from."""
+        if not checkpoint_uri:
+            return None
+        cfg = self.cfg
+        fingerprint = {"model": cfg.model, "input_size": cfg.input_size, "width": cfg.width,
+                       "num_stages": cfg.num_stages, "num_keypoints": cfg.num_keypoints,
+                       **{k: v for k, v in cfg.architecture_options().items() if v is not None},
+                       "mixed_precision": self.mixed}
+        remote = RemoteCheckpoints(checkpoint_uri, fingerprint, cfg.keep_checkpoints)
+        marker = remote.latest()
+        if marker is None:
+            log.info("no checkpoint in %s yet: starting from scratch", checkpoint_uri)
+            return remote
+        try:
+            remote.check(marker, config_label)
+        except CheckpointMismatch as error:
+            raise TrainError(str(error)) from None
+        local = tf.train.latest_checkpoint(str(checkpoint_dir))
+        local_step = int(local.rsplit("-", 1)[-1]) if local else -1
+        if int(marker["step"]) > local_step:
+            remote.download(marker, checkpoint_dir)
+            log.info("resuming from the checkpoint of step %d in %s", marker["step"], checkpoint_uri)
+        return remote
 
     def _previous_history(self) -> list[dict]:
         path = Path(self.manager.directory) / "history.json"
@@ -436,9 +477,12 @@ def main(argv=None) -> int:
     arguments.add_argument("--output", required=True, help="model folder; an existing one with checkpoints resumes")
     arguments.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                            help="override a config key (value read as YAML), e.g. --set max_steps=100")
+    arguments.add_argument("--checkpoint-uri", default="", metavar="gs://BUCKET/PREFIX",
+                           help="also keep checkpoints there as they are written, and resume from the newest")
     return cli.run("train", arguments, lambda args: train(args.config, args.data, args.output,
                                                           valid_dirs=args.valid_data,
-                                                          overrides=parse_overrides(args.set)), argv)
+                                                          overrides=parse_overrides(args.set),
+                                                          checkpoint_uri=args.checkpoint_uri), argv)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,8 @@ GCS_SECRET_MOUNT = "/var/secrets/gcs"
 # Iterations of the shard fan-out that run at once (each runs a train and a valid shard task): enough to
 # read a large release quickly, few enough not to flood the cluster's scheduler or the bucket.
 MAX_PARALLEL_SHARD_TASKS = 16
+# Retries of the train task (preemption of a GPU node, a lost node): each resumes from checkpoint_uri.
+TRAIN_RETRIES = 3
 
 
 def configure(task, step: str, display_name: str = ""):
@@ -79,6 +81,7 @@ def pose_pipeline(
     gpu_node_selector: dict = {"nvidia.com/gpu.present": "true"},
     gpu_tolerations: list = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
     gcs_secret: str = "gcs-credentials",
+    checkpoint_uri: str = "",
 ) -> Outputs:
     download = configure(download_op(source=source, sha256=sha256), "download")
     _use_gcs_secret(download, gcs_secret)
@@ -104,7 +107,11 @@ def pose_pipeline(
     # One dsl.Collected per consumer: kfp 2.17's compiler fails on an instance shared by two tasks.
     train = configure(train_op(train_shards=dsl.Collected(train_shard.outputs["shards"]),
                                valid_shards=dsl.Collected(valid_shard.outputs["shards"]),
-                               config=config, overrides=overrides), "train")
+                               config=config, overrides=overrides, checkpoint_uri=checkpoint_uri), "train")
+    # A preempted or failed pod is retried; with checkpoint_uri the new pod resumes from the bucket.
+    train.set_retry(num_retries=TRAIN_RETRIES, backoff_duration="60s", backoff_factor=2.0,
+                    backoff_max_duration="600s")
+    _use_gcs_secret(train, gcs_secret)
     train.set_accelerator_type(gpu_type).set_accelerator_limit(gpu_count)
     kubernetes.add_node_selector_json(train, gpu_node_selector)
     kubernetes.add_toleration_json(train, gpu_tolerations)

@@ -73,17 +73,19 @@ def shard_op(coco: Input[Dataset], split: str, num_shards: int, shard_index: int
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def train_op(train_shards: Input[List[Dataset]], valid_shards: Input[List[Dataset]], config: str, overrides: str,
-             model: Output[Model]):
+             model: Output[Model], checkpoint_uri: str = ""):
     from components.train import train
     from pose import steplog
     from pose.config import parse_overrides
 
     steplog.setup()
     metadata = train(config, [shards.path for shards in train_shards], model.path,
-                     valid_dirs=[shards.path for shards in valid_shards], overrides=parse_overrides(overrides))
+                     valid_dirs=[shards.path for shards in valid_shards], overrides=parse_overrides(overrides),
+                     checkpoint_uri=checkpoint_uri)
     model.metadata.update({key: metadata[key] for key in (
         "model", "input_size", "output_stride", "num_keypoints", "steps", "epochs", "final_loss",
-        "images_per_second", "pckh", "replicas", "global_batch_size", "parameters", "flops")})
+        "images_per_second", "pckh", "replicas", "global_batch_size", "parameters", "flops",
+        "resumed_from_step")})
 
 
 # ---- export ------------------------------------------------------------------------------------

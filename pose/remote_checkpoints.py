@@ -1,0 +1,101 @@
+"""Training checkpoints mirrored to object storage, so that a preempted training pod loses at most one
+checkpoint interval: a new pod (KFP's retry) starts in an empty folder and resumes from the bucket.
+
+Layout under the checkpoint URI (gs://bucket/prefix):
+    ckpt-<step>.index, ckpt-<step>.data-<i>-of-<n>   TensorFlow's checkpoint files, as written locally
+    ckpt-<step>.history.json                         train's history up to that step
+    checkpoint.json                                  {"step", "files", "fingerprint", "written"}: the marker
+The marker is written last, after every file it names, and replaced whole, so a reader that follows it
+never sees a half-uploaded checkpoint; older checkpoints are deleted only after the marker has moved on.
+
+`fingerprint` holds what the checkpoint's variables depend on (model, sizes, structure options, mixed
+precision); resuming with a config whose fingerprint differs is refused with both named.
+"""
+import json
+import logging
+import os
+import re
+import time
+from pathlib import Path
+
+from pose import storage
+
+log = logging.getLogger(__name__)
+MARKER = "checkpoint.json"
+_STEP = re.compile(r"^ckpt-(\d+)\.")
+
+
+class CheckpointMismatch(ValueError):
+    """The bucket's checkpoints were written by a config with another model structure."""
+
+
+class RemoteCheckpoints:
+    def __init__(self, uri: str, fingerprint: dict, keep: int = 3):
+        storage.split_gs_uri(uri)  # a gs:// URI, or a StorageError naming it
+        self.uri, self.fingerprint, self.keep = uri.rstrip("/"), fingerprint, max(1, keep)
+        self.client = storage.gcs_client()
+
+    def _object(self, name: str) -> str:
+        return f"{self.uri}/{name}"
+
+    def latest(self) -> dict | None:
+        """The marker of the newest complete checkpoint, or None when there is none."""
+        text = storage.read_text(self._object(MARKER), self.client)
+        if text is None:
+            return None
+        try:
+            marker = json.loads(text)
+            int(marker["step"]), list(marker["files"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise storage.StorageError(f"{self._object(MARKER)}: not a checkpoint marker ({error!r})") from None
+        return marker
+
+    def check(self, marker: dict, config_name: str) -> None:
+        theirs = marker.get("fingerprint", {})
+        if theirs != self.fingerprint:
+            differ = sorted(k for k in set(theirs) | set(self.fingerprint) if theirs.get(k) != self.fingerprint.get(k))
+            raise CheckpointMismatch(
+                f"{self.uri}: its checkpoint (step {marker['step']}) was written for "
+                f"{ {k: theirs.get(k) for k in differ} }, but the config {config_name} gives "
+                f"{ {k: self.fingerprint.get(k) for k in differ} }; use another checkpoint_uri or that config")
+
+    def download(self, marker: dict, local_dir: Path) -> str:
+        """Fetches the marker's checkpoint into local_dir and makes it the folder's latest for
+        tf.train.CheckpointManager; returns its local prefix (…/ckpt-<step>)."""
+        import tensorflow as tf
+
+        local_dir.mkdir(parents=True, exist_ok=True)
+        step = int(marker["step"])
+        for name in marker["files"]:
+            target = local_dir / ("history.json" if name.endswith(".history.json") else name)
+            storage.download_file(self._object(name), str(target), self.client)
+        prefix = str(local_dir / f"ckpt-{step}")
+        tf.train.update_checkpoint_state(str(local_dir), prefix)
+        log.info("fetched checkpoint of step %d from %s", step, self.uri)
+        return prefix
+
+    def upload(self, step: int, local_prefix: str, history_file: Path | None) -> None:
+        """Uploads the checkpoint written at local_prefix (and the history), then the marker naming them,
+        then deletes checkpoints older than the newest `keep`."""
+        started = time.perf_counter()
+        folder, stem = os.path.split(local_prefix)
+        files = sorted(n for n in os.listdir(folder) if n.startswith(stem + ".") and ".tmp" not in n)
+        # Data before index: TensorFlow reads a checkpoint through its index.
+        files.sort(key=lambda n: n.endswith(".index"))
+        for name in files:
+            storage.upload_file(os.path.join(folder, name), self._object(name), self.client)
+        if history_file is not None and history_file.is_file():
+            files.append(f"{stem}.history.json")
+            storage.upload_file(str(history_file), self._object(files[-1]), self.client)
+        storage.write_text(self._object(MARKER), json.dumps(
+            {"step": step, "files": files, "fingerprint": self.fingerprint,
+             "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=1), self.client)
+        log.info("checkpoint of step %d uploaded to %s in %.1fs", step, self.uri, time.perf_counter() - started)
+        self._prune(step)
+
+    def _prune(self, newest: int) -> None:
+        names = [n for n in storage.list_names(self.uri, self.client) if "/" not in n]
+        steps = sorted({int(m.group(1)) for n in names if (m := _STEP.match(n))}, reverse=True)
+        keep = set(steps[:self.keep]) | {newest}
+        stale = [self._object(n) for n in names if (m := _STEP.match(n)) and int(m.group(1)) not in keep]
+        storage.delete(stale, self.client)
