@@ -2,7 +2,10 @@
 
 Takes    a tflite output folder (`*.tflite`, each with its .json), validation shard folders, and the
          seed's models (`../shared/anchors`, or --anchors / POSE_ANCHORS_DIR).
-Does     runs each model in LiteRT over the validation people (optional flip test), decodes the heatmaps
+Does     runs each model, ours and the seed's, in LiteRT over the validation people, each fed in its own
+         model contract (pose.contract: the `contract` of its .json; a .json without one is "aic", with a
+         warning; the seed's files have no .json and are "seed", their stride read from the tensor shapes),
+         heatmaps brought back to AIC order (optional flip test), decodes the heatmaps
          (DARK or quarter-offset sub-pixel refinement), maps keypoints back to original image pixels and
          scores PCKh@0.5 (head = head top <-> neck) and OKS AP through pycocotools with the AIC sigmas;
          times every model and every seed model in the same run (median / p90, 1 and all threads,
@@ -28,6 +31,8 @@ log = logging.getLogger("evaluate")
 REPO = Path(__file__).resolve().parent.parent
 BATCH_SIZE = 16
 REFINE_CHOICES = ("dark", "quarter", "none")
+# Prediction keys of the seed's models, apart from ours.
+ANCHOR_PREFIX = "seed:"
 
 
 class EvaluationError(ValueError):
@@ -47,7 +52,10 @@ def evaluate(models_dir: str, data_dirs: list[str], output_dir: str, anchors_dir
     with steplog.step("evaluate", models=models_dir, data=data_dirs, output=output_dir, anchors=anchors_dir,
                       refine=refine, flip_test=flip_test) as wrote:
         models = _open_models(Path(models_dir))
-        predictions, truth, gallery = _predict_validation(models, data_dirs, refine, flip_test, gallery_size)
+        anchors = {path.stem: open_model(path) for path in sorted(anchors_dir.glob("*.tflite"))} if anchors_dir else {}
+        predicted = {**models, **{ANCHOR_PREFIX + name: anchor for name, anchor in anchors.items()}}
+        predictions, truth, gallery = _predict_validation(predicted, data_dirs, refine, flip_test, gallery_size,
+                                                          gallery_candidates=list(models))
         results = {"settings": {"models_dir": str(models_dir), "data_dirs": [str(d) for d in data_dirs],
                                 "anchors_dir": str(anchors_dir) if anchors_dir else None, "refine": refine,
                                 "flip_test": flip_test, "latency_runs": latency_runs,
@@ -58,9 +66,10 @@ def evaluate(models_dir: str, data_dirs: list[str], output_dir: str, anchors_dir
             results["models"][name] = {"file": model["path"].name, "metadata": model["metadata"],
                                        **_accuracy(predictions[name], truth),
                                        **_speed_and_size(model["path"], latency_runs)}
-        if anchors_dir:
-            for path in sorted(anchors_dir.glob("*.tflite")):
-                results["anchors"][path.stem] = {"file": str(path), **_speed_and_size(path, latency_runs)}
+        for name, anchor in anchors.items():
+            results["anchors"][name] = {"file": str(anchor["path"]), "metadata": anchor["metadata"],
+                                        **_accuracy(predictions[ANCHOR_PREFIX + name], truth),
+                                        **_speed_and_size(anchor["path"], latency_runs)}
         _compare_with_seed(results)
 
         with atomic_directory(output_dir) as tmp:
@@ -69,7 +78,13 @@ def evaluate(models_dir: str, data_dirs: list[str], output_dir: str, anchors_dir
         for name, model in results["models"].items():
             log.info("%s: PCKh %.1f, AP %.3f, %.2f ms (1 thread), %.2f MB, runtime %s%s", name, 100 * model["pckh"], model["ap"],
                      model["latency"]["1"]["median_ms"], model["size_bytes"] / 1e6, model["latency"]["runtime"],
-                     f", latency x{model['vs_seed']['latency_1_thread']:.2f} of the seed's" if model["vs_seed"] else "")
+                     (f", latency x{model['vs_seed']['latency_1_thread']:.2f} of the seed's"
+                      + ("" if model["vs_seed"]["same_input_size"] else
+                         f" (not like with like: {model['vs_seed']['input_size']} px against "
+                         f"{model['vs_seed']['seed_input_size']} px)")) if model["vs_seed"] else "")
+        for name, anchor in results["anchors"].items():
+            log.info("seed %s: PCKh %.1f, AP %.3f, %.2f ms (1 thread), %.2f MB", name, 100 * anchor["pckh"],
+                     anchor["ap"], anchor["latency"]["1"]["median_ms"], anchor["size_bytes"] / 1e6)
         wrote.update(results=f"{output_dir}/results.json", report=f"{output_dir}/report.html",
                      models=len(models), people=len(truth["image_id"]))
     return results
@@ -90,34 +105,56 @@ def resolve_anchors_dir(anchors_dir: str | None) -> Path | None:
 
 
 def _open_models(models_dir: Path) -> dict:
-    """name -> {path, interpreter, metadata, input_size, output_size, stride}, checking shapes."""
-    from pose import keypoints, tflite_runtime
-
+    """name -> open_model(path) for every .tflite in the folder."""
     paths = sorted(models_dir.glob("*.tflite"))
     if not paths:
         raise EvaluationError(f"{models_dir}: no .tflite models")
-    models = {}
-    for path in paths:
-        interpreter = tflite_runtime.load(path)
-        _, height, width, channels = tflite_runtime.input_shape(interpreter)
-        out_shape = tflite_runtime.output_shape(interpreter)
-        if height != width or channels != 3 or len(out_shape) != 4:
-            raise EvaluationError(f"{path}: input {[height, width, channels]} / output {list(out_shape)}, expected a "
-                                  "square RGB image in and [1, h, w, K] heatmaps out")
-        if out_shape[-1] != keypoints.NUM_KEYPOINTS:
-            raise EvaluationError(f"{path}: size mismatch: the model outputs {out_shape[-1]} heatmaps, the data has "
-                                  f"{keypoints.NUM_KEYPOINTS} keypoints per person")
-        meta_path = path.with_suffix(".json")
-        metadata = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-        if metadata and metadata.get("input_size") not in (None, height):
-            raise EvaluationError(f"{path}: size mismatch: the model takes {height}x{width} but {meta_path.name} says "
-                                  f"input_size {metadata['input_size']}")
-        models[path.stem] = {"path": path, "interpreter": interpreter, "metadata": metadata, "input_size": height,
-                             "stride": height / out_shape[1]}
-    return models
+    return {path.stem: open_model(path) for path in paths}
 
 
-def _predict_validation(models: dict, data_dirs: list[str], refine: str, flip_test: bool, gallery_size: int):
+def open_model(path: Path) -> dict:
+    """{path, interpreter, metadata, contract, input_size, stride} of a .tflite, checking shapes. The metadata
+    is its .json; without one it is one of the seed's released files (seed contract, shapes give the stride)."""
+    from pose import contract, keypoints, tflite_runtime
+
+    interpreter = tflite_runtime.load(path)
+    _, height, width, channels = tflite_runtime.input_shape(interpreter)
+    out_shape = tflite_runtime.output_shape(interpreter)
+    if height != width or channels != 3 or len(out_shape) != 4:
+        raise EvaluationError(f"{path}: input {[height, width, channels]} / output {list(out_shape)}, expected a "
+                              "square RGB image in and [1, h, w, K] heatmaps out")
+    if out_shape[-1] != keypoints.NUM_KEYPOINTS:
+        raise EvaluationError(f"{path}: size mismatch: the model outputs {out_shape[-1]} heatmaps, the data has "
+                              f"{keypoints.NUM_KEYPOINTS} keypoints per person")
+    meta_path = path.with_suffix(".json")
+    if meta_path.is_file():
+        metadata = json.loads(meta_path.read_text())
+        try:
+            model_contract = contract.from_metadata(metadata, str(meta_path))
+        except contract.ContractError as error:
+            raise EvaluationError(str(error)) from error
+    else:
+        log.info("%s: no %s beside it: read as one of the seed's released files (seed contract)", path,
+                 meta_path.name)
+        metadata = contract.seed_file(height, out_shape[1], path.name)
+        model_contract = metadata["contract"]
+    if metadata.get("input_size") not in (None, height):
+        raise EvaluationError(f"{path}: size mismatch: the model takes {height}x{width} but {meta_path.name} says "
+                              f"input_size {metadata['input_size']}")
+    return {"path": path, "interpreter": interpreter, "metadata": metadata, "contract": model_contract,
+            "input_size": height, "stride": height / out_shape[1]}
+
+
+def run_in_contract(model: dict, images):
+    """Heatmaps in AIC order for training-pipeline images (RGB in [0, 1]), the model fed in its own contract."""
+    from pose import contract, tflite_runtime
+
+    heatmaps = tflite_runtime.run(model["interpreter"], contract.from_training_images(images, model["contract"]))
+    return contract.to_aic_order(heatmaps, model["contract"])
+
+
+def _predict_validation(models: dict, data_dirs: list[str], refine: str, flip_test: bool, gallery_size: int,
+                        gallery_candidates: list[str]):
     """Runs every model over the validation people once; returns (predictions {name: {keypoints, scores}} in
     original pixels, truth arrays, gallery {model, images})."""
     import numpy as np
@@ -128,7 +165,7 @@ def _predict_validation(models: dict, data_dirs: list[str], refine: str, flip_te
     index = inputs.read_index(data_dirs)
     if index["num_examples"] == 0:
         raise EvaluationError(f"{', '.join(map(str, data_dirs))}: the shards hold no people to evaluate")
-    gallery_model = next((n for n in models if n.endswith("_fp32")), next(iter(models)))
+    gallery_model = next((n for n in gallery_candidates if n.endswith("_fp32")), gallery_candidates[0])
     predictions = {name: {"keypoints": [], "scores": []} for name in models}
     truth = {key: [] for key in ("keypoints", "visibility", "bbox", "image_id")}
     gallery = {"model": gallery_model, "images": []}
@@ -149,7 +186,7 @@ def _predict_validation(models: dict, data_dirs: list[str], refine: str, flip_te
                 truth["bbox"].append(batch["bbox"])
                 truth["image_id"].append(batch["image_id"])
             for name, model in sized.items():
-                predict = lambda images, m=model: tflite_runtime.run(m["interpreter"], images)  # noqa: E731
+                predict = lambda images, m=model: run_in_contract(m, images)  # noqa: E731
                 heatmaps = decoding.flip_test(predict, batch["image"]) if flip_test else predict(batch["image"])
                 coords, scores = decoding.decode(heatmaps, refine=refine)
                 in_input = decoding.heatmap_to_input(coords, model["stride"])
@@ -228,11 +265,19 @@ def _compare_with_seed(results: dict) -> None:
     anchors = {_family(name): anchor for name, anchor in results["anchors"].items()}
     for name, model in results["models"].items():
         anchor = anchors.get(_family(model["metadata"].get("model", name)))
-        model["vs_seed"] = None if anchor is None else {
+        if anchor is None:
+            model["vs_seed"] = None
+            continue
+        size, seed_size = model["metadata"].get("input_size"), anchor["metadata"]["input_size"]
+        model["vs_seed"] = {
             "seed_model": next(n for n, a in results["anchors"].items() if a is anchor),
+            # latency scales with pixels: a ratio across input sizes is not like with like
+            "input_size": size, "seed_input_size": seed_size, "same_input_size": size == seed_size,
             "latency_1_thread": model["latency"]["1"]["median_ms"] / anchor["latency"]["1"]["median_ms"],
             "latency_all_threads": model["latency"]["all"]["median_ms"] / anchor["latency"]["all"]["median_ms"],
             "size": model["size_bytes"] / anchor["size_bytes"],
+            "pckh_points": 100 * (model["pckh"] - anchor["pckh"]),
+            "ap": model["ap"] - anchor["ap"],
         }
 
 
@@ -253,11 +298,11 @@ def predict(model_path: str, image_path: str, output_path: str, refine: str = "d
     import cv2
     import numpy as np
 
-    from pose import decoding, report, tflite_runtime
+    from pose import contract, decoding, report, tflite_runtime
     from pose.atomic import atomic_file
 
-    interpreter = tflite_runtime.load(model_path)
-    _, size, _, _ = tflite_runtime.input_shape(interpreter)
+    model = open_model(Path(model_path))
+    size = model["input_size"]
     image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
     if image is None:
         raise EvaluationError(f"{image_path}: cannot read the image")
@@ -268,8 +313,9 @@ def predict(model_path: str, image_path: str, output_path: str, refine: str = "d
     shift_y = 0.5 * scale - 0.5 + (size - scale * height) / 2
     to_input = np.array([[scale, 0, shift_x], [0, scale, shift_y]], dtype=np.float64)
     letterboxed = cv2.warpAffine(image, to_input, (size, size), flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    rgb = cv2.cvtColor(letterboxed, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
-    heatmaps = tflite_runtime.run(interpreter, rgb[None])
+    heatmaps = contract.to_aic_order(
+        tflite_runtime.run(model["interpreter"], contract.model_input(letterboxed[None], model["contract"])),
+        model["contract"])
     coords, scores = decoding.decode(heatmaps, refine=refine)
     in_input = decoding.heatmap_to_input(coords[0], size / heatmaps.shape[1])
     points = (in_input - to_input[:, 2]) / scale

@@ -2,9 +2,12 @@
 
 Takes    a train output folder (`model.keras`, `train_metadata.json`).
 Does     wraps the last stage's heatmaps in a serving function whose input is `image` (float32
-         [1, H, W, 3], RGB / 255) and whose output node is literally `Convolutional_Pose_Machine/stage_5_out`
-         (CPM) or `hourglass_out_3` (hourglass), so apps built for the seed's files load ours unchanged;
-         then checks that Keras, the SavedModel and the frozen graph agree on a sample.
+         [1, H, W, 3]) and whose output node is literally `Convolutional_Pose_Machine/stage_5_out`
+         (CPM) or `hourglass_out_3` (hourglass), in a model contract (pose.contract): by default the
+         seed's (BGR 0..255 in, the seed's channel order out), so apps built for the seed's files load
+         ours unchanged; `--contract aic` keeps the training contract (RGB / 255, AIC order). The
+         conversion sits inside the graph. Then checks that Keras, the SavedModel and the frozen graph
+         agree on a sample, each fed in its own contract.
 Writes   `saved_model/`, `frozen_graph.pb`, `model_info.json` (see docs/ARTIFACTS.md), atomically.
 """
 import json
@@ -19,7 +22,6 @@ log = logging.getLogger("freeze")
 CPM_OUTPUT = "Convolutional_Pose_Machine/stage_5_out"
 HOURGLASS_OUTPUT = "hourglass_out_3"
 INPUT_NAME = "image"
-NORMALISATION = "RGB float32, pixel / 255.0"
 MAX_ABS_DIFF = 1e-4
 SAMPLE_SEED = 0
 
@@ -32,15 +34,20 @@ def output_name_for(model_name: str) -> str:
     return HOURGLASS_OUTPUT if "hourglass" in model_name.lower() else CPM_OUTPUT
 
 
-def freeze(model_dir: str, output_dir: str) -> dict:
-    """Exports `model_dir`/model.keras to `output_dir`; returns model_info (also written as model_info.json)."""
+def freeze(model_dir: str, output_dir: str, export_contract: str = "seed") -> dict:
+    """Exports `model_dir`/model.keras to `output_dir` in `export_contract` (pose.contract: "seed" or "aic");
+    returns model_info (also written as model_info.json)."""
     import numpy as np
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    from pose import keypoints, steplog
+    from pose import contract, keypoints, steplog
 
-    with steplog.step("freeze", model=model_dir, output=output_dir) as wrote:
+    try:
+        contract.check(export_contract)
+    except contract.ContractError as error:
+        raise FreezeError(str(error)) from error
+    with steplog.step("freeze", model=model_dir, output=output_dir, contract=export_contract) as wrote:
         model, train_info = _load_model(Path(model_dir))
         model_name = train_info.get("model", model.name)
         output_name = output_name_for(model_name)
@@ -51,9 +58,10 @@ def freeze(model_dir: str, output_dir: str) -> dict:
 
         @tf.function(input_signature=[tf.TensorSpec([1, height, width, 3], tf.float32, name=INPUT_NAME)])
         def serve(image):
-            heatmaps = model(image, training=False)
+            heatmaps = model(contract.graph_input_to_training(image, export_contract), training=False)
             if isinstance(heatmaps, (list, tuple)):
                 heatmaps = heatmaps[-1]
+            heatmaps = contract.graph_output_from_training(heatmaps, export_contract)
             with tf.name_scope(scope):
                 heatmaps = tf.identity(tf.cast(heatmaps, tf.float32), name=leaf)
             return {output_name: heatmaps}
@@ -72,7 +80,7 @@ def freeze(model_dir: str, output_dir: str) -> dict:
             graph_def = convert_variables_to_constants_v2(concrete).graph.as_graph_def()
             tf.io.write_graph(graph_def, str(tmp), "frozen_graph.pb", as_text=False)
 
-            differences = _compare(model, tmp, output_name, sample)
+            differences = _compare(model, tmp, output_name, sample, export_contract)
             max_abs_diff = max(differences.values())
             log.info("max abs difference on a sample: %s", ", ".join(f"{k} {v:.2e}" for k, v in differences.items()))
             if not max_abs_diff <= MAX_ABS_DIFF:
@@ -86,15 +94,17 @@ def freeze(model_dir: str, output_dir: str) -> dict:
                 "num_keypoints": int(output_shape[-1]),
                 "input_name": INPUT_NAME,
                 "output_name": output_name,
-                "normalisation": NORMALISATION,
-                "keypoints": list(keypoints.NAMES),
-                "flip_pairs": [list(pair) for pair in keypoints.FLIP_PAIRS],
+                "contract": contract.describe(export_contract),
+                "normalisation": contract.PIXEL_DESCRIPTIONS[contract.PIXELS[export_contract]],
+                # keypoints and flip_pairs name the model's output channels in the contract's order
+                "keypoints": contract.describe(export_contract)["channel_order"],
+                "flip_pairs": contract.flip_pairs(export_contract),
                 "max_abs_diff": float(max_abs_diff),
                 "max_abs_diff_by_format": differences,
             }
             (tmp / "model_info.json").write_text(json.dumps(info, indent=2))
         wrote.update(saved_model=f"{output_dir}/saved_model", frozen_graph="frozen_graph.pb",
-                     output=output_name, max_abs_diff=f"{max_abs_diff:.2e}")
+                     output=output_name, contract=export_contract, max_abs_diff=f"{max_abs_diff:.2e}")
     return info
 
 
@@ -118,16 +128,22 @@ def _load_model(model_dir: Path):
     return model, train_info
 
 
-def _compare(model, folder: Path, output_name: str, sample) -> dict:
-    """Max abs difference of the SavedModel's and the frozen graph's heatmaps against Keras on `sample`."""
+def _compare(model, folder: Path, output_name: str, sample, export_contract: str) -> dict:
+    """Max abs difference of the SavedModel's and the frozen graph's heatmaps against Keras on `sample`
+    (RGB in [0, 1]), each fed in its own contract and compared in AIC order."""
     import numpy as np
     import tensorflow as tf
 
+    from pose import contract
+
     keras_out = model(sample, training=False)
     keras_out = np.asarray(keras_out[-1] if isinstance(keras_out, (list, tuple)) else keras_out, np.float32)
+    exported_in = contract.from_training_images(sample, export_contract)
     saved = tf.saved_model.load(str(folder / "saved_model")).signatures["serving_default"]
-    saved_out = saved(**{INPUT_NAME: tf.constant(sample)})[output_name].numpy()
-    frozen_out = run_frozen_graph(folder / "frozen_graph.pb", sample, output_name)
+    saved_out = contract.to_aic_order(saved(**{INPUT_NAME: tf.constant(exported_in)})[output_name].numpy(),
+                                      export_contract)
+    frozen_out = contract.to_aic_order(run_frozen_graph(folder / "frozen_graph.pb", exported_in, output_name),
+                                       export_contract)
     return {"saved_model": float(np.abs(saved_out - keras_out).max()),
             "frozen_graph": float(np.abs(frozen_out - keras_out).max())}
 
@@ -149,7 +165,10 @@ def main(argv=None) -> int:
     arguments.add_argument("--model", required=True, help="train output folder holding model.keras")
     arguments.add_argument("--output", required=True,
                            help="folder to write saved_model/, frozen_graph.pb, model_info.json")
-    return cli.run("freeze", arguments, lambda args: freeze(args.model, args.output), argv)
+    arguments.add_argument("--contract", default="seed", choices=("seed", "aic"),
+                           help="the exported model's contract (pose.contract): seed = BGR 0..255 in and the "
+                                "seed's channel order out (default); aic = RGB / 255 in, AIC order out")
+    return cli.run("freeze", arguments, lambda args: freeze(args.model, args.output, args.contract), argv)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ Takes    a tflite output folder (`<model>_<variant>.tflite` + `.json`), evaluate
 Does     stages the files and a model card written from results.json (model, data, figures, intended use,
          limitations), then uploads them; `published.json` (what was published, with sha256) goes last, so a
          reader that finds it knows every other file is complete.
-Writes   at the destination: the .tflite, its .json, report.html, results.json, MODEL_CARD.md, published.json.
+Writes   at the destination: the .tflite, its .json, report.html, results.json, MODEL_CARD.md, the web demo
+         (demo/, pose.web_demo.page_files: a static host of the destination serves a working demo), published.json.
          The KFP component's `published` artifact is the staged copy of exactly those files.
 """
 import datetime
@@ -19,7 +20,7 @@ from pathlib import Path
 
 
 from components import cli
-from pose import keypoints
+from pose import keypoints, web_demo
 
 log = logging.getLogger("publish")
 
@@ -52,13 +53,16 @@ def publish(models_dir: str, report_path: str, results_path: str, destination: s
                 (staged / report_file.name).rename(staged / "report.html")
             (staged / "results.json").write_text(json.dumps(results, indent=2))
             (staged / MODEL_CARD).write_text(model_card(results, model_file.stem, destination))
+            for source, name in web_demo.page_files():
+                (staged / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, staged / name)
             manifest = {
                 "model": model_file.stem,
                 "variant": model_file.stem.rsplit("_", 1)[-1],
                 "destination": destination.rstrip("/"),
                 "published_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                "files": {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
-                          for p in sorted(staged.iterdir())},
+                "files": {name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+                          for name, p in _staged_files(staged)},
             }
             (staged / MANIFEST).write_text(json.dumps(manifest, indent=2))
             uris = _upload(staged, destination)
@@ -129,7 +133,7 @@ class _staging:
 
 def _upload(staged: Path, destination: str) -> list[str]:
     """Every staged file, published.json last."""
-    files = sorted(staged.iterdir(), key=lambda p: (p.name == MANIFEST, p.name))
+    files = sorted(_staged_files(staged), key=lambda named: (named[0] == MANIFEST, named[0]))
     base = destination.rstrip("/")
     if destination.startswith("gs://"):
         from pose import storage
@@ -138,7 +142,7 @@ def _upload(staged: Path, destination: str) -> list[str]:
 
         client = storage.gcs_client()
         try:
-            return [storage.upload_file(str(p), f"{base}/{p.name}", client) for p in files]
+            return [storage.upload_file(str(p), f"{base}/{name}", client) for name, p in files]
         except exceptions.GoogleAPICallError as error:  # a missing bucket, no permission
             raise PublishError(f"{destination}: upload failed: {error}") from error
     if "://" in destination:
@@ -146,12 +150,18 @@ def _upload(staged: Path, destination: str) -> list[str]:
     target = Path(destination)
     target.mkdir(parents=True, exist_ok=True)
     written = []
-    for p in files:
-        tmp = target / f".{p.name}.tmp"
+    for name, p in files:
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        tmp = (target / name).with_name(f".{p.name}.tmp")
         shutil.copyfile(p, tmp)
-        tmp.replace(target / p.name)
-        written.append(str(target / p.name))
+        tmp.replace(target / name)
+        written.append(str(target / name))
     return written
+
+
+def _staged_files(staged: Path) -> list[tuple[str, Path]]:
+    """(path relative to the staging folder, file) of every staged file, sub-folders (demo/) included."""
+    return [(p.relative_to(staged).as_posix(), p) for p in sorted(staged.rglob("*")) if p.is_file()]
 
 
 def _sha256(path: Path) -> str:
@@ -175,6 +185,8 @@ def model_card(results: dict, model_name: str, destination: str) -> str:
         f"- Architecture: {_architecture(meta.get('model', model_name))}, TFLite variant `{meta.get('variant', '?')}`.",
         f"- File: `{ours.get('file', model_name + '.tflite')}` ({ours['size_bytes'] / 1e6:.2f} MB), "
         f"metadata in `{model_name}.json`; published to `{destination.rstrip('/')}`.",
+        f"- Try it in a browser: [web demo]({web_demo.published_url(model_name + '.tflite')}) (camera or a picture; "
+        f"runs on the device with LiteRT.js, from a static host of this folder).",
         f"- Input `{meta.get('input_name', 'image')}`: {size}x{size}x3, {meta.get('normalisation', 'RGB / 255')}. "
         f"Output `{meta.get('output_name', '?')}`: {meta.get('output_size', '?')}x{meta.get('output_size', '?')}"
         f"x{meta.get('num_keypoints', keypoints.NUM_KEYPOINTS)} heatmaps (stride {meta.get('output_stride', '?')}).",

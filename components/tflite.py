@@ -3,8 +3,9 @@
 Takes    a freeze output folder (`saved_model/`, `frozen_graph.pb`, `model_info.json`) and, for full int8,
          shard folders to draw representative images from.
 Does     converts the frozen graph (so the .tflite tensors keep the seed's names `image` and
-         `Convolutional_Pose_Machine/stage_5_out`), loads each result in LiteRT and compares its heatmaps
-         with the SavedModel's on the same images.
+         `Convolutional_Pose_Machine/stage_5_out`, and the freeze step's model contract: pixels in and
+         channel order out, see pose.contract), loads each result in LiteRT and compares its heatmaps
+         with the SavedModel's on the same images. Full int8 calibrates on images in the contract's pixels.
 Writes   `<model>_<variant>.tflite` and `<model>_<variant>.json` (everything an app needs to use it, and
          the difference against the SavedModel), atomically.
 """
@@ -34,7 +35,7 @@ def convert_to_tflite(saved_model_dir: str, output_dir: str, variants: list[str]
     {"model", "variants": {variant: metadata}} (metadata as in each .json)."""
     import numpy as np
 
-    from pose import steplog, tflite_runtime
+    from pose import contract, steplog, tflite_runtime
     from pose.atomic import atomic_directory
 
     unknown = [v for v in variants if v not in VARIANTS]
@@ -47,12 +48,19 @@ def convert_to_tflite(saved_model_dir: str, output_dir: str, variants: list[str]
                       representative=representative_dirs) as wrote:
         folder = _freeze_folder(Path(saved_model_dir))
         info = json.loads((folder / "model_info.json").read_text())
+        try:
+            model_contract = contract.from_metadata(info, str(folder / "model_info.json"))
+        except contract.ContractError as error:
+            raise TFLiteConversionError(str(error)) from error
         size = info["input_size"]
         if representative_dirs:
-            samples = _representative_images(representative_dirs, size, num_representative)
+            samples = contract.from_training_images(
+                _representative_images(representative_dirs, size, num_representative), model_contract)
             compared_on = f"{min(len(samples), NUM_COMPARISON_SAMPLES)} images from {', '.join(representative_dirs)}"
         else:
-            samples = np.random.default_rng(0).random((NUM_COMPARISON_SAMPLES, size, size, 3), dtype=np.float32)
+            samples = contract.from_training_images(
+                np.random.default_rng(0).random((NUM_COMPARISON_SAMPLES, size, size, 3), dtype=np.float32),
+                model_contract)
             compared_on = f"{NUM_COMPARISON_SAMPLES} random images (no representative data given)"
         comparison = samples[:NUM_COMPARISON_SAMPLES]
         reference = _saved_model_heatmaps(folder / "saved_model", info, comparison)
@@ -68,14 +76,16 @@ def convert_to_tflite(saved_model_dir: str, output_dir: str, variants: list[str]
                 difference = np.abs(tflite_runtime.run(interpreter, comparison) - reference)
                 metadata = {
                     **{k: info[k] for k in ("model", "input_size", "output_size", "output_stride", "num_keypoints",
-                                            "normalisation", "keypoints", "flip_pairs")},
+                                            "normalisation", "keypoints", "flip_pairs") if k in info},
+                    "contract": model_contract,
                     "variant": variant,
                     "file": model_path.name,
                     "size_bytes": len(flatbuffer),
                     "input_name": info["input_name"],
                     "output_name": info["output_name"],
                     **tflite_runtime.io_description(interpreter),
-                    "keypoint_order": "AI Challenger; flip_pairs are 0-based channel indices",
+                    "keypoint_order": ("keypoints names the output channels in order (contract.channel_order); "
+                                       "flip_pairs are 0-based channel indices"),
                     "heatmap_to_input": "x_input = (x_heatmap + 0.5) * output_stride - 0.5",
                     "max_abs_diff": float(difference.max()),
                     "mean_abs_diff": float(difference.mean()),

@@ -49,10 +49,14 @@ class TrainError(ValueError):
 
 
 def train(config: str, data_dirs: list[str], output_dir: str, valid_dirs: list[str] | None = None,
-          overrides: dict | None = None, checkpoint_uri: str = "") -> dict:
+          overrides: dict | None = None, expect_gpus: int = 0, allow_cpu: bool = False,
+          checkpoint_uri: str = "") -> dict:
     """Trains per `config` (a YAML path or YAML text) on `data_dirs`; writes the model folder
-    `output_dir` and returns its train_metadata (also written as train_metadata.json). With
-    `checkpoint_uri` (gs://…), checkpoints are mirrored there and a start resumes from the newest."""
+    `output_dir` and returns its train_metadata (also written as train_metadata.json).
+
+    `expect_gpus`: GPUs the caller asked for (the pod's accelerator limit); when TensorFlow sees none,
+    training fails rather than quietly running on the CPU, unless `allow_cpu`.
+    `checkpoint_uri` (gs://…): checkpoints are mirrored there and a start resumes from the newest."""
     cfg = load_config(config, overrides).resolved()
     if checkpoint_uri:
         split_gs_uri(checkpoint_uri)  # fail before building anything
@@ -60,6 +64,7 @@ def train(config: str, data_dirs: list[str], output_dir: str, valid_dirs: list[s
                       overrides=overrides or {}, checkpoint_uri=checkpoint_uri) as wrote:
         # The strategy first: MultiWorkerMirroredStrategy must exist before any other TF op runs.
         strategy, devices = _strategy(cfg)
+        check_gpus(expect_gpus, allow_cpu)
         run = _Run(cfg, strategy, devices, data_dirs, Path(output_dir), valid_dirs or [], checkpoint_uri,
                    config_label=config if "\n" not in config else "(YAML text)")
         metadata = run.fit()
@@ -94,6 +99,22 @@ def _strategy(cfg: TrainConfig):
     if len(cpus) > 1:
         return tf.distribute.MirroredStrategy([d.name for d in cpus]), f"{len(cpus)} logical CPUs"
     return tf.distribute.get_strategy(), "CPU"
+
+
+def check_gpus(expected: int, allow_cpu: bool) -> None:
+    """Fails when GPUs were asked for but TensorFlow sees none (a CPU-only TensorFlow, no driver or CUDA
+    libraries, or a pod without the GPU limit), unless CPU training is allowed on purpose."""
+    if expected <= 0:
+        return
+    visible = len(tf.config.list_logical_devices("GPU"))
+    if visible == 0 and not allow_cpu:
+        raise TrainError(f"{expected} GPU(s) were requested, but TensorFlow sees none (built with CUDA: "
+                         f"{tf.test.is_built_with_cuda()}); check the pod's nvidia.com/gpu limit and the image, or "
+                         f"allow CPU training on purpose (pipeline parameter allow_cpu=true, train --allow-cpu)")
+    if visible == 0:
+        log.warning("%d GPU(s) were requested, but TensorFlow sees none: training on the CPU (allow_cpu)", expected)
+    elif visible < expected:
+        log.warning("%d GPU(s) were requested, but TensorFlow sees %d: training on those", expected, visible)
 
 
 def _is_chief() -> bool:
@@ -156,7 +177,7 @@ class _Run:
             raise TrainError(f"{data_dirs}: the shard index counts no examples")
         self.steps_per_epoch = max(1, examples // self.global_batch)
         self.total_steps = cfg.max_epoch * self.steps_per_epoch
-        if cfg.max_steps:
+        if cfg.max_steps is not None:
             self.total_steps = min(self.total_steps, cfg.max_steps)
         self.examples = examples
         log.info("devices: %s, strategy %s, %d replica(s), global batch %d, mixed precision %s, XLA %s",
@@ -169,6 +190,7 @@ class _Run:
         with strategy.scope():
             self.model = networks.build_model(cfg.model, cfg.input_size, cfg.width, cfg.num_stages,
                                               cfg.num_keypoints, cfg.batch_norm_momentum, **cfg.architecture_options())
+            self.warm_start = self._warm_start()
             # A plain variable the loop sets every step (see learning_rate): schedules may depend on time.
             optimizer = keras.optimizers.Adam(learning_rate(cfg, 0, 0.0), epsilon=1e-8)
             self.optimizer = keras.optimizers.LossScaleOptimizer(optimizer) if self.mixed else optimizer
@@ -198,6 +220,21 @@ class _Run:
         self.train_step = self._make_train_step()
         self.predict = final_heatmaps_function(self.model)
         self.writer = tf.summary.create_file_writer(str(output_dir / "logs")) if self.chief else None
+
+    def _warm_start(self) -> dict | None:
+        """Loads cfg.init_from into the fresh model (a resumed run's checkpoint then overrides it)."""
+        from pose import warm_start
+
+        if not self.cfg.init_from:
+            return None
+        try:
+            summary = warm_start.load_into(self.model, self.cfg.init_from, self.cfg.model, self.cfg.seed_layers)
+        except warm_start.WarmStartError as error:
+            raise TrainError(str(error)) from error
+        log.info("warm start: %d layers from %s%s", summary["layers"], self.cfg.init_from,
+                 f" (reproduces it to {summary['reproduction_max_abs_diff']:.1e})"
+                 if "reproduction_max_abs_diff" in summary else "")
+        return summary
 
     @property
     def step(self) -> int:
@@ -402,7 +439,7 @@ class _Run:
             "replicas": self.replicas, "global_batch_size": self.global_batch, "mixed_precision": self.mixed,
             "jit_compile": cfg.jit_compile, "resumed_from_step": self.resumed_from,
             "train_seconds": round(seconds, 1), "parameters": self.info["parameters"], "flops": self.info["flops"],
-            "output_names": self.info["output_names"], "history": self.history,
+            "output_names": self.info["output_names"], "history": self.history, "warm_start": self.warm_start,
         }
 
     def _save_model(self) -> None:
@@ -477,12 +514,18 @@ def main(argv=None) -> int:
     arguments.add_argument("--output", required=True, help="model folder; an existing one with checkpoints resumes")
     arguments.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                            help="override a config key (value read as YAML), e.g. --set max_steps=100")
+    arguments.add_argument("--expect-gpus", type=int, default=0, metavar="N",
+                           help="GPUs this process should see; fail if TensorFlow sees none (default 0: no check)")
+    arguments.add_argument("--allow-cpu", action="store_true",
+                           help="with --expect-gpus, train on the CPU (with a warning) instead of failing")
     arguments.add_argument("--checkpoint-uri", default="", metavar="gs://BUCKET/PREFIX",
                            help="also keep checkpoints there as they are written, and resume from the newest")
     return cli.run("train", arguments, lambda args: train(args.config, args.data, args.output,
                                                           valid_dirs=args.valid_data,
                                                           overrides=parse_overrides(args.set),
-                                                          checkpoint_uri=args.checkpoint_uri), argv)
+                                                          expect_gpus=args.expect_gpus, allow_cpu=args.allow_cpu,
+                                                          checkpoint_uri=args.checkpoint_uri),
+                   argv)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,11 @@ def run_local(source: str = DEFAULT_SOURCE, config: str = DEFAULT_CONFIG, runner
 
     arguments = {"source": source, "config": _config_argument(config, runner),
                  "overrides": ",".join(overrides), **(params or {})}
+    if "allow_cpu" not in arguments:
+        # On a cluster train fails when its pod got GPUs TensorFlow cannot see; here "no GPU" is the usual case.
+        arguments["allow_cpu"] = True
+        log.info("allow_cpu=true for this local run: train uses a GPU if TensorFlow sees one, else the CPU "
+                 "(--param allow_cpu=false to insist on a GPU)")
     root = Path(pipeline_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     local.init(runner=_runner(runner), pipeline_root=str(root), enable_caching=cache,
@@ -257,9 +262,13 @@ def headline_figures(results: dict) -> dict:
     seed's models' own latency and size."""
     models = {name: {"pckh": model["pckh"], "ap": model["ap"], "latency_ms": model["latency"]["1"]["median_ms"],
                      "latency_vs_seed": (model.get("vs_seed") or {}).get("latency_1_thread"),
+                     "input_size": (model.get("metadata") or {}).get("input_size"),
+                     "seed_input_size": (model.get("vs_seed") or {}).get("seed_input_size"),
                      "size_mb": model["size_bytes"] / 1e6}
               for name, model in sorted(results.get("models", {}).items())}
-    seed = {name: {"latency_ms": anchor["latency"]["1"]["median_ms"], "size_mb": anchor["size_bytes"] / 1e6}
+    seed = {name: {"pckh": anchor.get("pckh"), "ap": anchor.get("ap"),
+                   "latency_ms": anchor["latency"]["1"]["median_ms"], "size_mb": anchor["size_bytes"] / 1e6,
+                   "input_size": (anchor.get("metadata") or {}).get("input_size")}
             for name, anchor in sorted(results.get("anchors", {}).items())}
     return {"people": results.get("settings", {}).get("num_people"), "models": models, "seed": seed}
 
@@ -286,8 +295,17 @@ def _print_summary(summary: dict) -> None:
     if headline["models"]:
         print(f"\nheadline figures, valid split ({headline['people']} people; latency: LiteRT, 1 thread, this CPU)")
         print(f"{'model':<24}{'PCKh@0.5':>9}{'OKS AP':>8}{'ms':>9}{'vs seed':>9}{'MB':>7}")
+        unlike = set()
         for name, m in headline["models"].items():
             ratio = f"x{m['latency_vs_seed']:.2f}" if m["latency_vs_seed"] else "n/a"
+            if m["latency_vs_seed"] and m.get("seed_input_size") not in (None, m.get("input_size")):
+                ratio += "*"
+                unlike.add((m.get("input_size"), m["seed_input_size"]))
             print(f"{name:<24}{100 * m['pckh']:>9.1f}{m['ap']:>8.3f}{m['latency_ms']:>9.2f}{ratio:>9}{m['size_mb']:>7.2f}")
         for name, m in headline["seed"].items():
-            print(f"{'seed ' + name:<24}{'':>9}{'':>8}{m['latency_ms']:>9.2f}{'x1.00':>9}{m['size_mb']:>7.2f}")
+            pckh = f"{100 * m['pckh']:>9.1f}" if m.get("pckh") is not None else f"{'':>9}"
+            ap = f"{m['ap']:>8.3f}" if m.get("ap") is not None else f"{'':>8}"
+            print(f"{'seed ' + name:<24}{pckh}{ap}{m['latency_ms']:>9.2f}{'x1.00':>9}{m['size_mb']:>7.2f}")
+        for ours, theirs in sorted(unlike):
+            print(f"* not like with like: our model takes {ours} px, the seed's {theirs} px; latency grows with "
+                  f"the pixels, so this ratio is not a speed-up at equal input size")

@@ -8,12 +8,28 @@ neither TensorFlow nor the steps' dependencies.
 KFP runs a body as the function's source alone (with `from kfp.dsl import *` and `from typing import *`
 above it), so every name a body uses is imported inside it.
 """
-from typing import List
+from typing import List, NamedTuple
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
 from pipeline.images import CPU_IMAGE, GPU_IMAGE
+
+
+# ---- the cluster ---------------------------------------------------------------------------------
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def cluster_settings_op(gpu_count: int, gcs_secret: str) -> NamedTuple("ClusterSettings", accelerator_count=str,
+                                                                       gcs_secret_volume=str):
+    """Run parameters in the form the KFP driver reads for the pod spec (pipeline/cluster.py): the
+    accelerator count as a string (a number parameter would give no GPU limit at all) and a non-empty
+    secret name. Its outputs are strings whatever the run's client typed gpu_count as."""
+    from collections import namedtuple
+
+    from pipeline.cluster import accelerator_count, gcs_secret_volume
+
+    settings = namedtuple("ClusterSettings", ["accelerator_count", "gcs_secret_volume"])
+    return settings(accelerator_count(gpu_count), gcs_secret_volume(gcs_secret))
 
 
 # ---- ingest ------------------------------------------------------------------------------------
@@ -22,9 +38,13 @@ from pipeline.images import CPU_IMAGE, GPU_IMAGE
 def download_op(source: str, sha256: str, raw: Output[Dataset]):
     """Fetches a source URI (https, gs, file, synthetic://N) into the raw AIC dataset; sha256 "" = no check."""
     from components.download import download
+    from pipeline import cluster
     from pose import steplog
 
     steplog.setup()
+    if cluster.on_kfp_cluster():
+        cluster.refuse_local_paths({"source": source}, "checked in the download pod")
+        cluster.use_mounted_gcs_key()
     raw.metadata.update(download(source, raw.path, sha256 or None))
 
 
@@ -73,7 +93,9 @@ def shard_op(coco: Input[Dataset], split: str, num_shards: int, shard_index: int
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def train_op(train_shards: Input[List[Dataset]], valid_shards: Input[List[Dataset]], config: str, overrides: str,
-             model: Output[Model], checkpoint_uri: str = ""):
+             model: Output[Model], gpu_count: int = 0, allow_cpu: bool = False, checkpoint_uri: str = ""):
+    """gpu_count: the GPUs the pod asked for; with none visible to TensorFlow, train fails unless allow_cpu.
+    checkpoint_uri (gs://…): checkpoints kept there as they are written; a retried pod resumes from them."""
     from components.train import train
     from pose import steplog
     from pose.config import parse_overrides
@@ -81,7 +103,7 @@ def train_op(train_shards: Input[List[Dataset]], valid_shards: Input[List[Datase
     steplog.setup()
     metadata = train(config, [shards.path for shards in train_shards], model.path,
                      valid_dirs=[shards.path for shards in valid_shards], overrides=parse_overrides(overrides),
-                     checkpoint_uri=checkpoint_uri)
+                     expect_gpus=gpu_count, allow_cpu=allow_cpu, checkpoint_uri=checkpoint_uri)
     model.metadata.update({key: metadata[key] for key in (
         "model", "input_size", "output_stride", "num_keypoints", "steps", "epochs", "final_loss",
         "images_per_second", "pckh", "replicas", "global_batch_size", "parameters", "flops",
@@ -91,14 +113,15 @@ def train_op(train_shards: Input[List[Dataset]], valid_shards: Input[List[Datase
 # ---- export ------------------------------------------------------------------------------------
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def freeze_op(model: Input[Model], frozen: Output[Model]):
+def freeze_op(model: Input[Model], frozen: Output[Model], export_contract: str = "seed"):
     from components.freeze import freeze
     from pose import steplog
 
     steplog.setup()
-    info = freeze(model.path, frozen.path)
+    info = freeze(model.path, frozen.path, export_contract=export_contract)
     frozen.metadata.update({key: info[key] for key in ("model", "input_size", "output_size", "output_name",
                                                        "max_abs_diff")})
+    frozen.metadata["contract"] = info["contract"]["name"]
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -148,9 +171,13 @@ def evaluate_op(tflite_models: Input[Model], valid_shards: Input[List[Dataset]],
 def publish_op(tflite_models: Input[Model], report: Input[HTML], results: Input[Artifact], destination: str,
                variant: str, published: Output[Artifact]):
     from components.publish import publish
+    from pipeline import cluster
     from pose import steplog
 
     steplog.setup()
+    if cluster.on_kfp_cluster():
+        cluster.refuse_local_paths({"publish_uri": destination}, "checked in the publish pod")
+        cluster.use_mounted_gcs_key()
     manifest = publish(tflite_models.path, report.path, results.path, destination, variant,
                        staging_dir=published.path)
     published.metadata.update({"model": manifest["model"], "variant": manifest["variant"],

@@ -15,4 +15,5 @@ config          the training config: every key, its default and type, the seed's
 tflite_runtime  loading, running and timing .tflite files with LiteRT
 visualize       sample grids (heatmaps over images) for people and TensorBoard
 report          the evaluation's HTML report
+web_demo        the web demo's build, published files, seed .json and its still-image mode in Python
 """

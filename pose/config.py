@@ -45,6 +45,10 @@ class TrainConfig:
     stage_expansion: int | None = None          # expansion of each stage's second and third block
     stage_channels: int | None = None           # channels of the stage blocks
     stage_kernel_size: int | None = None        # depthwise kernel of stages 1.. (stage 0 is 3x3); odd
+    # Both models: the seed's activations and TF1 resizing, as its released files have them (pose/networks/blocks.py).
+    seed_layers: bool = False
+    # Warm start: weights from a seed's released .tflite or an earlier run's model.keras (pose.warm_start).
+    init_from: str | None = None
     # Data (pose.inputs.training_dataset).
     batch_size: int = 16                        # per replica: global batch = batch_size x replicas
     sigma: float = 6.0                          # Gaussian sigma of the target heatmaps, in input pixels
@@ -114,7 +118,8 @@ SEED_SUPPLIED = {
     "identify_occlusion": "nothing (occluded joints are trained as labelled)",
 }
 LR_SCHEDULES = ("exponential", "cosine", "constant")
-CPM_OPTIONS = networks.architecture_options("mv2_cpm")  # TrainConfig has a field of each name
+# TrainConfig has a field of each name
+CPM_OPTIONS = tuple(key for key in networks.architecture_options("mv2_cpm") if key not in networks.COMMON_OPTIONS)
 
 
 def load_config(source: str | os.PathLike | None = None, overrides: dict | None = None) -> TrainConfig:
@@ -251,9 +256,11 @@ def _check_ranges(config: TrainConfig, origin: str) -> None:
                 "summary_every", "num_keypoints"):
         if getattr(config, key) <= 0:
             fail(key, "must be positive")
-    for key in ("width", "num_stages", "max_steps", "max_minutes", "num_train_samples", *CPM_OPTIONS):
+    for key in ("width", "num_stages", "max_minutes", "num_train_samples", *CPM_OPTIONS):
         if getattr(config, key) is not None and getattr(config, key) <= 0:
             fail(key, "must be positive")
+    if config.max_steps is not None and config.max_steps < 0:
+        fail("max_steps", "must not be negative (0 writes the initial, e.g. warm-started, model untrained)")
     for key in CPM_OPTIONS:
         if getattr(config, key) is not None and key not in networks.architecture_options(config.model):
             fail(key, f"{config.model} has no such option (it is for mv2_cpm)")

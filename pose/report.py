@@ -59,6 +59,12 @@ def _ratio_cell(value) -> str:
     return f'<span class="{"ok" if value <= 1.0 else "miss"}">{value:.2f}×</span>'
 
 
+def _size_note(ratio: dict) -> str:
+    if not ratio or ratio.get("same_input_size", True):
+        return ""
+    return f' <small class="miss">({ratio["input_size"]} vs {ratio["seed_input_size"]} px)</small>'
+
+
 def render(results: dict, gallery: list[str]) -> str:
     """The HTML report for evaluate's results dict and gallery (data URIs)."""
     settings = results["settings"]
@@ -75,13 +81,15 @@ def render(results: dict, gallery: list[str]) -> str:
             f"<td>{_cell(model['ap50'], 3)}</td><td>{_cell(model['ap75'], 3)}</td><td>{model['latency']['runtime']}</td>"
             f"<td>{_cell(one['median_ms'], 2)} / {_cell(one['p90_ms'], 2)}</td>"
             f"<td>{_cell(many['median_ms'], 2)} / {_cell(many['p90_ms'], 2)}</td>"
-            f"<td>{_ratio_cell(ratio.get('latency_1_thread'))}</td><td>{_ratio_cell(ratio.get('latency_all_threads'))}</td>"
-            f"<td>{_ratio_cell(ratio.get('size'))}</td></tr>")
+            f"<td>{_ratio_cell(ratio.get('latency_1_thread'))}{_size_note(ratio)}</td>"
+            f"<td>{_ratio_cell(ratio.get('latency_all_threads'))}</td><td>{_ratio_cell(ratio.get('size'))}</td></tr>")
     for name, anchor in results["anchors"].items():
         one, many = anchor["latency"]["1"], anchor["latency"]["all"]
         rows.append(
             f'<tr class="anchor"><td>seed: {html.escape(name)}</td><td>{_cell(anchor["size_bytes"] / 1e6, 2)}</td>'
-            f"<td>–</td><td>–</td><td>–</td><td>–</td><td>{anchor['latency']['runtime']}</td>"
+            f"<td>{_cell(anchor.get('pckh'), 1, 100)}</td><td>{_cell(anchor.get('ap'), 3)}</td>"
+            f"<td>{_cell(anchor.get('ap50'), 3)}</td><td>{_cell(anchor.get('ap75'), 3)}</td>"
+            f"<td>{anchor['latency']['runtime']}</td>"
             f"<td>{_cell(one['median_ms'], 2)} / {_cell(one['p90_ms'], 2)}</td>"
             f"<td>{_cell(many['median_ms'], 2)} / {_cell(many['p90_ms'], 2)}</td><td colspan=3>reference</td></tr>")
 
@@ -97,8 +105,10 @@ def render(results: dict, gallery: list[str]) -> str:
                                   for i, bar in enumerate(bars)))
 
     images = "".join(f'<img src="{uri}" alt="validation person {i}">' for i, uri in enumerate(gallery))
-    anchors_note = (f"Seed models from {html.escape(str(settings['anchors_dir']))}: latency and size only "
-                    "(their keypoint semantics and normalisation differ, so their accuracy is not measured)."
+    anchors_note = (f"Seed models from {html.escape(str(settings['anchors_dir']))}, scored on the same people. Every "
+                    "model is fed in its own contract (the seed's: BGR 0..255 in, its own channel order out; see "
+                    "each model's .json) and its heatmaps compared in AIC order. A latency ratio across different "
+                    "input sizes is marked: it is not like with like."
                     if results["anchors"] else "No seed models measured (no anchors folder).")
     return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>Pose model evaluation</title><style>{_CSS}</style></head>

@@ -11,7 +11,8 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parent.parent
-ANCHORS = REPO.parent / "shared" / "anchors"
+# The seed's released files: $POSE_ANCHORS_DIR (as evaluate reads it), else ../shared/anchors beside the repo.
+ANCHORS = Path(os.environ.get("POSE_ANCHORS_DIR") or REPO.parent / "shared" / "anchors")
 TINY_CONFIG = REPO / "experiments" / "tiny.yaml"
 
 SYNTHETIC_SOURCE = "synthetic://160?seed=7"

@@ -12,8 +12,8 @@ from tests.gcs import fake_gcs, make_bucket
 
 SOURCE = "synthetic://200?seed=11"
 VARIANTS = ("fp32", "int8")  # a float and the fully quantised (calibrated) path; the others convert alike
-STEPS = ("download", "convert", "fanout-train", "fanout-valid", "shard-train", "shard-valid", "train", "freeze", "tflite", "evaluate",
-         "publish")
+STEPS = ("cluster-settings", "download", "convert", "fanout-train", "fanout-valid", "shard-train", "shard-valid",
+         "train", "freeze", "tflite", "evaluate", "publish")
 
 
 @pytest.mark.slow

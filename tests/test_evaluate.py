@@ -34,6 +34,12 @@ def test_results_cover_every_variant_and_the_seed_models(evaluated):
         assert {"pefm-cpm-192", "pefm-hourglass-192"} <= set(results["anchors"])
         for model in results["models"].values():
             assert model["vs_seed"]["latency_1_thread"] > 0 and model["vs_seed"]["size"] > 0
+            assert model["vs_seed"]["same_input_size"] == (model["metadata"]["input_size"] == 192)
+        for anchor in results["anchors"].values():  # scored on the same people, fed in the seed's contract
+            assert anchor["metadata"]["contract"]["name"] == "seed"
+            assert 0.0 <= anchor["pckh"] <= 1.0 and -1.0 <= anchor["ap"] <= 1.0
+        assert results["anchors"]["pefm-cpm-192"]["metadata"]["output_stride"] == 2
+        assert results["anchors"]["pefm-hourglass-192"]["metadata"]["output_stride"] == 4
 
 
 def test_html_report_holds_the_table_bars_and_gallery(evaluated):
@@ -108,3 +114,39 @@ def test_predict_draws_the_skeleton_on_any_image(tmp_path):
     assert points.shape == (14, 2)
     assert np.all(points[:, 0] >= -1) and np.all(points[:, 0] <= 161)
     assert np.all(points[:, 1] >= -36) and np.all(points[:, 1] <= 126)
+
+
+def test_predict_draws_a_correct_skeleton_with_the_seed_file(tmp_path):
+    """The released CPM on the photograph (a head-and-shoulders portrait): head top above the neck, the
+    neck above the shoulders, the person's right shoulder on the viewer's left."""
+    from pose import keypoints
+    from tests.test_contract import PHOTO
+
+    anchor = ANCHORS / "pefm-cpm-192.tflite"
+    if not anchor.exists():
+        pytest.skip(f"{anchor} not present")
+    result = predict(str(anchor), str(PHOTO), str(tmp_path / "out.png"))
+    points, scores = np.array(result["keypoints"]), np.array(result["scores"])
+    head, neck = points[keypoints.HEAD_TOP], points[keypoints.NECK]
+    right, left = points[keypoints.RIGHT_SHOULDER], points[keypoints.LEFT_SHOULDER]
+    assert scores[[keypoints.HEAD_TOP, keypoints.NECK, keypoints.RIGHT_SHOULDER, keypoints.LEFT_SHOULDER]].min() > 0.2
+    assert head[1] < neck[1] < min(right[1], left[1])
+    assert right[0] < neck[0] < left[0]
+    assert 140 < head[0] < 340 and head[1] < 200  # the face is in the upper middle of the 480 px photograph
+
+
+def test_predict_feeds_each_model_in_its_contract(tmp_path):
+    """The same network exported in both contracts draws the same skeleton."""
+    from components.freeze import freeze
+    from components.tflite import convert_to_tflite
+    from tests.test_contract import PHOTO
+    from tests.tiny_models import save_as_train_output
+
+    save_as_train_output(build_tiny_pose_model(64), tmp_path / "model")
+    points = {}
+    for name in ("seed", "aic"):
+        freeze(str(tmp_path / "model"), str(tmp_path / f"frozen_{name}"), export_contract=name)
+        convert_to_tflite(str(tmp_path / f"frozen_{name}"), str(tmp_path / name), ["fp32"])
+        points[name] = predict(str(tmp_path / name / "mv2_cpm_fp32.tflite"), str(PHOTO),
+                               str(tmp_path / f"{name}.png"))["keypoints"]
+    np.testing.assert_allclose(points["seed"], points["aic"], atol=0.05)

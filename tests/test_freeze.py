@@ -40,7 +40,9 @@ def test_frozen_graph_and_signature_use_the_seed_names(tiny_frozen):
     assert written == info
     assert (info["input_size"], info["output_size"], info["output_stride"]) == (64, 32, 2.0)
     assert info["input_name"] == "image" and info["output_name"] == CPM_OUTPUT
-    assert len(info["keypoints"]) == 14 and [0, 3] in info["flip_pairs"]
+    # the default export is the seed's contract: its channel order, so the shoulders are channels 2 and 5
+    assert info["contract"]["name"] == "seed" and info["keypoints"][:2] == ["head_top", "neck"]
+    assert len(info["keypoints"]) == 14 and [2, 5] in info["flip_pairs"]
     assert output_name_for("mv2_hourglass") == HOURGLASS_OUTPUT
 
 
@@ -48,11 +50,15 @@ def test_keras_saved_model_and_frozen_graph_agree(tiny_frozen):
     import tensorflow as tf
 
     model, folder, info = tiny_frozen
+    from pose import contract
+
     images = np.random.default_rng(11).random((1, 64, 64, 3), dtype=np.float32)
     keras_out = model(images, training=False)[-1].numpy()
+    exported_in = contract.from_training_images(images, info["contract"])  # each in its own contract
     saved = tf.saved_model.load(str(folder / "saved_model")).signatures["serving_default"]
-    saved_out = saved(image=tf.constant(images))[CPM_OUTPUT].numpy()
-    frozen_out = run_frozen_graph(folder / "frozen_graph.pb", images, CPM_OUTPUT)
+    saved_out = contract.to_aic_order(saved(image=tf.constant(exported_in))[CPM_OUTPUT].numpy(), info["contract"])
+    frozen_out = contract.to_aic_order(run_frozen_graph(folder / "frozen_graph.pb", exported_in, CPM_OUTPUT),
+                                       info["contract"])
     assert keras_out.shape == (1, 32, 32, 14)
     assert np.abs(saved_out - keras_out).max() <= 1e-4
     assert np.abs(frozen_out - keras_out).max() <= 1e-4

@@ -19,7 +19,8 @@ from tests.conftest import REPO
 
 CHECKED_IN = REPO / "pipeline.yaml"
 SPLITS = ("train", "valid")
-STEP_EXECUTORS = {"download": "exec-download-op", "convert": "exec-convert-op", "fanout": "exec-pack-uris-op",
+STEP_EXECUTORS = {"cluster-settings": "exec-cluster-settings-op", "download": "exec-download-op",
+                  "convert": "exec-convert-op", "fanout": "exec-pack-uris-op",
                   "shard": "exec-shard-op", "train": "exec-train-op", "freeze": "exec-freeze-op",
                   "tflite": "exec-tflite-op", "evaluate": "exec-evaluate-op", "publish": "exec-publish-op"}
 
@@ -59,39 +60,12 @@ def test_checked_in_pipeline_yaml_is_a_fresh_compile(compiled):
 def test_every_step_runs_in_the_cpu_image_but_train_in_the_gpu_image(compiled):
     executors = compiled[0]["deploymentSpec"]["executors"]
     assert set(STEP_EXECUTORS.values()) | {"exec-shard-op-2", "exec-pack-uris-op-2", "exec-importer",
-                                                  "exec-importer-2"} == set(executors)
+                                           "exec-importer-2"} == set(executors)
     for name, executor in executors.items():
         if "importer" in executor:
             continue
         expected = images.GPU_IMAGE if name == "exec-train-op" else images.CPU_IMAGE
         assert executor["container"]["image"] == expected, name
-
-
-def test_train_requests_gpus_on_gpu_nodes_and_is_never_cached(compiled):
-    pipeline_spec, platform_spec = compiled
-    resources = pipeline_spec["deploymentSpec"]["executors"]["exec-train-op"]["container"]["resources"]
-    assert resources["accelerator"] == {"resourceCount": "{{$.inputs.parameters['pipelinechannel--gpu_count']}}",
-                                        "resourceType": "{{$.inputs.parameters['pipelinechannel--gpu_type']}}"}
-    inputs = pipeline_spec["root"]["inputDefinitions"]["parameters"]
-    assert inputs["gpu_count"]["defaultValue"] == 1 and inputs["gpu_type"]["defaultValue"] == "nvidia.com/gpu"
-    kubernetes = platform_spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert kubernetes["exec-train-op"]["nodeSelector"] == {
-        "nodeSelectorJson": {"componentInputParameter": "gpu_node_selector"}}
-    assert kubernetes["exec-train-op"]["tolerations"] == [
-        {"tolerationJson": {"componentInputParameter": "gpu_tolerations"}}]
-    assert all("accelerator" not in e.get("container", {}).get("resources", {})
-               for name, e in pipeline_spec["deploymentSpec"]["executors"].items() if name != "exec-train-op")
-
-
-def test_gcs_credentials_come_from_a_secret_where_storage_is_touched(compiled):
-    kubernetes = compiled[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    for executor in ("exec-download-op", "exec-publish-op"):
-        volume, = kubernetes[executor]["secretAsVolume"]
-        env, = kubernetes[executor]["secretAsEnv"]
-        assert volume["mountPath"] == "/var/secrets/gcs" and volume["optional"]
-        assert env["keyToEnv"] == [{"envVar": "GOOGLE_APPLICATION_CREDENTIALS",
-                                    "secretKey": "GOOGLE_APPLICATION_CREDENTIALS"}]
-        assert volume["secretNameParameter"]["componentInputParameter"].endswith("gcs_secret")
 
 
 def test_shards_fan_out_over_packs_with_parallel_for_and_are_collected(compiled):
@@ -131,9 +105,9 @@ def test_ingest_is_cached_training_and_publishing_are_not(compiled):
     tasks = all_tasks(compiled[0])
     cached = {name: task.get("cachingOptions", {}).get("enableCache", False) for name, (task, _) in tasks.items()
               if "cachingOptions" in task}
-    assert cached == {"download": True, "convert": True, "fanout-train": True, "fanout-valid": True,
-                      "shard-train": True, "shard-valid": True,
-                      "pack-train": True, "pack-valid": True,
+    assert cached == {"cluster-settings": True, "download": True, "convert": True, "fanout-train": True,
+                      "fanout-valid": True, "pack-train": True, "pack-valid": True, "shard-train": True,
+                      "shard-valid": True,
                       "train": False, "freeze": True, "tflite": True, "evaluate": True, "publish": False}
 
 
@@ -173,7 +147,8 @@ def test_params_are_typed_by_the_pipeline_and_unknown_names_are_named(compiled):
                                   "gpu_tolerations=[]", "source=gs://bucket/aic.zip"], declared)
     assert parsed == {"num_shards": 8, "single_person": True, "gpu_node_selector": {"pool": "l4"},
                       "gpu_tolerations": [], "source": "gs://bucket/aic.zip"}
-    with pytest.raises(params.ParameterError, match="no parameter 'num_shard'; it has config, flip_test, gcs_secret"):
+    with pytest.raises(params.ParameterError,
+                       match="no parameter 'num_shard'; it has allow_cpu, checkpoint_uri, config, export_contract, flip_test, gcs_secret"):
         params.parse_params(["num_shard=8"], declared)
     with pytest.raises(params.ParameterError, match=r"num_shards='eight': not a valid NUMBER_INTEGER"):
         params.parse_params(["num_shards=eight"], declared)

@@ -34,9 +34,14 @@ def default_stages(name: str) -> int:
     return _architecture(name).DEFAULT_STAGES
 
 
+# Structure options every model takes. seed_layers: the activations and resizing of the seed's slim
+# code and released files (pose.networks.blocks), which a warm start from those files needs.
+COMMON_OPTIONS = ("seed_layers",)
+
+
 def architecture_options(name: str) -> tuple[str, ...]:
     """The structure options a model takes beyond width and stages (build_model's keywords)."""
-    return getattr(_architecture(name), "ARCHITECTURE_OPTIONS", ())
+    return (*getattr(_architecture(name), "ARCHITECTURE_OPTIONS", ()), *COMMON_OPTIONS)
 
 
 def build_model(name: str, input_size: int = 192, width: float | None = None, num_stages: int | None = None,

@@ -1,0 +1,124 @@
+"""Warm start (init_from): the seed's released weights load into the matching network exactly, train with
+max_steps 0 writes them untouched, and freeze + tflite of that model reproduce the released file on a real
+photograph; mismatched or foreign files are clear errors naming the first layer that does not fit."""
+import json
+
+import numpy as np
+import pytest
+
+from pose import contract, tflite_runtime, warm_start
+from pose.config import ConfigError, load_config
+from pose.networks import build_model
+from tests.conftest import ANCHORS
+from tests.test_contract import photo_crop
+from tests.tiny_models import build_tiny_pose_model, save_as_train_output
+
+RELEASED = {"mv2_cpm": ("experiments/mv2_cpm_192_tiny.yaml", "pefm-cpm-192.tflite"),
+            "mv2_hourglass": ("experiments/mv2_hourglass_192.yaml", "pefm-hourglass-192.tflite")}
+
+
+def _anchor(name: str):
+    path = ANCHORS / RELEASED[name][1]
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    return path
+
+
+def _network(config_path: str, **overrides):
+    config = load_config(config_path, overrides).resolved()
+    return build_model(config.model, config.input_size, config.width, config.num_stages, config.num_keypoints,
+                       **config.architecture_options()), config
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(RELEASED))
+def test_warm_started_export_reproduces_the_released_file(name, train_shards, tmp_path):
+    """train (max_steps 0) -> freeze -> tflite fp32, in the seed contract, against the released file on
+    the photograph: max abs difference <= 0.02 and the same argmax in every channel."""
+    from components.freeze import freeze
+    from components.tflite import convert_to_tflite
+    from components.train import train
+
+    anchor = _anchor(name)
+    config_path = RELEASED[name][0]
+    metadata = train(config_path, [str(train_shards)], str(tmp_path / "model"),
+                     overrides={"init_from": str(anchor), "max_steps": 0})
+    assert metadata["steps"] == 0 and metadata["warm_start"]["kind"] == "seed_tflite"
+    freeze(str(tmp_path / "model"), str(tmp_path / "frozen"))
+    convert_to_tflite(str(tmp_path / "frozen"), str(tmp_path / "tflite"), ["fp32"])
+    ours_path = tmp_path / "tflite" / f"{name}_fp32.tflite"
+    assert json.loads(ours_path.with_suffix(".json").read_text())["contract"]["name"] == "seed"
+
+    image = contract.model_input(photo_crop(192), "seed")  # both files in the seed contract: same input
+    released = tflite_runtime.run(tflite_runtime.load(anchor), image)
+    ours = tflite_runtime.run(tflite_runtime.load(ours_path), image)
+    assert ours.shape == released.shape
+    assert released.max() > 0.3  # the photograph is one the released model sees a person in
+    assert np.abs(ours - released).max() <= 0.02
+    flat = lambda heatmaps: heatmaps.reshape(-1, heatmaps.shape[-1]).argmax(axis=0)  # noqa: E731
+    np.testing.assert_array_equal(flat(ours), flat(released))
+
+
+def test_import_is_exact_for_the_released_cpm():
+    anchor = _anchor("mv2_cpm")
+    model, config = _network(RELEASED["mv2_cpm"][0])
+    summary = warm_start.load_into(model, anchor, config.model, config.seed_layers)
+    assert summary["layers"] == 145
+    assert summary["reproduction_max_abs_diff"] <= 1e-4
+    batch_norm = model.get_layer("Conv2d_0_bn")  # unfolded: identity but for the bias
+    np.testing.assert_array_equal(batch_norm.gamma.numpy(), 1.0)
+    np.testing.assert_allclose(batch_norm.moving_variance.numpy() + batch_norm.epsilon, 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("config_path, overrides, first_misfit", [
+    ("experiments/mv2_hourglass_192.yaml", {}, "layer 'Conv2d_1_0_expand' does not fit"),  # wrong network
+    ("experiments/mv2_cpm_192_tiny.yaml", {"width": 0.75}, "layer 'Conv2d_0_conv' does not fit"),  # wrong width
+    ("experiments/mv2_cpm_192_tiny.yaml", {"input_size": 224}, "layer 'image' does not fit"),  # wrong size
+    ("experiments/mv2_cpm_192_tiny.yaml", {"num_stages": 5}, "the file's layer 'stage_5_mv1_1_depthwise' has no place"),
+    ("experiments/mv2_cpm_192_tiny.yaml", {"seed_layers": False}, "set seed_layers: true"),
+])
+def test_mismatched_network_names_the_first_layer_that_does_not_fit(config_path, overrides, first_misfit):
+    anchor = _anchor("mv2_cpm")
+    model, config = _network(config_path, **overrides)
+    with pytest.raises(warm_start.WarmStartError, match=first_misfit):
+        warm_start.load_into(model, anchor, config.model, config.seed_layers)
+
+
+def test_foreign_files_are_clear_errors(tmp_path):
+    from components.freeze import freeze
+    from components.tflite import convert_to_tflite
+
+    model, config = _network(RELEASED["mv2_cpm"][0])
+    # one of our own exports: a .tflite, but not one of the seed's structures
+    save_as_train_output(build_tiny_pose_model(64), tmp_path / "tiny")
+    freeze(str(tmp_path / "tiny"), str(tmp_path / "frozen"))
+    convert_to_tflite(str(tmp_path / "frozen"), str(tmp_path / "tflite"), ["fp32"])
+    with pytest.raises(warm_start.WarmStartError, match="not one of the seed's released structures"):
+        warm_start.load_into(model, tmp_path / "tflite" / "mv2_cpm_fp32.tflite", config.model, True)
+    (tmp_path / "notes.tflite").write_text("not a model")
+    with pytest.raises(warm_start.WarmStartError, match="not a TFLite model"):
+        warm_start.load_into(model, tmp_path / "notes.tflite", config.model, True)
+    with pytest.raises(warm_start.WarmStartError, match="no such file"):
+        warm_start.load_into(model, tmp_path / "missing.tflite", config.model, True)
+    with pytest.raises(warm_start.WarmStartError, match="expected a seed's released .tflite or a model.keras"):
+        warm_start.load_into(model, tmp_path / "tiny" / "train_metadata.json", config.model, True)
+
+
+def test_keras_model_from_an_earlier_run(tmp_path):
+    source = build_model("mv2_hourglass", 64, width=0.35, num_stages=2)
+    source.save(tmp_path / "model.keras")
+    target = build_model("mv2_hourglass", 64, width=0.35, num_stages=2)
+    summary = warm_start.load_into(target, tmp_path / "model.keras", "mv2_hourglass", False)
+    assert summary["kind"] == "keras" and summary["layers"] > 0
+    image = np.random.default_rng(0).random((1, 64, 64, 3), dtype=np.float32)
+    np.testing.assert_allclose(target(image)[-1], source(image)[-1], atol=1e-6)
+    wider = build_model("mv2_hourglass", 64, width=1.0, num_stages=2)
+    with pytest.raises(warm_start.WarmStartError, match="layer 'Conv2d_0_conv' does not fit"):
+        warm_start.load_into(wider, tmp_path / "model.keras", "mv2_hourglass", False)
+
+
+def test_config_accepts_max_steps_zero_and_init_from():
+    config = load_config("experiments/mv2_cpm_192_tiny.yaml", {"max_steps": 0, "init_from": "x.tflite"})
+    assert config.max_steps == 0 and config.init_from == "x.tflite" and config.seed_layers is True
+    with pytest.raises(ConfigError, match="max_steps"):
+        load_config("experiments/tiny.yaml", {"max_steps": -1})
