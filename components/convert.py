@@ -37,10 +37,8 @@ from pose.atomic import atomic_directory
 log = logging.getLogger("convert")
 
 SPLITS = ("train", "valid")
-OFFICIAL_LAYOUT = {
-    "train": ("keypoint_train_annotations_20170909.json", "keypoint_train_images_20170902"),
-    "valid": ("keypoint_validation_annotations_20170911.json", "keypoint_validation_images_20170911"),
-}
+# split -> (annotation file, image folder) of the official release (pose.keypoints.AIC_LAYOUT), found at any depth.
+OFFICIAL_LAYOUT = {split: (annotations, images) for split, (_, annotations, images) in kp.AIC_LAYOUT.items()}
 SEED_LAYOUT = {"train": ("ai_challenger_train.json", "train"), "valid": ("ai_challenger_valid.json", "valid")}
 
 # A labelled joint a pixel or two past the border is click noise (pulled inside); further out, a bad record.

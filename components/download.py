@@ -242,7 +242,7 @@ def _extract(archive: Path, kind: str, dest: Path, label: str) -> None:
 
 def _check_member_name(name: str, dest: Path, label: str) -> None:
     """Absolute names are refused even though extractors would strip the slash: the archive is not what it claims."""
-    if name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name) or not _is_inside(dest / name, dest):
+    if name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name) or not storage.is_inside(dest / name, dest):
         raise DownloadError(f"{label}: refusing member {name!r}: it escapes the output folder")
 
 
@@ -251,13 +251,8 @@ def _check_zip_member(bundle: zipfile.ZipFile, member: zipfile.ZipInfo, dest: Pa
     _check_member_name(name, dest, label)
     if stat.S_ISLNK(member.external_attr >> 16):
         target = bundle.read(member).decode(errors="replace")
-        if os.path.isabs(target) or not _is_inside((dest / name).parent / target, dest):
+        if os.path.isabs(target) or not storage.is_inside((dest / name).parent / target, dest):
             raise DownloadError(f"{label}: refusing member {name!r}: a link to {target!r} outside the output folder")
-
-
-def _is_inside(path: Path, folder: Path) -> bool:
-    root = os.path.abspath(folder)
-    return os.path.commonpath([os.path.abspath(path), root]) == root
 
 
 def _link_or_copy(source, target) -> None:
@@ -273,7 +268,7 @@ def _link_or_copy(source, target) -> None:
 
 def count_release(folder: str) -> dict:
     """Images per AIC split (by the official image folder names) and the total size, for the metadata."""
-    from pose.synthetic import AIC_LAYOUT
+    from pose.keypoints import AIC_LAYOUT
 
     counts = {"images": 0, "images_train": 0, "images_valid": 0, "bytes": 0, "files": 0}
     image_folders = {layout[2]: split for split, layout in AIC_LAYOUT.items()}

@@ -19,8 +19,6 @@ from components import cli
 
 log = logging.getLogger("freeze")
 
-CPM_OUTPUT = "Convolutional_Pose_Machine/stage_5_out"
-HOURGLASS_OUTPUT = "hourglass_out_3"
 INPUT_NAME = "image"
 MAX_ABS_DIFF = 1e-4
 SAMPLE_SEED = 0
@@ -30,10 +28,6 @@ class FreezeError(ValueError):
     """The model folder is unusable, or the exported graphs disagree with the Keras model."""
 
 
-def output_name_for(model_name: str) -> str:
-    return HOURGLASS_OUTPUT if "hourglass" in model_name.lower() else CPM_OUTPUT
-
-
 def freeze(model_dir: str, output_dir: str, export_contract: str = "seed") -> dict:
     """Exports `model_dir`/model.keras to `output_dir` in `export_contract` (pose.contract: "seed" or "aic");
     returns model_info (also written as model_info.json)."""
@@ -41,7 +35,7 @@ def freeze(model_dir: str, output_dir: str, export_contract: str = "seed") -> di
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    from pose import contract, keypoints, steplog
+    from pose import contract, keypoints, networks, steplog
 
     try:
         contract.check(export_contract)
@@ -50,7 +44,10 @@ def freeze(model_dir: str, output_dir: str, export_contract: str = "seed") -> di
     with steplog.step("freeze", model=model_dir, output=output_dir, contract=export_contract) as wrote:
         model, train_info = _load_model(Path(model_dir))
         model_name = train_info.get("model", model.name)
-        output_name = output_name_for(model_name)
+        try:
+            output_name = networks.identity(model_name).seed_output_name
+        except networks.UnknownModel as error:
+            raise FreezeError(f"{model_dir}: {error}") from error
         _, height, width, channels = model.input_shape
         if height != width or channels != 3:
             raise FreezeError(f"{model_dir}/model.keras: input shape {model.input_shape}, expected [N, S, S, 3]")
@@ -111,11 +108,6 @@ def freeze(model_dir: str, output_dir: str, export_contract: str = "seed") -> di
 def _load_model(model_dir: Path):
     import keras
 
-    try:  # the networks module registers any custom layers the saved model names
-        import pose.networks  # noqa: F401
-    except ModuleNotFoundError as error:
-        if error.name != "pose.networks":
-            raise
     path = model_dir / "model.keras"
     if not path.is_file():
         raise FreezeError(f"{model_dir}: no model.keras (expected a train output folder)")

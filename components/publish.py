@@ -21,6 +21,8 @@ from pathlib import Path
 
 from components import cli
 from pose import keypoints, web_demo
+from pose import results as results_schema
+from pose.atomic import atomic_file
 
 log = logging.getLogger("publish")
 
@@ -51,7 +53,7 @@ def publish(models_dir: str, report_path: str, results_path: str, destination: s
                 shutil.copyfile(source, staged / source.name)
             if report_file.name != "report.html":
                 (staged / report_file.name).rename(staged / "report.html")
-            (staged / "results.json").write_text(json.dumps(results, indent=2))
+            results_schema.write(staged / results_schema.FILE_NAME, results)
             (staged / MODEL_CARD).write_text(model_card(results, model_file.stem, destination))
             for source, name in web_demo.page_files():
                 (staged / name).parent.mkdir(parents=True, exist_ok=True)
@@ -71,15 +73,11 @@ def publish(models_dir: str, report_path: str, results_path: str, destination: s
     return manifest
 
 
-def _read_results(path: Path) -> dict:
-    path = _file_in(path, "results.json", "results")
+def _read_results(path: Path) -> results_schema.Results:
     try:
-        results = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise PublishError(f"{path}: not valid JSON ({error})") from error
-    if not isinstance(results, dict) or not isinstance(results.get("models"), dict) or not results["models"]:
-        raise PublishError(f"{path}: no 'models' with evaluation figures (expected evaluate's results.json)")
-    return results
+        return results_schema.read(path)
+    except results_schema.ResultsError as error:
+        raise PublishError(str(error)) from error
 
 
 def _file_in(path: Path, name: str, what: str) -> Path:
@@ -152,9 +150,8 @@ def _upload(staged: Path, destination: str) -> list[str]:
     written = []
     for name, p in files:
         (target / name).parent.mkdir(parents=True, exist_ok=True)
-        tmp = (target / name).with_name(f".{p.name}.tmp")
-        shutil.copyfile(p, tmp)
-        tmp.replace(target / name)
+        with atomic_file(target / name) as tmp:
+            shutil.copyfile(p, tmp)
         written.append(str(target / name))
     return written
 
@@ -241,11 +238,12 @@ def model_card(results: dict, model_name: str, destination: str) -> str:
 
 
 def _architecture(model: str) -> str:
-    if "hourglass" in model.lower():
-        return f"MobileNetV2 Hourglass (`{model}`)"
-    if "cpm" in model.lower():
-        return f"MobileNetV2 Convolutional Pose Machine (`{model}`)"
-    return f"`{model}`"
+    from pose import networks
+
+    try:
+        return f"{networks.identity(model).title} (`{model}`)"
+    except networks.UnknownModel:
+        return f"`{model}`"
 
 
 def main(argv=None) -> int:

@@ -12,7 +12,8 @@ Does     a custom training loop under a tf.distribute strategy: MirroredStrategy
          With --checkpoint-uri gs://bucket/prefix each checkpoint is also uploaded as it is written
          (pose/remote_checkpoints.py), and a start in an empty folder (a new pod after preemption)
          resumes from the bucket's newest one.
-         PCKh@0.5 on the valid shards every `eval_every` steps and at the end.
+         PCKh@0.5 on the valid shards every `eval_every` steps and at the end, decoded by the same codec
+         as evaluate's (pose.codec) but without its flip test (`pckh_flip_test`: false in the metadata).
 Writes   (docs/ARTIFACTS.md) model.keras, config.yaml, checkpoints/, logs/ (TensorBoard: loss per
          stage, learning rate, images/s, predictions), train_metadata.json.
 
@@ -38,7 +39,7 @@ from pose.remote_checkpoints import CheckpointMismatch, RemoteCheckpoints
 from pose.storage import split_gs_uri
 from pose.atomic import atomic_file
 from pose.config import TrainConfig, load_config, parse_overrides
-from pose.decoding import decode, heatmap_to_input
+from pose.codec import HeatmapCodec
 from pose.metrics import pckh
 
 log = logging.getLogger("train")
@@ -88,7 +89,7 @@ def _strategy(cfg: TrainConfig):
             raise TrainError(f"visible_devices {cfg.visible_devices!r}: GPUs {missing} do not exist "
                              f"({len(gpus)} visible)")
         tf.config.set_visible_devices([gpus[i] for i in wanted], "GPU")
-    cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+    cluster = _tf_config().get("cluster", {})
     if sum(len(cluster.get(role, [])) for role in ("chief", "worker")) > 1:
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         return strategy, f"{strategy.num_replicas_in_sync} replicas over {len(cluster.get('worker', []))} workers"
@@ -99,6 +100,11 @@ def _strategy(cfg: TrainConfig):
     if len(cpus) > 1:
         return tf.distribute.MirroredStrategy([d.name for d in cpus]), f"{len(cpus)} logical CPUs"
     return tf.distribute.get_strategy(), "CPU"
+
+
+def _tf_config() -> dict:
+    """The TF_CONFIG environment variable a multi-worker launcher sets ({} when unset)."""
+    return json.loads(os.environ.get("TF_CONFIG") or "{}")
 
 
 def check_gpus(expected: int, allow_cpu: bool) -> None:
@@ -118,8 +124,8 @@ def check_gpus(expected: int, allow_cpu: bool) -> None:
 
 
 def _is_chief() -> bool:
-    task = json.loads(os.environ.get("TF_CONFIG") or "{}").get("task", {})
-    cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+    tf_config = _tf_config()
+    task, cluster = tf_config.get("task", {}), tf_config.get("cluster", {})
     if not task:
         return True
     return task.get("type") == "chief" or (task.get("type") == "worker" and task.get("index", 0) == 0
@@ -188,8 +194,7 @@ class _Run:
         keras.mixed_precision.set_global_policy("mixed_float16" if self.mixed else "float32")
         keras.utils.set_random_seed(cfg.seed)  # the initial weights, like the data stream, follow the seed
         with strategy.scope():
-            self.model = networks.build_model(cfg.model, cfg.input_size, cfg.width, cfg.num_stages,
-                                              cfg.num_keypoints, cfg.batch_norm_momentum, **cfg.architecture_options())
+            self.model = networks.build_from_config(cfg)
             self.warm_start = self._warm_start()
             # A plain variable the loop sets every step (see learning_rate): schedules may depend on time.
             optimizer = keras.optimizers.Adam(learning_rate(cfg, 0, 0.0), epsilon=1e-8)
@@ -219,6 +224,7 @@ class _Run:
         self.iterator = iter(strategy.experimental_distribute_dataset(dataset))
         self.train_step = self._make_train_step()
         self.predict = final_heatmaps_function(self.model)
+        self.codec = HeatmapCodec(cfg.input_size, cfg.output_stride, cfg.sigma)
         self.writer = tf.summary.create_file_writer(str(output_dir / "logs")) if self.chief else None
 
     def _warm_start(self) -> dict | None:
@@ -394,8 +400,8 @@ class _Run:
     # -- evaluation and summaries --
 
     def _evaluate_into_history(self, step: int) -> float:
-        score = evaluate_pckh(self.predict, self.valid_dirs, self.cfg.input_size, self.cfg.output_stride)
-        log.info("step %d: PCKh@0.5 on the valid shards %.3f", step, score)
+        score = evaluate_pckh(self.predict, self.valid_dirs, self.codec)
+        log.info("step %d: PCKh@0.5 on the valid shards (refine %s, no flip test) %.3f", step, self.codec.refine, score)
         if self.history and self.history[-1]["step"] == step:
             self.history[-1]["pckh"] = score
         else:
@@ -436,6 +442,7 @@ class _Run:
             **{key: value for key, value in cfg.architecture_options().items() if value is not None},
             "steps": self.step, "epochs": round(self.step * self.global_batch / self.examples, 3),
             "final_loss": final_loss, "images_per_second": images_per_second, "pckh": final_pckh,
+            "pckh_refine": self.codec.refine, "pckh_flip_test": False,
             "replicas": self.replicas, "global_batch_size": self.global_batch, "mixed_precision": self.mixed,
             "jit_compile": cfg.jit_compile, "resumed_from_step": self.resumed_from,
             "train_seconds": round(seconds, 1), "parameters": self.info["parameters"], "flops": self.info["flops"],
@@ -447,9 +454,7 @@ class _Run:
         graphs; written under a temporary name, then renamed."""
         model = self.model
         if self.mixed:
-            cfg = self.cfg
-            model = networks.build_model(cfg.model, cfg.input_size, cfg.width, cfg.num_stages, cfg.num_keypoints,
-                                         cfg.batch_norm_momentum, **cfg.architecture_options())
+            model = networks.build_from_config(self.cfg)
             model.set_weights([w.numpy() for w in self.model.weights])
         target = self.output_dir / "model.keras"
         with atomic_file(target) as temporary:
@@ -462,12 +467,14 @@ def final_heatmaps_function(model):
                        reduce_retracing=True)
 
 
-def evaluate_pckh(predict, valid_dirs: list[str], input_size: int, output_stride: int, batch_size: int = 32) -> float:
-    """PCKh@0.5 of `predict(images) -> final heatmaps` on the valid shards, in input-pixel coordinates."""
+def evaluate_pckh(predict, valid_dirs: list[str], codec: HeatmapCodec, batch_size: int = 32) -> float:
+    """PCKh@0.5 of `predict(images) -> final heatmaps` on the valid shards, decoded by `codec`, without the
+    flip test. Measured in input pixels: the same figure as evaluate's in original pixels, since the
+    evaluation crop maps to the photo by a scale and a shift and PCKh is relative to each head's size."""
     predictions, truths, visible = [], [], []
-    for batch in inputs.evaluation_dataset(valid_dirs, input_size, batch_size):
-        coords, _ = decode(predict(batch["image"]).numpy())
-        predictions.append(heatmap_to_input(coords, output_stride))
+    for batch in inputs.evaluation_dataset(valid_dirs, codec.input_size, batch_size):
+        keypoints, _ = codec.decode_to_input(np.asarray(predict(batch["image"])))
+        predictions.append(keypoints)
         truths.append(batch["keypoints"].numpy())
         visible.append(batch["visibility"].numpy() > 0)
     if not predictions:

@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     run.add_argument("--runner", default="subprocess", choices=("subprocess", "docker"))
     run.add_argument("--pipeline-root", default=None, help="folder for every artifact (default runs/)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="training config override (repeatable), e.g. --set train.steps=200")
+                     help="training config override (repeatable), e.g. --set max_steps=200")
     run.add_argument("--param", dest="params", action="append", default=[], metavar="NAME=VALUE",
                      help="pipeline argument (repeatable), e.g. --param num_shards=2")
     run.add_argument("--cache", action="store_true", help="reuse cached ingest/shard outputs of earlier runs")

@@ -1,4 +1,4 @@
-"""The pipeline: wires the steps of ../shared/DESIGN.md together, nothing else.
+"""The pipeline: wires the steps together (README.md, "The DAG"), nothing else.
 
 download -> convert -> shard x N (ParallelFor, train and valid) -> train -> freeze -> tflite -> evaluate -> publish
 

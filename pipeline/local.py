@@ -23,6 +23,9 @@ import time
 import warnings
 from pathlib import Path
 
+from pose import results as results_schema
+from pose.atomic import atomic_file
+
 log = logging.getLogger("pipeline.local")
 
 REPO = Path(__file__).resolve().parent.parent
@@ -86,9 +89,8 @@ def run_local(source: str = DEFAULT_SOURCE, config: str = DEFAULT_CONFIG, runner
     seconds = time.perf_counter() - started
 
     summary = _summarise(outputs, stream.step_times(display_names), seconds)
-    written = Path(summary["run_dir"], "summary.json.tmp")
-    written.write_text(json.dumps(summary, indent=2))
-    written.replace(written.with_suffix(""))
+    with atomic_file(Path(summary["run_dir"], "summary.json")) as written:
+        written.write_text(json.dumps(summary, indent=2))
     _print_summary(summary)
     return summary
 
@@ -238,7 +240,7 @@ class _RunMonitor(io.TextIOBase):
 
 def _summarise(outputs: dict, steps: list[dict], seconds: float) -> dict:
     paths = {name: Path(artifact.path) for name, artifact in outputs.items()}
-    results_file = paths["results"] / "results.json"
+    results_file = paths["results"] / results_schema.FILE_NAME
     if not results_file.is_file():
         raise LocalRunError(f"the run finished but evaluate wrote no {results_file}")
     return {
@@ -251,12 +253,12 @@ def _summarise(outputs: dict, steps: list[dict], seconds: float) -> dict:
                       else paths["report"]),
         "results": str(results_file),
         "metrics": dict(outputs["metrics"].metadata),
-        "headline": headline_figures(json.loads(results_file.read_text())),
+        "headline": headline_figures(results_schema.read(results_file)),
         "steps": steps,
     }
 
 
-def headline_figures(results: dict) -> dict:
+def headline_figures(results: "results_schema.Results") -> dict:
     """What a run is judged by, from evaluate's results.json: per model PCKh@0.5, OKS AP, latency at one
     thread (and its ratio to the seed's model of the same family, timed in the same run) and size; the
     seed's models' own latency and size."""
@@ -265,7 +267,7 @@ def headline_figures(results: dict) -> dict:
                      "input_size": (model.get("metadata") or {}).get("input_size"),
                      "seed_input_size": (model.get("vs_seed") or {}).get("seed_input_size"),
                      "size_mb": model["size_bytes"] / 1e6}
-              for name, model in sorted(results.get("models", {}).items())}
+              for name, model in sorted(results["models"].items())}
     seed = {name: {"pckh": anchor.get("pckh"), "ap": anchor.get("ap"),
                    "latency_ms": anchor["latency"]["1"]["median_ms"], "size_mb": anchor["size_bytes"] / 1e6,
                    "input_size": (anchor.get("metadata") or {}).get("input_size")}

@@ -150,20 +150,15 @@ def evaluate_op(tflite_models: Input[Model], valid_shards: Input[List[Dataset]],
 
     from components.evaluate import evaluate
     from pose import steplog
+    from pose.results import metric_figures
 
     steplog.setup()
     outcome = evaluate(tflite_models.path, [d.path for d in valid_shards], results.path, flip_test=flip_test,
                        refine=refine, latency_runs=latency_runs)
     os.makedirs(os.path.dirname(report.path), exist_ok=True)
     shutil.copyfile(f"{results.path}/report.html", report.path)
-    for name, model in outcome["models"].items():
-        metrics.log_metric(f"{name}_pckh", round(100 * model["pckh"], 2))
-        for key in ("ap", "ap50", "ap75"):
-            metrics.log_metric(f"{name}_{key}", round(model[key], 4))
-        metrics.log_metric(f"{name}_latency_ms", round(model["latency"]["1"]["median_ms"], 3))
-        metrics.log_metric(f"{name}_size_mb", round(model["size_bytes"] / 1e6, 3))
-        if model["vs_seed"]:
-            metrics.log_metric(f"{name}_latency_vs_seed", round(model["vs_seed"]["latency_1_thread"], 3))
+    for name, value in metric_figures(outcome).items():
+        metrics.log_metric(name, value)
     results.metadata["people"] = outcome["settings"]["num_people"]
 
 

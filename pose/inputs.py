@@ -27,7 +27,8 @@ import random
 
 import tensorflow as tf
 
-from pose import heatmaps, records
+from pose import records
+from pose.codec import DEFAULT_SIGMA, HeatmapCodec
 from pose.keypoints import FLIP_INDEX, NUM_KEYPOINTS
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -267,7 +268,7 @@ def _colour_and_heatmaps(images, colour, contrast, brightness, keypoints, weight
                          output_stride: int, sigma: float):
     """The elementwise half of a training batch, compiled with XLA (see training_batch)."""
     images = apply_colour(images, colour, contrast, brightness, scale=1.0 / 255.0)
-    return images, heatmaps.encode(keypoints, weights, input_size, output_stride, sigma)
+    return images, HeatmapCodec(input_size, output_stride, sigma).encode(keypoints, weights)
 
 
 _colour_and_heatmaps_xla = tf.function(_colour_and_heatmaps, jit_compile=True)
@@ -352,7 +353,7 @@ def _records(files: list[str], shuffle: bool, seed: int) -> tf.data.Dataset:
 
 
 def training_dataset(dirs: list[str], input_size: int = 192, output_stride: int = 2, batch_size: int = 16,
-                     sigma: float = heatmaps.DEFAULT_SIGMA, augment: bool = True, seed: int | None = None,
+                     sigma: float = DEFAULT_SIGMA, augment: bool = True, seed: int | None = None,
                      repeat: bool = True, shuffle_buffer: int = 1024,
                      augmentation: Augmentation | dict | None = None,
                      deterministic: bool | None = None) -> tf.data.Dataset:

@@ -85,7 +85,7 @@ def download_gs(uri: str, dest_dir: str) -> list[str]:
     with tqdm(total=sum(b.size or 0 for b in blobs), unit="B", unit_scale=True, desc=uri, mininterval=1) as bar:
         for blob in blobs:
             target = dest / blob.name[len(prefix):]
-            if not _is_inside(target, dest):
+            if not is_inside(target, dest):
                 raise StorageError(f"{uri}: object {blob.name!r} would be written outside {dest}")
             target.parent.mkdir(parents=True, exist_ok=True)
             blob.download_to_filename(str(target))
@@ -124,19 +124,11 @@ def upload_file(local_path: str, gs_uri: str, client=None) -> str:
     return gs_uri
 
 
-def upload_tree(local_dir: str, gs_uri_prefix: str) -> list[str]:
-    """Uploads every file under local_dir to gs_uri_prefix/<relative path>; returns the URIs."""
-    client = gcs_client()
-    files = sorted(p for p in Path(local_dir).rglob("*") if p.is_file())
-    base = gs_uri_prefix.rstrip("/")
-    uris = [upload_file(str(p), f"{base}/{p.relative_to(local_dir).as_posix()}", client)
-            for p in tqdm(files, desc=f"upload {base}", unit="file", mininterval=1)]
-    log.info("uploaded %d files from %s to %s", len(uris), local_dir, base)
-    return uris
-
-
-def _is_inside(path: Path, folder: Path) -> bool:
-    return os.path.commonpath([os.path.abspath(path), os.path.abspath(folder)]) == os.path.abspath(folder)
+def is_inside(path, folder) -> bool:
+    """Whether `path` lies in `folder` once both are made absolute (a guard against `..` and absolute names
+    in object names, archive members and links that would write outside an output folder)."""
+    root = os.path.abspath(folder)
+    return os.path.commonpath([os.path.abspath(path), root]) == root
 
 
 # ---- small objects by name (train's checkpoint mirror: pose/remote_checkpoints.py) ----------------

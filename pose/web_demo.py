@@ -9,9 +9,10 @@ a `contract` stays as it is, and the page says what is missing; nothing invents 
 has a .json.
 
 `reference_keypoints` is what the page computes in still-image mode, done in Python with LiteRT: the picture
-padded (black) to a centred square, resized bilinearly to the model's input, decoded with
-pose.decoding.decode(refine="quarter") (argmax, a quarter pixel towards the higher neighbour), mapped back
-with pose.decoding.heatmap_to_input and the square's scale and offset. web/pose.js is its JavaScript twin.
+padded (black) to a centred square, resized bilinearly to the model's input, decoded by pose.codec with
+refine="quarter" (argmax, a quarter pixel towards the higher neighbour: what the page does), mapped back
+to input pixels by the codec and to the picture by the square's scale and offset. web/pose.js is its
+JavaScript twin.
 """
 import json
 import logging
@@ -121,7 +122,8 @@ def reference_keypoints(model: str, picture: str, metadata: dict | None = None) 
     import cv2
     import numpy as np
 
-    from pose import decoding, tflite_runtime
+    from pose import tflite_runtime
+    from pose.codec import HeatmapCodec
 
     model_path = Path(model)
     metadata = metadata or model_metadata(model_path)
@@ -137,9 +139,8 @@ def reference_keypoints(model: str, picture: str, metadata: dict | None = None) 
         image = image[..., ::-1] / np.float32(255.0)
     interpreter = tflite_runtime.load(model_path, num_threads=1)
     heatmaps = tflite_runtime.run(interpreter, image[None])
-    coords, scores = decoding.decode(heatmaps, refine="quarter")
-    in_input = decoding.heatmap_to_input(coords[0], stride)
-    in_picture = (in_input + 0.5) * (square["side"] / size) - 0.5 - np.array([square["left"], square["top"]])
+    in_input, scores = HeatmapCodec(size, stride, refine="quarter").decode_to_input(heatmaps)
+    in_picture = (in_input[0] + 0.5) * (square["side"] / size) - 0.5 - np.array([square["left"], square["top"]])
     channel_joint = [keypoints.NAMES.index(name) for name in contract["channel_order"]]
     result = [None] * keypoints.NUM_KEYPOINTS
     for channel, joint in enumerate(channel_joint):
