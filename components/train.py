@@ -35,12 +35,12 @@ from tensorflow.core.framework import summary_pb2
 
 from components import cli
 from pose import inputs, networks, steplog, visualize
-from pose.remote_checkpoints import CheckpointMismatch, RemoteCheckpoints
-from pose.storage import split_gs_uri
 from pose.atomic import atomic_file
 from pose.config import TrainConfig, load_config, parse_overrides
 from pose.codec import HeatmapCodec
 from pose.metrics import pckh
+from pose.remote_checkpoints import CheckpointMismatch, RemoteCheckpoints
+from pose.storage import split_gs_uri
 
 log = logging.getLogger("train")
 
