@@ -70,7 +70,8 @@ class RemoteCheckpoints:
             target = local_dir / ("history.json" if name.endswith(".history.json") else name)
             storage.download_file(self._object(name), str(target), self.client)
         prefix = str(local_dir / f"ckpt-{step}")
-        tf.train.update_checkpoint_state(str(local_dir), prefix)
+        # CheckpointManager resumes from the folder's `checkpoint` state file (TF2 has no public writer of it).
+        tf.compat.v1.train.update_checkpoint_state(str(local_dir), prefix, all_model_checkpoint_paths=[prefix])
         log.info("fetched checkpoint of step %d from %s", step, self.uri)
         return prefix
 
