@@ -5,7 +5,7 @@ to a release of a given size from the layout: a pack holds 1/N of its split's im
 image ids) and that shard's annotations; without packs every shard task (2 x N of them) reads all of it.
 
     python -m benchmarks.shard_reads [--source synthetic://400] [--num-shards 4]
-        [--aic-images 210000,30000] [--aic-people 378000,70000] [--aic-gb 20] [--aic-shards 16]
+        [--aic-images 210000,30000] [--aic-people 378374,70356] [--aic-gb 20] [--aic-shards 16]
 """
 import argparse
 import json
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     parser.add_argument("--source", default="synthetic://400?seed=1")
     parser.add_argument("--num-shards", type=int, default=4)
     parser.add_argument("--aic-images", default="210000,30000", help="train,valid images at the projected scale")
-    parser.add_argument("--aic-people", default="378000,70000", help="train,valid people at the projected scale")
+    parser.add_argument("--aic-people", default="378374,70356", help="train,valid people at the projected scale")
     parser.add_argument("--aic-gb", type=float, default=20.0, help="JPEG bytes of both splits, in GB")
     parser.add_argument("--aic-shards", type=int, default=16)
     args = parser.parse_args(argv)

@@ -16,7 +16,7 @@ from pose.storage import list_names, read_text, write_text
 from tests.conftest import REPO, TINY_CONFIG
 from tests.gcs import fake_gcs, make_bucket
 
-STEPS, EVERY = 30, 3
+STEPS, EVERY = 15, 3
 URI = "gs://checkpoints/run-1"
 
 
