@@ -39,7 +39,7 @@ from pose.atomic import atomic_file
 from pose.config import TrainConfig, load_config, parse_overrides
 from pose.codec import HeatmapCodec
 from pose.metrics import pckh
-from pose.remote_checkpoints import CheckpointMismatch, RemoteCheckpoints
+from pose.remote_checkpoints import FINGERPRINT_FILE, CheckpointMismatch, RemoteCheckpoints, mismatch
 from pose.storage import split_gs_uri
 
 log = logging.getLogger("train")
@@ -206,11 +206,17 @@ class _Run:
         # Non-chief workers of a multi-worker run write their (identical) checkpoints to scratch.
         checkpoint_dir = output_dir / "checkpoints" if self.chief else Path(tempfile.mkdtemp(prefix="train-worker-"))
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
+        # What the checkpoints' variables depend on: a resume with another structure is refused up front.
+        self.fingerprint = {"model": cfg.model, "input_size": cfg.input_size, "width": cfg.width,
+                            "num_stages": cfg.num_stages, "num_keypoints": cfg.num_keypoints,
+                            **{k: v for k, v in cfg.architecture_options().items() if v is not None},
+                            "mixed_precision": self.mixed}
         self.remote = self._fetch_remote_checkpoint(checkpoint_uri, checkpoint_dir, config_label)
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(checkpoint_dir), cfg.keep_checkpoints)
         self.resumed_from = 0
         self.history: list[dict] = []
         if self.manager.latest_checkpoint:
+            self._check_local_fingerprint(checkpoint_dir, config_label)
             self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
             self.resumed_from = self.step
             self.history = self._previous_history()
@@ -357,21 +363,27 @@ class _Run:
             # The history rides along with the checkpoints so that a resumed run keeps the whole curve.
             history = Path(self.manager.directory) / "history.json"
             _write_atomically(history, json.dumps(self.history))
+            _write_atomically(Path(self.manager.directory) / FINGERPRINT_FILE, json.dumps(self.fingerprint))
             if self.remote:
                 self.remote.upload(step, path, history)
         log.info("checkpoint %s", path)
+
+    def _check_local_fingerprint(self, checkpoint_dir: Path, config_label: str) -> None:
+        """Checkpoints in the folder from a config of another structure: a clear error instead of the
+        restore's mismatch of variables. Folders from before fingerprints are not checked."""
+        path = checkpoint_dir / FINGERPRINT_FILE
+        if path.is_file():
+            message = mismatch(str(checkpoint_dir), self.manager.latest_checkpoint.rsplit("-", 1)[-1],
+                               json.loads(path.read_text()), self.fingerprint, config_label)
+            if message:
+                raise TrainError(message)
 
     def _fetch_remote_checkpoint(self, checkpoint_uri: str, checkpoint_dir: Path, config_label: str):
         """The bucket mirror (None without a URI). When the bucket holds a newer checkpoint than the local
         folder (a fresh pod's is empty), it is fetched into the folder for the manager to resume from."""
         if not checkpoint_uri:
             return None
-        cfg = self.cfg
-        fingerprint = {"model": cfg.model, "input_size": cfg.input_size, "width": cfg.width,
-                       "num_stages": cfg.num_stages, "num_keypoints": cfg.num_keypoints,
-                       **{k: v for k, v in cfg.architecture_options().items() if v is not None},
-                       "mixed_precision": self.mixed}
-        remote = RemoteCheckpoints(checkpoint_uri, fingerprint, cfg.keep_checkpoints)
+        remote = RemoteCheckpoints(checkpoint_uri, self.fingerprint, self.cfg.keep_checkpoints)
         marker = remote.latest()
         if marker is None:
             log.info("no checkpoint in %s yet: starting from scratch", checkpoint_uri)
@@ -384,6 +396,7 @@ class _Run:
         local_step = int(local.rsplit("-", 1)[-1]) if local else -1
         if int(marker["step"]) > local_step:
             remote.download(marker, checkpoint_dir)
+            _write_atomically(checkpoint_dir / FINGERPRINT_FILE, json.dumps(self.fingerprint))
             log.info("resuming from the checkpoint of step %d in %s", marker["step"], checkpoint_uri)
         return remote
 

@@ -9,7 +9,8 @@ The marker is written last, after every file it names, and replaced whole, so a 
 never sees a half-uploaded checkpoint; older checkpoints are deleted only after the marker has moved on.
 
 `fingerprint` holds what the checkpoint's variables depend on (model, sizes, structure options, mixed
-precision); resuming with a config whose fingerprint differs is refused with both named.
+precision); resuming with a config whose fingerprint differs is refused with both named. A local
+checkpoint folder keeps the same in FINGERPRINT_FILE, checked the same way.
 """
 import json
 import logging
@@ -22,11 +23,22 @@ from pose import storage
 
 log = logging.getLogger(__name__)
 MARKER = "checkpoint.json"
+FINGERPRINT_FILE = "fingerprint.json"
 _STEP = re.compile(r"^ckpt-(\d+)\.")
 
 
 class CheckpointMismatch(ValueError):
     """The bucket's checkpoints were written by a config with another model structure."""
+
+
+def mismatch(where: str, step, theirs: dict, ours: dict, config_label: str) -> str | None:
+    """None when the fingerprints agree, else the message naming both (only the keys that differ)."""
+    if theirs == ours:
+        return None
+    differ = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+    return (f"{where}: its checkpoint (step {step}) was written for { {k: theirs.get(k) for k in differ} }, "
+            f"but the config {config_label} gives { {k: ours.get(k) for k in differ} }; resume with that "
+            f"config, or start elsewhere")
 
 
 class RemoteCheckpoints:
@@ -50,14 +62,10 @@ class RemoteCheckpoints:
             raise storage.StorageError(f"{self._object(MARKER)}: not a checkpoint marker ({error!r})") from None
         return marker
 
-    def check(self, marker: dict, config_name: str) -> None:
-        theirs = marker.get("fingerprint", {})
-        if theirs != self.fingerprint:
-            differ = sorted(k for k in set(theirs) | set(self.fingerprint) if theirs.get(k) != self.fingerprint.get(k))
-            raise CheckpointMismatch(
-                f"{self.uri}: its checkpoint (step {marker['step']}) was written for "
-                f"{ {k: theirs.get(k) for k in differ} }, but the config {config_name} gives "
-                f"{ {k: self.fingerprint.get(k) for k in differ} }; use another checkpoint_uri or that config")
+    def check(self, marker: dict, config_label: str) -> None:
+        message = mismatch(self.uri, marker["step"], marker.get("fingerprint", {}), self.fingerprint, config_label)
+        if message:
+            raise CheckpointMismatch(message)
 
     def download(self, marker: dict, local_dir: Path) -> str:
         """Fetches the marker's checkpoint into local_dir and makes it the folder's latest for

@@ -1,6 +1,7 @@
 """Preemption-safe training against a real fake-gcs-server: train is killed (SIGKILL) once its first
 checkpoints are in the bucket, started again in a fresh folder (a new pod), and resumes from the bucket's
-newest checkpoint; a config of another model structure is refused with both named."""
+newest checkpoint; a config of another model structure (in the bucket or in the local folder) is refused
+with both named."""
 import json
 import os
 import re
@@ -88,3 +89,18 @@ def test_a_checkpoint_of_another_model_structure_is_refused_naming_both(bucket, 
         train(str(TINY_CONFIG), [str(train_shards)], str(tmp_path / "model"), overrides={"max_steps": 2},
               checkpoint_uri="gs://checkpoints/other")
     assert not (tmp_path / "model" / "model.keras").exists()
+
+
+@pytest.mark.slow
+def test_a_local_folder_of_another_model_structure_is_refused_naming_both(train_shards, tmp_path):
+    from components.train import TrainError, train
+
+    checkpoints = tmp_path / "model" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "ckpt-4.index").write_bytes(b"")
+    (checkpoints / "checkpoint").write_text('model_checkpoint_path: "ckpt-4"\nall_model_checkpoint_paths: "ckpt-4"\n')
+    (checkpoints / "fingerprint.json").write_text(json.dumps({"model": "mv2_cpm", "input_size": 192}))
+    with pytest.raises(TrainError, match=r"model/checkpoints: its checkpoint \(step 4\) was written for "
+                                         r"\{'input_size': 192.*\}, but the config .*tiny.yaml gives "
+                                         r"\{'input_size': 96"):
+        train(str(TINY_CONFIG), [str(train_shards)], str(tmp_path / "model"), overrides={"max_steps": 2})
