@@ -21,7 +21,9 @@ import contextlib
 import gc
 import json
 import logging
+import math
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -31,7 +33,7 @@ from tqdm import tqdm
 
 from components import cli
 from pose import keypoints as kp
-from pose import packs, steplog
+from pose import outputs, packs, steplog
 from pose.atomic import atomic_directory
 
 log = logging.getLogger("convert")
@@ -46,6 +48,8 @@ OUTSIDE_TOLERANCE_PX = 2.0
 AIC_CODES = (1, 2, 3)
 SEED_COCO_TO_AIC = {2: 1, 1: 2, 0: 3}
 _NUMBER_TYPES = frozenset((int, float))
+# An image id becomes a file name in images/<split>/: a plain name, never a path (no '/', no '..').
+_PLAIN_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 IMAGE_CHUNK = 256  # images per thread-pool task: one future per image costs more than checking it
 JSON_SLICE = 10_000  # list items encoded at a time
 IMAGE_THREADS = 8  # image checks wait on file reads (slow on network disks), not on the CPU
@@ -100,14 +104,16 @@ class Record(NamedTuple):
 # ---------------------------------------------------------------------------------------------
 
 def convert(input_dir: str, output_dir: str, single_person: bool = False, skip_invalid: bool = False,
-            num_shards: int | None = None) -> dict:
+            num_shards: int | None = None, allow_empty: bool = False) -> dict:
     """Converts the AIC release below input_dir into the COCO layout at output_dir; returns the counts.
-    With num_shards, each split's images are written as num_shards packs (pose/packs.py), not images/."""
+    With num_shards, each split's images are written as num_shards packs (pose/packs.py), not images/.
+    A split left with no image is an error unless `allow_empty`."""
     output = Path(output_dir)
     if num_shards is not None:
         packs.check_num_shards(num_shards)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise ConvertError(f"output {output} exists and is not an empty folder")
+    outputs.check_output("convert", output_dir, [input_dir])
     with steplog.step("convert", input=input_dir, output=output_dir, single_person=single_person,
                       skip_invalid=skip_invalid, num_shards=num_shards) as wrote, _without_cyclic_gc():
         sources = find_sources(Path(input_dir))
@@ -117,6 +123,11 @@ def convert(input_dir: str, output_dir: str, single_person: bool = False, skip_i
             for split in SPLITS:
                 counts.update(_convert_split(split, sources[split], partial, single_person, skip_invalid, rejects,
                                              num_shards))
+                if not counts[f"{split}_people"] and not allow_empty:
+                    raise ConvertError(f"{sources[split].annotations}: no {split} image (or no person) left to convert "
+                                       f"({counts[f'{split}_records']} records, {counts[f'{split}_rejected']} rejected"
+                                       f"{', only single-person images kept' if single_person else ''}); "
+                                       "pass --allow-empty to write an empty split")
             if num_shards:
                 counts["num_shards"] = num_shards
             counts["rejected"] = len(rejects)
@@ -276,6 +287,7 @@ def _parse_official(index, record, images: str) -> Record:
     image_id = record.get("image_id")
     if not isinstance(image_id, str) or not image_id:
         raise _Bad("no image_id string")
+    _check_image_id(image_id)
     keypoints, boxes = record.get("keypoint_annotations"), record.get("human_annotations")
     for field, value in (("keypoint_annotations", keypoints), ("human_annotations", boxes)):
         if not isinstance(value, dict):
@@ -309,6 +321,7 @@ def _seed_records(source: Source):
         try:
             if image_id is None:
                 raise _Bad("no file_name string")
+            _check_image_id(image_id)
             people = []
             for annotation in by_image.pop(image.get("id"), []):
                 human = f"annotation {annotation.get('id')}"
@@ -343,16 +356,31 @@ def _load_json(path: Path):
 # Checks
 # ---------------------------------------------------------------------------------------------
 
+def _check_image_id(image_id: str) -> None:
+    if not _PLAIN_ID.fullmatch(image_id) or image_id in (".", ".."):
+        raise _Bad(f"image_id {image_id!r} is not a plain file name (letters, digits, '_', '-', '.'; "
+                   "no '/' or '..'): it would name a file outside the release's image folder")
+
+
+def _all_finite(values) -> bool:
+    try:
+        return math.isfinite(math.fsum(values))
+    except (OverflowError, ValueError):  # an integer too large for a float; inf - inf
+        return False
+
+
 def _check_keypoints(values, codes, human) -> list:
     expected = 3 * kp.NUM_KEYPOINTS
     if not isinstance(values, list) or len(values) != expected:
         length = len(values) if isinstance(values, list) else type(values).__name__
         raise _Bad(f"keypoint list has length {length}, expected {expected} ({kp.NUM_KEYPOINTS} joints x [x, y, v])", human)
-    if set(map(type, values)) <= _NUMBER_TYPES and set(values[2::3]) <= set(codes):
+    if set(map(type, values)) <= _NUMBER_TYPES and set(values[2::3]) <= set(codes) and _all_finite(values):
         return values  # the common case, checked at C speed; the loop below finds what is wrong
     for joint, (x, y, v) in enumerate(zip(values[0::3], values[1::3], values[2::3])):
         if type(x) not in _NUMBER_TYPES or type(y) not in _NUMBER_TYPES:
             raise _Bad(f"joint {joint} ({kp.NAMES[joint]}) has non-numeric coordinates {[x, y]!r}", human)
+        if not _all_finite((x, y)):
+            raise _Bad(f"joint {joint} ({kp.NAMES[joint]}) has coordinates {[x, y]!r}, not finite numbers", human)
         if v not in codes or type(v) not in _NUMBER_TYPES:
             raise _Bad(f"joint {joint} ({kp.NAMES[joint]}) has visibility code {v!r}, "
                        f"expected one of {', '.join(map(str, sorted(codes)))}", human)
@@ -362,6 +390,8 @@ def _check_keypoints(values, codes, human) -> list:
 def _check_box(box, human) -> list:
     if not isinstance(box, list) or len(box) != 4 or not set(map(type, box)) <= _NUMBER_TYPES:
         raise _Bad(f"box {box!r} is not [x1, y1, x2, y2]", human)
+    if not _all_finite(box):
+        raise _Bad(f"box {box!r} has a coordinate that is not a finite number", human)
     x1, y1, x2, y2 = box
     if x2 < x1:
         raise _Bad(f"box {box} has x2 < x1", human)
@@ -544,9 +574,10 @@ def main(argv=None) -> int:
                            help="skip invalid records (listed in rejects.json) instead of stopping")
     arguments.add_argument("--num-shards", type=int, default=None,
                            help="write each split's images as N per-shard packs (packs/) instead of images/")
+    arguments.add_argument("--allow-empty", action="store_true", help="write a split that has no image left")
     return cli.run("convert", arguments, lambda args: print(json.dumps(convert(
         args.input, args.output, single_person=args.single_person, skip_invalid=args.skip_invalid,
-        num_shards=args.num_shards))), argv)
+        num_shards=args.num_shards, allow_empty=args.allow_empty))), argv)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from components import cli
-from pose import packs, records, steplog
+from pose import integrity, jpeg, outputs, packs, records, steplog
 from pose.atomic import atomic_directory, atomic_file
 from pose.keypoints import NUM_KEYPOINTS
 
@@ -116,8 +116,21 @@ def _person_example(person: dict, image_info: dict, image: np.ndarray, crop_size
 
 
 def _read_image(input_dir: str, split: str, image_info: dict) -> np.ndarray:
-    path = os.path.join(input_dir, "images", split, image_info["file_name"])
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    file_name = image_info["file_name"]
+    if not isinstance(file_name, str) or os.path.basename(file_name) != file_name or file_name in ("", ".", ".."):
+        raise ShardError(f"{input_dir}: image id {image_info['id']}: file_name {file_name!r} is not a plain file "
+                         f"name in images/{split}/ (it would read outside the input)")
+    path = os.path.join(input_dir, "images", split, file_name)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as error:
+        raise ShardError(f"{path}: missing or not a readable image (image id {image_info['id']}): "
+                         f"{error.strerror}") from None
+    problem = jpeg.problem(data)
+    if problem:
+        raise ShardError(f"{path}: {problem} (image id {image_info['id']})")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise ShardError(f"{path}: missing or not a readable image (image id {image_info['id']})")
     expected = (image_info.get("height"), image_info.get("width"))
@@ -166,8 +179,8 @@ def _sources(input_dir: str, split: str, num_shards: int, indices) -> dict:
 
 
 def _write_shard(input_dir: str, folder: str, split: str, index: int, num_shards: int, people: list[dict],
-                 images: dict, crop_size: int) -> int:
-    """Writes one shard (through a temporary name); returns its record count."""
+                 images: dict, crop_size: int) -> tuple[int, dict]:
+    """Writes one shard (through a temporary name); returns its record count and checksum."""
     path = os.path.join(folder, shard_name(split, index, num_shards))
     started, cached_id, image = time.perf_counter(), None, None
     with atomic_file(path) as tmp, tf.io.TFRecordWriter(str(tmp)) as writer:
@@ -179,13 +192,14 @@ def _write_shard(input_dir: str, folder: str, split: str, index: int, num_shards
             if count % PROGRESS_EVERY == 0:
                 log.info("shard %d: %d/%d people, %.0f/s", index, count, len(people),
                          count / (time.perf_counter() - started))
-    return len(people)
+    return len(people), integrity.file_checksum(path)
 
 
 def shard(input_dir: str, output_dir: str, split: str, num_shards: int | None, shard_index: int | None = None,
-          crop_size: int = 512) -> dict:
+          crop_size: int = 512, allow_empty: bool = False) -> dict:
     """Writes the shards of one split (all, or only `shard_index`) and index.json; returns the index.
-    From a pack, num_shards and shard_index may be None (the pack's own)."""
+    From a pack, num_shards and shard_index may be None (the pack's own). A COCO folder with no labelled
+    person is an error unless `allow_empty` (one pack of a packed folder may be empty)."""
     if split not in SPLITS:
         raise ShardError(f"split {split!r}: expected one of {SPLITS}")
     if (num_shards is not None and num_shards < 1) or (
@@ -193,23 +207,32 @@ def shard(input_dir: str, output_dir: str, split: str, num_shards: int | None, s
         raise ShardError(f"shard index {shard_index} / num_shards {num_shards}: need 0 <= index < num_shards")
     if crop_size < 16:
         raise ShardError(f"crop_size {crop_size}: too small for a person crop")
+    outputs.check_output("shard", output_dir, [input_dir])
     with steplog.step("shard", input=input_dir, split=split, num_shards=num_shards, shard_index=shard_index,
                       output=output_dir) as wrote:
         sources = _sources(input_dir, split, num_shards, None if shard_index is None else [shard_index])
         indices = sorted(sources)
+        if not any(source.people for source in sources.values()) and not allow_empty \
+                and packs.read_pack_info(input_dir) is None:
+            raise ShardError(f"{input_dir}: no {split} person with a labelled joint to shard "
+                             f"({sum(s.skipped for s in sources.values())} unlabelled); pass --allow-empty to write "
+                             "empty shards")
         num_shards = num_shards or packs.read_pack_info(input_dir)["num_shards"]
-        with atomic_directory(output_dir) as folder:
+        with atomic_directory(output_dir, step="shard") as folder:
             jobs = [(sources[i].folder, str(folder), split, i, num_shards, sources[i].people, sources[i].images,
                      crop_size) for i in indices]
             # Threads, not processes: the work is JPEG decoding, resizing and encoding in OpenCV, which
             # releases the GIL, and a process would pay TensorFlow's import (seconds) before its first record.
             with concurrent.futures.ThreadPoolExecutor(min(len(jobs), os.cpu_count() or 1)) as pool:
-                counts = list(pool.map(lambda job: _write_shard(*job), jobs))
+                written = list(pool.map(lambda job: _write_shard(*job), jobs))
+            counts = [count for count, _ in written]
             index = {
                 "split": split, "num_shards": num_shards, "crop_size": crop_size, "crop_margin": CROP_MARGIN,
                 "shards": {shard_name(split, i, num_shards): count for i, count in zip(indices, counts)},
                 "num_examples": sum(counts), "skipped_unlabelled": sum(sources[i].skipped for i in indices),
                 "feature_spec": records.feature_spec_json(),
+                integrity.CHECKSUMS: {shard_name(split, i, num_shards): checksum
+                                      for i, (_, checksum) in zip(indices, written)},
             }
             with open(folder / "index.json", "w") as f:
                 json.dump(index, f, indent=1, sort_keys=True)
@@ -227,8 +250,10 @@ def main(argv=None) -> int:
     arguments.add_argument("--shard-index", type=int, default=None,
                            help="write only this shard (0-based); from a pack, its own shard")
     arguments.add_argument("--crop-size", type=int, default=512, help="longest side of a stored person crop")
+    arguments.add_argument("--allow-empty", action="store_true", help="write empty shards for a split with no person")
     return cli.run("shard", arguments, lambda args: shard(args.input, args.output, args.split, args.num_shards,
-                                                          args.shard_index, args.crop_size), argv)
+                                                          args.shard_index, args.crop_size,
+                                                          allow_empty=args.allow_empty), argv)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from components import cli
-from pose import inputs, networks, steplog, visualize
+from pose import integrity, inputs, networks, outputs, records, steplog, visualize
 from pose.atomic import atomic_file
 from pose.config import TrainConfig, load_config, parse_overrides
 from pose.codec import HeatmapCodec
@@ -43,6 +43,9 @@ from pose.remote_checkpoints import FINGERPRINT_FILE, CheckpointMismatch, Remote
 from pose.storage import split_gs_uri
 
 log = logging.getLogger("train")
+
+
+PROGRESS = "progress.json"  # in checkpoints/: train_seconds, final_loss, images_per_second at the newest one
 
 
 class TrainError(ValueError):
@@ -61,6 +64,7 @@ def train(config: str, data_dirs: list[str], output_dir: str, valid_dirs: list[s
     cfg = load_config(config, overrides).resolved()
     if checkpoint_uri:
         split_gs_uri(checkpoint_uri)  # fail before building anything
+    outputs.check_output("train", output_dir, [*data_dirs, *(valid_dirs or [])], allow_legacy=_is_train_output)
     with steplog.step("train", config=config, data=data_dirs, valid=valid_dirs, output=output_dir,
                       overrides=overrides or {}, checkpoint_uri=checkpoint_uri) as wrote:
         # The strategy first: MultiWorkerMirroredStrategy must exist before any other TF op runs.
@@ -73,6 +77,11 @@ def train(config: str, data_dirs: list[str], output_dir: str, valid_dirs: list[s
                      images_per_second=round(metadata["images_per_second"], 1), pckh=metadata.get("pckh"),
                      model=str(Path(output_dir) / "model.keras"))
     return metadata
+
+
+def _is_train_output(folder: Path) -> bool:
+    """A train output from before the output marker: resumable, so not someone else's folder."""
+    return (folder / "checkpoints").is_dir() or (folder / "train_metadata.json").is_file()
 
 
 # ---- devices ------------------------------------------------------------------------------------
@@ -176,8 +185,11 @@ class _Run:
         index = inputs.read_index(data_dirs)
         if index["split"] != "train":
             log.warning("training on shards of split %r (%s)", index["split"], data_dirs)
+        integrity.verify_shards(data_dirs)
+        self.files = list(index["files"])
         if self.valid_dirs:
-            inputs.read_index(self.valid_dirs)  # fail now, not after an hour of training
+            self.files += inputs.read_index(self.valid_dirs)["files"]  # fail now, not after an hour of training
+            integrity.verify_shards(self.valid_dirs)
         examples = cfg.num_train_samples or index["num_examples"]
         if examples < 1:
             raise TrainError(f"{data_dirs}: the shard index counts no examples")
@@ -215,11 +227,20 @@ class _Run:
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(checkpoint_dir), cfg.keep_checkpoints)
         self.resumed_from = 0
         self.history: list[dict] = []
+        self.progress = {}  # what the run so far measured (PROGRESS), carried across restarts
         if self.manager.latest_checkpoint:
             self._check_local_fingerprint(checkpoint_dir, config_label)
-            self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+            try:
+                self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+            except (ValueError, AssertionError, tf.errors.OpError) as error:
+                raise TrainError(
+                    f"{self.manager.latest_checkpoint}: the checkpoints in {checkpoint_dir} do not fit this model "
+                    f"({cfg.model}, width {cfg.width}, {cfg.num_stages} stages, input {cfg.input_size}): they were "
+                    f"written by another config; use another --output, or the config they were written with "
+                    f"({output_dir / 'config.yaml'}). {' '.join(str(error).split())[:300]}") from None
             self.resumed_from = self.step
             self.history = self._previous_history()
+            self.progress = self._previous_progress()
             log.info("resumed from %s at step %d", self.manager.latest_checkpoint, self.resumed_from)
 
         # A restart continues with a fresh, still reproducible, stream rather than replaying the first one.
@@ -284,19 +305,29 @@ class _Run:
     # -- the loop --
 
     def fit(self) -> dict:
+        with records.named_shard_errors(self.files):
+            return self._fit()
+
+    def _fit(self) -> dict:
         cfg = self.cfg
         if self.chief:
             self.output_dir.mkdir(parents=True, exist_ok=True)
+            outputs.mark(self.output_dir, "train")
             _write_atomically(self.output_dir / "config.yaml", cfg.to_yaml())
-        started = time.perf_counter()
+        # The time budget counts the seconds of earlier runs of this output too (restarts, preemptions).
+        started = time.perf_counter() - self.progress.get("train_seconds", 0.0)
         window_start, window_step = started, self.step
         timed_images, timed_seconds = 0, 0.0
         window_losses, last_losses, skipped_updates = [], None, 0
         if self.step >= self.total_steps:
             log.info("already at step %d of %d: nothing to train", self.step, self.total_steps)
+        elif cfg.max_minutes and time.perf_counter() - started > 60 * cfg.max_minutes:
+            log.info("max_minutes %.1f already spent by the earlier runs (step %d): nothing to train",
+                     cfg.max_minutes, self.step)
         elif self.valid_dirs and self.step == 0:
             self._evaluate_into_history(0)  # the untrained baseline the curve starts from
-        while self.step < self.total_steps:
+        while self.step < self.total_steps and not (
+                cfg.max_minutes and time.perf_counter() - started > 60 * cfg.max_minutes):
             step_started = time.perf_counter()
             progress = self.step / self.total_steps
             if cfg.max_minutes:
@@ -333,15 +364,18 @@ class _Run:
             if self.valid_dirs and cfg.eval_every and step % cfg.eval_every == 0 and not last:
                 self._evaluate_into_history(step)
             if step % cfg.checkpoint_every == 0 or last:
-                self._checkpoint(step)
+                self._checkpoint(step, {"train_seconds": time.perf_counter() - started,
+                                        "final_loss": float(losses.sum()),
+                                        "images_per_second": timed_images / timed_seconds if timed_seconds
+                                        else self.progress.get("images_per_second", 0.0)})
             if out_of_time:
                 log.info("max_minutes %.1f reached at step %d", cfg.max_minutes, step)
                 break
 
         final_pckh = self._evaluate_into_history(self.step) if self.valid_dirs else None
         images_per_second = timed_images / timed_seconds if timed_seconds else 0.0
-        if last_losses is None:  # resumed at the end: report what the previous run measured
-            previous = self._previous_metadata()
+        if last_losses is None:  # resumed at the end: report what the previous runs measured
+            previous = {**self._previous_metadata(), **self.progress}
             final_loss, images_per_second = previous.get("final_loss", float("nan")), previous.get(
                 "images_per_second", 0.0)
         else:
@@ -357,15 +391,17 @@ class _Run:
     def _lr(self) -> float:
         return float(self.optimizer.learning_rate.numpy())
 
-    def _checkpoint(self, step: int) -> None:
+    def _checkpoint(self, step: int, progress: dict) -> None:
         path = self.manager.save(checkpoint_number=step)
         if self.chief:
-            # The history rides along with the checkpoints so that a resumed run keeps the whole curve.
-            history = Path(self.manager.directory) / "history.json"
-            _write_atomically(history, json.dumps(self.history))
-            _write_atomically(Path(self.manager.directory) / FINGERPRINT_FILE, json.dumps(self.fingerprint))
+            # The history rides along with the checkpoints so that a resumed run keeps the whole curve, and
+            # the progress so that it keeps its time budget and the last measurements.
+            folder = Path(self.manager.directory)
+            _write_atomically(folder / "history.json", json.dumps(self.history))
+            _write_atomically(folder / PROGRESS, json.dumps({"step": step, **progress}))
+            _write_atomically(folder / FINGERPRINT_FILE, json.dumps(self.fingerprint))
             if self.remote:
-                self.remote.upload(step, path, history)
+                self.remote.upload(step, path, [folder / "history.json", folder / PROGRESS])
         log.info("checkpoint %s", path)
 
     def _check_local_fingerprint(self, checkpoint_dir: Path, config_label: str) -> None:
@@ -405,6 +441,14 @@ class _Run:
         if not path.is_file():
             return []
         return [entry for entry in json.loads(path.read_text()) if entry["step"] <= self.resumed_from]
+
+    def _previous_progress(self) -> dict:
+        path = Path(self.manager.directory) / PROGRESS
+        try:
+            progress = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return progress if progress.get("step") == self.resumed_from else {}
 
     def _previous_metadata(self) -> dict:
         path = self.output_dir / "train_metadata.json"

@@ -21,12 +21,12 @@ from pipeline.images import CPU_IMAGE, GPU_IMAGE
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def cluster_settings_op(gpu_count: int, gcs_secret: str) -> NamedTuple("ClusterSettings", accelerator_count=str,
                                                                        gcs_secret_volume=str):
-    """Run parameters in the form the KFP driver reads for the pod spec (pipeline/cluster.py): the
+    """Run parameters in the form the KFP driver reads for the pod spec (pose/cluster.py): the
     accelerator count as a string (a number parameter would give no GPU limit at all) and a non-empty
     secret name. Its outputs are strings whatever the run's client typed gpu_count as."""
     from collections import namedtuple
 
-    from pipeline.cluster import accelerator_count, gcs_secret_volume
+    from pose.cluster import accelerator_count, gcs_secret_volume
 
     settings = namedtuple("ClusterSettings", ["accelerator_count", "gcs_secret_volume"])
     return settings(accelerator_count(gpu_count), gcs_secret_volume(gcs_secret))
@@ -38,8 +38,7 @@ def cluster_settings_op(gpu_count: int, gcs_secret: str) -> NamedTuple("ClusterS
 def download_op(source: str, sha256: str, raw: Output[Dataset]):
     """Fetches a source URI (https, gs, file, synthetic://N) into the raw AIC dataset; sha256 "" = no check."""
     from components.download import download
-    from pipeline import cluster
-    from pose import steplog
+    from pose import cluster, steplog
 
     steplog.setup()
     if cluster.on_kfp_cluster():
@@ -166,8 +165,7 @@ def evaluate_op(tflite_models: Input[Model], valid_shards: Input[List[Dataset]],
 def publish_op(tflite_models: Input[Model], report: Input[HTML], results: Input[Artifact], destination: str,
                variant: str, published: Output[Artifact]):
     from components.publish import publish
-    from pipeline import cluster
-    from pose import steplog
+    from pose import cluster, steplog
 
     steplog.setup()
     if cluster.on_kfp_cluster():

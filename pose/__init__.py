@@ -18,4 +18,5 @@ tflite_runtime  loading, running and timing .tflite files with LiteRT
 visualize       sample grids (heatmaps over images) for people and TensorBoard
 report          the evaluation's HTML report
 web_demo        the web demo's build, published files, seed .json and its still-image mode in Python
+cluster         the run-time rules of a KFP cluster run (local paths, GCS key, the driver's string values)
 """

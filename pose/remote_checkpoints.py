@@ -3,8 +3,10 @@ checkpoint interval: a new pod (KFP's retry) starts in an empty folder and resum
 
 Layout under the checkpoint URI (gs://bucket/prefix):
     ckpt-<step>.index, ckpt-<step>.data-<i>-of-<n>   TensorFlow's checkpoint files, as written locally
-    ckpt-<step>.history.json                         train's history up to that step
-    checkpoint.json                                  {"step", "files", "fingerprint", "written"}: the marker
+    ckpt-<step>.<name>                               train's files beside the checkpoint (history.json,
+                                                     progress.json) as they were at that step
+    checkpoint.json                                  {"step", "files", "side_files", "fingerprint", "written"}:
+                                                     the marker
 The marker is written last, after every file it names, and replaced whole, so a reader that follows it
 never sees a half-uploaded checkpoint; older checkpoints are deleted only after the marker has moved on.
 
@@ -74,18 +76,20 @@ class RemoteCheckpoints:
 
         local_dir.mkdir(parents=True, exist_ok=True)
         step = int(marker["step"])
+        local_names = {remote: local for local, remote in marker.get("side_files", {}).items()}
         for name in marker["files"]:
-            target = local_dir / ("history.json" if name.endswith(".history.json") else name)
-            storage.download_file(self._object(name), str(target), self.client)
+            if "/" in name or name.startswith("."):
+                raise storage.StorageError(f"{self._object(MARKER)}: file name {name!r} is not a plain name")
+            storage.download_file(self._object(name), str(local_dir / local_names.get(name, name)), self.client)
         prefix = str(local_dir / f"ckpt-{step}")
         # CheckpointManager resumes from the folder's `checkpoint` state file (TF2 has no public writer of it).
         tf.compat.v1.train.update_checkpoint_state(str(local_dir), prefix, all_model_checkpoint_paths=[prefix])
         log.info("fetched checkpoint of step %d from %s", step, self.uri)
         return prefix
 
-    def upload(self, step: int, local_prefix: str, history_file: Path | None) -> None:
-        """Uploads the checkpoint written at local_prefix (and the history), then the marker naming them,
-        then deletes checkpoints older than the newest `keep`."""
+    def upload(self, step: int, local_prefix: str, side_files: list[Path] = ()) -> None:
+        """Uploads the checkpoint written at local_prefix and the side files (as ckpt-<step>.<name>), then
+        the marker naming them, then deletes checkpoints older than the newest `keep`."""
         started = time.perf_counter()
         folder, stem = os.path.split(local_prefix)
         files = sorted(n for n in os.listdir(folder) if n.startswith(stem + ".") and ".tmp" not in n)
@@ -93,12 +97,14 @@ class RemoteCheckpoints:
         files.sort(key=lambda n: n.endswith(".index"))
         for name in files:
             storage.upload_file(os.path.join(folder, name), self._object(name), self.client)
-        if history_file is not None and history_file.is_file():
-            files.append(f"{stem}.history.json")
-            storage.upload_file(str(history_file), self._object(files[-1]), self.client)
-        storage.write_text(self._object(MARKER), json.dumps(
-            {"step": step, "files": files, "fingerprint": self.fingerprint,
-             "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=1), self.client)
+        sides = {}
+        for path in side_files:
+            if path.is_file():
+                sides[path.name] = f"{stem}.{path.name}"
+                storage.upload_file(str(path), self._object(sides[path.name]), self.client)
+        marker = {"step": step, "files": files + list(sides.values()), "side_files": sides,
+                  "fingerprint": self.fingerprint, "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        storage.write_text(self._object(MARKER), json.dumps(marker, indent=1), self.client)
         log.info("checkpoint of step %d uploaded to %s in %.1fs", step, self.uri, time.perf_counter() - started)
         self._prune(step)
 
