@@ -189,3 +189,14 @@ def test_docker_runner_without_an_engine_says_so_before_any_step(tmp_path, capsy
     assert code != 0
     assert "--runner docker: no docker engine answers" in captured.err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("raw"))
+
+
+def test_train_is_retried_and_resumes_from_checkpoint_uri(compiled):
+    """A preempted train pod is retried (Argo retries the pod; the new one starts with an empty output
+    folder), and checkpoint_uri reaches train so that the retry resumes from the bucket."""
+    pipeline_spec, _ = compiled
+    train, _ = all_tasks(pipeline_spec)["train"]
+    assert train["retryPolicy"] == {"maxRetryCount": 3, "backoffDuration": "60s", "backoffFactor": 2.0,
+                                    "backoffMaxDuration": "600s"}
+    assert train["inputs"]["parameters"]["checkpoint_uri"] == {"componentInputParameter": "checkpoint_uri"}
+    assert pipeline_spec["root"]["inputDefinitions"]["parameters"]["checkpoint_uri"]["defaultValue"] == ""
