@@ -44,6 +44,8 @@ def mismatch(where: str, step, theirs: dict, ours: dict, config_label: str) -> s
 
 
 class RemoteCheckpoints:
+    """One training run's checkpoints under a gs:// prefix (the layout above)."""
+
     def __init__(self, uri: str, fingerprint: dict, keep: int = 3):
         storage.split_gs_uri(uri)  # a gs:// URI, or a StorageError naming it
         self.uri, self.fingerprint, self.keep = uri.rstrip("/"), fingerprint, max(1, keep)
@@ -59,9 +61,12 @@ class RemoteCheckpoints:
             return None
         try:
             marker = json.loads(text)
-            int(marker["step"]), list(marker["files"])
-        except (ValueError, KeyError, TypeError) as error:
-            raise storage.StorageError(f"{self._object(MARKER)}: not a checkpoint marker ({error!r})") from None
+        except ValueError as error:
+            raise storage.StorageError(f"{self._object(MARKER)}: not JSON ({error})") from None
+        if not isinstance(marker, dict) or not isinstance(marker.get("step"), int) \
+                or not isinstance(marker.get("files"), list):
+            raise storage.StorageError(f"{self._object(MARKER)}: not a checkpoint marker (needs an integer 'step' "
+                                       f"and a 'files' list): {text[:200]!r}")
         return marker
 
     def check(self, marker: dict, config_label: str) -> None:
@@ -93,7 +98,8 @@ class RemoteCheckpoints:
         started = time.perf_counter()
         folder, stem = os.path.split(local_prefix)
         files = sorted(n for n in os.listdir(folder) if n.startswith(stem + ".") and ".tmp" not in n)
-        # Data before index: TensorFlow reads a checkpoint through its index.
+        # Data before index, as TensorFlow writes them (readers go by the marker; tools listing the bucket
+        # then never find an index whose data is missing).
         files.sort(key=lambda n: n.endswith(".index"))
         for name in files:
             storage.upload_file(os.path.join(folder, name), self._object(name), self.client)
