@@ -92,8 +92,9 @@ def shard_op(coco: Input[Dataset], split: str, num_shards: int, shard_index: int
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def train_op(train_shards: Input[List[Dataset]], valid_shards: Input[List[Dataset]], config: str, overrides: str,
-             model: Output[Model], gpu_count: int = 0, allow_cpu: bool = False):
-    """gpu_count: the GPUs the pod asked for; with none visible to TensorFlow, train fails unless allow_cpu."""
+             model: Output[Model], gpu_count: int = 0, allow_cpu: bool = False, checkpoint_uri: str = ""):
+    """gpu_count: the GPUs the pod asked for; with none visible to TensorFlow, train fails unless allow_cpu.
+    checkpoint_uri (gs://…): checkpoints kept there as they are written; a retried pod resumes from them."""
     from components.train import train
     from pose import steplog
     from pose.config import parse_overrides
@@ -101,10 +102,11 @@ def train_op(train_shards: Input[List[Dataset]], valid_shards: Input[List[Datase
     steplog.setup()
     metadata = train(config, [shards.path for shards in train_shards], model.path,
                      valid_dirs=[shards.path for shards in valid_shards], overrides=parse_overrides(overrides),
-                     expect_gpus=gpu_count, allow_cpu=allow_cpu)
+                     expect_gpus=gpu_count, allow_cpu=allow_cpu, checkpoint_uri=checkpoint_uri)
     model.metadata.update({key: metadata[key] for key in (
         "model", "input_size", "output_stride", "num_keypoints", "steps", "epochs", "final_loss",
-        "images_per_second", "pckh", "replicas", "global_batch_size", "parameters", "flops")})
+        "images_per_second", "pckh", "replicas", "global_batch_size", "parameters", "flops",
+        "resumed_from_step")})
 
 
 # ---- export ------------------------------------------------------------------------------------

@@ -268,7 +268,9 @@ def test_the_gcs_secret_volume_never_has_an_empty_name_and_no_secret_env_is_need
     kubernetes = platform_spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     tasks = all_tasks(pipeline_spec)
     assert "cluster-settings-op" in tasks["download"][0]["dependentTasks"]
-    for step, executor in (("download", "exec-download-op"), ("publish", "exec-publish-op")):
+    # train touches storage too: its checkpoints (checkpoint_uri).
+    for step, executor in (("download", "exec-download-op"), ("train", "exec-train-op"),
+                           ("publish", "exec-publish-op")):
         volume, = kubernetes[executor]["secretAsVolume"]
         assert volume["mountPath"] == cluster.GCS_SECRET_MOUNT and volume["optional"] is True
         assert "secretAsEnv" not in kubernetes[executor]
@@ -279,7 +281,7 @@ def test_the_gcs_secret_volume_never_has_an_empty_name_and_no_secret_env_is_need
         assert name["taskOutputParameter"] == {"producerTask": "cluster-settings-op",
                                                "outputParameterKey": "gcs_secret_volume"}, step
     assert not any("secretAsEnv" in e or "secretAsVolume" in e for name, e in kubernetes.items()
-                   if name not in ("exec-download-op", "exec-publish-op"))
+                   if name not in ("exec-download-op", "exec-train-op", "exec-publish-op"))
 
 
 def test_an_empty_gcs_secret_becomes_a_name_the_driver_accepts(compiled):
