@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 BATCH_SIZE = 16
 # Prediction keys of the seed's models, apart from ours.
 ANCHOR_PREFIX = "seed:"
+PREDICT_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
 class EvaluationError(ValueError):
@@ -43,20 +44,26 @@ def evaluate(models_dir: str, data_dirs: list[str], output_dir: str, anchors_dir
              flip_test: bool = False, refine: str = DEFAULT_REFINE, latency_runs: int = 50, gallery_size: int = 12) -> dict:
     """Evaluates every .tflite in `models_dir` on `data_dirs`; writes results.json and report.html to
     `output_dir` and returns the results dict."""
-    from pose import report, steplog
+    from pose import inputs, outputs, records, report, steplog
     from pose import results as results_file
     from pose.atomic import atomic_directory
 
     if refine not in REFINE_MODES:
         raise EvaluationError(f"refine must be one of {REFINE_MODES}, not {refine!r}")
+    if latency_runs < 1:
+        raise EvaluationError(f"--latency-runs {latency_runs}: at least 1 timed run per model is needed")
+    if gallery_size < 0:
+        raise EvaluationError(f"--gallery-size {gallery_size}: must not be negative")
     anchors_dir = resolve_anchors_dir(anchors_dir)
+    outputs.check_output("evaluate", output_dir, [models_dir, *data_dirs, anchors_dir])
     with steplog.step("evaluate", models=models_dir, data=data_dirs, output=output_dir, anchors=anchors_dir,
                       refine=refine, flip_test=flip_test) as wrote:
         models = _open_models(Path(models_dir))
         anchors = {path.stem: open_model(path) for path in sorted(anchors_dir.glob("*.tflite"))} if anchors_dir else {}
         predicted = {**models, **{ANCHOR_PREFIX + name: anchor for name, anchor in anchors.items()}}
-        predictions, truth, gallery = _predict_validation(predicted, data_dirs, refine, flip_test, gallery_size,
-                                                          gallery_candidates=list(models))
+        with records.named_shard_errors(inputs.read_index(data_dirs)["files"]):
+            predictions, truth, gallery = _predict_validation(predicted, data_dirs, refine, flip_test, gallery_size,
+                                                              gallery_candidates=list(models))
         results = {"settings": {"models_dir": str(models_dir), "data_dirs": [str(d) for d in data_dirs],
                                 "anchors_dir": str(anchors_dir) if anchors_dir else None, "refine": refine,
                                 "flip_test": flip_test, "latency_runs": latency_runs,
@@ -73,7 +80,7 @@ def evaluate(models_dir: str, data_dirs: list[str], output_dir: str, anchors_dir
                                         **_speed_and_size(anchor["path"], latency_runs)}
         _compare_with_seed(results)
 
-        with atomic_directory(output_dir) as tmp:
+        with atomic_directory(output_dir, step="evaluate") as tmp:
             results_file.write(tmp / results_file.FILE_NAME, results)
             (tmp / "report.html").write_text(report.render(results, gallery["images"]))
         for name, model in results["models"].items():
@@ -116,8 +123,9 @@ def _open_models(models_dir: Path) -> dict:
 def open_model(path: Path) -> dict:
     """{path, interpreter, metadata, contract, input_size, heatmap_size} of a .tflite, checking shapes. The metadata
     is its .json; without one it is one of the seed's released files (seed contract, shapes give the stride)."""
-    from pose import contract, keypoints, tflite_runtime
+    from pose import contract, integrity, keypoints, tflite_runtime
 
+    integrity.verify_tflite(path)
     interpreter = tflite_runtime.load(path)
     _, height, width, channels = tflite_runtime.input_shape(interpreter)
     out_shape = tflite_runtime.output_shape(interpreter)
@@ -161,9 +169,13 @@ def _predict_validation(models: dict, data_dirs: list[str], refine: str, flip_te
     import numpy as np
     from tqdm import tqdm
 
-    from pose import codec, inputs, keypoints
+    from pose import codec, integrity, inputs, keypoints
 
     index = inputs.read_index(data_dirs)
+    integrity.verify_shards(data_dirs)
+    if index["split"] != "valid":
+        log.warning("evaluating on shards of split %r (%s), not on validation shards: the figures do not measure "
+                    "generalisation", index["split"], ", ".join(map(str, data_dirs)))
     if index["num_examples"] == 0:
         raise EvaluationError(f"{', '.join(map(str, data_dirs))}: the shards hold no people to evaluate")
     gallery_model = next((n for n in gallery_candidates if n.endswith("_fp32")), gallery_candidates[0])
@@ -301,6 +313,10 @@ def predict(model_path: str, image_path: str, output_path: str, refine: str = DE
     from pose.codec import HeatmapCodec
     from pose.atomic import atomic_file
 
+    suffix = Path(output_path).suffix.lower()
+    if suffix not in PREDICT_SUFFIXES:
+        raise EvaluationError(f"{output_path}: cannot write a {suffix or 'suffix-less'} file; name an image "
+                              f"({', '.join(PREDICT_SUFFIXES)})")
     model = open_model(Path(model_path))
     size = model["input_size"]
     image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)

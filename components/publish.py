@@ -47,6 +47,9 @@ def publish(models_dir: str, report_path: str, results_path: str, destination: s
                       destination=destination, variant=variant) as wrote:
         results = _read_results(Path(results_path))
         model_file = _choose_model(Path(models_dir), variant, results)
+        from pose import integrity
+
+        integrity.verify_tflite(model_file)
         report_file = _file_in(Path(report_path), "report.html", "report")
         with _staging(staging_dir) as staged:
             for source in (model_file, model_file.with_suffix(".json"), report_file):
@@ -130,30 +133,92 @@ class _staging:
 
 
 def _upload(staged: Path, destination: str) -> list[str]:
-    """Every staged file, published.json last."""
+    """All or nothing for readers: the destination's published.json is removed first, every other staged file
+    is uploaded, published.json goes last; then the files the previous manifest listed and this one does not
+    are removed. A failure part way leaves no manifest, so none vouches for files that have changed."""
     files = sorted(_staged_files(staged), key=lambda named: (named[0] == MANIFEST, named[0]))
     base = destination.rstrip("/")
     if destination.startswith("gs://"):
+        store = _GcsDestination(base)
+    elif "://" in destination:
+        raise PublishError(f"destination {destination!r}: expected gs://bucket/prefix or a local folder")
+    else:
+        store = _LocalDestination(Path(destination))
+    try:
+        previous = store.read(MANIFEST)
+        store.remove(MANIFEST)
+        written = [store.put(name, p) for name, p in files]
+        old_files = set(json.loads(previous).get("files", {})) if previous else set()
+        for stray in sorted(old_files - {name for name, _ in files}):
+            if stray.startswith("/") or "\\" in stray or ".." in stray.split("/"):
+                continue  # a manifest names files below the destination; anything else was not written by publish
+            store.remove(stray)  # publish wrote it, under the previous manifest
+    except (OSError, ValueError) as error:
+        raise PublishError(f"{destination}: upload failed, so no {MANIFEST} is there (the files may be partly "
+                           f"replaced): {error}") from error
+    return written
+
+
+class _GcsDestination:
+    def __init__(self, base: str):
         from pose import storage
 
+        self.base, self.storage = base, storage
+        self.client = storage.gcs_client()
+        self.bucket_name, self.prefix = storage.split_gs_uri(base + "/")
+
+    def _call(self, name: str, action):
         from google.api_core import exceptions
 
-        client = storage.gcs_client()
+        uri = f"{self.base}/{name}"
         try:
-            return [storage.upload_file(str(p), f"{base}/{name}", client) for name, p in files]
-        except exceptions.GoogleAPICallError as error:  # a missing bucket, no permission
-            raise PublishError(f"{destination}: upload failed: {error}") from error
-    if "://" in destination:
-        raise PublishError(f"destination {destination!r}: expected gs://bucket/prefix or a local folder")
-    target = Path(destination)
-    target.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, p in files:
-        (target / name).parent.mkdir(parents=True, exist_ok=True)
-        with atomic_file(target / name) as tmp:
-            shutil.copyfile(p, tmp)
-        written.append(str(target / name))
-    return written
+            with self.storage.gcs_errors(uri):
+                return action(self.client.bucket(self.bucket_name).blob(self.prefix + name))
+        except exceptions.GoogleAPICallError as error:  # a missing bucket, no permission, a refused name
+            raise self.storage.StorageError(f"{uri}: {error}") from None
+
+    def read(self, name: str) -> bytes | None:
+        from google.api_core import exceptions
+
+        def read(blob):
+            try:
+                return blob.download_as_bytes(**self.storage.gcs_options())
+            except exceptions.NotFound:
+                return None
+        return self._call(name, read)
+
+    def remove(self, name: str) -> None:
+        from google.api_core import exceptions
+
+        def remove(blob):
+            try:
+                blob.delete(**self.storage.gcs_options())
+            except exceptions.NotFound:
+                pass
+        self._call(name, remove)
+
+    def put(self, name: str, path: Path) -> str:
+        self._call(name, lambda blob: blob.upload_from_filename(str(path), **self.storage.gcs_options()))
+        return f"{self.base}/{name}"
+
+
+class _LocalDestination:
+    def __init__(self, folder: Path):
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def read(self, name: str) -> bytes | None:
+        path = self.folder / name
+        return path.read_bytes() if path.is_file() else None
+
+    def remove(self, name: str) -> None:
+        (self.folder / name).unlink(missing_ok=True)
+
+    def put(self, name: str, path: Path) -> str:
+        (self.folder / name).parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(self.folder / name) as tmp:
+            shutil.copyfile(path, tmp)
+        return str(self.folder / name)
 
 
 def _staged_files(staged: Path) -> list[tuple[str, Path]]:

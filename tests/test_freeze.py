@@ -68,8 +68,9 @@ def test_keras_saved_model_and_frozen_graph_agree(tiny_frozen):
 
 
 def test_missing_model_is_a_clear_error(tmp_path):
+    (tmp_path / "empty").mkdir()
     with pytest.raises(FreezeError, match="no model.keras"):
-        freeze(str(tmp_path), str(tmp_path / "out"))
+        freeze(str(tmp_path / "empty"), str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
 
 
