@@ -508,8 +508,8 @@ def _write_packs(output: Path, split: str, num_shards: int, info: dict, images: 
                     {"info": {**info, "shard_index": index, "num_shards": num_shards}, "images": pack_images[index],
                      "annotations": pack_people[index], "categories": [kp.COCO_CATEGORY]})
         packs.write_pack_info(folder, split, index, num_shards, len(pack_images[index]), len(pack_people[index]))
-    targets = [(source_file, f"{output}/{packs.pack_path(split, shard_of[image['id']], num_shards)}/images/{split}/{name}")
-               for image, (source_file, name) in zip(images, placed)]
+    targets = [(source_file, f"{output}/{packs.pack_path(split, shard_of[image['id']], num_shards)}"
+                             f"/images/{split}/{name}") for image, (source_file, name) in zip(images, placed)]
     _map_in_chunks(place, targets, f"{split} place images in {num_shards} packs")
 
 

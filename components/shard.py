@@ -155,14 +155,16 @@ def _sources(input_dir: str, split: str, num_shards: int, indices) -> dict:
         wanted = (split, pack["num_shards"] if num_shards is None else num_shards,
                   [pack["shard_index"]] if indices is None else list(indices))
         if wanted != (pack["split"], pack["num_shards"], [pack["shard_index"]]):
+            asked = "shards" if indices is None else f"shard {', '.join(map(str, indices))}"
             raise ShardError(f"{input_dir}: a pack of {pack['split']} shard {pack['shard_index']} of "
-                             f"{pack['num_shards']}, but asked for {split} shard(s) {indices} of {num_shards}")
+                             f"{pack['num_shards']}, but asked for {split} {asked} of {num_shards}")
         people, images, skipped = _load_people(input_dir, split)
         return {pack["shard_index"]: _Source(input_dir, people, images, len(skipped))}
     if num_shards is None:
         raise ShardError(f"{input_dir}: not a pack, so --num-shards is needed")
     indices = range(num_shards) if indices is None else indices
-    if not os.path.isdir(os.path.join(input_dir, "images", split)) and os.path.isdir(os.path.join(input_dir, packs.PACKS_DIR)):
+    packed = os.path.isdir(os.path.join(input_dir, packs.PACKS_DIR))
+    if packed and not os.path.isdir(os.path.join(input_dir, "images", split)):
         sources = {}
         for index in indices:
             folder = os.path.join(input_dir, packs.pack_path(split, index, num_shards))

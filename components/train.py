@@ -9,12 +9,16 @@ Does     a custom training loop under a tf.distribute strategy: MirroredStrategy
          masked by the per-joint weights, summed over stages and divided by the batch. Adam with the
          seed's exponential decay (or cosine). Checkpoints every `checkpoint_every` steps; a restart on
          the same output folder resumes from the newest one, optimizer state and step count included.
+         With --checkpoint-uri gs://bucket/prefix each checkpoint is also uploaded as it is written
+         (pose/remote_checkpoints.py), and a start in an empty folder (a new pod after preemption)
+         resumes from the bucket's newest one.
          PCKh@0.5 on the valid shards every `eval_every` steps and at the end, decoded by the same codec
          as evaluate's (pose.codec) but without its flip test (`pckh_flip_test`: false in the metadata).
 Writes   (docs/ARTIFACTS.md) model.keras, config.yaml, checkpoints/, logs/ (TensorBoard: loss per
          stage, learning rate, images/s, predictions), train_metadata.json.
 
-`python -m components.train --config experiments/local.yaml --data SHARDS --valid-data SHARDS --output DIR`
+`python -m components.train --config experiments/local.yaml --data SHARDS --valid-data SHARDS --output DIR
+ [--checkpoint-uri gs://bucket/prefix]`
 """
 import json
 import logging
@@ -35,6 +39,8 @@ from pose.atomic import atomic_file
 from pose.config import TrainConfig, load_config, parse_overrides
 from pose.codec import HeatmapCodec
 from pose.metrics import pckh
+from pose.remote_checkpoints import FINGERPRINT_FILE, CheckpointMismatch, RemoteCheckpoints, mismatch
+from pose.storage import split_gs_uri
 
 log = logging.getLogger("train")
 
@@ -47,20 +53,25 @@ class TrainError(ValueError):
 
 
 def train(config: str, data_dirs: list[str], output_dir: str, valid_dirs: list[str] | None = None,
-          overrides: dict | None = None, expect_gpus: int = 0, allow_cpu: bool = False) -> dict:
+          overrides: dict | None = None, expect_gpus: int = 0, allow_cpu: bool = False,
+          checkpoint_uri: str = "") -> dict:
     """Trains per `config` (a YAML path or YAML text) on `data_dirs`; writes the model folder
     `output_dir` and returns its train_metadata (also written as train_metadata.json).
 
     `expect_gpus`: GPUs the caller asked for (the pod's accelerator limit); when TensorFlow sees none,
-    training fails rather than quietly running on the CPU, unless `allow_cpu`."""
+    training fails rather than quietly running on the CPU, unless `allow_cpu`.
+    `checkpoint_uri` (gs://…): checkpoints are mirrored there and a start resumes from the newest."""
     cfg = load_config(config, overrides).resolved()
+    if checkpoint_uri:
+        split_gs_uri(checkpoint_uri)  # fail before building anything
     outputs.check_output("train", output_dir, [*data_dirs, *(valid_dirs or [])], allow_legacy=_is_train_output)
     with steplog.step("train", config=config, data=data_dirs, valid=valid_dirs, output=output_dir,
-                      overrides=overrides or {}) as wrote:
+                      overrides=overrides or {}, checkpoint_uri=checkpoint_uri) as wrote:
         # The strategy first: MultiWorkerMirroredStrategy must exist before any other TF op runs.
         strategy, devices = _strategy(cfg)
         check_gpus(expect_gpus, allow_cpu)
-        run = _Run(cfg, strategy, devices, data_dirs, Path(output_dir), valid_dirs or [])
+        run = _Run(cfg, strategy, devices, data_dirs, Path(output_dir), valid_dirs or [], checkpoint_uri,
+                   config_label=config if "\n" not in config else "(YAML text)")
         metadata = run.fit()
         wrote.update(steps=metadata["steps"], final_loss=round(metadata["final_loss"], 4),
                      images_per_second=round(metadata["images_per_second"], 1), pckh=metadata.get("pckh"),
@@ -161,7 +172,8 @@ def learning_rate(cfg: TrainConfig, step: int, progress: float) -> float:
 class _Run:
     """One training run: data, model, optimizer, checkpoints, summaries and the loop."""
 
-    def __init__(self, cfg: TrainConfig, strategy, devices: str, data_dirs, output_dir: Path, valid_dirs):
+    def __init__(self, cfg: TrainConfig, strategy, devices: str, data_dirs, output_dir: Path, valid_dirs,
+                 checkpoint_uri: str = "", config_label: str = ""):
         self.cfg, self.strategy, self.output_dir, self.valid_dirs = cfg, strategy, output_dir, list(valid_dirs)
         self.chief = _is_chief()
         self.on_gpu = bool(tf.config.list_logical_devices("GPU"))
@@ -206,11 +218,18 @@ class _Run:
         # Non-chief workers of a multi-worker run write their (identical) checkpoints to scratch.
         checkpoint_dir = output_dir / "checkpoints" if self.chief else Path(tempfile.mkdtemp(prefix="train-worker-"))
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
+        # What the checkpoints' variables depend on: a resume with another structure is refused up front.
+        self.fingerprint = {"model": cfg.model, "input_size": cfg.input_size, "width": cfg.width,
+                            "num_stages": cfg.num_stages, "num_keypoints": cfg.num_keypoints,
+                            **{k: v for k, v in cfg.architecture_options().items() if v is not None},
+                            "mixed_precision": self.mixed}
+        self.remote = self._fetch_remote_checkpoint(checkpoint_uri, checkpoint_dir, config_label)
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(checkpoint_dir), cfg.keep_checkpoints)
         self.resumed_from = 0
         self.history: list[dict] = []
         self.progress = {}  # what the run so far measured (PROGRESS), carried across restarts
         if self.manager.latest_checkpoint:
+            self._check_local_fingerprint(checkpoint_dir, config_label)
             try:
                 self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
             except (ValueError, AssertionError, tf.errors.OpError) as error:
@@ -377,9 +396,45 @@ class _Run:
         if self.chief:
             # The history rides along with the checkpoints so that a resumed run keeps the whole curve, and
             # the progress so that it keeps its time budget and the last measurements.
-            _write_atomically(Path(self.manager.directory) / "history.json", json.dumps(self.history))
-            _write_atomically(Path(self.manager.directory) / PROGRESS, json.dumps({"step": step, **progress}))
+            folder = Path(self.manager.directory)
+            _write_atomically(folder / "history.json", json.dumps(self.history))
+            _write_atomically(folder / PROGRESS, json.dumps({"step": step, **progress}))
+            _write_atomically(folder / FINGERPRINT_FILE, json.dumps(self.fingerprint))
+            if self.remote:
+                self.remote.upload(step, path, [folder / "history.json", folder / PROGRESS])
         log.info("checkpoint %s", path)
+
+    def _check_local_fingerprint(self, checkpoint_dir: Path, config_label: str) -> None:
+        """Checkpoints in the folder from a config of another structure: a clear error instead of the
+        restore's mismatch of variables. Folders from before fingerprints are not checked."""
+        path = checkpoint_dir / FINGERPRINT_FILE
+        if path.is_file():
+            message = mismatch(str(checkpoint_dir), self.manager.latest_checkpoint.rsplit("-", 1)[-1],
+                               json.loads(path.read_text()), self.fingerprint, config_label)
+            if message:
+                raise TrainError(message)
+
+    def _fetch_remote_checkpoint(self, checkpoint_uri: str, checkpoint_dir: Path, config_label: str):
+        """The bucket mirror (None without a URI). When the bucket holds a newer checkpoint than the local
+        folder (a fresh pod's is empty), it is fetched into the folder for the manager to resume from."""
+        if not checkpoint_uri:
+            return None
+        remote = RemoteCheckpoints(checkpoint_uri, self.fingerprint, self.cfg.keep_checkpoints)
+        marker = remote.latest()
+        if marker is None:
+            log.info("no checkpoint in %s yet: starting from scratch", checkpoint_uri)
+            return remote
+        try:
+            remote.check(marker, config_label)
+        except CheckpointMismatch as error:
+            raise TrainError(str(error)) from None
+        local = tf.train.latest_checkpoint(str(checkpoint_dir))
+        local_step = int(local.rsplit("-", 1)[-1]) if local else -1
+        if int(marker["step"]) > local_step:
+            remote.download(marker, checkpoint_dir)
+            _write_atomically(checkpoint_dir / FINGERPRINT_FILE, json.dumps(self.fingerprint))
+            log.info("resuming from the checkpoint of step %d in %s", marker["step"], checkpoint_uri)
+        return remote
 
     def _previous_history(self) -> list[dict]:
         path = Path(self.manager.directory) / "history.json"
@@ -527,10 +582,13 @@ def main(argv=None) -> int:
                            help="GPUs this process should see; fail if TensorFlow sees none (default 0: no check)")
     arguments.add_argument("--allow-cpu", action="store_true",
                            help="with --expect-gpus, train on the CPU (with a warning) instead of failing")
+    arguments.add_argument("--checkpoint-uri", default="", metavar="gs://BUCKET/PREFIX",
+                           help="also keep checkpoints there as they are written, and resume from the newest")
     return cli.run("train", arguments, lambda args: train(args.config, args.data, args.output,
                                                           valid_dirs=args.valid_data,
                                                           overrides=parse_overrides(args.set),
-                                                          expect_gpus=args.expect_gpus, allow_cpu=args.allow_cpu),
+                                                          expect_gpus=args.expect_gpus, allow_cpu=args.allow_cpu,
+                                                          checkpoint_uri=args.checkpoint_uri),
                    argv)
 
 

@@ -13,9 +13,9 @@ from typing import NamedTuple
 from kfp import dsl, kubernetes
 from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
 
-from pipeline.cluster import GCS_SECRET_MOUNT
 from pipeline.ops import (cluster_settings_op, convert_op, download_op, evaluate_op, freeze_op, pack_uris_op,
                           publish_op, shard_op, tflite_op, train_op)
+from pose.cluster import GCS_SECRET_MOUNT
 
 PIPELINE_NAME = "pose-estimation-for-mobile"
 
@@ -60,6 +60,8 @@ SHM_SIZE = "4Gi"
 # Iterations of the shard fan-out that run at once (each runs a train and a valid shard task): enough to
 # read a large release quickly, few enough not to flood the cluster's scheduler or the bucket.
 MAX_PARALLEL_SHARD_TASKS = 16
+# Retries of the train task (preemption of a GPU node, a lost node): each resumes from checkpoint_uri.
+TRAIN_RETRIES = 3
 
 
 def configure(task, step: str, display_name: str = ""):
@@ -75,7 +77,7 @@ Outputs = NamedTuple("Outputs", tflite_models=Model, metrics=Metrics, report=HTM
 
 
 def _use_gcs_secret(task, secret_volume) -> None:
-    """Mounts the GCS secret named by the cluster-settings task (never ""; see pipeline/cluster.py) at
+    """Mounts the GCS secret named by the cluster-settings task (never ""; see pose/cluster.py) at
     GCS_SECRET_MOUNT, optional, so a cluster with Workload Identity (no secret) runs too; the op sets
     GOOGLE_APPLICATION_CREDENTIALS to its key.json itself. Create it with
     `kubectl create secret generic gcs-credentials --from-file=key.json=SA_KEY.json`.
@@ -106,6 +108,7 @@ def pose_pipeline(
     gpu_tolerations: list = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
     allow_cpu: bool = False,
     gcs_secret: str = "gcs-credentials",
+    checkpoint_uri: str = "",
 ) -> Outputs:
     settings = configure(cluster_settings_op(gpu_count=gpu_count, gcs_secret=gcs_secret), "cluster-settings")
     download = configure(download_op(source=source, sha256=sha256), "download")
@@ -132,10 +135,14 @@ def pose_pipeline(
     # One dsl.Collected per consumer: kfp 2.17's compiler fails on an instance shared by two tasks.
     train = configure(train_op(train_shards=dsl.Collected(train_shard.outputs["shards"]),
                                valid_shards=dsl.Collected(valid_shard.outputs["shards"]),
-                               config=config, overrides=overrides, gpu_count=gpu_count, allow_cpu=allow_cpu),
-                      "train")
+                               config=config, overrides=overrides, gpu_count=gpu_count, allow_cpu=allow_cpu,
+                               checkpoint_uri=checkpoint_uri), "train")
+    # A preempted or failed pod is retried; with checkpoint_uri the new pod resumes from the bucket.
+    train.set_retry(num_retries=TRAIN_RETRIES, backoff_duration="60s", backoff_factor=2.0,
+                    backoff_max_duration="600s")
+    _use_gcs_secret(train, settings.outputs["gcs_secret_volume"])
     # The count as the settings task's string output: the driver reads "" from a number parameter and then
-    # sets no GPU limit (pipeline/cluster.py). The compiler adds that output to train's inputs but not to
+    # sets no GPU limit (pose/cluster.py). The compiler adds that output to train's inputs but not to
     # its dependentTasks, which is what orders the tasks on the cluster: hence .after().
     train.set_accelerator_type(gpu_type).set_accelerator_limit(settings.outputs["accelerator_count"])
     train.after(settings)

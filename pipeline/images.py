@@ -1,6 +1,6 @@
 """Container images the steps run in, and the tag they are built and compiled under.
 
-    pose-slim  download, convert, fanout, publish: the steps that never import TensorFlow
+    pose-slim  download, convert, fanout, publish, cluster settings: the steps that never import TensorFlow
     pose-cpu   TensorFlow for CPUs: shard, freeze, tflite, evaluate (with the seed's models inside)
     pose-gpu   TensorFlow with CUDA: train
 
@@ -58,7 +58,14 @@ def _default_tag() -> str:
 
 REGISTRY = os.environ.get("POSE_IMAGE_REGISTRY", "ghcr.io/pose-pipeline")
 TAG = _default_tag()
-SLIM_IMAGE = f"{REGISTRY}/pose-slim:{TAG}"  # download, convert, fanout, publish
+SLIM_IMAGE = f"{REGISTRY}/pose-slim:{TAG}"  # download, convert, fanout, publish, cluster settings
 CPU_IMAGE = f"{REGISTRY}/pose-cpu:{TAG}"  # shard, freeze, tflite, evaluate
 GPU_IMAGE = f"{REGISTRY}/pose-gpu:{TAG}"  # train
 IMAGES = {"slim": SLIM_IMAGE, "cpu": CPU_IMAGE, "gpu": GPU_IMAGE}
+
+
+if __name__ == "__main__":  # `eval "$(python3 -m pipeline.images)"`: the names as shell variables (README.md)
+    import shlex
+
+    for kind, image in IMAGES.items():
+        print(f"POSE_{kind.upper()}_IMAGE={shlex.quote(image)}")

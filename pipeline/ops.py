@@ -13,20 +13,20 @@ from typing import List, NamedTuple
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
-from pipeline.images import CPU_IMAGE, GPU_IMAGE
+from pipeline.images import CPU_IMAGE, GPU_IMAGE, SLIM_IMAGE
 
 
 # ---- the cluster ---------------------------------------------------------------------------------
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=SLIM_IMAGE, install_kfp_package=False)
 def cluster_settings_op(gpu_count: int, gcs_secret: str) -> NamedTuple("ClusterSettings", accelerator_count=str,
                                                                        gcs_secret_volume=str):
-    """Run parameters in the form the KFP driver reads for the pod spec (pipeline/cluster.py): the
+    """Run parameters in the form the KFP driver reads for the pod spec (pose/cluster.py): the
     accelerator count as a string (a number parameter would give no GPU limit at all) and a non-empty
     secret name. Its outputs are strings whatever the run's client typed gpu_count as."""
     from collections import namedtuple
 
-    from pipeline.cluster import accelerator_count, gcs_secret_volume
+    from pose.cluster import accelerator_count, gcs_secret_volume
 
     settings = namedtuple("ClusterSettings", ["accelerator_count", "gcs_secret_volume"])
     return settings(accelerator_count(gpu_count), gcs_secret_volume(gcs_secret))
@@ -34,12 +34,11 @@ def cluster_settings_op(gpu_count: int, gcs_secret: str) -> NamedTuple("ClusterS
 
 # ---- ingest ------------------------------------------------------------------------------------
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=SLIM_IMAGE, install_kfp_package=False)
 def download_op(source: str, sha256: str, raw: Output[Dataset]):
     """Fetches a source URI (https, gs, file, synthetic://N) into the raw AIC dataset; sha256 "" = no check."""
     from components.download import download
-    from pipeline import cluster
-    from pose import steplog
+    from pose import cluster, steplog
 
     steplog.setup()
     if cluster.on_kfp_cluster():
@@ -48,7 +47,7 @@ def download_op(source: str, sha256: str, raw: Output[Dataset]):
     raw.metadata.update(download(source, raw.path, sha256 or None))
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=SLIM_IMAGE, install_kfp_package=False)
 def convert_op(raw: Input[Dataset], single_person: bool, skip_invalid: bool, coco: Output[Dataset],
                num_shards: int = 0) -> str:
     """num_shards > 0: the images go into per-shard packs. Returns coco's URI, for the fan-out's pack URIs."""
@@ -61,7 +60,7 @@ def convert_op(raw: Input[Dataset], single_person: bool, skip_invalid: bool, coc
     return coco.uri
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=SLIM_IMAGE, install_kfp_package=False)
 def pack_uris_op(coco_uri: str, split: str, num_shards: int) -> List[str]:
     from components.fanout import pack_uris
     from pose import steplog
@@ -93,8 +92,9 @@ def shard_op(coco: Input[Dataset], split: str, num_shards: int, shard_index: int
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def train_op(train_shards: Input[List[Dataset]], valid_shards: Input[List[Dataset]], config: str, overrides: str,
-             model: Output[Model], gpu_count: int = 0, allow_cpu: bool = False):
-    """gpu_count: the GPUs the pod asked for; with none visible to TensorFlow, train fails unless allow_cpu."""
+             model: Output[Model], gpu_count: int = 0, allow_cpu: bool = False, checkpoint_uri: str = ""):
+    """gpu_count: the GPUs the pod asked for; with none visible to TensorFlow, train fails unless allow_cpu.
+    checkpoint_uri (gs://…): checkpoints kept there as they are written; a retried pod resumes from them."""
     from components.train import train
     from pose import steplog
     from pose.config import parse_overrides
@@ -102,10 +102,11 @@ def train_op(train_shards: Input[List[Dataset]], valid_shards: Input[List[Datase
     steplog.setup()
     metadata = train(config, [shards.path for shards in train_shards], model.path,
                      valid_dirs=[shards.path for shards in valid_shards], overrides=parse_overrides(overrides),
-                     expect_gpus=gpu_count, allow_cpu=allow_cpu)
+                     expect_gpus=gpu_count, allow_cpu=allow_cpu, checkpoint_uri=checkpoint_uri)
     model.metadata.update({key: metadata[key] for key in (
         "model", "input_size", "output_stride", "num_keypoints", "steps", "epochs", "final_loss",
-        "images_per_second", "pckh", "replicas", "global_batch_size", "parameters", "flops")})
+        "images_per_second", "pckh", "replicas", "global_batch_size", "parameters", "flops",
+        "resumed_from_step")})
 
 
 # ---- export ------------------------------------------------------------------------------------
@@ -160,12 +161,11 @@ def evaluate_op(tflite_models: Input[Model], valid_shards: Input[List[Dataset]],
     results.metadata["people"] = outcome["settings"]["num_people"]
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=SLIM_IMAGE, install_kfp_package=False)
 def publish_op(tflite_models: Input[Model], report: Input[HTML], results: Input[Artifact], destination: str,
                variant: str, published: Output[Artifact]):
     from components.publish import publish
-    from pipeline import cluster
-    from pose import steplog
+    from pose import cluster, steplog
 
     steplog.setup()
     if cluster.on_kfp_cluster():

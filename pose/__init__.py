@@ -2,7 +2,10 @@
 
 keypoints       the AI Challenger keypoint spec (names, order, flip pairs, skeleton, OKS sigmas, release layout)
 synthetic       the synthetic AI Challenger release behind `synthetic://N`
-storage         URIs: gs:// (honours STORAGE_EMULATOR_HOST), http(s), uploads for publishing, is_inside
+storage         URIs: gs:// (honours STORAGE_EMULATOR_HOST), http(s), uploads for publishing, is_inside,
+                small objects by name (checkpoint mirror)
+packs           which images belong to which shard, and the per-shard packs convert writes and shard reads
+remote_checkpoints  train's checkpoints mirrored to gs:// (written as they go, marker last; resume; fingerprint)
 atomic          write a whole output folder or file under a temporary name, then rename
 steplog         logging set-up and the read / wrote / took summary every step prints
 records         the tf.train.Example layout of a shard (writer and parser share it)
@@ -18,4 +21,5 @@ tflite_runtime  loading, running and timing .tflite files with LiteRT
 visualize       sample grids (heatmaps over images) for people and TensorBoard
 report          the evaluation's HTML report
 web_demo        the web demo's build, published files, seed .json and its still-image mode in Python
+cluster         the run-time rules of a KFP cluster run (local paths, GCS key, the driver's string values)
 """

@@ -25,6 +25,7 @@ import math
 import os
 import random
 
+import numpy as np
 import tensorflow as tf
 
 from pose import records
@@ -196,8 +197,10 @@ def joint_weights(keypoints: tf.Tensor, visibility: tf.Tensor, input_size: int) 
 
 # ---- colour ------------------------------------------------------------------------------------
 
-_RGB_TO_YIQ = tf.constant([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
-_YIQ_TO_RGB = tf.linalg.inv(_RGB_TO_YIQ)
+# numpy, not tf.constant: a TensorFlow op at import time starts TensorFlow's runtime, after which
+# MultiWorkerMirroredStrategy can no longer be set up (components/train.py creates it first thing).
+_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32)
+_YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ).astype(np.float32)
 
 
 def colour_matrix(saturation, hue_degrees) -> tf.Tensor:
@@ -207,7 +210,7 @@ def colour_matrix(saturation, hue_degrees) -> tf.Tensor:
     zero = tf.zeros_like(cos)
     chroma = tf.stack([tf.stack([zero + 1.0, zero, zero], -1), tf.stack([zero, cos, -sin], -1),
                        tf.stack([zero, sin, cos], -1)], -2)
-    return _YIQ_TO_RGB @ chroma @ _RGB_TO_YIQ
+    return tf.constant(_YIQ_TO_RGB) @ chroma @ tf.constant(_RGB_TO_YIQ)
 
 
 def apply_colour(images: tf.Tensor, matrix: tf.Tensor, contrast: tf.Tensor, brightness: tf.Tensor,
@@ -219,7 +222,7 @@ def apply_colour(images: tf.Tensor, matrix: tf.Tensor, contrast: tf.Tensor, brig
     images = tf.cast(images, tf.float32)
     colour = matrix * scale
     mean_pixel = tf.reduce_mean(images, axis=[1, 2])                                   # [B, 3]
-    mean_luminance = tf.linalg.matvec(colour, mean_pixel) @ _RGB_TO_YIQ[0][:, None]     # [B, 1]
+    mean_luminance = tf.linalg.matvec(colour, mean_pixel) @ tf.constant(_RGB_TO_YIQ[0][:, None])  # [B, 1]
     offset = (1.0 - contrast[:, None]) * mean_luminance + brightness[:, None]          # [B, 1]
     # Three broadcast multiply-adds rather than a contraction over 3 channels: XLA fuses them with
     # the cast, offset and clip into one pass (an einsum here is 3x slower).

@@ -1,5 +1,5 @@
 """Object storage and URL helpers shared by the steps that read or write outside the pipeline root
-(download, publish).
+(download, publish, train's checkpoints).
 
 gs:// goes through google-cloud-storage: with `STORAGE_EMULATOR_HOST` set (tests, a local
 fake-gcs-server) anonymously, otherwise with the default credentials of the pod or laptop.
@@ -199,3 +199,66 @@ def is_inside(path, folder) -> bool:
     in object names, archive members and links that would write outside an output folder)."""
     root = os.path.abspath(folder)
     return os.path.commonpath([os.path.abspath(path), root]) == root
+
+
+# ---- small objects by name (train's checkpoint mirror: pose/remote_checkpoints.py) ----------------
+
+def _api_errors():
+    from google.api_core import exceptions
+
+    return exceptions
+
+
+def list_names(gs_prefix: str, client=None) -> list[str]:
+    """Names (relative to gs_prefix/) of the objects under gs_prefix/; [] when there are none."""
+    bucket, prefix = split_gs_uri(gs_prefix)
+    prefix = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
+    exceptions = _api_errors()
+    try:
+        return sorted(b.name[len(prefix):] for b in (client or gcs_client()).list_blobs(bucket, prefix=prefix))
+    except exceptions.NotFound:
+        raise StorageError(f"{gs_prefix}: bucket {bucket!r} does not exist") from None
+    except exceptions.GoogleAPICallError as error:
+        raise StorageError(f"{gs_prefix}: {error}") from error
+
+
+def read_text(gs_uri: str, client=None) -> str | None:
+    """The object's text, or None when there is no such object."""
+    blob = gs_object(gs_uri, client)
+    return None if blob is None else blob.download_as_bytes().decode()
+
+
+def write_text(gs_uri: str, text: str, client=None) -> str:
+    """One object, replaced whole: a reader sees the old text or the new, never a mix."""
+    bucket, name = split_gs_uri(gs_uri)
+    exceptions = _api_errors()
+    try:
+        (client or gcs_client()).bucket(bucket).blob(name).upload_from_string(text.encode(),
+                                                                             content_type="application/json")
+    except exceptions.GoogleAPICallError as error:
+        raise StorageError(f"{gs_uri}: {error}") from error
+    return gs_uri
+
+
+def download_file(gs_uri: str, local_path: str, client=None) -> str:
+    """The object at gs_uri into local_path (through a temporary name beside it)."""
+    from pose.atomic import atomic_file
+
+    blob = gs_object(gs_uri, client)
+    if blob is None:
+        raise StorageError(f"{gs_uri}: no such object")
+    with atomic_file(local_path) as temporary:
+        blob.download_to_filename(str(temporary))
+    return local_path
+
+
+def delete(gs_uris: list[str], client=None) -> None:
+    """Deletes the objects; ones already gone are no error."""
+    client = client or gcs_client()
+    exceptions = _api_errors()
+    for uri in gs_uris:
+        bucket, name = split_gs_uri(uri)
+        try:
+            client.bucket(bucket).blob(name).delete()
+        except exceptions.NotFound:
+            pass

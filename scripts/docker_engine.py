@@ -99,9 +99,10 @@ def _start_dockerd() -> str:
     raise EngineUnavailable(f"dockerd did not answer on {SOCKET} within {START_TIMEOUT_S} s; its log: {LOG_FILE}")
 
 
-def debian_mirror() -> str:
-    """The Debian mirror apt uses on this machine (deb822 .sources or one-line sources.list)."""
-    sources = sorted(Path("/etc/apt").glob("sources.list.d/*.sources")) + [Path("/etc/apt/sources.list")]
+def debian_mirror(apt_dir: Path = Path("/etc/apt")) -> str:
+    """The Debian mirror apt uses on this machine for bookworm (deb822 .sources or one-line sources.list)."""
+    sources = sorted(apt_dir.glob("sources.list.d/*.sources")) + sorted(apt_dir.glob("sources.list.d/*.list")) \
+        + [apt_dir / "sources.list"]
     for path in sources:
         if not path.is_file():
             continue

@@ -21,11 +21,11 @@ import pytest
 import yaml
 from google.protobuf import json_format, struct_pb2
 
-from pipeline import cluster
+from pipeline.__main__ import main
 from pipeline.dag import RESOURCES, SHM_SIZE
 from pipeline.submit import SubmitError, submit
+from pose import cluster
 from tests.conftest import REPO
-from pipeline.__main__ import main
 from tests.test_pipeline import all_tasks, cli_logging, closed_port, compiled  # noqa: F401 - fixtures
 
 # driver/util.go: inputPipelineChannelPattern
@@ -235,14 +235,14 @@ def test_every_step_has_requests_and_limits_and_train_fits_a_one_gpu_node(compil
 
 def test_readme_resource_table_is_the_compiled_one(compiled):
     """README's table of requests and limits, row by row, against what the driver puts in each pod."""
-    readme = (REPO / "README.md").read_text()
-    rows = re.findall(r"^\| `([a-z-]+)` \| (\S+) \| (\S+) \| (\S+) \| (\S+) \|$", readme, re.MULTILINE)
+    rows = re.findall(r"^ *\| `([a-z-]+)` \| (\S+) \| (\S+) \| (\S+) \| (\S+) \|$", cluster_section(),
+                      re.MULTILINE)
     table = {step: row for step, *row in rows}
     tasks = all_tasks(compiled[0])
     executors = compiled[0]["deploymentSpec"]["executors"]
     assert set(table) == set(RESOURCES)
     for step, (cpu, memory, cpu_limit, memory_limit) in table.items():
-        task, _ = tasks["shard-train" if step == "shard" else step]
+        task, _ = tasks[step] if step in tasks else tasks[f"{step}-train"]  # shard-train, fanout-train
         executor = compiled[0]["components"][task["componentRef"]["name"]]["executorLabel"]
         resources = {k: v for k, v in executors[executor]["container"]["resources"].items() if k != "accelerator"}
         limits, requests = pod_limits_and_requests(resources, {})
@@ -268,7 +268,9 @@ def test_the_gcs_secret_volume_never_has_an_empty_name_and_no_secret_env_is_need
     kubernetes = platform_spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     tasks = all_tasks(pipeline_spec)
     assert "cluster-settings-op" in tasks["download"][0]["dependentTasks"]
-    for step, executor in (("download", "exec-download-op"), ("publish", "exec-publish-op")):
+    # train touches storage too: its checkpoints (checkpoint_uri).
+    for step, executor in (("download", "exec-download-op"), ("train", "exec-train-op"),
+                           ("publish", "exec-publish-op")):
         volume, = kubernetes[executor]["secretAsVolume"]
         assert volume["mountPath"] == cluster.GCS_SECRET_MOUNT and volume["optional"] is True
         assert "secretAsEnv" not in kubernetes[executor]
@@ -279,7 +281,7 @@ def test_the_gcs_secret_volume_never_has_an_empty_name_and_no_secret_env_is_need
         assert name["taskOutputParameter"] == {"producerTask": "cluster-settings-op",
                                                "outputParameterKey": "gcs_secret_volume"}, step
     assert not any("secretAsEnv" in e or "secretAsVolume" in e for name, e in kubernetes.items()
-                   if name not in ("exec-download-op", "exec-publish-op"))
+                   if name not in ("exec-download-op", "exec-train-op", "exec-publish-op"))
 
 
 def test_an_empty_gcs_secret_becomes_a_name_the_driver_accepts(compiled):
@@ -358,16 +360,21 @@ def test_submit_sends_the_token_as_a_bearer_token():
             submit(host, params=["num_shards=2"], namespace="team-pose", token="tok-123")
     finally:
         server.shutdown()
+        server.server_close()
     assert _RecordingKfpApi.seen, "kfp.Client sent nothing"
     assert {auth for _, _, auth in _RecordingKfpApi.seen} == {"Bearer tok-123"}
 
 
 # ---- the README says what the IR does -------------------------------------------------------------------
 
-def test_readme_states_the_minimum_backend_and_the_cluster_rules():
+def cluster_section() -> str:
     readme = (REPO / "README.md").read_text()
     section = readme[readme.index("## On a cluster"):]
-    section = section[:section.index("\n## ", 3)]
+    return section[:section.index("\n## ", 3)]
+
+
+def test_readme_states_the_minimum_backend_and_the_cluster_rules():
+    section = cluster_section()
     for needed in ("KFP ≥ 2.14", "allow_cpu", "/dev/shm", "RESOURCES", "gpu_node_selector", "`{}`",
                    "gcs_secret", cluster.NO_GCS_SECRET, "--token", "local path", "docs/CLUSTER.md"):
         assert needed in section, needed

@@ -73,8 +73,10 @@ def test_a_pack_gives_the_same_records_as_the_whole_folder(packed, coco_dataset,
 def test_shard_refuses_a_pack_of_another_shard_or_count(packed, tmp_path):
     pack = packed / packs.pack_path("train", 2, NUM_SHARDS)
     with pytest.raises(ShardError, match=r"train-00002-of-00003: a pack of train shard 2 of 3, but asked for "
-                                         r"valid shard\(s\) None of 3"):
+                                         r"valid shards of 3"):
         shard(str(pack), str(tmp_path / "a"), "valid", NUM_SHARDS)
+    with pytest.raises(ShardError, match=r"a pack of train shard 2 of 3, but asked for train shard 1 of 3"):
+        shard(str(pack), str(tmp_path / "a"), "train", NUM_SHARDS, shard_index=1)
     with pytest.raises(ShardError, match=r"no pack train-00000-of-00004 \(convert packed it for another"):
         shard(str(packed), str(tmp_path / "b"), "train", 4, shard_index=0)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

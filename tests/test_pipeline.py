@@ -57,14 +57,20 @@ def test_checked_in_pipeline_yaml_is_a_fresh_compile(compiled):
     assert load(CHECKED_IN) == compiled, "pipeline.yaml is stale: run `python -m pipeline compile` and commit it"
 
 
-def test_every_step_runs_in_the_cpu_image_but_train_in_the_gpu_image(compiled):
+# The steps that never import TensorFlow run in pose-slim (pipeline/images.py).
+SLIM_EXECUTORS = {"exec-download-op", "exec-convert-op", "exec-pack-uris-op", "exec-pack-uris-op-2",
+                  "exec-publish-op", "exec-cluster-settings-op"}
+
+
+def test_every_step_runs_in_its_image(compiled):
     executors = compiled[0]["deploymentSpec"]["executors"]
     assert set(STEP_EXECUTORS.values()) | {"exec-shard-op-2", "exec-pack-uris-op-2", "exec-importer",
-                                                  "exec-importer-2"} == set(executors)
+                                           "exec-importer-2"} == set(executors)
     for name, executor in executors.items():
         if "importer" in executor:
             continue
-        expected = images.GPU_IMAGE if name == "exec-train-op" else images.CPU_IMAGE
+        expected = (images.GPU_IMAGE if name == "exec-train-op" else
+                    images.SLIM_IMAGE if name in SLIM_EXECUTORS else images.CPU_IMAGE)
         assert executor["container"]["image"] == expected, name
 
 
@@ -126,7 +132,14 @@ def test_compile_sets_the_image_tag(tmp_path):
                     "--registry", "registry.example.com/pose"], check=True, cwd=REPO, env=env, capture_output=True)
     executors = load(output)[0]["deploymentSpec"]["executors"]
     assert executors["exec-train-op"]["container"]["image"] == "registry.example.com/pose/pose-gpu:9.9.9-rc1"
-    assert executors["exec-download-op"]["container"]["image"] == "registry.example.com/pose/pose-cpu:9.9.9-rc1"
+    assert executors["exec-download-op"]["container"]["image"] == "registry.example.com/pose/pose-slim:9.9.9-rc1"
+    assert executors["exec-evaluate-op"]["container"]["image"] == "registry.example.com/pose/pose-cpu:9.9.9-rc1"
+
+
+def test_compile_tags_the_images_by_their_content_by_default(compiled):
+    executors = compiled[0]["deploymentSpec"]["executors"]
+    assert images.TAG == images.content_tag()
+    assert executors["exec-train-op"]["container"]["image"] == f"ghcr.io/pose-pipeline/pose-gpu:{images.content_tag()}"
 
 
 def test_a_failed_step_stops_the_run_with_its_error_on_screen(tmp_path, capsys, cli_logging):
@@ -148,7 +161,7 @@ def test_params_are_typed_by_the_pipeline_and_unknown_names_are_named(compiled):
     assert parsed == {"num_shards": 8, "single_person": True, "gpu_node_selector": {"pool": "l4"},
                       "gpu_tolerations": [], "source": "gs://bucket/aic.zip"}
     with pytest.raises(params.ParameterError,
-                       match="no parameter 'num_shard'; it has allow_cpu, config, export_contract, flip_test, gcs_secret"):
+                       match="no parameter 'num_shard'; it has allow_cpu, checkpoint_uri, config, export_contract, flip_test, gcs_secret"):
         params.parse_params(["num_shard=8"], declared)
     with pytest.raises(params.ParameterError, match=r"num_shards='eight': not a valid NUMBER_INTEGER"):
         params.parse_params(["num_shards=eight"], declared)
@@ -189,3 +202,14 @@ def test_docker_runner_without_an_engine_says_so_before_any_step(tmp_path, capsy
     assert code != 0
     assert "--runner docker: no docker engine answers" in captured.err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("raw"))
+
+
+def test_train_is_retried_and_resumes_from_checkpoint_uri(compiled):
+    """A preempted train pod is retried (Argo retries the pod; the new one starts with an empty output
+    folder), and checkpoint_uri reaches train so that the retry resumes from the bucket."""
+    pipeline_spec, _ = compiled
+    train, _ = all_tasks(pipeline_spec)["train"]
+    assert train["retryPolicy"] == {"maxRetryCount": 3, "backoffDuration": "60s", "backoffFactor": 2.0,
+                                    "backoffMaxDuration": "600s"}
+    assert train["inputs"]["parameters"]["checkpoint_uri"] == {"componentInputParameter": "checkpoint_uri"}
+    assert pipeline_spec["root"]["inputDefinitions"]["parameters"]["checkpoint_uri"]["defaultValue"] == ""

@@ -1,8 +1,8 @@
 """What a run on a Kubeflow Pipelines cluster needs that a kfp.local run does not: the one owner of the
 cluster contract's run-time rules (README "On a cluster").
 
-Used before submission (pipeline/submit.py) and inside the pods (the bodies in pipeline/ops.py), so it
-imports nothing beyond the standard library.
+Used before submission (pipeline/submit.py) and inside the pods (the bodies in pipeline/ops.py, in every
+image), so it imports nothing beyond the standard library.
 
 - Every step runs in its own pod, whose disk is empty and thrown away: a local path given as `source` or
   `publish_uri` names nothing the pod can read, and whatever is written there is lost.
