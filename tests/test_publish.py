@@ -63,6 +63,8 @@ def test_publishes_the_variant_its_metadata_report_results_and_card(evaluated, b
         assert section in card
     assert f"| **mv2_cpm_fp16** | {pckh:.1f} |" in card and "| mv2_cpm_fp32 |" in card
     assert f"{results['settings']['num_people']} people" in card
+    assert "Contract: `seed` (input pixels `bgr_0_255`" in card  # the default export's contract
+    assert "head_top, neck, right_shoulder" in card
 
 
 def test_best_picks_the_highest_pckh(evaluated, tmp_path):
