@@ -117,7 +117,8 @@ def open_model(path: Path) -> dict:
     is its .json; without one it is one of the seed's released files (seed contract, shapes give the stride)."""
     from pose import contract, keypoints, tflite_runtime
 
-    interpreter = tflite_runtime.load(path)
+    # every core for predicting (timing loads its own interpreters): the seed's 192 px files are the slow part
+    interpreter = tflite_runtime.load(path, num_threads=tflite_runtime.all_threads())
     _, height, width, channels = tflite_runtime.input_shape(interpreter)
     out_shape = tflite_runtime.output_shape(interpreter)
     if height != width or channels != 3 or len(out_shape) != 4:
