@@ -4,8 +4,9 @@
     python3 dev.py run  [args for `python -m pipeline run`]
     python3 dev.py test [args for pytest]
 
-Needs only Python 3.11. The environment is (re)built whenever requirements.lock or
-pyproject.toml change, so a fresh clone and an old checkout behave the same.
+Needs only Python 3.11. The environment holds requirements.lock (what the steps need at run time) and
+requirements-dev.lock (the test tools); it is (re)built whenever either lock or pyproject.toml change,
+so a fresh clone and an old checkout behave the same.
 """
 import hashlib
 import os
@@ -18,11 +19,12 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PYTHON = VENV / "bin" / "python"
 STAMP = VENV / ".bootstrap-stamp"
+LOCKS = ("requirements.lock", "requirements-dev.lock")
 
 
 def _environment_fingerprint() -> str:
     digest = hashlib.sha256()
-    for name in ("requirements.lock", "pyproject.toml"):
+    for name in (*LOCKS, "pyproject.toml"):
         digest.update((ROOT / name).read_bytes())
     return digest.hexdigest()
 
@@ -35,8 +37,8 @@ def bootstrap() -> None:
         print(f"[dev] creating {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
     pip = [str(PYTHON), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
-    print("[dev] installing requirements.lock (first run takes a minute or two)", flush=True)
-    subprocess.run(pip + ["-r", str(ROOT / "requirements.lock")], check=True)
+    print(f"[dev] installing {' and '.join(LOCKS)} (first run takes a minute or two)", flush=True)
+    subprocess.run(pip + [arg for lock in LOCKS for arg in ("-r", str(ROOT / lock))], check=True)
     subprocess.run(pip + ["--no-deps", "-e", str(ROOT)], check=True)
     STAMP.write_text(fingerprint)
 

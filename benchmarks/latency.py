@@ -10,7 +10,7 @@ repetitions, so the ratios compare like with like on a noisy shared machine.
 
 Every model is timed with LiteRT's XNNPACK delegate and with its builtin kernels; a model's latency is the
 faster of the two (an app picks its runtime), the seed's models included. The seed's released CPM file has
-width 0.5 (its first convolution has 16 filters = 32 x 0.5; DESIGN.md's 0.75 is its training default),
+width 0.5 (its first convolution has 16 filters = 32 x 0.5; 0.75 is its training code's default, experiments/mv2_cpm_192.yaml),
 so the CPM is built at 0.5 to compare like with like. `--cpm-config` takes the CPM's width and structure
 options from a training config instead (experiments/mv2_cpm_192_tiny.yaml: the released file's structure,
 layer for layer); `--cpm-stage-kernels 7,5` builds one CPM per stage kernel size (labelled `mv2_cpm-k5_...`
@@ -30,7 +30,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-SEED_MODELS = {"mv2_cpm": "pefm-cpm-192.tflite", "mv2_hourglass": "pefm-hourglass-192.tflite"}
+from pose.networks import IDENTITIES  # noqa: E402  (after the path is set)
+
+SEED_MODELS = {name: identity.seed_release + ".tflite" for name, identity in IDENTITIES.items()}
 
 
 def cpm_builds(cpm_width: float, cpm_config: str | None, stage_kernels: list[int]) -> dict:

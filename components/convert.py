@@ -9,17 +9,21 @@ Does   checks every record (keypoint list of 42, visibility codes, keypoints ins
        box corners in order, image present and not truncated), keeps AIC joint order, maps AIC
        visibility 1/2/3 to COCO 2/1/0, optionally keeps only single-person images.
 Writes annotations/person_keypoints_{train,valid}.json, images/{train,valid}/<aic id>.jpg (hard
-       links where possible), rejects.json when --skip-invalid skipped records. Everything is
-       written to a temporary folder beside <output> and renamed to <output> at the end.
+       links where possible), rejects.json when --skip-invalid skipped records. With --num-shards N
+       the images go into per-shard packs instead of images/: packs/<split>-<iiiii>-of-<nnnnn>/ holds
+       one shard's images and annotations (pose/packs.py), so that a shard task reads only its share.
+       Everything is written to a temporary folder beside <output> and renamed to <output> at the end.
 
-    python -m components.convert --input DIR --output DIR [--single-person] [--skip-invalid]
+    python -m components.convert --input DIR --output DIR [--single-person] [--skip-invalid] [--num-shards N]
 """
 import concurrent.futures
 import contextlib
 import gc
 import json
 import logging
+import math
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -29,16 +33,14 @@ from tqdm import tqdm
 
 from components import cli
 from pose import keypoints as kp
-from pose import steplog
+from pose import outputs, packs, steplog
 from pose.atomic import atomic_directory
 
 log = logging.getLogger("convert")
 
 SPLITS = ("train", "valid")
-OFFICIAL_LAYOUT = {
-    "train": ("keypoint_train_annotations_20170909.json", "keypoint_train_images_20170902"),
-    "valid": ("keypoint_validation_annotations_20170911.json", "keypoint_validation_images_20170911"),
-}
+# split -> (annotation file, image folder) of the official release (pose.keypoints.AIC_LAYOUT), found at any depth.
+OFFICIAL_LAYOUT = {split: (annotations, images) for split, (_, annotations, images) in kp.AIC_LAYOUT.items()}
 SEED_LAYOUT = {"train": ("ai_challenger_train.json", "train"), "valid": ("ai_challenger_valid.json", "valid")}
 
 # A labelled joint a pixel or two past the border is click noise (pulled inside); further out, a bad record.
@@ -46,6 +48,8 @@ OUTSIDE_TOLERANCE_PX = 2.0
 AIC_CODES = (1, 2, 3)
 SEED_COCO_TO_AIC = {2: 1, 1: 2, 0: 3}
 _NUMBER_TYPES = frozenset((int, float))
+# An image id becomes a file name in images/<split>/: a plain name, never a path (no '/', no '..').
+_PLAIN_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 IMAGE_CHUNK = 256  # images per thread-pool task: one future per image costs more than checking it
 JSON_SLICE = 10_000  # list items encoded at a time
 IMAGE_THREADS = 8  # image checks wait on file reads (slow on network disks), not on the CPU
@@ -99,19 +103,33 @@ class Record(NamedTuple):
 # The step
 # ---------------------------------------------------------------------------------------------
 
-def convert(input_dir: str, output_dir: str, single_person: bool = False, skip_invalid: bool = False) -> dict:
-    """Converts the AIC release below input_dir into the COCO layout at output_dir; returns the counts."""
+def convert(input_dir: str, output_dir: str, single_person: bool = False, skip_invalid: bool = False,
+            num_shards: int | None = None, allow_empty: bool = False) -> dict:
+    """Converts the AIC release below input_dir into the COCO layout at output_dir; returns the counts.
+    With num_shards, each split's images are written as num_shards packs (pose/packs.py), not images/.
+    A split left with no image is an error unless `allow_empty`."""
     output = Path(output_dir)
+    if num_shards is not None:
+        packs.check_num_shards(num_shards)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise ConvertError(f"output {output} exists and is not an empty folder")
+    outputs.check_output("convert", output_dir, [input_dir])
     with steplog.step("convert", input=input_dir, output=output_dir, single_person=single_person,
-                      skip_invalid=skip_invalid) as wrote, _without_cyclic_gc():
+                      skip_invalid=skip_invalid, num_shards=num_shards) as wrote, _without_cyclic_gc():
         sources = find_sources(Path(input_dir))
         with atomic_directory(output) as partial:
             (partial / "annotations").mkdir()
             counts, rejects = {}, []
             for split in SPLITS:
-                counts.update(_convert_split(split, sources[split], partial, single_person, skip_invalid, rejects))
+                counts.update(_convert_split(split, sources[split], partial, single_person, skip_invalid, rejects,
+                                             num_shards))
+                if not counts[f"{split}_people"] and not allow_empty:
+                    raise ConvertError(f"{sources[split].annotations}: no {split} image (or no person) left to convert "
+                                       f"({counts[f'{split}_records']} records, {counts[f'{split}_rejected']} rejected"
+                                       f"{', only single-person images kept' if single_person else ''}); "
+                                       "pass --allow-empty to write an empty split")
+            if num_shards:
+                counts["num_shards"] = num_shards
             counts["rejected"] = len(rejects)
             if rejects:
                 rejects.sort(key=lambda reject: (SPLITS.index(reject["split"]), reject["record"]))
@@ -167,7 +185,7 @@ def find_sources(input_dir: Path) -> dict:
     return sources
 
 
-def _convert_split(split, source, output, single_person, skip_invalid, rejects) -> dict:
+def _convert_split(split, source, output, single_person, skip_invalid, rejects, num_shards=None) -> dict:
     started = time.perf_counter()
 
     def reject(error: InvalidRecord):
@@ -219,18 +237,20 @@ def _convert_split(split, source, output, single_person, skip_invalid, rejects) 
         placed.append((record.image_file, file_name))
     del records, sizes
 
-    image_folder = output / "images" / split
-    image_folder.mkdir(parents=True)
-    place = _ImagePlacer(image_folder)
+    info = {"description": f"AI Challenger keypoints ({split}), AIC joint order", "source": str(source.annotations),
+            "layout": source.layout, "single_person": single_person}
+    place = _ImagePlacer()
     phase = time.perf_counter()
-    _map_in_chunks(place, placed, f"{split} place images")
+    if num_shards:
+        _write_packs(output, split, num_shards, info, images, annotations, placed, place)
+    else:
+        image_folder = output / "images" / split
+        image_folder.mkdir(parents=True)
+        _map_in_chunks(place, [(source_file, f"{image_folder}/{name}") for source_file, name in placed],
+                       f"{split} place images")
     log.info("%s: %s %d images in %.1fs", split, "linked" if place.link else "copied", len(placed),
              time.perf_counter() - phase)
-    coco = {
-        "info": {"description": f"AI Challenger keypoints ({split}), AIC joint order", "source": str(source.annotations),
-                 "layout": source.layout, "single_person": single_person},
-        "images": images, "annotations": annotations, "categories": [kp.COCO_CATEGORY],
-    }
+    coco = {"info": info, "images": images, "annotations": annotations, "categories": [kp.COCO_CATEGORY]}
     _write_json(output / "annotations" / f"person_keypoints_{split}.json", coco)
     elapsed = time.perf_counter() - started
     log.info("%s: wrote %d images, %d people in %.1fs, %.0f records/s", split, len(images), len(annotations),
@@ -267,6 +287,7 @@ def _parse_official(index, record, images: str) -> Record:
     image_id = record.get("image_id")
     if not isinstance(image_id, str) or not image_id:
         raise _Bad("no image_id string")
+    _check_image_id(image_id)
     keypoints, boxes = record.get("keypoint_annotations"), record.get("human_annotations")
     for field, value in (("keypoint_annotations", keypoints), ("human_annotations", boxes)):
         if not isinstance(value, dict):
@@ -300,6 +321,7 @@ def _seed_records(source: Source):
         try:
             if image_id is None:
                 raise _Bad("no file_name string")
+            _check_image_id(image_id)
             people = []
             for annotation in by_image.pop(image.get("id"), []):
                 human = f"annotation {annotation.get('id')}"
@@ -334,16 +356,31 @@ def _load_json(path: Path):
 # Checks
 # ---------------------------------------------------------------------------------------------
 
+def _check_image_id(image_id: str) -> None:
+    if not _PLAIN_ID.fullmatch(image_id) or image_id in (".", ".."):
+        raise _Bad(f"image_id {image_id!r} is not a plain file name (letters, digits, '_', '-', '.'; "
+                   "no '/' or '..'): it would name a file outside the release's image folder")
+
+
+def _all_finite(values) -> bool:
+    try:
+        return math.isfinite(math.fsum(values))
+    except (OverflowError, ValueError):  # an integer too large for a float; inf - inf
+        return False
+
+
 def _check_keypoints(values, codes, human) -> list:
     expected = 3 * kp.NUM_KEYPOINTS
     if not isinstance(values, list) or len(values) != expected:
         length = len(values) if isinstance(values, list) else type(values).__name__
         raise _Bad(f"keypoint list has length {length}, expected {expected} ({kp.NUM_KEYPOINTS} joints x [x, y, v])", human)
-    if set(map(type, values)) <= _NUMBER_TYPES and set(values[2::3]) <= set(codes):
+    if set(map(type, values)) <= _NUMBER_TYPES and set(values[2::3]) <= set(codes) and _all_finite(values):
         return values  # the common case, checked at C speed; the loop below finds what is wrong
     for joint, (x, y, v) in enumerate(zip(values[0::3], values[1::3], values[2::3])):
         if type(x) not in _NUMBER_TYPES or type(y) not in _NUMBER_TYPES:
             raise _Bad(f"joint {joint} ({kp.NAMES[joint]}) has non-numeric coordinates {[x, y]!r}", human)
+        if not _all_finite((x, y)):
+            raise _Bad(f"joint {joint} ({kp.NAMES[joint]}) has coordinates {[x, y]!r}, not finite numbers", human)
         if v not in codes or type(v) not in _NUMBER_TYPES:
             raise _Bad(f"joint {joint} ({kp.NAMES[joint]}) has visibility code {v!r}, "
                        f"expected one of {', '.join(map(str, sorted(codes)))}", human)
@@ -353,6 +390,8 @@ def _check_keypoints(values, codes, human) -> list:
 def _check_box(box, human) -> list:
     if not isinstance(box, list) or len(box) != 4 or not set(map(type, box)) <= _NUMBER_TYPES:
         raise _Bad(f"box {box!r} is not [x1, y1, x2, y2]", human)
+    if not _all_finite(box):
+        raise _Bad(f"box {box!r} has a coordinate that is not a finite number", human)
     x1, y1, x2, y2 = box
     if x2 < x1:
         raise _Bad(f"box {box} has x2 < x1", human)
@@ -451,15 +490,37 @@ def image_size(path: str):
         os.close(fd)
 
 
+def _write_packs(output: Path, split: str, num_shards: int, info: dict, images: list, annotations: list,
+                 placed: list, place) -> None:
+    """One pack per shard: its images (pose.packs.shard_of_images) with their people, and pack.json."""
+    shard_of = packs.shard_of_images([image["id"] for image in images], num_shards)
+    pack_images = [[] for _ in range(num_shards)]
+    pack_people = [[] for _ in range(num_shards)]
+    for image in images:
+        pack_images[shard_of[image["id"]]].append(image)
+    for person in annotations:
+        pack_people[shard_of[person["image_id"]]].append(person)
+    for index in range(num_shards):
+        folder = output / packs.pack_path(split, index, num_shards)
+        (folder / "images" / split).mkdir(parents=True)
+        (folder / "annotations").mkdir()
+        _write_json(folder / "annotations" / f"person_keypoints_{split}.json",
+                    {"info": {**info, "shard_index": index, "num_shards": num_shards}, "images": pack_images[index],
+                     "annotations": pack_people[index], "categories": [kp.COCO_CATEGORY]})
+        packs.write_pack_info(folder, split, index, num_shards, len(pack_images[index]), len(pack_people[index]))
+    targets = [(source_file, f"{output}/{packs.pack_path(split, shard_of[image['id']], num_shards)}"
+                             f"/images/{split}/{name}") for image, (source_file, name) in zip(images, placed)]
+    _map_in_chunks(place, targets, f"{split} place images in {num_shards} packs")
+
+
 class _ImagePlacer:
     """Hard-links images into the output; copies once linking fails (another file system, no permission)."""
 
-    def __init__(self, folder: Path):
-        self.folder, self.link = folder, True
+    def __init__(self):
+        self.link = True
 
     def __call__(self, item):
-        source, file_name = item
-        target = f"{self.folder}/{file_name}"
+        source, target = item
         if self.link:
             try:
                 os.link(source, target)
@@ -511,8 +572,12 @@ def main(argv=None) -> int:
     arguments.add_argument("--single-person", action="store_true", help="keep only images with exactly one person")
     arguments.add_argument("--skip-invalid", action="store_true",
                            help="skip invalid records (listed in rejects.json) instead of stopping")
+    arguments.add_argument("--num-shards", type=int, default=None,
+                           help="write each split's images as N per-shard packs (packs/) instead of images/")
+    arguments.add_argument("--allow-empty", action="store_true", help="write a split that has no image left")
     return cli.run("convert", arguments, lambda args: print(json.dumps(convert(
-        args.input, args.output, single_person=args.single_person, skip_invalid=args.skip_invalid))), argv)
+        args.input, args.output, single_person=args.single_person, skip_invalid=args.skip_invalid,
+        num_shards=args.num_shards, allow_empty=args.allow_empty))), argv)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from components import cli
-from pose import steplog, storage
+from pose import outputs, steplog, storage
 from pose.atomic import atomic_directory
 
 log = logging.getLogger("download")
@@ -44,16 +44,24 @@ class DownloadError(ValueError):
     """A source that cannot be fetched or is not what it claims to be; the message names it."""
 
 
-def download(source: str, output: str, sha256: str | None = None) -> dict:
-    """Fetches `source` into the folder `output`; returns counts (images, bytes, ...) for the metadata."""
+def download(source: str, output: str, sha256: str | None = None, allow_no_images: bool = False) -> dict:
+    """Fetches `source` into the folder `output`; returns counts (images, bytes, ...) for the metadata.
+    A source that yields no image is an error unless `allow_no_images`."""
     if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256.strip()):
         raise DownloadError(f"{source}: --sha256 must be 64 hex digits, got {sha256!r}")
     if Path(output).exists() and not (Path(output).is_dir() and not any(Path(output).iterdir())):
         raise DownloadError(f"{output}: output already exists and is not an empty folder")
+    parsed = urllib.parse.urlparse(source)
+    if parsed.scheme.lower() in ("", "file"):
+        outputs.check_output("download", output, [urllib.parse.unquote(parsed.path) if parsed.scheme else source])
     with steplog.step("download", source=source, output=output, sha256=sha256 or "-") as wrote:
         with atomic_directory(output) as partial:
             summary = _fetch(source, partial, sha256.strip().lower() if sha256 else None)
-        summary.update(count_release(output), source=source)
+            counts = count_release(str(partial))
+            if not counts["images"] and not allow_no_images:
+                raise DownloadError(f"{source}: yielded no images ({counts['files']} files, {counts['bytes']} bytes; "
+                                    f"expected {', '.join(IMAGE_SUFFIXES)} files); pass --allow-no-images to keep it")
+        summary.update(counts, source=source)
         wrote.update(summary)
     return summary
 
@@ -89,6 +97,9 @@ def _fetch(source: str, dest: Path, sha256: str | None) -> dict:
             raise DownloadError(f"{source}: unsupported scheme {scheme!r}; expected https, http, gs, file or synthetic")
     except storage.StorageError as error:
         raise DownloadError(str(error) if source in str(error) else f"{source}: {error}") from None
+    except (TimeoutError, ConnectionError) as error:  # a read that stalled or broke off mid-transfer
+        raise DownloadError(f"{source}: the transfer stalled or broke off ({type(error).__name__}: {error}; "
+                            f"each read waits at most {storage.network_timeout():g} s, POSE_NETWORK_TIMEOUT)") from None
     return {}
 
 
@@ -181,6 +192,8 @@ def _unpack(path: Path, name: str, dest: Path, source: str, digest: str | None, 
     """Verifies the file's digest, then extracts it into dest if it is an archive, else places it there."""
     if sha256 and digest != sha256:
         raise DownloadError(f"{source}: sha256 mismatch: expected {sha256}, got {digest}")
+    if path.stat().st_size == 0:
+        raise DownloadError(f"{source}: is an empty file (0 bytes)")
     kind = _archive_kind(path, name)
     if kind:
         _extract(path, kind, dest, f"{source} ({name})" if name not in source else source)
@@ -232,6 +245,7 @@ def _extract(archive: Path, kind: str, dest: Path, label: str) -> None:
                     # The "data" filter also refuses links out of dest and device files.
                     bundle.extract(member, dest, filter="data")
                     count += 1
+                _check_tar_end(bundle, label, count)
     except tarfile.FilterError as error:
         raise DownloadError(f"{label}: refusing member {error.tarinfo.name!r}: it escapes the output folder "
                             f"({error})") from None
@@ -240,9 +254,18 @@ def _extract(archive: Path, kind: str, dest: Path, label: str) -> None:
     log.info("extracted %d members from %s", count, label)
 
 
+def _check_tar_end(bundle: tarfile.TarFile, label: str, count: int) -> None:
+    """A tar ends with zero blocks; tarfile accepts an archive cut at a member boundary as a shorter one."""
+    bundle.fileobj.seek(bundle.offset)
+    end = bundle.fileobj.read(tarfile.BLOCKSIZE)
+    if len(end) < tarfile.BLOCKSIZE or any(end):
+        raise DownloadError(f"{label}: the tar archive ends early, after {count} members without its end-of-archive "
+                            "blocks (truncated download?)")
+
+
 def _check_member_name(name: str, dest: Path, label: str) -> None:
     """Absolute names are refused even though extractors would strip the slash: the archive is not what it claims."""
-    if name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name) or not _is_inside(dest / name, dest):
+    if name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name) or not storage.is_inside(dest / name, dest):
         raise DownloadError(f"{label}: refusing member {name!r}: it escapes the output folder")
 
 
@@ -251,13 +274,8 @@ def _check_zip_member(bundle: zipfile.ZipFile, member: zipfile.ZipInfo, dest: Pa
     _check_member_name(name, dest, label)
     if stat.S_ISLNK(member.external_attr >> 16):
         target = bundle.read(member).decode(errors="replace")
-        if os.path.isabs(target) or not _is_inside((dest / name).parent / target, dest):
+        if os.path.isabs(target) or not storage.is_inside((dest / name).parent / target, dest):
             raise DownloadError(f"{label}: refusing member {name!r}: a link to {target!r} outside the output folder")
-
-
-def _is_inside(path: Path, folder: Path) -> bool:
-    root = os.path.abspath(folder)
-    return os.path.commonpath([os.path.abspath(path), root]) == root
 
 
 def _link_or_copy(source, target) -> None:
@@ -273,7 +291,7 @@ def _link_or_copy(source, target) -> None:
 
 def count_release(folder: str) -> dict:
     """Images per AIC split (by the official image folder names) and the total size, for the metadata."""
-    from pose.synthetic import AIC_LAYOUT
+    from pose.keypoints import AIC_LAYOUT
 
     counts = {"images": 0, "images_train": 0, "images_valid": 0, "bytes": 0, "files": 0}
     image_folders = {layout[2]: split for split, layout in AIC_LAYOUT.items()}
@@ -296,7 +314,9 @@ def main(argv=None) -> int:
                            help="https://, http://, gs://, a local path, file:// or synthetic://N[?seed=S]")
     arguments.add_argument("--output", required=True, help="folder to create (must not exist, or be empty)")
     arguments.add_argument("--sha256", default=None, help="expected SHA-256 (hex) of a single-file source")
-    return cli.run("download", arguments, lambda args: download(args.source, args.output, args.sha256), argv)
+    arguments.add_argument("--allow-no-images", action="store_true", help="keep a source that holds no image")
+    return cli.run("download", arguments, lambda args: download(args.source, args.output, args.sha256,
+                                                                allow_no_images=args.allow_no_images), argv)
 
 
 if __name__ == "__main__":

@@ -25,14 +25,15 @@ import time
 from pathlib import Path
 
 from components import cli
+from pose.codec import DEFAULT_REFINE, REFINE_MODES
 
 log = logging.getLogger("evaluate")
 
 REPO = Path(__file__).resolve().parent.parent
 BATCH_SIZE = 16
-REFINE_CHOICES = ("dark", "quarter", "none")
 # Prediction keys of the seed's models, apart from ours.
 ANCHOR_PREFIX = "seed:"
+PREDICT_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
 class EvaluationError(ValueError):
@@ -40,22 +41,29 @@ class EvaluationError(ValueError):
 
 
 def evaluate(models_dir: str, data_dirs: list[str], output_dir: str, anchors_dir: str | None = None,
-             flip_test: bool = False, refine: str = "dark", latency_runs: int = 50, gallery_size: int = 12) -> dict:
+             flip_test: bool = False, refine: str = DEFAULT_REFINE, latency_runs: int = 50, gallery_size: int = 12) -> dict:
     """Evaluates every .tflite in `models_dir` on `data_dirs`; writes results.json and report.html to
     `output_dir` and returns the results dict."""
-    from pose import report, steplog
+    from pose import inputs, outputs, records, report, steplog
+    from pose import results as results_file
     from pose.atomic import atomic_directory
 
-    if refine not in REFINE_CHOICES:
-        raise EvaluationError(f"refine must be one of {REFINE_CHOICES}, not {refine!r}")
+    if refine not in REFINE_MODES:
+        raise EvaluationError(f"refine must be one of {REFINE_MODES}, not {refine!r}")
+    if latency_runs < 1:
+        raise EvaluationError(f"--latency-runs {latency_runs}: at least 1 timed run per model is needed")
+    if gallery_size < 0:
+        raise EvaluationError(f"--gallery-size {gallery_size}: must not be negative")
     anchors_dir = resolve_anchors_dir(anchors_dir)
+    outputs.check_output("evaluate", output_dir, [models_dir, *data_dirs, anchors_dir])
     with steplog.step("evaluate", models=models_dir, data=data_dirs, output=output_dir, anchors=anchors_dir,
                       refine=refine, flip_test=flip_test) as wrote:
         models = _open_models(Path(models_dir))
         anchors = {path.stem: open_model(path) for path in sorted(anchors_dir.glob("*.tflite"))} if anchors_dir else {}
         predicted = {**models, **{ANCHOR_PREFIX + name: anchor for name, anchor in anchors.items()}}
-        predictions, truth, gallery = _predict_validation(predicted, data_dirs, refine, flip_test, gallery_size,
-                                                          gallery_candidates=list(models))
+        with records.named_shard_errors(inputs.read_index(data_dirs)["files"]):
+            predictions, truth, gallery = _predict_validation(predicted, data_dirs, refine, flip_test, gallery_size,
+                                                              gallery_candidates=list(models))
         results = {"settings": {"models_dir": str(models_dir), "data_dirs": [str(d) for d in data_dirs],
                                 "anchors_dir": str(anchors_dir) if anchors_dir else None, "refine": refine,
                                 "flip_test": flip_test, "latency_runs": latency_runs,
@@ -72,8 +80,8 @@ def evaluate(models_dir: str, data_dirs: list[str], output_dir: str, anchors_dir
                                         **_speed_and_size(anchor["path"], latency_runs)}
         _compare_with_seed(results)
 
-        with atomic_directory(output_dir) as tmp:
-            (tmp / "results.json").write_text(json.dumps(results, indent=2, default=_json_default))
+        with atomic_directory(output_dir, step="evaluate") as tmp:
+            results_file.write(tmp / results_file.FILE_NAME, results)
             (tmp / "report.html").write_text(report.render(results, gallery["images"]))
         for name, model in results["models"].items():
             log.info("%s: PCKh %.1f, AP %.3f, %.2f ms (1 thread), %.2f MB, runtime %s%s", name, 100 * model["pckh"], model["ap"],
@@ -113,10 +121,11 @@ def _open_models(models_dir: Path) -> dict:
 
 
 def open_model(path: Path) -> dict:
-    """{path, interpreter, metadata, contract, input_size, stride} of a .tflite, checking shapes. The metadata
+    """{path, interpreter, metadata, contract, input_size, heatmap_size} of a .tflite, checking shapes. The metadata
     is its .json; without one it is one of the seed's released files (seed contract, shapes give the stride)."""
-    from pose import contract, keypoints, tflite_runtime
+    from pose import contract, integrity, keypoints, tflite_runtime
 
+    integrity.verify_tflite(path)
     # every core for predicting (timing loads its own interpreters): the seed's 192 px files are the slow part
     interpreter = tflite_runtime.load(path, num_threads=tflite_runtime.all_threads())
     _, height, width, channels = tflite_runtime.input_shape(interpreter)
@@ -143,7 +152,7 @@ def open_model(path: Path) -> dict:
         raise EvaluationError(f"{path}: size mismatch: the model takes {height}x{width} but {meta_path.name} says "
                               f"input_size {metadata['input_size']}")
     return {"path": path, "interpreter": interpreter, "metadata": metadata, "contract": model_contract,
-            "input_size": height, "stride": height / out_shape[1]}
+            "input_size": height, "heatmap_size": out_shape[1]}
 
 
 def run_in_contract(model: dict, images):
@@ -161,15 +170,21 @@ def _predict_validation(models: dict, data_dirs: list[str], refine: str, flip_te
     import numpy as np
     from tqdm import tqdm
 
-    from pose import decoding, inputs, keypoints, tflite_runtime
+    from pose import codec, integrity, inputs, keypoints
 
     index = inputs.read_index(data_dirs)
+    integrity.verify_shards(data_dirs)
+    if index["split"] != "valid":
+        log.warning("evaluating on shards of split %r (%s), not on validation shards: the figures do not measure "
+                    "generalisation", index["split"], ", ".join(map(str, data_dirs)))
     if index["num_examples"] == 0:
         raise EvaluationError(f"{', '.join(map(str, data_dirs))}: the shards hold no people to evaluate")
     gallery_model = next((n for n in gallery_candidates if n.endswith("_fp32")), gallery_candidates[0])
     predictions = {name: {"keypoints": [], "scores": []} for name in models}
     truth = {key: [] for key in ("keypoints", "visibility", "bbox", "image_id")}
     gallery = {"model": gallery_model, "images": []}
+    codecs = {name: codec.HeatmapCodec.for_heatmaps(m["input_size"], m["heatmap_size"], refine=refine)
+              for name, m in models.items()}
     started = time.perf_counter()
     for size in sorted({m["input_size"] for m in models.values()}):
         sized = {name: m for name, m in models.items() if m["input_size"] == size}
@@ -188,9 +203,8 @@ def _predict_validation(models: dict, data_dirs: list[str], refine: str, flip_te
                 truth["image_id"].append(batch["image_id"])
             for name, model in sized.items():
                 predict = lambda images, m=model: run_in_contract(m, images)  # noqa: E731
-                heatmaps = decoding.flip_test(predict, batch["image"]) if flip_test else predict(batch["image"])
-                coords, scores = decoding.decode(heatmaps, refine=refine)
-                in_input = decoding.heatmap_to_input(coords, model["stride"])
+                heatmaps = codec.flip_test(predict, batch["image"]) if flip_test else predict(batch["image"])
+                in_input, scores = codecs[name].decode_to_input(heatmaps)
                 predictions[name]["keypoints"].append(input_to_original(in_input, batch["to_original"]))
                 predictions[name]["scores"].append(scores)
                 if name == gallery_model and len(gallery["images"]) < gallery_size:
@@ -257,13 +271,20 @@ def _speed_and_size(path: Path, runs: int) -> dict:
             "latency_by_runtime": by_runtime}
 
 
-def _family(name: str) -> str:
-    return "hourglass" if "hourglass" in name.lower() else "cpm"
+def _family(name: str) -> str | None:
+    from pose import networks
+
+    try:
+        return networks.identity(name).family
+    except networks.UnknownModel:
+        return None
 
 
 def _compare_with_seed(results: dict) -> None:
-    """Adds vs_seed (ours / the seed's model of the same family: latency at 1 and all threads, size)."""
+    """Adds vs_seed (ours / the seed's model of the same family: latency at 1 and all threads, size); None
+    for a model of no known family or without the seed's model of its family."""
     anchors = {_family(name): anchor for name, anchor in results["anchors"].items()}
+    anchors.pop(None, None)
     for name, model in results["models"].items():
         anchor = anchors.get(_family(model["metadata"].get("model", name)))
         if anchor is None:
@@ -282,26 +303,21 @@ def _compare_with_seed(results: dict) -> None:
         }
 
 
-def _json_default(value):
-    import numpy as np
-
-    if isinstance(value, (np.generic,)):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value)}")
-
-
-def predict(model_path: str, image_path: str, output_path: str, refine: str = "dark",
+def predict(model_path: str, image_path: str, output_path: str, refine: str = DEFAULT_REFINE,
             min_score: float = 0.1) -> dict:
     """Draws the predicted skeleton on `image_path` (the whole image letterboxed to the model input) into
     `output_path`; returns {"keypoints": [[x, y], ...] in image pixels, "scores": [...]}."""
     import cv2
     import numpy as np
 
-    from pose import contract, decoding, report, tflite_runtime
+    from pose import contract, report, tflite_runtime
+    from pose.codec import HeatmapCodec
     from pose.atomic import atomic_file
 
+    suffix = Path(output_path).suffix.lower()
+    if suffix not in PREDICT_SUFFIXES:
+        raise EvaluationError(f"{output_path}: cannot write a {suffix or 'suffix-less'} file; name an image "
+                              f"({', '.join(PREDICT_SUFFIXES)})")
     model = open_model(Path(model_path))
     size = model["input_size"]
     image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
@@ -317,9 +333,8 @@ def predict(model_path: str, image_path: str, output_path: str, refine: str = "d
     heatmaps = contract.to_aic_order(
         tflite_runtime.run(model["interpreter"], contract.model_input(letterboxed[None], model["contract"])),
         model["contract"])
-    coords, scores = decoding.decode(heatmaps, refine=refine)
-    in_input = decoding.heatmap_to_input(coords[0], size / heatmaps.shape[1])
-    points = (in_input - to_input[:, 2]) / scale
+    in_input, scores = HeatmapCodec.for_heatmaps(size, heatmaps.shape[1], refine=refine).decode_to_input(heatmaps)
+    points = (in_input[0] - to_input[:, 2]) / scale
     report.draw_skeleton(image, points, scores[0] >= min_score, report.PREDICTED_COLOUR,
                          thickness=max(2, round(max(height, width) / 200)))
     output_path = Path(output_path)
@@ -338,7 +353,7 @@ def main(argv=None) -> int:
         arguments.add_argument("--model", required=True, help=".tflite model")
         arguments.add_argument("--image", required=True, help="any image cv2 reads")
         arguments.add_argument("--output", required=True, help="output image (.png)")
-        arguments.add_argument("--refine", choices=REFINE_CHOICES, default="dark")
+        arguments.add_argument("--refine", choices=REFINE_MODES, default=DEFAULT_REFINE)
         arguments.add_argument("--min-score", type=float, default=0.1,
                                help="joints below this peak score are not drawn")
         return cli.run("predict", arguments, lambda args: predict(args.model, args.image, args.output,
@@ -350,7 +365,7 @@ def main(argv=None) -> int:
     arguments.add_argument("--output", required=True, help="folder for results.json and report.html")
     arguments.add_argument("--anchors", help="seed models folder (default: $POSE_ANCHORS_DIR, else ../shared/anchors)")
     arguments.add_argument("--flip-test", action="store_true", help="average with the prediction on the mirrored image")
-    arguments.add_argument("--refine", choices=REFINE_CHOICES, default="dark", help="sub-pixel heatmap refinement")
+    arguments.add_argument("--refine", choices=REFINE_MODES, default=DEFAULT_REFINE, help="sub-pixel heatmap refinement")
     arguments.add_argument("--latency-runs", type=int, default=50, help="timed runs per model and thread count")
     arguments.add_argument("--gallery-size", type=int, default=12)
     return cli.run("evaluate", arguments, lambda args: evaluate(

@@ -19,8 +19,6 @@ from components import cli
 
 log = logging.getLogger("freeze")
 
-CPM_OUTPUT = "Convolutional_Pose_Machine/stage_5_out"
-HOURGLASS_OUTPUT = "hourglass_out_3"
 INPUT_NAME = "image"
 MAX_ABS_DIFF = 1e-4
 SAMPLE_SEED = 0
@@ -30,10 +28,6 @@ class FreezeError(ValueError):
     """The model folder is unusable, or the exported graphs disagree with the Keras model."""
 
 
-def output_name_for(model_name: str) -> str:
-    return HOURGLASS_OUTPUT if "hourglass" in model_name.lower() else CPM_OUTPUT
-
-
 def freeze(model_dir: str, output_dir: str, export_contract: str = "seed") -> dict:
     """Exports `model_dir`/model.keras to `output_dir` in `export_contract` (pose.contract: "seed" or "aic");
     returns model_info (also written as model_info.json)."""
@@ -41,16 +35,20 @@ def freeze(model_dir: str, output_dir: str, export_contract: str = "seed") -> di
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    from pose import contract, keypoints, steplog
+    from pose import contract, keypoints, networks, outputs, steplog
 
     try:
         contract.check(export_contract)
     except contract.ContractError as error:
         raise FreezeError(str(error)) from error
+    outputs.check_output("freeze", output_dir, [model_dir])
     with steplog.step("freeze", model=model_dir, output=output_dir, contract=export_contract) as wrote:
         model, train_info = _load_model(Path(model_dir))
         model_name = train_info.get("model", model.name)
-        output_name = output_name_for(model_name)
+        try:
+            output_name = networks.identity(model_name).seed_output_name
+        except networks.UnknownModel as error:
+            raise FreezeError(f"{model_dir}: {error}") from error
         _, height, width, channels = model.input_shape
         if height != width or channels != 3:
             raise FreezeError(f"{model_dir}/model.keras: input shape {model.input_shape}, expected [N, S, S, 3]")
@@ -72,7 +70,7 @@ def freeze(model_dir: str, output_dir: str, export_contract: str = "seed") -> di
         sample = np.random.default_rng(SAMPLE_SEED).random((1, height, width, 3), dtype=np.float32)
 
         from pose.atomic import atomic_directory
-        with atomic_directory(output_dir) as tmp:
+        with atomic_directory(output_dir, step="freeze") as tmp:
             module = tf.Module()
             module.model = model
             module.serve = serve
@@ -111,21 +109,40 @@ def freeze(model_dir: str, output_dir: str, export_contract: str = "seed") -> di
 def _load_model(model_dir: Path):
     import keras
 
-    try:  # the networks module registers any custom layers the saved model names
-        import pose.networks  # noqa: F401
-    except ModuleNotFoundError as error:
-        if error.name != "pose.networks":
-            raise
     path = model_dir / "model.keras"
     if not path.is_file():
         raise FreezeError(f"{model_dir}: no model.keras (expected a train output folder)")
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise FreezeError(f"{path}: not a Keras model file (a .keras file is a zip archive; this one is not: "
+                          "damaged, or something else renamed)")
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as error:
         raise FreezeError(f"{path}: cannot load the Keras model: {error}") from error
     info_path = model_dir / "train_metadata.json"
-    train_info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    try:
+        train_info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    except ValueError as error:
+        raise FreezeError(f"{info_path}: not valid JSON ({error})") from None
+    _check_pose_model(model, path, train_info)
     return model, train_info
+
+
+def _check_pose_model(model, path: Path, train_info: dict) -> None:
+    """A pose model maps [N, S, S, 3] images to [N, S/stride, S/stride, K] heatmaps (the last output when it
+    has one per stage); anything else (a classifier, say) would freeze into a file no app can use."""
+    outputs = model.outputs if isinstance(model.outputs, (list, tuple)) else [model.outputs]
+    shape = tuple(outputs[-1].shape) if outputs else ()
+    size = model.input_shape[1] if len(model.input_shape) == 4 else None
+    expected_k = train_info.get("num_keypoints")
+    if len(shape) != 4 or not size or not shape[1] or shape[1] != shape[2] or size % shape[1]:
+        raise FreezeError(f"{path}: output shape {shape} for input {model.input_shape}: not a pose model "
+                          "(expected [N, h, h, K] heatmaps, h dividing the input size)")
+    if expected_k is not None and shape[-1] != expected_k:
+        raise FreezeError(f"{path}: {shape[-1]} heatmap channels, but train_metadata.json says "
+                          f"num_keypoints {expected_k}")
 
 
 def _compare(model, folder: Path, output_name: str, sample, export_contract: str) -> dict:

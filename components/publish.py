@@ -6,7 +6,8 @@ Takes    a tflite output folder (`<model>_<variant>.tflite` + `.json`), evaluate
 Does     stages the files and a model card written from results.json (model, data, figures, intended use,
          limitations), then uploads them; `published.json` (what was published, with sha256) goes last, so a
          reader that finds it knows every other file is complete.
-Writes   at the destination: the .tflite, its .json, report.html, results.json, MODEL_CARD.md, published.json.
+Writes   at the destination: the .tflite, its .json, report.html, results.json, MODEL_CARD.md, the web demo
+         (demo/, pose.web_demo.page_files: a static host of the destination serves a working demo), published.json.
          The KFP component's `published` artifact is the staged copy of exactly those files.
 """
 import datetime
@@ -19,7 +20,9 @@ from pathlib import Path
 
 
 from components import cli
-from pose import keypoints
+from pose import keypoints, web_demo
+from pose import results as results_schema
+from pose.atomic import atomic_file
 
 log = logging.getLogger("publish")
 
@@ -44,21 +47,27 @@ def publish(models_dir: str, report_path: str, results_path: str, destination: s
                       destination=destination, variant=variant) as wrote:
         results = _read_results(Path(results_path))
         model_file = _choose_model(Path(models_dir), variant, results)
+        from pose import integrity
+
+        integrity.verify_tflite(model_file)
         report_file = _file_in(Path(report_path), "report.html", "report")
         with _staging(staging_dir) as staged:
             for source in (model_file, model_file.with_suffix(".json"), report_file):
                 shutil.copyfile(source, staged / source.name)
             if report_file.name != "report.html":
                 (staged / report_file.name).rename(staged / "report.html")
-            (staged / "results.json").write_text(json.dumps(results, indent=2))
+            results_schema.write(staged / results_schema.FILE_NAME, results)
             (staged / MODEL_CARD).write_text(model_card(results, model_file.stem, destination))
+            for source, name in web_demo.page_files():
+                (staged / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, staged / name)
             manifest = {
                 "model": model_file.stem,
                 "variant": model_file.stem.rsplit("_", 1)[-1],
                 "destination": destination.rstrip("/"),
                 "published_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                "files": {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
-                          for p in sorted(staged.iterdir())},
+                "files": {name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+                          for name, p in _staged_files(staged)},
             }
             (staged / MANIFEST).write_text(json.dumps(manifest, indent=2))
             uris = _upload(staged, destination)
@@ -67,15 +76,11 @@ def publish(models_dir: str, report_path: str, results_path: str, destination: s
     return manifest
 
 
-def _read_results(path: Path) -> dict:
-    path = _file_in(path, "results.json", "results")
+def _read_results(path: Path) -> results_schema.Results:
     try:
-        results = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise PublishError(f"{path}: not valid JSON ({error})") from error
-    if not isinstance(results, dict) or not isinstance(results.get("models"), dict) or not results["models"]:
-        raise PublishError(f"{path}: no 'models' with evaluation figures (expected evaluate's results.json)")
-    return results
+        return results_schema.read(path)
+    except results_schema.ResultsError as error:
+        raise PublishError(str(error)) from error
 
 
 def _file_in(path: Path, name: str, what: str) -> Path:
@@ -128,30 +133,97 @@ class _staging:
 
 
 def _upload(staged: Path, destination: str) -> list[str]:
-    """Every staged file, published.json last."""
-    files = sorted(staged.iterdir(), key=lambda p: (p.name == MANIFEST, p.name))
+    """All or nothing for readers: the destination's published.json is removed first, every other staged file
+    is uploaded, published.json goes last; then the files the previous manifest listed and this one does not
+    are removed. A failure part way leaves no manifest, so none vouches for files that have changed."""
+    files = sorted(_staged_files(staged), key=lambda named: (named[0] == MANIFEST, named[0]))
     base = destination.rstrip("/")
     if destination.startswith("gs://"):
+        store = _GcsDestination(base)
+    elif "://" in destination:
+        raise PublishError(f"destination {destination!r}: expected gs://bucket/prefix or a local folder")
+    else:
+        store = _LocalDestination(Path(destination))
+    try:
+        previous = store.read(MANIFEST)
+        store.remove(MANIFEST)
+        written = [store.put(name, p) for name, p in files]
+        old_files = set(json.loads(previous).get("files", {})) if previous else set()
+        for stray in sorted(old_files - {name for name, _ in files}):
+            if stray.startswith("/") or "\\" in stray or ".." in stray.split("/"):
+                continue  # a manifest names files below the destination; anything else was not written by publish
+            store.remove(stray)  # publish wrote it, under the previous manifest
+    except (OSError, ValueError) as error:
+        raise PublishError(f"{destination}: upload failed, so no {MANIFEST} is there (the files may be partly "
+                           f"replaced): {error}") from error
+    return written
+
+
+class _GcsDestination:
+    def __init__(self, base: str):
         from pose import storage
 
+        self.base, self.storage = base, storage
+        self.client = storage.gcs_client()
+        self.bucket_name, self.prefix = storage.split_gs_uri(base + "/")
+
+    def _call(self, name: str, action):
         from google.api_core import exceptions
 
-        client = storage.gcs_client()
+        uri = f"{self.base}/{name}"
         try:
-            return [storage.upload_file(str(p), f"{base}/{p.name}", client) for p in files]
-        except exceptions.GoogleAPICallError as error:  # a missing bucket, no permission
-            raise PublishError(f"{destination}: upload failed: {error}") from error
-    if "://" in destination:
-        raise PublishError(f"destination {destination!r}: expected gs://bucket/prefix or a local folder")
-    target = Path(destination)
-    target.mkdir(parents=True, exist_ok=True)
-    written = []
-    for p in files:
-        tmp = target / f".{p.name}.tmp"
-        shutil.copyfile(p, tmp)
-        tmp.replace(target / p.name)
-        written.append(str(target / p.name))
-    return written
+            with self.storage.gcs_errors(uri):
+                return action(self.client.bucket(self.bucket_name).blob(self.prefix + name))
+        except exceptions.GoogleAPICallError as error:  # a missing bucket, no permission, a refused name
+            raise self.storage.StorageError(f"{uri}: {error}") from None
+
+    def read(self, name: str) -> bytes | None:
+        from google.api_core import exceptions
+
+        def read(blob):
+            try:
+                return blob.download_as_bytes(**self.storage.gcs_options())
+            except exceptions.NotFound:
+                return None
+        return self._call(name, read)
+
+    def remove(self, name: str) -> None:
+        from google.api_core import exceptions
+
+        def remove(blob):
+            try:
+                blob.delete(**self.storage.gcs_options())
+            except exceptions.NotFound:
+                pass
+        self._call(name, remove)
+
+    def put(self, name: str, path: Path) -> str:
+        self._call(name, lambda blob: blob.upload_from_filename(str(path), **self.storage.gcs_options()))
+        return f"{self.base}/{name}"
+
+
+class _LocalDestination:
+    def __init__(self, folder: Path):
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def read(self, name: str) -> bytes | None:
+        path = self.folder / name
+        return path.read_bytes() if path.is_file() else None
+
+    def remove(self, name: str) -> None:
+        (self.folder / name).unlink(missing_ok=True)
+
+    def put(self, name: str, path: Path) -> str:
+        (self.folder / name).parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(self.folder / name) as tmp:
+            shutil.copyfile(path, tmp)
+        return str(self.folder / name)
+
+
+def _staged_files(staged: Path) -> list[tuple[str, Path]]:
+    """(path relative to the staging folder, file) of every staged file, sub-folders (demo/) included."""
+    return [(p.relative_to(staged).as_posix(), p) for p in sorted(staged.rglob("*")) if p.is_file()]
 
 
 def _sha256(path: Path) -> str:
@@ -188,6 +260,8 @@ def model_card(results: dict, model_name: str, destination: str) -> str:
         f"- Architecture: {_architecture(meta.get('model', model_name))}, TFLite variant `{meta.get('variant', '?')}`.",
         f"- File: `{ours.get('file', model_name + '.tflite')}` ({ours['size_bytes'] / 1e6:.2f} MB), "
         f"metadata in `{model_name}.json`; published to `{destination.rstrip('/')}`.",
+        f"- Try it in a browser: [web demo]({web_demo.published_url(model_name + '.tflite')}) (camera or a picture; "
+        f"runs on the device with LiteRT.js, from a static host of this folder).",
         f"- Input `{meta.get('input_name', 'image')}`: {size}x{size}x3, {meta.get('normalisation', 'RGB / 255')}. "
         f"Output `{meta.get('output_name', '?')}`: {meta.get('output_size', '?')}x{meta.get('output_size', '?')}"
         f"x{meta.get('num_keypoints', keypoints.NUM_KEYPOINTS)} heatmaps (stride {meta.get('output_stride', '?')}).",
@@ -247,11 +321,12 @@ def model_card(results: dict, model_name: str, destination: str) -> str:
 
 
 def _architecture(model: str) -> str:
-    if "hourglass" in model.lower():
-        return f"MobileNetV2 Hourglass (`{model}`)"
-    if "cpm" in model.lower():
-        return f"MobileNetV2 Convolutional Pose Machine (`{model}`)"
-    return f"`{model}`"
+    from pose import networks
+
+    try:
+        return f"{networks.identity(model).title} (`{model}`)"
+    except networks.UnknownModel:
+        return f"`{model}`"
 
 
 def main(argv=None) -> int:

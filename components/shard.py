@@ -1,8 +1,11 @@
 """shard: COCO keypoints + images -> TFRecord shards, one tf.train.Example per person.
 
-Takes  convert's output: annotations/person_keypoints_<split>.json and images/<split>/.
-Does   orders the people of the split by annotation id and deals them round-robin to N shards
-       (deterministic); skips people with no labelled joint; cuts a square crop around each
+Takes  convert's output: annotations/person_keypoints_<split>.json and images/<split>/; or convert's
+       packed output (packs/<split>-<iiiii>-of-<nnnnn>/, convert --num-shards N); or one pack alone
+       (what a pipeline shard task gets): then the pack says its split and shard.
+Does   deals the images of the split, ordered by image id, round-robin to N shards (pose/packs.py: the
+       rule convert's packs follow); a shard holds its images' people in annotation-id order; skips
+       people with no labelled joint; cuts a square crop around each
        person (the box grown by CROP_MARGIN, centred on the box), shrinks it so its side is at most
        --crop-size, and stores it as JPEG with the keypoints and box in crop pixels and the affine
        crop -> original (layout: pose/records.py). With --shard-index it writes only that shard
@@ -11,6 +14,7 @@ Writes <split>-<iiiii>-of-<nnnnn>.tfrecord and index.json (docs/ARTIFACTS.md); t
        at once (built beside <output>, then renamed).
 
     python -m components.shard --input COCO_DIR --output DIR --split train --num-shards 16 [--shard-index 3]
+    python -m components.shard --input COCO_DIR/packs/train-00003-of-00016 --output DIR --split train --num-shards 16
 """
 import concurrent.futures
 import json
@@ -18,13 +22,14 @@ import logging
 import math
 import os
 import time
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 import tensorflow as tf
 
 from components import cli
-from pose import records, steplog
+from pose import integrity, jpeg, outputs, packs, records, steplog
 from pose.atomic import atomic_directory, atomic_file
 from pose.keypoints import NUM_KEYPOINTS
 
@@ -44,9 +49,9 @@ def shard_name(split: str, index: int, num_shards: int) -> str:
     return f"{split}-{index:05d}-of-{num_shards:05d}.tfrecord"
 
 
-def _load_people(input_dir: str, split: str) -> tuple[list[dict], dict, int]:
+def _load_people(input_dir: str, split: str) -> tuple[list[dict], dict, list[dict]]:
     """The people with at least one labelled joint, sorted by annotation id; the images by id;
-    the number of people skipped for having none."""
+    the people skipped for having none."""
     path = os.path.join(input_dir, "annotations", f"person_keypoints_{split}.json")
     try:
         with open(path) as f:
@@ -55,7 +60,7 @@ def _load_people(input_dir: str, split: str) -> tuple[list[dict], dict, int]:
         annotations = coco["annotations"]
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
         raise ShardError(f"{path}: not a readable COCO keypoint file: {error!r}") from error
-    people, skipped = [], 0
+    people, skipped = [], []
     for position, person in sorted(enumerate(annotations), key=lambda item: item[1].get("id", -1)):
         where = f"{path}: annotations[{position}] (id {person.get('id')})"
         keypoints = person.get("keypoints")
@@ -68,7 +73,7 @@ def _load_people(input_dir: str, split: str) -> tuple[list[dict], dict, int]:
         if person.get("image_id") not in images:
             raise ShardError(f"{where}: image_id {person.get('image_id')!r} is not in 'images'")
         if not any(keypoints[2::3]):
-            skipped += 1
+            skipped.append(person)
             continue
         people.append(person)
     return people, images, skipped
@@ -111,8 +116,21 @@ def _person_example(person: dict, image_info: dict, image: np.ndarray, crop_size
 
 
 def _read_image(input_dir: str, split: str, image_info: dict) -> np.ndarray:
-    path = os.path.join(input_dir, "images", split, image_info["file_name"])
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    file_name = image_info["file_name"]
+    if not isinstance(file_name, str) or os.path.basename(file_name) != file_name or file_name in ("", ".", ".."):
+        raise ShardError(f"{input_dir}: image id {image_info['id']}: file_name {file_name!r} is not a plain file "
+                         f"name in images/{split}/ (it would read outside the input)")
+    path = os.path.join(input_dir, "images", split, file_name)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as error:
+        raise ShardError(f"{path}: missing or not a readable image (image id {image_info['id']}): "
+                         f"{error.strerror}") from None
+    problem = jpeg.problem(data)
+    if problem:
+        raise ShardError(f"{path}: {problem} (image id {image_info['id']})")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise ShardError(f"{path}: missing or not a readable image (image id {image_info['id']})")
     expected = (image_info.get("height"), image_info.get("width"))
@@ -122,9 +140,49 @@ def _read_image(input_dir: str, split: str, image_info: dict) -> np.ndarray:
     return image
 
 
+class _Source(NamedTuple):
+    """What one shard is cut from: the COCO folder holding its images, its people, their images."""
+    folder: str
+    people: list
+    images: dict
+    skipped: int
+
+
+def _sources(input_dir: str, split: str, num_shards: int, indices) -> dict:
+    """{shard index: _Source} for the wanted shards, from a whole COCO folder, a packed one or one pack."""
+    pack = packs.read_pack_info(input_dir)
+    if pack is not None:
+        wanted = (split, pack["num_shards"] if num_shards is None else num_shards,
+                  [pack["shard_index"]] if indices is None else list(indices))
+        if wanted != (pack["split"], pack["num_shards"], [pack["shard_index"]]):
+            asked = "shards" if indices is None else f"shard {', '.join(map(str, indices))}"
+            raise ShardError(f"{input_dir}: a pack of {pack['split']} shard {pack['shard_index']} of "
+                             f"{pack['num_shards']}, but asked for {split} {asked} of {num_shards}")
+        people, images, skipped = _load_people(input_dir, split)
+        return {pack["shard_index"]: _Source(input_dir, people, images, len(skipped))}
+    if num_shards is None:
+        raise ShardError(f"{input_dir}: not a pack, so --num-shards is needed")
+    indices = range(num_shards) if indices is None else indices
+    packed = os.path.isdir(os.path.join(input_dir, packs.PACKS_DIR))
+    if packed and not os.path.isdir(os.path.join(input_dir, "images", split)):
+        sources = {}
+        for index in indices:
+            folder = os.path.join(input_dir, packs.pack_path(split, index, num_shards))
+            if packs.read_pack_info(folder) is None:
+                found = sorted(os.listdir(os.path.join(input_dir, packs.PACKS_DIR)))
+                raise ShardError(f"{input_dir}: no pack {packs.pack_name(split, index, num_shards)} (convert packed "
+                                 f"it for another --num-shards? packs there: {', '.join(found[:4])}...)")
+            sources.update(_sources(folder, split, num_shards, [index]))
+        return sources
+    people, images, skipped = _load_people(input_dir, split)
+    shard_of = packs.shard_of_images(images, num_shards)
+    return {index: _Source(input_dir, [p for p in people if shard_of[p["image_id"]] == index], images,
+                           sum(shard_of[p["image_id"]] == index for p in skipped)) for index in indices}
+
+
 def _write_shard(input_dir: str, folder: str, split: str, index: int, num_shards: int, people: list[dict],
-                 images: dict, crop_size: int) -> int:
-    """Writes one shard (through a temporary name); returns its record count."""
+                 images: dict, crop_size: int) -> tuple[int, dict]:
+    """Writes one shard (through a temporary name); returns its record count and checksum."""
     path = os.path.join(folder, shard_name(split, index, num_shards))
     started, cached_id, image = time.perf_counter(), None, None
     with atomic_file(path) as tmp, tf.io.TFRecordWriter(str(tmp)) as writer:
@@ -136,33 +194,47 @@ def _write_shard(input_dir: str, folder: str, split: str, index: int, num_shards
             if count % PROGRESS_EVERY == 0:
                 log.info("shard %d: %d/%d people, %.0f/s", index, count, len(people),
                          count / (time.perf_counter() - started))
-    return len(people)
+    return len(people), integrity.file_checksum(path)
 
 
-def shard(input_dir: str, output_dir: str, split: str, num_shards: int, shard_index: int | None = None,
-          crop_size: int = 512) -> dict:
-    """Writes the shards of one split (all, or only `shard_index`) and index.json; returns the index."""
+def shard(input_dir: str, output_dir: str, split: str, num_shards: int | None, shard_index: int | None = None,
+          crop_size: int = 512, allow_empty: bool = False) -> dict:
+    """Writes the shards of one split (all, or only `shard_index`) and index.json; returns the index.
+    From a pack, num_shards and shard_index may be None (the pack's own). A COCO folder with no labelled
+    person is an error unless `allow_empty` (one pack of a packed folder may be empty)."""
     if split not in SPLITS:
         raise ShardError(f"split {split!r}: expected one of {SPLITS}")
-    if num_shards < 1 or (shard_index is not None and not 0 <= shard_index < num_shards):
+    if (num_shards is not None and num_shards < 1) or (
+            shard_index is not None and not 0 <= shard_index < (num_shards or packs.MAX_SHARDS)):
         raise ShardError(f"shard index {shard_index} / num_shards {num_shards}: need 0 <= index < num_shards")
     if crop_size < 16:
         raise ShardError(f"crop_size {crop_size}: too small for a person crop")
+    outputs.check_output("shard", output_dir, [input_dir])
     with steplog.step("shard", input=input_dir, split=split, num_shards=num_shards, shard_index=shard_index,
                       output=output_dir) as wrote:
-        people, images, skipped = _load_people(input_dir, split)
-        indices = range(num_shards) if shard_index is None else [shard_index]
-        with atomic_directory(output_dir) as folder:
-            jobs = [(input_dir, str(folder), split, i, num_shards, people[i::num_shards], images, crop_size)
-                    for i in indices]
+        sources = _sources(input_dir, split, num_shards, None if shard_index is None else [shard_index])
+        indices = sorted(sources)
+        if not any(source.people for source in sources.values()) and not allow_empty \
+                and packs.read_pack_info(input_dir) is None:
+            raise ShardError(f"{input_dir}: no {split} person with a labelled joint to shard "
+                             f"({sum(s.skipped for s in sources.values())} unlabelled); pass --allow-empty to write "
+                             "empty shards")
+        num_shards = num_shards or packs.read_pack_info(input_dir)["num_shards"]
+        with atomic_directory(output_dir, step="shard") as folder:
+            jobs = [(sources[i].folder, str(folder), split, i, num_shards, sources[i].people, sources[i].images,
+                     crop_size) for i in indices]
             # Threads, not processes: the work is JPEG decoding, resizing and encoding in OpenCV, which
             # releases the GIL, and a process would pay TensorFlow's import (seconds) before its first record.
             with concurrent.futures.ThreadPoolExecutor(min(len(jobs), os.cpu_count() or 1)) as pool:
-                counts = list(pool.map(lambda job: _write_shard(*job), jobs))
+                written = list(pool.map(lambda job: _write_shard(*job), jobs))
+            counts = [count for count, _ in written]
             index = {
                 "split": split, "num_shards": num_shards, "crop_size": crop_size, "crop_margin": CROP_MARGIN,
                 "shards": {shard_name(split, i, num_shards): count for i, count in zip(indices, counts)},
-                "num_examples": sum(counts), "skipped_unlabelled": skipped, "feature_spec": records.feature_spec_json(),
+                "num_examples": sum(counts), "skipped_unlabelled": sum(sources[i].skipped for i in indices),
+                "feature_spec": records.feature_spec_json(),
+                integrity.CHECKSUMS: {shard_name(split, i, num_shards): checksum
+                                      for i, (_, checksum) in zip(indices, written)},
             }
             with open(folder / "index.json", "w") as f:
                 json.dump(index, f, indent=1, sort_keys=True)
@@ -173,14 +245,17 @@ def shard(input_dir: str, output_dir: str, split: str, num_shards: int, shard_in
 
 def main(argv=None) -> int:
     arguments = cli.parser("shard", __doc__)
-    arguments.add_argument("--input", required=True, help="convert's COCO folder")
+    arguments.add_argument("--input", required=True, help="convert's COCO folder (whole or packed), or one pack")
     arguments.add_argument("--output", required=True, help="folder for the shards and index.json")
     arguments.add_argument("--split", required=True, choices=SPLITS)
-    arguments.add_argument("--num-shards", type=int, required=True)
-    arguments.add_argument("--shard-index", type=int, default=None, help="write only this shard (0-based)")
+    arguments.add_argument("--num-shards", type=int, default=None, help="shards per split (a pack knows its own)")
+    arguments.add_argument("--shard-index", type=int, default=None,
+                           help="write only this shard (0-based); from a pack, its own shard")
     arguments.add_argument("--crop-size", type=int, default=512, help="longest side of a stored person crop")
+    arguments.add_argument("--allow-empty", action="store_true", help="write empty shards for a split with no person")
     return cli.run("shard", arguments, lambda args: shard(args.input, args.output, args.split, args.num_shards,
-                                                          args.shard_index, args.crop_size), argv)
+                                                          args.shard_index, args.crop_size,
+                                                          allow_empty=args.allow_empty), argv)
 
 
 if __name__ == "__main__":

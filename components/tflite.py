@@ -9,6 +9,7 @@ Does     converts the frozen graph (so the .tflite tensors keep the seed's names
 Writes   `<model>_<variant>.tflite` and `<model>_<variant>.json` (everything an app needs to use it, and
          the difference against the SavedModel), atomically.
 """
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -35,7 +36,7 @@ def convert_to_tflite(saved_model_dir: str, output_dir: str, variants: list[str]
     {"model", "variants": {variant: metadata}} (metadata as in each .json)."""
     import numpy as np
 
-    from pose import contract, steplog, tflite_runtime
+    from pose import contract, outputs, steplog, tflite_runtime
     from pose.atomic import atomic_directory
 
     unknown = [v for v in variants if v not in VARIANTS]
@@ -44,16 +45,20 @@ def convert_to_tflite(saved_model_dir: str, output_dir: str, variants: list[str]
     if "int8" in variants and not representative_dirs:
         raise TFLiteConversionError("variant int8 (full integer) needs representative data: pass shard folders "
                                     "(--representative)")
+    outputs.check_output("tflite", output_dir, [saved_model_dir, *(representative_dirs or [])])
     with steplog.step("tflite", saved_model=saved_model_dir, output=output_dir, variants=",".join(variants),
                       representative=representative_dirs) as wrote:
         folder = _freeze_folder(Path(saved_model_dir))
-        info = json.loads((folder / "model_info.json").read_text())
+        info = _read_freeze_output(folder)
         try:
             model_contract = contract.from_metadata(info, str(folder / "model_info.json"))
         except contract.ContractError as error:
             raise TFLiteConversionError(str(error)) from error
         size = info["input_size"]
         if representative_dirs:
+            from pose import integrity
+
+            integrity.verify_shards(representative_dirs)
             samples = contract.from_training_images(
                 _representative_images(representative_dirs, size, num_representative), model_contract)
             compared_on = f"{min(len(samples), NUM_COMPARISON_SAMPLES)} images from {', '.join(representative_dirs)}"
@@ -66,7 +71,7 @@ def convert_to_tflite(saved_model_dir: str, output_dir: str, variants: list[str]
         reference = _saved_model_heatmaps(folder / "saved_model", info, comparison)
 
         results = {}
-        with atomic_directory(output_dir) as tmp:
+        with atomic_directory(output_dir, step="tflite") as tmp:
             for variant in variants:
                 flatbuffer = _convert(folder, info, variant, samples, int8_io)
                 name = f"{info['model']}_{variant}"
@@ -75,6 +80,7 @@ def convert_to_tflite(saved_model_dir: str, output_dir: str, variants: list[str]
                 interpreter = tflite_runtime.load(model_path)
                 difference = np.abs(tflite_runtime.run(interpreter, comparison) - reference)
                 metadata = {
+                    "sha256": hashlib.sha256(flatbuffer).hexdigest(),
                     **{k: info[k] for k in ("model", "input_size", "output_size", "output_stride", "num_keypoints",
                                             "normalisation", "keypoints", "flip_pairs") if k in info},
                     "contract": model_contract,
@@ -109,6 +115,33 @@ def _freeze_folder(path: Path) -> Path:
     if missing:
         raise TFLiteConversionError(f"{path}: not a freeze output folder, missing {', '.join(missing)}")
     return folder
+
+
+def _read_freeze_output(folder: Path) -> dict:
+    """model_info.json, after checking that the two graph files parse: a damaged file is named here rather
+    than surfacing as a protobuf DecodeError from deep inside the converter."""
+    import tensorflow as tf
+    from google.protobuf.message import DecodeError
+
+    try:
+        info = json.loads((folder / "model_info.json").read_text())
+        missing = [key for key in ("model", "input_size", "input_name", "output_name") if key not in info]
+    except (ValueError, AttributeError, TypeError) as error:
+        raise TFLiteConversionError(f"{folder / 'model_info.json'}: not freeze's model info ({error})") from None
+    if missing:
+        raise TFLiteConversionError(f"{folder / 'model_info.json'}: missing {', '.join(missing)}")
+    for path, message in ((folder / "frozen_graph.pb", tf.compat.v1.GraphDef()),
+                          (folder / "saved_model" / "saved_model.pb", None)):
+        if message is None:
+            from tensorflow.core.protobuf import saved_model_pb2
+
+            message = saved_model_pb2.SavedModel()
+        try:
+            message.ParseFromString(path.read_bytes())
+        except (DecodeError, OSError) as error:
+            raise TFLiteConversionError(f"{path}: not a readable {type(message).__name__} protobuf ({error}); "
+                                        "expected the freeze step's output") from None
+    return info
 
 
 def _representative_images(dirs: list[str], size: int, count: int):

@@ -9,11 +9,16 @@ Does     a custom training loop under a tf.distribute strategy: MirroredStrategy
          masked by the per-joint weights, summed over stages and divided by the batch. Adam with the
          seed's exponential decay (or cosine). Checkpoints every `checkpoint_every` steps; a restart on
          the same output folder resumes from the newest one, optimizer state and step count included.
-         PCKh@0.5 on the valid shards every `eval_every` steps and at the end.
+         With --checkpoint-uri gs://bucket/prefix each checkpoint is also uploaded as it is written
+         (pose/remote_checkpoints.py), and a start in an empty folder (a new pod after preemption)
+         resumes from the bucket's newest one.
+         PCKh@0.5 on the valid shards every `eval_every` steps and at the end, decoded by the same codec
+         as evaluate's (pose.codec) but without its flip test (`pckh_flip_test`: false in the metadata).
 Writes   (docs/ARTIFACTS.md) model.keras, config.yaml, checkpoints/, logs/ (TensorBoard: loss per
          stage, learning rate, images/s, predictions), train_metadata.json.
 
-`python -m components.train --config experiments/local.yaml --data SHARDS --valid-data SHARDS --output DIR`
+`python -m components.train --config experiments/local.yaml --data SHARDS --valid-data SHARDS --output DIR
+ [--checkpoint-uri gs://bucket/prefix]`
 """
 import json
 import logging
@@ -29,13 +34,18 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from components import cli
-from pose import inputs, networks, steplog, visualize
+from pose import integrity, inputs, networks, outputs, records, steplog, visualize
 from pose.atomic import atomic_file
 from pose.config import TrainConfig, load_config, parse_overrides
-from pose.decoding import decode, heatmap_to_input
+from pose.codec import HeatmapCodec
 from pose.metrics import pckh
+from pose.remote_checkpoints import FINGERPRINT_FILE, CheckpointMismatch, RemoteCheckpoints, mismatch
+from pose.storage import split_gs_uri
 
 log = logging.getLogger("train")
+
+
+PROGRESS = "progress.json"  # in checkpoints/: train_seconds, final_loss, images_per_second at the newest one
 
 
 class TrainError(ValueError):
@@ -43,20 +53,35 @@ class TrainError(ValueError):
 
 
 def train(config: str, data_dirs: list[str], output_dir: str, valid_dirs: list[str] | None = None,
-          overrides: dict | None = None) -> dict:
+          overrides: dict | None = None, expect_gpus: int = 0, allow_cpu: bool = False,
+          checkpoint_uri: str = "") -> dict:
     """Trains per `config` (a YAML path or YAML text) on `data_dirs`; writes the model folder
-    `output_dir` and returns its train_metadata (also written as train_metadata.json)."""
+    `output_dir` and returns its train_metadata (also written as train_metadata.json).
+
+    `expect_gpus`: GPUs the caller asked for (the pod's accelerator limit); when TensorFlow sees none,
+    training fails rather than quietly running on the CPU, unless `allow_cpu`.
+    `checkpoint_uri` (gs://…): checkpoints are mirrored there and a start resumes from the newest."""
     cfg = load_config(config, overrides).resolved()
+    if checkpoint_uri:
+        split_gs_uri(checkpoint_uri)  # fail before building anything
+    outputs.check_output("train", output_dir, [*data_dirs, *(valid_dirs or [])], allow_legacy=_is_train_output)
     with steplog.step("train", config=config, data=data_dirs, valid=valid_dirs, output=output_dir,
-                      overrides=overrides or {}) as wrote:
+                      overrides=overrides or {}, checkpoint_uri=checkpoint_uri) as wrote:
         # The strategy first: MultiWorkerMirroredStrategy must exist before any other TF op runs.
         strategy, devices = _strategy(cfg)
-        run = _Run(cfg, strategy, devices, data_dirs, Path(output_dir), valid_dirs or [])
+        check_gpus(expect_gpus, allow_cpu)
+        run = _Run(cfg, strategy, devices, data_dirs, Path(output_dir), valid_dirs or [], checkpoint_uri,
+                   config_label=config if "\n" not in config else "(YAML text)")
         metadata = run.fit()
         wrote.update(steps=metadata["steps"], final_loss=round(metadata["final_loss"], 4),
                      images_per_second=round(metadata["images_per_second"], 1), pckh=metadata.get("pckh"),
                      model=str(Path(output_dir) / "model.keras"))
     return metadata
+
+
+def _is_train_output(folder: Path) -> bool:
+    """A train output from before the output marker: resumable, so not someone else's folder."""
+    return (folder / "checkpoints").is_dir() or (folder / "train_metadata.json").is_file()
 
 
 # ---- devices ------------------------------------------------------------------------------------
@@ -73,7 +98,7 @@ def _strategy(cfg: TrainConfig):
             raise TrainError(f"visible_devices {cfg.visible_devices!r}: GPUs {missing} do not exist "
                              f"({len(gpus)} visible)")
         tf.config.set_visible_devices([gpus[i] for i in wanted], "GPU")
-    cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+    cluster = _tf_config().get("cluster", {})
     if sum(len(cluster.get(role, [])) for role in ("chief", "worker")) > 1:
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         return strategy, f"{strategy.num_replicas_in_sync} replicas over {len(cluster.get('worker', []))} workers"
@@ -86,9 +111,30 @@ def _strategy(cfg: TrainConfig):
     return tf.distribute.get_strategy(), "CPU"
 
 
+def _tf_config() -> dict:
+    """The TF_CONFIG environment variable a multi-worker launcher sets ({} when unset)."""
+    return json.loads(os.environ.get("TF_CONFIG") or "{}")
+
+
+def check_gpus(expected: int, allow_cpu: bool) -> None:
+    """Fails when GPUs were asked for but TensorFlow sees none (a CPU-only TensorFlow, no driver or CUDA
+    libraries, or a pod without the GPU limit), unless CPU training is allowed on purpose."""
+    if expected <= 0:
+        return
+    visible = len(tf.config.list_logical_devices("GPU"))
+    if visible == 0 and not allow_cpu:
+        raise TrainError(f"{expected} GPU(s) were requested, but TensorFlow sees none (built with CUDA: "
+                         f"{tf.test.is_built_with_cuda()}); check the pod's nvidia.com/gpu limit and the image, or "
+                         f"allow CPU training on purpose (pipeline parameter allow_cpu=true, train --allow-cpu)")
+    if visible == 0:
+        log.warning("%d GPU(s) were requested, but TensorFlow sees none: training on the CPU (allow_cpu)", expected)
+    elif visible < expected:
+        log.warning("%d GPU(s) were requested, but TensorFlow sees %d: training on those", expected, visible)
+
+
 def _is_chief() -> bool:
-    task = json.loads(os.environ.get("TF_CONFIG") or "{}").get("task", {})
-    cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+    tf_config = _tf_config()
+    task, cluster = tf_config.get("task", {}), tf_config.get("cluster", {})
     if not task:
         return True
     return task.get("type") == "chief" or (task.get("type") == "worker" and task.get("index", 0) == 0
@@ -126,7 +172,8 @@ def learning_rate(cfg: TrainConfig, step: int, progress: float) -> float:
 class _Run:
     """One training run: data, model, optimizer, checkpoints, summaries and the loop."""
 
-    def __init__(self, cfg: TrainConfig, strategy, devices: str, data_dirs, output_dir: Path, valid_dirs):
+    def __init__(self, cfg: TrainConfig, strategy, devices: str, data_dirs, output_dir: Path, valid_dirs,
+                 checkpoint_uri: str = "", config_label: str = ""):
         self.cfg, self.strategy, self.output_dir, self.valid_dirs = cfg, strategy, output_dir, list(valid_dirs)
         self.chief = _is_chief()
         self.on_gpu = bool(tf.config.list_logical_devices("GPU"))
@@ -138,8 +185,11 @@ class _Run:
         index = inputs.read_index(data_dirs)
         if index["split"] != "train":
             log.warning("training on shards of split %r (%s)", index["split"], data_dirs)
+        integrity.verify_shards(data_dirs)
+        self.files = list(index["files"])
         if self.valid_dirs:
-            inputs.read_index(self.valid_dirs)  # fail now, not after an hour of training
+            self.files += inputs.read_index(self.valid_dirs)["files"]  # fail now, not after an hour of training
+            integrity.verify_shards(self.valid_dirs)
         examples = cfg.num_train_samples or index["num_examples"]
         if examples < 1:
             raise TrainError(f"{data_dirs}: the shard index counts no examples")
@@ -156,8 +206,7 @@ class _Run:
         keras.mixed_precision.set_global_policy("mixed_float16" if self.mixed else "float32")
         keras.utils.set_random_seed(cfg.seed)  # the initial weights, like the data stream, follow the seed
         with strategy.scope():
-            self.model = networks.build_model(cfg.model, cfg.input_size, cfg.width, cfg.num_stages,
-                                              cfg.num_keypoints, cfg.batch_norm_momentum, **cfg.architecture_options())
+            self.model = networks.build_from_config(cfg)
             self.warm_start = self._warm_start()
             # A plain variable the loop sets every step (see learning_rate): schedules may depend on time.
             optimizer = keras.optimizers.Adam(learning_rate(cfg, 0, 0.0), epsilon=1e-8)
@@ -169,13 +218,29 @@ class _Run:
         # Non-chief workers of a multi-worker run write their (identical) checkpoints to scratch.
         checkpoint_dir = output_dir / "checkpoints" if self.chief else Path(tempfile.mkdtemp(prefix="train-worker-"))
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
+        # What the checkpoints' variables depend on: a resume with another structure is refused up front.
+        self.fingerprint = {"model": cfg.model, "input_size": cfg.input_size, "width": cfg.width,
+                            "num_stages": cfg.num_stages, "num_keypoints": cfg.num_keypoints,
+                            **{k: v for k, v in cfg.architecture_options().items() if v is not None},
+                            "mixed_precision": self.mixed}
+        self.remote = self._fetch_remote_checkpoint(checkpoint_uri, checkpoint_dir, config_label)
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(checkpoint_dir), cfg.keep_checkpoints)
         self.resumed_from = 0
         self.history: list[dict] = []
+        self.progress = {}  # what the run so far measured (PROGRESS), carried across restarts
         if self.manager.latest_checkpoint:
-            self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+            self._check_local_fingerprint(checkpoint_dir, config_label)
+            try:
+                self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+            except (ValueError, AssertionError, tf.errors.OpError) as error:
+                raise TrainError(
+                    f"{self.manager.latest_checkpoint}: the checkpoints in {checkpoint_dir} do not fit this model "
+                    f"({cfg.model}, width {cfg.width}, {cfg.num_stages} stages, input {cfg.input_size}): they were "
+                    f"written by another config; use another --output, or the config they were written with "
+                    f"({output_dir / 'config.yaml'}). {' '.join(str(error).split())[:300]}") from None
             self.resumed_from = self.step
             self.history = self._previous_history()
+            self.progress = self._previous_progress()
             log.info("resumed from %s at step %d", self.manager.latest_checkpoint, self.resumed_from)
 
         # A restart continues with a fresh, still reproducible, stream rather than replaying the first one.
@@ -186,6 +251,7 @@ class _Run:
         self.iterator = iter(strategy.experimental_distribute_dataset(dataset))
         self.train_step = self._make_train_step()
         self.predict = final_heatmaps_function(self.model)
+        self.codec = HeatmapCodec(cfg.input_size, cfg.output_stride, cfg.sigma)
         self.writer = tf.summary.create_file_writer(str(output_dir / "logs")) if self.chief else None
 
     def _warm_start(self) -> dict | None:
@@ -239,19 +305,29 @@ class _Run:
     # -- the loop --
 
     def fit(self) -> dict:
+        with records.named_shard_errors(self.files):
+            return self._fit()
+
+    def _fit(self) -> dict:
         cfg = self.cfg
         if self.chief:
             self.output_dir.mkdir(parents=True, exist_ok=True)
+            outputs.mark(self.output_dir, "train")
             _write_atomically(self.output_dir / "config.yaml", cfg.to_yaml())
-        started = time.perf_counter()
+        # The time budget counts the seconds of earlier runs of this output too (restarts, preemptions).
+        started = time.perf_counter() - self.progress.get("train_seconds", 0.0)
         window_start, window_step = started, self.step
         timed_images, timed_seconds = 0, 0.0
         window_losses, last_losses, skipped_updates = [], None, 0
         if self.step >= self.total_steps:
             log.info("already at step %d of %d: nothing to train", self.step, self.total_steps)
+        elif cfg.max_minutes and time.perf_counter() - started > 60 * cfg.max_minutes:
+            log.info("max_minutes %.1f already spent by the earlier runs (step %d): nothing to train",
+                     cfg.max_minutes, self.step)
         elif self.valid_dirs and self.step == 0:
             self._evaluate_into_history(0)  # the untrained baseline the curve starts from
-        while self.step < self.total_steps:
+        while self.step < self.total_steps and not (
+                cfg.max_minutes and time.perf_counter() - started > 60 * cfg.max_minutes):
             step_started = time.perf_counter()
             progress = self.step / self.total_steps
             if cfg.max_minutes:
@@ -288,15 +364,18 @@ class _Run:
             if self.valid_dirs and cfg.eval_every and step % cfg.eval_every == 0 and not last:
                 self._evaluate_into_history(step)
             if step % cfg.checkpoint_every == 0 or last:
-                self._checkpoint(step)
+                self._checkpoint(step, {"train_seconds": time.perf_counter() - started,
+                                        "final_loss": float(losses.sum()),
+                                        "images_per_second": timed_images / timed_seconds if timed_seconds
+                                        else self.progress.get("images_per_second", 0.0)})
             if out_of_time:
                 log.info("max_minutes %.1f reached at step %d", cfg.max_minutes, step)
                 break
 
         final_pckh = self._evaluate_into_history(self.step) if self.valid_dirs else None
         images_per_second = timed_images / timed_seconds if timed_seconds else 0.0
-        if last_losses is None:  # resumed at the end: report what the previous run measured
-            previous = self._previous_metadata()
+        if last_losses is None:  # resumed at the end: report what the previous runs measured
+            previous = {**self._previous_metadata(), **self.progress}
             final_loss, images_per_second = previous.get("final_loss", float("nan")), previous.get(
                 "images_per_second", 0.0)
         else:
@@ -312,18 +391,64 @@ class _Run:
     def _lr(self) -> float:
         return float(self.optimizer.learning_rate.numpy())
 
-    def _checkpoint(self, step: int) -> None:
+    def _checkpoint(self, step: int, progress: dict) -> None:
         path = self.manager.save(checkpoint_number=step)
         if self.chief:
-            # The history rides along with the checkpoints so that a resumed run keeps the whole curve.
-            _write_atomically(Path(self.manager.directory) / "history.json", json.dumps(self.history))
+            # The history rides along with the checkpoints so that a resumed run keeps the whole curve, and
+            # the progress so that it keeps its time budget and the last measurements.
+            folder = Path(self.manager.directory)
+            _write_atomically(folder / "history.json", json.dumps(self.history))
+            _write_atomically(folder / PROGRESS, json.dumps({"step": step, **progress}))
+            _write_atomically(folder / FINGERPRINT_FILE, json.dumps(self.fingerprint))
+            if self.remote:
+                self.remote.upload(step, path, [folder / "history.json", folder / PROGRESS])
         log.info("checkpoint %s", path)
+
+    def _check_local_fingerprint(self, checkpoint_dir: Path, config_label: str) -> None:
+        """Checkpoints in the folder from a config of another structure: a clear error instead of the
+        restore's mismatch of variables. Folders from before fingerprints are not checked."""
+        path = checkpoint_dir / FINGERPRINT_FILE
+        if path.is_file():
+            message = mismatch(str(checkpoint_dir), self.manager.latest_checkpoint.rsplit("-", 1)[-1],
+                               json.loads(path.read_text()), self.fingerprint, config_label)
+            if message:
+                raise TrainError(message)
+
+    def _fetch_remote_checkpoint(self, checkpoint_uri: str, checkpoint_dir: Path, config_label: str):
+        """The bucket mirror (None without a URI). When the bucket holds a newer checkpoint than the local
+        folder (a fresh pod's is empty), it is fetched into the folder for the manager to resume from."""
+        if not checkpoint_uri:
+            return None
+        remote = RemoteCheckpoints(checkpoint_uri, self.fingerprint, self.cfg.keep_checkpoints)
+        marker = remote.latest()
+        if marker is None:
+            log.info("no checkpoint in %s yet: starting from scratch", checkpoint_uri)
+            return remote
+        try:
+            remote.check(marker, config_label)
+        except CheckpointMismatch as error:
+            raise TrainError(str(error)) from None
+        local = tf.train.latest_checkpoint(str(checkpoint_dir))
+        local_step = int(local.rsplit("-", 1)[-1]) if local else -1
+        if int(marker["step"]) > local_step:
+            remote.download(marker, checkpoint_dir)
+            _write_atomically(checkpoint_dir / FINGERPRINT_FILE, json.dumps(self.fingerprint))
+            log.info("resuming from the checkpoint of step %d in %s", marker["step"], checkpoint_uri)
+        return remote
 
     def _previous_history(self) -> list[dict]:
         path = Path(self.manager.directory) / "history.json"
         if not path.is_file():
             return []
         return [entry for entry in json.loads(path.read_text()) if entry["step"] <= self.resumed_from]
+
+    def _previous_progress(self) -> dict:
+        path = Path(self.manager.directory) / PROGRESS
+        try:
+            progress = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return progress if progress.get("step") == self.resumed_from else {}
 
     def _previous_metadata(self) -> dict:
         path = self.output_dir / "train_metadata.json"
@@ -332,8 +457,8 @@ class _Run:
     # -- evaluation and summaries --
 
     def _evaluate_into_history(self, step: int) -> float:
-        score = evaluate_pckh(self.predict, self.valid_dirs, self.cfg.input_size, self.cfg.output_stride)
-        log.info("step %d: PCKh@0.5 on the valid shards %.3f", step, score)
+        score = evaluate_pckh(self.predict, self.valid_dirs, self.codec)
+        log.info("step %d: PCKh@0.5 on the valid shards (refine %s, no flip test) %.3f", step, self.codec.refine, score)
         if self.history and self.history[-1]["step"] == step:
             self.history[-1]["pckh"] = score
         else:
@@ -374,6 +499,7 @@ class _Run:
             **{key: value for key, value in cfg.architecture_options().items() if value is not None},
             "steps": self.step, "epochs": round(self.step * self.global_batch / self.examples, 3),
             "final_loss": final_loss, "images_per_second": images_per_second, "pckh": final_pckh,
+            "pckh_refine": self.codec.refine, "pckh_flip_test": False,
             "replicas": self.replicas, "global_batch_size": self.global_batch, "mixed_precision": self.mixed,
             "jit_compile": cfg.jit_compile, "resumed_from_step": self.resumed_from,
             "train_seconds": round(seconds, 1), "parameters": self.info["parameters"], "flops": self.info["flops"],
@@ -385,9 +511,7 @@ class _Run:
         graphs; written under a temporary name, then renamed."""
         model = self.model
         if self.mixed:
-            cfg = self.cfg
-            model = networks.build_model(cfg.model, cfg.input_size, cfg.width, cfg.num_stages, cfg.num_keypoints,
-                                         cfg.batch_norm_momentum, **cfg.architecture_options())
+            model = networks.build_from_config(self.cfg)
             model.set_weights([w.numpy() for w in self.model.weights])
         target = self.output_dir / "model.keras"
         with atomic_file(target) as temporary:
@@ -400,12 +524,14 @@ def final_heatmaps_function(model):
                        reduce_retracing=True)
 
 
-def evaluate_pckh(predict, valid_dirs: list[str], input_size: int, output_stride: int, batch_size: int = 32) -> float:
-    """PCKh@0.5 of `predict(images) -> final heatmaps` on the valid shards, in input-pixel coordinates."""
+def evaluate_pckh(predict, valid_dirs: list[str], codec: HeatmapCodec, batch_size: int = 32) -> float:
+    """PCKh@0.5 of `predict(images) -> final heatmaps` on the valid shards, decoded by `codec`, without the
+    flip test. Measured in input pixels: the same figure as evaluate's in original pixels, since the
+    evaluation crop maps to the photo by a scale and a shift and PCKh is relative to each head's size."""
     predictions, truths, visible = [], [], []
-    for batch in inputs.evaluation_dataset(valid_dirs, input_size, batch_size):
-        coords, _ = decode(predict(batch["image"]).numpy())
-        predictions.append(heatmap_to_input(coords, output_stride))
+    for batch in inputs.evaluation_dataset(valid_dirs, codec.input_size, batch_size):
+        keypoints, _ = codec.decode_to_input(np.asarray(predict(batch["image"])))
+        predictions.append(keypoints)
         truths.append(batch["keypoints"].numpy())
         visible.append(batch["visibility"].numpy() > 0)
     if not predictions:
@@ -452,9 +578,18 @@ def main(argv=None) -> int:
     arguments.add_argument("--output", required=True, help="model folder; an existing one with checkpoints resumes")
     arguments.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                            help="override a config key (value read as YAML), e.g. --set max_steps=100")
+    arguments.add_argument("--expect-gpus", type=int, default=0, metavar="N",
+                           help="GPUs this process should see; fail if TensorFlow sees none (default 0: no check)")
+    arguments.add_argument("--allow-cpu", action="store_true",
+                           help="with --expect-gpus, train on the CPU (with a warning) instead of failing")
+    arguments.add_argument("--checkpoint-uri", default="", metavar="gs://BUCKET/PREFIX",
+                           help="also keep checkpoints there as they are written, and resume from the newest")
     return cli.run("train", arguments, lambda args: train(args.config, args.data, args.output,
                                                           valid_dirs=args.valid_data,
-                                                          overrides=parse_overrides(args.set)), argv)
+                                                          overrides=parse_overrides(args.set),
+                                                          expect_gpus=args.expect_gpus, allow_cpu=args.allow_cpu,
+                                                          checkpoint_uri=args.checkpoint_uri),
+                   argv)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
-"""python -m pipeline compile | run | submit: the pipeline's command line.
+"""python -m pipeline compile | run | submit | demo: the pipeline's command line.
 
   compile   write pipeline.yaml (the KFP IR a cluster runs), with images of the given tag
   run       run the whole DAG here with kfp.local (the README's main command)
   submit    create a run of pipeline.yaml on a Kubeflow Pipelines cluster
+  demo      serve the web demo (web/) with a .tflite on 127.0.0.1 and print its URL
 """
 import argparse
 import logging
@@ -26,7 +27,7 @@ def main(argv=None) -> int:
     run.add_argument("--runner", default="subprocess", choices=("subprocess", "docker"))
     run.add_argument("--pipeline-root", default=None, help="folder for every artifact (default runs/)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="training config override (repeatable), e.g. --set train.steps=200")
+                     help="training config override (repeatable), e.g. --set max_steps=200")
     run.add_argument("--param", dest="params", action="append", default=[], metavar="NAME=VALUE",
                      help="pipeline argument (repeatable), e.g. --param num_shards=2")
     run.add_argument("--cache", action="store_true", help="reuse cached ingest/shard outputs of earlier runs")
@@ -41,9 +42,19 @@ def main(argv=None) -> int:
     submit.add_argument("--package", default=None, help="compiled pipeline (default pipeline.yaml)")
     submit.add_argument("--run-name", default=None)
     submit.add_argument("--namespace", default=None, help="Kubeflow profile namespace (multi-user clusters)")
+    submit.add_argument("--token", default=None,
+                        help="bearer token for the KFP API on multi-user Kubeflow (kfp.Client's existing_token), "
+                             "e.g. $(kubectl -n <namespace> create token default-editor "
+                             "--audience=pipelines.kubeflow.org)")
+
+    demo = commands.add_parser("demo", help="serve the web demo with a model on 127.0.0.1")
+    demo.add_argument("--model", required=True, help="a .tflite (with its .json beside it, or a seed release)")
+    demo.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000; 0: any free one)")
+    demo.add_argument("--pictures", default=None, help="a folder served at pictures/, for &image=pictures/NAME")
 
     args = parser.parse_args(argv)
     from pipeline.compile import CompileError
+    from pipeline.demo import DemoError
     from pipeline.local import LocalRunError
     from pipeline.params import ParameterError
     from pipeline.submit import SubmitError
@@ -67,14 +78,18 @@ def main(argv=None) -> int:
                             runner=args.runner, pipeline_root=args.pipeline_root or local.DEFAULT_PIPELINE_ROOT,
                             overrides=args.overrides, params=parse_params(args.params, declared),
                             cache=args.cache, verbose=args.verbose)
+        elif args.command == "demo":
+            from pipeline import demo as web_demo
+
+            web_demo.serve(args.model, port=args.port, pictures=args.pictures)
         else:
             from pipeline.submit import DEFAULT_EXPERIMENT, DEFAULT_PACKAGE, submit as submit_run
 
             result = submit_run(args.host, params=args.params, experiment=args.experiment or DEFAULT_EXPERIMENT,
                                 pipeline_root=args.pipeline_root, package=args.package or DEFAULT_PACKAGE,
-                                run_name=args.run_name, namespace=args.namespace)
+                                run_name=args.run_name, namespace=args.namespace, token=args.token)
             print(f"run {result['run_id']}: {result['url']}")
-    except (CompileError, LocalRunError, ParameterError, SubmitError) as error:
+    except (CompileError, DemoError, LocalRunError, ParameterError, SubmitError) as error:
         logging.getLogger("pipeline").error("%s", error)
         return 1
     return 0

@@ -5,8 +5,9 @@ when it is first imported, so `compile_pipeline` sets them before importing the 
 """
 import os
 import sys
-import tempfile
 from pathlib import Path
+
+from pose.atomic import atomic_file
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "pipeline.yaml"
 
@@ -36,12 +37,6 @@ def compile_pipeline(output: str | Path = DEFAULT_OUTPUT, image_tag: str | None 
 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp.yaml", dir=output.parent)
-    os.close(fd)
-    try:
-        compiler.Compiler().compile(pose_pipeline, package_path=tmp)
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_file(output) as tmp:
+        compiler.Compiler().compile(pose_pipeline, package_path=str(tmp))
     return output

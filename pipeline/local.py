@@ -16,12 +16,16 @@ import contextlib
 import io
 import json
 import logging
+import os
 import re
 import sys
 import threading
 import time
 import warnings
 from pathlib import Path
+
+from pose import results as results_schema
+from pose.atomic import atomic_file
 
 log = logging.getLogger("pipeline.local")
 
@@ -31,6 +35,7 @@ DEFAULT_CONFIG = "experiments/local.yaml"
 DEFAULT_PIPELINE_ROOT = "runs"
 RUNNERS = ("subprocess", "docker")
 FAILURE_TAIL_LINES = 40
+DOCKER_SHM_SIZE = "1g"
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _QUIET_EXECUTOR_LINES = ("Looking for component `", "Loading KFP component ")
@@ -54,6 +59,11 @@ def run_local(source: str = DEFAULT_SOURCE, config: str = DEFAULT_CONFIG, runner
 
     arguments = {"source": source, "config": _config_argument(config, runner),
                  "overrides": ",".join(overrides), **(params or {})}
+    if "allow_cpu" not in arguments:
+        # On a cluster train fails when its pod got GPUs TensorFlow cannot see; here "no GPU" is the usual case.
+        arguments["allow_cpu"] = True
+        log.info("allow_cpu=true for this local run: train uses a GPU if TensorFlow sees one, else the CPU "
+                 "(--param allow_cpu=false to insist on a GPU)")
     root = Path(pipeline_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     local.init(runner=_runner(runner), pipeline_root=str(root), enable_caching=cache,
@@ -65,7 +75,8 @@ def run_local(source: str = DEFAULT_SOURCE, config: str = DEFAULT_CONFIG, runner
     stream = _RunMonitor(sys.stdout, verbose)
     started = time.perf_counter()
     try:
-        with _quiet_local_warnings(), stream.timing_tasks(), contextlib.redirect_stdout(stream):
+        with _quiet_local_warnings(), (_docker_tasks() if runner == "docker" else contextlib.nullcontext()), \
+                stream.timing_tasks(), contextlib.redirect_stdout(stream):
             outputs = pose_pipeline(**arguments).outputs
     except RuntimeError as error:
         stream.flush()
@@ -81,9 +92,8 @@ def run_local(source: str = DEFAULT_SOURCE, config: str = DEFAULT_CONFIG, runner
     seconds = time.perf_counter() - started
 
     summary = _summarise(outputs, stream.step_times(display_names), seconds)
-    written = Path(summary["run_dir"], "summary.json.tmp")
-    written.write_text(json.dumps(summary, indent=2))
-    written.replace(written.with_suffix(""))
+    with atomic_file(Path(summary["run_dir"], "summary.json")) as written:
+        written.write_text(json.dumps(summary, indent=2))
     _print_summary(summary)
     return summary
 
@@ -109,15 +119,85 @@ def _runner(name: str):
         # use_venv=False: the tasks run in this environment, which already holds every step's dependencies.
         return local.SubprocessRunner(use_venv=False)
     if name == "docker":
-        import docker
-
-        try:  # kfp.local would only find out at the first task, deep in a traceback
-            docker.from_env().ping()
-        except docker.errors.DockerException as error:
-            raise LocalRunError(f"--runner docker: no docker engine answers ({error}); start one and build the "
-                                f"images from images/ as README.md describes") from error
-        return local.DockerRunner()
+        _check_docker_images()
+        # Host network: a bare engine (scripts/docker_engine.py) has no bridge, and a local fake-gcs-server or
+        # proxy is reachable as on the host. The invoking user's uid, so that the pipeline root's files stay
+        # theirs. Shared memory as `docker run --shm-size` gives training in README.md.
+        return local.DockerRunner(network_mode="host", user=f"{os.getuid()}:{os.getgid()}", shm_size=DOCKER_SHM_SIZE)
     raise LocalRunError(f"--runner {name!r}: expected one of {', '.join(RUNNERS)}")
+
+
+def _local_docker_images() -> dict:
+    """The image each kind of task runs in locally: the pipeline's, except that train runs in pose-cpu, since
+    kfp.local gives containers no GPU (pose-gpu's TensorFlow would run on the CPU as well, from a far bigger image)."""
+    from pipeline import images
+
+    return {images.SLIM_IMAGE: images.SLIM_IMAGE, images.CPU_IMAGE: images.CPU_IMAGE, images.GPU_IMAGE: images.CPU_IMAGE}
+
+
+def _check_docker_images() -> None:
+    """An engine answers and holds the images the run needs; else an error that says how to get them."""
+    try:
+        import docker
+    except ImportError as error:
+        raise LocalRunError("--runner docker needs the docker SDK (requirements-dev.lock; `python3 dev.py test` "
+                            "installs it)") from error
+    try:
+        client = docker.from_env()
+        client.ping()
+    except (docker.errors.DockerException, OSError) as error:  # requests' ConnectionError is an OSError
+        raise LocalRunError(f"--runner docker: no docker engine answers ({error}); `python3 scripts/docker_engine.py "
+                            f"up` installs and starts one and prints the DOCKER_HOST to export") from error
+    with contextlib.closing(client):
+        missing = []
+        for image in sorted(set(_local_docker_images().values())):
+            try:
+                client.images.get(image)
+            except docker.errors.ImageNotFound:
+                missing.append(image)
+    if missing:
+        kinds = " ".join(name.rsplit("/", 1)[-1].split(":")[0].removeprefix("pose-") for name in missing)
+        raise LocalRunError(f"--runner docker: image {', '.join(missing)} is not built; build it with "
+                            f"`python3 scripts/build_images.py {kinds}` (add --base-image "
+                            f"pose-stand-in/python:3.11-bookworm where no registry is reachable)")
+
+
+@contextlib.contextmanager
+def _docker_tasks():
+    """Runs each task's container with _run_container, in the image _local_docker_images picks."""
+    from kfp.local import docker_task_handler, task_dispatcher
+
+    run_task, run_container = task_dispatcher.run_single_task_implementation, docker_task_handler.run_docker_container
+    images = _local_docker_images()
+
+    def in_local_image(*args, **kwargs):
+        executor_spec = type(kwargs["executor_spec"])()
+        executor_spec.CopyFrom(kwargs["executor_spec"])
+        executor_spec.container.image = images.get(executor_spec.container.image, executor_spec.container.image)
+        return run_task(*args, **{**kwargs, "executor_spec": executor_spec})
+
+    task_dispatcher.run_single_task_implementation = in_local_image
+    docker_task_handler.run_docker_container = _run_container
+    try:
+        yield
+    finally:
+        task_dispatcher.run_single_task_implementation = run_task
+        docker_task_handler.run_docker_container = run_container
+
+
+def _run_container(client, image: str, command: list[str], volumes: dict, **container_run_args) -> int:
+    """kfp.local's run_docker_container without its false success: kfp 2.17.3 starts the container with
+    auto_remove=True, and when the container has exited and been removed before kfp reads its logs and exit
+    status (a step that fails within moments, on a busy machine), it takes the missing container for exit
+    status 0, so the failed task passes and the next one fails on a missing input. Here the container stays
+    until its exit status has been read, and then goes."""
+    container = client.containers.run(image=image, command=command, volumes=volumes, detach=True, **container_run_args)
+    try:
+        for chunk in container.logs(stream=True, follow=True):
+            print(chunk.decode(errors="replace"), end="")
+        return container.wait()["StatusCode"]
+    finally:
+        container.remove(force=True)
 
 
 @contextlib.contextmanager
@@ -233,7 +313,7 @@ class _RunMonitor(io.TextIOBase):
 
 def _summarise(outputs: dict, steps: list[dict], seconds: float) -> dict:
     paths = {name: Path(artifact.path) for name, artifact in outputs.items()}
-    results_file = paths["results"] / "results.json"
+    results_file = paths["results"] / results_schema.FILE_NAME
     if not results_file.is_file():
         raise LocalRunError(f"the run finished but evaluate wrote no {results_file}")
     return {
@@ -246,12 +326,12 @@ def _summarise(outputs: dict, steps: list[dict], seconds: float) -> dict:
                       else paths["report"]),
         "results": str(results_file),
         "metrics": dict(outputs["metrics"].metadata),
-        "headline": headline_figures(json.loads(results_file.read_text())),
+        "headline": headline_figures(results_schema.read(results_file)),
         "steps": steps,
     }
 
 
-def headline_figures(results: dict) -> dict:
+def headline_figures(results: "results_schema.Results") -> dict:
     """What a run is judged by, from evaluate's results.json: per model PCKh@0.5, OKS AP, latency at one
     thread (and its ratio to the seed's model of the same family, timed in the same run) and size; the
     seed's models' own latency and size."""
@@ -260,7 +340,7 @@ def headline_figures(results: dict) -> dict:
                      "input_size": (model.get("metadata") or {}).get("input_size"),
                      "seed_input_size": (model.get("vs_seed") or {}).get("seed_input_size"),
                      "size_mb": model["size_bytes"] / 1e6}
-              for name, model in sorted(results.get("models", {}).items())}
+              for name, model in sorted(results["models"].items())}
     seed = {name: {"pckh": anchor.get("pckh"), "ap": anchor.get("ap"),
                    "latency_ms": anchor["latency"]["1"]["median_ms"], "size_mb": anchor["size_bytes"] / 1e6,
                    "input_size": (anchor.get("metadata") or {}).get("input_size")}

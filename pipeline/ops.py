@@ -8,47 +8,73 @@ neither TensorFlow nor the steps' dependencies.
 KFP runs a body as the function's source alone (with `from kfp.dsl import *` and `from typing import *`
 above it), so every name a body uses is imported inside it.
 """
-from typing import List
+from typing import List, NamedTuple
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
-from pipeline.images import CPU_IMAGE, GPU_IMAGE
+from pipeline.images import CPU_IMAGE, GPU_IMAGE, SLIM_IMAGE
+
+
+# ---- the cluster ---------------------------------------------------------------------------------
+
+@dsl.component(base_image=SLIM_IMAGE, install_kfp_package=False)
+def cluster_settings_op(gpu_count: int, gcs_secret: str) -> NamedTuple("ClusterSettings", accelerator_count=str,
+                                                                       gcs_secret_volume=str):
+    """Run parameters in the form the KFP driver reads for the pod spec (pose/cluster.py): the
+    accelerator count as a string (a number parameter would give no GPU limit at all) and a non-empty
+    secret name. Its outputs are strings whatever the run's client typed gpu_count as."""
+    from collections import namedtuple
+
+    from pose.cluster import accelerator_count, gcs_secret_volume
+
+    settings = namedtuple("ClusterSettings", ["accelerator_count", "gcs_secret_volume"])
+    return settings(accelerator_count(gpu_count), gcs_secret_volume(gcs_secret))
 
 
 # ---- ingest ------------------------------------------------------------------------------------
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=SLIM_IMAGE, install_kfp_package=False)
 def download_op(source: str, sha256: str, raw: Output[Dataset]):
     """Fetches a source URI (https, gs, file, synthetic://N) into the raw AIC dataset; sha256 "" = no check."""
     from components.download import download
-    from pose import steplog
+    from pose import cluster, steplog
 
     steplog.setup()
+    if cluster.on_kfp_cluster():
+        cluster.refuse_local_paths({"source": source}, "checked in the download pod")
+        cluster.use_mounted_gcs_key()
     raw.metadata.update(download(source, raw.path, sha256 or None))
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def convert_op(raw: Input[Dataset], single_person: bool, skip_invalid: bool, coco: Output[Dataset]):
+@dsl.component(base_image=SLIM_IMAGE, install_kfp_package=False)
+def convert_op(raw: Input[Dataset], single_person: bool, skip_invalid: bool, coco: Output[Dataset],
+               num_shards: int = 0) -> str:
+    """num_shards > 0: the images go into per-shard packs. Returns coco's URI, for the fan-out's pack URIs."""
     from components.convert import convert
     from pose import steplog
 
     steplog.setup()
-    coco.metadata.update(convert(raw.path, coco.path, single_person=single_person, skip_invalid=skip_invalid))
+    coco.metadata.update(convert(raw.path, coco.path, single_person=single_person, skip_invalid=skip_invalid,
+                                 num_shards=num_shards or None))
+    return coco.uri
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def shard_indices_op(num_shards: int) -> List[int]:
-    from components.fanout import shard_indices
+@dsl.component(base_image=SLIM_IMAGE, install_kfp_package=False)
+def pack_uris_op(coco_uri: str, split: str, num_shards: int) -> List[str]:
+    from components.fanout import pack_uris
     from pose import steplog
 
     steplog.setup()
-    return shard_indices(num_shards)
+    return pack_uris(coco_uri, num_shards)[split]
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def shard_op(coco: Input[Dataset], split: str, num_shards: int, shard_index: int, shards: Output[Dataset],
              crop_size: int = 512):
+    """coco: convert's whole output, or one pack (then shard_index -1: the pack's own)."""
+    import os
+
     from components.shard import shard
     from pose import steplog
 
@@ -57,23 +83,30 @@ def shard_op(coco: Input[Dataset], split: str, num_shards: int, shard_index: int
     shards.metadata.update({key: index[key] for key in ("split", "num_shards", "num_examples",
                                                         "skipped_unlabelled", "crop_size")})
     shards.metadata["shard_files"] = sorted(index["shards"])
+    # What KFP's launcher copied into this pod for the input: every file under its URI.
+    shards.metadata["input_bytes"] = sum(os.path.getsize(os.path.join(folder, name))
+                                         for folder, _, names in os.walk(coco.path) for name in names)
 
 
 # ---- training ----------------------------------------------------------------------------------
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def train_op(train_shards: Input[List[Dataset]], valid_shards: Input[List[Dataset]], config: str, overrides: str,
-             model: Output[Model]):
+             model: Output[Model], gpu_count: int = 0, allow_cpu: bool = False, checkpoint_uri: str = ""):
+    """gpu_count: the GPUs the pod asked for; with none visible to TensorFlow, train fails unless allow_cpu.
+    checkpoint_uri (gs://…): checkpoints kept there as they are written; a retried pod resumes from them."""
     from components.train import train
     from pose import steplog
     from pose.config import parse_overrides
 
     steplog.setup()
     metadata = train(config, [shards.path for shards in train_shards], model.path,
-                     valid_dirs=[shards.path for shards in valid_shards], overrides=parse_overrides(overrides))
+                     valid_dirs=[shards.path for shards in valid_shards], overrides=parse_overrides(overrides),
+                     expect_gpus=gpu_count, allow_cpu=allow_cpu, checkpoint_uri=checkpoint_uri)
     model.metadata.update({key: metadata[key] for key in (
         "model", "input_size", "output_stride", "num_keypoints", "steps", "epochs", "final_loss",
-        "images_per_second", "pckh", "replicas", "global_batch_size", "parameters", "flops")})
+        "images_per_second", "pckh", "replicas", "global_batch_size", "parameters", "flops",
+        "resumed_from_step")})
 
 
 # ---- export ------------------------------------------------------------------------------------
@@ -116,30 +149,28 @@ def evaluate_op(tflite_models: Input[Model], valid_shards: Input[List[Dataset]],
 
     from components.evaluate import evaluate
     from pose import steplog
+    from pose.results import metric_figures
 
     steplog.setup()
     outcome = evaluate(tflite_models.path, [d.path for d in valid_shards], results.path, flip_test=flip_test,
                        refine=refine, latency_runs=latency_runs)
     os.makedirs(os.path.dirname(report.path), exist_ok=True)
     shutil.copyfile(f"{results.path}/report.html", report.path)
-    for name, model in outcome["models"].items():
-        metrics.log_metric(f"{name}_pckh", round(100 * model["pckh"], 2))
-        for key in ("ap", "ap50", "ap75"):
-            metrics.log_metric(f"{name}_{key}", round(model[key], 4))
-        metrics.log_metric(f"{name}_latency_ms", round(model["latency"]["1"]["median_ms"], 3))
-        metrics.log_metric(f"{name}_size_mb", round(model["size_bytes"] / 1e6, 3))
-        if model["vs_seed"]:
-            metrics.log_metric(f"{name}_latency_vs_seed", round(model["vs_seed"]["latency_1_thread"], 3))
+    for name, value in metric_figures(outcome).items():
+        metrics.log_metric(name, value)
     results.metadata["people"] = outcome["settings"]["num_people"]
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=SLIM_IMAGE, install_kfp_package=False)
 def publish_op(tflite_models: Input[Model], report: Input[HTML], results: Input[Artifact], destination: str,
                variant: str, published: Output[Artifact]):
     from components.publish import publish
-    from pose import steplog
+    from pose import cluster, steplog
 
     steplog.setup()
+    if cluster.on_kfp_cluster():
+        cluster.refuse_local_paths({"publish_uri": destination}, "checked in the publish pod")
+        cluster.use_mounted_gcs_key()
     manifest = publish(tflite_models.path, report.path, results.path, destination, variant,
                        staging_dir=published.path)
     published.metadata.update({"model": manifest["model"], "variant": manifest["variant"],

@@ -1,8 +1,10 @@
 """Submits the compiled pipeline (pipeline.yaml) as a run on a Kubeflow Pipelines cluster.
 
 Takes    the KFP API endpoint, an experiment name, `name=value` pipeline arguments, a pipeline root.
-Does     checks every argument against the parameters pipeline.yaml declares (before any network call),
-         then creates the run with kfp.Client; an unreachable or refusing endpoint is a clear error.
+Does     checks every argument against the parameters pipeline.yaml declares, and refuses a local-path
+         `source` or `publish_uri` (a pod cannot see this machine's disk), before any network call;
+         then creates the run with kfp.Client (with a bearer token on multi-user Kubeflow); an unreachable
+         or refusing endpoint is a clear error.
 Writes   nothing locally; prints the run's id and its URL in the KFP UI.
 """
 import logging
@@ -11,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from pipeline.params import declared_parameters, parse_params
+from pose.cluster import ClusterContractError, refuse_local_paths
 
 log = logging.getLogger("pipeline.submit")
 
@@ -38,20 +41,30 @@ def load_package(package: str | Path) -> dict:
 
 def submit(host: str, params: list[str] = (), experiment: str = DEFAULT_EXPERIMENT, pipeline_root: str | None = None,
            package: str | Path = DEFAULT_PACKAGE, run_name: str | None = None, namespace: str | None = None,
-           enable_caching: bool | None = None) -> dict:
+           enable_caching: bool | None = None, token: str | None = None) -> dict:
     """Creates a run; returns {"run_id", "url", "arguments"}.
 
-    `enable_caching` None keeps each step's compiled setting (ingest cached, training not).
+    `enable_caching` None keeps each step's compiled setting (ingest cached, training not). `token`: a
+    bearer token for the KFP API (multi-user Kubeflow behind an auth proxy), kfp.Client's existing_token.
     """
     spec = load_package(package)
     arguments = parse_params(list(params), declared_parameters(spec))
+    try:
+        refuse_local_paths(arguments, "checked before submission")
+    except ClusterContractError as error:
+        raise SubmitError(f"--param {error}") from None
     if pipeline_root is not None and not pipeline_root.startswith(("gs://", "minio://", "s3://")):
         raise SubmitError(f"--pipeline-root {pipeline_root!r}: expected gs://, minio:// or s3://")
 
     import kfp
 
+    client_options = {"host": host}
+    if namespace:
+        client_options["namespace"] = namespace
+    if token:
+        client_options["existing_token"] = token
     try:
-        client = kfp.Client(host=host, namespace=namespace) if namespace else kfp.Client(host=host)
+        client = kfp.Client(**client_options)
     except Exception as error:  # the client's health check: connection refused, DNS, TLS, HTTP errors
         raise SubmitError(f"cannot reach the KFP API at {host}: {_reason(error)}") from error
     try:

@@ -1,5 +1,6 @@
 """Outputs appear at once: a step writes into a temporary sibling, then renames it over the real name."""
 import contextlib
+import glob
 import os
 import shutil
 import tempfile
@@ -7,15 +8,22 @@ from pathlib import Path
 
 
 @contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike):
+def atomic_directory(path: str | os.PathLike, step: str | None = None):
     """Yields a temporary folder beside `path`; on success it replaces `path` (an existing folder there,
-    e.g. the empty one KFP creates for an output artifact, is removed), on failure it is deleted."""
+    e.g. the empty one KFP creates for an output artifact, is removed), on failure it is deleted.
+    `step` leaves that step's marker inside (pose.outputs), so that its next run may replace the folder;
+    a step checks its output with pose.outputs.check_output before it starts."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    remove_stale_siblings(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
     tmp.chmod(0o755)
     try:
         yield tmp
+        if step:
+            from pose import outputs
+
+            outputs.mark(tmp, step)
         if path.is_dir():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, old)
@@ -26,6 +34,32 @@ def atomic_directory(path: str | os.PathLike):
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_stale_siblings(path: Path) -> list[Path]:
+    """Removes the temporary siblings (`.<name>.tmp-<pid>-*`, `.<name>.old-<pid>`) that a killed run of a step
+    (kill -9, a preempted pod) left beside `path`, unless the process that made them still runs. Returns them."""
+    removed = []
+    for sibling in path.parent.glob(f".{glob.escape(path.name)}.*"):
+        kind, _, rest = sibling.name[len(path.name) + 2:].partition("-")
+        if kind not in ("tmp", "old"):
+            continue
+        pid = rest.split("-")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            continue
+        shutil.rmtree(sibling, ignore_errors=True) if sibling.is_dir() else sibling.unlink(missing_ok=True)
+        removed.append(sibling)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @contextlib.contextmanager

@@ -12,7 +12,9 @@ process keys (`datapath`, `modelpath`, ...) are supplied by the pipeline instead
 import dataclasses
 import json
 import logging
+import math
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -122,6 +124,35 @@ LR_SCHEDULES = ("exponential", "cosine", "constant")
 CPM_OPTIONS = tuple(key for key in networks.architecture_options("mv2_cpm") if key not in networks.COMMON_OPTIONS)
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML as users write it: `1e-3` is a number (YAML 1.1 wants `1.0e-3`), and a key given twice in one
+    mapping is an error instead of the last one silently winning."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"key {key!r} is given twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1})")
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def read_yaml(text: str):
+    """YAML text -> Python values, read the way config files are (see _ConfigLoader)."""
+    return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_config(source: str | os.PathLike | None = None, overrides: dict | None = None) -> TrainConfig:
     """source: a YAML file (absolute, relative to the working folder or to the repository), YAML text,
     or None for the defaults. overrides: {key: value} applied on top (see parse_overrides)."""
@@ -136,7 +167,9 @@ def load_config(source: str | os.PathLike | None = None, overrides: dict | None 
         else:
             raise ConfigError(f"config file {source} not found (looked in {os.getcwd()} and {REPO})")
         try:
-            values = yaml.safe_load(text) or {}
+            values = read_yaml(text) or {}
+        except ConfigError as error:
+            raise ConfigError(f"{origin}: {error}") from None
         except yaml.YAMLError as error:
             raise ConfigError(f"{origin}: not valid YAML: {error}") from error
         if not isinstance(values, dict):
@@ -167,8 +200,8 @@ def parse_overrides(text: str | list[str] | None) -> dict:
         if not separator or not key.strip():
             raise ConfigError(f"overrides: {item!r} is not key=value")
         try:
-            values[key.strip()] = yaml.safe_load(value) if value.strip() else None
-        except yaml.YAMLError as error:
+            values[key.strip()] = read_yaml(value) if value.strip() else None
+        except (yaml.YAMLError, ConfigError) as error:
             raise ConfigError(f"overrides: the value of {key.strip()!r} is not valid YAML: {error}") from error
     return values
 
@@ -243,6 +276,13 @@ def _check_ranges(config: TrainConfig, origin: str) -> None:
     def fail(key, why):
         raise ConfigError(f"{origin}: key {key!r} = {getattr(config, key)!r}: {why}")
 
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            fail(field.name, "must be a finite number")
+    for name, value in (config.augmentation or {}).items():
+        if any(isinstance(v, float) and not math.isfinite(v) for v in (value if isinstance(value, (list, tuple)) else [value])):
+            fail("augmentation", f"{name} must be finite")
     if config.model not in networks.ARCHITECTURES:
         fail("model", f"expected one of {sorted(networks.ARCHITECTURES)}")
     if config.input_size <= 0 or config.input_size % 32:
@@ -268,8 +308,13 @@ def _check_ranges(config: TrainConfig, origin: str) -> None:
         fail("stage_kernel_size", "must be odd (a centred depthwise kernel)")
     if config.lr <= 0 or config.sigma <= 0:
         fail("lr" if config.lr <= 0 else "sigma", "must be positive")
-    if config.eval_every < 0 or config.warmup_steps < 0:
-        fail("eval_every" if config.eval_every < 0 else "warmup_steps", "must not be negative")
+    for key in ("eval_every", "warmup_steps", "shuffle_buffer", "seed"):
+        if getattr(config, key) < 0:
+            fail(key, "must not be negative")
+    if config.decay_rate <= 0:
+        fail("decay_rate", "must be positive (the learning rate is lr x decay_rate ^ (step / decay_steps))")
+    if not 0 <= config.batch_norm_momentum < 1:
+        fail("batch_norm_momentum", "must be in [0, 1)")
     from pose.inputs import Augmentation
 
     try:

@@ -25,9 +25,11 @@ import math
 import os
 import random
 
+import numpy as np
 import tensorflow as tf
 
-from pose import heatmaps, records
+from pose import records
+from pose.codec import DEFAULT_SIGMA, HeatmapCodec
 from pose.keypoints import FLIP_INDEX, NUM_KEYPOINTS
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -195,8 +197,10 @@ def joint_weights(keypoints: tf.Tensor, visibility: tf.Tensor, input_size: int) 
 
 # ---- colour ------------------------------------------------------------------------------------
 
-_RGB_TO_YIQ = tf.constant([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
-_YIQ_TO_RGB = tf.linalg.inv(_RGB_TO_YIQ)
+# numpy, not tf.constant: a TensorFlow op at import time starts TensorFlow's runtime, after which
+# MultiWorkerMirroredStrategy can no longer be set up (components/train.py creates it first thing).
+_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32)
+_YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ).astype(np.float32)
 
 
 def colour_matrix(saturation, hue_degrees) -> tf.Tensor:
@@ -206,7 +210,7 @@ def colour_matrix(saturation, hue_degrees) -> tf.Tensor:
     zero = tf.zeros_like(cos)
     chroma = tf.stack([tf.stack([zero + 1.0, zero, zero], -1), tf.stack([zero, cos, -sin], -1),
                        tf.stack([zero, sin, cos], -1)], -2)
-    return _YIQ_TO_RGB @ chroma @ _RGB_TO_YIQ
+    return tf.constant(_YIQ_TO_RGB) @ chroma @ tf.constant(_RGB_TO_YIQ)
 
 
 def apply_colour(images: tf.Tensor, matrix: tf.Tensor, contrast: tf.Tensor, brightness: tf.Tensor,
@@ -218,7 +222,7 @@ def apply_colour(images: tf.Tensor, matrix: tf.Tensor, contrast: tf.Tensor, brig
     images = tf.cast(images, tf.float32)
     colour = matrix * scale
     mean_pixel = tf.reduce_mean(images, axis=[1, 2])                                   # [B, 3]
-    mean_luminance = tf.linalg.matvec(colour, mean_pixel) @ _RGB_TO_YIQ[0][:, None]     # [B, 1]
+    mean_luminance = tf.linalg.matvec(colour, mean_pixel) @ tf.constant(_RGB_TO_YIQ[0][:, None])  # [B, 1]
     offset = (1.0 - contrast[:, None]) * mean_luminance + brightness[:, None]          # [B, 1]
     # Three broadcast multiply-adds rather than a contraction over 3 channels: XLA fuses them with
     # the cast, offset and clip into one pass (an einsum here is 3x slower).
@@ -267,7 +271,7 @@ def _colour_and_heatmaps(images, colour, contrast, brightness, keypoints, weight
                          output_stride: int, sigma: float):
     """The elementwise half of a training batch, compiled with XLA (see training_batch)."""
     images = apply_colour(images, colour, contrast, brightness, scale=1.0 / 255.0)
-    return images, heatmaps.encode(keypoints, weights, input_size, output_stride, sigma)
+    return images, HeatmapCodec(input_size, output_stride, sigma).encode(keypoints, weights)
 
 
 _colour_and_heatmaps_xla = tf.function(_colour_and_heatmaps, jit_compile=True)
@@ -352,7 +356,7 @@ def _records(files: list[str], shuffle: bool, seed: int) -> tf.data.Dataset:
 
 
 def training_dataset(dirs: list[str], input_size: int = 192, output_stride: int = 2, batch_size: int = 16,
-                     sigma: float = heatmaps.DEFAULT_SIGMA, augment: bool = True, seed: int | None = None,
+                     sigma: float = DEFAULT_SIGMA, augment: bool = True, seed: int | None = None,
                      repeat: bool = True, shuffle_buffer: int = 1024,
                      augmentation: Augmentation | dict | None = None,
                      deterministic: bool | None = None) -> tf.data.Dataset:

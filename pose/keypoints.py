@@ -1,4 +1,4 @@
-"""The AI Challenger keypoint spec, in AIC order (0-based here; DESIGN.md counts from 1)."""
+"""The AI Challenger keypoint spec, in AIC order (0-based here; the AIC documentation numbers joints from 1)."""
 
 NAMES = (
     "right_shoulder", "right_elbow", "right_wrist",
@@ -44,6 +44,15 @@ OKS_SIGMAS = (
     0.01388152, 0.01515228, 0.01057665, 0.01417709, 0.01497891, 0.01402144, 0.03909642,
     0.03686941, 0.01981803, 0.03843971, 0.03412318, 0.02415081, 0.01291456, 0.01236173,
 )
+
+# The official AIC release as its archives extract: split -> (release folder, annotation file, image
+# folder). convert finds it at any depth; synthetic:// renders it; download recognises its image folders.
+AIC_LAYOUT = {
+    "train": ("ai_challenger_keypoint_train_20170902", "keypoint_train_annotations_20170909.json",
+              "keypoint_train_images_20170902"),
+    "valid": ("ai_challenger_keypoint_validation_20170911", "keypoint_validation_annotations_20170911.json",
+              "keypoint_validation_images_20170911"),
+}
 
 # AIC visibility code -> COCO visibility code: 1 visible -> 2, 2 occluded -> 1, 3 unlabelled -> 0.
 AIC_TO_COCO_VISIBILITY = {1: 2, 2: 1, 3: 0}

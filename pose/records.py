@@ -87,7 +87,8 @@ def parse(serialized: tf.Tensor) -> dict:
 def verify_shard(path: str, parse_records: bool = True, decode_images: bool = False) -> int:
     """Reads every record of a shard (CRC checks; parsing and JPEG decoding when asked); returns the count.
 
-    Raises CorruptShardError naming the file and record for corrupt or truncated data.
+    Raises CorruptShardError naming the file and record for corrupt or truncated data. Called by
+    named_shard_errors and the shard tests; no step runs it on its own.
     """
     record = 0
     try:
@@ -104,9 +105,10 @@ def verify_shard(path: str, parse_records: bool = True, decode_images: bool = Fa
 
 @contextlib.contextmanager
 def named_shard_errors(files: list[str]):
-    """Wrap a loop over a tf.data pipeline (or model.fit) reading `files`: tf.data reports corrupt
-    data without the file name, so on such an error this finds the shard and record and raises
-    CorruptShardError instead."""
+    """For a loop over a tf.data pipeline reading `files`: tf.data reports corrupt data without the file
+    name, so on such an error this scans the shards, finds the file and record and raises
+    CorruptShardError instead. Train and evaluate do not wrap their loops in it yet (only the input
+    tests do), so there a corrupt shard still surfaces as tf.data's own error."""
     try:
         yield
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:

@@ -27,14 +27,6 @@ from pose.atomic import atomic_file
 
 log = logging.getLogger(__name__)
 
-# split -> (release folder, annotation file, image folder), as in the official archives.
-AIC_LAYOUT = {
-    "train": ("ai_challenger_keypoint_train_20170902", "keypoint_train_annotations_20170909.json",
-              "keypoint_train_images_20170902"),
-    "valid": ("ai_challenger_keypoint_validation_20170911", "keypoint_validation_annotations_20170911.json",
-              "keypoint_validation_images_20170911"),
-}
-
 JPEG_QUALITY = 90
 MULTI_PERSON_FRACTION = 0.2
 OCCLUDER_PROBABILITY = 0.35  # per person
@@ -56,7 +48,7 @@ def render_release(output_dir: str, num_train: int, num_valid: int, seed: int) -
     started = time.perf_counter()
     summary = {"seed": seed, "bytes": 0}
     for split, count in (("train", num_train), ("valid", num_valid)):
-        release, annotation_name, image_folder = AIC_LAYOUT[split]
+        release, annotation_name, image_folder = kp.AIC_LAYOUT[split]
         image_dir = Path(output_dir) / release / image_folder
         image_dir.mkdir(parents=True, exist_ok=True)
         records, people = [], 0

@@ -16,7 +16,8 @@ import pytest
 
 from components.download import DownloadError, download
 from pose import storage
-from pose.synthetic import AIC_LAYOUT, render_release
+from pose.keypoints import AIC_LAYOUT
+from pose.synthetic import render_release
 from tests.gcs import fake_gcs, make_bucket, upload_bytes
 
 NUM_TRAIN = 12  # valid = 8
@@ -104,7 +105,9 @@ def test_gs_zip_with_checksum(gcs_server, release, release_zip, tmp_path):
 
 
 def test_gs_prefix_downloads_every_object(gcs_server, release, tmp_path):
-    uris = storage.upload_tree(str(release), "gs://releases/tree/")
+    client = storage.gcs_client()
+    uris = [storage.upload_file(str(p), f"gs://releases/tree/{p.relative_to(release).as_posix()}", client)
+            for p in sorted(release.rglob("*")) if p.is_file()]
     assert len(uris) == NUM_TRAIN + 8 + 2 and all(u.startswith("gs://releases/tree/ai_challenger") for u in uris)
     output = tmp_path / "raw"
     _assert_release(output, release, download("gs://releases/tree", str(output)))

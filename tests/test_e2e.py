@@ -12,8 +12,8 @@ from tests.gcs import fake_gcs, make_bucket
 
 SOURCE = "synthetic://200?seed=11"
 VARIANTS = ("fp32", "int8")  # a float and the fully quantised (calibrated) path; the others convert alike
-STEPS = ("download", "convert", "fanout", "shard-train", "shard-valid", "train", "freeze", "tflite", "evaluate",
-         "publish")
+STEPS = ("cluster-settings", "download", "convert", "fanout-train", "fanout-valid", "shard-train", "shard-valid",
+         "train", "freeze", "tflite", "evaluate", "publish")
 
 
 @pytest.mark.slow
@@ -24,8 +24,10 @@ def test_the_whole_pipeline_runs_locally_and_publishes(tmp_path, capsys):
                             overrides=["max_steps=40", "summary_every=1000", "checkpoint_every=1000",
                                        "pred_image_on_tensorboard=false"],
                             params={"num_shards": 2, "tflite_variants": ",".join(VARIANTS), "latency_runs": 3,
-                                    "publish_uri": "gs://e2e/pose/run-1", "publish_variant": "best"})
+                                    "publish_uri": "gs://e2e/pose/run-1", "publish_variant": "best",
+                                    "checkpoint_uri": "gs://e2e/checkpoints/run-1"})
         published = {blob.name.rsplit("/", 1)[-1] for blob in bucket.list_blobs(prefix="pose/run-1/")}
+        checkpoint = json.loads(bucket.blob("checkpoints/run-1/checkpoint.json").download_as_bytes())
     out = capsys.readouterr().out
 
     assert {step["step"] for step in summary["steps"]} == set(STEPS)
@@ -33,6 +35,7 @@ def test_the_whole_pipeline_runs_locally_and_publishes(tmp_path, capsys):
     assert json.loads(Path(summary["run_dir"], "summary.json").read_text()) == summary
     trained = json.loads(Path(summary["run_dir"], "train-op", "model", "train_metadata.json").read_text())
     assert trained["steps"] == 40  # the --set override reached train
+    assert checkpoint["step"] == 40  # checkpoint_uri reached train: its last checkpoint is in the bucket
 
     models = summary["headline"]["models"]
     assert {name.rsplit("_", 1)[-1] for name in models} == set(VARIANTS)

@@ -150,3 +150,28 @@ def test_predict_feeds_each_model_in_its_contract(tmp_path):
         points[name] = predict(str(tmp_path / name / "mv2_cpm_fp32.tflite"), str(PHOTO),
                                str(tmp_path / f"{name}.png"))["keypoints"]
     np.testing.assert_allclose(points["seed"], points["aic"], atol=0.05)
+
+
+def test_train_and_evaluate_measure_the_same_pckh(tflite_models, valid_shards, tmp_path, monkeypatch):
+    """The in-loop figure (input pixels, no flip test) and evaluate's (original pixels) decode the same
+    predictions with the same codec, so without the flip test they are the same number."""
+    import shutil
+
+    from components.evaluate import open_model, run_in_contract
+    from components.train import evaluate_pckh
+    from pose.codec import HeatmapCodec
+
+    models = tmp_path / "models"
+    models.mkdir()
+    fp32 = next(tflite_models.glob("*_fp32.tflite"))
+    for path in (fp32, fp32.with_suffix(".json")):
+        shutil.copyfile(path, models / path.name)
+    (tmp_path / "no-anchors").mkdir()
+    monkeypatch.setenv("POSE_ANCHORS_DIR", str(tmp_path / "no-anchors"))
+    results = evaluate(str(models), [str(valid_shards)], str(tmp_path / "out"), flip_test=False, latency_runs=1)
+
+    metadata = json.loads(fp32.with_suffix(".json").read_text())
+    model = open_model(fp32)
+    in_loop = evaluate_pckh(lambda images: run_in_contract(model, images.numpy()), [str(valid_shards)],
+                            HeatmapCodec(metadata["input_size"], metadata["output_stride"]))
+    assert 0.0 < in_loop == pytest.approx(results["models"][fp32.stem]["pckh"], abs=1e-9)

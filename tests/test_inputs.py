@@ -7,11 +7,13 @@ import pytest
 import tensorflow as tf
 
 from components.shard import shard
-from pose import decoding, heatmaps, inputs, records, visualize
+from pose import inputs, records, visualize
+from pose.codec import DEFAULT_SIGMA, HeatmapCodec
 from pose.keypoints import FLIP_INDEX, LEFT_SHOULDER, NUM_KEYPOINTS, RIGHT_SHOULDER
 from tests.test_shard import write_tiny_coco
 
 SIZE, STRIDE = 64, 2
+CODEC = HeatmapCodec(SIZE, STRIDE)
 
 
 @pytest.fixture(scope="module")
@@ -78,13 +80,13 @@ def test_keypoint_round_trip_through_warp_heatmap_and_decoding(coco_and_shards, 
             if 0 < x < SIZE - 1 and 0 < y < SIZE - 1 and example["person/id"] != 90:
                 assert image.numpy()[y - 1:y + 2, x - 1:x + 2].min(axis=-1).max() > 120
         # Heatmap and back, through the shared decoder, to sub-pixel accuracy at input resolution.
-        maps = heatmaps.encode(points, weights, SIZE, STRIDE).numpy()
+        maps = CODEC.encode(points, weights).numpy()
         assert maps.shape == (SIZE // STRIDE, SIZE // STRIDE, NUM_KEYPOINTS)
         assert np.all(maps[..., weights == 0] == 0)
-        coords, scores = decoding.decode(maps[None], refine="dark")
-        decoded = decoding.heatmap_to_input(coords[0], STRIDE)
+        decoded, scores = CODEC.decode_to_input(maps[None])
+        decoded = decoded[0]
         # DARK blurs the heatmap, and the blur's border handling moves peaks within ~3 sigma of the edge.
-        border = 3 * heatmaps.DEFAULT_SIGMA
+        border = 3 * DEFAULT_SIGMA
         far_from_border = weights.astype(bool) & np.all((expected > border) & (expected < SIZE - 1 - border), axis=-1)
         checked.append(far_from_border.sum())
         error = np.linalg.norm(decoded - expected, axis=-1)[far_from_border]
@@ -119,7 +121,7 @@ def test_joint_pushed_out_of_the_input_gets_weight_zero(coco_and_shards):
     assert (points.numpy()[:, 0] > SIZE - 1).any() and (~outside & (visibility.numpy() > 0)).any()
     assert np.all(weights[outside] == 0)
     assert np.all(weights[~outside] == (visibility.numpy()[~outside] > 0))
-    maps = heatmaps.encode(points, weights, SIZE, STRIDE).numpy()
+    maps = CODEC.encode(points, weights).numpy()
     assert np.all(maps[..., outside] == 0) and maps[..., weights > 0].max() > 0.5
 
 
@@ -189,7 +191,7 @@ def test_corrupt_shard_inside_the_pipeline_is_named(coco_and_shards, tmp_path):
 def test_sample_grid_colours_each_joint_where_it_is():
     points = tf.constant([[10.0 + 3 * k, 20.0 + 2 * k] for k in range(NUM_KEYPOINTS)])
     weights = tf.constant([1.0] * (NUM_KEYPOINTS - 1) + [0.0])
-    maps = heatmaps.encode(points, weights, SIZE, STRIDE, sigma=1.0).numpy()
+    maps = HeatmapCodec(SIZE, STRIDE, sigma=1.0).encode(points, weights).numpy()
     images = np.full((2, SIZE, SIZE, 3), 0.5, np.float32)
     grid = visualize.sample_grid(images, np.stack([maps, np.zeros_like(maps)]), columns=2, gap=2)
     assert grid.shape == (SIZE, 2 * SIZE + 2, 3) and grid.dtype == np.uint8

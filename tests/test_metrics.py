@@ -5,7 +5,7 @@ import io
 import numpy as np
 import pytest
 
-from pose import decoding, keypoints, metrics
+from pose import codec, keypoints, metrics
 
 
 def _person(rng, centre=(100.0, 100.0)):
@@ -111,25 +111,27 @@ def test_dark_and_quarter_recover_a_sub_pixel_peak():
     rng = np.random.default_rng(5)
     centres = rng.uniform(5, 35, (keypoints.NUM_KEYPOINTS, 2))
     heatmaps = _gaussian_heatmaps(centres)
-    dark, scores = decoding.decode(heatmaps, refine="dark")
-    quarter, _ = decoding.decode(heatmaps, refine="quarter")
-    plain, _ = decoding.decode(heatmaps, refine="none")
+    dark, scores = codec.decode(heatmaps, refine="dark")
+    quarter, _ = codec.decode(heatmaps, refine="quarter")
+    plain, _ = codec.decode(heatmaps, refine="none")
     assert np.abs(dark[0] - centres).max() < 0.02
     assert np.abs(quarter[0] - centres).max() <= 0.5 + 1e-6
     assert np.abs(quarter[0] - centres).mean() < np.abs(plain[0] - centres).mean()
     assert np.all(scores > 0.6) and np.all(scores <= 1.0)
     with pytest.raises(ValueError, match="refine"):
-        decoding.decode(heatmaps, refine="cubic")
+        codec.decode(heatmaps, refine="cubic")
+    with pytest.raises(ValueError, match="refine"):
+        codec.HeatmapCodec(192, 2, refine="cubic")
 
 
 def test_flip_helpers_mirror_and_swap_left_and_right():
     centres = [(10.0 + k, 20.0) for k in range(keypoints.NUM_KEYPOINTS)]
     heatmaps = _gaussian_heatmaps(centres, size=(32, 40))
     mirrored = heatmaps[:, :, ::-1]  # what a mirror-equivariant model predicts on the flipped image, before swapping
-    restored, _ = decoding.decode(decoding.unflip_heatmaps(mirrored[..., list(keypoints.FLIP_INDEX)]), "dark")
+    restored, _ = codec.decode(codec.unflip_heatmaps(mirrored[..., list(keypoints.FLIP_INDEX)]), "dark")
     assert np.abs(restored[0] - np.array(centres)).max() < 0.02
 
-    swapped, _ = decoding.decode(decoding.unflip_heatmaps(heatmaps), "dark")
+    swapped, _ = codec.decode(codec.unflip_heatmaps(heatmaps), "dark")
     right, left = keypoints.RIGHT_SHOULDER, keypoints.LEFT_SHOULDER
     assert swapped[0, right] == pytest.approx((40 - 1 - centres[left][0], 20.0), abs=0.02)
 
@@ -140,4 +142,4 @@ def test_flip_helpers_mirror_and_swap_left_and_right():
         return np.repeat(maps, 4, axis=1)
 
     images = np.random.default_rng(6).random((2, 4, 40, 3)).astype(np.float32)
-    np.testing.assert_allclose(decoding.flip_test(equivariant_model, images), equivariant_model(images), atol=1e-6)
+    np.testing.assert_allclose(codec.flip_test(equivariant_model, images), equivariant_model(images), atol=1e-6)

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pose.networks import build_model, count_multiply_adds, output_stride, stage_heatmaps, summary
+from pose.networks import (UnknownModel, build_from_config, build_model, count_multiply_adds, identity, output_stride,
+                           stage_heatmaps, summary)
 from tests.conftest import ANCHORS
 
 
@@ -156,3 +157,22 @@ def test_saved_model_loads_without_custom_objects(tmp_path):
     loaded = keras.saving.load_model(tmp_path / "model.keras")
     assert loaded.output_names == model.output_names
     np.testing.assert_allclose(loaded(image, training=False)[-1], expected[-1], atol=1e-5)
+
+
+def test_identity_of_models_names_exports_and_seed_releases():
+    cpm, hourglass = identity("mv2_cpm"), identity("mv2_hourglass")
+    assert (cpm.family, cpm.seed_output_name) == ("cpm", "Convolutional_Pose_Machine/stage_5_out")
+    assert (hourglass.family, hourglass.seed_output_name) == ("hourglass", "hourglass_out_3")
+    assert identity("mv2_cpm_int8-dynamic") is cpm and identity("pefm-hourglass-192") is hourglass
+    assert identity(build_model("mv2_hourglass", 64, width=0.35, num_stages=1)) is hourglass
+    with pytest.raises(UnknownModel, match="unknown model 'resnet_fp32'"):
+        identity("resnet_fp32")
+
+
+def test_build_from_config_builds_what_the_config_says():
+    from pose.config import load_config
+
+    config = load_config("model: mv2_cpm\ninput_size: 96\nwidth: 0.5\nnum_stages: 2\nstage_kernel_size: 5\n").resolved()
+    model = build_from_config(config)
+    assert model.name == "mv2_cpm" and len(model.outputs) == 2 and tuple(model.input.shape[1:]) == (96, 96, 3)
+    assert model.get_layer("stage_1_out") is not None

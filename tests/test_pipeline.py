@@ -18,7 +18,9 @@ from pipeline.submit import SubmitError, submit
 from tests.conftest import REPO
 
 CHECKED_IN = REPO / "pipeline.yaml"
-STEP_EXECUTORS = {"download": "exec-download-op", "convert": "exec-convert-op", "fanout": "exec-shard-indices-op",
+SPLITS = ("train", "valid")
+STEP_EXECUTORS = {"cluster-settings": "exec-cluster-settings-op", "download": "exec-download-op",
+                  "convert": "exec-convert-op", "fanout": "exec-pack-uris-op",
                   "shard": "exec-shard-op", "train": "exec-train-op", "freeze": "exec-freeze-op",
                   "tflite": "exec-tflite-op", "evaluate": "exec-evaluate-op", "publish": "exec-publish-op"}
 
@@ -55,54 +57,52 @@ def test_checked_in_pipeline_yaml_is_a_fresh_compile(compiled):
     assert load(CHECKED_IN) == compiled, "pipeline.yaml is stale: run `python -m pipeline compile` and commit it"
 
 
-def test_every_step_runs_in_the_cpu_image_but_train_in_the_gpu_image(compiled):
+# The steps that never import TensorFlow run in pose-slim (pipeline/images.py).
+SLIM_EXECUTORS = {"exec-download-op", "exec-convert-op", "exec-pack-uris-op", "exec-pack-uris-op-2",
+                  "exec-publish-op", "exec-cluster-settings-op"}
+
+
+def test_every_step_runs_in_its_image(compiled):
     executors = compiled[0]["deploymentSpec"]["executors"]
-    assert set(STEP_EXECUTORS.values()) | {"exec-shard-op-2"} == set(executors)
+    assert set(STEP_EXECUTORS.values()) | {"exec-shard-op-2", "exec-pack-uris-op-2", "exec-importer",
+                                           "exec-importer-2"} == set(executors)
     for name, executor in executors.items():
-        expected = images.GPU_IMAGE if name == "exec-train-op" else images.CPU_IMAGE
+        if "importer" in executor:
+            continue
+        expected = (images.GPU_IMAGE if name == "exec-train-op" else
+                    images.SLIM_IMAGE if name in SLIM_EXECUTORS else images.CPU_IMAGE)
         assert executor["container"]["image"] == expected, name
 
 
-def test_train_requests_gpus_on_gpu_nodes_and_is_never_cached(compiled):
-    pipeline_spec, platform_spec = compiled
-    resources = pipeline_spec["deploymentSpec"]["executors"]["exec-train-op"]["container"]["resources"]
-    assert resources["accelerator"] == {"resourceCount": "{{$.inputs.parameters['pipelinechannel--gpu_count']}}",
-                                        "resourceType": "{{$.inputs.parameters['pipelinechannel--gpu_type']}}"}
-    inputs = pipeline_spec["root"]["inputDefinitions"]["parameters"]
-    assert inputs["gpu_count"]["defaultValue"] == 1 and inputs["gpu_type"]["defaultValue"] == "nvidia.com/gpu"
-    kubernetes = platform_spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert kubernetes["exec-train-op"]["nodeSelector"] == {
-        "nodeSelectorJson": {"componentInputParameter": "gpu_node_selector"}}
-    assert kubernetes["exec-train-op"]["tolerations"] == [
-        {"tolerationJson": {"componentInputParameter": "gpu_tolerations"}}]
-    assert all("accelerator" not in e["container"].get("resources", {})
-               for name, e in pipeline_spec["deploymentSpec"]["executors"].items() if name != "exec-train-op")
-
-
-def test_gcs_credentials_come_from_a_secret_where_storage_is_touched(compiled):
-    kubernetes = compiled[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    for executor in ("exec-download-op", "exec-publish-op"):
-        volume, = kubernetes[executor]["secretAsVolume"]
-        env, = kubernetes[executor]["secretAsEnv"]
-        assert volume["mountPath"] == "/var/secrets/gcs" and volume["optional"]
-        assert env["keyToEnv"] == [{"envVar": "GOOGLE_APPLICATION_CREDENTIALS",
-                                    "secretKey": "GOOGLE_APPLICATION_CREDENTIALS"}]
-        assert volume["secretNameParameter"]["componentInputParameter"].endswith("gcs_secret")
-
-
-def test_shards_fan_out_with_parallel_for_and_are_collected(compiled):
+def test_shards_fan_out_over_packs_with_parallel_for_and_are_collected(compiled):
     pipeline_spec, _ = compiled
     tasks = all_tasks(pipeline_spec)
-    loop, = [task for task, _ in tasks.values() if "parameterIterator" in task]
-    assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--shard-indices-op-Output"
-    assert loop["iteratorPolicy"]["parallelismLimit"] > 1
-    loop_dag = loop["componentRef"]["name"]
-    assert tasks["shard-train"][1] == tasks["shard-valid"][1] == loop_dag
+    loops = {task["parameterIterator"]["items"]["inputParameter"]: task for task, _ in tasks.values()
+             if "parameterIterator" in task}
+    fanout = {split: tasks[f"fanout-{split}"][0]["componentRef"]["name"].removeprefix("comp-") for split in SPLITS}
+    assert set(loops) == {f"pipelinechannel--{fanout[split]}-Output" for split in SPLITS}
+    for split in SPLITS:
+        loop = loops[f"pipelinechannel--{fanout[split]}-Output"]
+        assert loop["iteratorPolicy"]["parallelismLimit"] > 1
+        loop_dag = loop["componentRef"]["name"]
+        shard, shard_dag = tasks[f"shard-{split}"]
+        pack, pack_dag = tasks[f"pack-{split}"]
+        assert shard_dag == pack_dag == loop_dag
+        # The shard task's only artifact is the imported pack; the importer takes the loop item as it is
+        # (the backend's importer reads the parent DAG's input parameter and applies no selector).
+        pack_key, = [key for key, task in pipeline_spec["components"][loop_dag]["dag"]["tasks"].items()
+                     if task is pack]
+        assert shard["inputs"]["artifacts"] == {"coco": {"taskOutputArtifact": {
+            "producerTask": pack_key, "outputArtifactKey": "artifact"}}}
+        assert pack["inputs"]["parameters"]["uri"] == {
+            "componentInputParameter": f"pipelinechannel--{fanout[split]}-Output-loop-item"}
     for consumer, inputs in {"train": ("train_shards", "valid_shards"), "tflite": ("representative",),
                              "evaluate": ("valid_shards",)}.items():
         for name in inputs:
             source = tasks[consumer][0]["inputs"]["artifacts"][name]["taskOutputArtifact"]
-            assert source["producerTask"] == loop["taskInfo"]["name"], (consumer, name)
+            split = "train" if name in ("train_shards", "representative") else "valid"
+            assert source["producerTask"] == loops[f"pipelinechannel--{fanout[split]}-Output"]["taskInfo"]["name"], \
+                (consumer, name)
             assert pipeline_spec["components"][tasks[consumer][0]["componentRef"]["name"]]["inputDefinitions"][
                 "artifacts"][name]["isArtifactList"]
 
@@ -111,7 +111,9 @@ def test_ingest_is_cached_training_and_publishing_are_not(compiled):
     tasks = all_tasks(compiled[0])
     cached = {name: task.get("cachingOptions", {}).get("enableCache", False) for name, (task, _) in tasks.items()
               if "cachingOptions" in task}
-    assert cached == {"download": True, "convert": True, "fanout": True, "shard-train": True, "shard-valid": True,
+    assert cached == {"cluster-settings": True, "download": True, "convert": True, "fanout-train": True,
+                      "fanout-valid": True, "shard-train": True, "shard-valid": True, "pack-train": True,
+                      "pack-valid": True,
                       "train": False, "freeze": True, "tflite": True, "evaluate": True, "publish": False}
 
 
@@ -130,7 +132,14 @@ def test_compile_sets_the_image_tag(tmp_path):
                     "--registry", "registry.example.com/pose"], check=True, cwd=REPO, env=env, capture_output=True)
     executors = load(output)[0]["deploymentSpec"]["executors"]
     assert executors["exec-train-op"]["container"]["image"] == "registry.example.com/pose/pose-gpu:9.9.9-rc1"
-    assert executors["exec-download-op"]["container"]["image"] == "registry.example.com/pose/pose-cpu:9.9.9-rc1"
+    assert executors["exec-download-op"]["container"]["image"] == "registry.example.com/pose/pose-slim:9.9.9-rc1"
+    assert executors["exec-evaluate-op"]["container"]["image"] == "registry.example.com/pose/pose-cpu:9.9.9-rc1"
+
+
+def test_compile_tags_the_images_by_their_content_by_default(compiled):
+    executors = compiled[0]["deploymentSpec"]["executors"]
+    assert images.TAG == images.content_tag()
+    assert executors["exec-train-op"]["container"]["image"] == f"ghcr.io/pose-pipeline/pose-gpu:{images.content_tag()}"
 
 
 def test_a_failed_step_stops_the_run_with_its_error_on_screen(tmp_path, capsys, cli_logging):
@@ -151,7 +160,8 @@ def test_params_are_typed_by_the_pipeline_and_unknown_names_are_named(compiled):
                                   "gpu_tolerations=[]", "source=gs://bucket/aic.zip"], declared)
     assert parsed == {"num_shards": 8, "single_person": True, "gpu_node_selector": {"pool": "l4"},
                       "gpu_tolerations": [], "source": "gs://bucket/aic.zip"}
-    with pytest.raises(params.ParameterError, match="no parameter 'num_shard'; it has config, export_contract, flip_test, gcs_secret"):
+    with pytest.raises(params.ParameterError,
+                       match="no parameter 'num_shard'; it has allow_cpu, checkpoint_uri, config, export_contract, flip_test, gcs_secret"):
         params.parse_params(["num_shard=8"], declared)
     with pytest.raises(params.ParameterError, match=r"num_shards='eight': not a valid NUMBER_INTEGER"):
         params.parse_params(["num_shards=eight"], declared)
@@ -192,3 +202,14 @@ def test_docker_runner_without_an_engine_says_so_before_any_step(tmp_path, capsy
     assert code != 0
     assert "--runner docker: no docker engine answers" in captured.err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("raw"))
+
+
+def test_train_is_retried_and_resumes_from_checkpoint_uri(compiled):
+    """A preempted train pod is retried (Argo retries the pod; the new one starts with an empty output
+    folder), and checkpoint_uri reaches train so that the retry resumes from the bucket."""
+    pipeline_spec, _ = compiled
+    train, _ = all_tasks(pipeline_spec)["train"]
+    assert train["retryPolicy"] == {"maxRetryCount": 3, "backoffDuration": "60s", "backoffFactor": 2.0,
+                                    "backoffMaxDuration": "600s"}
+    assert train["inputs"]["parameters"]["checkpoint_uri"] == {"componentInputParameter": "checkpoint_uri"}
+    assert pipeline_spec["root"]["inputDefinitions"]["parameters"]["checkpoint_uri"]["defaultValue"] == ""

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from components.publish import MANIFEST, MODEL_CARD, PublishError, publish
+from pose import web_demo
 from tests.gcs import fake_gcs, make_bucket
 from tests.tiny_models import build_tiny_pose_model
 
@@ -46,7 +47,8 @@ def test_publishes_the_variant_its_metadata_report_results_and_card(evaluated, b
     manifest = publish(str(models), str(evaluation / "report.html"), str(evaluation), "gs://models/pose/v1/",
                        "fp16", staging_dir=str(tmp_path / "staged"))
 
-    names = {"mv2_cpm_fp16.tflite", "mv2_cpm_fp16.json", "report.html", "results.json", MODEL_CARD, MANIFEST}
+    names = {"mv2_cpm_fp16.tflite", "mv2_cpm_fp16.json", "report.html", "results.json", MODEL_CARD, MANIFEST,
+             *(name for _, name in web_demo.page_files())}
     assert {blob.name for blob in bucket.list_blobs(prefix="pose/v1/")} == {f"pose/v1/{n}" for n in names}
     assert manifest["uris"][-1] == f"gs://models/pose/v1/{MANIFEST}"  # the completion marker goes last
     tflite = bucket.blob("pose/v1/mv2_cpm_fp16.tflite").download_as_bytes()
@@ -54,7 +56,8 @@ def test_publishes_the_variant_its_metadata_report_results_and_card(evaluated, b
     uploaded_manifest = json.loads(bucket.blob(f"pose/v1/{MANIFEST}").download_as_bytes())
     assert uploaded_manifest["files"]["mv2_cpm_fp16.tflite"]["sha256"] == hashlib.sha256(tflite).hexdigest()
     assert (manifest["model"], manifest["variant"]) == ("mv2_cpm_fp16", "fp16")
-    assert sorted(p.name for p in (tmp_path / "staged").iterdir()) == sorted(names)
+    assert sorted(p.relative_to(tmp_path / "staged").as_posix() for p in (tmp_path / "staged").rglob("*")
+                  if p.is_file()) == sorted(names)
 
     card = bucket.blob(f"pose/v1/{MODEL_CARD}").download_as_text()
     results = json.loads((evaluation / "results.json").read_text())
@@ -65,6 +68,10 @@ def test_publishes_the_variant_its_metadata_report_results_and_card(evaluated, b
     assert f"{results['settings']['num_people']} people" in card
     assert "Contract: `seed` (input pixels `bgr_0_255`" in card  # the default export's contract
     assert "head_top, neck, right_shoulder" in card
+    # The web demo beside the model, linked from the card, with the types a static host must serve it with.
+    assert f"({web_demo.published_url('mv2_cpm_fp16.tflite')})" in card
+    assert bucket.get_blob("pose/v1/demo/wasm/litert_wasm_internal.wasm").content_type == "application/wasm"
+    assert bucket.get_blob("pose/v1/demo/app.js").content_type == "text/javascript"
 
 
 def test_best_picks_the_highest_pckh(evaluated, tmp_path):

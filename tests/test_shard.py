@@ -8,6 +8,7 @@ import pytest
 
 from components.shard import ShardError, main, shard, shard_name
 from pose import records
+from pose.outputs import MARKER
 from pose.keypoints import NUM_KEYPOINTS
 
 DOT_RADIUS = 3
@@ -142,7 +143,7 @@ def test_shard_index_writes_that_shard_with_the_same_bytes(tiny_coco, tiny_shard
         assert main(["--input", str(tiny_coco[0]), "--output", str(out), "--split", "train", "--num-shards", "2",
                      "--shard-index", str(i), "--crop-size", "96"]) == 0
         name = shard_name("train", i, 2)
-        assert sorted(p.name for p in out.iterdir()) == ["index.json", name]
+        assert sorted(p.name for p in out.iterdir()) == [MARKER, "index.json", name]
         assert (out / name).read_bytes() == (tiny_shards / name).read_bytes()
         index = json.loads((out / "index.json").read_text())
         assert index["shards"] == {name: json.loads((tiny_shards / "index.json").read_text())["shards"][name]}

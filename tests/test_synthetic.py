@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from pose import keypoints as kp
-from pose.synthetic import AIC_LAYOUT, render_release
+from pose.keypoints import AIC_LAYOUT
+from pose.synthetic import render_release
 
 NUM_TRAIN, NUM_VALID, SEED = 40, 8, 11
 

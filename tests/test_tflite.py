@@ -76,6 +76,7 @@ def test_bad_requests_are_clear_errors(tiny_frozen, tmp_path):
         convert_to_tflite(str(tiny_frozen), str(tmp_path / "a"), ["fp32", "int8"])
     with pytest.raises(TFLiteConversionError, match="unknown variants"):
         convert_to_tflite(str(tiny_frozen), str(tmp_path / "b"), ["int4"])
+    (tmp_path / "empty").mkdir()
     with pytest.raises(TFLiteConversionError, match="not a freeze output folder"):
-        convert_to_tflite(str(tmp_path), str(tmp_path / "c"), ["fp32"])
+        convert_to_tflite(str(tmp_path / "empty"), str(tmp_path / "c"), ["fp32"])
     assert not any((tmp_path / name).exists() for name in "abc")

@@ -84,7 +84,9 @@ def test_seed_keys_and_overrides():
         load_config(f"experiments/{name}.yaml")
     local_text = (REPO / "experiments" / "local.yaml").read_text()  # the pipeline passes configs outside the image as text
     assert len(local_text) > 255 and load_config(local_text) == load_config("experiments/local.yaml")
-    one_line = "{model: mv2_cpm, " + "warmup_steps: 10, " * 20 + "lr: 0.002}"
+    one_line = ("{model: mv2_cpm, warmup_steps: 10, batch_size: 16, sigma: 6.0, shuffle_buffer: 1024, seed: 0, "
+                "decay_rate: 0.95, decay_steps: 10000, staircase: true, max_epoch: 1000, checkpoint_every: 2000, "
+                "keep_checkpoints: 3, log_every: 100, summary_every: 500, eval_every: 0, lr: 0.002}")  # no key twice
     assert len(one_line) > 255 and load_config(one_line).lr == 0.002
 
 

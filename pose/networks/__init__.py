@@ -1,24 +1,67 @@
-"""The pose networks: `build_model(name, ...)` returns a Keras model whose outputs are the list of
-per-stage heatmaps (last = final), and `summary(model)` prints parameters and FLOPs.
+"""The pose networks and their identity.
+
+`build_model(name, ...)` (or `build_from_config(cfg)`) returns a Keras model whose outputs are the
+list of per-stage heatmaps (last = final), and `summary(model)` prints parameters and FLOPs.
+`identity(model_or_name)` says which architecture a model, a name or an exported file is: its family,
+the seed's name for its output node and the seed's released file of that family. Nothing else
+guesses a model's kind from its name.
 
 Compute is counted analytically per layer: multiply-adds of the convolutions (Conv2D,
 DepthwiseConv2D, Dense); FLOPs = 2 x multiply-adds (what TF's profiler reports). The seed's
 README says "0.5G" for both models but mixes units: its mv2_cpm source at width 0.75 and 192 is
 0.54 G multiply-adds (1.08 GFLOPs), its hourglass 0.268 G multiply-adds (0.54 GFLOPs), exactly the
-count of the released hourglass in ../shared/anchors. Ours match both (tests/test_networks.py).
+count of the released hourglass in the seed's anchors. Ours match both (tests/test_networks.py).
+
+The architecture modules (and so Keras) load on first use, so reading a model's identity costs no
+TensorFlow import (publish needs only that).
 """
-import keras
-from keras import layers
+from __future__ import annotations
 
-from pose.networks import mv2_cpm, mv2_hourglass
+import importlib
+from dataclasses import dataclass
 
-ARCHITECTURES = {"mv2_cpm": mv2_cpm, "mv2_hourglass": mv2_hourglass}
+ARCHITECTURES = ("mv2_cpm", "mv2_hourglass")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What an architecture is, beyond how to build it."""
+    name: str               # the config's `model`, e.g. "mv2_cpm"
+    family: str             # "cpm" or "hourglass": models of a family are compared with each other
+    title: str              # for people (model card)
+    seed_output_name: str   # the seed's output node, which our exports keep so the seed's apps load them
+    seed_release: str       # the stem of the seed's released .tflite of this family (the anchors)
+
+
+IDENTITIES = {
+    "mv2_cpm": Identity("mv2_cpm", "cpm", "MobileNetV2 Convolutional Pose Machine",
+                        "Convolutional_Pose_Machine/stage_5_out", "pefm-cpm-192"),
+    "mv2_hourglass": Identity("mv2_hourglass", "hourglass", "MobileNetV2 Hourglass", "hourglass_out_3",
+                              "pefm-hourglass-192"),
+}
+
+
+class UnknownModel(ValueError):
+    """A name that is no architecture of ours, no exported file of one and no seed release."""
+
+
+def identity(model_or_name) -> Identity:
+    """The identity of a Keras model (by its name), an architecture name ("mv2_cpm"), an exported file's
+    stem ("<model>_<variant>", docs/ARTIFACTS.md) or a seed release's stem ("pefm-cpm-192")."""
+    name = model_or_name if isinstance(model_or_name, str) else model_or_name.name
+    if name in IDENTITIES:
+        return IDENTITIES[name]
+    for known in IDENTITIES.values():
+        if name == known.seed_release or name.startswith(known.name + "_"):
+            return known
+    raise UnknownModel(f"unknown model {name!r}; expected one of {list(ARCHITECTURES)}, a "
+                       f"<model>_<variant> of one, or a seed release ({', '.join(i.seed_release for i in IDENTITIES.values())})")
 
 
 def _architecture(name: str):
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown model {name!r}; expected one of {sorted(ARCHITECTURES)}")
-    return ARCHITECTURES[name]
+    return importlib.import_module(f"pose.networks.{name}")
 
 
 def output_stride(name: str) -> int:
@@ -66,6 +109,12 @@ def build_model(name: str, input_size: int = 192, width: float | None = None, nu
     )
 
 
+def build_from_config(cfg) -> keras.Model:
+    """The network a training config (pose.config.TrainConfig) describes."""
+    return build_model(cfg.model, cfg.input_size, cfg.width, cfg.num_stages, cfg.num_keypoints,
+                       cfg.batch_norm_momentum, **cfg.architecture_options())
+
+
 def stage_heatmaps(model: keras.Model, images, training: bool = False) -> list:
     """The model's per-stage heatmaps as a list, also for one stage (Keras returns a bare tensor then)."""
     outputs = model(images, training=training)
@@ -74,6 +123,8 @@ def stage_heatmaps(model: keras.Model, images, training: bool = False) -> list:
 
 def count_multiply_adds(model: keras.Model) -> int:
     """Multiply-adds of one image through the model's convolutions and dense layers."""
+    from keras import layers
+
     total = 0
     for layer in model.layers:
         if isinstance(layer, layers.DepthwiseConv2D):

@@ -1,0 +1,81 @@
+"""What a run on a Kubeflow Pipelines cluster needs that a kfp.local run does not: the one owner of the
+cluster contract's run-time rules (README "On a cluster").
+
+Used before submission (pipeline/submit.py) and inside the pods (the bodies in pipeline/ops.py, in every
+image), so it imports nothing beyond the standard library.
+
+- Every step runs in its own pod, whose disk is empty and thrown away: a local path given as `source` or
+  `publish_uri` names nothing the pod can read, and whatever is written there is lost.
+- The KFP driver reads a resource placeholder (accelerator count) and a secret name as *strings*:
+  kubeflow/pipelines backend/src/v2/driver/resolve.go, resolvePodSpecInputRuntimeParameter, returns
+  `val.GetStringValue()`, which is "" for a number; driver.go then sets no accelerator limit. And
+  k8s.go resolves a secret name with resolveInputParameterStr, which fails the task on "". The
+  `cluster-settings` task (pipeline/ops.py) turns the run parameters into such strings.
+"""
+import os
+import urllib.parse
+
+# Set on every container of a KFP v2 pod by the backend's Argo compiler (kubeflow/pipelines
+# backend/src/v2/compiler/argocompiler/common.go, commonEnvs: KFP_POD_NAME and KFP_POD_UID from the
+# pod's metadata); kfp.local's subprocess and docker runners set neither.
+KFP_POD_ENV = "KFP_POD_NAME"
+
+GCS_SECRET_MOUNT = "/var/secrets/gcs"
+GCS_KEY_FILE = "key.json"
+# The secret volume mounted when `gcs_secret` is "": the driver refuses an empty secret name (k8s.go,
+# resolveInputParameterStr "Expected a non-empty string"), so "" becomes this name, which nobody creates;
+# the volume is optional, so the kubelet mounts an empty folder and the pod starts.
+NO_GCS_SECRET = "pose-pipeline-no-gcs-secret"
+
+REMOTE_SCHEMES = ("gs", "http", "https", "synthetic")
+
+
+class ClusterContractError(ValueError):
+    """A run argument that cannot work on a cluster; the message names it and says what to give instead."""
+
+
+def on_kfp_cluster() -> bool:
+    """True inside a pod started by a KFP backend (not under kfp.local)."""
+    return bool(os.environ.get(KFP_POD_ENV))
+
+
+def is_local_path(uri: str) -> bool:
+    """A path or file:// URI, i.e. something on the disk of whatever machine reads it."""
+    scheme = urllib.parse.urlparse(uri).scheme.lower()
+    return scheme in ("", "file") or len(scheme) == 1  # one letter: a Windows drive, C:\\...
+
+
+def refuse_local_paths(arguments: dict, where: str) -> None:
+    """Fails on a local-path `source` or a local-path, non-empty `publish_uri` (`where` says who checked)."""
+    for name, allowed in (("source", "gs://, https:// or synthetic://N"), ("publish_uri", "gs://bucket/prefix")):
+        value = arguments.get(name)
+        if isinstance(value, str) and value.strip() and is_local_path(value.strip()):
+            raise ClusterContractError(
+                f"{name}={value!r} is a local path, but on a cluster every step runs in its own pod, whose disk "
+                f"is empty and discarded afterwards ({where}); give {allowed} instead (local paths work with "
+                f"`python -m pipeline run`)")
+
+
+def gcs_secret_volume(gcs_secret: str) -> str:
+    """The secret name to mount for `gcs_secret`: itself, or NO_GCS_SECRET for ""."""
+    name = gcs_secret.strip()
+    return name or NO_GCS_SECRET
+
+
+def use_mounted_gcs_key() -> None:
+    """Points GOOGLE_APPLICATION_CREDENTIALS at the mounted service-account key, when the secret holds one.
+
+    Done here rather than with kfp-kubernetes' use_secret_as_env: before KFP 2.15.0 the driver ignores
+    `optional` for a secret env var (k8s.go in 2.14.x sets no SecretKeySelector.Optional; #12216 added
+    it), so a missing secret would keep the pod from starting, and Workload Identity clusters have none.
+    """
+    key = os.path.join(GCS_SECRET_MOUNT, GCS_KEY_FILE)
+    if os.path.isfile(key) and not os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"):
+        os.environ["GOOGLE_APPLICATION_CREDENTIALS"] = key
+
+
+def accelerator_count(gpu_count: int) -> str:
+    """`gpu_count` as the decimal string the driver parses into the accelerator limit."""
+    if isinstance(gpu_count, bool) or int(gpu_count) != gpu_count or gpu_count < 0:
+        raise ClusterContractError(f"gpu_count={gpu_count!r}: expected a whole number of GPUs, 0 or more")
+    return str(int(gpu_count))

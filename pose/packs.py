@@ -1,0 +1,66 @@
+"""Shard packs: which images belong to which shard, and the folder holding one shard's share.
+
+The one rule (used by convert to write packs and by shard to read a whole COCO folder, so both give
+the same shards): the images of a split, ordered by image id, are dealt round-robin to N shards; a
+shard holds the people of its images, in annotation-id order. Dealing images rather than people puts
+every image in exactly one pack, so the packs of a split add up to the split with no copies.
+
+A pack (docs/ARTIFACTS.md) is a COCO folder for one split restricted to one shard:
+    packs/<split>-<iiiii>-of-<nnnnn>/pack.json                      {"split", "shard_index", "num_shards",
+                                                                     "images", "people"}
+    packs/<split>-<iiiii>-of-<nnnnn>/annotations/person_keypoints_<split>.json
+    packs/<split>-<iiiii>-of-<nnnnn>/images/<split>/<file_name>
+A KFP task whose input artifact URI is a pack's folder gets only that folder copied into its pod.
+"""
+import json
+import os
+
+PACKS_DIR = "packs"
+PACK_INFO = "pack.json"
+MAX_SHARDS = 4096
+
+
+class PackError(ValueError):
+    """A pack or a shard count that cannot be used; the message names the folder or value."""
+
+
+def check_num_shards(num_shards) -> int:
+    if isinstance(num_shards, bool) or not isinstance(num_shards, int) or not 1 <= num_shards <= MAX_SHARDS:
+        raise PackError(f"num_shards={num_shards!r}: expected an integer from 1 to {MAX_SHARDS}")
+    return num_shards
+
+
+def pack_name(split: str, index: int, num_shards: int) -> str:
+    return f"{split}-{index:05d}-of-{num_shards:05d}"
+
+
+def pack_path(split: str, index: int, num_shards: int) -> str:
+    """The pack's folder relative to convert's output (also the suffix of its URI)."""
+    return f"{PACKS_DIR}/{pack_name(split, index, num_shards)}"
+
+
+def shard_of_images(image_ids, num_shards: int) -> dict:
+    """{image id: shard index}: image ids in ascending order dealt round-robin."""
+    return {image_id: position % num_shards for position, image_id in enumerate(sorted(image_ids))}
+
+
+def read_pack_info(folder) -> dict | None:
+    """The pack's pack.json, or None when `folder` is not a pack."""
+    path = os.path.join(folder, PACK_INFO)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            info = json.load(f)
+        for key, kind in (("split", str), ("shard_index", int), ("num_shards", int)):
+            if not isinstance(info.get(key), kind):
+                raise PackError(f"{path}: {key!r} must be a {kind.__name__}, got {info.get(key)!r}")
+    except (OSError, json.JSONDecodeError) as error:
+        raise PackError(f"{path}: not a readable pack description: {error}") from error
+    return info
+
+
+def write_pack_info(folder, split: str, index: int, num_shards: int, images: int, people: int) -> None:
+    with open(os.path.join(folder, PACK_INFO), "w") as f:
+        json.dump({"split": split, "shard_index": index, "num_shards": num_shards, "images": images,
+                   "people": people}, f, indent=1)

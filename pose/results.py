@@ -1,0 +1,149 @@
+"""results.json: every figure evaluate measured, and the one schema its readers share.
+
+evaluate writes it (`write`); publish, `python -m pipeline run`'s summary and the KFP Metrics artifact
+read it (`read`, `metric_figures`). The layout is documented in docs/ARTIFACTS.md ("evaluate"):
+
+    {"settings": Settings, "models": {"<model>_<variant>": ModelResult, ...},
+     "anchors": {"<seed release>": AnchorResult, ...}}
+
+Only NumPy-free JSON types are written: NumPy scalars and paths are converted on the way out.
+"""
+import json
+from pathlib import Path
+from typing import TypedDict
+
+FILE_NAME = "results.json"
+
+
+class Latency(TypedDict):
+    threads: int
+    runs: int
+    runtime: str              # "xnnpack" or "builtin" (pose.tflite_runtime.RUNTIMES)
+    median_ms: float
+    p90_ms: float
+
+
+class Settings(TypedDict):
+    models_dir: str
+    data_dirs: list[str]
+    anchors_dir: str | None
+    refine: str               # pose.codec refine mode used to decode
+    flip_test: bool
+    latency_runs: int
+    all_threads: int          # the thread count of the "all" latency
+    num_people: int           # validation people scored
+    gallery_model: str        # the model drawn in the report's gallery
+
+
+class SeedComparison(TypedDict):
+    seed_model: str           # the anchors' key of the seed model of the same family
+    input_size: int | None
+    seed_input_size: int
+    same_input_size: bool     # latency scales with pixels: a ratio across sizes is not like with like
+    latency_1_thread: float   # ours / the seed's
+    latency_all_threads: float
+    size: float
+    pckh_points: float        # 100 x (ours - the seed's)
+    ap: float                 # ours - the seed's
+
+
+class ModelResult(TypedDict):
+    file: str                                  # the .tflite's name
+    metadata: dict                             # the .json beside it
+    pckh: float                                # PCKh@0.5, 0..1
+    pckh_per_joint: dict[str, float | None]    # joint name -> PCKh@0.5, None where no joint counted
+    ap: float                                  # OKS AP (pycocotools, AIC sigmas) and its companions
+    ap50: float
+    ap75: float
+    ar: float
+    size_bytes: int
+    latency: dict                              # {"1": Latency, "all": Latency, "runtime": the faster runtime}
+    latency_by_runtime: dict                   # runtime -> {"1": Latency, "all": Latency}
+    vs_seed: SeedComparison | None             # None: no seed model of its family was evaluated
+
+
+class AnchorResult(TypedDict):
+    """A seed release, evaluated like ours (its metadata: the seed contract, sizes read from the model)."""
+    file: str
+    metadata: dict
+    pckh: float
+    pckh_per_joint: dict[str, float | None]
+    ap: float
+    ap50: float
+    ap75: float
+    ar: float
+    size_bytes: int
+    latency: dict
+    latency_by_runtime: dict
+
+
+class Results(TypedDict):
+    settings: Settings
+    models: dict[str, ModelResult]
+    anchors: dict[str, AnchorResult]
+
+
+class ResultsError(ValueError):
+    """A results.json that is missing, not JSON, or not evaluate's layout; the message names the file."""
+
+
+def validate(results, source: str) -> Results:
+    """`results` if it has evaluate's layout, else ResultsError naming `source` and what is missing."""
+    if not isinstance(results, dict) or not isinstance(results.get("models"), dict) or not results["models"]:
+        raise ResultsError(f"{source}: no 'models' with evaluation figures (expected evaluate's {FILE_NAME})")
+    for name, model in results["models"].items():
+        missing = [key for key in ("pckh", "ap", "size_bytes", "latency") if key not in model]
+        if missing or "median_ms" not in model["latency"].get("1", {}):
+            raise ResultsError(f"{source}: model {name!r} lacks {', '.join(missing) or 'latency at 1 thread'}")
+    if not isinstance(results.get("anchors", {}), dict):
+        raise ResultsError(f"{source}: 'anchors' is not an object")
+    return results
+
+
+def read(path) -> Results:
+    """Reads and validates `path`: a results.json, or a folder holding one (a KFP artifact folder)."""
+    path = Path(path)
+    found = path / FILE_NAME if path.is_dir() else path
+    if not found.is_file():
+        raise ResultsError(f"results: {found} does not exist")
+    try:
+        results = json.loads(found.read_text())
+    except json.JSONDecodeError as error:
+        raise ResultsError(f"{found}: not valid JSON ({error})") from error
+    return validate(results, str(found))
+
+
+def dumps(results: Results) -> str:
+    return json.dumps(validate(results, "results to write"), indent=2, default=_json_default)
+
+
+def write(path, results: Results) -> Path:
+    """Writes `results` to `path` (a file name, or a folder to hold results.json); the caller makes it
+    atomic (evaluate writes into its atomic_directory)."""
+    path = Path(path)
+    target = path / FILE_NAME if path.is_dir() else path
+    target.write_text(dumps(results))
+    return target
+
+
+def metric_figures(results: Results) -> dict[str, float]:
+    """The headline figures as KFP Metrics: per model PCKh@0.5 (percent), OKS AP / AP50 / AP75, latency at
+    one thread (ms), size (MB) and the latency ratio against the seed's model when there is one."""
+    figures = {}
+    for name, model in results["models"].items():
+        figures[f"{name}_pckh"] = round(100 * model["pckh"], 2)
+        for key in ("ap", "ap50", "ap75"):
+            figures[f"{name}_{key}"] = round(model[key], 4)
+        figures[f"{name}_latency_ms"] = round(model["latency"]["1"]["median_ms"], 3)
+        figures[f"{name}_size_mb"] = round(model["size_bytes"] / 1e6, 3)
+        if model["vs_seed"]:
+            figures[f"{name}_latency_vs_seed"] = round(model["vs_seed"]["latency_1_thread"], 3)
+    return figures
+
+
+def _json_default(value):
+    if hasattr(value, "item") and callable(value.item):  # NumPy scalars
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value)}")

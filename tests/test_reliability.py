@@ -1,0 +1,769 @@
+"""Issue 15: nothing lost, nothing escapes, nothing silent. One test per finding of the careless-and-hostile
+probe (docs/RELIABILITY.md lists them with their verdicts), each on tiny data through the real steps: a real
+fake-gcs-server (tests/gcs.py) for gs:// and publish, a real http.server for the stalled download.
+"""
+import functools
+import hashlib
+import http.client
+import http.server
+import io
+import json
+import os
+import shutil
+import socket
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.gcs import fake_gcs, make_bucket
+from tests.test_convert import aic_record, image_id, write_release
+from tests.test_shard import write_tiny_coco
+from tests.tiny_models import build_tiny_pose_model, save_as_train_output
+
+REPO = Path(__file__).resolve().parent.parent
+TINY_CONFIG = REPO / "experiments" / "tiny.yaml"
+INPUT_SIZE = 64
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared tiny inputs
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def coco(tmp_path_factory) -> Path:
+    """A COCO folder (convert's layout) with a train and a valid split of a few people each."""
+    root = tmp_path_factory.mktemp("reliability") / "coco"
+    write_tiny_coco(root, "train", seed=0)
+    write_tiny_coco(root, "valid", seed=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def shards(coco, tmp_path_factory) -> dict:
+    from components.shard import shard
+
+    out = tmp_path_factory.mktemp("reliability-shards")
+    shard(str(coco), str(out / "train"), "train", 2, crop_size=96)
+    shard(str(coco), str(out / "valid"), "valid", 1, crop_size=96)
+    return {"train": out / "train", "valid": out / "valid"}
+
+
+@pytest.fixture(scope="module")
+def tflite_models(tmp_path_factory, shards) -> Path:
+    """The real freeze and tflite steps on a tiny stand-in model: fp32 only."""
+    from components.freeze import freeze
+    from components.tflite import convert_to_tflite
+
+    root = tmp_path_factory.mktemp("reliability-models")
+    save_as_train_output(build_tiny_pose_model(INPUT_SIZE), root / "model")
+    freeze(str(root / "model"), str(root / "frozen"))
+    convert_to_tflite(str(root / "frozen"), str(root / "tflite"), ["fp32"])
+    return root / "tflite"
+
+
+@pytest.fixture()
+def no_anchors(tmp_path, monkeypatch) -> str:
+    folder = tmp_path / "no-anchors"
+    folder.mkdir()
+    monkeypatch.setenv("POSE_ANCHORS_DIR", str(folder))
+    return str(folder)
+
+
+def _foreign_folder(path: Path) -> Path:
+    path.mkdir(parents=True)
+    (path / "thesis.tex").write_text("years of work")
+    return path
+
+
+def _cli(main, argv, capsys) -> tuple[int, str]:
+    """Runs a step's CLI in-process; returns (exit code, stderr's last line), checking stderr ends in one
+    error line (no traceback)."""
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert not any(line.startswith("Traceback") for line in err), err
+    return code, err[-1] if err else ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Data loss: no step deletes what it did not write
+# ---------------------------------------------------------------------------------------------
+
+def test_freeze_refuses_a_foreign_output(tmp_path):
+    from components.freeze import freeze
+    from pose.outputs import OutputError
+
+    model = save_as_train_output(build_tiny_pose_model(INPUT_SIZE), tmp_path / "model")
+    other = _foreign_folder(tmp_path / "mine")
+    with pytest.raises(OutputError, match="not a previous freeze output"):
+        freeze(str(model), str(other))
+    assert (other / "thesis.tex").read_text() == "years of work"
+
+
+def test_tflite_refuses_a_foreign_output(tmp_path, tflite_models):
+    from components.tflite import convert_to_tflite
+    from pose.outputs import OutputError
+
+    other = _foreign_folder(tmp_path / "mine")
+    with pytest.raises(OutputError, match="not a previous tflite output"):
+        convert_to_tflite(str(tflite_models.parent / "frozen"), str(other), ["fp32"])
+    assert (other / "thesis.tex").exists()
+
+
+def test_evaluate_refuses_a_foreign_output(tmp_path, tflite_models, shards, no_anchors):
+    from components.evaluate import evaluate
+    from pose.outputs import OutputError
+
+    other = _foreign_folder(tmp_path / "mine")
+    with pytest.raises(OutputError, match="not a previous evaluate output"):
+        evaluate(str(tflite_models), [str(shards["valid"])], str(other), latency_runs=1)
+    assert (other / "thesis.tex").exists()
+
+
+def test_shard_refuses_a_foreign_output(tmp_path, coco):
+    from components.shard import shard
+    from pose.outputs import OutputError
+
+    other = _foreign_folder(tmp_path / "mine")
+    with pytest.raises(OutputError, match="not a previous shard output"):
+        shard(str(coco), str(other), "train", 1, crop_size=64)
+    assert (other / "thesis.tex").exists()
+
+
+def test_a_step_replaces_its_own_previous_output(tmp_path, coco):
+    from components.shard import shard
+
+    shard(str(coco), str(tmp_path / "out"), "valid", 1, crop_size=64)
+    index = shard(str(coco), str(tmp_path / "out"), "valid", 2, crop_size=64)
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.tfrecord")) == sorted(index["shards"])
+
+
+def test_output_equal_to_or_inside_an_input_is_refused(tmp_path, coco):
+    from components.freeze import freeze
+    from components.shard import shard
+    from pose.outputs import OutputError
+
+    model = save_as_train_output(build_tiny_pose_model(INPUT_SIZE), tmp_path / "model")
+    before = sorted(p.name for p in model.iterdir())
+    with pytest.raises(OutputError, match="is the input"):
+        freeze(str(model), str(model))
+    assert sorted(p.name for p in model.iterdir()) == before
+    copy = tmp_path / "coco"
+    shutil.copytree(coco, copy)
+    with pytest.raises(OutputError, match="is the input"):
+        shard(str(copy), str(copy), "train", 1)
+    with pytest.raises(OutputError, match="inside the input"):
+        shard(str(copy), str(copy / "images"), "train", 1)
+    with pytest.raises(OutputError, match="holds the input"):
+        shard(str(copy), str(tmp_path), "train", 1)
+    assert (copy / "annotations" / "person_keypoints_train.json").is_file()
+
+
+class _RefusingProxy:
+    """A real HTTP reverse proxy in front of fake-gcs-server that answers 403 to any request naming
+    `refuse` (in its URL or body) while `refuse` is set: a storage server refusing one object."""
+
+    def __init__(self, upstream: str):
+        self.upstream = upstream.split("://", 1)[-1].rstrip("/")
+        self.refuse: bytes | None = None
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _forward(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if proxy.refuse and (proxy.refuse in self.path.encode() or proxy.refuse in body):
+                    message = b'{"error": {"code": 403, "message": "refused by the test proxy"}}'
+                    self.send_response(403)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(message)))
+                    self.end_headers()
+                    self.wfile.write(message)
+                    return
+                connection = http.client.HTTPConnection(proxy.upstream, timeout=30)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                connection.request(self.command, self.path, body=body or None, headers=headers)
+                response = connection.getresponse()
+                data = response.read()
+                self.send_response(response.status)
+                for key, value in response.getheaders():
+                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                connection.close()
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _forward
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _evaluated(tflite_models, shards, folder: Path) -> Path:
+    from components.evaluate import evaluate
+
+    evaluate(str(tflite_models), [str(shards["valid"])], str(folder), latency_runs=1, gallery_size=1)
+    return folder
+
+
+def test_failed_republish_leaves_no_manifest(tmp_path, tflite_models, shards, no_anchors, monkeypatch):
+    from components.publish import MANIFEST, PublishError, publish
+
+    evaluation = _evaluated(tflite_models, shards, tmp_path / "evaluation")
+    with fake_gcs() as server:
+        bucket = make_bucket("models")
+        proxy = _RefusingProxy(server.url if hasattr(server, "url") else os.environ["STORAGE_EMULATOR_HOST"])
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+        monkeypatch.setenv("POSE_NETWORK_RETRY", "2")
+        try:
+            publish(str(tflite_models), str(evaluation), str(evaluation), "gs://models/pose", "fp32")
+            assert bucket.blob(f"pose/{MANIFEST}").exists()
+            # A republish of changed files in which the server refuses one upload part way.
+            changed = tmp_path / "tflite2"
+            shutil.copytree(tflite_models, changed)
+            metadata = json.loads((changed / "mv2_cpm_fp32.json").read_text())
+            (changed / "mv2_cpm_fp32.json").write_text(json.dumps({**metadata, "note": "second export"}))
+            proxy.refuse = b"report.html"
+            with pytest.raises(PublishError, match=f"no {MANIFEST} is there"):
+                publish(str(changed), str(evaluation), str(evaluation), "gs://models/pose", "fp32")
+            assert not bucket.blob(f"pose/{MANIFEST}").exists()  # nothing vouches for the mixed set
+            # The new .json went up before the failure: an old manifest would vouch for it with a stale sha256.
+            assert b"second export" in bucket.blob("pose/mv2_cpm_fp32.json").download_as_bytes()
+            proxy.refuse = None
+            manifest = publish(str(changed), str(evaluation), str(evaluation), "gs://models/pose", "fp32")
+            uploaded = json.loads(bucket.blob(f"pose/{MANIFEST}").download_as_bytes())
+            for name, entry in uploaded["files"].items():
+                assert hashlib.sha256(bucket.blob(f"pose/{name}").download_as_bytes()).hexdigest() == entry["sha256"]
+            assert manifest["uris"][-1].endswith(MANIFEST)
+        finally:
+            proxy.close()
+
+
+def test_republish_removes_files_of_the_previous_manifest(tmp_path, tflite_models, shards, no_anchors):
+    from components.publish import MANIFEST, publish
+
+    evaluation = _evaluated(tflite_models, shards, tmp_path / "evaluation")
+    destination = tmp_path / "published"
+    publish(str(tflite_models), str(evaluation), str(evaluation), str(destination), "fp32")
+    old = json.loads((destination / MANIFEST).read_text())
+    renamed = tmp_path / "renamed"
+    renamed.mkdir()
+    for path in tflite_models.glob("mv2_cpm_fp32.*"):
+        shutil.copyfile(path, renamed / path.name.replace("mv2_cpm", "mv2_cpm_b"))
+    results = json.loads((evaluation / "results.json").read_text())
+    results["models"]["mv2_cpm_b_fp32"] = results["models"]["mv2_cpm_fp32"]
+    (evaluation / "results.json").write_text(json.dumps(results))
+    publish(str(renamed), str(evaluation), str(evaluation), str(destination), "fp32")
+    assert "mv2_cpm_fp32.tflite" in old["files"]
+    listed = json.loads((destination / MANIFEST).read_text())["files"]
+    assert "mv2_cpm_b_fp32.tflite" in listed
+    on_disk = [p.relative_to(destination).as_posix() for p in destination.rglob("*") if p.is_file()]
+    assert sorted(on_disk) == sorted([*listed, MANIFEST])
+
+
+# ---------------------------------------------------------------------------------------------
+# Escape: paths from records stay inside the release
+# ---------------------------------------------------------------------------------------------
+
+def _release_with(tmp_path: Path, record: dict) -> Path:
+    root = tmp_path / "raw"
+    train = [aic_record(image_id("train", i)) for i in range(2)]
+    write_release(root, train=train)
+    images = next(root.rglob("keypoint_train_images_20170902"))
+    annotations = next(root.rglob("keypoint_train_annotations_20170909.json"))
+    victim = images / f"{record['image_id']}.jpg"
+    victim.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(images / f"{train[0]['image_id']}.jpg", victim)
+    annotations.write_text(json.dumps(train + [record]))
+    return root
+
+
+def test_image_id_with_dot_dot_is_rejected(tmp_path):
+    from components.convert import InvalidRecord, convert
+
+    work = tmp_path / "a" / "b" / "c"  # deep enough that the probe's five '..' stay inside tmp_path
+    root = _release_with(work, aic_record("../../../../../PWNED"))
+    planted = sorted(tmp_path.rglob("PWNED*"))  # the file the record points at, outside the image folder
+    with pytest.raises(InvalidRecord, match=r"record 2 .*not a plain file name"):
+        convert(str(root), str(work / "coco"))
+    counts = convert(str(root), str(work / "coco"), skip_invalid=True)
+    assert counts["train_images"] == 2 and counts["rejected"] == 1
+    names = [image["file_name"] for image in
+             json.loads((work / "coco/annotations/person_keypoints_train.json").read_text())["images"]]
+    assert not any("/" in name or ".." in name for name in names)
+    assert sorted(tmp_path.rglob("PWNED*")) == planted  # nothing linked outside the output
+
+
+def test_image_id_with_slash_is_a_clear_error(tmp_path, capsys):
+    from components.convert import main
+
+    root = _release_with(tmp_path, aic_record("sub/folder"))
+    code, line = _cli(main, ["--input", str(root), "--output", str(tmp_path / "coco")], capsys)
+    assert code == 1
+    assert line.startswith("convert: error: ") and "'sub/folder'" in line and "not a plain file name" in line
+
+
+def test_shard_refuses_a_file_name_outside_its_input(tmp_path):
+    from components.shard import ShardError, shard
+
+    coco = tmp_path / "coco"
+    data = write_tiny_coco(coco, "train")
+    outside = tmp_path / "outside.jpg"
+    shutil.copyfile(coco / "images" / "train" / data["images"][0]["file_name"], outside)
+    data["images"][0]["file_name"] = "../../../outside.jpg"
+    (coco / "annotations" / "person_keypoints_train.json").write_text(json.dumps(data))
+    with pytest.raises(ShardError, match=r"'\.\./\.\./\.\./outside\.jpg' is not a plain file name"):
+        shard(str(coco), str(tmp_path / "out"), "train", 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Silently wrong
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("position", [0, 19], ids=["first", "later"])
+def test_non_finite_coordinates_are_rejected(tmp_path, value, position):
+    from components.convert import InvalidRecord, convert
+
+    record = aic_record(image_id("train", 9))
+    record["keypoint_annotations"]["human1"][position] = value
+    root = _release_with(tmp_path, record)
+    with pytest.raises(InvalidRecord, match="not finite"):
+        convert(str(root), str(tmp_path / "coco"))
+
+
+def test_non_finite_box_corner_is_rejected(tmp_path):
+    from components.convert import InvalidRecord, convert
+
+    record = aic_record(image_id("train", 9))
+    record["human_annotations"]["human1"][2] = float("nan")
+    root = _release_with(tmp_path, record)
+    with pytest.raises(InvalidRecord, match="not a finite number"):
+        convert(str(root), str(tmp_path / "coco"))
+
+
+def _tiny_release_tar(tmp_path: Path) -> tuple[Path, list[int]]:
+    """A plain .tar of an 8-image folder; returns it and the offsets where its members end."""
+    source = tmp_path / "release"
+    source.mkdir()
+    jpeg = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+    for i in range(8):
+        (source / f"{i:040x}.jpg").write_bytes(jpeg)
+    archive = tmp_path / "release.tar"
+    with tarfile.open(archive, "w", format=tarfile.USTAR_FORMAT) as bundle:
+        bundle.add(source, arcname="aic")
+    with tarfile.open(archive) as bundle:
+        ends = [member.offset_data + (member.size + 511) // 512 * 512 for member in bundle.getmembers()]
+    return archive, ends
+
+
+def test_tar_cut_at_a_member_boundary_is_an_error(tmp_path):
+    from components.download import DownloadError, download
+
+    archive, ends = _tiny_release_tar(tmp_path)
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(archive.read_bytes()[:ends[3]])  # the folder entry and 3 images
+    with pytest.raises(DownloadError, match="ends early, after 4 members"):
+        download(str(cut), str(tmp_path / "raw"))
+    assert not (tmp_path / "raw").exists()
+    download(str(archive), str(tmp_path / "whole"))  # the uncut archive still downloads
+
+
+def test_empty_file_download_is_an_error(tmp_path):
+    from components.download import DownloadError, download
+
+    (tmp_path / "release").write_bytes(b"")
+    with pytest.raises(DownloadError, match="empty file"):
+        download(str(tmp_path / "release"), str(tmp_path / "raw"))
+    (tmp_path / "notes.txt").write_text("no images here")
+    with pytest.raises(DownloadError, match="yielded no images"):
+        download(str(tmp_path / "notes.txt"), str(tmp_path / "raw"))
+    assert download(str(tmp_path / "notes.txt"), str(tmp_path / "raw"), allow_no_images=True)["images"] == 0
+
+
+def _cut_shard(shards: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of a shard folder whose first shard lost its last record (cut at the record boundary)."""
+    import tensorflow as tf
+
+    copy = tmp_path / "shards"
+    shutil.copytree(shards, copy)
+    name = sorted(copy.glob("*.tfrecord"))[0]
+    records = list(tf.data.TFRecordDataset(str(name)).as_numpy_iterator())
+    with tf.io.TFRecordWriter(str(name)) as writer:
+        for record in records[:-1]:
+            writer.write(record)
+    return copy, name
+
+
+def test_shard_cut_at_a_record_boundary_is_named_by_train_and_evaluate(tmp_path, shards, tflite_models, no_anchors):
+    from components.evaluate import evaluate
+    from components.train import train
+    from pose.integrity import IntegrityError
+
+    cut, name = _cut_shard(shards["valid"], tmp_path)
+    with pytest.raises(IntegrityError, match=f"{name}: .* bytes, but .*index.json says"):
+        evaluate(str(tflite_models), [str(cut)], str(tmp_path / "evaluation"), latency_runs=1)
+    cut_train, train_name = _cut_shard(shards["train"], tmp_path / "t")
+    with pytest.raises(IntegrityError, match=f"{train_name}: "):
+        train(str(TINY_CONFIG), [str(cut_train)], str(tmp_path / "model"), overrides={"input_size": 64})
+
+
+def test_shard_index_without_checksums_is_checked_by_count(tmp_path, shards):
+    from pose.integrity import IntegrityError, verify_shards
+
+    cut, name = _cut_shard(shards["valid"], tmp_path)
+    index = json.loads((cut / "index.json").read_text())
+    del index["checksums"]
+    (cut / "index.json").write_text(json.dumps(index))
+    with pytest.raises(IntegrityError, match=f"{name}: .* records, but .* says"):
+        verify_shards([str(cut)])
+
+
+def test_flipped_tflite_is_refused(tmp_path, tflite_models, shards, no_anchors):
+    from components.evaluate import evaluate
+    from components.publish import publish
+    from pose.integrity import IntegrityError
+
+    metadata = json.loads((tflite_models / "mv2_cpm_fp32.json").read_text())
+    assert metadata["sha256"] == hashlib.sha256((tflite_models / "mv2_cpm_fp32.tflite").read_bytes()).hexdigest()
+    evaluation = _evaluated(tflite_models, shards, tmp_path / "evaluation")
+    flipped = tmp_path / "flipped"
+    shutil.copytree(tflite_models, flipped)
+    data = bytearray((flipped / "mv2_cpm_fp32.tflite").read_bytes())
+    data[len(data) // 2] ^= 0xFF  # a weight byte: LiteRT would load and run it
+    (flipped / "mv2_cpm_fp32.tflite").write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="mv2_cpm_fp32.tflite: sha256 differs"):
+        evaluate(str(flipped), [str(shards["valid"])], str(tmp_path / "again"), latency_runs=1)
+    with pytest.raises(IntegrityError, match="mv2_cpm_fp32.tflite: sha256 differs"):
+        publish(str(flipped), str(evaluation), str(evaluation), str(tmp_path / "published"), "fp32")
+    assert not (tmp_path / "published").exists()
+
+
+def test_jpeg_with_random_scan_data_is_rejected(tmp_path):
+    from components.shard import ShardError, shard
+
+    coco = tmp_path / "coco"
+    data = write_tiny_coco(coco, "train")
+    path = coco / "images" / "train" / data["images"][1]["file_name"]
+    original = path.read_bytes()
+    scan = original.index(b"\xff\xda")
+    scan += 2 + int.from_bytes(original[scan + 2: scan + 4], "big")
+    noise = np.random.default_rng(0).integers(0, 256, len(original) - scan - 2, dtype=np.uint8).tobytes()
+    path.write_bytes(original[:scan] + noise + b"\xff\xd9")  # valid header and end marker, random scan
+    assert cv2.imread(str(path)) is not None  # OpenCV decodes it, grey and noise
+    with pytest.raises(ShardError, match=f"{path.name}: (corrupt|truncated|.*after the end-of-image)"):
+        shard(str(coco), str(tmp_path / "out"), "train", 1)
+
+
+def test_whole_jpegs_pass_the_check():
+    """No false alarms: baseline, progressive and restart-marker JPEGs of many sizes and qualities."""
+    from pose import jpeg
+
+    rng = np.random.default_rng(1)
+    for i in range(60):
+        height, width = (int(v) for v in rng.integers(16, 200, 2))
+        image = cv2.GaussianBlur((rng.random((height, width, 3)) * 255).astype(np.uint8), (5, 5), 1.5)
+        options = [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(30, 101))]
+        options += [[], [cv2.IMWRITE_JPEG_PROGRESSIVE, 1], [cv2.IMWRITE_JPEG_RST_INTERVAL, 3]][i % 3]
+        assert jpeg.problem(cv2.imencode(".jpg", image, options)[1].tobytes()) is None
+
+
+def test_empty_release_is_an_error(tmp_path):
+    from components.convert import ConvertError, convert
+
+    write_release(tmp_path / "raw", train=[], valid=[])
+    with pytest.raises(ConvertError, match=r"no train image \(or no person\) left"):
+        convert(str(tmp_path / "raw"), str(tmp_path / "coco"))
+    counts = convert(str(tmp_path / "raw"), str(tmp_path / "coco"), allow_empty=True)
+    assert counts["train_images"] == 0
+    nobody = [{**aic_record(image_id("train", i)), "keypoint_annotations": {}, "human_annotations": {}}
+              for i in range(2)]
+    write_release(tmp_path / "raw2", train=nobody)
+    with pytest.raises(ConvertError, match=r"no train image \(or no person\) left to convert \(2 records"):
+        convert(str(tmp_path / "raw2"), str(tmp_path / "coco2"))
+
+
+def test_zero_persons_is_an_error(tmp_path):
+    from components.shard import ShardError, shard
+
+    coco = tmp_path / "coco"
+    data = write_tiny_coco(coco, "train")
+    data["annotations"] = []
+    (coco / "annotations" / "person_keypoints_train.json").write_text(json.dumps(data))
+    with pytest.raises(ShardError, match="no train person with a labelled joint"):
+        shard(str(coco), str(tmp_path / "out"), "train", 2)
+    assert shard(str(coco), str(tmp_path / "out"), "train", 2, allow_empty=True)["num_examples"] == 0
+
+
+@pytest.mark.parametrize("text, message", [
+    ("decay_rate: -1", "'decay_rate' = -1.0: must be positive"),
+    ("lr: .nan", "'lr' = nan: must be a finite number"),
+    ("lr: .inf", "'lr' = inf: must be a finite number"),
+    ("sigma: .nan", "'sigma' = nan: must be a finite number"),
+    ("shuffle_buffer: -5", "'shuffle_buffer' = -5: must not be negative"),
+    ("lr: 0.1\nsigma: 2\nlr: 0.2", "key 'lr' is given twice"),
+    ("batch_norm_momentum: 1.5", "'batch_norm_momentum' = 1.5: must be in"),
+    ("augmentation: {rotation_degrees: .nan}", "rotation_degrees must be finite"),
+], ids=["decay_rate", "lr-nan", "lr-inf", "sigma-nan", "shuffle_buffer", "duplicate-key", "momentum",
+        "augmentation-nan"])
+def test_config_numbers_are_finite_and_in_range(text, message):
+    from pose.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(text)
+
+
+def test_config_reads_1e_3_as_a_number():
+    from pose.config import load_config, parse_overrides
+
+    assert load_config("lr: 1e-3").lr == 0.001
+    assert load_config(None, parse_overrides(["lr=2e-4"])).lr == 0.0002
+
+
+def test_evaluate_on_train_shards_warns(tmp_path, tflite_models, shards, no_anchors, caplog):
+    from components.evaluate import evaluate
+
+    evaluate(str(tflite_models), [str(shards["train"])], str(tmp_path / "evaluation"), latency_runs=1, gallery_size=0)
+    assert any("split 'train'" in record.getMessage() and "not on validation shards" in record.getMessage()
+               for record in caplog.records)
+
+
+def test_freeze_refuses_a_classifier(tmp_path):
+    import keras
+
+    from components.freeze import FreezeError, freeze
+
+    image = keras.Input((INPUT_SIZE, INPUT_SIZE, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(image))
+    classifier = keras.Model(image, keras.layers.Dense(10, activation="softmax")(pooled))
+    folder = tmp_path / "model"
+    folder.mkdir()
+    classifier.save(folder / "model.keras")
+    with pytest.raises(FreezeError, match="not a pose model"):
+        freeze(str(folder), str(tmp_path / "frozen"))
+    assert not (tmp_path / "frozen").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Loud but unhelpful
+# ---------------------------------------------------------------------------------------------
+
+def test_every_step_cli_ends_in_one_line(tmp_path, capsys):
+    from components import download, publish, shard, train
+
+    cases = [
+        (download.main, ["--source", str(tmp_path / "absent.zip"), "--output", str(tmp_path / "raw")], "download"),
+        (shard.main, ["--input", str(tmp_path), "--output", str(tmp_path / "s"), "--split", "train",
+                      "--num-shards", "1"], "shard"),
+        (train.main, ["--config", "lr: .nan", "--data", str(tmp_path), "--output", str(tmp_path / "m")], "train"),
+        (publish.main, ["--models", str(tmp_path), "--report", str(tmp_path / "r.html"), "--results",
+                        str(tmp_path / "x.json"), "--destination", str(tmp_path / "p")], "publish"),
+    ]
+    for main, argv, step in cases:
+        code, line = _cli(main, argv, capsys)
+        assert code == 1 and line.startswith(f"{step}: error: "), line
+
+
+def test_corrupt_shard_names_the_file(tmp_path, shards, tflite_models, no_anchors):
+    from components.evaluate import evaluate
+    from pose import records
+    from pose.integrity import IntegrityError, verify_shards
+
+    copy = tmp_path / "shards"
+    shutil.copytree(shards["valid"], copy)
+    [name] = copy.glob("*.tfrecord")
+    data = bytearray(name.read_bytes())
+    data[len(data) // 2] ^= 0x55
+    name.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match=f"{name}: sha256 differs"):
+        evaluate(str(tflite_models), [str(copy)], str(tmp_path / "evaluation"), latency_runs=1)
+    index = json.loads((copy / "index.json").read_text())
+    del index["checksums"]  # shards from before checksums: the record CRCs name it
+    (copy / "index.json").write_text(json.dumps(index))
+    with pytest.raises(records.CorruptShardError, match=f"{name}: record"):
+        verify_shards([str(copy)])
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_network_defaults_are_bounded(monkeypatch):
+    from pose import storage
+
+    for name in ("POSE_NETWORK_TIMEOUT", "POSE_NETWORK_RETRY", "POSE_HTTP_RETRIES"):
+        monkeypatch.delenv(name, raising=False)
+    options = storage.gcs_options()
+    assert options["timeout"] + options["retry"].timeout <= 30
+    assert storage.network_timeout() * (1 + 1) <= 30  # http: one retry of one timeout
+
+
+def test_unreachable_gcs_fails_fast_with_a_clear_message(tmp_path, monkeypatch):
+    from components.download import DownloadError, download
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("POSE_NETWORK_RETRY", "2")
+    started = time.monotonic()
+    with pytest.raises(DownloadError, match=r"gs://releases/aic.zip: gave up after 2 s of retries"):
+        download("gs://releases/aic.zip", str(tmp_path / "raw"))
+    assert time.monotonic() - started < 15
+
+
+def test_unreachable_publish_fails_fast_with_a_clear_message(tmp_path, tflite_models, shards, no_anchors,
+                                                             monkeypatch):
+    from components.publish import PublishError, publish
+
+    evaluation = _evaluated(tflite_models, shards, tmp_path / "evaluation")
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("POSE_NETWORK_RETRY", "2")
+    started = time.monotonic()
+    with pytest.raises(PublishError, match=r"gs://models/pose.*gave up after 2 s"):
+        publish(str(tflite_models), str(evaluation), str(evaluation), "gs://models/pose", "fp32")
+    assert time.monotonic() - started < 15
+
+
+def test_stalled_http_times_out_clearly(tmp_path, monkeypatch):
+    from components.download import DownloadError, download
+
+    release = threading.Event()
+
+    class Stalling(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            release.wait(30)  # accepts the request, never answers
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stalling)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("POSE_NETWORK_TIMEOUT", "1")
+    monkeypatch.setenv("POSE_HTTP_RETRIES", "1")
+    url = f"http://127.0.0.1:{server.server_address[1]}/release.zip"
+    started = time.monotonic()
+    try:
+        with pytest.raises(DownloadError, match=r"no answer within 1 s \(POSE_NETWORK_TIMEOUT\), after 2 attempt"):
+            download(url, str(tmp_path / "raw"))
+        assert time.monotonic() - started < 10
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
+
+
+def test_random_model_keras_is_named_clearly(tmp_path):
+    from components.freeze import FreezeError, freeze
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model.keras").write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(FreezeError, match=r"model.keras: not a Keras model file"):
+        freeze(str(tmp_path / "model"), str(tmp_path / "frozen"))
+
+
+def test_random_pb_is_named_clearly(tmp_path, tflite_models):
+    from components.tflite import TFLiteConversionError, convert_to_tflite
+
+    frozen = tmp_path / "frozen"
+    shutil.copytree(tflite_models.parent / "frozen", frozen)
+    (frozen / "frozen_graph.pb").write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(TFLiteConversionError, match=r"frozen_graph.pb: not a readable GraphDef"):
+        convert_to_tflite(str(frozen), str(tmp_path / "out"), ["fp32"])
+
+
+def test_latency_runs_zero_is_refused(tmp_path, tflite_models, shards, capsys):
+    from components.evaluate import main
+
+    code, line = _cli(main, ["--models", str(tflite_models), "--data", str(shards["valid"]), "--output",
+                             str(tmp_path / "out"), "--latency-runs", "0"], capsys)
+    assert code == 1 and "--latency-runs 0: at least 1" in line
+
+
+def test_predict_to_txt_is_refused(tmp_path, tflite_models, capsys):
+    from components.evaluate import main
+
+    image = tmp_path / "person.jpg"
+    cv2.imwrite(str(image), np.zeros((32, 32, 3), np.uint8))
+    code, line = _cli(main, ["predict", "--model", str(tflite_models / "mv2_cpm_fp32.tflite"), "--image",
+                             str(image), "--output", str(tmp_path / "x.txt")], capsys)
+    assert code == 1 and line.startswith("predict: error: ") and "x.txt: cannot write a .txt file" in line
+
+
+# ---------------------------------------------------------------------------------------------
+# Resume corners (these train a tiny model a few steps)
+# ---------------------------------------------------------------------------------------------
+
+TINY_STEPS = {"input_size": 64, "width": 0.35, "batch_size": 2, "max_steps": 2, "checkpoint_every": 1,
+              "log_every": 1, "summary_every": 100, "warmup_steps": 0, "pred_image_on_tensorboard": False}
+
+
+@pytest.mark.slow
+def test_resume_with_another_width_says_so(tmp_path, shards):
+    from components.train import TrainError, train
+
+    train(str(TINY_CONFIG), [str(shards["train"])], str(tmp_path / "model"), overrides={**TINY_STEPS, "max_steps": 1})
+    with pytest.raises(TrainError, match="do not fit this model .*width 0.5.*written by another config"):
+        train(str(TINY_CONFIG), [str(shards["train"])], str(tmp_path / "model"),
+              overrides={**TINY_STEPS, "width": 0.5, "max_steps": 2})
+
+
+@pytest.mark.slow
+def test_resume_at_the_end_keeps_final_loss_and_speed(tmp_path, shards):
+    from components.train import train
+
+    first = train(str(TINY_CONFIG), [str(shards["train"])], str(tmp_path / "model"), overrides=TINY_STEPS)
+    # Killed after the last checkpoint but before model.keras and the metadata were written.
+    (tmp_path / "model" / "model.keras").unlink()
+    (tmp_path / "model" / "train_metadata.json").unlink()
+    again = train(str(TINY_CONFIG), [str(shards["train"])], str(tmp_path / "model"), overrides=TINY_STEPS)
+    assert (tmp_path / "model" / "model.keras").is_file()
+    assert again["final_loss"] == pytest.approx(first["final_loss"])
+    assert again["images_per_second"] > 0 and np.isfinite(again["final_loss"])
+
+
+@pytest.mark.slow
+def test_time_budget_counts_across_restarts(tmp_path, shards):
+    from components.train import PROGRESS, train
+
+    budget = {**TINY_STEPS, "max_minutes": 5.0, "max_steps": 1000}
+    model = tmp_path / "model"
+    train(str(TINY_CONFIG), [str(shards["train"])], str(model), overrides={**budget, "max_steps": 2})
+    progress_path = model / "checkpoints" / PROGRESS
+    progress = json.loads(progress_path.read_text())
+    progress["train_seconds"] = 301.0  # as if the earlier runs had spent the five minutes
+    progress_path.write_text(json.dumps(progress))
+    again = train(str(TINY_CONFIG), [str(shards["train"])], str(model), overrides=budget)
+    assert again["steps"] == 2  # nothing left of the budget: no further step
+    assert again["train_seconds"] >= 301
+
+
+def test_stale_temporary_siblings_are_removed(tmp_path):
+    import subprocess
+    import sys
+
+    from components.download import download
+
+    # A download killed with SIGKILL part way leaves its temporary folder behind.
+    script = ("import os, components.download as d, pose.storage as s\n"
+              "def stop(*a, **k): os.kill(os.getpid(), 9)\n"
+              "d._fetch = stop\n"
+              f"d.download('synthetic://8', {str(tmp_path / 'raw')!r})\n")
+    subprocess.run([sys.executable, "-c", script], cwd=REPO, check=False)
+    assert list(tmp_path.glob(".raw.tmp-*")), "the killed run should have left its temporary folder"
+    download("synthetic://8", str(tmp_path / "raw"))
+    assert not list(tmp_path.glob(".raw.*")), sorted(p.name for p in tmp_path.iterdir())

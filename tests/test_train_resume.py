@@ -1,0 +1,106 @@
+"""Preemption-safe training against a real fake-gcs-server: train is killed (SIGKILL) once its first
+checkpoints are in the bucket, started again in a fresh folder (a new pod), and resumes from the bucket's
+newest checkpoint; a config of another model structure (in the bucket or in the local folder) is refused
+with both named."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pose.remote_checkpoints import MARKER
+from pose.storage import list_names, read_text, write_text
+from tests.conftest import REPO, TINY_CONFIG
+from tests.gcs import fake_gcs, make_bucket
+
+STEPS, EVERY = 15, 3
+URI = "gs://checkpoints/run-1"
+
+
+@pytest.fixture()
+def bucket():
+    with fake_gcs():
+        make_bucket("checkpoints")
+        yield
+
+
+def train_command(shards, output, uri=URI):
+    return [sys.executable, "-m", "components.train", "--config", str(TINY_CONFIG), "--data", str(shards),
+            "--output", str(output), "--checkpoint-uri", uri, "--set", f"max_steps={STEPS}",
+            "--set", f"checkpoint_every={EVERY}", "--set", f"log_every={EVERY}", "--set", "summary_every=1000",
+            "--set", "pred_image_on_tensorboard=false", "--set", "keep_checkpoints=2"]
+
+
+def marker_step() -> int:
+    text = read_text(f"{URI}/{MARKER}")
+    return -1 if text is None else json.loads(text)["step"]
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_from_the_bucket_in_a_fresh_folder(bucket, train_shards, tmp_path):
+    log_file = tmp_path / "first.log"
+    with open(log_file, "w") as log:
+        first = subprocess.Popen(train_command(train_shards, tmp_path / "pod-1"), cwd=REPO, stdout=log,
+                                 stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 600
+    try:
+        while marker_step() < 2 * EVERY:  # two checkpoints have reached the bucket
+            assert first.poll() is None, log_file.read_text()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint reached the bucket"
+            time.sleep(0.05)
+        os.kill(first.pid, signal.SIGKILL)
+    finally:
+        first.wait(60)
+    assert first.returncode == -signal.SIGKILL
+    saved = marker_step()
+    assert saved < STEPS, "the first run finished before it was killed"
+    logged = [int(s) for s in re.findall(r"step (\d+)/\d+", log_file.read_text())]
+    assert max(logged) - saved <= EVERY  # at most one checkpoint interval lost
+    # The bucket holds only complete checkpoints, the newest keep_checkpoints of them.
+    names = list_names(URI)
+    marker = json.loads(read_text(f"{URI}/{MARKER}"))
+    assert set(marker["files"]) <= set(names)
+    assert len({n.split(".")[0] for n in names if n.startswith("ckpt-")}) <= 3
+
+    second = subprocess.run(train_command(train_shards, tmp_path / "pod-2"), cwd=REPO, capture_output=True,
+                            text=True, timeout=900)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert f"resuming from the checkpoint of step {saved} in {URI}" in second.stderr
+    metadata = json.loads((tmp_path / "pod-2" / "train_metadata.json").read_text())
+    assert metadata["resumed_from_step"] == saved and metadata["steps"] == STEPS
+    # The curve starts where the first pod's began: its history came with the checkpoint.
+    assert metadata["history"][0]["step"] == EVERY and metadata["history"][-1]["step"] == STEPS
+    assert marker_step() == STEPS
+
+
+@pytest.mark.slow
+def test_a_checkpoint_of_another_model_structure_is_refused_naming_both(bucket, train_shards, tmp_path):
+    from components.train import TrainError, train
+
+    write_text(f"gs://checkpoints/other/{MARKER}", json.dumps(
+        {"step": 6, "files": [], "fingerprint": {"model": "mv2_hourglass", "input_size": 192}}))
+    with pytest.raises(TrainError, match=r"gs://checkpoints/other: its checkpoint \(step 6\) was written for "
+                                         r"\{'input_size': 192, .*'model': 'mv2_hourglass'.*\}, but the config "
+                                         r".*tiny.yaml gives \{'input_size': 96, .*'model': 'mv2_cpm'"):
+        train(str(TINY_CONFIG), [str(train_shards)], str(tmp_path / "model"), overrides={"max_steps": 2},
+              checkpoint_uri="gs://checkpoints/other")
+    assert not (tmp_path / "model" / "model.keras").exists()
+
+
+@pytest.mark.slow
+def test_a_local_folder_of_another_model_structure_is_refused_naming_both(train_shards, tmp_path):
+    from components.train import TrainError, train
+
+    checkpoints = tmp_path / "model" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "ckpt-4.index").write_bytes(b"")
+    (checkpoints / "checkpoint").write_text('model_checkpoint_path: "ckpt-4"\nall_model_checkpoint_paths: "ckpt-4"\n')
+    (checkpoints / "fingerprint.json").write_text(json.dumps({"model": "mv2_cpm", "input_size": 192}))
+    with pytest.raises(TrainError, match=r"model/checkpoints: its checkpoint \(step 4\) was written for "
+                                         r"\{'input_size': 192.*\}, but the config .*tiny.yaml gives "
+                                         r"\{'input_size': 96"):
+        train(str(TINY_CONFIG), [str(train_shards)], str(tmp_path / "model"), overrides={"max_steps": 2})
