@@ -33,9 +33,9 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
-def run_workers(shards, outputs, *flags: str) -> list[str]:
+def run_workers(shards, outputs, *flags: str) -> list[tuple[int, str]]:
     """Runs the train CLI as one worker process per output folder (worker 0 the chief), all at once;
-    returns their logs once all have ended, and asserts none was still running after 10 minutes."""
+    returns (exit code, log) of each once all have ended, and asserts none was still running after 10 minutes."""
     workers = [f"127.0.0.1:{port}" for port in free_ports(len(outputs))]
     processes = []
     for index, output in enumerate(outputs):
@@ -141,6 +141,10 @@ def test_the_tfjob_manifest_runs_the_train_cli_of_the_gpu_image():
         assert (REPO / args.config).is_file(), args.config
         assert args.expect_gpus == int(container["resources"]["limits"]["nvidia.com/gpu"]), role
         assert args.output and args.data
+        # Restarted pods resume only from the bucket (every worker reads it), so a restarting job needs one.
+        assert spec["restartPolicy"] in ("OnFailure", "ExitCode", "Always", "Never"), role
+        if spec["restartPolicy"] != "Never":
+            assert args.checkpoint_uri.startswith("gs://"), role
 
 
 def test_the_tfjob_workers_share_one_output_and_data_volume():
