@@ -59,7 +59,7 @@ def test_cpm_structure_options_reach_the_network():
     assert config.architecture_options() == {"backbone_expansion": 4, "stage_expansion": None,
                                              "stage_channels": None, "stage_kernel_size": 5,
                                              "seed_layers": False}
-    assert load_config("model: mv2_hourglass\n").architecture_options() == {}
+    assert load_config("model: mv2_hourglass\n").architecture_options() == {"seed_layers": False}
 
 
 def test_seed_keys_and_overrides():
