@@ -52,7 +52,9 @@ def load_into(model, source: str | Path, model_name: str, seed_layers: bool) -> 
 def _from_keras(model, path: Path) -> dict:
     import keras
 
-    import pose.networks  # noqa: F401  (registers the seed layers' resize)
+    from pose import networks
+
+    networks.register_custom_layers()
 
     try:
         source = keras.models.load_model(path, compile=False)

@@ -553,6 +553,7 @@ def test_freeze_refuses_a_classifier(tmp_path):
     folder = tmp_path / "model"
     folder.mkdir()
     classifier.save(folder / "model.keras")
+    (folder / "train_metadata.json").write_text(json.dumps({"model": "mv2_cpm"}))  # as the probe: named a CPM
     with pytest.raises(FreezeError, match="not a pose model"):
         freeze(str(folder), str(tmp_path / "frozen"))
     assert not (tmp_path / "frozen").exists()
