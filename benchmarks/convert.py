@@ -24,11 +24,10 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from components.convert import OFFICIAL_LAYOUT  # noqa: E402
+from pose.keypoints import AIC_LAYOUT  # noqa: E402
 
 # The real release's counts (AI Challenger keypoint train 20170902, validation 20170911).
 REAL_SIZES = {"train": (210_000, 378_374), "valid": (30_000, 70_356)}
-RELEASE_FOLDERS = {"train": "ai_challenger_keypoint_train_20170902", "valid": "ai_challenger_keypoint_validation_20170911"}
 POOL_SIZE = 300
 NUM_JOINTS = 14
 
@@ -55,13 +54,13 @@ def people_per_image(num_images: int, num_people: int, rng) -> np.ndarray:
 
 
 def write_split(root: Path, split: str, num_images: int, num_people: int, pool, rng) -> None:
-    annotation_name, images_name = OFFICIAL_LAYOUT[split]
-    images = root / RELEASE_FOLDERS[split] / images_name
+    release, annotation_name, images_name = AIC_LAYOUT[split]
+    images = root / release / images_name
     images.mkdir(parents=True)
     counts = people_per_image(num_images, num_people, rng)
     choice = rng.integers(0, len(pool), num_images)
     ids = [f"{split[0]}{i:039x}" for i in range(num_images)]
-    with open(root / RELEASE_FOLDERS[split] / annotation_name, "w") as f:
+    with open(root / release / annotation_name, "w") as f:
         f.write("[")
         for index, (image_id, people, pick) in enumerate(zip(ids, counts, choice)):
             source, width, height = pool[pick]

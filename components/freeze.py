@@ -109,6 +109,9 @@ def freeze(model_dir: str, output_dir: str, export_contract: str = "seed") -> di
 def _load_model(model_dir: Path):
     import keras
 
+    from pose import networks
+
+    networks.register_custom_layers()
     path = model_dir / "model.keras"
     if not path.is_file():
         raise FreezeError(f"{model_dir}: no model.keras (expected a train output folder)")

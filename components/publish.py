@@ -234,6 +234,19 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+_CONTRACT_WORDS = {
+    "seed": "float32 BGR 0..255, not normalised, as cv2 reads images and the seed's apps feed them; output "
+            "channels in the seed's order",
+    "aic": "float32 RGB / 255; output channels in AI Challenger order",
+}
+
+
+def _contract(meta: dict) -> dict:
+    from pose import contract
+
+    return contract.from_metadata(meta, "the model's metadata")
+
+
 def model_card(results: dict, model_name: str, destination: str) -> str:
     """A short Markdown model card, from evaluate's results.json."""
     ours = results["models"][model_name]
@@ -252,7 +265,9 @@ def model_card(results: dict, model_name: str, destination: str) -> str:
         f"- Input `{meta.get('input_name', 'image')}`: {size}x{size}x3, {meta.get('normalisation', 'RGB / 255')}. "
         f"Output `{meta.get('output_name', '?')}`: {meta.get('output_size', '?')}x{meta.get('output_size', '?')}"
         f"x{meta.get('num_keypoints', keypoints.NUM_KEYPOINTS)} heatmaps (stride {meta.get('output_stride', '?')}).",
-        f"- Keypoints, in channel order (AI Challenger): {', '.join(meta.get('keypoints', keypoints.NAMES))}.",
+        f"- Keypoints, in channel order: {', '.join(_contract(meta)['channel_order'])}.",
+        f"- Contract: `{_contract(meta)['name']}` (input pixels `{_contract(meta)['pixels']}`: "
+        f"{_CONTRACT_WORDS[_contract(meta)['name']]}). The `contract` entry of `{model_name}.json` says the same.",
         "",
         "## Data",
         f"- Trained on person-centred crops in the AI Challenger keypoint format (14 joints); evaluated on "
@@ -271,7 +286,9 @@ def model_card(results: dict, model_name: str, destination: str) -> str:
                      f"{'x%.2f' % vs_seed['latency_1_thread'] if vs_seed else 'n/a'} | "
                      f"{model['size_bytes'] / 1e6:.2f} |")
     for name, anchor in sorted(results.get("anchors", {}).items()):
-        lines.append(f"| seed: {name} | not measured | not measured | {anchor['latency']['1']['median_ms']:.2f} | "
+        pckh = f"{100 * anchor['pckh']:.1f}" if anchor.get("pckh") is not None else "not measured"
+        ap = f"{anchor['ap']:.3f}" if anchor.get("ap") is not None else "not measured"
+        lines.append(f"| seed: {name} | {pckh} | {ap} | {anchor['latency']['1']['median_ms']:.2f} | "
                      f"x1.00 | {anchor['size_bytes'] / 1e6:.2f} |")
     per_joint = ours.get("pckh_per_joint", {})
     if per_joint:
@@ -285,7 +302,8 @@ def model_card(results: dict, model_name: str, destination: str) -> str:
         "## Intended use",
         "- Single-person 2D pose estimation on a phone or other edge device: one person roughly centred in "
         "the input crop, e.g. fitness and gesture apps built for the seed's (PoseEstimationForMobile) models, "
-        "which load this file unchanged (same tensor names and layout).",
+        "which load this file unchanged when its contract is `seed` (same tensor names, layout, pixels and channel "
+        "order).",
         "- Decode each heatmap's peak (argmax, optionally refined); the .json beside the model gives the "
         "mapping from heatmap to input pixels and the flip pairs.",
         "",

@@ -36,7 +36,7 @@ def convert_to_tflite(saved_model_dir: str, output_dir: str, variants: list[str]
     {"model", "variants": {variant: metadata}} (metadata as in each .json)."""
     import numpy as np
 
-    from pose import contract, outputs, steplog, tflite_runtime
+    from pose import codec, contract, outputs, steplog, tflite_runtime
     from pose.atomic import atomic_directory
 
     unknown = [v for v in variants if v not in VARIANTS]
@@ -92,7 +92,7 @@ def convert_to_tflite(saved_model_dir: str, output_dir: str, variants: list[str]
                     **tflite_runtime.io_description(interpreter),
                     "keypoint_order": ("keypoints names the output channels in order (contract.channel_order); "
                                        "flip_pairs are 0-based channel indices"),
-                    "heatmap_to_input": "x_input = (x_heatmap + 0.5) * output_stride - 0.5",
+                    "heatmap_to_input": codec.HEATMAP_TO_INPUT,
                     "max_abs_diff": float(difference.max()),
                     "mean_abs_diff": float(difference.mean()),
                     "compared_on": compared_on,

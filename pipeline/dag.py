@@ -85,6 +85,20 @@ def _use_gcs_secret(task, secret_volume) -> None:
     kubernetes.use_secret_as_volume(task, secret_name=secret_volume, mount_path=GCS_SECRET_MOUNT, optional=True)
 
 
+def _shard_split(coco_uri, split: str, num_shards):
+    """fanout and the shard tasks of one split; returns the shard task (inside its ParallelFor, so readers
+    gather its outputs with dsl.Collected).
+
+    Each shard task reads one pack of convert's output, not all of it: the importer makes an artifact of
+    the pack's URI, and the launcher copies only what is under an input's URI (docs/ARTIFACTS.md)."""
+    packs = configure(pack_uris_op(coco_uri=coco_uri, split=split, num_shards=num_shards), "fanout", f"fanout-{split}")
+    with dsl.ParallelFor(packs.output, parallelism=MAX_PARALLEL_SHARD_TASKS) as pack_uri:
+        pack = dsl.importer(artifact_uri=pack_uri, artifact_class=Dataset, reimport=False).set_display_name(
+            f"pack-{split}")
+        return configure(shard_op(coco=pack.output, split=split, num_shards=num_shards, shard_index=-1),
+                         "shard", f"shard-{split}")
+
+
 @dsl.pipeline(name=PIPELINE_NAME,
               description="AI Challenger keypoints -> MobileNetV2 CPM / Hourglass -> TFLite models, evaluated "
                           "against the seed's models (PCKh@0.5, OKS AP, latency), optionally published to gs://.")
@@ -115,22 +129,8 @@ def pose_pipeline(
     _use_gcs_secret(download, settings.outputs["gcs_secret_volume"])
     convert = configure(convert_op(raw=download.outputs["raw"], single_person=single_person,
                                    skip_invalid=skip_invalid, num_shards=num_shards), "convert")
-    # Each shard task reads one pack of convert's output, not all of it: the importer makes an artifact of
-    # the pack's URI, and the launcher copies only what is under an input's URI (docs/ARTIFACTS.md).
-    train_packs = configure(pack_uris_op(coco_uri=convert.outputs["Output"], split="train",
-                                         num_shards=num_shards), "fanout", "fanout-train")
-    with dsl.ParallelFor(train_packs.output, parallelism=MAX_PARALLEL_SHARD_TASKS) as pack_uri:
-        pack = dsl.importer(artifact_uri=pack_uri, artifact_class=Dataset, reimport=False).set_display_name(
-            "pack-train")
-        train_shard = configure(shard_op(coco=pack.output, split="train", num_shards=num_shards, shard_index=-1),
-                                "shard", "shard-train")
-    valid_packs = configure(pack_uris_op(coco_uri=convert.outputs["Output"], split="valid",
-                                         num_shards=num_shards), "fanout", "fanout-valid")
-    with dsl.ParallelFor(valid_packs.output, parallelism=MAX_PARALLEL_SHARD_TASKS) as pack_uri:
-        pack = dsl.importer(artifact_uri=pack_uri, artifact_class=Dataset, reimport=False).set_display_name(
-            "pack-valid")
-        valid_shard = configure(shard_op(coco=pack.output, split="valid", num_shards=num_shards, shard_index=-1),
-                                "shard", "shard-valid")
+    train_shard = _shard_split(convert.outputs["Output"], "train", num_shards)
+    valid_shard = _shard_split(convert.outputs["Output"], "valid", num_shards)
 
     # One dsl.Collected per consumer: kfp 2.17's compiler fails on an instance shared by two tasks.
     train = configure(train_op(train_shards=dsl.Collected(train_shard.outputs["shards"]),

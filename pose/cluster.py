@@ -4,8 +4,8 @@ cluster contract's run-time rules (README "On a cluster").
 Used before submission (pipeline/submit.py) and inside the pods (the bodies in pipeline/ops.py, in every
 image), so it imports nothing beyond the standard library.
 
-- Every step runs in its own pod, whose disk is empty and thrown away: a local path given as `source` or
-  `publish_uri` names nothing the pod can read, and whatever is written there is lost.
+- Every step runs in its own pod, whose disk is empty and thrown away: a local path given as `source`,
+  `publish_uri` or `checkpoint_uri` names nothing the pod can read, and whatever is written there is lost.
 - The KFP driver reads a resource placeholder (accelerator count) and a secret name as *strings*:
   kubeflow/pipelines backend/src/v2/driver/resolve.go, resolvePodSpecInputRuntimeParameter, returns
   `val.GetStringValue()`, which is "" for a number; driver.go then sets no accelerator limit. And
@@ -46,8 +46,10 @@ def is_local_path(uri: str) -> bool:
 
 
 def refuse_local_paths(arguments: dict, where: str) -> None:
-    """Fails on a local-path `source` or a local-path, non-empty `publish_uri` (`where` says who checked)."""
-    for name, allowed in (("source", "gs://, https:// or synthetic://N"), ("publish_uri", "gs://bucket/prefix")):
+    """Fails on a local-path `source` or a local-path, non-empty `publish_uri` or `checkpoint_uri` (`where`
+    says who checked)."""
+    for name, allowed in (("source", "gs://, https:// or synthetic://N"), ("publish_uri", "gs://bucket/prefix"),
+                          ("checkpoint_uri", "gs://bucket/prefix")):
         value = arguments.get(name)
         if isinstance(value, str) and value.strip() and is_local_path(value.strip()):
             raise ClusterContractError(

@@ -29,6 +29,8 @@ from pose import keypoints
 # seed we do not cut the Gaussian off below exp(-1), which keeps it smooth for sub-pixel decoding.
 DEFAULT_SIGMA = 6.0
 REFINE_MODES = ("dark", "quarter", "none")
+# HeatmapCodec.to_input, spelled for apps in each .tflite's .json.
+HEATMAP_TO_INPUT = "x_input = (x_heatmap + 0.5) * output_stride - 0.5"
 DEFAULT_REFINE = "dark"
 
 

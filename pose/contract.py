@@ -60,7 +60,7 @@ def from_metadata(metadata: dict, source: str = "model metadata") -> dict:
         raise ContractError(f"{source}: contract {declared!r} is not one of {', '.join(NAMES)}")
     expected = describe(declared["name"])
     for key in ("pixels", "channel_order"):
-        if key in declared and list(declared[key]) != list(expected[key]) and declared[key] != expected[key]:
+        if key in declared and declared[key] != expected[key]:
             raise ContractError(f"{source}: contract {declared['name']!r} has {key} {declared[key]!r}, "
                                 f"expected {expected[key]!r}")
     return expected

@@ -88,7 +88,7 @@ def verify_shard(path: str, parse_records: bool = True, decode_images: bool = Fa
     """Reads every record of a shard (CRC checks; parsing and JPEG decoding when asked); returns the count.
 
     Raises CorruptShardError naming the file and record for corrupt or truncated data. Called by
-    named_shard_errors and the shard tests; no step runs it on its own.
+    pose.integrity (shards without checksums: counting their records) and named_shard_errors.
     """
     record = 0
     try:
@@ -107,8 +107,7 @@ def verify_shard(path: str, parse_records: bool = True, decode_images: bool = Fa
 def named_shard_errors(files: list[str]):
     """For a loop over a tf.data pipeline reading `files`: tf.data reports corrupt data without the file
     name, so on such an error this scans the shards, finds the file and record and raises
-    CorruptShardError instead. Train and evaluate do not wrap their loops in it yet (only the input
-    tests do), so there a corrupt shard still surfaces as tf.data's own error."""
+    CorruptShardError instead. Train and evaluate wrap their reading loops in it."""
     try:
         yield
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:

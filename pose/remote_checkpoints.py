@@ -47,9 +47,12 @@ class RemoteCheckpoints:
     """One training run's checkpoints under a gs:// prefix (the layout above)."""
 
     def __init__(self, uri: str, fingerprint: dict, keep: int = 3):
-        storage.split_gs_uri(uri)  # a gs:// URI, or a StorageError naming it
+        bucket, _ = storage.split_gs_uri(uri)  # a gs:// URI, or a StorageError naming it
         self.uri, self.fingerprint, self.keep = uri.rstrip("/"), fingerprint, max(1, keep)
         self.client = storage.gcs_client()
+        # Now, not at the first checkpoint after minutes of training.
+        if not storage.bucket_exists(bucket, self.client):
+            raise storage.StorageError(f"{uri}: bucket {bucket!r} does not exist (or these credentials cannot see it)")
 
     def _object(self, name: str) -> str:
         return f"{self.uri}/{name}"

@@ -209,6 +209,14 @@ def _api_errors():
     return exceptions
 
 
+def bucket_exists(bucket: str, client=None) -> bool:
+    exceptions = _api_errors()
+    try:
+        return (client or gcs_client()).bucket(bucket).exists()
+    except exceptions.GoogleAPICallError as error:
+        raise StorageError(f"gs://{bucket}: {error}") from error
+
+
 def list_names(gs_prefix: str, client=None) -> list[str]:
     """Names (relative to gs_prefix/) of the objects under gs_prefix/; [] when there are none."""
     bucket, prefix = split_gs_uri(gs_prefix)

@@ -13,7 +13,6 @@ The network must be built with `seed_layers: true` (the seed's activations and r
 CPM is experiments/mv2_cpm_192_tiny.yaml, the released Hourglass experiments/mv2_hourglass_192.yaml.
 After loading, the network is run beside the file on one image and must reproduce it.
 """
-import json
 import re
 from pathlib import Path
 
@@ -53,7 +52,9 @@ def load_into(model, source: str | Path, model_name: str, seed_layers: bool) -> 
 def _from_keras(model, path: Path) -> dict:
     import keras
 
-    import pose.networks  # noqa: F401  (registers the seed layers' resize)
+    from pose import networks
+
+    networks.register_custom_layers()
 
     try:
         source = keras.models.load_model(path, compile=False)
@@ -278,7 +279,3 @@ def reproduction_difference(model, interpreter, seed: int = 0) -> float:
     if ours.shape != theirs.shape:
         raise WarmStartError(f"the network's heatmaps are {list(ours.shape)}, the file's {list(theirs.shape)}")
     return float(np.abs(ours - theirs).max())
-
-
-def describe(summary: dict) -> str:
-    return json.dumps(summary)

@@ -300,7 +300,7 @@ def test_a_mounted_key_file_becomes_the_google_credentials(tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize("argument", ["source=/data/aic", "source=file:///data/aic.zip", "publish_uri=./models",
-                                      "publish_uri=/mnt/models"])
+                                      "publish_uri=/mnt/models", "checkpoint_uri=/mnt/checkpoints"])
 def test_submit_refuses_local_paths_before_contacting_the_cluster(argument):
     host = f"http://127.0.0.1:{closed_port()}"
     with pytest.raises(SubmitError, match=rf"--param {argument.split('=')[0]}=.* is a local path.*its own pod"):
@@ -310,7 +310,8 @@ def test_submit_refuses_local_paths_before_contacting_the_cluster(argument):
 def test_submit_accepts_remote_sources():
     host = f"http://127.0.0.1:{closed_port()}"
     for argument in ("source=gs://bucket/aic/", "source=https://example.com/aic.zip", "source=synthetic://50",
-                     "publish_uri=gs://bucket/models", "publish_uri="):
+                     "publish_uri=gs://bucket/models", "publish_uri=", "checkpoint_uri=gs://bucket/ckpt",
+                     "checkpoint_uri="):
         with pytest.raises(SubmitError, match="cannot reach the KFP API"):  # past the check, to the network
             submit(host, params=[argument])
 

@@ -66,6 +66,8 @@ def test_publishes_the_variant_its_metadata_report_results_and_card(evaluated, b
         assert section in card
     assert f"| **mv2_cpm_fp16** | {pckh:.1f} |" in card and "| mv2_cpm_fp32 |" in card
     assert f"{results['settings']['num_people']} people" in card
+    assert "Contract: `seed` (input pixels `bgr_0_255`" in card  # the default export's contract
+    assert "head_top, neck, right_shoulder" in card
     # The web demo beside the model, linked from the card, with the types a static host must serve it with.
     assert f"({web_demo.published_url('mv2_cpm_fp16.tflite')})" in card
     assert bucket.get_blob("pose/v1/demo/wasm/litert_wasm_internal.wasm").content_type == "application/wasm"

@@ -6,13 +6,13 @@ import pytest
 
 from components.freeze import freeze
 from components.tflite import VARIANTS, TFLiteConversionError, convert_to_tflite
-from pose import tflite_runtime
+from pose import contract, tflite_runtime
 from tests.tiny_models import build_tiny_pose_model, save_as_train_output
 
 # Largest max / mean abs heatmap difference against the SavedModel (heatmap peaks are ~1).
 TOLERANCE = {"fp32": (1e-4, 1e-5), "fp16": (2e-2, 2e-3), "int8-dynamic": (0.25, 0.03), "int8": (0.25, 0.03)}
 APP_KEYS = {"input_size", "output_size", "output_stride", "normalisation", "keypoints", "flip_pairs", "input",
-            "output", "input_name", "output_name", "max_abs_diff", "mean_abs_diff", "variant", "size_bytes"}
+            "output", "input_name", "output_name", "max_abs_diff", "mean_abs_diff", "variant", "size_bytes", "contract"}
 
 
 def _sample_images(shard_dir, size, count=4):
@@ -31,7 +31,7 @@ def _saved_model_heatmaps(frozen_dir, images, output_name):
 
 def test_every_variant_loads_in_litert_and_is_close_to_the_saved_model(tflite_models, frozen_model, valid_shards):
     info = json.loads((frozen_model / "model_info.json").read_text())
-    images = _sample_images(valid_shards, info["input_size"])
+    images = contract.from_training_images(_sample_images(valid_shards, info["input_size"]), info["contract"])
     reference = _saved_model_heatmaps(frozen_model, images, info["output_name"])
     for variant in VARIANTS:
         path = tflite_models / f"{info['model']}_{variant}.tflite"
@@ -63,9 +63,10 @@ def test_int8_input_and_output_option(tiny_frozen, train_shards, tmp_path):
                                representative_dirs=[str(train_shards)], int8_io=True, num_representative=16)
     metadata = result["variants"]["int8"]
     assert metadata["input"]["dtype"] == "int8" and metadata["output"]["dtype"] == "int8"
-    assert 0 < metadata["input"]["quantization"]["scale"] < 0.01  # inputs in [0, 1]
+    # the seed contract's inputs are BGR 0..255, calibrated as such: one int8 step is about one pixel level
+    assert 0.9 < metadata["input"]["quantization"]["scale"] < 1.1
     interpreter = tflite_runtime.load(tmp_path / "out" / "mv2_cpm_int8.tflite")
-    images = _sample_images(train_shards, 64)
+    images = contract.from_training_images(_sample_images(train_shards, 64), metadata["contract"])
     reference = _saved_model_heatmaps(tiny_frozen, images, metadata["output_name"])
     assert np.abs(tflite_runtime.run(interpreter, images) - reference).mean() < 0.03
 

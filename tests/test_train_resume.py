@@ -92,6 +92,17 @@ def test_a_checkpoint_of_another_model_structure_is_refused_naming_both(bucket, 
 
 
 @pytest.mark.slow
+def test_a_missing_bucket_is_named_before_training(bucket, train_shards, tmp_path):
+    from components.train import train
+    from pose.storage import StorageError
+
+    with pytest.raises(StorageError, match=r"gs://no-such-bucket/run-1: bucket 'no-such-bucket' does not exist"):
+        train(str(TINY_CONFIG), [str(train_shards)], str(tmp_path / "model"), overrides={"max_steps": 2},
+              checkpoint_uri="gs://no-such-bucket/run-1")
+    assert not (tmp_path / "model" / "model.keras").exists()
+
+
+@pytest.mark.slow
 def test_a_local_folder_of_another_model_structure_is_refused_naming_both(train_shards, tmp_path):
     from components.train import TrainError, train
 

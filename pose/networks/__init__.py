@@ -13,7 +13,8 @@ README says "0.5G" for both models but mixes units: its mv2_cpm source at width 
 count of the released hourglass in the seed's anchors. Ours match both (tests/test_networks.py).
 
 The architecture modules (and so Keras) load on first use, so reading a model's identity costs no
-TensorFlow import (publish needs only that).
+TensorFlow import (publish, in the image without TensorFlow, needs only that). Whoever loads a saved
+model.keras calls `register_custom_layers()` first.
 """
 from __future__ import annotations
 
@@ -56,6 +57,11 @@ def identity(model_or_name) -> Identity:
             return known
     raise UnknownModel(f"unknown model {name!r}; expected one of {list(ARCHITECTURES)}, a "
                        f"<model>_<variant> of one, or a seed release ({', '.join(i.seed_release for i in IDENTITIES.values())})")
+
+
+def register_custom_layers() -> None:
+    """Registers the custom layers (blocks.SeedBilinearUpsampling) that keras.models.load_model must know."""
+    importlib.import_module("pose.networks.blocks")
 
 
 def _architecture(name: str):
