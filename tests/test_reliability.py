@@ -356,6 +356,19 @@ def test_non_finite_box_corner_is_rejected(tmp_path):
         convert(str(root), str(tmp_path / "coco"))
 
 
+@pytest.mark.parametrize("field, index", [("keypoints", 3), ("bbox", 1)])
+def test_shard_refuses_non_finite_numbers_in_a_coco_file(tmp_path, field, index):
+    """A COCO folder made by hand (not by convert) is checked where shard first reads it."""
+    from components.shard import ShardError, shard
+
+    coco = tmp_path / "coco"
+    data = write_tiny_coco(coco, "train")
+    data["annotations"][0][field][index] = float("nan")
+    (coco / "annotations" / "person_keypoints_train.json").write_text(json.dumps(data))
+    with pytest.raises(ShardError, match=r"annotations\[0\] .*not a finite number|bbox must be finite"):
+        shard(str(coco), str(tmp_path / "out"), "train", 1)
+
+
 def _tiny_release_tar(tmp_path: Path) -> tuple[Path, list[int]]:
     """A plain .tar of an 8-image folder; returns it and the offsets where its members end."""
     source = tmp_path / "release"
