@@ -49,6 +49,13 @@ def shard_name(split: str, index: int, num_shards: int) -> str:
     return f"{split}-{index:05d}-of-{num_shards:05d}.tfrecord"
 
 
+def _finite_numbers(values: list) -> bool:
+    try:
+        return all(type(v) in (int, float) for v in values) and math.isfinite(math.fsum(values))
+    except (OverflowError, ValueError):  # an integer too large for a float; inf - inf
+        return False
+
+
 def _load_people(input_dir: str, split: str) -> tuple[list[dict], dict, list[dict]]:
     """The people with at least one labelled joint, sorted by annotation id; the images by id;
     the people skipped for having none."""
@@ -67,9 +74,11 @@ def _load_people(input_dir: str, split: str) -> tuple[list[dict], dict, list[dic
         if not isinstance(keypoints, list) or len(keypoints) != 3 * NUM_KEYPOINTS:
             raise ShardError(f"{where}: expected {3 * NUM_KEYPOINTS} keypoint values, got "
                              f"{len(keypoints) if isinstance(keypoints, list) else keypoints!r}")
+        if not _finite_numbers(keypoints):
+            raise ShardError(f"{where}: keypoints hold a value that is not a finite number: {keypoints!r}")
         bbox = person.get("bbox")
-        if not isinstance(bbox, list) or len(bbox) != 4 or not (bbox[2] > 0 and bbox[3] > 0):
-            raise ShardError(f"{where}: bbox must be [x, y, w, h] with w, h > 0, got {bbox!r}")
+        if not isinstance(bbox, list) or len(bbox) != 4 or not _finite_numbers(bbox) or not (bbox[2] > 0 and bbox[3] > 0):
+            raise ShardError(f"{where}: bbox must be finite [x, y, w, h] with w, h > 0, got {bbox!r}")
         if person.get("image_id") not in images:
             raise ShardError(f"{where}: image_id {person.get('image_id')!r} is not in 'images'")
         if not any(keypoints[2::3]):

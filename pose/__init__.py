@@ -7,6 +7,9 @@ storage         URIs: gs:// (honours STORAGE_EMULATOR_HOST), http(s), uploads fo
 packs           which images belong to which shard, and the per-shard packs convert writes and shard reads
 remote_checkpoints  train's checkpoints mirrored to gs:// (written as they go, marker last; resume; fingerprint)
 atomic          write a whole output folder or file under a temporary name, then rename
+outputs         the output rule: no step replaces a folder it did not write, or its own input
+integrity       checksums one step writes and the next verifies (shards in index.json, .tflite sha256)
+jpeg            the structural check that a JPEG is whole (shard, before decoding)
 steplog         logging set-up and the read / wrote / took summary every step prints
 records         the tf.train.Example layout of a shard (writer and parser share it)
 inputs          the tf.data input pipeline (training augmentation, evaluation crops)

@@ -9,6 +9,8 @@ import json
 import os
 from pathlib import Path
 
+from pose.storage import is_inside
+
 MARKER = ".pose-step"
 
 
@@ -33,10 +35,10 @@ def check_output(step: str, output, inputs=(), allow_legacy=None) -> None:
         source_path = _local(source) if source else None
         if source_path is None:
             continue
-        if target == source_path or target.is_relative_to(source_path):
+        if is_inside(target, source_path):
             raise OutputError(f"{output}: the output is {'the' if target == source_path else 'inside the'} input "
                               f"{source}; replacing it would delete the input")
-        if source_path.is_relative_to(target):
+        if is_inside(source_path, target):
             raise OutputError(f"{output}: the output holds the input {source}; replacing it would delete the input")
     if not target.exists() and not target.is_symlink():
         return

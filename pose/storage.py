@@ -223,7 +223,9 @@ def list_names(gs_prefix: str, client=None) -> list[str]:
     prefix = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
     exceptions = _api_errors()
     try:
-        return sorted(b.name[len(prefix):] for b in (client or gcs_client()).list_blobs(bucket, prefix=prefix))
+        with gcs_errors(gs_prefix):
+            return sorted(b.name[len(prefix):]
+                          for b in (client or gcs_client()).list_blobs(bucket, prefix=prefix, **gcs_options()))
     except exceptions.NotFound:
         raise StorageError(f"{gs_prefix}: bucket {bucket!r} does not exist") from None
     except exceptions.GoogleAPICallError as error:
@@ -233,7 +235,10 @@ def list_names(gs_prefix: str, client=None) -> list[str]:
 def read_text(gs_uri: str, client=None) -> str | None:
     """The object's text, or None when there is no such object."""
     blob = gs_object(gs_uri, client)
-    return None if blob is None else blob.download_as_bytes().decode()
+    if blob is None:
+        return None
+    with gcs_errors(gs_uri):
+        return blob.download_as_bytes(**gcs_options()).decode()
 
 
 def write_text(gs_uri: str, text: str, client=None) -> str:
@@ -241,8 +246,9 @@ def write_text(gs_uri: str, text: str, client=None) -> str:
     bucket, name = split_gs_uri(gs_uri)
     exceptions = _api_errors()
     try:
-        (client or gcs_client()).bucket(bucket).blob(name).upload_from_string(text.encode(),
-                                                                             content_type="application/json")
+        with gcs_errors(gs_uri):
+            (client or gcs_client()).bucket(bucket).blob(name).upload_from_string(
+                text.encode(), content_type="application/json", **gcs_options())
     except exceptions.GoogleAPICallError as error:
         raise StorageError(f"{gs_uri}: {error}") from error
     return gs_uri
@@ -255,8 +261,8 @@ def download_file(gs_uri: str, local_path: str, client=None) -> str:
     blob = gs_object(gs_uri, client)
     if blob is None:
         raise StorageError(f"{gs_uri}: no such object")
-    with atomic_file(local_path) as temporary:
-        blob.download_to_filename(str(temporary))
+    with atomic_file(local_path) as temporary, gcs_errors(gs_uri):
+        blob.download_to_filename(str(temporary), **gcs_options())
     return local_path
 
 
@@ -267,6 +273,7 @@ def delete(gs_uris: list[str], client=None) -> None:
     for uri in gs_uris:
         bucket, name = split_gs_uri(uri)
         try:
-            client.bucket(bucket).blob(name).delete()
+            with gcs_errors(uri):
+                client.bucket(bucket).blob(name).delete(**gcs_options())
         except exceptions.NotFound:
             pass

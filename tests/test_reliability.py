@@ -356,6 +356,19 @@ def test_non_finite_box_corner_is_rejected(tmp_path):
         convert(str(root), str(tmp_path / "coco"))
 
 
+@pytest.mark.parametrize("field, index", [("keypoints", 3), ("bbox", 1)])
+def test_shard_refuses_non_finite_numbers_in_a_coco_file(tmp_path, field, index):
+    """A COCO folder made by hand (not by convert) is checked where shard first reads it."""
+    from components.shard import ShardError, shard
+
+    coco = tmp_path / "coco"
+    data = write_tiny_coco(coco, "train")
+    data["annotations"][0][field][index] = float("nan")
+    (coco / "annotations" / "person_keypoints_train.json").write_text(json.dumps(data))
+    with pytest.raises(ShardError, match=r"annotations\[0\] .*not a finite number|bbox must be finite"):
+        shard(str(coco), str(tmp_path / "out"), "train", 1)
+
+
 def _tiny_release_tar(tmp_path: Path) -> tuple[Path, list[int]]:
     """A plain .tar of an 8-image folder; returns it and the offsets where its members end."""
     source = tmp_path / "release"
@@ -715,12 +728,16 @@ TINY_STEPS = {"input_size": 64, "width": 0.35, "batch_size": 2, "max_steps": 2, 
 
 @pytest.mark.slow
 def test_resume_with_another_width_says_so(tmp_path, shards):
-    from components.train import TrainError, train
+    from components.train import FINGERPRINT_FILE, TrainError, train
 
     train(str(TINY_CONFIG), [str(shards["train"])], str(tmp_path / "model"), overrides={**TINY_STEPS, "max_steps": 1})
-    with pytest.raises(TrainError, match="do not fit this model .*width 0.5.*written by another config"):
-        train(str(TINY_CONFIG), [str(shards["train"])], str(tmp_path / "model"),
-              overrides={**TINY_STEPS, "width": 0.5, "max_steps": 2})
+    wider = {**TINY_STEPS, "width": 0.5, "max_steps": 2}
+    with pytest.raises(TrainError, match=r"written for .*'width': 0.35.*gives .*'width': 0.5"):
+        train(str(TINY_CONFIG), [str(shards["train"])], str(tmp_path / "model"), overrides=wider)
+    # A folder from before checkpoint fingerprints: the restore's shape mismatch is named the same way.
+    (tmp_path / "model" / "checkpoints" / FINGERPRINT_FILE).unlink()
+    with pytest.raises(TrainError, match=r"do not fit this model .*width 0.5.*written by another config"):
+        train(str(TINY_CONFIG), [str(shards["train"])], str(tmp_path / "model"), overrides=wider)
 
 
 @pytest.mark.slow
