@@ -198,8 +198,22 @@ class _GcsDestination:
         self._call(name, remove)
 
     def put(self, name: str, path: Path) -> str:
-        self._call(name, lambda blob: blob.upload_from_filename(str(path), **self.storage.gcs_options()))
+        encoding = web_demo.published_encoding(name)
+        if encoding is None:
+            self._call(name, lambda blob: blob.upload_from_filename(str(path), **self.storage.gcs_options()))
+        else:
+            self._call(name, lambda blob: self._put_encoded(blob, name, path, encoding))
         return f"{self.base}/{name}"
+
+    def _put_encoded(self, blob, name: str, path: Path, encoding: str) -> None:
+        """The demo's runtime stored gzipped with Content-Encoding: gzip: the bucket sends it so to browsers
+        (2.9 MB instead of 9.7 MB) and unpacks it for clients that do not accept gzip."""
+        import mimetypes
+
+        blob.content_encoding = encoding
+        blob.upload_from_string(web_demo.gzip_bytes(path.read_bytes()),
+                                content_type=mimetypes.guess_type(name)[0] or "application/octet-stream",
+                                **self.storage.gcs_options())
 
 
 class _LocalDestination:

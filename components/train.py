@@ -11,7 +11,9 @@ Does     a custom training loop under a tf.distribute strategy: MirroredStrategy
          the same output folder resumes from the newest one, optimizer state and step count included.
          With --checkpoint-uri gs://bucket/prefix each checkpoint is also uploaded as it is written
          (pose/remote_checkpoints.py), and a start in an empty folder (a new pod after preemption)
-         resumes from the bucket's newest one.
+         resumes from the bucket's newest one. In a multi-worker run every worker restores the bucket's
+         newest (only the chief uploads), and all check they resumed the same step before training;
+         without a bucket a multi-worker run cannot resume and says so.
          PCKh@0.5 on the valid shards every `eval_every` steps and at the end, decoded by the same codec
          as evaluate's (pose.codec) but without its flip test (`pckh_flip_test`: false in the metadata).
 Writes   (docs/ARTIFACTS.md) model.keras, config.yaml, checkpoints/, logs/ (TensorBoard: loss per
@@ -215,7 +217,9 @@ class _Run:
         keras.mixed_precision.set_global_policy("float32")
         self.info = networks.summary(self.model, print_fn=log.info)
 
-        # Non-chief workers of a multi-worker run write their (identical) checkpoints to scratch.
+        # Non-chief workers of a multi-worker run write their (identical) checkpoints to scratch; they resume
+        # only from the bucket (--checkpoint-uri), the one place every worker can read.
+        self.multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
         checkpoint_dir = output_dir / "checkpoints" if self.chief else Path(tempfile.mkdtemp(prefix="train-worker-"))
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
         # What the checkpoints' variables depend on: a resume with another structure is refused up front.
@@ -223,25 +227,21 @@ class _Run:
                             "num_stages": cfg.num_stages, "num_keypoints": cfg.num_keypoints,
                             **{k: v for k, v in cfg.architecture_options().items() if v is not None},
                             "mixed_precision": self.mixed}
-        self.remote = self._fetch_remote_checkpoint(checkpoint_uri, checkpoint_dir, config_label)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, str(checkpoint_dir), cfg.keep_checkpoints)
         self.resumed_from = 0
         self.history: list[dict] = []
         self.progress = {}  # what the run so far measured (PROGRESS), carried across restarts
-        if self.manager.latest_checkpoint:
-            self._check_local_fingerprint(checkpoint_dir, config_label)
+        if not self.multi_worker:
+            self._restore(checkpoint_uri, checkpoint_dir, config_label)
+        else:
+            # Workers on different steps or weights would hang in, or diverge through, the collectives. A
+            # worker whose restore failed still takes part in the agreement, so the others fail with it
+            # instead of waiting for it.
             try:
-                self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
-            except (ValueError, AssertionError, tf.errors.OpError) as error:
-                raise TrainError(
-                    f"{self.manager.latest_checkpoint}: the checkpoints in {checkpoint_dir} do not fit this model "
-                    f"({cfg.model}, width {cfg.width}, {cfg.num_stages} stages, input {cfg.input_size}): they were "
-                    f"written by another config; use another --output, or the config they were written with "
-                    f"({output_dir / 'config.yaml'}). {' '.join(str(error).split())[:300]}") from None
-            self.resumed_from = self.step
-            self.history = self._previous_history()
-            self.progress = self._previous_progress()
-            log.info("resumed from %s at step %d", self.manager.latest_checkpoint, self.resumed_from)
+                self._restore(checkpoint_uri, checkpoint_dir, config_label)
+                failure = None
+            except Exception as error:  # re-raised right after the agreement
+                failure = error
+            self._agree_on_resumed_step(failure, checkpoint_uri)
 
         # A restart continues with a fresh, still reproducible, stream rather than replaying the first one.
         dataset = inputs.training_dataset(
@@ -415,26 +415,83 @@ class _Run:
                 raise TrainError(message)
 
     def _fetch_remote_checkpoint(self, checkpoint_uri: str, checkpoint_dir: Path, config_label: str):
-        """The bucket mirror (None without a URI). When the bucket holds a newer checkpoint than the local
-        folder (a fresh pod's is empty), it is fetched into the folder for the manager to resume from."""
+        """(the bucket mirror, the marker of its newest checkpoint); (None, None) without a URI. When the
+        bucket holds a newer checkpoint than the local folder (a fresh pod's is empty), it is fetched into
+        the folder for the manager to resume from; in a multi-worker run, whenever the folder's newest is
+        another step (one written but not uploaded before a kill), since every worker must restore the same."""
         if not checkpoint_uri:
-            return None
+            return None, None
         remote = RemoteCheckpoints(checkpoint_uri, self.fingerprint, self.cfg.keep_checkpoints)
         marker = remote.latest()
         if marker is None:
             log.info("no checkpoint in %s yet: starting from scratch", checkpoint_uri)
-            return remote
+            return remote, None
         try:
             remote.check(marker, config_label)
         except CheckpointMismatch as error:
             raise TrainError(str(error)) from None
         local = tf.train.latest_checkpoint(str(checkpoint_dir))
         local_step = int(local.rsplit("-", 1)[-1]) if local else -1
-        if int(marker["step"]) > local_step:
+        if int(marker["step"]) > local_step or (self.multi_worker and int(marker["step"]) != local_step):
             remote.download(marker, checkpoint_dir)
             _write_atomically(checkpoint_dir / FINGERPRINT_FILE, json.dumps(self.fingerprint))
             log.info("resuming from the checkpoint of step %d in %s", marker["step"], checkpoint_uri)
-        return remote
+        return remote, marker
+
+    def _restore(self, checkpoint_uri: str, checkpoint_dir: Path, config_label: str) -> None:
+        """Restores the newest checkpoint: the local folder's, or the bucket's when newer. In a multi-worker
+        run with a bucket, exactly the bucket's newest on every worker (a fresh start when it has none)."""
+        self.remote, marker = self._fetch_remote_checkpoint(checkpoint_uri, checkpoint_dir, config_label)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, str(checkpoint_dir), self.cfg.keep_checkpoints)
+        latest = self.manager.latest_checkpoint
+        if latest and self.multi_worker and self.remote and marker is None:
+            # Killed before its first upload: the other workers cannot read this folder.
+            log.warning("%s is not in %s, which every worker reads: all workers start from scratch", latest,
+                        checkpoint_uri)
+            latest = None
+        if not latest:
+            return
+        cfg = self.cfg
+        self._check_local_fingerprint(checkpoint_dir, config_label)
+        try:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+        except (ValueError, AssertionError, tf.errors.OpError) as error:
+            raise TrainError(
+                f"{latest}: the checkpoints in {checkpoint_dir} do not fit this model "
+                f"({cfg.model}, width {cfg.width}, {cfg.num_stages} stages, input {cfg.input_size}): they were "
+                f"written by another config; use another --output, or the config they were written with "
+                f"({self.output_dir / 'config.yaml'}). {' '.join(str(error).split())[:300]}") from None
+        self.resumed_from = self.step
+        self.history = self._previous_history()
+        self.progress = self._previous_progress()
+        log.info("resumed from %s at step %d", latest, self.resumed_from)
+
+    def _agree_on_resumed_step(self, failure: Exception | None, checkpoint_uri: str) -> None:
+        """Gathers every replica's restored step (-1: its worker failed to restore) and stops every worker
+        with a clear error unless they all agree; then re-raises this worker's own failure, if any."""
+        mine = -1 if failure else self.step
+
+        @tf.function
+        def gather():
+            def replica_step():
+                return tf.distribute.get_replica_context().all_gather(tf.constant([mine], tf.int64), axis=0)
+            return self.strategy.run(replica_step)
+
+        steps = [int(s) for s in self.strategy.experimental_local_results(gather())[0].numpy()]
+        if failure:
+            raise failure
+        if -1 in steps:
+            raise TrainError(f"another worker failed to restore its checkpoint (see its log; steps per replica, in "
+                             f"worker order, -1 failed: {steps}): stopping too rather than waiting for it")
+        if len(set(steps)) > 1:
+            why = (f"the bucket {checkpoint_uri} changed while they read it: is another run writing there?"
+                   if checkpoint_uri else
+                   "without --checkpoint-uri a multi-worker run cannot resume: the chief's checkpoints are in "
+                   "its --output, which the other workers do not read. Start again with a new --output, or "
+                   "train with --checkpoint-uri gs://… (every worker then restores the bucket's newest)")
+            raise TrainError(f"the workers would resume from different steps (per replica, in worker order: "
+                             f"{steps}); {why}")
+        log.info("all %d replicas resume from step %d", len(steps), mine)
 
     def _previous_history(self) -> list[dict]:
         path = Path(self.manager.directory) / "history.json"

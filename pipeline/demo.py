@@ -2,7 +2,9 @@
 
 Serves the built page (web/build/, built on first use with web/build.sh) at /, the model and its .json at
 model/ (pose.web_demo.model_metadata: the .json beside it, or the seed contract for the seed's released
-files), and optionally a folder of pictures at pictures/; prints the URL to open.
+files), and optionally a folder of pictures at pictures/; prints the URL to open. The runtime and page files
+go gzip-encoded (the build's gzip copies, pose.web_demo.gzip_copy) to a browser that accepts gzip: 2.9 MB on
+the wire instead of 9.7 MB.
 """
 import contextlib
 import functools
@@ -13,7 +15,7 @@ import threading
 import urllib.parse
 from pathlib import Path
 
-from pose.web_demo import DemoError, build, model_metadata
+from pose.web_demo import DemoError, build, gzip_copy, model_metadata
 
 log = logging.getLogger("demo")
 
@@ -47,11 +49,30 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
             if picture.is_file() and picture.is_relative_to(self.pictures.resolve()):
                 return self._send(picture.read_bytes(), picture.suffix.lower())
             return self.send_error(404)
+        page_file = Path(self.translate_path(self.path))
+        compressed = gzip_copy(page_file) if page_file.is_file() else None
+        if compressed is not None and self._accepts_gzip():
+            return self._send(compressed.read_bytes(), page_file.suffix.lower(), encoding="gzip")
         return super().do_GET()
 
-    def _send(self, body: bytes, suffix: str):
+    def _accepts_gzip(self) -> bool:
+        """Whether Accept-Encoding allows gzip (listed, or `*`, with a q-value above 0)."""
+        for coding in self.headers.get("Accept-Encoding", "").lower().split(","):
+            name, *params = [part.strip() for part in coding.split(";")]
+            quality = next((p[2:] for p in params if p.startswith("q=")), "1")
+            try:
+                accepted = float(quality) > 0
+            except ValueError:
+                accepted = False
+            if name in ("gzip", "*") and accepted:
+                return True
+        return False
+
+    def _send(self, body: bytes, suffix: str, encoding: str | None = None):
         self.send_response(200)
         self.send_header("Content-Type", _CONTENT_TYPES.get(suffix, "application/octet-stream"))
+        if encoding:
+            self.send_header("Content-Encoding", encoding)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -61,6 +82,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
     def end_headers(self):
         self.send_header("Cache-Control", "no-store")
+        self.send_header("Vary", "Accept-Encoding")  # the page files' bodies depend on it
         super().end_headers()
 
     def log_message(self, format, *args):

@@ -32,6 +32,10 @@ PUBLISHED_FOLDER = "demo"
 SEED_CHANNEL_ORDER = ("head_top", "neck", *keypoints.NAMES[:12])
 SEED_CONTRACT = {"name": "seed", "pixels": "bgr_0_255", "channel_order": list(SEED_CHANNEL_ORDER)}
 PIXEL_FORMATS = ("bgr_0_255", "rgb_0_1")
+# Files a server sends gzip-encoded (Content-Encoding: gzip) to a browser that accepts it: the WASM runtime is
+# 9.4 MB as is and 2.9 MB gzipped. web/build.sh writes each one's gzip copy beside it (GZIP_COPY appended).
+GZIP_SUFFIXES = (".wasm", ".js", ".html", ".css")
+GZIP_COPY = ".gz"
 # What web/build/ is made from: a build older than any of them is rebuilt.
 PAGE_SOURCES = ("index.html", "app.js", "pose.js", "style.css", "package-lock.json", "build.sh")
 
@@ -68,10 +72,35 @@ def build(force: bool = False) -> Path:
 
 
 def page_files() -> list[tuple[Path, str]]:
-    """(file, path under the published prefix) of every file of the built page (built first if needed), under demo/."""
+    """(file, path under the published prefix) of every file of the built page (built first if needed), under demo/;
+    not the gzip copies (a bucket serves the uploaded file itself compressed: see published_encoding)."""
     build_dir = build()
     return [(path, f"{PUBLISHED_FOLDER}/{path.relative_to(build_dir).as_posix()}")
-            for path in sorted(build_dir.rglob("*")) if path.is_file()]
+            for path in sorted(build_dir.rglob("*")) if path.is_file() and path.suffix != GZIP_COPY]
+
+
+def sent_gzipped(name: str) -> bool:
+    """Whether a server sends this page file gzip-encoded to a browser that accepts it."""
+    return Path(name).suffix.lower() in GZIP_SUFFIXES
+
+
+def gzip_copy(path: Path) -> Path | None:
+    """The build's gzip copy of a page file (web/build.sh writes it), or None for a file sent as it is."""
+    copy = path.with_name(path.name + GZIP_COPY)
+    return copy if sent_gzipped(path.name) and copy.is_file() else None
+
+
+def published_encoding(name: str) -> str | None:
+    """"gzip" for a demo file that publish uploads gzip-compressed (stored with Content-Encoding: gzip; a bucket
+    sends it so to browsers, which unpack it, and unpacks it for clients that do not accept gzip), else None."""
+    return "gzip" if name.startswith(f"{PUBLISHED_FOLDER}/") and sent_gzipped(name) else None
+
+
+def gzip_bytes(data: bytes) -> bytes:
+    """`data` gzipped as web/build.sh does (gzip -9 -n: best compression, no name or time, so reproducible)."""
+    import gzip
+
+    return gzip.compress(data, compresslevel=9, mtime=0)
 
 
 def published_url(model_file_name: str) -> str:

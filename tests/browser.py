@@ -44,6 +44,7 @@ class Browser:
         self._socket = websocket.create_connection(websocket_url, timeout=120, suppress_origin=True)
         self._ids = itertools.count(1)
         self.console: list[str] = []
+        self.requests: dict[str, dict] = {}  # DevTools request id -> what came back (record_network)
         self.call("Runtime.enable")
         self.call("Page.enable")
 
@@ -57,10 +58,35 @@ class Browser:
                                              message["params"]["args"]))
             elif message.get("method") == "Runtime.exceptionThrown":
                 self.console.append(json.dumps(message["params"]["exceptionDetails"])[:2000])
+            elif message.get("method") in self._NETWORK_EVENTS:
+                self._network_event(message["method"], message["params"])
             if message.get("id") == message_id:
                 if "error" in message:
                     raise BrowserError(f"{method}: {message['error']}")
                 return message["result"]
+
+    def record_network(self) -> None:
+        """From now on, every response's URL, Content-Encoding, bytes on the wire and unpacked bytes (transfers())."""
+        self.requests.clear()
+        self.call("Network.enable")
+
+    _NETWORK_EVENTS = ("Network.responseReceived", "Network.dataReceived", "Network.loadingFinished")
+
+    def _network_event(self, method: str, params: dict) -> None:
+        request = self.requests.setdefault(params["requestId"], {"body_bytes": 0, "wire_bytes": None})
+        if method == "Network.responseReceived":
+            response = params["response"]
+            headers = {name.lower(): value for name, value in response.get("headers", {}).items()}
+            request.update(url=response["url"], status=response["status"],
+                           encoding=headers.get("content-encoding"))
+        elif method == "Network.dataReceived":
+            request["body_bytes"] += params["dataLength"]  # unpacked (decoded) bytes
+        elif method == "Network.loadingFinished":
+            request["wire_bytes"] = params["encodedDataLength"]  # as received: headers and the encoded body
+
+    def transfers(self) -> list[dict]:
+        """The finished responses since record_network: url, status, encoding, wire_bytes, body_bytes."""
+        return [r for r in self.requests.values() if "url" in r and r["wire_bytes"] is not None]
 
     def open(self, url: str) -> None:
         self.call("Page.navigate", url=url)

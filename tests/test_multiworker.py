@@ -12,10 +12,14 @@ import pytest
 import yaml
 
 from pipeline import images
+from pose.remote_checkpoints import MARKER
+from pose.storage import read_text
 from tests.conftest import REPO, TINY_CONFIG
+from tests.gcs import fake_gcs, make_bucket
 
 TFJOB = REPO / "docs" / "tfjob.yaml"
-STEPS = 6
+FIRST_STEPS, STEPS, EVERY = 4, 6, 2
+URI = "gs://checkpoints/multi-worker"
 
 
 def free_ports(count: int) -> list[int]:
@@ -29,40 +33,74 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
-@pytest.mark.slow
-def test_two_workers_train_together_and_the_chief_writes_the_model(train_shards, tmp_path):
-    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
-    outputs = [tmp_path / f"worker-{index}" for index in range(2)]
+def run_workers(shards, outputs, *flags: str) -> list[tuple[int, str]]:
+    """Runs the train CLI as one worker process per output folder (worker 0 the chief), all at once;
+    returns (exit code, log) of each once all have ended, and asserts none was still running after 10 minutes."""
+    workers = [f"127.0.0.1:{port}" for port in free_ports(len(outputs))]
     processes = []
     for index, output in enumerate(outputs):
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": "",
                "TF_CONFIG": json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})}
-        command = [sys.executable, "-m", "components.train", "--config", str(TINY_CONFIG), "--data", str(train_shards),
-                   "--output", str(output), "--set", f"max_steps={STEPS}", "--set", "log_every=2",
-                   "--set", "checkpoint_every=3", "--set", "summary_every=1000",
-                   "--set", "pred_image_on_tensorboard=false"]
+        command = [sys.executable, "-m", "components.train", "--config", str(TINY_CONFIG), "--data", str(shards),
+                   "--output", str(output), "--set", f"checkpoint_every={EVERY}", "--set", f"log_every={EVERY}",
+                   "--set", "summary_every=1000", "--set", "pred_image_on_tensorboard=false", *flags]
         processes.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
                                           stderr=subprocess.STDOUT, text=True))
     logs = []
     try:
         for process in processes:
-            logs.append(process.communicate(timeout=600)[0])
+            logs.append(process.communicate(timeout=600)[0])  # a hang fails here instead of waiting forever
     finally:
         for process in processes:
             if process.poll() is None:
                 process.kill()
-    for index, (process, log) in enumerate(zip(processes, logs)):
-        assert process.returncode == 0, f"worker {index} failed:\n{log[-4000:]}"
-        assert "2 replicas over 2 workers" in log, log[-4000:]
-        assert f"step {STEPS}/{STEPS}" in log, log[-4000:]
+    return [(process.returncode, log) for process, log in zip(processes, logs)]
 
-    chief, other = outputs
-    metadata = json.loads((chief / "train_metadata.json").read_text())
-    assert (chief / "model.keras").is_file()
-    assert metadata["replicas"] == 2 and metadata["steps"] == STEPS
-    assert metadata["global_batch_size"] == 2 * yaml.safe_load(TINY_CONFIG.read_text())["batch_size"]
-    assert math.isfinite(metadata["final_loss"]) and metadata["final_loss"] > 0
-    assert not (other / "model.keras").exists()  # only the chief writes the model folder
+
+def marker_step() -> int:
+    text = read_text(f"{URI}/{MARKER}")
+    return -1 if text is None else json.loads(text)["step"]
+
+
+@pytest.mark.slow
+def test_two_workers_train_together_resume_together_from_the_bucket_and_refuse_without_it(train_shards, tmp_path):
+    """Two workers train with a bucket; two new pods (fresh folders) resume both from the bucket's newest
+    checkpoint and train on; resuming without the bucket (the chief's folder has checkpoints, the other
+    worker's scratch none) stops both workers with the reason instead of hanging."""
+    with fake_gcs():
+        make_bucket("checkpoints")
+        first = [tmp_path / "first" / f"worker-{index}" for index in range(2)]
+        for index, (code, log) in enumerate(run_workers(train_shards, first, "--checkpoint-uri", URI,
+                                                        "--set", f"max_steps={FIRST_STEPS}")):
+            assert code == 0, f"worker {index} failed:\n{log[-4000:]}"
+            assert "2 replicas over 2 workers" in log, log[-4000:]
+            assert "all 2 replicas resume from step 0" in log, log[-4000:]
+            assert f"step {FIRST_STEPS}/{FIRST_STEPS}" in log, log[-4000:]
+        chief, other = first
+        metadata = json.loads((chief / "train_metadata.json").read_text())
+        assert (chief / "model.keras").is_file()
+        assert metadata["replicas"] == 2 and metadata["steps"] == FIRST_STEPS and metadata["resumed_from_step"] == 0
+        assert metadata["global_batch_size"] == 2 * yaml.safe_load(TINY_CONFIG.read_text())["batch_size"]
+        assert math.isfinite(metadata["final_loss"]) and metadata["final_loss"] > 0
+        assert not (other / "model.keras").exists()  # only the chief writes the model folder
+        assert marker_step() == FIRST_STEPS  # and uploads
+
+        second = [tmp_path / "second" / f"worker-{index}" for index in range(2)]
+        for index, (code, log) in enumerate(run_workers(train_shards, second, "--checkpoint-uri", URI,
+                                                        "--set", f"max_steps={STEPS}")):
+            assert code == 0, f"worker {index} failed:\n{log[-4000:]}"
+            assert f"resuming from the checkpoint of step {FIRST_STEPS} in {URI}" in log, log[-4000:]
+            assert f"all 2 replicas resume from step {FIRST_STEPS}" in log, log[-4000:]
+            assert f"step {STEPS}/{STEPS}" in log and f"step {EVERY}/" not in log, log[-4000:]
+        metadata = json.loads((second[0] / "train_metadata.json").read_text())
+        assert metadata["resumed_from_step"] == FIRST_STEPS and metadata["steps"] == STEPS
+        assert metadata["history"][0]["step"] == EVERY  # the first run's curve came with the checkpoint
+        assert marker_step() == STEPS
+
+    for index, (code, log) in enumerate(run_workers(train_shards, second, "--set", f"max_steps={STEPS + EVERY}")):
+        assert code == 1, f"worker {index} did not refuse:\n{log[-4000:]}"
+        assert (f"the workers would resume from different steps (per replica, in worker order: [{STEPS}, 0]); "
+                f"without --checkpoint-uri a multi-worker run cannot resume") in log, log[-4000:]
 
 
 def train_cli_parser() -> argparse.ArgumentParser:
@@ -103,6 +141,10 @@ def test_the_tfjob_manifest_runs_the_train_cli_of_the_gpu_image():
         assert (REPO / args.config).is_file(), args.config
         assert args.expect_gpus == int(container["resources"]["limits"]["nvidia.com/gpu"]), role
         assert args.output and args.data
+        # Restarted pods resume only from the bucket (every worker reads it), so a restarting job needs one.
+        assert spec["restartPolicy"] in ("OnFailure", "ExitCode", "Always", "Never"), role
+        if spec["restartPolicy"] != "Never":
+            assert args.checkpoint_uri.startswith("gs://"), role
 
 
 def test_the_tfjob_workers_share_one_output_and_data_volume():

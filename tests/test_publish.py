@@ -1,11 +1,12 @@
 """publish: a real evaluation of real .tflite files, uploaded to a real fake-gcs-server on 127.0.0.1."""
 import hashlib
 import json
+import os
 
 import pytest
 
 from components.publish import MANIFEST, MODEL_CARD, PublishError, publish
-from pose import web_demo
+from pose import contract, synthetic, web_demo
 from tests.gcs import fake_gcs, make_bucket
 from tests.tiny_models import build_tiny_pose_model
 
@@ -21,7 +22,11 @@ def evaluated(valid_shards, tmp_path_factory):
 
     models = tmp_path_factory.mktemp("publish") / "tflite"
     models.mkdir()
-    keras_model = build_tiny_pose_model(INPUT_SIZE)
+    import keras
+
+    # Batch 1, as the freeze step fixes it: LiteRT.js (the web demo) runs no model with a batch of -1.
+    image = keras.Input((INPUT_SIZE, INPUT_SIZE, 3), batch_size=1, name="image")
+    keras_model = keras.Model(image, build_tiny_pose_model(INPUT_SIZE)(image))
     for variant in ("fp32", "fp16"):
         converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
         if variant == "fp16":
@@ -30,7 +35,8 @@ def evaluated(valid_shards, tmp_path_factory):
         (models / f"mv2_cpm_{variant}.tflite").write_bytes(converter.convert())
         (models / f"mv2_cpm_{variant}.json").write_text(json.dumps(
             {"model": "mv2_cpm", "variant": variant, "input_size": INPUT_SIZE, "output_size": INPUT_SIZE // 2,
-             "output_stride": 2, "num_keypoints": 14, "input_name": "image", "output_name": "stage_1_out"}))
+             "output_stride": 2, "num_keypoints": 14, "input_name": "image", "output_name": "stage_1_out",
+             "contract": contract.describe(contract.SEED)}))  # what the tflite step writes by default
     evaluation = models.parent / "evaluation"
     evaluate(str(models), [str(valid_shards)], str(evaluation), latency_runs=1, gallery_size=1)
     return models, evaluation
@@ -66,12 +72,21 @@ def test_publishes_the_variant_its_metadata_report_results_and_card(evaluated, b
         assert section in card
     assert f"| **mv2_cpm_fp16** | {pckh:.1f} |" in card and "| mv2_cpm_fp32 |" in card
     assert f"{results['settings']['num_people']} people" in card
-    assert "Contract: `seed` (input pixels `bgr_0_255`" in card  # the default export's contract
-    assert "head_top, neck, right_shoulder" in card
+    # these hand-written .json name no contract: read as the old default, aic, and the card says so
+    assert "Contract: `aic` (input pixels `rgb_0_1`" in card
+    assert "in channel order: right_shoulder, right_elbow" in card
     # The web demo beside the model, linked from the card, with the types a static host must serve it with.
     assert f"({web_demo.published_url('mv2_cpm_fp16.tflite')})" in card
     assert bucket.get_blob("pose/v1/demo/wasm/litert_wasm_internal.wasm").content_type == "application/wasm"
     assert bucket.get_blob("pose/v1/demo/app.js").content_type == "text/javascript"
+    # The runtime is stored gzipped (Content-Encoding: gzip); readers get the bytes the manifest vouches for.
+    wasm = bucket.get_blob("pose/v1/demo/wasm/litert_wasm_internal.wasm")
+    raw = (web_demo.build() / "wasm" / "litert_wasm_internal.wasm").read_bytes()
+    assert wasm.content_encoding == "gzip" and wasm.size < len(raw) / 2
+    assert wasm.download_as_bytes() == raw
+    assert uploaded_manifest["files"]["demo/wasm/litert_wasm_internal.wasm"]["sha256"] == \
+        hashlib.sha256(raw).hexdigest()
+    assert bucket.get_blob("pose/v1/mv2_cpm_fp16.tflite").content_encoding is None  # the model goes as it is
 
 
 def test_best_picks_the_highest_pckh(evaluated, tmp_path):
@@ -100,3 +115,36 @@ def test_results_that_are_not_evaluate_output_are_refused(evaluated, tmp_path):
     (tmp_path / "results.json").write_text(json.dumps({"accuracy": 0.9}))
     with pytest.raises(PublishError, match=r"results.json: no 'models'"):
         publish(str(models), str(evaluation), str(tmp_path / "results.json"), str(tmp_path / "out"), "fp32")
+
+
+def test_the_published_demo_runs_from_the_bucket_with_the_runtime_gzipped(evaluated, bucket, tmp_path):
+    """Chromium opens the demo on the bucket itself (fake-gcs-server's path-style host, as a static host of the
+    bucket serves it): the runtime comes gzip-encoded, is unpacked, and the page shows the model's keypoints."""
+    import cv2
+    import numpy as np
+
+    from tests.browser import chromium
+    from tests.gcs import upload_bytes
+
+    models, evaluation = evaluated
+    publish(str(models), str(evaluation), str(evaluation), "gs://models/pose/v1", "fp32")
+    picture, _ = synthetic.render_image(np.random.default_rng(5))
+    cv2.imwrite(str(tmp_path / "picture.png"), picture)
+    upload_bytes("gs://models/pose/v1/picture.png", (tmp_path / "picture.png").read_bytes())
+    port = os.environ["STORAGE_EMULATOR_HOST"].rsplit(":", 1)[1]
+    # fake-gcs-server answers path-style requests (/bucket/object) addressed to storage.googleapis.com.
+    with chromium(f"--host-resolver-rules=MAP storage.googleapis.com 127.0.0.1:{port}") as browser:
+        browser.record_network()
+        browser.open(f"http://storage.googleapis.com/models/pose/v1/{web_demo.published_url('mv2_cpm_fp32.tflite')}"
+                     f"&image=../picture.png&accelerator=wasm")
+        browser.wait_for("window.poseDemo && ['done', 'error'].includes(window.poseDemo.phase)")
+        state = browser.evaluate("window.poseDemo")
+        transfers = browser.transfers()
+    assert state["error"] is None, state["error"]
+    expected = web_demo.reference_keypoints(str(models / "mv2_cpm_fp32.tflite"), str(tmp_path / "picture.png"))
+    difference = np.abs(np.array(state["keypoints"]["keypoints"])[:, :2] - np.array(expected["keypoints"])[:, :2])
+    assert difference.max() / expected["scale"] <= 1.0  # the web demo's tolerance: 1 pixel at the input scale
+    [wasm] = [t for t in transfers if t["url"].endswith(".wasm")]
+    raw = (web_demo.build() / "wasm" / "litert_wasm_internal.wasm").stat().st_size
+    assert wasm["status"] == 200 and wasm["encoding"] == "gzip", wasm
+    assert wasm["body_bytes"] == raw and wasm["wire_bytes"] < raw / 2, wasm

@@ -57,8 +57,8 @@ def test_config_errors_name_the_key_and_the_file(tmp_path):
 def test_cpm_structure_options_reach_the_network():
     config = load_config(str(TINY_CONFIG), {"stage_kernel_size": 5, "backbone_expansion": 4})
     assert config.architecture_options() == {"backbone_expansion": 4, "stage_expansion": None,
-                                             "stage_channels": None, "stage_kernel_size": 5}
-    assert load_config("model: mv2_hourglass\n").architecture_options() == {}
+                                             "stage_channels": None, "stage_kernel_size": 5, "seed_layers": False}
+    assert load_config("model: mv2_hourglass\n").architecture_options() == {"seed_layers": False}
 
 
 def test_seed_keys_and_overrides():

@@ -4,6 +4,7 @@ fake camera, the messages for bad input, the command line, and the page as publi
 Screenshots of each mode are kept in test-artifacts/web/ (gitignored).
 """
 import functools
+import gzip
 import http.server
 import json
 import shutil
@@ -119,6 +120,35 @@ def test_still_image_keypoints_equal_python_litert(name, browser, pictures, our_
     print(f"{name}: largest page-Python difference {worst:.5f} input pixels")
 
 
+def page_transfers(transfers: list[dict]) -> list[dict]:
+    """The page's and runtime's responses: not the model (model/, *.tflite, its .json) nor the pictures."""
+    return [t for t in transfers if not any(part in t["url"].split("?")[0] for part in
+                                            ("/model/", "/pictures/", ".tflite", ".json", ".png"))]
+
+
+def test_the_demo_server_sends_the_runtime_gzipped_and_the_page_still_works(browser, pictures):
+    """What a browser transfers for the page and runtime, against what it unpacks; one WASM build is loaded."""
+    model, picture = ANCHORS / "pefm-cpm-192.tflite", sorted(pictures.glob("*.png"))[0]
+    with serving(str(model), pictures=str(pictures)) as url:
+        browser.record_network()
+        shown = page_result(browser, f"{url}&image=pictures/{picture.name}&accelerator=wasm")
+        transfers = page_transfers(browser.transfers())
+    expected = web_demo.reference_keypoints(str(model), str(picture))
+    difference = np.abs(np.array(shown["keypoints"])[:, :2] - np.array(expected["keypoints"])[:, :2])
+    assert difference.max() / expected["scale"] <= TOLERANCE_INPUT_PIXELS
+    build = web_demo.build()
+    [wasm] = [t for t in transfers if t["url"].endswith(".wasm")]  # LiteRT.js fetches one of the two builds
+    assert wasm["url"].endswith("/wasm/litert_wasm_internal.wasm")  # Chromium has relaxed SIMD
+    raw = (build / "wasm" / "litert_wasm_internal.wasm").stat().st_size
+    assert wasm["encoding"] == "gzip" and wasm["body_bytes"] == raw and wasm["wire_bytes"] < raw / 2, wasm
+    for transfer in transfers:
+        assert transfer["status"] == 200, transfer
+        assert transfer["encoding"] == "gzip", transfer  # every page file the page loads is one sent gzipped
+    wire, unpacked = sum(t["wire_bytes"] for t in transfers), sum(t["body_bytes"] for t in transfers)
+    print(f"page and runtime: {len(transfers)} files, {wire} bytes on the wire, {unpacked} unpacked")
+    assert wire < unpacked / 2
+
+
 def write_y4m(path: Path, frames: list[np.ndarray], width: int = 640, height: int = 480,
               repeat: int = 15) -> Path:
     """A YUV4MPEG2 4:2:0 clip (the format Chromium's fake camera reads): each BGR frame letterboxed, `repeat` times."""
@@ -225,8 +255,20 @@ def test_demo_command_prints_the_url_and_serves_the_seed_contract(page):
             metadata = json.load(response)
         assert metadata["contract"] == web_demo.SEED_CONTRACT
         assert (metadata["input_size"], metadata["output_stride"]) == (192, 2)
+        raw = (web_demo.build() / "wasm" / "litert_wasm_internal.wasm").read_bytes()
         with urllib.request.urlopen(base + "wasm/litert_wasm_internal.wasm", timeout=10) as response:
             assert response.headers["Content-Type"] == "application/wasm"
+            assert response.headers["Content-Encoding"] is None and response.read() == raw  # gzip not asked for
+        gzip_asked = urllib.request.Request(base + "wasm/litert_wasm_internal.wasm",
+                                            headers={"Accept-Encoding": "br, gzip;q=0.8"})
+        with urllib.request.urlopen(gzip_asked, timeout=10) as response:
+            assert response.headers["Content-Type"] == "application/wasm"
+            assert response.headers["Content-Encoding"] == "gzip"
+            wire = response.read()
+        assert len(wire) < len(raw) / 2 and gzip.decompress(wire) == raw
+        refused = urllib.request.Request(base + "app.js", headers={"Accept-Encoding": "gzip;q=0, identity"})
+        with urllib.request.urlopen(refused, timeout=10) as response:
+            assert response.headers["Content-Encoding"] is None
     finally:
         process.terminate()
         process.wait(timeout=10)
