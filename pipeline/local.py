@@ -86,7 +86,7 @@ def run_local(source: str = DEFAULT_SOURCE, config: str = DEFAULT_CONFIG, runner
             raise LocalRunError(f"local run failed: {_ANSI.sub('', str(error))}") from error
         name = display_names.get(failed, failed)
         print(f"\n---- last lines of the failed step {name!r} ----", file=sys.stderr)
-        print("\n".join(stream.tail(failed)), file=sys.stderr)
+        print("\n".join(stream.tail(failed)) or "(none captured: see the step's output above)", file=sys.stderr)
         raise LocalRunError(f"step {name!r} failed (its output is above); pipeline root {root}") from None
     stream.flush()
     seconds = time.perf_counter() - started
@@ -294,7 +294,9 @@ class _RunMonitor(io.TextIOBase):
                 return
         task = getattr(self.local, "task", None)
         with self.lock:
-            if task and plain.startswith("    ") and plain.strip():
+            # Every line printed while a task runs is its own: kfp indents the step's output by four spaces,
+            # but its own lines about the task, and output whose print was not indented, belong to it too.
+            if task and plain.strip():
                 self.tails[task].append(plain.removeprefix("    "))
             self.out.write(line + "\n")
 
