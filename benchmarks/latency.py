@@ -92,7 +92,7 @@ def main() -> None:
                                              "experiments/mv2_cpm_192_tiny.yaml (the released file's structure)")
     parser.add_argument("--cpm-stage-kernels", default="7",
                         help="comma-separated stage kernel sizes: one CPM each (the seed's is 7)")
-    parser.add_argument("--anchors", default=str(REPO.parent / "shared" / "anchors"))
+    parser.add_argument("--anchors", default=str(REPO / "anchors"))
     parser.add_argument("--runs", type=int, default=50, help="timed invokes per measurement, after warm-up")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions of every measurement")
     args = parser.parse_args()

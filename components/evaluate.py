@@ -1,7 +1,8 @@
 """evaluate: accuracy, latency and size of every .tflite variant, beside the seed's released models.
 
 Takes    a tflite output folder (`*.tflite`, each with its .json), validation shard folders, and the
-         seed's models (`../shared/anchors`, or --anchors / POSE_ANCHORS_DIR).
+         seed's models (the repository's `anchors/`, or --anchors / POSE_ANCHORS_DIR) and the real
+         photographs (the repository's `photos/`, or --photos).
 Does     runs each model, ours and the seed's, in LiteRT over the validation people, each fed in its own
          model contract (pose.contract: the `contract` of its .json; a .json without one is "aic", with a
          warning; the seed's files have no .json and are "seed", their stride read from the tensor shapes),
@@ -99,13 +100,13 @@ def evaluate(models_dir: str, data_dirs: list[str], output_dir: str, anchors_dir
 
 
 def resolve_anchors_dir(anchors_dir: str | None) -> Path | None:
-    """--anchors, else $POSE_ANCHORS_DIR, else <repo>/../shared/anchors when it exists, else None (skipped)."""
+    """--anchors, else $POSE_ANCHORS_DIR, else the repository's anchors/ when it exists, else None (skipped)."""
     chosen = anchors_dir or os.environ.get("POSE_ANCHORS_DIR")
     if chosen:
         if not Path(chosen).is_dir():
             raise EvaluationError(f"anchors folder {chosen} does not exist")
         return Path(chosen)
-    default = REPO.parent / "shared" / "anchors"
+    default = REPO / "anchors"
     if default.is_dir():
         return default
     log.warning("no seed models to compare with (%s missing, POSE_ANCHORS_DIR unset): skipping anchors", default)
@@ -363,7 +364,7 @@ def main(argv=None) -> int:
     arguments.add_argument("--models", required=True, help="tflite output folder (*.tflite and their .json)")
     arguments.add_argument("--data", action="append", required=True, help="validation shard folder (repeatable)")
     arguments.add_argument("--output", required=True, help="folder for results.json and report.html")
-    arguments.add_argument("--anchors", help="seed models folder (default: $POSE_ANCHORS_DIR, else ../shared/anchors)")
+    arguments.add_argument("--anchors", help="seed models folder (default: $POSE_ANCHORS_DIR, else the repository's anchors/)")
     arguments.add_argument("--flip-test", action="store_true", help="average with the prediction on the mirrored image")
     arguments.add_argument("--refine", choices=REFINE_MODES, default=DEFAULT_REFINE, help="sub-pixel heatmap refinement")
     arguments.add_argument("--latency-runs", type=int, default=50, help="timed runs per model and thread count")

@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -210,6 +211,7 @@ class _Run:
         with strategy.scope():
             self.model = networks.build_from_config(cfg)
             self.warm_start = self._warm_start()
+            self.frozen = self._freeze_layers()
             # A plain variable the loop sets every step (see learning_rate): schedules may depend on time.
             optimizer = keras.optimizers.Adam(learning_rate(cfg, 0, 0.0), epsilon=1e-8)
             self.optimizer = keras.optimizers.LossScaleOptimizer(optimizer) if self.mixed else optimizer
@@ -269,6 +271,20 @@ class _Run:
                  if "reproduction_max_abs_diff" in summary else "")
         return summary
 
+    def _freeze_layers(self) -> list[str]:
+        """Marks the layers cfg.frozen_layers matches untrainable (before the optimizer is built)."""
+        if not self.cfg.frozen_layers:
+            return []
+        pattern = re.compile(self.cfg.frozen_layers)
+        frozen = [layer.name for layer in self.model.layers if layer.weights and pattern.match(layer.name)]
+        if not frozen:
+            raise TrainError(f"frozen_layers {self.cfg.frozen_layers!r} matches no layer of {self.cfg.model}")
+        for name in frozen:
+            self.model.get_layer(name).trainable = False
+        log.info("frozen: %d layers (%s ... %s); %d trainable weights", len(frozen), frozen[0], frozen[-1],
+                 len(self.model.trainable_variables))
+        return frozen
+
     @property
     def step(self) -> int:
         return int(self.optimizer.iterations.numpy())
@@ -277,13 +293,15 @@ class _Run:
 
     def _make_train_step(self):
         model, optimizer, strategy, global_batch = self.model, self.optimizer, self.strategy, self.global_batch
+        # The networks have no dropout: `training` only decides whether batch norm uses batch statistics.
+        batch_norm_learns = not self.cfg.batch_norm_frozen
 
         # XLA compiles the forward and backward pass; the optimizer update stays outside it because
         # its cross-replica all-reduce cannot run inside a compiled cluster.
         @tf.function(jit_compile=self.cfg.jit_compile)
         def gradients(images, heatmaps, weights):
             with tf.GradientTape() as tape:
-                stages = networks.stage_heatmaps(model, images, training=True)
+                stages = networks.stage_heatmaps(model, images, training=batch_norm_learns)
                 losses = stage_losses(stages, heatmaps, weights, global_batch)
                 loss = tf.reduce_sum(losses)
                 scaled = optimizer.scale_loss(loss)  # identity unless a LossScaleOptimizer (mixed precision)
@@ -561,6 +579,7 @@ class _Run:
             "jit_compile": cfg.jit_compile, "resumed_from_step": self.resumed_from,
             "train_seconds": round(seconds, 1), "parameters": self.info["parameters"], "flops": self.info["flops"],
             "output_names": self.info["output_names"], "history": self.history, "warm_start": self.warm_start,
+            "frozen_layers": len(self.frozen),
         }
 
     def _save_model(self) -> None:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 VERSION = "0.1.0"
-# Everything the Dockerfiles COPY, and the Dockerfiles and locks themselves, as repository paths; the
-# seed's .tflite files come from outside the repository and are pinned by images/anchors/SHA256SUMS.
-IMAGE_INPUTS = ("images/Dockerfile.slim", "images/Dockerfile.cpu", "images/Dockerfile.gpu", "images/anchors",
+# Everything the Dockerfiles COPY, and the Dockerfiles and locks themselves, as repository paths (anchors/:
+# the seed's released .tflite files with their notice; photos/: the real photographs evaluate shows).
+IMAGE_INPUTS = ("images/Dockerfile.slim", "images/Dockerfile.cpu", "images/Dockerfile.gpu", "anchors", "photos",
                 "requirements.lock", "requirements-slim.lock", "requirements-gpu.lock",
                 "pose", "components", "pipeline", "experiments",
                 *(f"web/{name}" for name in ("index.html", "app.js", "pose.js", "style.css", "package.json",

@@ -51,6 +51,13 @@ class TrainConfig:
     seed_layers: bool = False
     # Warm start: weights from a seed's released .tflite or an earlier run's model.keras (pose.warm_start).
     init_from: str | None = None
+    # Fine-tuning. frozen_layers: a regular expression; layers whose name it matches (re.match) keep their
+    # weights (e.g. "Conv2d_0|MobilenetV2_" holds the backbone). batch_norm_frozen: every batch norm normalises
+    # with its moving statistics while training (Keras' inference mode; gamma and beta still train): the
+    # released files' folded, identity batch norms would otherwise normalise by each batch's statistics and
+    # no longer compute what the file computes.
+    frozen_layers: str | None = None
+    batch_norm_frozen: bool = False
     # Data (pose.inputs.training_dataset).
     batch_size: int = 16                        # per replica: global batch = batch_size x replicas
     sigma: float = 6.0                          # Gaussian sigma of the target heatmaps, in input pixels
@@ -306,6 +313,11 @@ def _check_ranges(config: TrainConfig, origin: str) -> None:
             fail(key, f"{config.model} has no such option (it is for mv2_cpm)")
     if config.stage_kernel_size is not None and config.stage_kernel_size % 2 == 0:
         fail("stage_kernel_size", "must be odd (a centred depthwise kernel)")
+    if config.frozen_layers is not None:
+        try:
+            re.compile(config.frozen_layers)
+        except re.error as error:
+            fail("frozen_layers", f"not a regular expression: {error}")
     if config.lr <= 0 or config.sigma <= 0:
         fail("lr" if config.lr <= 0 else "sigma", "must be positive")
     for key in ("eval_every", "warmup_steps", "shuffle_buffer", "seed"):

@@ -1,7 +1,7 @@
 """Warm start: load the weights of one of the seed's released .tflite files, or of an earlier run's
 model.keras, into a freshly built network (the training config's `init_from`).
 
-The released files (../shared/anchors) are TF1 graphs converted with batch norm folded into each
+The released files (anchors/) are TF1 graphs converted with batch norm folded into each
 convolution's bias, trained on BGR 0..255 pixels with the seed's channel order (pose.contract). Our
 networks train on RGB / 255 in AIC order, so the import
 - unfolds each bias into an identity batch norm (gamma 1, beta = bias, moving mean 0, moving variance
@@ -31,15 +31,28 @@ SEED_OUTPUTS = {"mv2_cpm": re.compile(r"Convolutional_Pose_Machine/stage_\d+_out
 CONFIG_FOR = {"mv2_cpm": "experiments/mv2_cpm_192_tiny.yaml", "mv2_hourglass": "experiments/mv2_hourglass_192.yaml"}
 
 
+REPO = Path(__file__).resolve().parent.parent
+
+
+def resolve(source: str | Path) -> Path:
+    """init_from as given (absolute, or relative to the working folder), else relative to the repository:
+    the default config names the released CPM the repository ships (anchors/pefm-cpm-192.tflite), which
+    is found so from any working folder, in the image (/app) as in a clone."""
+    path = Path(source)
+    if path.is_file() or path.is_absolute():
+        return path
+    return REPO / path
+
+
 class WarmStartError(ValueError):
     """init_from names a file that is not a usable source for this network: says which layer does not fit."""
 
 
 def load_into(model, source: str | Path, model_name: str, seed_layers: bool) -> dict:
     """Loads `source` (a seed .tflite or a model.keras) into `model` in place; returns a summary."""
-    path = Path(source)
+    path = resolve(source)
     if not path.is_file():
-        raise WarmStartError(f"init_from {path}: no such file")
+        raise WarmStartError(f"init_from {source}: no such file (looked in {Path.cwd()} and {REPO})")
     if path.suffix == ".tflite":
         return _from_seed_tflite(model, path, model_name, seed_layers)
     if path.suffix == ".keras":

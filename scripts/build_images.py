@@ -7,8 +7,8 @@
 
 Run it from anywhere with the system's Python 3.11 and a docker engine (DOCKER_HOST; see
 scripts/docker_engine.py). It stages the build context in a temporary folder: exactly the image inputs of
-pipeline/images.py, plus the seed's two released .tflite files (from --anchors, default $POSE_ANCHORS_DIR, else
-../shared/anchors beside the repository) checked against images/anchors/SHA256SUMS. Docker's layer cache keys on content,
+pipeline/images.py (the seed's two released .tflite files among them, in anchors/, checked against
+anchors/SHA256SUMS first). Docker's layer cache keys on content,
 so a rebuild after a code edit reuses the dependency layers. The tag is pipeline/images.py's: derived from
 the content unless POSE_IMAGE_TAG is set. `--base-image` replaces the Dockerfiles' `python:3.11.7-slim-bookworm`
 where no registry can be reached (docker_engine.py builds a stand-in). Prints each image's name, size
@@ -29,31 +29,32 @@ sys.path.insert(0, str(REPO))
 from pipeline import images  # noqa: E402  (standard library only)
 
 KINDS = ("slim", "cpu", "gpu")
-# The same folder evaluate looks in outside an image.
-DEFAULT_ANCHORS = Path(os.environ.get("POSE_ANCHORS_DIR") or REPO.parent / "shared" / "anchors")
-ANCHORS_IN_CONTEXT = "images/anchors"
+ANCHORS = "anchors"  # the seed's released files, in the repository
 
 
 class BuildError(RuntimeError):
     """The images cannot be built as asked: names what is missing."""
 
 
-def stage_context(context: Path, anchors: Path) -> None:
-    """Copies the image inputs into `context` (repository layout) and the seed's models beside their notice."""
+def check_anchors(folder: Path = REPO / ANCHORS) -> None:
+    """The seed's released files are the ones anchors/SHA256SUMS pins (a clone with Git LFS pointers or a
+    damaged copy would otherwise go into the images)."""
+    for line in filter(None, (folder / "SHA256SUMS").read_text().split("\n")):
+        digest, name = line.split()
+        source = folder / name
+        if not source.is_file():
+            raise BuildError(f"seed model {source} is missing (anchors/SHA256SUMS lists it)")
+        if hashlib.sha256(source.read_bytes()).hexdigest() != digest:
+            raise BuildError(f"seed model {source}: sha256 differs from anchors/SHA256SUMS")
+
+
+def stage_context(context: Path) -> None:
+    """Copies the image inputs into `context` (repository layout)."""
+    check_anchors()
     for path in images.input_files(REPO):
         target = context / path.relative_to(REPO)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
-    sums = (REPO / ANCHORS_IN_CONTEXT / "SHA256SUMS").read_text().split("\n")
-    for line in filter(None, sums):
-        digest, name = line.split()
-        source = anchors / name
-        if not source.is_file():
-            raise BuildError(f"seed model {source} is missing (images/anchors/SHA256SUMS lists it; give the folder "
-                             f"holding the seed's released .tflite files with --anchors)")
-        if hashlib.sha256(source.read_bytes()).hexdigest() != digest:
-            raise BuildError(f"seed model {source}: sha256 differs from images/anchors/SHA256SUMS")
-        shutil.copyfile(source, context / ANCHORS_IN_CONTEXT / name)
     # The web demo publish uploads (web/build/), built here from its lock: the images have no Node.js.
     if subprocess.run(["bash", str(context / "web" / "build.sh")]).returncode != 0:
         raise BuildError("bash web/build.sh failed (it needs node and npm); its output is above")
@@ -84,8 +85,6 @@ def main() -> int:
     parser.add_argument("kinds", nargs="*", choices=KINDS, default=list(KINDS), metavar="KIND",
                         help=f"images to build, of {', '.join(KINDS)} (default: all)")
     parser.add_argument("--base-image", help="base image instead of python:3.11.7-slim-bookworm")
-    parser.add_argument("--anchors", type=Path, default=DEFAULT_ANCHORS,
-                        help=f"folder with the seed's released .tflite files (default {DEFAULT_ANCHORS})")
     args = parser.parse_args()
     if shutil.which("docker") is None:
         print("build_images: no docker client on PATH; `python3 scripts/docker_engine.py up` installs and starts "
@@ -93,7 +92,7 @@ def main() -> int:
         return 1
     try:
         with tempfile.TemporaryDirectory(prefix="pose-image-context-") as tmp:
-            stage_context(Path(tmp), args.anchors)
+            stage_context(Path(tmp))
             built = [build(kind, Path(tmp), args.base_image) for kind in dict.fromkeys(args.kinds)]
     except BuildError as error:
         print(f"build_images: {error}", file=sys.stderr)

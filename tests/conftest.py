@@ -11,8 +11,8 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parent.parent
-# The seed's released files: $POSE_ANCHORS_DIR (as evaluate reads it), else ../shared/anchors beside the repo.
-ANCHORS = Path(os.environ.get("POSE_ANCHORS_DIR") or REPO.parent / "shared" / "anchors")
+# The seed's released files: $POSE_ANCHORS_DIR (as evaluate reads it), else the repository's anchors/.
+ANCHORS = Path(os.environ.get("POSE_ANCHORS_DIR") or REPO / "anchors")
 TINY_CONFIG = REPO / "experiments" / "tiny.yaml"
 
 SYNTHETIC_SOURCE = "synthetic://160?seed=7"

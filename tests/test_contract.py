@@ -13,7 +13,7 @@ from components.tflite import VARIANTS, convert_to_tflite
 from pose import contract, keypoints, tflite_runtime
 from tests.tiny_models import build_tiny_pose_model, save_as_train_output
 
-PHOTO = Path(__file__).resolve().parent / "fixtures" / "astronaut.jpg"
+PHOTO = Path(__file__).resolve().parent.parent / "photos" / "astronaut.jpg"
 SIZE = 64
 # Largest max abs heatmap difference against Keras per variant (the tiny model's heatmaps are in [0, 1]).
 TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "int8-dynamic": 0.25, "int8": 0.25}

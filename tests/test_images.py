@@ -127,9 +127,10 @@ def test_locks_agree_and_keep_test_tools_out_of_the_images():
 
 def test_the_cpu_image_carries_the_seeds_models_with_their_notice():
     steps = instructions(DOCKERFILES["cpu"])
-    assert ("COPY", "images/anchors/ /opt/pose/anchors/") in steps
-    assert "POSE_ANCHORS_DIR=/opt/pose/anchors" in " ".join(args for op, args in steps if op == "ENV")
-    anchors = IMAGES / "anchors"
+    assert ("COPY", "anchors/ anchors/") in steps and ("COPY", "photos/ photos/") in steps
+    assert "POSE_ANCHORS_DIR=/app/anchors" in " ".join(args for op, args in steps if op == "ENV")
+    assert ("COPY", "anchors/ anchors/") in instructions(DOCKERFILES["gpu"])  # train's warm start
+    anchors = IMAGES.parent / "anchors"
     assert "Apache License" in (anchors / "LICENSE").read_text()
     assert "Apache License, Version 2.0" in (anchors / "NOTICE").read_text()
     listed = [line.split()[1] for line in (anchors / "SHA256SUMS").read_text().splitlines() if line.strip()]

@@ -7,7 +7,7 @@ after the first also sees the previous stage's heatmaps. Each stage's heatmaps a
 to input / 2, and supervised; the last one, `stage_<n-1>_out`, is the model's answer.
 
 The defaults are the seed's training code (`network_mv2_cpm.py`) at width 0.75. The CPM it released
-(`model-tiny`, ../shared/anchors/pefm-cpm-192.tflite) is a slimmer variant, which the keyword
+(`model-tiny`, anchors/pefm-cpm-192.tflite) is a slimmer variant, which the keyword
 options reproduce layer for layer (experiments/mv2_cpm_192_tiny.yaml): width 0.5, backbone
 expansion 4, stage expansion 3, 24-channel stage blocks; 0.277 G multiply-adds instead of 0.539.
 `stage_kernel_size` is there because LiteRT's XNNPACK has no fast kernel for 7x7 depthwise
