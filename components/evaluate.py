@@ -42,9 +42,11 @@ class EvaluationError(ValueError):
 
 
 def evaluate(models_dir: str, data_dirs: list[str], output_dir: str, anchors_dir: str | None = None,
-             flip_test: bool = False, refine: str = DEFAULT_REFINE, latency_runs: int = 50, gallery_size: int = 12) -> dict:
-    """Evaluates every .tflite in `models_dir` on `data_dirs`; writes results.json and report.html to
-    `output_dir` and returns the results dict."""
+             flip_test: bool = False, refine: str = DEFAULT_REFINE, latency_runs: int = 50, gallery_size: int = 12,
+             photos_dir: str | None = None) -> dict:
+    """Evaluates every .tflite in `models_dir` on `data_dirs` and on the real photographs of `photos_dir`
+    (default: the repository's photos/; "" for none); writes results.json and report.html to `output_dir`
+    and returns the results dict."""
     from pose import inputs, outputs, records, report, steplog
     from pose import results as results_file
     from pose.atomic import atomic_directory
@@ -56,6 +58,7 @@ def evaluate(models_dir: str, data_dirs: list[str], output_dir: str, anchors_dir
     if gallery_size < 0:
         raise EvaluationError(f"--gallery-size {gallery_size}: must not be negative")
     anchors_dir = resolve_anchors_dir(anchors_dir)
+    photos_dir = _resolve_photos_dir(photos_dir)
     outputs.check_output("evaluate", output_dir, [models_dir, *data_dirs, anchors_dir])
     with steplog.step("evaluate", models=models_dir, data=data_dirs, output=output_dir, anchors=anchors_dir,
                       refine=refine, flip_test=flip_test) as wrote:
@@ -80,10 +83,11 @@ def evaluate(models_dir: str, data_dirs: list[str], output_dir: str, anchors_dir
                                         **_accuracy(predictions[ANCHOR_PREFIX + name], truth),
                                         **_speed_and_size(anchor["path"], latency_runs)}
         _compare_with_seed(results)
+        results["photos"], photo_panels = _photographs(photos_dir, models, anchors, gallery["model"])
 
         with atomic_directory(output_dir, step="evaluate") as tmp:
             results_file.write(tmp / results_file.FILE_NAME, results)
-            (tmp / "report.html").write_text(report.render(results, gallery["images"]))
+            (tmp / "report.html").write_text(report.render(results, gallery["images"], photo_panels))
         for name, model in results["models"].items():
             log.info("%s: PCKh %.1f, AP %.3f, %.2f ms (1 thread), %.2f MB, runtime %s%s", name, 100 * model["pckh"], model["ap"],
                      model["latency"]["1"]["median_ms"], model["size_bytes"] / 1e6, model["latency"]["runtime"],
@@ -91,6 +95,11 @@ def evaluate(models_dir: str, data_dirs: list[str], output_dir: str, anchors_dir
                       + ("" if model["vs_seed"]["same_input_size"] else
                          f" (not like with like: {model['vs_seed']['input_size']} px against "
                          f"{model['vs_seed']['seed_input_size']} px)")) if model["vs_seed"] else "")
+        if results["photos"]:
+            log.info("real photographs (%d, agreement = PCK@%.1f against the seed's %s): %s",
+                     len(results["photos"]["pictures"]), results["photos"]["threshold"],
+                     results["photos"]["reference"], ", ".join(
+                         f"{name} {value:.2f}" for name, value in results["photos"]["agreement"].items()))
         for name, anchor in results["anchors"].items():
             log.info("seed %s: PCKh %.1f, AP %.3f, %.2f ms (1 thread), %.2f MB", name, 100 * anchor["pckh"],
                      anchor["ap"], anchor["latency"]["1"]["median_ms"], anchor["size_bytes"] / 1e6)
@@ -111,6 +120,36 @@ def resolve_anchors_dir(anchors_dir: str | None) -> Path | None:
         return default
     log.warning("no seed models to compare with (%s missing, POSE_ANCHORS_DIR unset): skipping anchors", default)
     return None
+
+
+def _resolve_photos_dir(photos_dir: str | None) -> Path | None:
+    """--photos, else the repository's photos/ when it exists; "" (or no folder): no photographs."""
+    from pose import photos
+
+    if photos_dir == "":
+        return None
+    if photos_dir is None:
+        return photos.DEFAULT_FOLDER if photos.DEFAULT_FOLDER.is_dir() else None
+    if not Path(photos_dir).is_dir():
+        raise EvaluationError(f"photographs folder {photos_dir} does not exist")
+    return Path(photos_dir)
+
+
+def _photographs(photos_dir: Path | None, models: dict, anchors: dict, drawn_model: str):
+    """results.json's "photos" section and the report's side-by-side panels: every model of ours on the real
+    photographs beside the seed's released CPM (pose.photos). (None, []) without photographs or without the
+    seed's CPM to compare with."""
+    from pose import networks, photos
+
+    reference = networks.identity("mv2_cpm").seed_release
+    if photos_dir is None or reference not in anchors:
+        log.info("real photographs: skipped (%s)", "no photographs folder" if photos_dir is None
+                 else f"no seed model {reference} to compare with")
+        return None, []
+    try:
+        return photos.evaluate(models, reference, anchors[reference], photos_dir, drawn_model)
+    except photos.PhotoError as error:
+        raise EvaluationError(str(error)) from error
 
 
 def _open_models(models_dir: Path) -> dict:
@@ -369,9 +408,12 @@ def main(argv=None) -> int:
     arguments.add_argument("--refine", choices=REFINE_MODES, default=DEFAULT_REFINE, help="sub-pixel heatmap refinement")
     arguments.add_argument("--latency-runs", type=int, default=50, help="timed runs per model and thread count")
     arguments.add_argument("--gallery-size", type=int, default=12)
+    arguments.add_argument("--photos", help="folder of real photographs to draw ours and the seed's keypoints on "
+                                            "(default: the repository's photos/; \"\" for none)")
     return cli.run("evaluate", arguments, lambda args: evaluate(
         args.models, args.data, args.output, anchors_dir=args.anchors, flip_test=args.flip_test,
-        refine=args.refine, latency_runs=args.latency_runs, gallery_size=args.gallery_size), argv)
+        refine=args.refine, latency_runs=args.latency_runs, gallery_size=args.gallery_size,
+        photos_dir=args.photos), argv)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """tflite: the frozen model -> LiteRT models, float32 / float16 / dynamic-range int8 / full int8.
 
 Takes    a freeze output folder (`saved_model/`, `frozen_graph.pb`, `model_info.json`) and, for full int8,
-         shard folders to draw representative images from.
+         shard folders to draw representative images from, plus the real photographs of the repository's
+         photos/ (or --representative-photos; "" for none): calibrated on rendered figures only, the int8
+         model's activation ranges would not cover real pictures.
 Does     converts the frozen graph (so the .tflite tensors keep the seed's names `image` and
          `Convolutional_Pose_Machine/stage_5_out`, and the freeze step's model contract: pixels in and
          channel order out, see pose.contract), loads each result in LiteRT and compares its heatmaps
@@ -31,7 +33,7 @@ class TFLiteConversionError(ValueError):
 
 def convert_to_tflite(saved_model_dir: str, output_dir: str, variants: list[str],
                       representative_dirs: list[str] | None = None, int8_io: bool = False,
-                      num_representative: int = 100) -> dict:
+                      num_representative: int = 100, representative_photos: str | None = None) -> dict:
     """Converts the freeze output `saved_model_dir` to each variant in `output_dir`; returns
     {"model", "variants": {variant: metadata}} (metadata as in each .json)."""
     import numpy as np
@@ -59,8 +61,11 @@ def convert_to_tflite(saved_model_dir: str, output_dir: str, variants: list[str]
             from pose import integrity
 
             integrity.verify_shards(representative_dirs)
-            samples = contract.from_training_images(
-                _representative_images(representative_dirs, size, num_representative), model_contract)
+            images = _representative_images(representative_dirs, size, num_representative)
+            photos = _representative_photos(representative_photos, size)
+            log.info("representative data: %d crops from the shards, %d real photographs", len(images), len(photos))
+            # the photographs last: the float comparison below takes the first images, from the shards
+            samples = contract.from_training_images(np.concatenate([images, photos]), model_contract)
             compared_on = f"{min(len(samples), NUM_COMPARISON_SAMPLES)} images from {', '.join(representative_dirs)}"
         else:
             samples = contract.from_training_images(
@@ -160,6 +165,25 @@ def _representative_images(dirs: list[str], size: int, count: int):
     return np.stack(images[:count])
 
 
+def _representative_photos(folder: str | None, size: int):
+    """The real photographs [N, size, size, 3] RGB in [0, 1], each padded to a square as evaluate and the
+    web demo feed them (pose.web_demo.square_input); none when `folder` is "" or the default is missing."""
+    import cv2
+    import numpy as np
+
+    from pose import photos, web_demo
+
+    if folder == "" or (folder is None and not photos.DEFAULT_FOLDER.is_dir()):
+        return np.zeros((0, size, size, 3), np.float32)
+    pictures = []
+    for path in photos.find(folder or photos.DEFAULT_FOLDER):
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise TFLiteConversionError(f"{path}: not an image cv2 can read")
+        pictures.append(web_demo.square_input(bgr, size)[0][..., ::-1] / np.float32(255.0))
+    return np.stack(pictures).astype(np.float32)
+
+
 def _saved_model_heatmaps(path: Path, info: dict, images):
     import numpy as np
     import tensorflow as tf
@@ -198,10 +222,13 @@ def main(argv=None) -> int:
                            help="shard folder for int8 calibration and the comparison (repeatable)")
     arguments.add_argument("--num-representative", type=int, default=100)
     arguments.add_argument("--int8-io", action="store_true", help="full int8 model with int8 input and output too")
+    arguments.add_argument("--representative-photos", default=None,
+                           help="folder of real photographs added to the int8 calibration (default: the "
+                                "repository's photos/; \"\" for none)")
     return cli.run("tflite", arguments, lambda args: convert_to_tflite(
         args.saved_model, args.output, [v.strip() for v in args.variants.split(",")],
         representative_dirs=args.representative or None, int8_io=args.int8_io,
-        num_representative=args.num_representative), argv)
+        num_representative=args.num_representative, representative_photos=args.representative_photos), argv)
 
 
 if __name__ == "__main__":

@@ -335,19 +335,22 @@ def _summarise(outputs: dict, steps: list[dict], seconds: float) -> dict:
 
 def headline_figures(results: "results_schema.Results") -> dict:
     """What a run is judged by, from evaluate's results.json: per model PCKh@0.5, OKS AP, latency at one
-    thread (and its ratio to the seed's model of the same family, timed in the same run) and size; the
-    seed's models' own latency and size."""
+    thread (and its ratio to the seed's model of the same family, timed in the same run), size and the
+    agreement with the seed's CPM on the real photographs; the seed's models' own latency and size."""
+    photos = results.get("photos") or {}
     models = {name: {"pckh": model["pckh"], "ap": model["ap"], "latency_ms": model["latency"]["1"]["median_ms"],
                      "latency_vs_seed": (model.get("vs_seed") or {}).get("latency_1_thread"),
                      "input_size": (model.get("metadata") or {}).get("input_size"),
                      "seed_input_size": (model.get("vs_seed") or {}).get("seed_input_size"),
-                     "size_mb": model["size_bytes"] / 1e6}
+                     "size_mb": model["size_bytes"] / 1e6,
+                     "photo_agreement": (photos.get("agreement") or {}).get(name)}
               for name, model in sorted(results["models"].items())}
     seed = {name: {"pckh": anchor.get("pckh"), "ap": anchor.get("ap"),
                    "latency_ms": anchor["latency"]["1"]["median_ms"], "size_mb": anchor["size_bytes"] / 1e6,
                    "input_size": (anchor.get("metadata") or {}).get("input_size")}
             for name, anchor in sorted(results.get("anchors", {}).items())}
-    return {"people": results.get("settings", {}).get("num_people"), "models": models, "seed": seed}
+    return {"people": results.get("settings", {}).get("num_people"), "models": models, "seed": seed,
+            "photos": len(photos.get("pictures") or [])}
 
 
 def _print_step_times(steps: list[dict], seconds: float) -> None:
@@ -371,18 +374,23 @@ def _print_summary(summary: dict) -> None:
     headline = summary["headline"]
     if headline["models"]:
         print(f"\nheadline figures, valid split ({headline['people']} people; latency: LiteRT, 1 thread, this CPU)")
-        print(f"{'model':<24}{'PCKh@0.5':>9}{'OKS AP':>8}{'ms':>9}{'vs seed':>9}{'MB':>7}")
+        print(f"{'model':<24}{'PCKh@0.5':>9}{'OKS AP':>8}{'ms':>9}{'vs seed':>9}{'MB':>7}{'photos':>8}")
         unlike = set()
         for name, m in headline["models"].items():
             ratio = f"x{m['latency_vs_seed']:.2f}" if m["latency_vs_seed"] else "n/a"
             if m["latency_vs_seed"] and m.get("seed_input_size") not in (None, m.get("input_size")):
                 ratio += "*"
                 unlike.add((m.get("input_size"), m["seed_input_size"]))
-            print(f"{name:<24}{100 * m['pckh']:>9.1f}{m['ap']:>8.3f}{m['latency_ms']:>9.2f}{ratio:>9}{m['size_mb']:>7.2f}")
+            agreement = f"{m['photo_agreement']:>8.2f}" if m.get("photo_agreement") is not None else f"{'':>8}"
+            print(f"{name:<24}{100 * m['pckh']:>9.1f}{m['ap']:>8.3f}{m['latency_ms']:>9.2f}{ratio:>9}{m['size_mb']:>7.2f}"
+                  f"{agreement}")
         for name, m in headline["seed"].items():
             pckh = f"{100 * m['pckh']:>9.1f}" if m.get("pckh") is not None else f"{'':>9}"
             ap = f"{m['ap']:>8.3f}" if m.get("ap") is not None else f"{'':>8}"
             print(f"{'seed ' + name:<24}{pckh}{ap}{m['latency_ms']:>9.2f}{'x1.00':>9}{m['size_mb']:>7.2f}")
+        if headline.get("photos"):
+            print(f"photos: agreement with the seed's CPM on {headline['photos']} real photographs (PCK@0.2 of the "
+                  "person's size; see the report)")
         for ours, theirs in sorted(unlike):
             print(f"* not like with like: our model takes {ours} px, the seed's {theirs} px; latency grows with "
                   f"the pixels, so this ratio is not a speed-up at equal input size")

@@ -43,6 +43,7 @@ tr.anchor td { background: #fafafa; color: #555; }
 .bar { height: 11px; background: #4a7bd0; display: inline-block; vertical-align: middle; }
 .joint td { border: none; padding: 1px 6px; }
 .gallery img { margin: 3px; border: 1px solid #ddd; }
+.photos figure { display: inline-block; margin: 4px; } .photos figcaption { font-size: 13px; }
 .ok { color: #197a2c; } .miss { color: #b3261e; }
 """
 
@@ -65,8 +66,29 @@ def _size_note(ratio: dict) -> str:
     return f' <small class="miss">({ratio["input_size"]} vs {ratio["seed_input_size"]} px)</small>'
 
 
-def render(results: dict, gallery: list[str]) -> str:
-    """The HTML report for evaluate's results dict and gallery (data URIs)."""
+def _photos_section(photos: dict | None, panels: list[dict]) -> str:
+    """Real photographs: the seed's CPM (left) and ours (right) on each, with their agreement."""
+    if not photos:
+        return ""
+    rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{_cell(value, 2)}</td></tr>"
+                   for name, value in photos["agreement"].items())
+    figures = "".join(
+        f'<figure><img src="{panel["uri"]}" alt="{html.escape(panel["file"])}"><figcaption>'
+        f'{html.escape(panel["file"])}: agreement {panel["agreement"]:.2f}</figcaption></figure>' for panel in panels)
+    return f"""<h2>Real photographs</h2>
+<p>{len(photos["pictures"])} photographs from {html.escape(photos["folder"])} (public domain or CC0, see SOURCE.md
+there). Reference: the seed's released {html.escape(photos["reference"])}. Agreement = PCK@{photos["threshold"]:.1f}:
+the share of the 14 joints within {photos["threshold"]:.1f} × the person's size of the reference's, the size being
+{html.escape(photos["box"])}. Left <span style="color:#1e8ce6">■</span> the seed's, right
+<span style="color:#e62828">■</span> ours ({html.escape(photos["drawn_model"] or "")}).</p>
+<table><tr><th>model</th><th>mean agreement</th></tr>{rows}</table>
+<div class="gallery photos">{figures}</div>
+"""
+
+
+def render(results: dict, gallery: list[str], photo_panels: list[dict] = ()) -> str:
+    """The HTML report for evaluate's results dict, gallery (data URIs) and real-photograph panels
+    (pose.photos.evaluate)."""
     settings = results["settings"]
     threads = settings["all_threads"]
     header = ("<tr><th>model</th><th>size MB</th><th>PCKh@0.5</th><th>AP</th><th>AP50</th><th>AP75</th>"
@@ -127,5 +149,5 @@ Ratios are ours ÷ the seed's model of the same family, measured in this run (�
 <h2>Gallery ({html.escape(settings['gallery_model'] or '')})</h2>
 <p><span style="color:#3cc83c">■</span> true skeleton, <span style="color:#e62828">■</span> predicted.</p>
 <div class="gallery">{images}</div>
-</body></html>
+{_photos_section(results.get("photos"), list(photo_panels))}</body></html>
 """

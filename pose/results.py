@@ -4,7 +4,9 @@ evaluate writes it (`write`); publish, `python -m pipeline run`'s summary and th
 read it (`read`, `metric_figures`). The layout is documented in docs/ARTIFACTS.md ("evaluate"):
 
     {"settings": Settings, "models": {"<model>_<variant>": ModelResult, ...},
-     "anchors": {"<seed release>": AnchorResult, ...}}
+     "anchors": {"<seed release>": AnchorResult, ...}, "photos": Photos or null}
+
+"photos" (pose.photos) was added later: a results.json without it reads as one with "photos": null.
 
 Only NumPy-free JSON types are written: NumPy scalars and paths are converted on the way out.
 """
@@ -77,10 +79,34 @@ class AnchorResult(TypedDict):
     latency_by_runtime: dict
 
 
+class PhotoModel(TypedDict):
+    keypoints: list[list[float]]              # [14] x [x, y, score] in the picture's pixels, AIC order
+    agreement: float                          # PCK@threshold against the reference's keypoints, 0..1
+
+
+class Picture(TypedDict):
+    file: str                                 # its name in the photographs folder
+    reference_keypoints: list[list[float]]    # the seed's CPM: [14] x [x, y, score], AIC order
+    person_size: float                        # pixels: the longer side of the reference keypoints' box
+    models: dict[str, PhotoModel]
+
+
+class Photos(TypedDict):
+    """Real photographs (pose.photos): ours beside the seed's released CPM, which is the reference."""
+    folder: str
+    reference: str                            # the anchors' key of the reference (the seed's CPM)
+    threshold: float                          # agreement = PCK@threshold of the person's size
+    box: str                                  # how the person's size is taken
+    drawn_model: str | None                   # the model drawn beside the reference in the report
+    pictures: list[Picture]
+    agreement: dict[str, float]               # model -> mean agreement over the pictures
+
+
 class Results(TypedDict):
     settings: Settings
     models: dict[str, ModelResult]
     anchors: dict[str, AnchorResult]
+    photos: Photos | None                     # None: no photographs, or no seed CPM to compare with
 
 
 class ResultsError(ValueError):
@@ -97,6 +123,10 @@ def validate(results, source: str) -> Results:
             raise ResultsError(f"{source}: model {name!r} lacks {', '.join(missing) or 'latency at 1 thread'}")
     if not isinstance(results.get("anchors", {}), dict):
         raise ResultsError(f"{source}: 'anchors' is not an object")
+    photos = results.get("photos")
+    if photos is not None and not (isinstance(photos, dict) and isinstance(photos.get("agreement"), dict)
+                                   and isinstance(photos.get("pictures"), list)):
+        raise ResultsError(f"{source}: 'photos' lacks 'pictures' or 'agreement'")
     return results
 
 
@@ -128,7 +158,8 @@ def write(path, results: Results) -> Path:
 
 def metric_figures(results: Results) -> dict[str, float]:
     """The headline figures as KFP Metrics: per model PCKh@0.5 (percent), OKS AP / AP50 / AP75, latency at
-    one thread (ms), size (MB) and the latency ratio against the seed's model when there is one."""
+    one thread (ms), size (MB), the latency ratio against the seed's model when there is one, and the
+    agreement with the seed's CPM on the real photographs when they were measured."""
     figures = {}
     for name, model in results["models"].items():
         figures[f"{name}_pckh"] = round(100 * model["pckh"], 2)
@@ -138,6 +169,8 @@ def metric_figures(results: Results) -> dict[str, float]:
         figures[f"{name}_size_mb"] = round(model["size_bytes"] / 1e6, 3)
         if model["vs_seed"]:
             figures[f"{name}_latency_vs_seed"] = round(model["vs_seed"]["latency_1_thread"], 3)
+    for name, value in ((results.get("photos") or {}).get("agreement") or {}).items():
+        figures[f"{name}_photo_agreement"] = round(value, 3)
     return figures
 
 

@@ -47,8 +47,35 @@ def test_html_report_holds_the_table_bars_and_gallery(evaluated):
     page = (out / "report.html").read_text()
     assert "<table>" in page and "PCKh@0.5" in page and 'class="bar"' in page
     assert all(name in page for name in results["models"])
-    assert page.count("data:image/jpeg;base64,") == 4
+    # the gallery's 4, and one side-by-side picture per real photograph (when the seed's CPM is there)
+    assert page.count("data:image/jpeg;base64,") == 4 + len((results["photos"] or {}).get("pictures", []))
     assert "http://" not in page and "https://" not in page  # self-contained
+
+
+def test_real_photographs_show_ours_beside_the_seed_in_results_and_report(evaluated):
+    from pose import photos
+    from pose import results as results_file
+
+    results, out = evaluated
+    if not ANCHORS.is_dir():
+        assert results["photos"] is None
+        return
+    section = results_file.read(out)["photos"]
+    assert section == json.loads(json.dumps(results["photos"]))
+    assert [p["file"] for p in section["pictures"]] == [p.name for p in photos.find(photos.DEFAULT_FOLDER)]
+    assert len(section["pictures"]) >= 3
+    assert (section["reference"], section["threshold"], section["drawn_model"]) == (
+        "pefm-cpm-192", 0.2, results["settings"]["gallery_model"])
+    for picture in section["pictures"]:
+        assert len(picture["reference_keypoints"]) == 14 and picture["person_size"] > 10
+        assert picture["models"].keys() == results["models"].keys()
+        for model in picture["models"].values():
+            assert len(model["keypoints"]) == 14 and 0.0 <= model["agreement"] <= 1.0
+    for name, value in section["agreement"].items():
+        assert value == pytest.approx(np.mean([p["models"][name]["agreement"] for p in section["pictures"]]))
+        assert results_file.metric_figures(results)[f"{name}_photo_agreement"] == round(value, 3)
+    page = (out / "report.html").read_text()
+    assert "Real photographs" in page and all(p["file"] in page for p in section["pictures"])
 
 
 def test_input_to_original_reproduces_the_original_keypoints(valid_shards):

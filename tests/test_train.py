@@ -80,7 +80,7 @@ def test_seed_keys_and_overrides():
     assert parse_overrides("lr=0.01,augmentation={scale: [0.9, 1.1]},width=null") == {
         "lr": 0.01, "augmentation": {"scale": [0.9, 1.1]}, "width": None}
     assert parse_overrides('{"max_steps": 3}') == parse_overrides(["max_steps=3"]) == {"max_steps": 3}
-    for name in ("mv2_cpm_192", "mv2_cpm_192_tiny", "mv2_hourglass_192", "local", "tiny"):
+    for name in ("mv2_cpm_192", "mv2_cpm_192_tiny", "mv2_hourglass_192", "local", "local_scratch", "tiny"):
         load_config(f"experiments/{name}.yaml")
     local_text = (REPO / "experiments" / "local.yaml").read_text()  # the pipeline passes configs outside the image as text
     assert len(local_text) > 255 and load_config(local_text) == load_config("experiments/local.yaml")

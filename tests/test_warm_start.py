@@ -122,3 +122,32 @@ def test_config_accepts_max_steps_zero_and_init_from():
     assert config.max_steps == 0 and config.init_from == "x.tflite" and config.seed_layers is True
     with pytest.raises(ConfigError, match="max_steps"):
         load_config("experiments/tiny.yaml", {"max_steps": -1})
+
+
+def test_the_default_config_fine_tunes_the_released_cpm_for_a_fixed_number_of_steps(tmp_path, monkeypatch):
+    """experiments/local.yaml (the main command's) is the released CPM's network, warm-started from the
+    repository's copy of the file (found from any working folder), for a fixed number of steps."""
+    default, released = load_config("experiments/local.yaml"), load_config(RELEASED["mv2_cpm"][0])
+    assert default.resolved().architecture_options() == released.resolved().architecture_options()
+    assert (default.model, default.input_size, default.width, default.num_stages, default.seed_layers) == (
+        released.model, 192, released.width, released.num_stages, True)
+    monkeypatch.chdir(tmp_path)
+    assert warm_start.resolve(default.init_from) == warm_start.REPO / "anchors" / "pefm-cpm-192.tflite"
+    assert default.batch_norm_frozen and default.frozen_layers
+    # defined by its steps: a schedule that does not depend on the clock (cosine would, via max_minutes)
+    assert default.max_steps and default.lr_schedule in ("constant", "exponential")
+    with pytest.raises(ConfigError, match="frozen_layers"):
+        load_config("experiments/local.yaml", {"frozen_layers": "("})
+
+
+def test_the_repositorys_seed_files_are_the_released_ones():
+    """anchors/ holds the seed's files unmodified (SHA256SUMS), with the Apache-2.0 licence and a notice."""
+    import hashlib
+
+    folder = warm_start.REPO / "anchors"
+    sums = dict(reversed(line.split()) for line in (folder / "SHA256SUMS").read_text().splitlines() if line.strip())
+    assert sorted(sums) == ["pefm-cpm-192.tflite", "pefm-hourglass-192.tflite"]
+    for name, digest in sums.items():
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest, name
+    assert "Apache License" in (folder / "LICENSE").read_text()
+    assert "PoseEstimationForMobile" in (folder / "NOTICE").read_text()

@@ -1,0 +1,109 @@
+"""Real photographs: ours and the seed's keypoints on the pictures of the repository's photos/ folder.
+
+The synthetic data set scores a model on rendered figures only; these photographs (public domain or CC0,
+photos/SOURCE.md) show whether it still finds people in real pictures. There is no ground truth for them:
+the reference is the seed's released CPM, which was trained on the real AI Challenger photographs.
+
+Agreement of a model on one photograph is PCK@0.2 against that reference: the share of the 14 joints
+whose position lies within 0.2 x the person's size of the reference's, where the person's size is the
+longer side of the bounding box of the reference's 14 keypoints (no box is annotated for the pictures).
+Each model sees a picture as the web demo's still-image mode does (pose.web_demo.reference_keypoints:
+the whole picture padded to a square is the person crop, fed in the model's own contract).
+"""
+from pathlib import Path
+
+import numpy as np
+
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_FOLDER = REPO / "photos"
+SUFFIXES = (".jpg", ".jpeg", ".png")
+THRESHOLD = 0.2          # PCK@0.2 of the person's size
+BOX = "the bounding box of the reference's 14 keypoints; size = its longer side"
+OURS_COLOUR = (40, 40, 230)       # BGR red, as the report's predicted skeletons
+REFERENCE_COLOUR = (230, 140, 30)  # BGR blue: the seed's
+
+
+class PhotoError(ValueError):
+    """A photographs folder without pictures, or a picture that cannot be read: names the file."""
+
+
+def find(folder: str | Path) -> list[Path]:
+    """The pictures in `folder`, sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PhotoError(f"photographs folder {folder} does not exist")
+    pictures = sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES)
+    if not pictures:
+        raise PhotoError(f"{folder}: no pictures ({', '.join(SUFFIXES)})")
+    return pictures
+
+
+def predict(model_path: str | Path, metadata: dict, picture: Path) -> np.ndarray:
+    """[14, 3] (x, y, score) in the picture's pixels, AIC order."""
+    from pose import web_demo
+
+    try:
+        found = web_demo.reference_keypoints(str(model_path), str(picture), metadata)
+    except web_demo.DemoError as error:
+        raise PhotoError(str(error)) from error
+    return np.asarray(found["keypoints"], dtype=np.float64)
+
+
+def person_size(reference: np.ndarray) -> float:
+    """The longer side of the bounding box of the reference's keypoints (at least one pixel)."""
+    extent = reference[:, :2].max(axis=0) - reference[:, :2].min(axis=0)
+    return max(float(extent.max()), 1.0)
+
+
+def agreement(points: np.ndarray, reference: np.ndarray, threshold: float = THRESHOLD) -> float:
+    """PCK@threshold of `points` against `reference` (both [14, 2+]): the share of joints within
+    threshold x person_size(reference) of the reference's."""
+    distances = np.linalg.norm(points[:, :2] - reference[:, :2], axis=1)
+    return float(np.mean(distances <= threshold * person_size(reference)))
+
+
+def evaluate(models: dict[str, dict], reference_name: str, reference: dict, folder: str | Path,
+             drawn_model: str | None) -> tuple[dict, list[dict]]:
+    """Runs every model of `models` ({name: {"path", "metadata"}}) and the reference on each picture.
+    Returns (the results.json section, the report's side-by-side images [{file, caption, uri}] of
+    `drawn_model` beside the reference)."""
+    pictures = []
+    panels = []
+    for picture in find(folder):
+        seed = predict(reference["path"], reference["metadata"], picture)
+        entry = {"file": picture.name, "reference_keypoints": seed.round(2).tolist(),
+                 "person_size": round(person_size(seed), 1), "models": {}}
+        for name, model in models.items():
+            ours = predict(model["path"], model["metadata"], picture)
+            entry["models"][name] = {"keypoints": ours.round(2).tolist(), "agreement": agreement(ours, seed)}
+        pictures.append(entry)
+        if drawn_model in models:
+            panels.append({"file": picture.name, "agreement": entry["models"][drawn_model]["agreement"],
+                           "uri": side_by_side(picture, seed, np.asarray(entry["models"][drawn_model]["keypoints"]))})
+    section = {"folder": str(folder), "reference": reference_name, "threshold": THRESHOLD, "box": BOX,
+               "drawn_model": drawn_model, "pictures": pictures,
+               "agreement": {name: float(np.mean([p["models"][name]["agreement"] for p in pictures]))
+                             for name in models}}
+    return section, panels
+
+
+def side_by_side(picture: Path, seed: np.ndarray, ours: np.ndarray, height: int = 320) -> str:
+    """The picture twice, the seed's skeleton on the left, ours on the right, as a JPEG data URI."""
+    import cv2
+
+    from pose import report
+
+    image = cv2.imread(str(picture), cv2.IMREAD_COLOR)
+    if image is None:
+        raise PhotoError(f"{picture}: not an image cv2 can read")
+    scale = height / image.shape[0]
+    image = cv2.resize(image, (round(image.shape[1] * scale), height), interpolation=cv2.INTER_AREA)
+    thickness = 2
+    left, right = image.copy(), image.copy()
+    report.draw_skeleton(left, (seed[:, :2] + 0.5) * scale - 0.5, None, REFERENCE_COLOUR, thickness)
+    report.draw_skeleton(right, (ours[:, :2] + 0.5) * scale - 0.5, None, OURS_COLOUR, thickness)
+    gap = np.full((height, 6, 3), 255, np.uint8)
+    return report.jpeg_data_uri(np.hstack([left, gap, right]))
+
+
