@@ -2,7 +2,8 @@
 cluster contract's run-time rules (README "On a cluster").
 
 Used before submission (pipeline/submit.py) and inside the pods (the bodies in pipeline/ops.py, in every
-image), so it imports nothing beyond the standard library and pose/files/uris.py (the local-path rule).
+image), so it imports nothing beyond the standard library and pose/files/uris.py (the local-path
+rule).
 
 - Every step runs in its own pod, whose disk is empty and thrown away: a local path given as `source`,
   `publish_uri` or `checkpoint_uri` names nothing the pod can read, and whatever is written there is lost.

@@ -76,8 +76,8 @@ def run_local(source: str = DEFAULT_SOURCE, config: str = DEFAULT_CONFIG, runner
     stream = _RunMonitor(sys.stdout, verbose)
     started = time.perf_counter()
     try:
-        docker_tasks = kfp_local_patches.docker_tasks(_local_docker_images()) if runner == "docker" \
-            else contextlib.nullcontext()
+        docker_tasks = (kfp_local_patches.docker_tasks(_local_docker_images())
+                        if runner == "docker" else contextlib.nullcontext())
         with _quiet_local_warnings(), docker_tasks, \
                 stream.timing_tasks(), contextlib.redirect_stdout(stream):
             outputs = pose_pipeline(**arguments).outputs

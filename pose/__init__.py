@@ -1,33 +1,37 @@
-"""Shared pose code, laid out by concept: every pipeline step imports from here, no step imports another step.
-Each subpackage's __init__ imports nothing, so a step loads only the modules it names (the slim image's steps
-never load TensorFlow).
+"""Shared pose code, laid out by concept: every step imports from here, no step imports another.
+Each subpackage's __init__ imports nothing, so a step loads only the modules it names (the slim
+image's steps never load TensorFlow).
 
 files/        what a step reads and writes, and where
-  uris                local path or remote URI (the one rule), and whether a path lies inside a folder
+  uris                local path or remote URI (the one rule); does a path lie inside a folder
   atomic              write a whole output folder or file under a temporary name, then rename
-  outputs             the output rule: no step replaces a folder it did not write, or its own input
-  storage             gs:// (honours STORAGE_EMULATOR_HOST), http(s), uploads for publishing, small objects
-                      by name (checkpoint mirror)
-  remote_checkpoints  train's checkpoints mirrored to gs:// (written as they go, marker last; resume;
-                      fingerprint)
-  integrity           checksums one step writes and the next verifies (shards in index.json, .tflite sha256)
+  outputs             the output rule: no step replaces a folder it did not write, or its input
+  storage             gs:// (honours STORAGE_EMULATOR_HOST), http(s), uploads for publishing,
+                      small objects by name (checkpoint mirror)
+  remote_checkpoints  train's checkpoints mirrored to gs:// (written as they go, marker last;
+                      resume; fingerprint)
+  integrity           checksums one step writes and the next verifies (shards in index.json,
+                      .tflite sha256)
   steplog             logging set-up and the read / wrote / took summary every step prints
 data/         the data set, from the release to the training batches
-  keypoints           the AI Challenger keypoint spec (names, order, flip pairs, skeleton, OKS sigmas,
-                      release layout)
+  keypoints           the AI Challenger keypoint spec (names, order, flip pairs, skeleton,
+                      OKS sigmas, release layout)
   synthetic           the synthetic AI Challenger release behind `synthetic://N`
-  packs               which images belong to which shard, and the per-shard packs convert writes and shard reads
+  packs               which images belong to which shard, and the per-shard packs convert
+                      writes and shard reads
   records             the tf.train.Example layout of a shard (writer and parser share it)
   jpeg                the structural check that a JPEG is whole (shard, before decoding)
   inputs              the tf.data input pipeline (training augmentation, evaluation crops)
 models/       the networks and the files they are exported to
-  networks/           MobileNetV2 CPM and Hourglass (Keras), built from a config; a model's identity (family,
-                      the seed's output node and released file); `python -m pose.models.networks MODEL`
-  contract            the export contracts (seed: BGR 0..255, the seed's channel order; aic: RGB / 255)
+  networks/           MobileNetV2 CPM and Hourglass (Keras), built from a config; a model's
+                      identity (family, the seed's output node and released file);
+                      `python -m pose.models.networks MODEL` prints a network's size
+  contract            the export contracts (seed: BGR 0..255, the seed's channel order;
+                      aic: RGB / 255)
   tflite_runtime      loading, running and timing .tflite files with LiteRT
   warm_start          weights from a seed's released .tflite or an earlier run's model.keras
 training/     what train needs beyond the data and the network
-  config              the training config: every key, its default and type, the seed's key names
+  config              the training config: every key, its default and type, the seed's names
 evaluation/   the figures and what people read
   metrics             PCKh and OKS AP (pycocotools)
   results             results.json: evaluate's figures, its schema, reading and writing
@@ -35,12 +39,12 @@ evaluation/   the figures and what people read
   visualize           sample grids (heatmaps over images) for people and TensorBoard
 
 Two modules stand beside the subpackages, because each serves several of them and belongs to none:
-codec         the heatmap codec: Gaussian targets (TF, for data.inputs), decoding (argmax, quarter, DARK) for
-              training's PCKh, evaluation and the web demo, coordinates, flip test; like MMPose's codecs/,
-              it sits between the data and the models
-web_demo      the web demo (the page is web/): its build, the files publish uploads, a model's .json for the
-              page, and its still-image mode in Python; a product of its own, used by publish and
-              `python -m pipeline demo`
+codec         the heatmap codec: Gaussian targets (TF, for data.inputs), decoding (argmax,
+              quarter, DARK) for training's PCKh, evaluation and the web demo, coordinates,
+              flip test; like MMPose's codecs/, it sits between the data and the models
+web_demo      the web demo (the page is web/): its build, the files publish uploads, a model's
+              .json for the page, its still-image mode in Python; a product of its own, used
+              by publish and `python -m pipeline demo`
 
 The cluster contract's run-time rules are pipeline/cluster.py, beside the KFP code that uses them.
 """
