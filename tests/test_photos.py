@@ -1,8 +1,8 @@
-"""The real photographs (photos/, pose.photos): their notes, and the agreement measure on the seed's CPM."""
+"""The real photographs (photos/, pose.evaluation.photos): their notes, and the agreement measure on the seed's CPM."""
 import numpy as np
 import pytest
 
-from pose import photos
+from pose.evaluation import photos
 from tests.conftest import ANCHORS
 
 

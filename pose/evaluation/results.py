@@ -6,7 +6,7 @@ read it (`read`, `metric_figures`). The layout is documented in docs/ARTIFACTS.m
     {"settings": Settings, "models": {"<model>_<variant>": ModelResult, ...},
      "anchors": {"<seed release>": AnchorResult, ...}, "photos": Photos or null}
 
-"photos" (pose.photos) was added later: a results.json without it reads as one with "photos": null.
+"photos" (pose.evaluation.photos) was added later: a results.json without it reads as one with "photos": null.
 
 Only NumPy-free JSON types are written: NumPy scalars and paths are converted on the way out.
 """
@@ -20,7 +20,7 @@ FILE_NAME = "results.json"
 class Latency(TypedDict):
     threads: int
     runs: int
-    runtime: str              # "xnnpack" or "builtin" (pose.tflite_runtime.RUNTIMES)
+    runtime: str              # "xnnpack" or "builtin" (pose.models.tflite_runtime.RUNTIMES)
     median_ms: float
     p90_ms: float
 
@@ -92,7 +92,7 @@ class Picture(TypedDict):
 
 
 class Photos(TypedDict):
-    """Real photographs (pose.photos): ours beside the seed's released CPM, which is the reference."""
+    """Real photographs (pose.evaluation.photos): ours beside the seed's released CPM, which is the reference."""
     folder: str
     reference: str                            # the anchors' key of the reference (the seed's CPM)
     threshold: float                          # agreement = PCK@threshold of the person's size

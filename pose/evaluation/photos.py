@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_FOLDER = REPO / "photos"
 SUFFIXES = (".jpg", ".jpeg", ".png")
 THRESHOLD = 0.2          # PCK@0.2 of the person's size
@@ -92,7 +92,7 @@ def side_by_side(picture: Path, seed: np.ndarray, ours: np.ndarray, height: int 
     """The picture twice, the seed's skeleton on the left, ours on the right, as a JPEG data URI."""
     import cv2
 
-    from pose import report
+    from pose.evaluation import report
 
     image = cv2.imread(str(picture), cv2.IMREAD_COLOR)
     if image is None:
