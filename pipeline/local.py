@@ -305,7 +305,8 @@ def headline_figures(results: "results_schema.Results") -> dict:
                      "input_size": (model.get("metadata") or {}).get("input_size"),
                      "seed_input_size": (model.get("vs_seed") or {}).get("seed_input_size"),
                      "size_mb": model["size_bytes"] / 1e6,
-                     "photo_agreement": (photos.get("agreement") or {}).get(name)}
+                     "photo_agreement": (photos.get("agreement") or {}).get(name),
+                     "photo_agreement_found": (photos.get("agreement_found") or {}).get(name)}
               for name, model in sorted(results["models"].items())}
     seed = {name: {"pckh": anchor.get("pckh"), "ap": anchor.get("ap"),
                    "latency_ms": anchor["latency"]["1"]["median_ms"], "size_mb": anchor["size_bytes"] / 1e6,
@@ -336,14 +337,15 @@ def _print_summary(summary: dict) -> None:
     headline = summary["headline"]
     if headline["models"]:
         print(f"\nheadline figures, valid split ({headline['people']} people; latency: LiteRT, 1 thread, this CPU)")
-        print(f"{'model':<24}{'PCKh@0.5':>9}{'OKS AP':>8}{'ms':>9}{'vs seed':>9}{'MB':>7}{'photos':>8}")
+        print(f"{'model':<24}{'PCKh@0.5':>9}{'OKS AP':>8}{'ms':>9}{'vs seed':>9}{'MB':>7}{'photos':>10}")
         unlike = set()
         for name, m in headline["models"].items():
             ratio = f"x{m['latency_vs_seed']:.2f}" if m["latency_vs_seed"] else "n/a"
             if m["latency_vs_seed"] and m.get("seed_input_size") not in (None, m.get("input_size")):
                 ratio += "*"
                 unlike.add((m.get("input_size"), m["seed_input_size"]))
-            agreement = f"{m['photo_agreement']:>8.2f}" if m.get("photo_agreement") is not None else f"{'':>8}"
+            agreement = (f"{m['photo_agreement']:>5.2f}/{m['photo_agreement_found']:.2f}"
+                         if m.get("photo_agreement") is not None else f"{'':>10}")
             print(f"{name:<24}{100 * m['pckh']:>9.1f}{m['ap']:>8.3f}{m['latency_ms']:>9.2f}{ratio:>9}{m['size_mb']:>7.2f}"
                   f"{agreement}")
         for name, m in headline["seed"].items():
@@ -351,8 +353,8 @@ def _print_summary(summary: dict) -> None:
             ap = f"{m['ap']:>8.3f}" if m.get("ap") is not None else f"{'':>8}"
             print(f"{'seed ' + name:<24}{pckh}{ap}{m['latency_ms']:>9.2f}{'x1.00':>9}{m['size_mb']:>7.2f}")
         if headline.get("photos"):
-            print(f"photos: agreement with the seed's CPM on {headline['photos']} real photographs (PCK@0.2 of the "
-                  "person's size; see the report)")
+            print(f"photos: agreement with the seed's CPM on {headline['photos']} real photographs, PCK@0.2 of the "
+                  "person's size over all 14 joints / over the joints the seed finds (see the report)")
         for ours, theirs in sorted(unlike):
             print(f"* not like with like: our model takes {ours} px, the seed's {theirs} px; latency grows with "
                   f"the pixels, so this ratio is not a speed-up at equal input size")

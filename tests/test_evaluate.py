@@ -71,6 +71,7 @@ def test_real_photographs_show_ours_beside_the_seed_in_results_and_report(evalua
         assert picture["models"].keys() == results["models"].keys()
         for model in picture["models"].values():
             assert len(model["keypoints"]) == 14 and 0.0 <= model["agreement"] <= 1.0
+            assert 0.0 <= model["agreement_found"] <= 1.0
     for name, value in section["agreement"].items():
         assert value == pytest.approx(np.mean([p["models"][name]["agreement"] for p in section["pictures"]]))
         assert results_file.metric_figures(results)[f"{name}_photo_agreement"] == round(value, 3)

@@ -25,6 +25,9 @@ def test_agreement_is_pck_of_the_reference_persons_size():
     moved[:7, 0] += 19.0   # within 0.2 x 100 pixels
     moved[7:, 0] += 21.0   # beyond
     assert photos.agreement(moved, reference) == 0.5
+    scored = np.hstack([reference, np.full((14, 1), 0.5)])
+    scored[7:, 2] = 0.05   # the reference does not find these: agreement_found leaves them out
+    assert photos.agreement(moved, scored, min_score=photos.FOUND_SCORE) == 1.0
 
 
 def test_the_seeds_cpm_agrees_with_itself_on_every_photograph():
@@ -35,7 +38,7 @@ def test_the_seeds_cpm_agrees_with_itself_on_every_photograph():
         pytest.skip(f"no seed CPM in {ANCHORS}")
     seed = open_model(ANCHORS / "pefm-cpm-192.tflite")
     section, panels = photos.evaluate({"copy": seed}, "pefm-cpm-192", seed, photos.DEFAULT_FOLDER, "copy")
-    assert section["agreement"] == {"copy": 1.0}
+    assert section["agreement"] == section["agreement_found"] == {"copy": 1.0}
     assert [panel["file"] for panel in panels] == [p["file"] for p in section["pictures"]]
     assert all(panel["uri"].startswith("data:image/jpeg;base64,") for panel in panels)
     with pytest.raises(photos.PhotoError, match="does not exist"):

@@ -7,6 +7,10 @@ the reference is the seed's released CPM, which was trained on the real AI Chall
 Agreement of a model on one photograph is PCK@0.2 against that reference: the share of the 14 joints
 whose position lies within 0.2 x the person's size of the reference's, where the person's size is the
 longer side of the bounding box of the reference's 14 keypoints (no box is annotated for the pictures).
+A head-and-shoulders portrait leaves hips, knees and ankles outside the picture, where the reference's
+heatmaps hold no peak (score < 0.1) and its "keypoints" are noise; `agreement_found` counts only the
+joints the reference finds (score >= FOUND_SCORE, the score below which the demo and `evaluate predict`
+draw no joint), as PCK counts only labelled joints. Both are recorded.
 Each model sees a picture as the web demo's still-image mode does (pose.web_demo.reference_keypoints:
 the whole picture padded to a square is the person crop, fed in the model's own contract).
 """
@@ -19,6 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 DEFAULT_FOLDER = REPO / "photos"
 SUFFIXES = (".jpg", ".jpeg", ".png")
 THRESHOLD = 0.2          # PCK@0.2 of the person's size
+FOUND_SCORE = 0.1        # a reference joint with a lower peak is not found (agreement_found leaves it out)
 BOX = "the bounding box of the reference's 14 keypoints; size = its longer side"
 OURS_COLOUR = (40, 40, 230)       # BGR red, as the report's predicted skeletons
 REFERENCE_COLOUR = (230, 140, 30)  # BGR blue: the seed's
@@ -56,11 +61,16 @@ def person_size(reference: np.ndarray) -> float:
     return max(float(extent.max()), 1.0)
 
 
-def agreement(points: np.ndarray, reference: np.ndarray, threshold: float = THRESHOLD) -> float:
-    """PCK@threshold of `points` against `reference` (both [14, 2+]): the share of joints within
-    threshold x person_size(reference) of the reference's."""
+def agreement(points: np.ndarray, reference: np.ndarray, threshold: float = THRESHOLD,
+              min_score: float | None = None) -> float:
+    """PCK@threshold of `points` against `reference` ([14, 2+], [14, 3]): the share of joints within
+    threshold x person_size(reference) of the reference's; with min_score, of the joints whose reference
+    score is at least min_score (1.0 when there is none)."""
     distances = np.linalg.norm(points[:, :2] - reference[:, :2], axis=1)
-    return float(np.mean(distances <= threshold * person_size(reference)))
+    counted = np.ones(len(reference), bool) if min_score is None else reference[:, 2] >= min_score
+    if not counted.any():
+        return 1.0
+    return float(np.mean(distances[counted] <= threshold * person_size(reference)))
 
 
 def evaluate(models: dict[str, dict], reference_name: str, reference: dict, folder: str | Path,
@@ -72,19 +82,20 @@ def evaluate(models: dict[str, dict], reference_name: str, reference: dict, fold
     panels = []
     for picture in find(folder):
         seed = predict(reference["path"], reference["metadata"], picture)
-        entry = {"file": picture.name, "reference_keypoints": seed.round(2).tolist(),
+        entry = {"file": picture.name, "reference_keypoints": seed.round(4).tolist(),
                  "person_size": round(person_size(seed), 1), "models": {}}
         for name, model in models.items():
             ours = predict(model["path"], model["metadata"], picture)
-            entry["models"][name] = {"keypoints": ours.round(2).tolist(), "agreement": agreement(ours, seed)}
+            entry["models"][name] = {"keypoints": ours.round(2).tolist(), "agreement": agreement(ours, seed),
+                                     "agreement_found": agreement(ours, seed, min_score=FOUND_SCORE)}
         pictures.append(entry)
         if drawn_model in models:
             panels.append({"file": picture.name, "agreement": entry["models"][drawn_model]["agreement"],
                            "uri": side_by_side(picture, seed, np.asarray(entry["models"][drawn_model]["keypoints"]))})
     section = {"folder": str(folder), "reference": reference_name, "threshold": THRESHOLD, "box": BOX,
-               "drawn_model": drawn_model, "pictures": pictures,
-               "agreement": {name: float(np.mean([p["models"][name]["agreement"] for p in pictures]))
-                             for name in models}}
+               "found_score": FOUND_SCORE, "drawn_model": drawn_model, "pictures": pictures,
+               **{key: {name: float(np.mean([p["models"][name][key] for p in pictures])) for name in models}
+                  for key in ("agreement", "agreement_found")}}
     return section, panels
 
 

@@ -70,7 +70,8 @@ def _photos_section(photos: dict | None, panels: list[dict]) -> str:
     """Real photographs: the seed's CPM (left) and ours (right) on each, with their agreement."""
     if not photos:
         return ""
-    rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{_cell(value, 2)}</td></tr>"
+    found = photos.get("agreement_found") or {}
+    rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{_cell(value, 2)}</td><td>{_cell(found.get(name), 2)}</td></tr>"
                    for name, value in photos["agreement"].items())
     figures = "".join(
         f'<figure><img src="{panel["uri"]}" alt="{html.escape(panel["file"])}"><figcaption>'
@@ -81,7 +82,8 @@ there). Reference: the seed's released {html.escape(photos["reference"])}. Agree
 the share of the 14 joints within {photos["threshold"]:.1f} × the person's size of the reference's, the size being
 {html.escape(photos["box"])}. Left <span style="color:#1e8ce6">■</span> the seed's, right
 <span style="color:#e62828">■</span> ours ({html.escape(photos["drawn_model"] or "")}).</p>
-<table><tr><th>model</th><th>mean agreement</th></tr>{rows}</table>
+<table><tr><th>model</th><th>mean agreement (14 joints)</th><th>over the joints the seed finds (score ≥
+{photos.get("found_score", 0.1)})</th></tr>{rows}</table>
 <div class="gallery photos">{figures}</div>
 """
 

@@ -81,7 +81,8 @@ class AnchorResult(TypedDict):
 
 class PhotoModel(TypedDict):
     keypoints: list[list[float]]              # [14] x [x, y, score] in the picture's pixels, AIC order
-    agreement: float                          # PCK@threshold against the reference's keypoints, 0..1
+    agreement: float                          # PCK@threshold against the reference's 14 keypoints, 0..1
+    agreement_found: float                    # the same over the joints the reference finds (score >= found_score)
 
 
 class Picture(TypedDict):
@@ -97,9 +98,11 @@ class Photos(TypedDict):
     reference: str                            # the anchors' key of the reference (the seed's CPM)
     threshold: float                          # agreement = PCK@threshold of the person's size
     box: str                                  # how the person's size is taken
+    found_score: float                        # reference joints below this score are not found
     drawn_model: str | None                   # the model drawn beside the reference in the report
     pictures: list[Picture]
     agreement: dict[str, float]               # model -> mean agreement over the pictures
+    agreement_found: dict[str, float]         # model -> mean agreement_found over the pictures
 
 
 class Results(TypedDict):
@@ -169,8 +172,11 @@ def metric_figures(results: Results) -> dict[str, float]:
         figures[f"{name}_size_mb"] = round(model["size_bytes"] / 1e6, 3)
         if model["vs_seed"]:
             figures[f"{name}_latency_vs_seed"] = round(model["vs_seed"]["latency_1_thread"], 3)
-    for name, value in ((results.get("photos") or {}).get("agreement") or {}).items():
+    photos = results.get("photos") or {}
+    for name, value in (photos.get("agreement") or {}).items():
         figures[f"{name}_photo_agreement"] = round(value, 3)
+    for name, value in (photos.get("agreement_found") or {}).items():
+        figures[f"{name}_photo_agreement_found"] = round(value, 3)
     return figures
 
 
