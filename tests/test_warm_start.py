@@ -151,3 +151,34 @@ def test_the_repositorys_seed_files_are_the_released_ones():
         assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest, name
     assert "Apache License" in (folder / "LICENSE").read_text()
     assert "PoseEstimationForMobile" in (folder / "NOTICE").read_text()
+
+
+def test_frozen_layers_keep_their_weights_while_the_rest_fine_tunes(trained_model, train_shards, tmp_path):
+    """Fine-tuning an earlier model with frozen_layers and batch_norm_frozen: the frozen layers' weights,
+    batch-norm statistics included, stay those of init_from; the others train."""
+    import keras
+
+    from components.train import train
+    from pose.models import networks
+
+    source = trained_model / "model.keras"
+    metadata = train("experiments/tiny.yaml", [str(train_shards)], str(tmp_path / "tuned"), overrides={
+        "init_from": str(source), "max_steps": 3, "frozen_layers": "Conv2d_0|MobilenetV2_",
+        "batch_norm_frozen": True, "warmup_steps": 0})
+    networks.register_custom_layers()
+    before = keras.models.load_model(source, compile=False)
+    after = keras.models.load_model(tmp_path / "tuned" / "model.keras", compile=False)
+    frozen = [layer.name for layer in before.layers if layer.weights and layer.name.startswith(("Conv2d_0", "Mobilenet"))]
+    assert metadata["frozen_layers"] == len(frozen) > 0
+    for name in frozen:
+        for old, new in zip(before.get_layer(name).get_weights(), after.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(old, new, err_msg=name)
+    # every batch norm keeps its moving statistics (inference mode), the stages' too; their convolutions train
+    stage_bn = [layer for layer in before.layers if layer.name.startswith("stage_") and layer.name.endswith("_bn")]
+    for layer in stage_bn:
+        for old, new in zip(layer.get_weights()[2:], after.get_layer(layer.name).get_weights()[2:]):
+            np.testing.assert_array_equal(old, new, err_msg=layer.name)
+    stage_convs = [layer.name for layer in before.layers if layer.name.startswith("stage_") and "_bn" not in layer.name
+                   and layer.weights]
+    assert any(not np.array_equal(before.get_layer(n).get_weights()[0], after.get_layer(n).get_weights()[0])
+               for n in stage_convs)
