@@ -30,8 +30,17 @@ models/       the networks and the files they are exported to
                       aic: RGB / 255)
   tflite_runtime      loading, running and timing .tflite files with LiteRT
   warm_start          weights from a seed's released .tflite or an earlier run's model.keras
-training/     what train needs beyond the data and the network
+training/     what train needs beyond the data and the network (components/train.py is the loop)
   config              the training config: every key, its default and type, the seed's names
+  errors              TrainError, what every part of train raises for unusable input
+  distribution        devices, the tf.distribute strategy, chief or worker (TF_CONFIG)
+  objective           the loss (the seed's L2 per stage) and one step of it over the replicas
+  learning_rate       the schedule (exponential as the seed's, cosine, warm-up)
+  budget              the time budget (max_minutes), counting earlier runs of the same output
+  checkpoints         checkpoints and what rides along (history, progress, fingerprint);
+                      resume, from the bucket too; multi-worker agreement on the step
+  summaries           TensorBoard summaries (loss per stage, lr, images/s, PCKh, predictions)
+  validation          PCKh@0.5 on the valid shards while training (no flip test)
 evaluation/   the figures and what people read
   metrics             PCKh and OKS AP (pycocotools)
   results             results.json: evaluate's figures, its schema, reading and writing

@@ -198,7 +198,7 @@ def joint_weights(keypoints: tf.Tensor, visibility: tf.Tensor, input_size: int) 
 # ---- colour ------------------------------------------------------------------------------------
 
 # numpy, not tf.constant: a TensorFlow op at import time starts TensorFlow's runtime, after which
-# MultiWorkerMirroredStrategy can no longer be set up (components/train.py creates it first thing).
+# MultiWorkerMirroredStrategy can no longer be set up (train creates it first thing: pose/training/distribution.py).
 _RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32)
 _YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ).astype(np.float32)
 

@@ -60,7 +60,7 @@ class TrainConfig:
     seed: int = 0
     num_train_samples: int | None = None        # examples per epoch; None = the shards' index
     # Optimisation: Adam; the seed's exponential decay, or cosine (over max_steps or max_minutes,
-    # whichever ends first), or constant; linear warm-up over warmup_steps (components.train.learning_rate).
+    # whichever ends first), or constant; linear warm-up over warmup_steps (pose.training.learning_rate).
     lr: float = 1e-3
     lr_schedule: str = "exponential"
     decay_rate: float = 0.95
