@@ -20,6 +20,7 @@ import pytest
 from pipeline.demo import serving
 from pose.data import keypoints, synthetic
 from pose import web_demo
+from pose.models import contract
 from tests.browser import chromium
 from tests.conftest import ANCHORS, REPO
 
@@ -77,11 +78,6 @@ def our_model(tmp_path_factory) -> Path:
     freeze(str(trained), str(folder / "frozen"))
     convert_to_tflite(str(folder / "frozen"), str(folder / "tflite"), variants=["fp32"])
     [model] = (folder / "tflite").glob("*.tflite")
-    metadata_file = model.with_suffix(".json")
-    metadata = json.loads(metadata_file.read_text())
-    if "contract" not in metadata:  # an export from before the contract: RGB / 255 in, AIC order out
-        metadata["contract"] = {"name": "aic", "pixels": "rgb_0_1", "channel_order": list(keypoints.NAMES)}
-        metadata_file.write_text(json.dumps(metadata))
     return model
 
 
@@ -254,7 +250,7 @@ def test_demo_command_prints_the_url_and_serves_the_seed_contract(page):
         base = url.split("index.html")[0]
         with urllib.request.urlopen(base + "model/pefm-cpm-192.json", timeout=10) as response:
             metadata = json.load(response)
-        assert metadata["contract"] == web_demo.SEED_CONTRACT
+        assert metadata["contract"] == contract.describe("seed")
         assert (metadata["input_size"], metadata["output_stride"]) == (192, 2)
         raw = (web_demo.build() / "wasm" / "litert_wasm_internal.wasm").read_bytes()
         with urllib.request.urlopen(base + "wasm/litert_wasm_internal.wasm", timeout=10) as response:

@@ -19,6 +19,7 @@ model.keras calls `register_custom_layers()` first.
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass
 
 ARCHITECTURES = ("mv2_cpm", "mv2_hourglass")
@@ -32,14 +33,26 @@ class Identity:
     title: str              # for people (model card)
     seed_output_name: str   # the seed's output node, which our exports keep so the seed's apps load them
     seed_release: str       # the stem of the seed's released .tflite of this family (the anchors)
+    seed_outputs: str       # the seed's output node names of any stage count (a regular expression)
+    seed_config: str        # the experiment that builds the seed's released structure
+
+    def is_seed_output(self, name: str) -> bool:
+        return re.fullmatch(self.seed_outputs, name) is not None
 
 
 IDENTITIES = {
     "mv2_cpm": Identity("mv2_cpm", "cpm", "MobileNetV2 Convolutional Pose Machine",
-                        "Convolutional_Pose_Machine/stage_5_out", "pefm-cpm-192"),
+                        "Convolutional_Pose_Machine/stage_5_out", "pefm-cpm-192",
+                        r"Convolutional_Pose_Machine/stage_\d+_out", "experiments/mv2_cpm_192_tiny.yaml"),
     "mv2_hourglass": Identity("mv2_hourglass", "hourglass", "MobileNetV2 Hourglass", "hourglass_out_3",
-                              "pefm-hourglass-192"),
+                              "pefm-hourglass-192", r"hourglass_out_\d+",
+                              "experiments/mv2_hourglass_192.yaml"),
 }
+
+
+def identity_of_seed_output(output_name: str) -> Identity | None:
+    """The architecture whose seed release names its output `output_name` (any stage count)."""
+    return next((known for known in IDENTITIES.values() if known.is_seed_output(output_name)), None)
 
 
 class UnknownModel(ValueError):
