@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 
 from components import cli
-
+from pose.models import contract
 
 log = logging.getLogger("freeze")
 
@@ -28,14 +28,14 @@ class FreezeError(ValueError):
     """The model folder is unusable, or the exported graphs disagree with the Keras model."""
 
 
-def freeze(model_dir: str, output_dir: str, export_contract: str = "seed") -> dict:
+def freeze(model_dir: str, output_dir: str, export_contract: str = contract.DEFAULT) -> dict:
     """Exports `model_dir`/model.keras to `output_dir` in `export_contract` (pose.models.contract: "seed" or "aic");
     returns model_info (also written as model_info.json)."""
     import numpy as np
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    from pose.models import contract, metadata, networks
+    from pose.models import metadata, networks
     from pose.models.metadata import ModelMetadata
     from pose.files import outputs, steplog
 
@@ -176,7 +176,7 @@ def main(argv=None) -> int:
     arguments.add_argument("--model", required=True, help="train output folder holding model.keras")
     arguments.add_argument("--output", required=True,
                            help="folder to write saved_model/, frozen_graph.pb, model_info.json")
-    arguments.add_argument("--contract", default="seed", choices=("seed", "aic"),
+    arguments.add_argument("--contract", default=contract.DEFAULT, choices=contract.NAMES,
                            help="the exported model's contract (pose.models.contract): seed = BGR 0..255 in and the "
                                 "seed's channel order out (default); aic = RGB / 255 in, AIC order out")
     return cli.run("freeze", arguments, lambda args: freeze(args.model, args.output, args.contract), argv)

@@ -57,8 +57,7 @@ def train(config: str, data_dirs: list[str], output_dir: str, valid_dirs: list[s
     cfg = load_config(config, overrides).resolved()
     if checkpoint_uri:
         split_gs_uri(checkpoint_uri)  # fail before building anything
-    outputs.check_output("train", output_dir, [*data_dirs, *(valid_dirs or [])],
-                         allow_legacy=_is_train_output)
+    outputs.check_output("train", output_dir, [*data_dirs, *(valid_dirs or [])])
     with steplog.step("train", config=config, data=data_dirs, valid=valid_dirs, output=output_dir,
                       overrides=overrides or {}, checkpoint_uri=checkpoint_uri) as wrote:
         # The strategy first: MultiWorkerMirroredStrategy must exist before any other TF op runs.
@@ -71,11 +70,6 @@ def train(config: str, data_dirs: list[str], output_dir: str, valid_dirs: list[s
                      images_per_second=round(metadata["images_per_second"], 1),
                      pckh=metadata.get("pckh"), model=str(Path(output_dir) / "model.keras"))
     return metadata
-
-
-def _is_train_output(folder: Path) -> bool:
-    """A train output from before the output marker: resumable, so not someone else's folder."""
-    return (folder / "checkpoints").is_dir() or (folder / "train_metadata.json").is_file()
 
 
 class _Run:

@@ -144,7 +144,7 @@ def test_training_dataset_batches_and_is_reproducible_with_a_seed(coco_and_shard
         assert np.all(maps[..., weights > 0].max(axis=(0, 1)) > 0.5)
     assert not np.array_equal(first[0][0], take(6, batches=1)[0][0])
     with pytest.raises(ValueError, match="unknown augmentation settings"):
-        inputs.training_dataset(dirs, augmentation={"rotation": 5})
+        inputs.training_dataset(dirs, SIZE, augmentation={"rotation": 5})
 
 
 def test_evaluation_dataset_maps_back_to_the_original_image(coco_and_shards):

@@ -355,7 +355,7 @@ def _records(files: list[str], shuffle: bool, seed: int) -> tf.data.Dataset:
                             num_parallel_calls=AUTOTUNE)
 
 
-def training_dataset(dirs: list[str], input_size: int = 192, output_stride: int = 2, batch_size: int = 16,
+def training_dataset(dirs: list[str], input_size: int, output_stride: int = 2, batch_size: int = 16,
                      sigma: float = DEFAULT_SIGMA, augment: bool = True, seed: int | None = None,
                      repeat: bool = True, shuffle_buffer: int = 1024,
                      augmentation: Augmentation | dict | None = None,
@@ -392,7 +392,7 @@ def training_dataset(dirs: list[str], input_size: int = 192, output_stride: int 
     return dataset.with_options(_options(deterministic)).prefetch(AUTOTUNE)
 
 
-def evaluation_dataset(dirs: list[str], input_size: int = 192, batch_size: int = 16) -> tf.data.Dataset:
+def evaluation_dataset(dirs: list[str], input_size: int, batch_size: int = 16) -> tf.data.Dataset:
     """Batches of dicts, in shard and record order (see evaluation_example): image, keypoints and
     visibility in input pixels, to_original [B, 2, 3] (input pixel -> original pixel), original_keypoints,
     image_id, person_id, bbox (original xywh), original_size (h, w)."""

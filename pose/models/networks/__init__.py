@@ -22,7 +22,10 @@ import importlib
 import re
 from dataclasses import dataclass
 
+from pose.data import keypoints
+
 ARCHITECTURES = ("mv2_cpm", "mv2_hourglass")
+INPUT_SIZE = 192  # the seed's input side (its released files, its configs): every default here
 
 
 @dataclass(frozen=True)
@@ -106,8 +109,9 @@ def architecture_options(name: str) -> tuple[str, ...]:
     return (*getattr(_architecture(name), "ARCHITECTURE_OPTIONS", ()), *COMMON_OPTIONS)
 
 
-def build_model(name: str, input_size: int = 192, width: float | None = None, num_stages: int | None = None,
-                num_keypoints: int = 14, batch_norm_momentum: float = 0.99, **options) -> keras.Model:
+def build_model(name: str, input_size: int = INPUT_SIZE, width: float | None = None,
+                num_stages: int | None = None, num_keypoints: int = keypoints.NUM_KEYPOINTS,
+                batch_norm_momentum: float = 0.99, **options) -> keras.Model:
     """width / num_stages None = the seed's setting for that model (CPM 0.75 / 6, hourglass 1.0 / 4).
 
     options: the model's structure options (architecture_options(name), e.g. the CPM's
@@ -183,10 +187,10 @@ def main(argv=None) -> None:
 
     parser = argparse.ArgumentParser(prog="python -m pose.models.networks", description="Print a network's size and compute.")
     parser.add_argument("model", choices=sorted(ARCHITECTURES))
-    parser.add_argument("--input-size", type=int, default=192)
+    parser.add_argument("--input-size", type=int, default=INPUT_SIZE)
     parser.add_argument("--width", type=float)
     parser.add_argument("--num-stages", type=int)
-    parser.add_argument("--num-keypoints", type=int, default=14)
+    parser.add_argument("--num-keypoints", type=int, default=keypoints.NUM_KEYPOINTS)
     parser.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
                         help="a structure option, e.g. stage_kernel_size=5 (repeatable)")
     args = parser.parse_args(argv)
