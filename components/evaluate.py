@@ -43,7 +43,7 @@ def evaluate(models_dir: str, data_dirs: list[str], output_dir: str, anchors_dir
              flip_test: bool = False, refine: str = DEFAULT_REFINE, latency_runs: int = 50, gallery_size: int = 12) -> dict:
     """Evaluates every .tflite in `models_dir` on `data_dirs`; writes results.json and report.html to
     `output_dir` and returns the results dict."""
-    from pose.data import inputs, records
+    from pose.data import records, shard_index
     from pose.files import outputs, steplog
     from pose.evaluation import report
     from pose.evaluation import results as results_file
@@ -62,7 +62,7 @@ def evaluate(models_dir: str, data_dirs: list[str], output_dir: str, anchors_dir
         models = _open_models(Path(models_dir))
         anchors = {path.stem: open_model(path) for path in sorted(anchors_dir.glob("*.tflite"))} if anchors_dir else {}
         predicted = {**models, **{ANCHOR_PREFIX + name: anchor for name, anchor in anchors.items()}}
-        with records.named_shard_errors(inputs.read_index(data_dirs)["files"]):
+        with records.named_shard_errors(shard_index.read(data_dirs)["files"]):
             predictions, truth, gallery = _predict_validation(predicted, data_dirs, refine, flip_test, gallery_size,
                                                               gallery_candidates=list(models))
         results = {"settings": {"models_dir": str(models_dir), "data_dirs": [str(d) for d in data_dirs],
@@ -168,9 +168,9 @@ def _predict_validation(models: dict, data_dirs: list[str], refine: str, flip_te
 
     from pose import codec
     from pose.files import integrity
-    from pose.data import inputs, keypoints
+    from pose.data import inputs, keypoints, shard_index
 
-    index = inputs.read_index(data_dirs)
+    index = shard_index.read(data_dirs)
     integrity.verify_shards(data_dirs)
     if index["split"] != "valid":
         log.warning("evaluating on shards of split %r (%s), not on validation shards: the figures do not measure "

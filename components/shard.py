@@ -31,6 +31,7 @@ import tensorflow as tf
 from components import cli
 from pose.files import integrity, outputs, steplog
 from pose.data import jpeg, packs, records
+from pose.data.shard_index import write as write_index
 from pose.files.atomic import atomic_directory, atomic_file
 from pose.data.keypoints import NUM_KEYPOINTS
 
@@ -247,8 +248,7 @@ def shard(input_dir: str, output_dir: str, split: str, num_shards: int | None, s
                 integrity.CHECKSUMS: {shard_name(split, i, num_shards): checksum
                                       for i, (_, checksum) in zip(indices, written)},
             }
-            with open(folder / "index.json", "w") as f:
-                json.dump(index, f, indent=1, sort_keys=True)
+            write_index(folder, index)
     wrote.update(shards=len(index["shards"]), examples=index["num_examples"],
                  skipped_unlabelled=index["skipped_unlabelled"])
     return index

@@ -9,7 +9,6 @@ Does     converts the frozen graph (so the .tflite tensors keep the seed's names
 Writes   `<model>_<variant>.tflite` and `<model>_<variant>.json` (everything an app needs to use it, and
          the difference against the SavedModel), atomically.
 """
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -83,7 +82,7 @@ def convert_to_tflite(saved_model_dir: str, output_dir: str, variants: list[str]
                 metadata = ModelMetadata.build(
                     info.model, info.input_size, info.output_size, info.num_keypoints,
                     model_contract["name"], input_name=info.input_name,
-                    output_name=info.output_name, sha256=hashlib.sha256(flatbuffer).hexdigest(),
+                    output_name=info.output_name, sha256=integrity.sha256(model_path),
                     **model_metadata.contract_fields(model_contract["name"]), variant=variant,
                     file=model_path.name, size_bytes=len(flatbuffer),
                     **tflite_runtime.io_description(interpreter),

@@ -27,7 +27,7 @@ import numpy as np
 
 from components import cli
 from pose.codec import HeatmapCodec
-from pose.data import inputs, records
+from pose.data import inputs, records, shard_index
 from pose.files import integrity, outputs, steplog
 from pose.files.atomic import atomic_file, write_text
 from pose.files.storage import split_gs_uri
@@ -129,13 +129,13 @@ class _Run:
         cfg = self.cfg
         if not data_dirs:
             raise TrainError("no training shard folders given (--data)")
-        index = inputs.read_index(data_dirs)
+        index = shard_index.read(data_dirs)
         if index["split"] != "train":
             log.warning("training on shards of split %r (%s)", index["split"], data_dirs)
         integrity.verify_shards(data_dirs)
         self.files = list(index["files"])
         if self.valid_dirs:
-            self.files += inputs.read_index(self.valid_dirs)["files"]
+            self.files += shard_index.read(self.valid_dirs)["files"]
             integrity.verify_shards(self.valid_dirs)
         self.examples = cfg.num_train_samples or index["num_examples"]
         if self.examples < 1:
