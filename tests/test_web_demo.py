@@ -21,6 +21,7 @@ from pipeline.demo import serving
 from pose.data import keypoints, synthetic
 from pose import web_demo
 from pose.models import contract
+from tests import web_reference
 from tests.browser import chromium
 from tests.conftest import ANCHORS, REPO
 
@@ -104,7 +105,7 @@ def test_still_image_keypoints_equal_python_litert(name, browser, pictures, our_
             shown = page_result(browser, f"{url}&image=pictures/{picture.name}&accelerator=wasm")
             if index == 0:
                 browser.screenshot(ARTIFACTS / f"still-image-{name}.png")
-            expected = web_demo.reference_keypoints(str(model), str(picture), metadata)
+            expected = web_reference.reference_keypoints(str(model), str(picture), metadata)
             assert shown["order"] == list(keypoints.NAMES)
             page_points, python_points = np.array(shown["keypoints"]), np.array(expected["keypoints"])
             assert page_points.shape == (keypoints.NUM_KEYPOINTS, 3)
@@ -130,7 +131,7 @@ def test_the_demo_server_sends_the_runtime_gzipped_and_the_page_still_works(brow
         browser.record_network()
         shown = page_result(browser, f"{url}&image=pictures/{picture.name}&accelerator=wasm")
         transfers = page_transfers(browser.transfers())
-    expected = web_demo.reference_keypoints(str(model), str(picture))
+    expected = web_reference.reference_keypoints(str(model), str(picture))
     difference = np.abs(np.array(shown["keypoints"])[:, :2] - np.array(expected["keypoints"])[:, :2])
     assert difference.max() / expected["scale"] <= TOLERANCE_INPUT_PIXELS
     build = web_demo.build()
@@ -304,7 +305,7 @@ def test_the_published_page_works_from_a_plain_static_host(browser, our_model, p
     finally:
         server.shutdown()
         server.server_close()
-    expected = web_demo.reference_keypoints(str(our_model), str(picture))
+    expected = web_reference.reference_keypoints(str(our_model), str(picture))
     difference = np.abs(np.array(shown["keypoints"])[:, :2] - np.array(expected["keypoints"])[:, :2])
     assert difference.max() / expected["scale"] <= TOLERANCE_INPUT_PIXELS
 

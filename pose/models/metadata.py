@@ -71,11 +71,6 @@ class ModelMetadata:
     def write(self, path: Path) -> None:
         Path(path).write_text(json.dumps(self.to_json(), indent=2))
 
-    def with_extra(self, **extra) -> "ModelMetadata":
-        return ModelMetadata(self.model, self.input_size, self.output_size, self.num_keypoints,
-                             self.contract, self.input_name, self.output_name,
-                             {**self.extra, **extra})
-
 
 def contract_fields(contract_name: str) -> dict:
     """What an export adds about its contract for people and apps: the pixels in words, the output
