@@ -26,7 +26,7 @@ class Report:
 
 def check(ir: IR, max_loop_items: int, longest_attempt_s: dict | None = None) -> Report:
     """Every rule on every task. max_loop_items: the most items any ParallelFor iterates over (the
-    pipeline's largest num_shards); longest_attempt_s: {task key: longest run of one attempt, seconds} for
+    pipeline's largest num_shards); longest_attempt_s: {display name or task key: longest run of one attempt, seconds} for
     retried tasks (rules.DEFAULT_LONGEST_ATTEMPT_S otherwise)."""
     findings, notes = [], []
     for rule in rules.RULES:

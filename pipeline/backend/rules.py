@@ -37,7 +37,7 @@ USER_METADATA_BYTES = 256
 # A string parameter whose value comes from a task (a URI, a secret name): realistic upper size.
 TASK_STRING_BYTES = 256
 
-# An attempt of a retried task is assumed to run at most this long (override per task key in check()).
+# An attempt of a retried task is assumed to run at most this long (override per display name or key).
 DEFAULT_LONGEST_ATTEMPT_S = 24 * 3600
 
 DNS_1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -319,7 +319,8 @@ def retries(ir: IR, longest_attempt_s: dict | None = None):
         base = _seconds(policy.get("backoffDuration", "0s"))
         factor = float(policy.get("backoffFactor", 2.0))
         window = _seconds(policy.get("backoffMaxDuration", "3600s"))
-        attempt = (longest_attempt_s or {}).get(task.key, DEFAULT_LONGEST_ATTEMPT_S)
+        longest = longest_attempt_s or {}
+        attempt = longest.get(task.display_name, longest.get(task.key, DEFAULT_LONGEST_ATTEMPT_S))
         waits = [base * factor ** k for k in range(count)]
         needed = (count + 1) * attempt + sum(waits)
         notes.append(Note("retries", task.path, (
