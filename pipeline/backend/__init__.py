@@ -1,4 +1,5 @@
-"""An executable model of the Kubeflow Pipelines backend (2.14.0 to 2.17.0, with the Argo Workflows they
+"""An executable model of the Kubeflow Pipelines backend (2.14.0 to 2.17.0, with the Argo Workflows
+they
 deploy), applied to a compiled pipeline.yaml: every task and every input, by the backend's own rules
 (pipeline/backend/rules.py names the file, function and line of each). No cluster is involved.
 
@@ -6,6 +7,7 @@ deploy), applied to a compiled pipeline.yaml: every task and every input, by the
     report.findings  # what fails or misbehaves on a backend; [] for a pipeline that runs
     report.notes     # what the backend does with each task and input (docs/CLUSTER.md)
 """
+
 import dataclasses
 
 from pipeline.backend import rules
@@ -26,7 +28,8 @@ class Report:
 
 def check(ir: IR, max_loop_items: int, longest_attempt_s: dict | None = None) -> Report:
     """Every rule on every task. max_loop_items: the most items any ParallelFor iterates over (the
-    pipeline's largest num_shards); longest_attempt_s: {display name or task key: longest run of one attempt, seconds} for
+    pipeline's largest num_shards); longest_attempt_s: {display name or task key: longest run of one
+    attempt, seconds} for
     retried tasks (rules.DEFAULT_LONGEST_ATTEMPT_S otherwise)."""
     findings, notes = [], []
     for rule in rules.RULES:
