@@ -43,8 +43,9 @@ def main(argv=None) -> int:
     submit.add_argument("--run-name", default=None)
     submit.add_argument("--namespace", default=None, help="Kubeflow profile namespace (multi-user clusters)")
     submit.add_argument("--no-cache", action="store_true",
-                        help="run every step afresh, train included (default: cached steps reuse earlier runs' "
-                             "outputs when their inputs are unchanged; docs/CLUSTER.md, \"Reruns\")")
+                        help="run every step afresh, train included (default: cached steps reuse "
+                             "earlier runs' outputs when their inputs are unchanged; "
+                             "docs/CLUSTER.md, \"Reruns\")")
     submit.add_argument("--token", default=None,
                         help="bearer token for the KFP API on multi-user Kubeflow (kfp.Client's existing_token), "
                              "e.g. $(kubectl -n <namespace> create token default-editor "

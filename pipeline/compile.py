@@ -13,7 +13,7 @@ DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "pipeline.yaml"
 
 
 class CompileError(RuntimeError):
-    """The pipeline could not be compiled as asked, or the backend model rejects what was compiled."""
+    """The pipeline could not be compiled as asked, or the backend model rejects the result."""
 
 
 def compile_pipeline(output: str | Path = DEFAULT_OUTPUT, image_tag: str | None = None,
@@ -44,8 +44,8 @@ def compile_pipeline(output: str | Path = DEFAULT_OUTPUT, image_tag: str | None 
 
 
 def check_backend(package: str | Path) -> None:
-    """Runs the backend model (pipeline/backend) on a compiled package; fails, listing every finding, when
-    a KFP backend (2.14.0 to 2.17.0) would reject or mishandle it."""
+    """Runs the backend model (pipeline/backend) on a compiled package; fails, listing every
+    finding, when a KFP backend (2.14.0 to 2.17.0) would reject or mishandle it."""
     from pipeline.backend import IR, check
     from pipeline.dag import LONGEST_ATTEMPT_S, MAX_LOOP_ITEMS
     from pipeline.params import ParameterError, check_arguments
@@ -59,5 +59,5 @@ def check_backend(package: str | Path) -> None:
     findings = check(ir, MAX_LOOP_ITEMS, LONGEST_ATTEMPT_S).findings
     if findings:
         listed = "\n  ".join(str(finding) for finding in findings)
-        raise CompileError(f"the KFP backend model rejects the compiled pipeline ({len(findings)} findings; "
-                           f"docs/CLUSTER.md explains each rule):\n  {listed}")
+        raise CompileError(f"the KFP backend model rejects the compiled pipeline ({len(findings)} "
+                           f"findings; docs/CLUSTER.md explains each rule):\n  {listed}")

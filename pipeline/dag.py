@@ -20,13 +20,13 @@ from pose.packs import MAX_SHARDS
 
 PIPELINE_NAME = "pose-estimation-for-mobile"
 
-# A step is served from the cache when its cache key is unchanged: its input artifacts (by ML Metadata id,
-# so an upstream step that ran again means a miss), its parameters, its command and image
-# (backend/src/v2/cacheutils/cache.go GenerateCacheKey). So a resubmission that changes only tflite_variants,
-# latency_runs, flip_test or the publish_* parameters reuses everything up to train and freeze (train's key
-# does not hold them: pipeline/backend cache_key_inputs, tested). Train is cached too: a finished training
-# is reused, not redone, when nothing it reads changed; `submit --no-cache` retrains. Publishing is a side
-# effect and always runs. docs/CLUSTER.md ("Reruns") has the table.
+# A step is served from the cache when its cache key is unchanged: its input artifacts (by ML
+# Metadata id, so an upstream step that ran again means a miss), its parameters, its command and
+# image (backend/src/v2/cacheutils/cache.go GenerateCacheKey). So a resubmission that changes only
+# tflite_variants, latency_runs, flip_test or the publish_* parameters reuses everything up to train
+# and freeze (train's key does not hold them: pipeline/backend cache_key_inputs, tested). Train is
+# cached too: a finished training is reused when nothing it reads changed; `submit --no-cache`
+# retrains. Publishing is a side effect and always runs. docs/CLUSTER.md ("Reruns") has the table.
 CACHED_STEPS = {"cluster-settings": True, "download": True, "convert": True, "fanout": True, "shard": True,
                 "train": True, "freeze": True, "tflite": True, "evaluate": True, "publish": False}
 
@@ -68,14 +68,14 @@ SHM_SIZE = "4Gi"
 MAX_PARALLEL_SHARD_TASKS = 16
 # Retries of the train task (preemption of a GPU node, a lost node): each resumes from checkpoint_uri.
 TRAIN_RETRIES = 3
-# Argo counts a retry's backoff maxDuration from the *first* attempt's start, starts no retry past it and
-# kills every retry pod at it (workflow/controller/operator.go processNodeRetries). So it must hold the
-# whole training with all its retries: TRAIN_RETRIES + 1 attempts of up to TRAIN_LONGEST_ATTEMPT (a day)
-# plus the waits, with room: a week. pipeline/backend's retry rule checks it.
+# Argo counts a retry's backoff maxDuration from the *first* attempt's start, starts no retry past
+# it and kills every retry pod at it (workflow/controller/operator.go processNodeRetries). So it
+# must hold the whole training with all its retries: TRAIN_RETRIES + 1 attempts of up to
+# TRAIN_LONGEST_ATTEMPT_S (a day) plus the waits, with room: a week. pipeline/backend checks it.
 TRAIN_LONGEST_ATTEMPT_S = 24 * 3600
 TRAIN_RETRY_WINDOW = "604800s"
-# What the backend model (pipeline/backend) is told about this pipeline when it checks the compiled IR:
-# the most items a ParallelFor iterates over (fanout makes one per shard) and the longest attempts.
+# What the backend model (pipeline/backend) is told about this pipeline when it checks the IR: the
+# most items a ParallelFor iterates over (fanout makes one per shard) and the longest attempts.
 MAX_LOOP_ITEMS = MAX_SHARDS
 LONGEST_ATTEMPT_S = {"train": TRAIN_LONGEST_ATTEMPT_S}
 
@@ -107,15 +107,17 @@ def _shard_split(coco_uri, dataset_info, split: str, num_shards):
 
     Each shard task reads one pack of convert's output, not all of it: the importer makes an artifact of
     the pack's URI, and the launcher copies only what is under an input's URI (docs/ARTIFACTS.md).
-    The importer keeps its own name as display name: the backend records an importer's execution under its
-    display name but looks producers up by task name (importer_launcher.go; docs/CLUSTER.md).
-    The shard task also takes convert's small dataset_info, so that it can be a cache hit only when convert
-    was one (its cache key holds its input artifacts' ids): see pose_pipeline."""
+    The importer keeps its own name as display name: the backend records an importer's execution
+    under its display name but looks producers up by task name (importer_launcher.go;
+    docs/CLUSTER.md). The shard task also takes convert's small dataset_info, so that it can be a
+    cache hit only when convert was one (its cache key holds its input artifacts' ids): see
+    pose_pipeline."""
     packs = configure(pack_uris_op(coco_uri=coco_uri, split=split, num_shards=num_shards), "fanout", f"fanout-{split}")
     with dsl.ParallelFor(packs.output, parallelism=MAX_PARALLEL_SHARD_TASKS) as pack_uri:
         pack = dsl.importer(artifact_uri=pack_uri, artifact_class=Dataset, reimport=False)
-        return configure(shard_op(coco=pack.output, dataset_info=dataset_info, split=split, num_shards=num_shards,
-                                  shard_index=-1), "shard", f"shard-{split}")
+        shard = shard_op(coco=pack.output, dataset_info=dataset_info, split=split,
+                         num_shards=num_shards, shard_index=-1)
+        return configure(shard, "shard", f"shard-{split}")
 
 
 @dsl.pipeline(name=PIPELINE_NAME,
@@ -152,19 +154,21 @@ def pose_pipeline(
     train_shard = _shard_split(convert.outputs["Output"], dataset_info, "train", num_shards)
     valid_shard = _shard_split(convert.outputs["Output"], dataset_info, "valid", num_shards)
 
-    # Every reader of a collected shard list also takes dataset_info. On a resubmission some shard tasks
-    # may be cache hits (their artifacts under an earlier run's prefix) and others not; the KFP launcher
-    # opens the bucket of an input outside this run's prefix only for element [0] of each input list
-    # (launcher_v2.go fetchNonDefaultBuckets). A shard task can be a cache hit only if convert was one
-    # (shard takes dataset_info too), and then dataset_info[0] lies outside this run's prefix and opens the
-    # bucket for every shard. docs/CLUSTER.md, "Resubmitting"; checked by pipeline/backend.
+    # Every reader of a collected shard list also takes dataset_info. On a resubmission some
+    # shard tasks may be cache hits (their artifacts under an earlier run's prefix) and others not;
+    # the KFP launcher opens the bucket of an input outside this run's prefix only for element [0]
+    # of each input list (launcher_v2.go fetchNonDefaultBuckets). A shard task can be a cache hit
+    # only if convert was one (shard takes dataset_info too), and then dataset_info[0] lies outside
+    # this run's prefix and opens the bucket for every shard. docs/CLUSTER.md, "Resubmitting";
+    # checked by pipeline/backend.
     # One dsl.Collected per consumer: kfp 2.17's compiler fails on an instance shared by two tasks.
     train = configure(train_op(train_shards=dsl.Collected(train_shard.outputs["shards"]),
-                               valid_shards=dsl.Collected(valid_shard.outputs["shards"]), dataset_info=dataset_info,
+                               valid_shards=dsl.Collected(valid_shard.outputs["shards"]),
+                               dataset_info=dataset_info,
                                config=config, overrides=overrides, gpu_count=gpu_count, allow_cpu=allow_cpu,
                                checkpoint_uri=checkpoint_uri), "train")
-    # A preempted or failed pod is retried (by the policy the cluster's Argo sets: docs/CLUSTER.md); with
-    # checkpoint_uri the new pod resumes from the bucket.
+    # A preempted or failed pod is retried (by the policy the cluster's Argo sets: docs/CLUSTER.md);
+    # with checkpoint_uri the new pod resumes from the bucket.
     train.set_retry(num_retries=TRAIN_RETRIES, backoff_duration="60s", backoff_factor=2.0,
                     backoff_max_duration=TRAIN_RETRY_WINDOW)
     _use_gcs_secret(train, settings.outputs["gcs_secret_volume"])
@@ -182,7 +186,8 @@ def pose_pipeline(
                                  representative=dsl.Collected(train_shard.outputs["shards"]),
                                  dataset_info=dataset_info), "tflite")
     evaluate = configure(evaluate_op(tflite_models=tflite.outputs["tflite_models"], latency_runs=latency_runs,
-                                     flip_test=flip_test, valid_shards=dsl.Collected(valid_shard.outputs["shards"]),
+                                     flip_test=flip_test,
+                                     valid_shards=dsl.Collected(valid_shard.outputs["shards"]),
                                      dataset_info=dataset_info), "evaluate")
     with dsl.If(publish_uri != "", name="publish-requested"):
         publish = configure(publish_op(tflite_models=tflite.outputs["tflite_models"],

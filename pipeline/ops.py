@@ -50,9 +50,9 @@ def download_op(source: str, sha256: str, raw: Output[Dataset]):
 @dsl.component(base_image=SLIM_IMAGE, install_kfp_package=False)
 def convert_op(raw: Input[Dataset], single_person: bool, skip_invalid: bool, coco: Output[Dataset],
                dataset_info: Output[Artifact], num_shards: int = 0) -> str:
-    """num_shards > 0: the images go into per-shard packs. Returns coco's URI, for the fan-out's pack URIs.
-    dataset_info: the counts as a small JSON file, which every reader of the shards takes too (dag.py says
-    why a cluster needs it)."""
+    """num_shards > 0: the images go into per-shard packs. Returns coco's URI, for the fan-out's
+    pack URIs. dataset_info: the counts as a small JSON file, which every reader of the shards
+    takes too (dag.py says why a cluster needs it)."""
     from components.convert import convert
     from pose import packs, steplog
 
@@ -76,9 +76,10 @@ def pack_uris_op(coco_uri: str, split: str, num_shards: int) -> List[str]:
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def shard_op(coco: Input[Dataset], split: str, num_shards: int, shard_index: int, shards: Output[Dataset],
              crop_size: int = 512, dataset_info: Input[Artifact] = None):
-    """coco: convert's whole output, or one pack (then shard_index -1: the pack's own). dataset_info:
-    convert's summary, checked against num_shards. The output's metadata holds scalars only: every reader of
-    the shards carries it, per shard, in its one-argument executor input (docs/CLUSTER.md)."""
+    """coco: convert's whole output, or one pack (then shard_index -1: the pack's own).
+    dataset_info: convert's summary, checked against num_shards. The output's metadata holds
+    scalars only: every reader of the shards carries it, per shard, in its one-argument executor
+    input (docs/CLUSTER.md)."""
     import os
 
     from components.shard import shard
@@ -99,9 +100,9 @@ def shard_op(coco: Input[Dataset], split: str, num_shards: int, shard_index: int
 # ---- training ----------------------------------------------------------------------------------
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
-def train_op(train_shards: Input[List[Dataset]], valid_shards: Input[List[Dataset]], dataset_info: Input[Artifact],
-             config: str, overrides: str, model: Output[Model], gpu_count: int = 0, allow_cpu: bool = False,
-             checkpoint_uri: str = ""):
+def train_op(train_shards: Input[List[Dataset]], valid_shards: Input[List[Dataset]],
+             dataset_info: Input[Artifact], config: str, overrides: str, model: Output[Model],
+             gpu_count: int = 0, allow_cpu: bool = False, checkpoint_uri: str = ""):
     """gpu_count: the GPUs the pod asked for; with none visible to TensorFlow, train fails unless allow_cpu.
     checkpoint_uri (gs://…): checkpoints kept there as they are written; a retried pod resumes from them."""
     from components.train import train
@@ -134,8 +135,9 @@ def freeze_op(model: Input[Model], frozen: Output[Model], export_contract: str =
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def tflite_op(frozen: Input[Model], representative: Input[List[Dataset]], dataset_info: Input[Artifact],
-              variants: str, tflite_models: Output[Model], int8_io: bool = False):
+def tflite_op(frozen: Input[Model], representative: Input[List[Dataset]],
+              dataset_info: Input[Artifact], variants: str, tflite_models: Output[Model],
+              int8_io: bool = False):
     from components.tflite import convert_to_tflite
     from pose import packs, steplog
 
@@ -152,9 +154,10 @@ def tflite_op(frozen: Input[Model], representative: Input[List[Dataset]], datase
 # ---- evaluation and publishing -----------------------------------------------------------------
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def evaluate_op(tflite_models: Input[Model], valid_shards: Input[List[Dataset]], dataset_info: Input[Artifact],
-                metrics: Output[Metrics], report: Output[HTML], results: Output[Artifact], flip_test: bool = False,
-                refine: str = "dark", latency_runs: int = 50):
+def evaluate_op(tflite_models: Input[Model], valid_shards: Input[List[Dataset]],
+                dataset_info: Input[Artifact], metrics: Output[Metrics], report: Output[HTML],
+                results: Output[Artifact], flip_test: bool = False, refine: str = "dark",
+                latency_runs: int = 50):
     import os
     import shutil
 

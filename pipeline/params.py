@@ -36,15 +36,16 @@ def parse_params(pairs: list[str], declared: dict) -> dict:
 
 
 def check_arguments(arguments: dict) -> None:
-    """The bounds a KFP cluster sets on some arguments, checked before anything runs (also on the compiled
-    defaults): num_shards up to MAX_SHARDS (docs/CLUSTER.md, "How many shards"); a gcs_secret the driver can
-    name a volume after."""
-    shards = arguments.get("num_shards")  # an IR default or a JSON number may be a whole float (2.0)
+    """The bounds a KFP cluster sets on some arguments, checked before anything runs (also on the
+    compiled defaults): num_shards up to MAX_SHARDS (docs/CLUSTER.md, "How many shards"); a
+    gcs_secret the driver can name a volume after."""
+    shards = arguments.get("num_shards")  # an IR default or a JSON number may be a float (2.0)
     if shards is not None and (isinstance(shards, bool) or not isinstance(shards, (int, float)) or
                                shards != int(shards) or not 1 <= shards <= MAX_SHARDS):
-        raise ParameterError(f"--param num_shards={shards!r}: expected 1 to {MAX_SHARDS}; with more, train's "
-                             f"executor input (one artifact per shard, inlined) nears Linux's 128 KiB limit on "
-                             f"one command-line argument on a KFP cluster (docs/CLUSTER.md, \"How many shards\")")
+        raise ParameterError(
+            f"--param num_shards={shards!r}: expected 1 to {MAX_SHARDS}; with more, train's "
+            f"executor input (one artifact per shard, inlined) nears Linux's 128 KiB limit on one "
+            f"command-line argument on a KFP cluster (docs/CLUSTER.md, \"How many shards\")")
     if isinstance(arguments.get("gcs_secret"), str):
         try:
             check_secret_name(arguments["gcs_secret"])

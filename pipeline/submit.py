@@ -44,8 +44,8 @@ def submit(host: str, params: list[str] = (), experiment: str = DEFAULT_EXPERIME
            enable_caching: bool | None = None, token: str | None = None) -> dict:
     """Creates a run; returns {"run_id", "url", "arguments"}.
 
-    `enable_caching` None keeps each step's compiled setting (CACHED_STEPS in pipeline/dag.py); False is
-    `submit --no-cache`. `token`: a
+    `enable_caching` None keeps each step's compiled setting (CACHED_STEPS in pipeline/dag.py);
+    False is `submit --no-cache`. `token`: a
     bearer token for the KFP API (multi-user Kubeflow behind an auth proxy), kfp.Client's existing_token.
     """
     spec = load_package(package)
@@ -78,12 +78,13 @@ def submit(host: str, params: list[str] = (), experiment: str = DEFAULT_EXPERIME
     return {"run_id": result.run_id, "url": url, "arguments": arguments}
 
 
-def create_run_arguments(package, arguments: dict, experiment: str, pipeline_root: str | None = None,
-                         run_name: str | None = None, namespace: str | None = None,
-                         enable_caching: bool | None = None) -> dict:
-    """The keyword arguments of kfp.Client.create_run_from_pipeline_package for this run. enable_caching:
-    None keeps each step's compiled setting; False (`submit --no-cache`) runs every step afresh, train
-    included (the API server then overrides every task's caching option)."""
+def create_run_arguments(package, arguments: dict, experiment: str,
+                         pipeline_root: str | None = None, run_name: str | None = None,
+                         namespace: str | None = None, enable_caching: bool | None = None) -> dict:
+    """The keyword arguments of kfp.Client.create_run_from_pipeline_package for this run.
+    enable_caching: None keeps each step's compiled setting; False (`submit --no-cache`) runs every
+    step afresh, train included (kfp.Client turns caching off on every root task; the shard tasks
+    inside the loops then miss, their input dataset_info being new: docs/CLUSTER.md, "Reruns")."""
     return {"pipeline_file": str(package), "arguments": arguments, "run_name": run_name,
             "experiment_name": experiment, "namespace": namespace, "pipeline_root": pipeline_root,
             "enable_caching": enable_caching}

@@ -115,10 +115,10 @@ def test_every_step_but_publishing_is_cached(compiled):
     tasks = all_tasks(compiled[0])
     cached = {name: task.get("cachingOptions", {}).get("enableCache", False) for name, (task, _) in tasks.items()
               if "cachingOptions" in task}
-    assert cached == {"cluster-settings": True, "download": True, "convert": True, "fanout-train": True,
-                      "fanout-valid": True, "shard-train": True, "shard-valid": True, "importer": True,
-                      "importer-2": True,
-                      "train": True, "freeze": True, "tflite": True, "evaluate": True, "publish": False}
+    assert cached == {"cluster-settings": True, "download": True, "convert": True,
+                      "fanout-train": True, "fanout-valid": True, "shard-train": True,
+                      "shard-valid": True, "importer": True, "importer-2": True, "train": True,
+                      "freeze": True, "tflite": True, "evaluate": True, "publish": False}
 
 
 def test_publish_runs_only_when_a_destination_is_given(compiled):
