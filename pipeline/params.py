@@ -5,8 +5,8 @@ Both `run` and `submit` use this, so one spelling works everywhere: `num_shards=
 """
 import json
 
-from pose.cluster import ClusterContractError, check_secret_name
-from pose.packs import MAX_SHARDS
+from pipeline.cluster import ClusterContractError, check_secret_name
+from pose.data.packs import MAX_SHARDS
 
 
 class ParameterError(ValueError):

@@ -13,12 +13,13 @@ import sys
 import pytest
 import yaml
 
+from pipeline import cluster
 from pipeline.backend import IR, cache_key_inputs, check, rules
 from pipeline.compile import CompileError, check_backend
 from pipeline.dag import LONGEST_ATTEMPT_S, MAX_LOOP_ITEMS
 from pipeline.params import ParameterError, parse_params
 from pipeline.submit import create_run_arguments
-from pose import cluster, packs
+from pose.data import packs
 from tests.conftest import REPO
 
 BEFORE = REPO / "tests" / "fixtures" / "pipeline-before-issue-18.yaml"
