@@ -428,15 +428,15 @@ def _anchored(ir: IR, task: Task, name: str, forced: set) -> bool:
 ARGO_RETRY_POLICY = {
     "2.14.0": (
         "OnFailure",
-        "Argo v3.6.7 RetryPolicyActual default (no templateDefaults in KFP's manifests)",
+        "Argo v3.6.7 RetryPolicyActual default (l.2072; no templateDefaults in KFP's manifests)",
     ),
     "2.15.0": (
         "OnFailure",
-        "Argo v3.7.3 RetryPolicyActual default (no templateDefaults in KFP's manifests)",
+        "Argo v3.7.3 RetryPolicyActual default (l.2166; no templateDefaults in KFP's manifests)",
     ),
     "2.16.0": (
         "OnFailure",
-        "Argo v3.7.3 RetryPolicyActual default (no templateDefaults in KFP's manifests)",
+        "Argo v3.7.3 RetryPolicyActual default (l.2166; no templateDefaults in KFP's manifests)",
     ),
     "2.17.0": (
         "OnError",
