@@ -17,8 +17,12 @@ from pipeline.ops import (cluster_settings_op, convert_op, download_op, evaluate
                           publish_op, shard_op, tflite_op, train_op)
 from pipeline.cluster import GCS_SECRET_MOUNT
 from pose.data.packs import MAX_SHARDS
+from pose.models import contract
 
 PIPELINE_NAME = "pose-estimation-for-mobile"
+# The run's defaults (the parameters below; `python -m pipeline run` uses them too).
+DEFAULT_SOURCE = "synthetic://2000"
+DEFAULT_CONFIG = "experiments/local.yaml"
 
 # A step is served from the cache when its cache key is unchanged: its input artifacts (by ML
 # Metadata id, so an upstream step that ran again means a miss), its parameters, its command and
@@ -124,14 +128,14 @@ def _shard_split(coco_uri, dataset_info, split: str, num_shards):
               description="AI Challenger keypoints -> MobileNetV2 CPM / Hourglass -> TFLite models, evaluated "
                           "against the seed's models (PCKh@0.5, OKS AP, latency), optionally published to gs://.")
 def pose_pipeline(
-    source: str = "synthetic://2000",
+    source: str = DEFAULT_SOURCE,
     sha256: str = "",
     single_person: bool = False,
     skip_invalid: bool = False,
     num_shards: int = 2,
-    config: str = "experiments/local.yaml",
+    config: str = DEFAULT_CONFIG,
     overrides: str = "",
-    export_contract: str = "seed",
+    export_contract: str = contract.DEFAULT,
     tflite_variants: str = "fp32,fp16,int8-dynamic,int8",
     latency_runs: int = 50,
     flip_test: bool = True,
