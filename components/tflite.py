@@ -169,11 +169,10 @@ def _representative_images(dirs: list[str], size: int, count: int):
 
 def _representative_photos(folder: str | None, size: int):
     """The real photographs [N, size, size, 3] RGB in [0, 1], each padded to a square as evaluate and the
-    web demo feed them (pose.web_demo.square_input); none when `folder` is "" or the default is missing."""
+    web demo feed them (pose.evaluation.photos.square_input); none when `folder` is "" or the default is missing."""
     import cv2
     import numpy as np
 
-    from pose import web_demo
     from pose.evaluation import photos
 
     if folder == "" or (folder is None and not photos.DEFAULT_FOLDER.is_dir()):
@@ -183,7 +182,7 @@ def _representative_photos(folder: str | None, size: int):
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if bgr is None:
             raise TFLiteConversionError(f"{path}: not an image cv2 can read")
-        pictures.append(web_demo.square_input(bgr, size)[0][..., ::-1] / np.float32(255.0))
+        pictures.append(photos.square_input(bgr, size)[0][..., ::-1] / np.float32(255.0))
     return np.stack(pictures).astype(np.float32)
 
 

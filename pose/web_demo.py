@@ -8,7 +8,8 @@ the seed contract (BGR 0..255, the seed's channel order) with the sizes read fro
 a `contract` stays as it is, and the page says what is missing; nothing invents a contract for a model that
 has a .json.
 
-The page's still-image mode has a Python twin for the browser tests: tests/web_reference.py.
+The page's still-image mode has a Python twin: pose.evaluation.photos.reference_keypoints (evaluate's real
+photographs and the browser tests use it).
 """
 import logging
 import os

@@ -7,7 +7,7 @@
 Serves the model as `python -m pipeline demo --pictures photos` does (pipeline.demo.serving), opens
 `index.html?model=...&image=pictures/<name>&accelerator=wasm` in headless Chromium (tests/browser.py; install
 it with `bash web/install_chromium.sh`), waits until the page has drawn the keypoints, and writes the screenshot
-as JPEG. Prints the page's keypoints beside Python LiteRT's (pose.web_demo.reference_keypoints).
+as JPEG. Prints the page's keypoints beside Python LiteRT's (pose.evaluation.photos.reference_keypoints).
 """
 import argparse
 import json
@@ -25,7 +25,7 @@ def main() -> int:
     import numpy as np
 
     from pipeline.demo import serving
-    from pose import web_demo
+    from pose.evaluation import photos
     from tests.browser import chromium
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -47,7 +47,7 @@ def main() -> int:
     image = cv2.imread(str(png))
     png.unlink()
     cv2.imwrite(args.output, image, [cv2.IMWRITE_JPEG_QUALITY, 85])
-    expected = web_demo.reference_keypoints(args.model, str(picture))
+    expected = photos.reference_keypoints(args.model, str(picture))
     difference = np.abs(np.array(shown["keypoints"])[:, :2] - np.array(expected["keypoints"])[:, :2])
     print(f"wrote {args.output}; page vs Python LiteRT: largest difference "
           f"{difference.max() / expected['scale']:.3f} input pixels")

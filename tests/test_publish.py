@@ -9,7 +9,7 @@ from components.publish import MANIFEST, MODEL_CARD, PublishError, publish
 from pose.models import contract
 from pose.data import synthetic
 from pose import web_demo
-from tests import web_reference
+from pose.evaluation import photos as web_reference  # the page's Python twin
 from tests.gcs import fake_gcs, make_bucket
 from tests.tiny_models import build_tiny_pose_model
 

@@ -21,7 +21,7 @@ from pipeline.demo import serving
 from pose.data import keypoints, synthetic
 from pose import web_demo
 from pose.models import contract
-from tests import web_reference
+from pose.evaluation import photos as web_reference  # the page's Python twin
 from tests.browser import chromium
 from tests.conftest import ANCHORS, REPO
 

@@ -11,13 +11,16 @@ A head-and-shoulders portrait leaves hips, knees and ankles outside the picture,
 heatmaps hold no peak (score < 0.1) and its "keypoints" are noise; `agreement_found` counts only the
 joints the reference finds (score >= FOUND_SCORE, the score below which the demo and `evaluate predict`
 draw no joint), as PCK counts only labelled joints. Both are recorded.
-Each model sees a picture as the web demo's still-image mode does (pose.web_demo.reference_keypoints:
-the whole picture padded to a square is the person crop, fed in the model's own contract).
+Each model sees a picture as the web demo's still-image mode does (`reference_keypoints`, the page's
+Python twin, which the browser tests hold web/pose.js to: the picture padded (black) to a centred square,
+resized bilinearly to the model's input, fed in the model's contract, decoded with refine="quarter").
 """
 from pathlib import Path
 
 import numpy as np
 
+from pose.data import keypoints
+from pose.web_demo import DemoError, model_metadata
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_FOLDER = REPO / "photos"
@@ -46,11 +49,9 @@ def find(folder: str | Path) -> list[Path]:
 
 def predict(model_path: str | Path, metadata: dict, picture: Path) -> np.ndarray:
     """[14, 3] (x, y, score) in the picture's pixels, AIC order."""
-    from pose import web_demo
-
     try:
-        found = web_demo.reference_keypoints(str(model_path), str(picture), metadata)
-    except web_demo.DemoError as error:
+        found = reference_keypoints(str(model_path), str(picture), metadata)
+    except DemoError as error:
         raise PhotoError(str(error)) from error
     return np.asarray(found["keypoints"], dtype=np.float64)
 
@@ -118,3 +119,47 @@ def side_by_side(picture: Path, seed: np.ndarray, ours: np.ndarray, height: int 
     return report.jpeg_data_uri(np.hstack([left, gap, right]))
 
 
+def square_input(bgr, input_size: int) -> tuple:
+    """The picture padded (black) to a centred square and resized bilinearly to input_size, as float32 BGR 0..255."""
+    import cv2
+    import numpy as np
+
+    height, width = bgr.shape[:2]
+    side = max(width, height)
+    left, top = (side - width) // 2, (side - height) // 2
+    padded = cv2.copyMakeBorder(bgr.astype(np.float32), top, side - height - top, left, side - width - left,
+                                cv2.BORDER_CONSTANT, value=0)
+    resized = cv2.resize(padded, (input_size, input_size), interpolation=cv2.INTER_LINEAR)
+    return resized, {"side": side, "left": left, "top": top}
+
+
+def reference_keypoints(model: str, picture: str, metadata: dict | None = None) -> dict:
+    """{"order", "keypoints": [[x, y, score] x 14]} in the picture's pixels, as the page's still-image mode makes
+    them, and "scale": picture pixels per model input pixel."""
+    import cv2
+    import numpy as np
+
+    from pose.codec import HeatmapCodec
+    from pose.models import contract, tflite_runtime
+
+    model_path = Path(model)
+    values = metadata or model_metadata(model_path)
+    try:
+        model_contract = contract.from_metadata(values, str(model_path.with_suffix(".json")))
+    except contract.ContractError as error:
+        raise DemoError(str(error)) from error
+    bgr = cv2.imread(str(picture), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise DemoError(f"{picture}: not an image cv2 can read")
+    size, stride = int(values["input_size"]), int(values["output_stride"])
+    image, square = square_input(bgr, size)
+    image = contract.model_input(image, model_contract)
+    interpreter = tflite_runtime.load(model_path, num_threads=1)
+    heatmaps = tflite_runtime.run(interpreter, image[None])
+    in_input, scores = HeatmapCodec(size, stride, refine="quarter").decode_to_input(heatmaps)
+    in_picture = (in_input[0] + 0.5) * (square["side"] / size) - 0.5 - np.array([square["left"], square["top"]])
+    channel_joint = [keypoints.NAMES.index(name) for name in model_contract["channel_order"]]
+    result = [None] * keypoints.NUM_KEYPOINTS
+    for channel, joint in enumerate(channel_joint):
+        result[joint] = [float(in_picture[channel, 0]), float(in_picture[channel, 1]), float(scores[0, channel])]
+    return {"order": list(keypoints.NAMES), "keypoints": result, "scale": square["side"] / size}
