@@ -25,7 +25,7 @@ from pose.data import keypoints
 from pose.models import networks
 
 log = logging.getLogger(__name__)
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # pose/training/config.py -> the repository
 
 
 class ConfigError(ValueError):
