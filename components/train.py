@@ -9,8 +9,8 @@ Does     a custom training loop under a tf.distribute strategy: MirroredStrategy
          masked by the per-joint weights, summed over stages and divided by the batch. Adam with the
          seed's exponential decay (or cosine). Checkpoints every `checkpoint_every` steps; a restart on
          the same output folder resumes from the newest one, optimizer state and step count included.
-         With --checkpoint-uri gs://bucket/prefix each checkpoint is also uploaded as it is written
-         (pose/remote_checkpoints.py), and a start in an empty folder (a new pod after preemption)
+         With --checkpoint-uri gs://, s3:// or minio://bucket/prefix each checkpoint is also uploaded as it
+         is written (pose/remote_checkpoints.py), and a start in an empty folder (a new pod after preemption)
          resumes from the bucket's newest one. In a multi-worker run every worker restores the bucket's
          newest (only the chief uploads), and all check they resumed the same step before training;
          without a bucket a multi-worker run cannot resume and says so.
@@ -42,7 +42,7 @@ from pose.config import TrainConfig, load_config, parse_overrides
 from pose.codec import HeatmapCodec
 from pose.metrics import pckh
 from pose.remote_checkpoints import FINGERPRINT_FILE, CheckpointMismatch, RemoteCheckpoints, mismatch
-from pose.storage import split_gs_uri
+from pose.storage import split_object_uri
 
 log = logging.getLogger("train")
 
@@ -62,10 +62,10 @@ def train(config: str, data_dirs: list[str], output_dir: str, valid_dirs: list[s
 
     `expect_gpus`: GPUs the caller asked for (the pod's accelerator limit); when TensorFlow sees none,
     training fails rather than quietly running on the CPU, unless `allow_cpu`.
-    `checkpoint_uri` (gs://…): checkpoints are mirrored there and a start resumes from the newest."""
+    `checkpoint_uri` (gs://, s3:// or minio://…): checkpoints are mirrored there and a start resumes from the newest."""
     cfg = load_config(config, overrides).resolved()
     if checkpoint_uri:
-        split_gs_uri(checkpoint_uri)  # fail before building anything
+        split_object_uri(checkpoint_uri)  # fail before building anything
     outputs.check_output("train", output_dir, [*data_dirs, *(valid_dirs or [])], allow_legacy=_is_train_output)
     with steplog.step("train", config=config, data=data_dirs, valid=valid_dirs, output=output_dir,
                       overrides=overrides or {}, checkpoint_uri=checkpoint_uri) as wrote:
@@ -639,7 +639,7 @@ def main(argv=None) -> int:
                            help="GPUs this process should see; fail if TensorFlow sees none (default 0: no check)")
     arguments.add_argument("--allow-cpu", action="store_true",
                            help="with --expect-gpus, train on the CPU (with a warning) instead of failing")
-    arguments.add_argument("--checkpoint-uri", default="", metavar="gs://BUCKET/PREFIX",
+    arguments.add_argument("--checkpoint-uri", default="", metavar="gs://|s3://BUCKET/PREFIX",
                            help="also keep checkpoints there as they are written, and resume from the newest")
     return cli.run("train", arguments, lambda args: train(args.config, args.data, args.output,
                                                           valid_dirs=args.valid_data,

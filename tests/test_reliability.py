@@ -619,11 +619,11 @@ def _closed_port() -> int:
 
 
 def test_network_defaults_are_bounded(monkeypatch):
-    from pose import storage
+    from pose import storage, storage_gcs
 
     for name in ("POSE_NETWORK_TIMEOUT", "POSE_NETWORK_RETRY", "POSE_HTTP_RETRIES"):
         monkeypatch.delenv(name, raising=False)
-    options = storage.gcs_options()
+    options = storage_gcs.gcs_options()
     assert options["timeout"] + options["retry"].timeout <= 30
     assert storage.network_timeout() * (1 + 1) <= 30  # http: one retry of one timeout
 
