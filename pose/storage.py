@@ -103,11 +103,13 @@ def check_uri(name: str, uri: str, accepted: tuple[str, ...]) -> None:
     if kind not in accepted:
         shown = [f"{k}://" if k not in (LOCAL, SYNTHETIC) else ("a local path" if k == LOCAL else "synthetic://N")
                  for k in accepted]
-        raise StorageError(f"{name}={uri!r}: unsupported scheme {kind!r}; {name} takes {', '.join(shown)}")
+        what = "is a local path" if kind == LOCAL else f"has the unsupported scheme {kind!r}"
+        raise StorageError(f"{name}={uri!r} {what}; {name} takes {', '.join(shown)}")
     if kind in OBJECT_SCHEMES:
-        scheme, bucket, _ = split_object_uri(uri)
-        if not bucket:
-            raise StorageError(f"{name}={uri!r}: names no bucket")
+        try:
+            split_object_uri(uri)
+        except StorageError:
+            raise StorageError(f"{name}={uri!r} names no bucket; expected {kind}://bucket/path") from None
 
 
 def credentials_problem(uri: str) -> str | None:
