@@ -131,15 +131,28 @@ class GcsStore:
         except exceptions.NotFound:
             raise StorageError(f"{self._uri(bucket, key)}: no such object") from None
 
+    def _writing(self, bucket: str, key: str):
+        """gcs_errors, and a missing bucket (an upload's only NotFound) named as such."""
+        from google.api_core import exceptions
+
+        @contextlib.contextmanager
+        def translate():
+            try:
+                with gcs_errors(self._uri(bucket, key)):
+                    yield
+            except exceptions.NotFound:
+                raise StorageError(f"{self._uri(bucket, key)}: bucket {bucket!r} does not exist") from None
+        return translate()
+
     def upload(self, bucket: str, key: str, path: str, content_type: str, content_encoding: str | None):
-        with gcs_errors(self._uri(bucket, key)):
+        with self._writing(bucket, key):
             blob = self.client.bucket(bucket).blob(key)
             blob.content_encoding = content_encoding
             blob.upload_from_filename(str(path), content_type=content_type, **gcs_options())
 
     def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str,
                   content_encoding: str | None) -> None:
-        with gcs_errors(self._uri(bucket, key)):
+        with self._writing(bucket, key):
             blob = self.client.bucket(bucket).blob(key)
             blob.content_encoding = content_encoding
             blob.upload_from_string(data, content_type=content_type, **gcs_options())
