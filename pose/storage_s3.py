@@ -88,6 +88,7 @@ def credentials_problem() -> str | None:
 @contextlib.contextmanager
 def s3_errors(uri: str, bucket: str):
     """Turns botocore's failures into one StorageError line naming `uri`, and what to check."""
+    from boto3.exceptions import S3UploadFailedError
     from botocore import exceptions
 
     try:
@@ -114,6 +115,8 @@ def s3_errors(uri: str, bucket: str):
         raise StorageError(f"{uri}: {where()} answered {code or status}: {message}".rstrip(": ")) from None
     except exceptions.BotoCoreError as error:
         raise StorageError(f"{uri}: {type(error).__name__}: {error}") from None
+    except S3UploadFailedError as error:  # boto3's transfer manager wraps what went wrong in one message
+        raise StorageError(f"{uri}: upload to {where()} failed: {str(error).split(': ', 1)[-1]}") from None
 
 
 def _not_found(error) -> bool:

@@ -50,13 +50,15 @@ class SeaweedFS:
         (self.folder / "s3.json").write_text(json.dumps({"identities": [{
             "name": "pose-test", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
             "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+        # Small volumes, and room for many: SeaweedFS sizes its volume count from the free disk at 30 GB a
+        # volume by default, which leaves a busy disk no writable volume for a second bucket.
         names = ("s3", "master", "volume", "filer")
         ports = _free_ports(2 * len(names))
         http, grpc = dict(zip(names, ports)), dict(zip(names, ports[len(names):]))
         self.endpoint = f"http://127.0.0.1:{http['s3']}"
         command = [weed_binary(), "server", f"-dir={self.folder}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                    "-s3", f"-s3.config={self.folder / 's3.json'}", "-s3.port.iceberg=0", "-s3.port.lance=0",
-                   "-master.telemetry=false", "-volume.max=0"]
+                   "-master.telemetry=false", "-master.volumeSizeLimitMB=512", "-volume.max=64"]
         command += [f"-{name}.port={http[name]}" for name in names]
         command += [f"-{name}.port.grpc={grpc[name]}" for name in names]
         self.log = open(self.folder / "weed.log", "wb")
