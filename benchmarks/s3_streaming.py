@@ -1,5 +1,5 @@
 """Memory while download streams a large object from S3: a real SeaweedFS on 127.0.0.1 (tests/s3.py), one
-object of --gb GB (random bytes, uploaded with pose.storage, multipart), then `python -m components.download`
+object of --gb GB (random bytes, uploaded with pose.files.storage, multipart), then `python -m components.download`
 fetching it in a child process while this one samples the child's resident memory (VmRSS) and how many
 bytes have reached the disk. Flat means: the peak RSS does not grow with the object.
 
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default=None, help="also write the samples here")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO))
-    from pose import storage
+    from pose.files import storage
     from tests.s3 import make_bucket, start_seaweedfs
 
     size = int(args.gb * (1 << 30)) >> 20 << 20

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from pose.atomic import atomic_file
+from pose.files.atomic import atomic_file
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "pipeline.yaml"
 
@@ -45,11 +45,11 @@ def compile_pipeline(output: str | Path = DEFAULT_OUTPUT, image_tag: str | None 
 
 def _check_defaults(pipeline) -> None:
     """The storage parameters' defaults are what a run gets when it gives none: they must pass the checks
-    `submit` makes (pose/cluster.py check_storage_parameters)."""
+    `submit` makes (pipeline/cluster.py check_storage_parameters)."""
     from google.protobuf import json_format
 
     from pipeline.params import declared_defaults
-    from pose.cluster import ClusterContractError, check_storage_parameters
+    from pipeline.cluster import ClusterContractError, check_storage_parameters
 
     try:
         check_storage_parameters(declared_defaults(json_format.MessageToDict(pipeline.pipeline_spec)),

@@ -16,8 +16,8 @@ from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
 
 from pipeline.ops import (cluster_settings_op, convert_op, download_op, evaluate_op, freeze_op, pack_uris_op,
                           publish_op, shard_op, source_version_op, tflite_op, train_op)
-from pose.cluster import (DEFAULT_S3_ENDPOINT, DEFAULT_S3_REGION, DEFAULT_S3_SECRET, GCS_SECRET_MOUNT,
-                          S3_SECRET_MOUNT)
+from pipeline.cluster import (DEFAULT_S3_ENDPOINT, DEFAULT_S3_REGION, DEFAULT_S3_SECRET, GCS_SECRET_MOUNT,
+                            S3_SECRET_MOUNT)
 
 PIPELINE_NAME = "pose-estimation-for-mobile"
 
@@ -82,7 +82,7 @@ Outputs = NamedTuple("Outputs", tflite_models=Model, metrics=Metrics, report=HTM
 
 
 def _use_gcs_secret(task, secret_volume) -> None:
-    """Mounts the GCS secret named by the cluster-settings task (never ""; see pose/cluster.py) at
+    """Mounts the GCS secret named by the cluster-settings task (never ""; see pipeline/cluster.py) at
     GCS_SECRET_MOUNT, optional, so a cluster with Workload Identity (no secret) runs too; the op sets
     GOOGLE_APPLICATION_CREDENTIALS to its key.json itself. Create it with
     `kubectl create secret generic gcs-credentials --from-file=key.json=SA_KEY.json`.
@@ -94,7 +94,7 @@ def _use_storage_secrets(task, settings) -> None:
     """Both stores' secrets, for a step that reads or writes buckets. The S3 secret (KFP's key names,
     `accesskey` and `secretkey`, as its own mlpipeline-minio-artifact) is mounted at S3_SECRET_MOUNT,
     optional like the GCS one (AWS with IRSA has none); the op turns it into AWS_ACCESS_KEY_ID and
-    AWS_SECRET_ACCESS_KEY (pose/cluster.py use_s3_settings)."""
+    AWS_SECRET_ACCESS_KEY (pipeline/cluster.py use_s3_settings)."""
     _use_gcs_secret(task, settings.outputs["gcs_secret_volume"])
     kubernetes.use_secret_as_volume(task, secret_name=settings.outputs["s3_secret_volume"],
                                     mount_path=S3_SECRET_MOUNT, optional=True)
@@ -168,7 +168,7 @@ def pose_pipeline(
                     backoff_max_duration="600s")
     _use_storage_secrets(train, settings)
     # The count as the settings task's string output: the driver reads "" from a number parameter and then
-    # sets no GPU limit (pose/cluster.py). The compiler adds that output to train's inputs but not to
+    # sets no GPU limit (pipeline/cluster.py). The compiler adds that output to train's inputs but not to
     # its dependentTasks, which is what orders the tasks on the cluster: hence .after().
     train.set_accelerator_type(gpu_type).set_accelerator_limit(settings.outputs["accelerator_count"])
     train.after(settings)

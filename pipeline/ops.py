@@ -24,13 +24,13 @@ def cluster_settings_op(gpu_count: int, gcs_secret: str, s3_secret: str = "mlpip
                         s3_tls: bool = False) -> NamedTuple("ClusterSettings", accelerator_count=str,
                                                             gcs_secret_volume=str, s3_secret_volume=str,
                                                             s3_settings=str):
-    """Run parameters in the form the KFP driver reads for the pod spec (pose/cluster.py): the
+    """Run parameters in the form the KFP driver reads for the pod spec (pipeline/cluster.py): the
     accelerator count as a string (a number parameter would give no GPU limit at all) and non-empty
     secret names; and the S3 parameters as one string for the steps that read or write buckets.
     Its outputs are strings whatever the run's client typed gpu_count as."""
     from collections import namedtuple
 
-    from pose.cluster import accelerator_count, gcs_secret_volume, s3_secret_volume, s3_settings
+    from pipeline.cluster import accelerator_count, gcs_secret_volume, s3_secret_volume, s3_settings
 
     settings = namedtuple("ClusterSettings", ["accelerator_count", "gcs_secret_volume", "s3_secret_volume",
                                               "s3_settings"])
@@ -40,9 +40,10 @@ def cluster_settings_op(gpu_count: int, gcs_secret: str, s3_secret: str = "mlpip
 
 @dsl.component(base_image=SLIM_IMAGE, install_kfp_package=False)
 def source_version_op(source: str, s3_settings: str = "") -> str:
-    """What changes when the data behind `source` changes (pose.storage.source_version): never cached
+    """What changes when the data behind `source` changes (pose.files.storage.source_version): never cached
     itself, it feeds download's inputs, so download's cache key follows the data and not only the URI."""
-    from pose import cluster, steplog, storage
+    from pipeline import cluster
+    from pose.files import steplog, storage
 
     steplog.setup()
     if cluster.on_kfp_cluster():
@@ -61,7 +62,8 @@ def download_op(source: str, sha256: str, raw: Output[Dataset], source_version: 
     """Fetches a source URI (https, gs, s3, minio, file, synthetic://N) into the raw AIC dataset; sha256 "" =
     no check. source_version is only part of the cache key (source-version's output)."""
     from components.download import download
-    from pose import cluster, steplog
+    from pipeline import cluster
+    from pose.files import steplog
 
     steplog.setup()
     if cluster.on_kfp_cluster():
@@ -77,7 +79,7 @@ def convert_op(raw: Input[Dataset], single_person: bool, skip_invalid: bool, coc
                num_shards: int = 0) -> str:
     """num_shards > 0: the images go into per-shard packs. Returns coco's URI, for the fan-out's pack URIs."""
     from components.convert import convert
-    from pose import steplog
+    from pose.files import steplog
 
     steplog.setup()
     coco.metadata.update(convert(raw.path, coco.path, single_person=single_person, skip_invalid=skip_invalid,
@@ -88,7 +90,7 @@ def convert_op(raw: Input[Dataset], single_person: bool, skip_invalid: bool, coc
 @dsl.component(base_image=SLIM_IMAGE, install_kfp_package=False)
 def pack_uris_op(coco_uri: str, split: str, num_shards: int) -> List[str]:
     from components.fanout import pack_uris
-    from pose import steplog
+    from pose.files import steplog
 
     steplog.setup()
     return pack_uris(coco_uri, num_shards)[split]
@@ -101,7 +103,7 @@ def shard_op(coco: Input[Dataset], split: str, num_shards: int, shard_index: int
     import os
 
     from components.shard import shard
-    from pose import steplog
+    from pose.files import steplog
 
     steplog.setup()
     index = shard(coco.path, shards.path, split, num_shards, None if shard_index < 0 else shard_index, crop_size)
@@ -123,8 +125,9 @@ def train_op(train_shards: Input[List[Dataset]], valid_shards: Input[List[Datase
     checkpoint_uri (gs://, s3://, minio://…): checkpoints kept there as they are written; a retried pod
     resumes from them."""
     from components.train import train
-    from pose import cluster, steplog
-    from pose.config import parse_overrides
+    from pipeline import cluster
+    from pose.files import steplog
+    from pose.training.config import parse_overrides
 
     steplog.setup()
     if cluster.on_kfp_cluster():
@@ -144,7 +147,7 @@ def train_op(train_shards: Input[List[Dataset]], valid_shards: Input[List[Datase
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def freeze_op(model: Input[Model], frozen: Output[Model], export_contract: str = "seed"):
     from components.freeze import freeze
-    from pose import steplog
+    from pose.files import steplog
 
     steplog.setup()
     info = freeze(model.path, frozen.path, export_contract=export_contract)
@@ -157,7 +160,7 @@ def freeze_op(model: Input[Model], frozen: Output[Model], export_contract: str =
 def tflite_op(frozen: Input[Model], representative: Input[List[Dataset]], variants: str,
               tflite_models: Output[Model], int8_io: bool = False):
     from components.tflite import convert_to_tflite
-    from pose import steplog
+    from pose.files import steplog
 
     steplog.setup()
     result = convert_to_tflite(frozen.path, tflite_models.path, [v.strip() for v in variants.split(",")],
@@ -178,8 +181,8 @@ def evaluate_op(tflite_models: Input[Model], valid_shards: Input[List[Dataset]],
     import shutil
 
     from components.evaluate import evaluate
-    from pose import steplog
-    from pose.results import metric_figures
+    from pose.files import steplog
+    from pose.evaluation.results import metric_figures
 
     steplog.setup()
     outcome = evaluate(tflite_models.path, [d.path for d in valid_shards], results.path, flip_test=flip_test,
@@ -195,7 +198,8 @@ def evaluate_op(tflite_models: Input[Model], valid_shards: Input[List[Dataset]],
 def publish_op(tflite_models: Input[Model], report: Input[HTML], results: Input[Artifact], destination: str,
                variant: str, published: Output[Artifact], s3_settings: str = ""):
     from components.publish import publish
-    from pose import cluster, steplog
+    from pipeline import cluster
+    from pose.files import steplog
 
     steplog.setup()
     if cluster.on_kfp_cluster():

@@ -4,7 +4,7 @@ Takes    the KFP API endpoint, an experiment name, `name=value` pipeline argumen
 Does     checks every argument against the parameters pipeline.yaml declares, and refuses a storage URI
          of a scheme its parameter does not take, a local-path `source`, `publish_uri` or `checkpoint_uri`
          (a pod cannot see this machine's disk), and an s3:// URI with no credentials to go with it
-         (pose/cluster.py check_storage_parameters), before any network call;
+         (pipeline/cluster.py check_storage_parameters), before any network call;
          then creates the run with kfp.Client (with a bearer token on multi-user Kubeflow); an unreachable
          or refusing endpoint is a clear error.
 Writes   nothing locally; prints the run's id and its URL in the KFP UI.
@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from pipeline.params import declared_defaults, declared_parameters, parse_params
-from pose.cluster import ClusterContractError, check_storage_parameters
+from pipeline.cluster import ClusterContractError, check_storage_parameters
 
 log = logging.getLogger("pipeline.submit")
 

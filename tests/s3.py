@@ -2,7 +2,7 @@
 Kubeflow Pipelines deploys since 2.15, on 127.0.0.1 with free ports.
 
     server = start_seaweedfs(folder)   # sets AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
-    make_bucket("releases")            # AWS_REGION: pose.storage (and any S3 tool) then talks to it
+    make_bucket("releases")            # AWS_REGION: pose.files.storage (and any S3 tool) then talks to it
     ...
     server.stop()                      # and puts the environment back
 
@@ -107,7 +107,7 @@ def start_seaweedfs(folder) -> SeaweedFS:
 
 
 def client():
-    from pose.storage_s3 import s3_client
+    from pose.files.storage_s3 import s3_client
 
     return s3_client()
 

@@ -1,6 +1,6 @@
 """One face for the tests that run the same behaviour against gs:// (fake-gcs-server) and s3://
 (SeaweedFS): the `object_store` fixture of tests/conftest.py yields one of these. Each reads and writes
-through its store's own client, not through pose.storage, so a test checks pose.storage against the
+through its store's own client, not through pose.files.storage, so a test checks pose.files.storage against the
 server rather than against itself."""
 
 
@@ -8,7 +8,7 @@ class GcsTestStore:
     scheme = "gs"
 
     def __init__(self):
-        from pose.storage_gcs import gcs_client
+        from pose.files.storage_gcs import gcs_client
 
         self.client = gcs_client()
 
@@ -20,7 +20,7 @@ class GcsTestStore:
         return name
 
     def _blob(self, uri: str):
-        from pose.storage_gcs import split_gs_uri
+        from pose.files.storage_gcs import split_gs_uri
 
         bucket, key = split_gs_uri(uri)
         return self.client.bucket(bucket).blob(key)
@@ -36,14 +36,14 @@ class GcsTestStore:
 
     def headers(self, uri: str) -> tuple[str, str | None]:
         """(Content-Type, Content-Encoding) as stored."""
-        from pose.storage_gcs import split_gs_uri
+        from pose.files.storage_gcs import split_gs_uri
 
         bucket, key = split_gs_uri(uri)
         blob = self.client.bucket(bucket).get_blob(key)
         return blob.content_type, blob.content_encoding
 
     def names(self, prefix_uri: str) -> list[str]:
-        from pose.storage_gcs import split_gs_uri
+        from pose.files.storage_gcs import split_gs_uri
 
         bucket, prefix = split_gs_uri(prefix_uri.rstrip("/") + "/")
         return sorted(b.name[len(prefix):] for b in self.client.list_blobs(bucket, prefix=prefix))

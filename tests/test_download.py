@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from components.download import DownloadError, download
-from pose.keypoints import AIC_LAYOUT
-from pose.synthetic import render_release
+from pose.data.keypoints import AIC_LAYOUT
+from pose.data.synthetic import render_release
 
 NUM_TRAIN = 12  # valid = 8
 TRAIN_JSON = Path(AIC_LAYOUT["train"][0]) / AIC_LAYOUT["train"][1]

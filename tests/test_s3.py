@@ -14,7 +14,8 @@ import zipfile
 
 import pytest
 
-from pose import cluster, storage
+from pipeline import cluster
+from pose.files import storage
 from tests.conftest import REPO
 from tests.s3 import SECRET_KEY, make_bucket
 

@@ -1,4 +1,4 @@
-"""s3://bucket/key and minio://bucket/key through boto3: the S3 backend of pose.storage (which callers
+"""s3://bucket/key and minio://bucket/key through boto3: the S3 backend of pose.files.storage (which callers
 use; this module is not called by steps directly). Any S3 server: AWS, SeaweedFS (what Kubeflow deploys
 since KFP 2.15), MinIO, Ceph.
 
@@ -13,14 +13,14 @@ Configured as every S3 tool is, from the environment:
   POSE_S3_PATH_STYLE                       true: bucket in the path (http://host/bucket/key), as SeaweedFS
                                            and MinIO want; false: virtual-hosted. Default: true when an
                                            endpoint is set, boto3's choice otherwise (KFP's forcePathStyle)
-On a KFP cluster the steps set these from the run parameters and the mounted secret (pose/cluster.py).
+On a KFP cluster the steps set these from the run parameters and the mounted secret (pipeline/cluster.py).
 Each request waits at most POSE_NETWORK_TIMEOUT seconds; failed requests are retried for about
 POSE_NETWORK_RETRY seconds (as attempts: botocore counts attempts, not time).
 """
 import contextlib
 import os
 
-from pose.storage import CHUNK, ObjectInfo, StorageError, network_retry, network_timeout
+from pose.files.storage import CHUNK, ObjectInfo, StorageError, network_retry, network_timeout
 
 SCHEMES = ("s3", "minio")
 PATH_STYLE_ENV = "POSE_S3_PATH_STYLE"
@@ -131,7 +131,7 @@ def _version(etag: str | None, version_id: str | None = None) -> str:
 
 
 class S3Store:
-    """pose.storage's backend interface for s3:// and minio:// (see pose.storage.ObjectStore)."""
+    """pose.files.storage's backend interface for s3:// and minio:// (see pose.files.storage.ObjectStore)."""
 
     def __init__(self, scheme: str = "s3"):
         self.scheme = scheme

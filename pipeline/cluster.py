@@ -2,7 +2,8 @@
 cluster contract's run-time rules (README "On a cluster").
 
 Used before submission (pipeline/submit.py) and inside the pods (the bodies in pipeline/ops.py, in every
-image), so it imports nothing beyond the standard library.
+image), so it imports nothing beyond the standard library and pose/files/uris.py (the local-path
+rule).
 
 - Every step runs in its own pod, whose disk is empty and thrown away: a local path given as `source`,
   `publish_uri` or `checkpoint_uri` names nothing the pod can read, and whatever is written there is lost.
@@ -13,7 +14,8 @@ image), so it imports nothing beyond the standard library.
   `cluster-settings` task (pipeline/ops.py) turns the run parameters into such strings.
 """
 import os
-import urllib.parse
+
+from pose.files.uris import is_local
 
 # Set on every container of a KFP v2 pod by the backend's Argo compiler (kubeflow/pipelines
 # backend/src/v2/compiler/argocompiler/common.go, commonEnvs: KFP_POD_NAME and KFP_POD_UID from the
@@ -26,8 +28,6 @@ GCS_KEY_FILE = "key.json"
 # resolveInputParameterStr "Expected a non-empty string"), so "" becomes this name, which nobody creates;
 # the volume is optional, so the kubelet mounts an empty folder and the pod starts.
 NO_GCS_SECRET = "pose-pipeline-no-gcs-secret"
-
-REMOTE_SCHEMES = ("gs", "s3", "minio", "http", "https", "synthetic")
 
 # S3 credentials, KFP's way: a secret with the keys of KFP's own `mlpipeline-minio-artifact`
 # (kubeflow/pipelines 2.17.0 backend/src/v2/config/env.go: minioArtifactSecretName, accessKeyKey
@@ -53,12 +53,6 @@ def on_kfp_cluster() -> bool:
     return bool(os.environ.get(KFP_POD_ENV))
 
 
-def is_local_path(uri: str) -> bool:
-    """A path or file:// URI, i.e. something on the disk of whatever machine reads it."""
-    scheme = urllib.parse.urlparse(uri).scheme.lower()
-    return scheme in ("", "file") or len(scheme) == 1  # one letter: a Windows drive, C:\\...
-
-
 def refuse_local_paths(arguments: dict, where: str) -> None:
     """Fails on a local-path `source` or a local-path, non-empty `publish_uri` or `checkpoint_uri` (`where`
     says who checked)."""
@@ -66,14 +60,14 @@ def refuse_local_paths(arguments: dict, where: str) -> None:
                           ("publish_uri", "gs://, s3:// or minio://bucket/prefix"),
                           ("checkpoint_uri", "gs://, s3:// or minio://bucket/prefix")):
         value = arguments.get(name)
-        if isinstance(value, str) and value.strip() and is_local_path(value.strip()):
+        if isinstance(value, str) and value.strip() and is_local(value.strip()):
             raise ClusterContractError(
                 f"{name}={value!r} is a local path, but on a cluster every step runs in its own pod, whose disk "
                 f"is empty and discarded afterwards ({where}); give {allowed} instead (local paths work with "
                 f"`python -m pipeline run`)")
 
 
-# What each storage parameter takes (pose.storage.kind_of's kinds); "" means none for the last two.
+# What each storage parameter takes (pose.files.storage.kind_of's kinds); "" means none for the last two.
 STORAGE_PARAMETERS = {
     "source": ("gs", "s3", "minio", "http", "https", "synthetic", "local"),
     "publish_uri": ("gs", "s3", "minio", "local"),
@@ -86,7 +80,7 @@ def check_storage_parameters(arguments: dict, where: str, on_cluster: bool) -> N
     local path, and an s3:// or minio:// URI has credentials to go with it (the s3_secret, or no
     s3_endpoint: AWS, whose pods may have IRSA or an instance role); here, on this machine, its store has
     credentials. `arguments` holds every parameter's value, defaults included."""
-    from pose import storage
+    from pose.files import storage
 
     uris = {name: arguments[name].strip() for name in STORAGE_PARAMETERS
             if isinstance(arguments.get(name), str) and arguments[name].strip()}
@@ -148,7 +142,7 @@ def s3_settings(endpoint: str, region: str, path_style: bool, tls: bool) -> str:
 
 
 def use_s3_settings(settings: str) -> None:
-    """Sets the standard AWS environment (pose/storage_s3.py reads it) from the run's S3 parameters and the
+    """Sets the standard AWS environment (pose/files/storage_s3.py reads it) from the run's S3 parameters and the
     mounted secret. Empty parameters leave what the pod has: on EKS, IRSA's AWS_REGION, AWS_ROLE_ARN and
     token file, which boto3's default chain then uses."""
     import json

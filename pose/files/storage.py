@@ -2,8 +2,8 @@
 source, publish's destination, train's checkpoints). Callers pass URIs; which backend serves one is
 decided here, by its scheme, and nowhere else:
 
-  gs://bucket/key                    pose/storage_gcs.py (google-cloud-storage)
-  s3://bucket/key, minio://bucket/key  pose/storage_s3.py (boto3, any S3 server: AWS, SeaweedFS, MinIO)
+  gs://bucket/key                    pose/files/storage_gcs.py (google-cloud-storage)
+  s3://bucket/key, minio://bucket/key  pose/files/storage_s3.py (boto3, any S3 server: AWS, SeaweedFS, MinIO)
   http://, https://                  here (urllib), read only
   a local path, file://              the file system
   synthetic://N                      rendered by download; nothing is stored behind it
@@ -25,6 +25,9 @@ from typing import NamedTuple, Protocol
 
 from tqdm import tqdm
 
+from pose.files import uris
+from pose.files.atomic import atomic_file
+
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
 OBJECT_SCHEMES = ("gs", "s3", "minio")
@@ -43,7 +46,7 @@ class ObjectInfo(NamedTuple):
 
 
 class ObjectStore(Protocol):
-    """What a backend (pose/storage_gcs.py, pose/storage_s3.py) provides; keys are plain object names."""
+    """What a backend (storage_gcs.py, storage_s3.py beside this) provides; keys are plain object names."""
     scheme: str
 
     def stat(self, bucket: str, key: str) -> ObjectInfo | None: ...
@@ -80,8 +83,9 @@ def network_retry() -> float:
 
 def kind_of(uri: str) -> str:
     """'gs', 's3', 'minio', 'http', 'https', 'synthetic', LOCAL (a path or file://), or another scheme."""
-    scheme = urllib.parse.urlparse(uri.strip()).scheme.lower()
-    return LOCAL if scheme in ("", "file") or len(scheme) == 1 else scheme  # one letter: C:\\...
+    if uris.is_local(uri.strip()):
+        return LOCAL
+    return urllib.parse.urlparse(uri.strip()).scheme.lower()
 
 
 def is_object_uri(uri: str) -> bool:
@@ -117,11 +121,11 @@ def credentials_problem(uri: str) -> str | None:
     at where credentials would come from; it sends no request."""
     kind = kind_of(uri)
     if kind == "gs":
-        from pose import storage_gcs
+        from pose.files import storage_gcs
 
         return storage_gcs.credentials_problem()
     if kind in ("s3", "minio"):
-        from pose import storage_s3
+        from pose.files import storage_s3
 
         return storage_s3.credentials_problem()
     return None
@@ -131,10 +135,10 @@ def store_for(uri: str) -> ObjectStore:
     """A backend for the URI's scheme (it holds one client; reuse it for many calls)."""
     scheme, _, _ = split_object_uri(uri)
     if scheme == "gs":
-        from pose.storage_gcs import GcsStore
+        from pose.files.storage_gcs import GcsStore
 
         return GcsStore()
-    from pose.storage_s3 import S3Store
+    from pose.files.storage_s3 import S3Store
 
     return S3Store(scheme)
 
@@ -173,8 +177,6 @@ def read_into(uri: str, writer, store: ObjectStore | None = None) -> None:
 
 def download_file(uri: str, local_path: str, store: ObjectStore | None = None) -> str:
     """The object at uri into local_path (through a temporary name beside it)."""
-    from pose.atomic import atomic_file
-
     with atomic_file(local_path) as temporary, open(temporary, "wb") as out:
         read_into(uri, out, store)
     return local_path
@@ -193,7 +195,7 @@ def download_prefix(uri: str, dest_dir: str) -> list[str]:
     with tqdm(total=sum(o.size or 0 for o in objects), unit="B", unit_scale=True, desc=uri, mininterval=1) as bar:
         for info in objects:
             target = dest / info.key
-            if not is_inside(target, dest):
+            if not uris.is_inside(target, dest):
                 raise StorageError(f"{uri}: object {info.key!r} would be written outside {dest}")
             target.parent.mkdir(parents=True, exist_ok=True)
             with open(target, "wb") as out:
@@ -276,7 +278,7 @@ def source_version(uri: str) -> str:
     if kind in ("http", "https"):
         return http_version(uri)
     if kind == LOCAL:
-        path = Path(urllib.parse.unquote(urllib.parse.urlparse(uri).path) if uri.startswith("file:") else uri)
+        path = uris.local_path(uri)
         if path.is_file():
             status = path.stat()
             return f"file:{status.st_size}:{status.st_mtime_ns}"
@@ -336,9 +338,3 @@ def open_http(url: str, timeout: float | None = None):
                 raise StorageError(f"{url}: {what}, after {attempts} attempt(s)") from None
             log.warning("%s: %s; trying again (%d of %d)", url, reason, attempt + 1, attempts)
 
-
-def is_inside(path, folder) -> bool:
-    """Whether `path` lies in `folder` once both are made absolute (a guard against `..` and absolute names
-    in object names, archive members and links that would write outside an output folder)."""
-    root = os.path.abspath(folder)
-    return os.path.commonpath([os.path.abspath(path), root]) == root

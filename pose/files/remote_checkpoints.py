@@ -1,7 +1,7 @@
 """Training checkpoints mirrored to object storage, so that a preempted training pod loses at most one
 checkpoint interval: a new pod (KFP's retry) starts in an empty folder and resumes from the bucket.
 
-Layout under the checkpoint URI (gs://, s3:// or minio://bucket/prefix; pose.storage reads and writes it):
+Layout under the checkpoint URI (gs://, s3:// or minio://bucket/prefix; pose.files.storage reads and writes it):
     ckpt-<step>.index, ckpt-<step>.data-<i>-of-<n>   TensorFlow's checkpoint files, as written locally
     ckpt-<step>.<name>                               train's files beside the checkpoint (history.json,
                                                      progress.json) as they were at that step
@@ -21,7 +21,7 @@ import re
 import time
 from pathlib import Path
 
-from pose import storage
+from pose.files import storage
 
 log = logging.getLogger(__name__)
 MARKER = "checkpoint.json"

@@ -1,4 +1,4 @@
-"""gs://bucket/key through google-cloud-storage: the gs backend of pose.storage (which callers use; this
+"""gs://bucket/key through google-cloud-storage: the gs backend of pose.files.storage (which callers use; this
 module is not called by steps directly).
 
 Credentials: with `STORAGE_EMULATOR_HOST` set (tests, a local fake-gcs-server) anonymous, otherwise
@@ -9,7 +9,7 @@ POSE_NETWORK_RETRY seconds (google-cloud-storage's own default is 120 s).
 import contextlib
 import os
 
-from pose.storage import ObjectInfo, StorageError, network_retry, network_timeout
+from pose.files.storage import ObjectInfo, StorageError, network_retry, network_timeout
 
 
 def gcs_options() -> dict:
@@ -87,7 +87,7 @@ def credentials_problem() -> str | None:
 
 
 class GcsStore:
-    """pose.storage's backend interface for gs:// (see pose.storage.ObjectStore)."""
+    """pose.files.storage's backend interface for gs:// (see pose.files.storage.ObjectStore)."""
 
     def __init__(self, scheme: str = "gs"):
         self.scheme = scheme
