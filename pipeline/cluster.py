@@ -2,8 +2,9 @@
 cluster contract's run-time rules (README "On a cluster").
 
 Used before submission (pipeline/submit.py) and inside the pods (the bodies in pipeline/ops.py, in every
-image), so it imports nothing beyond the standard library and pose/files/uris.py (the local-path
-rule).
+image), so at import it needs nothing beyond the standard library and pose/files/uris.py (the local-path
+rule); check_storage_parameters, which runs before submission and before local runs, asks
+pose/files/storage.py which schemes exist and where credentials would come from.
 
 - Every step runs in its own pod, whose disk is empty and thrown away: a local path given as `source`,
   `publish_uri` or `checkpoint_uri` names nothing the pod can read, and whatever is written there is lost.
@@ -84,13 +85,14 @@ def check_storage_parameters(arguments: dict, where: str, on_cluster: bool) -> N
 
     uris = {name: arguments[name].strip() for name in STORAGE_PARAMETERS
             if isinstance(arguments.get(name), str) and arguments[name].strip()}
+    if on_cluster:  # first: its message says why a path cannot work there
+        refuse_local_paths(uris, where)
     for name, uri in uris.items():
         try:
             storage.check_uri(name, uri, STORAGE_PARAMETERS[name])
         except storage.StorageError as error:
             raise ClusterContractError(f"{error} ({where})") from None
     if on_cluster:
-        refuse_local_paths(uris, where)
         for name, uri in uris.items():
             if storage.kind_of(uri) in ("s3", "minio") and not str(arguments.get("s3_secret", "")).strip() \
                     and str(arguments.get("s3_endpoint", "")).strip():
