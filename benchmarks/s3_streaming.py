@@ -1,10 +1,14 @@
-"""Memory while download streams a large object from S3: a real SeaweedFS on 127.0.0.1 (tests/s3.py), one
-object of --gb GB (random bytes, uploaded with pose.files.storage, multipart), then `python -m components.download`
-fetching it in a child process while this one samples the child's resident memory (VmRSS) and how many
+"""Memory while download streams a large object from S3: a real SeaweedFS on 127.0.0.1
+(tests/s3.py), one
+object of --gb GB (random bytes, uploaded with pose.files.storage, multipart), then `python -m
+components.download`
+fetching it in a child process while this one samples the child's resident memory (VmRSS) and how
+many
 bytes have reached the disk. Flat means: the peak RSS does not grow with the object.
 
     python -m benchmarks.s3_streaming [--gb 2] [--every 0.5] [--json out.json]
 """
+
 import argparse
 import json
 import os
@@ -28,8 +32,11 @@ def rss_mb(pid: int) -> float | None:
 
 
 def written_bytes(output: Path) -> int:
-    """Bytes of the object on disk so far: the staged file in download's temporary sibling, or the result."""
-    found = [p for p in output.parent.glob(f".{output.name}.tmp-*/.download-*")] + list(output.glob("*"))
+    """Bytes of the object on disk so far: the staged file in download's temporary sibling,
+    or the result."""
+    found = [p for p in output.parent.glob(f".{output.name}.tmp-*/.download-*")] + list(
+        output.glob("*")
+    )
     return sum(p.stat().st_size for p in found if p.is_file())
 
 
@@ -37,11 +44,13 @@ def make_object(path: Path, size: int) -> None:
     block = os.urandom(1 << 20)
     with open(path, "wb") as out:
         for index in range(size >> 20):
-            out.write(block[index % 256:] + block[:index % 256])  # no two MiB alike
+            out.write(block[index % 256 :] + block[: index % 256])  # no two MiB alike
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--gb", type=float, default=2.0)
     parser.add_argument("--every", type=float, default=0.5, help="seconds between samples")
     parser.add_argument("--json", default=None, help="also write the samples here")
@@ -62,15 +71,32 @@ def main(argv=None) -> int:
             upload_s = time.perf_counter() - started
             (work / "big.bin").unlink()
             output = work / "raw"
-            child = subprocess.Popen([sys.executable, "-m", "components.download", "--source", "s3://bench/big.bin",
-                                      "--output", str(output), "--allow-no-images"], cwd=REPO,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            child = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "components.download",
+                    "--source",
+                    "s3://bench/big.bin",
+                    "--output",
+                    str(output),
+                    "--allow-no-images",
+                ],
+                cwd=REPO,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
             started, samples = time.perf_counter(), []
             while child.poll() is None:
                 rss = rss_mb(child.pid)
                 if rss is not None:
-                    samples.append({"s": round(time.perf_counter() - started, 1), "rss_mb": round(rss, 1),
-                                    "bytes": written_bytes(output)})
+                    samples.append(
+                        {
+                            "s": round(time.perf_counter() - started, 1),
+                            "rss_mb": round(rss, 1),
+                            "bytes": written_bytes(output),
+                        }
+                    )
                 time.sleep(args.every)
             seconds = time.perf_counter() - started
             stderr = child.stderr.read().decode(errors="replace")
@@ -81,12 +107,18 @@ def main(argv=None) -> int:
         finally:
             server.stop()
     streaming = [s for s in samples if 0 < s["bytes"] < size]
-    summary = {"object_bytes": size, "upload_s": round(upload_s, 1), "download_s": round(seconds, 1),
-               "download_mb_per_s": round(size / seconds / 1e6, 1),
-               "rss_before_first_byte_mb": max([s["rss_mb"] for s in samples if s["bytes"] == 0] or [0]),
-               "rss_peak_mb": max(s["rss_mb"] for s in samples),
-               "rss_while_streaming_mb": {f"{q}%": _at_fraction(streaming, size, q / 100) for q in (10, 50, 90)},
-               "load_average": os.getloadavg()}
+    summary = {
+        "object_bytes": size,
+        "upload_s": round(upload_s, 1),
+        "download_s": round(seconds, 1),
+        "download_mb_per_s": round(size / seconds / 1e6, 1),
+        "rss_before_first_byte_mb": max([s["rss_mb"] for s in samples if s["bytes"] == 0] or [0]),
+        "rss_peak_mb": max(s["rss_mb"] for s in samples),
+        "rss_while_streaming_mb": {
+            f"{q}%": _at_fraction(streaming, size, q / 100) for q in (10, 50, 90)
+        },
+        "load_average": os.getloadavg(),
+    }
     print(json.dumps(summary, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps({"summary": summary, "samples": samples}, indent=1))

@@ -1,6 +1,8 @@
 """One face for the tests that run the same behaviour against gs:// (fake-gcs-server) and s3://
-(SeaweedFS): the `object_store` fixture of tests/conftest.py yields one of these. Each reads and writes
-through its store's own client, not through pose.files.storage, so a test checks pose.files.storage against the
+(SeaweedFS): the `object_store` fixture of tests/conftest.py yields one of these. Each reads and
+writes
+through its store's own client, not through pose.files.storage, so a test checks pose.files.storage
+against the
 server rather than against itself."""
 
 
@@ -46,7 +48,7 @@ class GcsTestStore:
         from pose.files.storage_gcs import split_gs_uri
 
         bucket, prefix = split_gs_uri(prefix_uri.rstrip("/") + "/")
-        return sorted(b.name[len(prefix):] for b in self.client.list_blobs(bucket, prefix=prefix))
+        return sorted(b.name[len(prefix) :] for b in self.client.list_blobs(bucket, prefix=prefix))
 
 
 class S3TestStore:
@@ -63,7 +65,8 @@ class S3TestStore:
         return bucket, key
 
     def make_bucket(self, name: str) -> str:
-        """A bucket, emptied: the SeaweedFS server lives for the whole session, the test wants a fresh one."""
+        """A bucket, emptied: the SeaweedFS server lives for the whole session, the test wants a
+        fresh one."""
         from tests.s3 import make_bucket
 
         make_bucket(name)
@@ -98,6 +101,8 @@ class S3TestStore:
     def names(self, prefix_uri: str) -> list[str]:
         bucket, prefix = self._split(prefix_uri.rstrip("/") + "/")
         found = []
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            found += [item["Key"][len(prefix):] for item in page.get("Contents", [])]
+        for page in self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix
+        ):
+            found += [item["Key"][len(prefix) :] for item in page.get("Contents", [])]
         return sorted(found)

@@ -1,18 +1,23 @@
-"""Object storage and URLs: the one owner of every read and write outside the pipeline root (download's
+"""Object storage and URLs: the one owner of every read and write outside the pipeline root
+(download's
 source, publish's destination, train's checkpoints). Callers pass URIs; which backend serves one is
 decided here, by its scheme, and nowhere else:
 
   gs://bucket/key                    pose/files/storage_gcs.py (google-cloud-storage)
-  s3://bucket/key, minio://bucket/key  pose/files/storage_s3.py (boto3, any S3 server: AWS, SeaweedFS, MinIO)
+  s3://bucket/key, minio://bucket/key  pose/files/storage_s3.py (boto3, any S3 server: AWS,
+  SeaweedFS, MinIO)
   http://, https://                  here (urllib), read only
   a local path, file://              the file system
   synthetic://N                      rendered by download; nothing is stored behind it
 
-Network waits are bounded, so that an unreachable endpoint ends in one clear error within half a minute:
+Network waits are bounded, so that an unreachable endpoint ends in one clear error within half a
+minute:
   POSE_NETWORK_TIMEOUT   seconds one request (or one read of a download) may wait (default 10)
-  POSE_NETWORK_RETRY     seconds a gs:// or s3:// call keeps retrying transient failures (default 20)
+  POSE_NETWORK_RETRY     seconds a gs:// or s3:// call keeps retrying transient failures (default
+  20)
   POSE_HTTP_RETRIES      further attempts to connect to an http(s) source (default 1)
 """
+
 import hashlib
 import logging
 import mimetypes
@@ -40,21 +45,26 @@ class StorageError(OSError):
 
 
 class ObjectInfo(NamedTuple):
-    key: str            # the object's full key (or, from list_objects, its name below the prefix)
+    key: str  # the object's full key (or, from list_objects, its name below the prefix)
     size: int | None
-    version: str        # what changes when the object is replaced: a gs generation, an s3 ETag
+    version: str  # what changes when the object is replaced: a gs generation, an s3 ETag
 
 
 class ObjectStore(Protocol):
-    """What a backend (storage_gcs.py, storage_s3.py beside this) provides; keys are plain object names."""
+    """What a backend (storage_gcs.py, storage_s3.py beside this) provides; keys are plain
+    object names."""
+
     scheme: str
 
     def stat(self, bucket: str, key: str) -> ObjectInfo | None: ...
     def list(self, bucket: str, prefix: str) -> list[ObjectInfo]: ...
     def read_into(self, bucket: str, key: str, writer) -> None: ...
-    def upload(self, bucket: str, key: str, path: str, content_type: str, content_encoding: str | None): ...
-    def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str,
-                  content_encoding: str | None) -> None: ...
+    def upload(
+        self, bucket: str, key: str, path: str, content_type: str, content_encoding: str | None
+    ): ...
+    def put_bytes(
+        self, bucket: str, key: str, data: bytes, content_type: str, content_encoding: str | None
+    ) -> None: ...
     def get_bytes(self, bucket: str, key: str) -> bytes | None: ...
     def delete(self, bucket: str, key: str) -> None: ...
     def bucket_exists(self, bucket: str) -> bool: ...
@@ -81,8 +91,10 @@ def network_retry() -> float:
 
 # ---- URIs ----------------------------------------------------------------------------------------
 
+
 def kind_of(uri: str) -> str:
-    """'gs', 's3', 'minio', 'http', 'https', 'synthetic', LOCAL (a path or file://), or another scheme."""
+    """'gs', 's3', 'minio', 'http', 'https', 'synthetic', LOCAL (a path or file://), or another
+    scheme."""
     if uris.is_local(uri.strip()):
         return LOCAL
     return urllib.parse.urlparse(uri.strip()).scheme.lower()
@@ -93,10 +105,14 @@ def is_object_uri(uri: str) -> bool:
 
 
 def split_object_uri(uri: str) -> tuple[str, str, str]:
-    """'s3://bucket/a/b' -> ('s3', 'bucket', 'a/b'); a StorageError unless it names a bucket of a store."""
+    """'s3://bucket/a/b' -> ('s3', 'bucket', 'a/b'); a StorageError unless it names a bucket of a
+    store."""
     scheme, sep, rest = uri.partition("://")
     if not sep or scheme.lower() not in OBJECT_SCHEMES or not rest or rest.startswith("/"):
-        raise StorageError(f"{uri}: not a bucket URI (expected {', '.join(s + '://bucket/path' for s in OBJECT_SCHEMES)})")
+        raise StorageError(
+            f"{uri}: not a bucket URI (expected "
+            f"{', '.join(s + '://bucket/path' for s in OBJECT_SCHEMES)})"
+        )
     bucket, _, key = rest.partition("/")
     return scheme.lower(), bucket, key
 
@@ -105,19 +121,26 @@ def check_uri(name: str, uri: str, accepted: tuple[str, ...]) -> None:
     """Refuses a URI whose kind (kind_of) the parameter `name` does not take, naming both."""
     kind = kind_of(uri)
     if kind not in accepted:
-        shown = [f"{k}://" if k not in (LOCAL, SYNTHETIC) else ("a local path" if k == LOCAL else "synthetic://N")
-                 for k in accepted]
+        shown = [
+            f"{k}://"
+            if k not in (LOCAL, SYNTHETIC)
+            else ("a local path" if k == LOCAL else "synthetic://N")
+            for k in accepted
+        ]
         what = "is a local path" if kind == LOCAL else f"has the unsupported scheme {kind!r}"
         raise StorageError(f"{name}={uri!r} {what}; {name} takes {', '.join(shown)}")
     if kind in OBJECT_SCHEMES:
         try:
             split_object_uri(uri)
         except StorageError:
-            raise StorageError(f"{name}={uri!r} names no bucket; expected {kind}://bucket/path") from None
+            raise StorageError(
+                f"{name}={uri!r} names no bucket; expected {kind}://bucket/path"
+            ) from None
 
 
 def credentials_problem(uri: str) -> str | None:
-    """Why the URI's store cannot be used from this machine for lack of credentials, or None. Looks only
+    """Why the URI's store cannot be used from this machine for lack of credentials, or None. Looks
+    only
     at where credentials would come from; it sends no request."""
     kind = kind_of(uri)
     if kind == "gs":
@@ -149,8 +172,10 @@ def _prefix(key: str) -> str:
 
 # ---- objects -------------------------------------------------------------------------------------
 
+
 def stat(uri: str, store: ObjectStore | None = None) -> ObjectInfo | None:
-    """The object named exactly by uri, or None when there is no such object (it may be a prefix)."""
+    """The object named exactly by uri, or None when there is no such object (it may be a
+    prefix)."""
     _, bucket, key = split_object_uri(uri)
     if not key or key.endswith("/"):
         return None
@@ -162,7 +187,9 @@ def list_objects(prefix_uri: str, store: ObjectStore | None = None) -> list[Obje
     _, bucket, key = split_object_uri(prefix_uri)
     prefix = _prefix(key)
     found = (store or store_for(prefix_uri)).list(bucket, prefix)
-    return sorted((info._replace(key=info.key[len(prefix):]) for info in found), key=lambda i: i.key)
+    return sorted(
+        (info._replace(key=info.key[len(prefix) :]) for info in found), key=lambda i: i.key
+    )
 
 
 def list_names(prefix_uri: str, store: ObjectStore | None = None) -> list[str]:
@@ -183,7 +210,8 @@ def download_file(uri: str, local_path: str, store: ObjectStore | None = None) -
 
 
 def download_prefix(uri: str, dest_dir: str) -> list[str]:
-    """Every object under the prefix uri/ into dest_dir (keeping the paths below the prefix); returns the
+    """Every object under the prefix uri/ into dest_dir (keeping the paths below the prefix);
+    returns the
     local paths."""
     store = store_for(uri)
     dest = Path(dest_dir)
@@ -192,7 +220,9 @@ def download_prefix(uri: str, dest_dir: str) -> list[str]:
         raise StorageError(f"{uri}: no such object, and no objects under the prefix")
     base = uri.rstrip("/")
     paths = []
-    with tqdm(total=sum(o.size or 0 for o in objects), unit="B", unit_scale=True, desc=uri, mininterval=1) as bar:
+    with tqdm(
+        total=sum(o.size or 0 for o in objects), unit="B", unit_scale=True, desc=uri, mininterval=1
+    ) as bar:
         for info in objects:
             target = dest / info.key
             if not uris.is_inside(target, dest):
@@ -210,21 +240,31 @@ def content_type(name: str) -> str:
     return mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
-def upload_file(local_path: str, uri: str, store: ObjectStore | None = None,
-                content_encoding: str | None = None) -> str:
+def upload_file(
+    local_path: str, uri: str, store: ObjectStore | None = None, content_encoding: str | None = None
+) -> str:
     """The file as the object uri, with the content type its name implies."""
     _, bucket, key = split_object_uri(uri)
     if not key or key.endswith("/"):
         raise StorageError(f"{uri}: an upload needs an object name, not a bucket or prefix")
-    (store or store_for(uri)).upload(bucket, key, str(local_path), content_type(key), content_encoding)
+    (store or store_for(uri)).upload(
+        bucket, key, str(local_path), content_type(key), content_encoding
+    )
     return uri
 
 
-def write_bytes(uri: str, data: bytes, store: ObjectStore | None = None, content_type_: str | None = None,
-                content_encoding: str | None = None) -> str:
+def write_bytes(
+    uri: str,
+    data: bytes,
+    store: ObjectStore | None = None,
+    content_type_: str | None = None,
+    content_encoding: str | None = None,
+) -> str:
     """One object, replaced whole: a reader sees the old bytes or the new, never a mix."""
     _, bucket, key = split_object_uri(uri)
-    (store or store_for(uri)).put_bytes(bucket, key, data, content_type_ or content_type(key), content_encoding)
+    (store or store_for(uri)).put_bytes(
+        bucket, key, data, content_type_ or content_type(key), content_encoding
+    )
     return uri
 
 
@@ -256,13 +296,17 @@ def bucket_exists(uri: str, store: ObjectStore | None = None) -> bool:
     return (store or store_for(uri)).bucket_exists(bucket)
 
 
-# ---- versions: what download's cache key follows ---------------------------------------------------
+# ---- versions: what download's cache key follows
+# ---------------------------------------------------
+
 
 def source_version(uri: str) -> str:
     """A string that changes when the data behind a source URI changes, and only then: the object's
     generation (gs) or ETag (s3), or a digest of those of every object under a prefix; an https
-    resource's ETag or Last-Modified; a local file's size and mtime (a folder's: of every file below it);
-    "" for synthetic://N, which the URI alone determines. A StorageError when the source cannot be read."""
+    resource's ETag or Last-Modified; a local file's size and mtime (a folder's: of every file
+    below it);
+    "" for synthetic://N, which the URI alone determines. A StorageError when the source cannot be
+    read."""
     kind = kind_of(uri)
     if kind == SYNTHETIC:
         return ""
@@ -283,8 +327,11 @@ def source_version(uri: str) -> str:
             status = path.stat()
             return f"file:{status.st_size}:{status.st_mtime_ns}"
         if path.is_dir():
-            return "folder:" + _digest((p.relative_to(path).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
-                                       for p in sorted(path.rglob("*")) if p.is_file())
+            return "folder:" + _digest(
+                (p.relative_to(path).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
+                for p in sorted(path.rglob("*"))
+                if p.is_file()
+            )
         raise StorageError(f"{uri}: no such file or folder")
     raise StorageError(f"{uri}: unsupported scheme {kind!r}")
 
@@ -297,7 +344,8 @@ def _digest(rows) -> str:
 
 
 def http_version(url: str) -> str:
-    """The resource's ETag, else its Last-Modified (from a HEAD request); "" when the server sends neither
+    """The resource's ETag, else its Last-Modified (from a HEAD request); "" when the server sends
+    neither
     (download is then cached on the URL alone, as before)."""
     request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "pose-pipeline"})
     try:
@@ -311,30 +359,41 @@ def http_version(url: str) -> str:
         return f"etag:{tag}"
     if modified:
         return f"last-modified:{modified}"
-    log.warning("%s sends neither ETag nor Last-Modified: a replaced file at this URL is served from "
-                "the cache (give sha256 to pin it)", url)
+    log.warning(
+        "%s sends neither ETag nor Last-Modified: a replaced file at this URL is served from "
+        "the cache (give sha256 to pin it)",
+        url,
+    )
     return ""
 
 
-# ---- http(s) and local paths -------------------------------------------------------------------------
+# ---- http(s) and local paths
+# -------------------------------------------------------------------------
+
 
 def open_http(url: str, timeout: float | None = None):
-    """Opens an http(s) URL for streaming; the response has .length (None when the server sends none).
-    Each socket operation, reads included, waits at most `timeout` (POSE_NETWORK_TIMEOUT) seconds; a failed
+    """Opens an http(s) URL for streaming; the response has .length (None when the server sends
+    none).
+    Each socket operation, reads included, waits at most `timeout` (POSE_NETWORK_TIMEOUT) seconds;
+    a failed
     connection is tried again POSE_HTTP_RETRIES times."""
     timeout = network_timeout() if timeout is None else timeout
     attempts = 1 + int(_setting("POSE_HTTP_RETRIES", 1))
     for attempt in range(1, attempts + 1):
         try:
-            return urllib.request.urlopen(urllib.request.Request(url, headers={"User-Agent": "pose-pipeline"}),
-                                          timeout=timeout)
+            return urllib.request.urlopen(
+                urllib.request.Request(url, headers={"User-Agent": "pose-pipeline"}),
+                timeout=timeout,
+            )
         except urllib.error.HTTPError as error:
             raise StorageError(f"{url}: HTTP {error.code} {error.reason}") from None
         except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
             reason = getattr(error, "reason", error)
             if attempt == attempts:
-                what = (f"no answer within {timeout:g} s (POSE_NETWORK_TIMEOUT)" if isinstance(reason, TimeoutError)
-                        else f"cannot connect ({reason})")
+                what = (
+                    f"no answer within {timeout:g} s (POSE_NETWORK_TIMEOUT)"
+                    if isinstance(reason, TimeoutError)
+                    else f"cannot connect ({reason})"
+                )
                 raise StorageError(f"{url}: {what}, after {attempts} attempt(s)") from None
             log.warning("%s: %s; trying again (%d of %d)", url, reason, attempt + 1, attempts)
-

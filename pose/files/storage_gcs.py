@@ -1,11 +1,14 @@
-"""gs://bucket/key through google-cloud-storage: the gs backend of pose.files.storage (which callers use; this
+"""gs://bucket/key through google-cloud-storage: the gs backend of pose.files.storage (which
+callers use; this
 module is not called by steps directly).
 
 Credentials: with `STORAGE_EMULATOR_HOST` set (tests, a local fake-gcs-server) anonymous, otherwise
-the default credentials of the pod or laptop (GOOGLE_APPLICATION_CREDENTIALS, Workload Identity, gcloud).
+the default credentials of the pod or laptop (GOOGLE_APPLICATION_CREDENTIALS, Workload Identity,
+gcloud).
 Every call waits at most POSE_NETWORK_TIMEOUT per request and retries transient failures for at most
 POSE_NETWORK_RETRY seconds (google-cloud-storage's own default is 120 s).
 """
+
 import contextlib
 import os
 
@@ -17,8 +20,11 @@ def gcs_options() -> dict:
     from google.cloud.storage.retry import DEFAULT_RETRY
 
     deadline = network_retry()
-    retry = DEFAULT_RETRY.with_timeout(deadline) if hasattr(DEFAULT_RETRY, "with_timeout") \
+    retry = (
+        DEFAULT_RETRY.with_timeout(deadline)
+        if hasattr(DEFAULT_RETRY, "with_timeout")
         else DEFAULT_RETRY.with_deadline(deadline)
+    )
     return {"timeout": network_timeout(), "retry": retry if deadline else None}
 
 
@@ -30,11 +36,19 @@ def gcs_errors(uri: str):
     try:
         yield
     except exceptions.RetryError as error:
-        raise StorageError(f"{uri}: gave up after {network_retry():g} s of retries "
-                           f"(POSE_NETWORK_RETRY): {error.cause or error}") from None
-    except (exceptions.ServerError, exceptions.TooManyRequests, ConnectionError, TimeoutError) as error:
-        raise StorageError(f"{uri}: storage unreachable or failing: {type(error).__name__}: "
-                           f"{error}") from None
+        raise StorageError(
+            f"{uri}: gave up after {network_retry():g} s of retries "
+            f"(POSE_NETWORK_RETRY): {error.cause or error}"
+        ) from None
+    except (
+        exceptions.ServerError,
+        exceptions.TooManyRequests,
+        ConnectionError,
+        TimeoutError,
+    ) as error:
+        raise StorageError(
+            f"{uri}: storage unreachable or failing: {type(error).__name__}: {error}"
+        ) from None
     except exceptions.NotFound:
         raise
     except exceptions.GoogleAPICallError as error:  # no permission, a refused name
@@ -42,7 +56,9 @@ def gcs_errors(uri: str):
     except Exception as error:  # noqa: BLE001 - requests' and google-auth's transport errors
         module = type(error).__module__
         if module.startswith(("requests", "urllib3", "google.auth")):
-            raise StorageError(f"{uri}: storage unreachable: {type(error).__name__}: {error}") from None
+            raise StorageError(
+                f"{uri}: storage unreachable: {type(error).__name__}: {error}"
+            ) from None
         raise
 
 
@@ -50,7 +66,7 @@ def split_gs_uri(uri: str) -> tuple[str, str]:
     """'gs://bucket/a/b' -> ('bucket', 'a/b')."""
     if not uri.startswith("gs://") or len(uri) <= len("gs://") or uri[len("gs://")] == "/":
         raise StorageError(f"{uri}: not a gs://bucket/path URI")
-    bucket, _, prefix = uri[len("gs://"):].partition("/")
+    bucket, _, prefix = uri[len("gs://") :].partition("/")
     return bucket, prefix
 
 
@@ -60,15 +76,19 @@ def gcs_client():
     if os.environ.get("STORAGE_EMULATOR_HOST"):
         from google.auth.credentials import AnonymousCredentials
 
-        return storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT", "test"),
-                              credentials=AnonymousCredentials())
+        return storage.Client(
+            project=os.environ.get("GOOGLE_CLOUD_PROJECT", "test"),
+            credentials=AnonymousCredentials(),
+        )
     from google.auth.exceptions import DefaultCredentialsError
 
     try:
         return storage.Client()
     except DefaultCredentialsError as error:
-        raise StorageError(f"no Google Cloud credentials (set GOOGLE_APPLICATION_CREDENTIALS, use a "
-                           f"workload identity, or STORAGE_EMULATOR_HOST for an emulator): {error}") from None
+        raise StorageError(
+            f"no Google Cloud credentials (set GOOGLE_APPLICATION_CREDENTIALS, use a "
+            f"workload identity, or STORAGE_EMULATOR_HOST for an emulator): {error}"
+        ) from None
 
 
 def credentials_problem() -> str | None:
@@ -81,8 +101,11 @@ def credentials_problem() -> str | None:
     try:
         google.auth.default()
     except DefaultCredentialsError:
-        return ("no Google Cloud credentials here (set GOOGLE_APPLICATION_CREDENTIALS, run `gcloud auth "
-                "application-default login`, or set STORAGE_EMULATOR_HOST for an emulator)")
+        return (
+            "no Google Cloud credentials here (set GOOGLE_APPLICATION_CREDENTIALS, run "
+            "`gcloud auth "
+            "application-default login`, or set STORAGE_EMULATOR_HOST for an emulator)"
+        )
     return None
 
 
@@ -116,11 +139,15 @@ class GcsStore:
         from google.api_core import exceptions
 
         try:
-            with gcs_errors(self._uri(bucket, prefix.rstrip('/'))):
-                return [ObjectInfo(b.name, b.size, str(b.generation))
-                        for b in self.client.list_blobs(bucket, prefix=prefix, **gcs_options())]
+            with gcs_errors(self._uri(bucket, prefix.rstrip("/"))):
+                return [
+                    ObjectInfo(b.name, b.size, str(b.generation))
+                    for b in self.client.list_blobs(bucket, prefix=prefix, **gcs_options())
+                ]
         except exceptions.NotFound:
-            raise StorageError(f"{self._uri(bucket, prefix.rstrip('/'))}: bucket {bucket!r} does not exist") from None
+            raise StorageError(
+                f"{self._uri(bucket, prefix.rstrip('/'))}: bucket {bucket!r} does not exist"
+            ) from None
 
     def read_into(self, bucket: str, key: str, writer) -> None:
         from google.api_core import exceptions
@@ -141,17 +168,23 @@ class GcsStore:
                 with gcs_errors(self._uri(bucket, key)):
                     yield
             except exceptions.NotFound:
-                raise StorageError(f"{self._uri(bucket, key)}: bucket {bucket!r} does not exist") from None
+                raise StorageError(
+                    f"{self._uri(bucket, key)}: bucket {bucket!r} does not exist"
+                ) from None
+
         return translate()
 
-    def upload(self, bucket: str, key: str, path: str, content_type: str, content_encoding: str | None):
+    def upload(
+        self, bucket: str, key: str, path: str, content_type: str, content_encoding: str | None
+    ):
         with self._writing(bucket, key):
             blob = self.client.bucket(bucket).blob(key)
             blob.content_encoding = content_encoding
             blob.upload_from_filename(str(path), content_type=content_type, **gcs_options())
 
-    def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str,
-                  content_encoding: str | None) -> None:
+    def put_bytes(
+        self, bucket: str, key: str, data: bytes, content_type: str, content_encoding: str | None
+    ) -> None:
         with self._writing(bucket, key):
             blob = self.client.bucket(bucket).blob(key)
             blob.content_encoding = content_encoding
