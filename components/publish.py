@@ -2,7 +2,8 @@
 
 Takes    a tflite output folder (`<model>_<variant>.tflite` + `.json`), evaluate's report (report.html) and
          results (results.json, or the folder holding it), a destination (`gs://`, `s3://` or
-         `minio://bucket/prefix`, or a local folder), and the variant to publish (`fp16`, ... or `best`: the highest PCKh@0.5, then the smallest).
+         `minio://bucket/prefix`, or a local folder), and the variant to publish (`fp16`, ... or
+         `best`: the highest PCKh@0.5, then the smallest).
 Does     stages the files and a model card written from results.json (model, data, figures, intended use,
          limitations), then uploads them; `published.json` (what was published, with sha256) goes last, so a
          reader that finds it knows every other file is complete.
@@ -180,9 +181,10 @@ class _ObjectDestination:
         self.storage.delete([f"{self.base}/{name}"], self.store)
 
     def put(self, name: str, path: Path) -> str:
-        """The demo's runtime goes gzipped with Content-Encoding: gzip: the bucket sends it so to browsers
-        (2.9 MB instead of 9.7 MB) and unpacks it for clients that do not accept gzip. Every file carries
-        the content type its name implies, so that a static host of the bucket serves a working page."""
+        """The demo's runtime goes gzipped with Content-Encoding: gzip: the bucket sends it so to
+        browsers (2.9 MB instead of 9.7 MB) and unpacks it for clients that do not accept gzip.
+        Every file carries the content type its name implies, so that a static host of the bucket
+        serves a working page."""
         uri = f"{self.base}/{name}"
         encoding = web_demo.published_encoding(name)
         if encoding is None:

@@ -9,12 +9,13 @@ Does     a custom training loop under a tf.distribute strategy: MirroredStrategy
          masked by the per-joint weights, summed over stages and divided by the batch. Adam with the
          seed's exponential decay (or cosine). Checkpoints every `checkpoint_every` steps; a restart on
          the same output folder resumes from the newest one, optimizer state and step count included.
-         With --checkpoint-uri gs://, s3:// or minio://bucket/prefix each checkpoint is also uploaded as it
-         is written (pose/files/remote_checkpoints.py), and a start in an empty folder (a new pod after preemption)
-         resumes from the bucket's newest one. In a multi-worker run every worker restores the bucket's
-         newest (only the chief uploads), and all check they resumed the same step before training;
-         without a bucket a multi-worker run cannot resume and says so.
-         PCKh@0.5 on the valid shards every `eval_every` steps and at the end, decoded by the same codec
+         With --checkpoint-uri gs://, s3:// or minio://bucket/prefix each checkpoint is also
+         uploaded as it is written (pose/files/remote_checkpoints.py), and a start in an empty
+         folder (a new pod after preemption) resumes from the bucket's newest one. In a multi-worker
+         run every worker restores the bucket's newest (only the chief uploads), and all check they
+         resumed the same step before training; without a bucket a multi-worker run cannot resume
+         and says so. PCKh@0.5 on the valid shards every `eval_every` steps and at the end, decoded
+         by the same codec
          as evaluate's (pose.codec) but without its flip test (`pckh_flip_test`: false in the metadata).
 Writes   (docs/ARTIFACTS.md) model.keras, config.yaml, checkpoints/, logs/ (TensorBoard: loss per
          stage, learning rate, images/s, predictions), train_metadata.json.
@@ -65,7 +66,8 @@ def train(config: str, data_dirs: list[str], output_dir: str, valid_dirs: list[s
 
     `expect_gpus`: GPUs the caller asked for (the pod's accelerator limit); when TensorFlow sees none,
     training fails rather than quietly running on the CPU, unless `allow_cpu`.
-    `checkpoint_uri` (gs://, s3:// or minio://…): checkpoints are mirrored there and a start resumes from the newest."""
+    `checkpoint_uri` (gs://, s3:// or minio://…): checkpoints are mirrored there and a start resumes
+    from the newest."""
     cfg = load_config(config, overrides).resolved()
     if checkpoint_uri:
         split_object_uri(checkpoint_uri)  # fail before building anything

@@ -36,10 +36,10 @@ NO_GCS_SECRET = "pose-pipeline-no-gcs-secret"
 S3_SECRET_MOUNT = "/var/secrets/s3"
 S3_ACCESS_KEY_FILE, S3_SECRET_KEY_FILE = "accesskey", "secretkey"
 NO_S3_SECRET = "pose-pipeline-no-s3-secret"
-# What the launcher itself uses for minio:// on a stock install (same file, getDefaultMinioSessionInfo:
-# endpoint objectstore.DefaultEndpointInMultiUserMode = "seaweedfs.kubeflow:9000" since 2.16.0, before
-# that "minio-service.kubeflow:9000", which SeaweedFS's manifests also serve; region "minio";
-# disableSSL true; forcePathStyle true).
+# What the launcher itself uses for minio:// on a stock install (same file,
+# getDefaultMinioSessionInfo: endpoint objectstore.DefaultEndpointInMultiUserMode =
+# "seaweedfs.kubeflow:9000" since 2.16.0, before that "minio-service.kubeflow:9000", which
+# SeaweedFS's manifests also serve; region "minio"; disableSSL true; forcePathStyle true).
 DEFAULT_S3_ENDPOINT = "seaweedfs.kubeflow:9000"
 DEFAULT_S3_REGION = "minio"
 DEFAULT_S3_SECRET = "mlpipeline-minio-artifact"
@@ -68,7 +68,8 @@ def refuse_local_paths(arguments: dict, where: str) -> None:
                 f"`python -m pipeline run`)")
 
 
-# What each storage parameter takes (pose.files.storage.kind_of's kinds); "" means none for the last two.
+# What each storage parameter takes (pose.files.storage.kind_of's kinds); "" means none for the last
+# two.
 STORAGE_PARAMETERS = {
     "source": ("gs", "s3", "minio", "http", "https", "synthetic", "local"),
     "publish_uri": ("gs", "s3", "minio", "local"),
@@ -77,10 +78,10 @@ STORAGE_PARAMETERS = {
 
 
 def check_storage_parameters(arguments: dict, where: str, on_cluster: bool) -> None:
-    """Before any task runs: every non-empty storage parameter has a scheme it takes; on a cluster none is a
-    local path, and an s3:// or minio:// URI has credentials to go with it (the s3_secret, or no
-    s3_endpoint: AWS, whose pods may have IRSA or an instance role); here, on this machine, its store has
-    credentials. `arguments` holds every parameter's value, defaults included."""
+    """Before any task runs: every non-empty storage parameter has a scheme it takes; on a cluster
+    none is a local path, and an s3:// or minio:// URI has credentials to go with it (the s3_secret,
+    or no s3_endpoint: AWS, whose pods may have IRSA or an instance role); here, on this machine,
+    its store has credentials. `arguments` holds every parameter's value, defaults included."""
     from pose.files import storage
 
     uris = {name: arguments[name].strip() for name in STORAGE_PARAMETERS
