@@ -14,8 +14,8 @@ Does     a custom training loop under a tf.distribute strategy: MirroredStrategy
          folder (a new pod after preemption) resumes from the bucket's newest one. In a multi-worker
          run every worker restores the bucket's newest (only the chief uploads), and all check they
          resumed the same step before training; without a bucket a multi-worker run cannot resume
-         and says so. PCKh@0.5 on the valid shards every `eval_every` steps and at the end, decoded
-         by the same codec
+         and says so.
+         PCKh@0.5 on the valid shards every `eval_every` steps and at the end, decoded by the same codec
          as evaluate's (pose.codec) but without its flip test (`pckh_flip_test`: false in the metadata).
 Writes   (docs/ARTIFACTS.md) model.keras, config.yaml, checkpoints/, logs/ (TensorBoard: loss per
          stage, learning rate, images/s, predictions), train_metadata.json.
