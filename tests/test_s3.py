@@ -257,3 +257,27 @@ def test_the_compiled_pipeline_defaults_to_kfps_store_and_feeds_the_source_versi
         "outputParameterKey": "Output",
         "producerTask": "source-version-op",
     }
+
+
+def test_an_https_source_is_versioned_by_its_etag_or_last_modified(tmp_path):
+    """A real http.server: it sends Last-Modified (no ETag), which moves when the file is
+    replaced."""
+    import functools
+    import http.server
+    import threading
+
+    (tmp_path / "aic.zip").write_bytes(b"one")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/aic.zip"
+        first = storage.source_version(url)
+        assert first.startswith("last-modified:") and storage.source_version(url) == first
+        os.utime(tmp_path / "aic.zip", (1, 1))
+        assert storage.source_version(url) != first
+        with pytest.raises(storage.StorageError, match=r"/missing\.zip: HTTP 404"):
+            storage.source_version(url.replace("aic.zip", "missing.zip"))
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -352,6 +352,10 @@ def http_version(url: str) -> str:
         with urllib.request.urlopen(request, timeout=network_timeout()) as response:
             tag, modified = response.headers.get("ETag"), response.headers.get("Last-Modified")
     except urllib.error.HTTPError as error:
+        if error.code in (403, 405, 501):  # servers that answer GET only (presigned URLs...)
+            log.warning("%s answers HEAD with HTTP %d: its version is unknown, download is "
+                        "cached on the URL alone (give sha256 to pin it)", url, error.code)
+            return ""
         raise StorageError(f"{url}: HTTP {error.code} {error.reason}") from None
     except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
         raise StorageError(f"{url}: cannot connect ({getattr(error, 'reason', error)})") from None
