@@ -95,12 +95,13 @@ def check_storage_parameters(arguments: dict, where: str, on_cluster: bool) -> N
             raise ClusterContractError(f"{error} ({where})") from None
     if on_cluster:
         for name, uri in uris.items():
-            if storage.kind_of(uri) in ("s3", "minio") and not str(arguments.get("s3_secret", "")).strip() \
-                    and str(arguments.get("s3_endpoint", "")).strip():
+            secret = str(arguments.get("s3_secret", "")).strip()
+            endpoint = str(arguments.get("s3_endpoint", "")).strip()
+            if storage.kind_of(uri) in ("s3", "minio") and not secret and endpoint:
                 raise ClusterContractError(
                     f"{name}={uri!r} needs S3 credentials, but s3_secret is empty while s3_endpoint "
-                    f"{arguments['s3_endpoint']!r} is not AWS ({where}); name the secret holding accesskey "
-                    f"and secretkey (KFP's own is {DEFAULT_S3_SECRET!r})")
+                    f"{endpoint!r} is not AWS ({where}); name the secret holding accesskey and "
+                    f"secretkey (KFP's own is {DEFAULT_S3_SECRET!r})")
         return
     for name, uri in uris.items():
         problem = storage.credentials_problem(uri)
@@ -132,22 +133,23 @@ def s3_secret_volume(s3_secret: str) -> str:
 
 
 def s3_settings(endpoint: str, region: str, path_style: bool, tls: bool) -> str:
-    """The run's S3 parameters as one JSON string for the steps (use_s3_settings reads it): the endpoint
-    as a URL (http:// or https:// by `tls`), or "" for AWS's own."""
+    """The run's S3 parameters as one JSON string for the steps (use_s3_settings reads it): the
+    endpoint as a URL (http:// or https:// by `tls`), or "" for AWS's own."""
     import json
 
     endpoint = endpoint.strip()
     if "://" in endpoint:
-        raise ClusterContractError(f"s3_endpoint={endpoint!r}: give host:port without a scheme; s3_tls says "
-                                   f"whether it is https")
+        raise ClusterContractError(f"s3_endpoint={endpoint!r}: give host:port without a scheme; "
+                                   f"s3_tls says whether it is https")
     url = f"{'https' if tls else 'http'}://{endpoint}" if endpoint else ""
-    return json.dumps({"endpoint_url": url, "region": region.strip(), "path_style": bool(path_style)})
+    return json.dumps({"endpoint_url": url, "region": region.strip(),
+                       "path_style": bool(path_style)})
 
 
 def use_s3_settings(settings: str) -> None:
-    """Sets the standard AWS environment (pose/files/storage_s3.py reads it) from the run's S3 parameters and the
-    mounted secret. Empty parameters leave what the pod has: on EKS, IRSA's AWS_REGION, AWS_ROLE_ARN and
-    token file, which boto3's default chain then uses."""
+    """Sets the standard AWS environment (pose/files/storage_s3.py reads it) from the run's S3
+    parameters and the mounted secret. Empty parameters leave what the pod has: on EKS, IRSA's
+    AWS_REGION, AWS_ROLE_ARN and token file, which boto3's default chain then uses."""
     import json
 
     values = json.loads(settings) if settings else {}
@@ -156,7 +158,8 @@ def use_s3_settings(settings: str) -> None:
         os.environ["POSE_S3_PATH_STYLE"] = "true" if values.get("path_style", True) else "false"
     if values.get("region"):
         os.environ["AWS_REGION"] = values["region"]
-    keys = [os.path.join(S3_SECRET_MOUNT, name) for name in (S3_ACCESS_KEY_FILE, S3_SECRET_KEY_FILE)]
+    keys = [os.path.join(S3_SECRET_MOUNT, name)
+            for name in (S3_ACCESS_KEY_FILE, S3_SECRET_KEY_FILE)]
     if all(os.path.isfile(key) for key in keys) and not os.environ.get("AWS_ACCESS_KEY_ID"):
         with open(keys[0]) as access, open(keys[1]) as secret:
             os.environ["AWS_ACCESS_KEY_ID"] = access.read().strip()

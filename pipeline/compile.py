@@ -44,8 +44,8 @@ def compile_pipeline(output: str | Path = DEFAULT_OUTPUT, image_tag: str | None 
 
 
 def _check_defaults(pipeline) -> None:
-    """The storage parameters' defaults are what a run gets when it gives none: they must pass the checks
-    `submit` makes (pipeline/cluster.py check_storage_parameters)."""
+    """The storage parameters' defaults are what a run gets when it gives none: they must pass the
+    checks `submit` makes (pipeline/cluster.py check_storage_parameters)."""
     from google.protobuf import json_format
 
     from pipeline.params import declared_defaults

@@ -16,16 +16,17 @@ from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
 
 from pipeline.ops import (cluster_settings_op, convert_op, download_op, evaluate_op, freeze_op, pack_uris_op,
                           publish_op, shard_op, source_version_op, tflite_op, train_op)
-from pipeline.cluster import (DEFAULT_S3_ENDPOINT, DEFAULT_S3_REGION, DEFAULT_S3_SECRET, GCS_SECRET_MOUNT,
-                            S3_SECRET_MOUNT)
+from pipeline.cluster import (DEFAULT_S3_ENDPOINT, DEFAULT_S3_REGION, DEFAULT_S3_SECRET,
+                              GCS_SECRET_MOUNT, S3_SECRET_MOUNT)
 
 PIPELINE_NAME = "pose-estimation-for-mobile"
 
 # Ingest is deterministic in its inputs, so a re-run with the same source reuses it; training is not
 # (random init, shuffling), and publishing is a side effect: neither is ever served from the cache.
-# source-version asks the store what the source is now, so it never comes from the cache; download is
-# cached on its answer (a replaced object is downloaded again, an unchanged one is not).
-CACHED_STEPS = {"cluster-settings": True, "source-version": False, "download": True, "convert": True, "fanout": True, "shard": True,
+# source-version asks the store what the source is now, so it never comes from the cache; download
+# is cached on its answer (a replaced object is downloaded again, an unchanged one is not).
+CACHED_STEPS = {"cluster-settings": True, "source-version": False, "download": True, "convert": True,
+                "fanout": True, "shard": True,
                 "train": False, "freeze": True, "tflite": True, "evaluate": True, "publish": False}
 
 
@@ -91,10 +92,10 @@ def _use_gcs_secret(task, secret_volume) -> None:
 
 
 def _use_storage_secrets(task, settings) -> None:
-    """Both stores' secrets, for a step that reads or writes buckets. The S3 secret (KFP's key names,
-    `accesskey` and `secretkey`, as its own mlpipeline-minio-artifact) is mounted at S3_SECRET_MOUNT,
-    optional like the GCS one (AWS with IRSA has none); the op turns it into AWS_ACCESS_KEY_ID and
-    AWS_SECRET_ACCESS_KEY (pipeline/cluster.py use_s3_settings)."""
+    """Both stores' secrets, for a step that reads or writes buckets. The S3 secret (KFP's key
+    names, `accesskey` and `secretkey`, as its own mlpipeline-minio-artifact) is mounted at
+    S3_SECRET_MOUNT, optional like the GCS one (AWS with IRSA has none); the op turns it into
+    AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (pipeline/cluster.py use_s3_settings)."""
     _use_gcs_secret(task, settings.outputs["gcs_secret_volume"])
     kubernetes.use_secret_as_volume(task, secret_name=settings.outputs["s3_secret_volume"],
                                     mount_path=S3_SECRET_MOUNT, optional=True)
@@ -144,9 +145,10 @@ def pose_pipeline(
     s3_path_style: bool = True,
     s3_tls: bool = False,
 ) -> Outputs:
-    settings = configure(cluster_settings_op(gpu_count=gpu_count, gcs_secret=gcs_secret, s3_secret=s3_secret,
-                                             s3_endpoint=s3_endpoint, s3_region=s3_region,
-                                             s3_path_style=s3_path_style, s3_tls=s3_tls), "cluster-settings")
+    settings = configure(cluster_settings_op(gpu_count=gpu_count, gcs_secret=gcs_secret,
+                                             s3_secret=s3_secret, s3_endpoint=s3_endpoint,
+                                             s3_region=s3_region, s3_path_style=s3_path_style,
+                                             s3_tls=s3_tls), "cluster-settings")
     s3_settings = settings.outputs["s3_settings"]
     version = configure(source_version_op(source=source, s3_settings=s3_settings), "source-version")
     _use_storage_secrets(version, settings)

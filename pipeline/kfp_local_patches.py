@@ -15,10 +15,10 @@ import os
 # What the steps read their bucket settings and credentials from (pose/files/storage_gcs.py,
 # storage_s3.py, storage.py). kfp.local gives a container only the task's own variables, so a
 # `pipeline run --runner docker` with gs:// or s3:// URIs would reach no store without these.
-STORAGE_ENV = ("STORAGE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
-               "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION",
-               "AWS_DEFAULT_REGION", "POSE_S3_PATH_STYLE", "POSE_NETWORK_TIMEOUT", "POSE_NETWORK_RETRY",
-               "POSE_HTTP_RETRIES")
+STORAGE_ENV = ("STORAGE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT", "AWS_ENDPOINT_URL",
+               "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+               "AWS_REGION", "AWS_DEFAULT_REGION", "POSE_S3_PATH_STYLE", "POSE_NETWORK_TIMEOUT",
+               "POSE_NETWORK_RETRY", "POSE_HTTP_RETRIES")
 
 
 @contextlib.contextmanager
@@ -68,7 +68,8 @@ def run_docker_container(client, image: str, command: list[str], volumes: dict,
     container for exit status 0, so the failed task passes and the next one fails on a missing
     input. Here the container stays until its exit status has been read, and then goes."""
     passed_on = {name: os.environ[name] for name in STORAGE_ENV if os.environ.get(name)}
-    container_run_args["environment"] = {**passed_on, **(container_run_args.get("environment") or {})}
+    task_env = container_run_args.get("environment") or {}
+    container_run_args["environment"] = {**passed_on, **task_env}
     container = client.containers.run(image=image, command=command, volumes=volumes, detach=True,
                                       **container_run_args)
     try:

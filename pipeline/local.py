@@ -103,9 +103,9 @@ def run_local(source: str = DEFAULT_SOURCE, config: str = DEFAULT_CONFIG, runner
 
 
 def _check_storage(pipeline, arguments: dict) -> None:
-    """Before any task: every storage parameter has a scheme it takes, and this machine has credentials for
-    its store (pipeline/cluster.py check_storage_parameters), so that a run does not train for an hour and
-    then fail at publish."""
+    """Before any task: every storage parameter has a scheme it takes, and this machine has
+    credentials for its store (pipeline/cluster.py check_storage_parameters), so that a run does not
+    train for an hour and then fail at publish."""
     from google.protobuf import json_format
 
     from pipeline.params import declared_defaults

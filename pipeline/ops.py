@@ -19,11 +19,11 @@ from pipeline.images import CPU_IMAGE, GPU_IMAGE, SLIM_IMAGE
 # ---- the cluster ---------------------------------------------------------------------------------
 
 @dsl.component(base_image=SLIM_IMAGE, install_kfp_package=False)
-def cluster_settings_op(gpu_count: int, gcs_secret: str, s3_secret: str = "mlpipeline-minio-artifact",
-                        s3_endpoint: str = "", s3_region: str = "", s3_path_style: bool = True,
-                        s3_tls: bool = False) -> NamedTuple("ClusterSettings", accelerator_count=str,
-                                                            gcs_secret_volume=str, s3_secret_volume=str,
-                                                            s3_settings=str):
+def cluster_settings_op(
+    gpu_count: int, gcs_secret: str, s3_secret: str = "mlpipeline-minio-artifact",
+    s3_endpoint: str = "", s3_region: str = "", s3_path_style: bool = True, s3_tls: bool = False,
+) -> NamedTuple("ClusterSettings", accelerator_count=str, gcs_secret_volume=str,
+                s3_secret_volume=str, s3_settings=str):
     """Run parameters in the form the KFP driver reads for the pod spec (pipeline/cluster.py): the
     accelerator count as a string (a number parameter would give no GPU limit at all) and non-empty
     secret names; and the S3 parameters as one string for the steps that read or write buckets.
@@ -32,16 +32,18 @@ def cluster_settings_op(gpu_count: int, gcs_secret: str, s3_secret: str = "mlpip
 
     from pipeline.cluster import accelerator_count, gcs_secret_volume, s3_secret_volume, s3_settings
 
-    settings = namedtuple("ClusterSettings", ["accelerator_count", "gcs_secret_volume", "s3_secret_volume",
-                                              "s3_settings"])
-    return settings(accelerator_count(gpu_count), gcs_secret_volume(gcs_secret), s3_secret_volume(s3_secret),
+    settings = namedtuple("ClusterSettings", ["accelerator_count", "gcs_secret_volume",
+                                              "s3_secret_volume", "s3_settings"])
+    return settings(accelerator_count(gpu_count), gcs_secret_volume(gcs_secret),
+                    s3_secret_volume(s3_secret),
                     s3_settings(s3_endpoint, s3_region, s3_path_style, s3_tls))
 
 
 @dsl.component(base_image=SLIM_IMAGE, install_kfp_package=False)
 def source_version_op(source: str, s3_settings: str = "") -> str:
-    """What changes when the data behind `source` changes (pose.files.storage.source_version): never cached
-    itself, it feeds download's inputs, so download's cache key follows the data and not only the URI."""
+    """What changes when the data behind `source` changes (pose.files.storage.source_version):
+    never cached itself, it feeds download's inputs, so download's cache key follows the data and
+    not only the URI."""
     from pipeline import cluster
     from pose.files import steplog, storage
 
@@ -51,16 +53,18 @@ def source_version_op(source: str, s3_settings: str = "") -> str:
         cluster.use_mounted_gcs_key()
         cluster.use_s3_settings(s3_settings)
     version = storage.source_version(source)
-    print(f"source-version: {source}: {version or 'none (synthetic://, or a server that sends no version)'}")
+    shown = version or "none (synthetic://, or a server that sends no version)"
+    print(f"source-version: {source}: {shown}")
     return version
 
 
 # ---- ingest ------------------------------------------------------------------------------------
 
 @dsl.component(base_image=SLIM_IMAGE, install_kfp_package=False)
-def download_op(source: str, sha256: str, raw: Output[Dataset], source_version: str = "", s3_settings: str = ""):
-    """Fetches a source URI (https, gs, s3, minio, file, synthetic://N) into the raw AIC dataset; sha256 "" =
-    no check. source_version is only part of the cache key (source-version's output)."""
+def download_op(source: str, sha256: str, raw: Output[Dataset], source_version: str = "",
+                s3_settings: str = ""):
+    """Fetches a source URI (https, gs, s3, minio, file, synthetic://N) into the raw AIC dataset;
+    sha256 "" = no check. source_version is only part of the cache key (source-version's output)."""
     from components.download import download
     from pipeline import cluster
     from pose.files import steplog
@@ -119,11 +123,11 @@ def shard_op(coco: Input[Dataset], split: str, num_shards: int, shard_index: int
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def train_op(train_shards: Input[List[Dataset]], valid_shards: Input[List[Dataset]], config: str, overrides: str,
-             model: Output[Model], gpu_count: int = 0, allow_cpu: bool = False, checkpoint_uri: str = "",
-             s3_settings: str = ""):
+             model: Output[Model], gpu_count: int = 0, allow_cpu: bool = False,
+             checkpoint_uri: str = "", s3_settings: str = ""):
     """gpu_count: the GPUs the pod asked for; with none visible to TensorFlow, train fails unless allow_cpu.
-    checkpoint_uri (gs://, s3://, minio://…): checkpoints kept there as they are written; a retried pod
-    resumes from them."""
+    checkpoint_uri (gs://, s3://, minio://…): checkpoints kept there as they are written; a retried
+    pod resumes from them."""
     from components.train import train
     from pipeline import cluster
     from pose.files import steplog
