@@ -20,8 +20,8 @@ SYNTHETIC_SOURCE = "synthetic://160?seed=7"
 
 @pytest.fixture(scope="session")
 def seaweedfs(tmp_path_factory):
-    """One real S3 server (SeaweedFS) for the session; AWS_ENDPOINT_URL and the credentials point at it
-    while it runs (tests/s3.py)."""
+    """One real S3 server (SeaweedFS) for the session; AWS_ENDPOINT_URL and the credentials point
+    at it while it runs (tests/s3.py)."""
     from tests.s3 import start_seaweedfs
 
     server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))

@@ -5,7 +5,8 @@
     ...
     server.stop()                  # unsets STORAGE_EMULATOR_HOST
 
-or `with fake_gcs() as server: ...`. pose.files.storage (pose.files.storage_gcs.gcs_client) then talks to it.
+or `with fake_gcs() as server: ...`. pose.files.storage (pose.files.storage_gcs.gcs_client) then
+talks to it.
 """
 import contextlib
 import threading

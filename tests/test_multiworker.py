@@ -61,8 +61,8 @@ def marker_step(uri: str) -> int:
 
 
 @pytest.mark.slow
-def test_two_workers_train_together_resume_together_from_the_bucket_and_refuse_without_it(object_store, train_shards,
-                                                                                        tmp_path):
+def test_two_workers_train_together_resume_together_from_the_bucket_and_refuse_without_it(
+        object_store, train_shards, tmp_path):
     """Two workers train with a bucket; two new pods (fresh folders) resume both from the bucket's newest
     checkpoint and train on; resuming without the bucket (the chief's folder has checkpoints, the other
     worker's scratch none) stops both workers with the reason instead of hanging. The same against gs://

@@ -1,5 +1,5 @@
-"""publish: a real evaluation of real .tflite files, uploaded to a real fake-gcs-server and a real SeaweedFS
-(S3) on 127.0.0.1."""
+"""publish: a real evaluation of real .tflite files, uploaded to a real fake-gcs-server and a real
+SeaweedFS (S3) on 127.0.0.1."""
 import gzip
 import hashlib
 import json
@@ -53,7 +53,8 @@ def bucket():
         yield make_bucket("models")
 
 
-def test_publishes_the_variant_its_metadata_report_results_and_card(evaluated, object_store, tmp_path):
+def test_publishes_the_variant_its_metadata_report_results_and_card(evaluated, object_store,
+                                                                    tmp_path):
     models, evaluation = evaluated
     base = f"{object_store.scheme}://{object_store.make_bucket('models')}/pose/v1"
     manifest = publish(str(models), str(evaluation / "report.html"), str(evaluation), base + "/",

@@ -222,7 +222,8 @@ def _evaluated(tflite_models, shards, folder: Path) -> Path:
     return folder
 
 
-def test_failed_republish_leaves_no_manifest(tmp_path, tflite_models, shards, no_anchors, object_store, monkeypatch):
+def test_failed_republish_leaves_no_manifest(tmp_path, tflite_models, shards, no_anchors, object_store,
+                                             monkeypatch):
     from components.publish import MANIFEST, PublishError, publish
 
     evaluation = _evaluated(tflite_models, shards, tmp_path / "evaluation")

@@ -1,8 +1,7 @@
-"""Preemption-safe training against real object stores (fake-gcs-server for gs://, SeaweedFS for s3://):
-train is killed (SIGKILL) once its first
-checkpoints are in the bucket, started again in a fresh folder (a new pod), and resumes from the bucket's
-newest checkpoint; a config of another model structure (in the bucket or in the local folder) is refused
-with both named."""
+"""Preemption-safe training against real object stores (fake-gcs-server for gs://, SeaweedFS for
+s3://): train is killed (SIGKILL) once its first checkpoints are in the bucket, started again in a
+fresh folder (a new pod), and resumes from the bucket's newest checkpoint; a config of another model
+structure (in the bucket or in the local folder) is refused with both named."""
 import json
 import os
 import re
@@ -41,7 +40,8 @@ def marker_step(uri) -> int:
 
 
 @pytest.mark.slow
-def test_killed_training_resumes_from_the_bucket_in_a_fresh_folder(object_store, train_shards, tmp_path):
+def test_killed_training_resumes_from_the_bucket_in_a_fresh_folder(object_store, train_shards,
+                                                                   tmp_path):
     uri = f"{object_store.scheme}://{object_store.make_bucket('checkpoints')}/run-1"
     log_file = tmp_path / "first.log"
     with open(log_file, "w") as log:
