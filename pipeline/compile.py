@@ -35,12 +35,28 @@ def compile_pipeline(output: str | Path = DEFAULT_OUTPUT, image_tag: str | None 
 
     from pipeline.dag import pose_pipeline
 
+    _check_defaults(pose_pipeline)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(output) as tmp:
         compiler.Compiler().compile(pose_pipeline, package_path=str(tmp))
         check_backend(tmp)
     return output
+
+
+def _check_defaults(pipeline) -> None:
+    """The storage parameters' defaults are what a run gets when it gives none: they must pass the
+    checks `submit` makes (pipeline/cluster.py check_storage_parameters)."""
+    from google.protobuf import json_format
+
+    from pipeline.params import declared_defaults
+    from pipeline.cluster import ClusterContractError, check_storage_parameters
+
+    try:
+        check_storage_parameters(declared_defaults(json_format.MessageToDict(pipeline.pipeline_spec)),
+                                 "a default of pipeline/dag.py", on_cluster=True)
+    except ClusterContractError as error:
+        raise CompileError(str(error)) from None
 
 
 def check_backend(package: str | Path) -> None:
