@@ -3,6 +3,7 @@
 Each fixture calls a step's plain function (the same one its CLI and KFP component call), so a
 test of a later step runs on what the earlier steps really produce.
 """
+import builtins
 import os
 from pathlib import Path
 
@@ -16,6 +17,19 @@ ANCHORS = Path(os.environ.get("POSE_ANCHORS_DIR") or REPO.parent / "shared" / "a
 TINY_CONFIG = REPO / "experiments" / "tiny.yaml"
 
 SYNTHETIC_SOURCE = "synthetic://160?seed=7"
+
+
+@pytest.fixture(autouse=True)
+def print_left_as_found():
+    """kfp.local swaps builtins.print for each task, and its ParallelFor threads can leave it swapped for
+    good (pipeline/kfp_local_patches.py); every later print then comes indented. A test that leaves print
+    replaced fails itself, instead of a later test that reads what was printed."""
+    before = builtins.print
+    yield
+    if builtins.print is not before:
+        builtins.print = before
+        pytest.fail("this test left builtins.print replaced: a kfp.local run with a ParallelFor outside "
+                    "pipeline.kfp_local_patches.one_task_at_a_time?")
 
 
 @pytest.fixture(scope="session")
