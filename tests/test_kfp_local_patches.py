@@ -1,5 +1,6 @@
 """pipeline/kfp_local_patches.py against kfp.local itself: a real ParallelFor, run by kfp.local's own
 orchestrator in subprocesses."""
+
 import builtins
 import logging
 
