@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from pipeline.params import declared_parameters, parse_params
-from pose.cluster import ClusterContractError, refuse_local_paths
+from pipeline.cluster import ClusterContractError, refuse_local_paths
 
 log = logging.getLogger("pipeline.submit")
 

@@ -12,7 +12,7 @@ import pytest
 from components.convert import convert
 from components.shard import ShardError, shard, shard_name
 from pipeline.kfp_local_patches import one_task_at_a_time
-from pose import packs
+from pose.data import packs
 from tests.conftest import REPO
 
 NUM_SHARDS = 3

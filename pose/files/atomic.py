@@ -6,13 +6,15 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from pose.files import outputs
+
 
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike, step: str | None = None):
     """Yields a temporary folder beside `path`; on success it replaces `path` (an existing folder there,
     e.g. the empty one KFP creates for an output artifact, is removed), on failure it is deleted.
-    `step` leaves that step's marker inside (pose.outputs), so that its next run may replace the folder;
-    a step checks its output with pose.outputs.check_output before it starts."""
+    `step` leaves that step's marker inside (pose.files.outputs), so that its next run may replace the folder;
+    a step checks its output with pose.files.outputs.check_output before it starts."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_siblings(path)
@@ -21,8 +23,6 @@ def atomic_directory(path: str | os.PathLike, step: str | None = None):
     try:
         yield tmp
         if step:
-            from pose import outputs
-
             outputs.mark(tmp, step)
         if path.is_dir():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
