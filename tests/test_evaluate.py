@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from components.evaluate import EvaluationError, evaluate, input_to_original, predict
+from pose.models import contract
 from pose.models.tflite_runtime import NotTFLiteError
 from tests.conftest import ANCHORS
 from tests.tiny_models import build_tiny_pose_model
@@ -97,7 +98,8 @@ def test_a_size_mismatch_between_model_and_data_is_a_clear_error(tmp_path, valid
         evaluate(str(models), [str(valid_shards)], str(tmp_path / "out"), latency_runs=1)
     (models / "coco17_fp32.tflite").unlink()
     _tiny_tflite(models / "tiny_fp32.tflite")
-    (models / "tiny_fp32.json").write_text(json.dumps({"input_size": 192}))
+    (models / "tiny_fp32.json").write_text(json.dumps({"input_size": 192, "output_stride": 2,
+                                                       "contract": contract.describe("aic")}))
     with pytest.raises(EvaluationError, match="size mismatch: the model takes 64x64"):
         evaluate(str(models), [str(valid_shards)], str(tmp_path / "out"), latency_runs=1)
 
@@ -158,7 +160,7 @@ def test_train_and_evaluate_measure_the_same_pckh(tflite_models, valid_shards, t
     import shutil
 
     from components.evaluate import open_model, run_in_contract
-    from components.train import evaluate_pckh
+    from pose.training.validation import evaluate_pckh
     from pose.codec import HeatmapCodec
 
     models = tmp_path / "models"
