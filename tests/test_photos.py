@@ -1,4 +1,6 @@
-"""The real photographs (photos/, pose.evaluation.photos): their notes, and the agreement measure on the seed's CPM."""
+"""The real photographs (photos/, pose.evaluation.photos): their notes, and the agreement
+measure on the seed's CPM."""
+
 import numpy as np
 import pytest
 
@@ -18,15 +20,15 @@ def test_every_photograph_has_its_source_note():
 
 
 def test_agreement_is_pck_of_the_reference_persons_size():
-    reference = np.array([[0.0, 0.0]] * 7 + [[0.0, 100.0]] * 7)   # a person 100 pixels tall
+    reference = np.array([[0.0, 0.0]] * 7 + [[0.0, 100.0]] * 7)  # a person 100 pixels tall
     assert photos.person_size(reference) == 100.0
     assert photos.agreement(reference, reference) == 1.0
     moved = reference.copy()
-    moved[:7, 0] += 19.0   # within 0.2 x 100 pixels
-    moved[7:, 0] += 21.0   # beyond
+    moved[:7, 0] += 19.0  # within 0.2 x 100 pixels
+    moved[7:, 0] += 21.0  # beyond
     assert photos.agreement(moved, reference) == 0.5
     scored = np.hstack([reference, np.full((14, 1), 0.5)])
-    scored[7:, 2] = 0.05   # the reference does not find these: agreement_found leaves them out
+    scored[7:, 2] = 0.05  # the reference does not find these: agreement_found leaves them out
     assert photos.agreement(moved, scored, min_score=photos.FOUND_SCORE) == 1.0
 
 
@@ -37,7 +39,9 @@ def test_the_seeds_cpm_agrees_with_itself_on_every_photograph():
     if not (ANCHORS / "pefm-cpm-192.tflite").is_file():
         pytest.skip(f"no seed CPM in {ANCHORS}")
     seed = open_model(ANCHORS / "pefm-cpm-192.tflite")
-    section, panels = photos.evaluate({"copy": seed}, "pefm-cpm-192", seed, photos.DEFAULT_FOLDER, "copy")
+    section, panels = photos.evaluate(
+        {"copy": seed}, "pefm-cpm-192", seed, photos.DEFAULT_FOLDER, "copy"
+    )
     assert section["agreement"] == section["agreement_found"] == {"copy": 1.0}
     assert [panel["file"] for panel in panels] == [p["file"] for p in section["pictures"]]
     assert all(panel["uri"].startswith("data:image/jpeg;base64,") for panel in panels)

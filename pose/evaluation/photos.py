@@ -1,20 +1,23 @@
-"""Real photographs: ours and the seed's keypoints on the pictures of the repository's photos/ folder.
+"""Real photographs: ours and the seed's keypoints on the pictures of the repository's photos/.
 
-The synthetic data set scores a model on rendered figures only; these photographs (public domain or CC0,
-photos/SOURCE.md) show whether it still finds people in real pictures. There is no ground truth for them:
-the reference is the seed's released CPM, which was trained on the real AI Challenger photographs.
+The synthetic data set scores a model on rendered figures only; these photographs (public domain or
+CC0, photos/SOURCE.md) show whether it still finds people in real pictures. There is no ground truth
+for them: the reference is the seed's released CPM, which was trained on the real AI Challenger
+photographs.
 
 Agreement of a model on one photograph is PCK@0.2 against that reference: the share of the 14 joints
-whose position lies within 0.2 x the person's size of the reference's, where the person's size is the
-longer side of the bounding box of the reference's 14 keypoints (no box is annotated for the pictures).
-A head-and-shoulders portrait leaves hips, knees and ankles outside the picture, where the reference's
-heatmaps hold no peak (score < 0.1) and its "keypoints" are noise; `agreement_found` counts only the
-joints the reference finds (score >= FOUND_SCORE, the score below which the demo and `evaluate predict`
-draw no joint), as PCK counts only labelled joints. Both are recorded.
-Each model sees a picture as the web demo's still-image mode does (`reference_keypoints`, the page's
-Python twin, which the browser tests hold web/pose.js to: the picture padded (black) to a centred square,
-resized bilinearly to the model's input, fed in the model's contract, decoded with refine="quarter").
+whose position lies within 0.2 x the person's size of the reference's, where the person's size is
+the longer side of the bounding box of the reference's 14 keypoints (no box is annotated for the
+pictures). A head-and-shoulders portrait leaves hips, knees and ankles outside the picture, where
+the reference's heatmaps hold no peak (score < 0.1) and its "keypoints" are noise; `agreement_found`
+counts only the joints the reference finds (score >= FOUND_SCORE, the score below which the demo and
+`evaluate predict` draw no joint), as PCK counts only labelled joints. Both are recorded. Each model
+sees a picture as the web demo's still-image mode does (`reference_keypoints`, the page's Python
+twin, which the browser tests hold web/pose.js to: the picture padded (black) to a centred square,
+resized bilinearly to the model's input, fed in the model's contract, decoded with
+refine="quarter").
 """
+
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +28,12 @@ from pose.web_demo import DemoError, model_metadata
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_FOLDER = REPO / "photos"
 SUFFIXES = (".jpg", ".jpeg", ".png")
-THRESHOLD = 0.2          # PCK@0.2 of the person's size
-FOUND_SCORE = 0.1        # a reference joint with a lower peak is not found (agreement_found leaves it out)
+THRESHOLD = 0.2  # PCK@0.2 of the person's size
+FOUND_SCORE = (
+    0.1  # a reference joint with a lower peak is not found (agreement_found leaves it out)
+)
 BOX = "the bounding box of the reference's 14 keypoints; size = its longer side"
-OURS_COLOUR = (40, 40, 230)       # BGR red, as the report's predicted skeletons
+OURS_COLOUR = (40, 40, 230)  # BGR red, as the report's predicted skeletons
 REFERENCE_COLOUR = (230, 140, 30)  # BGR blue: the seed's
 
 
@@ -62,8 +67,12 @@ def person_size(reference: np.ndarray) -> float:
     return max(float(extent.max()), 1.0)
 
 
-def agreement(points: np.ndarray, reference: np.ndarray, threshold: float = THRESHOLD,
-              min_score: float | None = None) -> float:
+def agreement(
+    points: np.ndarray,
+    reference: np.ndarray,
+    threshold: float = THRESHOLD,
+    min_score: float | None = None,
+) -> float:
     """PCK@threshold of `points` against `reference` ([14, 2+], [14, 3]): the share of joints within
     threshold x person_size(reference) of the reference's; with min_score, of the joints whose reference
     score is at least min_score (1.0 when there is none)."""
@@ -74,8 +83,13 @@ def agreement(points: np.ndarray, reference: np.ndarray, threshold: float = THRE
     return float(np.mean(distances[counted] <= threshold * person_size(reference)))
 
 
-def evaluate(models: dict[str, dict], reference_name: str, reference: dict, folder: str | Path,
-             drawn_model: str | None) -> tuple[dict, list[dict]]:
+def evaluate(
+    models: dict[str, dict],
+    reference_name: str,
+    reference: dict,
+    folder: str | Path,
+    drawn_model: str | None,
+) -> tuple[dict, list[dict]]:
     """Runs every model of `models` ({name: {"path", "metadata"}}) and the reference on each picture.
     Returns (the results.json section, the report's side-by-side images [{file, caption, uri}] of
     `drawn_model` beside the reference)."""
@@ -83,20 +97,45 @@ def evaluate(models: dict[str, dict], reference_name: str, reference: dict, fold
     panels = []
     for picture in find(folder):
         seed = predict(reference["path"], reference["metadata"], picture)
-        entry = {"file": picture.name, "reference_keypoints": seed.round(4).tolist(),
-                 "person_size": round(person_size(seed), 1), "models": {}}
+        entry = {
+            "file": picture.name,
+            "reference_keypoints": seed.round(4).tolist(),
+            "person_size": round(person_size(seed), 1),
+            "models": {},
+        }
         for name, model in models.items():
             ours = predict(model["path"], model["metadata"], picture)
-            entry["models"][name] = {"keypoints": ours.round(2).tolist(), "agreement": agreement(ours, seed),
-                                     "agreement_found": agreement(ours, seed, min_score=FOUND_SCORE)}
+            entry["models"][name] = {
+                "keypoints": ours.round(2).tolist(),
+                "agreement": agreement(ours, seed),
+                "agreement_found": agreement(ours, seed, min_score=FOUND_SCORE),
+            }
         pictures.append(entry)
         if drawn_model in models:
-            panels.append({"file": picture.name, "agreement": entry["models"][drawn_model]["agreement"],
-                           "uri": side_by_side(picture, seed, np.asarray(entry["models"][drawn_model]["keypoints"]))})
-    section = {"folder": str(folder), "reference": reference_name, "threshold": THRESHOLD, "box": BOX,
-               "found_score": FOUND_SCORE, "drawn_model": drawn_model, "pictures": pictures,
-               **{key: {name: float(np.mean([p["models"][name][key] for p in pictures])) for name in models}
-                  for key in ("agreement", "agreement_found")}}
+            panels.append(
+                {
+                    "file": picture.name,
+                    "agreement": entry["models"][drawn_model]["agreement"],
+                    "uri": side_by_side(
+                        picture, seed, np.asarray(entry["models"][drawn_model]["keypoints"])
+                    ),
+                }
+            )
+    section = {
+        "folder": str(folder),
+        "reference": reference_name,
+        "threshold": THRESHOLD,
+        "box": BOX,
+        "found_score": FOUND_SCORE,
+        "drawn_model": drawn_model,
+        "pictures": pictures,
+        **{
+            key: {
+                name: float(np.mean([p["models"][name][key] for p in pictures])) for name in models
+            }
+            for key in ("agreement", "agreement_found")
+        },
+    }
     return section, panels
 
 
@@ -120,22 +159,30 @@ def side_by_side(picture: Path, seed: np.ndarray, ours: np.ndarray, height: int 
 
 
 def square_input(bgr, input_size: int) -> tuple:
-    """The picture padded (black) to a centred square and resized bilinearly to input_size, as float32 BGR 0..255."""
+    """The picture padded (black) to a centred square and resized bilinearly to input_size, as
+    float32 BGR 0..255."""
     import cv2
     import numpy as np
 
     height, width = bgr.shape[:2]
     side = max(width, height)
     left, top = (side - width) // 2, (side - height) // 2
-    padded = cv2.copyMakeBorder(bgr.astype(np.float32), top, side - height - top, left, side - width - left,
-                                cv2.BORDER_CONSTANT, value=0)
+    padded = cv2.copyMakeBorder(
+        bgr.astype(np.float32),
+        top,
+        side - height - top,
+        left,
+        side - width - left,
+        cv2.BORDER_CONSTANT,
+        value=0,
+    )
     resized = cv2.resize(padded, (input_size, input_size), interpolation=cv2.INTER_LINEAR)
     return resized, {"side": side, "left": left, "top": top}
 
 
 def reference_keypoints(model: str, picture: str, metadata: dict | None = None) -> dict:
-    """{"order", "keypoints": [[x, y, score] x 14]} in the picture's pixels, as the page's still-image mode makes
-    them, and "scale": picture pixels per model input pixel."""
+    """{"order", "keypoints": [[x, y, score] x 14]} in the picture's pixels, as the page's still-image
+    mode makes them, and "scale": picture pixels per model input pixel."""
     import cv2
     import numpy as np
 
@@ -157,9 +204,17 @@ def reference_keypoints(model: str, picture: str, metadata: dict | None = None) 
     interpreter = tflite_runtime.load(model_path, num_threads=1)
     heatmaps = tflite_runtime.run(interpreter, image[None])
     in_input, scores = HeatmapCodec(size, stride, refine="quarter").decode_to_input(heatmaps)
-    in_picture = (in_input[0] + 0.5) * (square["side"] / size) - 0.5 - np.array([square["left"], square["top"]])
+    in_picture = (
+        (in_input[0] + 0.5) * (square["side"] / size)
+        - 0.5
+        - np.array([square["left"], square["top"]])
+    )
     channel_joint = [keypoints.NAMES.index(name) for name in model_contract["channel_order"]]
     result = [None] * keypoints.NUM_KEYPOINTS
     for channel, joint in enumerate(channel_joint):
-        result[joint] = [float(in_picture[channel, 0]), float(in_picture[channel, 1]), float(scores[0, channel])]
+        result[joint] = [
+            float(in_picture[channel, 0]),
+            float(in_picture[channel, 1]),
+            float(scores[0, channel]),
+        ]
     return {"order": list(keypoints.NAMES), "keypoints": result, "scale": square["side"] / size}

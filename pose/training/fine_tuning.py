@@ -1,11 +1,13 @@
 """Fine-tuning: which layers of a (warm-started) network keep their weights while the rest trains.
 
 The training config's `frozen_layers` is a regular expression of layer names (re.match): the default
-main job (experiments/local.yaml) holds the released CPM's backbone and first five stages so that only
-its last stage adapts to the rendered figures, and the release keeps its skill on real photographs
-(BENCHMARKS.md, "Fine-tuning the released CPM"). `batch_norm_frozen` (pose.training.objective) is the
-companion: batch norms normalise with their moving statistics while training.
+main job (experiments/local.yaml) holds the released CPM's backbone and first five stages so that
+only its last stage adapts to the rendered figures, and the release keeps its skill on real
+photographs (BENCHMARKS.md, "Fine-tuning the released CPM"). `batch_norm_frozen`
+(pose.training.objective) is the companion: batch norms normalise with their moving statistics while
+training.
 """
+
 import logging
 import re
 
@@ -27,6 +29,11 @@ def freeze_layers(model, pattern: str | None) -> list[str]:
         raise FreezeError(f"frozen_layers {pattern!r} matches no layer of {model.name}")
     for name in frozen:
         model.get_layer(name).trainable = False
-    log.info("frozen: %d layers (%s ... %s); %d trainable weights", len(frozen), frozen[0], frozen[-1],
-             len(model.trainable_variables))
+    log.info(
+        "frozen: %d layers (%s ... %s); %d trainable weights",
+        len(frozen),
+        frozen[0],
+        frozen[-1],
+        len(model.trainable_variables),
+    )
     return frozen
