@@ -320,7 +320,14 @@ def predict(model_path: str, image_path: str, output_path: str, refine: str = DE
                               f"({', '.join(PREDICT_SUFFIXES)})")
     model = open_model(Path(model_path))
     size = model["input_size"]
-    image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+    from pose import pixels
+
+    try:
+        data = Path(image_path).read_bytes()
+        pixels.check_picture(data, str(image_path))
+    except (OSError, pixels.PictureTooLarge) as error:
+        raise EvaluationError(f"{image_path}: cannot read the image: {error}") from None
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise EvaluationError(f"{image_path}: cannot read the image")
     height, width = image.shape[:2]
@@ -351,7 +358,7 @@ def main(argv=None) -> int:
     if argv[:1] == ["predict"]:
         arguments = cli.parser("evaluate predict", "Draw the predicted skeleton on an image.")
         arguments.add_argument("--model", required=True, help=".tflite model")
-        arguments.add_argument("--image", required=True, help="any image cv2 reads")
+        arguments.add_argument("--image", required=True, help="a JPEG or PNG picture (at most pose.pixels.max_image_pixels() pixels)")
         arguments.add_argument("--output", required=True, help="output image (.png)")
         arguments.add_argument("--refine", choices=REFINE_MODES, default=DEFAULT_REFINE)
         arguments.add_argument("--min-score", type=float, default=0.1,

@@ -159,7 +159,14 @@ def reference_keypoints(model: str, picture: str, metadata: dict | None = None) 
     contract = metadata.get("contract")
     if not contract or contract.get("pixels") not in PIXEL_FORMATS:
         raise DemoError(f"{model_path.with_suffix('.json')}: no usable contract ({contract!r})")
-    bgr = cv2.imread(str(picture), cv2.IMREAD_COLOR)
+    from pose import pixels
+
+    try:
+        data = Path(picture).read_bytes()
+        pixels.check_picture(data, str(picture))
+    except (OSError, pixels.PictureTooLarge) as error:
+        raise DemoError(f"{picture}: {error}") from None
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
         raise DemoError(f"{picture}: not an image cv2 can read")
     size, stride = int(metadata["input_size"]), float(metadata["output_stride"])

@@ -785,3 +785,64 @@ def test_stale_temporary_siblings_are_removed(tmp_path):
     assert list(tmp_path.glob(".raw.tmp-*")), "the killed run should have left its temporary folder"
     download("synthetic://8", str(tmp_path / "raw"))
     assert not list(tmp_path.glob(".raw.*")), sorted(p.name for p in tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 21: bombs (pictures, configs, archives, renders)
+# ---------------------------------------------------------------------------------------------
+
+def _claiming(jpeg: bytes, width: int, height: int) -> bytes:
+    """The JPEG with its frame header (SOF0) rewritten to claim width x height: a bomb of a few KB."""
+    at = jpeg.index(b"\xff\xc0")
+    return jpeg[:at + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + jpeg[at + 9:]
+
+
+def test_convert_bounds_the_pixels_an_image_header_claims(tmp_path, capsys):
+    from components.convert import InvalidRecord, convert, main
+    from pose import pixels
+
+    limit = 8192 * 8192
+    assert pixels.MAX_IMAGE_PIXELS == limit
+    root = _release_with(tmp_path, aic_record("b" * 40))
+    images = next(root.rglob("keypoint_train_images_20170902"))
+    bomb = images / f"{'b' * 40}.jpg"
+    real = bomb.read_bytes()
+    bomb.write_bytes(_claiming(real, 8192, 8192))  # just at the limit: accepted
+    assert convert(str(root), str(tmp_path / "at"))["train_images"] == 3
+    bomb.write_bytes(_claiming(real, 8193, 8192))  # one column over
+    with pytest.raises(InvalidRecord, match=r"record 2 \(image_id 'bbbb.*8193x8192 pixels .* over the limit"):
+        convert(str(root), str(tmp_path / "over"))
+    counts = convert(str(root), str(tmp_path / "skipped"), skip_invalid=True)
+    assert counts["train_images"] == 2 and counts["rejected"] == 1
+    reject = json.loads((tmp_path / "skipped" / "rejects.json").read_text())["rejects"][0]
+    assert reject["image_id"] == "b" * 40 and "over the limit" in reject["reason"]
+    # The issue's probe: 32768 x 32000; the limit is configurable both ways.
+    bomb.write_bytes(_claiming(real, 32768, 32000))
+    capsys.readouterr()  # an earlier test's CLI left logging on its closed stderr
+    code, line = _cli(main, ["--input", str(root), "--output", str(tmp_path / "probe")], capsys)
+    assert code == 1 and "record 2" in line and "32768x32000" in line
+    assert convert(str(root), str(tmp_path / "raised"), max_image_pixels=32768 * 32000)["train_images"] == 3
+
+
+def test_shard_bounds_pixels_before_decoding(tmp_path):
+    from components.shard import ShardError, shard
+
+    coco = tmp_path / "coco"
+    data = write_tiny_coco(coco, "train")
+    victim = coco / "images" / "train" / data["images"][0]["file_name"]
+    # A whole JPEG (its scan passes the structure check) whose header claims 60000 x 60000: OpenCV would
+    # try to allocate 10 GB, or stop with an assertion naming nothing.
+    victim.write_bytes(_claiming(victim.read_bytes(), 60000, 60000))
+    with pytest.raises(ShardError, match=rf"{victim.name} \(image id 1\): 60000x60000 pixels .* over the limit"):
+        shard(str(coco), str(tmp_path / "out"), "train", 1)
+
+
+def test_predict_bounds_pixels_before_decoding(tmp_path, tflite_models, capsys):
+    from components.evaluate import main
+
+    picture = tmp_path / "bomb.jpg"
+    picture.write_bytes(_claiming(cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes(), 65000, 65000))
+    model = next(tflite_models.glob("*.tflite"))
+    code, line = _cli(main, ["predict", "--model", str(model), "--image", str(picture),
+                             "--output", str(tmp_path / "out.jpg")], capsys)
+    assert code == 1 and "bomb.jpg" in line and "65000x65000" in line
