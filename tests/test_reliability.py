@@ -846,3 +846,69 @@ def test_predict_bounds_pixels_before_decoding(tmp_path, tflite_models, capsys):
     code, line = _cli(main, ["predict", "--model", str(model), "--image", str(picture),
                              "--output", str(tmp_path / "out.jpg")], capsys)
     assert code == 1 and "bomb.jpg" in line and "65000x65000" in line
+
+
+_ALIAS_BOMB = "\n".join(["a: &a [x, x, x, x, x, x, x, x, x]"] + [
+    f"{chr(98 + level)}: &{chr(98 + level)} [{', '.join([f'*{chr(97 + level)}'] * 9)}]" for level in range(8)]
+    + ["batch_size: *i"])  # 9^9 = 387 million strings once expanded (the issue's 4.8 GB)
+
+# Runs load_config on the bomb in a process that stops itself past 1 GB of RSS (the issue's bound), and
+# prints its peak RSS: the bomb as a file and as the `config` parameter's text.
+_BOMB_PROBE = """
+import os, resource, sys, threading, time
+def watch():
+    while True:
+        if int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") > 1 << 30:
+            print("over 1 GB", flush=True); os._exit(3)
+        time.sleep(0.01)
+threading.Thread(target=watch, daemon=True).start()
+from pose.config import ConfigError, load_config
+for source in sys.argv[1:]:
+    try:
+        load_config(source)
+        print("accepted"); sys.exit(2)
+    except ConfigError as error:
+        print("refused:", str(error).splitlines()[0][:300])
+print("peak_rss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+def test_config_alias_bomb_is_refused_in_bounded_memory(tmp_path):
+    import subprocess
+    import sys
+
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(_ALIAS_BOMB)
+    result = subprocess.run([sys.executable, "-c", _BOMB_PROBE, str(bomb), _ALIAS_BOMB], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0, (result.stdout, result.stderr[-2000:])
+    assert lines[0].startswith(f"refused: config file {bomb}: line 1: YAML anchor &a")
+    assert lines[1].startswith("refused: config text: line 1: YAML anchor &a")
+    assert int(lines[2].split()[1]) < 1024
+
+
+@pytest.mark.parametrize("text, message", [
+    ("batch_size: 100000000", r"'batch_size' = 100000000: must be at most 4,096"),
+    ("batch_size: 4096\ninput_size: 1024", r"'batch_size' = 4096: a batch of 4096 x 1024\^2 .* 48.0 GiB"),
+    ("input_size: 65536", r"'input_size' = 65536: must be at most 1,024"),
+    ("shuffle_buffer: 100000000", r"'shuffle_buffer' = 100000000: must be at most 100,000"),
+    ("stage_channels: 1000000", r"'stage_channels' = 1000000: must be at most 4,096"),
+    ("batchsize: 4\nbatch_size: 8", r"'batchsize' and 'batch_size' are the same key"),
+    ("batch_size: 8\nbatchsize: 4", r"'batch_size' and 'batchsize' are the same key"),
+    ("base: {lr: 0.1}\n<<: {lr: 0.2}", r"line 2: YAML merge key '<<' is not accepted"),
+    ("sigma: 1e-30", r"'sigma' = 1e-30: must be between half the output stride \(1 input pixels"),
+    ("sigma: 1000", r"'sigma' = 1000.0: must be between .* and input_size \(192\)"),
+    ("x: [" + "0, " * 20000 + "]", r"more than 10,000 YAML nodes"),
+    ("x: " + "[" * 20000 + "]" * 20000, r"line 1: YAML nested more than 32 deep"),
+], ids=["batch_size", "batch-bytes", "input_size", "shuffle_buffer", "stage_channels", "batchsize-first",
+        "batch_size-first", "merge-key", "sigma-vanishing", "sigma-flat", "nodes", "depth"])
+def test_config_sizes_spellings_and_meaning_are_bounded(text, message):
+    from pose.config import ConfigError, load_config, parse_overrides
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(text)
+    if "\n" not in text and not text.startswith("x:"):  # the same through a --set override
+        key, value = text.split(": ")
+        with pytest.raises(ConfigError, match=message.replace(r"\(192\)", "")):
+            load_config(None, parse_overrides([f"{key}={value}"]))
