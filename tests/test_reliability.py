@@ -9,6 +9,7 @@ import http.server
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import tarfile
@@ -855,7 +856,7 @@ _ALIAS_BOMB = "\n".join(["a: &a [x, x, x, x, x, x, x, x, x]"] + [
 # Runs load_config on the bomb in a process that stops itself past 1 GB of RSS (the issue's bound), and
 # prints its peak RSS: the bomb as a file and as the `config` parameter's text.
 _BOMB_PROBE = """
-import os, resource, sys, threading, time
+import os, sys, threading, time
 def watch():
     while True:
         if int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") > 1 << 30:
@@ -869,7 +870,9 @@ for source in sys.argv[1:]:
         print("accepted"); sys.exit(2)
     except ConfigError as error:
         print("refused:", str(error).splitlines()[0][:300])
-print("peak_rss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+# VmHWM: this process's own peak (ru_maxrss would carry the parent's across exec)
+peak = [line for line in open("/proc/self/status") if line.startswith("VmHWM:")][0].split()[1]
+print("peak_rss_mb", int(peak) // 1024)
 """
 
 
@@ -912,3 +915,57 @@ def test_config_sizes_spellings_and_meaning_are_bounded(text, message):
         key, value = text.split(": ")
         with pytest.raises(ConfigError, match=message.replace(r"\(192\)", "")):
             load_config(None, parse_overrides([f"{key}={value}"]))
+
+
+def _files_over(folder: Path, size: int) -> list:
+    return [path for path in folder.rglob("*") if path.is_file() and path.stat().st_size > size]
+
+
+def test_zip_bomb_is_refused_before_writing(tmp_path):
+    import zipfile
+
+    from components.download import DownloadError, download
+
+    archive = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bundle:
+        bundle.writestr("aic/a.jpg", cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes())
+        bundle.writestr("aic/zeros.jpg", bytes(65 << 20))  # 65 MiB in ~65 KB: over the 64 MiB floor
+    assert archive.stat().st_size < 1 << 20
+    with pytest.raises(DownloadError, match=r"bomb\.zip: refusing to extract: its members expand to more than "
+                                            r"67,108,864 bytes \(at member 'aic/zeros\.jpg'"):
+        download(str(archive), str(tmp_path / "raw"))
+    assert not (tmp_path / "raw").exists() and _files_over(tmp_path, 1 << 20) == []
+
+
+def test_tar_gz_bomb_is_counted_while_extracting(tmp_path, monkeypatch):
+    from components.download import DownloadError, download
+
+    archive = tmp_path / "bomb.tar.gz"
+    with tarfile.open(archive, "w:gz") as bundle:
+        for name, data in (("aic/a.jpg", b"\xff\xd8" + bytes(100)), ("aic/zeros.jpg", bytes(3 << 20))):
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            bundle.addfile(member, io.BytesIO(data))
+    monkeypatch.setenv("POSE_MAX_EXTRACTED_BYTES", str(1 << 20))  # the absolute cap, lowered for a small test
+    with pytest.raises(DownloadError, match=r"more than 1,048,576 bytes \(at member 'aic/zeros\.jpg', "
+                                            r"3,145,830 bytes so far\)"):
+        download(str(archive), str(tmp_path / "raw"))
+    assert not (tmp_path / "raw").exists() and _files_over(tmp_path, 1 << 20) == []
+    monkeypatch.setenv("POSE_MAX_EXTRACTED_BYTES", "lots")
+    with pytest.raises(DownloadError, match=r"POSE_MAX_EXTRACTED_BYTES='lots' is not a number"):
+        download(str(archive), str(tmp_path / "raw"))
+
+
+@pytest.mark.parametrize("source, message", [
+    ("synthetic://99999999999", r"1 <= N <= 250,000 .*; N is 99,999,999,999"),
+    ("synthetic://10?seed=-1", r"0 <= S <= 4,294,967,295; S is -1"),
+    ("synthetic://10?sed=1", r"got the query 'sed=1'"),
+    ("synthetic://ten", r"N and S must be whole numbers"),
+], ids=["huge-n", "negative-seed", "unknown-key", "not-a-number"])
+def test_bad_synthetic_parameters_are_one_clear_line(tmp_path, capsys, source, message):
+    from components.download import main
+
+    code, line = _cli(main, ["--source", source, "--output", str(tmp_path / "raw")], capsys)
+    assert code == 1 and line.startswith(f"download: error: {source}: expected synthetic://N[?seed=S]")
+    assert re.search(message, line), line
+    assert not (tmp_path / "raw").exists()
