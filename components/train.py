@@ -36,7 +36,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from components import cli
-from pose import integrity, inputs, networks, outputs, records, steplog, visualize
+from pose import integrity, inputs, networks, outputs, records, steplog, visualize, writer_lock
 from pose.atomic import atomic_file
 from pose.config import TrainConfig, load_config, parse_overrides
 from pose.codec import HeatmapCodec
@@ -64,11 +64,15 @@ def train(config: str, data_dirs: list[str], output_dir: str, valid_dirs: list[s
     training fails rather than quietly running on the CPU, unless `allow_cpu`.
     `checkpoint_uri` (gs://…): checkpoints are mirrored there and a start resumes from the newest."""
     cfg = load_config(config, overrides).resolved()
+    if cfg.num_keypoints != records.K:  # shards hold K joints per person: say so before building a graph
+        raise TrainError(f"config num_keypoints {cfg.num_keypoints}, but the shards hold {records.K} keypoints "
+                         f"per person (the AI Challenger joints; {', '.join(data_dirs)})")
     if checkpoint_uri:
         split_gs_uri(checkpoint_uri)  # fail before building anything
     outputs.check_output("train", output_dir, [*data_dirs, *(valid_dirs or [])], allow_legacy=_is_train_output)
-    with steplog.step("train", config=config, data=data_dirs, valid=valid_dirs, output=output_dir,
-                      overrides=overrides or {}, checkpoint_uri=checkpoint_uri) as wrote:
+    with writer_lock.exclusive_writer(output_dir, "train"), \
+            steplog.step("train", config=config, data=data_dirs, valid=valid_dirs, output=output_dir,
+                         overrides=overrides or {}, checkpoint_uri=checkpoint_uri) as wrote:
         # The strategy first: MultiWorkerMirroredStrategy must exist before any other TF op runs.
         strategy, devices = _strategy(cfg)
         check_gpus(expect_gpus, allow_cpu)

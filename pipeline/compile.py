@@ -33,7 +33,14 @@ def compile_pipeline(output: str | Path = DEFAULT_OUTPUT, image_tag: str | None 
 
     from kfp import compiler
 
+    from pipeline import preflight
     from pipeline.dag import pose_pipeline
+    from pipeline.params import ParameterError
+
+    try:
+        preflight.check_arguments({})  # the defaults a run gets for every parameter not given
+    except ParameterError as error:
+        raise CompileError(f"the pipeline's default {error}") from None
 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,8 @@ import time
 import warnings
 from pathlib import Path
 
+from pipeline import preflight
+from pipeline.params import ParameterError
 from pose import results as results_schema
 from pose.atomic import atomic_file
 
@@ -64,6 +66,10 @@ def run_local(source: str = DEFAULT_SOURCE, config: str = DEFAULT_CONFIG, runner
         arguments["allow_cpu"] = True
         log.info("allow_cpu=true for this local run: train uses a GPU if TensorFlow sees one, else the CPU "
                  "(--param allow_cpu=false to insist on a GPU)")
+    try:
+        preflight.check_arguments(arguments, missing_config_ok=runner == "docker")
+    except ParameterError as error:
+        raise LocalRunError(str(error)) from None
     root = Path(pipeline_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     local.init(runner=_runner(runner), pipeline_root=str(root), enable_caching=cache,

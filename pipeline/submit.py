@@ -1,8 +1,9 @@
 """Submits the compiled pipeline (pipeline.yaml) as a run on a Kubeflow Pipelines cluster.
 
 Takes    the KFP API endpoint, an experiment name, `name=value` pipeline arguments, a pipeline root.
-Does     checks every argument against the parameters pipeline.yaml declares, and refuses a local-path
-         `source` or `publish_uri` (a pod cannot see this machine's disk), before any network call;
+Does     checks every argument against the parameters pipeline.yaml declares, refuses a local-path
+         `source` or `publish_uri` (a pod cannot see this machine's disk) and checks every value that can
+         be checked without data (pipeline/preflight.py), before any network call;
          then creates the run with kfp.Client (with a bearer token on multi-user Kubeflow); an unreachable
          or refusing endpoint is a clear error.
 Writes   nothing locally; prints the run's id and its URL in the KFP UI.
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.params import declared_parameters, parse_params
+from pipeline import preflight
+from pipeline.params import ParameterError, declared_parameters, parse_params
 from pose.cluster import ClusterContractError, refuse_local_paths
 
 log = logging.getLogger("pipeline.submit")
@@ -53,6 +55,10 @@ def submit(host: str, params: list[str] = (), experiment: str = DEFAULT_EXPERIME
         refuse_local_paths(arguments, "checked before submission")
     except ClusterContractError as error:
         raise SubmitError(f"--param {error}") from None
+    try:
+        preflight.check_arguments(arguments)
+    except ParameterError as error:
+        raise SubmitError(str(error)) from None
     if pipeline_root is not None and not pipeline_root.startswith(("gs://", "minio://", "s3://")):
         raise SubmitError(f"--pipeline-root {pipeline_root!r}: expected gs://, minio:// or s3://")
 

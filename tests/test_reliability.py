@@ -969,3 +969,73 @@ def test_bad_synthetic_parameters_are_one_clear_line(tmp_path, capsys, source, m
     assert code == 1 and line.startswith(f"download: error: {source}: expected synthetic://N[?seed=S]")
     assert re.search(message, line), line
     assert not (tmp_path / "raw").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 21: refused before work starts, naming the parameter
+# ---------------------------------------------------------------------------------------------
+
+_BAD_RUN_ARGUMENTS = [
+    ({"overrides": ["batch_size=0"]}, r"parameter overrides: overrides: key 'batch_size' = 0: must be positive"),
+    ({"overrides": ["num_keypoints=15"]}, r"parameter config: num_keypoints 15, but .* has 14 keypoints"),
+    ({"params": {"num_shards": 0}}, r"parameter num_shards=0: expected an integer from 1 to 4096"),
+    ({"params": {"num_shards": 100000}}, r"parameter num_shards=100000: expected an integer from 1 to 4096"),
+    ({"params": {"tflite_variants": "fp32,fp64"}}, r"parameter tflite_variants='fp32,fp64': .* unknown: 'fp64'"),
+    ({"params": {"export_contract": "coco"}}, r"parameter export_contract='coco': unknown model contract"),
+    ({"source": "gs://bucket/a/../b"}, r"parameter source='gs://bucket/a/\.\./b': a '\.\.' segment"),
+    ({"source": "synthetic://10?seed=-1"}, r"parameter source='synthetic://10\?seed=-1': .* S is -1"),
+    ({"params": {"publish_uri": "gs://bucket//x"}}, r"parameter publish_uri='gs://bucket//x': an empty segment"),
+    ({"params": {"latency_runs": 0}}, r"parameter latency_runs=0: expected a whole number >= 1"),
+]
+_BAD_RUN_IDS = ["batch_size-0", "num_keypoints-15", "num_shards-0", "num_shards-100000", "variant", "contract",
+                "dot-dot-uri", "synthetic-seed", "empty-segment", "latency_runs"]
+
+
+@pytest.mark.parametrize("arguments, message", _BAD_RUN_ARGUMENTS, ids=_BAD_RUN_IDS)
+def test_pipeline_run_refuses_bad_parameters_before_the_first_task(tmp_path, monkeypatch, arguments, message):
+    from kfp import local
+
+    from pipeline.local import LocalRunError, run_local
+
+    def no_run(*args, **kwargs):
+        raise AssertionError("the run would start")  # a check that missed must not run the whole DAG here
+
+    monkeypatch.setattr(local, "init", no_run)
+    started = time.monotonic()
+    with pytest.raises(LocalRunError, match=message):
+        run_local(config="experiments/tiny.yaml", pipeline_root=str(tmp_path / "runs"), **arguments)
+    assert not (tmp_path / "runs").exists()  # no task started: not even the pipeline root was made
+    assert time.monotonic() - started < 30
+
+
+@pytest.mark.parametrize("arguments, message", _BAD_RUN_ARGUMENTS[:4], ids=_BAD_RUN_IDS[:4])
+def test_submit_refuses_bad_parameters_before_contacting_the_cluster(arguments, message):
+    from pipeline.submit import SubmitError, submit
+
+    pairs = [f"{name}={value}" for name, value in arguments.get("params", {}).items()]
+    if "overrides" in arguments:
+        pairs.append(f"overrides={','.join(arguments['overrides'])}")
+    with pytest.raises(SubmitError, match=message):
+        submit(f"http://127.0.0.1:{_closed_port()}", params=pairs)
+
+
+def test_compile_refuses_a_bad_default(tmp_path, monkeypatch):
+    from pipeline import preflight
+    from pipeline.compile import CompileError, compile_pipeline
+
+    defaults = preflight.default_arguments()
+    monkeypatch.setattr(preflight, "default_arguments", lambda: {**defaults, "num_shards": 0})
+    with pytest.raises(CompileError, match=r"default parameter num_shards=0"):
+        compile_pipeline(tmp_path / "pipeline.yaml")
+    assert not (tmp_path / "pipeline.yaml").exists()
+
+
+def test_train_names_a_keypoint_count_the_shards_do_not_have(tmp_path, shards, capsys):
+    from components.train import main
+
+    capsys.readouterr()
+    code, line = _cli(main, ["--config", str(TINY_CONFIG), "--set", "num_keypoints=15", "--data",
+                             str(shards["train"]), "--output", str(tmp_path / "model")], capsys)
+    assert code == 1 and line == (f"train: error: config num_keypoints 15, but the shards hold 14 keypoints per "
+                                  f"person (the AI Challenger joints; {shards['train']})")
+    assert not (tmp_path / "model").exists()
