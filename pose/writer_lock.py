@@ -5,8 +5,8 @@ and a third run resumed from the mix. `exclusive_writer(path, step)` takes an ex
 `.<name>.lock` beside `path` for as long as the step writes it; a second process asking for the same
 path is refused at once (OutputBusy) with the holder's step, pid, host and start time. The kernel drops
 the lock when its holder exits, however it exits (kill -9 included), so a crashed run never blocks the
-next one. The lock file itself stays: removing it would let a third process lock a fresh file while a
-second still holds the old one.
+next one. The holder removes the lock file while it still holds it, and a process that locked a file
+since removed tries again, so no stale lock file stays beside the output and two holders never coexist.
 
 Within one process the lock is re-entrant (a step that holds its output may call code that takes it
 again, e.g. pose.atomic.atomic_directory). flock works on local file systems and on NFSv4; on a KFP
@@ -53,13 +53,8 @@ def exclusive_writer(path: str | os.PathLike, step: str):
                 _held[key] -= 1
         return
     lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _acquire(lock, path)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise OutputBusy(f"{Path(path)}: another process is writing it ({_describe(fd)}; lock {lock}); "
-                             "wait for it to end, or choose another output") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"step": step, "pid": os.getpid(), "host": socket.gethostname(),
                                   "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}).encode(), 0)
@@ -70,8 +65,29 @@ def exclusive_writer(path: str | os.PathLike, step: str):
         finally:
             with _guard:
                 del _held[key]
+            lock.unlink(missing_ok=True)  # while still held: no one else can hold this inode now
     finally:
         os.close(fd)  # releases the lock
+
+
+def _acquire(lock: Path, path) -> int:
+    """An fd holding the flock of the file now at `lock`. A file unlinked by its holder between our open and
+    our flock is not the lock any more: then try again with the new one."""
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _describe(fd)
+            os.close(fd)
+            raise OutputBusy(f"{Path(path)}: another process is writing it ({holder}; lock {lock}); "
+                             "wait for it to end, or choose another output") from None
+        try:
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
 
 
 def _describe(fd: int) -> str:

@@ -2,6 +2,7 @@
 probe (docs/RELIABILITY.md lists them with their verdicts), each on tiny data through the real steps: a real
 fake-gcs-server (tests/gcs.py) for gs:// and publish, a real http.server for the stalled download.
 """
+import contextlib
 import functools
 import hashlib
 import http.client
@@ -1039,3 +1040,59 @@ def test_train_names_a_keypoint_count_the_shards_do_not_have(tmp_path, shards, c
     assert code == 1 and line == (f"train: error: config num_keypoints 15, but the shards hold 14 keypoints per "
                                   f"person (the AI Challenger joints; {shards['train']})")
     assert not (tmp_path / "model").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 21: one writer at a time
+# ---------------------------------------------------------------------------------------------
+
+# Holds the writer lock of argv[1] as step argv[2] would (the step's own code path), until killed.
+_HOLDER = """
+import sys, time
+from pose.writer_lock import exclusive_writer
+with exclusive_writer(sys.argv[1], sys.argv[2]):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+@contextlib.contextmanager
+def _lock_held_by_another_process(path: Path, step: str):
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(path), step], cwd=REPO, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder
+    finally:
+        holder.kill()  # SIGKILL: the kernel drops the lock with the process
+        holder.wait()
+
+
+def test_a_second_writer_of_an_output_is_refused_until_the_first_dies(tmp_path, capsys):
+    from components.convert import main as convert_main
+
+    root = _release_with(tmp_path, aic_record("c" * 40))
+    output = tmp_path / "coco"
+    with _lock_held_by_another_process(output, "convert") as holder:
+        capsys.readouterr()
+        code, line = _cli(convert_main, ["--input", str(root), "--output", str(output)], capsys)
+        assert code == 1 and line.startswith(f"convert: error: {output}: another process is writing it "
+                                             f"(convert as pid {holder.pid} on {socket.gethostname()}, since ")
+        assert not output.exists()
+    code, line = _cli(convert_main, ["--input", str(root), "--output", str(output)], capsys)  # holder killed
+    assert code == 0 and (output / "annotations").is_dir()
+
+
+def test_two_trainings_into_one_output_are_refused(tmp_path, shards, capsys):
+    from components.train import main as train_main
+
+    output = tmp_path / "model"
+    with _lock_held_by_another_process(output, "train") as holder:
+        capsys.readouterr()
+        code, line = _cli(train_main, ["--config", str(TINY_CONFIG), "--data", str(shards["train"]),
+                                       "--output", str(output), "--set", "max_steps=1"], capsys)
+        assert code == 1 and f"another process is writing it (train as pid {holder.pid} on " in line
+        assert not (output / "checkpoints").exists()
