@@ -1,4 +1,4 @@
-"""Images per second of the full training input pipeline (pose.inputs.training_dataset: read, shuffle,
+"""Images per second of the full training input pipeline (pose.data.inputs.training_dataset: read, shuffle,
 parse, decode, affine warp, flip, colour jitter, heatmaps, batch) with its default augmentation and
 with rotation drawn for every example and for none, against bare JPEG decoding of the
 same shards (read, parse, tf.io.decode_jpeg, with the same parallelism), in one run.
@@ -11,7 +11,7 @@ import time
 
 import tensorflow as tf
 
-from pose import inputs, records
+from pose.data import inputs, records
 
 
 def bare_decode(files: list[str], batch_size: int) -> tf.data.Dataset:

@@ -23,7 +23,7 @@ def convert_per_tensor(frozen: Path, train_dirs: list[str], output: Path, name: 
     import tensorflow as tf
 
     from components import tflite
-    from pose import contract
+    from pose.models import contract
 
     info = json.loads((frozen / "model_info.json").read_text())
     model_contract = contract.from_metadata(info, str(frozen / "model_info.json"))

@@ -30,7 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pose.networks import IDENTITIES  # noqa: E402  (after the path is set)
+from pose.models.networks import IDENTITIES  # noqa: E402  (after the path is set)
 
 SEED_MODELS = {name: identity.seed_release + ".tflite" for name, identity in IDENTITIES.items()}
 
@@ -39,7 +39,7 @@ def cpm_builds(cpm_width: float, cpm_config: str | None, stage_kernels: list[int
     """{label: (width, structure options)} of the CPMs to build, one per stage kernel size."""
     width, options = cpm_width, {}
     if cpm_config:
-        from pose.config import load_config
+        from pose.training.config import load_config
 
         config = load_config(cpm_config)
         width, options = config.width if config.width is not None else cpm_width, config.architecture_options()
@@ -55,7 +55,7 @@ def build_models(names: list[str], work: Path, cpm_width: float, cpm_config: str
     from components.freeze import freeze
     from components.shard import shard
     from components.tflite import convert_to_tflite
-    from pose.networks import build_model
+    from pose.models.networks import build_model
 
     download("synthetic://16?seed=3", str(work / "raw"))
     convert(str(work / "raw"), str(work / "coco"))
@@ -83,7 +83,7 @@ def build_models(names: list[str], work: Path, cpm_width: float, cpm_config: str
 def main() -> None:
     import numpy as np
 
-    from pose import tflite_runtime
+    from pose.models import tflite_runtime
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="mv2_cpm,mv2_hourglass")

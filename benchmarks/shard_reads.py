@@ -13,7 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from pose import packs
+from pose.data import packs
 
 SPLITS = ("train", "valid")
 

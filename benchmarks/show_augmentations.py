@@ -8,8 +8,9 @@ import logging
 
 import cv2
 
-from pose import inputs, steplog
-from pose.visualize import sample_grid
+from pose.data import inputs
+from pose.files import steplog
+from pose.evaluation.visualize import sample_grid
 
 
 def main(argv=None) -> None:

@@ -16,7 +16,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import cv2  # noqa: E402
 
-from pose.synthetic import render_release  # noqa: E402
+from pose.data.synthetic import render_release  # noqa: E402
 
 
 def main() -> None:

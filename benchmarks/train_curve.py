@@ -13,7 +13,7 @@ import os
 import time
 from pathlib import Path
 
-from pose import steplog
+from pose.files import steplog
 
 
 def prepare_shards(source: str, work: Path) -> tuple[Path, Path]:
@@ -43,7 +43,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     steplog.setup()
     from components.train import train
-    from pose.config import parse_overrides
+    from pose.training.config import parse_overrides
 
     work = Path(args.work) / args.source.replace("://", "_").replace("?", "_")
     train_dir, valid_dir = prepare_shards(args.source, work)

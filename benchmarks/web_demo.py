@@ -3,7 +3,7 @@ this machine in the same run, and the weight of the page and runtime without the
 
     .venv/bin/python benchmarks/web_demo.py [--model /work/shared/anchors/pefm-cpm-192.tflite] [--runs 50]
 
-Latency: Python is pose.tflite_runtime.latency (one invoke, XNNPACK, 1 thread); the browser is the page's
+Latency: Python is pose.models.tflite_runtime.latency (one invoke, XNNPACK, 1 thread); the browser is the page's
 ?benchmark=N mode in Debian's headless Chromium (tests/browser.py): model.run alone (median_ms), and a whole
 model step of the page with the input tensor's creation and the heatmaps' read-back (frame_median_ms), after
 5 warm-up runs. Python runs before and after the browser, so a
@@ -23,7 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.demo import serving  # noqa: E402
-from pose import tflite_runtime, web_demo  # noqa: E402
+from pose.models import tflite_runtime  # noqa: E402
+from pose import web_demo  # noqa: E402
 from tests.browser import chromium  # noqa: E402
 
 DEFAULT_MODEL = "/work/shared/anchors/pefm-cpm-192.tflite"

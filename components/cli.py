@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Callable
 
-from pose import steplog
+from pose.files import steplog
 
 # Errors raised by the project's own code carry a message written for the user; anything else (a library's
 # exception) is named by its type too, since its message alone may not say what kind of failure it was.

@@ -11,7 +11,7 @@ Does   checks every record (keypoint list of 42, visibility codes, keypoints ins
 Writes annotations/person_keypoints_{train,valid}.json, images/{train,valid}/<aic id>.jpg (hard
        links where possible), rejects.json when --skip-invalid skipped records. With --num-shards N
        the images go into per-shard packs instead of images/: packs/<split>-<iiiii>-of-<nnnnn>/ holds
-       one shard's images and annotations (pose/packs.py), so that a shard task reads only its share.
+       one shard's images and annotations (pose/data/packs.py), so that a shard task reads only its share.
        Everything is written to a temporary folder beside <output> and renamed to <output> at the end.
 
     python -m components.convert --input DIR --output DIR [--single-person] [--skip-invalid] [--num-shards N]
@@ -32,14 +32,15 @@ from typing import NamedTuple
 from tqdm import tqdm
 
 from components import cli
-from pose import keypoints as kp
-from pose import outputs, packs, pixels, steplog
-from pose.atomic import atomic_directory
+from pose.data import keypoints as kp
+from pose.files import outputs, steplog
+from pose.data import packs, pixels
+from pose.files.atomic import atomic_directory
 
 log = logging.getLogger("convert")
 
 SPLITS = ("train", "valid")
-# split -> (annotation file, image folder) of the official release (pose.keypoints.AIC_LAYOUT), found at any depth.
+# split -> (annotation file, image folder) of the official release (pose.data.keypoints.AIC_LAYOUT), found at any depth.
 OFFICIAL_LAYOUT = {split: (annotations, images) for split, (_, annotations, images) in kp.AIC_LAYOUT.items()}
 SEED_LAYOUT = {"train": ("ai_challenger_train.json", "train"), "valid": ("ai_challenger_valid.json", "valid")}
 
@@ -106,9 +107,9 @@ class Record(NamedTuple):
 def convert(input_dir: str, output_dir: str, single_person: bool = False, skip_invalid: bool = False,
             num_shards: int | None = None, allow_empty: bool = False, max_image_pixels: int | None = None) -> dict:
     """Converts the AIC release below input_dir into the COCO layout at output_dir; returns the counts.
-    With num_shards, each split's images are written as num_shards packs (pose/packs.py), not images/.
+    With num_shards, each split's images are written as num_shards packs (pose/data/packs.py), not images/.
     A split left with no image is an error unless `allow_empty`. An image whose header claims more than
-    `max_image_pixels` (default pose.pixels.max_image_pixels()) is an invalid record: no later step
+    `max_image_pixels` (default pose.data.pixels.max_image_pixels()) is an invalid record: no later step
     decodes it."""
     output = Path(output_dir)
     pixel_limit = pixels.max_image_pixels(max_image_pixels)
@@ -440,7 +441,7 @@ _TAIL_BYTES = 4096
 
 def image_size(path: str):
     """(width, height) of a JPEG from its header, or _Bad when missing, not a JPEG, truncated or over the
-    pixel limit (pose.pixels).
+    pixel limit (pose.data.pixels).
 
     Walks the header's segments up to the first scan, then looks for the end-of-image marker in the
     file's last 4 KiB: two small reads per image instead of decoding megapixels (os.pread: the buffered
@@ -471,7 +472,7 @@ def image_size(path: str):
 
 def _write_packs(output: Path, split: str, num_shards: int, info: dict, images: list, annotations: list,
                  placed: list, place) -> None:
-    """One pack per shard: its images (pose.packs.shard_of_images) with their people, and pack.json."""
+    """One pack per shard: its images (pose.data.packs.shard_of_images) with their people, and pack.json."""
     shard_of = packs.shard_of_images([image["id"] for image in images], num_shards)
     pack_images = [[] for _ in range(num_shards)]
     pack_people = [[] for _ in range(num_shards)]

@@ -11,7 +11,7 @@ or prefix), after its SHA-256 is checked when one is given. Members that would l
 (absolute paths, `..`, links pointing out) stop the step.
 
 Writes the release as extracted (docs/ARTIFACTS.md, download -> raw), all or nothing: the work happens
-in a temporary sibling folder (pose.atomic), renamed to `output` at the end and removed on failure.
+in a temporary sibling folder (pose.files.atomic), renamed to `output` at the end and removed on failure.
 An existing `output` must be an empty folder (as KFP creates it).
 """
 import contextlib
@@ -31,8 +31,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from components import cli
-from pose import outputs, steplog, storage
-from pose.atomic import atomic_directory
+from pose.files import outputs, steplog, storage, uris
+from pose.files.atomic import atomic_directory
 
 log = logging.getLogger("download")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -65,9 +65,9 @@ def download(source: str, output: str, sha256: str | None = None, allow_no_image
         raise DownloadError(f"{source}: --sha256 must be 64 hex digits, got {sha256!r}")
     if Path(output).exists() and not (Path(output).is_dir() and not any(Path(output).iterdir())):
         raise DownloadError(f"{output}: output already exists and is not an empty folder")
-    parsed = urllib.parse.urlparse(source)
-    if parsed.scheme.lower() in ("", "file"):
-        outputs.check_output("download", output, [urllib.parse.unquote(parsed.path) if parsed.scheme else source])
+    local_source = uris.local_path(source)
+    if local_source is not None:
+        outputs.check_output("download", output, [local_source])
     with steplog.step("download", source=source, output=output, sha256=sha256 or "-") as wrote:
         with atomic_directory(output) as partial:
             summary = _fetch(source, partial, sha256.strip().lower() if sha256 else None)
@@ -105,8 +105,8 @@ def _fetch(source: str, dest: Path, sha256: str | None) -> dict:
                     storage.copy_gs_object(blob, writer, source)
                     writer.close()
                 _unpack(staged, _file_name(blob.name), dest, source, writer.hexdigest(), sha256)
-        elif scheme in ("file", ""):
-            _fetch_local(source, Path(urllib.parse.unquote(parsed.path) if scheme else source), dest, sha256)
+        elif uris.is_local(source):
+            _fetch_local(source, uris.local_path(source), dest, sha256)
         else:
             raise DownloadError(f"{source}: unsupported scheme {scheme!r}; expected https, http, gs, file or synthetic")
     except storage.StorageError as error:
@@ -118,7 +118,7 @@ def _fetch(source: str, dest: Path, sha256: str | None) -> dict:
 
 
 def _render_synthetic(source: str, parsed, dest: Path, sha256: str | None) -> dict:
-    from pose.synthetic import render_release
+    from pose.data.synthetic import render_release
 
     if sha256:
         raise DownloadError(f"{source}: --sha256 applies to a downloaded file, not to a synthetic release")
@@ -332,7 +332,7 @@ def _check_tar_end(bundle: tarfile.TarFile, label: str, count: int) -> None:
 
 def _check_member_name(name: str, dest: Path, label: str) -> None:
     """Absolute names are refused even though extractors would strip the slash: the archive is not what it claims."""
-    if name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name) or not storage.is_inside(dest / name, dest):
+    if name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name) or not uris.is_inside(dest / name, dest):
         raise DownloadError(f"{label}: refusing member {name!r}: it escapes the output folder")
 
 
@@ -341,7 +341,7 @@ def _check_zip_member(bundle: zipfile.ZipFile, member: zipfile.ZipInfo, dest: Pa
     _check_member_name(name, dest, label)
     if stat.S_ISLNK(member.external_attr >> 16):
         target = bundle.read(member).decode(errors="replace")
-        if os.path.isabs(target) or not storage.is_inside((dest / name).parent / target, dest):
+        if os.path.isabs(target) or not uris.is_inside((dest / name).parent / target, dest):
             raise DownloadError(f"{label}: refusing member {name!r}: a link to {target!r} outside the output folder")
 
 
@@ -358,7 +358,7 @@ def _link_or_copy(source, target) -> None:
 
 def count_release(folder: str) -> dict:
     """Images per AIC split (by the official image folder names) and the total size, for the metadata."""
-    from pose.keypoints import AIC_LAYOUT
+    from pose.data.keypoints import AIC_LAYOUT
 
     counts = {"images": 0, "images_train": 0, "images_valid": 0, "bytes": 0, "files": 0}
     image_folders = {layout[2]: split for split, layout in AIC_LAYOUT.items()}

@@ -3,7 +3,7 @@
 Takes    a tflite output folder (`*.tflite`, each with its .json), validation shard folders, and the
          seed's models (`../shared/anchors`, or --anchors / POSE_ANCHORS_DIR).
 Does     runs each model, ours and the seed's, in LiteRT over the validation people, each fed in its own
-         model contract (pose.contract: the `contract` of its .json; a .json without one is "aic", with a
+         model contract (pose.models.contract: the `contract` of its .json; a .json without one is "aic", with a
          warning; the seed's files have no .json and are "seed", their stride read from the tensor shapes),
          heatmaps brought back to AIC order (optional flip test), decodes the heatmaps
          (DARK or quarter-offset sub-pixel refinement), maps keypoints back to original image pixels and
@@ -44,9 +44,11 @@ def evaluate(models_dir: str, data_dirs: list[str], output_dir: str, anchors_dir
              flip_test: bool = False, refine: str = DEFAULT_REFINE, latency_runs: int = 50, gallery_size: int = 12) -> dict:
     """Evaluates every .tflite in `models_dir` on `data_dirs`; writes results.json and report.html to
     `output_dir` and returns the results dict."""
-    from pose import inputs, outputs, records, report, steplog
-    from pose import results as results_file
-    from pose.atomic import atomic_directory
+    from pose.data import inputs, records
+    from pose.files import outputs, steplog
+    from pose.evaluation import report
+    from pose.evaluation import results as results_file
+    from pose.files.atomic import atomic_directory
 
     if refine not in REFINE_MODES:
         raise EvaluationError(f"refine must be one of {REFINE_MODES}, not {refine!r}")
@@ -123,7 +125,9 @@ def _open_models(models_dir: Path) -> dict:
 def open_model(path: Path) -> dict:
     """{path, interpreter, metadata, contract, input_size, heatmap_size} of a .tflite, checking shapes. The metadata
     is its .json; without one it is one of the seed's released files (seed contract, shapes give the stride)."""
-    from pose import contract, integrity, keypoints, tflite_runtime
+    from pose.models import contract, tflite_runtime
+    from pose.files import integrity
+    from pose.data import keypoints
 
     integrity.verify_tflite(path)
     # every core for predicting (timing loads its own interpreters): the seed's 192 px files are the slow part
@@ -157,7 +161,7 @@ def open_model(path: Path) -> dict:
 
 def run_in_contract(model: dict, images):
     """Heatmaps in AIC order for training-pipeline images (RGB in [0, 1]), the model fed in its own contract."""
-    from pose import contract, tflite_runtime
+    from pose.models import contract, tflite_runtime
 
     heatmaps = tflite_runtime.run(model["interpreter"], contract.from_training_images(images, model["contract"]))
     return contract.to_aic_order(heatmaps, model["contract"])
@@ -170,7 +174,9 @@ def _predict_validation(models: dict, data_dirs: list[str], refine: str, flip_te
     import numpy as np
     from tqdm import tqdm
 
-    from pose import codec, integrity, inputs, keypoints
+    from pose import codec
+    from pose.files import integrity
+    from pose.data import inputs, keypoints
 
     index = inputs.read_index(data_dirs)
     integrity.verify_shards(data_dirs)
@@ -229,7 +235,7 @@ def _gallery_images(batch: dict, predicted_input: "np.ndarray", count: int, scal
     import cv2
     import numpy as np
 
-    from pose import report
+    from pose.evaluation import report
 
     uris = []
     for image, true_points, visibility, points in zip(batch["image"][:count], batch["keypoints"],
@@ -243,7 +249,8 @@ def _gallery_images(batch: dict, predicted_input: "np.ndarray", count: int, scal
 
 
 def _accuracy(prediction: dict, truth: dict) -> dict:
-    from pose import keypoints, metrics
+    from pose.data import keypoints
+    from pose.evaluation import metrics
 
     mean, per_joint = metrics.pckh(prediction["keypoints"], truth["keypoints"], truth["visibility"] > 0)
     ap = metrics.oks_ap(prediction["keypoints"], prediction["scores"], truth["keypoints"], truth["visibility"],
@@ -253,7 +260,7 @@ def _accuracy(prediction: dict, truth: dict) -> dict:
 
 
 def _all_threads() -> int:
-    from pose import tflite_runtime
+    from pose.models import tflite_runtime
 
     return tflite_runtime.all_threads()
 
@@ -261,7 +268,7 @@ def _all_threads() -> int:
 def _speed_and_size(path: Path, runs: int) -> dict:
     """File size and latency with each LiteRT runtime; `latency` is the runtime faster at 1 thread, which
     is what an app would pick (ours and the seed's alike)."""
-    from pose import tflite_runtime
+    from pose.models import tflite_runtime
 
     by_runtime = {runtime: {"1": tflite_runtime.latency(path, 1, runs, runtime=runtime),
                             "all": tflite_runtime.latency(path, _all_threads(), runs, runtime=runtime)}
@@ -272,7 +279,7 @@ def _speed_and_size(path: Path, runs: int) -> dict:
 
 
 def _family(name: str) -> str | None:
-    from pose import networks
+    from pose.models import networks
 
     try:
         return networks.identity(name).family
@@ -310,9 +317,10 @@ def predict(model_path: str, image_path: str, output_path: str, refine: str = DE
     import cv2
     import numpy as np
 
-    from pose import contract, report, tflite_runtime
+    from pose.models import contract, tflite_runtime
+    from pose.evaluation import report
     from pose.codec import HeatmapCodec
-    from pose.atomic import atomic_file
+    from pose.files.atomic import atomic_file
 
     suffix = Path(output_path).suffix.lower()
     if suffix not in PREDICT_SUFFIXES:
@@ -320,7 +328,7 @@ def predict(model_path: str, image_path: str, output_path: str, refine: str = DE
                               f"({', '.join(PREDICT_SUFFIXES)})")
     model = open_model(Path(model_path))
     size = model["input_size"]
-    from pose import pixels
+    from pose.data import pixels
 
     try:
         data = Path(image_path).read_bytes()
@@ -358,7 +366,7 @@ def main(argv=None) -> int:
     if argv[:1] == ["predict"]:
         arguments = cli.parser("evaluate predict", "Draw the predicted skeleton on an image.")
         arguments.add_argument("--model", required=True, help=".tflite model")
-        arguments.add_argument("--image", required=True, help="a JPEG or PNG picture (at most pose.pixels.max_image_pixels() pixels)")
+        arguments.add_argument("--image", required=True, help="a JPEG or PNG picture (at most pose.data.pixels.max_image_pixels() pixels)")
         arguments.add_argument("--output", required=True, help="output image (.png)")
         arguments.add_argument("--refine", choices=REFINE_MODES, default=DEFAULT_REFINE)
         arguments.add_argument("--min-score", type=float, default=0.1,

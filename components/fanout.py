@@ -1,7 +1,7 @@
 """fanout: the lists the shard step fans out over.
 
 Takes    the number of shards, a pipeline parameter, and the URI of convert's packed output.
-Does     turns them into the URIs of the packs, one list per split (pose/packs.py names them):
+Does     turns them into the URIs of the packs, one list per split (pose/data/packs.py names them):
          `<coco uri>/packs/train-00000-of-00016`, ... A shard task gets its pack through `dsl.importer`
          from that URI, so KFP copies only that pack into its pod (docs/ARTIFACTS.md says why).
          `dsl.ParallelFor` iterates over a list, and a list built from a run-time parameter must come from
@@ -13,7 +13,8 @@ Writes   the lists as the task's output parameters.
 import json
 
 from components import cli
-from pose import packs, steplog
+from pose.data import packs
+from pose.files import steplog
 
 MAX_SHARDS = packs.MAX_SHARDS
 

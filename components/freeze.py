@@ -3,7 +3,7 @@
 Takes    a train output folder (`model.keras`, `train_metadata.json`).
 Does     wraps the last stage's heatmaps in a serving function whose input is `image` (float32
          [1, H, W, 3]) and whose output node is literally `Convolutional_Pose_Machine/stage_5_out`
-         (CPM) or `hourglass_out_3` (hourglass), in a model contract (pose.contract): by default the
+         (CPM) or `hourglass_out_3` (hourglass), in a model contract (pose.models.contract): by default the
          seed's (BGR 0..255 in, the seed's channel order out), so apps built for the seed's files load
          ours unchanged; `--contract aic` keeps the training contract (RGB / 255, AIC order). The
          conversion sits inside the graph. Then checks that Keras, the SavedModel and the frozen graph
@@ -29,13 +29,15 @@ class FreezeError(ValueError):
 
 
 def freeze(model_dir: str, output_dir: str, export_contract: str = "seed") -> dict:
-    """Exports `model_dir`/model.keras to `output_dir` in `export_contract` (pose.contract: "seed" or "aic");
+    """Exports `model_dir`/model.keras to `output_dir` in `export_contract` (pose.models.contract: "seed" or "aic");
     returns model_info (also written as model_info.json)."""
     import numpy as np
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    from pose import contract, keypoints, networks, outputs, steplog
+    from pose.models import contract, networks
+    from pose.data import keypoints
+    from pose.files import outputs, steplog
 
     try:
         contract.check(export_contract)
@@ -69,7 +71,7 @@ def freeze(model_dir: str, output_dir: str, export_contract: str = "seed") -> di
         output_size = output_shape[1]
         sample = np.random.default_rng(SAMPLE_SEED).random((1, height, width, 3), dtype=np.float32)
 
-        from pose.atomic import atomic_directory
+        from pose.files.atomic import atomic_directory
         with atomic_directory(output_dir, step="freeze") as tmp:
             module = tf.Module()
             module.model = model
@@ -109,7 +111,7 @@ def freeze(model_dir: str, output_dir: str, export_contract: str = "seed") -> di
 def _load_model(model_dir: Path):
     import keras
 
-    from pose import networks
+    from pose.models import networks
 
     networks.register_custom_layers()
     path = model_dir / "model.keras"
@@ -154,7 +156,7 @@ def _compare(model, folder: Path, output_name: str, sample, export_contract: str
     import numpy as np
     import tensorflow as tf
 
-    from pose import contract
+    from pose.models import contract
 
     keras_out = model(sample, training=False)
     keras_out = np.asarray(keras_out[-1] if isinstance(keras_out, (list, tuple)) else keras_out, np.float32)
@@ -186,7 +188,7 @@ def main(argv=None) -> int:
     arguments.add_argument("--output", required=True,
                            help="folder to write saved_model/, frozen_graph.pb, model_info.json")
     arguments.add_argument("--contract", default="seed", choices=("seed", "aic"),
-                           help="the exported model's contract (pose.contract): seed = BGR 0..255 in and the "
+                           help="the exported model's contract (pose.models.contract): seed = BGR 0..255 in and the "
                                 "seed's channel order out (default); aic = RGB / 255 in, AIC order out")
     return cli.run("freeze", arguments, lambda args: freeze(args.model, args.output, args.contract), argv)
 

@@ -20,9 +20,11 @@ from pathlib import Path
 
 
 from components import cli
-from pose import keypoints, web_demo
-from pose import results as results_schema
-from pose.atomic import atomic_file
+from pose.data import keypoints
+from pose import web_demo
+from pose.evaluation import results as results_schema
+from pose.files.uris import local_path
+from pose.files.atomic import atomic_file
 
 log = logging.getLogger("publish")
 
@@ -41,13 +43,13 @@ def publish(models_dir: str, report_path: str, results_path: str, destination: s
     `staging_dir` keeps the staged files (the KFP component's output artifact); by default a temporary
     folder is used and removed.
     """
-    from pose import steplog
+    from pose.files import steplog
 
     with steplog.step("publish", models=models_dir, report=report_path, results=results_path,
                       destination=destination, variant=variant) as wrote:
         results = _read_results(Path(results_path))
         model_file = _choose_model(Path(models_dir), variant, results)
-        from pose import integrity
+        from pose.files import integrity
 
         integrity.verify_tflite(model_file)
         report_file = _file_in(Path(report_path), "report.html", "report")
@@ -140,10 +142,10 @@ def _upload(staged: Path, destination: str) -> list[str]:
     base = destination.rstrip("/")
     if destination.startswith("gs://"):
         store = _GcsDestination(base)
-    elif "://" in destination:
+    elif (folder := local_path(destination)) is None:
         raise PublishError(f"destination {destination!r}: expected gs://bucket/prefix or a local folder")
     else:
-        store = _LocalDestination(Path(destination))
+        store = _LocalDestination(folder)
     try:
         previous = store.read(MANIFEST)
         store.remove(MANIFEST)
@@ -161,7 +163,7 @@ def _upload(staged: Path, destination: str) -> list[str]:
 
 class _GcsDestination:
     def __init__(self, base: str):
-        from pose import storage
+        from pose.files import storage
 
         self.base, self.storage = base, storage
         self.client = storage.gcs_client()
@@ -256,7 +258,7 @@ _CONTRACT_WORDS = {
 
 
 def _contract(meta: dict) -> dict:
-    from pose import contract
+    from pose.models import contract
 
     return contract.from_metadata(meta, "the model's metadata")
 
@@ -335,7 +337,7 @@ def model_card(results: dict, model_name: str, destination: str) -> str:
 
 
 def _architecture(model: str) -> str:
-    from pose import networks
+    from pose.models import networks
 
     try:
         return f"{networks.identity(model).title} (`{model}`)"

@@ -3,12 +3,12 @@
 Takes  convert's output: annotations/person_keypoints_<split>.json and images/<split>/; or convert's
        packed output (packs/<split>-<iiiii>-of-<nnnnn>/, convert --num-shards N); or one pack alone
        (what a pipeline shard task gets): then the pack says its split and shard.
-Does   deals the images of the split, ordered by image id, round-robin to N shards (pose/packs.py: the
+Does   deals the images of the split, ordered by image id, round-robin to N shards (pose/data/packs.py: the
        rule convert's packs follow); a shard holds its images' people in annotation-id order; skips
        people with no labelled joint; cuts a square crop around each
        person (the box grown by CROP_MARGIN, centred on the box), shrinks it so its side is at most
        --crop-size, and stores it as JPEG with the keypoints and box in crop pixels and the affine
-       crop -> original (layout: pose/records.py). With --shard-index it writes only that shard
+       crop -> original (layout: pose/data/records.py). With --shard-index it writes only that shard
        (the pipeline fans out one task per shard); without, all shards in parallel threads.
 Writes <split>-<iiiii>-of-<nnnnn>.tfrecord and index.json (docs/ARTIFACTS.md); the folder appears
        at once (built beside <output>, then renamed).
@@ -29,9 +29,10 @@ import numpy as np
 import tensorflow as tf
 
 from components import cli
-from pose import integrity, jpeg, outputs, packs, pixels, records, steplog
-from pose.atomic import atomic_directory, atomic_file
-from pose.keypoints import NUM_KEYPOINTS
+from pose.files import integrity, outputs, steplog
+from pose.data import jpeg, packs, pixels, records
+from pose.files.atomic import atomic_directory, atomic_file
+from pose.data.keypoints import NUM_KEYPOINTS
 
 log = logging.getLogger("shard")
 

@@ -4,7 +4,7 @@ Takes    a freeze output folder (`saved_model/`, `frozen_graph.pb`, `model_info.
          shard folders to draw representative images from.
 Does     converts the frozen graph (so the .tflite tensors keep the seed's names `image` and
          `Convolutional_Pose_Machine/stage_5_out`, and the freeze step's model contract: pixels in and
-         channel order out, see pose.contract), loads each result in LiteRT and compares its heatmaps
+         channel order out, see pose.models.contract), loads each result in LiteRT and compares its heatmaps
          with the SavedModel's on the same images. Full int8 calibrates on images in the contract's pixels.
 Writes   `<model>_<variant>.tflite` and `<model>_<variant>.json` (everything an app needs to use it, and
          the difference against the SavedModel), atomically.
@@ -36,8 +36,10 @@ def convert_to_tflite(saved_model_dir: str, output_dir: str, variants: list[str]
     {"model", "variants": {variant: metadata}} (metadata as in each .json)."""
     import numpy as np
 
-    from pose import codec, contract, outputs, steplog, tflite_runtime
-    from pose.atomic import atomic_directory
+    from pose import codec
+    from pose.models import contract, tflite_runtime
+    from pose.files import outputs, steplog
+    from pose.files.atomic import atomic_directory
 
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
@@ -56,7 +58,7 @@ def convert_to_tflite(saved_model_dir: str, output_dir: str, variants: list[str]
             raise TFLiteConversionError(str(error)) from error
         size = info["input_size"]
         if representative_dirs:
-            from pose import integrity
+            from pose.files import integrity
 
             integrity.verify_shards(representative_dirs)
             samples = contract.from_training_images(
@@ -148,7 +150,7 @@ def _representative_images(dirs: list[str], size: int, count: int):
     """Up to `count` evaluation crops [N, size, size, 3] in [0, 1] from the shard folders."""
     import numpy as np
 
-    from pose import inputs
+    from pose.data import inputs
 
     images = []
     for batch in inputs.evaluation_dataset(dirs, size, 16):

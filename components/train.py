@@ -1,7 +1,7 @@
 """train: a MobileNetV2 CPM or hourglass on the shards, on every device the machine has.
 
 Takes    train shard folders (and optionally valid shard folders) from the shard step, and a YAML
-         config (pose/config.py; experiments/*.yaml) with `key=value` overrides.
+         config (pose/training/config.py; experiments/*.yaml) with `key=value` overrides.
 Does     a custom training loop under a tf.distribute strategy: MirroredStrategy over all visible
          GPUs (global batch = batch_size x replicas), MultiWorkerMirroredStrategy when TF_CONFIG names
          several workers, the default strategy on a plain CPU; mixed_float16 and optional XLA on GPU.
@@ -10,7 +10,7 @@ Does     a custom training loop under a tf.distribute strategy: MirroredStrategy
          seed's exponential decay (or cosine). Checkpoints every `checkpoint_every` steps; a restart on
          the same output folder resumes from the newest one, optimizer state and step count included.
          With --checkpoint-uri gs://bucket/prefix each checkpoint is also uploaded as it is written
-         (pose/remote_checkpoints.py), and a start in an empty folder (a new pod after preemption)
+         (pose/files/remote_checkpoints.py), and a start in an empty folder (a new pod after preemption)
          resumes from the bucket's newest one. In a multi-worker run every worker restores the bucket's
          newest (only the chief uploads), and all check they resumed the same step before training;
          without a bucket a multi-worker run cannot resume and says so.
@@ -36,13 +36,16 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from components import cli
-from pose import integrity, inputs, networks, outputs, records, steplog, visualize, writer_lock
-from pose.atomic import atomic_file
-from pose.config import TrainConfig, load_config, parse_overrides
+from pose.files import integrity, outputs, steplog, writer_lock
+from pose.data import inputs, records
+from pose.models import networks
+from pose.evaluation import visualize
+from pose.files.atomic import atomic_file
+from pose.training.config import TrainConfig, load_config, parse_overrides
 from pose.codec import HeatmapCodec
-from pose.metrics import pckh
-from pose.remote_checkpoints import FINGERPRINT_FILE, CheckpointMismatch, RemoteCheckpoints, mismatch
-from pose.storage import split_gs_uri
+from pose.evaluation.metrics import pckh
+from pose.files.remote_checkpoints import FINGERPRINT_FILE, CheckpointMismatch, RemoteCheckpoints, mismatch
+from pose.files.storage import split_gs_uri
 
 log = logging.getLogger("train")
 
@@ -260,7 +263,7 @@ class _Run:
 
     def _warm_start(self) -> dict | None:
         """Loads cfg.init_from into the fresh model (a resumed run's checkpoint then overrides it)."""
-        from pose import warm_start
+        from pose.models import warm_start
 
         if not self.cfg.init_from:
             return None
@@ -543,7 +546,7 @@ class _Run:
                     _image_summary("predictions", grid)
 
     def _prediction_grid(self):
-        """Predicted heatmaps over a few valid images, one uint8 picture [H, W, 3] (pose.visualize)."""
+        """Predicted heatmaps over a few valid images, one uint8 picture [H, W, 3] (pose.evaluation.visualize)."""
         if not self.valid_dirs:
             return None
         batch = next(iter(inputs.evaluation_dataset(self.valid_dirs, self.cfg.input_size, batch_size=8)))

@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     from pipeline.local import LocalRunError
     from pipeline.params import ParameterError
     from pipeline.submit import SubmitError
-    from pose import steplog
+    from pose.files import steplog
 
     steplog.setup()
     try:

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from pose.atomic import atomic_file
+from pose.files.atomic import atomic_file
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "pipeline.yaml"
 

@@ -15,7 +15,7 @@ from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
 
 from pipeline.ops import (cluster_settings_op, convert_op, download_op, evaluate_op, freeze_op, pack_uris_op,
                           publish_op, shard_op, tflite_op, train_op)
-from pose.cluster import GCS_SECRET_MOUNT
+from pipeline.cluster import GCS_SECRET_MOUNT
 
 PIPELINE_NAME = "pose-estimation-for-mobile"
 
@@ -77,7 +77,7 @@ Outputs = NamedTuple("Outputs", tflite_models=Model, metrics=Metrics, report=HTM
 
 
 def _use_gcs_secret(task, secret_volume) -> None:
-    """Mounts the GCS secret named by the cluster-settings task (never ""; see pose/cluster.py) at
+    """Mounts the GCS secret named by the cluster-settings task (never ""; see pipeline/cluster.py) at
     GCS_SECRET_MOUNT, optional, so a cluster with Workload Identity (no secret) runs too; the op sets
     GOOGLE_APPLICATION_CREDENTIALS to its key.json itself. Create it with
     `kubectl create secret generic gcs-credentials --from-file=key.json=SA_KEY.json`.
@@ -142,7 +142,7 @@ def pose_pipeline(
                     backoff_max_duration="600s")
     _use_gcs_secret(train, settings.outputs["gcs_secret_volume"])
     # The count as the settings task's string output: the driver reads "" from a number parameter and then
-    # sets no GPU limit (pose/cluster.py). The compiler adds that output to train's inputs but not to
+    # sets no GPU limit (pipeline/cluster.py). The compiler adds that output to train's inputs but not to
     # its dependentTasks, which is what orders the tasks on the cluster: hence .after().
     train.set_accelerator_type(gpu_type).set_accelerator_limit(settings.outputs["accelerator_count"])
     train.after(settings)

@@ -24,10 +24,10 @@ import time
 import warnings
 from pathlib import Path
 
-from pipeline import preflight
+from pipeline import kfp_local_patches, preflight
 from pipeline.params import ParameterError
-from pose import results as results_schema
-from pose.atomic import atomic_file
+from pose.evaluation import results as results_schema
+from pose.files.atomic import atomic_file
 
 log = logging.getLogger("pipeline.local")
 
@@ -81,7 +81,9 @@ def run_local(source: str = DEFAULT_SOURCE, config: str = DEFAULT_CONFIG, runner
     stream = _RunMonitor(sys.stdout, verbose)
     started = time.perf_counter()
     try:
-        with _quiet_local_warnings(), (_docker_tasks() if runner == "docker" else contextlib.nullcontext()), \
+        docker_tasks = (kfp_local_patches.docker_tasks(_local_docker_images())
+                        if runner == "docker" else contextlib.nullcontext())
+        with _quiet_local_warnings(), docker_tasks, \
                 stream.timing_tasks(), contextlib.redirect_stdout(stream):
             outputs = pose_pipeline(**arguments).outputs
     except RuntimeError as error:
@@ -169,44 +171,6 @@ def _check_docker_images() -> None:
 
 
 @contextlib.contextmanager
-def _docker_tasks():
-    """Runs each task's container with _run_container, in the image _local_docker_images picks."""
-    from kfp.local import docker_task_handler, task_dispatcher
-
-    run_task, run_container = task_dispatcher.run_single_task_implementation, docker_task_handler.run_docker_container
-    images = _local_docker_images()
-
-    def in_local_image(*args, **kwargs):
-        executor_spec = type(kwargs["executor_spec"])()
-        executor_spec.CopyFrom(kwargs["executor_spec"])
-        executor_spec.container.image = images.get(executor_spec.container.image, executor_spec.container.image)
-        return run_task(*args, **{**kwargs, "executor_spec": executor_spec})
-
-    task_dispatcher.run_single_task_implementation = in_local_image
-    docker_task_handler.run_docker_container = _run_container
-    try:
-        yield
-    finally:
-        task_dispatcher.run_single_task_implementation = run_task
-        docker_task_handler.run_docker_container = run_container
-
-
-def _run_container(client, image: str, command: list[str], volumes: dict, **container_run_args) -> int:
-    """kfp.local's run_docker_container without its false success: kfp 2.17.3 starts the container with
-    auto_remove=True, and when the container has exited and been removed before kfp reads its logs and exit
-    status (a step that fails within moments, on a busy machine), it takes the missing container for exit
-    status 0, so the failed task passes and the next one fails on a missing input. Here the container stays
-    until its exit status has been read, and then goes."""
-    container = client.containers.run(image=image, command=command, volumes=volumes, detach=True, **container_run_args)
-    try:
-        for chunk in container.logs(stream=True, follow=True):
-            print(chunk.decode(errors="replace"), end="")
-        return container.wait()["StatusCode"]
-    finally:
-        container.remove(force=True)
-
-
-@contextlib.contextmanager
 def _quiet_local_warnings():
     """kfp.local warns per task that cluster settings are ignored and that our images' names lack
     'python'; both are expected here, and said once at the start instead."""
@@ -243,33 +207,30 @@ class _RunMonitor(io.TextIOBase):
         self.tails = collections.defaultdict(lambda: collections.deque(maxlen=FAILURE_TAIL_LINES))
         self.failed_task = None
 
-    @contextlib.contextmanager
     def timing_tasks(self):
-        from kfp.local import status, task_dispatcher
+        """Times every task, and runs one at a time (see the class doc)."""
+        from kfp.local import status
 
-        run_task = task_dispatcher.run_single_task_implementation
+        def timing(run_task):
+            def timed(*args, **kwargs):
+                task = kwargs["component_name"].removeprefix("comp-")
+                with self.one_task_at_a_time:
+                    self.local.task = task
+                    started = time.perf_counter()
+                    try:
+                        outputs, task_status = run_task(*args, **kwargs)
+                    finally:
+                        self.flush()
+                        self.local.task = None
+                with self.lock:
+                    self.spans[task].append((started, time.perf_counter()))
+                    if task_status != status.Status.SUCCESS:
+                        self.failed_task = task
+                return outputs, task_status
 
-        def timed(*args, **kwargs):
-            task = kwargs["component_name"].removeprefix("comp-")
-            with self.one_task_at_a_time:
-                self.local.task = task
-                started = time.perf_counter()
-                try:
-                    outputs, task_status = run_task(*args, **kwargs)
-                finally:
-                    self.flush()
-                    self.local.task = None
-            with self.lock:
-                self.spans[task].append((started, time.perf_counter()))
-                if task_status != status.Status.SUCCESS:
-                    self.failed_task = task
-            return outputs, task_status
+            return timed
 
-        task_dispatcher.run_single_task_implementation = timed
-        try:
-            yield
-        finally:
-            task_dispatcher.run_single_task_implementation = run_task
+        return kfp_local_patches.around_each_task(timing)
 
     def writable(self) -> bool:
         return True

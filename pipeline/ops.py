@@ -21,12 +21,12 @@ from pipeline.images import CPU_IMAGE, GPU_IMAGE, SLIM_IMAGE
 @dsl.component(base_image=SLIM_IMAGE, install_kfp_package=False)
 def cluster_settings_op(gpu_count: int, gcs_secret: str) -> NamedTuple("ClusterSettings", accelerator_count=str,
                                                                        gcs_secret_volume=str):
-    """Run parameters in the form the KFP driver reads for the pod spec (pose/cluster.py): the
+    """Run parameters in the form the KFP driver reads for the pod spec (pipeline/cluster.py): the
     accelerator count as a string (a number parameter would give no GPU limit at all) and a non-empty
     secret name. Its outputs are strings whatever the run's client typed gpu_count as."""
     from collections import namedtuple
 
-    from pose.cluster import accelerator_count, gcs_secret_volume
+    from pipeline.cluster import accelerator_count, gcs_secret_volume
 
     settings = namedtuple("ClusterSettings", ["accelerator_count", "gcs_secret_volume"])
     return settings(accelerator_count(gpu_count), gcs_secret_volume(gcs_secret))
@@ -38,7 +38,8 @@ def cluster_settings_op(gpu_count: int, gcs_secret: str) -> NamedTuple("ClusterS
 def download_op(source: str, sha256: str, raw: Output[Dataset]):
     """Fetches a source URI (https, gs, file, synthetic://N) into the raw AIC dataset; sha256 "" = no check."""
     from components.download import download
-    from pose import cluster, steplog
+    from pipeline import cluster
+    from pose.files import steplog
 
     steplog.setup()
     if cluster.on_kfp_cluster():
@@ -52,7 +53,7 @@ def convert_op(raw: Input[Dataset], single_person: bool, skip_invalid: bool, coc
                num_shards: int = 0) -> str:
     """num_shards > 0: the images go into per-shard packs. Returns coco's URI, for the fan-out's pack URIs."""
     from components.convert import convert
-    from pose import steplog
+    from pose.files import steplog
 
     steplog.setup()
     coco.metadata.update(convert(raw.path, coco.path, single_person=single_person, skip_invalid=skip_invalid,
@@ -63,7 +64,7 @@ def convert_op(raw: Input[Dataset], single_person: bool, skip_invalid: bool, coc
 @dsl.component(base_image=SLIM_IMAGE, install_kfp_package=False)
 def pack_uris_op(coco_uri: str, split: str, num_shards: int) -> List[str]:
     from components.fanout import pack_uris
-    from pose import steplog
+    from pose.files import steplog
 
     steplog.setup()
     return pack_uris(coco_uri, num_shards)[split]
@@ -76,7 +77,7 @@ def shard_op(coco: Input[Dataset], split: str, num_shards: int, shard_index: int
     import os
 
     from components.shard import shard
-    from pose import steplog
+    from pose.files import steplog
 
     steplog.setup()
     index = shard(coco.path, shards.path, split, num_shards, None if shard_index < 0 else shard_index, crop_size)
@@ -96,8 +97,8 @@ def train_op(train_shards: Input[List[Dataset]], valid_shards: Input[List[Datase
     """gpu_count: the GPUs the pod asked for; with none visible to TensorFlow, train fails unless allow_cpu.
     checkpoint_uri (gs://…): checkpoints kept there as they are written; a retried pod resumes from them."""
     from components.train import train
-    from pose import steplog
-    from pose.config import parse_overrides
+    from pose.files import steplog
+    from pose.training.config import parse_overrides
 
     steplog.setup()
     metadata = train(config, [shards.path for shards in train_shards], model.path,
@@ -114,7 +115,7 @@ def train_op(train_shards: Input[List[Dataset]], valid_shards: Input[List[Datase
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def freeze_op(model: Input[Model], frozen: Output[Model], export_contract: str = "seed"):
     from components.freeze import freeze
-    from pose import steplog
+    from pose.files import steplog
 
     steplog.setup()
     info = freeze(model.path, frozen.path, export_contract=export_contract)
@@ -127,7 +128,7 @@ def freeze_op(model: Input[Model], frozen: Output[Model], export_contract: str =
 def tflite_op(frozen: Input[Model], representative: Input[List[Dataset]], variants: str,
               tflite_models: Output[Model], int8_io: bool = False):
     from components.tflite import convert_to_tflite
-    from pose import steplog
+    from pose.files import steplog
 
     steplog.setup()
     result = convert_to_tflite(frozen.path, tflite_models.path, [v.strip() for v in variants.split(",")],
@@ -148,8 +149,8 @@ def evaluate_op(tflite_models: Input[Model], valid_shards: Input[List[Dataset]],
     import shutil
 
     from components.evaluate import evaluate
-    from pose import steplog
-    from pose.results import metric_figures
+    from pose.files import steplog
+    from pose.evaluation.results import metric_figures
 
     steplog.setup()
     outcome = evaluate(tflite_models.path, [d.path for d in valid_shards], results.path, flip_test=flip_test,
@@ -165,7 +166,8 @@ def evaluate_op(tflite_models: Input[Model], valid_shards: Input[List[Dataset]],
 def publish_op(tflite_models: Input[Model], report: Input[HTML], results: Input[Artifact], destination: str,
                variant: str, published: Output[Artifact]):
     from components.publish import publish
-    from pose import cluster, steplog
+    from pipeline import cluster
+    from pose.files import steplog
 
     steplog.setup()
     if cluster.on_kfp_cluster():

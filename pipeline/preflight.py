@@ -50,7 +50,7 @@ def _source(arguments: dict, _) -> None:
 
 
 def _num_shards(arguments: dict, _) -> None:
-    from pose.packs import PackError, check_num_shards
+    from pose.data.packs import PackError, check_num_shards
 
     try:
         check_num_shards(arguments.get("num_shards"))
@@ -59,8 +59,8 @@ def _num_shards(arguments: dict, _) -> None:
 
 
 def _training_config(arguments: dict, missing_config_ok: bool) -> None:
-    from pose import keypoints
-    from pose.config import ConfigError, load_config, parse_overrides
+    from pose.data import keypoints
+    from pose.training.config import ConfigError, load_config, parse_overrides
 
     config, overrides = arguments.get("config", ""), arguments.get("overrides", "")
     try:
@@ -82,7 +82,7 @@ def _training_config(arguments: dict, missing_config_ok: bool) -> None:
 
 def _variants(arguments: dict, _) -> None:
     from components.tflite import VARIANTS
-    from pose import contract
+    from pose.models import contract
 
     text = str(arguments.get("tflite_variants", ""))
     variants = [v.strip() for v in text.split(",")]
@@ -99,7 +99,7 @@ def _variants(arguments: dict, _) -> None:
 
 
 def _uris(arguments: dict, _) -> None:
-    from pose.uris import UriError, check_uri
+    from pose.files.uris import UriError, check_uri
 
     for name in ("source", "publish_uri", "checkpoint_uri"):
         value = str(arguments.get(name, "")).strip()

@@ -15,7 +15,7 @@ import yaml
 
 from pipeline import preflight
 from pipeline.params import ParameterError, declared_parameters, parse_params
-from pose.cluster import ClusterContractError, refuse_local_paths
+from pipeline.cluster import ClusterContractError, refuse_local_paths
 
 log = logging.getLogger("pipeline.submit")
 

@@ -1,28 +1,50 @@
-"""Shared pose code: every pipeline step imports from here, no step imports another step.
+"""Shared pose code, laid out by concept: every step imports from here, no step imports another.
+Each subpackage's __init__ imports nothing, so a step loads only the modules it names (the slim
+image's steps never load TensorFlow).
 
-keypoints       the AI Challenger keypoint spec (names, order, flip pairs, skeleton, OKS sigmas, release layout)
-synthetic       the synthetic AI Challenger release behind `synthetic://N`
-storage         URIs: gs:// (honours STORAGE_EMULATOR_HOST), http(s), uploads for publishing, is_inside,
-                small objects by name (checkpoint mirror)
-packs           which images belong to which shard, and the per-shard packs convert writes and shard reads
-remote_checkpoints  train's checkpoints mirrored to gs:// (written as they go, marker last; resume; fingerprint)
-atomic          write a whole output folder or file under a temporary name, then rename
-outputs         the output rule: no step replaces a folder it did not write, or its own input
-integrity       checksums one step writes and the next verifies (shards in index.json, .tflite sha256)
-jpeg            the structural check that a JPEG is whole (shard, before decoding)
-steplog         logging set-up and the read / wrote / took summary every step prints
-records         the tf.train.Example layout of a shard (writer and parser share it)
-inputs          the tf.data input pipeline (training augmentation, evaluation crops)
-codec           the heatmap codec: Gaussian targets (TF), decoding (argmax, quarter, DARK), coordinates, flip test
-metrics         PCKh and OKS AP (pycocotools)
-networks        MobileNetV2 CPM and Hourglass (Keras), built from a config; a model's identity (family,
-                the seed's output node and released file)
-contract        the export contracts (seed: BGR 0..255, the seed's channel order; aic: RGB / 255)
-results         results.json: evaluate's figures, its schema, reading and writing
-config          the training config: every key, its default and type, the seed's key names
-tflite_runtime  loading, running and timing .tflite files with LiteRT
-visualize       sample grids (heatmaps over images) for people and TensorBoard
-report          the evaluation's HTML report
-web_demo        the web demo's build, published files, seed .json and its still-image mode in Python
-cluster         the run-time rules of a KFP cluster run (local paths, GCS key, the driver's string values)
+files/        what a step reads and writes, and where
+  uris                local path or remote URI (the one rule); does a path lie inside a folder
+  atomic              write a whole output folder or file under a temporary name, then rename
+  outputs             the output rule: no step replaces a folder it did not write, or its input
+  storage             gs:// (honours STORAGE_EMULATOR_HOST), http(s), uploads for publishing,
+                      small objects by name (checkpoint mirror)
+  remote_checkpoints  train's checkpoints mirrored to gs:// (written as they go, marker last;
+                      resume; fingerprint)
+  integrity           checksums one step writes and the next verifies (shards in index.json,
+                      .tflite sha256)
+  steplog             logging set-up and the read / wrote / took summary every step prints
+data/         the data set, from the release to the training batches
+  keypoints           the AI Challenger keypoint spec (names, order, flip pairs, skeleton,
+                      OKS sigmas, release layout)
+  synthetic           the synthetic AI Challenger release behind `synthetic://N`
+  packs               which images belong to which shard, and the per-shard packs convert
+                      writes and shard reads
+  records             the tf.train.Example layout of a shard (writer and parser share it)
+  jpeg                the structural check that a JPEG is whole (shard, before decoding)
+  inputs              the tf.data input pipeline (training augmentation, evaluation crops)
+models/       the networks and the files they are exported to
+  networks/           MobileNetV2 CPM and Hourglass (Keras), built from a config; a model's
+                      identity (family, the seed's output node and released file);
+                      `python -m pose.models.networks MODEL` prints a network's size
+  contract            the export contracts (seed: BGR 0..255, the seed's channel order;
+                      aic: RGB / 255)
+  tflite_runtime      loading, running and timing .tflite files with LiteRT
+  warm_start          weights from a seed's released .tflite or an earlier run's model.keras
+training/     what train needs beyond the data and the network
+  config              the training config: every key, its default and type, the seed's names
+evaluation/   the figures and what people read
+  metrics             PCKh and OKS AP (pycocotools)
+  results             results.json: evaluate's figures, its schema, reading and writing
+  report              the evaluation's HTML report
+  visualize           sample grids (heatmaps over images) for people and TensorBoard
+
+Two modules stand beside the subpackages, because each serves several of them and belongs to none:
+codec         the heatmap codec: Gaussian targets (TF, for data.inputs), decoding (argmax,
+              quarter, DARK) for training's PCKh, evaluation and the web demo, coordinates,
+              flip test; like MMPose's codecs/, it sits between the data and the models
+web_demo      the web demo (the page is web/): its build, the files publish uploads, a model's
+              .json for the page, its still-image mode in Python; a product of its own, used
+              by publish and `python -m pipeline demo`
+
+The cluster contract's run-time rules are pipeline/cluster.py, beside the KFP code that uses them.
 """

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pose import keypoints
+from pose.data import keypoints
 
 # The seed (PoseEstimationForMobile, dataset.py) drew Gaussians of sigma 6 pixels on the 192x192
 # network input and shrank them to the heatmap size, so sigma here is in INPUT pixels: 6 input

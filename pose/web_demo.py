@@ -22,7 +22,7 @@ import subprocess
 import urllib.parse
 from pathlib import Path
 
-from pose import keypoints
+from pose.data import keypoints
 
 log = logging.getLogger("demo")
 
@@ -116,7 +116,7 @@ def model_metadata(model_path: Path) -> dict:
             return json.loads(beside.read_text())
         except json.JSONDecodeError as error:
             raise DemoError(f"{beside}: not valid JSON ({error})") from error
-    from pose import tflite_runtime
+    from pose.models import tflite_runtime
 
     interpreter = tflite_runtime.load(model_path)
     _, input_size, _, _ = tflite_runtime.input_shape(interpreter)
@@ -151,7 +151,7 @@ def reference_keypoints(model: str, picture: str, metadata: dict | None = None) 
     import cv2
     import numpy as np
 
-    from pose import tflite_runtime
+    from pose.models import tflite_runtime
     from pose.codec import HeatmapCodec
 
     model_path = Path(model)
@@ -159,7 +159,7 @@ def reference_keypoints(model: str, picture: str, metadata: dict | None = None) 
     contract = metadata.get("contract")
     if not contract or contract.get("pixels") not in PIXEL_FORMATS:
         raise DemoError(f"{model_path.with_suffix('.json')}: no usable contract ({contract!r})")
-    from pose import pixels
+    from pose.data import pixels
 
     try:
         data = Path(picture).read_bytes()

@@ -24,7 +24,7 @@ from google.protobuf import json_format, struct_pb2
 from pipeline.__main__ import main
 from pipeline.dag import RESOURCES, SHM_SIZE
 from pipeline.submit import SubmitError, submit
-from pose import cluster
+from pipeline import cluster
 from tests.conftest import REPO
 from tests.test_pipeline import all_tasks, cli_logging, closed_port, compiled  # noqa: F401 - fixtures
 

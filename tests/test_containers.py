@@ -180,7 +180,7 @@ def test_the_readmes_docker_commands_run_every_step_in_the_images(built_images, 
         for command in commands:
             result = subprocess.run([*invoke, "bash", "-c", command], env=env, capture_output=True, text=True)
             assert result.returncode == 0, f"{command}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-        from pose.storage import gcs_client
+        from pose.files.storage import gcs_client
 
         published = {blob.name for blob in gcs_client().bucket("my-bucket").list_blobs(prefix="pose/try-1/")}
 
@@ -254,14 +254,14 @@ def test_kfps_docker_runner_passes_a_container_that_failed_at_once_and_ours_does
     import docker
     from kfp.local import docker_task_handler
 
-    from pipeline.local import _run_container
+    from pipeline.kfp_local_patches import run_docker_container
 
     client = docker.from_env()
     command = ["sh", "-c", "echo going down; exit 3"]
     try:
         assert docker_task_handler.run_docker_container(client, built_images["slim"], command, {},
                                                         network_mode="host") == 0  # kfp 2.17.3's bug
-        assert _run_container(client, built_images["slim"], command, volumes={}, network_mode="host") == 3
+        assert run_docker_container(client, built_images["slim"], command, volumes={}, network_mode="host") == 3
         assert "going down" in capsys.readouterr().out
         assert not client.containers.list(all=True, filters={"ancestor": built_images["slim"]})
     finally:

@@ -10,7 +10,8 @@ import pytest
 
 from components.freeze import FreezeError, freeze, run_frozen_graph
 from components.tflite import VARIANTS, convert_to_tflite
-from pose import contract, keypoints, tflite_runtime
+from pose.models import contract, tflite_runtime
+from pose.data import keypoints
 from tests.tiny_models import build_tiny_pose_model, save_as_train_output
 
 PHOTO = Path(__file__).resolve().parent / "fixtures" / "astronaut.jpg"

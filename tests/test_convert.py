@@ -13,7 +13,7 @@ import pytest
 from pycocotools.coco import COCO
 
 from components.convert import OFFICIAL_LAYOUT, SEED_LAYOUT, ConvertError, InvalidRecord, convert, image_size
-from pose import keypoints as kp
+from pose.data import keypoints as kp
 
 REPO = Path(__file__).resolve().parent.parent
 WIDTH, HEIGHT = 64, 48

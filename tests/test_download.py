@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from components.download import DownloadError, download
-from pose import storage
-from pose.keypoints import AIC_LAYOUT
-from pose.synthetic import render_release
+from pose.files import storage
+from pose.data.keypoints import AIC_LAYOUT
+from pose.data.synthetic import render_release
 from tests.gcs import fake_gcs, make_bucket, upload_bytes
 
 NUM_TRAIN = 12  # valid = 8

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from components.evaluate import EvaluationError, evaluate, input_to_original, predict
-from pose.tflite_runtime import NotTFLiteError
+from pose.models.tflite_runtime import NotTFLiteError
 from tests.conftest import ANCHORS
 from tests.tiny_models import build_tiny_pose_model
 
@@ -52,7 +52,7 @@ def test_html_report_holds_the_table_bars_and_gallery(evaluated):
 
 
 def test_input_to_original_reproduces_the_original_keypoints(valid_shards):
-    from pose import inputs
+    from pose.data import inputs
 
     batch = {k: v.numpy() for k, v in next(iter(inputs.evaluation_dataset([str(valid_shards)], 96, 8))).items()}
     labelled = batch["visibility"] > 0
@@ -119,7 +119,7 @@ def test_predict_draws_the_skeleton_on_any_image(tmp_path):
 def test_predict_draws_a_correct_skeleton_with_the_seed_file(tmp_path):
     """The released CPM on the photograph (a head-and-shoulders portrait): head top above the neck, the
     neck above the shoulders, the person's right shoulder on the viewer's left."""
-    from pose import keypoints
+    from pose.data import keypoints
     from tests.test_contract import PHOTO
 
     anchor = ANCHORS / "pefm-cpm-192.tflite"

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from components.freeze import FreezeError, freeze, run_frozen_graph
-from pose.networks import identity
+from pose.models.networks import identity
 from tests.tiny_models import build_tiny_pose_model, save_as_train_output
 
 CPM_OUTPUT = identity("mv2_cpm").seed_output_name
@@ -52,7 +52,7 @@ def test_keras_saved_model_and_frozen_graph_agree(tiny_frozen):
     import tensorflow as tf
 
     model, folder, info = tiny_frozen
-    from pose import contract
+    from pose.models import contract
 
     images = np.random.default_rng(11).random((1, 64, 64, 3), dtype=np.float32)
     keras_out = model(images, training=False)[-1].numpy()

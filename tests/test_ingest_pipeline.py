@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from pycocotools.coco import COCO
 
-from pose import keypoints
+from pose.data import keypoints
 
 
 @pytest.mark.filterwarnings("ignore:You may be attemping to run a task:RuntimeWarning")

@@ -1,4 +1,4 @@
-"""pose.inputs: keypoints follow every transform exactly, flips swap joints, weights, both datasets."""
+"""pose.data.inputs: keypoints follow every transform exactly, flips swap joints, weights, both datasets."""
 import json
 import math
 
@@ -7,9 +7,10 @@ import pytest
 import tensorflow as tf
 
 from components.shard import shard
-from pose import inputs, records, visualize
+from pose.data import inputs, records
+from pose.evaluation import visualize
 from pose.codec import DEFAULT_SIGMA, HeatmapCodec
-from pose.keypoints import FLIP_INDEX, LEFT_SHOULDER, NUM_KEYPOINTS, RIGHT_SHOULDER
+from pose.data.keypoints import FLIP_INDEX, LEFT_SHOULDER, NUM_KEYPOINTS, RIGHT_SHOULDER
 from tests.test_shard import write_tiny_coco
 
 SIZE, STRIDE = 64, 2
@@ -30,7 +31,7 @@ def _records(dirs):
 
 
 def _expected_input_points(crop_points, crop_size, scale, degrees, translation, flip):
-    """Crop pixel -> input pixel, written independently of pose.inputs (the inverse of its warp)."""
+    """Crop pixel -> input pixel, written independently of pose.data.inputs (the inverse of its warp)."""
     centred = crop_points - (crop_size - 1) / 2
     angle = math.radians(degrees)
     unrotate = np.array([[math.cos(angle), math.sin(angle)], [-math.sin(angle), math.cos(angle)]])

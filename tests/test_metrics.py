@@ -5,7 +5,9 @@ import io
 import numpy as np
 import pytest
 
-from pose import codec, keypoints, metrics
+from pose import codec
+from pose.data import keypoints
+from pose.evaluation import metrics
 
 
 def _person(rng, centre=(100.0, 100.0)):
@@ -41,7 +43,7 @@ def test_pckh_skips_people_without_a_head_size():
 
 
 def _direct_cocoeval_stats(gt_dict, detections):
-    """pycocotools used as its documentation shows, independent of pose.metrics' builders."""
+    """pycocotools used as its documentation shows, independent of pose.evaluation.metrics' builders."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from pipeline import images
-from pose.remote_checkpoints import MARKER
-from pose.storage import read_text
+from pose.files.remote_checkpoints import MARKER
+from pose.files.storage import read_text
 from tests.conftest import REPO, TINY_CONFIG
 from tests.gcs import fake_gcs, make_bucket
 

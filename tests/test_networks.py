@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pose.networks import (UnknownModel, build_from_config, build_model, count_multiply_adds, identity, output_stride,
+from pose.models.networks import (UnknownModel, build_from_config, build_model, count_multiply_adds, identity, output_stride,
                            stage_heatmaps, summary)
 from tests.conftest import ANCHORS
 
@@ -67,7 +67,7 @@ def _keras_convolutions(model) -> list[tuple]:
 def test_tiny_config_is_the_released_cpm_layer_for_layer():
     """experiments/mv2_cpm_192_tiny.yaml builds the structure of the seed's released CPM file: the same
     convolutions (kernel shapes and resolutions), so the same multiply-adds and weights."""
-    from pose.config import load_config
+    from pose.training.config import load_config
 
     config = load_config("experiments/mv2_cpm_192_tiny.yaml").resolved()
     model = build_model(config.model, config.input_size, config.width, config.num_stages,
@@ -170,7 +170,7 @@ def test_identity_of_models_names_exports_and_seed_releases():
 
 
 def test_build_from_config_builds_what_the_config_says():
-    from pose.config import load_config
+    from pose.training.config import load_config
 
     config = load_config("model: mv2_cpm\ninput_size: 96\nwidth: 0.5\nnum_stages: 2\nstage_kernel_size: 5\n").resolved()
     model = build_from_config(config)

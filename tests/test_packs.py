@@ -11,7 +11,7 @@ import pytest
 
 from components.convert import convert
 from components.shard import ShardError, shard, shard_name
-from pose import packs
+from pose.data import packs
 from tests.conftest import REPO
 
 NUM_SHARDS = 3

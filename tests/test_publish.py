@@ -6,7 +6,9 @@ import os
 import pytest
 
 from components.publish import MANIFEST, MODEL_CARD, PublishError, publish
-from pose import contract, synthetic, web_demo
+from pose.models import contract
+from pose.data import synthetic
+from pose import web_demo
 from tests.gcs import fake_gcs, make_bucket
 from tests.tiny_models import build_tiny_pose_model
 

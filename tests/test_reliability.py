@@ -97,7 +97,7 @@ def _cli(main, argv, capsys) -> tuple[int, str]:
 
 def test_freeze_refuses_a_foreign_output(tmp_path):
     from components.freeze import freeze
-    from pose.outputs import OutputError
+    from pose.files.outputs import OutputError
 
     model = save_as_train_output(build_tiny_pose_model(INPUT_SIZE), tmp_path / "model")
     other = _foreign_folder(tmp_path / "mine")
@@ -108,7 +108,7 @@ def test_freeze_refuses_a_foreign_output(tmp_path):
 
 def test_tflite_refuses_a_foreign_output(tmp_path, tflite_models):
     from components.tflite import convert_to_tflite
-    from pose.outputs import OutputError
+    from pose.files.outputs import OutputError
 
     other = _foreign_folder(tmp_path / "mine")
     with pytest.raises(OutputError, match="not a previous tflite output"):
@@ -118,7 +118,7 @@ def test_tflite_refuses_a_foreign_output(tmp_path, tflite_models):
 
 def test_evaluate_refuses_a_foreign_output(tmp_path, tflite_models, shards, no_anchors):
     from components.evaluate import evaluate
-    from pose.outputs import OutputError
+    from pose.files.outputs import OutputError
 
     other = _foreign_folder(tmp_path / "mine")
     with pytest.raises(OutputError, match="not a previous evaluate output"):
@@ -128,7 +128,7 @@ def test_evaluate_refuses_a_foreign_output(tmp_path, tflite_models, shards, no_a
 
 def test_shard_refuses_a_foreign_output(tmp_path, coco):
     from components.shard import shard
-    from pose.outputs import OutputError
+    from pose.files.outputs import OutputError
 
     other = _foreign_folder(tmp_path / "mine")
     with pytest.raises(OutputError, match="not a previous shard output"):
@@ -147,7 +147,7 @@ def test_a_step_replaces_its_own_previous_output(tmp_path, coco):
 def test_output_equal_to_or_inside_an_input_is_refused(tmp_path, coco):
     from components.freeze import freeze
     from components.shard import shard
-    from pose.outputs import OutputError
+    from pose.files.outputs import OutputError
 
     model = save_as_train_output(build_tiny_pose_model(INPUT_SIZE), tmp_path / "model")
     before = sorted(p.name for p in model.iterdir())
@@ -427,7 +427,7 @@ def _cut_shard(shards: Path, tmp_path: Path) -> tuple[Path, Path]:
 def test_shard_cut_at_a_record_boundary_is_named_by_train_and_evaluate(tmp_path, shards, tflite_models, no_anchors):
     from components.evaluate import evaluate
     from components.train import train
-    from pose.integrity import IntegrityError
+    from pose.files.integrity import IntegrityError
 
     cut, name = _cut_shard(shards["valid"], tmp_path)
     with pytest.raises(IntegrityError, match=f"{name}: .* bytes, but .*index.json says"):
@@ -438,7 +438,7 @@ def test_shard_cut_at_a_record_boundary_is_named_by_train_and_evaluate(tmp_path,
 
 
 def test_shard_index_without_checksums_is_checked_by_count(tmp_path, shards):
-    from pose.integrity import IntegrityError, verify_shards
+    from pose.files.integrity import IntegrityError, verify_shards
 
     cut, name = _cut_shard(shards["valid"], tmp_path)
     index = json.loads((cut / "index.json").read_text())
@@ -451,7 +451,7 @@ def test_shard_index_without_checksums_is_checked_by_count(tmp_path, shards):
 def test_flipped_tflite_is_refused(tmp_path, tflite_models, shards, no_anchors):
     from components.evaluate import evaluate
     from components.publish import publish
-    from pose.integrity import IntegrityError
+    from pose.files.integrity import IntegrityError
 
     metadata = json.loads((tflite_models / "mv2_cpm_fp32.json").read_text())
     assert metadata["sha256"] == hashlib.sha256((tflite_models / "mv2_cpm_fp32.tflite").read_bytes()).hexdigest()
@@ -486,7 +486,7 @@ def test_jpeg_with_random_scan_data_is_rejected(tmp_path):
 
 def test_whole_jpegs_pass_the_check():
     """No false alarms: baseline, progressive and restart-marker JPEGs of many sizes and qualities."""
-    from pose import jpeg
+    from pose.data import jpeg
 
     rng = np.random.default_rng(1)
     for i in range(60):
@@ -536,14 +536,14 @@ def test_zero_persons_is_an_error(tmp_path):
 ], ids=["decay_rate", "lr-nan", "lr-inf", "sigma-nan", "shuffle_buffer", "duplicate-key", "momentum",
         "augmentation-nan"])
 def test_config_numbers_are_finite_and_in_range(text, message):
-    from pose.config import ConfigError, load_config
+    from pose.training.config import ConfigError, load_config
 
     with pytest.raises(ConfigError, match=message):
         load_config(text)
 
 
 def test_config_reads_1e_3_as_a_number():
-    from pose.config import load_config, parse_overrides
+    from pose.training.config import load_config, parse_overrides
 
     assert load_config("lr: 1e-3").lr == 0.001
     assert load_config(None, parse_overrides(["lr=2e-4"])).lr == 0.0002
@@ -596,8 +596,8 @@ def test_every_step_cli_ends_in_one_line(tmp_path, capsys):
 
 def test_corrupt_shard_names_the_file(tmp_path, shards, tflite_models, no_anchors):
     from components.evaluate import evaluate
-    from pose import records
-    from pose.integrity import IntegrityError, verify_shards
+    from pose.data import records
+    from pose.files.integrity import IntegrityError, verify_shards
 
     copy = tmp_path / "shards"
     shutil.copytree(shards["valid"], copy)
@@ -621,7 +621,7 @@ def _closed_port() -> int:
 
 
 def test_network_defaults_are_bounded(monkeypatch):
-    from pose import storage
+    from pose.files import storage
 
     for name in ("POSE_NETWORK_TIMEOUT", "POSE_NETWORK_RETRY", "POSE_HTTP_RETRIES"):
         monkeypatch.delenv(name, raising=False)
@@ -779,7 +779,7 @@ def test_stale_temporary_siblings_are_removed(tmp_path):
     from components.download import download
 
     # A download killed with SIGKILL part way leaves its temporary folder behind.
-    script = ("import os, components.download as d, pose.storage as s\n"
+    script = ("import os, components.download as d, pose.files.storage as s\n"
               "def stop(*a, **k): os.kill(os.getpid(), 9)\n"
               "d._fetch = stop\n"
               f"d.download('synthetic://8', {str(tmp_path / 'raw')!r})\n")
@@ -801,7 +801,7 @@ def _claiming(jpeg: bytes, width: int, height: int) -> bytes:
 
 def test_convert_bounds_the_pixels_an_image_header_claims(tmp_path, capsys):
     from components.convert import InvalidRecord, convert, main
-    from pose import pixels
+    from pose.data import pixels
 
     limit = 8192 * 8192
     assert pixels.MAX_IMAGE_PIXELS == limit
@@ -864,7 +864,7 @@ def watch():
             print("over 1 GB", flush=True); os._exit(3)
         time.sleep(0.01)
 threading.Thread(target=watch, daemon=True).start()
-from pose.config import ConfigError, load_config
+from pose.training.config import ConfigError, load_config
 for source in sys.argv[1:]:
     try:
         load_config(source)
@@ -908,7 +908,7 @@ def test_config_alias_bomb_is_refused_in_bounded_memory(tmp_path):
 ], ids=["batch_size", "batch-bytes", "input_size", "shuffle_buffer", "stage_channels", "batchsize-first",
         "batch_size-first", "merge-key", "sigma-vanishing", "sigma-flat", "nodes", "depth"])
 def test_config_sizes_spellings_and_meaning_are_bounded(text, message):
-    from pose.config import ConfigError, load_config, parse_overrides
+    from pose.training.config import ConfigError, load_config, parse_overrides
 
     with pytest.raises(ConfigError, match=message):
         load_config(text)
@@ -1049,7 +1049,7 @@ def test_train_names_a_keypoint_count_the_shards_do_not_have(tmp_path, shards, c
 # Holds the writer lock of argv[1] as step argv[2] would (the step's own code path), until killed.
 _HOLDER = """
 import sys, time
-from pose.writer_lock import exclusive_writer
+from pose.files.writer_lock import exclusive_writer
 with exclusive_writer(sys.argv[1], sys.argv[2]):
     print("held", flush=True)
     time.sleep(120)

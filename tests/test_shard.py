@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from components.shard import ShardError, main, shard, shard_name
-from pose import records
-from pose.outputs import MARKER
-from pose.keypoints import NUM_KEYPOINTS
+from pose.data import records
+from pose.files.outputs import MARKER
+from pose.data.keypoints import NUM_KEYPOINTS
 
 DOT_RADIUS = 3
 

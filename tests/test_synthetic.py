@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from pose import keypoints as kp
-from pose.keypoints import AIC_LAYOUT
-from pose.synthetic import render_release
+from pose.data import keypoints as kp
+from pose.data.keypoints import AIC_LAYOUT
+from pose.data.synthetic import render_release
 
 NUM_TRAIN, NUM_VALID, SEED = 40, 8, 11
 

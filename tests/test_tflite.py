@@ -6,7 +6,7 @@ import pytest
 
 from components.freeze import freeze
 from components.tflite import VARIANTS, TFLiteConversionError, convert_to_tflite
-from pose import contract, tflite_runtime
+from pose.models import contract, tflite_runtime
 from tests.tiny_models import build_tiny_pose_model, save_as_train_output
 
 # Largest max / mean abs heatmap difference against the SavedModel (heatmap peaks are ~1).
@@ -16,7 +16,7 @@ APP_KEYS = {"input_size", "output_size", "output_stride", "normalisation", "keyp
 
 
 def _sample_images(shard_dir, size, count=4):
-    from pose import inputs
+    from pose.data import inputs
 
     batch = next(iter(inputs.evaluation_dataset([str(shard_dir)], size, count)))
     return batch["image"].numpy()

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from pose.config import ConfigError, load_config, parse_overrides
+from pose.training.config import ConfigError, load_config, parse_overrides
 from tests.conftest import REPO, TINY_CONFIG
 
 # The smallest network that still has every part: for the wiring tests, not for accuracy.

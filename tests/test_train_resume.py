@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from pose.remote_checkpoints import MARKER
-from pose.storage import list_names, read_text, write_text
+from pose.files.remote_checkpoints import MARKER
+from pose.files.storage import list_names, read_text, write_text
 from tests.conftest import REPO, TINY_CONFIG
 from tests.gcs import fake_gcs, make_bucket
 
@@ -94,7 +94,7 @@ def test_a_checkpoint_of_another_model_structure_is_refused_naming_both(bucket, 
 @pytest.mark.slow
 def test_a_missing_bucket_is_named_before_training(bucket, train_shards, tmp_path):
     from components.train import train
-    from pose.storage import StorageError
+    from pose.files.storage import StorageError
 
     with pytest.raises(StorageError, match=r"gs://no-such-bucket/run-1: bucket 'no-such-bucket' does not exist"):
         train(str(TINY_CONFIG), [str(train_shards)], str(tmp_path / "model"), overrides={"max_steps": 2},

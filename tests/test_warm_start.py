@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from pose import contract, tflite_runtime, warm_start
-from pose.config import ConfigError, load_config
-from pose.networks import build_model
+from pose.models import contract, tflite_runtime, warm_start
+from pose.training.config import ConfigError, load_config
+from pose.models.networks import build_model
 from tests.conftest import ANCHORS
 from tests.test_contract import photo_crop
 from tests.tiny_models import build_tiny_pose_model, save_as_train_output

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from pipeline.demo import serving
-from pose import keypoints, synthetic, web_demo
+from pose.data import keypoints, synthetic
+from pose import web_demo
 from tests.browser import chromium
 from tests.conftest import ANCHORS, REPO
 

@@ -1,7 +1,7 @@
 // Pure functions of the demo: the model contract, the square-crop input, heatmap decoding, smoothing.
 // pipeline/demo.py holds the Python twin of prepareInput and decodeHeatmaps; the browser tests compare both.
 
-// pose.keypoints.NAMES: the AI Challenger order the page reports keypoints in.
+// pose.data.keypoints.NAMES: the AI Challenger order the page reports keypoints in.
 export const NAMES = [
   "right_shoulder", "right_elbow", "right_wrist",
   "left_shoulder", "left_elbow", "left_wrist",
@@ -10,7 +10,7 @@ export const NAMES = [
   "head_top", "neck",
 ];
 
-// pose.keypoints.SKELETON, indices into NAMES.
+// pose.data.keypoints.SKELETON, indices into NAMES.
 export const SKELETON = [
   [12, 13], [13, 0], [0, 1], [1, 2], [13, 3], [3, 4], [4, 5],
   [0, 6], [6, 7], [7, 8], [3, 9], [9, 10], [10, 11], [6, 9],

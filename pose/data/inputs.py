@@ -28,9 +28,9 @@ import random
 import numpy as np
 import tensorflow as tf
 
-from pose import records
+from pose.data import records
 from pose.codec import DEFAULT_SIGMA, HeatmapCodec
-from pose.keypoints import FLIP_INDEX, NUM_KEYPOINTS
+from pose.data.keypoints import FLIP_INDEX, NUM_KEYPOINTS
 
 AUTOTUNE = tf.data.AUTOTUNE
 

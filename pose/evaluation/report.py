@@ -6,7 +6,7 @@ import html
 import cv2
 import numpy as np
 
-from pose import keypoints
+from pose.data import keypoints
 
 TRUE_COLOUR = (60, 200, 60)         # BGR green
 PREDICTED_COLOUR = (40, 40, 230)    # BGR red
@@ -14,7 +14,7 @@ PREDICTED_COLOUR = (40, 40, 230)    # BGR red
 
 def draw_skeleton(image: np.ndarray, points: np.ndarray, shown: np.ndarray | None = None,
                   colour=PREDICTED_COLOUR, thickness: int = 2) -> np.ndarray:
-    """Draws limbs (pose.keypoints.SKELETON) and joints of points [K, 2] on a BGR uint8 image, in place;
+    """Draws limbs (pose.data.keypoints.SKELETON) and joints of points [K, 2] on a BGR uint8 image, in place;
     joints where `shown` is False (and their limbs) are skipped."""
     points = np.asarray(points, dtype=np.float64)
     shown = np.ones(len(points), bool) if shown is None else np.asarray(shown, bool)

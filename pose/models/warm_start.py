@@ -2,7 +2,7 @@
 model.keras, into a freshly built network (the training config's `init_from`).
 
 The released files (../shared/anchors) are TF1 graphs converted with batch norm folded into each
-convolution's bias, trained on BGR 0..255 pixels with the seed's channel order (pose.contract). Our
+convolution's bias, trained on BGR 0..255 pixels with the seed's channel order (pose.models.contract). Our
 networks train on RGB / 255 in AIC order, so the import
 - unfolds each bias into an identity batch norm (gamma 1, beta = bias, moving mean 0, moving variance
   1 - epsilon, so (x - 0) / sqrt(1 - epsilon + epsilon) * 1 + bias = x + bias exactly);
@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pose import contract, keypoints
+from pose.models import contract
+from pose.data import keypoints
 
 # A warm-started network must reproduce the file's heatmaps (peaks ~0.5..1) this closely on a test image.
 REPRODUCTION_MAX_ABS_DIFF = 0.02
@@ -52,7 +53,7 @@ def load_into(model, source: str | Path, model_name: str, seed_layers: bool) -> 
 def _from_keras(model, path: Path) -> dict:
     import keras
 
-    from pose import networks
+    from pose.models import networks
 
     networks.register_custom_layers()
 
@@ -92,7 +93,7 @@ def _from_keras(model, path: Path) -> dict:
 def read_seed_file(path: Path) -> dict:
     """{"input_size", "output_name", "output_shape", "convolutions": {seed layer key: (kernel, bias)}} of a
     seed .tflite; WarmStartError when it is not one of the seed's float structures."""
-    from pose import tflite_runtime
+    from pose.models import tflite_runtime
 
     try:
         interpreter = tflite_runtime.load(path)
@@ -267,7 +268,7 @@ def reproduction_difference(model, interpreter, seed: int = 0) -> float:
     one smooth random image."""
     import cv2
 
-    from pose import tflite_runtime
+    from pose.models import tflite_runtime
 
     size = model.input_shape[1]
     rng = np.random.default_rng(seed)

@@ -11,7 +11,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
-from pose.keypoints import NUM_KEYPOINTS
+from pose.data.keypoints import NUM_KEYPOINTS
 
 K = NUM_KEYPOINTS
 
@@ -88,7 +88,7 @@ def verify_shard(path: str, parse_records: bool = True, decode_images: bool = Fa
     """Reads every record of a shard (CRC checks; parsing and JPEG decoding when asked); returns the count.
 
     Raises CorruptShardError naming the file and record for corrupt or truncated data. Called by
-    pose.integrity (shards without checksums: counting their records) and named_shard_errors.
+    pose.files.integrity (shards without checksums: counting their records) and named_shard_errors.
     """
     record = 0
     try:

@@ -4,13 +4,13 @@ Written in the style of keras.applications.MobileNetV2: each function takes a te
 a tensor, and names its layers `<name>_<part>` so a checkpoint or a graph reads like the model.
 Only standard Keras layers are used, so `keras.saving.load_model` needs no custom objects and
 the graph converts to TFLite as is; the one exception is `seed_layers`' TF1-style bilinear resize
-(`SeedBilinearUpsampling`), registered with Keras here, so loading such a model needs `import pose.networks`.
+(`SeedBilinearUpsampling`), registered with Keras here, so loading such a model needs `import pose.models.networks`.
 
 `seed_layers=True` builds the layers the seed's slim code builds (and its released files hold): its
 batch norms all end in ReLU6 (the stem, the linear projection and the heatmap head too), its depthwise
 convolutions have no batch norm and end in plain ReLU, and its bilinear upsampling is TF1's
 `resize_bilinear` (no half-pixel centres). Our depthwise convolutions keep a batch norm, which a warm
-start from the released files sets to identity (pose.warm_start).
+start from the released files sets to identity (pose.models.warm_start).
 """
 import keras
 from keras import layers

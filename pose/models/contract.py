@@ -5,7 +5,7 @@ Two contracts exist:
   unchanged. Input float32 BGR 0..255, not normalised (the seed reads images with cv2 and only casts
   them); output channels head top, neck, right shoulder, ..., left ankle (AIC 13, 14, 1, ..., 12).
 - "aic": what the networks train on. Input float32 RGB / 255; output channels in AIC order
-  (pose.keypoints.NAMES).
+  (pose.data.keypoints.NAMES).
 
 Training always works in the "aic" contract; export puts the conversion inside the graph
 (`graph_input_to_training` / `graph_output_from_training`). Every `<model>.json` records its contract
@@ -16,7 +16,7 @@ import logging
 
 import numpy as np
 
-from pose import keypoints
+from pose.data import keypoints
 
 log = logging.getLogger("contract")
 

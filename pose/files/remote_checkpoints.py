@@ -21,7 +21,7 @@ import re
 import time
 from pathlib import Path
 
-from pose import storage
+from pose.files import storage
 
 log = logging.getLogger(__name__)
 MARKER = "checkpoint.json"

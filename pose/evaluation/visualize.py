@@ -6,7 +6,7 @@ after a correct flip, warm stays on the person's right side whatever way they fa
 import cv2
 import numpy as np
 
-from pose.keypoints import NAMES
+from pose.data.keypoints import NAMES
 
 _WARM = [(255, 40, 40), (255, 140, 0), (255, 230, 0)]    # shoulder, elbow, wrist / hip, knee, ankle
 _COOL = [(40, 80, 255), (0, 200, 255), (200, 60, 255)]

@@ -36,7 +36,7 @@ def file_checksum(path) -> dict:
 def verify_shards(dirs) -> int:
     """Checks every shard named by the index.json of each folder in `dirs` against its checksum (or, for an
     index without checksums, its record count); returns the number of examples."""
-    from pose import records
+    from pose.data import records
 
     total = 0
     for folder in [dirs] if isinstance(dirs, (str, os.PathLike)) else dirs:

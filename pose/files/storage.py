@@ -17,6 +17,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from pose.files import uris
+from pose.files.atomic import atomic_file
+
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
 
@@ -142,7 +145,7 @@ def download_gs(uri: str, dest_dir: str) -> list[str]:
     with tqdm(total=sum(b.size or 0 for b in blobs), unit="B", unit_scale=True, desc=uri, mininterval=1) as bar:
         for blob in blobs:
             target = dest / blob.name[len(prefix):]
-            if not is_inside(target, dest):
+            if not uris.is_inside(target, dest):
                 raise StorageError(f"{uri}: object {blob.name!r} would be written outside {dest}")
             target.parent.mkdir(parents=True, exist_ok=True)
             with gcs_errors(f"gs://{bucket}/{blob.name}"):
@@ -194,14 +197,7 @@ def upload_file(local_path: str, gs_uri: str, client=None) -> str:
     return gs_uri
 
 
-def is_inside(path, folder) -> bool:
-    """Whether `path` lies in `folder` once both are made absolute (a guard against `..` and absolute names
-    in object names, archive members and links that would write outside an output folder)."""
-    root = os.path.abspath(folder)
-    return os.path.commonpath([os.path.abspath(path), root]) == root
-
-
-# ---- small objects by name (train's checkpoint mirror: pose/remote_checkpoints.py) ----------------
+# ---- small objects by name (train's checkpoint mirror: pose/files/remote_checkpoints.py) ----------------
 
 def _api_errors():
     from google.api_core import exceptions
@@ -256,7 +252,6 @@ def write_text(gs_uri: str, text: str, client=None) -> str:
 
 def download_file(gs_uri: str, local_path: str, client=None) -> str:
     """The object at gs_uri into local_path (through a temporary name beside it)."""
-    from pose.atomic import atomic_file
 
     blob = gs_object(gs_uri, client)
     if blob is None:

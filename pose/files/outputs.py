@@ -6,10 +6,9 @@ inside (`.pose-step`, holding the step's name). An output equal to, inside, or h
 inputs is refused: replacing it would delete the input.
 """
 import json
-import os
 from pathlib import Path
 
-from pose.storage import is_inside
+from pose.files.uris import is_inside, local_path
 
 MARKER = ".pose-step"
 
@@ -18,21 +17,19 @@ class OutputError(ValueError):
     """An --output the step refuses to replace; the message names it and why."""
 
 
-def _local(path) -> Path | None:
-    text = os.fspath(path)
-    if "://" in text and not text.startswith("file://"):
-        return None  # gs://, http://: never replaced by a step
-    return Path(text.removeprefix("file://")).resolve()
+def _resolved(path) -> Path | None:
+    local = local_path(path)  # None: gs://, http://: never replaced by a step
+    return local.resolve() if local is not None else None
 
 
 def check_output(step: str, output, inputs=(), allow_legacy=None) -> None:
     """Raises OutputError unless `step` may replace `output` (see the module doc). `inputs`: the paths the step
     reads. `allow_legacy(folder) -> bool` accepts a step's outputs from before the marker existed."""
-    target = _local(output)
+    target = _resolved(output)
     if target is None:
         raise OutputError(f"{output}: --output must be a local folder")
     for source in inputs:
-        source_path = _local(source) if source else None
+        source_path = _resolved(source) if source else None
         if source_path is None:
             continue
         if is_inside(target, source_path):

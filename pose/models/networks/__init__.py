@@ -61,13 +61,13 @@ def identity(model_or_name) -> Identity:
 
 def register_custom_layers() -> None:
     """Registers the custom layers (blocks.SeedBilinearUpsampling) that keras.models.load_model must know."""
-    importlib.import_module("pose.networks.blocks")
+    importlib.import_module("pose.models.networks.blocks")
 
 
 def _architecture(name: str):
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown model {name!r}; expected one of {sorted(ARCHITECTURES)}")
-    return importlib.import_module(f"pose.networks.{name}")
+    return importlib.import_module(f"pose.models.networks.{name}")
 
 
 def output_stride(name: str) -> int:
@@ -84,7 +84,7 @@ def default_stages(name: str) -> int:
 
 
 # Structure options every model takes. seed_layers: the activations and resizing of the seed's slim
-# code and released files (pose.networks.blocks), which a warm start from those files needs.
+# code and released files (pose.models.networks.blocks), which a warm start from those files needs.
 COMMON_OPTIONS = ("seed_layers",)
 
 
@@ -116,7 +116,7 @@ def build_model(name: str, input_size: int = 192, width: float | None = None, nu
 
 
 def build_from_config(cfg) -> keras.Model:
-    """The network a training config (pose.config.TrainConfig) describes."""
+    """The network a training config (pose.training.config.TrainConfig) describes."""
     return build_model(cfg.model, cfg.input_size, cfg.width, cfg.num_stages, cfg.num_keypoints,
                        cfg.batch_norm_momentum, **cfg.architecture_options())
 
@@ -168,7 +168,7 @@ def summary(model: keras.Model, print_fn=print) -> dict:
 def main(argv=None) -> None:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m pose.networks", description="Print a network's size and compute.")
+    parser = argparse.ArgumentParser(prog="python -m pose.models.networks", description="Print a network's size and compute.")
     parser.add_argument("model", choices=sorted(ARCHITECTURES))
     parser.add_argument("--input-size", type=int, default=192)
     parser.add_argument("--width", type=float)

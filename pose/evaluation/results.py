@@ -18,7 +18,7 @@ FILE_NAME = "results.json"
 class Latency(TypedDict):
     threads: int
     runs: int
-    runtime: str              # "xnnpack" or "builtin" (pose.tflite_runtime.RUNTIMES)
+    runtime: str              # "xnnpack" or "builtin" (pose.models.tflite_runtime.RUNTIMES)
     median_ms: float
     p90_ms: float
 

@@ -9,7 +9,7 @@ is the model's answer, at input / 4.
 import keras
 from keras import layers
 
-from pose.networks.blocks import _conv_block, _inverted_res_block, _inverted_res_stack, _max_pool, _resize_like, scaled_channels
+from pose.models.networks.blocks import _conv_block, _inverted_res_block, _inverted_res_stack, _max_pool, _resize_like, scaled_channels
 
 OUTPUT_STRIDE = 4
 DEFAULT_WIDTH = 1.0

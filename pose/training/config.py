@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from pose import networks
+from pose.models import networks
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parent.parent
@@ -33,7 +33,7 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass
 class TrainConfig:
-    # Network (pose.networks.build_model); None = the seed's setting for the model.
+    # Network (pose.models.networks.build_model); None = the seed's setting for the model.
     model: str = "mv2_cpm"
     input_size: int = 192
     width: float | None = None
@@ -42,20 +42,20 @@ class TrainConfig:
     output_stride: int | None = None            # fixed by the model; set only to check it (the seed's `scale`)
     batch_norm_momentum: float = 0.99
     # CPM structure (mv2_cpm only; None = the seed's training code: 6, 4, 32 x width, 7). The seed's released
-    # CPM file is width 0.5 with 4, 3, 24, 7 (experiments/mv2_cpm_192_tiny.yaml); see pose/networks/mv2_cpm.py.
+    # CPM file is width 0.5 with 4, 3, 24, 7 (experiments/mv2_cpm_192_tiny.yaml); see pose/models/networks/mv2_cpm.py.
     backbone_expansion: int | None = None       # MobileNetV2 expansion of the backbone's blocks
     stage_expansion: int | None = None          # expansion of each stage's second and third block
     stage_channels: int | None = None           # channels of the stage blocks
     stage_kernel_size: int | None = None        # depthwise kernel of stages 1.. (stage 0 is 3x3); odd
-    # Both models: the seed's activations and TF1 resizing, as its released files have them (pose/networks/blocks.py).
+    # Both models: the seed's activations and TF1 resizing, as its released files have them (pose/models/networks/blocks.py).
     seed_layers: bool = False
-    # Warm start: weights from a seed's released .tflite or an earlier run's model.keras (pose.warm_start).
+    # Warm start: weights from a seed's released .tflite or an earlier run's model.keras (pose.models.warm_start).
     init_from: str | None = None
-    # Data (pose.inputs.training_dataset).
+    # Data (pose.data.inputs.training_dataset).
     batch_size: int = 16                        # per replica: global batch = batch_size x replicas
     sigma: float = 6.0                          # Gaussian sigma of the target heatmaps, in input pixels
     augment: bool = True
-    augmentation: dict = dataclasses.field(default_factory=dict)  # pose.inputs.Augmentation fields
+    augmentation: dict = dataclasses.field(default_factory=dict)  # pose.data.inputs.Augmentation fields
     shuffle_buffer: int = 1024
     seed: int = 0
     num_train_samples: int | None = None        # examples per epoch; None = the shards' index
@@ -93,7 +93,7 @@ class TrainConfig:
         )
 
     def architecture_options(self) -> dict:
-        """The structure options to pass to pose.networks.build_model (None = the model's default)."""
+        """The structure options to pass to pose.models.networks.build_model (None = the model's default)."""
         return {key: getattr(self, key) for key in networks.architecture_options(self.model)}
 
     def to_yaml(self) -> str:
@@ -376,7 +376,7 @@ def _check_ranges(config: TrainConfig, origin: str) -> None:
         fail("decay_rate", "must be positive (the learning rate is lr x decay_rate ^ (step / decay_steps))")
     if not 0 <= config.batch_norm_momentum < 1:
         fail("batch_norm_momentum", "must be in [0, 1)")
-    from pose.inputs import Augmentation
+    from pose.data.inputs import Augmentation
 
     try:
         Augmentation.from_dict(config.augmentation)

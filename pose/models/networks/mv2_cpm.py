@@ -17,7 +17,7 @@ convolutions on x86 (BENCHMARKS.md): 5x5 keeps each stage's receptive field well
 import keras
 from keras import layers
 
-from pose.networks.blocks import (_conv_block, _inverted_res_stack, _max_pool, _separable_block,
+from pose.models.networks.blocks import (_conv_block, _inverted_res_stack, _max_pool, _separable_block,
                                   _upsample, scaled_channels)
 
 OUTPUT_STRIDE = 2

@@ -2,7 +2,8 @@
 cluster contract's run-time rules (README "On a cluster").
 
 Used before submission (pipeline/submit.py) and inside the pods (the bodies in pipeline/ops.py, in every
-image), so it imports nothing beyond the standard library.
+image), so it imports nothing beyond the standard library and pose/files/uris.py (the local-path
+rule).
 
 - Every step runs in its own pod, whose disk is empty and thrown away: a local path given as `source`,
   `publish_uri` or `checkpoint_uri` names nothing the pod can read, and whatever is written there is lost.
@@ -13,7 +14,8 @@ image), so it imports nothing beyond the standard library.
   `cluster-settings` task (pipeline/ops.py) turns the run parameters into such strings.
 """
 import os
-import urllib.parse
+
+from pose.files.uris import is_local
 
 # Set on every container of a KFP v2 pod by the backend's Argo compiler (kubeflow/pipelines
 # backend/src/v2/compiler/argocompiler/common.go, commonEnvs: KFP_POD_NAME and KFP_POD_UID from the
@@ -27,9 +29,6 @@ GCS_KEY_FILE = "key.json"
 # the volume is optional, so the kubelet mounts an empty folder and the pod starts.
 NO_GCS_SECRET = "pose-pipeline-no-gcs-secret"
 
-REMOTE_SCHEMES = ("gs", "http", "https", "synthetic")
-
-
 class ClusterContractError(ValueError):
     """A run argument that cannot work on a cluster; the message names it and says what to give instead."""
 
@@ -39,19 +38,13 @@ def on_kfp_cluster() -> bool:
     return bool(os.environ.get(KFP_POD_ENV))
 
 
-def is_local_path(uri: str) -> bool:
-    """A path or file:// URI, i.e. something on the disk of whatever machine reads it."""
-    scheme = urllib.parse.urlparse(uri).scheme.lower()
-    return scheme in ("", "file") or len(scheme) == 1  # one letter: a Windows drive, C:\\...
-
-
 def refuse_local_paths(arguments: dict, where: str) -> None:
     """Fails on a local-path `source` or a local-path, non-empty `publish_uri` or `checkpoint_uri` (`where`
     says who checked)."""
     for name, allowed in (("source", "gs://, https:// or synthetic://N"), ("publish_uri", "gs://bucket/prefix"),
                           ("checkpoint_uri", "gs://bucket/prefix")):
         value = arguments.get(name)
-        if isinstance(value, str) and value.strip() and is_local_path(value.strip()):
+        if isinstance(value, str) and value.strip() and is_local(value.strip()):
             raise ClusterContractError(
                 f"{name}={value!r} is a local path, but on a cluster every step runs in its own pod, whose disk "
                 f"is empty and discarded afterwards ({where}); give {allowed} instead (local paths work with "

@@ -22,8 +22,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pose import keypoints as kp
-from pose.atomic import atomic_file
+from pose.data import keypoints as kp
+from pose.files.atomic import atomic_file
 
 log = logging.getLogger(__name__)
 

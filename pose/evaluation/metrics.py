@@ -1,7 +1,7 @@
 """Pose metrics: PCKh (head = head top <-> neck) and OKS AP through pycocotools (AIC sigmas)."""
 import numpy as np
 
-from pose import keypoints
+from pose.data import keypoints
 
 
 def head_sizes(gt: np.ndarray) -> np.ndarray:

@@ -1,0 +1,67 @@
+"""The patches of kfp.local's internals that a local run (pipeline/local.py) applies, each for
+the length of one run and undone after it. Read against kfp 2.17.3 (requirements.lock): its
+per-task entry point `kfp.local.task_dispatcher.run_single_task_implementation`, and the docker
+runner's `kfp.local.docker_task_handler.run_docker_container`.
+
+- around_each_task: wraps the per-task entry point (the run's monitor times the tasks and runs
+  one at a time).
+- docker_tasks: each task in the image the run picks (train in pose-cpu: kfp.local gives
+  containers no GPU), its container run by run_docker_container, which reads a failure as one.
+"""
+import contextlib
+
+
+@contextlib.contextmanager
+def around_each_task(wrap):
+    """Runs every task through `wrap(run_task)`, a function with run_task's signature, which returns
+    (outputs, status) and receives the task's name as the keyword `component_name`."""
+    from kfp.local import task_dispatcher
+
+    run_task = task_dispatcher.run_single_task_implementation
+    task_dispatcher.run_single_task_implementation = wrap(run_task)
+    try:
+        yield
+    finally:
+        task_dispatcher.run_single_task_implementation = run_task
+
+
+@contextlib.contextmanager
+def docker_tasks(images: dict):
+    """Runs each task's container with run_docker_container, in `images[its image]` (its own
+    image when `images` does not name it)."""
+    from kfp.local import docker_task_handler
+
+    def in_local_images(run_task):
+        def in_local_image(*args, **kwargs):
+            executor_spec = type(kwargs["executor_spec"])()
+            executor_spec.CopyFrom(kwargs["executor_spec"])
+            image = executor_spec.container.image
+            executor_spec.container.image = images.get(image, image)
+            return run_task(*args, **{**kwargs, "executor_spec": executor_spec})
+
+        return in_local_image
+
+    run_container = docker_task_handler.run_docker_container
+    docker_task_handler.run_docker_container = run_docker_container
+    try:
+        with around_each_task(in_local_images):
+            yield
+    finally:
+        docker_task_handler.run_docker_container = run_container
+
+
+def run_docker_container(client, image: str, command: list[str], volumes: dict,
+                         **container_run_args) -> int:
+    """kfp.local's run_docker_container without its false success: kfp 2.17.3 starts the container
+    with auto_remove=True, and when the container has exited and been removed before kfp reads its
+    logs and exit status (a step that fails within moments, on a busy machine), it takes the missing
+    container for exit status 0, so the failed task passes and the next one fails on a missing
+    input. Here the container stays until its exit status has been read, and then goes."""
+    container = client.containers.run(image=image, command=command, volumes=volumes, detach=True,
+                                      **container_run_args)
+    try:
+        for chunk in container.logs(stream=True, follow=True):
+            print(chunk.decode(errors="replace"), end="")
+        return container.wait()["StatusCode"]
+    finally:
+        container.remove(force=True)

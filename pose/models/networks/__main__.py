@@ -1,0 +1,3 @@
+from pose.models.networks import main
+
+main()

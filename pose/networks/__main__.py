@@ -1,3 +1,0 @@
-from pose.networks import main
-
-main()

@@ -1,0 +1,1 @@
+"""What train needs beyond the data and the network: its config (map: pose/__init__.py)."""
