@@ -1096,3 +1096,137 @@ def test_two_trainings_into_one_output_are_refused(tmp_path, shards, capsys):
                                        "--output", str(output), "--set", "max_steps=1"], capsys)
         assert code == 1 and f"another process is writing it (train as pid {holder.pid} on " in line
         assert not (output / "checkpoints").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 21: publish touches only its own
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def publishable(tmp_path_factory, tflite_models, shards) -> dict:
+    """Evaluated models under four names (mv2_cpm_{a,b,c,d}_fp32), so that whose publish won is visible."""
+    from components.evaluate import evaluate
+
+    root = tmp_path_factory.mktemp("publishable")
+    models = root / "models"
+    models.mkdir()
+    evaluation = root / "evaluation"
+    os.environ.setdefault("POSE_ANCHORS_DIR", str(root / "no-anchors"))
+    (root / "no-anchors").mkdir()
+    evaluate(str(tflite_models), [str(shards["valid"])], str(evaluation), latency_runs=1, gallery_size=1)
+    results = json.loads((evaluation / "results.json").read_text())
+    for name in "abcd":
+        folder = models / name
+        folder.mkdir()
+        for path in tflite_models.glob("mv2_cpm_fp32.*"):
+            shutil.copyfile(path, folder / path.name.replace("mv2_cpm", f"mv2_cpm_{name}"))
+        results["models"][f"mv2_cpm_{name}_fp32"] = results["models"]["mv2_cpm_fp32"]
+    (evaluation / "results.json").write_text(json.dumps(results))
+    return {"models": models, "evaluation": evaluation}
+
+
+def _publish(publishable, name: str, destination) -> dict:
+    from components.publish import publish
+
+    evaluation = str(publishable["evaluation"])
+    return publish(str(publishable["models"] / name), evaluation, evaluation, str(destination), "fp32")
+
+
+@pytest.mark.parametrize("manifest", [
+    json.dumps({"destination": "somewhere/else", "files": {"notes.txt": {"sha256": "0" * 64}}}),
+    json.dumps(["notes.txt"]),
+    "garbage {",
+], ids=["foreign", "json-list", "garbage"])
+def test_publish_refuses_a_foreign_or_unreadable_manifest_before_changing_anything(tmp_path, publishable,
+                                                                                    manifest):
+    from components.publish import MANIFEST, PublishError
+
+    destination = tmp_path / "site"
+    destination.mkdir()
+    (destination / "notes.txt").write_text("the user's notes")
+    (destination / MANIFEST).write_text(manifest)
+    with pytest.raises(PublishError, match=rf"{MANIFEST}: (was written for 'somewhere/else'|exists but is not a)"
+                                           r".*nothing was changed"):
+        _publish(publishable, "a", destination)
+    assert sorted(p.name for p in destination.iterdir()) == sorted([MANIFEST, "notes.txt"])
+    assert (destination / MANIFEST).read_text() == manifest
+
+
+def test_publish_removes_only_what_it_wrote_and_never_through_a_link(tmp_path, publishable):
+    from components.publish import MANIFEST
+
+    destination = tmp_path / "site"
+    _publish(publishable, "a", destination)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim.txt").write_text("not publish's")
+    (destination / "sub").symlink_to(outside)
+    (destination / "notes.txt").write_text("the user's notes")
+    manifest = json.loads((destination / MANIFEST).read_text())
+    victim_sha = hashlib.sha256(b"not publish's").hexdigest()
+    # The manifest claims both (sha256s that match their bytes): neither is publish's to delete.
+    manifest["files"]["sub/victim.txt"] = {"bytes": 13, "sha256": victim_sha}
+    manifest["files"]["notes.txt"] = {"bytes": 16, "sha256": "f" * 64}
+    (destination / MANIFEST).write_text(json.dumps(manifest))
+    _publish(publishable, "b", destination)
+    assert (outside / "victim.txt").read_text() == "not publish's"
+    assert (destination / "notes.txt").read_text() == "the user's notes"
+    assert not (destination / "mv2_cpm_a_fp32.tflite").exists()  # publish's own stale file is gone
+    assert "mv2_cpm_b_fp32.tflite" in json.loads((destination / MANIFEST).read_text())["files"]
+
+
+@pytest.mark.parametrize("destination", ["gs://models/a/../b", "gs://models//b", "s3://models/./b",
+                                         "/tmp/site/../elsewhere"])
+def test_publish_refuses_dot_dot_and_empty_segments(publishable, destination):
+    from components.publish import PublishError
+
+    with pytest.raises(PublishError, match=r"destination='.*': (a '\.\.'|an empty|a '\.') segment"):
+        _publish(publishable, "a", destination)
+
+
+def _concurrent_publishes(publishable, destination: str, env: dict) -> list:
+    import subprocess
+    import sys
+
+    evaluation = str(publishable["evaluation"])
+    processes = [subprocess.Popen(
+        [sys.executable, "-m", "components.publish", "--models", str(publishable["models"] / name), "--report",
+         evaluation, "--results", evaluation, "--destination", destination, "--variant", "fp32"],
+        cwd=REPO, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for name in "abcd"]
+    return [(process.wait(timeout=300), process.stderr.read().strip().splitlines()[-1:]) for process in processes]
+
+
+def _assert_one_complete_set(outcomes, files: dict, refusal: str):
+    from components.publish import MANIFEST
+
+    assert any(code == 0 for code, _ in outcomes), outcomes
+    for code, last in outcomes:
+        assert code == 0 or (code == 1 and refusal in last[0]), outcomes
+    manifest = json.loads(files[MANIFEST])
+    assert set(files) == {*manifest["files"], MANIFEST}  # one run's set, nothing of another's
+    for name, entry in manifest["files"].items():
+        assert hashlib.sha256(files[name]).hexdigest() == entry["sha256"], name
+
+
+def test_concurrent_publishes_to_one_folder_leave_one_complete_set(tmp_path, publishable):
+    destination = tmp_path / "site"
+    outcomes = _concurrent_publishes(publishable, str(destination), {})
+    files = {p.relative_to(destination).as_posix(): p.read_bytes() for p in destination.rglob("*") if p.is_file()}
+    _assert_one_complete_set(outcomes, files, "another process is writing it (publish as pid")
+
+
+def test_concurrent_publishes_to_one_gcs_prefix_leave_one_complete_set(publishable):
+    from components.publish import LOCK_NAME, PublishError
+
+    with fake_gcs():
+        bucket = make_bucket("models")
+        # A live holder's lock object (the store refuses the conditional create): refused, named.
+        bucket.blob(f"pose/{LOCK_NAME}").upload_from_string(json.dumps({"pid": 7, "host": "h", "since": time.time()}))
+        with pytest.raises(PublishError, match=r"gs://models/pose: another publish is writing it \(pid 7 on h"):
+            _publish(publishable, "a", "gs://models/pose")
+        bucket.blob(f"pose/{LOCK_NAME}").delete()
+        outcomes = _concurrent_publishes(publishable, "gs://models/pose",
+                                         {"STORAGE_EMULATOR_HOST": os.environ["STORAGE_EMULATOR_HOST"]})
+        files = {blob.name[len("pose/"):]: blob.download_as_bytes() for blob in bucket.list_blobs(prefix="pose/")}
+    _assert_one_complete_set(outcomes, files, "another publish is writing it (pid")
