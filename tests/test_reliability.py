@@ -1230,3 +1230,44 @@ def test_concurrent_publishes_to_one_gcs_prefix_leave_one_complete_set(publishab
                                          {"STORAGE_EMULATOR_HOST": os.environ["STORAGE_EMULATOR_HOST"]})
         files = {blob.name[len("pose/"):]: blob.download_as_bytes() for blob in bucket.list_blobs(prefix="pose/")}
     _assert_one_complete_set(outcomes, files, "another publish is writing it (pid")
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 21: claims are checked
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("claim, message", [
+    ({"output_stride": 4}, r"says output_stride 4, but the model has 2 "),
+    ({"num_keypoints": 17}, r"says num_keypoints 17, but the model has 14 "),
+    ({"output_size": 16}, r"says output_size 16, but the model has 32 "),
+], ids=["stride", "keypoints", "heatmap-size"])
+def test_evaluate_checks_a_models_json_against_the_model(tmp_path, tflite_models, claim, message):
+    from components.evaluate import EvaluationError, open_model
+
+    models = tmp_path / "models"
+    shutil.copytree(tflite_models, models)
+    meta = models / "mv2_cpm_fp32.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), **claim}))
+    with pytest.raises(EvaluationError, match=rf"mv2_cpm_fp32\.tflite: mv2_cpm_fp32\.json {message}"):
+        open_model(models / "mv2_cpm_fp32.tflite")
+
+
+def test_a_file_without_json_must_be_a_seed_release(tmp_path, tflite_models):
+    from components.evaluate import EvaluationError, open_model, seed_release_checksums
+
+    assert set(seed_release_checksums().values()) == {"pefm-cpm-192.tflite", "pefm-hourglass-192.tflite"}
+    lone = tmp_path / "lone.tflite"
+    shutil.copyfile(tflite_models / "mv2_cpm_fp32.tflite", lone)
+    with pytest.raises(EvaluationError, match=r"lone\.tflite: no lone\.json beside it, and its sha256 [0-9a-f]{64} "
+                                              r"is none of the seed's released files"):
+        open_model(lone)
+    seed = REPO.parent / "shared" / "anchors" / "pefm-cpm-192.tflite"
+    if seed.is_file():  # the issue's probe: the seed's file with 4 KB of flipped bytes
+        data = bytearray(seed.read_bytes())
+        middle = len(data) // 2
+        data[middle: middle + 4096] = bytes(b ^ 0xFF for b in data[middle: middle + 4096])
+        flipped = tmp_path / "pefm-cpm-192.tflite"
+        flipped.write_bytes(bytes(data))
+        with pytest.raises(EvaluationError, match="none of the seed's released files"):
+            open_model(flipped)
+        assert open_model(seed)["contract"]["name"] == "seed"
