@@ -11,7 +11,7 @@ import time
 
 import tensorflow as tf
 
-from pose.data import inputs, records
+from pose.data import inputs, records, shard_index
 
 
 def bare_decode(files: list[str], batch_size: int) -> tf.data.Dataset:
@@ -47,7 +47,7 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2, help="alternating measurements of each; the best counts")
     args = parser.parse_args(argv)
-    index = inputs.read_index(args.data)
+    index = shard_index.read(args.data)
     print(f"{len(index['files'])} shards, {index['num_examples']} examples, crop size {index['crop_size']}, "
           f"{os.cpu_count()} CPUs, TensorFlow {tf.__version__}")
     full = f"full pipeline {args.input_size}x{args.input_size}"

@@ -23,16 +23,15 @@ def convert_per_tensor(frozen: Path, train_dirs: list[str], output: Path, name: 
     import tensorflow as tf
 
     from components import tflite
-    from pose.models import contract
+    from pose.models import contract, metadata
 
-    info = json.loads((frozen / "model_info.json").read_text())
-    model_contract = contract.from_metadata(info, str(frozen / "model_info.json"))
-    samples = contract.from_training_images(tflite._representative_images(train_dirs, info["input_size"], 100),
-                                            model_contract)
-    size = info["input_size"]
+    info = metadata.read(frozen / metadata.FREEZE_FILE)
+    size = info.input_size
+    samples = contract.from_training_images(tflite._representative_images(train_dirs, size, 100),
+                                            info.contract)
     converter = tf.compat.v1.lite.TFLiteConverter.from_frozen_graph(
-        str(frozen / "frozen_graph.pb"), [info["input_name"]], [info["output_name"]],
-        {info["input_name"]: [1, size, size, 3]})
+        str(frozen / "frozen_graph.pb"), [info.input_name], [info.output_name],
+        {info.input_name: [1, size, size, 3]})
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: ([image[None]] for image in samples)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -55,9 +54,11 @@ def main(argv=None) -> None:
 
     models = args.output / "models"
     convert_to_tflite(str(args.frozen), str(models), ["fp32", "int8-dynamic", "int8"], representative_dirs=args.train)
-    info = json.loads((args.frozen / "model_info.json").read_text())
-    per_tensor = convert_per_tensor(args.frozen, args.train, models, f"{info['model']}_int8-per-tensor")
-    shutil.copyfile(models / f"{info['model']}_int8.json", per_tensor.with_suffix(".json"))
+    from pose.models import metadata
+
+    model = metadata.read(args.frozen / metadata.FREEZE_FILE).model
+    per_tensor = convert_per_tensor(args.frozen, args.train, models, f"{model}_int8-per-tensor")
+    shutil.copyfile(models / f"{model}_int8.json", per_tensor.with_suffix(".json"))
     results = evaluate(str(models), args.valid, str(args.output / "evaluation"), latency_runs=10, gallery_size=0)
     summary = {}
     for name, model in sorted(results["models"].items()):

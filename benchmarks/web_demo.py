@@ -1,7 +1,7 @@
 """The web demo's goals: in-browser latency (LiteRT.js, WASM, 1 thread) of a .tflite against LiteRT Python on
 this machine in the same run, and the weight of the page and runtime without the model.
 
-    .venv/bin/python benchmarks/web_demo.py [--model /work/shared/anchors/pefm-cpm-192.tflite] [--runs 50]
+    .venv/bin/python benchmarks/web_demo.py [--model ../shared/anchors/pefm-cpm-192.tflite] [--runs 50]
 
 Latency: Python is pose.models.tflite_runtime.latency (one invoke, XNNPACK, 1 thread); the browser is the page's
 ?benchmark=N mode in Debian's headless Chromium (tests/browser.py): model.run alone (median_ms), and a whole
@@ -27,7 +27,7 @@ from pose.models import tflite_runtime  # noqa: E402
 from pose import web_demo  # noqa: E402
 from tests.browser import chromium  # noqa: E402
 
-DEFAULT_MODEL = "/work/shared/anchors/pefm-cpm-192.tflite"
+DEFAULT_MODEL = str(Path(__file__).resolve().parents[2] / "shared" / "anchors" / "pefm-cpm-192.tflite")
 # The two single-thread builds LiteRT.js chooses between; a browser loads one of them.
 WASM_BUILDS = ("litert_wasm_internal", "litert_wasm_compat_internal")
 

@@ -42,12 +42,9 @@ log = logging.getLogger("convert")
 SPLITS = ("train", "valid")
 # split -> (annotation file, image folder) of the official release (pose.data.keypoints.AIC_LAYOUT), found at any depth.
 OFFICIAL_LAYOUT = {split: (annotations, images) for split, (_, annotations, images) in kp.AIC_LAYOUT.items()}
-SEED_LAYOUT = {"train": ("ai_challenger_train.json", "train"), "valid": ("ai_challenger_valid.json", "valid")}
 
 # A labelled joint a pixel or two past the border is click noise (pulled inside); further out, a bad record.
 OUTSIDE_TOLERANCE_PX = 2.0
-AIC_CODES = (1, 2, 3)
-SEED_COCO_TO_AIC = {2: 1, 1: 2, 0: 3}
 _NUMBER_TYPES = frozenset((int, float))
 # An image id becomes a file name in images/<split>/: a plain name, never a path (no '/', no '..').
 _PLAIN_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
@@ -161,7 +158,7 @@ def find_sources(input_dir: Path) -> dict:
     if not input_dir.is_dir():
         raise ConvertError(f"input {input_dir} is not a folder")
     wanted = {name: (split, "official", images) for split, (name, images) in OFFICIAL_LAYOUT.items()}
-    wanted.update({name: (split, "seed", images) for split, (name, images) in SEED_LAYOUT.items()})
+    wanted.update({name: (split, "seed", images) for split, (name, images) in kp.SEED_LAYOUT.items()})
     official_image_folders = {images for _, images in OFFICIAL_LAYOUT.values()}
     found = {split: [] for split in SPLITS}
     for folder, subfolders, files in os.walk(input_dir):
@@ -170,14 +167,14 @@ def find_sources(input_dir: Path) -> dict:
                 split, layout, images = wanted[name]
                 found[split].append(Source(layout, Path(folder) / name, Path(folder) / images))
         # Listing 200,000 image names to find nothing there would dominate the walk.
-        seed_here = {SEED_LAYOUT[s][1] for s in SPLITS if SEED_LAYOUT[s][0] in files}
+        seed_here = {kp.SEED_LAYOUT[s][1] for s in SPLITS if kp.SEED_LAYOUT[s][0] in files}
         subfolders[:] = [d for d in subfolders if d not in official_image_folders and d not in seed_here]
     sources = {}
     for split in SPLITS:
         candidates = found[split]
         if not candidates:
             names = " or ".join(f"{layout[split][0]} with {layout[split][1]}/"
-                                for layout in (OFFICIAL_LAYOUT, SEED_LAYOUT))
+                                for layout in (OFFICIAL_LAYOUT, kp.SEED_LAYOUT))
             raise ConvertError(f"no {split} split below {input_dir}: expected {names}")
         if len(candidates) > 1:
             raise ConvertError(f"{len(candidates)} {split} annotation files below {input_dir}: "
@@ -304,7 +301,8 @@ def _parse_official(index, record, images: str) -> Record:
         if keypoints.keys() - boxes.keys():
             raise _Bad("has keypoints but no box in human_annotations", min(keypoints.keys() - boxes.keys()))
         raise _Bad("has a box but no keypoints in keypoint_annotations", min(boxes.keys() - keypoints.keys()))
-    people = [Person(human, _check_keypoints(keypoints[human], AIC_CODES, human), _check_box(boxes[human], human))
+    people = [Person(human, _check_keypoints(keypoints[human], kp.AIC_VISIBILITY_CODES, human),
+                     _check_box(boxes[human], human))
               for human in keypoints]
     return Record(index, image_id, f"{images}/{image_id}.jpg", people)
 
@@ -333,9 +331,10 @@ def _seed_records(source: Source):
             people = []
             for annotation in by_image.pop(image.get("id"), []):
                 human = f"annotation {annotation.get('id')}"
-                coco_keypoints = _check_keypoints(annotation.get("keypoints"), tuple(SEED_COCO_TO_AIC), human)
+                coco_keypoints = _check_keypoints(annotation.get("keypoints"),
+                                                  tuple(kp.COCO_TO_AIC_VISIBILITY), human)
                 aic_keypoints = list(coco_keypoints)
-                aic_keypoints[2::3] = [SEED_COCO_TO_AIC[v] for v in coco_keypoints[2::3]]
+                aic_keypoints[2::3] = [kp.COCO_TO_AIC_VISIBILITY[v] for v in coco_keypoints[2::3]]
                 box = annotation.get("bbox")
                 if not isinstance(box, list) or len(box) != 4:
                     raise _Bad(f"bbox {box!r} is not [x, y, width, height]", human)

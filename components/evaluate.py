@@ -3,8 +3,8 @@
 Takes    a tflite output folder (`*.tflite`, each with its .json), validation shard folders, and the
          seed's models (`../shared/anchors`, or --anchors / POSE_ANCHORS_DIR).
 Does     runs each model, ours and the seed's, in LiteRT over the validation people, each fed in its own
-         model contract (pose.models.contract: the `contract` of its .json; a .json without one is "aic", with a
-         warning; the seed's files have no .json and are "seed", their stride read from the tensor shapes),
+         model contract (the `contract` of its .json, pose.models.metadata; the seed's files have no
+         .json and are "seed", their stride read from the tensor shapes),
          heatmaps brought back to AIC order (optional flip test), decodes the heatmaps
          (DARK or quarter-offset sub-pixel refinement), maps keypoints back to original image pixels and
          scores PCKh@0.5 (head = head top <-> neck) and OKS AP through pycocotools with the AIC sigmas;
@@ -16,7 +16,6 @@ Writes   `results.json` (everything) and `report.html` (table, per-joint bars, g
 `python -m components.evaluate predict --model X.tflite --image IN --output OUT.png` draws the
 predicted skeleton on any image (letterboxed to the model's input): the desktop twin of the seed's app.
 """
-import json
 import logging
 import math
 import os
@@ -44,7 +43,7 @@ def evaluate(models_dir: str, data_dirs: list[str], output_dir: str, anchors_dir
              flip_test: bool = False, refine: str = DEFAULT_REFINE, latency_runs: int = 50, gallery_size: int = 12) -> dict:
     """Evaluates every .tflite in `models_dir` on `data_dirs`; writes results.json and report.html to
     `output_dir` and returns the results dict."""
-    from pose.data import inputs, records
+    from pose.data import records, shard_index
     from pose.files import outputs, steplog
     from pose.evaluation import report
     from pose.evaluation import results as results_file
@@ -63,7 +62,7 @@ def evaluate(models_dir: str, data_dirs: list[str], output_dir: str, anchors_dir
         models = _open_models(Path(models_dir))
         anchors = {path.stem: open_model(path) for path in sorted(anchors_dir.glob("*.tflite"))} if anchors_dir else {}
         predicted = {**models, **{ANCHOR_PREFIX + name: anchor for name, anchor in anchors.items()}}
-        with records.named_shard_errors(inputs.read_index(data_dirs)["files"]):
+        with records.named_shard_errors(shard_index.read(data_dirs)["files"]):
             predictions, truth, gallery = _predict_validation(predicted, data_dirs, refine, flip_test, gallery_size,
                                                               gallery_candidates=list(models))
         results = {"settings": {"models_dir": str(models_dir), "data_dirs": [str(d) for d in data_dirs],
@@ -125,9 +124,9 @@ def _open_models(models_dir: Path) -> dict:
 def open_model(path: Path) -> dict:
     """{path, interpreter, metadata, contract, input_size, heatmap_size} of a .tflite, checking shapes. The metadata
     is its .json; without one it is one of the seed's released files (seed contract, shapes give the stride)."""
-    from pose.models import contract, tflite_runtime
-    from pose.files import integrity
     from pose.data import keypoints
+    from pose.files import integrity
+    from pose.models import metadata, tflite_runtime
 
     integrity.verify_tflite(path)
     # every core for predicting (timing loads its own interpreters): the seed's 192 px files are the slow part
@@ -142,21 +141,17 @@ def open_model(path: Path) -> dict:
     if out_shape[-1] != keypoints.NUM_KEYPOINTS:
         raise EvaluationError(f"{path}: size mismatch: the model outputs {out_shape[-1]} heatmaps, the data has "
                               f"{keypoints.NUM_KEYPOINTS} keypoints per person")
-    meta_path = path.with_suffix(".json")
-    if meta_path.is_file():
-        metadata = json.loads(meta_path.read_text())
-        try:
-            model_contract = contract.from_metadata(metadata, str(meta_path))
-        except contract.ContractError as error:
-            raise EvaluationError(str(error)) from error
-    else:
-        log.info("%s: no %s beside it: one of the seed's released files by its sha256 (seed contract)", path,
-                 meta_path.name)
-        metadata = contract.seed_file(height, out_shape[1], path.name)
-        model_contract = metadata["contract"]
-    _check_claims(path, meta_path.name, metadata, height, out_shape)
-    return {"path": path, "interpreter": interpreter, "metadata": metadata, "contract": model_contract,
-            "input_size": height, "heatmap_size": out_shape[1]}
+    try:
+        model_metadata = metadata.of_model_file(path, interpreter)
+    except metadata.MetadataError as error:
+        raise EvaluationError(str(error)) from error
+    _check_claims(path, metadata.path_for(path).name, model_metadata.to_json(), height, out_shape)
+    if model_metadata.input_size != height:
+        raise EvaluationError(f"{path}: size mismatch: the model takes {height}x{width} but "
+                              f"{metadata.path_for(path).name} says input_size "
+                              f"{model_metadata.input_size}")
+    return {"path": path, "interpreter": interpreter, "metadata": model_metadata.to_json(),
+            "contract": model_metadata.contract, "input_size": height, "heatmap_size": out_shape[1]}
 
 
 def _check_claims(path: Path, meta_name: str, metadata: dict, input_size: int, out_shape) -> None:
@@ -219,9 +214,9 @@ def _predict_validation(models: dict, data_dirs: list[str], refine: str, flip_te
 
     from pose import codec
     from pose.files import integrity
-    from pose.data import inputs, keypoints
+    from pose.data import inputs, keypoints, shard_index
 
-    index = inputs.read_index(data_dirs)
+    index = shard_index.read(data_dirs)
     integrity.verify_shards(data_dirs)
     if index["split"] != "valid":
         log.warning("evaluating on shards of split %r (%s), not on validation shards: the figures do not measure "

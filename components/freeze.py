@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 
 from components import cli
-
+from pose.models import contract
 
 log = logging.getLogger("freeze")
 
@@ -28,15 +28,15 @@ class FreezeError(ValueError):
     """The model folder is unusable, or the exported graphs disagree with the Keras model."""
 
 
-def freeze(model_dir: str, output_dir: str, export_contract: str = "seed") -> dict:
+def freeze(model_dir: str, output_dir: str, export_contract: str = contract.DEFAULT) -> dict:
     """Exports `model_dir`/model.keras to `output_dir` in `export_contract` (pose.models.contract: "seed" or "aic");
     returns model_info (also written as model_info.json)."""
     import numpy as np
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    from pose.models import contract, networks
-    from pose.data import keypoints
+    from pose.models import metadata, networks
+    from pose.models.metadata import ModelMetadata
     from pose.files import outputs, steplog
 
     try:
@@ -86,23 +86,12 @@ def freeze(model_dir: str, output_dir: str, export_contract: str = "seed") -> di
             if not max_abs_diff <= MAX_ABS_DIFF:
                 raise FreezeError(f"{output_dir}: exported graphs disagree with {model_dir}/model.keras "
                                   f"(max abs difference {differences}, limit {MAX_ABS_DIFF})")
-            info = {
-                "model": model_name,
-                "input_size": int(height),
-                "output_size": int(output_size),
-                "output_stride": height / output_size,
-                "num_keypoints": int(output_shape[-1]),
-                "input_name": INPUT_NAME,
-                "output_name": output_name,
-                "contract": contract.describe(export_contract),
-                "normalisation": contract.PIXEL_DESCRIPTIONS[contract.PIXELS[export_contract]],
-                # keypoints and flip_pairs name the model's output channels in the contract's order
-                "keypoints": contract.describe(export_contract)["channel_order"],
-                "flip_pairs": contract.flip_pairs(export_contract),
-                "max_abs_diff": float(max_abs_diff),
-                "max_abs_diff_by_format": differences,
-            }
-            (tmp / "model_info.json").write_text(json.dumps(info, indent=2))
+            info = ModelMetadata.build(
+                model_name, height, output_size, output_shape[-1], export_contract,
+                input_name=INPUT_NAME, output_name=output_name,
+                **metadata.contract_fields(export_contract),
+                max_abs_diff=float(max_abs_diff), max_abs_diff_by_format=differences).to_json()
+            (tmp / metadata.FREEZE_FILE).write_text(json.dumps(info, indent=2))
         wrote.update(saved_model=f"{output_dir}/saved_model", frozen_graph="frozen_graph.pb",
                      output=output_name, contract=export_contract, max_abs_diff=f"{max_abs_diff:.2e}")
     return info
@@ -187,7 +176,7 @@ def main(argv=None) -> int:
     arguments.add_argument("--model", required=True, help="train output folder holding model.keras")
     arguments.add_argument("--output", required=True,
                            help="folder to write saved_model/, frozen_graph.pb, model_info.json")
-    arguments.add_argument("--contract", default="seed", choices=("seed", "aic"),
+    arguments.add_argument("--contract", default=contract.DEFAULT, choices=contract.NAMES,
                            help="the exported model's contract (pose.models.contract): seed = BGR 0..255 in and the "
                                 "seed's channel order out (default); aic = RGB / 255 in, AIC order out")
     return cli.run("freeze", arguments, lambda args: freeze(args.model, args.output, args.contract), argv)

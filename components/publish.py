@@ -12,7 +12,6 @@ Writes   at the destination: the .tflite, its .json, report.html, results.json, 
 """
 import contextlib
 import datetime
-import hashlib
 import json
 import logging
 import os
@@ -24,9 +23,11 @@ from pathlib import Path
 
 
 from components import cli
-from pose.data import keypoints
 from pose import web_demo
+from pose.data import keypoints
+from pose.models import contract, metadata
 from pose.evaluation import results as results_schema
+from pose.files import integrity
 from pose.files.uris import UriError, check_uri, local_path
 from pose.files.atomic import atomic_file
 
@@ -55,12 +56,10 @@ def publish(models_dir: str, report_path: str, results_path: str, destination: s
                       destination=destination, variant=variant) as wrote:
         results = _read_results(Path(results_path))
         model_file = _choose_model(Path(models_dir), variant, results)
-        from pose.files import integrity
-
         integrity.verify_tflite(model_file)
         report_file = _file_in(Path(report_path), "report.html", "report")
         with _staging(staging_dir) as staged:
-            for source in (model_file, model_file.with_suffix(".json"), report_file):
+            for source in (model_file, metadata.path_for(model_file), report_file):
                 shutil.copyfile(source, staged / source.name)
             if report_file.name != "report.html":
                 (staged / report_file.name).rename(staged / "report.html")
@@ -74,7 +73,7 @@ def publish(models_dir: str, report_path: str, results_path: str, destination: s
                 "variant": model_file.stem.rsplit("_", 1)[-1],
                 "destination": destination.rstrip("/"),
                 "published_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                "files": {name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+                "files": {name: {"bytes": p.stat().st_size, "sha256": integrity.sha256(p)}
                           for name, p in _staged_files(staged)},
             }
             (staged / MANIFEST).write_text(json.dumps(manifest, indent=2))
@@ -117,8 +116,12 @@ def _choose_model(models_dir: Path, variant: str, results: dict) -> Path:
     if model.stem not in results["models"]:
         raise PublishError(f"{model.name}: results.json has no figures for {model.stem!r} "
                            f"(it has {', '.join(sorted(results['models']))}); evaluate and publish disagree")
-    if not model.with_suffix(".json").is_file():
-        raise PublishError(f"{model.with_suffix('.json')}: missing; apps need it to read {model.name}")
+    if not metadata.path_for(model).is_file():
+        raise PublishError(f"{metadata.path_for(model)}: missing; apps need it to read {model.name}")
+    try:
+        metadata.read(metadata.path_for(model))
+    except metadata.MetadataError as error:
+        raise PublishError(f"{error}; apps need it to read {model.name}") from error
     return model
 
 
@@ -269,7 +272,11 @@ class _GcsDestination:
             except exceptions.PreconditionFailed:
                 return None
 
-        generation = self._call(LOCK_NAME, create)
+        try:
+            generation = self._call(LOCK_NAME, create)
+        except self.storage.StorageError as error:  # no bucket, no permission: nothing was changed
+            raise PublishError(f"{self.base}: upload failed before any file was written (the lock object "
+                               f"{LOCK_NAME} could not be created): {error}") from None
         if generation is None:
             current = self.read(LOCK_NAME) or b"{}"
             try:
@@ -357,24 +364,7 @@ def _staged_files(staged: Path) -> list[tuple[str, Path]]:
     return [(p.relative_to(staged).as_posix(), p) for p in sorted(staged.rglob("*")) if p.is_file()]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-_CONTRACT_WORDS = {
-    "seed": "float32 BGR 0..255, not normalised, as cv2 reads images and the seed's apps feed them; output "
-            "channels in the seed's order",
-    "aic": "float32 RGB / 255; output channels in AI Challenger order",
-}
-
-
 def _contract(meta: dict) -> dict:
-    from pose.models import contract
-
     return contract.from_metadata(meta, "the model's metadata")
 
 
@@ -398,7 +388,7 @@ def model_card(results: dict, model_name: str, destination: str) -> str:
         f"x{meta.get('num_keypoints', keypoints.NUM_KEYPOINTS)} heatmaps (stride {meta.get('output_stride', '?')}).",
         f"- Keypoints, in channel order: {', '.join(_contract(meta)['channel_order'])}.",
         f"- Contract: `{_contract(meta)['name']}` (input pixels `{_contract(meta)['pixels']}`: "
-        f"{_CONTRACT_WORDS[_contract(meta)['name']]}). The `contract` entry of `{model_name}.json` says the same.",
+        f"{contract.IN_WORDS[_contract(meta)['name']]}). The `contract` entry of `{model_name}.json` says the same.",
         "",
         "## Data",
         f"- Trained on person-centred crops in the AI Challenger keypoint format (14 joints); evaluated on "

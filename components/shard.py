@@ -31,12 +31,14 @@ import tensorflow as tf
 from components import cli
 from pose.files import integrity, outputs, steplog
 from pose.data import jpeg, packs, pixels, records
+from pose.data.shard_index import write as write_index
 from pose.files.atomic import atomic_directory, atomic_file
 from pose.data.keypoints import NUM_KEYPOINTS
 
 log = logging.getLogger("shard")
 
 SPLITS = ("train", "valid")
+CROP_SIZE = 512  # default longest side of a stored person crop
 CROP_MARGIN = 1.5  # crop side / longer box side: context for scale-down and rotation augmentation
 JPEG_QUALITY = 92
 PROGRESS_EVERY = 500
@@ -212,7 +214,7 @@ def _write_shard(input_dir: str, folder: str, split: str, index: int, num_shards
 
 
 def shard(input_dir: str, output_dir: str, split: str, num_shards: int | None, shard_index: int | None = None,
-          crop_size: int = 512, allow_empty: bool = False) -> dict:
+          crop_size: int = CROP_SIZE, allow_empty: bool = False) -> dict:
     """Writes the shards of one split (all, or only `shard_index`) and index.json; returns the index.
     From a pack, num_shards and shard_index may be None (the pack's own). A COCO folder with no labelled
     person is an error unless `allow_empty` (one pack of a packed folder may be empty)."""
@@ -250,8 +252,7 @@ def shard(input_dir: str, output_dir: str, split: str, num_shards: int | None, s
                 integrity.CHECKSUMS: {shard_name(split, i, num_shards): checksum
                                       for i, (_, checksum) in zip(indices, written)},
             }
-            with open(folder / "index.json", "w") as f:
-                json.dump(index, f, indent=1, sort_keys=True)
+            write_index(folder, index)
     wrote.update(shards=len(index["shards"]), examples=index["num_examples"],
                  skipped_unlabelled=index["skipped_unlabelled"])
     return index
@@ -265,7 +266,7 @@ def main(argv=None) -> int:
     arguments.add_argument("--num-shards", type=int, default=None, help="shards per split (a pack knows its own)")
     arguments.add_argument("--shard-index", type=int, default=None,
                            help="write only this shard (0-based); from a pack, its own shard")
-    arguments.add_argument("--crop-size", type=int, default=512, help="longest side of a stored person crop")
+    arguments.add_argument("--crop-size", type=int, default=CROP_SIZE, help="longest side of a stored person crop")
     arguments.add_argument("--allow-empty", action="store_true", help="write empty shards for a split with no person")
     return cli.run("shard", arguments, lambda args: shard(args.input, args.output, args.split, args.num_shards,
                                                           args.shard_index, args.crop_size,

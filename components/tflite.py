@@ -9,7 +9,6 @@ Does     converts the frozen graph (so the .tflite tensors keep the seed's names
 Writes   `<model>_<variant>.tflite` and `<model>_<variant>.json` (everything an app needs to use it, and
          the difference against the SavedModel), atomically.
 """
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -38,6 +37,8 @@ def convert_to_tflite(saved_model_dir: str, output_dir: str, variants: list[str]
 
     from pose import codec
     from pose.models import contract, tflite_runtime
+    from pose.models import metadata as model_metadata
+    from pose.models.metadata import ModelMetadata
     from pose.files import outputs, steplog
     from pose.files.atomic import atomic_directory
 
@@ -52,11 +53,8 @@ def convert_to_tflite(saved_model_dir: str, output_dir: str, variants: list[str]
                       representative=representative_dirs) as wrote:
         folder = _freeze_folder(Path(saved_model_dir))
         info = _read_freeze_output(folder)
-        try:
-            model_contract = contract.from_metadata(info, str(folder / "model_info.json"))
-        except contract.ContractError as error:
-            raise TFLiteConversionError(str(error)) from error
-        size = info["input_size"]
+        model_contract = info.contract
+        size = info.input_size
         if representative_dirs:
             from pose.files import integrity
 
@@ -76,62 +74,66 @@ def convert_to_tflite(saved_model_dir: str, output_dir: str, variants: list[str]
         with atomic_directory(output_dir, step="tflite") as tmp:
             for variant in variants:
                 flatbuffer = _convert(folder, info, variant, samples, int8_io)
-                name = f"{info['model']}_{variant}"
+                name = f"{info.model}_{variant}"
                 model_path = tmp / f"{name}.tflite"
                 model_path.write_bytes(flatbuffer)
                 interpreter = tflite_runtime.load(model_path)
                 difference = np.abs(tflite_runtime.run(interpreter, comparison) - reference)
-                metadata = {
-                    "sha256": hashlib.sha256(flatbuffer).hexdigest(),
-                    **{k: info[k] for k in ("model", "input_size", "output_size", "output_stride", "num_keypoints",
-                                            "normalisation", "keypoints", "flip_pairs") if k in info},
-                    "contract": model_contract,
-                    "variant": variant,
-                    "file": model_path.name,
-                    "size_bytes": len(flatbuffer),
-                    "input_name": info["input_name"],
-                    "output_name": info["output_name"],
+                metadata = ModelMetadata.build(
+                    info.model, info.input_size, info.output_size, info.num_keypoints,
+                    model_contract["name"], input_name=info.input_name,
+                    output_name=info.output_name, sha256=integrity.sha256(model_path),
+                    **model_metadata.contract_fields(model_contract["name"]), variant=variant,
+                    file=model_path.name, size_bytes=len(flatbuffer),
                     **tflite_runtime.io_description(interpreter),
-                    "keypoint_order": ("keypoints names the output channels in order (contract.channel_order); "
-                                       "flip_pairs are 0-based channel indices"),
-                    "heatmap_to_input": codec.HEATMAP_TO_INPUT,
-                    "max_abs_diff": float(difference.max()),
-                    "mean_abs_diff": float(difference.mean()),
-                    "compared_on": compared_on,
-                }
+                    keypoint_order=("keypoints names the output channels in order "
+                                    "(contract.channel_order); flip_pairs are 0-based channel "
+                                    "indices"),
+                    heatmap_to_input=codec.HEATMAP_TO_INPUT,
+                    max_abs_diff=float(difference.max()), mean_abs_diff=float(difference.mean()),
+                    compared_on=compared_on).to_json()
                 log.info("%s: %.1f KB, max abs diff %.4g, mean abs diff %.4g against the SavedModel", name,
                          len(flatbuffer) / 1024, metadata["max_abs_diff"], metadata["mean_abs_diff"])
                 if variant == "fp32" and metadata["max_abs_diff"] > FP32_MAX_ABS_DIFF:
                     raise TFLiteConversionError(f"{name}.tflite: max abs diff {metadata['max_abs_diff']:.3g} "
                                                 f"against {folder}/saved_model exceeds {FP32_MAX_ABS_DIFF}")
-                (tmp / f"{name}.json").write_text(json.dumps(metadata, indent=2))
+                model_metadata.path_for(model_path).write_text(json.dumps(metadata, indent=2))
                 results[variant] = metadata
-        wrote.update({f"{info['model']}_{v}.tflite": f"{m['size_bytes'] / 1024:.0f}KB" for v, m in results.items()})
-    return {"model": info["model"], "variants": results}
+        wrote.update({f"{info.model}_{v}.tflite": f"{m['size_bytes'] / 1024:.0f}KB" for v, m in results.items()})
+    return {"model": info.model, "variants": results}
 
 
 def _freeze_folder(path: Path) -> Path:
     """The freeze output folder, given it or its saved_model/ subfolder."""
+    from pose.models import metadata
+
     folder = path.parent if (path / "saved_model.pb").is_file() and path.name == "saved_model" else path
-    missing = [name for name in ("saved_model", "frozen_graph.pb", "model_info.json") if not (folder / name).exists()]
+    missing = [name for name in ("saved_model", "frozen_graph.pb", metadata.FREEZE_FILE)
+               if not (folder / name).exists()]
     if missing:
         raise TFLiteConversionError(f"{path}: not a freeze output folder, missing {', '.join(missing)}")
     return folder
 
 
-def _read_freeze_output(folder: Path) -> dict:
-    """model_info.json, after checking that the two graph files parse: a damaged file is named here rather
-    than surfacing as a protobuf DecodeError from deep inside the converter."""
+def _read_freeze_output(folder: Path):
+    """model_info.json (a pose.models.metadata.ModelMetadata), after checking that the two graph
+    files parse: a damaged file is named here rather than surfacing as a protobuf DecodeError from
+    deep inside the converter."""
     import tensorflow as tf
     from google.protobuf.message import DecodeError
 
+    from pose.models import metadata
+
+    path = folder / metadata.FREEZE_FILE
     try:
-        info = json.loads((folder / "model_info.json").read_text())
-        missing = [key for key in ("model", "input_size", "input_name", "output_name") if key not in info]
-    except (ValueError, AttributeError, TypeError) as error:
-        raise TFLiteConversionError(f"{folder / 'model_info.json'}: not freeze's model info ({error})") from None
-    if missing:
-        raise TFLiteConversionError(f"{folder / 'model_info.json'}: missing {', '.join(missing)}")
+        values = metadata.read_json(path)
+        missing = [key for key in ("model", "input_size", "input_name", "output_name")
+                   if key not in values]
+        if missing:
+            raise TFLiteConversionError(f"{path}: missing {', '.join(missing)}")
+        info = metadata.from_json(values, str(path))
+    except metadata.MetadataError as error:
+        raise TFLiteConversionError(f"{path}: not freeze's model info ({error})") from None
     for path, message in ((folder / "frozen_graph.pb", tf.compat.v1.GraphDef()),
                           (folder / "saved_model" / "saved_model.pb", None)):
         if message is None:
@@ -162,22 +164,22 @@ def _representative_images(dirs: list[str], size: int, count: int):
     return np.stack(images[:count])
 
 
-def _saved_model_heatmaps(path: Path, info: dict, images):
+def _saved_model_heatmaps(path: Path, info, images):
     import numpy as np
     import tensorflow as tf
 
     serve = tf.saved_model.load(str(path)).signatures["serving_default"]
-    return np.concatenate([serve(**{info["input_name"]: tf.constant(image[None])})[info["output_name"]].numpy()
+    return np.concatenate([serve(**{info.input_name: tf.constant(image[None])})[info.output_name].numpy()
                            for image in images])
 
 
-def _convert(folder: Path, info: dict, variant: str, samples, int8_io: bool) -> bytes:
+def _convert(folder: Path, info, variant: str, samples, int8_io: bool) -> bytes:
     import tensorflow as tf
 
-    size = info["input_size"]
+    size = info.input_size
     converter = tf.compat.v1.lite.TFLiteConverter.from_frozen_graph(
-        str(folder / "frozen_graph.pb"), [info["input_name"]], [info["output_name"]],
-        {info["input_name"]: [1, size, size, 3]})
+        str(folder / "frozen_graph.pb"), [info.input_name], [info.output_name],
+        {info.input_name: [1, size, size, 3]})
     if variant != "fp32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if variant == "fp16":

@@ -74,7 +74,7 @@ def main(argv=None) -> int:
             from google.protobuf import json_format
 
             declared = declared_parameters(json_format.MessageToDict(pose_pipeline.pipeline_spec))
-            local.run_local(source=args.source or local.DEFAULT_SOURCE, config=args.config or local.DEFAULT_CONFIG,
+            local.run_local(source=args.source, config=args.config,
                             runner=args.runner, pipeline_root=args.pipeline_root or local.DEFAULT_PIPELINE_ROOT,
                             overrides=args.overrides, params=parse_params(args.params, declared),
                             cache=args.cache, verbose=args.verbose)

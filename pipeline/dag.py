@@ -16,8 +16,12 @@ from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
 from pipeline.ops import (cluster_settings_op, convert_op, download_op, evaluate_op, freeze_op, pack_uris_op,
                           publish_op, shard_op, tflite_op, train_op)
 from pipeline.cluster import GCS_SECRET_MOUNT
+from pose.models import contract
 
 PIPELINE_NAME = "pose-estimation-for-mobile"
+# The run's defaults (the parameters below; `python -m pipeline run` uses them too).
+DEFAULT_SOURCE = "synthetic://2000"
+DEFAULT_CONFIG = "experiments/local.yaml"
 
 # Ingest is deterministic in its inputs, so a re-run with the same source reuses it; training is not
 # (random init, shuffling), and publishing is a side effect: neither is ever served from the cache.
@@ -103,14 +107,14 @@ def _shard_split(coco_uri, split: str, num_shards):
               description="AI Challenger keypoints -> MobileNetV2 CPM / Hourglass -> TFLite models, evaluated "
                           "against the seed's models (PCKh@0.5, OKS AP, latency), optionally published to gs://.")
 def pose_pipeline(
-    source: str = "synthetic://2000",
+    source: str = DEFAULT_SOURCE,
     sha256: str = "",
     single_person: bool = False,
     skip_invalid: bool = False,
     num_shards: int = 2,
-    config: str = "experiments/local.yaml",
+    config: str = DEFAULT_CONFIG,
     overrides: str = "",
-    export_contract: str = "seed",
+    export_contract: str = contract.DEFAULT,
     tflite_variants: str = "fp32,fp16,int8-dynamic,int8",
     latency_runs: int = 50,
     flip_test: bool = True,

@@ -32,8 +32,6 @@ from pose.files.atomic import atomic_file
 log = logging.getLogger("pipeline.local")
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_SOURCE = "synthetic://2000"
-DEFAULT_CONFIG = "experiments/local.yaml"
 DEFAULT_PIPELINE_ROOT = "runs"
 RUNNERS = ("subprocess", "docker")
 FAILURE_TAIL_LINES = 40
@@ -47,18 +45,20 @@ class LocalRunError(RuntimeError):
     """The local run could not start, or one of its steps failed."""
 
 
-def run_local(source: str = DEFAULT_SOURCE, config: str = DEFAULT_CONFIG, runner: str = "subprocess",
+def run_local(source: str | None = None, config: str | None = None, runner: str = "subprocess",
               pipeline_root: str = DEFAULT_PIPELINE_ROOT, overrides: list[str] = (), params: dict | None = None,
               cache: bool = False, verbose: bool = False) -> dict:
     """Runs the pipeline under kfp.local and returns (and writes as summary.json) the run's summary.
 
+    `source` and `config` default to the pipeline's own (pipeline.dag.DEFAULT_SOURCE, DEFAULT_CONFIG).
     `config` is a YAML file (see _config_argument for how it reaches train). `overrides` are training
     config `key=value` pairs; `params` any other pipeline arguments.
     """
     from kfp import local
 
-    from pipeline.dag import pose_pipeline
+    from pipeline.dag import DEFAULT_CONFIG, DEFAULT_SOURCE, pose_pipeline
 
+    source, config = source or DEFAULT_SOURCE, config or DEFAULT_CONFIG
     arguments = {"source": source, "config": _config_argument(config, runner),
                  "overrides": ",".join(overrides), **(params or {})}
     if "allow_cpu" not in arguments:
@@ -117,7 +117,7 @@ def _config_argument(config: str, runner: str) -> str:
             return path.read_text()
     if runner == "docker":  # a path that only the image has
         return config
-    raise LocalRunError(f"config {config!r}: no such file (give a YAML file, e.g. {DEFAULT_CONFIG})")
+    raise LocalRunError(f"config {config!r}: no such file (give a YAML file, e.g. experiments/local.yaml)")
 
 
 def _runner(name: str):

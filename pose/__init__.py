@@ -15,11 +15,12 @@ files/        what a step reads and writes, and where
   steplog             logging set-up and the read / wrote / took summary every step prints
 data/         the data set, from the release to the training batches
   keypoints           the AI Challenger keypoint spec (names, order, flip pairs, skeleton,
-                      OKS sigmas, release layout)
+                      OKS sigmas, visibility codes, the release's and the seed's layouts)
   synthetic           the synthetic AI Challenger release behind `synthetic://N`
   packs               which images belong to which shard, and the per-shard packs convert
                       writes and shard reads
   records             the tf.train.Example layout of a shard (writer and parser share it)
+  shard_index         a shard folder's index.json: its name, writing, reading, merging folders
   jpeg                the structural check that a JPEG is whole (shard, before decoding)
   inputs              the tf.data input pipeline (training augmentation, evaluation crops)
 models/       the networks and the files they are exported to
@@ -28,10 +29,21 @@ models/       the networks and the files they are exported to
                       `python -m pose.models.networks MODEL` prints a network's size
   contract            the export contracts (seed: BGR 0..255, the seed's channel order;
                       aic: RGB / 255)
+  metadata            a model's .json (freeze's model_info.json, the one beside each .tflite,
+                      the seed's .json-less files): one builder, one reader
   tflite_runtime      loading, running and timing .tflite files with LiteRT
   warm_start          weights from a seed's released .tflite or an earlier run's model.keras
-training/     what train needs beyond the data and the network
+training/     what train needs beyond the data and the network (components/train.py is the loop)
   config              the training config: every key, its default and type, the seed's names
+  errors              TrainError, what every part of train raises for unusable input
+  distribution        devices, the tf.distribute strategy, chief or worker (TF_CONFIG)
+  objective           the loss (the seed's L2 per stage) and one step of it over the replicas
+  learning_rate       the schedule (exponential as the seed's, cosine, warm-up)
+  budget              the time budget (max_minutes), counting earlier runs of the same output
+  checkpoints         checkpoints and what rides along (history, progress, fingerprint);
+                      resume, from the bucket too; multi-worker agreement on the step
+  summaries           TensorBoard summaries (loss per stage, lr, images/s, PCKh, predictions)
+  validation          PCKh@0.5 on the valid shards while training (no flip test)
 evaluation/   the figures and what people read
   metrics             PCKh and OKS AP (pycocotools)
   results             results.json: evaluate's figures, its schema, reading and writing
@@ -43,8 +55,8 @@ codec         the heatmap codec: Gaussian targets (TF, for data.inputs), decodin
               quarter, DARK) for training's PCKh, evaluation and the web demo, coordinates,
               flip test; like MMPose's codecs/, it sits between the data and the models
 web_demo      the web demo (the page is web/): its build, the files publish uploads, a model's
-              .json for the page, its still-image mode in Python; a product of its own, used
-              by publish and `python -m pipeline demo`
+              .json for the page; a product of its own, used by publish and
+              `python -m pipeline demo`
 
 The cluster contract's run-time rules are pipeline/cluster.py, beside the KFP code that uses them.
 """

@@ -1,5 +1,5 @@
 """The web demo's files and rules (the page itself is web/): where the built page is, what publish uploads,
-the .json the page reads for a model, and the page's still-image mode in Python.
+the .json the page reads for a model (pose.models.metadata).
 
 The page lives in web/ (index.html, app.js, pose.js); web/build.sh runs `npm ci` from web/package-lock.json
 and lays the page out with the LiteRT.js runtime files in web/build/, which is served as is.
@@ -8,13 +8,8 @@ the seed contract (BGR 0..255, the seed's channel order) with the sizes read fro
 a `contract` stays as it is, and the page says what is missing; nothing invents a contract for a model that
 has a .json.
 
-`reference_keypoints` is what the page computes in still-image mode, done in Python with LiteRT: the picture
-padded (black) to a centred square, resized bilinearly to the model's input, decoded by pose.codec with
-refine="quarter" (argmax, a quarter pixel towards the higher neighbour: what the page does), mapped back
-to input pixels by the codec and to the picture by the square's scale and offset. web/pose.js is its
-JavaScript twin.
+The page's still-image mode has a Python twin for the browser tests: tests/web_reference.py.
 """
-import json
 import logging
 import os
 import shutil
@@ -29,9 +24,6 @@ log = logging.getLogger("demo")
 # The folder next to a published model that holds the page: <prefix>/demo/index.html?model=../<model>.tflite.
 PUBLISHED_FOLDER = "demo"
 
-SEED_CHANNEL_ORDER = ("head_top", "neck", *keypoints.NAMES[:12])
-SEED_CONTRACT = {"name": "seed", "pixels": "bgr_0_255", "channel_order": list(SEED_CHANNEL_ORDER)}
-PIXEL_FORMATS = ("bgr_0_255", "rgb_0_1")
 # Files a server sends gzip-encoded (Content-Encoding: gzip) to a browser that accepts it: the WASM runtime is
 # 9.4 MB as is and 2.9 MB gzipped. web/build.sh writes each one's gzip copy beside it (GZIP_COPY appended).
 GZIP_SUFFIXES = (".wasm", ".js", ".html", ".css")
@@ -109,76 +101,16 @@ def published_url(model_file_name: str) -> str:
 
 
 def model_metadata(model_path: Path) -> dict:
-    """The .json the page gets for `model_path`: the one beside it, or for the seed's files the seed contract."""
-    beside = model_path.with_suffix(".json")
-    if beside.is_file():
-        try:
-            return json.loads(beside.read_text())
-        except json.JSONDecodeError as error:
-            raise DemoError(f"{beside}: not valid JSON ({error})") from error
-    from pose.models import tflite_runtime
-
-    interpreter = tflite_runtime.load(model_path)
-    _, input_size, _, _ = tflite_runtime.input_shape(interpreter)
-    _, output_size, _, channels = tflite_runtime.output_shape(interpreter)
-    if channels != keypoints.NUM_KEYPOINTS or input_size % output_size:
-        raise DemoError(f"{model_path}: no {beside.name} beside it, and its shapes (input {input_size}, output "
-                        f"{output_size}x{output_size}x{channels}) are not a seed release's; write its .json")
-    log.info("%s has no .json: serving the seed contract for it (the seed's released files came without one)",
-             model_path.name)
-    return {"model": model_path.stem, "input_size": input_size, "output_size": output_size,
-            "output_stride": input_size // output_size, "num_keypoints": channels,
-            "output_name": interpreter.get_output_details()[0]["name"], "contract": dict(SEED_CONTRACT)}
-
-
-def square_input(bgr, input_size: int) -> tuple:
-    """The picture padded (black) to a centred square and resized bilinearly to input_size, as float32 BGR 0..255."""
-    import cv2
-    import numpy as np
-
-    height, width = bgr.shape[:2]
-    side = max(width, height)
-    left, top = (side - width) // 2, (side - height) // 2
-    padded = cv2.copyMakeBorder(bgr.astype(np.float32), top, side - height - top, left, side - width - left,
-                                cv2.BORDER_CONSTANT, value=0)
-    resized = cv2.resize(padded, (input_size, input_size), interpolation=cv2.INTER_LINEAR)
-    return resized, {"side": side, "left": left, "top": top}
-
-
-def reference_keypoints(model: str, picture: str, metadata: dict | None = None) -> dict:
-    """{"order", "keypoints": [[x, y, score] x 14]} in the picture's pixels, as the page's still-image mode makes
-    them, and "scale": picture pixels per model input pixel."""
-    import cv2
-    import numpy as np
-
-    from pose.models import tflite_runtime
-    from pose.codec import HeatmapCodec
-
-    model_path = Path(model)
-    metadata = metadata or model_metadata(model_path)
-    contract = metadata.get("contract")
-    if not contract or contract.get("pixels") not in PIXEL_FORMATS:
-        raise DemoError(f"{model_path.with_suffix('.json')}: no usable contract ({contract!r})")
-    from pose.data import pixels
+    """The .json the page gets for `model_path`: the one beside it as it is (the page says what is
+    missing), or for the seed's files their metadata (pose.models.metadata.seed_release)."""
+    from pose.models import metadata
 
     try:
-        data = Path(picture).read_bytes()
-        pixels.check_picture(data, str(picture))
-    except (OSError, pixels.PictureTooLarge) as error:
-        raise DemoError(f"{picture}: {error}") from None
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise DemoError(f"{picture}: not an image cv2 can read")
-    size, stride = int(metadata["input_size"]), float(metadata["output_stride"])
-    image, square = square_input(bgr, size)
-    if contract["pixels"] == "rgb_0_1":
-        image = image[..., ::-1] / np.float32(255.0)
-    interpreter = tflite_runtime.load(model_path, num_threads=1)
-    heatmaps = tflite_runtime.run(interpreter, image[None])
-    in_input, scores = HeatmapCodec(size, stride, refine="quarter").decode_to_input(heatmaps)
-    in_picture = (in_input[0] + 0.5) * (square["side"] / size) - 0.5 - np.array([square["left"], square["top"]])
-    channel_joint = [keypoints.NAMES.index(name) for name in contract["channel_order"]]
-    result = [None] * keypoints.NUM_KEYPOINTS
-    for channel, joint in enumerate(channel_joint):
-        result[joint] = [float(in_picture[channel, 0]), float(in_picture[channel, 1]), float(scores[0, channel])]
-    return {"order": list(keypoints.NAMES), "keypoints": result, "scale": square["side"] / size}
+        beside = metadata.path_for(model_path)
+        if beside.is_file():
+            return metadata.read_json(beside)
+        log.info("%s has no .json: serving the seed contract for it (the seed's released files came "
+                 "without one)", model_path.name)
+        return metadata.seed_release(model_path).to_json()
+    except metadata.MetadataError as error:
+        raise DemoError(str(error)) from error

@@ -176,14 +176,17 @@ def test_the_settings_task_refuses_a_negative_gpu_count():
 
 
 def test_train_fails_without_the_gpus_it_asked_for_unless_cpu_is_allowed(tmp_path, capsys, caplog):
-    from components import train
+    import tensorflow as tf
 
-    assert not train.tf.config.list_logical_devices("GPU"), "this test expects a machine without a GPU"
+    from components import train
+    from pose.training import distribution
+
+    assert not tf.config.list_logical_devices("GPU"), "this test expects a machine without a GPU"
     with pytest.raises(train.TrainError, match=r"1 GPU\(s\) were requested, but TensorFlow sees none.*allow_cpu=true"):
-        train.check_gpus(1, allow_cpu=False)
-    train.check_gpus(0, allow_cpu=False)
+        distribution.check_gpus(1, allow_cpu=False)
+    distribution.check_gpus(0, allow_cpu=False)
     with caplog.at_level("WARNING", logger="train"):
-        train.check_gpus(2, allow_cpu=True)
+        distribution.check_gpus(2, allow_cpu=True)
     assert "training on the CPU (allow_cpu)" in caplog.text
 
     args = ["--config", str(REPO / "experiments" / "tiny.yaml"), "--data", str(tmp_path / "shards"),

@@ -1,7 +1,6 @@
 """The model contract: exported models take the seed's pixels and give the seed's channel order by default,
 the Keras model keeps the training contract, and fed the same photograph each in its own contract they agree."""
 import json
-import logging
 from pathlib import Path
 
 import cv2
@@ -53,10 +52,9 @@ def test_pixels_and_channels_convert_both_ways():
     np.testing.assert_array_equal(contract.to_aic_order(aic_heatmaps, {"name": "aic"}), aic_heatmaps)
 
 
-def test_metadata_without_contract_is_aic_with_a_warning(caplog):
-    with caplog.at_level(logging.WARNING):
-        assert contract.from_metadata({"input_size": 192}, "old.json")["name"] == "aic"
-    assert "old.json names no contract" in caplog.text
+def test_metadata_without_contract_is_refused_by_name():
+    with pytest.raises(contract.ContractError, match='old.json has no "contract"'):
+        contract.from_metadata({"input_size": 192}, "old.json")
     assert contract.from_metadata({"contract": contract.describe("seed")})["name"] == "seed"
     with pytest.raises(contract.ContractError, match="not one of"):
         contract.from_metadata({"contract": {"name": "rgb"}}, "bad.json")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from components.convert import OFFICIAL_LAYOUT, SEED_LAYOUT, ConvertError, InvalidRecord, convert, image_size
+from components.convert import OFFICIAL_LAYOUT, ConvertError, InvalidRecord, convert, image_size
 from pose.data import keypoints as kp
 
 REPO = Path(__file__).resolve().parent.parent
@@ -154,7 +154,7 @@ def test_seed_layout_reads_back_as_the_same_coco(tmp_path):
     seed = tmp_path / "seed" / "ai_challenger"
     seed.mkdir(parents=True)
     for split in ("train", "valid"):
-        annotation_name, images_name = SEED_LAYOUT[split]
+        annotation_name, images_name = kp.SEED_LAYOUT[split]
         content = json.loads((tmp_path / "coco" / "annotations" / f"person_keypoints_{split}.json").read_text())
         for image in content["images"]:  # the seed's file names carry a folder prefix
             image["file_name"] = f"ai_challenger/{split}/{image['file_name']}"
@@ -163,7 +163,7 @@ def test_seed_layout_reads_back_as_the_same_coco(tmp_path):
     counts = convert(str(tmp_path / "seed"), str(tmp_path / "again"))
     assert (counts["train_images"], counts["train_people"]) == (4, 6)
     for split in ("train", "valid"):
-        first = json.loads((seed / SEED_LAYOUT[split][0]).read_text())
+        first = json.loads((seed / kp.SEED_LAYOUT[split][0]).read_text())
         again = json.loads((tmp_path / "again" / "annotations" / f"person_keypoints_{split}.json").read_text())
         assert again["annotations"] == first["annotations"]
         assert [i["file_name"] for i in again["images"]] == [Path(i["file_name"]).name for i in first["images"]]

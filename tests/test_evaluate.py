@@ -162,7 +162,7 @@ def test_train_and_evaluate_measure_the_same_pckh(tflite_models, valid_shards, t
     import shutil
 
     from components.evaluate import open_model, run_in_contract
-    from components.train import evaluate_pckh
+    from pose.training.validation import evaluate_pckh
     from pose.codec import HeatmapCodec
 
     models = tmp_path / "models"

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from components.shard import shard
-from pose.data import inputs, records
+from pose.data import inputs, records, shard_index
 from pose.evaluation import visualize
 from pose.codec import DEFAULT_SIGMA, HeatmapCodec
 from pose.data.keypoints import FLIP_INDEX, LEFT_SHOULDER, NUM_KEYPOINTS, RIGHT_SHOULDER
@@ -27,7 +27,7 @@ def coco_and_shards(tmp_path_factory):
 
 
 def _records(dirs):
-    return [records.parse(s) for s in tf.data.TFRecordDataset(inputs.read_index(dirs)["files"])]
+    return [records.parse(s) for s in tf.data.TFRecordDataset(shard_index.read(dirs)["files"])]
 
 
 def _expected_input_points(crop_points, crop_size, scale, degrees, translation, flip):
@@ -44,13 +44,13 @@ def _expected_input_points(crop_points, crop_size, scale, degrees, translation, 
 
 def test_read_index_merges_shard_folders(coco_and_shards):
     coco, dirs = coco_and_shards
-    index = inputs.read_index(dirs)
+    index = shard_index.read(dirs)
     assert [p.rsplit("/", 1)[1] for p in index["files"]] == ["train-00000-of-00002.tfrecord",
                                                               "train-00001-of-00002.tfrecord"]
     assert index["num_examples"] == sum(index["shards"].values()) == len(_records(dirs)) == 5
     assert index["crop_size"] == 128 and index["split"] == "train"
-    with pytest.raises(inputs.ShardIndexError, match="index.json"):
-        inputs.read_index([dirs[0], dirs[0] + "-missing"])
+    with pytest.raises(shard_index.ShardIndexError, match="index.json"):
+        shard_index.read([dirs[0], dirs[0] + "-missing"])
 
 
 @pytest.mark.parametrize("flip", [False, True])
@@ -144,7 +144,7 @@ def test_training_dataset_batches_and_is_reproducible_with_a_seed(coco_and_shard
         assert np.all(maps[..., weights > 0].max(axis=(0, 1)) > 0.5)
     assert not np.array_equal(first[0][0], take(6, batches=1)[0][0])
     with pytest.raises(ValueError, match="unknown augmentation settings"):
-        inputs.training_dataset(dirs, augmentation={"rotation": 5})
+        inputs.training_dataset(dirs, SIZE, augmentation={"rotation": 5})
 
 
 def test_evaluation_dataset_maps_back_to_the_original_image(coco_and_shards):
@@ -174,7 +174,7 @@ def test_evaluation_dataset_maps_back_to_the_original_image(coco_and_shards):
 
 def test_corrupt_shard_inside_the_pipeline_is_named(coco_and_shards, tmp_path):
     _, dirs = coco_and_shards
-    index = inputs.read_index(dirs)
+    index = shard_index.read(dirs)
     data = bytearray(open(index["files"][1], "rb").read())
     data[len(data) // 2] ^= 0xFF
     broken = tmp_path / "broken"
@@ -182,7 +182,7 @@ def test_corrupt_shard_inside_the_pipeline_is_named(coco_and_shards, tmp_path):
     name = index["files"][1].rsplit("/", 1)[1]
     (broken / name).write_bytes(bytes(data))
     (broken / "index.json").write_text(open(f"{dirs[1]}/index.json").read())
-    files = inputs.read_index([dirs[0], str(broken)])["files"]
+    files = shard_index.read([dirs[0], str(broken)])["files"]
     with pytest.raises(records.CorruptShardError, match=rf"{name}: record \d+"):
         with records.named_shard_errors(files):
             for _ in inputs.training_dataset([dirs[0], str(broken)], input_size=SIZE, batch_size=2, repeat=False):

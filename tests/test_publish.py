@@ -9,6 +9,7 @@ from components.publish import MANIFEST, MODEL_CARD, PublishError, publish
 from pose.models import contract
 from pose.data import synthetic
 from pose import web_demo
+from tests import web_reference
 from tests.gcs import fake_gcs, make_bucket
 from tests.tiny_models import build_tiny_pose_model
 
@@ -142,7 +143,7 @@ def test_the_published_demo_runs_from_the_bucket_with_the_runtime_gzipped(evalua
         state = browser.evaluate("window.poseDemo")
         transfers = browser.transfers()
     assert state["error"] is None, state["error"]
-    expected = web_demo.reference_keypoints(str(models / "mv2_cpm_fp32.tflite"), str(tmp_path / "picture.png"))
+    expected = web_reference.reference_keypoints(str(models / "mv2_cpm_fp32.tflite"), str(tmp_path / "picture.png"))
     difference = np.abs(np.array(state["keypoints"]["keypoints"])[:, :2] - np.array(expected["keypoints"])[:, :2])
     assert difference.max() / expected["scale"] <= 1.0  # the web demo's tolerance: 1 pixel at the input scale
     [wasm] = [t for t in transfers if t["url"].endswith(".wasm")]

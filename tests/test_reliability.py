@@ -730,7 +730,8 @@ TINY_STEPS = {"input_size": 64, "width": 0.35, "batch_size": 2, "max_steps": 2, 
 
 @pytest.mark.slow
 def test_resume_with_another_width_says_so(tmp_path, shards):
-    from components.train import FINGERPRINT_FILE, TrainError, train
+    from components.train import TrainError, train
+    from pose.files.remote_checkpoints import FINGERPRINT_FILE
 
     train(str(TINY_CONFIG), [str(shards["train"])], str(tmp_path / "model"), overrides={**TINY_STEPS, "max_steps": 1})
     wider = {**TINY_STEPS, "width": 0.5, "max_steps": 2}
@@ -758,7 +759,8 @@ def test_resume_at_the_end_keeps_final_loss_and_speed(tmp_path, shards):
 
 @pytest.mark.slow
 def test_time_budget_counts_across_restarts(tmp_path, shards):
-    from components.train import PROGRESS, train
+    from components.train import train
+    from pose.training.checkpoints import PROGRESS
 
     budget = {**TINY_STEPS, "max_minutes": 5.0, "max_steps": 1000}
     model = tmp_path / "model"

@@ -20,6 +20,8 @@ import pytest
 from pipeline.demo import serving
 from pose.data import keypoints, synthetic
 from pose import web_demo
+from pose.models import contract
+from tests import web_reference
 from tests.browser import chromium
 from tests.conftest import ANCHORS, REPO
 
@@ -77,11 +79,6 @@ def our_model(tmp_path_factory) -> Path:
     freeze(str(trained), str(folder / "frozen"))
     convert_to_tflite(str(folder / "frozen"), str(folder / "tflite"), variants=["fp32"])
     [model] = (folder / "tflite").glob("*.tflite")
-    metadata_file = model.with_suffix(".json")
-    metadata = json.loads(metadata_file.read_text())
-    if "contract" not in metadata:  # an export from before the contract: RGB / 255 in, AIC order out
-        metadata["contract"] = {"name": "aic", "pixels": "rgb_0_1", "channel_order": list(keypoints.NAMES)}
-        metadata_file.write_text(json.dumps(metadata))
     return model
 
 
@@ -108,7 +105,7 @@ def test_still_image_keypoints_equal_python_litert(name, browser, pictures, our_
             shown = page_result(browser, f"{url}&image=pictures/{picture.name}&accelerator=wasm")
             if index == 0:
                 browser.screenshot(ARTIFACTS / f"still-image-{name}.png")
-            expected = web_demo.reference_keypoints(str(model), str(picture), metadata)
+            expected = web_reference.reference_keypoints(str(model), str(picture), metadata)
             assert shown["order"] == list(keypoints.NAMES)
             page_points, python_points = np.array(shown["keypoints"]), np.array(expected["keypoints"])
             assert page_points.shape == (keypoints.NUM_KEYPOINTS, 3)
@@ -134,7 +131,7 @@ def test_the_demo_server_sends_the_runtime_gzipped_and_the_page_still_works(brow
         browser.record_network()
         shown = page_result(browser, f"{url}&image=pictures/{picture.name}&accelerator=wasm")
         transfers = page_transfers(browser.transfers())
-    expected = web_demo.reference_keypoints(str(model), str(picture))
+    expected = web_reference.reference_keypoints(str(model), str(picture))
     difference = np.abs(np.array(shown["keypoints"])[:, :2] - np.array(expected["keypoints"])[:, :2])
     assert difference.max() / expected["scale"] <= TOLERANCE_INPUT_PIXELS
     build = web_demo.build()
@@ -254,7 +251,7 @@ def test_demo_command_prints_the_url_and_serves_the_seed_contract(page):
         base = url.split("index.html")[0]
         with urllib.request.urlopen(base + "model/pefm-cpm-192.json", timeout=10) as response:
             metadata = json.load(response)
-        assert metadata["contract"] == web_demo.SEED_CONTRACT
+        assert metadata["contract"] == contract.describe("seed")
         assert (metadata["input_size"], metadata["output_stride"]) == (192, 2)
         raw = (web_demo.build() / "wasm" / "litert_wasm_internal.wasm").read_bytes()
         with urllib.request.urlopen(base + "wasm/litert_wasm_internal.wasm", timeout=10) as response:
@@ -308,7 +305,7 @@ def test_the_published_page_works_from_a_plain_static_host(browser, our_model, p
     finally:
         server.shutdown()
         server.server_close()
-    expected = web_demo.reference_keypoints(str(our_model), str(picture))
+    expected = web_reference.reference_keypoints(str(our_model), str(picture))
     difference = np.abs(np.array(shown["keypoints"])[:, :2] - np.array(expected["keypoints"])[:, :2])
     assert difference.max() / expected["scale"] <= TOLERANCE_INPUT_PIXELS
 

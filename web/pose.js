@@ -1,5 +1,6 @@
 // Pure functions of the demo: the model contract, the square-crop input, heatmap decoding, smoothing.
-// pipeline/demo.py holds the Python twin of prepareInput and decodeHeatmaps; the browser tests compare both.
+// tests/web_reference.py holds the Python twin of prepareInput and decodeHeatmaps (square_input,
+// reference_keypoints); the browser tests compare both.
 
 // pose.data.keypoints.NAMES: the AI Challenger order the page reports keypoints in.
 export const NAMES = [
@@ -111,7 +112,7 @@ function sampling(size, scale, side, offset, extent) {
 }
 
 // Heatmaps [h, w, K] (NHWC, batch 1) -> [[x, y, score] x 14] in NAMES order, in the picture's pixels.
-// Python twin: pose.decoding.decode(refine="quarter") (argmax, then a quarter pixel towards the higher
+// Python twin: pose.codec.decode(refine="quarter") (argmax, then a quarter pixel towards the higher
 // neighbour), heatmap_to_input, then the square's scale and offset.
 export function decodeHeatmaps(heatmaps, h, w, k, contract, width, height) {
   const {side, offsetX, offsetY} = squareOf(width, height);

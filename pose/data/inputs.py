@@ -20,40 +20,20 @@ Crops that the warp would shrink at least 2x anyway are decoded at half size by 
 scaling, which averages 2x2 pixels rather than skipping them.
 """
 import dataclasses
-import json
 import math
-import os
 import random
 
 import numpy as np
 import tensorflow as tf
 
-from pose.data import records
+from pose.data import records, shard_index
 from pose.codec import DEFAULT_SIGMA, HeatmapCodec
-from pose.data.keypoints import FLIP_INDEX, NUM_KEYPOINTS
+from pose.data.keypoints import FLIP_INDEX
 
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-class ShardIndexError(ValueError):
-    """A shard folder whose index.json is missing, inconsistent or names files that are not there."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Augmentation:
-    """Training augmentation ranges; train's YAML config sets them (`Augmentation.from_dict`)."""
-    scale: tuple[float, float] = (0.75, 1.25)   # > 1 zooms in (the person appears larger)
-    rotation_degrees: float = 30.0              # uniform in +- this ...
-    rotation_probability: float = 0.6           # ... for this fraction of the examples (HRNet, MMPose: 0.6)
-    translation: float = 0.1                    # uniform shift in +- this fraction of the input size
-    flip_probability: float = 0.5
-    brightness: float = 0.15                    # additive, in [0, 1] pixel units
-    contrast: float = 0.3                       # factor in 1 +- this
-    saturation: float = 0.3                     # factor in 1 +- this
-    hue_degrees: float = 10.0                   # rotation of the chroma plane in +- this
-
-    @classmethod
-    def from_dict(cls, values: dict | None) -> "Augmentation":
+def from_dict(cls, values: dict | None) -> "Augmentation":
         values = dict(values or {})
         unknown = set(values) - {field.name for field in dataclasses.fields(cls)}
         if unknown:
@@ -67,35 +47,6 @@ class Augmentation:
 NO_AUGMENTATION = Augmentation(scale=(1.0, 1.0), rotation_degrees=0.0, rotation_probability=0.0, translation=0.0,
                                flip_probability=0.0,
                                brightness=0.0, contrast=0.0, saturation=0.0, hue_degrees=0.0)
-
-
-def read_index(dirs: list[str] | str) -> dict:
-    """Merges the index.json of shard folders: files (sorted paths), num_examples, crop_size, split,
-    shards ({path: count})."""
-    dirs = [dirs] if isinstance(dirs, (str, os.PathLike)) else list(dirs)
-    if not dirs:
-        raise ShardIndexError("no shard folders given")
-    shards, splits, crop_sizes = {}, set(), set()
-    for folder in dirs:
-        index_path = os.path.join(folder, "index.json")
-        try:
-            with open(index_path) as f:
-                index = json.load(f)
-            splits.add(index["split"])
-            crop_sizes.add(int(index["crop_size"]))
-            counts = index["shards"]
-        except (OSError, json.JSONDecodeError, KeyError) as error:
-            raise ShardIndexError(f"{index_path}: cannot read the shard index: {error!r}") from error
-        for name, count in counts.items():
-            path = os.path.join(folder, name)
-            if not os.path.isfile(path):
-                raise ShardIndexError(f"{index_path}: names {name}, which is not in {folder}")
-            shards[path] = int(count)
-    if len(splits) > 1 or len(crop_sizes) > 1:
-        raise ShardIndexError(f"shard folders {dirs} mix splits {sorted(splits)} or crop sizes {sorted(crop_sizes)}")
-    files = sorted(shards)
-    return {"files": files, "shards": {path: shards[path] for path in files},
-            "num_examples": sum(shards.values()), "crop_size": crop_sizes.pop(), "split": splits.pop()}
 
 
 # ---- geometry -------------------------------------------------------------------------------------
@@ -198,7 +149,7 @@ def joint_weights(keypoints: tf.Tensor, visibility: tf.Tensor, input_size: int) 
 # ---- colour ------------------------------------------------------------------------------------
 
 # numpy, not tf.constant: a TensorFlow op at import time starts TensorFlow's runtime, after which
-# MultiWorkerMirroredStrategy can no longer be set up (components/train.py creates it first thing).
+# MultiWorkerMirroredStrategy can no longer be set up (train creates it first thing: pose/training/distribution.py).
 _RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32)
 _YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ).astype(np.float32)
 
@@ -355,7 +306,7 @@ def _records(files: list[str], shuffle: bool, seed: int) -> tf.data.Dataset:
                             num_parallel_calls=AUTOTUNE)
 
 
-def training_dataset(dirs: list[str], input_size: int = 192, output_stride: int = 2, batch_size: int = 16,
+def training_dataset(dirs: list[str], input_size: int, output_stride: int = 2, batch_size: int = 16,
                      sigma: float = DEFAULT_SIGMA, augment: bool = True, seed: int | None = None,
                      repeat: bool = True, shuffle_buffer: int = 1024,
                      augmentation: Augmentation | dict | None = None,
@@ -369,7 +320,7 @@ def training_dataset(dirs: list[str], input_size: int = 192, output_stride: int 
     hand over whichever example is ready first, faster on a busy machine but not reproducible.
     When repeating, the last partial batch is dropped so every batch has the same shape.
     """
-    files = read_index(dirs)["files"]
+    files = shard_index.read(dirs)["files"]
     if not augment:
         augmentation = NO_AUGMENTATION
     elif not isinstance(augmentation, Augmentation):
@@ -392,11 +343,11 @@ def training_dataset(dirs: list[str], input_size: int = 192, output_stride: int 
     return dataset.with_options(_options(deterministic)).prefetch(AUTOTUNE)
 
 
-def evaluation_dataset(dirs: list[str], input_size: int = 192, batch_size: int = 16) -> tf.data.Dataset:
+def evaluation_dataset(dirs: list[str], input_size: int, batch_size: int = 16) -> tf.data.Dataset:
     """Batches of dicts, in shard and record order (see evaluation_example): image, keypoints and
     visibility in input pixels, to_original [B, 2, 3] (input pixel -> original pixel), original_keypoints,
     image_id, person_id, bbox (original xywh), original_size (h, w)."""
-    files = read_index(dirs)["files"]
+    files = shard_index.read(dirs)["files"]
     dataset = tf.data.TFRecordDataset(files).map(_plain(lambda serialized: evaluation_example(serialized, input_size)),
                                                  num_parallel_calls=AUTOTUNE, deterministic=True)
     return dataset.batch(batch_size).with_options(_options(deterministic=True)).prefetch(AUTOTUNE)

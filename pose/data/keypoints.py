@@ -54,8 +54,14 @@ AIC_LAYOUT = {
               "keypoint_validation_images_20170911"),
 }
 
-# AIC visibility code -> COCO visibility code: 1 visible -> 2, 2 occluded -> 1, 3 unlabelled -> 0.
+# The seed's copy of the release (COCO files, as its training code reads them): split -> (annotation
+# file, image folder), found at any depth by convert.
+SEED_LAYOUT = {"train": ("ai_challenger_train.json", "train"), "valid": ("ai_challenger_valid.json", "valid")}
+
+# AIC visibility codes: 1 visible, 2 occluded, 3 unlabelled; COCO's: 2 visible, 1 occluded, 0 unlabelled.
+AIC_VISIBILITY_CODES = (1, 2, 3)
 AIC_TO_COCO_VISIBILITY = {1: 2, 2: 1, 3: 0}
+COCO_TO_AIC_VISIBILITY = {coco: aic for aic, coco in AIC_TO_COCO_VISIBILITY.items()}
 
 COCO_CATEGORY = {
     "id": 1,

@@ -77,3 +77,9 @@ def atomic_file(path: str | os.PathLike):
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Replaces the file `path` with `text` whole: a reader sees the old content or the new."""
+    with atomic_file(path) as temporary:
+        temporary.write_text(text)

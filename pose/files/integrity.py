@@ -7,7 +7,6 @@
 Every failure names the file and what differs.
 """
 import hashlib
-import json
 import logging
 import os
 from pathlib import Path
@@ -36,16 +35,16 @@ def file_checksum(path) -> dict:
 def verify_shards(dirs) -> int:
     """Checks every shard named by the index.json of each folder in `dirs` against its checksum (or, for an
     index without checksums, its record count); returns the number of examples."""
-    from pose.data import records
+    from pose.data import records, shard_index
 
     total = 0
     for folder in [dirs] if isinstance(dirs, (str, os.PathLike)) else dirs:
-        index_path = Path(folder) / "index.json"
+        index_path = shard_index.path_of(folder)
         try:
-            index = json.loads(index_path.read_text())
-            counts = index["shards"]
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise IntegrityError(f"{index_path}: cannot read the shard index: {error!r}") from None
+            index = shard_index.read_folder(folder)
+        except shard_index.ShardIndexError as error:
+            raise IntegrityError(str(error)) from None
+        counts = index["shards"]
         checksums = index.get(CHECKSUMS)
         if checksums is None:
             log.warning("%s: no checksums (shards written before they were recorded): counting records instead",
@@ -74,16 +73,18 @@ def verify_shards(dirs) -> int:
 
 def verify_tflite(path) -> dict:
     """The .json beside a .tflite, after checking the model file against its sha256; {} when there is no
-    .json. A .json without sha256 (written before it was recorded) is accepted with a warning."""
+    .json (the seed's files). A .json without sha256 (one written by hand) is accepted with a warning."""
+    from pose.models import metadata as model_metadata
+
     path = Path(path)
-    meta_path = path.with_suffix(".json")
+    meta_path = model_metadata.path_for(path)
     if not meta_path.is_file():
         return {}
     try:
-        metadata = json.loads(meta_path.read_text())
-    except ValueError as error:
-        raise IntegrityError(f"{meta_path}: not valid JSON ({error})") from None
-    expected = metadata.get("sha256") if isinstance(metadata, dict) else None
+        metadata = model_metadata.read_json(meta_path)
+    except model_metadata.MetadataError as error:
+        raise IntegrityError(str(error)) from None
+    expected = metadata.get("sha256")
     if expected is None:
         log.warning("%s: no sha256 to check %s against", meta_path, path.name)
     elif sha256(path) != expected:

@@ -22,9 +22,9 @@ def _resolved(path) -> Path | None:
     return local.resolve() if local is not None else None
 
 
-def check_output(step: str, output, inputs=(), allow_legacy=None) -> None:
+def check_output(step: str, output, inputs=()) -> None:
     """Raises OutputError unless `step` may replace `output` (see the module doc). `inputs`: the paths the step
-    reads. `allow_legacy(folder) -> bool` accepts a step's outputs from before the marker existed."""
+    reads."""
     target = _resolved(output)
     if target is None:
         raise OutputError(f"{output}: --output must be a local folder")
@@ -43,7 +43,7 @@ def check_output(step: str, output, inputs=(), allow_legacy=None) -> None:
         raise OutputError(f"{output}: exists and is not a folder; refusing to replace it")
     if not any(target.iterdir()):
         return
-    if written_by(target) == step or (allow_legacy is not None and allow_legacy(target)):
+    if written_by(target) == step:
         return
     other = written_by(target)
     raise OutputError(f"{output}: exists, is not empty and is not a previous {step} output "

@@ -12,13 +12,9 @@ Training always works in the "aic" contract; export puts the conversion inside t
 (`describe`), and readers get it back with `from_metadata`. Heatmap pixel (x, y) maps to input pixel
 `(x + 0.5) * output_stride - 0.5` in both.
 """
-import logging
-
 import numpy as np
 
 from pose.data import keypoints
-
-log = logging.getLogger("contract")
 
 SEED = "seed"
 AIC = "aic"
@@ -27,6 +23,12 @@ DEFAULT = SEED
 PIXELS = {SEED: "bgr_0_255", AIC: "rgb_0_1"}
 PIXEL_DESCRIPTIONS = {"bgr_0_255": "float32 BGR 0..255, not normalised (cv2.imread pixels cast to float)",
                       "rgb_0_1": "float32 RGB, pixel / 255.0"}
+# Each contract in words, for people (the model card).
+IN_WORDS = {
+    SEED: "float32 BGR 0..255, not normalised, as cv2 reads images and the seed's apps feed them; "
+          "output channels in the seed's order",
+    AIC: "float32 RGB / 255; output channels in AI Challenger order",
+}
 
 # The seed's output channels as AIC indices (0-based): head top, neck, then AIC's first twelve.
 SEED_CHANNELS = (keypoints.HEAD_TOP, keypoints.NECK, *range(12))
@@ -51,11 +53,11 @@ def describe(name: str) -> dict:
 
 
 def from_metadata(metadata: dict, source: str = "model metadata") -> dict:
-    """The contract a model's .json declares; one without `contract` is the old default, "aic", with a warning."""
+    """The contract a model's .json declares (pose.models.metadata reads the rest)."""
     declared = metadata.get("contract")
     if declared is None:
-        log.warning("%s names no contract: reading it as %r (RGB / 255 in, AIC channel order out)", source, AIC)
-        return describe(AIC)
+        raise ContractError(f'{source} has no "contract" (pixel format and output channel order); '
+                            f"write it as the tflite step does: {describe(DEFAULT)}")
     if not isinstance(declared, dict) or declared.get("name") not in NAMES:
         raise ContractError(f"{source}: contract {declared!r} is not one of {', '.join(NAMES)}")
     expected = describe(declared["name"])
@@ -111,14 +113,6 @@ def graph_output_from_training(heatmaps, contract):
     if _name(contract) == SEED:
         return tf.gather(heatmaps, list(SEED_CHANNELS), axis=-1)
     return heatmaps
-
-
-def seed_file(input_size: int, output_size: int, file_name: str) -> dict:
-    """Metadata for one of the seed's released files, which come without a .json: the seed contract,
-    the stride read from the tensor shapes."""
-    return {"model": file_name, "input_size": int(input_size), "output_size": int(output_size),
-            "output_stride": input_size / output_size, "num_keypoints": keypoints.NUM_KEYPOINTS,
-            "contract": describe(SEED)}
 
 
 def flip_pairs(contract) -> list[list[int]]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pose.models import contract
+from pose.models import contract, networks
 from pose.data import keypoints
 
 # A warm-started network must reproduce the file's heatmaps (peaks ~0.5..1) this closely on a test image.
@@ -27,9 +27,6 @@ REPRODUCTION_MAX_ABS_DIFF = 0.02
 _SEED_PART = {"expand": "up_pointwise", "depthwise": "depthwise", "project": "pointwise", "pointwise": "pointwise"}
 # Blocks the seed builds one at a time (not in a slim.stack, whose scopes count from 1).
 _SINGLE_BLOCKS = ("hourglass_mid", "hourglass_back")
-SEED_OUTPUTS = {"mv2_cpm": re.compile(r"Convolutional_Pose_Machine/stage_\d+_out"),
-                "mv2_hourglass": re.compile(r"hourglass_out_\d+")}
-CONFIG_FOR = {"mv2_cpm": "experiments/mv2_cpm_192_tiny.yaml", "mv2_hourglass": "experiments/mv2_hourglass_192.yaml"}
 
 
 class WarmStartError(ValueError):
@@ -52,8 +49,6 @@ def load_into(model, source: str | Path, model_name: str, seed_layers: bool) -> 
 
 def _from_keras(model, path: Path) -> dict:
     import keras
-
-    from pose.models import networks
 
     networks.register_custom_layers()
 
@@ -102,7 +97,7 @@ def read_seed_file(path: Path) -> dict:
     inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
     output_name = outputs[0]["name"] if len(outputs) == 1 else None
     if (len(inputs) != 1 or inputs[0]["name"] != "image" or np.dtype(inputs[0]["dtype"]) != np.float32
-            or output_name is None or not any(p.fullmatch(output_name) for p in SEED_OUTPUTS.values())):
+            or output_name is None or networks.identity_of_seed_output(output_name) is None):
         raise WarmStartError(
             f"init_from {path}: not one of the seed's released structures (expected one float32 input 'image' and "
             f"one output 'Convolutional_Pose_Machine/stage_<n>_out' or 'hourglass_out_<n>'; it has inputs "
@@ -148,14 +143,15 @@ def _from_seed_tflite(model, path: Path, model_name: str, seed_layers: bool) -> 
     import keras
 
     seed = read_seed_file(path)
-    family = next(name for name, pattern in SEED_OUTPUTS.items() if pattern.fullmatch(seed["output_name"]))
+    seed_identity = networks.identity_of_seed_output(seed["output_name"])
+    family, config = seed_identity.family, seed_identity.seed_config
     if not seed_layers:
         raise WarmStartError(f"init_from {path}: the seed's files need the seed's activations and resizing: set "
-                             f"seed_layers: true (as {CONFIG_FOR[family]} does)")
+                             f"seed_layers: true (as {config} does)")
     size = model.input_shape[1]
     if size != seed["input_size"]:
         raise WarmStartError(f"init_from {path}: layer 'image' does not fit: the network takes {size}x{size}, the "
-                             f"file {seed['input_size']}x{seed['input_size']} (input_size in {CONFIG_FOR[family]})")
+                             f"file {seed['input_size']}x{seed['input_size']} (input_size in {config})")
     num_keypoints = model.outputs[-1].shape[-1]
     if num_keypoints != keypoints.NUM_KEYPOINTS:
         raise WarmStartError(f"init_from {path}: the file has {keypoints.NUM_KEYPOINTS} heatmaps, the network "
@@ -170,7 +166,7 @@ def _from_seed_tflite(model, path: Path, model_name: str, seed_layers: bool) -> 
         key = seed_key(layer.name)
         if key is None or key not in seed["convolutions"]:
             raise WarmStartError(f"init_from {path}: layer {layer.name!r} does not fit: the file has no weights for "
-                                 f"it ({key or 'no seed name'}; a {family} file, use {CONFIG_FOR[family]})")
+                                 f"it ({key or 'no seed name'}; a {family} file, use {config})")
         op_name, tensor_name, kernel, bias = seed["convolutions"][key]
         depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
         # TFLite: conv [out, h, w, in], depthwise [1, h, w, channels]; Keras: [h, w, in, out], [h, w, channels, 1]
@@ -179,7 +175,7 @@ def _from_seed_tflite(model, path: Path, model_name: str, seed_layers: bool) -> 
         if ours != kernel.shape or (op_name == "DEPTHWISE_CONV_2D") != depthwise:
             raise WarmStartError(f"init_from {path}: layer {layer.name!r} does not fit: its kernel is {list(ours)}, "
                                  f"the file's {tensor_name} is {list(kernel.shape)} (Keras layout; a different "
-                                 f"network, width or structure: the released {family} is {CONFIG_FOR[family]})")
+                                 f"network, width or structure: the released {family} is {config})")
         used.add(key)
         if bias is None:
             bias = np.zeros(kernel.shape[-1] if not depthwise else kernel.shape[2], np.float32)

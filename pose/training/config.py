@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from pose.data import keypoints
 from pose.models import networks
 
 log = logging.getLogger(__name__)
@@ -35,10 +36,10 @@ class ConfigError(ValueError):
 class TrainConfig:
     # Network (pose.models.networks.build_model); None = the seed's setting for the model.
     model: str = "mv2_cpm"
-    input_size: int = 192
+    input_size: int = networks.INPUT_SIZE
     width: float | None = None
     num_stages: int | None = None
-    num_keypoints: int = 14
+    num_keypoints: int = keypoints.NUM_KEYPOINTS
     output_stride: int | None = None            # fixed by the model; set only to check it (the seed's `scale`)
     batch_norm_momentum: float = 0.99
     # CPM structure (mv2_cpm only; None = the seed's training code: 6, 4, 32 x width, 7). The seed's released
@@ -60,7 +61,7 @@ class TrainConfig:
     seed: int = 0
     num_train_samples: int | None = None        # examples per epoch; None = the shards' index
     # Optimisation: Adam; the seed's exponential decay, or cosine (over max_steps or max_minutes,
-    # whichever ends first), or constant; linear warm-up over warmup_steps (components.train.learning_rate).
+    # whichever ends first), or constant; linear warm-up over warmup_steps (pose.training.learning_rate).
     lr: float = 1e-3
     lr_schedule: str = "exponential"
     decay_rate: float = 0.95

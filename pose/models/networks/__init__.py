@@ -19,9 +19,13 @@ model.keras calls `register_custom_layers()` first.
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass
 
+from pose.data import keypoints
+
 ARCHITECTURES = ("mv2_cpm", "mv2_hourglass")
+INPUT_SIZE = 192  # the seed's input side (its released files, its configs): every default here
 
 
 @dataclass(frozen=True)
@@ -32,14 +36,26 @@ class Identity:
     title: str              # for people (model card)
     seed_output_name: str   # the seed's output node, which our exports keep so the seed's apps load them
     seed_release: str       # the stem of the seed's released .tflite of this family (the anchors)
+    seed_outputs: str       # the seed's output node names of any stage count (a regular expression)
+    seed_config: str        # the experiment that builds the seed's released structure
+
+    def is_seed_output(self, name: str) -> bool:
+        return re.fullmatch(self.seed_outputs, name) is not None
 
 
 IDENTITIES = {
     "mv2_cpm": Identity("mv2_cpm", "cpm", "MobileNetV2 Convolutional Pose Machine",
-                        "Convolutional_Pose_Machine/stage_5_out", "pefm-cpm-192"),
+                        "Convolutional_Pose_Machine/stage_5_out", "pefm-cpm-192",
+                        r"Convolutional_Pose_Machine/stage_\d+_out", "experiments/mv2_cpm_192_tiny.yaml"),
     "mv2_hourglass": Identity("mv2_hourglass", "hourglass", "MobileNetV2 Hourglass", "hourglass_out_3",
-                              "pefm-hourglass-192"),
+                              "pefm-hourglass-192", r"hourglass_out_\d+",
+                              "experiments/mv2_hourglass_192.yaml"),
 }
+
+
+def identity_of_seed_output(output_name: str) -> Identity | None:
+    """The architecture whose seed release names its output `output_name` (any stage count)."""
+    return next((known for known in IDENTITIES.values() if known.is_seed_output(output_name)), None)
 
 
 class UnknownModel(ValueError):
@@ -93,8 +109,9 @@ def architecture_options(name: str) -> tuple[str, ...]:
     return (*getattr(_architecture(name), "ARCHITECTURE_OPTIONS", ()), *COMMON_OPTIONS)
 
 
-def build_model(name: str, input_size: int = 192, width: float | None = None, num_stages: int | None = None,
-                num_keypoints: int = 14, batch_norm_momentum: float = 0.99, **options) -> keras.Model:
+def build_model(name: str, input_size: int = INPUT_SIZE, width: float | None = None,
+                num_stages: int | None = None, num_keypoints: int = keypoints.NUM_KEYPOINTS,
+                batch_norm_momentum: float = 0.99, **options) -> keras.Model:
     """width / num_stages None = the seed's setting for that model (CPM 0.75 / 6, hourglass 1.0 / 4).
 
     options: the model's structure options (architecture_options(name), e.g. the CPM's
@@ -170,10 +187,10 @@ def main(argv=None) -> None:
 
     parser = argparse.ArgumentParser(prog="python -m pose.models.networks", description="Print a network's size and compute.")
     parser.add_argument("model", choices=sorted(ARCHITECTURES))
-    parser.add_argument("--input-size", type=int, default=192)
+    parser.add_argument("--input-size", type=int, default=INPUT_SIZE)
     parser.add_argument("--width", type=float)
     parser.add_argument("--num-stages", type=int)
-    parser.add_argument("--num-keypoints", type=int, default=14)
+    parser.add_argument("--num-keypoints", type=int, default=keypoints.NUM_KEYPOINTS)
     parser.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
                         help="a structure option, e.g. stage_kernel_size=5 (repeatable)")
     args = parser.parse_args(argv)

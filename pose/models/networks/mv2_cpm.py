@@ -17,6 +17,8 @@ convolutions on x86 (BENCHMARKS.md): 5x5 keeps each stage's receptive field well
 import keras
 from keras import layers
 
+from pose.data import keypoints
+from pose.models.networks import INPUT_SIZE
 from pose.models.networks.blocks import (_conv_block, _inverted_res_stack, _max_pool, _separable_block,
                                   _upsample, scaled_channels)
 
@@ -63,8 +65,8 @@ def _cpm_stage(features, previous, stage: int, width: float, filters: int, expan
     return _separable_block(x, num_keypoints, f"stage_{stage}_mv1_1", momentum, activation=False, seed_layers=seed)
 
 
-def build(input_size: int = 192, width: float = DEFAULT_WIDTH, num_stages: int = DEFAULT_STAGES,
-          num_keypoints: int = 14, batch_norm_momentum: float = 0.99,
+def build(input_size: int = INPUT_SIZE, width: float = DEFAULT_WIDTH, num_stages: int = DEFAULT_STAGES,
+          num_keypoints: int = keypoints.NUM_KEYPOINTS, batch_norm_momentum: float = 0.99,
           backbone_expansion: int = DEFAULT_BACKBONE_EXPANSION, stage_expansion: int = DEFAULT_STAGE_EXPANSION,
           stage_channels: int | None = None, stage_kernel_size: int = DEFAULT_STAGE_KERNEL_SIZE,
           seed_layers: bool = False) -> keras.Model:

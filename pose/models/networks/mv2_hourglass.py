@@ -9,6 +9,8 @@ is the model's answer, at input / 4.
 import keras
 from keras import layers
 
+from pose.data import keypoints
+from pose.models.networks import INPUT_SIZE
 from pose.models.networks.blocks import _conv_block, _inverted_res_block, _inverted_res_stack, _max_pool, _resize_like, scaled_channels
 
 OUTPUT_STRIDE = 4
@@ -43,8 +45,9 @@ def _hourglass(x, level: int, width: float, num_keypoints: int, momentum: float,
     return out
 
 
-def build(input_size: int = 192, width: float = DEFAULT_WIDTH, num_stages: int = DEFAULT_STAGES,
-          num_keypoints: int = 14, batch_norm_momentum: float = 0.99, seed_layers: bool = False) -> keras.Model:
+def build(input_size: int = INPUT_SIZE, width: float = DEFAULT_WIDTH, num_stages: int = DEFAULT_STAGES,
+          num_keypoints: int = keypoints.NUM_KEYPOINTS, batch_norm_momentum: float = 0.99,
+          seed_layers: bool = False) -> keras.Model:
     if input_size % 32:
         raise ValueError(f"mv2_hourglass: input_size {input_size} must be a multiple of 32")
     image = keras.Input((input_size, input_size, 3), name="image")

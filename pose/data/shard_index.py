@@ -1,0 +1,62 @@
+"""A shard folder's index.json (docs/ARTIFACTS.md): shard writes it, the input pipeline reads it,
+integrity checks the shards against it. Its keys: split, num_shards, crop_size, crop_margin, shards
+({file name: example count}), num_examples, skipped_unlabelled, feature_spec, checksums
+(pose.files.integrity)."""
+import json
+import os
+from pathlib import Path
+
+FILE = "index.json"
+
+
+class ShardIndexError(ValueError):
+    """A shard folder whose index.json is missing, inconsistent or names files that are not there."""
+
+
+def path_of(folder) -> Path:
+    return Path(folder) / FILE
+
+
+def write(folder, index: dict) -> None:
+    with open(path_of(folder), "w") as f:
+        json.dump(index, f, indent=1, sort_keys=True)
+
+
+def read_folder(folder) -> dict:
+    """One folder's index.json as written, with its shard counts; ShardIndexError names the file."""
+    index_path = path_of(folder)
+    try:
+        index = json.loads(index_path.read_text())
+        if not isinstance(index.get("shards"), dict):
+            raise KeyError("shards")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ShardIndexError(f"{index_path}: cannot read the shard index: {error!r}") from None
+    return index
+
+
+def read(dirs: list[str] | str) -> dict:
+    """Merges the index.json of shard folders: files (sorted paths), num_examples, crop_size, split,
+    shards ({path: count})."""
+    dirs = [dirs] if isinstance(dirs, (str, os.PathLike)) else list(dirs)
+    if not dirs:
+        raise ShardIndexError("no shard folders given")
+    shards, splits, crop_sizes = {}, set(), set()
+    for folder in dirs:
+        index = read_folder(folder)
+        try:
+            splits.add(index["split"])
+            crop_sizes.add(int(index["crop_size"]))
+        except (KeyError, TypeError, ValueError) as error:
+            raise ShardIndexError(f"{path_of(folder)}: cannot read the shard index: "
+                                  f"{error!r}") from None
+        for name, count in index["shards"].items():
+            path = os.path.join(folder, name)
+            if not os.path.isfile(path):
+                raise ShardIndexError(f"{path_of(folder)}: names {name}, which is not in {folder}")
+            shards[path] = int(count)
+    if len(splits) > 1 or len(crop_sizes) > 1:
+        raise ShardIndexError(f"shard folders {dirs} mix splits {sorted(splits)} or crop sizes "
+                              f"{sorted(crop_sizes)}")
+    files = sorted(shards)
+    return {"files": files, "shards": {path: shards[path] for path in files},
+            "num_examples": sum(shards.values()), "crop_size": crop_sizes.pop(), "split": splits.pop()}
