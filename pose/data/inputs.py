@@ -33,7 +33,21 @@ from pose.data.keypoints import FLIP_INDEX
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def from_dict(cls, values: dict | None) -> "Augmentation":
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+    """Training augmentation ranges; train's YAML config sets them (`Augmentation.from_dict`)."""
+    scale: tuple[float, float] = (0.75, 1.25)   # > 1 zooms in (the person appears larger)
+    rotation_degrees: float = 30.0              # uniform in +- this ...
+    rotation_probability: float = 0.6           # ... for this fraction of the examples (HRNet, MMPose: 0.6)
+    translation: float = 0.1                    # uniform shift in +- this fraction of the input size
+    flip_probability: float = 0.5
+    brightness: float = 0.15                    # additive, in [0, 1] pixel units
+    contrast: float = 0.3                       # factor in 1 +- this
+    saturation: float = 0.3                     # factor in 1 +- this
+    hue_degrees: float = 10.0                   # rotation of the chroma plane in +- this
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> "Augmentation":
         values = dict(values or {})
         unknown = set(values) - {field.name for field in dataclasses.fields(cls)}
         if unknown:
