@@ -102,12 +102,13 @@ class Record(NamedTuple):
 # ---------------------------------------------------------------------------------------------
 
 def convert(input_dir: str, output_dir: str, single_person: bool = False, skip_invalid: bool = False,
-            num_shards: int | None = None, allow_empty: bool = False, max_image_pixels: int | None = None) -> dict:
-    """Converts the AIC release below input_dir into the COCO layout at output_dir; returns the counts.
-    With num_shards, each split's images are written as num_shards packs (pose/data/packs.py), not images/.
-    A split left with no image is an error unless `allow_empty`. An image whose header claims more than
-    `max_image_pixels` (default pose.data.pixels.max_image_pixels()) is an invalid record: no later step
-    decodes it."""
+            num_shards: int | None = None, allow_empty: bool = False,
+            max_image_pixels: int | None = None) -> dict:
+    """Converts the AIC release below input_dir into the COCO layout at output_dir; returns the
+    counts. With num_shards, each split's images are written as num_shards packs
+    (pose/data/packs.py), not images/. A split left with no image is an error unless `allow_empty`.
+    An image whose header claims more than `max_image_pixels` (default
+    pose.data.pixels.max_image_pixels()) is an invalid record: no later step decodes it."""
     output = Path(output_dir)
     pixel_limit = pixels.max_image_pixels(max_image_pixels)
     if num_shards is not None:
@@ -116,7 +117,8 @@ def convert(input_dir: str, output_dir: str, single_person: bool = False, skip_i
         raise ConvertError(f"output {output} exists and is not an empty folder")
     outputs.check_output("convert", output_dir, [input_dir])
     with steplog.step("convert", input=input_dir, output=output_dir, single_person=single_person,
-                      skip_invalid=skip_invalid, num_shards=num_shards, max_image_pixels=pixel_limit) as wrote, _without_cyclic_gc():
+                      skip_invalid=skip_invalid, num_shards=num_shards,
+                      max_image_pixels=pixel_limit) as wrote, _without_cyclic_gc():
         sources = find_sources(Path(input_dir))
         with atomic_directory(output) as partial:
             (partial / "annotations").mkdir()
@@ -439,8 +441,8 @@ _TAIL_BYTES = 4096
 
 
 def image_size(path: str):
-    """(width, height) of a JPEG from its header, or _Bad when missing, not a JPEG, truncated or over the
-    pixel limit (pose.data.pixels).
+    """(width, height) of a JPEG from its header, or _Bad when missing, not a JPEG, truncated or
+    over the pixel limit (pose.data.pixels).
 
     Walks the header's segments up to the first scan, then looks for the end-of-image marker in the
     file's last 4 KiB: two small reads per image instead of decoding megapixels (os.pread: the buffered
@@ -555,11 +557,14 @@ def main(argv=None) -> int:
                            help="write each split's images as N per-shard packs (packs/) instead of images/")
     arguments.add_argument("--allow-empty", action="store_true", help="write a split that has no image left")
     arguments.add_argument("--max-image-pixels", type=int, default=None,
-                           help=f"refuse (or with --skip-invalid reject) an image whose header claims more "
-                                f"pixels (default ${pixels.ENVIRONMENT} or {pixels.MAX_IMAGE_PIXELS:,})")
+                           help="refuse (or with --skip-invalid reject) an image whose header "
+                                "claims more "
+                                f"pixels (default ${pixels.ENVIRONMENT} or "
+                                f"{pixels.MAX_IMAGE_PIXELS:,})")
     return cli.run("convert", arguments, lambda args: print(json.dumps(convert(
         args.input, args.output, single_person=args.single_person, skip_invalid=args.skip_invalid,
-        num_shards=args.num_shards, allow_empty=args.allow_empty, max_image_pixels=args.max_image_pixels))),
+        num_shards=args.num_shards, allow_empty=args.allow_empty,
+        max_image_pixels=args.max_image_pixels))),
         argv)
 
 

@@ -130,7 +130,8 @@ def open_model(path: Path) -> dict:
 
     integrity.verify_tflite(path)
     # every core for predicting (timing loads its own interpreters): the seed's 192 px files are the slow part
-    interpreter = tflite_runtime.load(path, num_threads=tflite_runtime.all_threads())  # not a TFLite: said here
+    # (a file that is not TFLite is named here)
+    interpreter = tflite_runtime.load(path, num_threads=tflite_runtime.all_threads())
     if not path.with_suffix(".json").is_file():
         _check_seed_release(path, path.with_suffix(".json").name)  # before anything runs it
     _, height, width, channels = tflite_runtime.input_shape(interpreter)
@@ -155,9 +156,9 @@ def open_model(path: Path) -> dict:
 
 
 def _check_claims(path: Path, meta_name: str, metadata: dict, input_size: int, out_shape) -> None:
-    """A model's .json is a claim: its input size, heatmap size, stride and keypoint count must be the
-    model's own (issue 21: a .json claiming stride 4 and 17 keypoints for a 14-channel model was copied
-    into results.json)."""
+    """A model's .json is a claim: its input size, heatmap size, stride and keypoint count must be
+    the model's own (issue 21: a .json claiming stride 4 and 17 keypoints for a 14-channel model was
+    copied into results.json)."""
     heatmap = int(out_shape[1])
     actual = {"input_size": input_size, "output_size": heatmap, "num_keypoints": int(out_shape[-1]),
               "output_stride": input_size / heatmap}
@@ -165,15 +166,18 @@ def _check_claims(path: Path, meta_name: str, metadata: dict, input_size: int, o
         claimed = metadata.get(key)
         if claimed is None:
             continue
-        if isinstance(claimed, bool) or not isinstance(claimed, (int, float)) or abs(claimed - value) > 1e-6:
-            raise EvaluationError(f"{path}: {meta_name} says {key} {claimed!r}, but the model has {value:g} "
-                                  f"(input {input_size}x{input_size}, heatmaps {heatmap}x{heatmap}x{out_shape[-1]}): "
+        number = isinstance(claimed, (int, float)) and not isinstance(claimed, bool)
+        if not number or abs(claimed - value) > 1e-6:
+            raise EvaluationError(f"{path}: {meta_name} says {key} {claimed!r}, but the model has "
+                                  f"{value:g} "
+                                  f"(input {input_size}x{input_size}, heatmaps "
+                                  f"{heatmap}x{heatmap}x{out_shape[-1]}): "
                                   "the .json does not describe this model")
 
 
 def seed_release_checksums() -> dict:
-    """{sha256: file name} of the seed's released .tflite files (images/anchors/SHA256SUMS, which the
-    images carry as $POSE_ANCHORS_DIR/SHA256SUMS)."""
+    """{sha256: file name} of the seed's released .tflite files (images/anchors/SHA256SUMS, which
+    the images carry as $POSE_ANCHORS_DIR/SHA256SUMS)."""
     candidates = [Path(__file__).resolve().parent.parent / "images" / "anchors" / "SHA256SUMS"]
     if os.environ.get("POSE_ANCHORS_DIR"):
         candidates.append(Path(os.environ["POSE_ANCHORS_DIR"]) / "SHA256SUMS")
@@ -185,16 +189,20 @@ def seed_release_checksums() -> dict:
 
 
 def _check_seed_release(path: Path, meta_name: str) -> None:
-    """A .tflite without a .json is read in the seed's contract only when it is one of the seed's releases,
-    byte for byte (issue 21: a seed file with 4 KB of flipped bytes scored 16.1 instead of 98.2, unnoticed)."""
+    """A .tflite without a .json is read in the seed's contract only when it is one of the seed's
+    releases, byte for byte (issue 21: a seed file with 4 KB of flipped bytes scored 16.1 instead of
+    98.2, unnoticed)."""
     import hashlib
 
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     known = seed_release_checksums()
     if digest not in known:
-        raise EvaluationError(f"{path}: no {meta_name} beside it, and its sha256 {digest} is none of the seed's "
-                              f"released files ({', '.join(sorted(known.values())) or 'no SHA256SUMS found'}): "
-                              "a damaged seed file, or a model whose contract nobody stated (give its .json)")
+        raise EvaluationError(f"{path}: no {meta_name} beside it, and its sha256 {digest} is none "
+                              "of the seed's "
+                              "released files "
+                              f"({', '.join(sorted(known.values())) or 'no SHA256SUMS found'}): "
+                              "a damaged seed file, or a model whose contract nobody stated (give "
+                              "its .json)")
 
 
 def run_in_contract(model: dict, images):
@@ -404,7 +412,9 @@ def main(argv=None) -> int:
     if argv[:1] == ["predict"]:
         arguments = cli.parser("evaluate predict", "Draw the predicted skeleton on an image.")
         arguments.add_argument("--model", required=True, help=".tflite model")
-        arguments.add_argument("--image", required=True, help="a JPEG or PNG picture (at most pose.data.pixels.max_image_pixels() pixels)")
+        arguments.add_argument("--image", required=True,
+                               help="a JPEG or PNG picture (at most "
+                                    "pose.data.pixels.max_image_pixels() pixels)")
         arguments.add_argument("--output", required=True, help="output image (.png)")
         arguments.add_argument("--refine", choices=REFINE_MODES, default=DEFAULT_REFINE)
         arguments.add_argument("--min-score", type=float, default=0.1,

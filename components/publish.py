@@ -35,7 +35,8 @@ log = logging.getLogger("publish")
 
 MANIFEST = "published.json"
 LOCK_NAME = ".publish.lock"  # on object stores; local folders use pose.files.writer_lock
-PUBLISH_LOCK_SECONDS = 3600  # an older lock object is a publish that died (no object store drops it for us)
+# An older lock object is a publish that died (no object store drops it for us).
+PUBLISH_LOCK_SECONDS = 3600
 MODEL_CARD = "MODEL_CARD.md"
 
 
@@ -150,8 +151,9 @@ def _upload(staged: Path, destination: str) -> list[str]:
 
     Publish touches only its own (issue 21): one publish per destination at a time (a lock, see
     _LocalDestination.lock and _GcsDestination.lock); a previous published.json that is not this
-    destination's publish manifest stops it before anything changes; a stale file is removed only when its
-    bytes are still those the previous manifest recorded (so publish wrote them), never through a link."""
+    destination's publish manifest stops it before anything changes; a stale file is removed only
+    when its bytes are still those the previous manifest recorded (so publish wrote them), never
+    through a link."""
     files = sorted(_staged_files(staged), key=lambda named: (named[0] == MANIFEST, named[0]))
     base = destination.rstrip("/")
     try:
@@ -173,17 +175,20 @@ def _upload(staged: Path, destination: str) -> list[str]:
                 if store.holds(stray, previous[stray]):
                     store.remove(stray)  # publish wrote it, under the previous manifest
                 else:
-                    log.warning("%s/%s: listed by the previous %s but changed since, a link or not a plain "
+                    log.warning("%s/%s: listed by the previous %s but changed since, a link or "
+                                "not a plain "
                                 "name: left in place", base, stray, MANIFEST)
         except (OSError, ValueError) as error:
-            raise PublishError(f"{destination}: upload failed, so no {MANIFEST} is there (the files may be "
+            raise PublishError(f"{destination}: upload failed, so no {MANIFEST} is there (the "
+                               "files may be "
                                f"partly replaced): {error}") from error
     return written
 
 
 def _previous_manifest(store, base: str) -> dict:
-    """{name: sha256} of the files the destination's previous published.json lists ({} when there is none);
-    PublishError, before anything is changed, when it is not this destination's publish manifest."""
+    """{name: sha256} of the files the destination's previous published.json lists ({} when there is
+    none); PublishError, before anything is changed, when it is not this destination's publish
+    manifest."""
     raw = store.read(MANIFEST)
     if raw is None:
         return {}
@@ -191,24 +196,31 @@ def _previous_manifest(store, base: str) -> dict:
     try:
         manifest = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as error:
-        raise PublishError(f"{where}: exists but is not a readable publish manifest ({error}); nothing was "
+        raise PublishError(f"{where}: exists but is not a readable publish manifest ({error}); "
+                           "nothing was "
                            "changed: move it away, or publish elsewhere") from None
     files = manifest.get("files") if isinstance(manifest, dict) else None
-    if not isinstance(files, dict) or not all(isinstance(v, dict) and isinstance(v.get("sha256"), str)
+    if not isinstance(files, dict) or not all(isinstance(v, dict)
+                                              and isinstance(v.get("sha256"), str)
                                               for v in files.values()):
-        raise PublishError(f"{where}: exists but is not a publish manifest (a JSON {type(manifest).__name__} "
-                           "without a 'files' object of sha256s); nothing was changed: move it away, or publish "
+        raise PublishError(f"{where}: exists but is not a publish manifest (a JSON "
+                           f"{type(manifest).__name__} "
+                           "without a 'files' object of sha256s); nothing was changed: move it "
+                           "away, or publish "
                            "elsewhere")
     if manifest.get("destination") != base:
-        raise PublishError(f"{where}: was written for {manifest.get('destination')!r}, not {base!r} (copied "
-                           "here, or not by publish); nothing was changed: the files it lists may not be "
+        raise PublishError(f"{where}: was written for {manifest.get('destination')!r}, not "
+                           f"{base!r} (copied "
+                           "here, or not by publish); nothing was changed: the files it lists may "
+                           "not be "
                            "publish's to replace; move it away, or publish elsewhere")
     return {name: entry["sha256"] for name, entry in files.items()}
 
 
 def _plain_name(name: str) -> bool:
     """A name below the destination: relative, no `..`, `.` or empty segments."""
-    return bool(name) and "\\" not in name and all(part not in ("", ".", "..") for part in name.split("/"))
+    return bool(name) and "\\" not in name \
+        and all(part not in ("", ".", "..") for part in name.split("/"))
 
 
 class _GcsDestination:
@@ -259,11 +271,12 @@ class _GcsDestination:
     @contextlib.contextmanager
     def lock(self):
         """One publish per prefix: the lock object <prefix>/.publish.lock, created only if absent
-        (ifGenerationMatch=0, a conditional write the store decides), deleted at the end. One older than
-        PUBLISH_LOCK_SECONDS is a publish that died: taken over, saying so."""
+        (ifGenerationMatch=0, a conditional write the store decides), deleted at the end. One older
+        than PUBLISH_LOCK_SECONDS is a publish that died: taken over, saying so."""
         from google.api_core import exceptions
 
-        holder = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()})
+        holder = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                             "since": time.time()})
 
         def create(blob):
             try:
@@ -275,7 +288,8 @@ class _GcsDestination:
         try:
             generation = self._call(LOCK_NAME, create)
         except self.storage.StorageError as error:  # no bucket, no permission: nothing was changed
-            raise PublishError(f"{self.base}: upload failed before any file was written (the lock object "
+            raise PublishError(f"{self.base}: upload failed before any file was written (the lock "
+                               "object "
                                f"{LOCK_NAME} could not be created): {error}") from None
         if generation is None:
             current = self.read(LOCK_NAME) or b"{}"
@@ -285,15 +299,19 @@ class _GcsDestination:
             except (ValueError, KeyError, TypeError):
                 info, age = {}, float("inf")
             if age < PUBLISH_LOCK_SECONDS:
-                raise PublishError(f"{self.base}: another publish is writing it (pid {info.get('pid')} on "
-                                   f"{info.get('host')}, {age:.0f} s ago; lock object {self.base}/{LOCK_NAME}); "
+                raise PublishError(f"{self.base}: another publish is writing it (pid "
+                                   f"{info.get('pid')} on "
+                                   f"{info.get('host')}, {age:.0f} s ago; lock object "
+                                   f"{self.base}/{LOCK_NAME}); "
                                    "wait for it to end, or publish elsewhere")
-            log.warning("%s/%s: a publish lock %.0f s old (a publish that died): taking it over", self.base,
+            log.warning("%s/%s: a publish lock %.0f s old (a publish that died): taking it "
+                        "over", self.base,
                         LOCK_NAME, age)
             self.remove(LOCK_NAME)
             generation = self._call(LOCK_NAME, create)
             if generation is None:
-                raise PublishError(f"{self.base}: another publish took the lock {self.base}/{LOCK_NAME} just now")
+                raise PublishError(f"{self.base}: another publish took the lock "
+                                   f"{self.base}/{LOCK_NAME} just now")
         try:
             yield
         finally:
@@ -331,7 +349,8 @@ class _LocalDestination:
         (self.folder / name).unlink(missing_ok=True)
 
     def holds(self, name: str, sha256: str) -> bool:
-        """Whether folder/name is a plain file reached through no link and holds the bytes of that sha256."""
+        """Whether folder/name is a plain file reached through no link and holds the bytes of that
+        sha256."""
         path = self.folder / name
         if not _plain_name(name) or path.is_symlink() or not path.is_file():
             return False

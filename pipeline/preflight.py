@@ -1,10 +1,11 @@
 """Every run parameter that can be checked without data, checked before the first task starts.
 
-Issue 21: `batch_size: 0` in the `config` parameter was refused by train 460 s into a local run, after
-download, convert and shard (hours at AIC scale), and `num_shards=0` / `100000` only once convert or fanout
-ran. `check_arguments` applies each step's own check to the pipeline's arguments (with the DAG's
-defaults for those not given): `python -m pipeline run` and `submit` call it before starting anything,
-`compile` on the pipeline's defaults. A bad value is a ParameterError naming the parameter.
+Issue 21: `batch_size: 0` in the `config` parameter was refused by train 460 s into a local run,
+after download, convert and shard (hours at AIC scale), and `num_shards=0` / `100000` only once
+convert or fanout ran. `check_arguments` applies each step's own check to the pipeline's arguments
+(with the DAG's defaults for those not given): `python -m pipeline run` and `submit` call it before
+starting anything, `compile` on the pipeline's defaults. A bad value is a ParameterError naming the
+parameter.
 """
 import inspect
 
@@ -12,7 +13,8 @@ from pipeline.params import ParameterError
 
 
 def default_arguments() -> dict:
-    """{name: default} of the pipeline function's parameters (what a run gets for those not given)."""
+    """{name: default} of the pipeline function's parameters (what a run gets for those not
+    given)."""
     from pipeline.dag import pose_pipeline
 
     signature = inspect.signature(pose_pipeline.pipeline_func)
@@ -22,7 +24,8 @@ def default_arguments() -> dict:
 
 def check_arguments(arguments: dict, missing_config_ok: bool = False) -> dict:
     """Checks `arguments` merged over the pipeline's defaults; returns the merged arguments.
-    `missing_config_ok`: a config path not found here may exist only in the image (the docker runner)."""
+    `missing_config_ok`: a config path not found here may exist only in the image (the docker
+    runner)."""
     merged = {**default_arguments(), **arguments}
     for check in (_source, _num_shards, _training_config, _variants, _uris, _counts):
         check(merged, missing_config_ok)
@@ -73,10 +76,12 @@ def _training_config(arguments: dict, missing_config_ok: bool) -> None:
         if missing_config_ok and " not found (looked in " in str(error):
             return
         name = "overrides" if str(error).startswith("overrides") else "config"
-        raise ParameterError(f"parameter {name}: {error} (checked before any task started)") from None
+        raise ParameterError(f"parameter {name}: {error} (checked before any task started)") \
+            from None
     if cfg.num_keypoints != keypoints.NUM_KEYPOINTS:
-        raise ParameterError(f"parameter config: num_keypoints {cfg.num_keypoints}, but the pipeline's data "
-                             f"(AI Challenger) has {keypoints.NUM_KEYPOINTS} keypoints per person (checked "
+        raise ParameterError(f"parameter config: num_keypoints {cfg.num_keypoints}, but the "
+                             f"pipeline's data (AI Challenger) has {keypoints.NUM_KEYPOINTS} "
+                             "keypoints per person (checked "
                              "before any task started)")
 
 
@@ -89,9 +94,11 @@ def _variants(arguments: dict, _) -> None:
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or len(set(variants)) != len(variants):
         _fail("tflite_variants", text, f"expected distinct names from {', '.join(VARIANTS)}"
-                                       + (f"; unknown: {', '.join(map(repr, unknown))}" if unknown else ""))
-    if str(arguments.get("publish_uri", "")).strip() and arguments.get("publish_variant") not in variants:
-        _fail("publish_variant", arguments.get("publish_variant"), f"not among tflite_variants ({text})")
+                                       + (f"; unknown: {', '.join(map(repr, unknown))}"
+                                          if unknown else ""))
+    publish_variant = arguments.get("publish_variant")
+    if str(arguments.get("publish_uri", "")).strip() and publish_variant not in variants:
+        _fail("publish_variant", publish_variant, f"not among tflite_variants ({text})")
     try:
         contract.check(arguments.get("export_contract"))
     except contract.ContractError as error:
@@ -111,7 +118,8 @@ def _uris(arguments: dict, _) -> None:
             raise ParameterError(f"parameter {error} (checked before any task started)") from None
         scheme = value.split("://", 1)[0].lower() if "://" in value else ""
         allowed = {"source": ("", "file", "http", "https", "gs", "s3", "synthetic"),
-                   "publish_uri": ("", "file", "gs", "s3"), "checkpoint_uri": ("", "file", "gs", "s3")}[name]
+                   "publish_uri": ("", "file", "gs", "s3"),
+                   "checkpoint_uri": ("", "file", "gs", "s3")}[name]
         if scheme not in allowed:
             _fail(name, value, f"unsupported scheme {scheme!r}; expected one of "
                                f"{', '.join(s + '://' for s in allowed if s)} or a path")

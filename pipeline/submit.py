@@ -2,10 +2,10 @@
 
 Takes    the KFP API endpoint, an experiment name, `name=value` pipeline arguments, a pipeline root.
 Does     checks every argument against the parameters pipeline.yaml declares, refuses a local-path
-         `source` or `publish_uri` (a pod cannot see this machine's disk) and checks every value that can
-         be checked without data (pipeline/preflight.py), before any network call;
-         then creates the run with kfp.Client (with a bearer token on multi-user Kubeflow); an unreachable
-         or refusing endpoint is a clear error.
+         `source` or `publish_uri` (a pod cannot see this machine's disk) and checks every value
+         that can be checked without data (pipeline/preflight.py), before any network call; then
+         creates the run with kfp.Client (with a bearer token on multi-user Kubeflow); an
+         unreachable or refusing endpoint is a clear error.
 Writes   nothing locally; prints the run's id and its URL in the KFP UI.
 """
 import logging

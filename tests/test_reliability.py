@@ -853,7 +853,8 @@ def test_predict_bounds_pixels_before_decoding(tmp_path, tflite_models, capsys):
 
 
 _ALIAS_BOMB = "\n".join(["a: &a [x, x, x, x, x, x, x, x, x]"] + [
-    f"{chr(98 + level)}: &{chr(98 + level)} [{', '.join([f'*{chr(97 + level)}'] * 9)}]" for level in range(8)]
+    f"{chr(98 + level)}: &{chr(98 + level)} "
+    f"[{', '.join([f'*{chr(97 + level)}'] * 9)}]" for level in range(8)]
     + ["batch_size: *i"])  # 9^9 = 387 million strings once expanded (the 4.8 GB)
 
 # Runs load_config on the bomb in a process that stops itself past 1 GB of RSS (the bound), and
@@ -969,7 +970,8 @@ def test_bad_synthetic_parameters_are_one_clear_line(tmp_path, capsys, source, m
     from components.download import main
 
     code, line = _cli(main, ["--source", source, "--output", str(tmp_path / "raw")], capsys)
-    assert code == 1 and line.startswith(f"download: error: {source}: expected synthetic://N[?seed=S]")
+    assert code == 1 and line.startswith(f"download: error: {source}: expected "
+                                         "synthetic://N[?seed=S]")
     assert re.search(message, line), line
     assert not (tmp_path / "raw").exists()
 
@@ -1001,7 +1003,8 @@ def test_pipeline_run_refuses_bad_parameters_before_the_first_task(tmp_path, mon
     from pipeline.local import LocalRunError, run_local
 
     def no_run(*args, **kwargs):
-        raise AssertionError("the run would start")  # a check that missed must not run the whole DAG here
+        raise AssertionError("the run would "
+                             "start")  # a check that missed must not run the whole DAG here
 
     monkeypatch.setattr(local, "init", no_run)
     started = time.monotonic()
@@ -1039,7 +1042,8 @@ def test_train_names_a_keypoint_count_the_shards_do_not_have(tmp_path, shards, c
     capsys.readouterr()
     code, line = _cli(main, ["--config", str(TINY_CONFIG), "--set", "num_keypoints=15", "--data",
                              str(shards["train"]), "--output", str(tmp_path / "model")], capsys)
-    assert code == 1 and line == (f"train: error: config num_keypoints 15, but the shards hold 14 keypoints per "
+    assert code == 1 and line == ("train: error: config num_keypoints 15, but the shards hold 14 "
+                                  "keypoints per "
                                   f"person (the AI Challenger joints; {shards['train']})")
     assert not (tmp_path / "model").exists()
 
@@ -1081,8 +1085,10 @@ def test_a_second_writer_of_an_output_is_refused_until_the_first_dies(tmp_path, 
     with _lock_held_by_another_process(output, "convert") as holder:
         capsys.readouterr()
         code, line = _cli(convert_main, ["--input", str(root), "--output", str(output)], capsys)
-        assert code == 1 and line.startswith(f"convert: error: {output}: another process is writing it "
-                                             f"(convert as pid {holder.pid} on {socket.gethostname()}, since ")
+        assert code == 1 and line.startswith(f"convert: error: {output}: another process is "
+                                             "writing it "
+                                             f"(convert as pid {holder.pid} on "
+                                             f"{socket.gethostname()}, since ")
         assert not output.exists()
     code, line = _cli(convert_main, ["--input", str(root), "--output", str(output)], capsys)  # holder killed
     assert code == 0 and (output / "annotations").is_dir()

@@ -11,16 +11,18 @@ from pose.files import outputs
 
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike, step: str | None = None):
-    """Yields a temporary folder beside `path`; on success it replaces `path` (an existing folder there,
-    e.g. the empty one KFP creates for an output artifact, is removed), on failure it is deleted.
-    `step` leaves that step's marker inside (pose.files.outputs), so that its next run may replace the folder;
-    a step checks its output with pose.files.outputs.check_output before it starts. Another process building
-    the same `path` meanwhile is refused (pose.files.writer_lock.OutputBusy)."""
+    """Yields a temporary folder beside `path`; on success it replaces `path` (an existing folder
+    there, e.g. the empty one KFP creates for an output artifact, is removed), on failure it is
+    deleted. `step` leaves that step's marker inside (pose.files.outputs), so that its next run may
+    replace the folder; a step checks its output with pose.files.outputs.check_output before it
+    starts. Another process building the same `path` meanwhile is refused
+    (pose.files.writer_lock.OutputBusy)."""
     from pose.files.writer_lock import exclusive_writer
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with exclusive_writer(path, step or "a step"):  # one writer at a time (pose/files/writer_lock.py)
+    # one writer at a time (pose/files/writer_lock.py)
+    with exclusive_writer(path, step or "a step"):
         remove_stale_siblings(path)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
         tmp.chmod(0o755)

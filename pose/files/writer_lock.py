@@ -1,12 +1,13 @@
 """One writer at a time per output: a lock that dies with its holder.
 
-Issue 21: two `components.train` runs into one `--output` both exited 0, their checkpoints interleaved,
-and a third run resumed from the mix. `exclusive_writer(path, step)` takes an exclusive `fcntl.flock` on
-`.<name>.lock` beside `path` for as long as the step writes it; a second process asking for the same
-path is refused at once (OutputBusy) with the holder's step, pid, host and start time. The kernel drops
-the lock when its holder exits, however it exits (kill -9 included), so a crashed run never blocks the
-next one. The holder removes the lock file while it still holds it, and a process that locked a file
-since removed tries again, so no stale lock file stays beside the output and two holders never coexist.
+Issue 21: two `components.train` runs into one `--output` both exited 0, their checkpoints
+interleaved, and a third run resumed from the mix. `exclusive_writer(path, step)` takes an exclusive
+`fcntl.flock` on `.<name>.lock` beside `path` for as long as the step writes it; a second process
+asking for the same path is refused at once (OutputBusy) with the holder's step, pid, host and start
+time. The kernel drops the lock when its holder exits, however it exits (kill -9 included), so a
+crashed run never blocks the next one. The holder removes the lock file while it still holds it, and
+a process that locked a file since removed tries again, so no stale lock file stays beside the
+output and two holders never coexist.
 
 Within one process the lock is re-entrant (a step that holds its output may call code that takes it
 again, e.g. pose.atomic.atomic_directory). flock works on local file systems and on NFSv4; on a KFP
@@ -71,8 +72,8 @@ def exclusive_writer(path: str | os.PathLike, step: str):
 
 
 def _acquire(lock: Path, path) -> int:
-    """An fd holding the flock of the file now at `lock`. A file unlinked by its holder between our open and
-    our flock is not the lock any more: then try again with the new one."""
+    """An fd holding the flock of the file now at `lock`. A file unlinked by its holder between our
+    open and our flock is not the lock any more: then try again with the new one."""
     while True:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -80,7 +81,8 @@ def _acquire(lock: Path, path) -> int:
         except BlockingIOError:
             holder = _describe(fd)
             os.close(fd)
-            raise OutputBusy(f"{Path(path)}: another process is writing it ({holder}; lock {lock}); "
+            raise OutputBusy(f"{Path(path)}: another process is writing it ({holder}; "
+                             f"lock {lock}); "
                              "wait for it to end, or choose another output") from None
         try:
             if os.stat(lock).st_ino == os.fstat(fd).st_ino:
@@ -93,6 +95,7 @@ def _acquire(lock: Path, path) -> int:
 def _describe(fd: int) -> str:
     try:
         holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
-        return (f"{holder['step']} as pid {holder['pid']} on {holder['host']}, since {holder['started']}")
+        return (f"{holder['step']} as pid {holder['pid']} on {holder['host']}, "
+                f"since {holder['started']}")
     except (OSError, ValueError, KeyError, TypeError):
         return "a holder that has not written its name yet"
