@@ -39,7 +39,7 @@ def convert_to_tflite(saved_model_dir: str, output_dir: str, variants: list[str]
     from pose.models import contract, tflite_runtime
     from pose.models import metadata as model_metadata
     from pose.models.metadata import ModelMetadata
-    from pose.files import outputs, steplog
+    from pose.files import integrity, outputs, steplog
     from pose.files.atomic import atomic_directory
 
     unknown = [v for v in variants if v not in VARIANTS]
@@ -56,8 +56,6 @@ def convert_to_tflite(saved_model_dir: str, output_dir: str, variants: list[str]
         model_contract = info.contract
         size = info.input_size
         if representative_dirs:
-            from pose.files import integrity
-
             integrity.verify_shards(representative_dirs)
             samples = contract.from_training_images(
                 _representative_images(representative_dirs, size, num_representative), model_contract)

@@ -796,7 +796,8 @@ def test_stale_temporary_siblings_are_removed(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 def _claiming(jpeg: bytes, width: int, height: int) -> bytes:
-    """The JPEG with its frame header (SOF0) rewritten to claim width x height: a bomb of a few KB."""
+    """The JPEG with its frame header (SOF0) rewritten to claim width x height: a bomb of a few
+    KB."""
     at = jpeg.index(b"\xff\xc0")
     return jpeg[:at + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + jpeg[at + 9:]
 
@@ -814,7 +815,8 @@ def test_convert_bounds_the_pixels_an_image_header_claims(tmp_path, capsys):
     bomb.write_bytes(_claiming(real, 8192, 8192))  # just at the limit: accepted
     assert convert(str(root), str(tmp_path / "at"))["train_images"] == 3
     bomb.write_bytes(_claiming(real, 8193, 8192))  # one column over
-    with pytest.raises(InvalidRecord, match=r"record 2 \(image_id 'bbbb.*8193x8192 pixels .* over the limit"):
+    with pytest.raises(InvalidRecord,
+                       match=r"record 2 \(image_id 'bbbb.*8193x8192 pixels .* over the limit"):
         convert(str(root), str(tmp_path / "over"))
     counts = convert(str(root), str(tmp_path / "skipped"), skip_invalid=True)
     assert counts["train_images"] == 2 and counts["rejected"] == 1
@@ -825,7 +827,8 @@ def test_convert_bounds_the_pixels_an_image_header_claims(tmp_path, capsys):
     capsys.readouterr()  # an earlier test's CLI left logging on its closed stderr
     code, line = _cli(main, ["--input", str(root), "--output", str(tmp_path / "probe")], capsys)
     assert code == 1 and "record 2" in line and "32768x32000" in line
-    assert convert(str(root), str(tmp_path / "raised"), max_image_pixels=32768 * 32000)["train_images"] == 3
+    raised = convert(str(root), str(tmp_path / "raised"), max_image_pixels=32768 * 32000)
+    assert raised["train_images"] == 3
 
 
 def test_shard_bounds_pixels_before_decoding(tmp_path):
@@ -834,10 +837,12 @@ def test_shard_bounds_pixels_before_decoding(tmp_path):
     coco = tmp_path / "coco"
     data = write_tiny_coco(coco, "train")
     victim = coco / "images" / "train" / data["images"][0]["file_name"]
-    # A whole JPEG (its scan passes the structure check) whose header claims 60000 x 60000: OpenCV would
-    # try to allocate 10 GB, or stop with an assertion naming nothing.
+    # A whole JPEG (its scan passes the structure check) whose header claims 60000 x 60000: OpenCV
+    # would try to allocate 10 GB, or stop with an assertion naming nothing.
     victim.write_bytes(_claiming(victim.read_bytes(), 60000, 60000))
-    with pytest.raises(ShardError, match=rf"{victim.name} \(image id 1\): 60000x60000 pixels .* over the limit"):
+    with pytest.raises(ShardError,
+                       match=rf"{victim.name} \(image id 1\): 60000x60000 pixels .* "
+                             r"over the limit"):
         shard(str(coco), str(tmp_path / "out"), "train", 1)
 
 
@@ -845,7 +850,8 @@ def test_predict_bounds_pixels_before_decoding(tmp_path, tflite_models, capsys):
     from components.evaluate import main
 
     picture = tmp_path / "bomb.jpg"
-    picture.write_bytes(_claiming(cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes(), 65000, 65000))
+    tiny = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+    picture.write_bytes(_claiming(tiny, 65000, 65000))
     model = next(tflite_models.glob("*.tflite"))
     code, line = _cli(main, ["predict", "--model", str(model), "--image", str(picture),
                              "--output", str(tmp_path / "out.jpg")], capsys)
@@ -857,8 +863,8 @@ _ALIAS_BOMB = "\n".join(["a: &a [x, x, x, x, x, x, x, x, x]"] + [
     f"[{', '.join([f'*{chr(97 + level)}'] * 9)}]" for level in range(8)]
     + ["batch_size: *i"])  # 9^9 = 387 million strings once expanded (the issue's 4.8 GB)
 
-# Runs load_config on the bomb in a process that stops itself past 1 GB of RSS (the issue's bound), and
-# prints its peak RSS: the bomb as a file and as the `config` parameter's text.
+# Runs load_config on the bomb in a process that stops itself past 1 GB of RSS (the issue's bound),
+# and prints its peak RSS: the bomb as a file and as the `config` parameter's text.
 _BOMB_PROBE = """
 import os, sys, threading, time
 def watch():
@@ -897,7 +903,8 @@ def test_config_alias_bomb_is_refused_in_bounded_memory(tmp_path):
 
 @pytest.mark.parametrize("text, message", [
     ("batch_size: 100000000", r"'batch_size' = 100000000: must be at most 4,096"),
-    ("batch_size: 4096\ninput_size: 1024", r"'batch_size' = 4096: a batch of 4096 x 1024\^2 .* 48.0 GiB"),
+    ("batch_size: 4096\ninput_size: 1024",
+     r"'batch_size' = 4096: a batch of 4096 x 1024\^2 .* 48.0 GiB"),
     ("input_size: 65536", r"'input_size' = 65536: must be at most 1,024"),
     ("shuffle_buffer: 100000000", r"'shuffle_buffer' = 100000000: must be at most 100,000"),
     ("stage_channels: 1000000", r"'stage_channels' = 1000000: must be at most 4,096"),
@@ -908,7 +915,8 @@ def test_config_alias_bomb_is_refused_in_bounded_memory(tmp_path):
     ("sigma: 1000", r"'sigma' = 1000.0: must be between .* and input_size \(192\)"),
     ("x: [" + "0, " * 20000 + "]", r"more than 10,000 YAML nodes"),
     ("x: " + "[" * 20000 + "]" * 20000, r"line 1: YAML nested more than 32 deep"),
-], ids=["batch_size", "batch-bytes", "input_size", "shuffle_buffer", "stage_channels", "batchsize-first",
+], ids=["batch_size", "batch-bytes", "input_size", "shuffle_buffer", "stage_channels",
+        "batchsize-first",
         "batch_size-first", "merge-key", "sigma-vanishing", "sigma-flat", "nodes", "depth"])
 def test_config_sizes_spellings_and_meaning_are_bounded(text, message):
     from pose.training.config import ConfigError, load_config, parse_overrides
@@ -932,10 +940,13 @@ def test_zip_bomb_is_refused_before_writing(tmp_path):
 
     archive = tmp_path / "bomb.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bundle:
-        bundle.writestr("aic/a.jpg", cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes())
+        tiny = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+        bundle.writestr("aic/a.jpg", tiny)
         bundle.writestr("aic/zeros.jpg", bytes(65 << 20))  # 65 MiB in ~65 KB: over the 64 MiB floor
     assert archive.stat().st_size < 1 << 20
-    with pytest.raises(DownloadError, match=r"bomb\.zip: refusing to extract: its members expand to more than "
+    with pytest.raises(DownloadError, match=r"bomb\.zip: refusing to extract: its members expand "
+                                            r"to "
+                                            r"more than "
                                             r"67,108,864 bytes \(at member 'aic/zeros\.jpg'"):
         download(str(archive), str(tmp_path / "raw"))
     assert not (tmp_path / "raw").exists() and _files_over(tmp_path, 1 << 20) == []
@@ -946,12 +957,15 @@ def test_tar_gz_bomb_is_counted_while_extracting(tmp_path, monkeypatch):
 
     archive = tmp_path / "bomb.tar.gz"
     with tarfile.open(archive, "w:gz") as bundle:
-        for name, data in (("aic/a.jpg", b"\xff\xd8" + bytes(100)), ("aic/zeros.jpg", bytes(3 << 20))):
+        members = (("aic/a.jpg", b"\xff\xd8" + bytes(100)), ("aic/zeros.jpg", bytes(3 << 20)))
+        for name, data in members:
             member = tarfile.TarInfo(name)
             member.size = len(data)
             bundle.addfile(member, io.BytesIO(data))
-    monkeypatch.setenv("POSE_MAX_EXTRACTED_BYTES", str(1 << 20))  # the absolute cap, lowered for a small test
-    with pytest.raises(DownloadError, match=r"more than 1,048,576 bytes \(at member 'aic/zeros\.jpg', "
+    # the absolute cap, lowered for a small test
+    monkeypatch.setenv("POSE_MAX_EXTRACTED_BYTES", str(1 << 20))
+    with pytest.raises(DownloadError, match=r"more than 1,048,576 bytes \(at member "
+                                            r"'aic/zeros\.jpg', "
                                             r"3,145,830 bytes so far\)"):
         download(str(archive), str(tmp_path / "raw"))
     assert not (tmp_path / "raw").exists() and _files_over(tmp_path, 1 << 20) == []
@@ -981,23 +995,33 @@ def test_bad_synthetic_parameters_are_one_clear_line(tmp_path, capsys, source, m
 # ---------------------------------------------------------------------------------------------
 
 _BAD_RUN_ARGUMENTS = [
-    ({"overrides": ["batch_size=0"]}, r"parameter overrides: overrides: key 'batch_size' = 0: must be positive"),
-    ({"overrides": ["num_keypoints=15"]}, r"parameter config: num_keypoints 15, but .* has 14 keypoints"),
+    ({"overrides": ["batch_size=0"]},
+     r"parameter overrides: overrides: key 'batch_size' = 0: must be positive"),
+    ({"overrides": ["num_keypoints=15"]},
+     r"parameter config: num_keypoints 15, but .* has 14 keypoints"),
     ({"params": {"num_shards": 0}}, r"parameter num_shards=0: expected an integer from 1 to 4096"),
-    ({"params": {"num_shards": 100000}}, r"parameter num_shards=100000: expected an integer from 1 to 4096"),
-    ({"params": {"tflite_variants": "fp32,fp64"}}, r"parameter tflite_variants='fp32,fp64': .* unknown: 'fp64'"),
-    ({"params": {"export_contract": "coco"}}, r"parameter export_contract='coco': unknown model contract"),
-    ({"source": "gs://bucket/a/../b"}, r"parameter source='gs://bucket/a/\.\./b': a '\.\.' segment"),
-    ({"source": "synthetic://10?seed=-1"}, r"parameter source='synthetic://10\?seed=-1': .* S is -1"),
-    ({"params": {"publish_uri": "gs://bucket//x"}}, r"parameter publish_uri='gs://bucket//x': an empty segment"),
+    ({"params": {"num_shards": 100000}},
+     r"parameter num_shards=100000: expected an integer from 1 to 4096"),
+    ({"params": {"tflite_variants": "fp32,fp64"}},
+     r"parameter tflite_variants='fp32,fp64': .* unknown: 'fp64'"),
+    ({"params": {"export_contract": "coco"}},
+     r"parameter export_contract='coco': unknown model contract"),
+    ({"source": "gs://bucket/a/../b"},
+     r"parameter source='gs://bucket/a/\.\./b': a '\.\.' segment"),
+    ({"source": "synthetic://10?seed=-1"},
+     r"parameter source='synthetic://10\?seed=-1': .* S is -1"),
+    ({"params": {"publish_uri": "gs://bucket//x"}},
+     r"parameter publish_uri='gs://bucket//x': an empty segment"),
     ({"params": {"latency_runs": 0}}, r"parameter latency_runs=0: expected a whole number >= 1"),
 ]
-_BAD_RUN_IDS = ["batch_size-0", "num_keypoints-15", "num_shards-0", "num_shards-100000", "variant", "contract",
+_BAD_RUN_IDS = ["batch_size-0", "num_keypoints-15", "num_shards-0", "num_shards-100000", "variant",
+                "contract",
                 "dot-dot-uri", "synthetic-seed", "empty-segment", "latency_runs"]
 
 
 @pytest.mark.parametrize("arguments, message", _BAD_RUN_ARGUMENTS, ids=_BAD_RUN_IDS)
-def test_pipeline_run_refuses_bad_parameters_before_the_first_task(tmp_path, monkeypatch, arguments, message):
+def test_pipeline_run_refuses_bad_parameters_before_the_first_task(tmp_path, monkeypatch, arguments,
+                                                                    message):
     from kfp import local
 
     from pipeline.local import LocalRunError, run_local
@@ -1067,8 +1091,8 @@ def _lock_held_by_another_process(path: Path, step: str):
     import subprocess
     import sys
 
-    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(path), step], cwd=REPO, stdout=subprocess.PIPE,
-                              text=True)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(path), step], cwd=REPO,
+                              stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         yield holder
@@ -1090,7 +1114,8 @@ def test_a_second_writer_of_an_output_is_refused_until_the_first_dies(tmp_path, 
                                              f"(convert as pid {holder.pid} on "
                                              f"{socket.gethostname()}, since ")
         assert not output.exists()
-    code, line = _cli(convert_main, ["--input", str(root), "--output", str(output)], capsys)  # holder killed
+    # the holder was killed: its lock went with it
+    code, line = _cli(convert_main, ["--input", str(root), "--output", str(output)], capsys)
     assert code == 0 and (output / "annotations").is_dir()
 
 
@@ -1112,7 +1137,8 @@ def test_two_trainings_into_one_output_are_refused(tmp_path, shards, capsys):
 
 @pytest.fixture(scope="module")
 def publishable(tmp_path_factory, tflite_models, shards) -> dict:
-    """Evaluated models under four names (mv2_cpm_{a,b,c,d}_fp32), so that whose publish won is visible."""
+    """Evaluated models under four names (mv2_cpm_{a,b,c,d}_fp32), so that whose publish won is
+    visible."""
     from components.evaluate import evaluate
 
     root = tmp_path_factory.mktemp("publishable")
@@ -1121,7 +1147,8 @@ def publishable(tmp_path_factory, tflite_models, shards) -> dict:
     evaluation = root / "evaluation"
     os.environ.setdefault("POSE_ANCHORS_DIR", str(root / "no-anchors"))
     (root / "no-anchors").mkdir()
-    evaluate(str(tflite_models), [str(shards["valid"])], str(evaluation), latency_runs=1, gallery_size=1)
+    evaluate(str(tflite_models), [str(shards["valid"])], str(evaluation), latency_runs=1,
+             gallery_size=1)
     results = json.loads((evaluation / "results.json").read_text())
     for name in "abcd":
         folder = models / name
@@ -1137,7 +1164,8 @@ def _publish(publishable, name: str, destination) -> dict:
     from components.publish import publish
 
     evaluation = str(publishable["evaluation"])
-    return publish(str(publishable["models"] / name), evaluation, evaluation, str(destination), "fp32")
+    models = str(publishable["models"] / name)
+    return publish(models, evaluation, evaluation, str(destination), "fp32")
 
 
 @pytest.mark.parametrize("manifest", [
@@ -1145,15 +1173,16 @@ def _publish(publishable, name: str, destination) -> dict:
     json.dumps(["notes.txt"]),
     "garbage {",
 ], ids=["foreign", "json-list", "garbage"])
-def test_publish_refuses_a_foreign_or_unreadable_manifest_before_changing_anything(tmp_path, publishable,
-                                                                                    manifest):
+def test_publish_refuses_a_foreign_or_unreadable_manifest_before_changing_anything(
+        tmp_path, publishable, manifest):
     from components.publish import MANIFEST, PublishError
 
     destination = tmp_path / "site"
     destination.mkdir()
     (destination / "notes.txt").write_text("the user's notes")
     (destination / MANIFEST).write_text(manifest)
-    with pytest.raises(PublishError, match=rf"{MANIFEST}: (was written for 'somewhere/else'|exists but is not a)"
+    with pytest.raises(PublishError, match=rf"{MANIFEST}: (was written for 'somewhere/else'|"
+                                           r"exists but is not a)"
                                            r".*nothing was changed"):
         _publish(publishable, "a", destination)
     assert sorted(p.name for p in destination.iterdir()) == sorted([MANIFEST, "notes.txt"])
@@ -1198,11 +1227,14 @@ def _concurrent_publishes(publishable, destination: str, env: dict) -> list:
 
     evaluation = str(publishable["evaluation"])
     processes = [subprocess.Popen(
-        [sys.executable, "-m", "components.publish", "--models", str(publishable["models"] / name), "--report",
-         evaluation, "--results", evaluation, "--destination", destination, "--variant", "fp32"],
-        cwd=REPO, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        [sys.executable, "-m", "components.publish", "--models", str(publishable["models"] / name),
+         "--report", evaluation, "--results", evaluation, "--destination", destination,
+         "--variant", "fp32"],
+        cwd=REPO, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True)
         for name in "abcd"]
-    return [(process.wait(timeout=300), process.stderr.read().strip().splitlines()[-1:]) for process in processes]
+    return [(process.wait(timeout=300), process.stderr.read().strip().splitlines()[-1:])
+            for process in processes]
 
 
 def _assert_one_complete_set(outcomes, files: dict, refusal: str):
@@ -1220,7 +1252,8 @@ def _assert_one_complete_set(outcomes, files: dict, refusal: str):
 def test_concurrent_publishes_to_one_folder_leave_one_complete_set(tmp_path, publishable):
     destination = tmp_path / "site"
     outcomes = _concurrent_publishes(publishable, str(destination), {})
-    files = {p.relative_to(destination).as_posix(): p.read_bytes() for p in destination.rglob("*") if p.is_file()}
+    files = {p.relative_to(destination).as_posix(): p.read_bytes()
+             for p in destination.rglob("*") if p.is_file()}
     _assert_one_complete_set(outcomes, files, "another process is writing it (publish as pid")
 
 
@@ -1230,13 +1263,17 @@ def test_concurrent_publishes_to_one_gcs_prefix_leave_one_complete_set(publishab
     with fake_gcs():
         bucket = make_bucket("models")
         # A live holder's lock object (the store refuses the conditional create): refused, named.
-        bucket.blob(f"pose/{LOCK_NAME}").upload_from_string(json.dumps({"pid": 7, "host": "h", "since": time.time()}))
-        with pytest.raises(PublishError, match=r"gs://models/pose: another publish is writing it \(pid 7 on h"):
+        holder = json.dumps({"pid": 7, "host": "h", "since": time.time()})
+        bucket.blob(f"pose/{LOCK_NAME}").upload_from_string(holder)
+        with pytest.raises(PublishError,
+                           match=r"gs://models/pose: another publish is writing it \(pid 7 on h"):
             _publish(publishable, "a", "gs://models/pose")
         bucket.blob(f"pose/{LOCK_NAME}").delete()
         outcomes = _concurrent_publishes(publishable, "gs://models/pose",
-                                         {"STORAGE_EMULATOR_HOST": os.environ["STORAGE_EMULATOR_HOST"]})
-        files = {blob.name[len("pose/"):]: blob.download_as_bytes() for blob in bucket.list_blobs(prefix="pose/")}
+                                         {"STORAGE_EMULATOR_HOST":
+                                          os.environ["STORAGE_EMULATOR_HOST"]})
+        files = {blob.name[len("pose/"):]: blob.download_as_bytes()
+                 for blob in bucket.list_blobs(prefix="pose/")}
     _assert_one_complete_set(outcomes, files, "another publish is writing it (pid")
 
 
@@ -1256,18 +1293,21 @@ def test_evaluate_checks_a_models_json_against_the_model(tmp_path, tflite_models
     shutil.copytree(tflite_models, models)
     meta = models / "mv2_cpm_fp32.json"
     meta.write_text(json.dumps({**json.loads(meta.read_text()), **claim}))
-    with pytest.raises(EvaluationError, match=rf"mv2_cpm_fp32\.tflite: mv2_cpm_fp32\.json {message}"):
+    with pytest.raises(EvaluationError,
+                       match=rf"mv2_cpm_fp32\.tflite: mv2_cpm_fp32\.json {message}"):
         open_model(models / "mv2_cpm_fp32.tflite")
 
 
 def test_a_file_without_json_must_be_a_seed_release(tmp_path, tflite_models):
     from components.evaluate import EvaluationError, open_model, seed_release_checksums
 
-    assert set(seed_release_checksums().values()) == {"pefm-cpm-192.tflite", "pefm-hourglass-192.tflite"}
+    known = set(seed_release_checksums().values())
+    assert known == {"pefm-cpm-192.tflite", "pefm-hourglass-192.tflite"}
     lone = tmp_path / "lone.tflite"
     shutil.copyfile(tflite_models / "mv2_cpm_fp32.tflite", lone)
-    with pytest.raises(EvaluationError, match=r"lone\.tflite: no lone\.json beside it, and its sha256 [0-9a-f]{64} "
-                                              r"is none of the seed's released files"):
+    with pytest.raises(EvaluationError,
+                       match=r"lone\.tflite: no lone\.json beside it, and its sha256 [0-9a-f]{64} "
+                             r"is none of the seed's released files"):
         open_model(lone)
     seed = REPO.parent / "shared" / "anchors" / "pefm-cpm-192.tflite"
     if seed.is_file():  # the issue's probe: the seed's file with 4 KB of flipped bytes
