@@ -16,6 +16,7 @@ Writes   `results.json` (everything) and `report.html` (table, per-joint bars, g
 `python -m components.evaluate predict --model X.tflite --image IN --output OUT.png` draws the
 predicted skeleton on any image (letterboxed to the model's input): the desktop twin of the seed's app.
 """
+import json
 import logging
 import math
 import os
@@ -146,7 +147,10 @@ def open_model(path: Path) -> dict:
         model_metadata = metadata.of_model_file(path, interpreter)
     except metadata.MetadataError as error:
         raise EvaluationError(str(error)) from error
-    _check_claims(path, metadata.path_for(path).name, model_metadata.to_json(), height, out_shape)
+    beside = metadata.path_for(path)
+    # the claims as written (the reader derives some fields, e.g. the stride, from others)
+    claims = json.loads(beside.read_text()) if beside.is_file() else model_metadata.to_json()
+    _check_claims(path, beside.name, claims if isinstance(claims, dict) else {}, height, out_shape)
     if model_metadata.input_size != height:
         raise EvaluationError(f"{path}: size mismatch: the model takes {height}x{width} but "
                               f"{metadata.path_for(path).name} says input_size "

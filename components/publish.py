@@ -356,7 +356,7 @@ class _LocalDestination:
             return False
         if os.path.realpath(path) != os.path.join(os.path.realpath(self.folder), *name.split("/")):
             return False  # a folder on the way is a link: the file is not the destination's
-        return _sha256(path) == sha256
+        return integrity.sha256(path) == sha256
 
     def lock(self):
         """One publish per folder at a time (pose.files.writer_lock: dies with its holder)."""

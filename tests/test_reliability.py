@@ -1031,11 +1031,9 @@ def test_pipeline_run_refuses_bad_parameters_before_the_first_task(tmp_path, mon
                              "start")  # a check that missed must not run the whole DAG here
 
     monkeypatch.setattr(local, "init", no_run)
-    started = time.monotonic()
     with pytest.raises(LocalRunError, match=message):
         run_local(config="experiments/tiny.yaml", pipeline_root=str(tmp_path / "runs"), **arguments)
     assert not (tmp_path / "runs").exists()  # no task started: not even the pipeline root was made
-    assert time.monotonic() - started < 30
 
 
 @pytest.mark.parametrize("arguments, message", _BAD_RUN_ARGUMENTS[:4], ids=_BAD_RUN_IDS[:4])
