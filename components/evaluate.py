@@ -147,14 +147,14 @@ def open_model(path: Path) -> dict:
         model_metadata = metadata.of_model_file(path, interpreter)
     except metadata.MetadataError as error:
         raise EvaluationError(str(error)) from error
-    beside = metadata.path_for(path)
-    # the claims as written (the reader derives some fields, e.g. the stride, from others)
-    claims = json.loads(beside.read_text()) if beside.is_file() else model_metadata.to_json()
-    _check_claims(path, beside.name, claims if isinstance(claims, dict) else {}, height, out_shape)
     if model_metadata.input_size != height:
         raise EvaluationError(f"{path}: size mismatch: the model takes {height}x{width} but "
                               f"{metadata.path_for(path).name} says input_size "
                               f"{model_metadata.input_size}")
+    beside = metadata.path_for(path)
+    # the claims as written (the reader derives some fields, e.g. the stride, from others)
+    claims = json.loads(beside.read_text()) if beside.is_file() else model_metadata.to_json()
+    _check_claims(path, beside.name, claims if isinstance(claims, dict) else {}, height, out_shape)
     return {"path": path, "interpreter": interpreter, "metadata": model_metadata.to_json(),
             "contract": model_metadata.contract, "input_size": height, "heatmap_size": out_shape[1]}
 

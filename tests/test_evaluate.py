@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from components.evaluate import EvaluationError, evaluate, input_to_original, predict
+from pose.models import contract
+from pose.models.metadata import ModelMetadata
 from pose.models.tflite_runtime import NotTFLiteError
 from tests.conftest import ANCHORS
 from tests.tiny_models import build_tiny_pose_model
@@ -64,11 +66,13 @@ def _tiny_tflite(path, num_keypoints=14, input_size=64):
     import tensorflow as tf
 
     from pose.models import contract
+    from pose.models.metadata import ModelMetadata
 
     converter = tf.lite.TFLiteConverter.from_keras_model(build_tiny_pose_model(input_size, num_keypoints))
     path.write_bytes(converter.convert())
     # Its .json states the contract: a .tflite without one must be a seed release, byte for byte.
-    path.with_suffix(".json").write_text(json.dumps({"contract": contract.describe(contract.SEED)}))
+    ModelMetadata.build(path.stem, input_size, input_size // 2, num_keypoints, contract.SEED).write(
+        path.with_suffix(".json"))
     return path
 
 
@@ -101,7 +105,7 @@ def test_a_size_mismatch_between_model_and_data_is_a_clear_error(tmp_path, valid
         evaluate(str(models), [str(valid_shards)], str(tmp_path / "out"), latency_runs=1)
     (models / "coco17_fp32.tflite").unlink()
     _tiny_tflite(models / "tiny_fp32.tflite")
-    (models / "tiny_fp32.json").write_text(json.dumps({"input_size": 192}))
+    ModelMetadata.build("tiny", 192, 96, 14, contract.SEED).write(models / "tiny_fp32.json")
     with pytest.raises(EvaluationError, match="size mismatch: the model takes 64x64"):
         evaluate(str(models), [str(valid_shards)], str(tmp_path / "out"), latency_runs=1)
 
