@@ -14,6 +14,7 @@ rule).
   `cluster-settings` task (pipeline/ops.py) turns the run parameters into such strings.
 """
 import os
+import re
 
 from pose.files.uris import is_local
 
@@ -51,10 +52,26 @@ def refuse_local_paths(arguments: dict, where: str) -> None:
                 f"`python -m pipeline run`)")
 
 
+# The driver names the secret's volume after the secret (backend/src/v2/driver/k8s.go,
+# `Name: secretName`), and a volume name is a DNS-1123 label, stricter than a secret name (a DNS
+# subdomain: dots, 253 characters).
+_VOLUME_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
+def check_secret_name(gcs_secret: str) -> str:
+    """`gcs_secret` stripped, or ClusterContractError when a pod could not mount it ("": none)."""
+    name = gcs_secret.strip()
+    if name and (len(name) > 63 or not _VOLUME_NAME.fullmatch(name)):
+        raise ClusterContractError(
+            f"gcs_secret={gcs_secret!r}: the KFP driver names the pod's volume after the secret, "
+            f"and a volume name must be at most 63 characters of a-z, 0-9 and '-' (no '.'), "
+            f"starting and ending with a letter or digit; create the secret under such a name")
+    return name
+
+
 def gcs_secret_volume(gcs_secret: str) -> str:
     """The secret name to mount for `gcs_secret`: itself, or NO_GCS_SECRET for ""."""
-    name = gcs_secret.strip()
-    return name or NO_GCS_SECRET
+    return check_secret_name(gcs_secret) or NO_GCS_SECRET
 
 
 def use_mounted_gcs_key() -> None:

@@ -16,6 +16,7 @@ from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
 from pipeline.ops import (cluster_settings_op, convert_op, download_op, evaluate_op, freeze_op, pack_uris_op,
                           publish_op, shard_op, tflite_op, train_op)
 from pipeline.cluster import GCS_SECRET_MOUNT
+from pose.data.packs import MAX_SHARDS
 from pose.models import contract
 
 PIPELINE_NAME = "pose-estimation-for-mobile"
@@ -23,10 +24,15 @@ PIPELINE_NAME = "pose-estimation-for-mobile"
 DEFAULT_SOURCE = "synthetic://2000"
 DEFAULT_CONFIG = "experiments/local.yaml"
 
-# Ingest is deterministic in its inputs, so a re-run with the same source reuses it; training is not
-# (random init, shuffling), and publishing is a side effect: neither is ever served from the cache.
+# A step is served from the cache when its cache key is unchanged: its input artifacts (by ML
+# Metadata id, so an upstream step that ran again means a miss), its parameters, its command and
+# image (backend/src/v2/cacheutils/cache.go GenerateCacheKey). So a resubmission that changes only
+# tflite_variants, latency_runs, flip_test or the publish_* parameters reuses everything up to train
+# and freeze (train's key does not hold them: pipeline/backend cache_key_inputs, tested). Train is
+# cached too: a finished training is reused when nothing it reads changed; `submit --no-cache`
+# retrains. Publishing is a side effect and always runs. docs/CLUSTER.md ("Reruns") has the table.
 CACHED_STEPS = {"cluster-settings": True, "download": True, "convert": True, "fanout": True, "shard": True,
-                "train": False, "freeze": True, "tflite": True, "evaluate": True, "publish": False}
+                "train": True, "freeze": True, "tflite": True, "evaluate": True, "publish": False}
 
 
 class Resources(NamedTuple):
@@ -66,6 +72,16 @@ SHM_SIZE = "4Gi"
 MAX_PARALLEL_SHARD_TASKS = 16
 # Retries of the train task (preemption of a GPU node, a lost node): each resumes from checkpoint_uri.
 TRAIN_RETRIES = 3
+# Argo counts a retry's backoff maxDuration from the *first* attempt's start, starts no retry past
+# it and kills every retry pod at it (workflow/controller/operator.go processNodeRetries). So it
+# must hold the whole training with all its retries: TRAIN_RETRIES + 1 attempts of up to
+# TRAIN_LONGEST_ATTEMPT_S (a day) plus the waits, with room: a week. pipeline/backend checks it.
+TRAIN_LONGEST_ATTEMPT_S = 24 * 3600
+TRAIN_RETRY_WINDOW = "604800s"
+# What the backend model (pipeline/backend) is told about this pipeline when it checks the IR: the
+# most items a ParallelFor iterates over (fanout makes one per shard) and the longest attempts.
+MAX_LOOP_ITEMS = MAX_SHARDS
+LONGEST_ATTEMPT_S = {"train": TRAIN_LONGEST_ATTEMPT_S}
 
 
 def configure(task, step: str, display_name: str = ""):
@@ -89,18 +105,23 @@ def _use_gcs_secret(task, secret_volume) -> None:
     kubernetes.use_secret_as_volume(task, secret_name=secret_volume, mount_path=GCS_SECRET_MOUNT, optional=True)
 
 
-def _shard_split(coco_uri, split: str, num_shards):
+def _shard_split(coco_uri, dataset_info, split: str, num_shards):
     """fanout and the shard tasks of one split; returns the shard task (inside its ParallelFor, so readers
     gather its outputs with dsl.Collected).
 
     Each shard task reads one pack of convert's output, not all of it: the importer makes an artifact of
-    the pack's URI, and the launcher copies only what is under an input's URI (docs/ARTIFACTS.md)."""
+    the pack's URI, and the launcher copies only what is under an input's URI (docs/ARTIFACTS.md).
+    The importer keeps its own name as display name: the backend records an importer's execution
+    under its display name but looks producers up by task name (importer_launcher.go;
+    docs/CLUSTER.md). The shard task also takes convert's small dataset_info, so that it can be a
+    cache hit only when convert was one (its cache key holds its input artifacts' ids): see
+    pose_pipeline."""
     packs = configure(pack_uris_op(coco_uri=coco_uri, split=split, num_shards=num_shards), "fanout", f"fanout-{split}")
     with dsl.ParallelFor(packs.output, parallelism=MAX_PARALLEL_SHARD_TASKS) as pack_uri:
-        pack = dsl.importer(artifact_uri=pack_uri, artifact_class=Dataset, reimport=False).set_display_name(
-            f"pack-{split}")
-        return configure(shard_op(coco=pack.output, split=split, num_shards=num_shards, shard_index=-1),
-                         "shard", f"shard-{split}")
+        pack = dsl.importer(artifact_uri=pack_uri, artifact_class=Dataset, reimport=False)
+        shard = shard_op(coco=pack.output, dataset_info=dataset_info, split=split,
+                         num_shards=num_shards, shard_index=-1)
+        return configure(shard, "shard", f"shard-{split}")
 
 
 @dsl.pipeline(name=PIPELINE_NAME,
@@ -133,17 +154,27 @@ def pose_pipeline(
     _use_gcs_secret(download, settings.outputs["gcs_secret_volume"])
     convert = configure(convert_op(raw=download.outputs["raw"], single_person=single_person,
                                    skip_invalid=skip_invalid, num_shards=num_shards), "convert")
-    train_shard = _shard_split(convert.outputs["Output"], "train", num_shards)
-    valid_shard = _shard_split(convert.outputs["Output"], "valid", num_shards)
+    dataset_info = convert.outputs["dataset_info"]
+    train_shard = _shard_split(convert.outputs["Output"], dataset_info, "train", num_shards)
+    valid_shard = _shard_split(convert.outputs["Output"], dataset_info, "valid", num_shards)
 
+    # Every reader of a collected shard list also takes dataset_info. On a resubmission some
+    # shard tasks may be cache hits (their artifacts under an earlier run's prefix) and others not;
+    # the KFP launcher opens the bucket of an input outside this run's prefix only for element [0]
+    # of each input list (launcher_v2.go fetchNonDefaultBuckets). A shard task can be a cache hit
+    # only if convert was one (shard takes dataset_info too), and then dataset_info[0] lies outside
+    # this run's prefix and opens the bucket for every shard. docs/CLUSTER.md, "Resubmitting";
+    # checked by pipeline/backend.
     # One dsl.Collected per consumer: kfp 2.17's compiler fails on an instance shared by two tasks.
     train = configure(train_op(train_shards=dsl.Collected(train_shard.outputs["shards"]),
                                valid_shards=dsl.Collected(valid_shard.outputs["shards"]),
+                               dataset_info=dataset_info,
                                config=config, overrides=overrides, gpu_count=gpu_count, allow_cpu=allow_cpu,
                                checkpoint_uri=checkpoint_uri), "train")
-    # A preempted or failed pod is retried; with checkpoint_uri the new pod resumes from the bucket.
+    # A preempted or failed pod is retried (by the policy the cluster's Argo sets: docs/CLUSTER.md);
+    # with checkpoint_uri the new pod resumes from the bucket.
     train.set_retry(num_retries=TRAIN_RETRIES, backoff_duration="60s", backoff_factor=2.0,
-                    backoff_max_duration="600s")
+                    backoff_max_duration=TRAIN_RETRY_WINDOW)
     _use_gcs_secret(train, settings.outputs["gcs_secret_volume"])
     # The count as the settings task's string output: the driver reads "" from a number parameter and then
     # sets no GPU limit (pipeline/cluster.py). The compiler adds that output to train's inputs but not to
@@ -156,10 +187,12 @@ def pose_pipeline(
 
     freeze = configure(freeze_op(model=train.outputs["model"], export_contract=export_contract), "freeze")
     tflite = configure(tflite_op(frozen=freeze.outputs["frozen"], variants=tflite_variants,
-                                 representative=dsl.Collected(train_shard.outputs["shards"])), "tflite")
+                                 representative=dsl.Collected(train_shard.outputs["shards"]),
+                                 dataset_info=dataset_info), "tflite")
     evaluate = configure(evaluate_op(tflite_models=tflite.outputs["tflite_models"], latency_runs=latency_runs,
                                      flip_test=flip_test,
-                                     valid_shards=dsl.Collected(valid_shard.outputs["shards"])), "evaluate")
+                                     valid_shards=dsl.Collected(valid_shard.outputs["shards"]),
+                                     dataset_info=dataset_info), "evaluate")
     with dsl.If(publish_uri != "", name="publish-requested"):
         publish = configure(publish_op(tflite_models=tflite.outputs["tflite_models"],
                                        report=evaluate.outputs["report"], results=evaluate.outputs["results"],

@@ -50,14 +50,19 @@ def download_op(source: str, sha256: str, raw: Output[Dataset]):
 
 @dsl.component(base_image=SLIM_IMAGE, install_kfp_package=False)
 def convert_op(raw: Input[Dataset], single_person: bool, skip_invalid: bool, coco: Output[Dataset],
-               num_shards: int = 0) -> str:
-    """num_shards > 0: the images go into per-shard packs. Returns coco's URI, for the fan-out's pack URIs."""
+               dataset_info: Output[Artifact], num_shards: int = 0) -> str:
+    """num_shards > 0: the images go into per-shard packs. Returns coco's URI, for the fan-out's
+    pack URIs. dataset_info: the counts as a small JSON file, which every reader of the shards
+    takes too (dag.py says why a cluster needs it)."""
     from components.convert import convert
+    from pose.data import packs
     from pose.files import steplog
 
     steplog.setup()
-    coco.metadata.update(convert(raw.path, coco.path, single_person=single_person, skip_invalid=skip_invalid,
-                                 num_shards=num_shards or None))
+    counts = convert(raw.path, coco.path, single_person=single_person, skip_invalid=skip_invalid,
+                     num_shards=num_shards or None)
+    coco.metadata.update(counts)
+    packs.write_dataset_info(dataset_info.path, counts)
     return coco.uri
 
 
@@ -72,18 +77,24 @@ def pack_uris_op(coco_uri: str, split: str, num_shards: int) -> List[str]:
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def shard_op(coco: Input[Dataset], split: str, num_shards: int, shard_index: int, shards: Output[Dataset],
-             crop_size: int = 512):
-    """coco: convert's whole output, or one pack (then shard_index -1: the pack's own)."""
+             crop_size: int = 512, dataset_info: Input[Artifact] = None):
+    """coco: convert's whole output, or one pack (then shard_index -1: the pack's own).
+    dataset_info: convert's summary, checked against num_shards. The output's metadata holds
+    scalars only: every reader of the shards carries it, per shard, in its one-argument executor
+    input (docs/CLUSTER.md)."""
     import os
 
     from components.shard import shard
+    from pose.data import packs
     from pose.files import steplog
 
     steplog.setup()
+    if dataset_info is not None:
+        packs.check_shard_inputs(dataset_info.path, **{split: num_shards})
     index = shard(coco.path, shards.path, split, num_shards, None if shard_index < 0 else shard_index, crop_size)
     shards.metadata.update({key: index[key] for key in ("split", "num_shards", "num_examples",
                                                         "skipped_unlabelled", "crop_size")})
-    shards.metadata["shard_files"] = sorted(index["shards"])
+    shards.metadata["shard_files"] = len(index["shards"])
     # What KFP's launcher copied into this pod for the input: every file under its URI.
     shards.metadata["input_bytes"] = sum(os.path.getsize(os.path.join(folder, name))
                                          for folder, _, names in os.walk(coco.path) for name in names)
@@ -92,15 +103,18 @@ def shard_op(coco: Input[Dataset], split: str, num_shards: int, shard_index: int
 # ---- training ----------------------------------------------------------------------------------
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
-def train_op(train_shards: Input[List[Dataset]], valid_shards: Input[List[Dataset]], config: str, overrides: str,
-             model: Output[Model], gpu_count: int = 0, allow_cpu: bool = False, checkpoint_uri: str = ""):
+def train_op(train_shards: Input[List[Dataset]], valid_shards: Input[List[Dataset]],
+             dataset_info: Input[Artifact], config: str, overrides: str, model: Output[Model],
+             gpu_count: int = 0, allow_cpu: bool = False, checkpoint_uri: str = ""):
     """gpu_count: the GPUs the pod asked for; with none visible to TensorFlow, train fails unless allow_cpu.
     checkpoint_uri (gs://…): checkpoints kept there as they are written; a retried pod resumes from them."""
     from components.train import train
+    from pose.data import packs
     from pose.files import steplog
     from pose.training.config import parse_overrides
 
     steplog.setup()
+    packs.check_shard_inputs(dataset_info.path, train=len(train_shards), valid=len(valid_shards))
     metadata = train(config, [shards.path for shards in train_shards], model.path,
                      valid_dirs=[shards.path for shards in valid_shards], overrides=parse_overrides(overrides),
                      expect_gpus=gpu_count, allow_cpu=allow_cpu, checkpoint_uri=checkpoint_uri)
@@ -125,12 +139,15 @@ def freeze_op(model: Input[Model], frozen: Output[Model], export_contract: str =
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def tflite_op(frozen: Input[Model], representative: Input[List[Dataset]], variants: str,
-              tflite_models: Output[Model], int8_io: bool = False):
+def tflite_op(frozen: Input[Model], representative: Input[List[Dataset]],
+              dataset_info: Input[Artifact], variants: str, tflite_models: Output[Model],
+              int8_io: bool = False):
     from components.tflite import convert_to_tflite
+    from pose.data import packs
     from pose.files import steplog
 
     steplog.setup()
+    packs.check_shard_inputs(dataset_info.path, train=len(representative))
     result = convert_to_tflite(frozen.path, tflite_models.path, [v.strip() for v in variants.split(",")],
                                representative_dirs=[d.path for d in representative], int8_io=int8_io)
     tflite_models.metadata["model"] = result["model"]
@@ -142,17 +159,20 @@ def tflite_op(frozen: Input[Model], representative: Input[List[Dataset]], varian
 # ---- evaluation and publishing -----------------------------------------------------------------
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def evaluate_op(tflite_models: Input[Model], valid_shards: Input[List[Dataset]], metrics: Output[Metrics],
-                report: Output[HTML], results: Output[Artifact], flip_test: bool = False, refine: str = "dark",
+def evaluate_op(tflite_models: Input[Model], valid_shards: Input[List[Dataset]],
+                dataset_info: Input[Artifact], metrics: Output[Metrics], report: Output[HTML],
+                results: Output[Artifact], flip_test: bool = False, refine: str = "dark",
                 latency_runs: int = 50):
     import os
     import shutil
 
     from components.evaluate import evaluate
-    from pose.files import steplog
+    from pose.data import packs
     from pose.evaluation.results import metric_figures
+    from pose.files import steplog
 
     steplog.setup()
+    packs.check_shard_inputs(dataset_info.path, valid=len(valid_shards))
     outcome = evaluate(tflite_models.path, [d.path for d in valid_shards], results.path, flip_test=flip_test,
                        refine=refine, latency_runs=latency_runs)
     os.makedirs(os.path.dirname(report.path), exist_ok=True)

@@ -46,7 +46,8 @@ def submit(host: str, params: list[str] = (), experiment: str = DEFAULT_EXPERIME
            enable_caching: bool | None = None, token: str | None = None) -> dict:
     """Creates a run; returns {"run_id", "url", "arguments"}.
 
-    `enable_caching` None keeps each step's compiled setting (ingest cached, training not). `token`: a
+    `enable_caching` None keeps each step's compiled setting (CACHED_STEPS in pipeline/dag.py);
+    False is `submit --no-cache`. `token`: a
     bearer token for the KFP API (multi-user Kubeflow behind an auth proxy), kfp.Client's existing_token.
     """
     spec = load_package(package)
@@ -74,14 +75,25 @@ def submit(host: str, params: list[str] = (), experiment: str = DEFAULT_EXPERIME
     except Exception as error:  # the client's health check: connection refused, DNS, TLS, HTTP errors
         raise SubmitError(f"cannot reach the KFP API at {host}: {_reason(error)}") from error
     try:
-        result = client.create_run_from_pipeline_package(
-            str(package), arguments=arguments, run_name=run_name, experiment_name=experiment,
-            namespace=namespace, pipeline_root=pipeline_root, enable_caching=enable_caching)
+        result = client.create_run_from_pipeline_package(**create_run_arguments(
+            package, arguments, experiment, pipeline_root, run_name, namespace, enable_caching))
     except Exception as error:
         raise SubmitError(f"KFP at {host} refused the run: {_reason(error)}") from error
     url = f"{host.rstrip('/')}/#/runs/details/{result.run_id}"
     log.info("created run %s in experiment %r: %s", result.run_id, experiment, url)
     return {"run_id": result.run_id, "url": url, "arguments": arguments}
+
+
+def create_run_arguments(package, arguments: dict, experiment: str,
+                         pipeline_root: str | None = None, run_name: str | None = None,
+                         namespace: str | None = None, enable_caching: bool | None = None) -> dict:
+    """The keyword arguments of kfp.Client.create_run_from_pipeline_package for this run.
+    enable_caching: None keeps each step's compiled setting; False (`submit --no-cache`) runs every
+    step afresh, train included (kfp.Client turns caching off on every root task; the shard tasks
+    inside the loops then miss, their input dataset_info being new: docs/CLUSTER.md, "Reruns")."""
+    return {"pipeline_file": str(package), "arguments": arguments, "run_name": run_name,
+            "experiment_name": experiment, "namespace": namespace, "pipeline_root": pipeline_root,
+            "enable_caching": enable_caching}
 
 
 def _reason(error: Exception) -> str:

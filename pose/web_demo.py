@@ -17,7 +17,6 @@ import subprocess
 import urllib.parse
 from pathlib import Path
 
-from pose.data import keypoints
 
 log = logging.getLogger("demo")
 

@@ -7,7 +7,6 @@ import pytest
 
 from components.evaluate import EvaluationError, evaluate, input_to_original, predict
 from pose.models import contract
-from pose.models.metadata import ModelMetadata
 from pose.models.tflite_runtime import NotTFLiteError
 from tests.conftest import ANCHORS
 from tests.tiny_models import build_tiny_pose_model
@@ -65,7 +64,6 @@ def test_input_to_original_reproduces_the_original_keypoints(valid_shards):
 def _tiny_tflite(path, num_keypoints=14, input_size=64):
     import tensorflow as tf
 
-    from pose.models import contract
     from pose.models.metadata import ModelMetadata
 
     converter = tf.lite.TFLiteConverter.from_keras_model(build_tiny_pose_model(input_size, num_keypoints))
@@ -105,7 +103,8 @@ def test_a_size_mismatch_between_model_and_data_is_a_clear_error(tmp_path, valid
         evaluate(str(models), [str(valid_shards)], str(tmp_path / "out"), latency_runs=1)
     (models / "coco17_fp32.tflite").unlink()
     _tiny_tflite(models / "tiny_fp32.tflite")
-    ModelMetadata.build("tiny", 192, 96, 14, contract.SEED).write(models / "tiny_fp32.json")
+    (models / "tiny_fp32.json").write_text(json.dumps({"input_size": 192, "output_stride": 2,
+                                                       "contract": contract.describe("aic")}))
     with pytest.raises(EvaluationError, match="size mismatch: the model takes 64x64"):
         evaluate(str(models), [str(valid_shards)], str(tmp_path / "out"), latency_runs=1)
 

@@ -86,14 +86,18 @@ def test_shards_fan_out_over_packs_with_parallel_for_and_are_collected(compiled)
         assert loop["iteratorPolicy"]["parallelismLimit"] > 1
         loop_dag = loop["componentRef"]["name"]
         shard, shard_dag = tasks[f"shard-{split}"]
-        pack, pack_dag = tasks[f"pack-{split}"]
+        pack, pack_dag = tasks["importer" if split == "train" else "importer-2"]
         assert shard_dag == pack_dag == loop_dag
         # The shard task's only artifact is the imported pack; the importer takes the loop item as it is
         # (the backend's importer reads the parent DAG's input parameter and applies no selector).
         pack_key, = [key for key, task in pipeline_spec["components"][loop_dag]["dag"]["tasks"].items()
                      if task is pack]
-        assert shard["inputs"]["artifacts"] == {"coco": {"taskOutputArtifact": {
-            "producerTask": pack_key, "outputArtifactKey": "artifact"}}}
+        assert shard["inputs"]["artifacts"]["coco"] == {"taskOutputArtifact": {
+            "producerTask": pack_key, "outputArtifactKey": "artifact"}}
+        # Its other input is convert's small dataset_info (the cache-hit coupling, pipeline/dag.py).
+        assert set(shard["inputs"]["artifacts"]) == {"coco", "dataset_info"}
+        # The importer's display name is its task key: the backend records importers under it.
+        assert pack["taskInfo"]["name"] == pack_key
         assert pack["inputs"]["parameters"]["uri"] == {
             "componentInputParameter": f"pipelinechannel--{fanout[split]}-Output-loop-item"}
     for consumer, inputs in {"train": ("train_shards", "valid_shards"), "tflite": ("representative",),
@@ -107,14 +111,14 @@ def test_shards_fan_out_over_packs_with_parallel_for_and_are_collected(compiled)
                 "artifacts"][name]["isArtifactList"]
 
 
-def test_ingest_is_cached_training_and_publishing_are_not(compiled):
+def test_every_step_but_publishing_is_cached(compiled):
     tasks = all_tasks(compiled[0])
     cached = {name: task.get("cachingOptions", {}).get("enableCache", False) for name, (task, _) in tasks.items()
               if "cachingOptions" in task}
-    assert cached == {"cluster-settings": True, "download": True, "convert": True, "fanout-train": True,
-                      "fanout-valid": True, "shard-train": True, "shard-valid": True, "pack-train": True,
-                      "pack-valid": True,
-                      "train": False, "freeze": True, "tflite": True, "evaluate": True, "publish": False}
+    assert cached == {"cluster-settings": True, "download": True, "convert": True,
+                      "fanout-train": True, "fanout-valid": True, "shard-train": True,
+                      "shard-valid": True, "importer": True, "importer-2": True, "train": True,
+                      "freeze": True, "tflite": True, "evaluate": True, "publish": False}
 
 
 def test_publish_runs_only_when_a_destination_is_given(compiled):
@@ -209,7 +213,9 @@ def test_train_is_retried_and_resumes_from_checkpoint_uri(compiled):
     folder), and checkpoint_uri reaches train so that the retry resumes from the bucket."""
     pipeline_spec, _ = compiled
     train, _ = all_tasks(pipeline_spec)["train"]
+    # Argo counts maxDuration from the first attempt's start: a week holds 4 attempts of a day
+    # (tests/test_backend_model.py checks it with Argo's rule).
     assert train["retryPolicy"] == {"maxRetryCount": 3, "backoffDuration": "60s", "backoffFactor": 2.0,
-                                    "backoffMaxDuration": "600s"}
+                                    "backoffMaxDuration": "604800s"}
     assert train["inputs"]["parameters"]["checkpoint_uri"] == {"componentInputParameter": "checkpoint_uri"}
     assert pipeline_spec["root"]["inputDefinitions"]["parameters"]["checkpoint_uri"]["defaultValue"] == ""

@@ -72,3 +72,20 @@ def test_fanout_and_shard_log_their_summary_from_the_plain_function(caplog):
     with caplog.at_level(logging.INFO):
         assert shard_indices(3) == [0, 1, 2]
     assert any("done in" in record.getMessage() for record in caplog.records if record.name == "fanout")
+
+
+def test_the_kfp_components_spell_the_steps_defaults():
+    """A KFP body runs as its function's source alone, so pipeline/ops.py must write defaults as
+    literals; they are the owners' values."""
+    import inspect
+
+    from pipeline import ops
+    from pose.codec import DEFAULT_REFINE
+    from pose.models import contract
+
+    def default(op, name):
+        return inspect.signature(op.python_func).parameters[name].default
+
+    assert default(ops.freeze_op, "export_contract") == contract.DEFAULT
+    assert default(ops.evaluate_op, "refine") == DEFAULT_REFINE
+    assert default(ops.shard_op, "crop_size") == importlib.import_module("components.shard").CROP_SIZE

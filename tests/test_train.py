@@ -118,3 +118,14 @@ def test_two_devices_then_resume_on_one(train_shards, tmp_path):
     assert second["resumed_from_step"] == 3 and second["steps"] == 5 and second["replicas"] == 1
     assert [entry["step"] for entry in second["history"]] == [1, 2, 3, 4, 5]
     assert json.loads((output / "train_metadata.json").read_text())["steps"] == 5
+
+
+def test_the_time_budget_counts_earlier_runs_and_drives_the_schedule():
+    from pose.training.budget import TimeBudget, duration
+
+    assert not TimeBudget(None, spent_before=1e6).spent() and TimeBudget(None).fraction() == 0.0
+    spent = TimeBudget(5.0, spent_before=301.0)  # the earlier runs used up the five minutes
+    assert spent.spent() and spent.fraction() > 1.0 and spent.elapsed() >= 301.0
+    fresh = TimeBudget(5.0, spent_before=150.0)
+    assert not fresh.spent() and 0.5 <= fresh.fraction() < 0.6
+    assert (duration(3725), duration(184), duration(float("nan"))) == ("1h02m", "3m04s", "?")
