@@ -1044,7 +1044,8 @@ def test_submit_refuses_bad_parameters_before_contacting_the_cluster(arguments, 
     pairs = [f"{name}={value}" for name, value in arguments.get("params", {}).items()]
     if "overrides" in arguments:
         pairs.append(f"overrides={','.join(arguments['overrides'])}")
-    with pytest.raises((SubmitError, ParameterError), match=message):  # the parameter parser or preflight
+    # refused by the parameter parser or by preflight, before the cluster is contacted
+    with pytest.raises((SubmitError, ParameterError), match=message):
         submit(f"http://127.0.0.1:{_closed_port()}", params=pairs)
 
 
