@@ -35,12 +35,8 @@ def compile_pipeline(output: str | Path = DEFAULT_OUTPUT, image_tag: str | None 
 
     from pipeline import preflight
     from pipeline.dag import pose_pipeline
-    from pipeline.params import ParameterError
 
-    try:
-        preflight.check_arguments({})  # the defaults a run gets for every parameter not given
-    except ParameterError as error:
-        raise CompileError(f"the pipeline's default {error}") from None
+    _check_defaults(preflight.default_arguments())
 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -68,3 +64,30 @@ def check_backend(package: str | Path) -> None:
         listed = "\n  ".join(str(finding) for finding in findings)
         raise CompileError(f"the KFP backend model rejects the compiled pipeline ({len(findings)} "
                            f"findings; docs/CLUSTER.md explains each rule):\n  {listed}")
+
+
+_CHECK = """
+import json, sys
+from pipeline import preflight
+from pipeline.params import ParameterError
+try:
+    preflight.check_arguments(json.loads(sys.argv[1]))
+except ParameterError as error:
+    print(error, file=sys.stderr)
+    sys.exit(1)
+"""
+
+
+def _check_defaults(defaults: dict) -> None:
+    """The defaults a run gets for every parameter not given, checked by pipeline/preflight.py in a child
+    process: the checks import the steps and TensorFlow, which compiling must not
+    (tests/test_structure.py)."""
+    import json
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-c", _CHECK, json.dumps(defaults)], capture_output=True,
+                            text=True, cwd=Path(__file__).resolve().parent.parent)
+    if result.returncode:
+        lines = result.stderr.strip().splitlines() or ["(no message)"]
+        raise CompileError(f"the pipeline's default {lines[-1]}")
+
