@@ -1,8 +1,9 @@
-"""publish: the chosen TFLite model, its metadata, the evaluation report and a model card -> a gs:// prefix.
+"""publish: the chosen TFLite model, its metadata, the evaluation report and a model card -> a bucket prefix.
 
 Takes    a tflite output folder (`<model>_<variant>.tflite` + `.json`), evaluate's report (report.html) and
-         results (results.json, or the folder holding it), a destination (`gs://bucket/prefix`, or a local
-         folder), and the variant to publish (`fp16`, ... or `best`: the highest PCKh@0.5, then the smallest).
+         results (results.json, or the folder holding it), a destination (`gs://`, `s3://` or
+         `minio://bucket/prefix`, or a local folder), and the variant to publish (`fp16`, ... or
+         `best`: the highest PCKh@0.5, then the smallest).
 Does     stages the files and a model card written from results.json (model, data, figures, intended use,
          limitations), then uploads them; `published.json` (what was published, with sha256) goes last, so a
          reader that finds it knows every other file is complete.
@@ -12,6 +13,7 @@ Writes   at the destination: the .tflite, its .json, report.html, results.json, 
 """
 import contextlib
 import datetime
+import hashlib
 import json
 import logging
 import os
@@ -37,6 +39,7 @@ MANIFEST = "published.json"
 LOCK_NAME = ".publish.lock"  # on object stores; local folders use pose.files.writer_lock
 # An older lock object is a publish that died (no object store drops it for us).
 PUBLISH_LOCK_SECONDS = 3600
+LOCK_SETTLE_SECONDS = 0.5  # between writing the lock object and reading it back
 MODEL_CARD = "MODEL_CARD.md"
 
 
@@ -160,10 +163,13 @@ def _upload(staged: Path, destination: str) -> list[str]:
         check_uri(destination, "destination")
     except UriError as error:
         raise PublishError(str(error)) from None
-    if destination.startswith("gs://"):
-        store = _GcsDestination(base)
+    from pose.files import storage
+
+    if storage.is_object_uri(destination):
+        store = _ObjectDestination(base)
     elif (folder := local_path(destination)) is None:
-        raise PublishError(f"destination {destination!r}: expected gs://bucket/prefix or a local folder")
+        raise PublishError(f"destination {destination!r}: expected gs://, s3:// or minio://bucket/prefix, "
+                           f"or a local folder")
     else:
         store = _LocalDestination(folder)
     with store.lock():
@@ -223,43 +229,20 @@ def _plain_name(name: str) -> bool:
         and all(part not in ("", ".", "..") for part in name.split("/"))
 
 
-class _GcsDestination:
+class _ObjectDestination:
+    """A gs://, s3:// or minio:// prefix, through pose.files.storage (one client for the whole
+    publish)."""
     def __init__(self, base: str):
         from pose.files import storage
 
         self.base, self.storage = base, storage
-        self.client = storage.gcs_client()
-        self.bucket_name, self.prefix = storage.split_gs_uri(base + "/")
-
-    def _call(self, name: str, action):
-        from google.api_core import exceptions
-
-        uri = f"{self.base}/{name}"
-        try:
-            with self.storage.gcs_errors(uri):
-                return action(self.client.bucket(self.bucket_name).blob(self.prefix + name))
-        except exceptions.GoogleAPICallError as error:  # a missing bucket, no permission, a refused name
-            raise self.storage.StorageError(f"{uri}: {error}") from None
+        self.store = storage.store_for(base + "/")
 
     def read(self, name: str) -> bytes | None:
-        from google.api_core import exceptions
-
-        def read(blob):
-            try:
-                return blob.download_as_bytes(**self.storage.gcs_options())
-            except exceptions.NotFound:
-                return None
-        return self._call(name, read)
+        return self.storage.read_bytes(f"{self.base}/{name}", self.store)
 
     def remove(self, name: str) -> None:
-        from google.api_core import exceptions
-
-        def remove(blob):
-            try:
-                blob.delete(**self.storage.gcs_options())
-            except exceptions.NotFound:
-                pass
-        self._call(name, remove)
+        self.storage.delete([f"{self.base}/{name}"], self.store)
 
     def holds(self, name: str, sha256: str) -> bool:
         """Whether the object `name` holds the bytes of that sha256 (object names have no links)."""
@@ -270,70 +253,61 @@ class _GcsDestination:
 
     @contextlib.contextmanager
     def lock(self):
-        """One publish per prefix: the lock object <prefix>/.publish.lock, created only if absent
-        (ifGenerationMatch=0, a conditional write the store decides), deleted at the end. One older
-        than PUBLISH_LOCK_SECONDS is a publish that died: taken over, saying so."""
-        from google.api_core import exceptions
+        """One publish per prefix: the lock object <prefix>/.publish.lock, written with this
+        publish's token when absent and read back after LOCK_SETTLE_SECONDS; a publish whose token
+        is not there then has lost the race and stops. One older than PUBLISH_LOCK_SECONDS is a
+        publish that died: taken over, saying so. (pose.files.storage has no conditional write yet:
+        with one, gs ifGenerationMatch=0 / s3 If-None-Match, the store would decide alone; two
+        publishes that both read "absent" within the few milliseconds between read and write can
+        still both proceed.)"""
+        uri = f"{self.base}/{LOCK_NAME}"
+        token = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
+                            "nonce": os.urandom(8).hex()})
 
-        holder = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                             "since": time.time()})
-
-        def create(blob):
-            try:
-                blob.upload_from_string(holder, if_generation_match=0, **self.storage.gcs_options())
-                return blob.generation
-            except exceptions.PreconditionFailed:
-                return None
-
-        try:
-            generation = self._call(LOCK_NAME, create)
-        except self.storage.StorageError as error:  # no bucket, no permission: nothing was changed
-            raise PublishError(f"{self.base}: upload failed before any file was written (the lock "
-                               "object "
-                               f"{LOCK_NAME} could not be created): {error}") from None
-        if generation is None:
-            current = self.read(LOCK_NAME) or b"{}"
+        def refuse_if_held():
+            current = self.read(LOCK_NAME)
+            if current is None:
+                return
             try:
                 info = json.loads(current)
                 age = time.time() - float(info["since"])
             except (ValueError, KeyError, TypeError):
                 info, age = {}, float("inf")
             if age < PUBLISH_LOCK_SECONDS:
-                raise PublishError(f"{self.base}: another publish is writing it (pid "
-                                   f"{info.get('pid')} on "
-                                   f"{info.get('host')}, {age:.0f} s ago; lock object "
-                                   f"{self.base}/{LOCK_NAME}); "
-                                   "wait for it to end, or publish elsewhere")
-            log.warning("%s/%s: a publish lock %.0f s old (a publish that died): taking it "
-                        "over", self.base,
-                        LOCK_NAME, age)
-            self.remove(LOCK_NAME)
-            generation = self._call(LOCK_NAME, create)
-            if generation is None:
-                raise PublishError(f"{self.base}: another publish took the lock "
-                                   f"{self.base}/{LOCK_NAME} just now")
+                raise PublishError(f"{self.base}: another publish is writing it (pid {info.get('pid')} "
+                                   f"on {info.get('host')}, {age:.0f} s ago; lock object {uri}); wait "
+                                   "for it to end, or publish elsewhere")
+            log.warning("%s: a publish lock %.0f s old (a publish that died): taking it over", uri, age)
+
+        try:
+            refuse_if_held()
+            self.storage.write_bytes(uri, token.encode(), self.store)
+        except self.storage.StorageError as error:  # no bucket, no permission: nothing was changed
+            raise PublishError(f"{self.base}: upload failed before any file was written (the lock "
+                               f"object {LOCK_NAME} could not be written): {error}") from None
+        time.sleep(LOCK_SETTLE_SECONDS)
+        if self.read(LOCK_NAME) != token.encode():
+            refuse_if_held()  # another publish wrote its token after ours: it goes on, this one stops
+            raise PublishError(f"{self.base}: another publish took the lock {uri} just now")
         try:
             yield
         finally:
-            self.remove(LOCK_NAME)
+            if self.read(LOCK_NAME) == token.encode():
+                self.remove(LOCK_NAME)
 
     def put(self, name: str, path: Path) -> str:
+        """The demo's runtime goes gzipped with Content-Encoding: gzip: the bucket sends it so to
+        browsers (2.9 MB instead of 9.7 MB) and unpacks it for clients that do not accept gzip.
+        Every file carries the content type its name implies, so that a static host of the bucket
+        serves a working page."""
+        uri = f"{self.base}/{name}"
         encoding = web_demo.published_encoding(name)
         if encoding is None:
-            self._call(name, lambda blob: blob.upload_from_filename(str(path), **self.storage.gcs_options()))
+            self.storage.upload_file(str(path), uri, self.store)
         else:
-            self._call(name, lambda blob: self._put_encoded(blob, name, path, encoding))
-        return f"{self.base}/{name}"
-
-    def _put_encoded(self, blob, name: str, path: Path, encoding: str) -> None:
-        """The demo's runtime stored gzipped with Content-Encoding: gzip: the bucket sends it so to browsers
-        (2.9 MB instead of 9.7 MB) and unpacks it for clients that do not accept gzip."""
-        import mimetypes
-
-        blob.content_encoding = encoding
-        blob.upload_from_string(web_demo.gzip_bytes(path.read_bytes()),
-                                content_type=mimetypes.guess_type(name)[0] or "application/octet-stream",
-                                **self.storage.gcs_options())
+            self.storage.write_bytes(uri, web_demo.gzip_bytes(path.read_bytes()), self.store,
+                                     content_encoding=encoding)
+        return uri
 
 
 class _LocalDestination:
@@ -474,7 +448,7 @@ def main(argv=None) -> int:
     arguments.add_argument("--models", required=True, help="tflite output folder (<model>_<variant>.tflite + .json)")
     arguments.add_argument("--report", required=True, help="evaluate's report.html (or the folder holding it)")
     arguments.add_argument("--results", required=True, help="evaluate's results.json (or the folder holding it)")
-    arguments.add_argument("--destination", required=True, help="gs://bucket/prefix, or a local folder")
+    arguments.add_argument("--destination", required=True, help="gs://, s3:// or minio://bucket/prefix, or a local folder")
     arguments.add_argument("--variant", default="fp16", help="fp32, fp16, int8-dynamic, int8, or best (default fp16)")
     return cli.run("publish", arguments, lambda args: print(json.dumps(publish(
         args.models, args.report, args.results, args.destination, args.variant)["uris"], indent=2)), argv)

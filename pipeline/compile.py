@@ -36,14 +36,29 @@ def compile_pipeline(output: str | Path = DEFAULT_OUTPUT, image_tag: str | None 
     from pipeline import preflight
     from pipeline.dag import pose_pipeline
 
-    _check_defaults(preflight.default_arguments())
-
+    _check_defaults(pose_pipeline)
+    _preflight_defaults(preflight.default_arguments())
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(output) as tmp:
         compiler.Compiler().compile(pose_pipeline, package_path=str(tmp))
         check_backend(tmp)
     return output
+
+
+def _check_defaults(pipeline) -> None:
+    """The storage parameters' defaults are what a run gets when it gives none: they must pass the
+    checks `submit` makes (pipeline/cluster.py check_storage_parameters)."""
+    from google.protobuf import json_format
+
+    from pipeline.params import declared_defaults
+    from pipeline.cluster import ClusterContractError, check_storage_parameters
+
+    try:
+        check_storage_parameters(declared_defaults(json_format.MessageToDict(pipeline.pipeline_spec)),
+                                 "a default of pipeline/dag.py", on_cluster=True)
+    except ClusterContractError as error:
+        raise CompileError(str(error)) from None
 
 
 def check_backend(package: str | Path) -> None:
@@ -78,7 +93,7 @@ except ParameterError as error:
 """
 
 
-def _check_defaults(defaults: dict) -> None:
+def _preflight_defaults(defaults: dict) -> None:
     """The defaults a run gets for every parameter not given, checked by pipeline/preflight.py in a child
     process: the checks import the steps and TensorFlow, which compiling must not
     (tests/test_structure.py)."""

@@ -4,7 +4,8 @@ download -> convert -> shard x N (ParallelFor, train and valid) -> train -> free
 
 Every argument below is a run-time parameter (KFP UI, `kfp run create`, `python -m pipeline submit --param`);
 the defaults run the small synthetic demo that `python -m pipeline run` runs locally. Cluster settings
-(resources, accelerator, /dev/shm, node selector, tolerations, the GCS secret) are ignored by kfp.local;
+(resources, accelerator, /dev/shm, node selector, tolerations, the GCS and S3 secrets and settings) are
+ignored by kfp.local (a local run's steps take S3 settings from the AWS_* environment);
 what they become on a cluster is README's "On a cluster", checked by tests/test_cluster.py.
 Images are fixed at compile time: `python -m pipeline compile --image-tag T` (see pipeline/images.py).
 """
@@ -14,8 +15,9 @@ from kfp import dsl, kubernetes
 from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
 
 from pipeline.ops import (cluster_settings_op, convert_op, download_op, evaluate_op, freeze_op, pack_uris_op,
-                          publish_op, shard_op, tflite_op, train_op)
-from pipeline.cluster import GCS_SECRET_MOUNT
+                          publish_op, shard_op, source_version_op, tflite_op, train_op)
+from pipeline.cluster import (DEFAULT_S3_ENDPOINT, DEFAULT_S3_REGION, DEFAULT_S3_SECRET,
+                              GCS_SECRET_MOUNT, S3_SECRET_MOUNT)
 from pose.data.packs import MAX_SHARDS
 from pose.models import contract
 
@@ -31,7 +33,10 @@ DEFAULT_CONFIG = "experiments/local.yaml"
 # and freeze (train's key does not hold them: pipeline/backend cache_key_inputs, tested). Train is
 # cached too: a finished training is reused when nothing it reads changed; `submit --no-cache`
 # retrains. Publishing is a side effect and always runs. docs/CLUSTER.md ("Reruns") has the table.
-CACHED_STEPS = {"cluster-settings": True, "download": True, "convert": True, "fanout": True, "shard": True,
+# source-version asks the store what the source is now, so it never comes from the cache; download
+# is cached on its answer (a replaced object is downloaded again, an unchanged one is not).
+CACHED_STEPS = {"cluster-settings": True, "source-version": False, "download": True, "convert": True,
+                "fanout": True, "shard": True,
                 "train": True, "freeze": True, "tflite": True, "evaluate": True, "publish": False}
 
 
@@ -50,6 +55,7 @@ class Resources(NamedTuple):
 # g5.2xlarge); its memory limit also holds /dev/shm, which is memory (see SHM_SIZE).
 RESOURCES = {
     "cluster-settings": Resources("100m", "256Mi", "500m", "256Mi"),
+    "source-version": Resources("100m", "256Mi", "500m", "512Mi"),
     "download": Resources("1", "2Gi", "2", "4Gi"),
     "convert": Resources("2", "8Gi", "2", "8Gi"),
     "fanout": Resources("100m", "256Mi", "500m", "256Mi"),
@@ -105,6 +111,16 @@ def _use_gcs_secret(task, secret_volume) -> None:
     kubernetes.use_secret_as_volume(task, secret_name=secret_volume, mount_path=GCS_SECRET_MOUNT, optional=True)
 
 
+def _use_storage_secrets(task, settings) -> None:
+    """Both stores' secrets, for a step that reads or writes buckets. The S3 secret (KFP's key
+    names, `accesskey` and `secretkey`, as its own mlpipeline-minio-artifact) is mounted at
+    S3_SECRET_MOUNT, optional like the GCS one (AWS with IRSA has none); the op turns it into
+    AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (pipeline/cluster.py use_s3_settings)."""
+    _use_gcs_secret(task, settings.outputs["gcs_secret_volume"])
+    kubernetes.use_secret_as_volume(task, secret_name=settings.outputs["s3_secret_volume"],
+                                    mount_path=S3_SECRET_MOUNT, optional=True)
+
+
 def _shard_split(coco_uri, dataset_info, split: str, num_shards):
     """fanout and the shard tasks of one split; returns the shard task (inside its ParallelFor, so readers
     gather its outputs with dsl.Collected).
@@ -126,7 +142,7 @@ def _shard_split(coco_uri, dataset_info, split: str, num_shards):
 
 @dsl.pipeline(name=PIPELINE_NAME,
               description="AI Challenger keypoints -> MobileNetV2 CPM / Hourglass -> TFLite models, evaluated "
-                          "against the seed's models (PCKh@0.5, OKS AP, latency), optionally published to gs://.")
+                          "against the seed's models (PCKh@0.5, OKS AP, latency), optionally published to gs:// or s3://.")
 def pose_pipeline(
     source: str = DEFAULT_SOURCE,
     sha256: str = "",
@@ -148,10 +164,22 @@ def pose_pipeline(
     allow_cpu: bool = False,
     gcs_secret: str = "gcs-credentials",
     checkpoint_uri: str = "",
+    s3_secret: str = DEFAULT_S3_SECRET,
+    s3_endpoint: str = DEFAULT_S3_ENDPOINT,
+    s3_region: str = DEFAULT_S3_REGION,
+    s3_path_style: bool = True,
+    s3_tls: bool = False,
 ) -> Outputs:
-    settings = configure(cluster_settings_op(gpu_count=gpu_count, gcs_secret=gcs_secret), "cluster-settings")
-    download = configure(download_op(source=source, sha256=sha256), "download")
-    _use_gcs_secret(download, settings.outputs["gcs_secret_volume"])
+    settings = configure(cluster_settings_op(gpu_count=gpu_count, gcs_secret=gcs_secret,
+                                             s3_secret=s3_secret, s3_endpoint=s3_endpoint,
+                                             s3_region=s3_region, s3_path_style=s3_path_style,
+                                             s3_tls=s3_tls), "cluster-settings")
+    s3_settings = settings.outputs["s3_settings"]
+    version = configure(source_version_op(source=source, s3_settings=s3_settings), "source-version")
+    _use_storage_secrets(version, settings)
+    download = configure(download_op(source=source, sha256=sha256, source_version=version.output,
+                                     s3_settings=s3_settings), "download")
+    _use_storage_secrets(download, settings)
     convert = configure(convert_op(raw=download.outputs["raw"], single_person=single_person,
                                    skip_invalid=skip_invalid, num_shards=num_shards), "convert")
     dataset_info = convert.outputs["dataset_info"]
@@ -170,12 +198,12 @@ def pose_pipeline(
                                valid_shards=dsl.Collected(valid_shard.outputs["shards"]),
                                dataset_info=dataset_info,
                                config=config, overrides=overrides, gpu_count=gpu_count, allow_cpu=allow_cpu,
-                               checkpoint_uri=checkpoint_uri), "train")
+                               checkpoint_uri=checkpoint_uri, s3_settings=s3_settings), "train")
     # A preempted or failed pod is retried (by the policy the cluster's Argo sets: docs/CLUSTER.md);
     # with checkpoint_uri the new pod resumes from the bucket.
     train.set_retry(num_retries=TRAIN_RETRIES, backoff_duration="60s", backoff_factor=2.0,
                     backoff_max_duration=TRAIN_RETRY_WINDOW)
-    _use_gcs_secret(train, settings.outputs["gcs_secret_volume"])
+    _use_storage_secrets(train, settings)
     # The count as the settings task's string output: the driver reads "" from a number parameter and then
     # sets no GPU limit (pipeline/cluster.py). The compiler adds that output to train's inputs but not to
     # its dependentTasks, which is what orders the tasks on the cluster: hence .after().
@@ -196,8 +224,9 @@ def pose_pipeline(
     with dsl.If(publish_uri != "", name="publish-requested"):
         publish = configure(publish_op(tflite_models=tflite.outputs["tflite_models"],
                                        report=evaluate.outputs["report"], results=evaluate.outputs["results"],
-                                       destination=publish_uri, variant=publish_variant), "publish")
-        _use_gcs_secret(publish, settings.outputs["gcs_secret_volume"])
+                                       destination=publish_uri, variant=publish_variant,
+                                       s3_settings=s3_settings), "publish")
+        _use_storage_secrets(publish, settings)
 
     return Outputs(tflite_models=tflite.outputs["tflite_models"], metrics=evaluate.outputs["metrics"],
                    report=evaluate.outputs["report"], results=evaluate.outputs["results"])

@@ -19,6 +19,12 @@ def declared_parameters(pipeline_spec: dict) -> dict:
     return {name: spec["parameterType"] for name, spec in parameters.items()}
 
 
+def declared_defaults(pipeline_spec: dict) -> dict:
+    """{name: default value} of the run parameters that have one, from the IR as a dict."""
+    parameters = pipeline_spec.get("root", {}).get("inputDefinitions", {}).get("parameters", {})
+    return {name: spec["defaultValue"] for name, spec in parameters.items() if "defaultValue" in spec}
+
+
 def parse_params(pairs: list[str], declared: dict) -> dict:
     """["name=value", ...] -> {name: typed value}; errors name the argument and what is wrong with it."""
     arguments = {}

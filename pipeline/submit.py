@@ -1,11 +1,13 @@
 """Submits the compiled pipeline (pipeline.yaml) as a run on a Kubeflow Pipelines cluster.
 
 Takes    the KFP API endpoint, an experiment name, `name=value` pipeline arguments, a pipeline root.
-Does     checks every argument against the parameters pipeline.yaml declares, refuses a local-path
-         `source` or `publish_uri` (a pod cannot see this machine's disk) and checks every value
-         that can be checked without data (pipeline/preflight.py), before any network call; then
-         creates the run with kfp.Client (with a bearer token on multi-user Kubeflow); an
-         unreachable or refusing endpoint is a clear error.
+Does     checks every argument against the parameters pipeline.yaml declares, and refuses a storage URI
+         of a scheme its parameter does not take, a local-path `source`, `publish_uri` or `checkpoint_uri`
+         (a pod cannot see this machine's disk), and an s3:// URI with no credentials to go with it
+         (pipeline/cluster.py check_storage_parameters), before any network call;
+         then creates the run with kfp.Client (with a bearer token on multi-user Kubeflow); an unreachable
+         or refusing endpoint is a clear error.
+         Every value that can be checked without data is checked too (pipeline/preflight.py).
 Writes   nothing locally; prints the run's id and its URL in the KFP UI.
 """
 import logging
@@ -14,8 +16,8 @@ from pathlib import Path
 import yaml
 
 from pipeline import preflight
-from pipeline.params import ParameterError, declared_parameters, parse_params
-from pipeline.cluster import ClusterContractError, refuse_local_paths
+from pipeline.params import ParameterError, declared_defaults, declared_parameters, parse_params
+from pipeline.cluster import ClusterContractError, check_storage_parameters
 
 log = logging.getLogger("pipeline.submit")
 
@@ -53,7 +55,8 @@ def submit(host: str, params: list[str] = (), experiment: str = DEFAULT_EXPERIME
     spec = load_package(package)
     arguments = parse_params(list(params), declared_parameters(spec))
     try:
-        refuse_local_paths(arguments, "checked before submission")
+        check_storage_parameters({**declared_defaults(spec), **arguments}, "checked before submission",
+                                 on_cluster=True)
     except ClusterContractError as error:
         raise SubmitError(f"--param {error}") from None
     try:

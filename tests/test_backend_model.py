@@ -147,6 +147,8 @@ def test_changing_only_a_later_step_s_parameter_does_not_retrain(changed):
     assert key["cacheable"] and changed not in key["run_parameters"]
     assert {"config", "overrides", "num_shards", "source"} <= key["run_parameters"]
     for task in ir.upstream_tasks(train) | {train}:
+        if not task.component.get("outputDefinitions", {}).get("artifacts"):
+            continue  # source-version: never cached, but a value made afresh keeps its keys' value
         assert cache_key_inputs(ir, task)["cacheable"], task.path
     (freeze,) = [t for t in ir.executing() if t.display_name == "freeze"]
     assert changed not in cache_key_inputs(ir, freeze)["run_parameters"]

@@ -19,7 +19,8 @@ from tests.conftest import REPO
 
 CHECKED_IN = REPO / "pipeline.yaml"
 SPLITS = ("train", "valid")
-STEP_EXECUTORS = {"cluster-settings": "exec-cluster-settings-op", "download": "exec-download-op",
+STEP_EXECUTORS = {"cluster-settings": "exec-cluster-settings-op", "source-version": "exec-source-version-op",
+                  "download": "exec-download-op",
                   "convert": "exec-convert-op", "fanout": "exec-pack-uris-op",
                   "shard": "exec-shard-op", "train": "exec-train-op", "freeze": "exec-freeze-op",
                   "tflite": "exec-tflite-op", "evaluate": "exec-evaluate-op", "publish": "exec-publish-op"}
@@ -59,7 +60,7 @@ def test_checked_in_pipeline_yaml_is_a_fresh_compile(compiled):
 
 # The steps that never import TensorFlow run in pose-slim (pipeline/images.py).
 SLIM_EXECUTORS = {"exec-download-op", "exec-convert-op", "exec-pack-uris-op", "exec-pack-uris-op-2",
-                  "exec-publish-op", "exec-cluster-settings-op"}
+                  "exec-publish-op", "exec-cluster-settings-op", "exec-source-version-op"}
 
 
 def test_every_step_runs_in_its_image(compiled):
@@ -111,11 +112,11 @@ def test_shards_fan_out_over_packs_with_parallel_for_and_are_collected(compiled)
                 "artifacts"][name]["isArtifactList"]
 
 
-def test_every_step_but_publishing_is_cached(compiled):
+def test_every_step_but_publishing_and_the_source_version_is_cached(compiled):
     tasks = all_tasks(compiled[0])
     cached = {name: task.get("cachingOptions", {}).get("enableCache", False) for name, (task, _) in tasks.items()
               if "cachingOptions" in task}
-    assert cached == {"cluster-settings": True, "download": True, "convert": True,
+    assert cached == {"cluster-settings": True, "source-version": False, "download": True, "convert": True,
                       "fanout-train": True, "fanout-valid": True, "shard-train": True,
                       "shard-valid": True, "importer": True, "importer-2": True, "train": True,
                       "freeze": True, "tflite": True, "evaluate": True, "publish": False}
@@ -152,8 +153,9 @@ def test_a_failed_step_stops_the_run_with_its_error_on_screen(tmp_path, capsys, 
                  "--pipeline-root", str(tmp_path / "runs")])
     captured = capsys.readouterr()
     assert code == 1
-    assert "step 'download' failed" in captured.err
-    assert "---- last lines of the failed step 'download' ----" in captured.err
+    # source-version, the first task to read the source, names what is wrong with it
+    assert "step 'source-version' failed" in captured.err
+    assert "---- last lines of the failed step 'source-version' ----" in captured.err
     assert str(missing) in captured.err.split("---- last lines")[1]  # the step's own error, repeated at the end
     assert "train" not in {line.split()[0] for line in captured.out.splitlines() if line.strip()}
 
