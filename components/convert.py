@@ -34,7 +34,7 @@ from tqdm import tqdm
 from components import cli
 from pose.data import keypoints as kp
 from pose.files import outputs, steplog
-from pose.data import packs
+from pose.data import packs, pixels
 from pose.files.atomic import atomic_directory
 
 log = logging.getLogger("convert")
@@ -102,25 +102,30 @@ class Record(NamedTuple):
 # ---------------------------------------------------------------------------------------------
 
 def convert(input_dir: str, output_dir: str, single_person: bool = False, skip_invalid: bool = False,
-            num_shards: int | None = None, allow_empty: bool = False) -> dict:
-    """Converts the AIC release below input_dir into the COCO layout at output_dir; returns the counts.
-    With num_shards, each split's images are written as num_shards packs (pose/data/packs.py), not images/.
-    A split left with no image is an error unless `allow_empty`."""
+            num_shards: int | None = None, allow_empty: bool = False,
+            max_image_pixels: int | None = None) -> dict:
+    """Converts the AIC release below input_dir into the COCO layout at output_dir; returns the
+    counts. With num_shards, each split's images are written as num_shards packs
+    (pose/data/packs.py), not images/. A split left with no image is an error unless `allow_empty`.
+    An image whose header claims more than `max_image_pixels` (default
+    pose.data.pixels.max_image_pixels()) is an invalid record: no later step decodes it."""
     output = Path(output_dir)
+    pixel_limit = pixels.max_image_pixels(max_image_pixels)
     if num_shards is not None:
         packs.check_num_shards(num_shards)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise ConvertError(f"output {output} exists and is not an empty folder")
     outputs.check_output("convert", output_dir, [input_dir])
     with steplog.step("convert", input=input_dir, output=output_dir, single_person=single_person,
-                      skip_invalid=skip_invalid, num_shards=num_shards) as wrote, _without_cyclic_gc():
+                      skip_invalid=skip_invalid, num_shards=num_shards,
+                      max_image_pixels=pixel_limit) as wrote, _without_cyclic_gc():
         sources = find_sources(Path(input_dir))
         with atomic_directory(output) as partial:
             (partial / "annotations").mkdir()
             counts, rejects = {}, []
             for split in SPLITS:
                 counts.update(_convert_split(split, sources[split], partial, single_person, skip_invalid, rejects,
-                                             num_shards))
+                                             num_shards, pixel_limit))
                 if not counts[f"{split}_people"] and not allow_empty:
                     raise ConvertError(f"{sources[split].annotations}: no {split} image (or no person) left to convert "
                                        f"({counts[f'{split}_records']} records, {counts[f'{split}_rejected']} rejected"
@@ -183,7 +188,8 @@ def find_sources(input_dir: Path) -> dict:
     return sources
 
 
-def _convert_split(split, source, output, single_person, skip_invalid, rejects, num_shards=None) -> dict:
+def _convert_split(split, source, output, single_person, skip_invalid, rejects, num_shards=None,
+                   pixel_limit=pixels.MAX_IMAGE_PIXELS) -> dict:
     started = time.perf_counter()
 
     def reject(error: InvalidRecord):
@@ -218,6 +224,9 @@ def _convert_split(split, source, output, single_person, skip_invalid, rejects, 
             if isinstance(size, _Bad):
                 raise size
             width, height = size
+            too_large = pixels.too_many_pixels(width, height, pixel_limit)
+            if too_large:
+                raise _Bad(f"image {record.image_file}: {too_large}")
             people = [_coco_keypoints(person, width, height) for person in record.people]
         except _Bad as bad:
             reject(InvalidRecord(source.annotations, record.index, record.image_id, bad.reason, bad.human))
@@ -428,14 +437,12 @@ def _coco_keypoints(person: Person, width: int, height: int) -> list:
     return out
 
 
-_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-_STANDALONE_MARKERS = frozenset(range(0xD0, 0xD8)) | {0x01}
-_HEAD_BYTES = 8192
 _TAIL_BYTES = 4096
 
 
 def image_size(path: str):
-    """(width, height) of a JPEG from its header, or _Bad when missing, not a JPEG or truncated.
+    """(width, height) of a JPEG from its header, or _Bad when missing, not a JPEG, truncated or
+    over the pixel limit (pose.data.pixels).
 
     Walks the header's segments up to the first scan, then looks for the end-of-image marker in the
     file's last 4 KiB: two small reads per image instead of decoding megapixels (os.pread: the buffered
@@ -451,36 +458,10 @@ def image_size(path: str):
         return unreadable(error.strerror or error)
     try:
         end = os.fstat(fd).st_size
-        head = os.pread(fd, _HEAD_BYTES, 0)
-        if head[:2] != b"\xff\xd8":
-            return unreadable("not a JPEG (no start-of-image marker)")
-        base, position, size = 0, 2, None  # head holds the file's bytes from offset base
-        while True:
-            if position + 9 > len(head) and base + len(head) < end:  # past a long segment (EXIF thumbnail)
-                base += position
-                head, position = os.pread(fd, _HEAD_BYTES, base), 0
-            if position + 4 > len(head):
-                return unreadable("truncated in the JPEG header")
-            if head[position] != 0xFF:
-                return unreadable(f"corrupt JPEG header at byte {position}")
-            code = head[position + 1]
-            if code == 0xFF:  # fill byte before a marker
-                position += 1
-                continue
-            if code in _STANDALONE_MARKERS:
-                position += 2
-                continue
-            if code == 0xD9:
-                return unreadable("end-of-image marker before any image data")
-            if code in _SOF_MARKERS and position + 9 <= len(head):
-                size = (int.from_bytes(head[position + 7: position + 9], "big"),
-                        int.from_bytes(head[position + 5: position + 7], "big"))
-            position += 2 + int.from_bytes(head[position + 2: position + 4], "big")
-            if code == 0xDA:
-                break
-        if size is None or 0 in size:
-            return unreadable("no frame size before the image data")
-        scan = base + position
+        try:
+            size, scan = pixels.frame_size(lambda offset, count: os.pread(fd, count, offset), end)
+        except pixels.HeaderProblem as problem:
+            return unreadable(problem)
         if scan >= end or b"\xff\xd9" not in os.pread(fd, _TAIL_BYTES, max(end - _TAIL_BYTES, scan)):
             return unreadable("truncated (no end-of-image marker)")
         return size
@@ -575,9 +556,16 @@ def main(argv=None) -> int:
     arguments.add_argument("--num-shards", type=int, default=None,
                            help="write each split's images as N per-shard packs (packs/) instead of images/")
     arguments.add_argument("--allow-empty", action="store_true", help="write a split that has no image left")
+    arguments.add_argument("--max-image-pixels", type=int, default=None,
+                           help="refuse (or with --skip-invalid reject) an image whose header "
+                                "claims more "
+                                f"pixels (default ${pixels.ENVIRONMENT} or "
+                                f"{pixels.MAX_IMAGE_PIXELS:,})")
     return cli.run("convert", arguments, lambda args: print(json.dumps(convert(
         args.input, args.output, single_person=args.single_person, skip_invalid=args.skip_invalid,
-        num_shards=args.num_shards, allow_empty=args.allow_empty))), argv)
+        num_shards=args.num_shards, allow_empty=args.allow_empty,
+        max_image_pixels=args.max_image_pixels))),
+        argv)
 
 
 if __name__ == "__main__":

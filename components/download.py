@@ -40,6 +40,21 @@ log = logging.getLogger("download")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 STAGING_PREFIX = ".download-"  # a fetched file waiting for its checksum and extraction
+# What an archive may expand to (issue 21: a 3 MB gzip or zip expanding to 3 GiB filled the disk):
+# at most MAX_EXPANSION_RATIO times its own size, at least MIN_EXTRACTED_BYTES (tiny archives of
+# headers and zero padding), never more than MAX_EXTRACTED_BYTES (the AIC release is about 25 GB);
+# the environment variables POSE_MAX_EXPANSION_RATIO and POSE_MAX_EXTRACTED_BYTES change them. The
+# AIC zips hold JPEGs and expand about 1.05x. A zip is refused from its declared sizes before
+# anything is written (zipfile writes no more than a member declares); a tar is counted member by
+# member as it is read (a gzip's own size field can lie) and refused before the member that would
+# pass the bound.
+MAX_EXPANSION_RATIO = 100
+MIN_EXTRACTED_BYTES = 64 << 20
+MAX_EXTRACTED_BYTES = 64 << 30
+# synthetic://N renders N train and max(N // 5, 8) valid images of ~40 KB: at most 250,000 (more
+# than the AIC release's 210,000 train images), seeds as numpy takes them.
+MAX_SYNTHETIC_IMAGES = 250_000
+MAX_SYNTHETIC_SEED = 2 ** 32 - 1
 
 
 class DownloadError(ValueError):
@@ -112,16 +127,38 @@ def _render_synthetic(source: str, parsed, dest: Path, sha256: str | None) -> di
 
     if sha256:
         raise DownloadError(f"{source}: --sha256 applies to a downloaded file, not to a synthetic release")
-    query = urllib.parse.parse_qs(parsed.query)
+    num_train, seed = synthetic_parameters(source)
+    rendered = render_release(str(dest), num_train, max(num_train // 5, 8), seed)
+    return {"synthetic_seed": seed, "people_train": rendered["train_people"],
+            "people_valid": rendered["valid_people"]}
+
+
+def synthetic_parameters(source: str) -> tuple[int, int]:
+    """(N, seed) of `synthetic://N[?seed=S]`; DownloadError naming what is wrong, before anything is
+    rendered (also called by the pipeline's parameter check)."""
+    parsed = urllib.parse.urlparse(source)
+    usage = (f"{source}: expected synthetic://N[?seed=S] with 1 <= N <= {MAX_SYNTHETIC_IMAGES:,} "
+             "and "
+             f"0 <= S <= {MAX_SYNTHETIC_SEED:,}")
+    try:
+        query = urllib.parse.parse_qs(parsed.query, keep_blank_values=True,
+                                      strict_parsing=bool(parsed.query))
+    except ValueError:
+        raise DownloadError(f"{usage}; the query {parsed.query!r} is not key=value") from None
+    if set(query) - {"seed"} or any(len(values) > 1 for values in query.values()):
+        raise DownloadError(f"{usage}; got the query {parsed.query!r}")
     try:
         num_train = int(parsed.netloc)
         seed = int(query.get("seed", ["0"])[0])
     except ValueError:
-        raise DownloadError(f"{source}: expected synthetic://N[?seed=S] with integers N and S") from None
-    if num_train < 1:
-        raise DownloadError(f"{source}: N must be at least 1")
-    rendered = render_release(str(dest), num_train, max(num_train // 5, 8), seed)
-    return {"synthetic_seed": seed, "people_train": rendered["train_people"], "people_valid": rendered["valid_people"]}
+        raise DownloadError(f"{usage}; N and S must be whole numbers") from None
+    if not 1 <= num_train <= MAX_SYNTHETIC_IMAGES:
+        raise DownloadError(f"{usage}; N is {num_train:,}")
+    if not 0 <= seed <= MAX_SYNTHETIC_SEED:
+        raise DownloadError(f"{usage}; S is {seed}")
+    if parsed.path not in ("", "/") or parsed.fragment:
+        raise DownloadError(f"{usage}; got a path or fragment after N")
+    return num_train, seed
 
 
 def _fetch_local(source: str, path: Path, dest: Path, sha256: str | None) -> None:
@@ -231,14 +268,48 @@ def _archive_kind(path: Path, name: str, sniff: bool = True) -> str | None:
     return None
 
 
+def expansion_limit(archive_bytes: int) -> int:
+    """How many bytes an archive of `archive_bytes` may expand to (see MAX_EXPANSION_RATIO)."""
+    ratio = _number_from_environment("POSE_MAX_EXPANSION_RATIO", MAX_EXPANSION_RATIO)
+    cap = _number_from_environment("POSE_MAX_EXTRACTED_BYTES", MAX_EXTRACTED_BYTES)
+    return int(min(max(ratio * archive_bytes, MIN_EXTRACTED_BYTES), cap))
+
+
+def _number_from_environment(name: str, default: float) -> float:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise DownloadError(f"{name}={text!r} is not a number") from None
+    if not value > 0:
+        raise DownloadError(f"{name}={text!r} must be positive")
+    return value
+
+
+def _refuse_expansion(label: str, archive: Path, total: int, limit: int, name: str) -> None:
+    raise DownloadError(
+        f"{label}: refusing to extract: its members expand to more than {limit:,} bytes (at "
+        f"member {name!r}, "
+        f"{total:,} bytes so far) from a {archive.stat().st_size:,}-byte archive (a decompression "
+        "bomb?); the "
+        f"bound is POSE_MAX_EXPANSION_RATIO (default {MAX_EXPANSION_RATIO}) x its size, at least "
+        f"{MIN_EXTRACTED_BYTES >> 20} MiB, at most POSE_MAX_EXTRACTED_BYTES (default "
+        f"{MAX_EXTRACTED_BYTES >> 30} GiB)")
+
+
 def _extract(archive: Path, kind: str, dest: Path, label: str) -> None:
-    count = 0
+    count, total, limit = 0, 0, expansion_limit(archive.stat().st_size)
     try:
         if kind == "zip":
             with zipfile.ZipFile(archive) as bundle:
                 members = bundle.infolist()
                 for member in members:  # all checked before any is written
                     _check_zip_member(bundle, member, dest, label)
+                    total += member.file_size
+                    if total > limit:
+                        _refuse_expansion(label, archive, total, limit, member.filename)
                 for member in tqdm(members, desc=f"extract {archive.name}", unit="file", mininterval=1, leave=False):
                     bundle.extract(member, dest)
                     count += 1
@@ -246,6 +317,9 @@ def _extract(archive: Path, kind: str, dest: Path, label: str) -> None:
             with tarfile.open(archive, "r:*") as bundle:
                 for member in tqdm(bundle, desc=f"extract {archive.name}", unit="file", mininterval=1, leave=False):
                     _check_member_name(member.name, dest, label)
+                    total += member.size
+                    if total > limit:
+                        _refuse_expansion(label, archive, total, limit, member.name)
                     # The "data" filter also refuses links out of dest and device files.
                     bundle.extract(member, dest, filter="data")
                     count += 1

@@ -17,6 +17,7 @@ Writes   `results.json` (everything) and `report.html` (table, per-joint bars, g
 `python -m components.evaluate predict --model X.tflite --image IN --output OUT.png` draws the
 predicted skeleton on any image (letterboxed to the model's input): the desktop twin of the seed's app.
 """
+import json
 import logging
 import math
 import os
@@ -171,7 +172,10 @@ def open_model(path: Path) -> dict:
 
     integrity.verify_tflite(path)
     # every core for predicting (timing loads its own interpreters): the seed's 192 px files are the slow part
+    # (a file that is not TFLite is named here)
     interpreter = tflite_runtime.load(path, num_threads=tflite_runtime.all_threads())
+    if not path.with_suffix(".json").is_file():
+        _check_seed_release(path, path.with_suffix(".json").name)  # before anything runs it
     _, height, width, channels = tflite_runtime.input_shape(interpreter)
     out_shape = tflite_runtime.output_shape(interpreter)
     if height != width or channels != 3 or len(out_shape) != 4:
@@ -188,8 +192,62 @@ def open_model(path: Path) -> dict:
         raise EvaluationError(f"{path}: size mismatch: the model takes {height}x{width} but "
                               f"{metadata.path_for(path).name} says input_size "
                               f"{model_metadata.input_size}")
+    beside = metadata.path_for(path)
+    # the claims as written (the reader derives some fields, e.g. the stride, from others)
+    claims = json.loads(beside.read_text()) if beside.is_file() else model_metadata.to_json()
+    _check_claims(path, beside.name, claims if isinstance(claims, dict) else {}, height, out_shape)
     return {"path": path, "interpreter": interpreter, "metadata": model_metadata.to_json(),
             "contract": model_metadata.contract, "input_size": height, "heatmap_size": out_shape[1]}
+
+
+def _check_claims(path: Path, meta_name: str, metadata: dict, input_size: int, out_shape) -> None:
+    """A model's .json is a claim: its input size, heatmap size, stride and keypoint count must be
+    the model's own (issue 21: a .json claiming stride 4 and 17 keypoints for a 14-channel model was
+    copied into results.json)."""
+    heatmap = int(out_shape[1])
+    actual = {"input_size": input_size, "output_size": heatmap, "num_keypoints": int(out_shape[-1]),
+              "output_stride": input_size / heatmap}
+    for key, value in actual.items():
+        claimed = metadata.get(key)
+        if claimed is None:
+            continue
+        number = isinstance(claimed, (int, float)) and not isinstance(claimed, bool)
+        if not number or abs(claimed - value) > 1e-6:
+            raise EvaluationError(f"{path}: {meta_name} says {key} {claimed!r}, but the model has "
+                                  f"{value:g} "
+                                  f"(input {input_size}x{input_size}, heatmaps "
+                                  f"{heatmap}x{heatmap}x{out_shape[-1]}): "
+                                  "the .json does not describe this model")
+
+
+def seed_release_checksums() -> dict:
+    """{sha256: file name} of the seed's released .tflite files (images/anchors/SHA256SUMS, which
+    the images carry as $POSE_ANCHORS_DIR/SHA256SUMS)."""
+    candidates = [Path(__file__).resolve().parent.parent / "images" / "anchors" / "SHA256SUMS"]
+    if os.environ.get("POSE_ANCHORS_DIR"):
+        candidates.append(Path(os.environ["POSE_ANCHORS_DIR"]) / "SHA256SUMS")
+    for candidate in candidates:
+        if candidate.is_file():
+            return {line.split()[0]: line.split()[-1] for line in candidate.read_text().splitlines()
+                    if line.strip()}
+    return {}
+
+
+def _check_seed_release(path: Path, meta_name: str) -> None:
+    """A .tflite without a .json is read in the seed's contract only when it is one of the seed's
+    releases, byte for byte (issue 21: a seed file with 4 KB of flipped bytes scored 16.1 instead of
+    98.2, unnoticed)."""
+    import hashlib
+
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    known = seed_release_checksums()
+    if digest not in known:
+        raise EvaluationError(f"{path}: no {meta_name} beside it, and its sha256 {digest} is none "
+                              "of the seed's "
+                              "released files "
+                              f"({', '.join(sorted(known.values())) or 'no SHA256SUMS found'}): "
+                              "a damaged seed file, or a model whose contract nobody stated (give "
+                              "its .json)")
 
 
 def run_in_contract(model: dict, images):
@@ -361,7 +419,14 @@ def predict(model_path: str, image_path: str, output_path: str, refine: str = DE
                               f"({', '.join(PREDICT_SUFFIXES)})")
     model = open_model(Path(model_path))
     size = model["input_size"]
-    image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+    from pose.data import pixels
+
+    try:
+        data = Path(image_path).read_bytes()
+        pixels.check_picture(data, str(image_path))
+    except (OSError, pixels.PictureTooLarge) as error:
+        raise EvaluationError(f"{image_path}: cannot read the image: {error}") from None
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise EvaluationError(f"{image_path}: cannot read the image")
     height, width = image.shape[:2]
@@ -392,7 +457,9 @@ def main(argv=None) -> int:
     if argv[:1] == ["predict"]:
         arguments = cli.parser("evaluate predict", "Draw the predicted skeleton on an image.")
         arguments.add_argument("--model", required=True, help=".tflite model")
-        arguments.add_argument("--image", required=True, help="any image cv2 reads")
+        arguments.add_argument("--image", required=True,
+                               help="a JPEG or PNG picture (at most "
+                                    "pose.data.pixels.max_image_pixels() pixels)")
         arguments.add_argument("--output", required=True, help="output image (.png)")
         arguments.add_argument("--refine", choices=REFINE_MODES, default=DEFAULT_REFINE)
         arguments.add_argument("--min-score", type=float, default=0.1,

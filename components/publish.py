@@ -11,11 +11,16 @@ Writes   at the destination: the .tflite, its .json, report.html, results.json, 
          (demo/, pose.web_demo.page_files: a static host of the destination serves a working demo), published.json.
          The KFP component's `published` artifact is the staged copy of exactly those files.
 """
+import contextlib
 import datetime
+import hashlib
 import json
 import logging
+import os
 import shutil
+import socket
 import tempfile
+import time
 from pathlib import Path
 
 
@@ -25,12 +30,16 @@ from pose.data import keypoints
 from pose.models import contract, metadata
 from pose.evaluation import results as results_schema
 from pose.files import integrity
-from pose.files.uris import local_path
+from pose.files.uris import UriError, check_uri, local_path
 from pose.files.atomic import atomic_file
 
 log = logging.getLogger("publish")
 
 MANIFEST = "published.json"
+LOCK_NAME = ".publish.lock"  # on object stores; local folders use pose.files.writer_lock
+# An older lock object is a publish that died (no object store drops it for us).
+PUBLISH_LOCK_SECONDS = 3600
+LOCK_SETTLE_SECONDS = 0.5  # between writing the lock object and reading it back
 MODEL_CARD = "MODEL_CARD.md"
 
 
@@ -141,9 +150,19 @@ class _staging:
 def _upload(staged: Path, destination: str) -> list[str]:
     """All or nothing for readers: the destination's published.json is removed first, every other staged file
     is uploaded, published.json goes last; then the files the previous manifest listed and this one does not
-    are removed. A failure part way leaves no manifest, so none vouches for files that have changed."""
+    are removed. A failure part way leaves no manifest, so none vouches for files that have changed.
+
+    Publish touches only its own (issue 21): one publish per destination at a time (a lock, see
+    _LocalDestination.lock and _GcsDestination.lock); a previous published.json that is not this
+    destination's publish manifest stops it before anything changes; a stale file is removed only
+    when its bytes are still those the previous manifest recorded (so publish wrote them), never
+    through a link."""
     files = sorted(_staged_files(staged), key=lambda named: (named[0] == MANIFEST, named[0]))
     base = destination.rstrip("/")
+    try:
+        check_uri(destination, "destination")
+    except UriError as error:
+        raise PublishError(str(error)) from None
     from pose.files import storage
 
     if storage.is_object_uri(destination):
@@ -153,24 +172,66 @@ def _upload(staged: Path, destination: str) -> list[str]:
                            f"or a local folder")
     else:
         store = _LocalDestination(folder)
-    try:
-        previous = store.read(MANIFEST)
-        store.remove(MANIFEST)
-        written = [store.put(name, p) for name, p in files]
-        old_files = set(json.loads(previous).get("files", {})) if previous else set()
-        for stray in sorted(old_files - {name for name, _ in files}):
-            if stray.startswith("/") or "\\" in stray or ".." in stray.split("/"):
-                continue  # a manifest names files below the destination; anything else was not written by publish
-            store.remove(stray)  # publish wrote it, under the previous manifest
-    except (OSError, ValueError) as error:
-        raise PublishError(f"{destination}: upload failed, so no {MANIFEST} is there (the files may be partly "
-                           f"replaced): {error}") from error
+    with store.lock():
+        previous = _previous_manifest(store, base)
+        try:
+            store.remove(MANIFEST)
+            written = [store.put(name, p) for name, p in files]
+            for stray in sorted(set(previous) - {name for name, _ in files}):
+                if store.holds(stray, previous[stray]):
+                    store.remove(stray)  # publish wrote it, under the previous manifest
+                else:
+                    log.warning("%s/%s: listed by the previous %s but changed since, a link or "
+                                "not a plain "
+                                "name: left in place", base, stray, MANIFEST)
+        except (OSError, ValueError) as error:
+            raise PublishError(f"{destination}: upload failed, so no {MANIFEST} is there (the "
+                               "files may be "
+                               f"partly replaced): {error}") from error
     return written
 
 
-class _ObjectDestination:
-    """A gs://, s3:// or minio:// prefix, through pose.files.storage (one client for the whole publish)."""
+def _previous_manifest(store, base: str) -> dict:
+    """{name: sha256} of the files the destination's previous published.json lists ({} when there is
+    none); PublishError, before anything is changed, when it is not this destination's publish
+    manifest."""
+    raw = store.read(MANIFEST)
+    if raw is None:
+        return {}
+    where = f"{base}/{MANIFEST}"
+    try:
+        manifest = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise PublishError(f"{where}: exists but is not a readable publish manifest ({error}); "
+                           "nothing was "
+                           "changed: move it away, or publish elsewhere") from None
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not all(isinstance(v, dict)
+                                              and isinstance(v.get("sha256"), str)
+                                              for v in files.values()):
+        raise PublishError(f"{where}: exists but is not a publish manifest (a JSON "
+                           f"{type(manifest).__name__} "
+                           "without a 'files' object of sha256s); nothing was changed: move it "
+                           "away, or publish "
+                           "elsewhere")
+    if manifest.get("destination") != base:
+        raise PublishError(f"{where}: was written for {manifest.get('destination')!r}, not "
+                           f"{base!r} (copied "
+                           "here, or not by publish); nothing was changed: the files it lists may "
+                           "not be "
+                           "publish's to replace; move it away, or publish elsewhere")
+    return {name: entry["sha256"] for name, entry in files.items()}
 
+
+def _plain_name(name: str) -> bool:
+    """A name below the destination: relative, no `..`, `.` or empty segments."""
+    return bool(name) and "\\" not in name \
+        and all(part not in ("", ".", "..") for part in name.split("/"))
+
+
+class _ObjectDestination:
+    """A gs://, s3:// or minio:// prefix, through pose.files.storage (one client for the whole
+    publish)."""
     def __init__(self, base: str):
         from pose.files import storage
 
@@ -182,6 +243,57 @@ class _ObjectDestination:
 
     def remove(self, name: str) -> None:
         self.storage.delete([f"{self.base}/{name}"], self.store)
+
+    def holds(self, name: str, sha256: str) -> bool:
+        """Whether the object `name` holds the bytes of that sha256 (object names have no links)."""
+        if not _plain_name(name):
+            return False
+        data = self.read(name)
+        return data is not None and hashlib.sha256(data).hexdigest() == sha256
+
+    @contextlib.contextmanager
+    def lock(self):
+        """One publish per prefix: the lock object <prefix>/.publish.lock, written with this
+        publish's token when absent and read back after LOCK_SETTLE_SECONDS; a publish whose token
+        is not there then has lost the race and stops. One older than PUBLISH_LOCK_SECONDS is a
+        publish that died: taken over, saying so. (pose.files.storage has no conditional write yet:
+        with one, gs ifGenerationMatch=0 / s3 If-None-Match, the store would decide alone; two
+        publishes that both read "absent" within the few milliseconds between read and write can
+        still both proceed.)"""
+        uri = f"{self.base}/{LOCK_NAME}"
+        token = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
+                            "nonce": os.urandom(8).hex()})
+
+        def refuse_if_held():
+            current = self.read(LOCK_NAME)
+            if current is None:
+                return
+            try:
+                info = json.loads(current)
+                age = time.time() - float(info["since"])
+            except (ValueError, KeyError, TypeError):
+                info, age = {}, float("inf")
+            if age < PUBLISH_LOCK_SECONDS:
+                raise PublishError(f"{self.base}: another publish is writing it (pid {info.get('pid')} "
+                                   f"on {info.get('host')}, {age:.0f} s ago; lock object {uri}); wait "
+                                   "for it to end, or publish elsewhere")
+            log.warning("%s: a publish lock %.0f s old (a publish that died): taking it over", uri, age)
+
+        try:
+            refuse_if_held()
+            self.storage.write_bytes(uri, token.encode(), self.store)
+        except self.storage.StorageError as error:  # no bucket, no permission: nothing was changed
+            raise PublishError(f"{self.base}: upload failed before any file was written (the lock "
+                               f"object {LOCK_NAME} could not be written): {error}") from None
+        time.sleep(LOCK_SETTLE_SECONDS)
+        if self.read(LOCK_NAME) != token.encode():
+            refuse_if_held()  # another publish wrote its token after ours: it goes on, this one stops
+            raise PublishError(f"{self.base}: another publish took the lock {uri} just now")
+        try:
+            yield
+        finally:
+            if self.read(LOCK_NAME) == token.encode():
+                self.remove(LOCK_NAME)
 
     def put(self, name: str, path: Path) -> str:
         """The demo's runtime goes gzipped with Content-Encoding: gzip: the bucket sends it so to
@@ -209,6 +321,29 @@ class _LocalDestination:
 
     def remove(self, name: str) -> None:
         (self.folder / name).unlink(missing_ok=True)
+
+    def holds(self, name: str, sha256: str) -> bool:
+        """Whether folder/name is a plain file reached through no link and holds the bytes of that
+        sha256."""
+        path = self.folder / name
+        if not _plain_name(name) or path.is_symlink() or not path.is_file():
+            return False
+        if os.path.realpath(path) != os.path.join(os.path.realpath(self.folder), *name.split("/")):
+            return False  # a folder on the way is a link: the file is not the destination's
+        return integrity.sha256(path) == sha256
+
+    def lock(self):
+        """One publish per folder at a time (pose.files.writer_lock: dies with its holder)."""
+        from pose.files.writer_lock import OutputBusy, exclusive_writer
+
+        @contextlib.contextmanager
+        def held():
+            try:
+                with exclusive_writer(self.folder, "publish"):
+                    yield
+            except OutputBusy as error:
+                raise PublishError(str(error)) from None
+        return held()
 
     def put(self, name: str, path: Path) -> str:
         (self.folder / name).parent.mkdir(parents=True, exist_ok=True)

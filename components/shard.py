@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from components import cli
 from pose.files import integrity, outputs, steplog
-from pose.data import jpeg, packs, records
+from pose.data import jpeg, packs, pixels, records
 from pose.data.shard_index import write as write_index
 from pose.files.atomic import atomic_directory, atomic_file
 from pose.data.keypoints import NUM_KEYPOINTS
@@ -142,6 +142,10 @@ def _read_image(input_dir: str, split: str, image_info: dict) -> np.ndarray:
     problem = jpeg.problem(data)
     if problem:
         raise ShardError(f"{path}: {problem} (image id {image_info['id']})")
+    try:
+        pixels.check_picture(data, f"{path} (image id {image_info['id']})")
+    except pixels.PictureTooLarge as error:
+        raise ShardError(str(error)) from None
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise ShardError(f"{path}: missing or not a readable image (image id {image_info['id']})")

@@ -29,7 +29,7 @@ import numpy as np
 from components import cli
 from pose.codec import HeatmapCodec
 from pose.data import inputs, records, shard_index
-from pose.files import integrity, outputs, steplog
+from pose.files import integrity, outputs, steplog, writer_lock
 from pose.files.atomic import atomic_file, write_text
 from pose.files.storage import split_object_uri
 from pose.models import networks
@@ -57,11 +57,18 @@ def train(config: str, data_dirs: list[str], output_dir: str, valid_dirs: list[s
     `checkpoint_uri` (gs://, s3:// or minio://…): checkpoints are mirrored there and a start resumes
     from the newest."""
     cfg = load_config(config, overrides).resolved()
+    # shards hold K joints per person: say so before building a graph
+    if cfg.num_keypoints != records.K:
+        raise TrainError(f"config num_keypoints {cfg.num_keypoints}, but the shards hold "
+                         f"{records.K} keypoints "
+                         f"per person (the AI Challenger joints; {', '.join(data_dirs)})")
     if checkpoint_uri:
         split_object_uri(checkpoint_uri)  # fail before building anything
     outputs.check_output("train", output_dir, [*data_dirs, *(valid_dirs or [])])
-    with steplog.step("train", config=config, data=data_dirs, valid=valid_dirs, output=output_dir,
-                      overrides=overrides or {}, checkpoint_uri=checkpoint_uri) as wrote:
+    with writer_lock.exclusive_writer(output_dir, "train"), \
+            steplog.step("train", config=config, data=data_dirs, valid=valid_dirs,
+                         output=output_dir, overrides=overrides or {},
+                         checkpoint_uri=checkpoint_uri) as wrote:
         # The strategy first: MultiWorkerMirroredStrategy must exist before any other TF op runs.
         strategy, devices = distribution.strategy(cfg)
         distribution.check_gpus(expect_gpus, allow_cpu)

@@ -33,9 +33,11 @@ def compile_pipeline(output: str | Path = DEFAULT_OUTPUT, image_tag: str | None 
 
     from kfp import compiler
 
+    from pipeline import preflight
     from pipeline.dag import pose_pipeline
 
     _check_defaults(pose_pipeline)
+    _preflight_defaults(preflight.default_arguments())
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(output) as tmp:
@@ -77,3 +79,30 @@ def check_backend(package: str | Path) -> None:
         listed = "\n  ".join(str(finding) for finding in findings)
         raise CompileError(f"the KFP backend model rejects the compiled pipeline ({len(findings)} "
                            f"findings; docs/CLUSTER.md explains each rule):\n  {listed}")
+
+
+_CHECK = """
+import json, sys
+from pipeline import preflight
+from pipeline.params import ParameterError
+try:
+    preflight.check_arguments(json.loads(sys.argv[1]))
+except ParameterError as error:
+    print(error, file=sys.stderr)
+    sys.exit(1)
+"""
+
+
+def _preflight_defaults(defaults: dict) -> None:
+    """The defaults a run gets for every parameter not given, checked by pipeline/preflight.py in a child
+    process: the checks import the steps and TensorFlow, which compiling must not
+    (tests/test_structure.py)."""
+    import json
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-c", _CHECK, json.dumps(defaults)], capture_output=True,
+                            text=True, cwd=Path(__file__).resolve().parent.parent)
+    if result.returncode:
+        lines = result.stderr.strip().splitlines() or ["(no message)"]
+        raise CompileError(f"the pipeline's default {lines[-1]}")
+

@@ -24,7 +24,8 @@ import time
 import warnings
 from pathlib import Path
 
-from pipeline import kfp_local_patches
+from pipeline import kfp_local_patches, preflight
+from pipeline.params import ParameterError
 from pose.evaluation import results as results_schema
 from pose.files.atomic import atomic_file
 
@@ -66,6 +67,10 @@ def run_local(source: str | None = None, config: str | None = None, runner: str 
         log.info("allow_cpu=true for this local run: train uses a GPU if TensorFlow sees one, else the CPU "
                  "(--param allow_cpu=false to insist on a GPU)")
     _check_storage(pose_pipeline, arguments)
+    try:
+        preflight.check_arguments(arguments, missing_config_ok=runner == "docker")
+    except ParameterError as error:
+        raise LocalRunError(str(error)) from None
     root = Path(pipeline_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     local.init(runner=_runner(runner), pipeline_root=str(root), enable_caching=cache,

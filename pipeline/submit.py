@@ -7,6 +7,7 @@ Does     checks every argument against the parameters pipeline.yaml declares, an
          (pipeline/cluster.py check_storage_parameters), before any network call;
          then creates the run with kfp.Client (with a bearer token on multi-user Kubeflow); an unreachable
          or refusing endpoint is a clear error.
+         Every value that can be checked without data is checked too (pipeline/preflight.py).
 Writes   nothing locally; prints the run's id and its URL in the KFP UI.
 """
 import logging
@@ -14,7 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.params import declared_defaults, declared_parameters, parse_params
+from pipeline import preflight
+from pipeline.params import ParameterError, declared_defaults, declared_parameters, parse_params
 from pipeline.cluster import ClusterContractError, check_storage_parameters
 
 log = logging.getLogger("pipeline.submit")
@@ -57,6 +59,10 @@ def submit(host: str, params: list[str] = (), experiment: str = DEFAULT_EXPERIME
                                  on_cluster=True)
     except ClusterContractError as error:
         raise SubmitError(f"--param {error}") from None
+    try:
+        preflight.check_arguments(arguments)
+    except ParameterError as error:
+        raise SubmitError(str(error)) from None
     if pipeline_root is not None and not pipeline_root.startswith(("gs://", "minio://", "s3://")):
         raise SubmitError(f"--pipeline-root {pipeline_root!r}: expected gs://, minio:// or s3://")
 

@@ -92,8 +92,13 @@ def test_input_to_original_reproduces_the_original_keypoints(valid_shards):
 def _tiny_tflite(path, num_keypoints=14, input_size=64):
     import tensorflow as tf
 
+    from pose.models.metadata import ModelMetadata
+
     converter = tf.lite.TFLiteConverter.from_keras_model(build_tiny_pose_model(input_size, num_keypoints))
     path.write_bytes(converter.convert())
+    # Its .json states the contract: a .tflite without one must be a seed release, byte for byte.
+    ModelMetadata.build(path.stem, input_size, input_size // 2, num_keypoints, contract.SEED).write(
+        path.with_suffix(".json"))
     return path
 
 

@@ -2,6 +2,7 @@
 probe (docs/RELIABILITY.md lists them with their verdicts), each on tiny data through the real steps: a real
 fake-gcs-server (tests/gcs.py) for gs:// and publish, a real http.server for the stalled download.
 """
+import contextlib
 import functools
 import gzip
 import hashlib
@@ -10,6 +11,7 @@ import http.server
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import tarfile
@@ -793,3 +795,533 @@ def test_stale_temporary_siblings_are_removed(tmp_path):
     assert list(tmp_path.glob(".raw.tmp-*")), "the killed run should have left its temporary folder"
     download("synthetic://8", str(tmp_path / "raw"))
     assert not list(tmp_path.glob(".raw.*")), sorted(p.name for p in tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 21: bombs (pictures, configs, archives, renders)
+# ---------------------------------------------------------------------------------------------
+
+def _claiming(jpeg: bytes, width: int, height: int) -> bytes:
+    """The JPEG with its frame header (SOF0) rewritten to claim width x height: a bomb of a few
+    KB."""
+    at = jpeg.index(b"\xff\xc0")
+    return jpeg[:at + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + jpeg[at + 9:]
+
+
+def test_convert_bounds_the_pixels_an_image_header_claims(tmp_path, capsys):
+    from components.convert import InvalidRecord, convert, main
+    from pose.data import pixels
+
+    limit = 8192 * 8192
+    assert pixels.MAX_IMAGE_PIXELS == limit
+    root = _release_with(tmp_path, aic_record("b" * 40))
+    images = next(root.rglob("keypoint_train_images_20170902"))
+    bomb = images / f"{'b' * 40}.jpg"
+    real = bomb.read_bytes()
+    bomb.write_bytes(_claiming(real, 8192, 8192))  # just at the limit: accepted
+    assert convert(str(root), str(tmp_path / "at"))["train_images"] == 3
+    bomb.write_bytes(_claiming(real, 8193, 8192))  # one column over
+    with pytest.raises(InvalidRecord,
+                       match=r"record 2 \(image_id 'bbbb.*8193x8192 pixels .* over the limit"):
+        convert(str(root), str(tmp_path / "over"))
+    counts = convert(str(root), str(tmp_path / "skipped"), skip_invalid=True)
+    assert counts["train_images"] == 2 and counts["rejected"] == 1
+    reject = json.loads((tmp_path / "skipped" / "rejects.json").read_text())["rejects"][0]
+    assert reject["image_id"] == "b" * 40 and "over the limit" in reject["reason"]
+    # The issue's probe: 32768 x 32000; the limit is configurable both ways.
+    bomb.write_bytes(_claiming(real, 32768, 32000))
+    capsys.readouterr()  # an earlier test's CLI left logging on its closed stderr
+    code, line = _cli(main, ["--input", str(root), "--output", str(tmp_path / "probe")], capsys)
+    assert code == 1 and "record 2" in line and "32768x32000" in line
+    raised = convert(str(root), str(tmp_path / "raised"), max_image_pixels=32768 * 32000)
+    assert raised["train_images"] == 3
+
+
+def test_shard_bounds_pixels_before_decoding(tmp_path):
+    from components.shard import ShardError, shard
+
+    coco = tmp_path / "coco"
+    data = write_tiny_coco(coco, "train")
+    victim = coco / "images" / "train" / data["images"][0]["file_name"]
+    # A whole JPEG (its scan passes the structure check) whose header claims 60000 x 60000: OpenCV
+    # would try to allocate 10 GB, or stop with an assertion naming nothing.
+    victim.write_bytes(_claiming(victim.read_bytes(), 60000, 60000))
+    with pytest.raises(ShardError,
+                       match=rf"{victim.name} \(image id 1\): 60000x60000 pixels .* "
+                             r"over the limit"):
+        shard(str(coco), str(tmp_path / "out"), "train", 1)
+
+
+def test_predict_bounds_pixels_before_decoding(tmp_path, tflite_models, capsys):
+    from components.evaluate import main
+
+    picture = tmp_path / "bomb.jpg"
+    tiny = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+    picture.write_bytes(_claiming(tiny, 65000, 65000))
+    model = next(tflite_models.glob("*.tflite"))
+    code, line = _cli(main, ["predict", "--model", str(model), "--image", str(picture),
+                             "--output", str(tmp_path / "out.jpg")], capsys)
+    assert code == 1 and "bomb.jpg" in line and "65000x65000" in line
+
+
+_ALIAS_BOMB = "\n".join(["a: &a [x, x, x, x, x, x, x, x, x]"] + [
+    f"{chr(98 + level)}: &{chr(98 + level)} "
+    f"[{', '.join([f'*{chr(97 + level)}'] * 9)}]" for level in range(8)]
+    + ["batch_size: *i"])  # 9^9 = 387 million strings once expanded (the issue's 4.8 GB)
+
+# Runs load_config on the bomb in a process that stops itself past 1 GB of RSS (the issue's bound),
+# and prints its peak RSS: the bomb as a file and as the `config` parameter's text.
+_BOMB_PROBE = """
+import os, sys, threading, time
+def watch():
+    while True:
+        if int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") > 1 << 30:
+            print("over 1 GB", flush=True); os._exit(3)
+        time.sleep(0.01)
+threading.Thread(target=watch, daemon=True).start()
+from pose.training.config import ConfigError, load_config
+for source in sys.argv[1:]:
+    try:
+        load_config(source)
+        print("accepted"); sys.exit(2)
+    except ConfigError as error:
+        print("refused:", str(error).splitlines()[0][:300])
+# VmHWM: this process's own peak (ru_maxrss would carry the parent's across exec)
+peak = [line for line in open("/proc/self/status") if line.startswith("VmHWM:")][0].split()[1]
+print("peak_rss_mb", int(peak) // 1024)
+"""
+
+
+def test_config_alias_bomb_is_refused_in_bounded_memory(tmp_path):
+    import subprocess
+    import sys
+
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(_ALIAS_BOMB)
+    result = subprocess.run([sys.executable, "-c", _BOMB_PROBE, str(bomb), _ALIAS_BOMB], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0, (result.stdout, result.stderr[-2000:])
+    assert lines[0].startswith(f"refused: config file {bomb}: line 1: YAML anchor &a")
+    assert lines[1].startswith("refused: config text: line 1: YAML anchor &a")
+    assert int(lines[2].split()[1]) < 1024
+
+
+@pytest.mark.parametrize("text, message", [
+    ("batch_size: 100000000", r"'batch_size' = 100000000: must be at most 4,096"),
+    ("batch_size: 4096\ninput_size: 1024",
+     r"'batch_size' = 4096: a batch of 4096 x 1024\^2 .* 48.0 GiB"),
+    ("input_size: 65536", r"'input_size' = 65536: must be at most 1,024"),
+    ("shuffle_buffer: 100000000", r"'shuffle_buffer' = 100000000: must be at most 100,000"),
+    ("stage_channels: 1000000", r"'stage_channels' = 1000000: must be at most 4,096"),
+    ("batchsize: 4\nbatch_size: 8", r"'batchsize' and 'batch_size' are the same key"),
+    ("batch_size: 8\nbatchsize: 4", r"'batch_size' and 'batchsize' are the same key"),
+    ("base: {lr: 0.1}\n<<: {lr: 0.2}", r"line 2: YAML merge key '<<' is not accepted"),
+    ("sigma: 1e-30", r"'sigma' = 1e-30: must be between half the output stride \(1 input pixels"),
+    ("sigma: 1000", r"'sigma' = 1000.0: must be between .* and input_size \(192\)"),
+    ("x: [" + "0, " * 20000 + "]", r"more than 10,000 YAML nodes"),
+    ("x: " + "[" * 20000 + "]" * 20000, r"line 1: YAML nested more than 32 deep"),
+], ids=["batch_size", "batch-bytes", "input_size", "shuffle_buffer", "stage_channels",
+        "batchsize-first",
+        "batch_size-first", "merge-key", "sigma-vanishing", "sigma-flat", "nodes", "depth"])
+def test_config_sizes_spellings_and_meaning_are_bounded(text, message):
+    from pose.training.config import ConfigError, load_config, parse_overrides
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(text)
+    if "\n" not in text and not text.startswith("x:"):  # the same through a --set override
+        key, value = text.split(": ")
+        with pytest.raises(ConfigError, match=message.replace(r"\(192\)", "")):
+            load_config(None, parse_overrides([f"{key}={value}"]))
+
+
+def _files_over(folder: Path, size: int) -> list:
+    return [path for path in folder.rglob("*") if path.is_file() and path.stat().st_size > size]
+
+
+def test_zip_bomb_is_refused_before_writing(tmp_path):
+    import zipfile
+
+    from components.download import DownloadError, download
+
+    archive = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bundle:
+        tiny = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+        bundle.writestr("aic/a.jpg", tiny)
+        bundle.writestr("aic/zeros.jpg", bytes(65 << 20))  # 65 MiB in ~65 KB: over the 64 MiB floor
+    assert archive.stat().st_size < 1 << 20
+    with pytest.raises(DownloadError, match=r"bomb\.zip: refusing to extract: its members expand "
+                                            r"to "
+                                            r"more than "
+                                            r"67,108,864 bytes \(at member 'aic/zeros\.jpg'"):
+        download(str(archive), str(tmp_path / "raw"))
+    assert not (tmp_path / "raw").exists() and _files_over(tmp_path, 1 << 20) == []
+
+
+def test_tar_gz_bomb_is_counted_while_extracting(tmp_path, monkeypatch):
+    from components.download import DownloadError, download
+
+    archive = tmp_path / "bomb.tar.gz"
+    with tarfile.open(archive, "w:gz") as bundle:
+        members = (("aic/a.jpg", b"\xff\xd8" + bytes(100)), ("aic/zeros.jpg", bytes(3 << 20)))
+        for name, data in members:
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            bundle.addfile(member, io.BytesIO(data))
+    # the absolute cap, lowered for a small test
+    monkeypatch.setenv("POSE_MAX_EXTRACTED_BYTES", str(1 << 20))
+    with pytest.raises(DownloadError, match=r"more than 1,048,576 bytes \(at member "
+                                            r"'aic/zeros\.jpg', "
+                                            r"3,145,830 bytes so far\)"):
+        download(str(archive), str(tmp_path / "raw"))
+    assert not (tmp_path / "raw").exists() and _files_over(tmp_path, 1 << 20) == []
+    monkeypatch.setenv("POSE_MAX_EXTRACTED_BYTES", "lots")
+    with pytest.raises(DownloadError, match=r"POSE_MAX_EXTRACTED_BYTES='lots' is not a number"):
+        download(str(archive), str(tmp_path / "raw"))
+
+
+@pytest.mark.parametrize("source, message", [
+    ("synthetic://99999999999", r"1 <= N <= 250,000 .*; N is 99,999,999,999"),
+    ("synthetic://10?seed=-1", r"0 <= S <= 4,294,967,295; S is -1"),
+    ("synthetic://10?sed=1", r"got the query 'sed=1'"),
+    ("synthetic://ten", r"N and S must be whole numbers"),
+], ids=["huge-n", "negative-seed", "unknown-key", "not-a-number"])
+def test_bad_synthetic_parameters_are_one_clear_line(tmp_path, capsys, source, message):
+    from components.download import main
+
+    code, line = _cli(main, ["--source", source, "--output", str(tmp_path / "raw")], capsys)
+    assert code == 1 and line.startswith(f"download: error: {source}: expected "
+                                         "synthetic://N[?seed=S]")
+    assert re.search(message, line), line
+    assert not (tmp_path / "raw").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 21: refused before work starts, naming the parameter
+# ---------------------------------------------------------------------------------------------
+
+_BAD_RUN_ARGUMENTS = [
+    ({"overrides": ["batch_size=0"]},
+     r"parameter overrides: overrides: key 'batch_size' = 0: must be positive"),
+    ({"overrides": ["num_keypoints=15"]},
+     r"parameter config: num_keypoints 15, but .* has 14 keypoints"),
+    ({"params": {"num_shards": 0}}, r"num_shards=0: expected (an integer from )?1 to 32"),
+    ({"params": {"num_shards": 100000}},
+     r"num_shards=100000: expected (an integer from )?1 to 32"),
+    ({"params": {"tflite_variants": "fp32,fp64"}},
+     r"parameter tflite_variants='fp32,fp64': .* unknown: 'fp64'"),
+    ({"params": {"export_contract": "coco"}},
+     r"parameter export_contract='coco': unknown model contract"),
+    ({"source": "gs://bucket/a/../b"},
+     r"parameter source='gs://bucket/a/\.\./b': a '\.\.' segment"),
+    ({"source": "synthetic://10?seed=-1"},
+     r"parameter source='synthetic://10\?seed=-1': .* S is -1"),
+    ({"params": {"publish_uri": "gs://bucket//x"}},
+     r"parameter publish_uri='gs://bucket//x': an empty segment"),
+    ({"params": {"latency_runs": 0}}, r"parameter latency_runs=0: expected a whole number >= 1"),
+]
+_BAD_RUN_IDS = ["batch_size-0", "num_keypoints-15", "num_shards-0", "num_shards-100000", "variant",
+                "contract",
+                "dot-dot-uri", "synthetic-seed", "empty-segment", "latency_runs"]
+
+
+@pytest.mark.parametrize("arguments, message", _BAD_RUN_ARGUMENTS, ids=_BAD_RUN_IDS)
+def test_pipeline_run_refuses_bad_parameters_before_the_first_task(tmp_path, monkeypatch, arguments,
+                                                                    message):
+    from kfp import local
+
+    from pipeline.local import LocalRunError, run_local
+
+    def no_run(*args, **kwargs):
+        raise AssertionError("the run would "
+                             "start")  # a check that missed must not run the whole DAG here
+
+    monkeypatch.setattr(local, "init", no_run)
+    with pytest.raises(LocalRunError, match=message):
+        run_local(config="experiments/tiny.yaml", pipeline_root=str(tmp_path / "runs"), **arguments)
+    assert not (tmp_path / "runs").exists()  # no task started: not even the pipeline root was made
+
+
+@pytest.mark.parametrize("arguments, message", _BAD_RUN_ARGUMENTS[:4], ids=_BAD_RUN_IDS[:4])
+def test_submit_refuses_bad_parameters_before_contacting_the_cluster(arguments, message):
+    from pipeline.params import ParameterError
+    from pipeline.submit import SubmitError, submit
+
+    pairs = [f"{name}={value}" for name, value in arguments.get("params", {}).items()]
+    if "overrides" in arguments:
+        pairs.append(f"overrides={','.join(arguments['overrides'])}")
+    # refused by the parameter parser or by preflight, before the cluster is contacted
+    with pytest.raises((SubmitError, ParameterError), match=message):
+        submit(f"http://127.0.0.1:{_closed_port()}", params=pairs)
+
+
+def test_compile_refuses_a_bad_default(tmp_path, monkeypatch):
+    from pipeline import preflight
+    from pipeline.compile import CompileError, compile_pipeline
+
+    defaults = preflight.default_arguments()
+    monkeypatch.setattr(preflight, "default_arguments", lambda: {**defaults, "num_shards": 0})
+    with pytest.raises(CompileError, match=r"default parameter num_shards=0"):
+        compile_pipeline(tmp_path / "pipeline.yaml")
+    assert not (tmp_path / "pipeline.yaml").exists()
+
+
+def test_train_names_a_keypoint_count_the_shards_do_not_have(tmp_path, shards, capsys):
+    from components.train import main
+
+    capsys.readouterr()
+    code, line = _cli(main, ["--config", str(TINY_CONFIG), "--set", "num_keypoints=15", "--data",
+                             str(shards["train"]), "--output", str(tmp_path / "model")], capsys)
+    assert code == 1 and line == ("train: error: config num_keypoints 15, but the shards hold 14 "
+                                  "keypoints per "
+                                  f"person (the AI Challenger joints; {shards['train']})")
+    assert not (tmp_path / "model").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 21: one writer at a time
+# ---------------------------------------------------------------------------------------------
+
+# Holds the writer lock of argv[1] as step argv[2] would (the step's own code path), until killed.
+_HOLDER = """
+import sys, time
+from pose.files.writer_lock import exclusive_writer
+with exclusive_writer(sys.argv[1], sys.argv[2]):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+@contextlib.contextmanager
+def _lock_held_by_another_process(path: Path, step: str):
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(path), step], cwd=REPO,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder
+    finally:
+        holder.kill()  # SIGKILL: the kernel drops the lock with the process
+        holder.wait()
+
+
+def test_a_second_writer_of_an_output_is_refused_until_the_first_dies(tmp_path, capsys):
+    from components.convert import main as convert_main
+
+    root = _release_with(tmp_path, aic_record("c" * 40))
+    output = tmp_path / "coco"
+    with _lock_held_by_another_process(output, "convert") as holder:
+        capsys.readouterr()
+        code, line = _cli(convert_main, ["--input", str(root), "--output", str(output)], capsys)
+        assert code == 1 and line.startswith(f"convert: error: {output}: another process is "
+                                             "writing it "
+                                             f"(convert as pid {holder.pid} on "
+                                             f"{socket.gethostname()}, since ")
+        assert not output.exists()
+    # the holder was killed: its lock went with it
+    code, line = _cli(convert_main, ["--input", str(root), "--output", str(output)], capsys)
+    assert code == 0 and (output / "annotations").is_dir()
+
+
+def test_two_trainings_into_one_output_are_refused(tmp_path, shards, capsys):
+    from components.train import main as train_main
+
+    output = tmp_path / "model"
+    with _lock_held_by_another_process(output, "train") as holder:
+        capsys.readouterr()
+        code, line = _cli(train_main, ["--config", str(TINY_CONFIG), "--data", str(shards["train"]),
+                                       "--output", str(output), "--set", "max_steps=1"], capsys)
+        assert code == 1 and f"another process is writing it (train as pid {holder.pid} on " in line
+        assert not (output / "checkpoints").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 21: publish touches only its own
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def publishable(tmp_path_factory, tflite_models, shards) -> dict:
+    """Evaluated models under four names (mv2_cpm_{a,b,c,d}_fp32), so that whose publish won is
+    visible."""
+    from components.evaluate import evaluate
+
+    root = tmp_path_factory.mktemp("publishable")
+    models = root / "models"
+    models.mkdir()
+    evaluation = root / "evaluation"
+    os.environ.setdefault("POSE_ANCHORS_DIR", str(root / "no-anchors"))
+    (root / "no-anchors").mkdir()
+    evaluate(str(tflite_models), [str(shards["valid"])], str(evaluation), latency_runs=1,
+             gallery_size=1)
+    results = json.loads((evaluation / "results.json").read_text())
+    for name in "abcd":
+        folder = models / name
+        folder.mkdir()
+        for path in tflite_models.glob("mv2_cpm_fp32.*"):
+            shutil.copyfile(path, folder / path.name.replace("mv2_cpm", f"mv2_cpm_{name}"))
+        results["models"][f"mv2_cpm_{name}_fp32"] = results["models"]["mv2_cpm_fp32"]
+    (evaluation / "results.json").write_text(json.dumps(results))
+    return {"models": models, "evaluation": evaluation}
+
+
+def _publish(publishable, name: str, destination) -> dict:
+    from components.publish import publish
+
+    evaluation = str(publishable["evaluation"])
+    models = str(publishable["models"] / name)
+    return publish(models, evaluation, evaluation, str(destination), "fp32")
+
+
+@pytest.mark.parametrize("manifest", [
+    json.dumps({"destination": "somewhere/else", "files": {"notes.txt": {"sha256": "0" * 64}}}),
+    json.dumps(["notes.txt"]),
+    "garbage {",
+], ids=["foreign", "json-list", "garbage"])
+def test_publish_refuses_a_foreign_or_unreadable_manifest_before_changing_anything(
+        tmp_path, publishable, manifest):
+    from components.publish import MANIFEST, PublishError
+
+    destination = tmp_path / "site"
+    destination.mkdir()
+    (destination / "notes.txt").write_text("the user's notes")
+    (destination / MANIFEST).write_text(manifest)
+    with pytest.raises(PublishError, match=rf"{MANIFEST}: (was written for 'somewhere/else'|"
+                                           r"exists but is not a)"
+                                           r".*nothing was changed"):
+        _publish(publishable, "a", destination)
+    assert sorted(p.name for p in destination.iterdir()) == sorted([MANIFEST, "notes.txt"])
+    assert (destination / MANIFEST).read_text() == manifest
+
+
+def test_publish_removes_only_what_it_wrote_and_never_through_a_link(tmp_path, publishable):
+    from components.publish import MANIFEST
+
+    destination = tmp_path / "site"
+    _publish(publishable, "a", destination)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim.txt").write_text("not publish's")
+    (destination / "sub").symlink_to(outside)
+    (destination / "notes.txt").write_text("the user's notes")
+    manifest = json.loads((destination / MANIFEST).read_text())
+    victim_sha = hashlib.sha256(b"not publish's").hexdigest()
+    # The manifest claims both (sha256s that match their bytes): neither is publish's to delete.
+    manifest["files"]["sub/victim.txt"] = {"bytes": 13, "sha256": victim_sha}
+    manifest["files"]["notes.txt"] = {"bytes": 16, "sha256": "f" * 64}
+    (destination / MANIFEST).write_text(json.dumps(manifest))
+    _publish(publishable, "b", destination)
+    assert (outside / "victim.txt").read_text() == "not publish's"
+    assert (destination / "notes.txt").read_text() == "the user's notes"
+    assert not (destination / "mv2_cpm_a_fp32.tflite").exists()  # publish's own stale file is gone
+    assert "mv2_cpm_b_fp32.tflite" in json.loads((destination / MANIFEST).read_text())["files"]
+
+
+@pytest.mark.parametrize("destination", ["gs://models/a/../b", "gs://models//b", "s3://models/./b",
+                                         "/tmp/site/../elsewhere"])
+def test_publish_refuses_dot_dot_and_empty_segments(publishable, destination):
+    from components.publish import PublishError
+
+    with pytest.raises(PublishError, match=r"destination='.*': (a '\.\.'|an empty|a '\.') segment"):
+        _publish(publishable, "a", destination)
+
+
+def _concurrent_publishes(publishable, destination: str, env: dict) -> list:
+    import subprocess
+    import sys
+
+    evaluation = str(publishable["evaluation"])
+    processes = [subprocess.Popen(
+        [sys.executable, "-m", "components.publish", "--models", str(publishable["models"] / name),
+         "--report", evaluation, "--results", evaluation, "--destination", destination,
+         "--variant", "fp32"],
+        cwd=REPO, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True)
+        for name in "abcd"]
+    return [(process.wait(timeout=300), process.stderr.read().strip().splitlines()[-1:])
+            for process in processes]
+
+
+def _assert_one_complete_set(outcomes, files: dict, refusal: str):
+    from components.publish import MANIFEST
+
+    assert any(code == 0 for code, _ in outcomes), outcomes
+    for code, last in outcomes:
+        assert code == 0 or (code == 1 and refusal in last[0]), outcomes
+    manifest = json.loads(files[MANIFEST])
+    assert set(files) == {*manifest["files"], MANIFEST}  # one run's set, nothing of another's
+    for name, entry in manifest["files"].items():
+        assert hashlib.sha256(files[name]).hexdigest() == entry["sha256"], name
+
+
+def test_concurrent_publishes_to_one_folder_leave_one_complete_set(tmp_path, publishable):
+    destination = tmp_path / "site"
+    outcomes = _concurrent_publishes(publishable, str(destination), {})
+    files = {p.relative_to(destination).as_posix(): p.read_bytes()
+             for p in destination.rglob("*") if p.is_file()}
+    _assert_one_complete_set(outcomes, files, "another process is writing it (publish as pid")
+
+
+def test_concurrent_publishes_to_one_gcs_prefix_leave_one_complete_set(publishable):
+    from components.publish import LOCK_NAME, PublishError
+
+    with fake_gcs():
+        bucket = make_bucket("models")
+        # A live holder's lock object (the store refuses the conditional create): refused, named.
+        holder = json.dumps({"pid": 7, "host": "h", "since": time.time()})
+        bucket.blob(f"pose/{LOCK_NAME}").upload_from_string(holder)
+        with pytest.raises(PublishError,
+                           match=r"gs://models/pose: another publish is writing it \(pid 7 on h"):
+            _publish(publishable, "a", "gs://models/pose")
+        bucket.blob(f"pose/{LOCK_NAME}").delete()
+        outcomes = _concurrent_publishes(publishable, "gs://models/pose",
+                                         {"STORAGE_EMULATOR_HOST":
+                                          os.environ["STORAGE_EMULATOR_HOST"]})
+        files = {blob.name[len("pose/"):]: blob.download_as_bytes()
+                 for blob in bucket.list_blobs(prefix="pose/")}
+    _assert_one_complete_set(outcomes, files, "another publish is writing it (pid")
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 21: claims are checked
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("claim, message", [
+    ({"output_stride": 4}, r"says output_stride 4, but the model has 2 "),
+    ({"num_keypoints": 17}, r"says num_keypoints 17, but the model has 14 "),
+    ({"output_size": 16}, r"says output_size 16, but the model has 32 "),
+], ids=["stride", "keypoints", "heatmap-size"])
+def test_evaluate_checks_a_models_json_against_the_model(tmp_path, tflite_models, claim, message):
+    from components.evaluate import EvaluationError, open_model
+
+    models = tmp_path / "models"
+    shutil.copytree(tflite_models, models)
+    meta = models / "mv2_cpm_fp32.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), **claim}))
+    with pytest.raises(EvaluationError,
+                       match=rf"mv2_cpm_fp32\.tflite: mv2_cpm_fp32\.json {message}"):
+        open_model(models / "mv2_cpm_fp32.tflite")
+
+
+def test_a_file_without_json_must_be_a_seed_release(tmp_path, tflite_models):
+    from components.evaluate import EvaluationError, open_model, seed_release_checksums
+
+    known = set(seed_release_checksums().values())
+    assert known == {"pefm-cpm-192.tflite", "pefm-hourglass-192.tflite"}
+    lone = tmp_path / "lone.tflite"
+    shutil.copyfile(tflite_models / "mv2_cpm_fp32.tflite", lone)
+    with pytest.raises(EvaluationError,
+                       match=r"lone\.tflite: no lone\.json beside it, and its sha256 [0-9a-f]{64} "
+                             r"is none of the seed's released files"):
+        open_model(lone)
+    seed = REPO.parent / "shared" / "anchors" / "pefm-cpm-192.tflite"
+    if seed.is_file():  # the issue's probe: the seed's file with 4 KB of flipped bytes
+        data = bytearray(seed.read_bytes())
+        middle = len(data) // 2
+        data[middle: middle + 4096] = bytes(b ^ 0xFF for b in data[middle: middle + 4096])
+        flipped = tmp_path / "pefm-cpm-192.tflite"
+        flipped.write_bytes(bytes(data))
+        with pytest.raises(EvaluationError, match="none of the seed's released files"):
+            open_model(flipped)
+        assert open_model(seed)["contract"]["name"] == "seed"

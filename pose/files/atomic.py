@@ -11,29 +11,35 @@ from pose.files import outputs
 
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike, step: str | None = None):
-    """Yields a temporary folder beside `path`; on success it replaces `path` (an existing folder there,
-    e.g. the empty one KFP creates for an output artifact, is removed), on failure it is deleted.
-    `step` leaves that step's marker inside (pose.files.outputs), so that its next run may replace the folder;
-    a step checks its output with pose.files.outputs.check_output before it starts."""
+    """Yields a temporary folder beside `path`; on success it replaces `path` (an existing folder
+    there, e.g. the empty one KFP creates for an output artifact, is removed), on failure it is
+    deleted. `step` leaves that step's marker inside (pose.files.outputs), so that its next run may
+    replace the folder; a step checks its output with pose.files.outputs.check_output before it
+    starts. Another process building the same `path` meanwhile is refused
+    (pose.files.writer_lock.OutputBusy)."""
+    from pose.files.writer_lock import exclusive_writer
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_siblings(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
-    tmp.chmod(0o755)
-    try:
-        yield tmp
-        if step:
-            outputs.mark(tmp, step)
-        if path.is_dir():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    # one writer at a time (pose/files/writer_lock.py)
+    with exclusive_writer(path, step or "a step"):
+        remove_stale_siblings(path)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
+        tmp.chmod(0o755)
+        try:
+            yield tmp
+            if step:
+                outputs.mark(tmp, step)
+            if path.is_dir():
+                old = path.with_name(f".{path.name}.old-{os.getpid()}")
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 def remove_stale_siblings(path: Path) -> list[Path]:

@@ -132,13 +132,62 @@ LR_SCHEDULES = ("exponential", "cosine", "constant")
 CPM_OPTIONS = tuple(key for key in networks.architecture_options("mv2_cpm") if key not in networks.COMMON_OPTIONS)
 
 
+# What a config may be before it is built (issue 21: a few lines of nested aliases expanded to 4.8
+# GB). Configs are a few dozen keys; nothing real needs anchors, aliases or merge keys, so they are
+# refused at the parser, before any node is built, and the document is capped in bytes and nodes.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_NODES = 10_000
+MAX_CONFIG_DEPTH = 32
+# Size-like keys, bounded so that one batch's input (batch_size x input_size^2 x 3 float32) stays
+# under MAX_BATCH_INPUT_BYTES and nothing asks for more than the largest reasonable model (a refused
+# config costs nothing; a segfault at 4.1 GB after a start-up does).
+MAX_BATCH_INPUT_BYTES = 4 << 30
+SIZE_LIMITS = {
+    "batch_size": 4096, "input_size": 1024, "width": 4.0, "num_stages": 16, "num_keypoints": 256,
+    "backbone_expansion": 64, "stage_expansion": 64, "stage_channels": 4096,
+    "stage_kernel_size": 31, "shuffle_buffer": 100_000, "keep_checkpoints": 1000,
+    "num_train_samples": 10 ** 9, "max_epoch": 10 ** 6, "max_steps": 10 ** 9,
+    "decay_steps": 10 ** 9, "warmup_steps": 10 ** 9, "checkpoint_every": 10 ** 9,
+    "log_every": 10 ** 9, "summary_every": 10 ** 9, "eval_every": 10 ** 9, "seed": 2 ** 31 - 1,
+}
+
+
 class _ConfigLoader(yaml.SafeLoader):
-    """YAML as users write it: `1e-3` is a number (YAML 1.1 wants `1.0e-3`), and a key given twice in one
-    mapping is an error instead of the last one silently winning."""
+    """YAML as users write it: `1e-3` is a number (YAML 1.1 wants `1.0e-3`), and a key given twice
+    in one mapping is an error instead of the last one silently winning. Anchors, aliases and merge
+    keys are refused, and at most MAX_CONFIG_NODES nodes are composed (see MAX_CONFIG_NODES)."""
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            alias = isinstance(event, yaml.AliasEvent)
+            what = f"alias *{event.anchor}" if alias else f"anchor &{event.anchor}"
+            raise ConfigError(f"line {event.start_mark.line + 1}: YAML {what}: anchors and "
+                              "aliases are not "
+                              "accepted in a config (they can expand a few lines to gigabytes); "
+                              "write the "
+                              "values out")
+        self._nodes = getattr(self, "_nodes", 0) + 1
+        if self._nodes > MAX_CONFIG_NODES:
+            raise ConfigError(f"more than {MAX_CONFIG_NODES:,} YAML nodes; a config is a few "
+                              "dozen keys")
+        self._depth = getattr(self, "_depth", 0) + 1
+        # before Python's recursion limit ends it in a RecursionError
+        if self._depth > MAX_CONFIG_DEPTH:
+            raise ConfigError(f"line {event.start_mark.line + 1}: YAML nested more than "
+                              f"{MAX_CONFIG_DEPTH} deep")
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node, deep=False):
         seen = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise ConfigError(f"line {key_node.start_mark.line + 1}: YAML merge key '<<' is "
+                                  "not accepted "
+                                  "in a config; write the keys out")
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise ConfigError(f"key {key!r} is given twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1})")
@@ -158,6 +207,9 @@ _ConfigLoader.add_implicit_resolver(
 
 def read_yaml(text: str):
     """YAML text -> Python values, read the way config files are (see _ConfigLoader)."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{len(text):,} characters, more than the {MAX_CONFIG_BYTES:,} a config "
+                          "may have")
     return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader subclass
 
 
@@ -169,6 +221,9 @@ def load_config(source: str | os.PathLike | None = None, overrides: dict | None 
         path = _find_file(str(source))
         if path is not None:
             origin = f"config file {path}"
+            if path.stat().st_size > MAX_CONFIG_BYTES:
+                raise ConfigError(f"{origin}: {path.stat().st_size:,} bytes, more than the "
+                                  f"{MAX_CONFIG_BYTES:,} a config may have")
             text = path.read_text()
         elif "\n" in str(source) or ":" in str(source) and not str(source).endswith((".yaml", ".yml")):
             origin, text = "config text", str(source)
@@ -242,7 +297,7 @@ def _find_file(source: str) -> Path | None:
 
 def _apply(config: TrainConfig, values: dict, origin: str) -> TrainConfig:
     hints = typing.get_type_hints(TrainConfig)
-    changes = {}
+    changes, spelled = {}, {}
     width, height = values.get("input_width"), values.get("input_height")
     if width is not None or height is not None:
         if width is not None and height is not None and width != height:
@@ -259,8 +314,9 @@ def _apply(config: TrainConfig, values: dict, origin: str) -> TrainConfig:
         if name not in hints:
             raise ConfigError(f"{origin}: unknown key {key!r}; known keys: {', '.join(hints)} "
                               f"(and the seed's {', '.join(sorted(SEED_ALIASES))})")
-        if name in changes and key != name:
-            raise ConfigError(f"{origin}: {key!r} and {name!r} are the same key; give one")
+        if name in changes:  # `batchsize` and `batch_size`, in either order
+            raise ConfigError(f"{origin}: {spelled[name]!r} and {key!r} are the same key; give one")
+        spelled[name] = key
         changes[name] = _checked(name, value, hints[name], origin)
     config = dataclasses.replace(config, **changes)
     _check_ranges(config, origin)
@@ -321,6 +377,23 @@ def _check_ranges(config: TrainConfig, origin: str) -> None:
             fail("frozen_layers", f"not a regular expression: {error}")
     if config.lr <= 0 or config.sigma <= 0:
         fail("lr" if config.lr <= 0 else "sigma", "must be positive")
+    for key, limit in SIZE_LIMITS.items():
+        if getattr(config, key) is not None and getattr(config, key) > limit:
+            fail(key, f"must be at most {limit:,}")
+    batch_bytes = config.batch_size * config.input_size ** 2 * 3 * 4
+    if batch_bytes > MAX_BATCH_INPUT_BYTES:
+        fail("batch_size", f"a batch of {config.batch_size} x {config.input_size}^2 x 3 float32 "
+                           "inputs is "
+                           f"{batch_bytes / 2 ** 30:.1f} GiB, over the "
+                           f"{MAX_BATCH_INPUT_BYTES >> 30} GiB bound")
+    # Targets must reach every joint: a Gaussian of sigma >= stride / 2 is >= exp(-1) at the nearest
+    # heatmap cell (at most stride / sqrt(2) away); narrower ones vanish between cells (sigma: 1e-30
+    # trained on all-zero targets). One wider than the input is flat: no peak to learn.
+    stride = networks.output_stride(config.model)
+    if not stride / 2 <= config.sigma <= config.input_size:
+        fail("sigma", f"must be between half the output stride ({stride / 2:g} input pixels; "
+                      "narrower targets "
+                      f"vanish between heatmap cells) and input_size ({config.input_size})")
     for key in ("eval_every", "warmup_steps", "shuffle_buffer", "seed"):
         if getattr(config, key) < 0:
             fail(key, "must not be negative")

@@ -1,0 +1,132 @@
+"""Every run parameter that can be checked without data, checked before the first task starts.
+
+Issue 21: `batch_size: 0` in the `config` parameter was refused by train 460 s into a local run,
+after download, convert and shard (hours at AIC scale), and `num_shards=0` / `100000` only once
+convert or fanout ran. `check_arguments` applies each step's own check to the pipeline's arguments
+(with the DAG's defaults for those not given): `python -m pipeline run` and `submit` call it before
+starting anything, `compile` on the pipeline's defaults. A bad value is a ParameterError naming the
+parameter.
+"""
+import inspect
+
+from pipeline.params import ParameterError
+
+
+def default_arguments() -> dict:
+    """{name: default} of the pipeline function's parameters (what a run gets for those not
+    given)."""
+    from pipeline.dag import pose_pipeline
+
+    signature = inspect.signature(pose_pipeline.pipeline_func)
+    return {name: parameter.default for name, parameter in signature.parameters.items()
+            if parameter.default is not inspect.Parameter.empty}
+
+
+def check_arguments(arguments: dict, missing_config_ok: bool = False) -> dict:
+    """Checks `arguments` merged over the pipeline's defaults; returns the merged arguments.
+    `missing_config_ok`: a config path not found here may exist only in the image (the docker
+    runner)."""
+    merged = {**default_arguments(), **arguments}
+    for check in (_source, _num_shards, _training_config, _variants, _uris, _counts):
+        check(merged, missing_config_ok)
+    return merged
+
+
+def _fail(name: str, value, why: str):
+    raise ParameterError(f"parameter {name}={value!r}: {why} (checked before any task started)")
+
+
+def _source(arguments: dict, _) -> None:
+    from components.download import DownloadError, synthetic_parameters
+
+    source = str(arguments.get("source", "")).strip()
+    if not source:
+        _fail("source", source, "empty; give synthetic://N, a path, https:// or gs://")
+    if source.lower().startswith("synthetic:"):
+        try:
+            synthetic_parameters(source)
+        except DownloadError as error:
+            _fail("source", source, str(error).removeprefix(f"{source}: "))
+    sha256 = str(arguments.get("sha256", "")).strip()
+    if sha256 and (len(sha256) != 64 or any(c not in "0123456789abcdefABCDEF" for c in sha256)):
+        _fail("sha256", sha256, "expected 64 hex digits, or empty for no check")
+
+
+def _num_shards(arguments: dict, _) -> None:
+    from pose.data.packs import PackError, check_num_shards
+
+    try:
+        check_num_shards(arguments.get("num_shards"))
+    except PackError as error:
+        _fail("num_shards", arguments.get("num_shards"), str(error).split(": ", 1)[-1])
+
+
+def _training_config(arguments: dict, missing_config_ok: bool) -> None:
+    from pose.data import keypoints
+    from pose.training.config import ConfigError, load_config, parse_overrides
+
+    config, overrides = arguments.get("config", ""), arguments.get("overrides", "")
+    try:
+        parsed = parse_overrides(overrides)
+    except ConfigError as error:
+        _fail("overrides", overrides, str(error))
+    try:
+        cfg = load_config(config, parsed)
+    except ConfigError as error:
+        if missing_config_ok and " not found (looked in " in str(error):
+            return
+        name = "overrides" if str(error).startswith("overrides") else "config"
+        raise ParameterError(f"parameter {name}: {error} (checked before any task started)") \
+            from None
+    if cfg.num_keypoints != keypoints.NUM_KEYPOINTS:
+        raise ParameterError(f"parameter config: num_keypoints {cfg.num_keypoints}, but the "
+                             f"pipeline's data (AI Challenger) has {keypoints.NUM_KEYPOINTS} "
+                             "keypoints per person (checked "
+                             "before any task started)")
+
+
+def _variants(arguments: dict, _) -> None:
+    from components.tflite import VARIANTS
+    from pose.models import contract
+
+    text = str(arguments.get("tflite_variants", ""))
+    variants = [v.strip() for v in text.split(",")]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or len(set(variants)) != len(variants):
+        _fail("tflite_variants", text, f"expected distinct names from {', '.join(VARIANTS)}"
+                                       + (f"; unknown: {', '.join(map(repr, unknown))}"
+                                          if unknown else ""))
+    publish_variant = arguments.get("publish_variant")
+    if str(arguments.get("publish_uri", "")).strip() and publish_variant not in variants:
+        _fail("publish_variant", publish_variant, f"not among tflite_variants ({text})")
+    try:
+        contract.check(arguments.get("export_contract"))
+    except contract.ContractError as error:
+        _fail("export_contract", arguments.get("export_contract"), str(error))
+
+
+def _uris(arguments: dict, _) -> None:
+    from pose.files.uris import UriError, check_uri
+
+    for name in ("source", "publish_uri", "checkpoint_uri"):
+        value = str(arguments.get(name, "")).strip()
+        if not value:
+            continue
+        try:
+            check_uri(value, name)
+        except UriError as error:
+            raise ParameterError(f"parameter {error} (checked before any task started)") from None
+        scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+        allowed = {"source": ("", "file", "http", "https", "gs", "s3", "synthetic"),
+                   "publish_uri": ("", "file", "gs", "s3"),
+                   "checkpoint_uri": ("", "file", "gs", "s3")}[name]
+        if scheme not in allowed:
+            _fail(name, value, f"unsupported scheme {scheme!r}; expected one of "
+                               f"{', '.join(s + '://' for s in allowed if s)} or a path")
+
+
+def _counts(arguments: dict, _) -> None:
+    for name, lowest in (("latency_runs", 1), ("gpu_count", 0)):
+        value = arguments.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+            _fail(name, value, f"expected a whole number >= {lowest}")
