@@ -221,9 +221,9 @@ def _check_claims(path: Path, meta_name: str, metadata: dict, input_size: int, o
 
 
 def seed_release_checksums() -> dict:
-    """{sha256: file name} of the seed's released .tflite files (images/anchors/SHA256SUMS, which
-    the images carry as $POSE_ANCHORS_DIR/SHA256SUMS)."""
-    candidates = [Path(__file__).resolve().parent.parent / "images" / "anchors" / "SHA256SUMS"]
+    """{sha256: file name} of the seed's released .tflite files (the repository's anchors/SHA256SUMS,
+    which the images carry as $POSE_ANCHORS_DIR/SHA256SUMS)."""
+    candidates = [REPO / "anchors" / "SHA256SUMS"]
     if os.environ.get("POSE_ANCHORS_DIR"):
         candidates.append(Path(os.environ["POSE_ANCHORS_DIR"]) / "SHA256SUMS")
     for candidate in candidates:
