@@ -4,6 +4,8 @@ Takes a source URI:
   https://... / http://...   a file, streamed
   gs://bucket/path           an object, or every object under a prefix (google-cloud-storage;
                              STORAGE_EMULATOR_HOST selects an emulator)
+  s3://bucket/path           the same on any S3 server (AWS, SeaweedFS, MinIO): AWS_ENDPOINT_URL,
+  minio://bucket/path        AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION as for every S3 tool
   /local/path, file:///path  a file or a folder
   synthetic://N[?seed=S]     a rendered release: N train, max(N // 5, 8) validation images
 A file that is a .zip, .tar, .tar.gz/.tgz archive is extracted (so are archives at the top of a folder
@@ -78,23 +80,25 @@ def _fetch(source: str, dest: Path, sha256: str | None) -> dict:
             with response:
                 digest = _stream_to(dest / (STAGING_PREFIX + name), response.read, response.length, source)
             _unpack(dest / (STAGING_PREFIX + name), name, dest, source, digest, sha256)
-        elif scheme == "gs":
-            blob = storage.gs_object(source)
-            if blob is None:
+        elif storage.is_object_uri(source):
+            info = storage.stat(source)
+            if info is None:
                 _refuse_checksum_for_folder(source, sha256)
-                storage.download_gs(source, str(dest))
+                storage.download_prefix(source, str(dest))
                 _unpack_archives_in(dest, source)
             else:
-                staged = dest / (STAGING_PREFIX + _file_name(blob.name))
+                name = _file_name(info.key)
+                staged = dest / (STAGING_PREFIX + name)
                 with open(staged, "wb") as out:
-                    writer = _DigestingWriter(out, blob.size, source)
-                    storage.copy_gs_object(blob, writer, source)
+                    writer = _DigestingWriter(out, info.size, source)
+                    storage.read_into(source, writer)
                     writer.close()
-                _unpack(staged, _file_name(blob.name), dest, source, writer.hexdigest(), sha256)
+                _unpack(staged, name, dest, source, writer.hexdigest(), sha256)
         elif uris.is_local(source):
             _fetch_local(source, uris.local_path(source), dest, sha256)
         else:
-            raise DownloadError(f"{source}: unsupported scheme {scheme!r}; expected https, http, gs, file or synthetic")
+            raise DownloadError(f"{source}: unsupported scheme {scheme!r}; expected https, http, gs, s3, minio, "
+                                f"file or synthetic")
     except storage.StorageError as error:
         raise DownloadError(str(error) if source in str(error) else f"{source}: {error}") from None
     except (TimeoutError, ConnectionError) as error:  # a read that stalled or broke off mid-transfer
@@ -311,7 +315,8 @@ def count_release(folder: str) -> dict:
 def main(argv=None) -> int:
     arguments = cli.parser("download", __doc__)
     arguments.add_argument("--source", required=True,
-                           help="https://, http://, gs://, a local path, file:// or synthetic://N[?seed=S]")
+                           help="https://, http://, gs://, s3://, minio://, a local path, file:// or "
+                                "synthetic://N[?seed=S]")
     arguments.add_argument("--output", required=True, help="folder to create (must not exist, or be empty)")
     arguments.add_argument("--sha256", default=None, help="expected SHA-256 (hex) of a single-file source")
     arguments.add_argument("--allow-no-images", action="store_true", help="keep a source that holds no image")

@@ -1,8 +1,9 @@
-"""publish: the chosen TFLite model, its metadata, the evaluation report and a model card -> a gs:// prefix.
+"""publish: the chosen TFLite model, its metadata, the evaluation report and a model card -> a bucket prefix.
 
 Takes    a tflite output folder (`<model>_<variant>.tflite` + `.json`), evaluate's report (report.html) and
-         results (results.json, or the folder holding it), a destination (`gs://bucket/prefix`, or a local
-         folder), and the variant to publish (`fp16`, ... or `best`: the highest PCKh@0.5, then the smallest).
+         results (results.json, or the folder holding it), a destination (`gs://`, `s3://` or
+         `minio://bucket/prefix`, or a local folder), and the variant to publish (`fp16`, ... or
+         `best`: the highest PCKh@0.5, then the smallest).
 Does     stages the files and a model card written from results.json (model, data, figures, intended use,
          limitations), then uploads them; `published.json` (what was published, with sha256) goes last, so a
          reader that finds it knows every other file is complete.
@@ -143,10 +144,13 @@ def _upload(staged: Path, destination: str) -> list[str]:
     are removed. A failure part way leaves no manifest, so none vouches for files that have changed."""
     files = sorted(_staged_files(staged), key=lambda named: (named[0] == MANIFEST, named[0]))
     base = destination.rstrip("/")
-    if destination.startswith("gs://"):
-        store = _GcsDestination(base)
+    from pose.files import storage
+
+    if storage.is_object_uri(destination):
+        store = _ObjectDestination(base)
     elif (folder := local_path(destination)) is None:
-        raise PublishError(f"destination {destination!r}: expected gs://bucket/prefix or a local folder")
+        raise PublishError(f"destination {destination!r}: expected gs://, s3:// or minio://bucket/prefix, "
+                           f"or a local folder")
     else:
         store = _LocalDestination(folder)
     try:
@@ -164,61 +168,34 @@ def _upload(staged: Path, destination: str) -> list[str]:
     return written
 
 
-class _GcsDestination:
+class _ObjectDestination:
+    """A gs://, s3:// or minio:// prefix, through pose.files.storage (one client for the whole publish)."""
+
     def __init__(self, base: str):
         from pose.files import storage
 
         self.base, self.storage = base, storage
-        self.client = storage.gcs_client()
-        self.bucket_name, self.prefix = storage.split_gs_uri(base + "/")
-
-    def _call(self, name: str, action):
-        from google.api_core import exceptions
-
-        uri = f"{self.base}/{name}"
-        try:
-            with self.storage.gcs_errors(uri):
-                return action(self.client.bucket(self.bucket_name).blob(self.prefix + name))
-        except exceptions.GoogleAPICallError as error:  # a missing bucket, no permission, a refused name
-            raise self.storage.StorageError(f"{uri}: {error}") from None
+        self.store = storage.store_for(base + "/")
 
     def read(self, name: str) -> bytes | None:
-        from google.api_core import exceptions
-
-        def read(blob):
-            try:
-                return blob.download_as_bytes(**self.storage.gcs_options())
-            except exceptions.NotFound:
-                return None
-        return self._call(name, read)
+        return self.storage.read_bytes(f"{self.base}/{name}", self.store)
 
     def remove(self, name: str) -> None:
-        from google.api_core import exceptions
-
-        def remove(blob):
-            try:
-                blob.delete(**self.storage.gcs_options())
-            except exceptions.NotFound:
-                pass
-        self._call(name, remove)
+        self.storage.delete([f"{self.base}/{name}"], self.store)
 
     def put(self, name: str, path: Path) -> str:
+        """The demo's runtime goes gzipped with Content-Encoding: gzip: the bucket sends it so to
+        browsers (2.9 MB instead of 9.7 MB) and unpacks it for clients that do not accept gzip.
+        Every file carries the content type its name implies, so that a static host of the bucket
+        serves a working page."""
+        uri = f"{self.base}/{name}"
         encoding = web_demo.published_encoding(name)
         if encoding is None:
-            self._call(name, lambda blob: blob.upload_from_filename(str(path), **self.storage.gcs_options()))
+            self.storage.upload_file(str(path), uri, self.store)
         else:
-            self._call(name, lambda blob: self._put_encoded(blob, name, path, encoding))
-        return f"{self.base}/{name}"
-
-    def _put_encoded(self, blob, name: str, path: Path, encoding: str) -> None:
-        """The demo's runtime stored gzipped with Content-Encoding: gzip: the bucket sends it so to browsers
-        (2.9 MB instead of 9.7 MB) and unpacks it for clients that do not accept gzip."""
-        import mimetypes
-
-        blob.content_encoding = encoding
-        blob.upload_from_string(web_demo.gzip_bytes(path.read_bytes()),
-                                content_type=mimetypes.guess_type(name)[0] or "application/octet-stream",
-                                **self.storage.gcs_options())
+            self.storage.write_bytes(uri, web_demo.gzip_bytes(path.read_bytes()), self.store,
+                                     content_encoding=encoding)
+        return uri
 
 
 class _LocalDestination:
@@ -336,7 +313,7 @@ def main(argv=None) -> int:
     arguments.add_argument("--models", required=True, help="tflite output folder (<model>_<variant>.tflite + .json)")
     arguments.add_argument("--report", required=True, help="evaluate's report.html (or the folder holding it)")
     arguments.add_argument("--results", required=True, help="evaluate's results.json (or the folder holding it)")
-    arguments.add_argument("--destination", required=True, help="gs://bucket/prefix, or a local folder")
+    arguments.add_argument("--destination", required=True, help="gs://, s3:// or minio://bucket/prefix, or a local folder")
     arguments.add_argument("--variant", default="fp16", help="fp32, fp16, int8-dynamic, int8, or best (default fp16)")
     return cli.run("publish", arguments, lambda args: print(json.dumps(publish(
         args.models, args.report, args.results, args.destination, args.variant)["uris"], indent=2)), argv)

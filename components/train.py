@@ -8,9 +8,10 @@ Does     a custom training loop (below) under a tf.distribute strategy over ever
          and optional XLA on GPU. Loss: the seed's L2 of every stage's heatmaps
          (pose/training/objective.py); Adam with the seed's exponential decay or cosine
          (pose/training/learning_rate.py), within a time budget (pose/training/budget.py).
-         Checkpoints every `checkpoint_every` steps, mirrored to --checkpoint-uri gs://bucket/prefix;
-         a restart resumes from the newest (pose/training/checkpoints.py). PCKh@0.5 on the valid
-         shards every `eval_every` steps and at the end (pose/training/validation.py).
+         Checkpoints every `checkpoint_every` steps, mirrored to --checkpoint-uri gs://, s3:// or
+         minio://bucket/prefix; a restart resumes from the newest (pose/training/checkpoints.py).
+         PCKh@0.5 on the valid shards every `eval_every` steps and at the end
+         (pose/training/validation.py).
 Writes   (docs/ARTIFACTS.md) model.keras, config.yaml, checkpoints/, logs/ (TensorBoard,
          pose/training/summaries.py), train_metadata.json.
 
@@ -30,7 +31,7 @@ from pose.codec import HeatmapCodec
 from pose.data import inputs, records, shard_index
 from pose.files import integrity, outputs, steplog
 from pose.files.atomic import atomic_file, write_text
-from pose.files.storage import split_gs_uri
+from pose.files.storage import split_object_uri
 from pose.models import networks
 from pose.training import distribution
 from pose.training.budget import TimeBudget, duration
@@ -53,10 +54,11 @@ def train(config: str, data_dirs: list[str], output_dir: str, valid_dirs: list[s
 
     `expect_gpus`: GPUs the caller asked for (the pod's accelerator limit); when TensorFlow sees
     none, training fails rather than quietly running on the CPU, unless `allow_cpu`.
-    `checkpoint_uri` (gs://…): checkpoints are mirrored there and a start resumes from the newest."""
+    `checkpoint_uri` (gs://, s3:// or minio://…): checkpoints are mirrored there and a start resumes
+    from the newest."""
     cfg = load_config(config, overrides).resolved()
     if checkpoint_uri:
-        split_gs_uri(checkpoint_uri)  # fail before building anything
+        split_object_uri(checkpoint_uri)  # fail before building anything
     outputs.check_output("train", output_dir, [*data_dirs, *(valid_dirs or [])])
     with steplog.step("train", config=config, data=data_dirs, valid=valid_dirs, output=output_dir,
                       overrides=overrides or {}, checkpoint_uri=checkpoint_uri) as wrote:
@@ -322,7 +324,7 @@ def main(argv=None) -> int:
     arguments.add_argument("--allow-cpu", action="store_true",
                            help="with --expect-gpus, train on the CPU (with a warning) instead of "
                                 "failing")
-    arguments.add_argument("--checkpoint-uri", default="", metavar="gs://BUCKET/PREFIX",
+    arguments.add_argument("--checkpoint-uri", default="", metavar="gs://|s3://BUCKET/PREFIX",
                            help="also keep checkpoints there as they are written, and resume from "
                                 "the newest")
 

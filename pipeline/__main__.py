@@ -42,6 +42,10 @@ def main(argv=None) -> int:
     submit.add_argument("--package", default=None, help="compiled pipeline (default pipeline.yaml)")
     submit.add_argument("--run-name", default=None)
     submit.add_argument("--namespace", default=None, help="Kubeflow profile namespace (multi-user clusters)")
+    submit.add_argument("--no-cache", action="store_true",
+                        help="run every step afresh, train included (default: cached steps reuse "
+                             "earlier runs' outputs when their inputs are unchanged; "
+                             "docs/CLUSTER.md, \"Reruns\")")
     submit.add_argument("--token", default=None,
                         help="bearer token for the KFP API on multi-user Kubeflow (kfp.Client's existing_token), "
                              "e.g. $(kubectl -n <namespace> create token default-editor "
@@ -87,7 +91,8 @@ def main(argv=None) -> int:
 
             result = submit_run(args.host, params=args.params, experiment=args.experiment or DEFAULT_EXPERIMENT,
                                 pipeline_root=args.pipeline_root, package=args.package or DEFAULT_PACKAGE,
-                                run_name=args.run_name, namespace=args.namespace, token=args.token)
+                                run_name=args.run_name, namespace=args.namespace, token=args.token,
+                                enable_caching=False if args.no_cache else None)
             print(f"run {result['run_id']}: {result['url']}")
     except (CompileError, DemoError, LocalRunError, ParameterError, SubmitError) as error:
         logging.getLogger("pipeline").error("%s", error)

@@ -2,8 +2,9 @@
 cluster contract's run-time rules (README "On a cluster").
 
 Used before submission (pipeline/submit.py) and inside the pods (the bodies in pipeline/ops.py, in every
-image), so it imports nothing beyond the standard library and pose/files/uris.py (the local-path
-rule).
+image), so at import it needs nothing beyond the standard library and pose/files/uris.py (the local-path
+rule); check_storage_parameters, which runs before submission and before local runs, asks
+pose/files/storage.py which schemes exist and where credentials would come from.
 
 - Every step runs in its own pod, whose disk is empty and thrown away: a local path given as `source`,
   `publish_uri` or `checkpoint_uri` names nothing the pod can read, and whatever is written there is lost.
@@ -14,6 +15,7 @@ rule).
   `cluster-settings` task (pipeline/ops.py) turns the run parameters into such strings.
 """
 import os
+import re
 
 from pose.files.uris import is_local
 
@@ -29,6 +31,21 @@ GCS_KEY_FILE = "key.json"
 # the volume is optional, so the kubelet mounts an empty folder and the pod starts.
 NO_GCS_SECRET = "pose-pipeline-no-gcs-secret"
 
+# S3 credentials, KFP's way: a secret with the keys of KFP's own `mlpipeline-minio-artifact`
+# (kubeflow/pipelines 2.17.0 backend/src/v2/config/env.go: minioArtifactSecretName, accessKeyKey
+# "accesskey", secretKeyKey "secretkey"), mounted like the GCS secret, optional.
+S3_SECRET_MOUNT = "/var/secrets/s3"
+S3_ACCESS_KEY_FILE, S3_SECRET_KEY_FILE = "accesskey", "secretkey"
+NO_S3_SECRET = "pose-pipeline-no-s3-secret"
+# What the launcher itself uses for minio:// on a stock install (same file,
+# getDefaultMinioSessionInfo: endpoint objectstore.DefaultEndpointInMultiUserMode =
+# "seaweedfs.kubeflow:9000" since 2.16.0, before that "minio-service.kubeflow:9000", which
+# SeaweedFS's manifests also serve; region "minio"; disableSSL true; forcePathStyle true).
+DEFAULT_S3_ENDPOINT = "seaweedfs.kubeflow:9000"
+DEFAULT_S3_REGION = "minio"
+DEFAULT_S3_SECRET = "mlpipeline-minio-artifact"
+
+
 class ClusterContractError(ValueError):
     """A run argument that cannot work on a cluster; the message names it and says what to give instead."""
 
@@ -41,8 +58,9 @@ def on_kfp_cluster() -> bool:
 def refuse_local_paths(arguments: dict, where: str) -> None:
     """Fails on a local-path `source` or a local-path, non-empty `publish_uri` or `checkpoint_uri` (`where`
     says who checked)."""
-    for name, allowed in (("source", "gs://, https:// or synthetic://N"), ("publish_uri", "gs://bucket/prefix"),
-                          ("checkpoint_uri", "gs://bucket/prefix")):
+    for name, allowed in (("source", "gs://, s3://, minio://, https:// or synthetic://N"),
+                          ("publish_uri", "gs://, s3:// or minio://bucket/prefix"),
+                          ("checkpoint_uri", "gs://, s3:// or minio://bucket/prefix")):
         value = arguments.get(name)
         if isinstance(value, str) and value.strip() and is_local(value.strip()):
             raise ClusterContractError(
@@ -51,10 +69,67 @@ def refuse_local_paths(arguments: dict, where: str) -> None:
                 f"`python -m pipeline run`)")
 
 
+# What each storage parameter takes (pose.files.storage.kind_of's kinds); "" means none for the last
+# two.
+STORAGE_PARAMETERS = {
+    "source": ("gs", "s3", "minio", "http", "https", "synthetic", "local"),
+    "publish_uri": ("gs", "s3", "minio", "local"),
+    "checkpoint_uri": ("gs", "s3", "minio"),
+}
+
+
+def check_storage_parameters(arguments: dict, where: str, on_cluster: bool) -> None:
+    """Before any task runs: every non-empty storage parameter has a scheme it takes; on a cluster
+    none is a local path, and an s3:// or minio:// URI has credentials to go with it (the s3_secret,
+    or no s3_endpoint: AWS, whose pods may have IRSA or an instance role); here, on this machine,
+    its store has credentials. `arguments` holds every parameter's value, defaults included."""
+    from pose.files import storage
+
+    uris = {name: arguments[name].strip() for name in STORAGE_PARAMETERS
+            if isinstance(arguments.get(name), str) and arguments[name].strip()}
+    if on_cluster:  # first: its message says why a path cannot work there
+        refuse_local_paths(uris, where)
+    for name, uri in uris.items():
+        try:
+            storage.check_uri(name, uri, STORAGE_PARAMETERS[name])
+        except storage.StorageError as error:
+            raise ClusterContractError(f"{error} ({where})") from None
+    if on_cluster:
+        for name, uri in uris.items():
+            secret = str(arguments.get("s3_secret", "")).strip()
+            endpoint = str(arguments.get("s3_endpoint", "")).strip()
+            if storage.kind_of(uri) in ("s3", "minio") and not secret and endpoint:
+                raise ClusterContractError(
+                    f"{name}={uri!r} needs S3 credentials, but s3_secret is empty while s3_endpoint "
+                    f"{endpoint!r} is not AWS ({where}); name the secret holding accesskey and "
+                    f"secretkey (KFP's own is {DEFAULT_S3_SECRET!r})")
+        return
+    for name, uri in uris.items():
+        problem = storage.credentials_problem(uri)
+        if problem:
+            raise ClusterContractError(f"{name}={uri!r}: {problem} ({where})")
+
+
+# The driver names the secret's volume after the secret (backend/src/v2/driver/k8s.go,
+# `Name: secretName`), and a volume name is a DNS-1123 label, stricter than a secret name (a DNS
+# subdomain: dots, 253 characters).
+_VOLUME_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
+def check_secret_name(gcs_secret: str) -> str:
+    """`gcs_secret` stripped, or ClusterContractError when a pod could not mount it ("": none)."""
+    name = gcs_secret.strip()
+    if name and (len(name) > 63 or not _VOLUME_NAME.fullmatch(name)):
+        raise ClusterContractError(
+            f"gcs_secret={gcs_secret!r}: the KFP driver names the pod's volume after the secret, "
+            f"and a volume name must be at most 63 characters of a-z, 0-9 and '-' (no '.'), "
+            f"starting and ending with a letter or digit; create the secret under such a name")
+    return name
+
+
 def gcs_secret_volume(gcs_secret: str) -> str:
     """The secret name to mount for `gcs_secret`: itself, or NO_GCS_SECRET for ""."""
-    name = gcs_secret.strip()
-    return name or NO_GCS_SECRET
+    return check_secret_name(gcs_secret) or NO_GCS_SECRET
 
 
 def use_mounted_gcs_key() -> None:
@@ -67,6 +142,45 @@ def use_mounted_gcs_key() -> None:
     key = os.path.join(GCS_SECRET_MOUNT, GCS_KEY_FILE)
     if os.path.isfile(key) and not os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"):
         os.environ["GOOGLE_APPLICATION_CREDENTIALS"] = key
+
+
+def s3_secret_volume(s3_secret: str) -> str:
+    """The secret name to mount for `s3_secret`: itself, or NO_S3_SECRET for ""."""
+    return s3_secret.strip() or NO_S3_SECRET
+
+
+def s3_settings(endpoint: str, region: str, path_style: bool, tls: bool) -> str:
+    """The run's S3 parameters as one JSON string for the steps (use_s3_settings reads it): the
+    endpoint as a URL (http:// or https:// by `tls`), or "" for AWS's own."""
+    import json
+
+    endpoint = endpoint.strip()
+    if "://" in endpoint:
+        raise ClusterContractError(f"s3_endpoint={endpoint!r}: give host:port without a scheme; "
+                                   f"s3_tls says whether it is https")
+    url = f"{'https' if tls else 'http'}://{endpoint}" if endpoint else ""
+    return json.dumps({"endpoint_url": url, "region": region.strip(),
+                       "path_style": bool(path_style)})
+
+
+def use_s3_settings(settings: str) -> None:
+    """Sets the standard AWS environment (pose/files/storage_s3.py reads it) from the run's S3
+    parameters and the mounted secret. Empty parameters leave what the pod has: on EKS, IRSA's
+    AWS_REGION, AWS_ROLE_ARN and token file, which boto3's default chain then uses."""
+    import json
+
+    values = json.loads(settings) if settings else {}
+    if values.get("endpoint_url"):
+        os.environ["AWS_ENDPOINT_URL"] = values["endpoint_url"]
+        os.environ["POSE_S3_PATH_STYLE"] = "true" if values.get("path_style", True) else "false"
+    if values.get("region"):
+        os.environ["AWS_REGION"] = values["region"]
+    keys = [os.path.join(S3_SECRET_MOUNT, name)
+            for name in (S3_ACCESS_KEY_FILE, S3_SECRET_KEY_FILE)]
+    if all(os.path.isfile(key) for key in keys) and not os.environ.get("AWS_ACCESS_KEY_ID"):
+        with open(keys[0]) as access, open(keys[1]) as secret:
+            os.environ["AWS_ACCESS_KEY_ID"] = access.read().strip()
+            os.environ["AWS_SECRET_ACCESS_KEY"] = secret.read().strip()
 
 
 def accelerator_count(gpu_count: int) -> str:

@@ -13,7 +13,7 @@ DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "pipeline.yaml"
 
 
 class CompileError(RuntimeError):
-    """The pipeline could not be compiled as asked."""
+    """The pipeline could not be compiled as asked, or the backend model rejects the result."""
 
 
 def compile_pipeline(output: str | Path = DEFAULT_OUTPUT, image_tag: str | None = None,
@@ -35,8 +35,45 @@ def compile_pipeline(output: str | Path = DEFAULT_OUTPUT, image_tag: str | None 
 
     from pipeline.dag import pose_pipeline
 
+    _check_defaults(pose_pipeline)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(output) as tmp:
         compiler.Compiler().compile(pose_pipeline, package_path=str(tmp))
+        check_backend(tmp)
     return output
+
+
+def _check_defaults(pipeline) -> None:
+    """The storage parameters' defaults are what a run gets when it gives none: they must pass the
+    checks `submit` makes (pipeline/cluster.py check_storage_parameters)."""
+    from google.protobuf import json_format
+
+    from pipeline.params import declared_defaults
+    from pipeline.cluster import ClusterContractError, check_storage_parameters
+
+    try:
+        check_storage_parameters(declared_defaults(json_format.MessageToDict(pipeline.pipeline_spec)),
+                                 "a default of pipeline/dag.py", on_cluster=True)
+    except ClusterContractError as error:
+        raise CompileError(str(error)) from None
+
+
+def check_backend(package: str | Path) -> None:
+    """Runs the backend model (pipeline/backend) on a compiled package; fails, listing every
+    finding, when a KFP backend (2.14.0 to 2.17.0) would reject or mishandle it."""
+    from pipeline.backend import IR, check
+    from pipeline.dag import LONGEST_ATTEMPT_S, MAX_LOOP_ITEMS
+    from pipeline.params import ParameterError, check_arguments
+
+    ir = IR.load(package)
+    defaults = {name: spec.get("defaultValue") for name, spec in ir.root_parameters().items()}
+    try:
+        check_arguments({name: value for name, value in defaults.items() if value is not None})
+    except ParameterError as error:
+        raise CompileError(f"a default of the pipeline is out of bounds: {error}") from None
+    findings = check(ir, MAX_LOOP_ITEMS, LONGEST_ATTEMPT_S).findings
+    if findings:
+        listed = "\n  ".join(str(finding) for finding in findings)
+        raise CompileError(f"the KFP backend model rejects the compiled pipeline ({len(findings)} "
+                           f"findings; docs/CLUSTER.md explains each rule):\n  {listed}")

@@ -6,9 +6,19 @@ runner's `kfp.local.docker_task_handler.run_docker_container`.
 - around_each_task: wraps the per-task entry point (the run's monitor times the tasks and runs
   one at a time).
 - docker_tasks: each task in the image the run picks (train in pose-cpu: kfp.local gives
-  containers no GPU), its container run by run_docker_container, which reads a failure as one.
+  containers no GPU), its container run by run_docker_container, which reads a failure as one
+  and passes the storage settings of this machine's environment on (STORAGE_ENV).
 """
 import contextlib
+import os
+
+# What the steps read their bucket settings and credentials from (pose/files/storage_gcs.py,
+# storage_s3.py, storage.py). kfp.local gives a container only the task's own variables, so a
+# `pipeline run --runner docker` with gs:// or s3:// URIs would reach no store without these.
+STORAGE_ENV = ("STORAGE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT", "AWS_ENDPOINT_URL",
+               "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+               "AWS_REGION", "AWS_DEFAULT_REGION", "POSE_S3_PATH_STYLE", "POSE_NETWORK_TIMEOUT",
+               "POSE_NETWORK_RETRY", "POSE_HTTP_RETRIES")
 
 
 @contextlib.contextmanager
@@ -57,6 +67,9 @@ def run_docker_container(client, image: str, command: list[str], volumes: dict,
     logs and exit status (a step that fails within moments, on a busy machine), it takes the missing
     container for exit status 0, so the failed task passes and the next one fails on a missing
     input. Here the container stays until its exit status has been read, and then goes."""
+    passed_on = {name: os.environ[name] for name in STORAGE_ENV if os.environ.get(name)}
+    task_env = container_run_args.get("environment") or {}
+    container_run_args["environment"] = {**passed_on, **task_env}
     container = client.containers.run(image=image, command=command, volumes=volumes, detach=True,
                                       **container_run_args)
     try:

@@ -65,6 +65,7 @@ def run_local(source: str | None = None, config: str | None = None, runner: str 
         arguments["allow_cpu"] = True
         log.info("allow_cpu=true for this local run: train uses a GPU if TensorFlow sees one, else the CPU "
                  "(--param allow_cpu=false to insist on a GPU)")
+    _check_storage(pose_pipeline, arguments)
     root = Path(pipeline_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     local.init(runner=_runner(runner), pipeline_root=str(root), enable_caching=cache,
@@ -99,6 +100,22 @@ def run_local(source: str | None = None, config: str | None = None, runner: str 
         written.write_text(json.dumps(summary, indent=2))
     _print_summary(summary)
     return summary
+
+
+def _check_storage(pipeline, arguments: dict) -> None:
+    """Before any task: every storage parameter has a scheme it takes, and this machine has
+    credentials for its store (pipeline/cluster.py check_storage_parameters), so that a run does not
+    train for an hour and then fail at publish."""
+    from google.protobuf import json_format
+
+    from pipeline.params import declared_defaults
+    from pipeline.cluster import ClusterContractError, check_storage_parameters
+
+    effective = {**declared_defaults(json_format.MessageToDict(pipeline.pipeline_spec)), **arguments}
+    try:
+        check_storage_parameters(effective, "checked before the local run", on_cluster=False)
+    except ClusterContractError as error:
+        raise LocalRunError(str(error)) from None
 
 
 def _config_argument(config: str, runner: str) -> str:

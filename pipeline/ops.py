@@ -19,24 +19,52 @@ from pipeline.images import CPU_IMAGE, GPU_IMAGE, SLIM_IMAGE
 # ---- the cluster ---------------------------------------------------------------------------------
 
 @dsl.component(base_image=SLIM_IMAGE, install_kfp_package=False)
-def cluster_settings_op(gpu_count: int, gcs_secret: str) -> NamedTuple("ClusterSettings", accelerator_count=str,
-                                                                       gcs_secret_volume=str):
+def cluster_settings_op(
+    gpu_count: int, gcs_secret: str, s3_secret: str = "mlpipeline-minio-artifact",
+    s3_endpoint: str = "", s3_region: str = "", s3_path_style: bool = True, s3_tls: bool = False,
+) -> NamedTuple("ClusterSettings", accelerator_count=str, gcs_secret_volume=str,
+                s3_secret_volume=str, s3_settings=str):
     """Run parameters in the form the KFP driver reads for the pod spec (pipeline/cluster.py): the
-    accelerator count as a string (a number parameter would give no GPU limit at all) and a non-empty
-    secret name. Its outputs are strings whatever the run's client typed gpu_count as."""
+    accelerator count as a string (a number parameter would give no GPU limit at all) and non-empty
+    secret names; and the S3 parameters as one string for the steps that read or write buckets.
+    Its outputs are strings whatever the run's client typed gpu_count as."""
     from collections import namedtuple
 
-    from pipeline.cluster import accelerator_count, gcs_secret_volume
+    from pipeline.cluster import accelerator_count, gcs_secret_volume, s3_secret_volume, s3_settings
 
-    settings = namedtuple("ClusterSettings", ["accelerator_count", "gcs_secret_volume"])
-    return settings(accelerator_count(gpu_count), gcs_secret_volume(gcs_secret))
+    settings = namedtuple("ClusterSettings", ["accelerator_count", "gcs_secret_volume",
+                                              "s3_secret_volume", "s3_settings"])
+    return settings(accelerator_count(gpu_count), gcs_secret_volume(gcs_secret),
+                    s3_secret_volume(s3_secret),
+                    s3_settings(s3_endpoint, s3_region, s3_path_style, s3_tls))
+
+
+@dsl.component(base_image=SLIM_IMAGE, install_kfp_package=False)
+def source_version_op(source: str, s3_settings: str = "") -> str:
+    """What changes when the data behind `source` changes (pose.files.storage.source_version):
+    never cached itself, it feeds download's inputs, so download's cache key follows the data and
+    not only the URI."""
+    from pipeline import cluster
+    from pose.files import steplog, storage
+
+    steplog.setup()
+    if cluster.on_kfp_cluster():
+        cluster.refuse_local_paths({"source": source}, "checked in the source-version pod")
+        cluster.use_mounted_gcs_key()
+        cluster.use_s3_settings(s3_settings)
+    version = storage.source_version(source)
+    shown = version or "none (synthetic://, or a server that sends no version)"
+    print(f"source-version: {source}: {shown}")
+    return version
 
 
 # ---- ingest ------------------------------------------------------------------------------------
 
 @dsl.component(base_image=SLIM_IMAGE, install_kfp_package=False)
-def download_op(source: str, sha256: str, raw: Output[Dataset]):
-    """Fetches a source URI (https, gs, file, synthetic://N) into the raw AIC dataset; sha256 "" = no check."""
+def download_op(source: str, sha256: str, raw: Output[Dataset], source_version: str = "",
+                s3_settings: str = ""):
+    """Fetches a source URI (https, gs, s3, minio, file, synthetic://N) into the raw AIC dataset;
+    sha256 "" = no check. source_version is only part of the cache key (source-version's output)."""
     from components.download import download
     from pipeline import cluster
     from pose.files import steplog
@@ -45,19 +73,26 @@ def download_op(source: str, sha256: str, raw: Output[Dataset]):
     if cluster.on_kfp_cluster():
         cluster.refuse_local_paths({"source": source}, "checked in the download pod")
         cluster.use_mounted_gcs_key()
+        cluster.use_s3_settings(s3_settings)
     raw.metadata.update(download(source, raw.path, sha256 or None))
+    raw.metadata["source_version"] = source_version
 
 
 @dsl.component(base_image=SLIM_IMAGE, install_kfp_package=False)
 def convert_op(raw: Input[Dataset], single_person: bool, skip_invalid: bool, coco: Output[Dataset],
-               num_shards: int = 0) -> str:
-    """num_shards > 0: the images go into per-shard packs. Returns coco's URI, for the fan-out's pack URIs."""
+               dataset_info: Output[Artifact], num_shards: int = 0) -> str:
+    """num_shards > 0: the images go into per-shard packs. Returns coco's URI, for the fan-out's
+    pack URIs. dataset_info: the counts as a small JSON file, which every reader of the shards
+    takes too (dag.py says why a cluster needs it)."""
     from components.convert import convert
+    from pose.data import packs
     from pose.files import steplog
 
     steplog.setup()
-    coco.metadata.update(convert(raw.path, coco.path, single_person=single_person, skip_invalid=skip_invalid,
-                                 num_shards=num_shards or None))
+    counts = convert(raw.path, coco.path, single_person=single_person, skip_invalid=skip_invalid,
+                     num_shards=num_shards or None)
+    coco.metadata.update(counts)
+    packs.write_dataset_info(dataset_info.path, counts)
     return coco.uri
 
 
@@ -72,18 +107,24 @@ def pack_uris_op(coco_uri: str, split: str, num_shards: int) -> List[str]:
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def shard_op(coco: Input[Dataset], split: str, num_shards: int, shard_index: int, shards: Output[Dataset],
-             crop_size: int = 512):
-    """coco: convert's whole output, or one pack (then shard_index -1: the pack's own)."""
+             crop_size: int = 512, dataset_info: Input[Artifact] = None):
+    """coco: convert's whole output, or one pack (then shard_index -1: the pack's own).
+    dataset_info: convert's summary, checked against num_shards. The output's metadata holds
+    scalars only: every reader of the shards carries it, per shard, in its one-argument executor
+    input (docs/CLUSTER.md)."""
     import os
 
     from components.shard import shard
+    from pose.data import packs
     from pose.files import steplog
 
     steplog.setup()
+    if dataset_info is not None:
+        packs.check_shard_inputs(dataset_info.path, **{split: num_shards})
     index = shard(coco.path, shards.path, split, num_shards, None if shard_index < 0 else shard_index, crop_size)
     shards.metadata.update({key: index[key] for key in ("split", "num_shards", "num_examples",
                                                         "skipped_unlabelled", "crop_size")})
-    shards.metadata["shard_files"] = sorted(index["shards"])
+    shards.metadata["shard_files"] = len(index["shards"])
     # What KFP's launcher copied into this pod for the input: every file under its URI.
     shards.metadata["input_bytes"] = sum(os.path.getsize(os.path.join(folder, name))
                                          for folder, _, names in os.walk(coco.path) for name in names)
@@ -92,15 +133,24 @@ def shard_op(coco: Input[Dataset], split: str, num_shards: int, shard_index: int
 # ---- training ----------------------------------------------------------------------------------
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
-def train_op(train_shards: Input[List[Dataset]], valid_shards: Input[List[Dataset]], config: str, overrides: str,
-             model: Output[Model], gpu_count: int = 0, allow_cpu: bool = False, checkpoint_uri: str = ""):
+def train_op(train_shards: Input[List[Dataset]], valid_shards: Input[List[Dataset]],
+             dataset_info: Input[Artifact], config: str, overrides: str, model: Output[Model],
+             gpu_count: int = 0, allow_cpu: bool = False, checkpoint_uri: str = "",
+             s3_settings: str = ""):
     """gpu_count: the GPUs the pod asked for; with none visible to TensorFlow, train fails unless allow_cpu.
-    checkpoint_uri (gs://…): checkpoints kept there as they are written; a retried pod resumes from them."""
+    checkpoint_uri (gs://, s3://, minio://…): checkpoints kept there as they are written; a retried
+    pod resumes from them."""
     from components.train import train
+    from pipeline import cluster
+    from pose.data import packs
     from pose.files import steplog
     from pose.training.config import parse_overrides
 
     steplog.setup()
+    if cluster.on_kfp_cluster():
+        cluster.use_mounted_gcs_key()
+        cluster.use_s3_settings(s3_settings)
+    packs.check_shard_inputs(dataset_info.path, train=len(train_shards), valid=len(valid_shards))
     metadata = train(config, [shards.path for shards in train_shards], model.path,
                      valid_dirs=[shards.path for shards in valid_shards], overrides=parse_overrides(overrides),
                      expect_gpus=gpu_count, allow_cpu=allow_cpu, checkpoint_uri=checkpoint_uri)
@@ -125,12 +175,15 @@ def freeze_op(model: Input[Model], frozen: Output[Model], export_contract: str =
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def tflite_op(frozen: Input[Model], representative: Input[List[Dataset]], variants: str,
-              tflite_models: Output[Model], int8_io: bool = False):
+def tflite_op(frozen: Input[Model], representative: Input[List[Dataset]],
+              dataset_info: Input[Artifact], variants: str, tflite_models: Output[Model],
+              int8_io: bool = False):
     from components.tflite import convert_to_tflite
+    from pose.data import packs
     from pose.files import steplog
 
     steplog.setup()
+    packs.check_shard_inputs(dataset_info.path, train=len(representative))
     result = convert_to_tflite(frozen.path, tflite_models.path, [v.strip() for v in variants.split(",")],
                                representative_dirs=[d.path for d in representative], int8_io=int8_io)
     tflite_models.metadata["model"] = result["model"]
@@ -142,17 +195,20 @@ def tflite_op(frozen: Input[Model], representative: Input[List[Dataset]], varian
 # ---- evaluation and publishing -----------------------------------------------------------------
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def evaluate_op(tflite_models: Input[Model], valid_shards: Input[List[Dataset]], metrics: Output[Metrics],
-                report: Output[HTML], results: Output[Artifact], flip_test: bool = False, refine: str = "dark",
+def evaluate_op(tflite_models: Input[Model], valid_shards: Input[List[Dataset]],
+                dataset_info: Input[Artifact], metrics: Output[Metrics], report: Output[HTML],
+                results: Output[Artifact], flip_test: bool = False, refine: str = "dark",
                 latency_runs: int = 50):
     import os
     import shutil
 
     from components.evaluate import evaluate
-    from pose.files import steplog
+    from pose.data import packs
     from pose.evaluation.results import metric_figures
+    from pose.files import steplog
 
     steplog.setup()
+    packs.check_shard_inputs(dataset_info.path, valid=len(valid_shards))
     outcome = evaluate(tflite_models.path, [d.path for d in valid_shards], results.path, flip_test=flip_test,
                        refine=refine, latency_runs=latency_runs)
     os.makedirs(os.path.dirname(report.path), exist_ok=True)
@@ -164,7 +220,7 @@ def evaluate_op(tflite_models: Input[Model], valid_shards: Input[List[Dataset]],
 
 @dsl.component(base_image=SLIM_IMAGE, install_kfp_package=False)
 def publish_op(tflite_models: Input[Model], report: Input[HTML], results: Input[Artifact], destination: str,
-               variant: str, published: Output[Artifact]):
+               variant: str, published: Output[Artifact], s3_settings: str = ""):
     from components.publish import publish
     from pipeline import cluster
     from pose.files import steplog
@@ -173,6 +229,7 @@ def publish_op(tflite_models: Input[Model], report: Input[HTML], results: Input[
     if cluster.on_kfp_cluster():
         cluster.refuse_local_paths({"publish_uri": destination}, "checked in the publish pod")
         cluster.use_mounted_gcs_key()
+        cluster.use_s3_settings(s3_settings)
     manifest = publish(tflite_models.path, report.path, results.path, destination, variant,
                        staging_dir=published.path)
     published.metadata.update({"model": manifest["model"], "variant": manifest["variant"],

@@ -5,6 +5,9 @@ Both `run` and `submit` use this, so one spelling works everywhere: `num_shards=
 """
 import json
 
+from pipeline.cluster import ClusterContractError, check_secret_name
+from pose.data.packs import MAX_SHARDS
+
 
 class ParameterError(ValueError):
     """A command-line pipeline argument names no parameter, or its value does not fit the parameter's type."""
@@ -14,6 +17,12 @@ def declared_parameters(pipeline_spec: dict) -> dict:
     """{name: parameterType} of the pipeline's run parameters, from its IR as a dict (pipeline.yaml)."""
     parameters = pipeline_spec.get("root", {}).get("inputDefinitions", {}).get("parameters", {})
     return {name: spec["parameterType"] for name, spec in parameters.items()}
+
+
+def declared_defaults(pipeline_spec: dict) -> dict:
+    """{name: default value} of the run parameters that have one, from the IR as a dict."""
+    parameters = pipeline_spec.get("root", {}).get("inputDefinitions", {}).get("parameters", {})
+    return {name: spec["defaultValue"] for name, spec in parameters.items() if "defaultValue" in spec}
 
 
 def parse_params(pairs: list[str], declared: dict) -> dict:
@@ -28,7 +37,26 @@ def parse_params(pairs: list[str], declared: dict) -> dict:
             raise ParameterError(f"--param {pair!r}: the pipeline has no parameter {name!r}; "
                                  f"it has {', '.join(sorted(declared))}")
         arguments[name] = _typed(name, text, declared[name])
+    check_arguments(arguments)
     return arguments
+
+
+def check_arguments(arguments: dict) -> None:
+    """The bounds a KFP cluster sets on some arguments, checked before anything runs (also on the
+    compiled defaults): num_shards up to MAX_SHARDS (docs/CLUSTER.md, "How many shards"); a
+    gcs_secret the driver can name a volume after."""
+    shards = arguments.get("num_shards")  # an IR default or a JSON number may be a float (2.0)
+    if shards is not None and (isinstance(shards, bool) or not isinstance(shards, (int, float)) or
+                               shards != int(shards) or not 1 <= shards <= MAX_SHARDS):
+        raise ParameterError(
+            f"--param num_shards={shards!r}: expected 1 to {MAX_SHARDS}; with more, train's "
+            f"executor input (one artifact per shard, inlined) nears Linux's 128 KiB limit on one "
+            f"command-line argument on a KFP cluster (docs/CLUSTER.md, \"How many shards\")")
+    if isinstance(arguments.get("gcs_secret"), str):
+        try:
+            check_secret_name(arguments["gcs_secret"])
+        except ClusterContractError as error:
+            raise ParameterError(f"--param {error}") from None
 
 
 def _typed(name: str, text: str, parameter_type: str):

@@ -1,8 +1,10 @@
 """Submits the compiled pipeline (pipeline.yaml) as a run on a Kubeflow Pipelines cluster.
 
 Takes    the KFP API endpoint, an experiment name, `name=value` pipeline arguments, a pipeline root.
-Does     checks every argument against the parameters pipeline.yaml declares, and refuses a local-path
-         `source` or `publish_uri` (a pod cannot see this machine's disk), before any network call;
+Does     checks every argument against the parameters pipeline.yaml declares, and refuses a storage URI
+         of a scheme its parameter does not take, a local-path `source`, `publish_uri` or `checkpoint_uri`
+         (a pod cannot see this machine's disk), and an s3:// URI with no credentials to go with it
+         (pipeline/cluster.py check_storage_parameters), before any network call;
          then creates the run with kfp.Client (with a bearer token on multi-user Kubeflow); an unreachable
          or refusing endpoint is a clear error.
 Writes   nothing locally; prints the run's id and its URL in the KFP UI.
@@ -12,8 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.params import declared_parameters, parse_params
-from pipeline.cluster import ClusterContractError, refuse_local_paths
+from pipeline.params import declared_defaults, declared_parameters, parse_params
+from pipeline.cluster import ClusterContractError, check_storage_parameters
 
 log = logging.getLogger("pipeline.submit")
 
@@ -44,13 +46,15 @@ def submit(host: str, params: list[str] = (), experiment: str = DEFAULT_EXPERIME
            enable_caching: bool | None = None, token: str | None = None) -> dict:
     """Creates a run; returns {"run_id", "url", "arguments"}.
 
-    `enable_caching` None keeps each step's compiled setting (ingest cached, training not). `token`: a
+    `enable_caching` None keeps each step's compiled setting (CACHED_STEPS in pipeline/dag.py);
+    False is `submit --no-cache`. `token`: a
     bearer token for the KFP API (multi-user Kubeflow behind an auth proxy), kfp.Client's existing_token.
     """
     spec = load_package(package)
     arguments = parse_params(list(params), declared_parameters(spec))
     try:
-        refuse_local_paths(arguments, "checked before submission")
+        check_storage_parameters({**declared_defaults(spec), **arguments}, "checked before submission",
+                                 on_cluster=True)
     except ClusterContractError as error:
         raise SubmitError(f"--param {error}") from None
     if pipeline_root is not None and not pipeline_root.startswith(("gs://", "minio://", "s3://")):
@@ -68,14 +72,25 @@ def submit(host: str, params: list[str] = (), experiment: str = DEFAULT_EXPERIME
     except Exception as error:  # the client's health check: connection refused, DNS, TLS, HTTP errors
         raise SubmitError(f"cannot reach the KFP API at {host}: {_reason(error)}") from error
     try:
-        result = client.create_run_from_pipeline_package(
-            str(package), arguments=arguments, run_name=run_name, experiment_name=experiment,
-            namespace=namespace, pipeline_root=pipeline_root, enable_caching=enable_caching)
+        result = client.create_run_from_pipeline_package(**create_run_arguments(
+            package, arguments, experiment, pipeline_root, run_name, namespace, enable_caching))
     except Exception as error:
         raise SubmitError(f"KFP at {host} refused the run: {_reason(error)}") from error
     url = f"{host.rstrip('/')}/#/runs/details/{result.run_id}"
     log.info("created run %s in experiment %r: %s", result.run_id, experiment, url)
     return {"run_id": result.run_id, "url": url, "arguments": arguments}
+
+
+def create_run_arguments(package, arguments: dict, experiment: str,
+                         pipeline_root: str | None = None, run_name: str | None = None,
+                         namespace: str | None = None, enable_caching: bool | None = None) -> dict:
+    """The keyword arguments of kfp.Client.create_run_from_pipeline_package for this run.
+    enable_caching: None keeps each step's compiled setting; False (`submit --no-cache`) runs every
+    step afresh, train included (kfp.Client turns caching off on every root task; the shard tasks
+    inside the loops then miss, their input dataset_info being new: docs/CLUSTER.md, "Reruns")."""
+    return {"pipeline_file": str(package), "arguments": arguments, "run_name": run_name,
+            "experiment_name": experiment, "namespace": namespace, "pipeline_root": pipeline_root,
+            "enable_caching": enable_caching}
 
 
 def _reason(error: Exception) -> str:

@@ -6,9 +6,11 @@ files/        what a step reads and writes, and where
   uris                local path or remote URI (the one rule); does a path lie inside a folder
   atomic              write a whole output folder or file under a temporary name, then rename
   outputs             the output rule: no step replaces a folder it did not write, or its input
-  storage             gs:// (honours STORAGE_EMULATOR_HOST), http(s), uploads for publishing,
-                      small objects by name (checkpoint mirror)
-  remote_checkpoints  train's checkpoints mirrored to gs:// (written as they go, marker last;
+  storage             every URI outside the pipeline root, by scheme: gs, s3/minio, http(s),
+                      local; streaming reads, uploads, small objects by name, source versions
+  storage_gcs         its gs:// backend (google-cloud-storage; STORAGE_EMULATOR_HOST)
+  storage_s3          its s3:// and minio:// backend (boto3; AWS_ENDPOINT_URL and friends)
+  remote_checkpoints  train's checkpoints mirrored to a bucket (written as they go, marker last;
                       resume; fingerprint)
   integrity           checksums one step writes and the next verifies (shards in index.json,
                       .tflite sha256)

@@ -19,6 +19,33 @@ SYNTHETIC_SOURCE = "synthetic://160?seed=7"
 
 
 @pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory):
+    """One real S3 server (SeaweedFS) for the session; AWS_ENDPOINT_URL and the credentials point
+    at it while it runs (tests/s3.py)."""
+    from tests.s3 import start_seaweedfs
+
+    server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["gs", "s3"])
+def object_store(request):
+    """The same test against gs:// (a fresh fake-gcs-server) and s3:// (the session's SeaweedFS);
+    yields tests/stores.py's face of that store."""
+    from tests.stores import GcsTestStore, S3TestStore
+
+    if request.param == "gs":
+        from tests.gcs import fake_gcs
+
+        with fake_gcs():
+            yield GcsTestStore()
+    else:
+        request.getfixturevalue("seaweedfs")
+        yield S3TestStore()
+
+
+@pytest.fixture(scope="session")
 def synthetic_raw(tmp_path_factory) -> Path:
     from components.download import download
 

@@ -5,7 +5,8 @@
     ...
     server.stop()                  # unsets STORAGE_EMULATOR_HOST
 
-or `with fake_gcs() as server: ...`. pose.files.storage.gcs_client() then talks to it.
+or `with fake_gcs() as server: ...`. pose.files.storage (pose.files.storage_gcs.gcs_client) then
+talks to it.
 """
 import contextlib
 import threading
@@ -34,7 +35,7 @@ def fake_gcs():
 
 def make_bucket(name: str):
     """Creates a bucket on the server named by STORAGE_EMULATOR_HOST (idempotent); returns it."""
-    from pose.files.storage import gcs_client
+    from pose.files.storage_gcs import gcs_client
 
     client = gcs_client()
     bucket = client.bucket(name)
@@ -44,7 +45,7 @@ def make_bucket(name: str):
 
 
 def upload_bytes(gs_uri: str, data: bytes) -> None:
-    from pose.files.storage import gcs_client, split_gs_uri
+    from pose.files.storage_gcs import gcs_client, split_gs_uri
 
     bucket, name = split_gs_uri(gs_uri)
     gcs_client().bucket(bucket).blob(name).upload_from_string(data)

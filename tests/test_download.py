@@ -1,4 +1,5 @@
-"""download: every source kind against real servers (fake-gcs-server, http.server), and each bad input's message."""
+"""download: every source kind against real servers (fake-gcs-server and SeaweedFS for gs:// and s3://,
+http.server), and each bad input's message."""
 import functools
 import hashlib
 import http.server
@@ -15,21 +16,12 @@ from pathlib import Path
 import pytest
 
 from components.download import DownloadError, download
-from pose.files import storage
 from pose.data.keypoints import AIC_LAYOUT
 from pose.data.synthetic import render_release
-from tests.gcs import fake_gcs, make_bucket, upload_bytes
 
 NUM_TRAIN = 12  # valid = 8
 TRAIN_JSON = Path(AIC_LAYOUT["train"][0]) / AIC_LAYOUT["train"][1]
 VALID_JSON = Path(AIC_LAYOUT["valid"][0]) / AIC_LAYOUT["valid"][1]
-
-
-@pytest.fixture(scope="module")
-def gcs_server():
-    with fake_gcs() as server:
-        make_bucket("releases")
-        yield server
 
 
 @pytest.fixture(scope="module")
@@ -96,21 +88,23 @@ def test_synthetic_source_renders_the_official_layout(tmp_path):
     assert len(records) == 10 and summary["people_train"] == sum(len(r["human_annotations"]) for r in records)
 
 
-def test_gs_zip_with_checksum(gcs_server, release, release_zip, tmp_path):
-    upload_bytes("gs://releases/aic/release.zip", release_zip.read_bytes())
+def test_bucket_zip_with_checksum(object_store, release, release_zip, tmp_path):
+    base = f"{object_store.scheme}://{object_store.make_bucket('releases')}"
+    object_store.put(f"{base}/aic/release.zip", release_zip.read_bytes())
     output = tmp_path / "raw"
-    summary = download("gs://releases/aic/release.zip", str(output), sha256=_sha256(release_zip))
+    summary = download(f"{base}/aic/release.zip", str(output), sha256=_sha256(release_zip))
     _assert_release(output, release, summary)
     assert not list(output.rglob(".download-*"))
 
 
-def test_gs_prefix_downloads_every_object(gcs_server, release, tmp_path):
-    client = storage.gcs_client()
-    uris = [storage.upload_file(str(p), f"gs://releases/tree/{p.relative_to(release).as_posix()}", client)
-            for p in sorted(release.rglob("*")) if p.is_file()]
-    assert len(uris) == NUM_TRAIN + 8 + 2 and all(u.startswith("gs://releases/tree/ai_challenger") for u in uris)
+def test_bucket_prefix_downloads_every_object(object_store, release, tmp_path):
+    base = f"{object_store.scheme}://{object_store.make_bucket('releases')}"
+    files = [p for p in sorted(release.rglob("*")) if p.is_file()]
+    for path in files:
+        object_store.put(f"{base}/tree/{path.relative_to(release).as_posix()}", path.read_bytes())
+    assert len(files) == NUM_TRAIN + 8 + 2
     output = tmp_path / "raw"
-    _assert_release(output, release, download("gs://releases/tree", str(output)))
+    _assert_release(output, release, download(f"{base}/tree", str(output)))
 
 
 def test_http_tar_gz(http_root, release, tmp_path):
@@ -228,12 +222,14 @@ def test_tar_members_pointing_out_are_refused(tmp_path, kind):
     _assert_nothing_written(output)
 
 
-def test_missing_gs_object(gcs_server, tmp_path):
+def test_missing_object_and_bucket(object_store, tmp_path):
+    base = f"{object_store.scheme}://{object_store.make_bucket('releases')}"
     output = tmp_path / "raw"
-    with pytest.raises(DownloadError, match=r"gs://releases/missing/release\.zip: no such object"):
-        download("gs://releases/missing/release.zip", str(output))
-    with pytest.raises(DownloadError, match=r"gs://no-such-bucket/x\.zip"):
-        download("gs://no-such-bucket/x.zip", str(output))
+    with pytest.raises(DownloadError, match=rf"{base}/missing/release\.zip: no such object"):
+        download(f"{base}/missing/release.zip", str(output))
+    with pytest.raises(DownloadError, match=rf"{object_store.scheme}://no-such-bucket/x\.zip: bucket "
+                                            r"'no-such-bucket' does not exist"):
+        download(f"{object_store.scheme}://no-such-bucket/x.zip", str(output))
     _assert_nothing_written(output)
 
 

@@ -15,11 +15,9 @@ from pipeline import images
 from pose.files.remote_checkpoints import MARKER
 from pose.files.storage import read_text
 from tests.conftest import REPO, TINY_CONFIG
-from tests.gcs import fake_gcs, make_bucket
 
 TFJOB = REPO / "docs" / "tfjob.yaml"
 FIRST_STEPS, STEPS, EVERY = 4, 6, 2
-URI = "gs://checkpoints/multi-worker"
 
 
 def free_ports(count: int) -> list[int]:
@@ -57,46 +55,49 @@ def run_workers(shards, outputs, *flags: str) -> list[tuple[int, str]]:
     return [(process.returncode, log) for process, log in zip(processes, logs)]
 
 
-def marker_step() -> int:
-    text = read_text(f"{URI}/{MARKER}")
+def marker_step(uri: str) -> int:
+    text = read_text(f"{uri}/{MARKER}")
     return -1 if text is None else json.loads(text)["step"]
 
 
 @pytest.mark.slow
-def test_two_workers_train_together_resume_together_from_the_bucket_and_refuse_without_it(train_shards, tmp_path):
+def test_two_workers_train_together_resume_together_from_the_bucket_and_refuse_without_it(
+        object_store, train_shards, tmp_path):
     """Two workers train with a bucket; two new pods (fresh folders) resume both from the bucket's newest
     checkpoint and train on; resuming without the bucket (the chief's folder has checkpoints, the other
-    worker's scratch none) stops both workers with the reason instead of hanging."""
-    with fake_gcs():
-        make_bucket("checkpoints")
-        first = [tmp_path / "first" / f"worker-{index}" for index in range(2)]
-        for index, (code, log) in enumerate(run_workers(train_shards, first, "--checkpoint-uri", URI,
-                                                        "--set", f"max_steps={FIRST_STEPS}")):
-            assert code == 0, f"worker {index} failed:\n{log[-4000:]}"
-            assert "2 replicas over 2 workers" in log, log[-4000:]
-            assert "all 2 replicas resume from step 0" in log, log[-4000:]
-            assert f"step {FIRST_STEPS}/{FIRST_STEPS}" in log, log[-4000:]
-        chief, other = first
-        metadata = json.loads((chief / "train_metadata.json").read_text())
-        assert (chief / "model.keras").is_file()
-        assert metadata["replicas"] == 2 and metadata["steps"] == FIRST_STEPS and metadata["resumed_from_step"] == 0
-        assert metadata["global_batch_size"] == 2 * yaml.safe_load(TINY_CONFIG.read_text())["batch_size"]
-        assert math.isfinite(metadata["final_loss"]) and metadata["final_loss"] > 0
-        assert not (other / "model.keras").exists()  # only the chief writes the model folder
-        assert marker_step() == FIRST_STEPS  # and uploads
+    worker's scratch none) stops both workers with the reason instead of hanging. The same against gs://
+    and s3://; the refusal without a bucket, which no store takes part in, runs once."""
+    uri = f"{object_store.scheme}://{object_store.make_bucket('checkpoints')}/multi-worker"
+    first = [tmp_path / "first" / f"worker-{index}" for index in range(2)]
+    for index, (code, log) in enumerate(run_workers(train_shards, first, "--checkpoint-uri", uri,
+                                                    "--set", f"max_steps={FIRST_STEPS}")):
+        assert code == 0, f"worker {index} failed:\n{log[-4000:]}"
+        assert "2 replicas over 2 workers" in log, log[-4000:]
+        assert "all 2 replicas resume from step 0" in log, log[-4000:]
+        assert f"step {FIRST_STEPS}/{FIRST_STEPS}" in log, log[-4000:]
+    chief, other = first
+    metadata = json.loads((chief / "train_metadata.json").read_text())
+    assert (chief / "model.keras").is_file()
+    assert metadata["replicas"] == 2 and metadata["steps"] == FIRST_STEPS and metadata["resumed_from_step"] == 0
+    assert metadata["global_batch_size"] == 2 * yaml.safe_load(TINY_CONFIG.read_text())["batch_size"]
+    assert math.isfinite(metadata["final_loss"]) and metadata["final_loss"] > 0
+    assert not (other / "model.keras").exists()  # only the chief writes the model folder
+    assert marker_step(uri) == FIRST_STEPS  # and uploads
 
-        second = [tmp_path / "second" / f"worker-{index}" for index in range(2)]
-        for index, (code, log) in enumerate(run_workers(train_shards, second, "--checkpoint-uri", URI,
-                                                        "--set", f"max_steps={STEPS}")):
-            assert code == 0, f"worker {index} failed:\n{log[-4000:]}"
-            assert f"resuming from the checkpoint of step {FIRST_STEPS} in {URI}" in log, log[-4000:]
-            assert f"all 2 replicas resume from step {FIRST_STEPS}" in log, log[-4000:]
-            assert f"step {STEPS}/{STEPS}" in log and f"step {EVERY}/" not in log, log[-4000:]
-        metadata = json.loads((second[0] / "train_metadata.json").read_text())
-        assert metadata["resumed_from_step"] == FIRST_STEPS and metadata["steps"] == STEPS
-        assert metadata["history"][0]["step"] == EVERY  # the first run's curve came with the checkpoint
-        assert marker_step() == STEPS
+    second = [tmp_path / "second" / f"worker-{index}" for index in range(2)]
+    for index, (code, log) in enumerate(run_workers(train_shards, second, "--checkpoint-uri", uri,
+                                                    "--set", f"max_steps={STEPS}")):
+        assert code == 0, f"worker {index} failed:\n{log[-4000:]}"
+        assert f"resuming from the checkpoint of step {FIRST_STEPS} in {uri}" in log, log[-4000:]
+        assert f"all 2 replicas resume from step {FIRST_STEPS}" in log, log[-4000:]
+        assert f"step {STEPS}/{STEPS}" in log and f"step {EVERY}/" not in log, log[-4000:]
+    metadata = json.loads((second[0] / "train_metadata.json").read_text())
+    assert metadata["resumed_from_step"] == FIRST_STEPS and metadata["steps"] == STEPS
+    assert metadata["history"][0]["step"] == EVERY  # the first run's curve came with the checkpoint
+    assert marker_step(uri) == STEPS
 
+    if object_store.scheme != "gs":
+        return
     for index, (code, log) in enumerate(run_workers(train_shards, second, "--set", f"max_steps={STEPS + EVERY}")):
         assert code == 1, f"worker {index} did not refuse:\n{log[-4000:]}"
         assert (f"the workers would resume from different steps (per replica, in worker order: [{STEPS}, 0]); "

@@ -129,7 +129,8 @@ def test_each_shard_task_of_the_pipeline_reads_only_its_pack(tmp_path):
     train = tree_bytes(coco / packs.PACKS_DIR) - sum(
         tree_bytes(coco / packs.pack_path("valid", i, NUM_SHARDS)) for i in range(NUM_SHARDS))
     read = sorted(task.metadata["input_bytes"] for task in tasks)
-    names = sorted(name for task in tasks for name in task.metadata["shard_files"])
+    names = sorted(name for task in tasks
+                   for name in json.loads((Path(task.path) / "index.json").read_text())["shards"])
     assert names == [shard_name("train", i, NUM_SHARDS) for i in range(NUM_SHARDS)]
     assert sum(read) == train  # the train packs, each read once, nothing else
     for size in read:

@@ -19,7 +19,8 @@ from tests.conftest import REPO
 
 CHECKED_IN = REPO / "pipeline.yaml"
 SPLITS = ("train", "valid")
-STEP_EXECUTORS = {"cluster-settings": "exec-cluster-settings-op", "download": "exec-download-op",
+STEP_EXECUTORS = {"cluster-settings": "exec-cluster-settings-op", "source-version": "exec-source-version-op",
+                  "download": "exec-download-op",
                   "convert": "exec-convert-op", "fanout": "exec-pack-uris-op",
                   "shard": "exec-shard-op", "train": "exec-train-op", "freeze": "exec-freeze-op",
                   "tflite": "exec-tflite-op", "evaluate": "exec-evaluate-op", "publish": "exec-publish-op"}
@@ -59,7 +60,7 @@ def test_checked_in_pipeline_yaml_is_a_fresh_compile(compiled):
 
 # The steps that never import TensorFlow run in pose-slim (pipeline/images.py).
 SLIM_EXECUTORS = {"exec-download-op", "exec-convert-op", "exec-pack-uris-op", "exec-pack-uris-op-2",
-                  "exec-publish-op", "exec-cluster-settings-op"}
+                  "exec-publish-op", "exec-cluster-settings-op", "exec-source-version-op"}
 
 
 def test_every_step_runs_in_its_image(compiled):
@@ -86,14 +87,18 @@ def test_shards_fan_out_over_packs_with_parallel_for_and_are_collected(compiled)
         assert loop["iteratorPolicy"]["parallelismLimit"] > 1
         loop_dag = loop["componentRef"]["name"]
         shard, shard_dag = tasks[f"shard-{split}"]
-        pack, pack_dag = tasks[f"pack-{split}"]
+        pack, pack_dag = tasks["importer" if split == "train" else "importer-2"]
         assert shard_dag == pack_dag == loop_dag
         # The shard task's only artifact is the imported pack; the importer takes the loop item as it is
         # (the backend's importer reads the parent DAG's input parameter and applies no selector).
         pack_key, = [key for key, task in pipeline_spec["components"][loop_dag]["dag"]["tasks"].items()
                      if task is pack]
-        assert shard["inputs"]["artifacts"] == {"coco": {"taskOutputArtifact": {
-            "producerTask": pack_key, "outputArtifactKey": "artifact"}}}
+        assert shard["inputs"]["artifacts"]["coco"] == {"taskOutputArtifact": {
+            "producerTask": pack_key, "outputArtifactKey": "artifact"}}
+        # Its other input is convert's small dataset_info (the cache-hit coupling, pipeline/dag.py).
+        assert set(shard["inputs"]["artifacts"]) == {"coco", "dataset_info"}
+        # The importer's display name is its task key: the backend records importers under it.
+        assert pack["taskInfo"]["name"] == pack_key
         assert pack["inputs"]["parameters"]["uri"] == {
             "componentInputParameter": f"pipelinechannel--{fanout[split]}-Output-loop-item"}
     for consumer, inputs in {"train": ("train_shards", "valid_shards"), "tflite": ("representative",),
@@ -107,14 +112,14 @@ def test_shards_fan_out_over_packs_with_parallel_for_and_are_collected(compiled)
                 "artifacts"][name]["isArtifactList"]
 
 
-def test_ingest_is_cached_training_and_publishing_are_not(compiled):
+def test_every_step_but_publishing_and_the_source_version_is_cached(compiled):
     tasks = all_tasks(compiled[0])
     cached = {name: task.get("cachingOptions", {}).get("enableCache", False) for name, (task, _) in tasks.items()
               if "cachingOptions" in task}
-    assert cached == {"cluster-settings": True, "download": True, "convert": True, "fanout-train": True,
-                      "fanout-valid": True, "shard-train": True, "shard-valid": True, "pack-train": True,
-                      "pack-valid": True,
-                      "train": False, "freeze": True, "tflite": True, "evaluate": True, "publish": False}
+    assert cached == {"cluster-settings": True, "source-version": False, "download": True, "convert": True,
+                      "fanout-train": True, "fanout-valid": True, "shard-train": True,
+                      "shard-valid": True, "importer": True, "importer-2": True, "train": True,
+                      "freeze": True, "tflite": True, "evaluate": True, "publish": False}
 
 
 def test_publish_runs_only_when_a_destination_is_given(compiled):
@@ -148,8 +153,9 @@ def test_a_failed_step_stops_the_run_with_its_error_on_screen(tmp_path, capsys, 
                  "--pipeline-root", str(tmp_path / "runs")])
     captured = capsys.readouterr()
     assert code == 1
-    assert "step 'download' failed" in captured.err
-    assert "---- last lines of the failed step 'download' ----" in captured.err
+    # source-version, the first task to read the source, names what is wrong with it
+    assert "step 'source-version' failed" in captured.err
+    assert "---- last lines of the failed step 'source-version' ----" in captured.err
     assert str(missing) in captured.err.split("---- last lines")[1]  # the step's own error, repeated at the end
     assert "train" not in {line.split()[0] for line in captured.out.splitlines() if line.strip()}
 
@@ -209,7 +215,9 @@ def test_train_is_retried_and_resumes_from_checkpoint_uri(compiled):
     folder), and checkpoint_uri reaches train so that the retry resumes from the bucket."""
     pipeline_spec, _ = compiled
     train, _ = all_tasks(pipeline_spec)["train"]
+    # Argo counts maxDuration from the first attempt's start: a week holds 4 attempts of a day
+    # (tests/test_backend_model.py checks it with Argo's rule).
     assert train["retryPolicy"] == {"maxRetryCount": 3, "backoffDuration": "60s", "backoffFactor": 2.0,
-                                    "backoffMaxDuration": "600s"}
+                                    "backoffMaxDuration": "604800s"}
     assert train["inputs"]["parameters"]["checkpoint_uri"] == {"componentInputParameter": "checkpoint_uri"}
     assert pipeline_spec["root"]["inputDefinitions"]["parameters"]["checkpoint_uri"]["defaultValue"] == ""

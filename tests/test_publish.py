@@ -1,4 +1,6 @@
-"""publish: a real evaluation of real .tflite files, uploaded to a real fake-gcs-server on 127.0.0.1."""
+"""publish: a real evaluation of real .tflite files, uploaded to a real fake-gcs-server and a real
+SeaweedFS (S3) on 127.0.0.1."""
+import gzip
 import hashlib
 import json
 import os
@@ -51,24 +53,26 @@ def bucket():
         yield make_bucket("models")
 
 
-def test_publishes_the_variant_its_metadata_report_results_and_card(evaluated, bucket, tmp_path):
+def test_publishes_the_variant_its_metadata_report_results_and_card(evaluated, object_store,
+                                                                    tmp_path):
     models, evaluation = evaluated
-    manifest = publish(str(models), str(evaluation / "report.html"), str(evaluation), "gs://models/pose/v1/",
+    base = f"{object_store.scheme}://{object_store.make_bucket('models')}/pose/v1"
+    manifest = publish(str(models), str(evaluation / "report.html"), str(evaluation), base + "/",
                        "fp16", staging_dir=str(tmp_path / "staged"))
 
     names = {"mv2_cpm_fp16.tflite", "mv2_cpm_fp16.json", "report.html", "results.json", MODEL_CARD, MANIFEST,
              *(name for _, name in web_demo.page_files())}
-    assert {blob.name for blob in bucket.list_blobs(prefix="pose/v1/")} == {f"pose/v1/{n}" for n in names}
-    assert manifest["uris"][-1] == f"gs://models/pose/v1/{MANIFEST}"  # the completion marker goes last
-    tflite = bucket.blob("pose/v1/mv2_cpm_fp16.tflite").download_as_bytes()
+    assert set(object_store.names(base)) == names
+    assert manifest["uris"][-1] == f"{base}/{MANIFEST}"  # the completion marker goes last
+    tflite = object_store.get(f"{base}/mv2_cpm_fp16.tflite")
     assert tflite == (models / "mv2_cpm_fp16.tflite").read_bytes()
-    uploaded_manifest = json.loads(bucket.blob(f"pose/v1/{MANIFEST}").download_as_bytes())
+    uploaded_manifest = json.loads(object_store.get(f"{base}/{MANIFEST}"))
     assert uploaded_manifest["files"]["mv2_cpm_fp16.tflite"]["sha256"] == hashlib.sha256(tflite).hexdigest()
     assert (manifest["model"], manifest["variant"]) == ("mv2_cpm_fp16", "fp16")
     assert sorted(p.relative_to(tmp_path / "staged").as_posix() for p in (tmp_path / "staged").rglob("*")
                   if p.is_file()) == sorted(names)
 
-    card = bucket.blob(f"pose/v1/{MODEL_CARD}").download_as_text()
+    card = object_store.get(f"{base}/{MODEL_CARD}").decode()
     results = json.loads((evaluation / "results.json").read_text())
     pckh = 100 * results["models"]["mv2_cpm_fp16"]["pckh"]
     for section in ("## Model", "## Data", "## Figures", "## Intended use", "## Limitations"):
@@ -79,16 +83,16 @@ def test_publishes_the_variant_its_metadata_report_results_and_card(evaluated, b
     assert "in channel order: head_top, neck, right_shoulder, right_elbow" in card
     # The web demo beside the model, linked from the card, with the types a static host must serve it with.
     assert f"({web_demo.published_url('mv2_cpm_fp16.tflite')})" in card
-    assert bucket.get_blob("pose/v1/demo/wasm/litert_wasm_internal.wasm").content_type == "application/wasm"
-    assert bucket.get_blob("pose/v1/demo/app.js").content_type == "text/javascript"
+    assert object_store.headers(f"{base}/demo/wasm/litert_wasm_internal.wasm") == ("application/wasm", "gzip")
+    assert object_store.headers(f"{base}/demo/app.js")[0] == "text/javascript"
+    assert object_store.headers(f"{base}/demo/index.html")[0] == "text/html"
     # The runtime is stored gzipped (Content-Encoding: gzip); readers get the bytes the manifest vouches for.
-    wasm = bucket.get_blob("pose/v1/demo/wasm/litert_wasm_internal.wasm")
+    stored = object_store.get(f"{base}/demo/wasm/litert_wasm_internal.wasm")
     raw = (web_demo.build() / "wasm" / "litert_wasm_internal.wasm").read_bytes()
-    assert wasm.content_encoding == "gzip" and wasm.size < len(raw) / 2
-    assert wasm.download_as_bytes() == raw
+    assert len(stored) < len(raw) / 2 and gzip.decompress(stored) == raw
     assert uploaded_manifest["files"]["demo/wasm/litert_wasm_internal.wasm"]["sha256"] == \
         hashlib.sha256(raw).hexdigest()
-    assert bucket.get_blob("pose/v1/mv2_cpm_fp16.tflite").content_encoding is None  # the model goes as it is
+    assert object_store.headers(f"{base}/mv2_cpm_fp16.tflite")[1] is None  # the model goes as it is
 
 
 def test_best_picks_the_highest_pckh(evaluated, tmp_path):
@@ -106,10 +110,12 @@ def test_an_unknown_variant_names_the_ones_there_are(evaluated, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_a_missing_bucket_is_a_clear_error(evaluated, bucket):
+def test_a_missing_bucket_is_a_clear_error(evaluated, object_store):
     models, evaluation = evaluated
-    with pytest.raises(PublishError, match="gs://no-such-bucket/pose: upload failed"):
-        publish(str(models), str(evaluation), str(evaluation), "gs://no-such-bucket/pose", "fp32")
+    destination = f"{object_store.scheme}://no-such-bucket/pose"
+    with pytest.raises(PublishError, match=f"{destination}: upload failed.*bucket 'no-such-bucket' does not "
+                                           f"exist"):
+        publish(str(models), str(evaluation), str(evaluation), destination, "fp32")
 
 
 def test_results_that_are_not_evaluate_output_are_refused(evaluated, tmp_path):

@@ -3,6 +3,7 @@ probe (docs/RELIABILITY.md lists them with their verdicts), each on tiny data th
 fake-gcs-server (tests/gcs.py) for gs:// and publish, a real http.server for the stalled download.
 """
 import functools
+import gzip
 import hashlib
 import http.client
 import http.server
@@ -164,8 +165,9 @@ def test_output_equal_to_or_inside_an_input_is_refused(tmp_path, coco):
 
 
 class _RefusingProxy:
-    """A real HTTP reverse proxy in front of fake-gcs-server that answers 403 to any request naming
-    `refuse` (in its URL or body) while `refuse` is set: a storage server refusing one object."""
+    """A real HTTP reverse proxy in front of a storage server (fake-gcs-server, SeaweedFS) that answers 403
+    to any request naming `refuse` (in its URL or body) while `refuse` is set: a server refusing one object.
+    It passes the Host header on as it came, which S3's signatures cover."""
 
     def __init__(self, upstream: str):
         self.upstream = upstream.split("://", 1)[-1].rstrip("/")
@@ -189,7 +191,7 @@ class _RefusingProxy:
                     self.wfile.write(message)
                     return
                 connection = http.client.HTTPConnection(proxy.upstream, timeout=30)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
                 connection.request(self.command, self.path, body=body or None, headers=headers)
                 response = connection.getresponse()
                 data = response.read()
@@ -220,37 +222,41 @@ def _evaluated(tflite_models, shards, folder: Path) -> Path:
     return folder
 
 
-def test_failed_republish_leaves_no_manifest(tmp_path, tflite_models, shards, no_anchors, monkeypatch):
+def test_failed_republish_leaves_no_manifest(tmp_path, tflite_models, shards, no_anchors, object_store,
+                                             monkeypatch):
     from components.publish import MANIFEST, PublishError, publish
 
     evaluation = _evaluated(tflite_models, shards, tmp_path / "evaluation")
-    with fake_gcs() as server:
-        bucket = make_bucket("models")
-        proxy = _RefusingProxy(server.url if hasattr(server, "url") else os.environ["STORAGE_EMULATOR_HOST"])
-        monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
-        monkeypatch.setenv("POSE_NETWORK_RETRY", "2")
-        try:
-            publish(str(tflite_models), str(evaluation), str(evaluation), "gs://models/pose", "fp32")
-            assert bucket.blob(f"pose/{MANIFEST}").exists()
-            # A republish of changed files in which the server refuses one upload part way.
-            changed = tmp_path / "tflite2"
-            shutil.copytree(tflite_models, changed)
-            metadata = json.loads((changed / "mv2_cpm_fp32.json").read_text())
-            (changed / "mv2_cpm_fp32.json").write_text(json.dumps({**metadata, "note": "second export"}))
-            proxy.refuse = b"report.html"
-            with pytest.raises(PublishError, match=f"no {MANIFEST} is there"):
-                publish(str(changed), str(evaluation), str(evaluation), "gs://models/pose", "fp32")
-            assert not bucket.blob(f"pose/{MANIFEST}").exists()  # nothing vouches for the mixed set
-            # The new .json went up before the failure: an old manifest would vouch for it with a stale sha256.
-            assert b"second export" in bucket.blob("pose/mv2_cpm_fp32.json").download_as_bytes()
-            proxy.refuse = None
-            manifest = publish(str(changed), str(evaluation), str(evaluation), "gs://models/pose", "fp32")
-            uploaded = json.loads(bucket.blob(f"pose/{MANIFEST}").download_as_bytes())
-            for name, entry in uploaded["files"].items():
-                assert hashlib.sha256(bucket.blob(f"pose/{name}").download_as_bytes()).hexdigest() == entry["sha256"]
-            assert manifest["uris"][-1].endswith(MANIFEST)
-        finally:
-            proxy.close()
+    base = f"{object_store.scheme}://{object_store.make_bucket('models')}/pose"
+    server = os.environ["STORAGE_EMULATOR_HOST" if object_store.scheme == "gs" else "AWS_ENDPOINT_URL"]
+    proxy = _RefusingProxy(server)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST" if object_store.scheme == "gs" else "AWS_ENDPOINT_URL", proxy.url)
+    monkeypatch.setenv("POSE_NETWORK_RETRY", "2")
+    try:
+        publish(str(tflite_models), str(evaluation), str(evaluation), base, "fp32")
+        assert object_store.exists(f"{base}/{MANIFEST}")
+        # A republish of changed files in which the server refuses one upload part way.
+        changed = tmp_path / "tflite2"
+        shutil.copytree(tflite_models, changed)
+        metadata = json.loads((changed / "mv2_cpm_fp32.json").read_text())
+        (changed / "mv2_cpm_fp32.json").write_text(json.dumps({**metadata, "note": "second export"}))
+        proxy.refuse = b"report.html"
+        with pytest.raises(PublishError, match=f"no {MANIFEST} is there"):
+            publish(str(changed), str(evaluation), str(evaluation), base, "fp32")
+        assert not object_store.exists(f"{base}/{MANIFEST}")  # nothing vouches for the mixed set
+        # The new .json went up before the failure: an old manifest would vouch for it with a stale sha256.
+        assert b"second export" in object_store.get(f"{base}/mv2_cpm_fp32.json")
+        proxy.refuse = None
+        manifest = publish(str(changed), str(evaluation), str(evaluation), base, "fp32")
+        uploaded = json.loads(object_store.get(f"{base}/{MANIFEST}"))
+        for name, entry in uploaded["files"].items():
+            stored = object_store.get(f"{base}/{name}")
+            if object_store.headers(f"{base}/{name}")[1] == "gzip":
+                stored = gzip.decompress(stored)
+            assert hashlib.sha256(stored).hexdigest() == entry["sha256"], name
+        assert manifest["uris"][-1].endswith(MANIFEST)
+    finally:
+        proxy.close()
 
 
 def test_republish_removes_files_of_the_previous_manifest(tmp_path, tflite_models, shards, no_anchors):
@@ -619,11 +625,11 @@ def _closed_port() -> int:
 
 
 def test_network_defaults_are_bounded(monkeypatch):
-    from pose.files import storage
+    from pose.files import storage, storage_gcs
 
     for name in ("POSE_NETWORK_TIMEOUT", "POSE_NETWORK_RETRY", "POSE_HTTP_RETRIES"):
         monkeypatch.delenv(name, raising=False)
-    options = storage.gcs_options()
+    options = storage_gcs.gcs_options()
     assert options["timeout"] + options["retry"].timeout <= 30
     assert storage.network_timeout() * (1 + 1) <= 30  # http: one retry of one timeout
 

@@ -1,7 +1,7 @@
-"""Preemption-safe training against a real fake-gcs-server: train is killed (SIGKILL) once its first
-checkpoints are in the bucket, started again in a fresh folder (a new pod), and resumes from the bucket's
-newest checkpoint; a config of another model structure (in the bucket or in the local folder) is refused
-with both named."""
+"""Preemption-safe training against real object stores (fake-gcs-server for gs://, SeaweedFS for
+s3://): train is killed (SIGKILL) once its first checkpoints are in the bucket, started again in a
+fresh folder (a new pod), and resumes from the bucket's newest checkpoint; a config of another model
+structure (in the bucket or in the local folder) is refused with both named."""
 import json
 import os
 import re
@@ -13,12 +13,11 @@ import time
 import pytest
 
 from pose.files.remote_checkpoints import MARKER
-from pose.files.storage import list_names, read_text, write_text
+from pose.files.storage import read_text, write_text
 from tests.conftest import REPO, TINY_CONFIG
 from tests.gcs import fake_gcs, make_bucket
 
 STEPS, EVERY = 15, 3
-URI = "gs://checkpoints/run-1"
 
 
 @pytest.fixture()
@@ -28,27 +27,29 @@ def bucket():
         yield
 
 
-def train_command(shards, output, uri=URI):
+def train_command(shards, output, uri):
     return [sys.executable, "-m", "components.train", "--config", str(TINY_CONFIG), "--data", str(shards),
             "--output", str(output), "--checkpoint-uri", uri, "--set", f"max_steps={STEPS}",
             "--set", f"checkpoint_every={EVERY}", "--set", f"log_every={EVERY}", "--set", "summary_every=1000",
             "--set", "pred_image_on_tensorboard=false", "--set", "keep_checkpoints=2"]
 
 
-def marker_step() -> int:
-    text = read_text(f"{URI}/{MARKER}")
+def marker_step(uri) -> int:
+    text = read_text(f"{uri}/{MARKER}")
     return -1 if text is None else json.loads(text)["step"]
 
 
 @pytest.mark.slow
-def test_killed_training_resumes_from_the_bucket_in_a_fresh_folder(bucket, train_shards, tmp_path):
+def test_killed_training_resumes_from_the_bucket_in_a_fresh_folder(object_store, train_shards,
+                                                                   tmp_path):
+    uri = f"{object_store.scheme}://{object_store.make_bucket('checkpoints')}/run-1"
     log_file = tmp_path / "first.log"
     with open(log_file, "w") as log:
-        first = subprocess.Popen(train_command(train_shards, tmp_path / "pod-1"), cwd=REPO, stdout=log,
+        first = subprocess.Popen(train_command(train_shards, tmp_path / "pod-1", uri), cwd=REPO, stdout=log,
                                  stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 600
     try:
-        while marker_step() < 2 * EVERY:  # two checkpoints have reached the bucket
+        while marker_step(uri) < 2 * EVERY:  # two checkpoints have reached the bucket
             assert first.poll() is None, log_file.read_text()[-3000:]
             assert time.monotonic() < deadline, "no checkpoint reached the bucket"
             time.sleep(0.05)
@@ -56,25 +57,25 @@ def test_killed_training_resumes_from_the_bucket_in_a_fresh_folder(bucket, train
     finally:
         first.wait(60)
     assert first.returncode == -signal.SIGKILL
-    saved = marker_step()
+    saved = marker_step(uri)
     assert saved < STEPS, "the first run finished before it was killed"
     logged = [int(s) for s in re.findall(r"step (\d+)/\d+", log_file.read_text())]
     assert max(logged) - saved <= EVERY  # at most one checkpoint interval lost
     # The bucket holds only complete checkpoints, the newest keep_checkpoints of them.
-    names = list_names(URI)
-    marker = json.loads(read_text(f"{URI}/{MARKER}"))
+    names = object_store.names(uri)
+    marker = json.loads(object_store.get(f"{uri}/{MARKER}"))
     assert set(marker["files"]) <= set(names)
     assert len({n.split(".")[0] for n in names if n.startswith("ckpt-")}) <= 3
 
-    second = subprocess.run(train_command(train_shards, tmp_path / "pod-2"), cwd=REPO, capture_output=True,
+    second = subprocess.run(train_command(train_shards, tmp_path / "pod-2", uri), cwd=REPO, capture_output=True,
                             text=True, timeout=900)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert f"resuming from the checkpoint of step {saved} in {URI}" in second.stderr
+    assert f"resuming from the checkpoint of step {saved} in {uri}" in second.stderr
     metadata = json.loads((tmp_path / "pod-2" / "train_metadata.json").read_text())
     assert metadata["resumed_from_step"] == saved and metadata["steps"] == STEPS
     # The curve starts where the first pod's began: its history came with the checkpoint.
     assert metadata["history"][0]["step"] == EVERY and metadata["history"][-1]["step"] == STEPS
-    assert marker_step() == STEPS
+    assert marker_step(uri) == STEPS
 
 
 @pytest.mark.slow

@@ -17,7 +17,11 @@ import os
 
 PACKS_DIR = "packs"
 PACK_INFO = "pack.json"
-MAX_SHARDS = 4096
+# The most shards per split, for every runner: on a KFP cluster, train receives one artifact per
+# shard of both splits, each inlined (URI and metadata, about 0.9 KB) into its executor input, a
+# single command-line argument that Linux caps at 128 KiB. At 32, train's is 58 KB, under half the
+# cap (docs/CLUSTER.md, "How many shards"; pipeline/backend checks the compiled pipeline at it).
+MAX_SHARDS = 32
 
 
 class PackError(ValueError):
@@ -26,7 +30,9 @@ class PackError(ValueError):
 
 def check_num_shards(num_shards) -> int:
     if isinstance(num_shards, bool) or not isinstance(num_shards, int) or not 1 <= num_shards <= MAX_SHARDS:
-        raise PackError(f"num_shards={num_shards!r}: expected an integer from 1 to {MAX_SHARDS}")
+        raise PackError(f"num_shards={num_shards!r}: expected an integer from 1 to {MAX_SHARDS} "
+                        f"(the most a KFP cluster can pass to train: docs/CLUSTER.md, "
+                        f"\"How many shards\")")
     return num_shards
 
 
@@ -64,3 +70,22 @@ def write_pack_info(folder, split: str, index: int, num_shards: int, images: int
     with open(os.path.join(folder, PACK_INFO), "w") as f:
         json.dump({"split": split, "shard_index": index, "num_shards": num_shards, "images": images,
                    "people": people}, f, indent=1)
+
+
+def write_dataset_info(path, counts: dict) -> None:
+    """convert's small summary artifact (counts per split, num_shards), read by shard readers."""
+    with open(path, "w") as f:
+        json.dump(counts, f, indent=1, sort_keys=True)
+
+
+def check_shard_inputs(dataset_info_path, **shards_per_split: int) -> dict:
+    """Fails unless each split has one shard (folder, or task) per pack that convert made: a step
+    handed the wrong list (another run's, a partial one) stops here. Returns the dataset info."""
+    with open(dataset_info_path) as f:
+        info = json.load(f)
+    expected = info.get("num_shards")
+    for split, count in shards_per_split.items():
+        if expected is not None and count != expected:
+            raise PackError(f"{dataset_info_path}: convert made {expected} {split} packs, but this "
+                            f"step has {count} {split} shards")
+    return info

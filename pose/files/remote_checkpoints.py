@@ -1,7 +1,7 @@
 """Training checkpoints mirrored to object storage, so that a preempted training pod loses at most one
 checkpoint interval: a new pod (KFP's retry) starts in an empty folder and resumes from the bucket.
 
-Layout under the checkpoint URI (gs://bucket/prefix):
+Layout under the checkpoint URI (gs://, s3:// or minio://bucket/prefix; pose.files.storage reads and writes it):
     ckpt-<step>.index, ckpt-<step>.data-<i>-of-<n>   TensorFlow's checkpoint files, as written locally
     ckpt-<step>.<name>                               train's files beside the checkpoint (history.json,
                                                      progress.json) as they were at that step
@@ -44,14 +44,14 @@ def mismatch(where: str, step, theirs: dict, ours: dict, config_label: str) -> s
 
 
 class RemoteCheckpoints:
-    """One training run's checkpoints under a gs:// prefix (the layout above)."""
+    """One training run's checkpoints under a bucket prefix (the layout above)."""
 
     def __init__(self, uri: str, fingerprint: dict, keep: int = 3):
-        bucket, _ = storage.split_gs_uri(uri)  # a gs:// URI, or a StorageError naming it
+        _, bucket, _ = storage.split_object_uri(uri)  # a bucket URI, or a StorageError naming it
         self.uri, self.fingerprint, self.keep = uri.rstrip("/"), fingerprint, max(1, keep)
-        self.client = storage.gcs_client()
+        self.store = storage.store_for(uri)
         # Now, not at the first checkpoint after minutes of training.
-        if not storage.bucket_exists(bucket, self.client):
+        if not storage.bucket_exists(uri, self.store):
             raise storage.StorageError(f"{uri}: bucket {bucket!r} does not exist (or these credentials cannot see it)")
 
     def _object(self, name: str) -> str:
@@ -59,7 +59,7 @@ class RemoteCheckpoints:
 
     def latest(self) -> dict | None:
         """The marker of the newest complete checkpoint, or None when there is none."""
-        text = storage.read_text(self._object(MARKER), self.client)
+        text = storage.read_text(self._object(MARKER), self.store)
         if text is None:
             return None
         try:
@@ -88,7 +88,7 @@ class RemoteCheckpoints:
         for name in marker["files"]:
             if "/" in name or name.startswith("."):
                 raise storage.StorageError(f"{self._object(MARKER)}: file name {name!r} is not a plain name")
-            storage.download_file(self._object(name), str(local_dir / local_names.get(name, name)), self.client)
+            storage.download_file(self._object(name), str(local_dir / local_names.get(name, name)), self.store)
         prefix = str(local_dir / f"ckpt-{step}")
         # CheckpointManager resumes from the folder's `checkpoint` state file (TF2 has no public writer of it).
         tf.compat.v1.train.update_checkpoint_state(str(local_dir), prefix, all_model_checkpoint_paths=[prefix])
@@ -105,21 +105,21 @@ class RemoteCheckpoints:
         # then never find an index whose data is missing).
         files.sort(key=lambda n: n.endswith(".index"))
         for name in files:
-            storage.upload_file(os.path.join(folder, name), self._object(name), self.client)
+            storage.upload_file(os.path.join(folder, name), self._object(name), self.store)
         sides = {}
         for path in side_files:
             if path.is_file():
                 sides[path.name] = f"{stem}.{path.name}"
-                storage.upload_file(str(path), self._object(sides[path.name]), self.client)
+                storage.upload_file(str(path), self._object(sides[path.name]), self.store)
         marker = {"step": step, "files": files + list(sides.values()), "side_files": sides,
                   "fingerprint": self.fingerprint, "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        storage.write_text(self._object(MARKER), json.dumps(marker, indent=1), self.client)
+        storage.write_text(self._object(MARKER), json.dumps(marker, indent=1), self.store)
         log.info("checkpoint of step %d uploaded to %s in %.1fs", step, self.uri, time.perf_counter() - started)
         self._prune(step)
 
     def _prune(self, newest: int) -> None:
-        names = [n for n in storage.list_names(self.uri, self.client) if "/" not in n]
+        names = [n for n in storage.list_names(self.uri, self.store) if "/" not in n]
         steps = sorted({int(m.group(1)) for n in names if (m := _STEP.match(n))}, reverse=True)
         keep = set(steps[:self.keep]) | {newest}
         stale = [self._object(n) for n in names if (m := _STEP.match(n)) and int(m.group(1)) not in keep]
-        storage.delete(stale, self.client)
+        storage.delete(stale, self.store)

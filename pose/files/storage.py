@@ -1,19 +1,32 @@
-"""Object storage and URL helpers shared by the steps that read or write outside the pipeline root
-(download, publish, train's checkpoints).
+"""Object storage and URLs: the one owner of every read and write outside the pipeline root
+(download's
+source, publish's destination, train's checkpoints). Callers pass URIs; which backend serves one is
+decided here, by its scheme, and nowhere else:
 
-gs:// goes through google-cloud-storage: with `STORAGE_EMULATOR_HOST` set (tests, a local
-fake-gcs-server) anonymously, otherwise with the default credentials of the pod or laptop.
+  gs://bucket/key                    pose/files/storage_gcs.py (google-cloud-storage)
+  s3://bucket/key, minio://bucket/key  pose/files/storage_s3.py (boto3, any S3 server: AWS,
+  SeaweedFS, MinIO)
+  http://, https://                  here (urllib), read only
+  a local path, file://              the file system
+  synthetic://N                      rendered by download; nothing is stored behind it
 
-Network waits are bounded, so that an unreachable endpoint ends in one clear error within half a minute:
-  POSE_NETWORK_TIMEOUT   seconds one request (or one read of an http download) may wait (default 10)
-  POSE_NETWORK_RETRY     seconds a gs:// call keeps retrying transient failures (default 20)
+Network waits are bounded, so that an unreachable endpoint ends in one clear error within half a
+minute:
+  POSE_NETWORK_TIMEOUT   seconds one request (or one read of a download) may wait (default 10)
+  POSE_NETWORK_RETRY     seconds a gs:// or s3:// call keeps retrying transient failures (default
+  20)
   POSE_HTTP_RETRIES      further attempts to connect to an http(s) source (default 1)
 """
+
+import hashlib
 import logging
+import mimetypes
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import NamedTuple, Protocol
 
 from tqdm import tqdm
 
@@ -22,10 +35,39 @@ from pose.files.atomic import atomic_file
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
+OBJECT_SCHEMES = ("gs", "s3", "minio")
+# Every kind of URI a parameter may accept (check_uri's `accepted`): the schemes, and these two.
+LOCAL, SYNTHETIC = "local", "synthetic"
 
 
 class StorageError(OSError):
     """A URI that cannot be read or written; the message names it."""
+
+
+class ObjectInfo(NamedTuple):
+    key: str  # the object's full key (or, from list_objects, its name below the prefix)
+    size: int | None
+    version: str  # what changes when the object is replaced: a gs generation, an s3 ETag
+
+
+class ObjectStore(Protocol):
+    """What a backend (storage_gcs.py, storage_s3.py beside this) provides; keys are plain
+    object names."""
+
+    scheme: str
+
+    def stat(self, bucket: str, key: str) -> ObjectInfo | None: ...
+    def list(self, bucket: str, prefix: str) -> list[ObjectInfo]: ...
+    def read_into(self, bucket: str, key: str, writer) -> None: ...
+    def upload(
+        self, bucket: str, key: str, path: str, content_type: str, content_encoding: str | None
+    ): ...
+    def put_bytes(
+        self, bucket: str, key: str, data: bytes, content_type: str, content_encoding: str | None
+    ) -> None: ...
+    def get_bytes(self, bucket: str, key: str) -> bytes | None: ...
+    def delete(self, bucket: str, key: str) -> None: ...
+    def bucket_exists(self, bucket: str) -> bool: ...
 
 
 def _setting(name: str, default: float) -> float:
@@ -43,232 +85,319 @@ def network_timeout() -> float:
     return _setting("POSE_NETWORK_TIMEOUT", 10.0)
 
 
-def gcs_options() -> dict:
-    """timeout= and retry= for every google-cloud-storage call (its defaults retry for 120 s)."""
-    from google.api_core import retry as retries
-    from google.cloud.storage.retry import DEFAULT_RETRY
-
-    deadline = _setting("POSE_NETWORK_RETRY", 20.0)
-    retry = DEFAULT_RETRY.with_timeout(deadline) if hasattr(DEFAULT_RETRY, "with_timeout") \
-        else DEFAULT_RETRY.with_deadline(deadline)
-    return {"timeout": network_timeout(), "retry": retry if deadline else None}
+def network_retry() -> float:
+    return _setting("POSE_NETWORK_RETRY", 20.0)
 
 
-def gcs_errors(uri: str):
-    """Turns google-cloud-storage's and the network's failures into a StorageError naming `uri`."""
-    import contextlib
+# ---- URIs ----------------------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def translate():
-        from google.api_core import exceptions
 
+def kind_of(uri: str) -> str:
+    """'gs', 's3', 'minio', 'http', 'https', 'synthetic', LOCAL (a path or file://), or another
+    scheme."""
+    if uris.is_local(uri.strip()):
+        return LOCAL
+    return urllib.parse.urlparse(uri.strip()).scheme.lower()
+
+
+def is_object_uri(uri: str) -> bool:
+    return kind_of(uri) in OBJECT_SCHEMES
+
+
+def split_object_uri(uri: str) -> tuple[str, str, str]:
+    """'s3://bucket/a/b' -> ('s3', 'bucket', 'a/b'); a StorageError unless it names a bucket of a
+    store."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep or scheme.lower() not in OBJECT_SCHEMES or not rest or rest.startswith("/"):
+        raise StorageError(
+            f"{uri}: not a bucket URI (expected "
+            f"{', '.join(s + '://bucket/path' for s in OBJECT_SCHEMES)})"
+        )
+    bucket, _, key = rest.partition("/")
+    return scheme.lower(), bucket, key
+
+
+def check_uri(name: str, uri: str, accepted: tuple[str, ...]) -> None:
+    """Refuses a URI whose kind (kind_of) the parameter `name` does not take, naming both."""
+    kind = kind_of(uri)
+    if kind not in accepted:
+        shown = [
+            f"{k}://"
+            if k not in (LOCAL, SYNTHETIC)
+            else ("a local path" if k == LOCAL else "synthetic://N")
+            for k in accepted
+        ]
+        what = "is a local path" if kind == LOCAL else f"has the unsupported scheme {kind!r}"
+        raise StorageError(f"{name}={uri!r} {what}; {name} takes {', '.join(shown)}")
+    if kind in OBJECT_SCHEMES:
         try:
-            yield
-        except exceptions.RetryError as error:
-            raise StorageError(f"{uri}: gave up after {_setting('POSE_NETWORK_RETRY', 20.0):g} s of retries "
-                               f"(POSE_NETWORK_RETRY): {error.cause or error}") from None
-        except (exceptions.ServerError, exceptions.TooManyRequests, ConnectionError, TimeoutError) as error:
-            raise StorageError(f"{uri}: storage unreachable or failing: {type(error).__name__}: {error}") from None
-        except Exception as error:  # noqa: BLE001 - requests' and google-auth's transport errors
-            module = type(error).__module__
-            if module.startswith(("requests", "urllib3", "google.auth")):
-                raise StorageError(f"{uri}: storage unreachable: {type(error).__name__}: {error}") from None
-            raise
-
-    return translate()
+            split_object_uri(uri)
+        except StorageError:
+            raise StorageError(
+                f"{name}={uri!r} names no bucket; expected {kind}://bucket/path"
+            ) from None
 
 
-def split_gs_uri(uri: str) -> tuple[str, str]:
-    """'gs://bucket/a/b' -> ('bucket', 'a/b')."""
-    if not uri.startswith("gs://") or len(uri) <= len("gs://") or uri[len("gs://")] == "/":
-        raise StorageError(f"{uri}: not a gs://bucket/path URI")
-    bucket, _, prefix = uri[len("gs://"):].partition("/")
-    return bucket, prefix
+def credentials_problem(uri: str) -> str | None:
+    """Why the URI's store cannot be used from this machine for lack of credentials, or None. Looks
+    only
+    at where credentials would come from; it sends no request."""
+    kind = kind_of(uri)
+    if kind == "gs":
+        from pose.files import storage_gcs
+
+        return storage_gcs.credentials_problem()
+    if kind in ("s3", "minio"):
+        from pose.files import storage_s3
+
+        return storage_s3.credentials_problem()
+    return None
 
 
-def gcs_client():
-    from google.cloud import storage
+def store_for(uri: str) -> ObjectStore:
+    """A backend for the URI's scheme (it holds one client; reuse it for many calls)."""
+    scheme, _, _ = split_object_uri(uri)
+    if scheme == "gs":
+        from pose.files.storage_gcs import GcsStore
 
-    if os.environ.get("STORAGE_EMULATOR_HOST"):
-        from google.auth.credentials import AnonymousCredentials
+        return GcsStore()
+    from pose.files.storage_s3 import S3Store
 
-        return storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT", "test"),
-                              credentials=AnonymousCredentials())
-    from google.auth.exceptions import DefaultCredentialsError
-
-    try:
-        return storage.Client()
-    except DefaultCredentialsError as error:
-        raise StorageError(f"no Google Cloud credentials (set GOOGLE_APPLICATION_CREDENTIALS, use a workload "
-                           f"identity, or STORAGE_EMULATOR_HOST for an emulator): {error}") from None
+    return S3Store(scheme)
 
 
-def gs_object(uri: str, client=None):
-    """The blob named exactly by uri, or None when no such object exists (it may be a prefix)."""
-    bucket, name = split_gs_uri(uri)
-    if not name or name.endswith("/"):
+def _prefix(key: str) -> str:
+    return key.rstrip("/") + "/" if key.strip("/") else ""
+
+
+# ---- objects -------------------------------------------------------------------------------------
+
+
+def stat(uri: str, store: ObjectStore | None = None) -> ObjectInfo | None:
+    """The object named exactly by uri, or None when there is no such object (it may be a
+    prefix)."""
+    _, bucket, key = split_object_uri(uri)
+    if not key or key.endswith("/"):
         return None
-    from google.api_core import exceptions
-
-    try:
-        with gcs_errors(uri):
-            return (client or gcs_client()).bucket(bucket).get_blob(name, **gcs_options())
-    except exceptions.NotFound:  # the bucket itself is missing
-        return None
-    except exceptions.GoogleAPICallError as error:
-        raise StorageError(f"{uri}: {error}") from error
+    return (store or store_for(uri)).stat(bucket, key)
 
 
-def download_gs(uri: str, dest_dir: str) -> list[str]:
-    """Downloads the object at uri, or every object under the prefix uri/, into dest_dir (keeping the
-    paths below the prefix). Returns the local paths."""
-    client = gcs_client()
-    blob = gs_object(uri, client)
+def list_objects(prefix_uri: str, store: ObjectStore | None = None) -> list[ObjectInfo]:
+    """The objects under prefix_uri/ (keys relative to it), sorted; [] when there are none."""
+    _, bucket, key = split_object_uri(prefix_uri)
+    prefix = _prefix(key)
+    found = (store or store_for(prefix_uri)).list(bucket, prefix)
+    return sorted(
+        (info._replace(key=info.key[len(prefix) :]) for info in found), key=lambda i: i.key
+    )
+
+
+def list_names(prefix_uri: str, store: ObjectStore | None = None) -> list[str]:
+    return [info.key for info in list_objects(prefix_uri, store)]
+
+
+def read_into(uri: str, writer, store: ObjectStore | None = None) -> None:
+    """Streams one object into a file-like writer, CHUNK by CHUNK."""
+    _, bucket, key = split_object_uri(uri)
+    (store or store_for(uri)).read_into(bucket, key, writer)
+
+
+def download_file(uri: str, local_path: str, store: ObjectStore | None = None) -> str:
+    """The object at uri into local_path (through a temporary name beside it)."""
+    with atomic_file(local_path) as temporary, open(temporary, "wb") as out:
+        read_into(uri, out, store)
+    return local_path
+
+
+def download_prefix(uri: str, dest_dir: str) -> list[str]:
+    """Every object under the prefix uri/ into dest_dir (keeping the paths below the prefix);
+    returns the
+    local paths."""
+    store = store_for(uri)
     dest = Path(dest_dir)
-    if blob is not None:
-        target = dest / Path(blob.name).name
-        with open(target, "wb") as out:
-            copy_gs_object(blob, out, uri)
-        return [str(target)]
-    bucket, prefix = split_gs_uri(uri)
-    prefix = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
-    from google.api_core import exceptions
-
-    try:
-        with gcs_errors(uri):
-            blobs = [b for b in client.list_blobs(bucket, prefix=prefix, **gcs_options()) if not b.name.endswith("/")]
-    except exceptions.NotFound:
-        raise StorageError(f"{uri}: bucket {bucket!r} does not exist") from None
-    if not blobs:
+    objects = [o for o in list_objects(uri, store) if o.key and not o.key.endswith("/")]
+    if not objects:
         raise StorageError(f"{uri}: no such object, and no objects under the prefix")
+    base = uri.rstrip("/")
     paths = []
-    with tqdm(total=sum(b.size or 0 for b in blobs), unit="B", unit_scale=True, desc=uri, mininterval=1) as bar:
-        for blob in blobs:
-            target = dest / blob.name[len(prefix):]
+    with tqdm(
+        total=sum(o.size or 0 for o in objects), unit="B", unit_scale=True, desc=uri, mininterval=1
+    ) as bar:
+        for info in objects:
+            target = dest / info.key
             if not uris.is_inside(target, dest):
-                raise StorageError(f"{uri}: object {blob.name!r} would be written outside {dest}")
+                raise StorageError(f"{uri}: object {info.key!r} would be written outside {dest}")
             target.parent.mkdir(parents=True, exist_ok=True)
-            with gcs_errors(f"gs://{bucket}/{blob.name}"):
-                blob.download_to_filename(str(target), **gcs_options())
-            bar.update(blob.size or 0)
+            with open(target, "wb") as out:
+                read_into(f"{base}/{info.key}", out, store)
+            bar.update(info.size or 0)
             paths.append(str(target))
     log.info("downloaded %d objects (%d bytes) from %s", len(paths), bar.n, uri)
     return paths
 
 
-def copy_gs_object(blob, writer, uri: str) -> None:
-    """Streams one object into a file-like writer."""
-    from google.api_core import exceptions
+def content_type(name: str) -> str:
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"
 
+
+def upload_file(
+    local_path: str, uri: str, store: ObjectStore | None = None, content_encoding: str | None = None
+) -> str:
+    """The file as the object uri, with the content type its name implies."""
+    _, bucket, key = split_object_uri(uri)
+    if not key or key.endswith("/"):
+        raise StorageError(f"{uri}: an upload needs an object name, not a bucket or prefix")
+    (store or store_for(uri)).upload(
+        bucket, key, str(local_path), content_type(key), content_encoding
+    )
+    return uri
+
+
+def write_bytes(
+    uri: str,
+    data: bytes,
+    store: ObjectStore | None = None,
+    content_type_: str | None = None,
+    content_encoding: str | None = None,
+) -> str:
+    """One object, replaced whole: a reader sees the old bytes or the new, never a mix."""
+    _, bucket, key = split_object_uri(uri)
+    (store or store_for(uri)).put_bytes(
+        bucket, key, data, content_type_ or content_type(key), content_encoding
+    )
+    return uri
+
+
+def read_bytes(uri: str, store: ObjectStore | None = None) -> bytes | None:
+    """The object's bytes, or None when there is no such object."""
+    _, bucket, key = split_object_uri(uri)
+    return (store or store_for(uri)).get_bytes(bucket, key)
+
+
+def read_text(uri: str, store: ObjectStore | None = None) -> str | None:
+    data = read_bytes(uri, store)
+    return None if data is None else data.decode()
+
+
+def write_text(uri: str, text: str, store: ObjectStore | None = None) -> str:
+    return write_bytes(uri, text.encode(), store, content_type_="application/json")
+
+
+def delete(uris: list[str], store: ObjectStore | None = None) -> None:
+    """Deletes the objects; ones already gone are no error."""
+    for uri in uris:
+        _, bucket, key = split_object_uri(uri)
+        store = store or store_for(uri)
+        store.delete(bucket, key)
+
+
+def bucket_exists(uri: str, store: ObjectStore | None = None) -> bool:
+    _, bucket, _ = split_object_uri(uri)
+    return (store or store_for(uri)).bucket_exists(bucket)
+
+
+# ---- versions: what download's cache key follows
+# ---------------------------------------------------
+
+
+def source_version(uri: str) -> str:
+    """A string that changes when the data behind a source URI changes, and only then: the object's
+    generation (gs) or ETag (s3), or a digest of those of every object under a prefix; an https
+    resource's ETag or Last-Modified; a local file's size and mtime (a folder's: of every file
+    below it);
+    "" for synthetic://N, which the URI alone determines. A StorageError when the source cannot be
+    read."""
+    kind = kind_of(uri)
+    if kind == SYNTHETIC:
+        return ""
+    if kind in OBJECT_SCHEMES:
+        store = store_for(uri)
+        info = stat(uri, store)
+        if info is not None:
+            return f"{kind}:{info.version}:{info.size}"
+        objects = list_objects(uri, store)
+        if not objects:
+            raise StorageError(f"{uri}: no such object, and no objects under the prefix")
+        return f"{kind}-prefix:" + _digest((o.key, o.version, o.size) for o in objects)
+    if kind in ("http", "https"):
+        return http_version(uri)
+    if kind == LOCAL:
+        path = uris.local_path(uri)
+        if path.is_file():
+            status = path.stat()
+            return f"file:{status.st_size}:{status.st_mtime_ns}"
+        if path.is_dir():
+            return "folder:" + _digest(
+                (p.relative_to(path).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
+                for p in sorted(path.rglob("*"))
+                if p.is_file()
+            )
+        raise StorageError(f"{uri}: no such file or folder")
+    raise StorageError(f"{uri}: unsupported scheme {kind!r}")
+
+
+def _digest(rows) -> str:
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(repr(row).encode())
+    return digest.hexdigest()[:32]
+
+
+def http_version(url: str) -> str:
+    """The resource's ETag, else its Last-Modified (from a HEAD request); "" when the server sends
+    neither
+    (download is then cached on the URL alone, as before)."""
+    request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "pose-pipeline"})
     try:
-        with gcs_errors(uri):
-            blob.download_to_file(writer, **gcs_options())
-    except exceptions.NotFound:
-        raise StorageError(f"{uri}: no such object") from None
+        with urllib.request.urlopen(request, timeout=network_timeout()) as response:
+            tag, modified = response.headers.get("ETag"), response.headers.get("Last-Modified")
+    except urllib.error.HTTPError as error:
+        if error.code in (403, 405, 501):  # servers that answer GET only (presigned URLs...)
+            log.warning("%s answers HEAD with HTTP %d: its version is unknown, download is "
+                        "cached on the URL alone (give sha256 to pin it)", url, error.code)
+            return ""
+        raise StorageError(f"{url}: HTTP {error.code} {error.reason}") from None
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
+        raise StorageError(f"{url}: cannot connect ({getattr(error, 'reason', error)})") from None
+    if tag:
+        return f"etag:{tag}"
+    if modified:
+        return f"last-modified:{modified}"
+    log.warning(
+        "%s sends neither ETag nor Last-Modified: a replaced file at this URL is served from "
+        "the cache (give sha256 to pin it)",
+        url,
+    )
+    return ""
+
+
+# ---- http(s) and local paths
+# -------------------------------------------------------------------------
 
 
 def open_http(url: str, timeout: float | None = None):
-    """Opens an http(s) URL for streaming; the response has .length (None when the server sends none).
-    Each socket operation, reads included, waits at most `timeout` (POSE_NETWORK_TIMEOUT) seconds; a failed
+    """Opens an http(s) URL for streaming; the response has .length (None when the server sends
+    none).
+    Each socket operation, reads included, waits at most `timeout` (POSE_NETWORK_TIMEOUT) seconds;
+    a failed
     connection is tried again POSE_HTTP_RETRIES times."""
     timeout = network_timeout() if timeout is None else timeout
     attempts = 1 + int(_setting("POSE_HTTP_RETRIES", 1))
     for attempt in range(1, attempts + 1):
         try:
-            return urllib.request.urlopen(urllib.request.Request(url, headers={"User-Agent": "pose-pipeline"}),
-                                          timeout=timeout)
+            return urllib.request.urlopen(
+                urllib.request.Request(url, headers={"User-Agent": "pose-pipeline"}),
+                timeout=timeout,
+            )
         except urllib.error.HTTPError as error:
             raise StorageError(f"{url}: HTTP {error.code} {error.reason}") from None
         except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
             reason = getattr(error, "reason", error)
             if attempt == attempts:
-                what = (f"no answer within {timeout:g} s (POSE_NETWORK_TIMEOUT)" if isinstance(reason, TimeoutError)
-                        else f"cannot connect ({reason})")
+                what = (
+                    f"no answer within {timeout:g} s (POSE_NETWORK_TIMEOUT)"
+                    if isinstance(reason, TimeoutError)
+                    else f"cannot connect ({reason})"
+                )
                 raise StorageError(f"{url}: {what}, after {attempts} attempt(s)") from None
             log.warning("%s: %s; trying again (%d of %d)", url, reason, attempt + 1, attempts)
-
-
-def upload_file(local_path: str, gs_uri: str, client=None) -> str:
-    bucket, name = split_gs_uri(gs_uri)
-    if not name or name.endswith("/"):
-        raise StorageError(f"{gs_uri}: an upload needs an object name, not a bucket or prefix")
-    with gcs_errors(gs_uri):
-        (client or gcs_client()).bucket(bucket).blob(name).upload_from_filename(str(local_path), **gcs_options())
-    return gs_uri
-
-
-# ---- small objects by name (train's checkpoint mirror: pose/files/remote_checkpoints.py) ----------------
-
-def _api_errors():
-    from google.api_core import exceptions
-
-    return exceptions
-
-
-def bucket_exists(bucket: str, client=None) -> bool:
-    exceptions = _api_errors()
-    try:
-        return (client or gcs_client()).bucket(bucket).exists()
-    except exceptions.GoogleAPICallError as error:
-        raise StorageError(f"gs://{bucket}: {error}") from error
-
-
-def list_names(gs_prefix: str, client=None) -> list[str]:
-    """Names (relative to gs_prefix/) of the objects under gs_prefix/; [] when there are none."""
-    bucket, prefix = split_gs_uri(gs_prefix)
-    prefix = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
-    exceptions = _api_errors()
-    try:
-        with gcs_errors(gs_prefix):
-            return sorted(b.name[len(prefix):]
-                          for b in (client or gcs_client()).list_blobs(bucket, prefix=prefix, **gcs_options()))
-    except exceptions.NotFound:
-        raise StorageError(f"{gs_prefix}: bucket {bucket!r} does not exist") from None
-    except exceptions.GoogleAPICallError as error:
-        raise StorageError(f"{gs_prefix}: {error}") from error
-
-
-def read_text(gs_uri: str, client=None) -> str | None:
-    """The object's text, or None when there is no such object."""
-    blob = gs_object(gs_uri, client)
-    if blob is None:
-        return None
-    with gcs_errors(gs_uri):
-        return blob.download_as_bytes(**gcs_options()).decode()
-
-
-def write_text(gs_uri: str, text: str, client=None) -> str:
-    """One object, replaced whole: a reader sees the old text or the new, never a mix."""
-    bucket, name = split_gs_uri(gs_uri)
-    exceptions = _api_errors()
-    try:
-        with gcs_errors(gs_uri):
-            (client or gcs_client()).bucket(bucket).blob(name).upload_from_string(
-                text.encode(), content_type="application/json", **gcs_options())
-    except exceptions.GoogleAPICallError as error:
-        raise StorageError(f"{gs_uri}: {error}") from error
-    return gs_uri
-
-
-def download_file(gs_uri: str, local_path: str, client=None) -> str:
-    """The object at gs_uri into local_path (through a temporary name beside it)."""
-
-    blob = gs_object(gs_uri, client)
-    if blob is None:
-        raise StorageError(f"{gs_uri}: no such object")
-    with atomic_file(local_path) as temporary, gcs_errors(gs_uri):
-        blob.download_to_filename(str(temporary), **gcs_options())
-    return local_path
-
-
-def delete(gs_uris: list[str], client=None) -> None:
-    """Deletes the objects; ones already gone are no error."""
-    client = client or gcs_client()
-    exceptions = _api_errors()
-    for uri in gs_uris:
-        bucket, name = split_gs_uri(uri)
-        try:
-            with gcs_errors(uri):
-                client.bucket(bucket).blob(name).delete(**gcs_options())
-        except exceptions.NotFound:
-            pass

@@ -8,11 +8,12 @@ newest `keep_checkpoints`) and, beside them, as they were at the newest one:
     fingerprint.json   what the variables depend on (FINGERPRINT_FILE): a resume with a config of
                        another structure is refused up front, with both named
 A restart on the same output folder resumes from the newest, optimizer state and step included.
-With a checkpoint URI (gs://bucket/prefix) each checkpoint is also uploaded as it is written
-(pose/files/remote_checkpoints.py), and a start in an empty folder (a new pod after preemption)
-resumes from the bucket's newest. In a multi-worker run every worker restores the bucket's newest
-(only the chief uploads; the others write theirs to scratch), and all check they resumed the same
-step before training; without a bucket a multi-worker run cannot resume and says so.
+With a checkpoint URI (gs://, s3:// or minio://bucket/prefix) each checkpoint is also uploaded as it
+is written (pose/files/remote_checkpoints.py), and a start in an empty folder (a new pod after
+preemption) resumes from the bucket's newest. In a multi-worker run every worker restores the
+bucket's newest (only the chief uploads; the others write theirs to scratch), and all check they
+resumed the same step before training; without a bucket a multi-worker run cannot resume and says
+so.
 """
 import json
 import logging

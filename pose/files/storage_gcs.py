@@ -1,0 +1,213 @@
+"""gs://bucket/key through google-cloud-storage: the gs backend of pose.files.storage (which
+callers use; this
+module is not called by steps directly).
+
+Credentials: with `STORAGE_EMULATOR_HOST` set (tests, a local fake-gcs-server) anonymous, otherwise
+the default credentials of the pod or laptop (GOOGLE_APPLICATION_CREDENTIALS, Workload Identity,
+gcloud).
+Every call waits at most POSE_NETWORK_TIMEOUT per request and retries transient failures for at most
+POSE_NETWORK_RETRY seconds (google-cloud-storage's own default is 120 s).
+"""
+
+import contextlib
+import os
+
+from pose.files.storage import ObjectInfo, StorageError, network_retry, network_timeout
+
+
+def gcs_options() -> dict:
+    """timeout= and retry= for every google-cloud-storage call."""
+    from google.cloud.storage.retry import DEFAULT_RETRY
+
+    deadline = network_retry()
+    retry = (
+        DEFAULT_RETRY.with_timeout(deadline)
+        if hasattr(DEFAULT_RETRY, "with_timeout")
+        else DEFAULT_RETRY.with_deadline(deadline)
+    )
+    return {"timeout": network_timeout(), "retry": retry if deadline else None}
+
+
+@contextlib.contextmanager
+def gcs_errors(uri: str):
+    """Turns google-cloud-storage's and the network's failures into a StorageError naming `uri`."""
+    from google.api_core import exceptions
+
+    try:
+        yield
+    except exceptions.RetryError as error:
+        raise StorageError(
+            f"{uri}: gave up after {network_retry():g} s of retries "
+            f"(POSE_NETWORK_RETRY): {error.cause or error}"
+        ) from None
+    except (
+        exceptions.ServerError,
+        exceptions.TooManyRequests,
+        ConnectionError,
+        TimeoutError,
+    ) as error:
+        raise StorageError(
+            f"{uri}: storage unreachable or failing: {type(error).__name__}: {error}"
+        ) from None
+    except exceptions.NotFound:
+        raise
+    except exceptions.GoogleAPICallError as error:  # no permission, a refused name
+        raise StorageError(f"{uri}: {error}") from None
+    except Exception as error:  # noqa: BLE001 - requests' and google-auth's transport errors
+        module = type(error).__module__
+        if module.startswith(("requests", "urllib3", "google.auth")):
+            raise StorageError(
+                f"{uri}: storage unreachable: {type(error).__name__}: {error}"
+            ) from None
+        raise
+
+
+def split_gs_uri(uri: str) -> tuple[str, str]:
+    """'gs://bucket/a/b' -> ('bucket', 'a/b')."""
+    if not uri.startswith("gs://") or len(uri) <= len("gs://") or uri[len("gs://")] == "/":
+        raise StorageError(f"{uri}: not a gs://bucket/path URI")
+    bucket, _, prefix = uri[len("gs://") :].partition("/")
+    return bucket, prefix
+
+
+def gcs_client():
+    from google.cloud import storage
+
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        from google.auth.credentials import AnonymousCredentials
+
+        return storage.Client(
+            project=os.environ.get("GOOGLE_CLOUD_PROJECT", "test"),
+            credentials=AnonymousCredentials(),
+        )
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        return storage.Client()
+    except DefaultCredentialsError as error:
+        raise StorageError(
+            f"no Google Cloud credentials (set GOOGLE_APPLICATION_CREDENTIALS, use a "
+            f"workload identity, or STORAGE_EMULATOR_HOST for an emulator): {error}"
+        ) from None
+
+
+def credentials_problem() -> str | None:
+    """Why gs:// cannot be used from here, or None (checked before a local run starts)."""
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        return None
+    import google.auth
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        google.auth.default()
+    except DefaultCredentialsError:
+        return (
+            "no Google Cloud credentials here (set GOOGLE_APPLICATION_CREDENTIALS, run "
+            "`gcloud auth "
+            "application-default login`, or set STORAGE_EMULATOR_HOST for an emulator)"
+        )
+    return None
+
+
+class GcsStore:
+    """pose.files.storage's backend interface for gs:// (see pose.files.storage.ObjectStore)."""
+
+    def __init__(self, scheme: str = "gs"):
+        self.scheme = scheme
+        self._client = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = gcs_client()
+        return self._client
+
+    def _uri(self, bucket: str, key: str) -> str:
+        return f"gs://{bucket}/{key}"
+
+    def stat(self, bucket: str, key: str) -> ObjectInfo | None:
+        from google.api_core import exceptions
+
+        try:
+            with gcs_errors(self._uri(bucket, key)):
+                blob = self.client.bucket(bucket).get_blob(key, **gcs_options())
+        except exceptions.NotFound:  # the bucket itself is missing
+            return None
+        return None if blob is None else ObjectInfo(blob.name, blob.size, str(blob.generation))
+
+    def list(self, bucket: str, prefix: str) -> list[ObjectInfo]:
+        from google.api_core import exceptions
+
+        try:
+            with gcs_errors(self._uri(bucket, prefix.rstrip("/"))):
+                return [
+                    ObjectInfo(b.name, b.size, str(b.generation))
+                    for b in self.client.list_blobs(bucket, prefix=prefix, **gcs_options())
+                ]
+        except exceptions.NotFound:
+            raise StorageError(
+                f"{self._uri(bucket, prefix.rstrip('/'))}: bucket {bucket!r} does not exist"
+            ) from None
+
+    def read_into(self, bucket: str, key: str, writer) -> None:
+        from google.api_core import exceptions
+
+        try:
+            with gcs_errors(self._uri(bucket, key)):
+                self.client.bucket(bucket).blob(key).download_to_file(writer, **gcs_options())
+        except exceptions.NotFound:
+            raise StorageError(f"{self._uri(bucket, key)}: no such object") from None
+
+    def _writing(self, bucket: str, key: str):
+        """gcs_errors, and a missing bucket (an upload's only NotFound) named as such."""
+        from google.api_core import exceptions
+
+        @contextlib.contextmanager
+        def translate():
+            try:
+                with gcs_errors(self._uri(bucket, key)):
+                    yield
+            except exceptions.NotFound:
+                raise StorageError(
+                    f"{self._uri(bucket, key)}: bucket {bucket!r} does not exist"
+                ) from None
+
+        return translate()
+
+    def upload(
+        self, bucket: str, key: str, path: str, content_type: str, content_encoding: str | None
+    ):
+        with self._writing(bucket, key):
+            blob = self.client.bucket(bucket).blob(key)
+            blob.content_encoding = content_encoding
+            blob.upload_from_filename(str(path), content_type=content_type, **gcs_options())
+
+    def put_bytes(
+        self, bucket: str, key: str, data: bytes, content_type: str, content_encoding: str | None
+    ) -> None:
+        with self._writing(bucket, key):
+            blob = self.client.bucket(bucket).blob(key)
+            blob.content_encoding = content_encoding
+            blob.upload_from_string(data, content_type=content_type, **gcs_options())
+
+    def get_bytes(self, bucket: str, key: str) -> bytes | None:
+        from google.api_core import exceptions
+
+        try:
+            with gcs_errors(self._uri(bucket, key)):
+                return self.client.bucket(bucket).blob(key).download_as_bytes(**gcs_options())
+        except exceptions.NotFound:
+            return None
+
+    def delete(self, bucket: str, key: str) -> None:
+        from google.api_core import exceptions
+
+        try:
+            with gcs_errors(self._uri(bucket, key)):
+                self.client.bucket(bucket).blob(key).delete(**gcs_options())
+        except exceptions.NotFound:
+            pass
+
+    def bucket_exists(self, bucket: str) -> bool:
+        with gcs_errors(f"gs://{bucket}"):
+            return self.client.bucket(bucket).exists(**gcs_options())
