@@ -3,11 +3,13 @@
 
     python3 dev.py run  [args for `python -m pipeline run`]
     python3 dev.py test [args for pytest]
+    python3 dev.py lint [paths; default: the whole tree]   (ruff check, then ruff format --check)
 
 Needs only Python 3.11. The environment holds requirements.lock (what the steps need at run time) and
 requirements-dev.lock (the test tools); it is (re)built whenever either lock or pyproject.toml change,
 so a fresh clone and an old checkout behave the same.
 """
+
 import hashlib
 import os
 import subprocess
@@ -44,12 +46,20 @@ def bootstrap() -> None:
 
 
 def main() -> int:
-    if len(sys.argv) < 2 or sys.argv[1] not in ("run", "test"):
+    if len(sys.argv) < 2 or sys.argv[1] not in ("run", "test", "lint"):
         print(__doc__)
         return 2
     command, args = sys.argv[1], sys.argv[2:]
     bootstrap()
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+    if command == "lint":
+        # Both checks, so that one run names every finding; their settings are in pyproject.toml.
+        ruff = str(VENV / "bin" / "ruff")
+        codes = [
+            subprocess.run([ruff, *check, *(args or ["."])], cwd=ROOT).returncode
+            for check in (["check"], ["format", "--check"])
+        ]
+        return max(codes)
     if command == "run":
         argv = [str(PYTHON), "-m", "pipeline", "run", *args]
     else:

@@ -3,14 +3,18 @@ the length of one run and undone after it. Read against kfp 2.17.3 (requirements
 per-task entry point `kfp.local.task_dispatcher.run_single_task_implementation`, and the docker
 runner's `kfp.local.docker_task_handler.run_docker_container`.
 
-- around_each_task: wraps the per-task entry point (the run's monitor times the tasks and runs
-  one at a time).
+- around_each_task: wraps the per-task entry point (the run's monitor times the tasks).
+- one_task_at_a_time: tasks and importers run one at a time, so that the process-wide state
+  kfp.local swaps per task comes back as it was; every in-process kfp.local run in this project
+  uses it (the local run, and the tests that run parts of the DAG under kfp.local).
 - docker_tasks: each task in the image the run picks (train in pose-cpu: kfp.local gives
   containers no GPU), its container run by run_docker_container, which reads a failure as one
   and passes the storage settings of this machine's environment on (STORAGE_ENV).
 """
 import contextlib
+import functools
 import os
+import threading
 
 # What the steps read their bucket settings and credentials from (pose/files/storage_gcs.py,
 # storage_s3.py, storage.py). kfp.local gives a container only the task's own variables, so a
@@ -33,6 +37,43 @@ def around_each_task(wrap):
         yield
     finally:
         task_dispatcher.run_single_task_implementation = run_task
+
+
+@contextlib.contextmanager
+def one_task_at_a_time():
+    """Runs kfp.local's tasks and importers one at a time, one lock for both.
+
+    kfp.local runs a ParallelFor's iterations on threads (orchestrator/enhanced_dag_orchestrator.py,
+    ParallelExecutor: two at a time), but each task swaps process-wide state in and back out
+    without a lock: `builtins.print` (logging_utils.indented_print, in
+    task_dispatcher.run_single_task_implementation) and the root logger's handlers and level
+    (logging_utils.local_logger_context, there and in importer_handler.run_importer). Overlapping
+    swaps are undone out of order: when the task that started first also ends first, the other one
+    then "restores" the first one's indented print and its log handler (bound to the stdout of that
+    moment), and both stay for the rest of the process. Every later print is indented twice, and
+    pipeline/local.py's monitor once lost a failed step's last lines to it (tests/test_pipeline.py).
+    Serial tasks still run each in its own process, on its own inputs.
+    """
+    from kfp.local import importer_handler, task_dispatcher
+
+    lock = threading.Lock()
+
+    def alone(run):
+        @functools.wraps(run)
+        def run_alone(*args, **kwargs):
+            with lock:
+                return run(*args, **kwargs)
+
+        return run_alone
+
+    run_task, run_importer = task_dispatcher.run_single_task_implementation, importer_handler.run_importer
+    task_dispatcher.run_single_task_implementation = alone(run_task)
+    importer_handler.run_importer = alone(run_importer)
+    try:
+        yield
+    finally:
+        task_dispatcher.run_single_task_implementation = run_task
+        importer_handler.run_importer = run_importer
 
 
 @contextlib.contextmanager

@@ -79,8 +79,9 @@ def run_local(source: str | None = None, config: str | None = None, runner: str 
     try:
         docker_tasks = (kfp_local_patches.docker_tasks(_local_docker_images())
                         if runner == "docker" else contextlib.nullcontext())
-        with _quiet_local_warnings(), docker_tasks, \
-                stream.timing_tasks(), contextlib.redirect_stdout(stream):
+        # timing_tasks inside one_task_at_a_time's lock: a task's time excludes its wait for the lock
+        with _quiet_local_warnings(), docker_tasks, stream.timing_tasks(), \
+                kfp_local_patches.one_task_at_a_time(), contextlib.redirect_stdout(stream):
             outputs = pose_pipeline(**arguments).outputs
     except RuntimeError as error:
         stream.flush()
@@ -202,38 +203,37 @@ def _display_names(pipeline_spec) -> dict:
 
 
 class _RunMonitor(io.TextIOBase):
-    """Stands in for stdout during the run and times every task.
+    """Stands in for stdout during the run and times every task (run one at a time: see
+    kfp_local_patches.one_task_at_a_time). Lines pass through with one buffer per thread, less the
+    executor-input dumps; each task's lines are kept for its tail.
 
-    It wraps kfp.local's per-task entry point, and runs one task at a time: kfp.local runs ParallelFor
-    iterations on threads, but swaps the root logger's handlers and level and `builtins.print` per task
-    without a lock, so parallel tasks lose log lines and leave print indented for good. Lines pass through
-    with one buffer per thread, less the executor-input dumps.
+    It reads print's indentation from each task's output instead of assuming kfp's four spaces: a process
+    that ran kfp.local before (a notebook, an earlier test) may have been left with an indented print,
+    and then every line comes indented twice.
     """
 
     def __init__(self, out, verbose: bool):
         self.out, self.verbose = out, verbose
         self.lock = threading.Lock()
-        self.one_task_at_a_time = threading.Lock()
         self.local = threading.local()
         self.spans = collections.defaultdict(list)
         self.tails = collections.defaultdict(lambda: collections.deque(maxlen=FAILURE_TAIL_LINES))
         self.failed_task = None
 
     def timing_tasks(self):
-        """Times every task, and runs one at a time (see the class doc)."""
+        """Times every task."""
         from kfp.local import status
 
         def timing(run_task):
             def timed(*args, **kwargs):
                 task = kwargs["component_name"].removeprefix("comp-")
-                with self.one_task_at_a_time:
-                    self.local.task = task
-                    started = time.perf_counter()
-                    try:
-                        outputs, task_status = run_task(*args, **kwargs)
-                    finally:
-                        self.flush()
-                        self.local.task = None
+                self.local.task, self.local.dump_end = task, None
+                started = time.perf_counter()
+                try:
+                    outputs, task_status = run_task(*args, **kwargs)
+                finally:
+                    self.flush()
+                    self.local.task = None
                 with self.lock:
                     self.spans[task].append((started, time.perf_counter()))
                     if task_status != status.Status.SUCCESS:
@@ -262,22 +262,35 @@ class _RunMonitor(io.TextIOBase):
 
     def _line(self, line: str):
         plain = _ANSI.sub("", line)
-        if getattr(self.local, "skipping", False):
-            self.local.skipping = plain != "    }"  # the dump ends with its closing brace, indented by kfp
+        if self._in_executor_input_dump(plain) and not self.verbose:
             return
-        if not self.verbose:
-            if plain.endswith("Got executor_input:"):
-                self.local.skipping = True
-                return
-            if any(marker in plain for marker in _QUIET_EXECUTOR_LINES):
-                return
+        if not self.verbose and any(marker in plain for marker in _QUIET_EXECUTOR_LINES):
+            return
         task = getattr(self.local, "task", None)
         with self.lock:
-            # Every line printed while a task runs is its own: kfp indents the step's output by four spaces,
-            # but its own lines about the task, and output whose print was not indented, belong to it too.
+            # Every line printed while a task runs is its own: print indents the step's output, but kfp's
+            # own lines about the task, and output whose print was not indented, belong to it too.
             if task and plain.strip():
-                self.tails[task].append(plain.removeprefix("    "))
+                self.tails[task].append(plain.removeprefix(getattr(self.local, "indent", "    ")))
             self.out.write(line + "\n")
+
+    def _in_executor_input_dump(self, plain: str) -> bool:
+        """Whether the line belongs to kfp's dump of a task's executor input: "Got executor_input:", then
+        json.dumps(indent=4) as print indents it, "{" first and "}" at the same indentation last. That
+        indentation is print's (kfp's four spaces, or more where an earlier run left print indented),
+        kept as the task's own to take off its lines. A line that does not fit ends the dump, so that no
+        output is lost to a dump that was not one."""
+        dump_end = getattr(self.local, "dump_end", None)
+        if dump_end == "" and plain.rstrip().endswith("{"):
+            self.local.indent = plain[:len(plain) - len(plain.lstrip())]
+            self.local.dump_end = self.local.indent + "}"
+            return True
+        if dump_end:
+            if plain.rstrip() == dump_end:
+                self.local.dump_end = None
+            return True
+        self.local.dump_end = "" if plain.endswith("Got executor_input:") else None
+        return self.local.dump_end == ""
 
     def tail(self, task: str) -> list[str]:
         return list(self.tails[task])

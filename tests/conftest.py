@@ -3,10 +3,13 @@
 Each fixture calls a step's plain function (the same one its CLI and KFP component call), so a
 test of a later step runs on what the earlier steps really produce.
 """
+import builtins
+import logging
 import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -16,6 +19,42 @@ ANCHORS = Path(os.environ.get("POSE_ANCHORS_DIR") or REPO.parent / "shared" / "a
 TINY_CONFIG = REPO / "experiments" / "tiny.yaml"
 
 SYNTHETIC_SOURCE = "synthetic://160?seed=7"
+
+
+@pytest.fixture(autouse=True)
+def print_left_as_found():
+    """kfp.local swaps builtins.print for each task, and its ParallelFor threads can leave it swapped for
+    good (pipeline/kfp_local_patches.py); every later print then comes indented. A test that leaves print
+    replaced fails itself, instead of a later test that reads what was printed."""
+    before = builtins.print
+    yield
+    if builtins.print is not before:
+        builtins.print = before
+        pytest.fail("this test left builtins.print replaced: a kfp.local run with a ParallelFor outside "
+                    "pipeline.kfp_local_patches.one_task_at_a_time?")
+
+
+def load_pipeline_yaml(path: Path) -> tuple[dict, dict]:
+    """A compiled pipeline file: (pipeline spec, platform spec)."""
+    pipeline_spec, platform_spec = yaml.safe_load_all(path.read_text())
+    return pipeline_spec, platform_spec
+
+
+@pytest.fixture(scope="session")
+def compiled(tmp_path_factory) -> tuple[dict, dict]:
+    """The pipeline compiled once for the session (tests read it, none changes it)."""
+    from pipeline.compile import compile_pipeline
+
+    return load_pipeline_yaml(compile_pipeline(tmp_path_factory.mktemp("compiled") / "pipeline.yaml"))
+
+
+@pytest.fixture()
+def cli_logging():
+    """main() points the root logger at the stderr of its time (capsys's); later tests need it back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:], root.level = handlers, level
 
 
 @pytest.fixture(scope="session")

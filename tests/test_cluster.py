@@ -18,7 +18,6 @@ import threading
 from pathlib import Path
 
 import pytest
-import yaml
 from google.protobuf import json_format, struct_pb2
 
 from pipeline.__main__ import main
@@ -26,7 +25,7 @@ from pipeline.dag import RESOURCES, SHM_SIZE
 from pipeline.submit import SubmitError, submit
 from pipeline import cluster
 from tests.conftest import REPO
-from tests.test_pipeline import all_tasks, cli_logging, closed_port, compiled  # noqa: F401 - fixtures
+from tests.test_pipeline import all_tasks, closed_port
 
 # driver/util.go: inputPipelineChannelPattern
 INPUT_PIPELINE_CHANNEL = re.compile(r"\$.inputs.parameters\['(.+?)'\]")

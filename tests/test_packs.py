@@ -11,6 +11,7 @@ import pytest
 
 from components.convert import convert
 from components.shard import ShardError, shard, shard_name
+from pipeline.kfp_local_patches import one_task_at_a_time
 from pose.data import packs
 from tests.conftest import REPO
 
@@ -123,7 +124,8 @@ def test_each_shard_task_of_the_pipeline_reads_only_its_pack(tmp_path):
                                    crop_size=64)
         return dsl.Collected(train_shard.outputs["shards"])
 
-    tasks = ingest(source="synthetic://48?seed=5", num_shards=NUM_SHARDS).output
+    with one_task_at_a_time():  # kfp.local's ParallelFor threads would leave print indented for good
+        tasks = ingest(source="synthetic://48?seed=5", num_shards=NUM_SHARDS).output
     coco, = (tmp_path / "root").rglob("convert-op/coco")
     whole = tree_bytes(coco)  # what every shard task downloaded before packs
     train = tree_bytes(coco / packs.PACKS_DIR) - sum(
