@@ -107,8 +107,11 @@ def test_a_missing_bucket_is_named_before_training(bucket, train_shards, tmp_pat
 def test_a_local_folder_of_another_model_structure_is_refused_naming_both(train_shards, tmp_path):
     from components.train import TrainError, train
 
+    from pose.files import outputs
+
     checkpoints = tmp_path / "model" / "checkpoints"
     checkpoints.mkdir(parents=True)
+    outputs.mark(tmp_path / "model", "train")  # a train output: train resumes in it
     (checkpoints / "ckpt-4.index").write_bytes(b"")
     (checkpoints / "checkpoint").write_text('model_checkpoint_path: "ckpt-4"\nall_model_checkpoint_paths: "ckpt-4"\n')
     (checkpoints / "fingerprint.json").write_text(json.dumps({"model": "mv2_cpm", "input_size": 192}))

@@ -638,16 +638,18 @@ def pod_spec_parameters(ir: IR):
     return findings, notes
 
 
-def _check_secret_name(ir: IR, task: Task, kind: str, spec: dict, notes: list) -> list:
+def _resolved(ir: IR, task: Task, spec: dict, how: str, notes: list) -> tuple:
+    """(source, parameter type) of a pod-spec parameter; notes `how` the driver resolves it."""
     source = ir._parameter_spec_source(task.dag, spec)
     parameter_type = _value_type(ir, task, source)
-    notes.append(
-        Note(
-            "pod_spec_parameters",
-            task.path,
-            f"{kind} name: resolveInputParameterStr of {_describe(source)} ({parameter_type})",
-        )
-    )
+    notes.append(Note("pod_spec_parameters", task.path,
+                      f"{how} of {_describe(source)} ({parameter_type})"))
+    return source, parameter_type
+
+
+def _check_secret_name(ir: IR, task: Task, kind: str, spec: dict, notes: list) -> list:
+    source, parameter_type = _resolved(ir, task, spec, f"{kind} name: resolveInputParameterStr",
+                                       notes)
     findings = []
     if parameter_type != "STRING":
         findings.append(
@@ -676,15 +678,7 @@ def _check_secret_name(ir: IR, task: Task, kind: str, spec: dict, notes: list) -
 
 
 def _check_json(ir: IR, task: Task, field: str, spec: dict, allowed: set, notes: list) -> list:
-    source = ir._parameter_spec_source(task.dag, spec)
-    parameter_type = _value_type(ir, task, source)
-    notes.append(
-        Note(
-            "pod_spec_parameters",
-            task.path,
-            f"{field}: resolveK8sJsonParameter of {_describe(source)} ({parameter_type})",
-        )
-    )
+    source, parameter_type = _resolved(ir, task, spec, f"{field}: resolveK8sJsonParameter", notes)
     if parameter_type not in allowed:
         return [
             _finding(

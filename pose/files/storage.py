@@ -70,6 +70,27 @@ class ObjectStore(Protocol):
     def bucket_exists(self, bucket: str) -> bool: ...
 
 
+class ClientStore:
+    """What the backends share: their scheme, the client made on first use (`make_client`), and an
+    object's URI for messages."""
+
+    def __init__(self, scheme: str):
+        self.scheme = scheme
+        self._client = None
+
+    def make_client(self):
+        raise NotImplementedError
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = self.make_client()
+        return self._client
+
+    def _uri(self, bucket: str, key: str) -> str:
+        return f"{self.scheme}://{bucket}/{key}"
+
+
 def _setting(name: str, default: float) -> float:
     text = os.environ.get(name)
     try:

@@ -12,7 +12,8 @@ POSE_NETWORK_RETRY seconds (google-cloud-storage's own default is 120 s).
 import contextlib
 import os
 
-from pose.files.storage import ObjectInfo, StorageError, network_retry, network_timeout
+from pose.files.storage import (ClientStore, ObjectInfo, StorageError, network_retry,
+                                network_timeout)
 
 
 def gcs_options() -> dict:
@@ -109,21 +110,14 @@ def credentials_problem() -> str | None:
     return None
 
 
-class GcsStore:
+class GcsStore(ClientStore):
     """pose.files.storage's backend interface for gs:// (see pose.files.storage.ObjectStore)."""
 
     def __init__(self, scheme: str = "gs"):
-        self.scheme = scheme
-        self._client = None
+        super().__init__(scheme)
 
-    @property
-    def client(self):
-        if self._client is None:
-            self._client = gcs_client()
-        return self._client
-
-    def _uri(self, bucket: str, key: str) -> str:
-        return f"gs://{bucket}/{key}"
+    def make_client(self):
+        return gcs_client()
 
     def stat(self, bucket: str, key: str) -> ObjectInfo | None:
         from google.api_core import exceptions

@@ -28,7 +28,8 @@ POSE_NETWORK_RETRY seconds (as attempts: botocore counts attempts, not time).
 import contextlib
 import os
 
-from pose.files.storage import CHUNK, ObjectInfo, StorageError, network_retry, network_timeout
+from pose.files.storage import (CHUNK, ClientStore, ObjectInfo, StorageError, network_retry,
+                                network_timeout)
 
 SCHEMES = ("s3", "minio")
 PATH_STYLE_ENV = "POSE_S3_PATH_STYLE"
@@ -176,22 +177,15 @@ def _version(etag: str | None, version_id: str | None = None) -> str:
     return f"{tag}@{version_id}" if version_id and version_id != "null" else tag
 
 
-class S3Store:
+class S3Store(ClientStore):
     """pose.files.storage's backend interface for s3:// and minio:// (see
     pose.files.storage.ObjectStore)."""
 
     def __init__(self, scheme: str = "s3"):
-        self.scheme = scheme
-        self._client = None
+        super().__init__(scheme)
 
-    @property
-    def client(self):
-        if self._client is None:
-            self._client = s3_client()
-        return self._client
-
-    def _uri(self, bucket: str, key: str) -> str:
-        return f"{self.scheme}://{bucket}/{key}"
+    def make_client(self):
+        return s3_client()
 
     def stat(self, bucket: str, key: str) -> ObjectInfo | None:
         from botocore.exceptions import ClientError
