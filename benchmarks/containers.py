@@ -10,6 +10,7 @@ again from a staged context with one comment line added to pose/__init__.py (a c
 synthetic://200 with the tiny config (40 steps, 2 shards, fp32 and int8, 3 latency runs) into a temporary
 pipeline root. Prints one JSON object.
 """
+
 import argparse
 import importlib.util
 import json
@@ -32,13 +33,21 @@ def _script(name: str):
 
 
 def _size(image: str) -> int:
-    return int(subprocess.run(["docker", "image", "inspect", "--format", "{{.Size}}", image], capture_output=True,
-                              text=True, check=True).stdout)
+    return int(
+        subprocess.run(
+            ["docker", "image", "inspect", "--format", "{{.Size}}", image],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--base-image", default=None, help="as scripts/build_images.py --base-image")
+    parser.add_argument(
+        "--base-image", default=None, help="as scripts/build_images.py --base-image"
+    )
     parser.add_argument("--no-dag", action="store_true", help="only the builds")
     args = parser.parse_args()
 
@@ -52,17 +61,37 @@ def main() -> int:
         build_images.stage_context(context, build_images.DEFAULT_ANCHORS)
         for kind in ("slim", "cpu"):
             built = build_images.build(kind, context, args.base_image)
-            result["builds"][kind] = {"seconds": built["seconds"], "size_mb": round(built["size_bytes"] / 1e6)}
+            result["builds"][kind] = {
+                "seconds": built["seconds"],
+                "size_mb": round(built["size_bytes"] / 1e6),
+            }
         with open(context / "pose" / "__init__.py", "a") as module:
             module.write("\n# benchmarks/containers.py: a code-only change\n")
         for kind in ("slim", "cpu"):
             name = f"{images.IMAGES[kind].rsplit(':', 1)[0]}:bench-code-change"
-            command = ["docker", "build", "--network", "host", "-q", "-f", str(context / "images" / f"Dockerfile.{kind}"),
-                       "-t", name, *(["--build-arg", f"BASE_IMAGE={args.base_image}"] if args.base_image else []),
-                       str(context)]
+            command = [
+                "docker",
+                "build",
+                "--network",
+                "host",
+                "-q",
+                "-f",
+                str(context / "images" / f"Dockerfile.{kind}"),
+                "-t",
+                name,
+                *(["--build-arg", f"BASE_IMAGE={args.base_image}"] if args.base_image else []),
+                str(context),
+            ]
             started = time.perf_counter()
-            subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=dict(os.environ, DOCKER_BUILDKIT="0"))
-            result["code_change_rebuild"][kind] = {"seconds": round(time.perf_counter() - started, 1)}
+            subprocess.run(
+                command,
+                check=True,
+                stdout=subprocess.DEVNULL,
+                env=dict(os.environ, DOCKER_BUILDKIT="0"),
+            )
+            result["code_change_rebuild"][kind] = {
+                "seconds": round(time.perf_counter() - started, 1)
+            }
             subprocess.run(["docker", "rmi", name], check=True, stdout=subprocess.DEVNULL)
 
     if not args.no_dag:
@@ -70,11 +99,18 @@ def main() -> int:
 
         with tempfile.TemporaryDirectory(prefix="pose-bench-dag-") as root:
             started = time.perf_counter()
-            summary = run_local(source="synthetic://200?seed=11", config="experiments/tiny.yaml", runner="docker",
-                                pipeline_root=root, overrides=["max_steps=40"],
-                                params={"num_shards": 2, "tflite_variants": "fp32,int8", "latency_runs": 3})
-            result["dag"] = {"seconds": round(time.perf_counter() - started, 1),
-                             "steps": {s["step"]: s["wall_s"] for s in summary["steps"]}}
+            summary = run_local(
+                source="synthetic://200?seed=11",
+                config="experiments/tiny.yaml",
+                runner="docker",
+                pipeline_root=root,
+                overrides=["max_steps=40"],
+                params={"num_shards": 2, "tflite_variants": "fp32,int8", "latency_runs": 3},
+            )
+            result["dag"] = {
+                "seconds": round(time.perf_counter() - started, 1),
+                "steps": {s["step"]: s["wall_s"] for s in summary["steps"]},
+            }
     result["load_average"] = os.getloadavg()
     print(json.dumps(result, indent=2))
     return 0

@@ -8,6 +8,7 @@ points at its own file and the converter checks and links every one. Then runs t
 
     .venv/bin/python benchmarks/convert.py [--scale 1.0] [--workdir DIR]
 """
+
 import argparse
 import json
 import os
@@ -38,7 +39,9 @@ def make_pool(folder: Path, rng) -> list[tuple[Path, int, int]]:
     pool = []
     for index in range(POOL_SIZE):
         width, height = (int(v) for v in rng.integers(240, 900, 2))
-        image = cv2.GaussianBlur(rng.integers(0, 255, (height, width, 3), dtype=np.uint8), (9, 9), 0)
+        image = cv2.GaussianBlur(
+            rng.integers(0, 255, (height, width, 3), dtype=np.uint8), (9, 9), 0
+        )
         path = folder / f"pool{index:04d}.jpg"
         cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
         pool.append((path, width, height))
@@ -75,9 +78,18 @@ def write_split(root: Path, split: str, num_images: int, num_people: int, pool, 
                 y = np.where(labelled, ys[person], 0)
                 human = f"human{person + 1}"
                 keypoints[human] = np.stack([x, y, codes[person]], axis=1).ravel().tolist()
-                boxes[human] = [int(xs[person].min()), int(ys[person].min()), int(xs[person].max()), int(ys[person].max())]
-            record = {"url": f"http://example.invalid/{image_id}.jpg", "image_id": image_id,
-                      "keypoint_annotations": keypoints, "human_annotations": boxes}
+                boxes[human] = [
+                    int(xs[person].min()),
+                    int(ys[person].min()),
+                    int(xs[person].max()),
+                    int(ys[person].max()),
+                ]
+            record = {
+                "url": f"http://example.invalid/{image_id}.jpg",
+                "image_id": image_id,
+                "keypoint_annotations": keypoints,
+                "human_annotations": boxes,
+            }
             f.write(("," if index else "") + json.dumps(record))
         f.write("]")
 
@@ -85,12 +97,18 @@ def write_split(root: Path, split: str, num_images: int, num_people: int, pool, 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the real set's size")
-    parser.add_argument("--workdir", help="generate here and keep it; a later run with the same workdir and "
-                                          "scale reuses the release (default: a temporary folder, removed)")
+    parser.add_argument(
+        "--workdir",
+        help="generate here and keep it; a later run with the same workdir and "
+        "scale reuses the release (default: a temporary folder, removed)",
+    )
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="convert-bench-"))
     rng = np.random.default_rng(2017)
-    sizes = {split: (max(1, round(n * args.scale)), max(1, round(p * args.scale))) for split, (n, p) in REAL_SIZES.items()}
+    sizes = {
+        split: (max(1, round(n * args.scale)), max(1, round(p * args.scale)))
+        for split, (n, p) in REAL_SIZES.items()
+    }
     records, people = (sum(n for n, _ in sizes.values()), sum(p for _, p in sizes.values()))
     stamp = work / "raw" / "generated.json"
     try:
@@ -104,26 +122,43 @@ def main() -> int:
             for split, (num_images, num_people) in sizes.items():
                 write_split(work / "raw", split, num_images, num_people, pool, rng)
             stamp.write_text(json.dumps(sizes))
-            print(f"generated {records} records, {people} people in {time.perf_counter() - started:.0f}s under {work}")
+            print(
+                f"generated {records} records, {people} people in {time.perf_counter() - started:.0f}s under {work}"
+            )
 
         shutil.rmtree(work / "coco", ignore_errors=True)
-        command = [sys.executable, "-m", "components.convert", "--input", str(work / "raw"), "--output", str(work / "coco")]
+        command = [
+            sys.executable,
+            "-m",
+            "components.convert",
+            "--input",
+            str(work / "raw"),
+            "--output",
+            str(work / "coco"),
+        ]
         started = time.perf_counter()
         with open(work / "convert.log", "w") as log:
             subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=log)
         elapsed = time.perf_counter() - started
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        peak_mib, cpu_seconds = usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime  # ru_maxrss: KiB on Linux
+        peak_mib, cpu_seconds = (
+            usage.ru_maxrss / 1024,
+            usage.ru_utime + usage.ru_stime,
+        )  # ru_maxrss: KiB on Linux
         for line in (work / "convert.log").read_text().replace("\r", "\n").splitlines():
             if " INFO " in line:
                 print("  " + line.split(" INFO ", 1)[1])
         size_mib = sum(f.stat().st_size for f in (work / "raw").rglob("*.json")) / 2**20
-        print(f"convert: {records} records ({people} people, {size_mib:.0f} MiB of JSON) in {elapsed:.1f}s")
+        print(
+            f"convert: {records} records ({people} people, {size_mib:.0f} MiB of JSON) in {elapsed:.1f}s"
+        )
         print(f"records/s: {records / elapsed:.0f}  (goal >= 2000)")
         print(f"people/s: {people / elapsed:.0f}")
         # On a shared machine wall time depends on the neighbours; CPU time much less so.
-        print(f"CPU time: {cpu_seconds:.1f}s, {records / cpu_seconds:.0f} records per CPU-second; "
-              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+        print(
+            f"CPU time: {cpu_seconds:.1f}s, {records / cpu_seconds:.0f} records per CPU-second; "
+            f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+        )
         print(f"peak memory (max RSS of the convert process): {peak_mib:.0f} MiB  (goal <= 2048)")
     finally:
         if not args.workdir:

@@ -5,6 +5,7 @@ same shards (read, parse, tf.io.decode_jpeg, with the same parallelism), in one 
 
     python benchmarks/input_pipeline.py --data SHARDS [--data SHARDS ...] [--images 3000]
 """
+
 import argparse
 import os
 import time
@@ -15,17 +16,30 @@ from pose.data import inputs, records, shard_index
 
 
 def bare_decode(files: list[str], batch_size: int) -> tf.data.Dataset:
-    return (tf.data.Dataset.from_tensor_slices(files)
-            .interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 16), num_parallel_calls=tf.data.AUTOTUNE)
-            .repeat()
-            .map(lambda s: tf.io.decode_jpeg(records.parse(s)["image/encoded"], channels=3),
-                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-            .map(tf.shape)  # decoded crops differ in size: batch their shapes so the work is not skipped
-            .batch(batch_size)
-            .prefetch(tf.data.AUTOTUNE))
+    return (
+        tf.data.Dataset.from_tensor_slices(files)
+        .interleave(
+            tf.data.TFRecordDataset,
+            cycle_length=min(len(files), 16),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        .repeat()
+        .map(
+            lambda s: tf.io.decode_jpeg(records.parse(s)["image/encoded"], channels=3),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=False,
+        )
+        .map(
+            tf.shape
+        )  # decoded crops differ in size: batch their shapes so the work is not skipped
+        .batch(batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
 
 
-def measure(dataset: tf.data.Dataset, batch_size: int, images: int, warmup_batches: int = 5) -> tuple[float, float]:
+def measure(
+    dataset: tf.data.Dataset, batch_size: int, images: int, warmup_batches: int = 5
+) -> tuple[float, float]:
     """(images per second of wall time, CPU milliseconds per image over all of this process's threads).
     On a shared machine the CPU time per image is the steadier figure."""
     iterator = iter(dataset)
@@ -40,28 +54,45 @@ def measure(dataset: tf.data.Dataset, batch_size: int, images: int, warmup_batch
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", action="append", required=True, help="a shard folder (repeat for more)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data", action="append", required=True, help="a shard folder (repeat for more)"
+    )
     parser.add_argument("--images", type=int, default=3000, help="images timed per measurement")
     parser.add_argument("--input-size", type=int, default=192)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=2, help="alternating measurements of each; the best counts")
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="alternating measurements of each; the best counts"
+    )
     args = parser.parse_args(argv)
     index = shard_index.read(args.data)
-    print(f"{len(index['files'])} shards, {index['num_examples']} examples, crop size {index['crop_size']}, "
-          f"{os.cpu_count()} CPUs, TensorFlow {tf.__version__}")
+    print(
+        f"{len(index['files'])} shards, {index['num_examples']} examples, crop size {index['crop_size']}, "
+        f"{os.cpu_count()} CPUs, TensorFlow {tf.__version__}"
+    )
     full = f"full pipeline {args.input_size}x{args.input_size}"
     datasets = {
         "bare decode_jpeg": bare_decode(index["files"], args.batch_size),
-        full: inputs.training_dataset(args.data, input_size=args.input_size, batch_size=args.batch_size),
+        full: inputs.training_dataset(
+            args.data, input_size=args.input_size, batch_size=args.batch_size
+        ),
         f"{full}, seeded (reproducible order)": inputs.training_dataset(
-            args.data, input_size=args.input_size, batch_size=args.batch_size, seed=0),
+            args.data, input_size=args.input_size, batch_size=args.batch_size, seed=0
+        ),
         f"{full}, every example rotated": inputs.training_dataset(
-            args.data, input_size=args.input_size, batch_size=args.batch_size,
-            augmentation={"rotation_probability": 1.0}),
+            args.data,
+            input_size=args.input_size,
+            batch_size=args.batch_size,
+            augmentation={"rotation_probability": 1.0},
+        ),
         f"{full}, no example rotated": inputs.training_dataset(
-            args.data, input_size=args.input_size, batch_size=args.batch_size,
-            augmentation={"rotation_probability": 0.0}),
+            args.data,
+            input_size=args.input_size,
+            batch_size=args.batch_size,
+            augmentation={"rotation_probability": 0.0},
+        ),
     }
     runs = {name: [] for name in datasets}
     for _ in range(args.repeats):
@@ -71,10 +102,14 @@ def main(argv=None) -> None:
     for name, results in runs.items():
         rate, cpu = max(r[0] for r in results), min(r[1] for r in results)
         best[name] = (rate, cpu)
-        print(f"{name:48s} {rate:8.1f} images/s  {cpu:6.2f} CPU ms/image  "
-              f"(runs: {', '.join(f'{r:.0f}/s {c:.2f}ms' for r, c in results)})")
+        print(
+            f"{name:48s} {rate:8.1f} images/s  {cpu:6.2f} CPU ms/image  "
+            f"(runs: {', '.join(f'{r:.0f}/s {c:.2f}ms' for r, c in results)})"
+        )
     (decode, decode_cpu), (pipeline, pipeline_cpu) = best["bare decode_jpeg"], best[full]
-    print(f"full / bare: {pipeline / decode:.0%} of the images/s, {decode_cpu / pipeline_cpu:.0%} by CPU time per image")
+    print(
+        f"full / bare: {pipeline / decode:.0%} of the images/s, {decode_cpu / pipeline_cpu:.0%} by CPU time per image"
+    )
 
 
 if __name__ == "__main__":

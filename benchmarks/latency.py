@@ -10,7 +10,8 @@ repetitions, so the ratios compare like with like on a noisy shared machine.
 
 Every model is timed with LiteRT's XNNPACK delegate and with its builtin kernels; a model's latency is the
 faster of the two (an app picks its runtime), the seed's models included. The seed's released CPM file has
-width 0.5 (its first convolution has 16 filters = 32 x 0.5; 0.75 is its training code's default, experiments/mv2_cpm_192.yaml),
+width 0.5 (its first convolution has 16 filters = 32 x 0.5; 0.75 is its training code's default,
+experiments/mv2_cpm_192.yaml),
 so the CPM is built at 0.5 to compare like with like. `--cpm-config` takes the CPM's width and structure
 options from a training config instead (experiments/mv2_cpm_192_tiny.yaml: the released file's structure,
 layer for layer); `--cpm-stage-kernels 7,5` builds one CPM per stage kernel size (labelled `mv2_cpm-k5_...`
@@ -19,6 +20,7 @@ for all but the first), to compare in the same run.
 Goals (issue 5): CPM float32 latency <= 1.0x the seed CPM's (1 thread) and size no larger;
 CPM int8 latency <= 0.5x the seed CPM's.
 """
+
 import argparse
 import logging
 import os
@@ -42,13 +44,26 @@ def cpm_builds(cpm_width: float, cpm_config: str | None, stage_kernels: list[int
         from pose.training.config import load_config
 
         config = load_config(cpm_config)
-        width, options = config.width if config.width is not None else cpm_width, config.architecture_options()
-    return {("mv2_cpm" if index == 0 else f"mv2_cpm-k{kernel}"): (width, {**options, "stage_kernel_size": kernel})
-            for index, kernel in enumerate(stage_kernels)}
+        width, options = (
+            config.width if config.width is not None else cpm_width,
+            config.architecture_options(),
+        )
+    return {
+        ("mv2_cpm" if index == 0 else f"mv2_cpm-k{kernel}"): (
+            width,
+            {**options, "stage_kernel_size": kernel},
+        )
+        for index, kernel in enumerate(stage_kernels)
+    }
 
 
-def build_models(names: list[str], work: Path, cpm_width: float, cpm_config: str | None = None,
-                 stage_kernels: tuple[int, ...] = (7,)) -> dict:
+def build_models(
+    names: list[str],
+    work: Path,
+    cpm_width: float,
+    cpm_config: str | None = None,
+    stage_kernels: tuple[int, ...] = (7,),
+) -> dict:
     """{label: tflite output folder} for our models at 192 with the seed's width and stages."""
     from components.convert import convert
     from components.download import download
@@ -62,19 +77,28 @@ def build_models(names: list[str], work: Path, cpm_width: float, cpm_config: str
     shard(str(work / "coco"), str(work / "shards"), split="train", num_shards=1)
     builds = {}
     for name in names:
-        builds.update(cpm_builds(cpm_width, cpm_config, list(stage_kernels)) if name == "mv2_cpm"
-                      else {name: (None, {})})
+        builds.update(
+            cpm_builds(cpm_width, cpm_config, list(stage_kernels))
+            if name == "mv2_cpm"
+            else {name: (None, {})}
+        )
     folders = {}
     for label, (width, options) in builds.items():
         name = label.split("-")[0]
         model = build_model(name, 192, width=width, **options)
         (work / label).mkdir()
         model.save(work / label / "model.keras")
-        (work / label / "train_metadata.json").write_text(f'{{"model": "{name}", "input_size": 192}}')
+        (work / label / "train_metadata.json").write_text(
+            f'{{"model": "{name}", "input_size": 192}}'
+        )
         freeze(str(work / label), str(work / f"{label}-frozen"))
-        convert_to_tflite(str(work / f"{label}-frozen"), str(work / f"{label}-tflite"),
-                          ["fp32", "fp16", "int8-dynamic", "int8"], representative_dirs=[str(work / "shards")],
-                          num_representative=16)
+        convert_to_tflite(
+            str(work / f"{label}-frozen"),
+            str(work / f"{label}-tflite"),
+            ["fp32", "fp16", "int8-dynamic", "int8"],
+            representative_dirs=[str(work / "shards")],
+            num_representative=16,
+        )
         folders[label] = work / f"{label}-tflite"
         print(f"{label}: width {width}, {options}", flush=True)
     return folders
@@ -85,16 +109,30 @@ def main() -> None:
 
     from pose.models import tflite_runtime
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--models", default="mv2_cpm,mv2_hourglass")
-    parser.add_argument("--cpm-width", type=float, default=0.5, help="the released seed CPM's width is 0.5")
-    parser.add_argument("--cpm-config", help="training config giving the CPM's width and structure options, e.g. "
-                                             "experiments/mv2_cpm_192_tiny.yaml (the released file's structure)")
-    parser.add_argument("--cpm-stage-kernels", default="7",
-                        help="comma-separated stage kernel sizes: one CPM each (the seed's is 7)")
+    parser.add_argument(
+        "--cpm-width", type=float, default=0.5, help="the released seed CPM's width is 0.5"
+    )
+    parser.add_argument(
+        "--cpm-config",
+        help="training config giving the CPM's width and structure options, e.g. "
+        "experiments/mv2_cpm_192_tiny.yaml (the released file's structure)",
+    )
+    parser.add_argument(
+        "--cpm-stage-kernels",
+        default="7",
+        help="comma-separated stage kernel sizes: one CPM each (the seed's is 7)",
+    )
     parser.add_argument("--anchors", default=str(REPO / "anchors"))
-    parser.add_argument("--runs", type=int, default=50, help="timed invokes per measurement, after warm-up")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions of every measurement")
+    parser.add_argument(
+        "--runs", type=int, default=50, help="timed invokes per measurement, after warm-up"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="interleaved repetitions of every measurement"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     names = [n.strip() for n in args.models.split(",")]
@@ -107,26 +145,41 @@ def main() -> None:
         for label, folder in folders.items():
             # Files are <model>_<variant>.tflite; rows are <label>_<variant>, to tell CPM structures apart.
             model_name = label.split("-")[0]
-            candidates.update({f"{label}_{path.stem[len(model_name) + 1:]}": path
-                               for path in sorted(folder.glob("*.tflite"))})
+            candidates.update(
+                {
+                    f"{label}_{path.stem[len(model_name) + 1 :]}": path
+                    for path in sorted(folder.glob("*.tflite"))
+                }
+            )
         # timings[model][runtime][threads] = [median of each repetition]
-        timings = {model: {r: {t: [] for t in threads} for r in tflite_runtime.RUNTIMES} for model in candidates}
-        for repeat in range(args.repeats):
+        timings = {
+            model: {r: {t: [] for t in threads} for r in tflite_runtime.RUNTIMES}
+            for model in candidates
+        }
+        for _repeat in range(args.repeats):
             for t in threads:
                 for runtime in tflite_runtime.RUNTIMES:
                     for model, path in candidates.items():
                         timings[model][runtime][t].append(
-                            tflite_runtime.latency(path, t, runs=args.runs, runtime=runtime)["median_ms"])
-        best_runtime = {model: min(tflite_runtime.RUNTIMES, key=lambda r: np.median(timings[model][r][1]))
-                        for model in candidates}
+                            tflite_runtime.latency(path, t, runs=args.runs, runtime=runtime)[
+                                "median_ms"
+                            ]
+                        )
+        best_runtime = {
+            model: min(tflite_runtime.RUNTIMES, key=lambda r: np.median(timings[model][r][1]))
+            for model in candidates
+        }
         medians = {model: timings[model][best_runtime[model]] for model in candidates}
         sizes = {model: path.stat().st_size for model, path in candidates.items()}
 
-    print(f"\nLiteRT {args.runs} runs x {args.repeats} repetitions, threads {threads}, os.cpu_count()="
-          f"{os.cpu_count()}; median of the per-repetition medians; ratio = ours / the seed's of the same family;"
-          " runtime = the faster at 1 thread (xnnpack / builtin; the other's 1-thread ms in brackets)")
+    print(
+        f"\nLiteRT {args.runs} runs x {args.repeats} repetitions, threads {threads}, os.cpu_count()="
+        f"{os.cpu_count()}; median of the per-repetition medians; ratio = ours / the seed's of the same family;"
+        " runtime = the faster at 1 thread (xnnpack / builtin; the other's 1-thread ms in brackets)"
+    )
     header = f"{'model':28s} {'size MB':>8s} {'size x':>7s} {'runtime':>18s}" + "".join(
-        f" {f'{t}T ms':>8s} {f'{t}T x':>7s} {f'{t}T x range':>12s}" for t in threads)
+        f" {f'{t}T ms':>8s} {f'{t}T x':>7s} {f'{t}T x range':>12s}" for t in threads
+    )
     print(header)
     for model in candidates:
         family = next(n for n in names if model.startswith(n) or SEED_MODELS[n] in model)
@@ -136,7 +189,8 @@ def main() -> None:
         row = f"{model:28s} {sizes[model] / 1e6:8.2f} {sizes[model] / sizes[seed]:7.2f} {runtime:>18s}"
         for t in threads:
             ratios = np.array(medians[model][t]) / np.array(medians[seed][t])
-            row += f" {np.median(medians[model][t]):8.2f} {np.median(ratios):7.2f} {ratios.min():5.2f}-{ratios.max():<5.2f}"
+            row += f" {np.median(medians[model][t]):8.2f} {np.median(ratios):7.2f}"
+            row += f" {ratios.min():5.2f}-{ratios.max():<5.2f}"
         print(row)
     if "mv2_cpm" in names:
         seed = "seed " + SEED_MODELS["mv2_cpm"]
@@ -147,10 +201,16 @@ def main() -> None:
         for label in (label for label in folders if label.startswith("mv2_cpm")):
             fp32, int8 = f"{label}_fp32", f"{label}_int8"
             print(f"\nGoals (1 thread, {label}):")
-            print(f"  fp32 latency ratio {ratio(fp32):.2f} (goal <= 1.0): {'met' if ratio(fp32) <= 1.0 else 'MISSED'}")
-            print(f"  fp32 size ratio {sizes[fp32] / sizes[seed]:.3f} (goal <= 1.0): "
-                  f"{'met' if sizes[fp32] <= sizes[seed] else 'MISSED'}")
-            print(f"  int8 latency ratio {ratio(int8):.2f} (goal <= 0.5): {'met' if ratio(int8) <= 0.5 else 'MISSED'}")
+            print(
+                f"  fp32 latency ratio {ratio(fp32):.2f} (goal <= 1.0): {'met' if ratio(fp32) <= 1.0 else 'MISSED'}"
+            )
+            print(
+                f"  fp32 size ratio {sizes[fp32] / sizes[seed]:.3f} (goal <= 1.0): "
+                f"{'met' if sizes[fp32] <= sizes[seed] else 'MISSED'}"
+            )
+            print(
+                f"  int8 latency ratio {ratio(int8):.2f} (goal <= 0.5): {'met' if ratio(int8) <= 0.5 else 'MISSED'}"
+            )
 
 
 if __name__ == "__main__":

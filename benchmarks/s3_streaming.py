@@ -34,9 +34,7 @@ def rss_mb(pid: int) -> float | None:
 def written_bytes(output: Path) -> int:
     """Bytes of the object on disk so far: the staged file in download's temporary sibling,
     or the result."""
-    found = [p for p in output.parent.glob(f".{output.name}.tmp-*/.download-*")] + list(
-        output.glob("*")
-    )
+    found = list(output.parent.glob(f".{output.name}.tmp-*/.download-*")) + list(output.glob("*"))
     return sum(p.stat().st_size for p in found if p.is_file())
 
 

@@ -7,6 +7,7 @@ image ids) and that shard's annotations; without packs every shard task (2 x N o
     python -m benchmarks.shard_reads [--source synthetic://400] [--num-shards 4]
         [--aic-images 210000,30000] [--aic-people 378374,70356] [--aic-gb 20] [--aic-shards 16]
 """
+
 import argparse
 import json
 import os
@@ -19,7 +20,11 @@ SPLITS = ("train", "valid")
 
 
 def tree_bytes(folder) -> int:
-    return sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(folder) for name in names)
+    return sum(
+        os.path.getsize(os.path.join(root, name))
+        for root, _, names in os.walk(folder)
+        for name in names
+    )
 
 
 def measure(coco: Path, num_shards: int) -> dict:
@@ -31,15 +36,23 @@ def measure(coco: Path, num_shards: int) -> dict:
             info = packs.read_pack_info(folder)
             sizes.append(tree_bytes(folder))
             image_bytes += tree_bytes(folder / "images")
-            annotation_bytes += (folder / "annotations" / f"person_keypoints_{split}.json").stat().st_size
+            annotation_bytes += (
+                (folder / "annotations" / f"person_keypoints_{split}.json").stat().st_size
+            )
             images, people = images + info["images"], people + info["people"]
-        out[split] = {"pack_bytes": sizes, "images": images, "people": people,
-                      "bytes_per_image": image_bytes / max(images, 1),
-                      "annotation_bytes_per_person": annotation_bytes / max(people, 1)}
+        out[split] = {
+            "pack_bytes": sizes,
+            "images": images,
+            "people": people,
+            "bytes_per_image": image_bytes / max(images, 1),
+            "annotation_bytes_per_person": annotation_bytes / max(people, 1),
+        }
     return out
 
 
-def project(measured: dict, images: list[int], people: list[int], gigabytes: float, num_shards: int) -> dict:
+def project(
+    measured: dict, images: list[int], people: list[int], gigabytes: float, num_shards: int
+) -> dict:
     """Per shard task at the given scale: images and their bytes (the release's bytes split by image
     count), plus annotations at the measured bytes per person."""
     total_images = sum(images)
@@ -47,8 +60,13 @@ def project(measured: dict, images: list[int], people: list[int], gigabytes: flo
     for split, count, persons in zip(SPLITS, images, people):
         image_bytes = gigabytes * 1e9 * count / total_images / num_shards
         annotation_bytes = measured[split]["annotation_bytes_per_person"] * persons / num_shards
-        result[split] = {"images_per_task": count / num_shards, "gb_per_task": (image_bytes + annotation_bytes) / 1e9}
-    all_annotations = sum(measured[s]["annotation_bytes_per_person"] * p for s, p in zip(SPLITS, people))
+        result[split] = {
+            "images_per_task": count / num_shards,
+            "gb_per_task": (image_bytes + annotation_bytes) / 1e9,
+        }
+    all_annotations = sum(
+        measured[s]["annotation_bytes_per_person"] * p for s, p in zip(SPLITS, people)
+    )
     whole = gigabytes * 1e9 + all_annotations
     result["before"] = {"gb_per_task": whole / 1e9, "gb_all_tasks": 2 * num_shards * whole / 1e9}
     result["after"] = {"gb_all_tasks": (gigabytes * 1e9 + all_annotations) / 1e9}
@@ -56,13 +74,21 @@ def project(measured: dict, images: list[int], people: list[int], gigabytes: flo
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--coco", help="a packed convert output (else one is made from --source)")
     parser.add_argument("--source", default="synthetic://400?seed=1")
     parser.add_argument("--num-shards", type=int, default=4)
-    parser.add_argument("--aic-images", default="210000,30000", help="train,valid images at the projected scale")
-    parser.add_argument("--aic-people", default="378374,70356", help="train,valid people at the projected scale")
-    parser.add_argument("--aic-gb", type=float, default=20.0, help="JPEG bytes of both splits, in GB")
+    parser.add_argument(
+        "--aic-images", default="210000,30000", help="train,valid images at the projected scale"
+    )
+    parser.add_argument(
+        "--aic-people", default="378374,70356", help="train,valid people at the projected scale"
+    )
+    parser.add_argument(
+        "--aic-gb", type=float, default=20.0, help="JPEG bytes of both splits, in GB"
+    )
     parser.add_argument("--aic-shards", type=int, default=16)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -74,8 +100,13 @@ def main(argv=None) -> int:
             download(args.source, f"{tmp}/raw")
             convert(f"{tmp}/raw", str(coco), num_shards=args.num_shards)
         measured = measure(coco, args.num_shards)
-    projected = project(measured, [int(v) for v in args.aic_images.split(",")],
-                        [int(v) for v in args.aic_people.split(",")], args.aic_gb, args.aic_shards)
+    projected = project(
+        measured,
+        [int(v) for v in args.aic_images.split(",")],
+        [int(v) for v in args.aic_people.split(",")],
+        args.aic_gb,
+        args.aic_shards,
+    )
     print(json.dumps({"measured": measured, "projected": projected}, indent=1))
     return 0
 

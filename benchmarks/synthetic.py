@@ -4,6 +4,7 @@
 
 Goal (issue 2): >= 100 images/s on one core.
 """
+
 import argparse
 import os
 import sys
@@ -14,13 +15,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import cv2  # noqa: E402
+import cv2
 
-from pose.data.synthetic import render_release  # noqa: E402
+from pose.data.synthetic import render_release
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--images", type=int, default=1000, help="train images; valid adds N // 5")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

@@ -8,6 +8,7 @@ Single-op models miss the cache effects of the whole graph, so the sums are clos
 whole model's latency (benchmarks/latency.py). This is how BENCHMARKS.md's "Where the time goes, per op"
 found the int8 7x7 depthwise and 1x1 convolutions that keep full int8 from being fast on x86.
 """
+
 import argparse
 import collections
 import copy
@@ -19,11 +20,15 @@ from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from ai_edge_litert.tools import flatbuffer_utils
 
-OP_NAMES = {code: name for name, code in schema.BuiltinOperator.__dict__.items() if not name.startswith("_")}
+OP_NAMES = {
+    code: name for name, code in schema.BuiltinOperator.__dict__.items() if not name.startswith("_")
+}
 
 
 def op_name(model, op) -> str:
-    return OP_NAMES[flatbuffer_utils.get_builtin_code_from_operator_code(model.operatorCodes[op.opcodeIndex])]
+    return OP_NAMES[
+        flatbuffer_utils.get_builtin_code_from_operator_code(model.operatorCodes[op.opcodeIndex])
+    ]
 
 
 def is_constant(model, subgraph, tensor: int) -> bool:
@@ -45,13 +50,19 @@ def single_op_model(model, index: int) -> bytes:
 
 def median_ms(content: bytes, resolver, runs: int) -> tuple[float, bool]:
     """(median invoke time in ms, whether a delegate took the op)."""
-    interpreter = Interpreter(model_content=content, num_threads=1, experimental_op_resolver_type=resolver)
+    interpreter = Interpreter(
+        model_content=content, num_threads=1, experimental_op_resolver_type=resolver
+    )
     interpreter.allocate_tensors()
     delegated = any(op["op_name"] == "DELEGATE" for op in interpreter._get_ops_details())
     rng = np.random.default_rng(0)
     for detail in interpreter.get_input_details():
         dtype = np.dtype(detail["dtype"])
-        values = rng.integers(-100, 100, detail["shape"]) if dtype.kind in "iu" else rng.random(detail["shape"])
+        values = (
+            rng.integers(-100, 100, detail["shape"])
+            if dtype.kind in "iu"
+            else rng.random(detail["shape"])
+        )
         interpreter.set_tensor(detail["index"], values.astype(dtype))
     for _ in range(3):
         interpreter.invoke()
@@ -72,17 +83,28 @@ def profile(path: str, runs: int) -> list[dict]:
         xnnpack_ms, delegated = median_ms(content, OpResolverType.AUTO, runs)
         builtin_ms, _ = median_ms(content, OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES, runs)
         weights = op.inputs[1] if len(op.inputs) > 1 else -1
-        row = {"index": index, "op": op_name(model, op),
-               "input": list(subgraph.tensors[op.inputs[0]].shape)[1:],
-               "output": list(subgraph.tensors[op.outputs[0]].shape)[1:],
-               "weights": (list(subgraph.tensors[weights].shape)
-                           if weights >= 0 and is_constant(model, subgraph, weights) else None),
-               "xnnpack_ms": xnnpack_ms, "xnnpack_took_it": delegated, "builtin_ms": builtin_ms,
-               "output_name": subgraph.tensors[op.outputs[0]].name.decode()}
+        row = {
+            "index": index,
+            "op": op_name(model, op),
+            "input": list(subgraph.tensors[op.inputs[0]].shape)[1:],
+            "output": list(subgraph.tensors[op.outputs[0]].shape)[1:],
+            "weights": (
+                list(subgraph.tensors[weights].shape)
+                if weights >= 0 and is_constant(model, subgraph, weights)
+                else None
+            ),
+            "xnnpack_ms": xnnpack_ms,
+            "xnnpack_took_it": delegated,
+            "builtin_ms": builtin_ms,
+            "output_name": subgraph.tensors[op.outputs[0]].name.decode(),
+        }
         rows.append(row)
-        print(f"{index:3d} {row['op']:18s} {str(row['input']):16s} -> {str(row['output']):16s} "
-              f"weights {str(row['weights']):18s} xnnpack {xnnpack_ms:7.3f}{'' if delegated else ' (not taken)'} "
-              f"builtin {builtin_ms:7.3f}", flush=True)
+        print(
+            f"{index:3d} {row['op']:18s} {str(row['input']):16s} -> {str(row['output']):16s} "
+            f"weights {str(row['weights']):18s} xnnpack {xnnpack_ms:7.3f}{'' if delegated else ' (not taken)'} "
+            f"builtin {builtin_ms:7.3f}",
+            flush=True,
+        )
     return rows
 
 
@@ -100,18 +122,26 @@ def print_summary(rows: list[dict]) -> None:
         total[1] += row["xnnpack_ms"]
         total[2] += row["builtin_ms"]
     print(f"\n{'op':26s} {'count':>5s} {'xnnpack ms':>10s} {'builtin ms':>10s}")
-    for kind, (count, xnnpack, builtin) in sorted(totals.items(), key=lambda item: -max(item[1][1:])):
+    for kind, (count, xnnpack, builtin) in sorted(
+        totals.items(), key=lambda item: -max(item[1][1:])
+    ):
         print(f"{kind:26s} {count:5d} {xnnpack:10.2f} {builtin:10.2f}")
-    print(f"{'sum':26s} {len(rows):5d} {sum(r['xnnpack_ms'] for r in rows):10.2f} "
-          f"{sum(r['builtin_ms'] for r in rows):10.2f}")
+    print(
+        f"{'sum':26s} {len(rows):5d} {sum(r['xnnpack_ms'] for r in rows):10.2f} "
+        f"{sum(r['builtin_ms'] for r in rows):10.2f}"
+    )
     not_taken = collections.Counter(row["op"] for row in rows if not row["xnnpack_took_it"])
     print(f"not taken by XNNPACK: {dict(not_taken) or 'none'}")
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("model", help="a .tflite file")
-    parser.add_argument("--runs", type=int, default=30, help="timed invokes per op and runtime (median counts)")
+    parser.add_argument(
+        "--runs", type=int, default=30, help="timed invokes per op and runtime (median counts)"
+    )
     parser.add_argument("--json", help="also write every op's row here")
     args = parser.parse_args(argv)
     rows = profile(args.model, args.runs)

@@ -6,6 +6,7 @@ config, and prints the curve from train_metadata.json as a Markdown table for BE
     .venv/bin/python benchmarks/train_curve.py --config experiments/local.yaml --source synthetic://2000 \
         --work /tmp/pose-curve
 """
+
 import argparse
 import json
 import logging
@@ -35,11 +36,17 @@ def prepare_shards(source: str, work: Path) -> tuple[Path, Path]:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", default="experiments/local.yaml")
     parser.add_argument("--source", default="synthetic://2000")
-    parser.add_argument("--work", default="/tmp/pose-curve", help="data and model folder (data is reused)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    parser.add_argument(
+        "--work", default="/tmp/pose-curve", help="data and model folder (data is reused)"
+    )
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="config override"
+    )
     args = parser.parse_args(argv)
     steplog.setup()
     from components.train import train
@@ -48,13 +55,22 @@ def main(argv=None) -> None:
     work = Path(args.work) / args.source.replace("://", "_").replace("?", "_")
     train_dir, valid_dir = prepare_shards(args.source, work)
     model_dir = work / f"model-{Path(args.config).stem}-{int(time.time())}"
-    metadata = train(args.config, [str(train_dir)], str(model_dir), valid_dirs=[str(valid_dir)],
-                     overrides=parse_overrides(args.set))
-    print(f"\nconfig {args.config} {' '.join(args.set)} on {args.source}, {os.cpu_count()} CPUs: "
-          f"{metadata['steps']} steps, {metadata['epochs']} epochs, {metadata['train_seconds']:.0f} s, "
-          f"{metadata['images_per_second']:.1f} images/s, final PCKh@0.5 {metadata['pckh']:.3f}\n")
+    metadata = train(
+        args.config,
+        [str(train_dir)],
+        str(model_dir),
+        valid_dirs=[str(valid_dir)],
+        overrides=parse_overrides(args.set),
+    )
+    print(
+        f"\nconfig {args.config} {' '.join(args.set)} on {args.source}, {os.cpu_count()} CPUs: "
+        f"{metadata['steps']} steps, {metadata['epochs']} epochs, {metadata['train_seconds']:.0f} s, "
+        f"{metadata['images_per_second']:.1f} images/s, final PCKh@0.5 {metadata['pckh']:.3f}\n"
+    )
     print("| step | wall s | loss | PCKh@0.5 |\n| ---: | ---: | ---: | ---: |")
-    seconds = {entry["step"]: entry.get("seconds") for entry in metadata["history"] if "seconds" in entry}
+    seconds = {
+        entry["step"]: entry.get("seconds") for entry in metadata["history"] if "seconds" in entry
+    }
     for entry in metadata["history"]:
         pckh = f"{entry['pckh']:.3f}" if "pckh" in entry else ""
         loss = f"{entry['loss']:.1f}" if "loss" in entry else ""

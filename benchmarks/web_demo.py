@@ -12,6 +12,7 @@ the model nor its .json) from `python -m pipeline demo`'s server, which sends th
 Network: encodedDataLength on the wire, decoded bytes unpacked); and the files of web/build/ a browser can load
 (the page, LiteRT.js and one of its two single-thread WASM builds), as they are and as their gzip copies.
 """
+
 import argparse
 import datetime
 import json
@@ -22,10 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.demo import serving  # noqa: E402
-from pose.models import tflite_runtime  # noqa: E402
-from pose import web_demo  # noqa: E402
-from tests.browser import chromium  # noqa: E402
+from pipeline.demo import serving
+from pose import web_demo
+from pose.models import tflite_runtime
+from tests.browser import chromium
 
 DEFAULT_MODEL = str(Path(__file__).resolve().parent.parent / "anchors" / "pefm-cpm-192.tflite")
 # The two single-thread builds LiteRT.js chooses between; a browser loads one of them.
@@ -37,17 +38,24 @@ def browser_run(model: str, runs: int) -> tuple[dict, dict]:
     with serving(model) as url, chromium() as browser:
         browser.record_network()
         browser.open(f"{url}&benchmark={runs}&accelerator=wasm")
-        browser.wait_for("window.poseDemo && ['done', 'error'].includes(window.poseDemo.phase)", timeout=600)
+        browser.wait_for(
+            "window.poseDemo && ['done', 'error'].includes(window.poseDemo.phase)", timeout=600
+        )
         state = browser.evaluate("window.poseDemo")
         if state["error"]:
             raise RuntimeError(state["error"])
         model_name = Path(model).stem
         page = [t for t in browser.transfers() if model_name not in t["url"].split("?")[0]]
-        transferred = {"files": sorted(t["url"].split("?")[0].split("/", 3)[-1] for t in page),
-                       "gzip_encoded_files": sum(t["encoding"] == "gzip" for t in page),
-                       "wire_bytes": sum(t["wire_bytes"] for t in page),
-                       "unpacked_bytes": sum(t["body_bytes"] for t in page)}
-        return {**state["benchmark"], "browser": browser.call("Browser.getVersion")["product"]}, transferred
+        transferred = {
+            "files": sorted(t["url"].split("?")[0].split("/", 3)[-1] for t in page),
+            "gzip_encoded_files": sum(t["encoding"] == "gzip" for t in page),
+            "wire_bytes": sum(t["wire_bytes"] for t in page),
+            "unpacked_bytes": sum(t["body_bytes"] for t in page),
+        }
+        return {
+            **state["benchmark"],
+            "browser": browser.call("Browser.getVersion")["product"],
+        }, transferred
 
 
 def page_weight() -> dict:
@@ -58,16 +66,27 @@ def page_weight() -> dict:
     for loaded in WASM_BUILDS:
         unused = [name for name in WASM_BUILDS if name != loaded]
         chosen = [p for p in files if not any(p.name.startswith(name + ".") for name in unused)]
-        weights[loaded] = {"files": len(chosen), "bytes": sum(p.stat().st_size for p in chosen),
-                           "gzip_bytes": sum((web_demo.gzip_copy(p) or p).stat().st_size for p in chosen)}
+        weights[loaded] = {
+            "files": len(chosen),
+            "bytes": sum(p.stat().st_size for p in chosen),
+            "gzip_bytes": sum((web_demo.gzip_copy(p) or p).stat().st_size for p in chosen),
+        }
     worst = max(weights.values(), key=lambda w: w["bytes"])
-    return {"per_wasm_build": weights, "loaded_bytes": worst["bytes"], "loaded_gzip_bytes": worst["gzip_bytes"],
-            "build_folder_bytes": sum(p.stat().st_size for p in files)}
+    return {
+        "per_wasm_build": weights,
+        "loaded_bytes": worst["bytes"],
+        "loaded_gzip_bytes": worst["gzip_bytes"],
+        "build_folder_bytes": sum(p.stat().st_size for p in files),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="an fp32 .tflite (default: the seed's released CPM)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model", default=DEFAULT_MODEL, help="an fp32 .tflite (default: the seed's released CPM)"
+    )
     parser.add_argument("--runs", type=int, default=50)
     args = parser.parse_args()
     load_before = os.getloadavg()
@@ -77,7 +96,7 @@ def main() -> None:
     python_ms = min(python_before["median_ms"], python_after["median_ms"])
     weight = page_weight()
     result = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
         "load_average_before": [round(v, 2) for v in load_before],
         "load_average_after": [round(v, 2) for v in os.getloadavg()],

@@ -5,11 +5,12 @@ parsed arguments. `run()` sets up the step log, and turns any failure into one l
 the step and what is wrong, with exit code 1; `--verbose` adds the traceback. Exit codes: 0 done,
 1 failed, 2 bad command line (argparse), 130 interrupted.
 """
+
 import argparse
 import logging
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from pose.files import steplog
 
@@ -19,23 +20,34 @@ _PROJECT_PACKAGES = ("components", "pose", "pipeline", "__main__")  # __main__: 
 
 
 def parser(step: str, description: str | None) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(prog=f"python -m components.{step}", description=description,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    return argparse.ArgumentParser(
+        prog=f"python -m components.{step}",
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
-def run(step: str, arguments: argparse.ArgumentParser, work: Callable[[argparse.Namespace], object],
-        argv: list[str] | None = None) -> int:
+def run(
+    step: str,
+    arguments: argparse.ArgumentParser,
+    work: Callable[[argparse.Namespace], object],
+    argv: list[str] | None = None,
+) -> int:
     """Parses `argv`, runs `work(args)` and returns the exit code."""
-    arguments.add_argument("--verbose", action="store_true", help="on an error, also show its traceback")
+    arguments.add_argument(
+        "--verbose", action="store_true", help="on an error, also show its traceback"
+    )
     args = arguments.parse_args(argv)
     steplog.setup()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides the step's log
+    os.environ.setdefault(
+        "TF_CPP_MIN_LOG_LEVEL", "2"
+    )  # TensorFlow's C++ start-up chatter hides the step's log
     try:
         work(args)
     except KeyboardInterrupt:
         print(f"{step}: interrupted", file=sys.stderr)
         return 130
-    except Exception as error:  # noqa: BLE001 - every failure ends in the one line below
+    except Exception as error:
         if args.verbose:
             logging.getLogger(step).exception("traceback")
         print(f"{step}: error: {describe(error)}", file=sys.stderr)

@@ -16,6 +16,7 @@ Writes annotations/person_keypoints_{train,valid}.json, images/{train,valid}/<ai
 
     python -m components.convert --input DIR --output DIR [--single-person] [--skip-invalid] [--num-shards N]
 """
+
 import concurrent.futures
 import contextlib
 import gc
@@ -33,15 +34,17 @@ from tqdm import tqdm
 
 from components import cli
 from pose.data import keypoints as kp
-from pose.files import outputs, steplog
 from pose.data import packs, pixels
+from pose.files import outputs, steplog
 from pose.files.atomic import atomic_directory
 
 log = logging.getLogger("convert")
 
 SPLITS = ("train", "valid")
 # split -> (annotation file, image folder) of the official release (pose.data.keypoints.AIC_LAYOUT), found at any depth.
-OFFICIAL_LAYOUT = {split: (annotations, images) for split, (_, annotations, images) in kp.AIC_LAYOUT.items()}
+OFFICIAL_LAYOUT = {
+    split: (annotations, images) for split, (_, annotations, images) in kp.AIC_LAYOUT.items()
+}
 
 # A labelled joint a pixel or two past the border is click noise (pulled inside); further out, a bad record.
 OUTSIDE_TOLERANCE_PX = 2.0
@@ -61,13 +64,25 @@ class InvalidRecord(ConvertError):
     """One record is invalid; the message names the file, the record index, its image_id and the person."""
 
     def __init__(self, file, index, image_id, reason, human=None):
-        self.file, self.index, self.image_id, self.reason, self.human = str(file), index, image_id, reason, human
+        self.file, self.index, self.image_id, self.reason, self.human = (
+            str(file),
+            index,
+            image_id,
+            reason,
+            human,
+        )
         person = f", {human}" if human else ""
         super().__init__(f"{file}: record {index} (image_id {image_id!r}{person}): {reason}")
 
     def as_reject(self, split: str) -> dict:
-        return {"split": split, "file": self.file, "record": self.index, "image_id": self.image_id,
-                "human": self.human, "reason": self.reason}
+        return {
+            "split": split,
+            "file": self.file,
+            "record": self.index,
+            "image_id": self.image_id,
+            "human": self.human,
+            "reason": self.reason,
+        }
 
 
 class _Bad(Exception):
@@ -101,9 +116,16 @@ class Record(NamedTuple):
 # The step
 # ---------------------------------------------------------------------------------------------
 
-def convert(input_dir: str, output_dir: str, single_person: bool = False, skip_invalid: bool = False,
-            num_shards: int | None = None, allow_empty: bool = False,
-            max_image_pixels: int | None = None) -> dict:
+
+def convert(
+    input_dir: str,
+    output_dir: str,
+    single_person: bool = False,
+    skip_invalid: bool = False,
+    num_shards: int | None = None,
+    allow_empty: bool = False,
+    max_image_pixels: int | None = None,
+) -> dict:
     """Converts the AIC release below input_dir into the COCO layout at output_dir; returns the
     counts. With num_shards, each split's images are written as num_shards packs
     (pose/data/packs.py), not images/. A split left with no image is an error unless `allow_empty`.
@@ -116,28 +138,53 @@ def convert(input_dir: str, output_dir: str, single_person: bool = False, skip_i
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise ConvertError(f"output {output} exists and is not an empty folder")
     outputs.check_output("convert", output_dir, [input_dir])
-    with steplog.step("convert", input=input_dir, output=output_dir, single_person=single_person,
-                      skip_invalid=skip_invalid, num_shards=num_shards,
-                      max_image_pixels=pixel_limit) as wrote, _without_cyclic_gc():
+    with (
+        steplog.step(
+            "convert",
+            input=input_dir,
+            output=output_dir,
+            single_person=single_person,
+            skip_invalid=skip_invalid,
+            num_shards=num_shards,
+            max_image_pixels=pixel_limit,
+        ) as wrote,
+        _without_cyclic_gc(),
+    ):
         sources = find_sources(Path(input_dir))
         with atomic_directory(output) as partial:
             (partial / "annotations").mkdir()
             counts, rejects = {}, []
             for split in SPLITS:
-                counts.update(_convert_split(split, sources[split], partial, single_person, skip_invalid, rejects,
-                                             num_shards, pixel_limit))
+                counts.update(
+                    _convert_split(
+                        split,
+                        sources[split],
+                        partial,
+                        single_person,
+                        skip_invalid,
+                        rejects,
+                        num_shards,
+                        pixel_limit,
+                    )
+                )
                 if not counts[f"{split}_people"] and not allow_empty:
-                    raise ConvertError(f"{sources[split].annotations}: no {split} image (or no person) left to convert "
-                                       f"({counts[f'{split}_records']} records, {counts[f'{split}_rejected']} rejected"
-                                       f"{', only single-person images kept' if single_person else ''}); "
-                                       "pass --allow-empty to write an empty split")
+                    raise ConvertError(
+                        f"{sources[split].annotations}: no {split} image (or no person) left to convert "
+                        f"({counts[f'{split}_records']} records, {counts[f'{split}_rejected']} rejected"
+                        f"{', only single-person images kept' if single_person else ''}); "
+                        "pass --allow-empty to write an empty split"
+                    )
             if num_shards:
                 counts["num_shards"] = num_shards
             counts["rejected"] = len(rejects)
             if rejects:
                 rejects.sort(key=lambda reject: (SPLITS.index(reject["split"]), reject["record"]))
                 _write_json(partial / "rejects.json", {"count": len(rejects), "rejects": rejects})
-                log.warning("skipped %d invalid records, listed in %s", len(rejects), output / "rejects.json")
+                log.warning(
+                    "skipped %d invalid records, listed in %s",
+                    len(rejects),
+                    output / "rejects.json",
+                )
         wrote.update(counts)
     return counts
 
@@ -159,8 +206,12 @@ def find_sources(input_dir: Path) -> dict:
     """Finds each split's annotation file and image folder at any depth below input_dir."""
     if not input_dir.is_dir():
         raise ConvertError(f"input {input_dir} is not a folder")
-    wanted = {name: (split, "official", images) for split, (name, images) in OFFICIAL_LAYOUT.items()}
-    wanted.update({name: (split, "seed", images) for split, (name, images) in kp.SEED_LAYOUT.items()})
+    wanted = {
+        name: (split, "official", images) for split, (name, images) in OFFICIAL_LAYOUT.items()
+    }
+    wanted.update(
+        {name: (split, "seed", images) for split, (name, images) in kp.SEED_LAYOUT.items()}
+    )
     official_image_folders = {images for _, images in OFFICIAL_LAYOUT.values()}
     found = {split: [] for split in SPLITS}
     for folder, subfolders, files in os.walk(input_dir):
@@ -170,26 +221,42 @@ def find_sources(input_dir: Path) -> dict:
                 found[split].append(Source(layout, Path(folder) / name, Path(folder) / images))
         # Listing 200,000 image names to find nothing there would dominate the walk.
         seed_here = {kp.SEED_LAYOUT[s][1] for s in SPLITS if kp.SEED_LAYOUT[s][0] in files}
-        subfolders[:] = [d for d in subfolders if d not in official_image_folders and d not in seed_here]
+        subfolders[:] = [
+            d for d in subfolders if d not in official_image_folders and d not in seed_here
+        ]
     sources = {}
     for split in SPLITS:
         candidates = found[split]
         if not candidates:
-            names = " or ".join(f"{layout[split][0]} with {layout[split][1]}/"
-                                for layout in (OFFICIAL_LAYOUT, kp.SEED_LAYOUT))
+            names = " or ".join(
+                f"{layout[split][0]} with {layout[split][1]}/"
+                for layout in (OFFICIAL_LAYOUT, kp.SEED_LAYOUT)
+            )
             raise ConvertError(f"no {split} split below {input_dir}: expected {names}")
         if len(candidates) > 1:
-            raise ConvertError(f"{len(candidates)} {split} annotation files below {input_dir}: "
-                               f"{', '.join(str(c.annotations) for c in candidates)}; pass the folder of one release")
+            raise ConvertError(
+                f"{len(candidates)} {split} annotation files below {input_dir}: "
+                f"{', '.join(str(c.annotations) for c in candidates)}; pass the folder of one release"
+            )
         source = candidates[0]
         if not source.images.is_dir():
-            raise ConvertError(f"{source.annotations}: no image folder {source.images.name}/ beside it")
+            raise ConvertError(
+                f"{source.annotations}: no image folder {source.images.name}/ beside it"
+            )
         sources[split] = source
     return sources
 
 
-def _convert_split(split, source, output, single_person, skip_invalid, rejects, num_shards=None,
-                   pixel_limit=pixels.MAX_IMAGE_PIXELS) -> dict:
+def _convert_split(
+    split,
+    source,
+    output,
+    single_person,
+    skip_invalid,
+    rejects,
+    num_shards=None,
+    pixel_limit=pixels.MAX_IMAGE_PIXELS,
+) -> dict:
     started = time.perf_counter()
 
     def reject(error: InvalidRecord):
@@ -205,7 +272,14 @@ def _convert_split(split, source, output, single_person, skip_invalid, rejects, 
         if isinstance(parsed, _Bad):
             reject(InvalidRecord(source.annotations, index, image_id, parsed.reason, parsed.human))
         elif image_id in seen:
-            reject(InvalidRecord(source.annotations, index, image_id, f"duplicate image_id, first at record {seen[image_id]}"))
+            reject(
+                InvalidRecord(
+                    source.annotations,
+                    index,
+                    image_id,
+                    f"duplicate image_id, first at record {seen[image_id]}",
+                )
+            )
         else:
             seen[image_id] = index
             if single_person and len(parsed.people) != 1:
@@ -213,7 +287,13 @@ def _convert_split(split, source, output, single_person, skip_invalid, rejects, 
             else:
                 records.append(parsed)
     del seen
-    log.info("%s: read %d records from %s in %.1fs", split, num_read, source.annotations, time.perf_counter() - started)
+    log.info(
+        "%s: read %d records from %s in %.1fs",
+        split,
+        num_read,
+        source.annotations,
+        time.perf_counter() - started,
+    )
 
     phase = time.perf_counter()
     sizes = _map_in_chunks(image_size, [r.image_file for r in records], f"{split} check images")
@@ -229,23 +309,38 @@ def _convert_split(split, source, output, single_person, skip_invalid, rejects, 
                 raise _Bad(f"image {record.image_file}: {too_large}")
             people = [_coco_keypoints(person, width, height) for person in record.people]
         except _Bad as bad:
-            reject(InvalidRecord(source.annotations, record.index, record.image_id, bad.reason, bad.human))
+            reject(
+                InvalidRecord(
+                    source.annotations, record.index, record.image_id, bad.reason, bad.human
+                )
+            )
             continue
         image_id = len(images) + 1
         file_name = f"{record.image_id}.jpg"
         images.append({"id": image_id, "file_name": file_name, "width": width, "height": height})
         for person, coco_keypoints in zip(record.people, people):
             x1, y1, x2, y2 = person.box
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": image_id, "category_id": kp.COCO_CATEGORY["id"],
-                "keypoints": coco_keypoints, "num_keypoints": kp.NUM_KEYPOINTS - coco_keypoints[2::3].count(0),
-                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0,
-            })
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": kp.COCO_CATEGORY["id"],
+                    "keypoints": coco_keypoints,
+                    "num_keypoints": kp.NUM_KEYPOINTS - coco_keypoints[2::3].count(0),
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "area": (x2 - x1) * (y2 - y1),
+                    "iscrowd": 0,
+                }
+            )
         placed.append((record.image_file, file_name))
     del records, sizes
 
-    info = {"description": f"AI Challenger keypoints ({split}), AIC joint order", "source": str(source.annotations),
-            "layout": source.layout, "single_person": single_person}
+    info = {
+        "description": f"AI Challenger keypoints ({split}), AIC joint order",
+        "source": str(source.annotations),
+        "layout": source.layout,
+        "single_person": single_person,
+    }
     place = _ImagePlacer()
     phase = time.perf_counter()
     if num_shards:
@@ -253,17 +348,40 @@ def _convert_split(split, source, output, single_person, skip_invalid, rejects, 
     else:
         image_folder = output / "images" / split
         image_folder.mkdir(parents=True)
-        _map_in_chunks(place, [(source_file, f"{image_folder}/{name}") for source_file, name in placed],
-                       f"{split} place images")
-    log.info("%s: %s %d images in %.1fs", split, "linked" if place.link else "copied", len(placed),
-             time.perf_counter() - phase)
-    coco = {"info": info, "images": images, "annotations": annotations, "categories": [kp.COCO_CATEGORY]}
+        _map_in_chunks(
+            place,
+            [(source_file, f"{image_folder}/{name}") for source_file, name in placed],
+            f"{split} place images",
+        )
+    log.info(
+        "%s: %s %d images in %.1fs",
+        split,
+        "linked" if place.link else "copied",
+        len(placed),
+        time.perf_counter() - phase,
+    )
+    coco = {
+        "info": info,
+        "images": images,
+        "annotations": annotations,
+        "categories": [kp.COCO_CATEGORY],
+    }
     _write_json(output / "annotations" / f"person_keypoints_{split}.json", coco)
     elapsed = time.perf_counter() - started
-    log.info("%s: wrote %d images, %d people in %.1fs, %.0f records/s", split, len(images), len(annotations),
-             elapsed, num_read / max(elapsed, 1e-9))
-    counts = {f"{split}_records": num_read, f"{split}_images": len(images), f"{split}_people": len(annotations),
-              f"{split}_rejected": num_read - len(images) - not_single}
+    log.info(
+        "%s: wrote %d images, %d people in %.1fs, %.0f records/s",
+        split,
+        len(images),
+        len(annotations),
+        elapsed,
+        num_read / max(elapsed, 1e-9),
+    )
+    counts = {
+        f"{split}_records": num_read,
+        f"{split}_images": len(images),
+        f"{split}_people": len(annotations),
+        f"{split}_rejected": num_read - len(images) - not_single,
+    }
     if single_person:
         counts[f"{split}_not_single_person"] = not_single
     return counts
@@ -273,10 +391,13 @@ def _convert_split(split, source, output, single_person, skip_invalid, rejects, 
 # Reading the two layouts: each yields (index, image_id, Record or _Bad)
 # ---------------------------------------------------------------------------------------------
 
+
 def _official_records(source: Source):
     data = _load_json(source.annotations)
     if not isinstance(data, list):
-        raise ConvertError(f"{source.annotations}: expected a JSON list of records, got a {type(data).__name__}")
+        raise ConvertError(
+            f"{source.annotations}: expected a JSON list of records, got a {type(data).__name__}"
+        )
     images = str(source.images)  # f-strings: pathlib would cost more than the checks, 200,000 times
     for index in range(len(data)):
         # Dropping each input record once read keeps the peak near one copy of the data set.
@@ -301,11 +422,22 @@ def _parse_official(index, record, images: str) -> Record:
             raise _Bad(f"{field} is missing or not an object")
     if keypoints.keys() != boxes.keys():
         if keypoints.keys() - boxes.keys():
-            raise _Bad("has keypoints but no box in human_annotations", min(keypoints.keys() - boxes.keys()))
-        raise _Bad("has a box but no keypoints in keypoint_annotations", min(boxes.keys() - keypoints.keys()))
-    people = [Person(human, _check_keypoints(keypoints[human], kp.AIC_VISIBILITY_CODES, human),
-                     _check_box(boxes[human], human))
-              for human in keypoints]
+            raise _Bad(
+                "has keypoints but no box in human_annotations",
+                min(keypoints.keys() - boxes.keys()),
+            )
+        raise _Bad(
+            "has a box but no keypoints in keypoint_annotations",
+            min(boxes.keys() - keypoints.keys()),
+        )
+    people = [
+        Person(
+            human,
+            _check_keypoints(keypoints[human], kp.AIC_VISIBILITY_CODES, human),
+            _check_box(boxes[human], human),
+        )
+        for human in keypoints
+    ]
     return Record(index, image_id, f"{images}/{image_id}.jpg", people)
 
 
@@ -313,9 +445,14 @@ def _seed_records(source: Source):
     """The seed's files are COCO already (COCO visibility, xywh boxes); they are read back into AIC terms so
     that one set of checks and one writer serve both layouts."""
     data = _load_json(source.annotations)
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
-            or not isinstance(data.get("annotations"), list):
-        raise ConvertError(f"{source.annotations}: expected a COCO object with 'images' and 'annotations' lists")
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("images"), list)
+        or not isinstance(data.get("annotations"), list)
+    ):
+        raise ConvertError(
+            f"{source.annotations}: expected a COCO object with 'images' and 'annotations' lists"
+        )
     by_image = {}
     for number, annotation in enumerate(data["annotations"]):
         if not isinstance(annotation, dict) or "image_id" not in annotation:
@@ -333,8 +470,9 @@ def _seed_records(source: Source):
             people = []
             for annotation in by_image.pop(image.get("id"), []):
                 human = f"annotation {annotation.get('id')}"
-                coco_keypoints = _check_keypoints(annotation.get("keypoints"),
-                                                  tuple(kp.COCO_TO_AIC_VISIBILITY), human)
+                coco_keypoints = _check_keypoints(
+                    annotation.get("keypoints"), tuple(kp.COCO_TO_AIC_VISIBILITY), human
+                )
                 aic_keypoints = list(coco_keypoints)
                 aic_keypoints[2::3] = [kp.COCO_TO_AIC_VISIBILITY[v] for v in coco_keypoints[2::3]]
                 box = annotation.get("bbox")
@@ -342,12 +480,19 @@ def _seed_records(source: Source):
                     raise _Bad(f"bbox {box!r} is not [x, y, width, height]", human)
                 x, y, w, h = box
                 people.append(Person(human, aic_keypoints, _check_box([x, y, x + w, y + h], human)))
-            yield index, image_id, Record(index, image_id, str(source.images / Path(file_name).name), people)
+            yield (
+                index,
+                image_id,
+                Record(index, image_id, str(source.images / Path(file_name).name), people),
+            )
         except _Bad as bad:
             yield index, image_id, bad
     if by_image:
-        log.warning("%s: dropped %d annotations of image ids not in 'images'", source.annotations,
-                    sum(map(len, by_image.values())))
+        log.warning(
+            "%s: dropped %d annotations of image ids not in 'images'",
+            source.annotations,
+            sum(map(len, by_image.values())),
+        )
 
 
 def _load_json(path: Path):
@@ -355,8 +500,10 @@ def _load_json(path: Path):
         with open(path, "rb") as f:
             return json.load(f)
     except json.JSONDecodeError as error:
-        raise ConvertError(f"{path}: broken JSON at line {error.lineno}, column {error.colno} "
-                           f"(char {error.pos}): {error.msg}") from None
+        raise ConvertError(
+            f"{path}: broken JSON at line {error.lineno}, column {error.colno} "
+            f"(char {error.pos}): {error.msg}"
+        ) from None
     except UnicodeDecodeError as error:
         raise ConvertError(f"{path}: not UTF-8 JSON: {error}") from None
 
@@ -365,10 +512,13 @@ def _load_json(path: Path):
 # Checks
 # ---------------------------------------------------------------------------------------------
 
+
 def _check_image_id(image_id: str) -> None:
     if not _PLAIN_ID.fullmatch(image_id) or image_id in (".", ".."):
-        raise _Bad(f"image_id {image_id!r} is not a plain file name (letters, digits, '_', '-', '.'; "
-                   "no '/' or '..'): it would name a file outside the release's image folder")
+        raise _Bad(
+            f"image_id {image_id!r} is not a plain file name (letters, digits, '_', '-', '.'; "
+            "no '/' or '..'): it would name a file outside the release's image folder"
+        )
 
 
 def _all_finite(values) -> bool:
@@ -382,17 +532,32 @@ def _check_keypoints(values, codes, human) -> list:
     expected = 3 * kp.NUM_KEYPOINTS
     if not isinstance(values, list) or len(values) != expected:
         length = len(values) if isinstance(values, list) else type(values).__name__
-        raise _Bad(f"keypoint list has length {length}, expected {expected} ({kp.NUM_KEYPOINTS} joints x [x, y, v])", human)
-    if set(map(type, values)) <= _NUMBER_TYPES and set(values[2::3]) <= set(codes) and _all_finite(values):
+        raise _Bad(
+            f"keypoint list has length {length}, expected {expected} ({kp.NUM_KEYPOINTS} joints x [x, y, v])",
+            human,
+        )
+    if (
+        set(map(type, values)) <= _NUMBER_TYPES
+        and set(values[2::3]) <= set(codes)
+        and _all_finite(values)
+    ):
         return values  # the common case, checked at C speed; the loop below finds what is wrong
     for joint, (x, y, v) in enumerate(zip(values[0::3], values[1::3], values[2::3])):
         if type(x) not in _NUMBER_TYPES or type(y) not in _NUMBER_TYPES:
-            raise _Bad(f"joint {joint} ({kp.NAMES[joint]}) has non-numeric coordinates {[x, y]!r}", human)
+            raise _Bad(
+                f"joint {joint} ({kp.NAMES[joint]}) has non-numeric coordinates {[x, y]!r}", human
+            )
         if not _all_finite((x, y)):
-            raise _Bad(f"joint {joint} ({kp.NAMES[joint]}) has coordinates {[x, y]!r}, not finite numbers", human)
+            raise _Bad(
+                f"joint {joint} ({kp.NAMES[joint]}) has coordinates {[x, y]!r}, not finite numbers",
+                human,
+            )
         if v not in codes or type(v) not in _NUMBER_TYPES:
-            raise _Bad(f"joint {joint} ({kp.NAMES[joint]}) has visibility code {v!r}, "
-                       f"expected one of {', '.join(map(str, sorted(codes)))}", human)
+            raise _Bad(
+                f"joint {joint} ({kp.NAMES[joint]}) has visibility code {v!r}, "
+                f"expected one of {', '.join(map(str, sorted(codes)))}",
+                human,
+            )
     return values
 
 
@@ -415,14 +580,14 @@ def _coco_keypoints(person: Person, width: int, height: int) -> list:
     values, to_coco = person.keypoints, kp.AIC_TO_COCO_VISIBILITY
     xs, ys, codes = values[0::3], values[1::3], values[2::3]
     last_x, last_y = width - 1, height - 1
-    if 0 <= min(xs) and max(xs) <= last_x and 0 <= min(ys) and max(ys) <= last_y:
+    if min(xs) >= 0 and max(xs) <= last_x and min(ys) >= 0 and max(ys) <= last_y:
         # The common case at C speed (min/max, map): every joint inside; the loop below handles the rest.
         out = list(values)
         out[2::3] = map(to_coco.__getitem__, codes)
         if 3 in codes:
             for joint, code in enumerate(codes):
                 if code == 3:
-                    out[3 * joint: 3 * joint + 2] = (0, 0)
+                    out[3 * joint : 3 * joint + 2] = (0, 0)
         return out
     tolerance = OUTSIDE_TOLERANCE_PX
     out = []
@@ -432,8 +597,10 @@ def _coco_keypoints(person: Person, width: int, height: int) -> list:
         elif -tolerance <= x <= last_x + tolerance and -tolerance <= y <= last_y + tolerance:
             out += (min(max(x, 0), last_x), min(max(y, 0), last_y), to_coco[v])
         else:
-            raise _Bad(f"joint {joint} ({kp.NAMES[joint]}) at ({x}, {y}) is outside the {width}x{height} image",
-                       person.human)
+            raise _Bad(
+                f"joint {joint} ({kp.NAMES[joint]}) at ({x}, {y}) is outside the {width}x{height} image",
+                person.human,
+            )
     return out
 
 
@@ -447,6 +614,7 @@ def image_size(path: str):
     Walks the header's segments up to the first scan, then looks for the end-of-image marker in the
     file's last 4 KiB: two small reads per image instead of decoding megapixels (os.pread: the buffered
     file object costs more than the reads)."""
+
     def unreadable(why):
         return _Bad(f"image {path} is unreadable: {why}")
 
@@ -462,7 +630,9 @@ def image_size(path: str):
             size, scan = pixels.frame_size(lambda offset, count: os.pread(fd, count, offset), end)
         except pixels.HeaderProblem as problem:
             return unreadable(problem)
-        if scan >= end or b"\xff\xd9" not in os.pread(fd, _TAIL_BYTES, max(end - _TAIL_BYTES, scan)):
+        if scan >= end or b"\xff\xd9" not in os.pread(
+            fd, _TAIL_BYTES, max(end - _TAIL_BYTES, scan)
+        ):
             return unreadable("truncated (no end-of-image marker)")
         return size
     except OSError as error:
@@ -471,8 +641,16 @@ def image_size(path: str):
         os.close(fd)
 
 
-def _write_packs(output: Path, split: str, num_shards: int, info: dict, images: list, annotations: list,
-                 placed: list, place) -> None:
+def _write_packs(
+    output: Path,
+    split: str,
+    num_shards: int,
+    info: dict,
+    images: list,
+    annotations: list,
+    placed: list,
+    place,
+) -> None:
     """One pack per shard: its images (pose.data.packs.shard_of_images) with their people, and pack.json."""
     shard_of = packs.shard_of_images([image["id"] for image in images], num_shards)
     pack_images = [[] for _ in range(num_shards)]
@@ -485,12 +663,26 @@ def _write_packs(output: Path, split: str, num_shards: int, info: dict, images: 
         folder = output / packs.pack_path(split, index, num_shards)
         (folder / "images" / split).mkdir(parents=True)
         (folder / "annotations").mkdir()
-        _write_json(folder / "annotations" / f"person_keypoints_{split}.json",
-                    {"info": {**info, "shard_index": index, "num_shards": num_shards}, "images": pack_images[index],
-                     "annotations": pack_people[index], "categories": [kp.COCO_CATEGORY]})
-        packs.write_pack_info(folder, split, index, num_shards, len(pack_images[index]), len(pack_people[index]))
-    targets = [(source_file, f"{output}/{packs.pack_path(split, shard_of[image['id']], num_shards)}"
-                             f"/images/{split}/{name}") for image, (source_file, name) in zip(images, placed)]
+        _write_json(
+            folder / "annotations" / f"person_keypoints_{split}.json",
+            {
+                "info": {**info, "shard_index": index, "num_shards": num_shards},
+                "images": pack_images[index],
+                "annotations": pack_people[index],
+                "categories": [kp.COCO_CATEGORY],
+            },
+        )
+        packs.write_pack_info(
+            folder, split, index, num_shards, len(pack_images[index]), len(pack_people[index])
+        )
+    targets = [
+        (
+            source_file,
+            f"{output}/{packs.pack_path(split, shard_of[image['id']], num_shards)}"
+            f"/images/{split}/{name}",
+        )
+        for image, (source_file, name) in zip(images, placed)
+    ]
     _map_in_chunks(place, targets, f"{split} place images in {num_shards} packs")
 
 
@@ -515,10 +707,12 @@ class _ImagePlacer:
 
 
 def _map_in_chunks(function, items: list, label: str) -> list:
-    chunks = [items[i: i + IMAGE_CHUNK] for i in range(0, len(items), IMAGE_CHUNK)]
+    chunks = [items[i : i + IMAGE_CHUNK] for i in range(0, len(items), IMAGE_CHUNK)]
     results = []
-    with concurrent.futures.ThreadPoolExecutor(IMAGE_THREADS) as pool, \
-            tqdm(total=len(items), desc=label, unit="img", mininterval=2, leave=False) as progress:
+    with (
+        concurrent.futures.ThreadPoolExecutor(IMAGE_THREADS) as pool,
+        tqdm(total=len(items), desc=label, unit="img", mininterval=2, leave=False) as progress,
+    ):
         for chunk_results in pool.map(lambda chunk: [function(item) for item in chunk], chunks):
             results += chunk_results
             progress.update(len(chunk_results))
@@ -537,7 +731,10 @@ def _write_json(path: Path, content: dict) -> None:
                 continue
             f.write("[")
             for start in range(0, len(value), JSON_SLICE):
-                f.write(("," if start else "") + json.dumps(value[start: start + JSON_SLICE], separators=(",", ":"))[1:-1])
+                f.write(
+                    ("," if start else "")
+                    + json.dumps(value[start : start + JSON_SLICE], separators=(",", ":"))[1:-1]
+                )
             f.write("]")
         f.write("}")
 
@@ -546,26 +743,59 @@ def _write_json(path: Path, content: dict) -> None:
 # Command line and KFP component
 # ---------------------------------------------------------------------------------------------
 
+
 def main(argv=None) -> int:
     arguments = cli.parser("convert", __doc__)
-    arguments.add_argument("--input", required=True, help="folder holding the AIC release (at any depth)")
-    arguments.add_argument("--output", required=True, help="output folder (must be absent or empty)")
-    arguments.add_argument("--single-person", action="store_true", help="keep only images with exactly one person")
-    arguments.add_argument("--skip-invalid", action="store_true",
-                           help="skip invalid records (listed in rejects.json) instead of stopping")
-    arguments.add_argument("--num-shards", type=int, default=None,
-                           help="write each split's images as N per-shard packs (packs/) instead of images/")
-    arguments.add_argument("--allow-empty", action="store_true", help="write a split that has no image left")
-    arguments.add_argument("--max-image-pixels", type=int, default=None,
-                           help="refuse (or with --skip-invalid reject) an image whose header "
-                                "claims more "
-                                f"pixels (default ${pixels.ENVIRONMENT} or "
-                                f"{pixels.MAX_IMAGE_PIXELS:,})")
-    return cli.run("convert", arguments, lambda args: print(json.dumps(convert(
-        args.input, args.output, single_person=args.single_person, skip_invalid=args.skip_invalid,
-        num_shards=args.num_shards, allow_empty=args.allow_empty,
-        max_image_pixels=args.max_image_pixels))),
-        argv)
+    arguments.add_argument(
+        "--input", required=True, help="folder holding the AIC release (at any depth)"
+    )
+    arguments.add_argument(
+        "--output", required=True, help="output folder (must be absent or empty)"
+    )
+    arguments.add_argument(
+        "--single-person", action="store_true", help="keep only images with exactly one person"
+    )
+    arguments.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="skip invalid records (listed in rejects.json) instead of stopping",
+    )
+    arguments.add_argument(
+        "--num-shards",
+        type=int,
+        default=None,
+        help="write each split's images as N per-shard packs (packs/) instead of images/",
+    )
+    arguments.add_argument(
+        "--allow-empty", action="store_true", help="write a split that has no image left"
+    )
+    arguments.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=None,
+        help="refuse (or with --skip-invalid reject) an image whose header "
+        "claims more "
+        f"pixels (default ${pixels.ENVIRONMENT} or "
+        f"{pixels.MAX_IMAGE_PIXELS:,})",
+    )
+    return cli.run(
+        "convert",
+        arguments,
+        lambda args: print(
+            json.dumps(
+                convert(
+                    args.input,
+                    args.output,
+                    single_person=args.single_person,
+                    skip_invalid=args.skip_invalid,
+                    num_shards=args.num_shards,
+                    allow_empty=args.allow_empty,
+                    max_image_pixels=args.max_image_pixels,
+                )
+            )
+        ),
+        argv,
+    )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ Writes the release as extracted (docs/ARTIFACTS.md, download -> raw), all or not
 in a temporary sibling folder (pose.files.atomic), renamed to `output` at the end and removed on failure.
 An existing `output` must be an empty folder (as KFP creates it).
 """
+
 import contextlib
 import gzip
 import hashlib
@@ -54,14 +55,16 @@ MAX_EXTRACTED_BYTES = 64 << 30
 # synthetic://N renders N train and max(N // 5, 8) valid images of ~40 KB: at most 250,000 (more
 # than the AIC release's 210,000 train images), seeds as numpy takes them.
 MAX_SYNTHETIC_IMAGES = 250_000
-MAX_SYNTHETIC_SEED = 2 ** 32 - 1
+MAX_SYNTHETIC_SEED = 2**32 - 1
 
 
 class DownloadError(ValueError):
     """A source that cannot be fetched or is not what it claims to be; the message names it."""
 
 
-def download(source: str, output: str, sha256: str | None = None, allow_no_images: bool = False) -> dict:
+def download(
+    source: str, output: str, sha256: str | None = None, allow_no_images: bool = False
+) -> dict:
     """Fetches `source` into the folder `output`; returns counts (images, bytes, ...) for the metadata.
     A source that yields no image is an error unless `allow_no_images`."""
     if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256.strip()):
@@ -76,8 +79,10 @@ def download(source: str, output: str, sha256: str | None = None, allow_no_image
             summary = _fetch(source, partial, sha256.strip().lower() if sha256 else None)
             counts = count_release(str(partial))
             if not counts["images"] and not allow_no_images:
-                raise DownloadError(f"{source}: yielded no images ({counts['files']} files, {counts['bytes']} bytes; "
-                                    f"expected {', '.join(IMAGE_SUFFIXES)} files); pass --allow-no-images to keep it")
+                raise DownloadError(
+                    f"{source}: yielded no images ({counts['files']} files, {counts['bytes']} bytes; "
+                    f"expected {', '.join(IMAGE_SUFFIXES)} files); pass --allow-no-images to keep it"
+                )
         summary.update(counts, source=source)
         wrote.update(summary)
     return summary
@@ -93,7 +98,9 @@ def _fetch(source: str, dest: Path, sha256: str | None) -> dict:
             response = storage.open_http(source)
             name = _file_name(parsed.path)
             with response:
-                digest = _stream_to(dest / (STAGING_PREFIX + name), response.read, response.length, source)
+                digest = _stream_to(
+                    dest / (STAGING_PREFIX + name), response.read, response.length, source
+                )
             _unpack(dest / (STAGING_PREFIX + name), name, dest, source, digest, sha256)
         elif storage.is_object_uri(source):
             info = storage.stat(source)
@@ -112,13 +119,20 @@ def _fetch(source: str, dest: Path, sha256: str | None) -> dict:
         elif uris.is_local(source):
             _fetch_local(source, uris.local_path(source), dest, sha256)
         else:
-            raise DownloadError(f"{source}: unsupported scheme {scheme!r}; expected https, http, gs, s3, minio, "
-                                f"file or synthetic")
+            raise DownloadError(
+                f"{source}: unsupported scheme {scheme!r}; expected https, http, gs, s3, minio, "
+                f"file or synthetic"
+            )
     except storage.StorageError as error:
         raise DownloadError(str(error) if source in str(error) else f"{source}: {error}") from None
-    except (TimeoutError, ConnectionError) as error:  # a read that stalled or broke off mid-transfer
-        raise DownloadError(f"{source}: the transfer stalled or broke off ({type(error).__name__}: {error}; "
-                            f"each read waits at most {storage.network_timeout():g} s, POSE_NETWORK_TIMEOUT)") from None
+    except (
+        TimeoutError,
+        ConnectionError,
+    ) as error:  # a read that stalled or broke off mid-transfer
+        raise DownloadError(
+            f"{source}: the transfer stalled or broke off ({type(error).__name__}: {error}; "
+            f"each read waits at most {storage.network_timeout():g} s, POSE_NETWORK_TIMEOUT)"
+        ) from None
     return {}
 
 
@@ -126,23 +140,31 @@ def _render_synthetic(source: str, parsed, dest: Path, sha256: str | None) -> di
     from pose.data.synthetic import render_release
 
     if sha256:
-        raise DownloadError(f"{source}: --sha256 applies to a downloaded file, not to a synthetic release")
+        raise DownloadError(
+            f"{source}: --sha256 applies to a downloaded file, not to a synthetic release"
+        )
     num_train, seed = synthetic_parameters(source)
     rendered = render_release(str(dest), num_train, max(num_train // 5, 8), seed)
-    return {"synthetic_seed": seed, "people_train": rendered["train_people"],
-            "people_valid": rendered["valid_people"]}
+    return {
+        "synthetic_seed": seed,
+        "people_train": rendered["train_people"],
+        "people_valid": rendered["valid_people"],
+    }
 
 
 def synthetic_parameters(source: str) -> tuple[int, int]:
     """(N, seed) of `synthetic://N[?seed=S]`; DownloadError naming what is wrong, before anything is
     rendered (also called by the pipeline's parameter check)."""
     parsed = urllib.parse.urlparse(source)
-    usage = (f"{source}: expected synthetic://N[?seed=S] with 1 <= N <= {MAX_SYNTHETIC_IMAGES:,} "
-             "and "
-             f"0 <= S <= {MAX_SYNTHETIC_SEED:,}")
+    usage = (
+        f"{source}: expected synthetic://N[?seed=S] with 1 <= N <= {MAX_SYNTHETIC_IMAGES:,} "
+        "and "
+        f"0 <= S <= {MAX_SYNTHETIC_SEED:,}"
+    )
     try:
-        query = urllib.parse.parse_qs(parsed.query, keep_blank_values=True,
-                                      strict_parsing=bool(parsed.query))
+        query = urllib.parse.parse_qs(
+            parsed.query, keep_blank_values=True, strict_parsing=bool(parsed.query)
+        )
     except ValueError:
         raise DownloadError(f"{usage}; the query {parsed.query!r} is not key=value") from None
     if set(query) - {"seed"} or any(len(values) > 1 for values in query.values()):
@@ -195,7 +217,9 @@ class _DigestingWriter:
 
     def __init__(self, out, total: int | None, label: str):
         self.out, self.digest = out, hashlib.sha256()
-        self.bar = tqdm(total=total, unit="B", unit_scale=True, desc=label, mininterval=1, leave=False)
+        self.bar = tqdm(
+            total=total, unit="B", unit_scale=True, desc=label, mininterval=1, leave=False
+        )
 
     def write(self, data) -> int:
         if self.out is not None:
@@ -228,8 +252,15 @@ def _stream_to(target: Path | None, read, total: int | None, label: str) -> str:
 # Checksums and archives
 
 
-def _unpack(path: Path, name: str, dest: Path, source: str, digest: str | None, sha256: str | None,
-            keep_source: bool = False) -> None:
+def _unpack(
+    path: Path,
+    name: str,
+    dest: Path,
+    source: str,
+    digest: str | None,
+    sha256: str | None,
+    keep_source: bool = False,
+) -> None:
     """Verifies the file's digest, then extracts it into dest if it is an archive, else places it there."""
     if sha256 and digest != sha256:
         raise DownloadError(f"{source}: sha256 mismatch: expected {sha256}, got {digest}")
@@ -296,7 +327,8 @@ def _refuse_expansion(label: str, archive: Path, total: int, limit: int, name: s
         "bomb?); the "
         f"bound is POSE_MAX_EXPANSION_RATIO (default {MAX_EXPANSION_RATIO}) x its size, at least "
         f"{MIN_EXTRACTED_BYTES >> 20} MiB, at most POSE_MAX_EXTRACTED_BYTES (default "
-        f"{MAX_EXTRACTED_BYTES >> 30} GiB)")
+        f"{MAX_EXTRACTED_BYTES >> 30} GiB)"
+    )
 
 
 def _extract(archive: Path, kind: str, dest: Path, label: str) -> None:
@@ -310,12 +342,16 @@ def _extract(archive: Path, kind: str, dest: Path, label: str) -> None:
                     total += member.file_size
                     if total > limit:
                         _refuse_expansion(label, archive, total, limit, member.filename)
-                for member in tqdm(members, desc=f"extract {archive.name}", unit="file", mininterval=1, leave=False):
+                for member in tqdm(
+                    members, desc=f"extract {archive.name}", unit="file", mininterval=1, leave=False
+                ):
                     bundle.extract(member, dest)
                     count += 1
         else:
             with tarfile.open(archive, "r:*") as bundle:
-                for member in tqdm(bundle, desc=f"extract {archive.name}", unit="file", mininterval=1, leave=False):
+                for member in tqdm(
+                    bundle, desc=f"extract {archive.name}", unit="file", mininterval=1, leave=False
+                ):
                     _check_member_name(member.name, dest, label)
                     total += member.size
                     if total > limit:
@@ -325,10 +361,14 @@ def _extract(archive: Path, kind: str, dest: Path, label: str) -> None:
                     count += 1
                 _check_tar_end(bundle, label, count)
     except tarfile.FilterError as error:
-        raise DownloadError(f"{label}: refusing member {error.tarinfo.name!r}: it escapes the output folder "
-                            f"({error})") from None
+        raise DownloadError(
+            f"{label}: refusing member {error.tarinfo.name!r}: it escapes the output folder "
+            f"({error})"
+        ) from None
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as error:
-        raise DownloadError(f"{label}: not a readable {kind} archive, truncated or corrupt ({error})") from None
+        raise DownloadError(
+            f"{label}: not a readable {kind} archive, truncated or corrupt ({error})"
+        ) from None
     log.info("extracted %d members from %s", count, label)
 
 
@@ -337,23 +377,33 @@ def _check_tar_end(bundle: tarfile.TarFile, label: str, count: int) -> None:
     bundle.fileobj.seek(bundle.offset)
     end = bundle.fileobj.read(tarfile.BLOCKSIZE)
     if len(end) < tarfile.BLOCKSIZE or any(end):
-        raise DownloadError(f"{label}: the tar archive ends early, after {count} members without its end-of-archive "
-                            "blocks (truncated download?)")
+        raise DownloadError(
+            f"{label}: the tar archive ends early, after {count} members without its end-of-archive "
+            "blocks (truncated download?)"
+        )
 
 
 def _check_member_name(name: str, dest: Path, label: str) -> None:
     """Absolute names are refused even though extractors would strip the slash: the archive is not what it claims."""
-    if name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name) or not uris.is_inside(dest / name, dest):
+    if (
+        name.startswith(("/", "\\"))
+        or re.match(r"[A-Za-z]:", name)
+        or not uris.is_inside(dest / name, dest)
+    ):
         raise DownloadError(f"{label}: refusing member {name!r}: it escapes the output folder")
 
 
-def _check_zip_member(bundle: zipfile.ZipFile, member: zipfile.ZipInfo, dest: Path, label: str) -> None:
+def _check_zip_member(
+    bundle: zipfile.ZipFile, member: zipfile.ZipInfo, dest: Path, label: str
+) -> None:
     name = member.filename
     _check_member_name(name, dest, label)
     if stat.S_ISLNK(member.external_attr >> 16):
         target = bundle.read(member).decode(errors="replace")
         if os.path.isabs(target) or not uris.is_inside((dest / name).parent / target, dest):
-            raise DownloadError(f"{label}: refusing member {name!r}: a link to {target!r} outside the output folder")
+            raise DownloadError(
+                f"{label}: refusing member {name!r}: a link to {target!r} outside the output folder"
+            )
 
 
 def _link_or_copy(source, target) -> None:
@@ -388,14 +438,29 @@ def count_release(folder: str) -> dict:
 
 def main(argv=None) -> int:
     arguments = cli.parser("download", __doc__)
-    arguments.add_argument("--source", required=True,
-                           help="https://, http://, gs://, s3://, minio://, a local path, file:// or "
-                                "synthetic://N[?seed=S]")
-    arguments.add_argument("--output", required=True, help="folder to create (must not exist, or be empty)")
-    arguments.add_argument("--sha256", default=None, help="expected SHA-256 (hex) of a single-file source")
-    arguments.add_argument("--allow-no-images", action="store_true", help="keep a source that holds no image")
-    return cli.run("download", arguments, lambda args: download(args.source, args.output, args.sha256,
-                                                                allow_no_images=args.allow_no_images), argv)
+    arguments.add_argument(
+        "--source",
+        required=True,
+        help="https://, http://, gs://, s3://, minio://, a local path, file:// or "
+        "synthetic://N[?seed=S]",
+    )
+    arguments.add_argument(
+        "--output", required=True, help="folder to create (must not exist, or be empty)"
+    )
+    arguments.add_argument(
+        "--sha256", default=None, help="expected SHA-256 (hex) of a single-file source"
+    )
+    arguments.add_argument(
+        "--allow-no-images", action="store_true", help="keep a source that holds no image"
+    )
+    return cli.run(
+        "download",
+        arguments,
+        lambda args: download(
+            args.source, args.output, args.sha256, allow_no_images=args.allow_no_images
+        ),
+        argv,
+    )
 
 
 if __name__ == "__main__":

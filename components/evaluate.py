@@ -17,6 +17,7 @@ Writes   `results.json` (everything) and `report.html` (table, per-joint bars, g
 `python -m components.evaluate predict --model X.tflite --image IN --output OUT.png` draws the
 predicted skeleton on any image (letterboxed to the model's input): the desktop twin of the seed's app.
 """
+
 import json
 import logging
 import math
@@ -41,72 +42,147 @@ class EvaluationError(ValueError):
     """Unusable models or data: names the file or folder and what is wrong."""
 
 
-def evaluate(models_dir: str, data_dirs: list[str], output_dir: str, anchors_dir: str | None = None,
-             flip_test: bool = False, refine: str = DEFAULT_REFINE, latency_runs: int = 50, gallery_size: int = 12,
-             photos_dir: str | None = None) -> dict:
+def evaluate(
+    models_dir: str,
+    data_dirs: list[str],
+    output_dir: str,
+    anchors_dir: str | None = None,
+    flip_test: bool = False,
+    refine: str = DEFAULT_REFINE,
+    latency_runs: int = 50,
+    gallery_size: int = 12,
+    photos_dir: str | None = None,
+) -> dict:
     """Evaluates every .tflite in `models_dir` on `data_dirs` and on the real photographs of `photos_dir`
     (default: the repository's photos/; "" for none); writes results.json and report.html to `output_dir`
     and returns the results dict."""
     from pose.data import records, shard_index
-    from pose.files import outputs, steplog
     from pose.evaluation import report
     from pose.evaluation import results as results_file
+    from pose.files import outputs, steplog
     from pose.files.atomic import atomic_directory
 
     if refine not in REFINE_MODES:
         raise EvaluationError(f"refine must be one of {REFINE_MODES}, not {refine!r}")
     if latency_runs < 1:
-        raise EvaluationError(f"--latency-runs {latency_runs}: at least 1 timed run per model is needed")
+        raise EvaluationError(
+            f"--latency-runs {latency_runs}: at least 1 timed run per model is needed"
+        )
     if gallery_size < 0:
         raise EvaluationError(f"--gallery-size {gallery_size}: must not be negative")
     anchors_dir = resolve_anchors_dir(anchors_dir)
     photos_dir = _resolve_photos_dir(photos_dir)
     outputs.check_output("evaluate", output_dir, [models_dir, *data_dirs, anchors_dir])
-    with steplog.step("evaluate", models=models_dir, data=data_dirs, output=output_dir, anchors=anchors_dir,
-                      refine=refine, flip_test=flip_test) as wrote:
+    with steplog.step(
+        "evaluate",
+        models=models_dir,
+        data=data_dirs,
+        output=output_dir,
+        anchors=anchors_dir,
+        refine=refine,
+        flip_test=flip_test,
+    ) as wrote:
         models = _open_models(Path(models_dir))
-        anchors = {path.stem: open_model(path) for path in sorted(anchors_dir.glob("*.tflite"))} if anchors_dir else {}
+        anchors = (
+            {path.stem: open_model(path) for path in sorted(anchors_dir.glob("*.tflite"))}
+            if anchors_dir
+            else {}
+        )
         predicted = {**models, **{ANCHOR_PREFIX + name: anchor for name, anchor in anchors.items()}}
         with records.named_shard_errors(shard_index.read(data_dirs)["files"]):
-            predictions, truth, gallery = _predict_validation(predicted, data_dirs, refine, flip_test, gallery_size,
-                                                              gallery_candidates=list(models))
-        results = {"settings": {"models_dir": str(models_dir), "data_dirs": [str(d) for d in data_dirs],
-                                "anchors_dir": str(anchors_dir) if anchors_dir else None, "refine": refine,
-                                "flip_test": flip_test, "latency_runs": latency_runs,
-                                "all_threads": _all_threads(), "num_people": len(truth["image_id"]),
-                                "gallery_model": gallery["model"]},
-                   "models": {}, "anchors": {}}
+            predictions, truth, gallery = _predict_validation(
+                predicted,
+                data_dirs,
+                refine,
+                flip_test,
+                gallery_size,
+                gallery_candidates=list(models),
+            )
+        results = {
+            "settings": {
+                "models_dir": str(models_dir),
+                "data_dirs": [str(d) for d in data_dirs],
+                "anchors_dir": str(anchors_dir) if anchors_dir else None,
+                "refine": refine,
+                "flip_test": flip_test,
+                "latency_runs": latency_runs,
+                "all_threads": _all_threads(),
+                "num_people": len(truth["image_id"]),
+                "gallery_model": gallery["model"],
+            },
+            "models": {},
+            "anchors": {},
+        }
         for name, model in models.items():
-            results["models"][name] = {"file": model["path"].name, "metadata": model["metadata"],
-                                       **_accuracy(predictions[name], truth),
-                                       **_speed_and_size(model["path"], latency_runs)}
+            results["models"][name] = {
+                "file": model["path"].name,
+                "metadata": model["metadata"],
+                **_accuracy(predictions[name], truth),
+                **_speed_and_size(model["path"], latency_runs),
+            }
         for name, anchor in anchors.items():
-            results["anchors"][name] = {"file": str(anchor["path"]), "metadata": anchor["metadata"],
-                                        **_accuracy(predictions[ANCHOR_PREFIX + name], truth),
-                                        **_speed_and_size(anchor["path"], latency_runs)}
+            results["anchors"][name] = {
+                "file": str(anchor["path"]),
+                "metadata": anchor["metadata"],
+                **_accuracy(predictions[ANCHOR_PREFIX + name], truth),
+                **_speed_and_size(anchor["path"], latency_runs),
+            }
         _compare_with_seed(results)
-        results["photos"], photo_panels = _photographs(photos_dir, models, anchors, gallery["model"])
+        results["photos"], photo_panels = _photographs(
+            photos_dir, models, anchors, gallery["model"]
+        )
 
         with atomic_directory(output_dir, step="evaluate") as tmp:
             results_file.write(tmp / results_file.FILE_NAME, results)
-            (tmp / "report.html").write_text(report.render(results, gallery["images"], photo_panels))
+            (tmp / "report.html").write_text(
+                report.render(results, gallery["images"], photo_panels)
+            )
         for name, model in results["models"].items():
-            log.info("%s: PCKh %.1f, AP %.3f, %.2f ms (1 thread), %.2f MB, runtime %s%s", name, 100 * model["pckh"], model["ap"],
-                     model["latency"]["1"]["median_ms"], model["size_bytes"] / 1e6, model["latency"]["runtime"],
-                     (f", latency x{model['vs_seed']['latency_1_thread']:.2f} of the seed's"
-                      + ("" if model["vs_seed"]["same_input_size"] else
-                         f" (not like with like: {model['vs_seed']['input_size']} px against "
-                         f"{model['vs_seed']['seed_input_size']} px)")) if model["vs_seed"] else "")
+            log.info(
+                "%s: PCKh %.1f, AP %.3f, %.2f ms (1 thread), %.2f MB, runtime %s%s",
+                name,
+                100 * model["pckh"],
+                model["ap"],
+                model["latency"]["1"]["median_ms"],
+                model["size_bytes"] / 1e6,
+                model["latency"]["runtime"],
+                (
+                    f", latency x{model['vs_seed']['latency_1_thread']:.2f} of the seed's"
+                    + (
+                        ""
+                        if model["vs_seed"]["same_input_size"]
+                        else f" (not like with like: {model['vs_seed']['input_size']} px against "
+                        f"{model['vs_seed']['seed_input_size']} px)"
+                    )
+                )
+                if model["vs_seed"]
+                else "",
+            )
         if results["photos"]:
-            log.info("real photographs (%d, agreement = PCK@%.1f against the seed's %s): %s",
-                     len(results["photos"]["pictures"]), results["photos"]["threshold"],
-                     results["photos"]["reference"], ", ".join(
-                         f"{name} {value:.2f}" for name, value in results["photos"]["agreement"].items()))
+            log.info(
+                "real photographs (%d, agreement = PCK@%.1f against the seed's %s): %s",
+                len(results["photos"]["pictures"]),
+                results["photos"]["threshold"],
+                results["photos"]["reference"],
+                ", ".join(
+                    f"{name} {value:.2f}" for name, value in results["photos"]["agreement"].items()
+                ),
+            )
         for name, anchor in results["anchors"].items():
-            log.info("seed %s: PCKh %.1f, AP %.3f, %.2f ms (1 thread), %.2f MB", name, 100 * anchor["pckh"],
-                     anchor["ap"], anchor["latency"]["1"]["median_ms"], anchor["size_bytes"] / 1e6)
-        wrote.update(results=f"{output_dir}/results.json", report=f"{output_dir}/report.html",
-                     models=len(models), people=len(truth["image_id"]))
+            log.info(
+                "seed %s: PCKh %.1f, AP %.3f, %.2f ms (1 thread), %.2f MB",
+                name,
+                100 * anchor["pckh"],
+                anchor["ap"],
+                anchor["latency"]["1"]["median_ms"],
+                anchor["size_bytes"] / 1e6,
+            )
+        wrote.update(
+            results=f"{output_dir}/results.json",
+            report=f"{output_dir}/report.html",
+            models=len(models),
+            people=len(truth["image_id"]),
+        )
     return results
 
 
@@ -120,7 +196,10 @@ def resolve_anchors_dir(anchors_dir: str | None) -> Path | None:
     default = REPO / "anchors"
     if default.is_dir():
         return default
-    log.warning("no seed models to compare with (%s missing, POSE_ANCHORS_DIR unset): skipping anchors", default)
+    log.warning(
+        "no seed models to compare with (%s missing, POSE_ANCHORS_DIR unset): skipping anchors",
+        default,
+    )
     return None
 
 
@@ -146,8 +225,12 @@ def _photographs(photos_dir: Path | None, models: dict, anchors: dict, drawn_mod
 
     reference = networks.identity("mv2_cpm").seed_release
     if photos_dir is None or reference not in anchors:
-        log.info("real photographs: skipped (%s)", "no photographs folder" if photos_dir is None
-                 else f"no seed model {reference} to compare with")
+        log.info(
+            "real photographs: skipped (%s)",
+            "no photographs folder"
+            if photos_dir is None
+            else f"no seed model {reference} to compare with",
+        )
         return None, []
     try:
         return photos.evaluate(models, reference, anchors[reference], photos_dir, drawn_model)
@@ -179,25 +262,37 @@ def open_model(path: Path) -> dict:
     _, height, width, channels = tflite_runtime.input_shape(interpreter)
     out_shape = tflite_runtime.output_shape(interpreter)
     if height != width or channels != 3 or len(out_shape) != 4:
-        raise EvaluationError(f"{path}: input {[height, width, channels]} / output {list(out_shape)}, expected a "
-                              "square RGB image in and [1, h, w, K] heatmaps out")
+        raise EvaluationError(
+            f"{path}: input {[height, width, channels]} / output {list(out_shape)}, expected a "
+            "square RGB image in and [1, h, w, K] heatmaps out"
+        )
     if out_shape[-1] != keypoints.NUM_KEYPOINTS:
-        raise EvaluationError(f"{path}: size mismatch: the model outputs {out_shape[-1]} heatmaps, the data has "
-                              f"{keypoints.NUM_KEYPOINTS} keypoints per person")
+        raise EvaluationError(
+            f"{path}: size mismatch: the model outputs {out_shape[-1]} heatmaps, the data has "
+            f"{keypoints.NUM_KEYPOINTS} keypoints per person"
+        )
     try:
         model_metadata = metadata.of_model_file(path, interpreter)
     except metadata.MetadataError as error:
         raise EvaluationError(str(error)) from error
     if model_metadata.input_size != height:
-        raise EvaluationError(f"{path}: size mismatch: the model takes {height}x{width} but "
-                              f"{metadata.path_for(path).name} says input_size "
-                              f"{model_metadata.input_size}")
+        raise EvaluationError(
+            f"{path}: size mismatch: the model takes {height}x{width} but "
+            f"{metadata.path_for(path).name} says input_size "
+            f"{model_metadata.input_size}"
+        )
     beside = metadata.path_for(path)
     # the claims as written (the reader derives some fields, e.g. the stride, from others)
     claims = json.loads(beside.read_text()) if beside.is_file() else model_metadata.to_json()
     _check_claims(path, beside.name, claims if isinstance(claims, dict) else {}, height, out_shape)
-    return {"path": path, "interpreter": interpreter, "metadata": model_metadata.to_json(),
-            "contract": model_metadata.contract, "input_size": height, "heatmap_size": out_shape[1]}
+    return {
+        "path": path,
+        "interpreter": interpreter,
+        "metadata": model_metadata.to_json(),
+        "contract": model_metadata.contract,
+        "input_size": height,
+        "heatmap_size": out_shape[1],
+    }
 
 
 def _check_claims(path: Path, meta_name: str, metadata: dict, input_size: int, out_shape) -> None:
@@ -205,19 +300,25 @@ def _check_claims(path: Path, meta_name: str, metadata: dict, input_size: int, o
     the model's own (issue 21: a .json claiming stride 4 and 17 keypoints for a 14-channel model was
     copied into results.json)."""
     heatmap = int(out_shape[1])
-    actual = {"input_size": input_size, "output_size": heatmap, "num_keypoints": int(out_shape[-1]),
-              "output_stride": input_size / heatmap}
+    actual = {
+        "input_size": input_size,
+        "output_size": heatmap,
+        "num_keypoints": int(out_shape[-1]),
+        "output_stride": input_size / heatmap,
+    }
     for key, value in actual.items():
         claimed = metadata.get(key)
         if claimed is None:
             continue
         number = isinstance(claimed, (int, float)) and not isinstance(claimed, bool)
         if not number or abs(claimed - value) > 1e-6:
-            raise EvaluationError(f"{path}: {meta_name} says {key} {claimed!r}, but the model has "
-                                  f"{value:g} "
-                                  f"(input {input_size}x{input_size}, heatmaps "
-                                  f"{heatmap}x{heatmap}x{out_shape[-1]}): "
-                                  "the .json does not describe this model")
+            raise EvaluationError(
+                f"{path}: {meta_name} says {key} {claimed!r}, but the model has "
+                f"{value:g} "
+                f"(input {input_size}x{input_size}, heatmaps "
+                f"{heatmap}x{heatmap}x{out_shape[-1]}): "
+                "the .json does not describe this model"
+            )
 
 
 def seed_release_checksums() -> dict:
@@ -228,8 +329,11 @@ def seed_release_checksums() -> dict:
         candidates.append(Path(os.environ["POSE_ANCHORS_DIR"]) / "SHA256SUMS")
     for candidate in candidates:
         if candidate.is_file():
-            return {line.split()[0]: line.split()[-1] for line in candidate.read_text().splitlines()
-                    if line.strip()}
+            return {
+                line.split()[0]: line.split()[-1]
+                for line in candidate.read_text().splitlines()
+                if line.strip()
+            }
     return {}
 
 
@@ -242,57 +346,84 @@ def _check_seed_release(path: Path, meta_name: str) -> None:
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     known = seed_release_checksums()
     if digest not in known:
-        raise EvaluationError(f"{path}: no {meta_name} beside it, and its sha256 {digest} is none "
-                              "of the seed's "
-                              "released files "
-                              f"({', '.join(sorted(known.values())) or 'no SHA256SUMS found'}): "
-                              "a damaged seed file, or a model whose contract nobody stated (give "
-                              "its .json)")
+        raise EvaluationError(
+            f"{path}: no {meta_name} beside it, and its sha256 {digest} is none "
+            "of the seed's "
+            "released files "
+            f"({', '.join(sorted(known.values())) or 'no SHA256SUMS found'}): "
+            "a damaged seed file, or a model whose contract nobody stated (give "
+            "its .json)"
+        )
 
 
 def run_in_contract(model: dict, images):
     """Heatmaps in AIC order for training-pipeline images (RGB in [0, 1]), the model fed in its own contract."""
     from pose.models import contract, tflite_runtime
 
-    heatmaps = tflite_runtime.run(model["interpreter"], contract.from_training_images(images, model["contract"]))
+    heatmaps = tflite_runtime.run(
+        model["interpreter"], contract.from_training_images(images, model["contract"])
+    )
     return contract.to_aic_order(heatmaps, model["contract"])
 
 
-def _predict_validation(models: dict, data_dirs: list[str], refine: str, flip_test: bool, gallery_size: int,
-                        gallery_candidates: list[str]):
+def _predict_validation(
+    models: dict,
+    data_dirs: list[str],
+    refine: str,
+    flip_test: bool,
+    gallery_size: int,
+    gallery_candidates: list[str],
+):
     """Runs every model over the validation people once; returns (predictions {name: {keypoints, scores}} in
     original pixels, truth arrays, gallery {model, images})."""
     import numpy as np
     from tqdm import tqdm
 
     from pose import codec
-    from pose.files import integrity
     from pose.data import inputs, keypoints, shard_index
+    from pose.files import integrity
 
     index = shard_index.read(data_dirs)
     integrity.verify_shards(data_dirs)
     if index["split"] != "valid":
-        log.warning("evaluating on shards of split %r (%s), not on validation shards: the figures do not measure "
-                    "generalisation", index["split"], ", ".join(map(str, data_dirs)))
+        log.warning(
+            "evaluating on shards of split %r (%s), not on validation shards: the figures do not measure "
+            "generalisation",
+            index["split"],
+            ", ".join(map(str, data_dirs)),
+        )
     if index["num_examples"] == 0:
-        raise EvaluationError(f"{', '.join(map(str, data_dirs))}: the shards hold no people to evaluate")
-    gallery_model = next((n for n in gallery_candidates if n.endswith("_fp32")), gallery_candidates[0])
+        raise EvaluationError(
+            f"{', '.join(map(str, data_dirs))}: the shards hold no people to evaluate"
+        )
+    gallery_model = next(
+        (n for n in gallery_candidates if n.endswith("_fp32")), gallery_candidates[0]
+    )
     predictions = {name: {"keypoints": [], "scores": []} for name in models}
     truth = {key: [] for key in ("keypoints", "visibility", "bbox", "image_id")}
     gallery = {"model": gallery_model, "images": []}
-    codecs = {name: codec.HeatmapCodec.for_heatmaps(m["input_size"], m["heatmap_size"], refine=refine)
-              for name, m in models.items()}
+    codecs = {
+        name: codec.HeatmapCodec.for_heatmaps(m["input_size"], m["heatmap_size"], refine=refine)
+        for name, m in models.items()
+    }
     started = time.perf_counter()
     for size in sorted({m["input_size"] for m in models.values()}):
         sized = {name: m for name, m in models.items() if m["input_size"] == size}
         first_pass = not truth["image_id"]
         batches = inputs.evaluation_dataset([str(d) for d in data_dirs], size, BATCH_SIZE)
-        for batch in tqdm(batches, total=math.ceil(index["num_examples"] / BATCH_SIZE), unit="batch",
-                          desc=f"evaluate {size}px x {len(sized)} models", mininterval=5):
+        for batch in tqdm(
+            batches,
+            total=math.ceil(index["num_examples"] / BATCH_SIZE),
+            unit="batch",
+            desc=f"evaluate {size}px x {len(sized)} models",
+            mininterval=5,
+        ):
             batch = {key: value.numpy() for key, value in batch.items()}
             if batch["original_keypoints"].shape[1] != keypoints.NUM_KEYPOINTS:
-                raise EvaluationError(f"{data_dirs}: records hold {batch['original_keypoints'].shape[1]} keypoints, "
-                                      f"the models {keypoints.NUM_KEYPOINTS}")
+                raise EvaluationError(
+                    f"{data_dirs}: records hold {batch['original_keypoints'].shape[1]} keypoints, "
+                    f"the models {keypoints.NUM_KEYPOINTS}"
+                )
             if first_pass:
                 truth["keypoints"].append(batch["original_keypoints"])
                 truth["visibility"].append(batch["visibility"])
@@ -300,19 +431,38 @@ def _predict_validation(models: dict, data_dirs: list[str], refine: str, flip_te
                 truth["image_id"].append(batch["image_id"])
             for name, model in sized.items():
                 predict = lambda images, m=model: run_in_contract(m, images)  # noqa: E731
-                heatmaps = codec.flip_test(predict, batch["image"]) if flip_test else predict(batch["image"])
+                heatmaps = (
+                    codec.flip_test(predict, batch["image"])
+                    if flip_test
+                    else predict(batch["image"])
+                )
                 in_input, scores = codecs[name].decode_to_input(heatmaps)
-                predictions[name]["keypoints"].append(input_to_original(in_input, batch["to_original"]))
+                predictions[name]["keypoints"].append(
+                    input_to_original(in_input, batch["to_original"])
+                )
                 predictions[name]["scores"].append(scores)
                 if name == gallery_model and len(gallery["images"]) < gallery_size:
-                    gallery["images"].extend(_gallery_images(batch, in_input, gallery_size - len(gallery["images"])))
+                    gallery["images"].extend(
+                        _gallery_images(batch, in_input, gallery_size - len(gallery["images"]))
+                    )
     truth = {key: np.concatenate(value) for key, value in truth.items()}
     if len(truth["image_id"]) == 0:
-        raise EvaluationError(f"{', '.join(map(str, data_dirs))}: the shards hold no people to evaluate")
+        raise EvaluationError(
+            f"{', '.join(map(str, data_dirs))}: the shards hold no people to evaluate"
+        )
     elapsed = time.perf_counter() - started
-    log.info("predicted %d people with %d models in %.1fs (%.1f people/s per model)", len(truth["image_id"]),
-             len(models), elapsed, len(truth["image_id"]) * len(models) / max(elapsed, 1e-9))
-    return ({name: {k: np.concatenate(v) for k, v in p.items()} for name, p in predictions.items()}, truth, gallery)
+    log.info(
+        "predicted %d people with %d models in %.1fs (%.1f people/s per model)",
+        len(truth["image_id"]),
+        len(models),
+        elapsed,
+        len(truth["image_id"]) * len(models) / max(elapsed, 1e-9),
+    )
+    return (
+        {name: {k: np.concatenate(v) for k, v in p.items()} for name, p in predictions.items()},
+        truth,
+        gallery,
+    )
 
 
 def input_to_original(points, to_original):
@@ -322,18 +472,21 @@ def input_to_original(points, to_original):
     return np.einsum("nij,nkj->nki", to_original[:, :, :2], points) + to_original[:, None, :, 2]
 
 
-def _gallery_images(batch: dict, predicted_input: "np.ndarray", count: int, scale: int = 2) -> list[str]:
+def _gallery_images(batch: dict, predicted_input, count: int, scale: int = 2) -> list[str]:
     import cv2
     import numpy as np
 
     from pose.evaluation import report
 
     uris = []
-    for image, true_points, visibility, points in zip(batch["image"][:count], batch["keypoints"],
-                                                      batch["visibility"], predicted_input):
+    for image, true_points, visibility, points in zip(
+        batch["image"][:count], batch["keypoints"], batch["visibility"], predicted_input
+    ):
         canvas = cv2.cvtColor((np.clip(image, 0, 1) * 255).astype(np.uint8), cv2.COLOR_RGB2BGR)
         canvas = cv2.resize(canvas, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
-        report.draw_skeleton(canvas, (true_points + 0.5) * scale - 0.5, visibility > 0, report.TRUE_COLOUR)
+        report.draw_skeleton(
+            canvas, (true_points + 0.5) * scale - 0.5, visibility > 0, report.TRUE_COLOUR
+        )
         report.draw_skeleton(canvas, (points + 0.5) * scale - 0.5, None, report.PREDICTED_COLOUR)
         uris.append(report.jpeg_data_uri(canvas))
     return uris
@@ -343,11 +496,24 @@ def _accuracy(prediction: dict, truth: dict) -> dict:
     from pose.data import keypoints
     from pose.evaluation import metrics
 
-    mean, per_joint = metrics.pckh(prediction["keypoints"], truth["keypoints"], truth["visibility"] > 0)
-    ap = metrics.oks_ap(prediction["keypoints"], prediction["scores"], truth["keypoints"], truth["visibility"],
-                        truth["bbox"], truth["image_id"])
-    return {"pckh": mean, "pckh_per_joint": {name: (None if v != v else float(v))
-                                             for name, v in zip(keypoints.NAMES, per_joint)}, **ap}
+    mean, per_joint = metrics.pckh(
+        prediction["keypoints"], truth["keypoints"], truth["visibility"] > 0
+    )
+    ap = metrics.oks_ap(
+        prediction["keypoints"],
+        prediction["scores"],
+        truth["keypoints"],
+        truth["visibility"],
+        truth["bbox"],
+        truth["image_id"],
+    )
+    return {
+        "pckh": mean,
+        "pckh_per_joint": {
+            name: (None if v != v else float(v)) for name, v in zip(keypoints.NAMES, per_joint)
+        },
+        **ap,
+    }
 
 
 def _all_threads() -> int:
@@ -361,12 +527,19 @@ def _speed_and_size(path: Path, runs: int) -> dict:
     is what an app would pick (ours and the seed's alike)."""
     from pose.models import tflite_runtime
 
-    by_runtime = {runtime: {"1": tflite_runtime.latency(path, 1, runs, runtime=runtime),
-                            "all": tflite_runtime.latency(path, _all_threads(), runs, runtime=runtime)}
-                  for runtime in tflite_runtime.RUNTIMES}
+    by_runtime = {
+        runtime: {
+            "1": tflite_runtime.latency(path, 1, runs, runtime=runtime),
+            "all": tflite_runtime.latency(path, _all_threads(), runs, runtime=runtime),
+        }
+        for runtime in tflite_runtime.RUNTIMES
+    }
     best = min(by_runtime, key=lambda runtime: by_runtime[runtime]["1"]["median_ms"])
-    return {"size_bytes": path.stat().st_size, "latency": {**by_runtime[best], "runtime": best},
-            "latency_by_runtime": by_runtime}
+    return {
+        "size_bytes": path.stat().st_size,
+        "latency": {**by_runtime[best], "runtime": best},
+        "latency_by_runtime": by_runtime,
+    }
 
 
 def _family(name: str) -> str | None:
@@ -392,31 +565,42 @@ def _compare_with_seed(results: dict) -> None:
         model["vs_seed"] = {
             "seed_model": next(n for n, a in results["anchors"].items() if a is anchor),
             # latency scales with pixels: a ratio across input sizes is not like with like
-            "input_size": size, "seed_input_size": seed_size, "same_input_size": size == seed_size,
-            "latency_1_thread": model["latency"]["1"]["median_ms"] / anchor["latency"]["1"]["median_ms"],
-            "latency_all_threads": model["latency"]["all"]["median_ms"] / anchor["latency"]["all"]["median_ms"],
+            "input_size": size,
+            "seed_input_size": seed_size,
+            "same_input_size": size == seed_size,
+            "latency_1_thread": model["latency"]["1"]["median_ms"]
+            / anchor["latency"]["1"]["median_ms"],
+            "latency_all_threads": model["latency"]["all"]["median_ms"]
+            / anchor["latency"]["all"]["median_ms"],
             "size": model["size_bytes"] / anchor["size_bytes"],
             "pckh_points": 100 * (model["pckh"] - anchor["pckh"]),
             "ap": model["ap"] - anchor["ap"],
         }
 
 
-def predict(model_path: str, image_path: str, output_path: str, refine: str = DEFAULT_REFINE,
-            min_score: float = 0.1) -> dict:
+def predict(
+    model_path: str,
+    image_path: str,
+    output_path: str,
+    refine: str = DEFAULT_REFINE,
+    min_score: float = 0.1,
+) -> dict:
     """Draws the predicted skeleton on `image_path` (the whole image letterboxed to the model input) into
     `output_path`; returns {"keypoints": [[x, y], ...] in image pixels, "scores": [...]}."""
     import cv2
     import numpy as np
 
-    from pose.models import contract, tflite_runtime
-    from pose.evaluation import report
     from pose.codec import HeatmapCodec
+    from pose.evaluation import report
     from pose.files.atomic import atomic_file
+    from pose.models import contract, tflite_runtime
 
     suffix = Path(output_path).suffix.lower()
     if suffix not in PREDICT_SUFFIXES:
-        raise EvaluationError(f"{output_path}: cannot write a {suffix or 'suffix-less'} file; name an image "
-                              f"({', '.join(PREDICT_SUFFIXES)})")
+        raise EvaluationError(
+            f"{output_path}: cannot write a {suffix or 'suffix-less'} file; name an image "
+            f"({', '.join(PREDICT_SUFFIXES)})"
+        )
     model = open_model(Path(model_path))
     size = model["input_size"]
     from pose.data import pixels
@@ -435,20 +619,37 @@ def predict(model_path: str, image_path: str, output_path: str, refine: str = DE
     shift_x = 0.5 * scale - 0.5 + (size - scale * width) / 2
     shift_y = 0.5 * scale - 0.5 + (size - scale * height) / 2
     to_input = np.array([[scale, 0, shift_x], [0, scale, shift_y]], dtype=np.float64)
-    letterboxed = cv2.warpAffine(image, to_input, (size, size), flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    letterboxed = cv2.warpAffine(
+        image, to_input, (size, size), flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    )
     heatmaps = contract.to_aic_order(
-        tflite_runtime.run(model["interpreter"], contract.model_input(letterboxed[None], model["contract"])),
-        model["contract"])
-    in_input, scores = HeatmapCodec.for_heatmaps(size, heatmaps.shape[1], refine=refine).decode_to_input(heatmaps)
+        tflite_runtime.run(
+            model["interpreter"], contract.model_input(letterboxed[None], model["contract"])
+        ),
+        model["contract"],
+    )
+    in_input, scores = HeatmapCodec.for_heatmaps(
+        size, heatmaps.shape[1], refine=refine
+    ).decode_to_input(heatmaps)
     points = (in_input[0] - to_input[:, 2]) / scale
-    report.draw_skeleton(image, points, scores[0] >= min_score, report.PREDICTED_COLOUR,
-                         thickness=max(2, round(max(height, width) / 200)))
+    report.draw_skeleton(
+        image,
+        points,
+        scores[0] >= min_score,
+        report.PREDICTED_COLOUR,
+        thickness=max(2, round(max(height, width) / 200)),
+    )
     output_path = Path(output_path)
     with atomic_file(output_path) as tmp:
         if not cv2.imwrite(str(tmp), image):
             raise EvaluationError(f"{output_path}: cannot write the image")
-    log.info("wrote %s: %d of %d joints above score %.2f", output_path, int((scores[0] >= min_score).sum()),
-             scores.shape[1], min_score)
+    log.info(
+        "wrote %s: %d of %d joints above score %.2f",
+        output_path,
+        int((scores[0] >= min_score).sum()),
+        scores.shape[1],
+        min_score,
+    )
     return {"keypoints": points.tolist(), "scores": scores[0].tolist()}
 
 
@@ -457,31 +658,75 @@ def main(argv=None) -> int:
     if argv[:1] == ["predict"]:
         arguments = cli.parser("evaluate predict", "Draw the predicted skeleton on an image.")
         arguments.add_argument("--model", required=True, help=".tflite model")
-        arguments.add_argument("--image", required=True,
-                               help="a JPEG or PNG picture (at most "
-                                    "pose.data.pixels.max_image_pixels() pixels)")
+        arguments.add_argument(
+            "--image",
+            required=True,
+            help="a JPEG or PNG picture (at most pose.data.pixels.max_image_pixels() pixels)",
+        )
         arguments.add_argument("--output", required=True, help="output image (.png)")
         arguments.add_argument("--refine", choices=REFINE_MODES, default=DEFAULT_REFINE)
-        arguments.add_argument("--min-score", type=float, default=0.1,
-                               help="joints below this peak score are not drawn")
-        return cli.run("predict", arguments, lambda args: predict(args.model, args.image, args.output,
-                                                                  refine=args.refine, min_score=args.min_score),
-                       argv[1:])
+        arguments.add_argument(
+            "--min-score",
+            type=float,
+            default=0.1,
+            help="joints below this peak score are not drawn",
+        )
+        return cli.run(
+            "predict",
+            arguments,
+            lambda args: predict(
+                args.model, args.image, args.output, refine=args.refine, min_score=args.min_score
+            ),
+            argv[1:],
+        )
     arguments = cli.parser("evaluate", __doc__)
-    arguments.add_argument("--models", required=True, help="tflite output folder (*.tflite and their .json)")
-    arguments.add_argument("--data", action="append", required=True, help="validation shard folder (repeatable)")
-    arguments.add_argument("--output", required=True, help="folder for results.json and report.html")
-    arguments.add_argument("--anchors", help="seed models folder (default: $POSE_ANCHORS_DIR, else the repository's anchors/)")
-    arguments.add_argument("--flip-test", action="store_true", help="average with the prediction on the mirrored image")
-    arguments.add_argument("--refine", choices=REFINE_MODES, default=DEFAULT_REFINE, help="sub-pixel heatmap refinement")
-    arguments.add_argument("--latency-runs", type=int, default=50, help="timed runs per model and thread count")
+    arguments.add_argument(
+        "--models", required=True, help="tflite output folder (*.tflite and their .json)"
+    )
+    arguments.add_argument(
+        "--data", action="append", required=True, help="validation shard folder (repeatable)"
+    )
+    arguments.add_argument(
+        "--output", required=True, help="folder for results.json and report.html"
+    )
+    arguments.add_argument(
+        "--anchors",
+        help="seed models folder (default: $POSE_ANCHORS_DIR, else the repository's anchors/)",
+    )
+    arguments.add_argument(
+        "--flip-test", action="store_true", help="average with the prediction on the mirrored image"
+    )
+    arguments.add_argument(
+        "--refine",
+        choices=REFINE_MODES,
+        default=DEFAULT_REFINE,
+        help="sub-pixel heatmap refinement",
+    )
+    arguments.add_argument(
+        "--latency-runs", type=int, default=50, help="timed runs per model and thread count"
+    )
     arguments.add_argument("--gallery-size", type=int, default=12)
-    arguments.add_argument("--photos", help="folder of real photographs to draw ours and the seed's keypoints on "
-                                            "(default: the repository's photos/; \"\" for none)")
-    return cli.run("evaluate", arguments, lambda args: evaluate(
-        args.models, args.data, args.output, anchors_dir=args.anchors, flip_test=args.flip_test,
-        refine=args.refine, latency_runs=args.latency_runs, gallery_size=args.gallery_size,
-        photos_dir=args.photos), argv)
+    arguments.add_argument(
+        "--photos",
+        help="folder of real photographs to draw ours and the seed's keypoints on "
+        '(default: the repository\'s photos/; "" for none)',
+    )
+    return cli.run(
+        "evaluate",
+        arguments,
+        lambda args: evaluate(
+            args.models,
+            args.data,
+            args.output,
+            anchors_dir=args.anchors,
+            flip_test=args.flip_test,
+            refine=args.refine,
+            latency_runs=args.latency_runs,
+            gallery_size=args.gallery_size,
+            photos_dir=args.photos,
+        ),
+        argv,
+    )
 
 
 if __name__ == "__main__":

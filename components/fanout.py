@@ -10,6 +10,7 @@ Writes   the lists as the task's output parameters.
 
     python -m components.fanout --num-shards 16 [--coco-uri gs://bucket/root/.../coco --split train]
 """
+
 import json
 
 from components import cli
@@ -45,8 +46,12 @@ def pack_uris(coco_uri: str, num_shards: int) -> dict[str, list[str]]:
         if not coco_uri or coco_uri != coco_uri.strip():
             raise FanoutError(f"coco_uri {coco_uri!r}: expected the URI of convert's output")
         base = coco_uri.rstrip("/")
-        uris = {split: [f"{base}/{packs.pack_path(split, index, num_shards)}" for index in range(num_shards)]
-                for split in ("train", "valid")}
+        uris = {
+            split: [
+                f"{base}/{packs.pack_path(split, index, num_shards)}" for index in range(num_shards)
+            ]
+            for split in ("train", "valid")
+        }
         wrote.update(packs=sum(map(len, uris.values())))
     return uris
 
@@ -54,9 +59,15 @@ def pack_uris(coco_uri: str, num_shards: int) -> dict[str, list[str]]:
 def main(argv=None) -> int:
     arguments = cli.parser("fanout", __doc__)
     arguments.add_argument("--num-shards", type=int, required=True)
-    arguments.add_argument("--coco-uri", default="", help="convert's packed output: print its pack URIs")
-    arguments.add_argument("--split", choices=("train", "valid"), default=None,
-                           help="with --coco-uri, only this split's pack URIs")
+    arguments.add_argument(
+        "--coco-uri", default="", help="convert's packed output: print its pack URIs"
+    )
+    arguments.add_argument(
+        "--split",
+        choices=("train", "valid"),
+        default=None,
+        help="with --coco-uri, only this split's pack URIs",
+    )
 
     def run(args):
         if not args.coco_uri:

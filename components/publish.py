@@ -11,6 +11,7 @@ Writes   at the destination: the .tflite, its .json, report.html, results.json, 
          (demo/, pose.web_demo.page_files: a static host of the destination serves a working demo), published.json.
          The KFP component's `published` artifact is the staged copy of exactly those files.
 """
+
 import contextlib
 import datetime
 import hashlib
@@ -23,15 +24,14 @@ import tempfile
 import time
 from pathlib import Path
 
-
 from components import cli
 from pose import web_demo
 from pose.data import keypoints
-from pose.models import contract, metadata
 from pose.evaluation import results as results_schema
 from pose.files import integrity
-from pose.files.uris import UriError, check_uri, local_path
 from pose.files.atomic import atomic_file
+from pose.files.uris import UriError, check_uri, local_path
+from pose.models import contract, metadata
 
 log = logging.getLogger("publish")
 
@@ -47,8 +47,14 @@ class PublishError(ValueError):
     """Missing or inconsistent inputs, or a destination that cannot be written; the message names which."""
 
 
-def publish(models_dir: str, report_path: str, results_path: str, destination: str, variant: str,
-            staging_dir: str | None = None) -> dict:
+def publish(
+    models_dir: str,
+    report_path: str,
+    results_path: str,
+    destination: str,
+    variant: str,
+    staging_dir: str | None = None,
+) -> dict:
     """Publishes one variant to `destination`; returns the manifest (also written as published.json).
 
     `staging_dir` keeps the staged files (the KFP component's output artifact); by default a temporary
@@ -56,8 +62,14 @@ def publish(models_dir: str, report_path: str, results_path: str, destination: s
     """
     from pose.files import steplog
 
-    with steplog.step("publish", models=models_dir, report=report_path, results=results_path,
-                      destination=destination, variant=variant) as wrote:
+    with steplog.step(
+        "publish",
+        models=models_dir,
+        report=report_path,
+        results=results_path,
+        destination=destination,
+        variant=variant,
+    ) as wrote:
         results = _read_results(Path(results_path))
         model_file = _choose_model(Path(models_dir), variant, results)
         integrity.verify_tflite(model_file)
@@ -76,9 +88,11 @@ def publish(models_dir: str, report_path: str, results_path: str, destination: s
                 "model": model_file.stem,
                 "variant": model_file.stem.rsplit("_", 1)[-1],
                 "destination": destination.rstrip("/"),
-                "published_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                "files": {name: {"bytes": p.stat().st_size, "sha256": integrity.sha256(p)}
-                          for name, p in _staged_files(staged)},
+                "published_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                "files": {
+                    name: {"bytes": p.stat().st_size, "sha256": integrity.sha256(p)}
+                    for name, p in _staged_files(staged)
+                },
             }
             (staged / MANIFEST).write_text(json.dumps(manifest, indent=2))
             uris = _upload(staged, destination)
@@ -105,23 +119,36 @@ def _file_in(path: Path, name: str, what: str) -> Path:
 def _choose_model(models_dir: Path, variant: str, results: dict) -> Path:
     available = {p.stem.rsplit("_", 1)[-1]: p for p in sorted(models_dir.glob("*.tflite"))}
     if not available:
-        raise PublishError(f"{models_dir}: no .tflite models (expected the tflite step's output folder)")
+        raise PublishError(
+            f"{models_dir}: no .tflite models (expected the tflite step's output folder)"
+        )
     if variant == "best":
-        scored = [(-results["models"][p.stem]["pckh"], p.stat().st_size, p)
-                  for p in available.values() if p.stem in results["models"]]
+        scored = [
+            (-results["models"][p.stem]["pckh"], p.stat().st_size, p)
+            for p in available.values()
+            if p.stem in results["models"]
+        ]
         if not scored:
-            raise PublishError(f"variant 'best': none of {sorted(p.name for p in available.values())} has "
-                               f"figures in results.json (it has {sorted(results['models'])})")
+            raise PublishError(
+                f"variant 'best': none of {sorted(p.name for p in available.values())} has "
+                f"figures in results.json (it has {sorted(results['models'])})"
+            )
         model = min(scored)[2]
     elif variant in available:
         model = available[variant]
     else:
-        raise PublishError(f"variant {variant!r}: {models_dir} has {', '.join(sorted(available))} (or use 'best')")
+        raise PublishError(
+            f"variant {variant!r}: {models_dir} has {', '.join(sorted(available))} (or use 'best')"
+        )
     if model.stem not in results["models"]:
-        raise PublishError(f"{model.name}: results.json has no figures for {model.stem!r} "
-                           f"(it has {', '.join(sorted(results['models']))}); evaluate and publish disagree")
+        raise PublishError(
+            f"{model.name}: results.json has no figures for {model.stem!r} "
+            f"(it has {', '.join(sorted(results['models']))}); evaluate and publish disagree"
+        )
     if not metadata.path_for(model).is_file():
-        raise PublishError(f"{metadata.path_for(model)}: missing; apps need it to read {model.name}")
+        raise PublishError(
+            f"{metadata.path_for(model)}: missing; apps need it to read {model.name}"
+        )
     try:
         metadata.read(metadata.path_for(model))
     except metadata.MetadataError as error:
@@ -168,8 +195,10 @@ def _upload(staged: Path, destination: str) -> list[str]:
     if storage.is_object_uri(destination):
         store = _ObjectDestination(base)
     elif (folder := local_path(destination)) is None:
-        raise PublishError(f"destination {destination!r}: expected gs://, s3:// or minio://bucket/prefix, "
-                           f"or a local folder")
+        raise PublishError(
+            f"destination {destination!r}: expected gs://, s3:// or minio://bucket/prefix, "
+            f"or a local folder"
+        )
     else:
         store = _LocalDestination(folder)
     with store.lock():
@@ -181,13 +210,20 @@ def _upload(staged: Path, destination: str) -> list[str]:
                 if store.holds(stray, previous[stray]):
                     store.remove(stray)  # publish wrote it, under the previous manifest
                 else:
-                    log.warning("%s/%s: listed by the previous %s but changed since, a link or "
-                                "not a plain "
-                                "name: left in place", base, stray, MANIFEST)
+                    log.warning(
+                        "%s/%s: listed by the previous %s but changed since, a link or "
+                        "not a plain "
+                        "name: left in place",
+                        base,
+                        stray,
+                        MANIFEST,
+                    )
         except (OSError, ValueError) as error:
-            raise PublishError(f"{destination}: upload failed, so no {MANIFEST} is there (the "
-                               "files may be "
-                               f"partly replaced): {error}") from error
+            raise PublishError(
+                f"{destination}: upload failed, so no {MANIFEST} is there (the "
+                "files may be "
+                f"partly replaced): {error}"
+            ) from error
     return written
 
 
@@ -202,36 +238,46 @@ def _previous_manifest(store, base: str) -> dict:
     try:
         manifest = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as error:
-        raise PublishError(f"{where}: exists but is not a readable publish manifest ({error}); "
-                           "nothing was "
-                           "changed: move it away, or publish elsewhere") from None
+        raise PublishError(
+            f"{where}: exists but is not a readable publish manifest ({error}); "
+            "nothing was "
+            "changed: move it away, or publish elsewhere"
+        ) from None
     files = manifest.get("files") if isinstance(manifest, dict) else None
-    if not isinstance(files, dict) or not all(isinstance(v, dict)
-                                              and isinstance(v.get("sha256"), str)
-                                              for v in files.values()):
-        raise PublishError(f"{where}: exists but is not a publish manifest (a JSON "
-                           f"{type(manifest).__name__} "
-                           "without a 'files' object of sha256s); nothing was changed: move it "
-                           "away, or publish "
-                           "elsewhere")
+    if not isinstance(files, dict) or not all(
+        isinstance(v, dict) and isinstance(v.get("sha256"), str) for v in files.values()
+    ):
+        raise PublishError(
+            f"{where}: exists but is not a publish manifest (a JSON "
+            f"{type(manifest).__name__} "
+            "without a 'files' object of sha256s); nothing was changed: move it "
+            "away, or publish "
+            "elsewhere"
+        )
     if manifest.get("destination") != base:
-        raise PublishError(f"{where}: was written for {manifest.get('destination')!r}, not "
-                           f"{base!r} (copied "
-                           "here, or not by publish); nothing was changed: the files it lists may "
-                           "not be "
-                           "publish's to replace; move it away, or publish elsewhere")
+        raise PublishError(
+            f"{where}: was written for {manifest.get('destination')!r}, not "
+            f"{base!r} (copied "
+            "here, or not by publish); nothing was changed: the files it lists may "
+            "not be "
+            "publish's to replace; move it away, or publish elsewhere"
+        )
     return {name: entry["sha256"] for name, entry in files.items()}
 
 
 def _plain_name(name: str) -> bool:
     """A name below the destination: relative, no `..`, `.` or empty segments."""
-    return bool(name) and "\\" not in name \
+    return (
+        bool(name)
+        and "\\" not in name
         and all(part not in ("", ".", "..") for part in name.split("/"))
+    )
 
 
 class _ObjectDestination:
     """A gs://, s3:// or minio:// prefix, through pose.files.storage (one client for the whole
     publish)."""
+
     def __init__(self, base: str):
         from pose.files import storage
 
@@ -261,8 +307,14 @@ class _ObjectDestination:
         publishes that both read "absent" within the few milliseconds between read and write can
         still both proceed.)"""
         uri = f"{self.base}/{LOCK_NAME}"
-        token = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
-                            "nonce": os.urandom(8).hex()})
+        token = json.dumps(
+            {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "since": time.time(),
+                "nonce": os.urandom(8).hex(),
+            }
+        )
 
         def refuse_if_held():
             current = self.read(LOCK_NAME)
@@ -274,17 +326,23 @@ class _ObjectDestination:
             except (ValueError, KeyError, TypeError):
                 info, age = {}, float("inf")
             if age < PUBLISH_LOCK_SECONDS:
-                raise PublishError(f"{self.base}: another publish is writing it (pid {info.get('pid')} "
-                                   f"on {info.get('host')}, {age:.0f} s ago; lock object {uri}); wait "
-                                   "for it to end, or publish elsewhere")
-            log.warning("%s: a publish lock %.0f s old (a publish that died): taking it over", uri, age)
+                raise PublishError(
+                    f"{self.base}: another publish is writing it (pid {info.get('pid')} "
+                    f"on {info.get('host')}, {age:.0f} s ago; lock object {uri}); wait "
+                    "for it to end, or publish elsewhere"
+                )
+            log.warning(
+                "%s: a publish lock %.0f s old (a publish that died): taking it over", uri, age
+            )
 
         try:
             refuse_if_held()
             self.storage.write_bytes(uri, token.encode(), self.store)
         except self.storage.StorageError as error:  # no bucket, no permission: nothing was changed
-            raise PublishError(f"{self.base}: upload failed before any file was written (the lock "
-                               f"object {LOCK_NAME} could not be written): {error}") from None
+            raise PublishError(
+                f"{self.base}: upload failed before any file was written (the lock "
+                f"object {LOCK_NAME} could not be written): {error}"
+            ) from None
         time.sleep(LOCK_SETTLE_SECONDS)
         if self.read(LOCK_NAME) != token.encode():
             refuse_if_held()  # another publish wrote its token after ours: it goes on, this one stops
@@ -305,8 +363,9 @@ class _ObjectDestination:
         if encoding is None:
             self.storage.upload_file(str(path), uri, self.store)
         else:
-            self.storage.write_bytes(uri, web_demo.gzip_bytes(path.read_bytes()), self.store,
-                                     content_encoding=encoding)
+            self.storage.write_bytes(
+                uri, web_demo.gzip_bytes(path.read_bytes()), self.store, content_encoding=encoding
+            )
         return uri
 
 
@@ -343,6 +402,7 @@ class _LocalDestination:
                     yield
             except OutputBusy as error:
                 raise PublishError(str(error)) from None
+
         return held()
 
     def put(self, name: str, path: Path) -> str:
@@ -386,7 +446,8 @@ def model_card(results: dict, model_name: str, destination: str) -> str:
         "## Data",
         f"- Trained on person-centred crops in the AI Challenger keypoint format (14 joints); evaluated on "
         f"{settings.get('num_people', '?')} people of the validation split "
-        f"(heatmap refinement `{settings.get('refine', '?')}`, flip test {'on' if settings.get('flip_test') else 'off'}).",
+        f"(heatmap refinement `{settings.get('refine', '?')}`, "
+        f"flip test {'on' if settings.get('flip_test') else 'off'}).",
         "",
         "## Figures",
         "",
@@ -395,19 +456,30 @@ def model_card(results: dict, model_name: str, destination: str) -> str:
     ]
     for name, model in sorted(results["models"].items()):
         vs_seed = model.get("vs_seed") or {}
-        lines.append(f"| {'**' + name + '**' if name == model_name else name} | {100 * model['pckh']:.1f} | "
-                     f"{model['ap']:.3f} | {model['latency']['1']['median_ms']:.2f} | "
-                     f"{'x%.2f' % vs_seed['latency_1_thread'] if vs_seed else 'n/a'} | "
-                     f"{model['size_bytes'] / 1e6:.2f} |")
+        speed = f"x{vs_seed['latency_1_thread']:.2f}" if vs_seed else "n/a"
+        lines.append(
+            f"| {'**' + name + '**' if name == model_name else name} | {100 * model['pckh']:.1f} | "
+            f"{model['ap']:.3f} | {model['latency']['1']['median_ms']:.2f} | "
+            f"{speed} | "
+            f"{model['size_bytes'] / 1e6:.2f} |"
+        )
     for name, anchor in sorted(results.get("anchors", {}).items()):
         pckh = f"{100 * anchor['pckh']:.1f}" if anchor.get("pckh") is not None else "not measured"
         ap = f"{anchor['ap']:.3f}" if anchor.get("ap") is not None else "not measured"
-        lines.append(f"| seed: {name} | {pckh} | {ap} | {anchor['latency']['1']['median_ms']:.2f} | "
-                     f"x1.00 | {anchor['size_bytes'] / 1e6:.2f} |")
+        lines.append(
+            f"| seed: {name} | {pckh} | {ap} | {anchor['latency']['1']['median_ms']:.2f} | "
+            f"x1.00 | {anchor['size_bytes'] / 1e6:.2f} |"
+        )
     per_joint = ours.get("pckh_per_joint", {})
     if per_joint:
-        lines += ["", f"PCKh@0.5 per joint ({model_name}): " + ", ".join(
-            f"{joint} {100 * value:.1f}" if value is not None else f"{joint} n/a" for joint, value in per_joint.items())]
+        lines += [
+            "",
+            f"PCKh@0.5 per joint ({model_name}): "
+            + ", ".join(
+                f"{joint} {100 * value:.1f}" if value is not None else f"{joint} n/a"
+                for joint, value in per_joint.items()
+            ),
+        ]
     lines += [
         "",
         "Latency is measured with LiteRT (XNNPACK) on the CPU of the machine that ran the evaluation, not on "
@@ -445,13 +517,36 @@ def _architecture(model: str) -> str:
 
 def main(argv=None) -> int:
     arguments = cli.parser("publish", __doc__)
-    arguments.add_argument("--models", required=True, help="tflite output folder (<model>_<variant>.tflite + .json)")
-    arguments.add_argument("--report", required=True, help="evaluate's report.html (or the folder holding it)")
-    arguments.add_argument("--results", required=True, help="evaluate's results.json (or the folder holding it)")
-    arguments.add_argument("--destination", required=True, help="gs://, s3:// or minio://bucket/prefix, or a local folder")
-    arguments.add_argument("--variant", default="fp16", help="fp32, fp16, int8-dynamic, int8, or best (default fp16)")
-    return cli.run("publish", arguments, lambda args: print(json.dumps(publish(
-        args.models, args.report, args.results, args.destination, args.variant)["uris"], indent=2)), argv)
+    arguments.add_argument(
+        "--models", required=True, help="tflite output folder (<model>_<variant>.tflite + .json)"
+    )
+    arguments.add_argument(
+        "--report", required=True, help="evaluate's report.html (or the folder holding it)"
+    )
+    arguments.add_argument(
+        "--results", required=True, help="evaluate's results.json (or the folder holding it)"
+    )
+    arguments.add_argument(
+        "--destination",
+        required=True,
+        help="gs://, s3:// or minio://bucket/prefix, or a local folder",
+    )
+    arguments.add_argument(
+        "--variant", default="fp16", help="fp32, fp16, int8-dynamic, int8, or best (default fp16)"
+    )
+    return cli.run(
+        "publish",
+        arguments,
+        lambda args: print(
+            json.dumps(
+                publish(args.models, args.report, args.results, args.destination, args.variant)[
+                    "uris"
+                ],
+                indent=2,
+            )
+        ),
+        argv,
+    )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ Writes <split>-<iiiii>-of-<nnnnn>.tfrecord and index.json (docs/ARTIFACTS.md); t
     python -m components.shard --input COCO_DIR --output DIR --split train --num-shards 16 [--shard-index 3]
     python -m components.shard --input COCO_DIR/packs/train-00003-of-00016 --output DIR --split train --num-shards 16
 """
+
 import concurrent.futures
 import json
 import logging
@@ -29,11 +30,11 @@ import numpy as np
 import tensorflow as tf
 
 from components import cli
-from pose.files import integrity, outputs, steplog
 from pose.data import jpeg, packs, pixels, records
-from pose.data.shard_index import write as write_index
-from pose.files.atomic import atomic_directory, atomic_file
 from pose.data.keypoints import NUM_KEYPOINTS
+from pose.data.shard_index import write as write_index
+from pose.files import integrity, outputs, steplog
+from pose.files.atomic import atomic_directory, atomic_file
 
 log = logging.getLogger("shard")
 
@@ -75,13 +76,24 @@ def _load_people(input_dir: str, split: str) -> tuple[list[dict], dict, list[dic
         where = f"{path}: annotations[{position}] (id {person.get('id')})"
         keypoints = person.get("keypoints")
         if not isinstance(keypoints, list) or len(keypoints) != 3 * NUM_KEYPOINTS:
-            raise ShardError(f"{where}: expected {3 * NUM_KEYPOINTS} keypoint values, got "
-                             f"{len(keypoints) if isinstance(keypoints, list) else keypoints!r}")
+            raise ShardError(
+                f"{where}: expected {3 * NUM_KEYPOINTS} keypoint values, got "
+                f"{len(keypoints) if isinstance(keypoints, list) else keypoints!r}"
+            )
         if not _finite_numbers(keypoints):
-            raise ShardError(f"{where}: keypoints hold a value that is not a finite number: {keypoints!r}")
+            raise ShardError(
+                f"{where}: keypoints hold a value that is not a finite number: {keypoints!r}"
+            )
         bbox = person.get("bbox")
-        if not isinstance(bbox, list) or len(bbox) != 4 or not _finite_numbers(bbox) or not (bbox[2] > 0 and bbox[3] > 0):
-            raise ShardError(f"{where}: bbox must be finite [x, y, w, h] with w, h > 0, got {bbox!r}")
+        if (
+            not isinstance(bbox, list)
+            or len(bbox) != 4
+            or not _finite_numbers(bbox)
+            or not (bbox[2] > 0 and bbox[3] > 0)
+        ):
+            raise ShardError(
+                f"{where}: bbox must be finite [x, y, w, h] with w, h > 0, got {bbox!r}"
+            )
         if person.get("image_id") not in images:
             raise ShardError(f"{where}: image_id {person.get('image_id')!r} is not in 'images'")
         if not any(keypoints[2::3]):
@@ -98,13 +110,20 @@ def crop_person(image: np.ndarray, bbox, crop_size: int) -> tuple[np.ndarray, np
     side = max(1, math.ceil(max(w, h) * CROP_MARGIN))
     # Integer offsets make the first cut an exact copy; the box centre moves by half a pixel at most.
     left, top = round(x + w / 2 - (side - 1) / 2), round(y + h / 2 - (side - 1) / 2)
-    cut = cv2.warpAffine(image, np.float32([[1, 0, left], [0, 1, top]]), (side, side),
-                         flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
+    cut = cv2.warpAffine(
+        image,
+        np.float32([[1, 0, left], [0, 1, top]]),
+        (side, side),
+        flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT,
+    )
     out = min(side, crop_size)
     if out < side:
         cut = cv2.resize(cut, (out, out), interpolation=cv2.INTER_AREA)
     ratio = side / out  # cv2.resize maps output pixel u to input (u + 0.5) * ratio - 0.5
-    to_original = np.array([[ratio, 0.0, left + 0.5 * ratio - 0.5], [0.0, ratio, top + 0.5 * ratio - 0.5]])
+    to_original = np.array(
+        [[ratio, 0.0, left + 0.5 * ratio - 0.5], [0.0, ratio, top + 0.5 * ratio - 0.5]]
+    )
     return cut, to_original
 
 
@@ -121,24 +140,40 @@ def _person_example(person: dict, image_info: dict, image: np.ndarray, crop_size
     if not ok:
         raise ShardError(f"annotation {person['id']}: JPEG encoding of the crop failed")
     return records.make_example(
-        image_encoded=jpeg.tobytes(), image_file_name=image_info["file_name"], image_id=person["image_id"],
-        image_original_size=image.shape[:2], person_id=person["id"], person_keypoints=keypoints,
-        person_visibility=visibility, person_bbox=[*box_corner, w / to_original[0, 0], h / to_original[1, 1]],
-        person_bbox_original=[x, y, w, h], crop_size=crop.shape[0], crop_to_original=to_original)
+        image_encoded=jpeg.tobytes(),
+        image_file_name=image_info["file_name"],
+        image_id=person["image_id"],
+        image_original_size=image.shape[:2],
+        person_id=person["id"],
+        person_keypoints=keypoints,
+        person_visibility=visibility,
+        person_bbox=[*box_corner, w / to_original[0, 0], h / to_original[1, 1]],
+        person_bbox_original=[x, y, w, h],
+        crop_size=crop.shape[0],
+        crop_to_original=to_original,
+    )
 
 
 def _read_image(input_dir: str, split: str, image_info: dict) -> np.ndarray:
     file_name = image_info["file_name"]
-    if not isinstance(file_name, str) or os.path.basename(file_name) != file_name or file_name in ("", ".", ".."):
-        raise ShardError(f"{input_dir}: image id {image_info['id']}: file_name {file_name!r} is not a plain file "
-                         f"name in images/{split}/ (it would read outside the input)")
+    if (
+        not isinstance(file_name, str)
+        or os.path.basename(file_name) != file_name
+        or file_name in ("", ".", "..")
+    ):
+        raise ShardError(
+            f"{input_dir}: image id {image_info['id']}: file_name {file_name!r} is not a plain file "
+            f"name in images/{split}/ (it would read outside the input)"
+        )
     path = os.path.join(input_dir, "images", split, file_name)
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as error:
-        raise ShardError(f"{path}: missing or not a readable image (image id {image_info['id']}): "
-                         f"{error.strerror}") from None
+        raise ShardError(
+            f"{path}: missing or not a readable image (image id {image_info['id']}): "
+            f"{error.strerror}"
+        ) from None
     problem = jpeg.problem(data)
     if problem:
         raise ShardError(f"{path}: {problem} (image id {image_info['id']})")
@@ -151,13 +186,16 @@ def _read_image(input_dir: str, split: str, image_info: dict) -> np.ndarray:
         raise ShardError(f"{path}: missing or not a readable image (image id {image_info['id']})")
     expected = (image_info.get("height"), image_info.get("width"))
     if expected != image.shape[:2]:
-        raise ShardError(f"{path}: image is {image.shape[0]}x{image.shape[1]} (h x w) but the annotations "
-                         f"say {expected[0]}x{expected[1]} (image id {image_info['id']})")
+        raise ShardError(
+            f"{path}: image is {image.shape[0]}x{image.shape[1]} (h x w) but the annotations "
+            f"say {expected[0]}x{expected[1]} (image id {image_info['id']})"
+        )
     return image
 
 
 class _Source(NamedTuple):
     """What one shard is cut from: the COCO folder holding its images, its people, their images."""
+
     folder: str
     people: list
     images: dict
@@ -168,12 +206,17 @@ def _sources(input_dir: str, split: str, num_shards: int, indices) -> dict:
     """{shard index: _Source} for the wanted shards, from a whole COCO folder, a packed one or one pack."""
     pack = packs.read_pack_info(input_dir)
     if pack is not None:
-        wanted = (split, pack["num_shards"] if num_shards is None else num_shards,
-                  [pack["shard_index"]] if indices is None else list(indices))
+        wanted = (
+            split,
+            pack["num_shards"] if num_shards is None else num_shards,
+            [pack["shard_index"]] if indices is None else list(indices),
+        )
         if wanted != (pack["split"], pack["num_shards"], [pack["shard_index"]]):
             asked = "shards" if indices is None else f"shard {', '.join(map(str, indices))}"
-            raise ShardError(f"{input_dir}: a pack of {pack['split']} shard {pack['shard_index']} of "
-                             f"{pack['num_shards']}, but asked for {split} {asked} of {num_shards}")
+            raise ShardError(
+                f"{input_dir}: a pack of {pack['split']} shard {pack['shard_index']} of "
+                f"{pack['num_shards']}, but asked for {split} {asked} of {num_shards}"
+            )
         people, images, skipped = _load_people(input_dir, split)
         return {pack["shard_index"]: _Source(input_dir, people, images, len(skipped))}
     if num_shards is None:
@@ -186,18 +229,35 @@ def _sources(input_dir: str, split: str, num_shards: int, indices) -> dict:
             folder = os.path.join(input_dir, packs.pack_path(split, index, num_shards))
             if packs.read_pack_info(folder) is None:
                 found = sorted(os.listdir(os.path.join(input_dir, packs.PACKS_DIR)))
-                raise ShardError(f"{input_dir}: no pack {packs.pack_name(split, index, num_shards)} (convert packed "
-                                 f"it for another --num-shards? packs there: {', '.join(found[:4])}...)")
+                raise ShardError(
+                    f"{input_dir}: no pack {packs.pack_name(split, index, num_shards)} (convert packed "
+                    f"it for another --num-shards? packs there: {', '.join(found[:4])}...)"
+                )
             sources.update(_sources(folder, split, num_shards, [index]))
         return sources
     people, images, skipped = _load_people(input_dir, split)
     shard_of = packs.shard_of_images(images, num_shards)
-    return {index: _Source(input_dir, [p for p in people if shard_of[p["image_id"]] == index], images,
-                           sum(shard_of[p["image_id"]] == index for p in skipped)) for index in indices}
+    return {
+        index: _Source(
+            input_dir,
+            [p for p in people if shard_of[p["image_id"]] == index],
+            images,
+            sum(shard_of[p["image_id"]] == index for p in skipped),
+        )
+        for index in indices
+    }
 
 
-def _write_shard(input_dir: str, folder: str, split: str, index: int, num_shards: int, people: list[dict],
-                 images: dict, crop_size: int) -> tuple[int, dict]:
+def _write_shard(
+    input_dir: str,
+    folder: str,
+    split: str,
+    index: int,
+    num_shards: int,
+    people: list[dict],
+    images: dict,
+    crop_size: int,
+) -> tuple[int, dict]:
     """Writes one shard (through a temporary name); returns its record count and checksum."""
     path = os.path.join(folder, shard_name(split, index, num_shards))
     started, cached_id, image = time.perf_counter(), None, None
@@ -208,69 +268,142 @@ def _write_shard(input_dir: str, folder: str, split: str, index: int, num_shards
                 image, cached_id = _read_image(input_dir, split, info), info["id"]
             writer.write(_person_example(person, info, image, crop_size))
             if count % PROGRESS_EVERY == 0:
-                log.info("shard %d: %d/%d people, %.0f/s", index, count, len(people),
-                         count / (time.perf_counter() - started))
+                log.info(
+                    "shard %d: %d/%d people, %.0f/s",
+                    index,
+                    count,
+                    len(people),
+                    count / (time.perf_counter() - started),
+                )
     return len(people), integrity.file_checksum(path)
 
 
-def shard(input_dir: str, output_dir: str, split: str, num_shards: int | None, shard_index: int | None = None,
-          crop_size: int = CROP_SIZE, allow_empty: bool = False) -> dict:
+def shard(
+    input_dir: str,
+    output_dir: str,
+    split: str,
+    num_shards: int | None,
+    shard_index: int | None = None,
+    crop_size: int = CROP_SIZE,
+    allow_empty: bool = False,
+) -> dict:
     """Writes the shards of one split (all, or only `shard_index`) and index.json; returns the index.
     From a pack, num_shards and shard_index may be None (the pack's own). A COCO folder with no labelled
     person is an error unless `allow_empty` (one pack of a packed folder may be empty)."""
     if split not in SPLITS:
         raise ShardError(f"split {split!r}: expected one of {SPLITS}")
     if (num_shards is not None and num_shards < 1) or (
-            shard_index is not None and not 0 <= shard_index < (num_shards or packs.MAX_SHARDS)):
-        raise ShardError(f"shard index {shard_index} / num_shards {num_shards}: need 0 <= index < num_shards")
+        shard_index is not None and not 0 <= shard_index < (num_shards or packs.MAX_SHARDS)
+    ):
+        raise ShardError(
+            f"shard index {shard_index} / num_shards {num_shards}: need 0 <= index < num_shards"
+        )
     if crop_size < 16:
         raise ShardError(f"crop_size {crop_size}: too small for a person crop")
     outputs.check_output("shard", output_dir, [input_dir])
-    with steplog.step("shard", input=input_dir, split=split, num_shards=num_shards, shard_index=shard_index,
-                      output=output_dir) as wrote:
-        sources = _sources(input_dir, split, num_shards, None if shard_index is None else [shard_index])
+    with steplog.step(
+        "shard",
+        input=input_dir,
+        split=split,
+        num_shards=num_shards,
+        shard_index=shard_index,
+        output=output_dir,
+    ) as wrote:
+        sources = _sources(
+            input_dir, split, num_shards, None if shard_index is None else [shard_index]
+        )
         indices = sorted(sources)
-        if not any(source.people for source in sources.values()) and not allow_empty \
-                and packs.read_pack_info(input_dir) is None:
-            raise ShardError(f"{input_dir}: no {split} person with a labelled joint to shard "
-                             f"({sum(s.skipped for s in sources.values())} unlabelled); pass --allow-empty to write "
-                             "empty shards")
+        if (
+            not any(source.people for source in sources.values())
+            and not allow_empty
+            and packs.read_pack_info(input_dir) is None
+        ):
+            raise ShardError(
+                f"{input_dir}: no {split} person with a labelled joint to shard "
+                f"({sum(s.skipped for s in sources.values())} unlabelled); pass --allow-empty to write "
+                "empty shards"
+            )
         num_shards = num_shards or packs.read_pack_info(input_dir)["num_shards"]
         with atomic_directory(output_dir, step="shard") as folder:
-            jobs = [(sources[i].folder, str(folder), split, i, num_shards, sources[i].people, sources[i].images,
-                     crop_size) for i in indices]
+            jobs = [
+                (
+                    sources[i].folder,
+                    str(folder),
+                    split,
+                    i,
+                    num_shards,
+                    sources[i].people,
+                    sources[i].images,
+                    crop_size,
+                )
+                for i in indices
+            ]
             # Threads, not processes: the work is JPEG decoding, resizing and encoding in OpenCV, which
             # releases the GIL, and a process would pay TensorFlow's import (seconds) before its first record.
             with concurrent.futures.ThreadPoolExecutor(min(len(jobs), os.cpu_count() or 1)) as pool:
                 written = list(pool.map(lambda job: _write_shard(*job), jobs))
             counts = [count for count, _ in written]
             index = {
-                "split": split, "num_shards": num_shards, "crop_size": crop_size, "crop_margin": CROP_MARGIN,
-                "shards": {shard_name(split, i, num_shards): count for i, count in zip(indices, counts)},
-                "num_examples": sum(counts), "skipped_unlabelled": sum(sources[i].skipped for i in indices),
+                "split": split,
+                "num_shards": num_shards,
+                "crop_size": crop_size,
+                "crop_margin": CROP_MARGIN,
+                "shards": {
+                    shard_name(split, i, num_shards): count for i, count in zip(indices, counts)
+                },
+                "num_examples": sum(counts),
+                "skipped_unlabelled": sum(sources[i].skipped for i in indices),
                 "feature_spec": records.feature_spec_json(),
-                integrity.CHECKSUMS: {shard_name(split, i, num_shards): checksum
-                                      for i, (_, checksum) in zip(indices, written)},
+                integrity.CHECKSUMS: {
+                    shard_name(split, i, num_shards): checksum
+                    for i, (_, checksum) in zip(indices, written)
+                },
             }
             write_index(folder, index)
-    wrote.update(shards=len(index["shards"]), examples=index["num_examples"],
-                 skipped_unlabelled=index["skipped_unlabelled"])
+    wrote.update(
+        shards=len(index["shards"]),
+        examples=index["num_examples"],
+        skipped_unlabelled=index["skipped_unlabelled"],
+    )
     return index
 
 
 def main(argv=None) -> int:
     arguments = cli.parser("shard", __doc__)
-    arguments.add_argument("--input", required=True, help="convert's COCO folder (whole or packed), or one pack")
+    arguments.add_argument(
+        "--input", required=True, help="convert's COCO folder (whole or packed), or one pack"
+    )
     arguments.add_argument("--output", required=True, help="folder for the shards and index.json")
     arguments.add_argument("--split", required=True, choices=SPLITS)
-    arguments.add_argument("--num-shards", type=int, default=None, help="shards per split (a pack knows its own)")
-    arguments.add_argument("--shard-index", type=int, default=None,
-                           help="write only this shard (0-based); from a pack, its own shard")
-    arguments.add_argument("--crop-size", type=int, default=CROP_SIZE, help="longest side of a stored person crop")
-    arguments.add_argument("--allow-empty", action="store_true", help="write empty shards for a split with no person")
-    return cli.run("shard", arguments, lambda args: shard(args.input, args.output, args.split, args.num_shards,
-                                                          args.shard_index, args.crop_size,
-                                                          allow_empty=args.allow_empty), argv)
+    arguments.add_argument(
+        "--num-shards", type=int, default=None, help="shards per split (a pack knows its own)"
+    )
+    arguments.add_argument(
+        "--shard-index",
+        type=int,
+        default=None,
+        help="write only this shard (0-based); from a pack, its own shard",
+    )
+    arguments.add_argument(
+        "--crop-size", type=int, default=CROP_SIZE, help="longest side of a stored person crop"
+    )
+    arguments.add_argument(
+        "--allow-empty", action="store_true", help="write empty shards for a split with no person"
+    )
+    return cli.run(
+        "shard",
+        arguments,
+        lambda args: shard(
+            args.input,
+            args.output,
+            args.split,
+            args.num_shards,
+            args.shard_index,
+            args.crop_size,
+            allow_empty=args.allow_empty,
+        ),
+        argv,
+    )
 
 
 if __name__ == "__main__":

@@ -11,12 +11,12 @@ Does     converts the frozen graph (so the .tflite tensors keep the seed's names
 Writes   `<model>_<variant>.tflite` and `<model>_<variant>.json` (everything an app needs to use it, and
          the difference against the SavedModel), atomically.
 """
+
 import json
 import logging
 from pathlib import Path
 
 from components import cli
-
 
 log = logging.getLogger("tflite")
 
@@ -30,29 +30,44 @@ class TFLiteConversionError(ValueError):
     """Bad arguments or inputs for the conversion, or a float32 model that disagrees with the SavedModel."""
 
 
-def convert_to_tflite(saved_model_dir: str, output_dir: str, variants: list[str],
-                      representative_dirs: list[str] | None = None, int8_io: bool = False,
-                      num_representative: int = 100, representative_photos: str | None = None) -> dict:
+def convert_to_tflite(
+    saved_model_dir: str,
+    output_dir: str,
+    variants: list[str],
+    representative_dirs: list[str] | None = None,
+    int8_io: bool = False,
+    num_representative: int = 100,
+    representative_photos: str | None = None,
+) -> dict:
     """Converts the freeze output `saved_model_dir` to each variant in `output_dir`; returns
     {"model", "variants": {variant: metadata}} (metadata as in each .json)."""
     import numpy as np
 
     from pose import codec
+    from pose.files import integrity, outputs, steplog
+    from pose.files.atomic import atomic_directory
     from pose.models import contract, tflite_runtime
     from pose.models import metadata as model_metadata
     from pose.models.metadata import ModelMetadata
-    from pose.files import integrity, outputs, steplog
-    from pose.files.atomic import atomic_directory
 
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
-        raise TFLiteConversionError(f"unknown variants {unknown or variants}; choose from {', '.join(VARIANTS)}")
+        raise TFLiteConversionError(
+            f"unknown variants {unknown or variants}; choose from {', '.join(VARIANTS)}"
+        )
     if "int8" in variants and not representative_dirs:
-        raise TFLiteConversionError("variant int8 (full integer) needs representative data: pass shard folders "
-                                    "(--representative)")
+        raise TFLiteConversionError(
+            "variant int8 (full integer) needs representative data: pass shard folders "
+            "(--representative)"
+        )
     outputs.check_output("tflite", output_dir, [saved_model_dir, *(representative_dirs or [])])
-    with steplog.step("tflite", saved_model=saved_model_dir, output=output_dir, variants=",".join(variants),
-                      representative=representative_dirs) as wrote:
+    with steplog.step(
+        "tflite",
+        saved_model=saved_model_dir,
+        output=output_dir,
+        variants=",".join(variants),
+        representative=representative_dirs,
+    ) as wrote:
         folder = _freeze_folder(Path(saved_model_dir))
         info = _read_freeze_output(folder)
         model_contract = info.contract
@@ -61,14 +76,23 @@ def convert_to_tflite(saved_model_dir: str, output_dir: str, variants: list[str]
             integrity.verify_shards(representative_dirs)
             images = _representative_images(representative_dirs, size, num_representative)
             photos = _representative_photos(representative_photos, size)
-            log.info("representative data: %d crops from the shards, %d real photographs", len(images), len(photos))
+            log.info(
+                "representative data: %d crops from the shards, %d real photographs",
+                len(images),
+                len(photos),
+            )
             # the photographs last: the float comparison below takes the first images, from the shards
-            samples = contract.from_training_images(np.concatenate([images, photos]), model_contract)
+            samples = contract.from_training_images(
+                np.concatenate([images, photos]), model_contract
+            )
             compared_on = f"{min(len(samples), NUM_COMPARISON_SAMPLES)} images from {', '.join(representative_dirs)}"
         else:
             samples = contract.from_training_images(
-                np.random.default_rng(0).random((NUM_COMPARISON_SAMPLES, size, size, 3), dtype=np.float32),
-                model_contract)
+                np.random.default_rng(0).random(
+                    (NUM_COMPARISON_SAMPLES, size, size, 3), dtype=np.float32
+                ),
+                model_contract,
+            )
             compared_on = f"{NUM_COMPARISON_SAMPLES} random images (no representative data given)"
         comparison = samples[:NUM_COMPARISON_SAMPLES]
         reference = _saved_model_heatmaps(folder / "saved_model", info, comparison)
@@ -83,26 +107,49 @@ def convert_to_tflite(saved_model_dir: str, output_dir: str, variants: list[str]
                 interpreter = tflite_runtime.load(model_path)
                 difference = np.abs(tflite_runtime.run(interpreter, comparison) - reference)
                 metadata = ModelMetadata.build(
-                    info.model, info.input_size, info.output_size, info.num_keypoints,
-                    model_contract["name"], input_name=info.input_name,
-                    output_name=info.output_name, sha256=integrity.sha256(model_path),
-                    **model_metadata.contract_fields(model_contract["name"]), variant=variant,
-                    file=model_path.name, size_bytes=len(flatbuffer),
+                    info.model,
+                    info.input_size,
+                    info.output_size,
+                    info.num_keypoints,
+                    model_contract["name"],
+                    input_name=info.input_name,
+                    output_name=info.output_name,
+                    sha256=integrity.sha256(model_path),
+                    **model_metadata.contract_fields(model_contract["name"]),
+                    variant=variant,
+                    file=model_path.name,
+                    size_bytes=len(flatbuffer),
                     **tflite_runtime.io_description(interpreter),
-                    keypoint_order=("keypoints names the output channels in order "
-                                    "(contract.channel_order); flip_pairs are 0-based channel "
-                                    "indices"),
+                    keypoint_order=(
+                        "keypoints names the output channels in order "
+                        "(contract.channel_order); flip_pairs are 0-based channel "
+                        "indices"
+                    ),
                     heatmap_to_input=codec.HEATMAP_TO_INPUT,
-                    max_abs_diff=float(difference.max()), mean_abs_diff=float(difference.mean()),
-                    compared_on=compared_on).to_json()
-                log.info("%s: %.1f KB, max abs diff %.4g, mean abs diff %.4g against the SavedModel", name,
-                         len(flatbuffer) / 1024, metadata["max_abs_diff"], metadata["mean_abs_diff"])
+                    max_abs_diff=float(difference.max()),
+                    mean_abs_diff=float(difference.mean()),
+                    compared_on=compared_on,
+                ).to_json()
+                log.info(
+                    "%s: %.1f KB, max abs diff %.4g, mean abs diff %.4g against the SavedModel",
+                    name,
+                    len(flatbuffer) / 1024,
+                    metadata["max_abs_diff"],
+                    metadata["mean_abs_diff"],
+                )
                 if variant == "fp32" and metadata["max_abs_diff"] > FP32_MAX_ABS_DIFF:
-                    raise TFLiteConversionError(f"{name}.tflite: max abs diff {metadata['max_abs_diff']:.3g} "
-                                                f"against {folder}/saved_model exceeds {FP32_MAX_ABS_DIFF}")
+                    raise TFLiteConversionError(
+                        f"{name}.tflite: max abs diff {metadata['max_abs_diff']:.3g} "
+                        f"against {folder}/saved_model exceeds {FP32_MAX_ABS_DIFF}"
+                    )
                 model_metadata.path_for(model_path).write_text(json.dumps(metadata, indent=2))
                 results[variant] = metadata
-        wrote.update({f"{info.model}_{v}.tflite": f"{m['size_bytes'] / 1024:.0f}KB" for v, m in results.items()})
+        wrote.update(
+            {
+                f"{info.model}_{v}.tflite": f"{m['size_bytes'] / 1024:.0f}KB"
+                for v, m in results.items()
+            }
+        )
     return {"model": info.model, "variants": results}
 
 
@@ -110,11 +157,18 @@ def _freeze_folder(path: Path) -> Path:
     """The freeze output folder, given it or its saved_model/ subfolder."""
     from pose.models import metadata
 
-    folder = path.parent if (path / "saved_model.pb").is_file() and path.name == "saved_model" else path
-    missing = [name for name in ("saved_model", "frozen_graph.pb", metadata.FREEZE_FILE)
-               if not (folder / name).exists()]
+    folder = (
+        path.parent if (path / "saved_model.pb").is_file() and path.name == "saved_model" else path
+    )
+    missing = [
+        name
+        for name in ("saved_model", "frozen_graph.pb", metadata.FREEZE_FILE)
+        if not (folder / name).exists()
+    ]
     if missing:
-        raise TFLiteConversionError(f"{path}: not a freeze output folder, missing {', '.join(missing)}")
+        raise TFLiteConversionError(
+            f"{path}: not a freeze output folder, missing {', '.join(missing)}"
+        )
     return folder
 
 
@@ -130,15 +184,18 @@ def _read_freeze_output(folder: Path):
     path = folder / metadata.FREEZE_FILE
     try:
         values = metadata.read_json(path)
-        missing = [key for key in ("model", "input_size", "input_name", "output_name")
-                   if key not in values]
+        missing = [
+            key for key in ("model", "input_size", "input_name", "output_name") if key not in values
+        ]
         if missing:
             raise TFLiteConversionError(f"{path}: missing {', '.join(missing)}")
         info = metadata.from_json(values, str(path))
     except metadata.MetadataError as error:
         raise TFLiteConversionError(f"{path}: not freeze's model info ({error})") from None
-    for path, message in ((folder / "frozen_graph.pb", tf.compat.v1.GraphDef()),
-                          (folder / "saved_model" / "saved_model.pb", None)):
+    for path, message in (
+        (folder / "frozen_graph.pb", tf.compat.v1.GraphDef()),
+        (folder / "saved_model" / "saved_model.pb", None),
+    ):
         if message is None:
             from tensorflow.core.protobuf import saved_model_pb2
 
@@ -146,8 +203,10 @@ def _read_freeze_output(folder: Path):
         try:
             message.ParseFromString(path.read_bytes())
         except (DecodeError, OSError) as error:
-            raise TFLiteConversionError(f"{path}: not a readable {type(message).__name__} protobuf ({error}); "
-                                        "expected the freeze step's output") from None
+            raise TFLiteConversionError(
+                f"{path}: not a readable {type(message).__name__} protobuf ({error}); "
+                "expected the freeze step's output"
+            ) from None
     return info
 
 
@@ -163,7 +222,9 @@ def _representative_images(dirs: list[str], size: int, count: int):
         if len(images) >= count:
             break
     if not images:
-        raise TFLiteConversionError(f"{', '.join(dirs)}: no examples to draw representative images from")
+        raise TFLiteConversionError(
+            f"{', '.join(dirs)}: no examples to draw representative images from"
+        )
     return np.stack(images[:count])
 
 
@@ -191,8 +252,12 @@ def _saved_model_heatmaps(path: Path, info, images):
     import tensorflow as tf
 
     serve = tf.saved_model.load(str(path)).signatures["serving_default"]
-    return np.concatenate([serve(**{info.input_name: tf.constant(image[None])})[info.output_name].numpy()
-                           for image in images])
+    return np.concatenate(
+        [
+            serve(**{info.input_name: tf.constant(image[None])})[info.output_name].numpy()
+            for image in images
+        ]
+    )
 
 
 def _convert(folder: Path, info, variant: str, samples, int8_io: bool) -> bytes:
@@ -200,8 +265,11 @@ def _convert(folder: Path, info, variant: str, samples, int8_io: bool) -> bytes:
 
     size = info.input_size
     converter = tf.compat.v1.lite.TFLiteConverter.from_frozen_graph(
-        str(folder / "frozen_graph.pb"), [info.input_name], [info.output_name],
-        {info.input_name: [1, size, size, 3]})
+        str(folder / "frozen_graph.pb"),
+        [info.input_name],
+        [info.output_name],
+        {info.input_name: [1, size, size, 3]},
+    )
     if variant != "fp32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if variant == "fp16":
@@ -217,20 +285,45 @@ def _convert(folder: Path, info, variant: str, samples, int8_io: bool) -> bytes:
 
 def main(argv=None) -> int:
     arguments = cli.parser("tflite", __doc__)
-    arguments.add_argument("--saved-model", required=True, help="freeze output folder (or its saved_model/)")
-    arguments.add_argument("--output", required=True, help="folder to write the .tflite files and their .json")
-    arguments.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
-    arguments.add_argument("--representative", action="append", default=[],
-                           help="shard folder for int8 calibration and the comparison (repeatable)")
+    arguments.add_argument(
+        "--saved-model", required=True, help="freeze output folder (or its saved_model/)"
+    )
+    arguments.add_argument(
+        "--output", required=True, help="folder to write the .tflite files and their .json"
+    )
+    arguments.add_argument(
+        "--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}"
+    )
+    arguments.add_argument(
+        "--representative",
+        action="append",
+        default=[],
+        help="shard folder for int8 calibration and the comparison (repeatable)",
+    )
     arguments.add_argument("--num-representative", type=int, default=100)
-    arguments.add_argument("--int8-io", action="store_true", help="full int8 model with int8 input and output too")
-    arguments.add_argument("--representative-photos", default=None,
-                           help="folder of real photographs added to the int8 calibration (default: the "
-                                "repository's photos/; \"\" for none)")
-    return cli.run("tflite", arguments, lambda args: convert_to_tflite(
-        args.saved_model, args.output, [v.strip() for v in args.variants.split(",")],
-        representative_dirs=args.representative or None, int8_io=args.int8_io,
-        num_representative=args.num_representative, representative_photos=args.representative_photos), argv)
+    arguments.add_argument(
+        "--int8-io", action="store_true", help="full int8 model with int8 input and output too"
+    )
+    arguments.add_argument(
+        "--representative-photos",
+        default=None,
+        help="folder of real photographs added to the int8 calibration (default: the "
+        'repository\'s photos/; "" for none)',
+    )
+    return cli.run(
+        "tflite",
+        arguments,
+        lambda args: convert_to_tflite(
+            args.saved_model,
+            args.output,
+            [v.strip() for v in args.variants.split(",")],
+            representative_dirs=args.representative or None,
+            int8_io=args.int8_io,
+            num_representative=args.num_representative,
+            representative_photos=args.representative_photos,
+        ),
+        argv,
+    )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ Writes   (docs/ARTIFACTS.md) model.keras, config.yaml, checkpoints/, logs/ (Tens
 `python -m components.train --config experiments/local.yaml --data SHARDS --valid-data SHARDS
  --output DIR [--checkpoint-uri gs://bucket/prefix]`
 """
+
 import json
 import logging
 import time
@@ -46,9 +47,16 @@ from pose.training.validation import evaluate_pckh, final_heatmaps_function, pre
 log = logging.getLogger("train")
 
 
-def train(config: str, data_dirs: list[str], output_dir: str, valid_dirs: list[str] | None = None,
-          overrides: dict | None = None, expect_gpus: int = 0, allow_cpu: bool = False,
-          checkpoint_uri: str = "") -> dict:
+def train(
+    config: str,
+    data_dirs: list[str],
+    output_dir: str,
+    valid_dirs: list[str] | None = None,
+    overrides: dict | None = None,
+    expect_gpus: int = 0,
+    allow_cpu: bool = False,
+    checkpoint_uri: str = "",
+) -> dict:
     """Trains per `config` (a YAML path or YAML text) on `data_dirs`; writes the model folder
     `output_dir` and returns its train_metadata (also written as train_metadata.json).
 
@@ -59,25 +67,47 @@ def train(config: str, data_dirs: list[str], output_dir: str, valid_dirs: list[s
     cfg = load_config(config, overrides).resolved()
     # shards hold K joints per person: say so before building a graph
     if cfg.num_keypoints != records.K:
-        raise TrainError(f"config num_keypoints {cfg.num_keypoints}, but the shards hold "
-                         f"{records.K} keypoints "
-                         f"per person (the AI Challenger joints; {', '.join(data_dirs)})")
+        raise TrainError(
+            f"config num_keypoints {cfg.num_keypoints}, but the shards hold "
+            f"{records.K} keypoints "
+            f"per person (the AI Challenger joints; {', '.join(data_dirs)})"
+        )
     if checkpoint_uri:
         split_object_uri(checkpoint_uri)  # fail before building anything
     outputs.check_output("train", output_dir, [*data_dirs, *(valid_dirs or [])])
-    with writer_lock.exclusive_writer(output_dir, "train"), \
-            steplog.step("train", config=config, data=data_dirs, valid=valid_dirs,
-                         output=output_dir, overrides=overrides or {},
-                         checkpoint_uri=checkpoint_uri) as wrote:
+    with (
+        writer_lock.exclusive_writer(output_dir, "train"),
+        steplog.step(
+            "train",
+            config=config,
+            data=data_dirs,
+            valid=valid_dirs,
+            output=output_dir,
+            overrides=overrides or {},
+            checkpoint_uri=checkpoint_uri,
+        ) as wrote,
+    ):
         # The strategy first: MultiWorkerMirroredStrategy must exist before any other TF op runs.
         strategy, devices = distribution.strategy(cfg)
         distribution.check_gpus(expect_gpus, allow_cpu)
-        run = _Run(cfg, strategy, devices, data_dirs, Path(output_dir), valid_dirs or [],
-                   checkpoint_uri, config_label=config if "\n" not in config else "(YAML text)")
+        run = _Run(
+            cfg,
+            strategy,
+            devices,
+            data_dirs,
+            Path(output_dir),
+            valid_dirs or [],
+            checkpoint_uri,
+            config_label=config if "\n" not in config else "(YAML text)",
+        )
         metadata = run.fit()
-        wrote.update(steps=metadata["steps"], final_loss=round(metadata["final_loss"], 4),
-                     images_per_second=round(metadata["images_per_second"], 1),
-                     pckh=metadata.get("pckh"), model=str(Path(output_dir) / "model.keras"))
+        wrote.update(
+            steps=metadata["steps"],
+            final_loss=round(metadata["final_loss"], 4),
+            images_per_second=round(metadata["images_per_second"], 1),
+            pckh=metadata.get("pckh"),
+            model=str(Path(output_dir) / "model.keras"),
+        )
     return metadata
 
 
@@ -85,8 +115,17 @@ class _Run:
     """One training run: what it reads (shards, config), what it builds (model, optimizer, resumed
     state), the loop, and what it writes."""
 
-    def __init__(self, cfg: TrainConfig, strategy, devices: str, data_dirs, output_dir: Path,
-                 valid_dirs, checkpoint_uri: str = "", config_label: str = ""):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        strategy,
+        devices: str,
+        data_dirs,
+        output_dir: Path,
+        valid_dirs,
+        checkpoint_uri: str = "",
+        config_label: str = "",
+    ):
         self.cfg, self.strategy, self.output_dir = cfg, strategy, output_dir
         self.valid_dirs = list(valid_dirs)
         self.chief = distribution.is_chief()
@@ -94,9 +133,15 @@ class _Run:
         self.replicas = strategy.num_replicas_in_sync
         self.global_batch = cfg.batch_size * self.replicas
         self._read_shards(data_dirs)
-        log.info("devices: %s, strategy %s, %d replica(s), global batch %d, mixed precision %s, "
-                 "XLA %s", devices, type(strategy).__name__, self.replicas, self.global_batch,
-                 self.mixed, cfg.jit_compile)
+        log.info(
+            "devices: %s, strategy %s, %d replica(s), global batch %d, mixed precision %s, XLA %s",
+            devices,
+            type(strategy).__name__,
+            self.replicas,
+            self.global_batch,
+            self.mixed,
+            cfg.jit_compile,
+        )
 
         keras.mixed_precision.set_global_policy("mixed_float16" if self.mixed else "float32")
         keras.utils.set_random_seed(cfg.seed)  # the initial weights, like the data, follow the seed
@@ -110,29 +155,55 @@ class _Run:
             # A plain variable the loop sets every step (see learning_rate): schedules may depend
             # on time.
             optimizer = keras.optimizers.Adam(learning_rate(cfg, 0, 0.0), epsilon=1e-8)
-            self.optimizer = (keras.optimizers.LossScaleOptimizer(optimizer) if self.mixed
-                              else optimizer)
+            self.optimizer = (
+                keras.optimizers.LossScaleOptimizer(optimizer) if self.mixed else optimizer
+            )
             self.optimizer.build(self.model.trainable_variables)
         keras.mixed_precision.set_global_policy("float32")
         self.info = networks.summary(self.model, print_fn=log.info)
 
-        self.checkpoints = Checkpoints(cfg, self.model, self.optimizer, strategy, output_dir,
-                                       self.chief, distribution.is_multi_worker(strategy),
-                                       self.mixed, checkpoint_uri, config_label)
+        self.checkpoints = Checkpoints(
+            cfg,
+            self.model,
+            self.optimizer,
+            strategy,
+            output_dir,
+            self.chief,
+            distribution.is_multi_worker(strategy),
+            self.mixed,
+            checkpoint_uri,
+            config_label,
+        )
         resumed: Resumed = self.checkpoints.restore()
-        self.resumed_from, self.history, self.progress = (resumed.step, resumed.history,
-                                                          resumed.progress)
+        self.resumed_from, self.history, self.progress = (
+            resumed.step,
+            resumed.history,
+            resumed.progress,
+        )
 
         # A restart continues with a fresh, still reproducible, stream rather than replaying the
         # first one.
         dataset = inputs.training_dataset(
-            data_dirs, cfg.input_size, networks.output_stride(cfg.model), self.global_batch,
-            cfg.sigma, augment=cfg.augment, seed=cfg.seed + self.resumed_from, repeat=True,
-            shuffle_buffer=cfg.shuffle_buffer, augmentation=cfg.augmentation)
+            data_dirs,
+            cfg.input_size,
+            networks.output_stride(cfg.model),
+            self.global_batch,
+            cfg.sigma,
+            augment=cfg.augment,
+            seed=cfg.seed + self.resumed_from,
+            repeat=True,
+            shuffle_buffer=cfg.shuffle_buffer,
+            augmentation=cfg.augmentation,
+        )
         self.iterator = iter(strategy.experimental_distribute_dataset(dataset))
-        self.train_step = train_step_function(self.model, self.optimizer, strategy,
-                                              self.global_batch, cfg.jit_compile,
-                                              batch_norm_learns=not cfg.batch_norm_frozen)
+        self.train_step = train_step_function(
+            self.model,
+            self.optimizer,
+            strategy,
+            self.global_batch,
+            cfg.jit_compile,
+            batch_norm_learns=not cfg.batch_norm_frozen,
+        )
         self.predict = final_heatmaps_function(self.model)
         self.codec = HeatmapCodec(cfg.input_size, cfg.output_stride, cfg.sigma)
         self.summaries = Summaries(output_dir / "logs" if self.chief else None)
@@ -158,8 +229,13 @@ class _Run:
         self.total_steps = cfg.max_epoch * self.steps_per_epoch
         if cfg.max_steps is not None:
             self.total_steps = min(self.total_steps, cfg.max_steps)
-        log.info("data: %d examples in %d shard file(s), %d steps per epoch, %d steps planned",
-                 index["num_examples"], len(index["files"]), self.steps_per_epoch, self.total_steps)
+        log.info(
+            "data: %d examples in %d shard file(s), %d steps per epoch, %d steps planned",
+            index["num_examples"],
+            len(index["files"]),
+            self.steps_per_epoch,
+            self.total_steps,
+        )
 
     def _warm_start(self) -> dict | None:
         """Loads cfg.init_from into the fresh model (a resumed run's checkpoint then overrides it)."""
@@ -168,13 +244,19 @@ class _Run:
         if not self.cfg.init_from:
             return None
         try:
-            summary = warm_start.load_into(self.model, self.cfg.init_from, self.cfg.model,
-                                           self.cfg.seed_layers)
+            summary = warm_start.load_into(
+                self.model, self.cfg.init_from, self.cfg.model, self.cfg.seed_layers
+            )
         except warm_start.WarmStartError as error:
             raise TrainError(str(error)) from error
-        log.info("warm start: %d layers from %s%s", summary["layers"], self.cfg.init_from,
-                 f" (reproduces it to {summary['reproduction_max_abs_diff']:.1e})"
-                 if "reproduction_max_abs_diff" in summary else "")
+        log.info(
+            "warm start: %d layers from %s%s",
+            summary["layers"],
+            self.cfg.init_from,
+            f" (reproduces it to {summary['reproduction_max_abs_diff']:.1e})"
+            if "reproduction_max_abs_diff" in summary
+            else "",
+        )
         return summary
 
     @property
@@ -203,8 +285,11 @@ class _Run:
         if self.step >= self.total_steps:
             log.info("already at step %d of %d: nothing to train", self.step, self.total_steps)
         elif budget.spent():
-            log.info("max_minutes %.1f already spent by the earlier runs (step %d): nothing to "
-                     "train", cfg.max_minutes, self.step)
+            log.info(
+                "max_minutes %.1f already spent by the earlier runs (step %d): nothing to train",
+                cfg.max_minutes,
+                self.step,
+            )
         elif self.valid_dirs and self.step == 0:
             self._evaluate_into_history(0)  # the untrained baseline the curve starts from
         while self.step < self.total_steps and not budget.spent():
@@ -221,8 +306,9 @@ class _Run:
                 timed_images += self.global_batch
                 timed_seconds += time.perf_counter() - step_started
             if not np.isfinite(float(losses.sum())):
-                raise FloatingPointError(f"loss is {losses.sum()} at step {step}; stage losses "
-                                         f"{losses.tolist()}")
+                raise FloatingPointError(
+                    f"loss is {losses.sum()} at step {step}; stage losses {losses.tolist()}"
+                )
             window_losses.append(losses)
             last_losses = losses
             out_of_time = budget.spent()
@@ -232,26 +318,54 @@ class _Run:
                 rate = (step - window_step) / max(now - window_start, 1e-9)
                 mean = sum(window_losses) / len(window_losses)
                 eta = (self.total_steps - step) / max(rate, 1e-9)
-                log.info("step %d/%d (epoch %.1f): loss %.2f, stages [%s], lr %.2e, %.2f steps/s, "
-                         "%.1f images/s, ETA %s", step, self.total_steps,
-                         step / self.steps_per_epoch, mean.sum(),
-                         " ".join(f"{v:.1f}" for v in mean), self._lr(), rate,
-                         rate * self.global_batch, duration(eta))
-                self.history.append({"step": step, "loss": float(mean.sum()),
-                                     "seconds": round(now - budget.started, 1)})
+                log.info(
+                    "step %d/%d (epoch %.1f): loss %.2f, stages [%s], lr %.2e, %.2f steps/s, "
+                    "%.1f images/s, ETA %s",
+                    step,
+                    self.total_steps,
+                    step / self.steps_per_epoch,
+                    mean.sum(),
+                    " ".join(f"{v:.1f}" for v in mean),
+                    self._lr(),
+                    rate,
+                    rate * self.global_batch,
+                    duration(eta),
+                )
+                self.history.append(
+                    {
+                        "step": step,
+                        "loss": float(mean.sum()),
+                        "seconds": round(now - budget.started, 1),
+                    }
+                )
                 window_start, window_step, window_losses = now, step, []
             if self.chief and (step % cfg.summary_every == 0 or last):
-                grid = (prediction_grid(self.predict, self.valid_dirs, cfg.input_size)
-                        if cfg.pred_image_on_tensorboard else None)
-                self.summaries.step(step, last_losses, self._lr(),
-                                    timed_images / timed_seconds if timed_seconds else 0.0, grid)
+                grid = (
+                    prediction_grid(self.predict, self.valid_dirs, cfg.input_size)
+                    if cfg.pred_image_on_tensorboard
+                    else None
+                )
+                self.summaries.step(
+                    step,
+                    last_losses,
+                    self._lr(),
+                    timed_images / timed_seconds if timed_seconds else 0.0,
+                    grid,
+                )
             if self.valid_dirs and cfg.eval_every and step % cfg.eval_every == 0 and not last:
                 self._evaluate_into_history(step)
             if step % cfg.checkpoint_every == 0 or last:
-                self.checkpoints.save(step, self.history, {
-                    "train_seconds": budget.elapsed(), "final_loss": float(losses.sum()),
-                    "images_per_second": timed_images / timed_seconds if timed_seconds
-                    else self.progress.get("images_per_second", 0.0)})
+                self.checkpoints.save(
+                    step,
+                    self.history,
+                    {
+                        "train_seconds": budget.elapsed(),
+                        "final_loss": float(losses.sum()),
+                        "images_per_second": timed_images / timed_seconds
+                        if timed_seconds
+                        else self.progress.get("images_per_second", 0.0),
+                    },
+                )
             if out_of_time:
                 log.info("max_minutes %.1f reached at step %d", cfg.max_minutes, step)
                 break
@@ -274,8 +388,12 @@ class _Run:
 
     def _evaluate_into_history(self, step: int) -> float:
         score = evaluate_pckh(self.predict, self.valid_dirs, self.codec)
-        log.info("step %d: PCKh@0.5 on the valid shards (refine %s, no flip test) %.3f", step,
-                 self.codec.refine, score)
+        log.info(
+            "step %d: PCKh@0.5 on the valid shards (refine %s, no flip test) %.3f",
+            step,
+            self.codec.refine,
+            score,
+        )
         if self.history and self.history[-1]["step"] == step:
             self.history[-1]["pckh"] = score
         else:
@@ -289,22 +407,39 @@ class _Run:
         path = self.output_dir / "train_metadata.json"
         return json.loads(path.read_text()) if path.is_file() else {}
 
-    def _metadata(self, final_loss: float, images_per_second: float, final_pckh,
-                  seconds: float) -> dict:
+    def _metadata(
+        self, final_loss: float, images_per_second: float, final_pckh, seconds: float
+    ) -> dict:
         cfg = self.cfg
         return {
-            "model": cfg.model, "input_size": cfg.input_size, "output_stride": cfg.output_stride,
-            "num_keypoints": cfg.num_keypoints, "width": cfg.width, "num_stages": cfg.num_stages,
-            **{key: value for key, value in cfg.architecture_options().items() if value is not None},
-            "steps": self.step, "epochs": round(self.step * self.global_batch / self.examples, 3),
-            "final_loss": final_loss, "images_per_second": images_per_second, "pckh": final_pckh,
-            "pckh_refine": self.codec.refine, "pckh_flip_test": False,
-            "replicas": self.replicas, "global_batch_size": self.global_batch,
-            "mixed_precision": self.mixed, "jit_compile": cfg.jit_compile,
-            "resumed_from_step": self.resumed_from, "train_seconds": round(seconds, 1),
-            "parameters": self.info["parameters"], "flops": self.info["flops"],
-            "output_names": self.info["output_names"], "history": self.history,
-            "warm_start": self.warm_start, "frozen_layers": len(self.frozen),
+            "model": cfg.model,
+            "input_size": cfg.input_size,
+            "output_stride": cfg.output_stride,
+            "num_keypoints": cfg.num_keypoints,
+            "width": cfg.width,
+            "num_stages": cfg.num_stages,
+            **{
+                key: value for key, value in cfg.architecture_options().items() if value is not None
+            },
+            "steps": self.step,
+            "epochs": round(self.step * self.global_batch / self.examples, 3),
+            "final_loss": final_loss,
+            "images_per_second": images_per_second,
+            "pckh": final_pckh,
+            "pckh_refine": self.codec.refine,
+            "pckh_flip_test": False,
+            "replicas": self.replicas,
+            "global_batch_size": self.global_batch,
+            "mixed_precision": self.mixed,
+            "jit_compile": cfg.jit_compile,
+            "resumed_from_step": self.resumed_from,
+            "train_seconds": round(seconds, 1),
+            "parameters": self.info["parameters"],
+            "flops": self.info["flops"],
+            "output_names": self.info["output_names"],
+            "history": self.history,
+            "warm_start": self.warm_start,
+            "frozen_layers": len(self.frozen),
         }
 
     def _save_model(self) -> None:
@@ -320,30 +455,63 @@ class _Run:
 
 def main(argv=None) -> int:
     arguments = cli.parser("train", __doc__)
-    arguments.add_argument("--config", required=True,
-                           help="YAML config file (experiments/*.yaml) or YAML text")
-    arguments.add_argument("--data", action="append", required=True, metavar="SHARDS_DIR",
-                           help="train shard folder (index.json + .tfrecord); repeat for several")
-    arguments.add_argument("--valid-data", action="append", default=[], metavar="SHARDS_DIR",
-                           help="valid shard folder for PCKh@0.5; repeat for several")
-    arguments.add_argument("--output", required=True,
-                           help="model folder; an existing one with checkpoints resumes")
-    arguments.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                           help="override a config key (value read as YAML), e.g. --set max_steps=100")
-    arguments.add_argument("--expect-gpus", type=int, default=0, metavar="N",
-                           help="GPUs this process should see; fail if TensorFlow sees none "
-                                "(default 0: no check)")
-    arguments.add_argument("--allow-cpu", action="store_true",
-                           help="with --expect-gpus, train on the CPU (with a warning) instead of "
-                                "failing")
-    arguments.add_argument("--checkpoint-uri", default="", metavar="gs://|s3://BUCKET/PREFIX",
-                           help="also keep checkpoints there as they are written, and resume from "
-                                "the newest")
+    arguments.add_argument(
+        "--config", required=True, help="YAML config file (experiments/*.yaml) or YAML text"
+    )
+    arguments.add_argument(
+        "--data",
+        action="append",
+        required=True,
+        metavar="SHARDS_DIR",
+        help="train shard folder (index.json + .tfrecord); repeat for several",
+    )
+    arguments.add_argument(
+        "--valid-data",
+        action="append",
+        default=[],
+        metavar="SHARDS_DIR",
+        help="valid shard folder for PCKh@0.5; repeat for several",
+    )
+    arguments.add_argument(
+        "--output", required=True, help="model folder; an existing one with checkpoints resumes"
+    )
+    arguments.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (value read as YAML), e.g. --set max_steps=100",
+    )
+    arguments.add_argument(
+        "--expect-gpus",
+        type=int,
+        default=0,
+        metavar="N",
+        help="GPUs this process should see; fail if TensorFlow sees none (default 0: no check)",
+    )
+    arguments.add_argument(
+        "--allow-cpu",
+        action="store_true",
+        help="with --expect-gpus, train on the CPU (with a warning) instead of failing",
+    )
+    arguments.add_argument(
+        "--checkpoint-uri",
+        default="",
+        metavar="gs://|s3://BUCKET/PREFIX",
+        help="also keep checkpoints there as they are written, and resume from the newest",
+    )
 
     def run(args) -> dict:
-        return train(args.config, args.data, args.output, valid_dirs=args.valid_data,
-                     overrides=parse_overrides(args.set), expect_gpus=args.expect_gpus,
-                     allow_cpu=args.allow_cpu, checkpoint_uri=args.checkpoint_uri)
+        return train(
+            args.config,
+            args.data,
+            args.output,
+            valid_dirs=args.valid_data,
+            overrides=parse_overrides(args.set),
+            expect_gpus=args.expect_gpus,
+            allow_cpu=args.allow_cpu,
+            checkpoint_uri=args.checkpoint_uri,
+        )
 
     return cli.run("train", arguments, run, argv)
 

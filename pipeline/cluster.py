@@ -14,6 +14,7 @@ pose/files/storage.py which schemes exist and where credentials would come from.
   k8s.go resolves a secret name with resolveInputParameterStr, which fails the task on "". The
   `cluster-settings` task (pipeline/ops.py) turns the run parameters into such strings.
 """
+
 import os
 import re
 
@@ -58,15 +59,18 @@ def on_kfp_cluster() -> bool:
 def refuse_local_paths(arguments: dict, where: str) -> None:
     """Fails on a local-path `source` or a local-path, non-empty `publish_uri` or `checkpoint_uri` (`where`
     says who checked)."""
-    for name, allowed in (("source", "gs://, s3://, minio://, https:// or synthetic://N"),
-                          ("publish_uri", "gs://, s3:// or minio://bucket/prefix"),
-                          ("checkpoint_uri", "gs://, s3:// or minio://bucket/prefix")):
+    for name, allowed in (
+        ("source", "gs://, s3://, minio://, https:// or synthetic://N"),
+        ("publish_uri", "gs://, s3:// or minio://bucket/prefix"),
+        ("checkpoint_uri", "gs://, s3:// or minio://bucket/prefix"),
+    ):
         value = arguments.get(name)
         if isinstance(value, str) and value.strip() and is_local(value.strip()):
             raise ClusterContractError(
                 f"{name}={value!r} is a local path, but on a cluster every step runs in its own pod, whose disk "
                 f"is empty and discarded afterwards ({where}); give {allowed} instead (local paths work with "
-                f"`python -m pipeline run`)")
+                f"`python -m pipeline run`)"
+            )
 
 
 # What each storage parameter takes (pose.files.storage.kind_of's kinds); "" means none for the last
@@ -85,8 +89,11 @@ def check_storage_parameters(arguments: dict, where: str, on_cluster: bool) -> N
     its store has credentials. `arguments` holds every parameter's value, defaults included."""
     from pose.files import storage
 
-    uris = {name: arguments[name].strip() for name in STORAGE_PARAMETERS
-            if isinstance(arguments.get(name), str) and arguments[name].strip()}
+    uris = {
+        name: arguments[name].strip()
+        for name in STORAGE_PARAMETERS
+        if isinstance(arguments.get(name), str) and arguments[name].strip()
+    }
     if on_cluster:  # first: its message says why a path cannot work there
         refuse_local_paths(uris, where)
     for name, uri in uris.items():
@@ -102,7 +109,8 @@ def check_storage_parameters(arguments: dict, where: str, on_cluster: bool) -> N
                 raise ClusterContractError(
                     f"{name}={uri!r} needs S3 credentials, but s3_secret is empty while s3_endpoint "
                     f"{endpoint!r} is not AWS ({where}); name the secret holding accesskey and "
-                    f"secretkey (KFP's own is {DEFAULT_S3_SECRET!r})")
+                    f"secretkey (KFP's own is {DEFAULT_S3_SECRET!r})"
+                )
         return
     for name, uri in uris.items():
         problem = storage.credentials_problem(uri)
@@ -123,7 +131,8 @@ def check_secret_name(gcs_secret: str) -> str:
         raise ClusterContractError(
             f"gcs_secret={gcs_secret!r}: the KFP driver names the pod's volume after the secret, "
             f"and a volume name must be at most 63 characters of a-z, 0-9 and '-' (no '.'), "
-            f"starting and ending with a letter or digit; create the secret under such a name")
+            f"starting and ending with a letter or digit; create the secret under such a name"
+        )
     return name
 
 
@@ -156,11 +165,14 @@ def s3_settings(endpoint: str, region: str, path_style: bool, tls: bool) -> str:
 
     endpoint = endpoint.strip()
     if "://" in endpoint:
-        raise ClusterContractError(f"s3_endpoint={endpoint!r}: give host:port without a scheme; "
-                                   f"s3_tls says whether it is https")
+        raise ClusterContractError(
+            f"s3_endpoint={endpoint!r}: give host:port without a scheme; "
+            f"s3_tls says whether it is https"
+        )
     url = f"{'https' if tls else 'http'}://{endpoint}" if endpoint else ""
-    return json.dumps({"endpoint_url": url, "region": region.strip(),
-                       "path_style": bool(path_style)})
+    return json.dumps(
+        {"endpoint_url": url, "region": region.strip(), "path_style": bool(path_style)}
+    )
 
 
 def use_s3_settings(settings: str) -> None:
@@ -175,8 +187,9 @@ def use_s3_settings(settings: str) -> None:
         os.environ["POSE_S3_PATH_STYLE"] = "true" if values.get("path_style", True) else "false"
     if values.get("region"):
         os.environ["AWS_REGION"] = values["region"]
-    keys = [os.path.join(S3_SECRET_MOUNT, name)
-            for name in (S3_ACCESS_KEY_FILE, S3_SECRET_KEY_FILE)]
+    keys = [
+        os.path.join(S3_SECRET_MOUNT, name) for name in (S3_ACCESS_KEY_FILE, S3_SECRET_KEY_FILE)
+    ]
     if all(os.path.isfile(key) for key in keys) and not os.environ.get("AWS_ACCESS_KEY_ID"):
         with open(keys[0]) as access, open(keys[1]) as secret:
             os.environ["AWS_ACCESS_KEY_ID"] = access.read().strip()
@@ -186,5 +199,7 @@ def use_s3_settings(settings: str) -> None:
 def accelerator_count(gpu_count: int) -> str:
     """`gpu_count` as the decimal string the driver parses into the accelerator limit."""
     if isinstance(gpu_count, bool) or int(gpu_count) != gpu_count or gpu_count < 0:
-        raise ClusterContractError(f"gpu_count={gpu_count!r}: expected a whole number of GPUs, 0 or more")
+        raise ClusterContractError(
+            f"gpu_count={gpu_count!r}: expected a whole number of GPUs, 0 or more"
+        )
     return str(int(gpu_count))

@@ -3,6 +3,7 @@
 Images are chosen at compile time: pipeline/images.py reads POSE_IMAGE_REGISTRY and POSE_IMAGE_TAG
 when it is first imported, so `compile_pipeline` sets them before importing the DAG.
 """
+
 import os
 import sys
 from pathlib import Path
@@ -16,19 +17,25 @@ class CompileError(RuntimeError):
     """The pipeline could not be compiled as asked, or the backend model rejects the result."""
 
 
-def compile_pipeline(output: str | Path = DEFAULT_OUTPUT, image_tag: str | None = None,
-                     registry: str | None = None) -> Path:
+def compile_pipeline(
+    output: str | Path = DEFAULT_OUTPUT, image_tag: str | None = None, registry: str | None = None
+) -> Path:
     """Writes the compiled pipeline to `output` (atomically) and returns its path."""
     wanted = {"POSE_IMAGE_TAG": image_tag, "POSE_IMAGE_REGISTRY": registry}
     if "pipeline.images" in sys.modules:
         from pipeline import images
 
         current = {"POSE_IMAGE_TAG": images.TAG, "POSE_IMAGE_REGISTRY": images.REGISTRY}
-        clashes = [f"{k}={v!r} (already imported as {current[k]!r})" for k, v in wanted.items()
-                   if v is not None and v != current[k]]
+        clashes = [
+            f"{k}={v!r} (already imported as {current[k]!r})"
+            for k, v in wanted.items()
+            if v is not None and v != current[k]
+        ]
         if clashes:
-            raise CompileError(f"images were already chosen in this process: {', '.join(clashes)}; "
-                               f"compile in a fresh process (python -m pipeline compile)")
+            raise CompileError(
+                f"images were already chosen in this process: {', '.join(clashes)}; "
+                f"compile in a fresh process (python -m pipeline compile)"
+            )
     os.environ.update({k: v for k, v in wanted.items() if v is not None})
 
     from kfp import compiler
@@ -51,12 +58,15 @@ def _check_defaults(pipeline) -> None:
     checks `submit` makes (pipeline/cluster.py check_storage_parameters)."""
     from google.protobuf import json_format
 
-    from pipeline.params import declared_defaults
     from pipeline.cluster import ClusterContractError, check_storage_parameters
+    from pipeline.params import declared_defaults
 
     try:
-        check_storage_parameters(declared_defaults(json_format.MessageToDict(pipeline.pipeline_spec)),
-                                 "a default of pipeline/dag.py", on_cluster=True)
+        check_storage_parameters(
+            declared_defaults(json_format.MessageToDict(pipeline.pipeline_spec)),
+            "a default of pipeline/dag.py",
+            on_cluster=True,
+        )
     except ClusterContractError as error:
         raise CompileError(str(error)) from None
 
@@ -77,8 +87,10 @@ def check_backend(package: str | Path) -> None:
     findings = check(ir, MAX_LOOP_ITEMS, LONGEST_ATTEMPT_S).findings
     if findings:
         listed = "\n  ".join(str(finding) for finding in findings)
-        raise CompileError(f"the KFP backend model rejects the compiled pipeline ({len(findings)} "
-                           f"findings; docs/CLUSTER.md explains each rule):\n  {listed}")
+        raise CompileError(
+            f"the KFP backend model rejects the compiled pipeline ({len(findings)} "
+            f"findings; docs/CLUSTER.md explains each rule):\n  {listed}"
+        )
 
 
 _CHECK = """
@@ -100,9 +112,12 @@ def _preflight_defaults(defaults: dict) -> None:
     import json
     import subprocess
 
-    result = subprocess.run([sys.executable, "-c", _CHECK, json.dumps(defaults)], capture_output=True,
-                            text=True, cwd=Path(__file__).resolve().parent.parent)
+    result = subprocess.run(
+        [sys.executable, "-c", _CHECK, json.dumps(defaults)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     if result.returncode:
         lines = result.stderr.strip().splitlines() or ["(no message)"]
         raise CompileError(f"the pipeline's default {lines[-1]}")
-

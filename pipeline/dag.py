@@ -9,15 +9,32 @@ ignored by kfp.local (a local run's steps take S3 settings from the AWS_* enviro
 what they become on a cluster is README's "On a cluster", checked by tests/test_cluster.py.
 Images are fixed at compile time: `python -m pipeline compile --image-tag T` (see pipeline/images.py).
 """
+
 from typing import NamedTuple
 
 from kfp import dsl, kubernetes
 from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
 
-from pipeline.ops import (cluster_settings_op, convert_op, download_op, evaluate_op, freeze_op, pack_uris_op,
-                          publish_op, shard_op, source_version_op, tflite_op, train_op)
-from pipeline.cluster import (DEFAULT_S3_ENDPOINT, DEFAULT_S3_REGION, DEFAULT_S3_SECRET,
-                              GCS_SECRET_MOUNT, S3_SECRET_MOUNT)
+from pipeline.cluster import (
+    DEFAULT_S3_ENDPOINT,
+    DEFAULT_S3_REGION,
+    DEFAULT_S3_SECRET,
+    GCS_SECRET_MOUNT,
+    S3_SECRET_MOUNT,
+)
+from pipeline.ops import (
+    cluster_settings_op,
+    convert_op,
+    download_op,
+    evaluate_op,
+    freeze_op,
+    pack_uris_op,
+    publish_op,
+    shard_op,
+    source_version_op,
+    tflite_op,
+    train_op,
+)
 from pose.data.packs import MAX_SHARDS
 from pose.models import contract
 
@@ -35,14 +52,25 @@ DEFAULT_CONFIG = "experiments/local.yaml"
 # retrains. Publishing is a side effect and always runs. docs/CLUSTER.md ("Reruns") has the table.
 # source-version asks the store what the source is now, so it never comes from the cache; download
 # is cached on its answer (a replaced object is downloaded again, an unchanged one is not).
-CACHED_STEPS = {"cluster-settings": True, "source-version": False, "download": True, "convert": True,
-                "fanout": True, "shard": True,
-                "train": True, "freeze": True, "tflite": True, "evaluate": True, "publish": False}
+CACHED_STEPS = {
+    "cluster-settings": True,
+    "source-version": False,
+    "download": True,
+    "convert": True,
+    "fanout": True,
+    "shard": True,
+    "train": True,
+    "freeze": True,
+    "tflite": True,
+    "evaluate": True,
+    "publish": False,
+}
 
 
 class Resources(NamedTuple):
     """A step's pod: requests (what the scheduler reserves) and limits (what a namespace ResourceQuota with
     limits.cpu / limits.memory counts; a pod without limits is refused by such a quota)."""
+
     cpu: str
     memory: str
     cpu_limit: str
@@ -93,13 +121,21 @@ LONGEST_ATTEMPT_S = {"train": TRAIN_LONGEST_ATTEMPT_S}
 def configure(task, step: str, display_name: str = ""):
     """The step's name in the UI and the logs, its resource requests and limits, and caching."""
     resources = RESOURCES[step]
-    return (task.set_display_name(display_name or step)
-            .set_cpu_request(resources.cpu).set_memory_request(resources.memory)
-            .set_cpu_limit(resources.cpu_limit).set_memory_limit(resources.memory_limit)
-            .set_caching_options(CACHED_STEPS[step]))
+    return (
+        task.set_display_name(display_name or step)
+        .set_cpu_request(resources.cpu)
+        .set_memory_request(resources.memory)
+        .set_cpu_limit(resources.cpu_limit)
+        .set_memory_limit(resources.memory_limit)
+        .set_caching_options(CACHED_STEPS[step])
+    )
 
 
-Outputs = NamedTuple("Outputs", tflite_models=Model, metrics=Metrics, report=HTML, results=Artifact)
+class Outputs(NamedTuple):
+    tflite_models: Model
+    metrics: Metrics
+    report: HTML
+    results: Artifact
 
 
 def _use_gcs_secret(task, secret_volume) -> None:
@@ -108,7 +144,9 @@ def _use_gcs_secret(task, secret_volume) -> None:
     GOOGLE_APPLICATION_CREDENTIALS to its key.json itself. Create it with
     `kubectl create secret generic gcs-credentials --from-file=key.json=SA_KEY.json`.
     """
-    kubernetes.use_secret_as_volume(task, secret_name=secret_volume, mount_path=GCS_SECRET_MOUNT, optional=True)
+    kubernetes.use_secret_as_volume(
+        task, secret_name=secret_volume, mount_path=GCS_SECRET_MOUNT, optional=True
+    )
 
 
 def _use_storage_secrets(task, settings) -> None:
@@ -117,8 +155,12 @@ def _use_storage_secrets(task, settings) -> None:
     S3_SECRET_MOUNT, optional like the GCS one (AWS with IRSA has none); the op turns it into
     AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (pipeline/cluster.py use_s3_settings)."""
     _use_gcs_secret(task, settings.outputs["gcs_secret_volume"])
-    kubernetes.use_secret_as_volume(task, secret_name=settings.outputs["s3_secret_volume"],
-                                    mount_path=S3_SECRET_MOUNT, optional=True)
+    kubernetes.use_secret_as_volume(
+        task,
+        secret_name=settings.outputs["s3_secret_volume"],
+        mount_path=S3_SECRET_MOUNT,
+        optional=True,
+    )
 
 
 def _shard_split(coco_uri, dataset_info, split: str, num_shards):
@@ -132,17 +174,28 @@ def _shard_split(coco_uri, dataset_info, split: str, num_shards):
     docs/CLUSTER.md). The shard task also takes convert's small dataset_info, so that it can be a
     cache hit only when convert was one (its cache key holds its input artifacts' ids): see
     pose_pipeline."""
-    packs = configure(pack_uris_op(coco_uri=coco_uri, split=split, num_shards=num_shards), "fanout", f"fanout-{split}")
+    packs = configure(
+        pack_uris_op(coco_uri=coco_uri, split=split, num_shards=num_shards),
+        "fanout",
+        f"fanout-{split}",
+    )
     with dsl.ParallelFor(packs.output, parallelism=MAX_PARALLEL_SHARD_TASKS) as pack_uri:
         pack = dsl.importer(artifact_uri=pack_uri, artifact_class=Dataset, reimport=False)
-        shard = shard_op(coco=pack.output, dataset_info=dataset_info, split=split,
-                         num_shards=num_shards, shard_index=-1)
+        shard = shard_op(
+            coco=pack.output,
+            dataset_info=dataset_info,
+            split=split,
+            num_shards=num_shards,
+            shard_index=-1,
+        )
         return configure(shard, "shard", f"shard-{split}")
 
 
-@dsl.pipeline(name=PIPELINE_NAME,
-              description="AI Challenger keypoints -> MobileNetV2 CPM / Hourglass -> TFLite models, evaluated "
-                          "against the seed's models (PCKh@0.5, OKS AP, latency), optionally published to gs:// or s3://.")
+@dsl.pipeline(
+    name=PIPELINE_NAME,
+    description="AI Challenger keypoints -> MobileNetV2 CPM / Hourglass -> TFLite models, evaluated "
+    "against the seed's models (PCKh@0.5, OKS AP, latency), optionally published to gs:// or s3://.",
+)
 def pose_pipeline(
     source: str = DEFAULT_SOURCE,
     sha256: str = "",
@@ -160,7 +213,9 @@ def pose_pipeline(
     gpu_type: str = "nvidia.com/gpu",
     gpu_count: int = 1,
     gpu_node_selector: dict = {},
-    gpu_tolerations: list = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    gpu_tolerations: list = [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ],
     allow_cpu: bool = False,
     gcs_secret: str = "gcs-credentials",
     checkpoint_uri: str = "",
@@ -170,18 +225,37 @@ def pose_pipeline(
     s3_path_style: bool = True,
     s3_tls: bool = False,
 ) -> Outputs:
-    settings = configure(cluster_settings_op(gpu_count=gpu_count, gcs_secret=gcs_secret,
-                                             s3_secret=s3_secret, s3_endpoint=s3_endpoint,
-                                             s3_region=s3_region, s3_path_style=s3_path_style,
-                                             s3_tls=s3_tls), "cluster-settings")
+    settings = configure(
+        cluster_settings_op(
+            gpu_count=gpu_count,
+            gcs_secret=gcs_secret,
+            s3_secret=s3_secret,
+            s3_endpoint=s3_endpoint,
+            s3_region=s3_region,
+            s3_path_style=s3_path_style,
+            s3_tls=s3_tls,
+        ),
+        "cluster-settings",
+    )
     s3_settings = settings.outputs["s3_settings"]
     version = configure(source_version_op(source=source, s3_settings=s3_settings), "source-version")
     _use_storage_secrets(version, settings)
-    download = configure(download_op(source=source, sha256=sha256, source_version=version.output,
-                                     s3_settings=s3_settings), "download")
+    download = configure(
+        download_op(
+            source=source, sha256=sha256, source_version=version.output, s3_settings=s3_settings
+        ),
+        "download",
+    )
     _use_storage_secrets(download, settings)
-    convert = configure(convert_op(raw=download.outputs["raw"], single_person=single_person,
-                                   skip_invalid=skip_invalid, num_shards=num_shards), "convert")
+    convert = configure(
+        convert_op(
+            raw=download.outputs["raw"],
+            single_person=single_person,
+            skip_invalid=skip_invalid,
+            num_shards=num_shards,
+        ),
+        "convert",
+    )
     dataset_info = convert.outputs["dataset_info"]
     train_shard = _shard_split(convert.outputs["Output"], dataset_info, "train", num_shards)
     valid_shard = _shard_split(convert.outputs["Output"], dataset_info, "valid", num_shards)
@@ -194,40 +268,81 @@ def pose_pipeline(
     # this run's prefix and opens the bucket for every shard. docs/CLUSTER.md, "Resubmitting";
     # checked by pipeline/backend.
     # One dsl.Collected per consumer: kfp 2.17's compiler fails on an instance shared by two tasks.
-    train = configure(train_op(train_shards=dsl.Collected(train_shard.outputs["shards"]),
-                               valid_shards=dsl.Collected(valid_shard.outputs["shards"]),
-                               dataset_info=dataset_info,
-                               config=config, overrides=overrides, gpu_count=gpu_count, allow_cpu=allow_cpu,
-                               checkpoint_uri=checkpoint_uri, s3_settings=s3_settings), "train")
+    train = configure(
+        train_op(
+            train_shards=dsl.Collected(train_shard.outputs["shards"]),
+            valid_shards=dsl.Collected(valid_shard.outputs["shards"]),
+            dataset_info=dataset_info,
+            config=config,
+            overrides=overrides,
+            gpu_count=gpu_count,
+            allow_cpu=allow_cpu,
+            checkpoint_uri=checkpoint_uri,
+            s3_settings=s3_settings,
+        ),
+        "train",
+    )
     # A preempted or failed pod is retried (by the policy the cluster's Argo sets: docs/CLUSTER.md);
     # with checkpoint_uri the new pod resumes from the bucket.
-    train.set_retry(num_retries=TRAIN_RETRIES, backoff_duration="60s", backoff_factor=2.0,
-                    backoff_max_duration=TRAIN_RETRY_WINDOW)
+    train.set_retry(
+        num_retries=TRAIN_RETRIES,
+        backoff_duration="60s",
+        backoff_factor=2.0,
+        backoff_max_duration=TRAIN_RETRY_WINDOW,
+    )
     _use_storage_secrets(train, settings)
     # The count as the settings task's string output: the driver reads "" from a number parameter and then
     # sets no GPU limit (pipeline/cluster.py). The compiler adds that output to train's inputs but not to
     # its dependentTasks, which is what orders the tasks on the cluster: hence .after().
-    train.set_accelerator_type(gpu_type).set_accelerator_limit(settings.outputs["accelerator_count"])
+    train.set_accelerator_type(gpu_type).set_accelerator_limit(
+        settings.outputs["accelerator_count"]
+    )
     train.after(settings)
-    kubernetes.empty_dir_mount(train, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=SHM_SIZE)
+    kubernetes.empty_dir_mount(
+        train, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=SHM_SIZE
+    )
     kubernetes.add_node_selector_json(train, gpu_node_selector)
     kubernetes.add_toleration_json(train, gpu_tolerations)
 
-    freeze = configure(freeze_op(model=train.outputs["model"], export_contract=export_contract), "freeze")
-    tflite = configure(tflite_op(frozen=freeze.outputs["frozen"], variants=tflite_variants,
-                                 representative=dsl.Collected(train_shard.outputs["shards"]),
-                                 dataset_info=dataset_info), "tflite")
-    evaluate = configure(evaluate_op(tflite_models=tflite.outputs["tflite_models"], latency_runs=latency_runs,
-                                     flip_test=flip_test,
-                                     valid_shards=dsl.Collected(valid_shard.outputs["shards"]),
-                                     dataset_info=dataset_info), "evaluate")
+    freeze = configure(
+        freeze_op(model=train.outputs["model"], export_contract=export_contract), "freeze"
+    )
+    tflite = configure(
+        tflite_op(
+            frozen=freeze.outputs["frozen"],
+            variants=tflite_variants,
+            representative=dsl.Collected(train_shard.outputs["shards"]),
+            dataset_info=dataset_info,
+        ),
+        "tflite",
+    )
+    evaluate = configure(
+        evaluate_op(
+            tflite_models=tflite.outputs["tflite_models"],
+            latency_runs=latency_runs,
+            flip_test=flip_test,
+            valid_shards=dsl.Collected(valid_shard.outputs["shards"]),
+            dataset_info=dataset_info,
+        ),
+        "evaluate",
+    )
     with dsl.If(publish_uri != "", name="publish-requested"):
-        publish = configure(publish_op(tflite_models=tflite.outputs["tflite_models"],
-                                       report=evaluate.outputs["report"], results=evaluate.outputs["results"],
-                                       destination=publish_uri, variant=publish_variant,
-                                       s3_settings=s3_settings), "publish")
+        publish = configure(
+            publish_op(
+                tflite_models=tflite.outputs["tflite_models"],
+                report=evaluate.outputs["report"],
+                results=evaluate.outputs["results"],
+                destination=publish_uri,
+                variant=publish_variant,
+                s3_settings=s3_settings,
+            ),
+            "publish",
+        )
         _use_storage_secrets(publish, settings)
 
-    return Outputs(tflite_models=tflite.outputs["tflite_models"], metrics=evaluate.outputs["metrics"],
-                   report=evaluate.outputs["report"], results=evaluate.outputs["results"])
-
+    return Outputs(
+        tflite_models=tflite.outputs["tflite_models"],
+        metrics=evaluate.outputs["metrics"],
+        report=evaluate.outputs["report"],
+        results=evaluate.outputs["results"],
+    )

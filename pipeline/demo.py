@@ -6,6 +6,7 @@ files), and optionally a folder of pictures at pictures/; prints the URL to open
 go gzip-encoded (the build's gzip copies, pose.web_demo.gzip_copy) to a browser that accepts gzip: 2.9 MB on
 the wire instead of 9.7 MB.
 """
+
 import contextlib
 import functools
 import http.server
@@ -22,9 +23,17 @@ log = logging.getLogger("demo")
 MODEL_PATH = "model/"  # where the server puts the model, relative to the page
 PICTURES_PATH = "pictures/"
 
-_CONTENT_TYPES = {".js": "text/javascript", ".wasm": "application/wasm", ".json": "application/json",
-                  ".tflite": "application/octet-stream", ".html": "text/html; charset=utf-8", ".css": "text/css",
-                  ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
+_CONTENT_TYPES = {
+    ".js": "text/javascript",
+    ".wasm": "application/wasm",
+    ".json": "application/json",
+    ".tflite": "application/octet-stream",
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+}
 
 __all__ = ["DemoError", "serve", "serving"]
 
@@ -32,8 +41,9 @@ __all__ = ["DemoError", "serve", "serving"]
 class _Handler(http.server.SimpleHTTPRequestHandler):
     """The page from web/build/, the model under model/, pictures (optional) under pictures/."""
 
-    def __init__(self, *args, model_path: Path, metadata: bytes, pictures: Path | None, page: Path,
-                 **kwargs):
+    def __init__(
+        self, *args, model_path: Path, metadata: bytes, pictures: Path | None, page: Path, **kwargs
+    ):
         self.model_path, self.metadata, self.pictures = model_path, metadata, pictures
         super().__init__(*args, directory=str(page), **kwargs)
 
@@ -45,7 +55,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         if path == model_prefix + ".json":
             return self._send(self.metadata, ".json")
         if self.pictures is not None and path.startswith(f"/{PICTURES_PATH}"):
-            picture = (self.pictures / path[len(PICTURES_PATH) + 1:]).resolve()
+            picture = (self.pictures / path[len(PICTURES_PATH) + 1 :]).resolve()
             if picture.is_file() and picture.is_relative_to(self.pictures.resolve()):
                 return self._send(picture.read_bytes(), picture.suffix.lower())
             return self.send_error(404)
@@ -99,17 +109,26 @@ def serving(model: str, port: int = 0, pictures: str | None = None):
         raise DemoError(f"--model {model}: expected a .tflite file")
     page = build()
     metadata = json.dumps(model_metadata(model_path)).encode()
-    handler = functools.partial(_Handler, model_path=model_path, metadata=metadata,
-                                pictures=Path(pictures) if pictures else None, page=page)
+    handler = functools.partial(
+        _Handler,
+        model_path=model_path,
+        metadata=metadata,
+        pictures=Path(pictures) if pictures else None,
+        page=page,
+    )
     try:
         server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
     except OSError as error:
-        raise DemoError(f"--port {port}: cannot listen on 127.0.0.1:{port} ({error.strerror})") from error
+        raise DemoError(
+            f"--port {port}: cannot listen on 127.0.0.1:{port} ({error.strerror})"
+        ) from error
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield (f"http://127.0.0.1:{server.server_address[1]}/index.html?model="
-               f"{MODEL_PATH}{urllib.parse.quote(model_path.name)}")
+        yield (
+            f"http://127.0.0.1:{server.server_address[1]}/index.html?model="
+            f"{MODEL_PATH}{urllib.parse.quote(model_path.name)}"
+        )
     finally:
         server.shutdown()
         server.server_close()
@@ -119,7 +138,5 @@ def serve(model: str, port: int = 8000, pictures: str | None = None) -> None:
     """Serves until interrupted; prints the URL to open."""
     with serving(model, port, pictures) as url:
         print(url, flush=True)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
-        except KeyboardInterrupt:
-            pass

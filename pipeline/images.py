@@ -11,6 +11,7 @@ registry or tag with POSE_IMAGE_REGISTRY / POSE_IMAGE_TAG (or `python -m pipelin
 ... --image-tag ...`). Importing this module needs only the standard library (the build script runs it
 with the system's python3).
 """
+
 import hashlib
 import os
 from pathlib import Path
@@ -19,11 +20,32 @@ REPO = Path(__file__).resolve().parent.parent
 VERSION = "0.1.0"
 # Everything the Dockerfiles COPY, and the Dockerfiles and locks themselves, as repository paths (anchors/:
 # the seed's released .tflite files with their notice; photos/: the real photographs evaluate shows).
-IMAGE_INPUTS = ("images/Dockerfile.slim", "images/Dockerfile.cpu", "images/Dockerfile.gpu", "anchors", "photos",
-                "requirements.lock", "requirements-slim.lock", "requirements-gpu.lock",
-                "pose", "components", "pipeline", "experiments",
-                *(f"web/{name}" for name in ("index.html", "app.js", "pose.js", "style.css", "package.json",
-                                             "package-lock.json", "build.sh")))  # the web demo publish uploads
+IMAGE_INPUTS = (
+    "images/Dockerfile.slim",
+    "images/Dockerfile.cpu",
+    "images/Dockerfile.gpu",
+    "anchors",
+    "photos",
+    "requirements.lock",
+    "requirements-slim.lock",
+    "requirements-gpu.lock",
+    "pose",
+    "components",
+    "pipeline",
+    "experiments",
+    *(
+        f"web/{name}"
+        for name in (
+            "index.html",
+            "app.js",
+            "pose.js",
+            "style.css",
+            "package.json",
+            "package-lock.json",
+            "build.sh",
+        )
+    ),
+)  # the web demo publish uploads
 _NOT_INPUTS = (".pyc", ".tmp")  # build leftovers, never copied into an image
 
 
@@ -35,8 +57,13 @@ def input_files(root: Path = REPO) -> list[Path]:
         if path.is_file():
             files.append(path)
         elif path.is_dir():
-            files.extend(p for p in path.rglob("*") if p.is_file()
-                         and not any(part == "__pycache__" for part in p.parts) and not p.name.endswith(_NOT_INPUTS))
+            files.extend(
+                p
+                for p in path.rglob("*")
+                if p.is_file()
+                and not any(part == "__pycache__" for part in p.parts)
+                and not p.name.endswith(_NOT_INPUTS)
+            )
         else:
             raise FileNotFoundError(f"image input {path} is missing")
     return sorted(files)
@@ -64,7 +91,9 @@ GPU_IMAGE = f"{REGISTRY}/pose-gpu:{TAG}"  # train
 IMAGES = {"slim": SLIM_IMAGE, "cpu": CPU_IMAGE, "gpu": GPU_IMAGE}
 
 
-if __name__ == "__main__":  # `eval "$(python3 -m pipeline.images)"`: the names as shell variables (README.md)
+if (
+    __name__ == "__main__"
+):  # `eval "$(python3 -m pipeline.images)"`: the names as shell variables (README.md)
     import shlex
 
     for kind, image in IMAGES.items():

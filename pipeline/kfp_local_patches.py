@@ -11,6 +11,7 @@ runner's `kfp.local.docker_task_handler.run_docker_container`.
   containers no GPU), its container run by run_docker_container, which reads a failure as one
   and passes the storage settings of this machine's environment on (STORAGE_ENV).
 """
+
 import contextlib
 import functools
 import os
@@ -19,10 +20,21 @@ import threading
 # What the steps read their bucket settings and credentials from (pose/files/storage_gcs.py,
 # storage_s3.py, storage.py). kfp.local gives a container only the task's own variables, so a
 # `pipeline run --runner docker` with gs:// or s3:// URIs would reach no store without these.
-STORAGE_ENV = ("STORAGE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT", "AWS_ENDPOINT_URL",
-               "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-               "AWS_REGION", "AWS_DEFAULT_REGION", "POSE_S3_PATH_STYLE", "POSE_NETWORK_TIMEOUT",
-               "POSE_NETWORK_RETRY", "POSE_HTTP_RETRIES")
+STORAGE_ENV = (
+    "STORAGE_EMULATOR_HOST",
+    "GOOGLE_CLOUD_PROJECT",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "POSE_S3_PATH_STYLE",
+    "POSE_NETWORK_TIMEOUT",
+    "POSE_NETWORK_RETRY",
+    "POSE_HTTP_RETRIES",
+)
 
 
 @contextlib.contextmanager
@@ -66,7 +78,10 @@ def one_task_at_a_time():
 
         return run_alone
 
-    run_task, run_importer = task_dispatcher.run_single_task_implementation, importer_handler.run_importer
+    run_task, run_importer = (
+        task_dispatcher.run_single_task_implementation,
+        importer_handler.run_importer,
+    )
     task_dispatcher.run_single_task_implementation = alone(run_task)
     importer_handler.run_importer = alone(run_importer)
     try:
@@ -101,8 +116,9 @@ def docker_tasks(images: dict):
         docker_task_handler.run_docker_container = run_container
 
 
-def run_docker_container(client, image: str, command: list[str], volumes: dict,
-                         **container_run_args) -> int:
+def run_docker_container(
+    client, image: str, command: list[str], volumes: dict, **container_run_args
+) -> int:
     """kfp.local's run_docker_container without its false success: kfp 2.17.3 starts the container
     with auto_remove=True, and when the container has exited and been removed before kfp reads its
     logs and exit status (a step that fails within moments, on a busy machine), it takes the missing
@@ -111,8 +127,9 @@ def run_docker_container(client, image: str, command: list[str], volumes: dict,
     passed_on = {name: os.environ[name] for name in STORAGE_ENV if os.environ.get(name)}
     task_env = container_run_args.get("environment") or {}
     container_run_args["environment"] = {**passed_on, **task_env}
-    container = client.containers.run(image=image, command=command, volumes=volumes, detach=True,
-                                      **container_run_args)
+    container = client.containers.run(
+        image=image, command=command, volumes=volumes, detach=True, **container_run_args
+    )
     try:
         for chunk in container.logs(stream=True, follow=True):
             print(chunk.decode(errors="replace"), end="")

@@ -11,6 +11,7 @@ Does     runs the same pipeline function that is compiled to pipeline.yaml: kfp 
 Writes   every artifact under `<pipeline root>/<pipeline name>-<timestamp>/<task>/`, and `summary.json` there:
          where the models, metrics and report are, the headline figures, and wall time per step.
 """
+
 import collections
 import contextlib
 import io
@@ -45,9 +46,16 @@ class LocalRunError(RuntimeError):
     """The local run could not start, or one of its steps failed."""
 
 
-def run_local(source: str | None = None, config: str | None = None, runner: str = "subprocess",
-              pipeline_root: str = DEFAULT_PIPELINE_ROOT, overrides: list[str] = (), params: dict | None = None,
-              cache: bool = False, verbose: bool = False) -> dict:
+def run_local(
+    source: str | None = None,
+    config: str | None = None,
+    runner: str = "subprocess",
+    pipeline_root: str = DEFAULT_PIPELINE_ROOT,
+    overrides: list[str] = (),
+    params: dict | None = None,
+    cache: bool = False,
+    verbose: bool = False,
+) -> dict:
     """Runs the pipeline under kfp.local and returns (and writes as summary.json) the run's summary.
 
     `source` and `config` default to the pipeline's own (pipeline.dag.DEFAULT_SOURCE, DEFAULT_CONFIG).
@@ -59,13 +67,19 @@ def run_local(source: str | None = None, config: str | None = None, runner: str 
     from pipeline.dag import DEFAULT_CONFIG, DEFAULT_SOURCE, pose_pipeline
 
     source, config = source or DEFAULT_SOURCE, config or DEFAULT_CONFIG
-    arguments = {"source": source, "config": _config_argument(config, runner),
-                 "overrides": ",".join(overrides), **(params or {})}
+    arguments = {
+        "source": source,
+        "config": _config_argument(config, runner),
+        "overrides": ",".join(overrides),
+        **(params or {}),
+    }
     if "allow_cpu" not in arguments:
         # On a cluster train fails when its pod got GPUs TensorFlow cannot see; here "no GPU" is the usual case.
         arguments["allow_cpu"] = True
-        log.info("allow_cpu=true for this local run: train uses a GPU if TensorFlow sees one, else the CPU "
-                 "(--param allow_cpu=false to insist on a GPU)")
+        log.info(
+            "allow_cpu=true for this local run: train uses a GPU if TensorFlow sees one, else the CPU "
+            "(--param allow_cpu=false to insist on a GPU)"
+        )
     _check_storage(pose_pipeline, arguments)
     try:
         preflight.check_arguments(arguments, missing_config_ok=runner == "docker")
@@ -73,20 +87,36 @@ def run_local(source: str | None = None, config: str | None = None, runner: str 
         raise LocalRunError(str(error)) from None
     root = Path(pipeline_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    local.init(runner=_runner(runner), pipeline_root=str(root), enable_caching=cache,
-               cache_root=str(root / ".kfp_cache") if cache else None)
-    log.info("running %s locally (%s runner) under %s; cluster-only settings are ignored here",
-             pose_pipeline.name, runner, root)
+    local.init(
+        runner=_runner(runner),
+        pipeline_root=str(root),
+        enable_caching=cache,
+        cache_root=str(root / ".kfp_cache") if cache else None,
+    )
+    log.info(
+        "running %s locally (%s runner) under %s; cluster-only settings are ignored here",
+        pose_pipeline.name,
+        runner,
+        root,
+    )
 
     display_names = _display_names(pose_pipeline.pipeline_spec)
     stream = _RunMonitor(sys.stdout, verbose)
     started = time.perf_counter()
     try:
-        docker_tasks = (kfp_local_patches.docker_tasks(_local_docker_images())
-                        if runner == "docker" else contextlib.nullcontext())
+        docker_tasks = (
+            kfp_local_patches.docker_tasks(_local_docker_images())
+            if runner == "docker"
+            else contextlib.nullcontext()
+        )
         # timing_tasks inside one_task_at_a_time's lock: a task's time excludes its wait for the lock
-        with _quiet_local_warnings(), docker_tasks, stream.timing_tasks(), \
-                kfp_local_patches.one_task_at_a_time(), contextlib.redirect_stdout(stream):
+        with (
+            _quiet_local_warnings(),
+            docker_tasks,
+            stream.timing_tasks(),
+            kfp_local_patches.one_task_at_a_time(),
+            contextlib.redirect_stdout(stream),
+        ):
             outputs = pose_pipeline(**arguments).outputs
     except RuntimeError as error:
         stream.flush()
@@ -96,8 +126,13 @@ def run_local(source: str | None = None, config: str | None = None, runner: str 
             raise LocalRunError(f"local run failed: {_ANSI.sub('', str(error))}") from error
         name = display_names.get(failed, failed)
         print(f"\n---- last lines of the failed step {name!r} ----", file=sys.stderr)
-        print("\n".join(stream.tail(failed)) or "(none captured: see the step's output above)", file=sys.stderr)
-        raise LocalRunError(f"step {name!r} failed (its output is above); pipeline root {root}") from None
+        print(
+            "\n".join(stream.tail(failed)) or "(none captured: see the step's output above)",
+            file=sys.stderr,
+        )
+        raise LocalRunError(
+            f"step {name!r} failed (its output is above); pipeline root {root}"
+        ) from None
     stream.flush()
     seconds = time.perf_counter() - started
 
@@ -114,10 +149,13 @@ def _check_storage(pipeline, arguments: dict) -> None:
     train for an hour and then fail at publish."""
     from google.protobuf import json_format
 
-    from pipeline.params import declared_defaults
     from pipeline.cluster import ClusterContractError, check_storage_parameters
+    from pipeline.params import declared_defaults
 
-    effective = {**declared_defaults(json_format.MessageToDict(pipeline.pipeline_spec)), **arguments}
+    effective = {
+        **declared_defaults(json_format.MessageToDict(pipeline.pipeline_spec)),
+        **arguments,
+    }
     try:
         check_storage_parameters(effective, "checked before the local run", on_cluster=False)
     except ClusterContractError as error:
@@ -135,7 +173,9 @@ def _config_argument(config: str, runner: str) -> str:
             return path.read_text()
     if runner == "docker":  # a path that only the image has
         return config
-    raise LocalRunError(f"config {config!r}: no such file (give a YAML file, e.g. experiments/local.yaml)")
+    raise LocalRunError(
+        f"config {config!r}: no such file (give a YAML file, e.g. experiments/local.yaml)"
+    )
 
 
 def _runner(name: str):
@@ -149,7 +189,9 @@ def _runner(name: str):
         # Host network: a bare engine (scripts/docker_engine.py) has no bridge, and a local fake-gcs-server or
         # proxy is reachable as on the host. The invoking user's uid, so that the pipeline root's files stay
         # theirs. Shared memory as `docker run --shm-size` gives training in README.md.
-        return local.DockerRunner(network_mode="host", user=f"{os.getuid()}:{os.getgid()}", shm_size=DOCKER_SHM_SIZE)
+        return local.DockerRunner(
+            network_mode="host", user=f"{os.getuid()}:{os.getgid()}", shm_size=DOCKER_SHM_SIZE
+        )
     raise LocalRunError(f"--runner {name!r}: expected one of {', '.join(RUNNERS)}")
 
 
@@ -158,7 +200,11 @@ def _local_docker_images() -> dict:
     kfp.local gives containers no GPU (pose-gpu's TensorFlow would run on the CPU as well, from a far bigger image)."""
     from pipeline import images
 
-    return {images.SLIM_IMAGE: images.SLIM_IMAGE, images.CPU_IMAGE: images.CPU_IMAGE, images.GPU_IMAGE: images.CPU_IMAGE}
+    return {
+        images.SLIM_IMAGE: images.SLIM_IMAGE,
+        images.CPU_IMAGE: images.CPU_IMAGE,
+        images.GPU_IMAGE: images.CPU_IMAGE,
+    }
 
 
 def _check_docker_images() -> None:
@@ -166,14 +212,21 @@ def _check_docker_images() -> None:
     try:
         import docker
     except ImportError as error:
-        raise LocalRunError("--runner docker needs the docker SDK (requirements-dev.lock; `python3 dev.py test` "
-                            "installs it)") from error
+        raise LocalRunError(
+            "--runner docker needs the docker SDK (requirements-dev.lock; `python3 dev.py test` "
+            "installs it)"
+        ) from error
     try:
         client = docker.from_env()
         client.ping()
-    except (docker.errors.DockerException, OSError) as error:  # requests' ConnectionError is an OSError
-        raise LocalRunError(f"--runner docker: no docker engine answers ({error}); `python3 scripts/docker_engine.py "
-                            f"up` installs and starts one and prints the DOCKER_HOST to export") from error
+    except (
+        docker.errors.DockerException,
+        OSError,
+    ) as error:  # requests' ConnectionError is an OSError
+        raise LocalRunError(
+            f"--runner docker: no docker engine answers ({error}); `python3 scripts/docker_engine.py "
+            f"up` installs and starts one and prints the DOCKER_HOST to export"
+        ) from error
     with contextlib.closing(client):
         missing = []
         for image in sorted(set(_local_docker_images().values())):
@@ -182,10 +235,14 @@ def _check_docker_images() -> None:
             except docker.errors.ImageNotFound:
                 missing.append(image)
     if missing:
-        kinds = " ".join(name.rsplit("/", 1)[-1].split(":")[0].removeprefix("pose-") for name in missing)
-        raise LocalRunError(f"--runner docker: image {', '.join(missing)} is not built; build it with "
-                            f"`python3 scripts/build_images.py {kinds}` (add --base-image "
-                            f"pose-stand-in/python:3.11-bookworm where no registry is reachable)")
+        kinds = " ".join(
+            name.rsplit("/", 1)[-1].split(":")[0].removeprefix("pose-") for name in missing
+        )
+        raise LocalRunError(
+            f"--runner docker: image {', '.join(missing)} is not built; build it with "
+            f"`python3 scripts/build_images.py {kinds}` (add --base-image "
+            f"pose-stand-in/python:3.11-bookworm where no registry is reachable)"
+        )
 
 
 @contextlib.contextmanager
@@ -287,7 +344,7 @@ class _RunMonitor(io.TextIOBase):
         output is lost to a dump that was not one."""
         dump_end = getattr(self.local, "dump_end", None)
         if dump_end == "" and plain.rstrip().endswith("{"):
-            self.local.indent = plain[:len(plain) - len(plain.lstrip())]
+            self.local.indent = plain[: len(plain) - len(plain.lstrip())]
             self.local.dump_end = self.local.indent + "}"
             return True
         if dump_end:
@@ -305,9 +362,15 @@ class _RunMonitor(io.TextIOBase):
         steps = {}
         for task, spans in sorted(self.spans.items(), key=lambda item: min(s for s, _ in item[1])):
             steps.setdefault(display_names.get(task, task), []).extend(spans)
-        return [{"step": step, "tasks": len(spans), "task_s": round(sum(e - s for s, e in spans), 1),
-                 "wall_s": round(max(e for _, e in spans) - min(s for s, _ in spans), 1)}
-                for step, spans in steps.items()]
+        return [
+            {
+                "step": step,
+                "tasks": len(spans),
+                "task_s": round(sum(e - s for s, e in spans), 1),
+                "wall_s": round(max(e for _, e in spans) - min(s for s, _ in spans), 1),
+            }
+            for step, spans in steps.items()
+        ]
 
 
 def _summarise(outputs: dict, steps: list[dict], seconds: float) -> dict:
@@ -321,8 +384,11 @@ def _summarise(outputs: dict, steps: list[dict], seconds: float) -> dict:
         "models": sorted(str(p) for p in paths["tflite_models"].glob("*.tflite")),
         "outputs": {name: str(path) for name, path in paths.items()},
         # the same page as the HTML artifact, but named .html so that a browser opens it as a page
-        "report": str(paths["results"] / "report.html" if (paths["results"] / "report.html").is_file()
-                      else paths["report"]),
+        "report": str(
+            paths["results"] / "report.html"
+            if (paths["results"] / "report.html").is_file()
+            else paths["report"]
+        ),
         "results": str(results_file),
         "metrics": dict(outputs["metrics"].metadata),
         "headline": headline_figures(results_schema.read(results_file)),
@@ -335,20 +401,36 @@ def headline_figures(results: "results_schema.Results") -> dict:
     thread (and its ratio to the seed's model of the same family, timed in the same run), size and the
     agreement with the seed's CPM on the real photographs; the seed's models' own latency and size."""
     photos = results.get("photos") or {}
-    models = {name: {"pckh": model["pckh"], "ap": model["ap"], "latency_ms": model["latency"]["1"]["median_ms"],
-                     "latency_vs_seed": (model.get("vs_seed") or {}).get("latency_1_thread"),
-                     "input_size": (model.get("metadata") or {}).get("input_size"),
-                     "seed_input_size": (model.get("vs_seed") or {}).get("seed_input_size"),
-                     "size_mb": model["size_bytes"] / 1e6,
-                     "photo_agreement": (photos.get("agreement") or {}).get(name),
-                     "photo_agreement_found": (photos.get("agreement_found") or {}).get(name)}
-              for name, model in sorted(results["models"].items())}
-    seed = {name: {"pckh": anchor.get("pckh"), "ap": anchor.get("ap"),
-                   "latency_ms": anchor["latency"]["1"]["median_ms"], "size_mb": anchor["size_bytes"] / 1e6,
-                   "input_size": (anchor.get("metadata") or {}).get("input_size")}
-            for name, anchor in sorted(results.get("anchors", {}).items())}
-    return {"people": results.get("settings", {}).get("num_people"), "models": models, "seed": seed,
-            "photos": len(photos.get("pictures") or [])}
+    models = {
+        name: {
+            "pckh": model["pckh"],
+            "ap": model["ap"],
+            "latency_ms": model["latency"]["1"]["median_ms"],
+            "latency_vs_seed": (model.get("vs_seed") or {}).get("latency_1_thread"),
+            "input_size": (model.get("metadata") or {}).get("input_size"),
+            "seed_input_size": (model.get("vs_seed") or {}).get("seed_input_size"),
+            "size_mb": model["size_bytes"] / 1e6,
+            "photo_agreement": (photos.get("agreement") or {}).get(name),
+            "photo_agreement_found": (photos.get("agreement_found") or {}).get(name),
+        }
+        for name, model in sorted(results["models"].items())
+    }
+    seed = {
+        name: {
+            "pckh": anchor.get("pckh"),
+            "ap": anchor.get("ap"),
+            "latency_ms": anchor["latency"]["1"]["median_ms"],
+            "size_mb": anchor["size_bytes"] / 1e6,
+            "input_size": (anchor.get("metadata") or {}).get("input_size"),
+        }
+        for name, anchor in sorted(results.get("anchors", {}).items())
+    }
+    return {
+        "people": results.get("settings", {}).get("num_people"),
+        "models": models,
+        "seed": seed,
+        "photos": len(photos.get("pictures") or []),
+    }
 
 
 def _print_step_times(steps: list[dict], seconds: float) -> None:
@@ -364,32 +446,50 @@ def _print_step_times(steps: list[dict], seconds: float) -> None:
 def _print_summary(summary: dict) -> None:
     _print_step_times(summary["steps"], summary["seconds"])
     print(f"\nrun folder  {summary['run_dir']}")
-    print("models      " + ("\n            ".join(summary["models"]) or summary["outputs"]["tflite_models"]))
+    print(
+        "models      "
+        + ("\n            ".join(summary["models"]) or summary["outputs"]["tflite_models"])
+    )
     print(f"metrics     {summary['outputs']['metrics']}")
     print(f"report      {summary['report']}")
     print(f"results     {summary['results']}")
     print(f"summary     {Path(summary['run_dir'], 'summary.json')}")
     headline = summary["headline"]
     if headline["models"]:
-        print(f"\nheadline figures, valid split ({headline['people']} people; latency: LiteRT, 1 thread, this CPU)")
-        print(f"{'model':<24}{'PCKh@0.5':>9}{'OKS AP':>8}{'ms':>9}{'vs seed':>9}{'MB':>7}{'photos':>10}")
+        print(
+            f"\nheadline figures, valid split ({headline['people']} people; latency: LiteRT, 1 thread, this CPU)"
+        )
+        print(
+            f"{'model':<24}{'PCKh@0.5':>9}{'OKS AP':>8}{'ms':>9}{'vs seed':>9}{'MB':>7}{'photos':>10}"
+        )
         unlike = set()
         for name, m in headline["models"].items():
             ratio = f"x{m['latency_vs_seed']:.2f}" if m["latency_vs_seed"] else "n/a"
             if m["latency_vs_seed"] and m.get("seed_input_size") not in (None, m.get("input_size")):
                 ratio += "*"
                 unlike.add((m.get("input_size"), m["seed_input_size"]))
-            agreement = (f"{m['photo_agreement']:>5.2f}/{m['photo_agreement_found']:.2f}"
-                         if m.get("photo_agreement") is not None else f"{'':>10}")
-            print(f"{name:<24}{100 * m['pckh']:>9.1f}{m['ap']:>8.3f}{m['latency_ms']:>9.2f}{ratio:>9}{m['size_mb']:>7.2f}"
-                  f"{agreement}")
+            agreement = (
+                f"{m['photo_agreement']:>5.2f}/{m['photo_agreement_found']:.2f}"
+                if m.get("photo_agreement") is not None
+                else f"{'':>10}"
+            )
+            print(
+                f"{name:<24}{100 * m['pckh']:>9.1f}{m['ap']:>8.3f}{m['latency_ms']:>9.2f}{ratio:>9}{m['size_mb']:>7.2f}"
+                f"{agreement}"
+            )
         for name, m in headline["seed"].items():
             pckh = f"{100 * m['pckh']:>9.1f}" if m.get("pckh") is not None else f"{'':>9}"
             ap = f"{m['ap']:>8.3f}" if m.get("ap") is not None else f"{'':>8}"
-            print(f"{'seed ' + name:<24}{pckh}{ap}{m['latency_ms']:>9.2f}{'x1.00':>9}{m['size_mb']:>7.2f}")
+            print(
+                f"{'seed ' + name:<24}{pckh}{ap}{m['latency_ms']:>9.2f}{'x1.00':>9}{m['size_mb']:>7.2f}"
+            )
         if headline.get("photos"):
-            print(f"photos: agreement with the seed's CPM on {headline['photos']} real photographs, PCK@0.2 of the "
-                  "person's size over all 14 joints / over the joints the seed finds (see the report)")
+            print(
+                f"photos: agreement with the seed's CPM on {headline['photos']} real photographs, PCK@0.2 of the "
+                "person's size over all 14 joints / over the joints the seed finds (see the report)"
+            )
         for ours, theirs in sorted(unlike):
-            print(f"* not like with like: our model takes {ours} px, the seed's {theirs} px; latency grows with "
-                  f"the pixels, so this ratio is not a speed-up at equal input size")
+            print(
+                f"* not like with like: our model takes {ours} px, the seed's {theirs} px; latency grows with "
+                f"the pixels, so this ratio is not a speed-up at equal input size"
+            )

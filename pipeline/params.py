@@ -3,6 +3,7 @@
 Both `run` and `submit` use this, so one spelling works everywhere: `num_shards=8`, `single_person=true`,
 `gpu_node_selector={"cloud.google.com/gke-accelerator": "nvidia-l4"}`, `gpu_tolerations=[]`.
 """
+
 import json
 
 from pipeline.cluster import ClusterContractError, check_secret_name
@@ -22,7 +23,9 @@ def declared_parameters(pipeline_spec: dict) -> dict:
 def declared_defaults(pipeline_spec: dict) -> dict:
     """{name: default value} of the run parameters that have one, from the IR as a dict."""
     parameters = pipeline_spec.get("root", {}).get("inputDefinitions", {}).get("parameters", {})
-    return {name: spec["defaultValue"] for name, spec in parameters.items() if "defaultValue" in spec}
+    return {
+        name: spec["defaultValue"] for name, spec in parameters.items() if "defaultValue" in spec
+    }
 
 
 def parse_params(pairs: list[str], declared: dict) -> dict:
@@ -34,8 +37,10 @@ def parse_params(pairs: list[str], declared: dict) -> dict:
         if not sep or not name:
             raise ParameterError(f"--param {pair!r}: expected name=value")
         if name not in declared:
-            raise ParameterError(f"--param {pair!r}: the pipeline has no parameter {name!r}; "
-                                 f"it has {', '.join(sorted(declared))}")
+            raise ParameterError(
+                f"--param {pair!r}: the pipeline has no parameter {name!r}; "
+                f"it has {', '.join(sorted(declared))}"
+            )
         arguments[name] = _typed(name, text, declared[name])
     check_arguments(arguments)
     return arguments
@@ -46,12 +51,17 @@ def check_arguments(arguments: dict) -> None:
     compiled defaults): num_shards up to MAX_SHARDS (docs/CLUSTER.md, "How many shards"); a
     gcs_secret the driver can name a volume after."""
     shards = arguments.get("num_shards")  # an IR default or a JSON number may be a float (2.0)
-    if shards is not None and (isinstance(shards, bool) or not isinstance(shards, (int, float)) or
-                               shards != int(shards) or not 1 <= shards <= MAX_SHARDS):
+    if shards is not None and (
+        isinstance(shards, bool)
+        or not isinstance(shards, (int, float))
+        or shards != int(shards)
+        or not 1 <= shards <= MAX_SHARDS
+    ):
         raise ParameterError(
             f"--param num_shards={shards!r}: expected 1 to {MAX_SHARDS}; with more, train's "
             f"executor input (one artifact per shard, inlined) nears Linux's 128 KiB limit on one "
-            f"command-line argument on a KFP cluster (docs/CLUSTER.md, \"How many shards\")")
+            f'command-line argument on a KFP cluster (docs/CLUSTER.md, "How many shards")'
+        )
     if isinstance(arguments.get("gcs_secret"), str):
         try:
             check_secret_name(arguments["gcs_secret"])
@@ -78,4 +88,6 @@ def _typed(name: str, text: str, parameter_type: str):
             raise ValueError(f"expected a JSON {'object' if expected is dict else 'array'}")
         return value
     except (ValueError, KeyError) as error:
-        raise ParameterError(f"--param {name}={text!r}: not a valid {parameter_type} ({error})") from error
+        raise ParameterError(
+            f"--param {name}={text!r}: not a valid {parameter_type} ({error})"
+        ) from error

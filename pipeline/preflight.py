@@ -7,6 +7,7 @@ convert or fanout ran. `check_arguments` applies each step's own check to the pi
 starting anything, `compile` on the pipeline's defaults. A bad value is a ParameterError naming the
 parameter.
 """
+
 import inspect
 
 from pipeline.params import ParameterError
@@ -18,8 +19,11 @@ def default_arguments() -> dict:
     from pipeline.dag import pose_pipeline
 
     signature = inspect.signature(pose_pipeline.pipeline_func)
-    return {name: parameter.default for name, parameter in signature.parameters.items()
-            if parameter.default is not inspect.Parameter.empty}
+    return {
+        name: parameter.default
+        for name, parameter in signature.parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    }
 
 
 def check_arguments(arguments: dict, missing_config_ok: bool = False) -> dict:
@@ -76,13 +80,16 @@ def _training_config(arguments: dict, missing_config_ok: bool) -> None:
         if missing_config_ok and " not found (looked in " in str(error):
             return
         name = "overrides" if str(error).startswith("overrides") else "config"
-        raise ParameterError(f"parameter {name}: {error} (checked before any task started)") \
-            from None
+        raise ParameterError(
+            f"parameter {name}: {error} (checked before any task started)"
+        ) from None
     if cfg.num_keypoints != keypoints.NUM_KEYPOINTS:
-        raise ParameterError(f"parameter config: num_keypoints {cfg.num_keypoints}, but the "
-                             f"pipeline's data (AI Challenger) has {keypoints.NUM_KEYPOINTS} "
-                             "keypoints per person (checked "
-                             "before any task started)")
+        raise ParameterError(
+            f"parameter config: num_keypoints {cfg.num_keypoints}, but the "
+            f"pipeline's data (AI Challenger) has {keypoints.NUM_KEYPOINTS} "
+            "keypoints per person (checked "
+            "before any task started)"
+        )
 
 
 def _variants(arguments: dict, _) -> None:
@@ -93,9 +100,12 @@ def _variants(arguments: dict, _) -> None:
     variants = [v.strip() for v in text.split(",")]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or len(set(variants)) != len(variants):
-        _fail("tflite_variants", text, f"expected distinct names from {', '.join(VARIANTS)}"
-                                       + (f"; unknown: {', '.join(map(repr, unknown))}"
-                                          if unknown else ""))
+        _fail(
+            "tflite_variants",
+            text,
+            f"expected distinct names from {', '.join(VARIANTS)}"
+            + (f"; unknown: {', '.join(map(repr, unknown))}" if unknown else ""),
+        )
     publish_variant = arguments.get("publish_variant")
     if str(arguments.get("publish_uri", "")).strip() and publish_variant not in variants:
         _fail("publish_variant", publish_variant, f"not among tflite_variants ({text})")
@@ -117,12 +127,18 @@ def _uris(arguments: dict, _) -> None:
         except UriError as error:
             raise ParameterError(f"parameter {error} (checked before any task started)") from None
         scheme = value.split("://", 1)[0].lower() if "://" in value else ""
-        allowed = {"source": ("", "file", "http", "https", "gs", "s3", "synthetic"),
-                   "publish_uri": ("", "file", "gs", "s3"),
-                   "checkpoint_uri": ("", "file", "gs", "s3")}[name]
+        allowed = {
+            "source": ("", "file", "http", "https", "gs", "s3", "synthetic"),
+            "publish_uri": ("", "file", "gs", "s3"),
+            "checkpoint_uri": ("", "file", "gs", "s3"),
+        }[name]
         if scheme not in allowed:
-            _fail(name, value, f"unsupported scheme {scheme!r}; expected one of "
-                               f"{', '.join(s + '://' for s in allowed if s)} or a path")
+            _fail(
+                name,
+                value,
+                f"unsupported scheme {scheme!r}; expected one of "
+                f"{', '.join(s + '://' for s in allowed if s)} or a path",
+            )
 
 
 def _counts(arguments: dict, _) -> None:

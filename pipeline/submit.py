@@ -10,14 +10,15 @@ Does     checks every argument against the parameters pipeline.yaml declares, an
          Every value that can be checked without data is checked too (pipeline/preflight.py).
 Writes   nothing locally; prints the run's id and its URL in the KFP UI.
 """
+
 import logging
 from pathlib import Path
 
 import yaml
 
 from pipeline import preflight
-from pipeline.params import ParameterError, declared_defaults, declared_parameters, parse_params
 from pipeline.cluster import ClusterContractError, check_storage_parameters
+from pipeline.params import ParameterError, declared_defaults, declared_parameters, parse_params
 
 log = logging.getLogger("pipeline.submit")
 
@@ -33,7 +34,9 @@ def load_package(package: str | Path) -> dict:
     """The pipeline spec (first YAML document) of a compiled package."""
     path = Path(package)
     if not path.is_file():
-        raise SubmitError(f"{path}: no compiled pipeline here (write it with `python -m pipeline compile`)")
+        raise SubmitError(
+            f"{path}: no compiled pipeline here (write it with `python -m pipeline compile`)"
+        )
     try:
         spec = next(yaml.safe_load_all(path.read_text()))
     except (yaml.YAMLError, StopIteration) as error:
@@ -43,9 +46,17 @@ def load_package(package: str | Path) -> dict:
     return spec
 
 
-def submit(host: str, params: list[str] = (), experiment: str = DEFAULT_EXPERIMENT, pipeline_root: str | None = None,
-           package: str | Path = DEFAULT_PACKAGE, run_name: str | None = None, namespace: str | None = None,
-           enable_caching: bool | None = None, token: str | None = None) -> dict:
+def submit(
+    host: str,
+    params: list[str] = (),
+    experiment: str = DEFAULT_EXPERIMENT,
+    pipeline_root: str | None = None,
+    package: str | Path = DEFAULT_PACKAGE,
+    run_name: str | None = None,
+    namespace: str | None = None,
+    enable_caching: bool | None = None,
+    token: str | None = None,
+) -> dict:
     """Creates a run; returns {"run_id", "url", "arguments"}.
 
     `enable_caching` None keeps each step's compiled setting (CACHED_STEPS in pipeline/dag.py);
@@ -55,8 +66,9 @@ def submit(host: str, params: list[str] = (), experiment: str = DEFAULT_EXPERIME
     spec = load_package(package)
     arguments = parse_params(list(params), declared_parameters(spec))
     try:
-        check_storage_parameters({**declared_defaults(spec), **arguments}, "checked before submission",
-                                 on_cluster=True)
+        check_storage_parameters(
+            {**declared_defaults(spec), **arguments}, "checked before submission", on_cluster=True
+        )
     except ClusterContractError as error:
         raise SubmitError(f"--param {error}") from None
     try:
@@ -75,11 +87,16 @@ def submit(host: str, params: list[str] = (), experiment: str = DEFAULT_EXPERIME
         client_options["existing_token"] = token
     try:
         client = kfp.Client(**client_options)
-    except Exception as error:  # the client's health check: connection refused, DNS, TLS, HTTP errors
+    except (
+        Exception
+    ) as error:  # the client's health check: connection refused, DNS, TLS, HTTP errors
         raise SubmitError(f"cannot reach the KFP API at {host}: {_reason(error)}") from error
     try:
-        result = client.create_run_from_pipeline_package(**create_run_arguments(
-            package, arguments, experiment, pipeline_root, run_name, namespace, enable_caching))
+        result = client.create_run_from_pipeline_package(
+            **create_run_arguments(
+                package, arguments, experiment, pipeline_root, run_name, namespace, enable_caching
+            )
+        )
     except Exception as error:
         raise SubmitError(f"KFP at {host} refused the run: {_reason(error)}") from error
     url = f"{host.rstrip('/')}/#/runs/details/{result.run_id}"
@@ -87,16 +104,28 @@ def submit(host: str, params: list[str] = (), experiment: str = DEFAULT_EXPERIME
     return {"run_id": result.run_id, "url": url, "arguments": arguments}
 
 
-def create_run_arguments(package, arguments: dict, experiment: str,
-                         pipeline_root: str | None = None, run_name: str | None = None,
-                         namespace: str | None = None, enable_caching: bool | None = None) -> dict:
+def create_run_arguments(
+    package,
+    arguments: dict,
+    experiment: str,
+    pipeline_root: str | None = None,
+    run_name: str | None = None,
+    namespace: str | None = None,
+    enable_caching: bool | None = None,
+) -> dict:
     """The keyword arguments of kfp.Client.create_run_from_pipeline_package for this run.
     enable_caching: None keeps each step's compiled setting; False (`submit --no-cache`) runs every
     step afresh, train included (kfp.Client turns caching off on every root task; the shard tasks
     inside the loops then miss, their input dataset_info being new: docs/CLUSTER.md, "Reruns")."""
-    return {"pipeline_file": str(package), "arguments": arguments, "run_name": run_name,
-            "experiment_name": experiment, "namespace": namespace, "pipeline_root": pipeline_root,
-            "enable_caching": enable_caching}
+    return {
+        "pipeline_file": str(package),
+        "arguments": arguments,
+        "run_name": run_name,
+        "experiment_name": experiment,
+        "namespace": namespace,
+        "pipeline_root": pipeline_root,
+        "enable_caching": enable_caching,
+    }
 
 
 def _reason(error: Exception) -> str:

@@ -17,6 +17,7 @@ the centre of a Gaussian exactly. "dark" is the default.
 
 TensorFlow is imported only by `encode`, so decoding needs NumPy and OpenCV alone.
 """
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +40,7 @@ class HeatmapCodec:
     """input_size: the square network input's side; stride: input pixels per heatmap pixel (may be a
     float when read off a model's shapes); sigma: the targets' Gaussian sigma in input pixels;
     refine: the sub-pixel refinement `decode` applies (REFINE_MODES)."""
+
     input_size: int
     stride: float
     sigma: float = DEFAULT_SIGMA
@@ -49,7 +51,9 @@ class HeatmapCodec:
             raise ValueError(f"unknown refine mode {self.refine!r}; expected one of {REFINE_MODES}")
 
     @classmethod
-    def for_heatmaps(cls, input_size: int, heatmap_size: int, refine: str = DEFAULT_REFINE) -> "HeatmapCodec":
+    def for_heatmaps(
+        cls, input_size: int, heatmap_size: int, refine: str = DEFAULT_REFINE
+    ) -> "HeatmapCodec":
         """The codec of a model known by its shapes (a .tflite): stride = input_size / heatmap_size."""
         return cls(input_size, input_size / heatmap_size, refine=refine)
 
@@ -76,19 +80,25 @@ class HeatmapCodec:
         import tensorflow as tf
 
         size = self.heatmap_size
-        centres = self.to_heatmap(tf.cast(points, tf.float32))                        # [..., K, 2]
+        centres = self.to_heatmap(tf.cast(points, tf.float32))  # [..., K, 2]
         sigma_heatmap = self.sigma / self.stride
-        grid = tf.range(size, dtype=tf.float32)[:, None]                               # [H or W, 1]
+        grid = tf.range(size, dtype=tf.float32)[:, None]  # [H or W, 1]
         # The 2-D Gaussian is separable: an outer product of a column and a row profile per joint, laid
         # out [..., H, W, K] directly. Joints without weight get an all-zero map.
         mask = tf.cast(weights > 0, tf.float32)[..., None, :]
-        gx = tf.exp(-tf.square(grid - centres[..., None, :, 0]) / (2.0 * sigma_heatmap ** 2)) * mask  # [..., W, K]
-        gy = tf.exp(-tf.square(grid - centres[..., None, :, 1]) / (2.0 * sigma_heatmap ** 2))         # [..., H, K]
+        gx = (
+            tf.exp(-tf.square(grid - centres[..., None, :, 0]) / (2.0 * sigma_heatmap**2)) * mask
+        )  # [..., W, K]
+        gy = tf.exp(
+            -tf.square(grid - centres[..., None, :, 1]) / (2.0 * sigma_heatmap**2)
+        )  # [..., H, K]
         return gy[..., :, None, :] * gx[..., None, :, :]
 
     # -- decoding (NumPy) --
 
-    def decode(self, heatmaps: np.ndarray, blur_sigma: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+    def decode(
+        self, heatmaps: np.ndarray, blur_sigma: float = 2.0
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Heatmaps [N, H, W, K] -> (coords [N, K, 2] as (x, y) in heatmap pixels, scores [N, K]), refined
         per self.refine ("dark" blurs with `blur_sigma`). Scores are the heatmaps' peak values."""
         return decode(heatmaps, self.refine, blur_sigma)
@@ -99,8 +109,9 @@ class HeatmapCodec:
         return self.to_input(coords), scores
 
 
-def decode(heatmaps: np.ndarray, refine: str = DEFAULT_REFINE,
-           blur_sigma: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+def decode(
+    heatmaps: np.ndarray, refine: str = DEFAULT_REFINE, blur_sigma: float = 2.0
+) -> tuple[np.ndarray, np.ndarray]:
     """HeatmapCodec.decode with the refinement as an argument (its stride plays no part in decoding).
 
     refine: "none" (integer argmax), "quarter" (a quarter pixel towards the higher neighbour),
@@ -129,7 +140,9 @@ def decode(heatmaps: np.ndarray, refine: str = DEFAULT_REFINE,
     return coords, scores
 
 
-def _dark_offsets(heatmaps: np.ndarray, xs: np.ndarray, ys: np.ndarray, blur_sigma: float) -> np.ndarray:
+def _dark_offsets(
+    heatmaps: np.ndarray, xs: np.ndarray, ys: np.ndarray, blur_sigma: float
+) -> np.ndarray:
     """Offsets [N, K, 2] from the integer argmax to the maximum of the blurred log-heatmap's Taylor expansion."""
     import cv2
 
@@ -168,6 +181,7 @@ def _dark_offsets(heatmaps: np.ndarray, xs: np.ndarray, ys: np.ndarray, blur_sig
 
 
 # ---- the flip test ------------------------------------------------------------------------------
+
 
 def flip_images(images: np.ndarray) -> np.ndarray:
     """Images [N, H, W, C] mirrored left to right."""

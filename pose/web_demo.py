@@ -11,13 +11,13 @@ has a .json.
 The page's still-image mode has a Python twin: pose.evaluation.photos.reference_keypoints (evaluate's real
 photographs and the browser tests use it).
 """
+
 import logging
 import os
 import shutil
 import subprocess
 import urllib.parse
 from pathlib import Path
-
 
 log = logging.getLogger("demo")
 
@@ -43,8 +43,10 @@ def web_dir() -> Path:
     for folder in candidates:
         if (folder / "build.sh").is_file() or (folder / "build" / "index.html").is_file():
             return folder
-    raise DemoError(f"the web demo's folder is not found (looked in {', '.join(map(str, candidates))}); "
-                    f"set POSE_WEB_DIR")
+    raise DemoError(
+        f"the web demo's folder is not found (looked in {', '.join(map(str, candidates))}); "
+        f"set POSE_WEB_DIR"
+    )
 
 
 def build(force: bool = False) -> Path:
@@ -52,14 +54,22 @@ def build(force: bool = False) -> Path:
     folder = web_dir()
     built = folder / "build" / "index.html"
     sources = [folder / name for name in PAGE_SOURCES if (folder / name).is_file()]
-    if built.is_file() and not force and all(s.stat().st_mtime <= built.stat().st_mtime for s in sources):
+    if (
+        built.is_file()
+        and not force
+        and all(s.stat().st_mtime <= built.stat().st_mtime for s in sources)
+    ):
         return folder / "build"
     if shutil.which("npm") is None:
-        raise DemoError(f"{folder / 'build'} is not built and npm is not installed: install Node.js (npm), then "
-                        f"run bash {folder / 'build.sh'}")
+        raise DemoError(
+            f"{folder / 'build'} is not built and npm is not installed: install Node.js (npm), then "
+            f"run bash {folder / 'build.sh'}"
+        )
     result = subprocess.run(["bash", str(folder / "build.sh")], capture_output=True, text=True)
     if result.returncode != 0:
-        raise DemoError(f"bash {folder / 'build.sh'} failed: {(result.stderr or result.stdout).strip()[-2000:]}")
+        raise DemoError(
+            f"bash {folder / 'build.sh'} failed: {(result.stderr or result.stdout).strip()[-2000:]}"
+        )
     return folder / "build"
 
 
@@ -67,8 +77,11 @@ def page_files() -> list[tuple[Path, str]]:
     """(file, path under the published prefix) of every file of the built page (built first if needed), under demo/;
     not the gzip copies (a bucket serves the uploaded file itself compressed: see published_encoding)."""
     build_dir = build()
-    return [(path, f"{PUBLISHED_FOLDER}/{path.relative_to(build_dir).as_posix()}")
-            for path in sorted(build_dir.rglob("*")) if path.is_file() and path.suffix != GZIP_COPY]
+    return [
+        (path, f"{PUBLISHED_FOLDER}/{path.relative_to(build_dir).as_posix()}")
+        for path in sorted(build_dir.rglob("*"))
+        if path.is_file() and path.suffix != GZIP_COPY
+    ]
 
 
 def sent_gzipped(name: str) -> bool:
@@ -83,7 +96,7 @@ def gzip_copy(path: Path) -> Path | None:
 
 
 def published_encoding(name: str) -> str | None:
-    """"gzip" for a demo file that publish uploads gzip-compressed (stored with Content-Encoding: gzip; a bucket
+    """ "gzip" for a demo file that publish uploads gzip-compressed (stored with Content-Encoding: gzip; a bucket
     sends it so to browsers, which unpack it, and unpacks it for clients that do not accept gzip), else None."""
     return "gzip" if name.startswith(f"{PUBLISHED_FOLDER}/") and sent_gzipped(name) else None
 
@@ -109,8 +122,11 @@ def model_metadata(model_path: Path) -> dict:
         beside = metadata.path_for(model_path)
         if beside.is_file():
             return metadata.read_json(beside)
-        log.info("%s has no .json: serving the seed contract for it (the seed's released files came "
-                 "without one)", model_path.name)
+        log.info(
+            "%s has no .json: serving the seed contract for it (the seed's released files came "
+            "without one)",
+            model_path.name,
+        )
         return metadata.seed_release(model_path).to_json()
     except metadata.MetadataError as error:
         raise DemoError(str(error)) from error

@@ -14,6 +14,7 @@ the content unless POSE_IMAGE_TAG is set. `--base-image` replaces the Dockerfile
 where no registry can be reached (docker_engine.py builds a stand-in). Prints each image's name, size
 and build time.
 """
+
 import argparse
 import hashlib
 import os
@@ -63,8 +64,18 @@ def stage_context(context: Path) -> None:
 
 def build(kind: str, context: Path, base_image: str | None) -> dict:
     name = images.IMAGES[kind]
-    command = ["docker", "build", "--network", "host", "-f", str(context / "images" / f"Dockerfile.{kind}"),
-               "-t", name, "--build-arg", f"IMAGE_TAG={images.TAG}"]
+    command = [
+        "docker",
+        "build",
+        "--network",
+        "host",
+        "-f",
+        str(context / "images" / f"Dockerfile.{kind}"),
+        "-t",
+        name,
+        "--build-arg",
+        f"IMAGE_TAG={images.TAG}",
+    ]
     if base_image:
         command += ["--build-arg", f"BASE_IMAGE={base_image}"]
     print(f"[build] {name}", flush=True)
@@ -73,22 +84,40 @@ def build(kind: str, context: Path, base_image: str | None) -> dict:
     result = subprocess.run(command + [str(context)], env=dict(os.environ, DOCKER_BUILDKIT="0"))
     seconds = time.perf_counter() - started
     if result.returncode != 0:
-        raise BuildError(f"docker build of {name} failed (exit {result.returncode}); its output is above")
-    size = subprocess.run(["docker", "image", "inspect", "--format", "{{.Size}}", name], capture_output=True,
-                          text=True, check=True).stdout.strip()
+        raise BuildError(
+            f"docker build of {name} failed (exit {result.returncode}); its output is above"
+        )
+    size = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Size}}", name],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     return {"image": name, "seconds": round(seconds, 1), "size_bytes": int(size)}
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("kinds", nargs="*", choices=KINDS, default=list(KINDS), metavar="KIND",
-                        help=f"images to build, of {', '.join(KINDS)} (default: all)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
+    parser.add_argument(
+        "kinds",
+        nargs="*",
+        choices=KINDS,
+        default=list(KINDS),
+        metavar="KIND",
+        help=f"images to build, of {', '.join(KINDS)} (default: all)",
+    )
     parser.add_argument("--base-image", help="base image instead of python:3.11.7-slim-bookworm")
     args = parser.parse_args()
     if shutil.which("docker") is None:
-        print("build_images: no docker client on PATH; `python3 scripts/docker_engine.py up` installs and starts "
-              "an engine", file=sys.stderr)
+        print(
+            "build_images: no docker client on PATH; `python3 scripts/docker_engine.py up` installs and starts "
+            "an engine",
+            file=sys.stderr,
+        )
         return 1
     try:
         with tempfile.TemporaryDirectory(prefix="pose-image-context-") as tmp:
@@ -98,7 +127,9 @@ def main() -> int:
         print(f"build_images: {error}", file=sys.stderr)
         return 1
     for image in built:
-        print(f"{image['image']}  {image['size_bytes'] / 1e6:.0f} MB  built in {image['seconds']:.1f} s")
+        print(
+            f"{image['image']}  {image['size_bytes'] / 1e6:.0f} MB  built in {image['seconds']:.1f} s"
+        )
     return 0
 
 

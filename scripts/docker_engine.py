@@ -15,6 +15,7 @@ stops only a dockerd this script started (its pid file says so).
 
 The last line `up` prints is `DOCKER_HOST=unix://...`; `eval "$(... up | tail -1)"` or export it.
 """
+
 import argparse
 import os
 import re
@@ -48,8 +49,13 @@ def _answers(host: str) -> bool:
     docker = shutil.which("docker")
     if docker is None:
         return False
-    probe = subprocess.run([docker, "version", "--format", "{{.Server.Version}}"], capture_output=True, text=True,
-                           env=dict(os.environ, DOCKER_HOST=host), timeout=30)
+    probe = subprocess.run(
+        [docker, "version", "--format", "{{.Server.Version}}"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, DOCKER_HOST=host),
+        timeout=30,
+    )
     return probe.returncode == 0 and bool(probe.stdout.strip())
 
 
@@ -65,44 +71,75 @@ def _install_packages() -> None:
     if shutil.which("dockerd") and shutil.which("debootstrap"):
         return
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise EngineUnavailable("no docker engine answers, and installing one needs root and apt-get (Debian's "
-                                "docker.io and debootstrap); start an engine and set DOCKER_HOST, or run "
-                                "`python3 scripts/docker_engine.py up` as root")
+        raise EngineUnavailable(
+            "no docker engine answers, and installing one needs root and apt-get (Debian's "
+            "docker.io and debootstrap); start an engine and set DOCKER_HOST, or run "
+            "`python3 scripts/docker_engine.py up` as root"
+        )
     log("installing docker.io and debootstrap (apt-get)")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     subprocess.run(["apt-get", "update", "-q"], check=True, env=env, stdout=subprocess.DEVNULL)
-    subprocess.run(["apt-get", "install", "-y", "-q", "docker.io", "debootstrap"], check=True, env=env,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-q", "docker.io", "debootstrap"],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def _start_dockerd() -> str:
     STATE.mkdir(parents=True, exist_ok=True)
-    if PID_FILE.exists():  # a dockerd of ours that no longer answers: stop it before starting another
+    if (
+        PID_FILE.exists()
+    ):  # a dockerd of ours that no longer answers: stop it before starting another
         stop()
     log(f"starting dockerd on {SOCKET} (log: {LOG_FILE})")
     with open(LOG_FILE, "ab") as log_file:
         process = subprocess.Popen(
-            ["dockerd", "--storage-driver=overlay2", "--iptables=false", "--ip6tables=false", "--bridge=none",
-             "--data-root", str(STATE / "root"), "--exec-root", str(STATE / "exec"),
-             "--pidfile", str(STATE / "exec.pid"), "-H", f"unix://{SOCKET}"],
-            stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True)
+            [
+                "dockerd",
+                "--storage-driver=overlay2",
+                "--iptables=false",
+                "--ip6tables=false",
+                "--bridge=none",
+                "--data-root",
+                str(STATE / "root"),
+                "--exec-root",
+                str(STATE / "exec"),
+                "--pidfile",
+                str(STATE / "exec.pid"),
+                "-H",
+                f"unix://{SOCKET}",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
+            start_new_session=True,
+        )
     PID_FILE.write_text(str(process.pid))
     host = f"unix://{SOCKET}"
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
             PID_FILE.unlink(missing_ok=True)
-            raise EngineUnavailable(f"dockerd exited with status {process.returncode}; its log: {LOG_FILE}")
+            raise EngineUnavailable(
+                f"dockerd exited with status {process.returncode}; its log: {LOG_FILE}"
+            )
         if SOCKET.exists() and _answers(host):
             return host
         time.sleep(0.5)
-    raise EngineUnavailable(f"dockerd did not answer on {SOCKET} within {START_TIMEOUT_S} s; its log: {LOG_FILE}")
+    raise EngineUnavailable(
+        f"dockerd did not answer on {SOCKET} within {START_TIMEOUT_S} s; its log: {LOG_FILE}"
+    )
 
 
 def debian_mirror(apt_dir: Path = Path("/etc/apt")) -> str:
     """The Debian mirror apt uses on this machine for bookworm (deb822 .sources or one-line sources.list)."""
-    sources = sorted(apt_dir.glob("sources.list.d/*.sources")) + sorted(apt_dir.glob("sources.list.d/*.list")) \
+    sources = (
+        sorted(apt_dir.glob("sources.list.d/*.sources"))
+        + sorted(apt_dir.glob("sources.list.d/*.list"))
         + [apt_dir / "sources.list"]
+    )
     for path in sources:
         if not path.is_file():
             continue
@@ -119,8 +156,14 @@ def debian_mirror(apt_dir: Path = Path("/etc/apt")) -> str:
 
 
 def _image_exists(host: str, name: str) -> bool:
-    return subprocess.run(["docker", "image", "inspect", name], capture_output=True,
-                          env=dict(os.environ, DOCKER_HOST=host)).returncode == 0
+    return (
+        subprocess.run(
+            ["docker", "image", "inspect", name],
+            capture_output=True,
+            env=dict(os.environ, DOCKER_HOST=host),
+        ).returncode
+        == 0
+    )
 
 
 def build_stand_in_base(host: str) -> str:
@@ -128,26 +171,50 @@ def build_stand_in_base(host: str) -> str:
     if _image_exists(host, STAND_IN_BASE):
         return STAND_IN_BASE
     if os.geteuid() != 0:
-        raise EngineUnavailable(f"the stand-in base image {STAND_IN_BASE} is missing and debootstrap needs root")
+        raise EngineUnavailable(
+            f"the stand-in base image {STAND_IN_BASE} is missing and debootstrap needs root"
+        )
     _install_packages()
     mirror = debian_mirror()
-    log(f"building the stand-in base image {STAND_IN_BASE} (debootstrap {DEBIAN_SUITE} from {mirror})")
+    log(
+        f"building the stand-in base image {STAND_IN_BASE} (debootstrap {DEBIAN_SUITE} from {mirror})"
+    )
     with tempfile.TemporaryDirectory(prefix="base-", dir=STATE) as tmp:
         root = Path(tmp) / "rootfs"
-        subprocess.run(["debootstrap", "--variant=minbase", "--include=python3,python3-venv,python3-pip,ca-certificates",
-                        DEBIAN_SUITE, str(root), mirror], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                "--include=python3,python3-venv,python3-pip,ca-certificates",
+                DEBIAN_SUITE,
+                str(root),
+                mirror,
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         for name, target in (("python", "/usr/bin/python3"), ("pip", "/usr/bin/pip3")):
             link = root / "usr/local/bin" / name
             link.unlink(missing_ok=True)
             link.symlink_to(target)
         shutil.copyfile(HOST_CA_BUNDLE, root / "etc/ssl/certs/ca-certificates.crt")
         (root / "usr/lib/python3.11/EXTERNALLY-MANAGED").unlink(missing_ok=True)
-        for cache in ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man"):
+        for cache in (
+            "var/cache/apt/archives",
+            "var/lib/apt/lists",
+            "usr/share/doc",
+            "usr/share/man",
+        ):
             shutil.rmtree(root / cache, ignore_errors=True)
             (root / cache).mkdir(parents=True, exist_ok=True)
         tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
-        subprocess.run(["docker", "import", "--change", 'CMD ["python3"]', "-", STAND_IN_BASE], stdin=tar.stdout,
-                       check=True, stdout=subprocess.DEVNULL, env=dict(os.environ, DOCKER_HOST=host))
+        subprocess.run(
+            ["docker", "import", "--change", 'CMD ["python3"]', "-", STAND_IN_BASE],
+            stdin=tar.stdout,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            env=dict(os.environ, DOCKER_HOST=host),
+        )
         if tar.wait() != 0:
             raise RuntimeError("tar of the debootstrap root failed")
     return STAND_IN_BASE
@@ -185,15 +252,22 @@ def stop() -> bool:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
     parser.add_argument("command", choices=("up", "down"))
     args = parser.parse_args()
     try:
         if args.command == "up":
             print(f"DOCKER_HOST={up()}")
         else:
-            log("stopped the dockerd this script started" if stop() else "no dockerd of this script's runs")
+            log(
+                "stopped the dockerd this script started"
+                if stop()
+                else "no dockerd of this script's runs"
+            )
     except (EngineUnavailable, subprocess.CalledProcessError) as error:
         print(f"docker_engine: {error}", file=sys.stderr)
         return 1

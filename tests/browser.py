@@ -4,6 +4,7 @@
 set up on first use), starts it with a fresh profile and yields a `Browser`. No WebDriver: the DevTools
 protocol is Chromium's own and needs nothing but the websocket client already in the lock.
 """
+
 import base64
 import contextlib
 import itertools
@@ -19,9 +20,19 @@ REPO = Path(__file__).resolve().parent.parent
 INSTALL = REPO / "web" / "install_chromium.sh"
 
 # Flags that make a headless Chromium work in a container with no GPU and no network.
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--mute-audio", "--window-size=1000,900")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--mute-audio",
+    "--window-size=1000,900",
+)
 
 
 def executable() -> str:
@@ -44,7 +55,9 @@ class Browser:
         self._socket = websocket.create_connection(websocket_url, timeout=120, suppress_origin=True)
         self._ids = itertools.count(1)
         self.console: list[str] = []
-        self.requests: dict[str, dict] = {}  # DevTools request id -> what came back (record_network)
+        self.requests: dict[
+            str, dict
+        ] = {}  # DevTools request id -> what came back (record_network)
         self.call("Runtime.enable")
         self.call("Page.enable")
 
@@ -54,8 +67,12 @@ class Browser:
         while True:
             message = json.loads(self._socket.recv())
             if message.get("method") == "Runtime.consoleAPICalled":
-                self.console.append(" ".join(str(a.get("value", a.get("description", ""))) for a in
-                                             message["params"]["args"]))
+                self.console.append(
+                    " ".join(
+                        str(a.get("value", a.get("description", "")))
+                        for a in message["params"]["args"]
+                    )
+                )
             elif message.get("method") == "Runtime.exceptionThrown":
                 self.console.append(json.dumps(message["params"]["exceptionDetails"])[:2000])
             elif message.get("method") in self._NETWORK_EVENTS:
@@ -70,19 +87,30 @@ class Browser:
         self.requests.clear()
         self.call("Network.enable")
 
-    _NETWORK_EVENTS = ("Network.responseReceived", "Network.dataReceived", "Network.loadingFinished")
+    _NETWORK_EVENTS = (
+        "Network.responseReceived",
+        "Network.dataReceived",
+        "Network.loadingFinished",
+    )
 
     def _network_event(self, method: str, params: dict) -> None:
-        request = self.requests.setdefault(params["requestId"], {"body_bytes": 0, "wire_bytes": None})
+        request = self.requests.setdefault(
+            params["requestId"], {"body_bytes": 0, "wire_bytes": None}
+        )
         if method == "Network.responseReceived":
             response = params["response"]
             headers = {name.lower(): value for name, value in response.get("headers", {}).items()}
-            request.update(url=response["url"], status=response["status"],
-                           encoding=headers.get("content-encoding"))
+            request.update(
+                url=response["url"],
+                status=response["status"],
+                encoding=headers.get("content-encoding"),
+            )
         elif method == "Network.dataReceived":
             request["body_bytes"] += params["dataLength"]  # unpacked (decoded) bytes
         elif method == "Network.loadingFinished":
-            request["wire_bytes"] = params["encodedDataLength"]  # as received: headers and the encoded body
+            request["wire_bytes"] = params[
+                "encodedDataLength"
+            ]  # as received: headers and the encoded body
 
     def transfers(self) -> list[dict]:
         """The finished responses since record_network: url, status, encoding, wire_bytes, body_bytes."""
@@ -92,7 +120,9 @@ class Browser:
         self.call("Page.navigate", url=url)
 
     def evaluate(self, expression: str):
-        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        result = self.call(
+            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
+        )
         if "exceptionDetails" in result:
             raise BrowserError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
@@ -109,8 +139,10 @@ class Browser:
                 return value
             if time.monotonic() > deadline:
                 state = self.evaluate("JSON.stringify(window.poseDemo || null)")
-                raise BrowserError(f"timed out after {timeout:.0f} s waiting for {expression}; page state {state}; "
-                                   f"console: {self.console[-10:]}")
+                raise BrowserError(
+                    f"timed out after {timeout:.0f} s waiting for {expression}; page state {state}; "
+                    f"console: {self.console[-10:]}"
+                )
             time.sleep(interval)
 
     def screenshot(self, path: Path) -> Path:
@@ -127,9 +159,19 @@ class Browser:
 def chromium(*extra_flags: str, timeout: float = 60.0):
     """A started headless Chromium with a fresh profile; yields a Browser on its first tab."""
     profile = Path(tempfile.mkdtemp(prefix="chromium-profile-"))
-    log = open(profile.parent / f"{profile.name}.log", "wb")
-    process = subprocess.Popen([executable(), *FLAGS, *extra_flags, f"--user-data-dir={profile}",
-                                "--remote-debugging-port=0", "about:blank"], stdout=log, stderr=log)
+    log = open(profile.parent / f"{profile.name}.log", "wb")  # noqa: SIM115 (Popen writes it; closed on exit)
+    process = subprocess.Popen(
+        [
+            executable(),
+            *FLAGS,
+            *extra_flags,
+            f"--user-data-dir={profile}",
+            "--remote-debugging-port=0",
+            "about:blank",
+        ],
+        stdout=log,
+        stderr=log,
+    )
     browser = None
     try:
         port_file = profile / "DevToolsActivePort"

@@ -3,6 +3,7 @@
 Each fixture calls a step's plain function (the same one its CLI and KFP component call), so a
 test of a later step runs on what the earlier steps really produce.
 """
+
 import builtins
 import logging
 import os
@@ -30,8 +31,10 @@ def print_left_as_found():
     yield
     if builtins.print is not before:
         builtins.print = before
-        pytest.fail("this test left builtins.print replaced: a kfp.local run with a ParallelFor outside "
-                    "pipeline.kfp_local_patches.one_task_at_a_time?")
+        pytest.fail(
+            "this test left builtins.print replaced: a kfp.local run with a ParallelFor outside "
+            "pipeline.kfp_local_patches.one_task_at_a_time?"
+        )
 
 
 def load_pipeline_yaml(path: Path) -> tuple[dict, dict]:
@@ -45,7 +48,9 @@ def compiled(tmp_path_factory) -> tuple[dict, dict]:
     """The pipeline compiled once for the session (tests read it, none changes it)."""
     from pipeline.compile import compile_pipeline
 
-    return load_pipeline_yaml(compile_pipeline(tmp_path_factory.mktemp("compiled") / "pipeline.yaml"))
+    return load_pipeline_yaml(
+        compile_pipeline(tmp_path_factory.mktemp("compiled") / "pipeline.yaml")
+    )
 
 
 @pytest.fixture()
@@ -144,6 +149,10 @@ def tflite_models(frozen_model, train_shards, tmp_path_factory) -> Path:
     from components.tflite import convert_to_tflite
 
     out = tmp_path_factory.mktemp("tflite") / "tflite"
-    convert_to_tflite(str(frozen_model), str(out), variants=["fp32", "fp16", "int8-dynamic", "int8"],
-                      representative_dirs=[str(train_shards)])
+    convert_to_tflite(
+        str(frozen_model),
+        str(out),
+        variants=["fp32", "fp16", "int8-dynamic", "int8"],
+        representative_dirs=[str(train_shards)],
+    )
     return out

@@ -8,6 +8,7 @@
 or `with fake_gcs() as server: ...`. pose.files.storage (pose.files.storage_gcs.gcs_client) then
 talks to it.
 """
+
 import contextlib
 import threading
 
@@ -20,7 +21,9 @@ def start_fake_gcs() -> FakeGCSServer:
     # The wrapper pipes the server's request log to stderr and never reads it; once the pipe fills
     # (a few hundred requests) the server would block. Drain it.
     stream = server._process.stderr
-    threading.Thread(target=lambda: [None for _ in stream], daemon=True, name="fake-gcs-log").start()
+    threading.Thread(
+        target=lambda: [None for _ in stream], daemon=True, name="fake-gcs-log"
+    ).start()
     return server
 
 

@@ -90,7 +90,7 @@ class SeaweedFS:
         ]
         command += [f"-{name}.port={http[name]}" for name in names]
         command += [f"-{name}.port.grpc={grpc[name]}" for name in names]
-        self.log = open(self.folder / "weed.log", "wb")
+        self.log = open(self.folder / "weed.log", "wb")  # noqa: SIM115 (weed writes it; closed in stop)
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
         self.saved = {name: os.environ.get(name) for name in ENVIRONMENT}
         try:

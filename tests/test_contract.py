@@ -1,5 +1,6 @@
 """The model contract: exported models take the seed's pixels and give the seed's channel order by default,
 the Keras model keeps the training contract, and fed the same photograph each in its own contract they agree."""
+
 import json
 from pathlib import Path
 
@@ -9,8 +10,8 @@ import pytest
 
 from components.freeze import FreezeError, freeze, run_frozen_graph
 from components.tflite import VARIANTS, convert_to_tflite
-from pose.models import contract, tflite_runtime
 from pose.data import keypoints
+from pose.models import contract, tflite_runtime
 from tests.tiny_models import build_tiny_pose_model, save_as_train_output
 
 PHOTO = Path(__file__).resolve().parent.parent / "photos" / "astronaut.jpg"
@@ -32,10 +33,16 @@ def test_seed_contract_names_the_seed_order_and_pixels():
     assert seed["channel_order"][:3] == ["head_top", "neck", "right_shoulder"]
     assert seed["channel_order"][-1] == "left_ankle"
     # AIC's 1-based indices 13, 14, 1, ..., 12, as the seed's README lists its output
-    assert [keypoints.NAMES.index(name) + 1 for name in seed["channel_order"]] == [13, 14, *range(1, 13)]
+    assert [keypoints.NAMES.index(name) + 1 for name in seed["channel_order"]] == [
+        13,
+        14,
+        *range(1, 13),
+    ]
     assert contract.describe("aic")["channel_order"] == list(keypoints.NAMES)
     assert contract.flip_pairs("aic") == [list(pair) for pair in keypoints.FLIP_PAIRS]
-    assert [2, 5] in contract.flip_pairs("seed")  # right and left shoulder, two places on in the seed's order
+    assert [2, 5] in contract.flip_pairs(
+        "seed"
+    )  # right and left shoulder, two places on in the seed's order
 
 
 def test_pixels_and_channels_convert_both_ways():
@@ -49,7 +56,9 @@ def test_pixels_and_channels_convert_both_ways():
     aic_heatmaps = np.arange(2 * 14, dtype=np.float32).reshape(1, 2, 14)
     seed_heatmaps = aic_heatmaps[..., list(contract.SEED_CHANNELS)]
     np.testing.assert_array_equal(contract.to_aic_order(seed_heatmaps, "seed"), aic_heatmaps)
-    np.testing.assert_array_equal(contract.to_aic_order(aic_heatmaps, {"name": "aic"}), aic_heatmaps)
+    np.testing.assert_array_equal(
+        contract.to_aic_order(aic_heatmaps, {"name": "aic"}), aic_heatmaps
+    )
 
 
 def test_metadata_without_contract_is_refused_by_name():
@@ -59,7 +68,9 @@ def test_metadata_without_contract_is_refused_by_name():
     with pytest.raises(contract.ContractError, match="not one of"):
         contract.from_metadata({"contract": {"name": "rgb"}}, "bad.json")
     with pytest.raises(contract.ContractError, match="channel_order"):
-        contract.from_metadata({"contract": {**contract.describe("seed"), "channel_order": list(keypoints.NAMES)}})
+        contract.from_metadata(
+            {"contract": {**contract.describe("seed"), "channel_order": list(keypoints.NAMES)}}
+        )
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +80,13 @@ def exported(tmp_path_factory, train_shards):
     model = build_tiny_pose_model(SIZE)
     save_as_train_output(model, folder / "model")
     info = freeze(str(folder / "model"), str(folder / "frozen"))
-    convert_to_tflite(str(folder / "frozen"), str(folder / "tflite"), list(VARIANTS),
-                      representative_dirs=[str(train_shards)], num_representative=16)
+    convert_to_tflite(
+        str(folder / "frozen"),
+        str(folder / "tflite"),
+        list(VARIANTS),
+        representative_dirs=[str(train_shards)],
+        num_representative=16,
+    )
     return model, folder, info
 
 
@@ -83,13 +99,21 @@ def test_exports_and_keras_agree_each_in_its_own_contract(exported):
     crop = photo_crop(SIZE)
     keras_aic = model(contract.model_input(crop, "aic"), training=False)[-1].numpy()
     seed_in = contract.model_input(crop, "seed")
-    saved = tf.saved_model.load(str(folder / "frozen" / "saved_model")).signatures["serving_default"]
+    saved = tf.saved_model.load(str(folder / "frozen" / "saved_model")).signatures[
+        "serving_default"
+    ]
     saved_out = saved(image=tf.constant(seed_in))[info["output_name"]].numpy()
-    frozen_out = run_frozen_graph(folder / "frozen" / "frozen_graph.pb", seed_in, info["output_name"])
+    frozen_out = run_frozen_graph(
+        folder / "frozen" / "frozen_graph.pb", seed_in, info["output_name"]
+    )
     for exported_out in (saved_out, frozen_out):
         # in the seed's order the first channel is the head top, AIC's 13th
-        np.testing.assert_allclose(exported_out[..., 0], keras_aic[..., keypoints.HEAD_TOP], atol=1e-4)
-        np.testing.assert_allclose(contract.to_aic_order(exported_out, "seed"), keras_aic, atol=1e-4)
+        np.testing.assert_allclose(
+            exported_out[..., 0], keras_aic[..., keypoints.HEAD_TOP], atol=1e-4
+        )
+        np.testing.assert_allclose(
+            contract.to_aic_order(exported_out, "seed"), keras_aic, atol=1e-4
+        )
     # fed the training contract's pixels instead, the export gives something else
     wrong = saved(image=tf.constant(contract.model_input(crop, "aic")))[info["output_name"]].numpy()
     assert np.abs(contract.to_aic_order(wrong, "seed") - keras_aic).max() > 1e-3
@@ -112,7 +136,9 @@ def test_aic_contract_is_an_option(tmp_path):
     assert info["contract"] == contract.describe("aic")
     crop = photo_crop(SIZE)
     aic_in = contract.model_input(crop, "aic")
-    frozen_out = run_frozen_graph(tmp_path / "frozen" / "frozen_graph.pb", aic_in, info["output_name"])
+    frozen_out = run_frozen_graph(
+        tmp_path / "frozen" / "frozen_graph.pb", aic_in, info["output_name"]
+    )
     np.testing.assert_allclose(frozen_out, model(aic_in, training=False)[-1].numpy(), atol=1e-4)
     with pytest.raises(FreezeError, match="unknown model contract 'bgr'"):
         freeze(str(tmp_path / "model"), str(tmp_path / "other"), export_contract="bgr")

@@ -1,5 +1,6 @@
 """convert: the synthetic release and hand-made AIC releases (official and seed layouts) through the real
 step, loaded back with pycocotools; every bad input stops the step with a message naming file and record."""
+
 import json
 import os
 import re
@@ -17,7 +18,9 @@ from pose.data import keypoints as kp
 
 REPO = Path(__file__).resolve().parent.parent
 WIDTH, HEIGHT = 64, 48
-JPEG = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8))[1].tobytes()
+JPEG = cv2.imencode(
+    ".jpg", np.random.default_rng(0).integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+)[1].tobytes()
 # One joint of each AIC code: 1 visible, 2 occluded, 3 unlabelled.
 CODES = [1, 2, 3, 1, 1, 2, 1, 1, 3, 1, 1, 1, 1, 1]
 BOX = [2, 3, 60, 45]
@@ -32,9 +35,12 @@ def aic_keypoints(codes=CODES):
 
 def aic_record(image_id, people=1):
     humans = [f"human{i + 1}" for i in range(people)]
-    return {"url": f"http://example.invalid/{image_id}.jpg", "image_id": image_id,
-            "keypoint_annotations": {h: aic_keypoints() for h in humans},
-            "human_annotations": {h: list(BOX) for h in humans}}
+    return {
+        "url": f"http://example.invalid/{image_id}.jpg",
+        "image_id": image_id,
+        "keypoint_annotations": {h: aic_keypoints() for h in humans},
+        "human_annotations": {h: list(BOX) for h in humans},
+    }
 
 
 def image_id(split, index):
@@ -43,10 +49,15 @@ def image_id(split, index):
 
 def write_release(root: Path, train=None, valid=None) -> dict:
     """An official-layout release; returns {split: (annotation file, image folder, records)}."""
-    releases = {"train": "ai_challenger_keypoint_train_20170902", "valid": "ai_challenger_keypoint_validation_20170911"}
+    releases = {
+        "train": "ai_challenger_keypoint_train_20170902",
+        "valid": "ai_challenger_keypoint_validation_20170911",
+    }
     written = {}
     for split, records in (("train", train), ("valid", valid)):
-        records = records if records is not None else [aic_record(image_id(split, i)) for i in range(3)]
+        records = (
+            records if records is not None else [aic_record(image_id(split, i)) for i in range(3)]
+        )
         annotation_name, images_name = OFFICIAL_LAYOUT[split]
         images = root / releases[split] / images_name
         images.mkdir(parents=True)
@@ -62,6 +73,7 @@ def write_release(root: Path, train=None, valid=None) -> dict:
 # The synthetic release, as the next steps get it
 # ---------------------------------------------------------------------------------------------
 
+
 def test_synthetic_release_converts_to_coco(synthetic_raw, coco_dataset):
     for split, (annotation_name, _) in OFFICIAL_LAYOUT.items():
         [raw_file] = synthetic_raw.rglob(annotation_name)
@@ -73,7 +85,9 @@ def test_synthetic_release_converts_to_coco(synthetic_raw, coco_dataset):
         by_name = {image["file_name"]: image for image in coco.dataset["images"]}
         for record in raw:
             image = by_name[f"{record['image_id']}.jpg"]
-            height, width = cv2.imread(str(coco_dataset / "images" / split / image["file_name"])).shape[:2]
+            height, width = cv2.imread(
+                str(coco_dataset / "images" / split / image["file_name"])
+            ).shape[:2]
             assert (image["width"], image["height"]) == (width, height)
             annotations = coco.loadAnns(coco.getAnnIds(imgIds=image["id"]))
             for annotation, human in zip(annotations, record["keypoint_annotations"]):
@@ -91,15 +105,33 @@ def test_synthetic_release_converts_to_coco(synthetic_raw, coco_dataset):
 # Hand-made releases: exact values
 # ---------------------------------------------------------------------------------------------
 
+
 def test_visibility_bbox_and_hard_links(tmp_path):
-    release = write_release(tmp_path / "raw", train=[aic_record(image_id("train", 0)), aic_record(image_id("train", 1), 2)])
+    release = write_release(
+        tmp_path / "raw",
+        train=[aic_record(image_id("train", 0)), aic_record(image_id("train", 1), 2)],
+    )
     (tmp_path / "coco").mkdir()  # KFP creates the output folder empty
     counts = convert(str(tmp_path / "raw"), str(tmp_path / "coco"))
-    assert counts == {"train_records": 2, "train_images": 2, "train_people": 3, "train_rejected": 0,
-                      "valid_records": 3, "valid_images": 3, "valid_people": 3, "valid_rejected": 0, "rejected": 0}
+    assert counts == {
+        "train_records": 2,
+        "train_images": 2,
+        "train_people": 3,
+        "train_rejected": 0,
+        "valid_records": 3,
+        "valid_images": 3,
+        "valid_people": 3,
+        "valid_rejected": 0,
+        "rejected": 0,
+    }
     coco = COCO(str(tmp_path / "coco" / "annotations" / "person_keypoints_train.json"))
     image = coco.loadImgs(1)[0]
-    assert image == {"id": 1, "file_name": f"{image_id('train', 0)}.jpg", "width": WIDTH, "height": HEIGHT}
+    assert image == {
+        "id": 1,
+        "file_name": f"{image_id('train', 0)}.jpg",
+        "width": WIDTH,
+        "height": HEIGHT,
+    }
     annotation = coco.loadAnns(coco.getAnnIds(imgIds=1))[0]
     expected = []
     for joint, code in enumerate(CODES):
@@ -109,7 +141,9 @@ def test_visibility_bbox_and_hard_links(tmp_path):
     assert annotation["bbox"] == [2, 3, 58, 42] and annotation["area"] == 58 * 42
     assert (annotation["category_id"], annotation["iscrowd"]) == (1, 0)
     source = release["train"][1] / image["file_name"]
-    assert (tmp_path / "coco" / "images" / "train" / image["file_name"]).stat().st_ino == source.stat().st_ino
+    assert (
+        tmp_path / "coco" / "images" / "train" / image["file_name"]
+    ).stat().st_ino == source.stat().st_ino
 
 
 def test_keypoints_within_two_pixels_of_the_border_are_pulled_inside(tmp_path):
@@ -125,8 +159,14 @@ def test_image_size_reads_jpeg_headers_and_finds_truncation(tmp_path):
     image = np.random.default_rng(1).integers(0, 255, (37, 53, 3), dtype=np.uint8)
     baseline = cv2.imencode(".jpg", image)[1].tobytes()
     progressive = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
-    exif_like = b"\xff\xe1" + (30002).to_bytes(2, "big") + bytes(30000)  # a long APP1 before the frame header
-    cases = {"baseline": baseline, "progressive": progressive, "exif": baseline[:2] + exif_like + baseline[2:]}
+    exif_like = (
+        b"\xff\xe1" + (30002).to_bytes(2, "big") + bytes(30000)
+    )  # a long APP1 before the frame header
+    cases = {
+        "baseline": baseline,
+        "progressive": progressive,
+        "exif": baseline[:2] + exif_like + baseline[2:],
+    }
     for name, content in cases.items():
         (tmp_path / f"{name}.jpg").write_bytes(content)
         assert image_size(str(tmp_path / f"{name}.jpg")) == (53, 37), name
@@ -140,7 +180,11 @@ def test_single_person_keeps_images_with_exactly_one_person(tmp_path):
     train = [aic_record(image_id("train", i), people) for i, people in enumerate([1, 2, 0, 1, 3])]
     write_release(tmp_path / "raw", train=train)
     counts = convert(str(tmp_path / "raw"), str(tmp_path / "coco"), single_person=True)
-    assert (counts["train_images"], counts["train_people"], counts["train_not_single_person"]) == (2, 2, 3)
+    assert (counts["train_images"], counts["train_people"], counts["train_not_single_person"]) == (
+        2,
+        2,
+        3,
+    )
     coco = COCO(str(tmp_path / "coco" / "annotations" / "person_keypoints_train.json"))
     kept = sorted(image["file_name"] for image in coco.dataset["images"])
     assert kept == [f"{image_id('train', 0)}.jpg", f"{image_id('train', 3)}.jpg"]
@@ -149,13 +193,17 @@ def test_single_person_keeps_images_with_exactly_one_person(tmp_path):
 
 def test_seed_layout_reads_back_as_the_same_coco(tmp_path):
     """The seed's files are COCO already: laid out as the seed did, our output converts to itself."""
-    write_release(tmp_path / "raw", train=[aic_record(image_id("train", i), 1 + i % 2) for i in range(4)])
+    write_release(
+        tmp_path / "raw", train=[aic_record(image_id("train", i), 1 + i % 2) for i in range(4)]
+    )
     convert(str(tmp_path / "raw"), str(tmp_path / "coco"))
     seed = tmp_path / "seed" / "ai_challenger"
     seed.mkdir(parents=True)
     for split in ("train", "valid"):
         annotation_name, images_name = kp.SEED_LAYOUT[split]
-        content = json.loads((tmp_path / "coco" / "annotations" / f"person_keypoints_{split}.json").read_text())
+        content = json.loads(
+            (tmp_path / "coco" / "annotations" / f"person_keypoints_{split}.json").read_text()
+        )
         for image in content["images"]:  # the seed's file names carry a folder prefix
             image["file_name"] = f"ai_challenger/{split}/{image['file_name']}"
         (seed / annotation_name).write_text(json.dumps(content))
@@ -164,27 +212,50 @@ def test_seed_layout_reads_back_as_the_same_coco(tmp_path):
     assert (counts["train_images"], counts["train_people"]) == (4, 6)
     for split in ("train", "valid"):
         first = json.loads((seed / kp.SEED_LAYOUT[split][0]).read_text())
-        again = json.loads((tmp_path / "again" / "annotations" / f"person_keypoints_{split}.json").read_text())
+        again = json.loads(
+            (tmp_path / "again" / "annotations" / f"person_keypoints_{split}.json").read_text()
+        )
         assert again["annotations"] == first["annotations"]
-        assert [i["file_name"] for i in again["images"]] == [Path(i["file_name"]).name for i in first["images"]]
+        assert [i["file_name"] for i in again["images"]] == [
+            Path(i["file_name"]).name for i in first["images"]
+        ]
 
 
 def test_cli_converts_and_reports_bad_input(tmp_path):
     write_release(tmp_path / "raw")
-    command = [sys.executable, "-m", "components.convert", "--input", str(tmp_path / "raw"), "--single-person"]
-    done = subprocess.run(command + ["--output", str(tmp_path / "coco")], cwd=REPO, capture_output=True, text=True)
+    command = [
+        sys.executable,
+        "-m",
+        "components.convert",
+        "--input",
+        str(tmp_path / "raw"),
+        "--single-person",
+    ]
+    done = subprocess.run(
+        command + ["--output", str(tmp_path / "coco")], cwd=REPO, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["train_images"] == 3
     assert "done in" in done.stderr
-    (tmp_path / "raw" / "ai_challenger_keypoint_train_20170902" / "keypoint_train_annotations_20170909.json").write_text("[{")
-    failed = subprocess.run(command + ["--output", str(tmp_path / "coco2")], cwd=REPO, capture_output=True, text=True)
+    (
+        tmp_path
+        / "raw"
+        / "ai_challenger_keypoint_train_20170902"
+        / "keypoint_train_annotations_20170909.json"
+    ).write_text("[{")
+    failed = subprocess.run(
+        command + ["--output", str(tmp_path / "coco2")], cwd=REPO, capture_output=True, text=True
+    )
     assert failed.returncode == 1
-    assert "keypoint_train_annotations_20170909.json: broken JSON at line 1, column 3" in failed.stderr
+    assert (
+        "keypoint_train_annotations_20170909.json: broken JSON at line 1, column 3" in failed.stderr
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Bad input: each stops the step with a message naming the file, the record and what is wrong
 # ---------------------------------------------------------------------------------------------
+
 
 def _missing_image(record, images):
     (images / f"{record['image_id']}.jpg").unlink()
@@ -227,8 +298,14 @@ BAD_INPUTS = {
     "truncated image": (_truncated_image, "image {image} is unreadable: truncated"),
     "not an image": (_not_an_image, "image {image} is unreadable: not a JPEG"),
     "41 keypoint values": (_short_keypoints, "human1): keypoint list has length 41, expected 42"),
-    "visibility code 4": (_bad_visibility, "human1): joint 4 (left_elbow) has visibility code 4, expected one of 1, 2, 3"),
-    "keypoint outside": (_outside_image, "human1): joint 1 (right_elbow) at (69, 7) is outside the 64x48 image"),
+    "visibility code 4": (
+        _bad_visibility,
+        "human1): joint 4 (left_elbow) has visibility code 4, expected one of 1, 2, 3",
+    ),
+    "keypoint outside": (
+        _outside_image,
+        "human1): joint 1 (right_elbow) at (69, 7) is outside the 64x48 image",
+    ),
     "x2 < x1": (_box_x2_before_x1, "human1): box [50, 3, 10, 40] has x2 < x1"),
     "y2 < y1": (_box_y2_before_y1, "human1): box [2, 40, 60, 3] has y2 < y1"),
     "box without keypoints": (_box_without_keypoints, "human1): has a box but no keypoints"),
@@ -261,26 +338,45 @@ def test_bad_record_stops_with_file_and_record(tmp_path, name):
 
 
 def test_duplicate_image_id_names_the_first_record(tmp_path):
-    records = [aic_record(image_id("train", 0)), aic_record(image_id("train", 1)), aic_record(image_id("train", 0))]
+    records = [
+        aic_record(image_id("train", 0)),
+        aic_record(image_id("train", 1)),
+        aic_record(image_id("train", 0)),
+    ]
     annotations = write_release(tmp_path / "raw", train=records)["train"][0]
-    with pytest.raises(InvalidRecord, match=re.escape(f"{annotations}: record 2 (image_id '{image_id('train', 0)}'): "
-                                                      "duplicate image_id, first at record 0")):
+    with pytest.raises(
+        InvalidRecord,
+        match=re.escape(
+            f"{annotations}: record 2 (image_id '{image_id('train', 0)}'): "
+            "duplicate image_id, first at record 0"
+        ),
+    ):
         convert(str(tmp_path / "raw"), str(tmp_path / "coco"))
 
 
 def test_broken_json_names_the_position(tmp_path):
     annotations, _, _ = write_release(tmp_path / "raw")["valid"]
     annotations.write_text('[\n {"image_id": "a",\n  "keypoint_annotations": {,}\n')
-    with pytest.raises(ConvertError, match=r"keypoint_validation_annotations_20170911\.json: broken JSON at line 3, "
-                                           r"column 28 \(char 48\): Expecting property name"):
+    with pytest.raises(
+        ConvertError,
+        match=r"keypoint_validation_annotations_20170911\.json: broken JSON at line 3, "
+        r"column 28 \(char 48\): Expecting property name",
+    ):
         convert(str(tmp_path / "raw"), str(tmp_path / "coco"))
     assert not (tmp_path / "coco").exists()
 
 
 def test_missing_split_and_non_empty_output(tmp_path):
     write_release(tmp_path / "raw")
-    (tmp_path / "raw" / "ai_challenger_keypoint_validation_20170911" / "keypoint_validation_annotations_20170911.json").unlink()
-    with pytest.raises(ConvertError, match="no valid split below .*keypoint_validation_annotations_20170911.json"):
+    (
+        tmp_path
+        / "raw"
+        / "ai_challenger_keypoint_validation_20170911"
+        / "keypoint_validation_annotations_20170911.json"
+    ).unlink()
+    with pytest.raises(
+        ConvertError, match="no valid split below .*keypoint_validation_annotations_20170911.json"
+    ):
         convert(str(tmp_path / "raw"), str(tmp_path / "coco"))
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("mine")
@@ -292,7 +388,11 @@ def test_skip_invalid_lists_rejects(tmp_path):
     mutations = [mutate for mutate, _ in BAD_INPUTS.values()]
     annotations, _ = _bad_release(tmp_path / "raw", mutations)
     counts = convert(str(tmp_path / "raw"), str(tmp_path / "coco"), skip_invalid=True)
-    assert (counts["train_records"], counts["train_images"], counts["train_rejected"]) == (len(mutations) + 2, 2, len(mutations))
+    assert (counts["train_records"], counts["train_images"], counts["train_rejected"]) == (
+        len(mutations) + 2,
+        2,
+        len(mutations),
+    )
     assert counts["rejected"] == len(mutations)
     rejects = json.loads((tmp_path / "coco" / "rejects.json").read_text())
     assert rejects["count"] == len(mutations)
@@ -314,7 +414,9 @@ def test_convert_op_runs_under_kfp_local(tmp_path):
 
     from pipeline.ops import convert_op
 
-    write_release(tmp_path / "raw", train=[aic_record(image_id("train", i), 1 + i % 2) for i in range(4)])
+    write_release(
+        tmp_path / "raw", train=[aic_record(image_id("train", i), 1 + i % 2) for i in range(4)]
+    )
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
 
     @dsl.pipeline

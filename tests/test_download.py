@@ -1,5 +1,6 @@
 """download: every source kind against real servers (fake-gcs-server and SeaweedFS for gs:// and s3://,
 http.server), and each bad input's message."""
+
 import functools
 import hashlib
 import http.server
@@ -83,9 +84,15 @@ def test_synthetic_source_renders_the_official_layout(tmp_path):
     output = tmp_path / "raw"
     output.mkdir()  # KFP creates the artifact folder before the step runs
     summary = download("synthetic://10?seed=4", str(output))
-    assert summary["images_train"] == 10 and summary["images_valid"] == 8 and summary["synthetic_seed"] == 4
+    assert (
+        summary["images_train"] == 10
+        and summary["images_valid"] == 8
+        and summary["synthetic_seed"] == 4
+    )
     records = json.loads((output / TRAIN_JSON).read_text())
-    assert len(records) == 10 and summary["people_train"] == sum(len(r["human_annotations"]) for r in records)
+    assert len(records) == 10 and summary["people_train"] == sum(
+        len(r["human_annotations"]) for r in records
+    )
 
 
 def test_bucket_zip_with_checksum(object_store, release, release_zip, tmp_path):
@@ -116,7 +123,11 @@ def test_http_tar_gz(http_root, release, tmp_path):
 
 def test_local_path_and_file_uri(release, release_zip, tmp_path):
     from_zip = tmp_path / "from_zip"
-    _assert_release(from_zip, release, download(str(release_zip), str(from_zip), sha256=_sha256(release_zip).upper()))
+    _assert_release(
+        from_zip,
+        release,
+        download(str(release_zip), str(from_zip), sha256=_sha256(release_zip).upper()),
+    )
     from_uri = tmp_path / "from_uri"
     _assert_release(from_uri, release, download(release_zip.as_uri(), str(from_uri)))
     from_folder = tmp_path / "from_folder"
@@ -126,9 +137,21 @@ def test_local_path_and_file_uri(release, release_zip, tmp_path):
 
 def test_cli(tmp_path):
     output = tmp_path / "raw"
-    result = subprocess.run([sys.executable, "-m", "components.download", "--source", "synthetic://8?seed=1",
-                             "--output", str(output)], capture_output=True, text=True, timeout=120,
-                            cwd=Path(__file__).resolve().parent.parent)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "components.download",
+            "--source",
+            "synthetic://8?seed=1",
+            "--output",
+            str(output),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     assert result.returncode == 0, result.stderr
     assert "done in" in result.stderr and "images_train=8" in result.stderr
     assert len(list(output.rglob("*.jpg"))) == 16
@@ -175,7 +198,9 @@ def test_truncated_tar_gz_over_http(http_root, tmp_path):
     _assert_nothing_written(output)
 
 
-@pytest.mark.parametrize("member", ["../escape.txt", "/tmp/absolute-escape.txt", "aic/../../escape.txt"])
+@pytest.mark.parametrize(
+    "member", ["../escape.txt", "/tmp/absolute-escape.txt", "aic/../../escape.txt"]
+)
 def test_zip_slip_is_refused(tmp_path, member):
     archive = tmp_path / "slip.zip"
     with zipfile.ZipFile(archive, "w") as bundle:
@@ -184,7 +209,11 @@ def test_zip_slip_is_refused(tmp_path, member):
     output = tmp_path / "out" / "raw"
     with pytest.raises(DownloadError) as error:
         download(str(archive), str(output))
-    assert "slip.zip" in str(error.value) and repr(member) in str(error.value) and "escapes" in str(error.value)
+    assert (
+        "slip.zip" in str(error.value)
+        and repr(member) in str(error.value)
+        and "escapes" in str(error.value)
+    )
     _assert_nothing_written(output)
     assert not list(tmp_path.rglob("*escape.txt"))
 
@@ -196,7 +225,10 @@ def test_zip_symlink_pointing_out_is_refused(tmp_path):
         link.external_attr = (stat.S_IFLNK | 0o777) << 16
         bundle.writestr(link, "../../etc/passwd")
     output = tmp_path / "raw"
-    with pytest.raises(DownloadError, match=r"link\.zip: refusing member 'aic/passwd': a link to '\.\./\.\./etc/passwd'"):
+    with pytest.raises(
+        DownloadError,
+        match=r"link\.zip: refusing member 'aic/passwd': a link to '\.\./\.\./etc/passwd'",
+    ):
         download(str(archive), str(output))
     _assert_nothing_written(output)
 
@@ -227,8 +259,11 @@ def test_missing_object_and_bucket(object_store, tmp_path):
     output = tmp_path / "raw"
     with pytest.raises(DownloadError, match=rf"{base}/missing/release\.zip: no such object"):
         download(f"{base}/missing/release.zip", str(output))
-    with pytest.raises(DownloadError, match=rf"{object_store.scheme}://no-such-bucket/x\.zip: bucket "
-                                            r"'no-such-bucket' does not exist"):
+    with pytest.raises(
+        DownloadError,
+        match=rf"{object_store.scheme}://no-such-bucket/x\.zip: bucket "
+        r"'no-such-bucket' does not exist",
+    ):
         download(f"{object_store.scheme}://no-such-bucket/x.zip", str(output))
     _assert_nothing_written(output)
 

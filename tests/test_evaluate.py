@@ -1,4 +1,5 @@
 """evaluate: accuracy, latency and the report on the real chain; clear errors; predict draws a PNG."""
+
 import json
 
 import cv2
@@ -16,15 +17,30 @@ from tests.tiny_models import build_tiny_pose_model
 def evaluated(tflite_models, valid_shards, tmp_path_factory):
     out = tmp_path_factory.mktemp("evaluation") / "evaluation"
     anchors = str(ANCHORS) if ANCHORS.is_dir() else None
-    results = evaluate(str(tflite_models), [str(valid_shards)], str(out), anchors_dir=anchors, flip_test=True,
-                       refine="dark", latency_runs=3, gallery_size=4)
+    results = evaluate(
+        str(tflite_models),
+        [str(valid_shards)],
+        str(out),
+        anchors_dir=anchors,
+        flip_test=True,
+        refine="dark",
+        latency_runs=3,
+        gallery_size=4,
+    )
     return results, out
 
 
 def test_results_cover_every_variant_and_the_seed_models(evaluated):
     results, out = evaluated
-    assert json.loads((out / "results.json").read_text())["models"].keys() == results["models"].keys()
-    assert {name.rsplit("_", 1)[-1] for name in results["models"]} == {"fp32", "fp16", "int8-dynamic", "int8"}
+    assert (
+        json.loads((out / "results.json").read_text())["models"].keys() == results["models"].keys()
+    )
+    assert {name.rsplit("_", 1)[-1] for name in results["models"]} == {
+        "fp32",
+        "fp16",
+        "int8-dynamic",
+        "int8",
+    }
     assert results["settings"]["num_people"] > 0
     for model in results["models"].values():
         assert 0.0 <= model["pckh"] <= 1.0 and -1.0 <= model["ap"] <= 1.0
@@ -36,7 +52,9 @@ def test_results_cover_every_variant_and_the_seed_models(evaluated):
         for model in results["models"].values():
             assert model["vs_seed"]["latency_1_thread"] > 0 and model["vs_seed"]["size"] > 0
             assert model["vs_seed"]["same_input_size"] == (model["metadata"]["input_size"] == 192)
-        for anchor in results["anchors"].values():  # scored on the same people, fed in the seed's contract
+        for anchor in results[
+            "anchors"
+        ].values():  # scored on the same people, fed in the seed's contract
             assert anchor["metadata"]["contract"]["name"] == "seed"
             assert 0.0 <= anchor["pckh"] <= 1.0 and -1.0 <= anchor["ap"] <= 1.0
         assert results["anchors"]["pefm-cpm-192"]["metadata"]["output_stride"] == 2
@@ -49,7 +67,9 @@ def test_html_report_holds_the_table_bars_and_gallery(evaluated):
     assert "<table>" in page and "PCKh@0.5" in page and 'class="bar"' in page
     assert all(name in page for name in results["models"])
     # the gallery's 4, and one side-by-side picture per real photograph (when the seed's CPM is there)
-    assert page.count("data:image/jpeg;base64,") == 4 + len((results["photos"] or {}).get("pictures", []))
+    assert page.count("data:image/jpeg;base64,") == 4 + len(
+        (results["photos"] or {}).get("pictures", [])
+    )
     assert "http://" not in page and "https://" not in page  # self-contained
 
 
@@ -63,10 +83,15 @@ def test_real_photographs_show_ours_beside_the_seed_in_results_and_report(evalua
         return
     section = results_file.read(out)["photos"]
     assert section == json.loads(json.dumps(results["photos"]))
-    assert [p["file"] for p in section["pictures"]] == [p.name for p in photos.find(photos.DEFAULT_FOLDER)]
+    assert [p["file"] for p in section["pictures"]] == [
+        p.name for p in photos.find(photos.DEFAULT_FOLDER)
+    ]
     assert len(section["pictures"]) >= 3
     assert (section["reference"], section["threshold"], section["drawn_model"]) == (
-        "pefm-cpm-192", 0.2, results["settings"]["gallery_model"])
+        "pefm-cpm-192",
+        0.2,
+        results["settings"]["gallery_model"],
+    )
     for picture in section["pictures"]:
         assert len(picture["reference_keypoints"]) == 14 and picture["person_size"] > 10
         assert picture["models"].keys() == results["models"].keys()
@@ -74,7 +99,9 @@ def test_real_photographs_show_ours_beside_the_seed_in_results_and_report(evalua
             assert len(model["keypoints"]) == 14 and 0.0 <= model["agreement"] <= 1.0
             assert 0.0 <= model["agreement_found"] <= 1.0
     for name, value in section["agreement"].items():
-        assert value == pytest.approx(np.mean([p["models"][name]["agreement"] for p in section["pictures"]]))
+        assert value == pytest.approx(
+            np.mean([p["models"][name]["agreement"] for p in section["pictures"]])
+        )
         assert results_file.metric_figures(results)[f"{name}_photo_agreement"] == round(value, 3)
     page = (out / "report.html").read_text()
     assert "Real photographs" in page and all(p["file"] in page for p in section["pictures"])
@@ -83,7 +110,10 @@ def test_real_photographs_show_ours_beside_the_seed_in_results_and_report(evalua
 def test_input_to_original_reproduces_the_original_keypoints(valid_shards):
     from pose.data import inputs
 
-    batch = {k: v.numpy() for k, v in next(iter(inputs.evaluation_dataset([str(valid_shards)], 96, 8))).items()}
+    batch = {
+        k: v.numpy()
+        for k, v in next(iter(inputs.evaluation_dataset([str(valid_shards)], 96, 8))).items()
+    }
     labelled = batch["visibility"] > 0
     mapped = input_to_original(batch["keypoints"], batch["to_original"])
     assert np.abs(mapped - batch["original_keypoints"])[labelled].max() < 0.01
@@ -94,19 +124,26 @@ def _tiny_tflite(path, num_keypoints=14, input_size=64):
 
     from pose.models.metadata import ModelMetadata
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(build_tiny_pose_model(input_size, num_keypoints))
+    converter = tf.lite.TFLiteConverter.from_keras_model(
+        build_tiny_pose_model(input_size, num_keypoints)
+    )
     path.write_bytes(converter.convert())
     # Its .json states the contract: a .tflite without one must be a seed release, byte for byte.
     ModelMetadata.build(path.stem, input_size, input_size // 2, num_keypoints, contract.SEED).write(
-        path.with_suffix(".json"))
+        path.with_suffix(".json")
+    )
     return path
 
 
 def test_a_file_that_is_not_tflite_is_a_clear_error(tmp_path, valid_shards):
     (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "broken_fp32.tflite").write_bytes(b"PK\x03\x04 this is a zip, not a model")
+    (tmp_path / "models" / "broken_fp32.tflite").write_bytes(
+        b"PK\x03\x04 this is a zip, not a model"
+    )
     with pytest.raises(NotTFLiteError, match="broken_fp32.tflite: not a TFLite model"):
-        evaluate(str(tmp_path / "models"), [str(valid_shards)], str(tmp_path / "out"), latency_runs=1)
+        evaluate(
+            str(tmp_path / "models"), [str(valid_shards)], str(tmp_path / "out"), latency_runs=1
+        )
     assert not (tmp_path / "out").exists()
 
 
@@ -117,8 +154,17 @@ def test_shards_with_no_people_are_a_clear_error(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "valid-00000-of-00001.tfrecord").write_bytes(b"")
-    (empty / "index.json").write_text(json.dumps({"split": "valid", "num_shards": 1, "crop_size": 256,
-                                                  "shards": {"valid-00000-of-00001.tfrecord": 0}, "num_examples": 0}))
+    (empty / "index.json").write_text(
+        json.dumps(
+            {
+                "split": "valid",
+                "num_shards": 1,
+                "crop_size": 256,
+                "shards": {"valid-00000-of-00001.tfrecord": 0},
+                "num_examples": 0,
+            }
+        )
+    )
     with pytest.raises(EvaluationError, match="no people"):
         evaluate(str(models), [str(empty)], str(tmp_path / "out"), latency_runs=1)
 
@@ -131,8 +177,9 @@ def test_a_size_mismatch_between_model_and_data_is_a_clear_error(tmp_path, valid
         evaluate(str(models), [str(valid_shards)], str(tmp_path / "out"), latency_runs=1)
     (models / "coco17_fp32.tflite").unlink()
     _tiny_tflite(models / "tiny_fp32.tflite")
-    (models / "tiny_fp32.json").write_text(json.dumps({"input_size": 192, "output_stride": 2,
-                                                       "contract": contract.describe("aic")}))
+    (models / "tiny_fp32.json").write_text(
+        json.dumps({"input_size": 192, "output_stride": 2, "contract": contract.describe("aic")})
+    )
     with pytest.raises(EvaluationError, match="size mismatch: the model takes 64x64"):
         evaluate(str(models), [str(valid_shards)], str(tmp_path / "out"), latency_runs=1)
 
@@ -164,10 +211,17 @@ def test_predict_draws_a_correct_skeleton_with_the_seed_file(tmp_path):
     points, scores = np.array(result["keypoints"]), np.array(result["scores"])
     head, neck = points[keypoints.HEAD_TOP], points[keypoints.NECK]
     right, left = points[keypoints.RIGHT_SHOULDER], points[keypoints.LEFT_SHOULDER]
-    assert scores[[keypoints.HEAD_TOP, keypoints.NECK, keypoints.RIGHT_SHOULDER, keypoints.LEFT_SHOULDER]].min() > 0.2
+    assert (
+        scores[
+            [keypoints.HEAD_TOP, keypoints.NECK, keypoints.RIGHT_SHOULDER, keypoints.LEFT_SHOULDER]
+        ].min()
+        > 0.2
+    )
     assert head[1] < neck[1] < min(right[1], left[1])
     assert right[0] < neck[0] < left[0]
-    assert 140 < head[0] < 340 and head[1] < 200  # the face is in the upper middle of the 480 px photograph
+    assert (
+        140 < head[0] < 340 and head[1] < 200
+    )  # the face is in the upper middle of the 480 px photograph
 
 
 def test_predict_feeds_each_model_in_its_contract(tmp_path):
@@ -182,19 +236,22 @@ def test_predict_feeds_each_model_in_its_contract(tmp_path):
     for name in ("seed", "aic"):
         freeze(str(tmp_path / "model"), str(tmp_path / f"frozen_{name}"), export_contract=name)
         convert_to_tflite(str(tmp_path / f"frozen_{name}"), str(tmp_path / name), ["fp32"])
-        points[name] = predict(str(tmp_path / name / "mv2_cpm_fp32.tflite"), str(PHOTO),
-                               str(tmp_path / f"{name}.png"))["keypoints"]
+        points[name] = predict(
+            str(tmp_path / name / "mv2_cpm_fp32.tflite"), str(PHOTO), str(tmp_path / f"{name}.png")
+        )["keypoints"]
     np.testing.assert_allclose(points["seed"], points["aic"], atol=0.05)
 
 
-def test_train_and_evaluate_measure_the_same_pckh(tflite_models, valid_shards, tmp_path, monkeypatch):
+def test_train_and_evaluate_measure_the_same_pckh(
+    tflite_models, valid_shards, tmp_path, monkeypatch
+):
     """The in-loop figure (input pixels, no flip test) and evaluate's (original pixels) decode the same
     predictions with the same codec, so without the flip test they are the same number."""
     import shutil
 
     from components.evaluate import open_model, run_in_contract
-    from pose.training.validation import evaluate_pckh
     from pose.codec import HeatmapCodec
+    from pose.training.validation import evaluate_pckh
 
     models = tmp_path / "models"
     models.mkdir()
@@ -203,10 +260,15 @@ def test_train_and_evaluate_measure_the_same_pckh(tflite_models, valid_shards, t
         shutil.copyfile(path, models / path.name)
     (tmp_path / "no-anchors").mkdir()
     monkeypatch.setenv("POSE_ANCHORS_DIR", str(tmp_path / "no-anchors"))
-    results = evaluate(str(models), [str(valid_shards)], str(tmp_path / "out"), flip_test=False, latency_runs=1)
+    results = evaluate(
+        str(models), [str(valid_shards)], str(tmp_path / "out"), flip_test=False, latency_runs=1
+    )
 
     metadata = json.loads(fp32.with_suffix(".json").read_text())
     model = open_model(fp32)
-    in_loop = evaluate_pckh(lambda images: run_in_contract(model, images.numpy()), [str(valid_shards)],
-                            HeatmapCodec(metadata["input_size"], metadata["output_stride"]))
+    in_loop = evaluate_pckh(
+        lambda images: run_in_contract(model, images.numpy()),
+        [str(valid_shards)],
+        HeatmapCodec(metadata["input_size"], metadata["output_stride"]),
+    )
     assert 0.0 < in_loop == pytest.approx(results["models"][fp32.stem]["pckh"], abs=1e-9)

@@ -1,4 +1,5 @@
 """freeze: the seed's tensor names in the SavedModel and the frozen graph, and Keras = SavedModel = .pb."""
+
 import json
 
 import numpy as np
@@ -35,7 +36,9 @@ def test_frozen_graph_and_signature_use_the_seed_names(tiny_frozen):
     nodes = _graph_nodes(folder / "frozen_graph.pb")
     assert nodes["image"] == "Placeholder"
     assert CPM_OUTPUT in nodes
-    assert not any(op in ("VarHandleOp", "ReadVariableOp") for op in nodes.values()), "variables not folded"
+    assert not any(op in ("VarHandleOp", "ReadVariableOp") for op in nodes.values()), (
+        "variables not folded"
+    )
     signature = tf.saved_model.load(str(folder / "saved_model")).signatures["serving_default"]
     assert list(signature.structured_outputs) == [CPM_OUTPUT]
     assert signature.structured_input_signature[1]["image"].shape.as_list() == [1, 64, 64, 3]
@@ -56,11 +59,16 @@ def test_keras_saved_model_and_frozen_graph_agree(tiny_frozen):
 
     images = np.random.default_rng(11).random((1, 64, 64, 3), dtype=np.float32)
     keras_out = model(images, training=False)[-1].numpy()
-    exported_in = contract.from_training_images(images, info["contract"])  # each in its own contract
+    exported_in = contract.from_training_images(
+        images, info["contract"]
+    )  # each in its own contract
     saved = tf.saved_model.load(str(folder / "saved_model")).signatures["serving_default"]
-    saved_out = contract.to_aic_order(saved(image=tf.constant(exported_in))[CPM_OUTPUT].numpy(), info["contract"])
-    frozen_out = contract.to_aic_order(run_frozen_graph(folder / "frozen_graph.pb", exported_in, CPM_OUTPUT),
-                                       info["contract"])
+    saved_out = contract.to_aic_order(
+        saved(image=tf.constant(exported_in))[CPM_OUTPUT].numpy(), info["contract"]
+    )
+    frozen_out = contract.to_aic_order(
+        run_frozen_graph(folder / "frozen_graph.pb", exported_in, CPM_OUTPUT), info["contract"]
+    )
     assert keras_out.shape == (1, 32, 32, 14)
     assert np.abs(saved_out - keras_out).max() <= 1e-4
     assert np.abs(frozen_out - keras_out).max() <= 1e-4

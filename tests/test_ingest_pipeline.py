@@ -1,4 +1,5 @@
 """download -> convert as a two-step KFP pipeline under kfp.local, on a synthetic release."""
+
 import json
 from pathlib import Path
 
@@ -12,22 +13,25 @@ from pose.data import keypoints
 def test_download_then_convert_under_kfp_local(tmp_path):
     from kfp import dsl, local
 
-    from pipeline.ops import convert_op
-    from pipeline.ops import download_op
+    from pipeline.ops import convert_op, download_op
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
 
     @dsl.pipeline
     def ingest(source: str) -> dsl.Dataset:
         raw = download_op(source=source, sha256="")
-        return convert_op(raw=raw.outputs["raw"], single_person=False, skip_invalid=False).outputs["coco"]
+        return convert_op(raw=raw.outputs["raw"], single_person=False, skip_invalid=False).outputs[
+            "coco"
+        ]
 
     coco = ingest(source="synthetic://24?seed=3").output
 
     raw_dirs = list((tmp_path / "root").rglob("download-op/raw"))
     assert len(raw_dirs) == 1
-    for split, aic_name in (("train", "keypoint_train_annotations_20170909.json"),
-                            ("valid", "keypoint_validation_annotations_20170911.json")):
+    for split, aic_name in (
+        ("train", "keypoint_train_annotations_20170909.json"),
+        ("valid", "keypoint_validation_annotations_20170911.json"),
+    ):
         aic = json.loads(next(raw_dirs[0].rglob(aic_name)).read_text())
         loaded = COCO(str(Path(coco.path) / "annotations" / f"person_keypoints_{split}.json"))
         assert len(loaded.getImgIds()) == len(aic) == coco.metadata[f"{split}_images"]

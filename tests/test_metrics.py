@@ -1,4 +1,5 @@
 """PCKh, OKS AP (against pycocotools called directly), sub-pixel decoding and flip-test helpers."""
+
 import contextlib
 import io
 
@@ -22,13 +23,15 @@ def test_pckh_hand_made_known_answer():
     gt = np.stack([_person(rng), _person(rng)])
     visible = np.ones(gt.shape[:2], bool)
     pred = gt.copy()
-    pred[0, 0] += (9.0, 0.0)      # within 0.5 * 20 = 10: correct
-    pred[0, 1] += (0.0, 11.0)     # beyond: wrong
-    pred[1, 2] += (8.0, 8.0)      # 11.3: wrong
-    visible[1, 3] = False         # not counted
+    pred[0, 0] += (9.0, 0.0)  # within 0.5 * 20 = 10: correct
+    pred[0, 1] += (0.0, 11.0)  # beyond: wrong
+    pred[1, 2] += (8.0, 8.0)  # 11.3: wrong
+    visible[1, 3] = False  # not counted
     mean, per_joint = metrics.pckh(pred, gt, visible)
     assert mean == pytest.approx(25 / 27)
-    assert per_joint[0] == 1.0 and per_joint[1] == 0.5 and per_joint[2] == 0.5 and per_joint[3] == 1.0
+    assert (
+        per_joint[0] == 1.0 and per_joint[1] == 0.5 and per_joint[2] == 0.5 and per_joint[3] == 1.0
+    )
 
 
 def test_pckh_skips_people_without_a_head_size():
@@ -78,13 +81,33 @@ def test_oks_ap_equals_cocoeval_on_the_same_predictions():
         for (x, y), v in zip(gt[i], visibility[i]):
             flat += [float(x), float(y), int(v)] if v > 0 else [0, 0, 0]
         x0, y0, w, h = (float(b) for b in bboxes[i])
-        annotations.append({"id": i + 1, "image_id": int(image_ids[i]), "category_id": 1, "iscrowd": 0,
-                            "bbox": [x0, y0, w, h], "area": w * h, "keypoints": flat,
-                            "num_keypoints": int((visibility[i] > 0).sum())})
-        detections.append({"image_id": int(image_ids[i]), "category_id": 1, "score": float(scores[i].mean()),
-                           "keypoints": [c for x, y in pred[i] for c in (float(x), float(y), 1.0)]})
-    gt_dict = {"images": [{"id": int(i)} for i in sorted(set(image_ids))], "annotations": annotations,
-               "categories": [{"id": 1, "name": "person", "keypoints": list(keypoints.NAMES), "skeleton": []}]}
+        annotations.append(
+            {
+                "id": i + 1,
+                "image_id": int(image_ids[i]),
+                "category_id": 1,
+                "iscrowd": 0,
+                "bbox": [x0, y0, w, h],
+                "area": w * h,
+                "keypoints": flat,
+                "num_keypoints": int((visibility[i] > 0).sum()),
+            }
+        )
+        detections.append(
+            {
+                "image_id": int(image_ids[i]),
+                "category_id": 1,
+                "score": float(scores[i].mean()),
+                "keypoints": [c for x, y in pred[i] for c in (float(x), float(y), 1.0)],
+            }
+        )
+    gt_dict = {
+        "images": [{"id": int(i)} for i in sorted(set(image_ids))],
+        "annotations": annotations,
+        "categories": [
+            {"id": 1, "name": "person", "keypoints": list(keypoints.NAMES), "skeleton": []}
+        ],
+    }
     stats = _direct_cocoeval_stats(gt_dict, detections)
 
     assert 0.0 < ours["ap"] < 1.0
@@ -105,7 +128,7 @@ def test_perfect_prediction_gives_ap_one():
 def _gaussian_heatmaps(centres, size=(48, 40), sigma=1.5):
     h, w = size
     ys, xs = np.mgrid[0:h, 0:w]
-    maps = [np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * sigma ** 2)) for cx, cy in centres]
+    maps = [np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * sigma**2)) for cx, cy in centres]
     return np.stack(maps, axis=-1)[None].astype(np.float32)
 
 
@@ -129,8 +152,12 @@ def test_dark_and_quarter_recover_a_sub_pixel_peak():
 def test_flip_helpers_mirror_and_swap_left_and_right():
     centres = [(10.0 + k, 20.0) for k in range(keypoints.NUM_KEYPOINTS)]
     heatmaps = _gaussian_heatmaps(centres, size=(32, 40))
-    mirrored = heatmaps[:, :, ::-1]  # what a mirror-equivariant model predicts on the flipped image, before swapping
-    restored, _ = codec.decode(codec.unflip_heatmaps(mirrored[..., list(keypoints.FLIP_INDEX)]), "dark")
+    mirrored = heatmaps[
+        :, :, ::-1
+    ]  # what a mirror-equivariant model predicts on the flipped image, before swapping
+    restored, _ = codec.decode(
+        codec.unflip_heatmaps(mirrored[..., list(keypoints.FLIP_INDEX)]), "dark"
+    )
     assert np.abs(restored[0] - np.array(centres)).max() < 0.02
 
     swapped, _ = codec.decode(codec.unflip_heatmaps(heatmaps), "dark")
@@ -144,4 +171,6 @@ def test_flip_helpers_mirror_and_swap_left_and_right():
         return np.repeat(maps, 4, axis=1)
 
     images = np.random.default_rng(6).random((2, 4, 40, 3)).astype(np.float32)
-    np.testing.assert_allclose(codec.flip_test(equivariant_model, images), equivariant_model(images), atol=1e-6)
+    np.testing.assert_allclose(
+        codec.flip_test(equivariant_model, images), equivariant_model(images), atol=1e-6
+    )

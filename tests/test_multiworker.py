@@ -1,5 +1,6 @@
 """Beyond one node: the train CLI under MultiWorkerMirroredStrategy for real (two worker processes talking
 gRPC on 127.0.0.1, as two TFJob pods would), and the TFJob manifest in docs/ checked against that CLI."""
+
 import argparse
 import json
 import math
@@ -37,17 +38,49 @@ def run_workers(shards, outputs, *flags: str) -> list[tuple[int, str]]:
     workers = [f"127.0.0.1:{port}" for port in free_ports(len(outputs))]
     processes = []
     for index, output in enumerate(outputs):
-        env = {**os.environ, "CUDA_VISIBLE_DEVICES": "",
-               "TF_CONFIG": json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})}
-        command = [sys.executable, "-m", "components.train", "--config", str(TINY_CONFIG), "--data", str(shards),
-                   "--output", str(output), "--set", f"checkpoint_every={EVERY}", "--set", f"log_every={EVERY}",
-                   "--set", "summary_every=1000", "--set", "pred_image_on_tensorboard=false", *flags]
-        processes.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                          stderr=subprocess.STDOUT, text=True))
+        env = {
+            **os.environ,
+            "CUDA_VISIBLE_DEVICES": "",
+            "TF_CONFIG": json.dumps(
+                {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+            ),
+        }
+        command = [
+            sys.executable,
+            "-m",
+            "components.train",
+            "--config",
+            str(TINY_CONFIG),
+            "--data",
+            str(shards),
+            "--output",
+            str(output),
+            "--set",
+            f"checkpoint_every={EVERY}",
+            "--set",
+            f"log_every={EVERY}",
+            "--set",
+            "summary_every=1000",
+            "--set",
+            "pred_image_on_tensorboard=false",
+            *flags,
+        ]
+        processes.append(
+            subprocess.Popen(
+                command,
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     logs = []
     try:
         for process in processes:
-            logs.append(process.communicate(timeout=600)[0])  # a hang fails here instead of waiting forever
+            logs.append(
+                process.communicate(timeout=600)[0]
+            )  # a hang fails here instead of waiting forever
     finally:
         for process in processes:
             if process.poll() is None:
@@ -62,15 +95,19 @@ def marker_step(uri: str) -> int:
 
 @pytest.mark.slow
 def test_two_workers_train_together_resume_together_from_the_bucket_and_refuse_without_it(
-        object_store, train_shards, tmp_path):
+    object_store, train_shards, tmp_path
+):
     """Two workers train with a bucket; two new pods (fresh folders) resume both from the bucket's newest
     checkpoint and train on; resuming without the bucket (the chief's folder has checkpoints, the other
     worker's scratch none) stops both workers with the reason instead of hanging. The same against gs://
     and s3://; the refusal without a bucket, which no store takes part in, runs once."""
     uri = f"{object_store.scheme}://{object_store.make_bucket('checkpoints')}/multi-worker"
     first = [tmp_path / "first" / f"worker-{index}" for index in range(2)]
-    for index, (code, log) in enumerate(run_workers(train_shards, first, "--checkpoint-uri", uri,
-                                                    "--set", f"max_steps={FIRST_STEPS}")):
+    for index, (code, log) in enumerate(
+        run_workers(
+            train_shards, first, "--checkpoint-uri", uri, "--set", f"max_steps={FIRST_STEPS}"
+        )
+    ):
         assert code == 0, f"worker {index} failed:\n{log[-4000:]}"
         assert "2 replicas over 2 workers" in log, log[-4000:]
         assert "all 2 replicas resume from step 0" in log, log[-4000:]
@@ -78,15 +115,22 @@ def test_two_workers_train_together_resume_together_from_the_bucket_and_refuse_w
     chief, other = first
     metadata = json.loads((chief / "train_metadata.json").read_text())
     assert (chief / "model.keras").is_file()
-    assert metadata["replicas"] == 2 and metadata["steps"] == FIRST_STEPS and metadata["resumed_from_step"] == 0
-    assert metadata["global_batch_size"] == 2 * yaml.safe_load(TINY_CONFIG.read_text())["batch_size"]
+    assert (
+        metadata["replicas"] == 2
+        and metadata["steps"] == FIRST_STEPS
+        and metadata["resumed_from_step"] == 0
+    )
+    assert (
+        metadata["global_batch_size"] == 2 * yaml.safe_load(TINY_CONFIG.read_text())["batch_size"]
+    )
     assert math.isfinite(metadata["final_loss"]) and metadata["final_loss"] > 0
     assert not (other / "model.keras").exists()  # only the chief writes the model folder
     assert marker_step(uri) == FIRST_STEPS  # and uploads
 
     second = [tmp_path / "second" / f"worker-{index}" for index in range(2)]
-    for index, (code, log) in enumerate(run_workers(train_shards, second, "--checkpoint-uri", uri,
-                                                    "--set", f"max_steps={STEPS}")):
+    for index, (code, log) in enumerate(
+        run_workers(train_shards, second, "--checkpoint-uri", uri, "--set", f"max_steps={STEPS}")
+    ):
         assert code == 0, f"worker {index} failed:\n{log[-4000:]}"
         assert f"resuming from the checkpoint of step {FIRST_STEPS} in {uri}" in log, log[-4000:]
         assert f"all 2 replicas resume from step {FIRST_STEPS}" in log, log[-4000:]
@@ -98,10 +142,14 @@ def test_two_workers_train_together_resume_together_from_the_bucket_and_refuse_w
 
     if object_store.scheme != "gs":
         return
-    for index, (code, log) in enumerate(run_workers(train_shards, second, "--set", f"max_steps={STEPS + EVERY}")):
+    for index, (code, log) in enumerate(
+        run_workers(train_shards, second, "--set", f"max_steps={STEPS + EVERY}")
+    ):
         assert code == 1, f"worker {index} did not refuse:\n{log[-4000:]}"
-        assert (f"the workers would resume from different steps (per replica, in worker order: [{STEPS}, 0]); "
-                f"without --checkpoint-uri a multi-worker run cannot resume") in log, log[-4000:]
+        assert (
+            f"the workers would resume from different steps (per replica, in worker order: [{STEPS}, 0]); "
+            f"without --checkpoint-uri a multi-worker run cannot resume"
+        ) in log, log[-4000:]
 
 
 def train_cli_parser() -> argparse.ArgumentParser:
@@ -134,11 +182,17 @@ def test_the_tfjob_manifest_runs_the_train_cli_of_the_gpu_image():
     assert set(specs) <= {"Chief", "Worker", "PS", "Evaluator"} and "Worker" in specs
     parser = train_cli_parser()
     for role, spec in specs.items():
-        container, = [c for c in spec["template"]["spec"]["containers"] if c["name"] == "tensorflow"]
+        (container,) = [
+            c for c in spec["template"]["spec"]["containers"] if c["name"] == "tensorflow"
+        ]
         repository, _, tag = container["image"].rpartition(":")
-        assert repository == images.GPU_IMAGE.rpartition(":")[0] and tag == "TAG", role  # the user fills in TAG
+        assert repository == images.GPU_IMAGE.rpartition(":")[0] and tag == "TAG", (
+            role
+        )  # the user fills in TAG
         assert container["command"] == ["python", "-m", "components.train"], role
-        args = parser.parse_args(container["args"])  # an unknown flag or a missing required one: SystemExit
+        args = parser.parse_args(
+            container["args"]
+        )  # an unknown flag or a missing required one: SystemExit
         assert (REPO / args.config).is_file(), args.config
         assert args.expect_gpus == int(container["resources"]["limits"]["nvidia.com/gpu"]), role
         assert args.output and args.data
@@ -152,10 +206,13 @@ def test_the_tfjob_workers_share_one_output_and_data_volume():
     """Every worker reads the same shards and the chief's model must outlive its pod: a shared claim."""
     for role, spec in tfjob_replica_specs().items():
         pod = spec["template"]["spec"]
-        container, = [c for c in pod["containers"] if c["name"] == "tensorflow"]
+        (container,) = [c for c in pod["containers"] if c["name"] == "tensorflow"]
         mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
-        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]
-                  if "persistentVolumeClaim" in v}
+        claims = {
+            v["name"]: v["persistentVolumeClaim"]["claimName"]
+            for v in pod["volumes"]
+            if "persistentVolumeClaim" in v
+        }
         shm = [v for v in pod["volumes"] if v.get("emptyDir", {}).get("medium") == "Memory"]
         assert claims and all(name in mounts for name in claims), role
         assert shm and mounts[shm[0]["name"]] == "/dev/shm", role

@@ -1,11 +1,20 @@
 """The networks: the seed's structure and compute, configurable sizes, and a model.keras that
 loads without custom objects."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from pose.models.networks import (UnknownModel, build_from_config, build_model, count_multiply_adds, identity, output_stride,
-                           stage_heatmaps, summary)
+from pose.models.networks import (
+    UnknownModel,
+    build_from_config,
+    build_model,
+    count_multiply_adds,
+    identity,
+    output_stride,
+    stage_heatmaps,
+    summary,
+)
 from tests.conftest import ANCHORS
 
 
@@ -44,9 +53,14 @@ def _anchor_convolutions(path) -> list[tuple]:
 
     interpreter = Interpreter(model_path=str(path))
     interpreter.allocate_tensors()
-    shapes = {t["index"]: tuple(int(d) for d in t["shape"]) for t in interpreter.get_tensor_details()}
-    return sorted((op["op_name"], shapes[op["outputs"][0]][1], shapes[op["inputs"][1]])
-                  for op in interpreter._get_ops_details() if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D"))
+    shapes = {
+        t["index"]: tuple(int(d) for d in t["shape"]) for t in interpreter.get_tensor_details()
+    }
+    return sorted(
+        (op["op_name"], shapes[op["outputs"][0]][1], shapes[op["inputs"][1]])
+        for op in interpreter._get_ops_details()
+        if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D")
+    )
 
 
 def _keras_convolutions(model) -> list[tuple]:
@@ -57,10 +71,14 @@ def _keras_convolutions(model) -> list[tuple]:
     for layer in model.layers:
         if isinstance(layer, keras.layers.DepthwiseConv2D):
             height, width, channels, _ = layer.kernel.shape
-            convolutions.append(("DEPTHWISE_CONV_2D", layer.output.shape[1], (1, height, width, channels)))
+            convolutions.append(
+                ("DEPTHWISE_CONV_2D", layer.output.shape[1], (1, height, width, channels))
+            )
         elif isinstance(layer, keras.layers.Conv2D):
             height, width, in_channels, out_channels = layer.kernel.shape
-            convolutions.append(("CONV_2D", layer.output.shape[1], (out_channels, height, width, in_channels)))
+            convolutions.append(
+                ("CONV_2D", layer.output.shape[1], (out_channels, height, width, in_channels))
+            )
     return sorted(convolutions)
 
 
@@ -70,8 +88,13 @@ def test_tiny_config_is_the_released_cpm_layer_for_layer():
     from pose.training.config import load_config
 
     config = load_config("experiments/mv2_cpm_192_tiny.yaml").resolved()
-    model = build_model(config.model, config.input_size, config.width, config.num_stages,
-                        **config.architecture_options())
+    model = build_model(
+        config.model,
+        config.input_size,
+        config.width,
+        config.num_stages,
+        **config.architecture_options(),
+    )
     assert count_multiply_adds(model) == 277_261_056
     assert model.output_names[-1] == "stage_5_out"
     anchor = ANCHORS / "pefm-cpm-192.tflite"
@@ -83,12 +106,28 @@ def test_tiny_config_is_the_released_cpm_layer_for_layer():
 
 def test_cpm_structure_options():
     default = build_model("mv2_cpm", 96, width=0.5, num_stages=2)
-    options = {"backbone_expansion": None, "stage_expansion": None, "stage_channels": None, "stage_kernel_size": None}
-    assert _keras_convolutions(build_model("mv2_cpm", 96, width=0.5, num_stages=2, **options)) == \
-        _keras_convolutions(default)  # None = the seed's training code
-    model = build_model("mv2_cpm", 96, width=0.5, num_stages=2, backbone_expansion=4, stage_expansion=3,
-                        stage_channels=24, stage_kernel_size=5)
-    kernels = {layer.name: tuple(layer.kernel.shape) for layer in model.layers if hasattr(layer, "kernel")}
+    options = {
+        "backbone_expansion": None,
+        "stage_expansion": None,
+        "stage_channels": None,
+        "stage_kernel_size": None,
+    }
+    assert _keras_convolutions(
+        build_model("mv2_cpm", 96, width=0.5, num_stages=2, **options)
+    ) == _keras_convolutions(default)  # None = the seed's training code
+    model = build_model(
+        "mv2_cpm",
+        96,
+        width=0.5,
+        num_stages=2,
+        backbone_expansion=4,
+        stage_expansion=3,
+        stage_channels=24,
+        stage_kernel_size=5,
+    )
+    kernels = {
+        layer.name: tuple(layer.kernel.shape) for layer in model.layers if hasattr(layer, "kernel")
+    }
     assert kernels["stage_1_mv2_0_depthwise"][:2] == (5, 5)
     assert kernels["stage_0_mv2_0_depthwise"][:2] == (3, 3)  # stage 0 stays 3x3, as in the seed
     assert kernels["stage_1_mv2_1_expand"] == (1, 1, 24, 72)
@@ -113,21 +152,34 @@ def test_count_agrees_with_tensorflow_profiler():
 
     model = build_model("mv2_cpm", 96, width=0.5, num_stages=2)
     function = tf.function(lambda x: model(x, training=False)).get_concrete_function(
-        tf.TensorSpec([1, 96, 96, 3], tf.float32))
+        tf.TensorSpec([1, 96, 96, 3], tf.float32)
+    )
     options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
-    profiled = tf.compat.v1.profiler.profile(convert_variables_to_constants_v2(function).graph, options=options)
+    profiled = tf.compat.v1.profiler.profile(
+        convert_variables_to_constants_v2(function).graph, options=options
+    )
     # The profiler also counts BN, bias, adds and resizes: a few percent over the convolutions.
     flops = 2 * count_multiply_adds(model)
     assert flops <= profiled.total_float_ops <= 1.10 * flops
 
 
-@pytest.mark.parametrize("name, size, width, stages, keypoints, stride", [
-    ("mv2_cpm", 224, 0.5, 3, 14, 2),
-    ("mv2_cpm", 256, 0.35, 1, 5, 2),
-    ("mv2_hourglass", 224, 0.5, 3, 14, 4),  # 224 / 4 does not halve evenly three times: resized skips
-    ("mv2_hourglass", 256, 0.5, 2, 7, 4),
-])
+@pytest.mark.parametrize(
+    "name, size, width, stages, keypoints, stride",
+    [
+        ("mv2_cpm", 224, 0.5, 3, 14, 2),
+        ("mv2_cpm", 256, 0.35, 1, 5, 2),
+        (
+            "mv2_hourglass",
+            224,
+            0.5,
+            3,
+            14,
+            4,
+        ),  # 224 / 4 does not halve evenly three times: resized skips
+        ("mv2_hourglass", 256, 0.5, 2, 7, 4),
+    ],
+)
 def test_configurable(name, size, width, stages, keypoints, stride):
     model = build_model(name, size, width=width, num_stages=stages, num_keypoints=keypoints)
     heatmap = size // stride
@@ -172,7 +224,13 @@ def test_identity_of_models_names_exports_and_seed_releases():
 def test_build_from_config_builds_what_the_config_says():
     from pose.training.config import load_config
 
-    config = load_config("model: mv2_cpm\ninput_size: 96\nwidth: 0.5\nnum_stages: 2\nstage_kernel_size: 5\n").resolved()
+    config = load_config(
+        "model: mv2_cpm\ninput_size: 96\nwidth: 0.5\nnum_stages: 2\nstage_kernel_size: 5\n"
+    ).resolved()
     model = build_from_config(config)
-    assert model.name == "mv2_cpm" and len(model.outputs) == 2 and tuple(model.input.shape[1:]) == (96, 96, 3)
+    assert (
+        model.name == "mv2_cpm"
+        and len(model.outputs) == 2
+        and tuple(model.input.shape[1:]) == (96, 96, 3)
+    )
     assert model.get_layer("stage_1_out") is not None

@@ -2,8 +2,8 @@
 probe (docs/RELIABILITY.md lists them with their verdicts), each on tiny data through the real steps: a real
 fake-gcs-server (tests/gcs.py) for gs:// and publish, a real http.server for the stalled download.
 """
+
 import contextlib
-import functools
 import gzip
 import hashlib
 import http.client
@@ -36,6 +36,7 @@ INPUT_SIZE = 64
 # ---------------------------------------------------------------------------------------------
 # Shared tiny inputs
 # ---------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def coco(tmp_path_factory) -> Path:
@@ -95,6 +96,7 @@ def _cli(main, argv, capsys) -> tuple[int, str]:
 # ---------------------------------------------------------------------------------------------
 # Data loss: no step deletes what it did not write
 # ---------------------------------------------------------------------------------------------
+
 
 def test_freeze_refuses_a_foreign_output(tmp_path):
     from components.freeze import freeze
@@ -220,19 +222,26 @@ class _RefusingProxy:
 def _evaluated(tflite_models, shards, folder: Path) -> Path:
     from components.evaluate import evaluate
 
-    evaluate(str(tflite_models), [str(shards["valid"])], str(folder), latency_runs=1, gallery_size=1)
+    evaluate(
+        str(tflite_models), [str(shards["valid"])], str(folder), latency_runs=1, gallery_size=1
+    )
     return folder
 
 
-def test_failed_republish_leaves_no_manifest(tmp_path, tflite_models, shards, no_anchors, object_store,
-                                             monkeypatch):
+def test_failed_republish_leaves_no_manifest(
+    tmp_path, tflite_models, shards, no_anchors, object_store, monkeypatch
+):
     from components.publish import MANIFEST, PublishError, publish
 
     evaluation = _evaluated(tflite_models, shards, tmp_path / "evaluation")
     base = f"{object_store.scheme}://{object_store.make_bucket('models')}/pose"
-    server = os.environ["STORAGE_EMULATOR_HOST" if object_store.scheme == "gs" else "AWS_ENDPOINT_URL"]
+    server = os.environ[
+        "STORAGE_EMULATOR_HOST" if object_store.scheme == "gs" else "AWS_ENDPOINT_URL"
+    ]
     proxy = _RefusingProxy(server)
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST" if object_store.scheme == "gs" else "AWS_ENDPOINT_URL", proxy.url)
+    monkeypatch.setenv(
+        "STORAGE_EMULATOR_HOST" if object_store.scheme == "gs" else "AWS_ENDPOINT_URL", proxy.url
+    )
     monkeypatch.setenv("POSE_NETWORK_RETRY", "2")
     try:
         publish(str(tflite_models), str(evaluation), str(evaluation), base, "fp32")
@@ -241,7 +250,9 @@ def test_failed_republish_leaves_no_manifest(tmp_path, tflite_models, shards, no
         changed = tmp_path / "tflite2"
         shutil.copytree(tflite_models, changed)
         metadata = json.loads((changed / "mv2_cpm_fp32.json").read_text())
-        (changed / "mv2_cpm_fp32.json").write_text(json.dumps({**metadata, "note": "second export"}))
+        (changed / "mv2_cpm_fp32.json").write_text(
+            json.dumps({**metadata, "note": "second export"})
+        )
         proxy.refuse = b"report.html"
         with pytest.raises(PublishError, match=f"no {MANIFEST} is there"):
             publish(str(changed), str(evaluation), str(evaluation), base, "fp32")
@@ -261,7 +272,9 @@ def test_failed_republish_leaves_no_manifest(tmp_path, tflite_models, shards, no
         proxy.close()
 
 
-def test_republish_removes_files_of_the_previous_manifest(tmp_path, tflite_models, shards, no_anchors):
+def test_republish_removes_files_of_the_previous_manifest(
+    tmp_path, tflite_models, shards, no_anchors
+):
     from components.publish import MANIFEST, publish
 
     evaluation = _evaluated(tflite_models, shards, tmp_path / "evaluation")
@@ -287,6 +300,7 @@ def test_republish_removes_files_of_the_previous_manifest(tmp_path, tflite_model
 # Escape: paths from records stay inside the release
 # ---------------------------------------------------------------------------------------------
 
+
 def _release_with(tmp_path: Path, record: dict) -> Path:
     root = tmp_path / "raw"
     train = [aic_record(image_id("train", i)) for i in range(2)]
@@ -305,13 +319,19 @@ def test_image_id_with_dot_dot_is_rejected(tmp_path):
 
     work = tmp_path / "a" / "b" / "c"  # deep enough that the probe's five '..' stay inside tmp_path
     root = _release_with(work, aic_record("../../../../../PWNED"))
-    planted = sorted(tmp_path.rglob("PWNED*"))  # the file the record points at, outside the image folder
+    planted = sorted(
+        tmp_path.rglob("PWNED*")
+    )  # the file the record points at, outside the image folder
     with pytest.raises(InvalidRecord, match=r"record 2 .*not a plain file name"):
         convert(str(root), str(work / "coco"))
     counts = convert(str(root), str(work / "coco"), skip_invalid=True)
     assert counts["train_images"] == 2 and counts["rejected"] == 1
-    names = [image["file_name"] for image in
-             json.loads((work / "coco/annotations/person_keypoints_train.json").read_text())["images"]]
+    names = [
+        image["file_name"]
+        for image in json.loads(
+            (work / "coco/annotations/person_keypoints_train.json").read_text()
+        )["images"]
+    ]
     assert not any("/" in name or ".." in name for name in names)
     assert sorted(tmp_path.rglob("PWNED*")) == planted  # nothing linked outside the output
 
@@ -322,7 +342,11 @@ def test_image_id_with_slash_is_a_clear_error(tmp_path, capsys):
     root = _release_with(tmp_path, aic_record("sub/folder"))
     code, line = _cli(main, ["--input", str(root), "--output", str(tmp_path / "coco")], capsys)
     assert code == 1
-    assert line.startswith("convert: error: ") and "'sub/folder'" in line and "not a plain file name" in line
+    assert (
+        line.startswith("convert: error: ")
+        and "'sub/folder'" in line
+        and "not a plain file name" in line
+    )
 
 
 def test_shard_refuses_a_file_name_outside_its_input(tmp_path):
@@ -342,7 +366,10 @@ def test_shard_refuses_a_file_name_outside_its_input(tmp_path):
 # Silently wrong
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")], ids=["nan", "inf", "-inf"])
+
+@pytest.mark.parametrize(
+    "value", [float("nan"), float("inf"), -float("inf")], ids=["nan", "inf", "-inf"]
+)
 @pytest.mark.parametrize("position", [0, 19], ids=["first", "later"])
 def test_non_finite_coordinates_are_rejected(tmp_path, value, position):
     from components.convert import InvalidRecord, convert
@@ -373,7 +400,9 @@ def test_shard_refuses_non_finite_numbers_in_a_coco_file(tmp_path, field, index)
     data = write_tiny_coco(coco, "train")
     data["annotations"][0][field][index] = float("nan")
     (coco / "annotations" / "person_keypoints_train.json").write_text(json.dumps(data))
-    with pytest.raises(ShardError, match=r"annotations\[0\] .*not a finite number|bbox must be finite"):
+    with pytest.raises(
+        ShardError, match=r"annotations\[0\] .*not a finite number|bbox must be finite"
+    ):
         shard(str(coco), str(tmp_path / "out"), "train", 1)
 
 
@@ -388,7 +417,9 @@ def _tiny_release_tar(tmp_path: Path) -> tuple[Path, list[int]]:
     with tarfile.open(archive, "w", format=tarfile.USTAR_FORMAT) as bundle:
         bundle.add(source, arcname="aic")
     with tarfile.open(archive) as bundle:
-        ends = [member.offset_data + (member.size + 511) // 512 * 512 for member in bundle.getmembers()]
+        ends = [
+            member.offset_data + (member.size + 511) // 512 * 512 for member in bundle.getmembers()
+        ]
     return archive, ends
 
 
@@ -397,7 +428,7 @@ def test_tar_cut_at_a_member_boundary_is_an_error(tmp_path):
 
     archive, ends = _tiny_release_tar(tmp_path)
     cut = tmp_path / "cut.tar"
-    cut.write_bytes(archive.read_bytes()[:ends[3]])  # the folder entry and 3 images
+    cut.write_bytes(archive.read_bytes()[: ends[3]])  # the folder entry and 3 images
     with pytest.raises(DownloadError, match="ends early, after 4 members"):
         download(str(cut), str(tmp_path / "raw"))
     assert not (tmp_path / "raw").exists()
@@ -413,7 +444,10 @@ def test_empty_file_download_is_an_error(tmp_path):
     (tmp_path / "notes.txt").write_text("no images here")
     with pytest.raises(DownloadError, match="yielded no images"):
         download(str(tmp_path / "notes.txt"), str(tmp_path / "raw"))
-    assert download(str(tmp_path / "notes.txt"), str(tmp_path / "raw"), allow_no_images=True)["images"] == 0
+    assert (
+        download(str(tmp_path / "notes.txt"), str(tmp_path / "raw"), allow_no_images=True)["images"]
+        == 0
+    )
 
 
 def _cut_shard(shards: Path, tmp_path: Path) -> tuple[Path, Path]:
@@ -430,7 +464,9 @@ def _cut_shard(shards: Path, tmp_path: Path) -> tuple[Path, Path]:
     return copy, name
 
 
-def test_shard_cut_at_a_record_boundary_is_named_by_train_and_evaluate(tmp_path, shards, tflite_models, no_anchors):
+def test_shard_cut_at_a_record_boundary_is_named_by_train_and_evaluate(
+    tmp_path, shards, tflite_models, no_anchors
+):
     from components.evaluate import evaluate
     from components.train import train
     from pose.files.integrity import IntegrityError
@@ -440,7 +476,12 @@ def test_shard_cut_at_a_record_boundary_is_named_by_train_and_evaluate(tmp_path,
         evaluate(str(tflite_models), [str(cut)], str(tmp_path / "evaluation"), latency_runs=1)
     cut_train, train_name = _cut_shard(shards["train"], tmp_path / "t")
     with pytest.raises(IntegrityError, match=f"{train_name}: "):
-        train(str(TINY_CONFIG), [str(cut_train)], str(tmp_path / "model"), overrides={"input_size": 64})
+        train(
+            str(TINY_CONFIG),
+            [str(cut_train)],
+            str(tmp_path / "model"),
+            overrides={"input_size": 64},
+        )
 
 
 def test_shard_index_without_checksums_is_checked_by_count(tmp_path, shards):
@@ -460,7 +501,10 @@ def test_flipped_tflite_is_refused(tmp_path, tflite_models, shards, no_anchors):
     from pose.files.integrity import IntegrityError
 
     metadata = json.loads((tflite_models / "mv2_cpm_fp32.json").read_text())
-    assert metadata["sha256"] == hashlib.sha256((tflite_models / "mv2_cpm_fp32.tflite").read_bytes()).hexdigest()
+    assert (
+        metadata["sha256"]
+        == hashlib.sha256((tflite_models / "mv2_cpm_fp32.tflite").read_bytes()).hexdigest()
+    )
     evaluation = _evaluated(tflite_models, shards, tmp_path / "evaluation")
     flipped = tmp_path / "flipped"
     shutil.copytree(tflite_models, flipped)
@@ -482,11 +526,19 @@ def test_jpeg_with_random_scan_data_is_rejected(tmp_path):
     path = coco / "images" / "train" / data["images"][1]["file_name"]
     original = path.read_bytes()
     scan = original.index(b"\xff\xda")
-    scan += 2 + int.from_bytes(original[scan + 2: scan + 4], "big")
-    noise = np.random.default_rng(0).integers(0, 256, len(original) - scan - 2, dtype=np.uint8).tobytes()
-    path.write_bytes(original[:scan] + noise + b"\xff\xd9")  # valid header and end marker, random scan
+    scan += 2 + int.from_bytes(original[scan + 2 : scan + 4], "big")
+    noise = (
+        np.random.default_rng(0)
+        .integers(0, 256, len(original) - scan - 2, dtype=np.uint8)
+        .tobytes()
+    )
+    path.write_bytes(
+        original[:scan] + noise + b"\xff\xd9"
+    )  # valid header and end marker, random scan
     assert cv2.imread(str(path)) is not None  # OpenCV decodes it, grey and noise
-    with pytest.raises(ShardError, match=f"{path.name}: (corrupt|truncated|.*after the end-of-image)"):
+    with pytest.raises(
+        ShardError, match=f"{path.name}: (corrupt|truncated|.*after the end-of-image)"
+    ):
         shard(str(coco), str(tmp_path / "out"), "train", 1)
 
 
@@ -497,9 +549,13 @@ def test_whole_jpegs_pass_the_check():
     rng = np.random.default_rng(1)
     for i in range(60):
         height, width = (int(v) for v in rng.integers(16, 200, 2))
-        image = cv2.GaussianBlur((rng.random((height, width, 3)) * 255).astype(np.uint8), (5, 5), 1.5)
+        image = cv2.GaussianBlur(
+            (rng.random((height, width, 3)) * 255).astype(np.uint8), (5, 5), 1.5
+        )
         options = [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(30, 101))]
-        options += [[], [cv2.IMWRITE_JPEG_PROGRESSIVE, 1], [cv2.IMWRITE_JPEG_RST_INTERVAL, 3]][i % 3]
+        options += [[], [cv2.IMWRITE_JPEG_PROGRESSIVE, 1], [cv2.IMWRITE_JPEG_RST_INTERVAL, 3]][
+            i % 3
+        ]
         assert jpeg.problem(cv2.imencode(".jpg", image, options)[1].tobytes()) is None
 
 
@@ -511,10 +567,14 @@ def test_empty_release_is_an_error(tmp_path):
         convert(str(tmp_path / "raw"), str(tmp_path / "coco"))
     counts = convert(str(tmp_path / "raw"), str(tmp_path / "coco"), allow_empty=True)
     assert counts["train_images"] == 0
-    nobody = [{**aic_record(image_id("train", i)), "keypoint_annotations": {}, "human_annotations": {}}
-              for i in range(2)]
+    nobody = [
+        {**aic_record(image_id("train", i)), "keypoint_annotations": {}, "human_annotations": {}}
+        for i in range(2)
+    ]
     write_release(tmp_path / "raw2", train=nobody)
-    with pytest.raises(ConvertError, match=r"no train image \(or no person\) left to convert \(2 records"):
+    with pytest.raises(
+        ConvertError, match=r"no train image \(or no person\) left to convert \(2 records"
+    ):
         convert(str(tmp_path / "raw2"), str(tmp_path / "coco2"))
 
 
@@ -527,20 +587,34 @@ def test_zero_persons_is_an_error(tmp_path):
     (coco / "annotations" / "person_keypoints_train.json").write_text(json.dumps(data))
     with pytest.raises(ShardError, match="no train person with a labelled joint"):
         shard(str(coco), str(tmp_path / "out"), "train", 2)
-    assert shard(str(coco), str(tmp_path / "out"), "train", 2, allow_empty=True)["num_examples"] == 0
+    assert (
+        shard(str(coco), str(tmp_path / "out"), "train", 2, allow_empty=True)["num_examples"] == 0
+    )
 
 
-@pytest.mark.parametrize("text, message", [
-    ("decay_rate: -1", "'decay_rate' = -1.0: must be positive"),
-    ("lr: .nan", "'lr' = nan: must be a finite number"),
-    ("lr: .inf", "'lr' = inf: must be a finite number"),
-    ("sigma: .nan", "'sigma' = nan: must be a finite number"),
-    ("shuffle_buffer: -5", "'shuffle_buffer' = -5: must not be negative"),
-    ("lr: 0.1\nsigma: 2\nlr: 0.2", "key 'lr' is given twice"),
-    ("batch_norm_momentum: 1.5", "'batch_norm_momentum' = 1.5: must be in"),
-    ("augmentation: {rotation_degrees: .nan}", "rotation_degrees must be finite"),
-], ids=["decay_rate", "lr-nan", "lr-inf", "sigma-nan", "shuffle_buffer", "duplicate-key", "momentum",
-        "augmentation-nan"])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("decay_rate: -1", "'decay_rate' = -1.0: must be positive"),
+        ("lr: .nan", "'lr' = nan: must be a finite number"),
+        ("lr: .inf", "'lr' = inf: must be a finite number"),
+        ("sigma: .nan", "'sigma' = nan: must be a finite number"),
+        ("shuffle_buffer: -5", "'shuffle_buffer' = -5: must not be negative"),
+        ("lr: 0.1\nsigma: 2\nlr: 0.2", "key 'lr' is given twice"),
+        ("batch_norm_momentum: 1.5", "'batch_norm_momentum' = 1.5: must be in"),
+        ("augmentation: {rotation_degrees: .nan}", "rotation_degrees must be finite"),
+    ],
+    ids=[
+        "decay_rate",
+        "lr-nan",
+        "lr-inf",
+        "sigma-nan",
+        "shuffle_buffer",
+        "duplicate-key",
+        "momentum",
+        "augmentation-nan",
+    ],
+)
 def test_config_numbers_are_finite_and_in_range(text, message):
     from pose.training.config import ConfigError, load_config
 
@@ -558,9 +632,17 @@ def test_config_reads_1e_3_as_a_number():
 def test_evaluate_on_train_shards_warns(tmp_path, tflite_models, shards, no_anchors, caplog):
     from components.evaluate import evaluate
 
-    evaluate(str(tflite_models), [str(shards["train"])], str(tmp_path / "evaluation"), latency_runs=1, gallery_size=0)
-    assert any("split 'train'" in record.getMessage() and "not on validation shards" in record.getMessage()
-               for record in caplog.records)
+    evaluate(
+        str(tflite_models),
+        [str(shards["train"])],
+        str(tmp_path / "evaluation"),
+        latency_runs=1,
+        gallery_size=0,
+    )
+    assert any(
+        "split 'train'" in record.getMessage() and "not on validation shards" in record.getMessage()
+        for record in caplog.records
+    )
 
 
 def test_freeze_refuses_a_classifier(tmp_path):
@@ -574,7 +656,9 @@ def test_freeze_refuses_a_classifier(tmp_path):
     folder = tmp_path / "model"
     folder.mkdir()
     classifier.save(folder / "model.keras")
-    (folder / "train_metadata.json").write_text(json.dumps({"model": "mv2_cpm"}))  # as the probe: named a CPM
+    (folder / "train_metadata.json").write_text(
+        json.dumps({"model": "mv2_cpm"})
+    )  # as the probe: named a CPM
     with pytest.raises(FreezeError, match="not a pose model"):
         freeze(str(folder), str(tmp_path / "frozen"))
     assert not (tmp_path / "frozen").exists()
@@ -584,16 +668,49 @@ def test_freeze_refuses_a_classifier(tmp_path):
 # Loud but unhelpful
 # ---------------------------------------------------------------------------------------------
 
+
 def test_every_step_cli_ends_in_one_line(tmp_path, capsys):
     from components import download, publish, shard, train
 
     cases = [
-        (download.main, ["--source", str(tmp_path / "absent.zip"), "--output", str(tmp_path / "raw")], "download"),
-        (shard.main, ["--input", str(tmp_path), "--output", str(tmp_path / "s"), "--split", "train",
-                      "--num-shards", "1"], "shard"),
-        (train.main, ["--config", "lr: .nan", "--data", str(tmp_path), "--output", str(tmp_path / "m")], "train"),
-        (publish.main, ["--models", str(tmp_path), "--report", str(tmp_path / "r.html"), "--results",
-                        str(tmp_path / "x.json"), "--destination", str(tmp_path / "p")], "publish"),
+        (
+            download.main,
+            ["--source", str(tmp_path / "absent.zip"), "--output", str(tmp_path / "raw")],
+            "download",
+        ),
+        (
+            shard.main,
+            [
+                "--input",
+                str(tmp_path),
+                "--output",
+                str(tmp_path / "s"),
+                "--split",
+                "train",
+                "--num-shards",
+                "1",
+            ],
+            "shard",
+        ),
+        (
+            train.main,
+            ["--config", "lr: .nan", "--data", str(tmp_path), "--output", str(tmp_path / "m")],
+            "train",
+        ),
+        (
+            publish.main,
+            [
+                "--models",
+                str(tmp_path),
+                "--report",
+                str(tmp_path / "r.html"),
+                "--results",
+                str(tmp_path / "x.json"),
+                "--destination",
+                str(tmp_path / "p"),
+            ],
+            "publish",
+        ),
     ]
     for main, argv, step in cases:
         code, line = _cli(main, argv, capsys)
@@ -647,8 +764,9 @@ def test_unreachable_gcs_fails_fast_with_a_clear_message(tmp_path, monkeypatch):
     assert time.monotonic() - started < 15
 
 
-def test_unreachable_publish_fails_fast_with_a_clear_message(tmp_path, tflite_models, shards, no_anchors,
-                                                             monkeypatch):
+def test_unreachable_publish_fails_fast_with_a_clear_message(
+    tmp_path, tflite_models, shards, no_anchors, monkeypatch
+):
     from components.publish import PublishError, publish
 
     evaluation = _evaluated(tflite_models, shards, tmp_path / "evaluation")
@@ -680,7 +798,9 @@ def test_stalled_http_times_out_clearly(tmp_path, monkeypatch):
     url = f"http://127.0.0.1:{server.server_address[1]}/release.zip"
     started = time.monotonic()
     try:
-        with pytest.raises(DownloadError, match=r"no answer within 1 s \(POSE_NETWORK_TIMEOUT\), after 2 attempt"):
+        with pytest.raises(
+            DownloadError, match=r"no answer within 1 s \(POSE_NETWORK_TIMEOUT\), after 2 attempt"
+        ):
             download(url, str(tmp_path / "raw"))
         assert time.monotonic() - started < 10
     finally:
@@ -711,8 +831,20 @@ def test_random_pb_is_named_clearly(tmp_path, tflite_models):
 def test_latency_runs_zero_is_refused(tmp_path, tflite_models, shards, capsys):
     from components.evaluate import main
 
-    code, line = _cli(main, ["--models", str(tflite_models), "--data", str(shards["valid"]), "--output",
-                             str(tmp_path / "out"), "--latency-runs", "0"], capsys)
+    code, line = _cli(
+        main,
+        [
+            "--models",
+            str(tflite_models),
+            "--data",
+            str(shards["valid"]),
+            "--output",
+            str(tmp_path / "out"),
+            "--latency-runs",
+            "0",
+        ],
+        capsys,
+    )
     assert code == 1 and "--latency-runs 0: at least 1" in line
 
 
@@ -721,17 +853,41 @@ def test_predict_to_txt_is_refused(tmp_path, tflite_models, capsys):
 
     image = tmp_path / "person.jpg"
     cv2.imwrite(str(image), np.zeros((32, 32, 3), np.uint8))
-    code, line = _cli(main, ["predict", "--model", str(tflite_models / "mv2_cpm_fp32.tflite"), "--image",
-                             str(image), "--output", str(tmp_path / "x.txt")], capsys)
-    assert code == 1 and line.startswith("predict: error: ") and "x.txt: cannot write a .txt file" in line
+    code, line = _cli(
+        main,
+        [
+            "predict",
+            "--model",
+            str(tflite_models / "mv2_cpm_fp32.tflite"),
+            "--image",
+            str(image),
+            "--output",
+            str(tmp_path / "x.txt"),
+        ],
+        capsys,
+    )
+    assert (
+        code == 1
+        and line.startswith("predict: error: ")
+        and "x.txt: cannot write a .txt file" in line
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Resume corners (these train a tiny model a few steps)
 # ---------------------------------------------------------------------------------------------
 
-TINY_STEPS = {"input_size": 64, "width": 0.35, "batch_size": 2, "max_steps": 2, "checkpoint_every": 1,
-              "log_every": 1, "summary_every": 100, "warmup_steps": 0, "pred_image_on_tensorboard": False}
+TINY_STEPS = {
+    "input_size": 64,
+    "width": 0.35,
+    "batch_size": 2,
+    "max_steps": 2,
+    "checkpoint_every": 1,
+    "log_every": 1,
+    "summary_every": 100,
+    "warmup_steps": 0,
+    "pred_image_on_tensorboard": False,
+}
 
 
 @pytest.mark.slow
@@ -739,13 +895,20 @@ def test_resume_with_another_width_says_so(tmp_path, shards):
     from components.train import TrainError, train
     from pose.files.remote_checkpoints import FINGERPRINT_FILE
 
-    train(str(TINY_CONFIG), [str(shards["train"])], str(tmp_path / "model"), overrides={**TINY_STEPS, "max_steps": 1})
+    train(
+        str(TINY_CONFIG),
+        [str(shards["train"])],
+        str(tmp_path / "model"),
+        overrides={**TINY_STEPS, "max_steps": 1},
+    )
     wider = {**TINY_STEPS, "width": 0.5, "max_steps": 2}
     with pytest.raises(TrainError, match=r"written for .*'width': 0.35.*gives .*'width': 0.5"):
         train(str(TINY_CONFIG), [str(shards["train"])], str(tmp_path / "model"), overrides=wider)
     # A folder from before checkpoint fingerprints: the restore's shape mismatch is named the same way.
     (tmp_path / "model" / "checkpoints" / FINGERPRINT_FILE).unlink()
-    with pytest.raises(TrainError, match=r"do not fit this model .*width 0.5.*written by another config"):
+    with pytest.raises(
+        TrainError, match=r"do not fit this model .*width 0.5.*written by another config"
+    ):
         train(str(TINY_CONFIG), [str(shards["train"])], str(tmp_path / "model"), overrides=wider)
 
 
@@ -753,11 +916,15 @@ def test_resume_with_another_width_says_so(tmp_path, shards):
 def test_resume_at_the_end_keeps_final_loss_and_speed(tmp_path, shards):
     from components.train import train
 
-    first = train(str(TINY_CONFIG), [str(shards["train"])], str(tmp_path / "model"), overrides=TINY_STEPS)
+    first = train(
+        str(TINY_CONFIG), [str(shards["train"])], str(tmp_path / "model"), overrides=TINY_STEPS
+    )
     # Killed after the last checkpoint but before model.keras and the metadata were written.
     (tmp_path / "model" / "model.keras").unlink()
     (tmp_path / "model" / "train_metadata.json").unlink()
-    again = train(str(TINY_CONFIG), [str(shards["train"])], str(tmp_path / "model"), overrides=TINY_STEPS)
+    again = train(
+        str(TINY_CONFIG), [str(shards["train"])], str(tmp_path / "model"), overrides=TINY_STEPS
+    )
     assert (tmp_path / "model" / "model.keras").is_file()
     assert again["final_loss"] == pytest.approx(first["final_loss"])
     assert again["images_per_second"] > 0 and np.isfinite(again["final_loss"])
@@ -770,7 +937,9 @@ def test_time_budget_counts_across_restarts(tmp_path, shards):
 
     budget = {**TINY_STEPS, "max_minutes": 5.0, "max_steps": 1000}
     model = tmp_path / "model"
-    train(str(TINY_CONFIG), [str(shards["train"])], str(model), overrides={**budget, "max_steps": 2})
+    train(
+        str(TINY_CONFIG), [str(shards["train"])], str(model), overrides={**budget, "max_steps": 2}
+    )
     progress_path = model / "checkpoints" / PROGRESS
     progress = json.loads(progress_path.read_text())
     progress["train_seconds"] = 301.0  # as if the earlier runs had spent the five minutes
@@ -787,10 +956,12 @@ def test_stale_temporary_siblings_are_removed(tmp_path):
     from components.download import download
 
     # A download killed with SIGKILL part way leaves its temporary folder behind.
-    script = ("import os, components.download as d, pose.files.storage as s\n"
-              "def stop(*a, **k): os.kill(os.getpid(), 9)\n"
-              "d._fetch = stop\n"
-              f"d.download('synthetic://8', {str(tmp_path / 'raw')!r})\n")
+    script = (
+        "import os, components.download as d, pose.files.storage as s\n"
+        "def stop(*a, **k): os.kill(os.getpid(), 9)\n"
+        "d._fetch = stop\n"
+        f"d.download('synthetic://8', {str(tmp_path / 'raw')!r})\n"
+    )
     subprocess.run([sys.executable, "-c", script], cwd=REPO, check=False)
     assert list(tmp_path.glob(".raw.tmp-*")), "the killed run should have left its temporary folder"
     download("synthetic://8", str(tmp_path / "raw"))
@@ -801,11 +972,12 @@ def test_stale_temporary_siblings_are_removed(tmp_path):
 # Issue 21: bombs (pictures, configs, archives, renders)
 # ---------------------------------------------------------------------------------------------
 
+
 def _claiming(jpeg: bytes, width: int, height: int) -> bytes:
     """The JPEG with its frame header (SOF0) rewritten to claim width x height: a bomb of a few
     KB."""
     at = jpeg.index(b"\xff\xc0")
-    return jpeg[:at + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + jpeg[at + 9:]
+    return jpeg[: at + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + jpeg[at + 9 :]
 
 
 def test_convert_bounds_the_pixels_an_image_header_claims(tmp_path, capsys):
@@ -813,7 +985,7 @@ def test_convert_bounds_the_pixels_an_image_header_claims(tmp_path, capsys):
     from pose.data import pixels
 
     limit = 8192 * 8192
-    assert pixels.MAX_IMAGE_PIXELS == limit
+    assert limit == pixels.MAX_IMAGE_PIXELS
     root = _release_with(tmp_path, aic_record("b" * 40))
     images = next(root.rglob("keypoint_train_images_20170902"))
     bomb = images / f"{'b' * 40}.jpg"
@@ -821,8 +993,9 @@ def test_convert_bounds_the_pixels_an_image_header_claims(tmp_path, capsys):
     bomb.write_bytes(_claiming(real, 8192, 8192))  # just at the limit: accepted
     assert convert(str(root), str(tmp_path / "at"))["train_images"] == 3
     bomb.write_bytes(_claiming(real, 8193, 8192))  # one column over
-    with pytest.raises(InvalidRecord,
-                       match=r"record 2 \(image_id 'bbbb.*8193x8192 pixels .* over the limit"):
+    with pytest.raises(
+        InvalidRecord, match=r"record 2 \(image_id 'bbbb.*8193x8192 pixels .* over the limit"
+    ):
         convert(str(root), str(tmp_path / "over"))
     counts = convert(str(root), str(tmp_path / "skipped"), skip_invalid=True)
     assert counts["train_images"] == 2 and counts["rejected"] == 1
@@ -846,9 +1019,11 @@ def test_shard_bounds_pixels_before_decoding(tmp_path):
     # A whole JPEG (its scan passes the structure check) whose header claims 60000 x 60000: OpenCV
     # would try to allocate 10 GB, or stop with an assertion naming nothing.
     victim.write_bytes(_claiming(victim.read_bytes(), 60000, 60000))
-    with pytest.raises(ShardError,
-                       match=rf"{victim.name} \(image id 1\): 60000x60000 pixels .* "
-                             r"over the limit"):
+    with pytest.raises(
+        ShardError,
+        match=rf"{victim.name} \(image id 1\): 60000x60000 pixels .* "
+        r"over the limit",
+    ):
         shard(str(coco), str(tmp_path / "out"), "train", 1)
 
 
@@ -859,15 +1034,30 @@ def test_predict_bounds_pixels_before_decoding(tmp_path, tflite_models, capsys):
     tiny = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
     picture.write_bytes(_claiming(tiny, 65000, 65000))
     model = next(tflite_models.glob("*.tflite"))
-    code, line = _cli(main, ["predict", "--model", str(model), "--image", str(picture),
-                             "--output", str(tmp_path / "out.jpg")], capsys)
+    code, line = _cli(
+        main,
+        [
+            "predict",
+            "--model",
+            str(model),
+            "--image",
+            str(picture),
+            "--output",
+            str(tmp_path / "out.jpg"),
+        ],
+        capsys,
+    )
     assert code == 1 and "bomb.jpg" in line and "65000x65000" in line
 
 
-_ALIAS_BOMB = "\n".join(["a: &a [x, x, x, x, x, x, x, x, x]"] + [
-    f"{chr(98 + level)}: &{chr(98 + level)} "
-    f"[{', '.join([f'*{chr(97 + level)}'] * 9)}]" for level in range(8)]
-    + ["batch_size: *i"])  # 9^9 = 387 million strings once expanded (the issue's 4.8 GB)
+_ALIAS_BOMB = "\n".join(
+    ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    + [
+        f"{chr(98 + level)}: &{chr(98 + level)} [{', '.join([f'*{chr(97 + level)}'] * 9)}]"
+        for level in range(8)
+    ]
+    + ["batch_size: *i"]
+)  # 9^9 = 387 million strings once expanded (the issue's 4.8 GB)
 
 # Runs load_config on the bomb in a process that stops itself past 1 GB of RSS (the issue's bound),
 # and prints its peak RSS: the bomb as a file and as the `config` parameter's text.
@@ -898,8 +1088,13 @@ def test_config_alias_bomb_is_refused_in_bounded_memory(tmp_path):
 
     bomb = tmp_path / "bomb.yaml"
     bomb.write_text(_ALIAS_BOMB)
-    result = subprocess.run([sys.executable, "-c", _BOMB_PROBE, str(bomb), _ALIAS_BOMB], cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", _BOMB_PROBE, str(bomb), _ALIAS_BOMB],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     lines = result.stdout.splitlines()
     assert result.returncode == 0, (result.stdout, result.stderr[-2000:])
     assert lines[0].startswith(f"refused: config file {bomb}: line 1: YAML anchor &a")
@@ -907,23 +1102,43 @@ def test_config_alias_bomb_is_refused_in_bounded_memory(tmp_path):
     assert int(lines[2].split()[1]) < 1024
 
 
-@pytest.mark.parametrize("text, message", [
-    ("batch_size: 100000000", r"'batch_size' = 100000000: must be at most 4,096"),
-    ("batch_size: 4096\ninput_size: 1024",
-     r"'batch_size' = 4096: a batch of 4096 x 1024\^2 .* 48.0 GiB"),
-    ("input_size: 65536", r"'input_size' = 65536: must be at most 1,024"),
-    ("shuffle_buffer: 100000000", r"'shuffle_buffer' = 100000000: must be at most 100,000"),
-    ("stage_channels: 1000000", r"'stage_channels' = 1000000: must be at most 4,096"),
-    ("batchsize: 4\nbatch_size: 8", r"'batchsize' and 'batch_size' are the same key"),
-    ("batch_size: 8\nbatchsize: 4", r"'batch_size' and 'batchsize' are the same key"),
-    ("base: {lr: 0.1}\n<<: {lr: 0.2}", r"line 2: YAML merge key '<<' is not accepted"),
-    ("sigma: 1e-30", r"'sigma' = 1e-30: must be between half the output stride \(1 input pixels"),
-    ("sigma: 1000", r"'sigma' = 1000.0: must be between .* and input_size \(192\)"),
-    ("x: [" + "0, " * 20000 + "]", r"more than 10,000 YAML nodes"),
-    ("x: " + "[" * 20000 + "]" * 20000, r"line 1: YAML nested more than 32 deep"),
-], ids=["batch_size", "batch-bytes", "input_size", "shuffle_buffer", "stage_channels",
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("batch_size: 100000000", r"'batch_size' = 100000000: must be at most 4,096"),
+        (
+            "batch_size: 4096\ninput_size: 1024",
+            r"'batch_size' = 4096: a batch of 4096 x 1024\^2 .* 48.0 GiB",
+        ),
+        ("input_size: 65536", r"'input_size' = 65536: must be at most 1,024"),
+        ("shuffle_buffer: 100000000", r"'shuffle_buffer' = 100000000: must be at most 100,000"),
+        ("stage_channels: 1000000", r"'stage_channels' = 1000000: must be at most 4,096"),
+        ("batchsize: 4\nbatch_size: 8", r"'batchsize' and 'batch_size' are the same key"),
+        ("batch_size: 8\nbatchsize: 4", r"'batch_size' and 'batchsize' are the same key"),
+        ("base: {lr: 0.1}\n<<: {lr: 0.2}", r"line 2: YAML merge key '<<' is not accepted"),
+        (
+            "sigma: 1e-30",
+            r"'sigma' = 1e-30: must be between half the output stride \(1 input pixels",
+        ),
+        ("sigma: 1000", r"'sigma' = 1000.0: must be between .* and input_size \(192\)"),
+        ("x: [" + "0, " * 20000 + "]", r"more than 10,000 YAML nodes"),
+        ("x: " + "[" * 20000 + "]" * 20000, r"line 1: YAML nested more than 32 deep"),
+    ],
+    ids=[
+        "batch_size",
+        "batch-bytes",
+        "input_size",
+        "shuffle_buffer",
+        "stage_channels",
         "batchsize-first",
-        "batch_size-first", "merge-key", "sigma-vanishing", "sigma-flat", "nodes", "depth"])
+        "batch_size-first",
+        "merge-key",
+        "sigma-vanishing",
+        "sigma-flat",
+        "nodes",
+        "depth",
+    ],
+)
 def test_config_sizes_spellings_and_meaning_are_bounded(text, message):
     from pose.training.config import ConfigError, load_config, parse_overrides
 
@@ -950,10 +1165,13 @@ def test_zip_bomb_is_refused_before_writing(tmp_path):
         bundle.writestr("aic/a.jpg", tiny)
         bundle.writestr("aic/zeros.jpg", bytes(65 << 20))  # 65 MiB in ~65 KB: over the 64 MiB floor
     assert archive.stat().st_size < 1 << 20
-    with pytest.raises(DownloadError, match=r"bomb\.zip: refusing to extract: its members expand "
-                                            r"to "
-                                            r"more than "
-                                            r"67,108,864 bytes \(at member 'aic/zeros\.jpg'"):
+    with pytest.raises(
+        DownloadError,
+        match=r"bomb\.zip: refusing to extract: its members expand "
+        r"to "
+        r"more than "
+        r"67,108,864 bytes \(at member 'aic/zeros\.jpg'",
+    ):
         download(str(archive), str(tmp_path / "raw"))
     assert not (tmp_path / "raw").exists() and _files_over(tmp_path, 1 << 20) == []
 
@@ -970,9 +1188,12 @@ def test_tar_gz_bomb_is_counted_while_extracting(tmp_path, monkeypatch):
             bundle.addfile(member, io.BytesIO(data))
     # the absolute cap, lowered for a small test
     monkeypatch.setenv("POSE_MAX_EXTRACTED_BYTES", str(1 << 20))
-    with pytest.raises(DownloadError, match=r"more than 1,048,576 bytes \(at member "
-                                            r"'aic/zeros\.jpg', "
-                                            r"3,145,830 bytes so far\)"):
+    with pytest.raises(
+        DownloadError,
+        match=r"more than 1,048,576 bytes \(at member "
+        r"'aic/zeros\.jpg', "
+        r"3,145,830 bytes so far\)",
+    ):
         download(str(archive), str(tmp_path / "raw"))
     assert not (tmp_path / "raw").exists() and _files_over(tmp_path, 1 << 20) == []
     monkeypatch.setenv("POSE_MAX_EXTRACTED_BYTES", "lots")
@@ -980,18 +1201,23 @@ def test_tar_gz_bomb_is_counted_while_extracting(tmp_path, monkeypatch):
         download(str(archive), str(tmp_path / "raw"))
 
 
-@pytest.mark.parametrize("source, message", [
-    ("synthetic://99999999999", r"1 <= N <= 250,000 .*; N is 99,999,999,999"),
-    ("synthetic://10?seed=-1", r"0 <= S <= 4,294,967,295; S is -1"),
-    ("synthetic://10?sed=1", r"got the query 'sed=1'"),
-    ("synthetic://ten", r"N and S must be whole numbers"),
-], ids=["huge-n", "negative-seed", "unknown-key", "not-a-number"])
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("synthetic://99999999999", r"1 <= N <= 250,000 .*; N is 99,999,999,999"),
+        ("synthetic://10?seed=-1", r"0 <= S <= 4,294,967,295; S is -1"),
+        ("synthetic://10?sed=1", r"got the query 'sed=1'"),
+        ("synthetic://ten", r"N and S must be whole numbers"),
+    ],
+    ids=["huge-n", "negative-seed", "unknown-key", "not-a-number"],
+)
 def test_bad_synthetic_parameters_are_one_clear_line(tmp_path, capsys, source, message):
     from components.download import main
 
     code, line = _cli(main, ["--source", source, "--output", str(tmp_path / "raw")], capsys)
-    assert code == 1 and line.startswith(f"download: error: {source}: expected "
-                                         "synthetic://N[?seed=S]")
+    assert code == 1 and line.startswith(
+        f"download: error: {source}: expected synthetic://N[?seed=S]"
+    )
     assert re.search(message, line), line
     assert not (tmp_path / "raw").exists()
 
@@ -1001,40 +1227,64 @@ def test_bad_synthetic_parameters_are_one_clear_line(tmp_path, capsys, source, m
 # ---------------------------------------------------------------------------------------------
 
 _BAD_RUN_ARGUMENTS = [
-    ({"overrides": ["batch_size=0"]},
-     r"parameter overrides: overrides: key 'batch_size' = 0: must be positive"),
-    ({"overrides": ["num_keypoints=15"]},
-     r"parameter config: num_keypoints 15, but .* has 14 keypoints"),
+    (
+        {"overrides": ["batch_size=0"]},
+        r"parameter overrides: overrides: key 'batch_size' = 0: must be positive",
+    ),
+    (
+        {"overrides": ["num_keypoints=15"]},
+        r"parameter config: num_keypoints 15, but .* has 14 keypoints",
+    ),
     ({"params": {"num_shards": 0}}, r"num_shards=0: expected (an integer from )?1 to 32"),
-    ({"params": {"num_shards": 100000}},
-     r"num_shards=100000: expected (an integer from )?1 to 32"),
-    ({"params": {"tflite_variants": "fp32,fp64"}},
-     r"parameter tflite_variants='fp32,fp64': .* unknown: 'fp64'"),
-    ({"params": {"export_contract": "coco"}},
-     r"parameter export_contract='coco': unknown model contract"),
-    ({"source": "gs://bucket/a/../b"},
-     r"parameter source='gs://bucket/a/\.\./b': a '\.\.' segment"),
-    ({"source": "synthetic://10?seed=-1"},
-     r"parameter source='synthetic://10\?seed=-1': .* S is -1"),
-    ({"params": {"publish_uri": "gs://bucket//x"}},
-     r"parameter publish_uri='gs://bucket//x': an empty segment"),
+    ({"params": {"num_shards": 100000}}, r"num_shards=100000: expected (an integer from )?1 to 32"),
+    (
+        {"params": {"tflite_variants": "fp32,fp64"}},
+        r"parameter tflite_variants='fp32,fp64': .* unknown: 'fp64'",
+    ),
+    (
+        {"params": {"export_contract": "coco"}},
+        r"parameter export_contract='coco': unknown model contract",
+    ),
+    (
+        {"source": "gs://bucket/a/../b"},
+        r"parameter source='gs://bucket/a/\.\./b': a '\.\.' segment",
+    ),
+    (
+        {"source": "synthetic://10?seed=-1"},
+        r"parameter source='synthetic://10\?seed=-1': .* S is -1",
+    ),
+    (
+        {"params": {"publish_uri": "gs://bucket//x"}},
+        r"parameter publish_uri='gs://bucket//x': an empty segment",
+    ),
     ({"params": {"latency_runs": 0}}, r"parameter latency_runs=0: expected a whole number >= 1"),
 ]
-_BAD_RUN_IDS = ["batch_size-0", "num_keypoints-15", "num_shards-0", "num_shards-100000", "variant",
-                "contract",
-                "dot-dot-uri", "synthetic-seed", "empty-segment", "latency_runs"]
+_BAD_RUN_IDS = [
+    "batch_size-0",
+    "num_keypoints-15",
+    "num_shards-0",
+    "num_shards-100000",
+    "variant",
+    "contract",
+    "dot-dot-uri",
+    "synthetic-seed",
+    "empty-segment",
+    "latency_runs",
+]
 
 
 @pytest.mark.parametrize("arguments, message", _BAD_RUN_ARGUMENTS, ids=_BAD_RUN_IDS)
-def test_pipeline_run_refuses_bad_parameters_before_the_first_task(tmp_path, monkeypatch, arguments,
-                                                                    message):
+def test_pipeline_run_refuses_bad_parameters_before_the_first_task(
+    tmp_path, monkeypatch, arguments, message
+):
     from kfp import local
 
     from pipeline.local import LocalRunError, run_local
 
     def no_run(*args, **kwargs):
-        raise AssertionError("the run would "
-                             "start")  # a check that missed must not run the whole DAG here
+        raise AssertionError(
+            "the run would start"
+        )  # a check that missed must not run the whole DAG here
 
     monkeypatch.setattr(local, "init", no_run)
     with pytest.raises(LocalRunError, match=message):
@@ -1070,11 +1320,25 @@ def test_train_names_a_keypoint_count_the_shards_do_not_have(tmp_path, shards, c
     from components.train import main
 
     capsys.readouterr()
-    code, line = _cli(main, ["--config", str(TINY_CONFIG), "--set", "num_keypoints=15", "--data",
-                             str(shards["train"]), "--output", str(tmp_path / "model")], capsys)
-    assert code == 1 and line == ("train: error: config num_keypoints 15, but the shards hold 14 "
-                                  "keypoints per "
-                                  f"person (the AI Challenger joints; {shards['train']})")
+    code, line = _cli(
+        main,
+        [
+            "--config",
+            str(TINY_CONFIG),
+            "--set",
+            "num_keypoints=15",
+            "--data",
+            str(shards["train"]),
+            "--output",
+            str(tmp_path / "model"),
+        ],
+        capsys,
+    )
+    assert code == 1 and line == (
+        "train: error: config num_keypoints 15, but the shards hold 14 "
+        "keypoints per "
+        f"person (the AI Challenger joints; {shards['train']})"
+    )
     assert not (tmp_path / "model").exists()
 
 
@@ -1097,8 +1361,12 @@ def _lock_held_by_another_process(path: Path, step: str):
     import subprocess
     import sys
 
-    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(path), step], cwd=REPO,
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(path), step],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         yield holder
@@ -1115,10 +1383,12 @@ def test_a_second_writer_of_an_output_is_refused_until_the_first_dies(tmp_path, 
     with _lock_held_by_another_process(output, "convert") as holder:
         capsys.readouterr()
         code, line = _cli(convert_main, ["--input", str(root), "--output", str(output)], capsys)
-        assert code == 1 and line.startswith(f"convert: error: {output}: another process is "
-                                             "writing it "
-                                             f"(convert as pid {holder.pid} on "
-                                             f"{socket.gethostname()}, since ")
+        assert code == 1 and line.startswith(
+            f"convert: error: {output}: another process is "
+            "writing it "
+            f"(convert as pid {holder.pid} on "
+            f"{socket.gethostname()}, since "
+        )
         assert not output.exists()
     # the holder was killed: its lock went with it
     code, line = _cli(convert_main, ["--input", str(root), "--output", str(output)], capsys)
@@ -1131,8 +1401,20 @@ def test_two_trainings_into_one_output_are_refused(tmp_path, shards, capsys):
     output = tmp_path / "model"
     with _lock_held_by_another_process(output, "train") as holder:
         capsys.readouterr()
-        code, line = _cli(train_main, ["--config", str(TINY_CONFIG), "--data", str(shards["train"]),
-                                       "--output", str(output), "--set", "max_steps=1"], capsys)
+        code, line = _cli(
+            train_main,
+            [
+                "--config",
+                str(TINY_CONFIG),
+                "--data",
+                str(shards["train"]),
+                "--output",
+                str(output),
+                "--set",
+                "max_steps=1",
+            ],
+            capsys,
+        )
         assert code == 1 and f"another process is writing it (train as pid {holder.pid} on " in line
         assert not (output / "checkpoints").exists()
 
@@ -1140,6 +1422,7 @@ def test_two_trainings_into_one_output_are_refused(tmp_path, shards, capsys):
 # ---------------------------------------------------------------------------------------------
 # Issue 21: publish touches only its own
 # ---------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def publishable(tmp_path_factory, tflite_models, shards) -> dict:
@@ -1153,8 +1436,9 @@ def publishable(tmp_path_factory, tflite_models, shards) -> dict:
     evaluation = root / "evaluation"
     os.environ.setdefault("POSE_ANCHORS_DIR", str(root / "no-anchors"))
     (root / "no-anchors").mkdir()
-    evaluate(str(tflite_models), [str(shards["valid"])], str(evaluation), latency_runs=1,
-             gallery_size=1)
+    evaluate(
+        str(tflite_models), [str(shards["valid"])], str(evaluation), latency_runs=1, gallery_size=1
+    )
     results = json.loads((evaluation / "results.json").read_text())
     for name in "abcd":
         folder = models / name
@@ -1174,22 +1458,30 @@ def _publish(publishable, name: str, destination) -> dict:
     return publish(models, evaluation, evaluation, str(destination), "fp32")
 
 
-@pytest.mark.parametrize("manifest", [
-    json.dumps({"destination": "somewhere/else", "files": {"notes.txt": {"sha256": "0" * 64}}}),
-    json.dumps(["notes.txt"]),
-    "garbage {",
-], ids=["foreign", "json-list", "garbage"])
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        json.dumps({"destination": "somewhere/else", "files": {"notes.txt": {"sha256": "0" * 64}}}),
+        json.dumps(["notes.txt"]),
+        "garbage {",
+    ],
+    ids=["foreign", "json-list", "garbage"],
+)
 def test_publish_refuses_a_foreign_or_unreadable_manifest_before_changing_anything(
-        tmp_path, publishable, manifest):
+    tmp_path, publishable, manifest
+):
     from components.publish import MANIFEST, PublishError
 
     destination = tmp_path / "site"
     destination.mkdir()
     (destination / "notes.txt").write_text("the user's notes")
     (destination / MANIFEST).write_text(manifest)
-    with pytest.raises(PublishError, match=rf"{MANIFEST}: (was written for 'somewhere/else'|"
-                                           r"exists but is not a)"
-                                           r".*nothing was changed"):
+    with pytest.raises(
+        PublishError,
+        match=rf"{MANIFEST}: (was written for 'somewhere/else'|"
+        r"exists but is not a)"
+        r".*nothing was changed",
+    ):
         _publish(publishable, "a", destination)
     assert sorted(p.name for p in destination.iterdir()) == sorted([MANIFEST, "notes.txt"])
     assert (destination / MANIFEST).read_text() == manifest
@@ -1218,8 +1510,10 @@ def test_publish_removes_only_what_it_wrote_and_never_through_a_link(tmp_path, p
     assert "mv2_cpm_b_fp32.tflite" in json.loads((destination / MANIFEST).read_text())["files"]
 
 
-@pytest.mark.parametrize("destination", ["gs://models/a/../b", "gs://models//b", "s3://models/./b",
-                                         "/tmp/site/../elsewhere"])
+@pytest.mark.parametrize(
+    "destination",
+    ["gs://models/a/../b", "gs://models//b", "s3://models/./b", "/tmp/site/../elsewhere"],
+)
 def test_publish_refuses_dot_dot_and_empty_segments(publishable, destination):
     from components.publish import PublishError
 
@@ -1232,15 +1526,35 @@ def _concurrent_publishes(publishable, destination: str, env: dict) -> list:
     import sys
 
     evaluation = str(publishable["evaluation"])
-    processes = [subprocess.Popen(
-        [sys.executable, "-m", "components.publish", "--models", str(publishable["models"] / name),
-         "--report", evaluation, "--results", evaluation, "--destination", destination,
-         "--variant", "fp32"],
-        cwd=REPO, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True)
-        for name in "abcd"]
-    return [(process.wait(timeout=300), process.stderr.read().strip().splitlines()[-1:])
-            for process in processes]
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "components.publish",
+                "--models",
+                str(publishable["models"] / name),
+                "--report",
+                evaluation,
+                "--results",
+                evaluation,
+                "--destination",
+                destination,
+                "--variant",
+                "fp32",
+            ],
+            cwd=REPO,
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in "abcd"
+    ]
+    return [
+        (process.wait(timeout=300), process.stderr.read().strip().splitlines()[-1:])
+        for process in processes
+    ]
 
 
 def _assert_one_complete_set(outcomes, files: dict, refusal: str):
@@ -1258,8 +1572,11 @@ def _assert_one_complete_set(outcomes, files: dict, refusal: str):
 def test_concurrent_publishes_to_one_folder_leave_one_complete_set(tmp_path, publishable):
     destination = tmp_path / "site"
     outcomes = _concurrent_publishes(publishable, str(destination), {})
-    files = {p.relative_to(destination).as_posix(): p.read_bytes()
-             for p in destination.rglob("*") if p.is_file()}
+    files = {
+        p.relative_to(destination).as_posix(): p.read_bytes()
+        for p in destination.rglob("*")
+        if p.is_file()
+    }
     _assert_one_complete_set(outcomes, files, "another process is writing it (publish as pid")
 
 
@@ -1271,15 +1588,20 @@ def test_concurrent_publishes_to_one_gcs_prefix_leave_one_complete_set(publishab
         # A live holder's lock object (the store refuses the conditional create): refused, named.
         holder = json.dumps({"pid": 7, "host": "h", "since": time.time()})
         bucket.blob(f"pose/{LOCK_NAME}").upload_from_string(holder)
-        with pytest.raises(PublishError,
-                           match=r"gs://models/pose: another publish is writing it \(pid 7 on h"):
+        with pytest.raises(
+            PublishError, match=r"gs://models/pose: another publish is writing it \(pid 7 on h"
+        ):
             _publish(publishable, "a", "gs://models/pose")
         bucket.blob(f"pose/{LOCK_NAME}").delete()
-        outcomes = _concurrent_publishes(publishable, "gs://models/pose",
-                                         {"STORAGE_EMULATOR_HOST":
-                                          os.environ["STORAGE_EMULATOR_HOST"]})
-        files = {blob.name[len("pose/"):]: blob.download_as_bytes()
-                 for blob in bucket.list_blobs(prefix="pose/")}
+        outcomes = _concurrent_publishes(
+            publishable,
+            "gs://models/pose",
+            {"STORAGE_EMULATOR_HOST": os.environ["STORAGE_EMULATOR_HOST"]},
+        )
+        files = {
+            blob.name[len("pose/") :]: blob.download_as_bytes()
+            for blob in bucket.list_blobs(prefix="pose/")
+        }
     _assert_one_complete_set(outcomes, files, "another publish is writing it (pid")
 
 
@@ -1287,11 +1609,16 @@ def test_concurrent_publishes_to_one_gcs_prefix_leave_one_complete_set(publishab
 # Issue 21: claims are checked
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("claim, message", [
-    ({"output_stride": 4}, r"says output_stride 4, but the model has 2 "),
-    ({"num_keypoints": 17}, r"says num_keypoints 17, but the model has 14 "),
-    ({"output_size": 16}, r"says output_size 16, but the model has 32 "),
-], ids=["stride", "keypoints", "heatmap-size"])
+
+@pytest.mark.parametrize(
+    "claim, message",
+    [
+        ({"output_stride": 4}, r"says output_stride 4, but the model has 2 "),
+        ({"num_keypoints": 17}, r"says num_keypoints 17, but the model has 14 "),
+        ({"output_size": 16}, r"says output_size 16, but the model has 32 "),
+    ],
+    ids=["stride", "keypoints", "heatmap-size"],
+)
 def test_evaluate_checks_a_models_json_against_the_model(tmp_path, tflite_models, claim, message):
     from components.evaluate import EvaluationError, open_model
 
@@ -1299,8 +1626,9 @@ def test_evaluate_checks_a_models_json_against_the_model(tmp_path, tflite_models
     shutil.copytree(tflite_models, models)
     meta = models / "mv2_cpm_fp32.json"
     meta.write_text(json.dumps({**json.loads(meta.read_text()), **claim}))
-    with pytest.raises(EvaluationError,
-                       match=rf"mv2_cpm_fp32\.tflite: mv2_cpm_fp32\.json {message}"):
+    with pytest.raises(
+        EvaluationError, match=rf"mv2_cpm_fp32\.tflite: mv2_cpm_fp32\.json {message}"
+    ):
         open_model(models / "mv2_cpm_fp32.tflite")
 
 
@@ -1311,15 +1639,17 @@ def test_a_file_without_json_must_be_a_seed_release(tmp_path, tflite_models):
     assert known == {"pefm-cpm-192.tflite", "pefm-hourglass-192.tflite"}
     lone = tmp_path / "lone.tflite"
     shutil.copyfile(tflite_models / "mv2_cpm_fp32.tflite", lone)
-    with pytest.raises(EvaluationError,
-                       match=r"lone\.tflite: no lone\.json beside it, and its sha256 [0-9a-f]{64} "
-                             r"is none of the seed's released files"):
+    with pytest.raises(
+        EvaluationError,
+        match=r"lone\.tflite: no lone\.json beside it, and its sha256 [0-9a-f]{64} "
+        r"is none of the seed's released files",
+    ):
         open_model(lone)
     seed = REPO.parent / "shared" / "anchors" / "pefm-cpm-192.tflite"
     if seed.is_file():  # the issue's probe: the seed's file with 4 KB of flipped bytes
         data = bytearray(seed.read_bytes())
         middle = len(data) // 2
-        data[middle: middle + 4096] = bytes(b ^ 0xFF for b in data[middle: middle + 4096])
+        data[middle : middle + 4096] = bytes(b ^ 0xFF for b in data[middle : middle + 4096])
         flipped = tmp_path / "pefm-cpm-192.tflite"
         flipped.write_bytes(bytes(data))
         with pytest.raises(EvaluationError, match="none of the seed's released files"):

@@ -1,4 +1,5 @@
 """shard: exact keypoint round-trips, index counts, deterministic bytes, single-shard tasks, named errors."""
+
 import json
 from pathlib import Path
 
@@ -8,8 +9,8 @@ import pytest
 
 from components.shard import ShardError, main, shard, shard_name
 from pose.data import records
-from pose.files.outputs import MARKER
 from pose.data.keypoints import NUM_KEYPOINTS
+from pose.files.outputs import MARKER
 
 DOT_RADIUS = 3
 
@@ -40,27 +41,54 @@ def write_tiny_coco(root: Path, split: str = "train", seed: int = 0) -> dict:
             visibility = rng.choice([0, 1, 2, 2], NUM_KEYPOINTS)
             visibility[[12, 13, 0]] = 2
             if image_id == 4:
-                visibility[:] = 0 if not annotations or annotations[-1]["image_id"] != 4 else visibility
+                visibility[:] = (
+                    0 if not annotations or annotations[-1]["image_id"] != 4 else visibility
+                )
             for x, y, v in zip(xs, ys, visibility):
                 if v:
-                    cv2.circle(canvas, (int(round(x)), int(round(y))), DOT_RADIUS, (255, 255, 255), -1)
+                    cv2.circle(
+                        canvas, (int(round(x)), int(round(y))), DOT_RADIUS, (255, 255, 255), -1
+                    )
             labelled = visibility > 0
             box_x, box_y = xs.min() - 10, ys.min() - 10
             box = [box_x, box_y, xs.max() + 10 - box_x, ys.max() + 10 - box_y]
-            keypoints = np.stack([np.where(labelled, xs, 0), np.where(labelled, ys, 0), visibility], -1)
-            annotations.append({"id": next_id, "image_id": image_id, "category_id": 1, "iscrowd": 0,
-                                "bbox": [round(float(v), 2) for v in box], "area": box[2] * box[3],
-                                "num_keypoints": int(labelled.sum()),
-                                "keypoints": [round(float(v), 2) for v in keypoints.ravel()]})
+            keypoints = np.stack(
+                [np.where(labelled, xs, 0), np.where(labelled, ys, 0), visibility], -1
+            )
+            annotations.append(
+                {
+                    "id": next_id,
+                    "image_id": image_id,
+                    "category_id": 1,
+                    "iscrowd": 0,
+                    "bbox": [round(float(v), 2) for v in box],
+                    "area": box[2] * box[3],
+                    "num_keypoints": int(labelled.sum()),
+                    "keypoints": [round(float(v), 2) for v in keypoints.ravel()],
+                }
+            )
             next_id += 7
         name = f"{image_id:040x}.jpg"
         cv2.imwrite(str(root / "images" / split / name), canvas, [cv2.IMWRITE_JPEG_QUALITY, 98])
         images.append({"id": image_id, "file_name": name, "height": height, "width": width})
     # One more person at the image border of image 1, with a tall box: the square crop leaves the image.
-    annotations.append({"id": 90, "image_id": 1, "category_id": 1, "iscrowd": 0, "bbox": [2.0, 5.0, 40.0, 230.0],
-                        "area": 9200.0, "num_keypoints": 2,
-                        "keypoints": [4.0, 10.0, 2] + [0.0, 0.0, 0] * 11 + [20.0, 200.0, 1, 30.0, 100.0, 2]})
-    coco = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "person"}]}
+    annotations.append(
+        {
+            "id": 90,
+            "image_id": 1,
+            "category_id": 1,
+            "iscrowd": 0,
+            "bbox": [2.0, 5.0, 40.0, 230.0],
+            "area": 9200.0,
+            "num_keypoints": 2,
+            "keypoints": [4.0, 10.0, 2] + [0.0, 0.0, 0] * 11 + [20.0, 200.0, 1, 30.0, 100.0, 2],
+        }
+    )
+    coco = {
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": 1, "name": "person"}],
+    }
     (root / "annotations" / f"person_keypoints_{split}.json").write_text(json.dumps(coco))
     return coco
 
@@ -68,7 +96,10 @@ def write_tiny_coco(root: Path, split: str = "train", seed: int = 0) -> dict:
 def read_records(path) -> list[dict]:
     import tensorflow as tf
 
-    return [{k: v.numpy() for k, v in records.parse(s).items()} for s in tf.data.TFRecordDataset(str(path))]
+    return [
+        {k: v.numpy() for k, v in records.parse(s).items()}
+        for s in tf.data.TFRecordDataset(str(path))
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +111,9 @@ def tiny_coco(tmp_path_factory) -> tuple[Path, dict]:
 @pytest.fixture(scope="module")
 def tiny_shards(tiny_coco, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny_shards") / "train"
-    shard(str(tiny_coco[0]), str(out), "train", num_shards=2, crop_size=96)  # both shards, two processes
+    shard(
+        str(tiny_coco[0]), str(out), "train", num_shards=2, crop_size=96
+    )  # both shards, two processes
     return out
 
 
@@ -126,12 +159,18 @@ def test_records_round_trip_to_original_coordinates(tiny_coco, tiny_shards):
                 for x, y in np.round(record["person/keypoints"][labelled]).astype(int):
                     assert crop[y, x].min() > 150, (person["id"], x, y, crop[y, x])
     # Round-robin in id order: shard 0 holds the 1st, 3rd, ... person.
-    assert sorted(seen) == sorted(people[i]["id"] for i in people if any(people[i]["keypoints"][2::3]))
+    assert sorted(seen) == sorted(
+        people[i]["id"] for i in people if any(people[i]["keypoints"][2::3])
+    )
 
 
 def test_crop_outside_the_image_is_padded_black(tiny_shards):
-    record = next(r for name in ("train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord")
-                  for r in read_records(tiny_shards / name) if r["person/id"] == 90)
+    record = next(
+        r
+        for name in ("train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord")
+        for r in read_records(tiny_shards / name)
+        if r["person/id"] == 90
+    )
     crop = cv2.imdecode(np.frombuffer(record["image/encoded"], np.uint8), cv2.IMREAD_COLOR)
     assert crop[:, :5].max() < 20  # the square around the tall box reaches left of x = 0
     assert record["crop/to_original"][0, 2] < 0
@@ -140,13 +179,32 @@ def test_crop_outside_the_image_is_padded_black(tiny_shards):
 def test_shard_index_writes_that_shard_with_the_same_bytes(tiny_coco, tiny_shards, tmp_path):
     for i in range(2):
         out = tmp_path / f"part{i}"
-        assert main(["--input", str(tiny_coco[0]), "--output", str(out), "--split", "train", "--num-shards", "2",
-                     "--shard-index", str(i), "--crop-size", "96"]) == 0
+        assert (
+            main(
+                [
+                    "--input",
+                    str(tiny_coco[0]),
+                    "--output",
+                    str(out),
+                    "--split",
+                    "train",
+                    "--num-shards",
+                    "2",
+                    "--shard-index",
+                    str(i),
+                    "--crop-size",
+                    "96",
+                ]
+            )
+            == 0
+        )
         name = shard_name("train", i, 2)
         assert sorted(p.name for p in out.iterdir()) == [MARKER, "index.json", name]
         assert (out / name).read_bytes() == (tiny_shards / name).read_bytes()
         index = json.loads((out / "index.json").read_text())
-        assert index["shards"] == {name: json.loads((tiny_shards / "index.json").read_text())["shards"][name]}
+        assert index["shards"] == {
+            name: json.loads((tiny_shards / "index.json").read_text())["shards"][name]
+        }
 
 
 def _one_shard(tiny_coco, tmp_path) -> Path:
@@ -160,7 +218,7 @@ def test_corrupt_shard_names_file_and_record(tiny_coco, tmp_path):
     data = bytearray(path.read_bytes())
     lengths, offset = [], 0
     while offset < len(data):  # TFRecord framing: length (8), its CRC (4), data, data CRC (4)
-        length = int.from_bytes(data[offset:offset + 8], "little")
+        length = int.from_bytes(data[offset : offset + 8], "little")
         lengths.append((offset, length))
         offset += 16 + length
     start, length = lengths[2]
@@ -188,7 +246,10 @@ def test_bad_input_names_file_and_record(tiny_coco, tmp_path):
     bad = json.loads(json.dumps(coco))
     bad["annotations"][1]["keypoints"] = bad["annotations"][1]["keypoints"][:-3]
     (broken / "annotations" / "person_keypoints_train.json").write_text(json.dumps(bad))
-    with pytest.raises(ShardError, match=rf"person_keypoints_train.json: annotations\[1\] \(id {bad['annotations'][1]['id']}\)"):
+    with pytest.raises(
+        ShardError,
+        match=rf"person_keypoints_train.json: annotations\[1\] \(id {bad['annotations'][1]['id']}\)",
+    ):
         shard(str(broken), str(tmp_path / "out"), "train", num_shards=1)
     bad = json.loads(json.dumps(coco))
     bad["images"][0]["file_name"] = "missing.jpg"
@@ -210,11 +271,16 @@ def test_shard_op_runs_under_kfp_local(tiny_coco, tiny_shards, tmp_path):
     @dsl.pipeline
     def one_shard() -> dsl.Dataset:
         coco = dsl.importer(artifact_uri=str(tiny_coco[0]), artifact_class=dsl.Dataset)
-        return shard_op(coco=coco.output, split="train", num_shards=2, shard_index=1, crop_size=96).outputs["shards"]
+        return shard_op(
+            coco=coco.output, split="train", num_shards=2, shard_index=1, crop_size=96
+        ).outputs["shards"]
 
     shards = one_shard().output
     name = shard_name("train", 1, 2)
-    assert shards.metadata["num_examples"] == json.loads((tiny_shards / "index.json").read_text())["shards"][name]
+    assert (
+        shards.metadata["num_examples"]
+        == json.loads((tiny_shards / "index.json").read_text())["shards"][name]
+    )
     # Scalars only: the metadata rides in every reader's one-argument executor input on a cluster.
     assert shards.metadata["shard_files"] == 1 and shards.metadata["skipped_unlabelled"] == 1
     assert (Path(shards.path) / name).read_bytes() == (tiny_shards / name).read_bytes()

@@ -1,4 +1,5 @@
 """The synthetic AI Challenger release: layout, schema, annotation semantics, determinism."""
+
 import hashlib
 import json
 import re
@@ -16,8 +17,11 @@ NUM_TRAIN, NUM_VALID, SEED = 40, 8, 11
 
 
 def _file_digests(folder: Path) -> dict:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +71,9 @@ def test_annotations_match_the_pixels_they_describe(release):
     release_dir, _, image_folder = AIC_LAYOUT["train"]
     codes, people_per_image, sizes = [], [], []
     for record in _records(folder, "train"):
-        height, width = cv2.imread(str(folder / release_dir / image_folder / f"{record['image_id']}.jpg")).shape[:2]
+        height, width = cv2.imread(
+            str(folder / release_dir / image_folder / f"{record['image_id']}.jpg")
+        ).shape[:2]
         sizes.append((width, height))
         people_per_image.append(len(record["keypoint_annotations"]))
         for name, values in record["keypoint_annotations"].items():
@@ -78,7 +84,12 @@ def test_annotations_match_the_pixels_they_describe(release):
             outside = joints[joints[:, 2] == 3]
             assert set(joints[:, 2]) <= {1, 2, 3}
             assert (outside[:, :2] == 0).all()
-            assert ((labelled[:, 0] >= x1) & (labelled[:, 0] <= x2) & (labelled[:, 1] >= y1) & (labelled[:, 1] <= y2)).all()
+            assert (
+                (labelled[:, 0] >= x1)
+                & (labelled[:, 0] <= x2)
+                & (labelled[:, 1] >= y1)
+                & (labelled[:, 1] <= y2)
+            ).all()
             codes.extend(joints[:, 2])
             # Front-facing: the person's right is on the image left (rotation stays within +-30 degrees).
             for right, left in ((kp.RIGHT_SHOULDER, kp.LEFT_SHOULDER), (kp.RIGHT_HIP, kp.LEFT_HIP)):
@@ -99,7 +110,9 @@ def test_figures_are_distinct_from_the_background_at_visible_joints(release):
     release_dir, _, image_folder = AIC_LAYOUT["valid"]
     contrasts = []
     for record in _records(folder, "valid"):
-        image = cv2.imread(str(folder / release_dir / image_folder / f"{record['image_id']}.jpg")).astype(float)
+        image = cv2.imread(
+            str(folder / release_dir / image_folder / f"{record['image_id']}.jpg")
+        ).astype(float)
         for name, values in record["keypoint_annotations"].items():
             joints = np.array(values).reshape(kp.NUM_KEYPOINTS, 3)
             x1, y1, x2, y2 = record["human_annotations"][name]

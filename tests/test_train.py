@@ -1,4 +1,5 @@
 """train: it learns on the synthetic set, its config is checked, it resumes, it runs on two devices."""
+
 import json
 import os
 import subprocess
@@ -11,8 +12,16 @@ from pose.training.config import ConfigError, load_config, parse_overrides
 from tests.conftest import REPO, TINY_CONFIG
 
 # The smallest network that still has every part: for the wiring tests, not for accuracy.
-WIRING = {"input_size": 64, "width": 0.35, "num_stages": 1, "batch_size": 4, "checkpoint_every": 2,
-          "log_every": 1, "summary_every": 2, "pred_image_on_tensorboard": False}
+WIRING = {
+    "input_size": 64,
+    "width": 0.35,
+    "num_stages": 1,
+    "batch_size": 4,
+    "checkpoint_every": 2,
+    "log_every": 1,
+    "summary_every": 2,
+    "pred_image_on_tensorboard": False,
+}
 
 
 @pytest.mark.slow
@@ -24,14 +33,21 @@ def test_it_learns(trained_model):
     assert losses[-1] < 0.6 * losses[0], losses
     untrained = metadata["history"][0]
     assert untrained["step"] == 0 and metadata["history"][-1]["pckh"] == metadata["pckh"]
-    assert metadata["pckh"] >= 0.2 and metadata["pckh"] >= untrained["pckh"] + 0.15, (metadata["pckh"], untrained)
+    assert metadata["pckh"] >= 0.2 and metadata["pckh"] >= untrained["pckh"] + 0.15, (
+        metadata["pckh"],
+        untrained,
+    )
 
     config = load_config(trained_model / "config.yaml")
     assert metadata["steps"] == config.max_steps and metadata["images_per_second"] > 0
-    assert {"model", "input_size", "output_stride", "num_keypoints", "epochs", "final_loss"} <= set(metadata)
+    assert {"model", "input_size", "output_stride", "num_keypoints", "epochs", "final_loss"} <= set(
+        metadata
+    )
     assert (trained_model / "model.keras").is_file()
     assert any((trained_model / "checkpoints").glob("ckpt-*.index"))
-    assert any(path.stat().st_size > 0 for path in (trained_model / "logs").glob("events.out.tfevents.*"))
+    assert any(
+        path.stat().st_size > 0 for path in (trained_model / "logs").glob("events.out.tfevents.*")
+    )
 
 
 def test_config_errors_name_the_key_and_the_file(tmp_path):
@@ -50,19 +66,27 @@ def test_config_errors_name_the_key_and_the_file(tmp_path):
         load_config("experiments/no_such_config.yaml")
     with pytest.raises(ConfigError, match="'stage_kernel_size' = 4: must be odd"):
         load_config(str(TINY_CONFIG), {"stage_kernel_size": 4})
-    with pytest.raises(ConfigError, match="'stage_expansion' = 3: mv2_hourglass has no such option"):
+    with pytest.raises(
+        ConfigError, match="'stage_expansion' = 3: mv2_hourglass has no such option"
+    ):
         load_config("model: mv2_hourglass\nstage_expansion: 3\n")
 
 
 def test_cpm_structure_options_reach_the_network():
     config = load_config(str(TINY_CONFIG), {"stage_kernel_size": 5, "backbone_expansion": 4})
-    assert config.architecture_options() == {"backbone_expansion": 4, "stage_expansion": None,
-                                             "stage_channels": None, "stage_kernel_size": 5, "seed_layers": False}
+    assert config.architecture_options() == {
+        "backbone_expansion": 4,
+        "stage_expansion": None,
+        "stage_channels": None,
+        "stage_kernel_size": 5,
+        "seed_layers": False,
+    }
     assert load_config("model: mv2_hourglass\n").architecture_options() == {"seed_layers": False}
 
 
 def test_seed_keys_and_overrides():
-    seed_cfg = load_config(textwrap.dedent("""\
+    seed_cfg = load_config(
+        textwrap.dedent("""\
         model: mv2_cpm
         batchsize: 5
         input_width: 224
@@ -73,20 +97,44 @@ def test_seed_keys_and_overrides():
         per_saved_model_step: 2000
         per_update_tensorboard_step: 500
         modelpath: /root/hdd/trained/mv2_cpm/models
-    """))
-    assert (seed_cfg.batch_size, seed_cfg.input_size, seed_cfg.decay_steps, seed_cfg.checkpoint_every,
-            seed_cfg.summary_every) == (5, 224, 20000, 2000, 500)
+    """)
+    )
+    assert (
+        seed_cfg.batch_size,
+        seed_cfg.input_size,
+        seed_cfg.decay_steps,
+        seed_cfg.checkpoint_every,
+        seed_cfg.summary_every,
+    ) == (5, 224, 20000, 2000, 500)
     assert seed_cfg.resolved().width == 0.75 and seed_cfg.resolved().num_stages == 6
     assert parse_overrides("lr=0.01,augmentation={scale: [0.9, 1.1]},width=null") == {
-        "lr": 0.01, "augmentation": {"scale": [0.9, 1.1]}, "width": None}
-    assert parse_overrides('{"max_steps": 3}') == parse_overrides(["max_steps=3"]) == {"max_steps": 3}
-    for name in ("mv2_cpm_192", "mv2_cpm_192_tiny", "mv2_hourglass_192", "local", "local_scratch", "tiny"):
+        "lr": 0.01,
+        "augmentation": {"scale": [0.9, 1.1]},
+        "width": None,
+    }
+    assert (
+        parse_overrides('{"max_steps": 3}') == parse_overrides(["max_steps=3"]) == {"max_steps": 3}
+    )
+    for name in (
+        "mv2_cpm_192",
+        "mv2_cpm_192_tiny",
+        "mv2_hourglass_192",
+        "local",
+        "local_scratch",
+        "tiny",
+    ):
         load_config(f"experiments/{name}.yaml")
-    local_text = (REPO / "experiments" / "local.yaml").read_text()  # the pipeline passes configs outside the image as text
-    assert len(local_text) > 255 and load_config(local_text) == load_config("experiments/local.yaml")
-    one_line = ("{model: mv2_cpm, warmup_steps: 10, batch_size: 16, sigma: 6.0, shuffle_buffer: 1024, seed: 0, "
-                "decay_rate: 0.95, decay_steps: 10000, staircase: true, max_epoch: 1000, checkpoint_every: 2000, "
-                "keep_checkpoints: 3, log_every: 100, summary_every: 500, eval_every: 0, lr: 0.002}")  # no key twice
+    local_text = (
+        REPO / "experiments" / "local.yaml"
+    ).read_text()  # the pipeline passes configs outside the image as text
+    assert len(local_text) > 255 and load_config(local_text) == load_config(
+        "experiments/local.yaml"
+    )
+    one_line = (
+        "{model: mv2_cpm, warmup_steps: 10, batch_size: 16, sigma: 6.0, shuffle_buffer: 1024, seed: 0, "
+        "decay_rate: 0.95, decay_steps: 10000, staircase: true, max_epoch: 1000, checkpoint_every: 2000, "
+        "keep_checkpoints: 3, log_every: 100, summary_every: 500, eval_every: 0, lr: 0.002}"
+    )  # no key twice
     assert len(one_line) > 255 and load_config(one_line).lr == 0.002
 
 
@@ -105,8 +153,14 @@ def test_two_devices_then_resume_on_one(train_shards, tmp_path):
         overrides = {first_overrides!r}
         print(json.dumps(train({str(TINY_CONFIG)!r}, [{str(train_shards)!r}], {str(output)!r}, overrides=overrides)))
     """)
-    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     first = json.loads(result.stdout.strip().splitlines()[-1])
     assert first["replicas"] == 2 and first["global_batch_size"] == 2 * WIRING["batch_size"]
@@ -114,7 +168,9 @@ def test_two_devices_then_resume_on_one(train_shards, tmp_path):
 
     from components.train import train
 
-    second = train(str(TINY_CONFIG), [str(train_shards)], str(output), overrides={**WIRING, "max_steps": 5})
+    second = train(
+        str(TINY_CONFIG), [str(train_shards)], str(output), overrides={**WIRING, "max_steps": 5}
+    )
     assert second["resumed_from_step"] == 3 and second["steps"] == 5 and second["replicas"] == 1
     assert [entry["step"] for entry in second["history"]] == [1, 2, 3, 4, 5]
     assert json.loads((output / "train_metadata.json").read_text())["steps"] == 5

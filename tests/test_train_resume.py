@@ -2,6 +2,7 @@
 s3://): train is killed (SIGKILL) once its first checkpoints are in the bucket, started again in a
 fresh folder (a new pod), and resumes from the bucket's newest checkpoint; a config of another model
 structure (in the bucket or in the local folder) is refused with both named."""
+
 import json
 import os
 import re
@@ -28,10 +29,31 @@ def bucket():
 
 
 def train_command(shards, output, uri):
-    return [sys.executable, "-m", "components.train", "--config", str(TINY_CONFIG), "--data", str(shards),
-            "--output", str(output), "--checkpoint-uri", uri, "--set", f"max_steps={STEPS}",
-            "--set", f"checkpoint_every={EVERY}", "--set", f"log_every={EVERY}", "--set", "summary_every=1000",
-            "--set", "pred_image_on_tensorboard=false", "--set", "keep_checkpoints=2"]
+    return [
+        sys.executable,
+        "-m",
+        "components.train",
+        "--config",
+        str(TINY_CONFIG),
+        "--data",
+        str(shards),
+        "--output",
+        str(output),
+        "--checkpoint-uri",
+        uri,
+        "--set",
+        f"max_steps={STEPS}",
+        "--set",
+        f"checkpoint_every={EVERY}",
+        "--set",
+        f"log_every={EVERY}",
+        "--set",
+        "summary_every=1000",
+        "--set",
+        "pred_image_on_tensorboard=false",
+        "--set",
+        "keep_checkpoints=2",
+    ]
 
 
 def marker_step(uri) -> int:
@@ -40,13 +62,18 @@ def marker_step(uri) -> int:
 
 
 @pytest.mark.slow
-def test_killed_training_resumes_from_the_bucket_in_a_fresh_folder(object_store, train_shards,
-                                                                   tmp_path):
+def test_killed_training_resumes_from_the_bucket_in_a_fresh_folder(
+    object_store, train_shards, tmp_path
+):
     uri = f"{object_store.scheme}://{object_store.make_bucket('checkpoints')}/run-1"
     log_file = tmp_path / "first.log"
     with open(log_file, "w") as log:
-        first = subprocess.Popen(train_command(train_shards, tmp_path / "pod-1", uri), cwd=REPO, stdout=log,
-                                 stderr=subprocess.STDOUT)
+        first = subprocess.Popen(
+            train_command(train_shards, tmp_path / "pod-1", uri),
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 600
     try:
         while marker_step(uri) < 2 * EVERY:  # two checkpoints have reached the bucket
@@ -67,8 +94,13 @@ def test_killed_training_resumes_from_the_bucket_in_a_fresh_folder(object_store,
     assert set(marker["files"]) <= set(names)
     assert len({n.split(".")[0] for n in names if n.startswith("ckpt-")}) <= 3
 
-    second = subprocess.run(train_command(train_shards, tmp_path / "pod-2", uri), cwd=REPO, capture_output=True,
-                            text=True, timeout=900)
+    second = subprocess.run(
+        train_command(train_shards, tmp_path / "pod-2", uri),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert second.returncode == 0, second.stderr[-3000:]
     assert f"resuming from the checkpoint of step {saved} in {uri}" in second.stderr
     metadata = json.loads((tmp_path / "pod-2" / "train_metadata.json").read_text())
@@ -79,16 +111,30 @@ def test_killed_training_resumes_from_the_bucket_in_a_fresh_folder(object_store,
 
 
 @pytest.mark.slow
-def test_a_checkpoint_of_another_model_structure_is_refused_naming_both(bucket, train_shards, tmp_path):
+def test_a_checkpoint_of_another_model_structure_is_refused_naming_both(
+    bucket, train_shards, tmp_path
+):
     from components.train import TrainError, train
 
-    write_text(f"gs://checkpoints/other/{MARKER}", json.dumps(
-        {"step": 6, "files": [], "fingerprint": {"model": "mv2_hourglass", "input_size": 192}}))
-    with pytest.raises(TrainError, match=r"gs://checkpoints/other: its checkpoint \(step 6\) was written for "
-                                         r"\{'input_size': 192, .*'model': 'mv2_hourglass'.*\}, but the config "
-                                         r".*tiny.yaml gives \{'input_size': 96, .*'model': 'mv2_cpm'"):
-        train(str(TINY_CONFIG), [str(train_shards)], str(tmp_path / "model"), overrides={"max_steps": 2},
-              checkpoint_uri="gs://checkpoints/other")
+    write_text(
+        f"gs://checkpoints/other/{MARKER}",
+        json.dumps(
+            {"step": 6, "files": [], "fingerprint": {"model": "mv2_hourglass", "input_size": 192}}
+        ),
+    )
+    with pytest.raises(
+        TrainError,
+        match=r"gs://checkpoints/other: its checkpoint \(step 6\) was written for "
+        r"\{'input_size': 192, .*'model': 'mv2_hourglass'.*\}, but the config "
+        r".*tiny.yaml gives \{'input_size': 96, .*'model': 'mv2_cpm'",
+    ):
+        train(
+            str(TINY_CONFIG),
+            [str(train_shards)],
+            str(tmp_path / "model"),
+            overrides={"max_steps": 2},
+            checkpoint_uri="gs://checkpoints/other",
+        )
     assert not (tmp_path / "model" / "model.keras").exists()
 
 
@@ -97,25 +143,43 @@ def test_a_missing_bucket_is_named_before_training(bucket, train_shards, tmp_pat
     from components.train import train
     from pose.files.storage import StorageError
 
-    with pytest.raises(StorageError, match=r"gs://no-such-bucket/run-1: bucket 'no-such-bucket' does not exist"):
-        train(str(TINY_CONFIG), [str(train_shards)], str(tmp_path / "model"), overrides={"max_steps": 2},
-              checkpoint_uri="gs://no-such-bucket/run-1")
+    with pytest.raises(
+        StorageError, match=r"gs://no-such-bucket/run-1: bucket 'no-such-bucket' does not exist"
+    ):
+        train(
+            str(TINY_CONFIG),
+            [str(train_shards)],
+            str(tmp_path / "model"),
+            overrides={"max_steps": 2},
+            checkpoint_uri="gs://no-such-bucket/run-1",
+        )
     assert not (tmp_path / "model" / "model.keras").exists()
 
 
 @pytest.mark.slow
 def test_a_local_folder_of_another_model_structure_is_refused_naming_both(train_shards, tmp_path):
     from components.train import TrainError, train
-
     from pose.files import outputs
 
     checkpoints = tmp_path / "model" / "checkpoints"
     checkpoints.mkdir(parents=True)
     outputs.mark(tmp_path / "model", "train")  # a train output: train resumes in it
     (checkpoints / "ckpt-4.index").write_bytes(b"")
-    (checkpoints / "checkpoint").write_text('model_checkpoint_path: "ckpt-4"\nall_model_checkpoint_paths: "ckpt-4"\n')
-    (checkpoints / "fingerprint.json").write_text(json.dumps({"model": "mv2_cpm", "input_size": 192}))
-    with pytest.raises(TrainError, match=r"model/checkpoints: its checkpoint \(step 4\) was written for "
-                                         r"\{'input_size': 192.*\}, but the config .*tiny.yaml gives "
-                                         r"\{'input_size': 96"):
-        train(str(TINY_CONFIG), [str(train_shards)], str(tmp_path / "model"), overrides={"max_steps": 2})
+    (checkpoints / "checkpoint").write_text(
+        'model_checkpoint_path: "ckpt-4"\nall_model_checkpoint_paths: "ckpt-4"\n'
+    )
+    (checkpoints / "fingerprint.json").write_text(
+        json.dumps({"model": "mv2_cpm", "input_size": 192})
+    )
+    with pytest.raises(
+        TrainError,
+        match=r"model/checkpoints: its checkpoint \(step 4\) was written for "
+        r"\{'input_size': 192.*\}, but the config .*tiny.yaml gives "
+        r"\{'input_size': 96",
+    ):
+        train(
+            str(TINY_CONFIG),
+            [str(train_shards)],
+            str(tmp_path / "model"),
+            overrides={"max_steps": 2},
+        )

@@ -3,6 +3,7 @@ fake camera, the messages for bad input, the command line, and the page as publi
 
 Screenshots of each mode are kept in test-artifacts/web/ (gitignored).
 """
+
 import functools
 import gzip
 import http.server
@@ -18,10 +19,10 @@ import numpy as np
 import pytest
 
 from pipeline.demo import serving
-from pose.data import keypoints, synthetic
 from pose import web_demo
-from pose.models import contract
+from pose.data import keypoints, synthetic
 from pose.evaluation import photos as web_reference  # the page's Python twin
+from pose.models import contract
 from tests.browser import chromium
 from tests.conftest import ANCHORS, REPO
 
@@ -53,8 +54,12 @@ def person_crops(count: int, seed: int = 11) -> list[np.ndarray]:
         x1, y1, x2, y2 = persons[0]["box"]
         cx, cy, half_w, half_h = (x1 + x2) / 2, (y1 + y2) / 2, 0.6 * (x2 - x1), 0.58 * (y2 - y1)
         height, width = image.shape[:2]
-        crops.append(image[max(0, int(cy - half_h)):min(height, int(cy + half_h)),
-                           max(0, int(cx - half_w)):min(width, int(cx + half_w))])
+        crops.append(
+            image[
+                max(0, int(cy - half_h)) : min(height, int(cy + half_h)),
+                max(0, int(cx - half_w)) : min(width, int(cx + half_w)),
+            ]
+        )
     return crops
 
 
@@ -83,8 +88,11 @@ def our_model(tmp_path_factory) -> Path:
 
 
 def models(our_model) -> dict:
-    return {"seed-cpm": ANCHORS / "pefm-cpm-192.tflite", "seed-hourglass": ANCHORS / "pefm-hourglass-192.tflite",
-            "ours": our_model}
+    return {
+        "seed-cpm": ANCHORS / "pefm-cpm-192.tflite",
+        "seed-hourglass": ANCHORS / "pefm-hourglass-192.tflite",
+        "ours": our_model,
+    }
 
 
 def page_result(browser, url: str) -> dict:
@@ -107,21 +115,31 @@ def test_still_image_keypoints_equal_python_litert(name, browser, pictures, our_
                 browser.screenshot(ARTIFACTS / f"still-image-{name}.png")
             expected = web_reference.reference_keypoints(str(model), str(picture), metadata)
             assert shown["order"] == list(keypoints.NAMES)
-            page_points, python_points = np.array(shown["keypoints"]), np.array(expected["keypoints"])
+            page_points, python_points = (
+                np.array(shown["keypoints"]),
+                np.array(expected["keypoints"]),
+            )
             assert page_points.shape == (keypoints.NUM_KEYPOINTS, 3)
             in_input_pixels = np.abs(page_points[:, :2] - python_points[:, :2]) / expected["scale"]
             worst = max(worst, float(in_input_pixels.max()))
             assert in_input_pixels.max() <= TOLERANCE_INPUT_PIXELS, (
                 f"{picture.name}: page and Python differ by {in_input_pixels.max():.2f} input pixels "
-                f"at {keypoints.NAMES[int(in_input_pixels.max(axis=1).argmax())]}")
+                f"at {keypoints.NAMES[int(in_input_pixels.max(axis=1).argmax())]}"
+            )
             np.testing.assert_allclose(page_points[:, 2], python_points[:, 2], atol=1e-3)
     print(f"{name}: largest page-Python difference {worst:.5f} input pixels")
 
 
 def page_transfers(transfers: list[dict]) -> list[dict]:
     """The page's and runtime's responses: not the model (model/, *.tflite, its .json) nor the pictures."""
-    return [t for t in transfers if not any(part in t["url"].split("?")[0] for part in
-                                            ("/model/", "/pictures/", ".tflite", ".json", ".png"))]
+    return [
+        t
+        for t in transfers
+        if not any(
+            part in t["url"].split("?")[0]
+            for part in ("/model/", "/pictures/", ".tflite", ".json", ".png")
+        )
+    ]
 
 
 def test_the_demo_server_sends_the_runtime_gzipped_and_the_page_still_works(browser, pictures):
@@ -132,33 +150,50 @@ def test_the_demo_server_sends_the_runtime_gzipped_and_the_page_still_works(brow
         shown = page_result(browser, f"{url}&image=pictures/{picture.name}&accelerator=wasm")
         transfers = page_transfers(browser.transfers())
     expected = web_reference.reference_keypoints(str(model), str(picture))
-    difference = np.abs(np.array(shown["keypoints"])[:, :2] - np.array(expected["keypoints"])[:, :2])
+    difference = np.abs(
+        np.array(shown["keypoints"])[:, :2] - np.array(expected["keypoints"])[:, :2]
+    )
     assert difference.max() / expected["scale"] <= TOLERANCE_INPUT_PIXELS
     build = web_demo.build()
-    [wasm] = [t for t in transfers if t["url"].endswith(".wasm")]  # LiteRT.js fetches one of the two builds
+    [wasm] = [
+        t for t in transfers if t["url"].endswith(".wasm")
+    ]  # LiteRT.js fetches one of the two builds
     assert wasm["url"].endswith("/wasm/litert_wasm_internal.wasm")  # Chromium has relaxed SIMD
     raw = (build / "wasm" / "litert_wasm_internal.wasm").stat().st_size
-    assert wasm["encoding"] == "gzip" and wasm["body_bytes"] == raw and wasm["wire_bytes"] < raw / 2, wasm
+    assert (
+        wasm["encoding"] == "gzip" and wasm["body_bytes"] == raw and wasm["wire_bytes"] < raw / 2
+    ), wasm
     for transfer in transfers:
         assert transfer["status"] == 200, transfer
-        assert transfer["encoding"] == "gzip", transfer  # every page file the page loads is one sent gzipped
-    wire, unpacked = sum(t["wire_bytes"] for t in transfers), sum(t["body_bytes"] for t in transfers)
-    print(f"page and runtime: {len(transfers)} files, {wire} bytes on the wire, {unpacked} unpacked")
+        assert transfer["encoding"] == "gzip", (
+            transfer
+        )  # every page file the page loads is one sent gzipped
+    wire, unpacked = (
+        sum(t["wire_bytes"] for t in transfers),
+        sum(t["body_bytes"] for t in transfers),
+    )
+    print(
+        f"page and runtime: {len(transfers)} files, {wire} bytes on the wire, {unpacked} unpacked"
+    )
     assert wire < unpacked / 2
 
 
-def write_y4m(path: Path, frames: list[np.ndarray], width: int = 640, height: int = 480,
-              repeat: int = 15) -> Path:
+def write_y4m(
+    path: Path, frames: list[np.ndarray], width: int = 640, height: int = 480, repeat: int = 15
+) -> Path:
     """A YUV4MPEG2 4:2:0 clip (the format Chromium's fake camera reads): each BGR frame letterboxed, `repeat` times."""
     with open(path, "wb") as clip:
         clip.write(f"YUV4MPEG2 W{width} H{height} F30:1 Ip A1:1 C420jpeg\n".encode())
         for frame in frames:
             scale = min(width / frame.shape[1], height / frame.shape[0])
-            resized = cv2.resize(frame, (int(frame.shape[1] * scale), int(frame.shape[0] * scale)),
-                                 interpolation=cv2.INTER_AREA)
+            resized = cv2.resize(
+                frame,
+                (int(frame.shape[1] * scale), int(frame.shape[0] * scale)),
+                interpolation=cv2.INTER_AREA,
+            )
             canvas = np.zeros((height, width, 3), np.uint8)
             top, left = (height - resized.shape[0]) // 2, (width - resized.shape[1]) // 2
-            canvas[top:top + resized.shape[0], left:left + resized.shape[1]] = resized
+            canvas[top : top + resized.shape[0], left : left + resized.shape[1]] = resized
             planes = cv2.cvtColor(canvas, cv2.COLOR_BGR2YUV_I420).tobytes()
             for _ in range(repeat):
                 clip.write(b"FRAME\n" + planes)
@@ -167,18 +202,28 @@ def write_y4m(path: Path, frames: list[np.ndarray], width: int = 640, height: in
 
 def test_camera_mode_on_chromiums_fake_camera(page, tmp_path):
     clip = write_y4m(tmp_path / "clip.y4m", person_crops(3, seed=23))
-    with serving(str(ANCHORS / "pefm-cpm-192.tflite")) as url, \
-            chromium("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-                     f"--use-file-for-fake-video-capture={clip}") as browser:
+    with (
+        serving(str(ANCHORS / "pefm-cpm-192.tflite")) as url,
+        chromium(
+            "--use-fake-device-for-media-stream",
+            "--use-fake-ui-for-media-stream",
+            f"--use-file-for-fake-video-capture={clip}",
+        ) as browser,
+    ):
         browser.open(f"{url}&accelerator=wasm")
-        browser.wait_for("window.poseDemo && (window.poseDemo.frames >= 5 || window.poseDemo.phase === 'error')")
+        browser.wait_for(
+            "window.poseDemo && (window.poseDemo.frames >= 5 || window.poseDemo.phase === 'error')"
+        )
         state = browser.evaluate("window.poseDemo")
         assert state["error"] is None, state["error"]
         browser.screenshot(ARTIFACTS / "camera.png")
         assert state["mode"] == "camera" and state["fps"] > 0 and state["modelMs"] > 0
         shown = json.loads(browser.evaluate("document.getElementById('keypoints').textContent"))
         points = np.array(shown["keypoints"])
-        assert shown["order"] == list(keypoints.NAMES) and points.shape == (keypoints.NUM_KEYPOINTS, 3)
+        assert shown["order"] == list(keypoints.NAMES) and points.shape == (
+            keypoints.NUM_KEYPOINTS,
+            3,
+        )
         # In the video's pixels, inside the centre square the model saw (480 x 480 of the 640 x 480 clip).
         assert (points[:, 0] >= 80 - 1).all() and (points[:, 0] <= 560).all()
         assert (points[:, 1] >= -1).all() and (points[:, 1] <= 480).all()
@@ -223,11 +268,16 @@ def test_a_json_without_contract_says_what_is_missing(browser, our_model, tmp_pa
 
 
 def test_a_refused_camera_offers_still_image_mode(page):
-    camera = ("--use-fake-device-for-media-stream",)  # a camera exists; its permission is denied below
+    camera = (
+        "--use-fake-device-for-media-stream",
+    )  # a camera exists; its permission is denied below
     with serving(str(ANCHORS / "pefm-cpm-192.tflite")) as url, chromium(*camera) as browser:
         browser.call("Browser.setPermission", permission={"name": "camera"}, setting="denied")
         message = shown_message(browser, f"{url}&accelerator=wasm")
-        assert "Camera access was refused (NotAllowedError" in message and "Still-image mode" in message
+        assert (
+            "Camera access was refused (NotAllowedError" in message
+            and "Still-image mode" in message
+        )
         assert browser.evaluate("document.getElementById('still-image-offer').hidden") is False
         browser.screenshot(ARTIFACTS / "camera-refused.png")
 
@@ -242,29 +292,51 @@ def test_no_camera_at_all_offers_still_image_mode_too(browser):
 def test_demo_command_prints_the_url_and_serves_the_seed_contract(page):
     import urllib.request
 
-    process = subprocess.Popen([sys.executable, "-m", "pipeline", "demo", "--model",
-                                str(ANCHORS / "pefm-cpm-192.tflite"), "--port", "0"],
-                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "demo",
+            "--model",
+            str(ANCHORS / "pefm-cpm-192.tflite"),
+            "--port",
+            "0",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         url = process.stdout.readline().strip()
-        assert url.startswith("http://127.0.0.1:") and url.endswith("?model=model/pefm-cpm-192.tflite"), url
+        assert url.startswith("http://127.0.0.1:") and url.endswith(
+            "?model=model/pefm-cpm-192.tflite"
+        ), url
         base = url.split("index.html")[0]
         with urllib.request.urlopen(base + "model/pefm-cpm-192.json", timeout=10) as response:
             metadata = json.load(response)
         assert metadata["contract"] == contract.describe("seed")
         assert (metadata["input_size"], metadata["output_stride"]) == (192, 2)
         raw = (web_demo.build() / "wasm" / "litert_wasm_internal.wasm").read_bytes()
-        with urllib.request.urlopen(base + "wasm/litert_wasm_internal.wasm", timeout=10) as response:
+        with urllib.request.urlopen(
+            base + "wasm/litert_wasm_internal.wasm", timeout=10
+        ) as response:
             assert response.headers["Content-Type"] == "application/wasm"
-            assert response.headers["Content-Encoding"] is None and response.read() == raw  # gzip not asked for
-        gzip_asked = urllib.request.Request(base + "wasm/litert_wasm_internal.wasm",
-                                            headers={"Accept-Encoding": "br, gzip;q=0.8"})
+            assert (
+                response.headers["Content-Encoding"] is None and response.read() == raw
+            )  # gzip not asked for
+        gzip_asked = urllib.request.Request(
+            base + "wasm/litert_wasm_internal.wasm", headers={"Accept-Encoding": "br, gzip;q=0.8"}
+        )
         with urllib.request.urlopen(gzip_asked, timeout=10) as response:
             assert response.headers["Content-Type"] == "application/wasm"
             assert response.headers["Content-Encoding"] == "gzip"
             wire = response.read()
         assert len(wire) < len(raw) / 2 and gzip.decompress(wire) == raw
-        refused = urllib.request.Request(base + "app.js", headers={"Accept-Encoding": "gzip;q=0, identity"})
+        refused = urllib.request.Request(
+            base + "app.js", headers={"Accept-Encoding": "gzip;q=0, identity"}
+        )
         with urllib.request.urlopen(refused, timeout=10) as response:
             assert response.headers["Content-Encoding"] is None
     finally:
@@ -273,8 +345,12 @@ def test_demo_command_prints_the_url_and_serves_the_seed_contract(page):
 
 
 def test_demo_command_with_a_missing_model_is_one_error_line(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "pipeline", "demo", "--model", str(tmp_path / "nope.tflite")],
-                            cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "demo", "--model", str(tmp_path / "nope.tflite")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 1
     assert f"--model {tmp_path / 'nope.tflite'}: no such file" in result.stderr
     assert "Traceback" not in result.stderr
@@ -291,6 +367,7 @@ def test_the_published_page_works_from_a_plain_static_host(browser, our_model, p
         shutil.copyfile(source, published / name)
     picture = sorted(pictures.glob("*.png"))[0]
     shutil.copyfile(picture, published / picture.name)
+
     class StaticHost(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):
             pass
@@ -300,13 +377,18 @@ def test_the_published_page_works_from_a_plain_static_host(browser, our_model, p
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         link = web_demo.published_url(our_model.name)
-        shown = page_result(browser, f"http://127.0.0.1:{server.server_address[1]}/pose/v1/{link}"
-                                     f"&image=../{picture.name}&accelerator=wasm")
+        shown = page_result(
+            browser,
+            f"http://127.0.0.1:{server.server_address[1]}/pose/v1/{link}"
+            f"&image=../{picture.name}&accelerator=wasm",
+        )
     finally:
         server.shutdown()
         server.server_close()
     expected = web_reference.reference_keypoints(str(our_model), str(picture))
-    difference = np.abs(np.array(shown["keypoints"])[:, :2] - np.array(expected["keypoints"])[:, :2])
+    difference = np.abs(
+        np.array(shown["keypoints"])[:, :2] - np.array(expected["keypoints"])[:, :2]
+    )
     assert difference.max() / expected["scale"] <= TOLERANCE_INPUT_PIXELS
 
 
@@ -321,13 +403,18 @@ def test_one_euro_filter_steadies_a_still_joint_and_follows_a_moving_one(browser
             let rawShake = 0, smoothShake = 0, previousRaw = 100, previousSmooth = 100, lag = 0;
             for (let frame = 0; frame < 300; frame++) {
               const t = frame / 30, raw = 100 + noise(), smooth = still.filter(raw, t);
-              if (frame > 30) { rawShake += Math.abs(raw - previousRaw); smoothShake += Math.abs(smooth - previousSmooth); }
+              if (frame > 30) {
+                rawShake += Math.abs(raw - previousRaw);
+                smoothShake += Math.abs(smooth - previousSmooth);
+              }
               previousRaw = raw; previousSmooth = smooth;
               const target = 300 * t;  // 300 pixels a second across the picture
               lag = Math.abs(moving.filter(target, t) - target);
             }
             return {rawShake, smoothShake, lag};
         })""")
-    print(f"one-euro: shake {figures['rawShake']:.0f} -> {figures['smoothShake']:.0f} px, lag {figures['lag']:.1f} px")
+    print(
+        f"one-euro: shake {figures['rawShake']:.0f} -> {figures['smoothShake']:.0f} px, lag {figures['lag']:.1f} px"
+    )
     assert figures["smoothShake"] < figures["rawShake"] / 3, figures
     assert figures["lag"] < 30, figures  # a tenth of a second of movement at most

@@ -1,4 +1,5 @@
 """A few-kilobyte stand-in for the CPM, for tests that need a model but not a trained one."""
+
 import json
 from pathlib import Path
 
@@ -23,7 +24,14 @@ def save_as_train_output(model, folder: Path, model_name: str = "mv2_cpm") -> Pa
     folder.mkdir(parents=True, exist_ok=True)
     model.save(folder / "model.keras")
     size = model.input_shape[1]
-    (folder / "train_metadata.json").write_text(json.dumps(
-        {"model": model_name, "input_size": size, "output_stride": size // model.outputs[-1].shape[1],
-         "num_keypoints": model.outputs[-1].shape[-1]}))
+    (folder / "train_metadata.json").write_text(
+        json.dumps(
+            {
+                "model": model_name,
+                "input_size": size,
+                "output_stride": size // model.outputs[-1].shape[1],
+                "num_keypoints": model.outputs[-1].shape[-1],
+            }
+        )
+    )
     return folder

@@ -84,7 +84,7 @@ class IR:
         self._walk(pipeline_spec["root"], (), ())
 
     @classmethod
-    def load(cls, path: str | Path) -> "IR":
+    def load(cls, path: str | Path) -> IR:
         documents = [d for d in yaml.safe_load_all(Path(path).read_text()) if d is not None]
         return cls(documents[0], documents[1] if len(documents) > 1 else None)
 

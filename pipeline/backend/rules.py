@@ -642,14 +642,16 @@ def _resolved(ir: IR, task: Task, spec: dict, how: str, notes: list) -> tuple:
     """(source, parameter type) of a pod-spec parameter; notes `how` the driver resolves it."""
     source = ir._parameter_spec_source(task.dag, spec)
     parameter_type = _value_type(ir, task, source)
-    notes.append(Note("pod_spec_parameters", task.path,
-                      f"{how} of {_describe(source)} ({parameter_type})"))
+    notes.append(
+        Note("pod_spec_parameters", task.path, f"{how} of {_describe(source)} ({parameter_type})")
+    )
     return source, parameter_type
 
 
 def _check_secret_name(ir: IR, task: Task, kind: str, spec: dict, notes: list) -> list:
-    source, parameter_type = _resolved(ir, task, spec, f"{kind} name: resolveInputParameterStr",
-                                       notes)
+    source, parameter_type = _resolved(
+        ir, task, spec, f"{kind} name: resolveInputParameterStr", notes
+    )
     findings = []
     if parameter_type != "STRING":
         findings.append(

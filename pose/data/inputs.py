@@ -19,6 +19,7 @@ MMPose, rotation is drawn for a fraction of the examples (`rotation_probability`
 Crops that the warp would shrink at least 2x anyway are decoded at half size by libjpeg's DCT
 scaling, which averages 2x2 pixels rather than skipping them.
 """
+
 import dataclasses
 import math
 import random
@@ -26,8 +27,8 @@ import random
 import numpy as np
 import tensorflow as tf
 
-from pose.data import records, shard_index
 from pose.codec import DEFAULT_SIGMA, HeatmapCodec
+from pose.data import records, shard_index
 from pose.data.keypoints import FLIP_INDEX
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -36,46 +37,65 @@ AUTOTUNE = tf.data.AUTOTUNE
 @dataclasses.dataclass(frozen=True)
 class Augmentation:
     """Training augmentation ranges; train's YAML config sets them (`Augmentation.from_dict`)."""
-    scale: tuple[float, float] = (0.75, 1.25)   # > 1 zooms in (the person appears larger)
-    rotation_degrees: float = 30.0              # uniform in +- this ...
-    rotation_probability: float = 0.6           # ... for this fraction of the examples (HRNet, MMPose: 0.6)
-    translation: float = 0.1                    # uniform shift in +- this fraction of the input size
+
+    scale: tuple[float, float] = (0.75, 1.25)  # > 1 zooms in (the person appears larger)
+    rotation_degrees: float = 30.0  # uniform in +- this ...
+    rotation_probability: float = 0.6  # ... for this fraction of the examples (HRNet, MMPose: 0.6)
+    translation: float = 0.1  # uniform shift in +- this fraction of the input size
     flip_probability: float = 0.5
-    brightness: float = 0.15                    # additive, in [0, 1] pixel units
-    contrast: float = 0.3                       # factor in 1 +- this
-    saturation: float = 0.3                     # factor in 1 +- this
-    hue_degrees: float = 10.0                   # rotation of the chroma plane in +- this
+    brightness: float = 0.15  # additive, in [0, 1] pixel units
+    contrast: float = 0.3  # factor in 1 +- this
+    saturation: float = 0.3  # factor in 1 +- this
+    hue_degrees: float = 10.0  # rotation of the chroma plane in +- this
 
     @classmethod
     def from_dict(cls, values: dict | None) -> "Augmentation":
         values = dict(values or {})
         unknown = set(values) - {field.name for field in dataclasses.fields(cls)}
         if unknown:
-            raise ValueError(f"unknown augmentation settings {sorted(unknown)}; known: "
-                             f"{[field.name for field in dataclasses.fields(cls)]}")
+            raise ValueError(
+                f"unknown augmentation settings {sorted(unknown)}; known: "
+                f"{[field.name for field in dataclasses.fields(cls)]}"
+            )
         if "scale" in values:
             values["scale"] = tuple(float(v) for v in values["scale"])
         return cls(**values)
 
 
-NO_AUGMENTATION = Augmentation(scale=(1.0, 1.0), rotation_degrees=0.0, rotation_probability=0.0, translation=0.0,
-                               flip_probability=0.0,
-                               brightness=0.0, contrast=0.0, saturation=0.0, hue_degrees=0.0)
+NO_AUGMENTATION = Augmentation(
+    scale=(1.0, 1.0),
+    rotation_degrees=0.0,
+    rotation_probability=0.0,
+    translation=0.0,
+    flip_probability=0.0,
+    brightness=0.0,
+    contrast=0.0,
+    saturation=0.0,
+    hue_degrees=0.0,
+)
 
 
 # ---- geometry -------------------------------------------------------------------------------------
 # Every function here takes scalars for one example or [B] tensors for a batch (matrices [..., 3, 3]).
 
+
 def _affine(row0, row1) -> tf.Tensor:
     """[..., 3, 3] from two rows of scalars or [B] tensors, last row (0, 0, 1)."""
     like = tf.zeros_like(tf.cast(row0[2], tf.float32) + tf.cast(row1[2], tf.float32))
     full = lambda value: tf.cast(value, tf.float32) + like  # noqa: E731
-    return tf.stack([tf.stack([full(v) for v in row0], -1), tf.stack([full(v) for v in row1], -1),
-                     tf.stack([like, like, like + 1.0], -1)], -2)
+    return tf.stack(
+        [
+            tf.stack([full(v) for v in row0], -1),
+            tf.stack([full(v) for v in row1], -1),
+            tf.stack([like, like, like + 1.0], -1),
+        ],
+        -2,
+    )
 
 
-def input_to_crop(crop_size, input_size: int, scale=1.0, rotation_degrees=0.0, translation=(0.0, 0.0),
-                  flip=False) -> tf.Tensor:
+def input_to_crop(
+    crop_size, input_size: int, scale=1.0, rotation_degrees=0.0, translation=(0.0, 0.0), flip=False
+) -> tf.Tensor:
     """Affine input pixel (x, y, 1) -> crop pixel: centre the input on the crop's centre, mirror it
     (flip), rotate and shrink it by crop_size / input_size / scale. scale > 1 zooms in; translation
     (input pixels) moves the person."""
@@ -85,15 +105,22 @@ def input_to_crop(crop_size, input_size: int, scale=1.0, rotation_degrees=0.0, t
     cos, sin = tf.cos(angle) * zoom, tf.sin(angle) * zoom
     mirror = tf.where(tf.cast(flip, tf.bool), -1.0, 1.0)
     half_input = (input_size - 1) / 2.0
-    x0, y0 = half_input + tf.cast(translation[0], tf.float32), half_input + tf.cast(translation[1], tf.float32)
+    x0, y0 = (
+        half_input + tf.cast(translation[0], tf.float32),
+        half_input + tf.cast(translation[1], tf.float32),
+    )
     centre = (crop_size - 1.0) / 2.0
-    return _affine([mirror * cos, -sin, centre - mirror * cos * x0 + sin * y0],
-                   [mirror * sin, cos, centre - mirror * sin * x0 - cos * y0])
+    return _affine(
+        [mirror * cos, -sin, centre - mirror * cos * x0 + sin * y0],
+        [mirror * sin, cos, centre - mirror * sin * x0 - cos * y0],
+    )
 
 
 def apply_affine(matrix: tf.Tensor, points: tf.Tensor) -> tf.Tensor:
     """matrix [..., 2 or 3, 3] applied to points [..., K, 2]."""
-    return tf.linalg.matmul(points, matrix[..., :2, :2], transpose_b=True) + matrix[..., None, :2, 2]
+    return (
+        tf.linalg.matmul(points, matrix[..., :2, :2], transpose_b=True) + matrix[..., None, :2, 2]
+    )
 
 
 def crop_to_decoded(decode_ratio) -> tf.Tensor:
@@ -109,25 +136,44 @@ def _sample_axis_aligned(image: tf.Tensor, matrix: tf.Tensor, input_size: int) -
     x1 > x2). Outside the image: 0."""
     last = tf.cast(tf.shape(image)[:2] - 1, tf.float32)
     far = float(input_size - 1)
-    box = tf.stack([matrix[1, 2] / last[0], matrix[0, 2] / last[1],
-                    (matrix[1, 1] * far + matrix[1, 2]) / last[0], (matrix[0, 0] * far + matrix[0, 2]) / last[1]])
-    resampled = tf.image.crop_and_resize(image[None], box[None], [0], [input_size, input_size],
-                                         extrapolation_value=0.0)[0]
-    return tf.cast(tf.round(resampled), image.dtype) if image.dtype.is_integer else tf.cast(resampled, image.dtype)
+    box = tf.stack(
+        [
+            matrix[1, 2] / last[0],
+            matrix[0, 2] / last[1],
+            (matrix[1, 1] * far + matrix[1, 2]) / last[0],
+            (matrix[0, 0] * far + matrix[0, 2]) / last[1],
+        ]
+    )
+    resampled = tf.image.crop_and_resize(
+        image[None], box[None], [0], [input_size, input_size], extrapolation_value=0.0
+    )[0]
+    return (
+        tf.cast(tf.round(resampled), image.dtype)
+        if image.dtype.is_integer
+        else tf.cast(resampled, image.dtype)
+    )
 
 
 def _sample_projective(image: tf.Tensor, matrix: tf.Tensor, input_size: int) -> tf.Tensor:
     return tf.raw_ops.ImageProjectiveTransformV3(
-        images=image[None], transforms=tf.reshape(matrix, [9])[None, :8],
-        output_shape=[input_size, input_size], fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")[0]
+        images=image[None],
+        transforms=tf.reshape(matrix, [9])[None, :8],
+        output_shape=[input_size, input_size],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="CONSTANT",
+    )[0]
 
 
 def resample(image: tf.Tensor, matrix: tf.Tensor, input_size: int) -> tf.Tensor:
     """image [H, W, 3] -> [S, S, 3] of the same dtype, output pixel p taken (bilinear) from image
     pixel matrix @ p, black outside."""
     rotated = tf.logical_or(tf.not_equal(matrix[0, 1], 0.0), tf.not_equal(matrix[1, 0], 0.0))
-    return tf.cond(rotated, lambda: _sample_projective(image, matrix, input_size),
-                   lambda: _sample_axis_aligned(image, matrix, input_size))
+    return tf.cond(
+        rotated,
+        lambda: _sample_projective(image, matrix, input_size),
+        lambda: _sample_axis_aligned(image, matrix, input_size),
+    )
 
 
 def swap_left_right(flip, keypoints: tf.Tensor, visibility: tf.Tensor):
@@ -138,8 +184,17 @@ def swap_left_right(flip, keypoints: tf.Tensor, visibility: tf.Tensor):
     return keypoints, tf.where(flip, tf.gather(visibility, FLIP_INDEX, axis=-1), visibility)
 
 
-def warp_person(image: tf.Tensor, keypoints: tf.Tensor, visibility: tf.Tensor, input_size: int,
-                scale=1.0, rotation_degrees=0.0, translation=(0.0, 0.0), flip=False, decode_ratio=1):
+def warp_person(
+    image: tf.Tensor,
+    keypoints: tf.Tensor,
+    visibility: tf.Tensor,
+    input_size: int,
+    scale=1.0,
+    rotation_degrees=0.0,
+    translation=(0.0, 0.0),
+    flip=False,
+    decode_ratio=1,
+):
     """One affine warp of a crop [C, C, 3] to the input [S, S, 3] (bilinear, black outside), with the
     keypoints [K, 2] in crop pixels following it; a flip also swaps left and right joints.
     decode_ratio: the crop was decoded at 1/decode_ratio of its size (image [C/r, C/r, 3]); keypoints
@@ -150,7 +205,9 @@ def warp_person(image: tf.Tensor, keypoints: tf.Tensor, visibility: tf.Tensor, i
     crop_size = tf.shape(image)[0] * tf.cast(decode_ratio, tf.int32)
     matrix = input_to_crop(crop_size, input_size, scale, rotation_degrees, translation, flip)
     warped = resample(image, crop_to_decoded(decode_ratio) @ matrix, input_size)
-    points, visibility = swap_left_right(flip, apply_affine(tf.linalg.inv(matrix), keypoints), visibility)
+    points, visibility = swap_left_right(
+        flip, apply_affine(tf.linalg.inv(matrix), keypoints), visibility
+    )
     return warped, points, visibility, matrix
 
 
@@ -164,7 +221,9 @@ def joint_weights(keypoints: tf.Tensor, visibility: tf.Tensor, input_size: int) 
 
 # numpy, not tf.constant: a TensorFlow op at import time starts TensorFlow's runtime, after which
 # MultiWorkerMirroredStrategy can no longer be set up (train creates it first thing: pose/training/distribution.py).
-_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32)
+_RGB_TO_YIQ = np.array(
+    [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32
+)
 _YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ).astype(np.float32)
 
 
@@ -173,31 +232,49 @@ def colour_matrix(saturation, hue_degrees) -> tf.Tensor:
     angle = tf.cast(hue_degrees, tf.float32) * (math.pi / 180.0)
     cos, sin = tf.cos(angle) * saturation, tf.sin(angle) * saturation
     zero = tf.zeros_like(cos)
-    chroma = tf.stack([tf.stack([zero + 1.0, zero, zero], -1), tf.stack([zero, cos, -sin], -1),
-                       tf.stack([zero, sin, cos], -1)], -2)
+    chroma = tf.stack(
+        [
+            tf.stack([zero + 1.0, zero, zero], -1),
+            tf.stack([zero, cos, -sin], -1),
+            tf.stack([zero, sin, cos], -1),
+        ],
+        -2,
+    )
     return tf.constant(_YIQ_TO_RGB) @ chroma @ tf.constant(_RGB_TO_YIQ)
 
 
-def apply_colour(images: tf.Tensor, matrix: tf.Tensor, contrast: tf.Tensor, brightness: tf.Tensor,
-                 scale: float = 1.0) -> tf.Tensor:
+def apply_colour(
+    images: tf.Tensor,
+    matrix: tf.Tensor,
+    contrast: tf.Tensor,
+    brightness: tf.Tensor,
+    scale: float = 1.0,
+) -> tf.Tensor:
     """images [B, H, W, 3] (pixel values x scale in [0, 1]), per image a colour matrix [B, 3, 3],
     contrast [B] and brightness [B] -> float32 [B, H, W, 3] in [0, 1]. Every adjustment is linear, so
     saturation and hue, contrast (around the mean luminance) and brightness fold into one 3x3 matrix
     and one offset per image: a single pass over the pixels, far cheaper than a round trip through HSV."""
     images = tf.cast(images, tf.float32)
     colour = matrix * scale
-    mean_pixel = tf.reduce_mean(images, axis=[1, 2])                                   # [B, 3]
-    mean_luminance = tf.linalg.matvec(colour, mean_pixel) @ tf.constant(_RGB_TO_YIQ[0][:, None])  # [B, 1]
-    offset = (1.0 - contrast[:, None]) * mean_luminance + brightness[:, None]          # [B, 1]
+    mean_pixel = tf.reduce_mean(images, axis=[1, 2])  # [B, 3]
+    mean_luminance = tf.linalg.matvec(colour, mean_pixel) @ tf.constant(
+        _RGB_TO_YIQ[0][:, None]
+    )  # [B, 1]
+    offset = (1.0 - contrast[:, None]) * mean_luminance + brightness[:, None]  # [B, 1]
     # Three broadcast multiply-adds rather than a contraction over 3 channels: XLA fuses them with
     # the cast, offset and clip into one pass (an einsum here is 3x slower).
-    weights = (colour * contrast[:, None, None])[:, None, None]                          # [B, 1, 1, 3, 3]
-    jittered = (images[..., 0:1] * weights[..., 0] + images[..., 1:2] * weights[..., 1]
-                + images[..., 2:3] * weights[..., 2] + offset[:, None, None, :])
+    weights = (colour * contrast[:, None, None])[:, None, None]  # [B, 1, 1, 3, 3]
+    jittered = (
+        images[..., 0:1] * weights[..., 0]
+        + images[..., 1:2] * weights[..., 1]
+        + images[..., 2:3] * weights[..., 2]
+        + offset[:, None, None, :]
+    )
     return tf.clip_by_value(jittered, 0.0, 1.0)
 
 
 # ---- examples ------------------------------------------------------------------------------------
+
 
 def _decode(encoded: tf.Tensor, ratio=1) -> tf.Tensor:
     """The JPEG at 1/ratio of its size; ratio 1 or 2, a tensor (per example) or an int."""
@@ -220,10 +297,15 @@ def _random_params(seed: tf.Tensor, augmentation: Augmentation, input_size: int,
     low, high = augmentation.scale
     return {
         "scale": low + (high - low) * u[:, 0],
-        "rotation_degrees": tf.where(u[:, 9] < augmentation.rotation_probability,
-                                     spread(augmentation.rotation_degrees, 1), 0.0),
-        "translation": (spread(augmentation.translation * input_size, 2),
-                        spread(augmentation.translation * input_size, 3)),
+        "rotation_degrees": tf.where(
+            u[:, 9] < augmentation.rotation_probability,
+            spread(augmentation.rotation_degrees, 1),
+            0.0,
+        ),
+        "translation": (
+            spread(augmentation.translation * input_size, 2),
+            spread(augmentation.translation * input_size, 3),
+        ),
         "flip": u[:, 4] < augmentation.flip_probability,
         "brightness": spread(augmentation.brightness, 5),
         "contrast": 1.0 + spread(augmentation.contrast, 6),
@@ -232,8 +314,17 @@ def _random_params(seed: tf.Tensor, augmentation: Augmentation, input_size: int,
     }
 
 
-def _colour_and_heatmaps(images, colour, contrast, brightness, keypoints, weights, input_size: int,
-                         output_stride: int, sigma: float):
+def _colour_and_heatmaps(
+    images,
+    colour,
+    contrast,
+    brightness,
+    keypoints,
+    weights,
+    input_size: int,
+    output_stride: int,
+    sigma: float,
+):
     """The elementwise half of a training batch, compiled with XLA (see training_batch)."""
     images = apply_colour(images, colour, contrast, brightness, scale=1.0 / 255.0)
     return images, HeatmapCodec(input_size, output_stride, sigma).encode(keypoints, weights)
@@ -242,8 +333,14 @@ def _colour_and_heatmaps(images, colour, contrast, brightness, keypoints, weight
 _colour_and_heatmaps_xla = tf.function(_colour_and_heatmaps, jit_compile=True)
 
 
-def training_batch(serialized: tf.Tensor, seed: tf.Tensor, input_size: int, output_stride: int, sigma: float,
-                   augmentation: Augmentation):
+def training_batch(
+    serialized: tf.Tensor,
+    seed: tf.Tensor,
+    input_size: int,
+    output_stride: int,
+    sigma: float,
+    augmentation: Augmentation,
+):
     """Records [B] -> (images [B, S, S, 3] float32 in [0, 1],
     {"heatmaps": [B, S/stride, S/stride, K], "weights": [B, K]}).
 
@@ -253,8 +350,14 @@ def training_batch(serialized: tf.Tensor, seed: tf.Tensor, input_size: int, outp
     examples = tf.io.parse_example(serialized, records.PARSE_SPEC)
     params = _random_params(seed, augmentation, input_size, count=tf.shape(serialized)[0])
     crop_size = examples["crop/size"]
-    matrix = input_to_crop(crop_size, input_size, params["scale"], params["rotation_degrees"],
-                           params["translation"], params["flip"])                     # [B, 3, 3]
+    matrix = input_to_crop(
+        crop_size,
+        input_size,
+        params["scale"],
+        params["rotation_degrees"],
+        params["translation"],
+        params["flip"],
+    )  # [B, 3, 3]
     decode_ratio = _decode_ratio(crop_size, input_size, max(augmentation.scale))
     to_decoded = crop_to_decoded(decode_ratio) @ matrix
 
@@ -262,16 +365,29 @@ def training_batch(serialized: tf.Tensor, seed: tf.Tensor, input_size: int, outp
         encoded, ratio, to_pixels = args
         return resample(_decode(encoded, ratio), to_pixels, input_size)
 
-    images = tf.map_fn(decode_and_resample, (examples["image/encoded"], decode_ratio, to_decoded),
-                       fn_output_signature=tf.TensorSpec([input_size, input_size, 3], tf.uint8))
+    images = tf.map_fn(
+        decode_and_resample,
+        (examples["image/encoded"], decode_ratio, to_decoded),
+        fn_output_signature=tf.TensorSpec([input_size, input_size, 3], tf.uint8),
+    )
 
-    points, visibility = swap_left_right(params["flip"], apply_affine(tf.linalg.inv(matrix),
-                                                                      examples["person/keypoints"]),
-                                         examples["person/visibility"])                # [B, K, 2], [B, K]
+    points, visibility = swap_left_right(
+        params["flip"],
+        apply_affine(tf.linalg.inv(matrix), examples["person/keypoints"]),
+        examples["person/visibility"],
+    )  # [B, K, 2], [B, K]
     weights = joint_weights(points, visibility, input_size)
     images, targets = _colour_and_heatmaps_xla(
-        images, colour_matrix(params["saturation"], params["hue_degrees"]), params["contrast"], params["brightness"],
-        points, weights, input_size, output_stride, sigma)
+        images,
+        colour_matrix(params["saturation"], params["hue_degrees"]),
+        params["contrast"],
+        params["brightness"],
+        points,
+        weights,
+        input_size,
+        output_stride,
+        sigma,
+    )
     return images, {"heatmaps": targets, "weights": weights}
 
 
@@ -279,9 +395,13 @@ def evaluation_example(serialized: tf.Tensor, input_size: int) -> dict:
     example = records.parse(serialized)
     crop_keypoints = example["person/keypoints"]
     decode_ratio = _decode_ratio(example["crop/size"], input_size)
-    image, points, visibility, matrix = warp_person(_decode(example["image/encoded"], decode_ratio), crop_keypoints,
-                                                    example["person/visibility"], input_size,
-                                                    decode_ratio=decode_ratio)
+    image, points, visibility, matrix = warp_person(
+        _decode(example["image/encoded"], decode_ratio),
+        crop_keypoints,
+        example["person/visibility"],
+        input_size,
+        decode_ratio=decode_ratio,
+    )
     crop_to_original = tf.concat([example["crop/to_original"], [[0.0, 0.0, 1.0]]], axis=0)
     return {
         "image": tf.cast(image, tf.float32) / 255.0,
@@ -297,6 +417,7 @@ def evaluation_example(serialized: tf.Tensor, input_size: int) -> dict:
 
 
 # ---- datasets ------------------------------------------------------------------------------------
+
 
 def _plain(function):
     """The map functions have no Python control flow on tensors: skip AutoGraph's slow conversion."""
@@ -316,15 +437,27 @@ def _records(files: list[str], shuffle: bool, seed: int) -> tf.data.Dataset:
     names = tf.data.Dataset.from_tensor_slices(files)
     if shuffle:
         names = names.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    return names.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 16), block_length=1,
-                            num_parallel_calls=AUTOTUNE)
+    return names.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(len(files), 16),
+        block_length=1,
+        num_parallel_calls=AUTOTUNE,
+    )
 
 
-def training_dataset(dirs: list[str], input_size: int, output_stride: int = 2, batch_size: int = 16,
-                     sigma: float = DEFAULT_SIGMA, augment: bool = True, seed: int | None = None,
-                     repeat: bool = True, shuffle_buffer: int = 1024,
-                     augmentation: Augmentation | dict | None = None,
-                     deterministic: bool | None = None) -> tf.data.Dataset:
+def training_dataset(
+    dirs: list[str],
+    input_size: int,
+    output_stride: int = 2,
+    batch_size: int = 16,
+    sigma: float = DEFAULT_SIGMA,
+    augment: bool = True,
+    seed: int | None = None,
+    repeat: bool = True,
+    shuffle_buffer: int = 1024,
+    augmentation: Augmentation | dict | None = None,
+    deterministic: bool | None = None,
+) -> tf.data.Dataset:
     """Batches of (images [B, S, S, 3] float32 RGB in [0, 1],
     {"heatmaps": [B, S/stride, S/stride, K] float32, "weights": [B, K] float32}).
 
@@ -339,7 +472,7 @@ def training_dataset(dirs: list[str], input_size: int, output_stride: int = 2, b
         augmentation = NO_AUGMENTATION
     elif not isinstance(augmentation, Augmentation):
         augmentation = Augmentation.from_dict(augmentation)
-    base_seed = random.SystemRandom().randrange(2 ** 31) if seed is None else int(seed)
+    base_seed = random.SystemRandom().randrange(2**31) if seed is None else int(seed)
     dataset = _records(files, shuffle=True, seed=base_seed)
     if shuffle_buffer > 1:
         dataset = dataset.shuffle(shuffle_buffer, seed=base_seed, reshuffle_each_iteration=True)
@@ -347,11 +480,23 @@ def training_dataset(dirs: list[str], input_size: int, output_stride: int = 2, b
         dataset = dataset.repeat()
     # Augmentation seeds per batch: stateless ops keyed by (seed, batch number) stay reproducible
     # under parallel map, unlike stateful random ops.
-    dataset = dataset.batch(batch_size, drop_remainder=repeat).enumerate().map(
-        _plain(lambda number, serialized: training_batch(
-            serialized, tf.stack([tf.constant(base_seed, tf.int64), number]), input_size, output_stride, sigma,
-            augmentation)),
-        num_parallel_calls=AUTOTUNE)
+    dataset = (
+        dataset.batch(batch_size, drop_remainder=repeat)
+        .enumerate()
+        .map(
+            _plain(
+                lambda number, serialized: training_batch(
+                    serialized,
+                    tf.stack([tf.constant(base_seed, tf.int64), number]),
+                    input_size,
+                    output_stride,
+                    sigma,
+                    augmentation,
+                )
+            ),
+            num_parallel_calls=AUTOTUNE,
+        )
+    )
     if deterministic is None:
         deterministic = seed is not None
     return dataset.with_options(_options(deterministic)).prefetch(AUTOTUNE)
@@ -362,6 +507,9 @@ def evaluation_dataset(dirs: list[str], input_size: int, batch_size: int = 16) -
     visibility in input pixels, to_original [B, 2, 3] (input pixel -> original pixel), original_keypoints,
     image_id, person_id, bbox (original xywh), original_size (h, w)."""
     files = shard_index.read(dirs)["files"]
-    dataset = tf.data.TFRecordDataset(files).map(_plain(lambda serialized: evaluation_example(serialized, input_size)),
-                                                 num_parallel_calls=AUTOTUNE, deterministic=True)
+    dataset = tf.data.TFRecordDataset(files).map(
+        _plain(lambda serialized: evaluation_example(serialized, input_size)),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=True,
+    )
     return dataset.batch(batch_size).with_options(_options(deterministic=True)).prefetch(AUTOTUNE)

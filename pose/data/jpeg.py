@@ -8,13 +8,19 @@ or cut scan data breaks one of these rules at once (a few KB of random bytes hol
 near certainty; scans of a few hundred bytes may pass). Data after end-of-image is refused unless it is
 padding or a second JPEG. Not caught: a scan cut short with a valid end-of-image appended.
 """
+
 import re
 
 # Where the entropy-coded data of a scan ends: 0xFF followed by anything but stuffing or a restart marker.
 _SCAN_END = re.compile(rb"\xff(?![\x00\xd0-\xd7])")
 _RESTART = re.compile(rb"\xff([\xd0-\xd7])")
 # Markers that may follow a scan: SOFn/DHT/DAC (C0-CF), EOI, SOS, DQT, DNL, DRI, DHP, EXP, APPn, COM.
-_AFTER_SCAN = frozenset(range(0xC0, 0xD0)) | {0xD9, 0xDA, 0xDB, 0xDC, 0xDD, 0xDE, 0xDF} | set(range(0xE0, 0xF0)) | {0xFE}
+_AFTER_SCAN = (
+    frozenset(range(0xC0, 0xD0))
+    | {0xD9, 0xDA, 0xDB, 0xDC, 0xDD, 0xDE, 0xDF}
+    | set(range(0xE0, 0xF0))
+    | {0xFE}
+)
 
 
 def problem(data: bytes) -> str | None:
@@ -34,7 +40,7 @@ def problem(data: bytes) -> str | None:
         if code == 0xD9:
             if not scans:
                 return "end-of-image marker before any image data"
-            trailing = data[position + 2:]
+            trailing = data[position + 2 :]
             # Padding, or a second picture (MPF previews), may follow; anything else means the image data
             # held a stray end-of-image marker, i.e. it is not image data.
             if trailing.strip(b"\x00\xff\r\n") and not trailing.startswith(b"\xff\xd8"):
@@ -47,12 +53,12 @@ def problem(data: bytes) -> str | None:
             return f"corrupt JPEG: invalid marker 0xFF{code:02X} at byte {position}"
         if position + 4 > end:
             return "truncated in a marker segment"
-        length = int.from_bytes(data[position + 2: position + 4], "big")
+        length = int.from_bytes(data[position + 2 : position + 4], "big")
         segment_end = position + 2 + length
         if length < 2 or segment_end > end:
             return f"truncated or corrupt marker segment 0xFF{code:02X} at byte {position}"
         if code == 0xDD and length >= 4:
-            restart_interval = int.from_bytes(data[position + 4: position + 6], "big")
+            restart_interval = int.from_bytes(data[position + 4 : position + 6], "big")
         position = segment_end
         if code != 0xDA:
             continue

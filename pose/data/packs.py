@@ -12,6 +12,7 @@ A pack (docs/ARTIFACTS.md) is a COCO folder for one split restricted to one shar
     packs/<split>-<iiiii>-of-<nnnnn>/images/<split>/<file_name>
 A KFP task whose input artifact URI is a pack's folder gets only that folder copied into its pod.
 """
+
 import json
 import os
 
@@ -29,10 +30,16 @@ class PackError(ValueError):
 
 
 def check_num_shards(num_shards) -> int:
-    if isinstance(num_shards, bool) or not isinstance(num_shards, int) or not 1 <= num_shards <= MAX_SHARDS:
-        raise PackError(f"num_shards={num_shards!r}: expected an integer from 1 to {MAX_SHARDS} "
-                        f"(the most a KFP cluster can pass to train: docs/CLUSTER.md, "
-                        f"\"How many shards\")")
+    if (
+        isinstance(num_shards, bool)
+        or not isinstance(num_shards, int)
+        or not 1 <= num_shards <= MAX_SHARDS
+    ):
+        raise PackError(
+            f"num_shards={num_shards!r}: expected an integer from 1 to {MAX_SHARDS} "
+            f"(the most a KFP cluster can pass to train: docs/CLUSTER.md, "
+            f'"How many shards")'
+        )
     return num_shards
 
 
@@ -66,10 +73,21 @@ def read_pack_info(folder) -> dict | None:
     return info
 
 
-def write_pack_info(folder, split: str, index: int, num_shards: int, images: int, people: int) -> None:
+def write_pack_info(
+    folder, split: str, index: int, num_shards: int, images: int, people: int
+) -> None:
     with open(os.path.join(folder, PACK_INFO), "w") as f:
-        json.dump({"split": split, "shard_index": index, "num_shards": num_shards, "images": images,
-                   "people": people}, f, indent=1)
+        json.dump(
+            {
+                "split": split,
+                "shard_index": index,
+                "num_shards": num_shards,
+                "images": images,
+                "people": people,
+            },
+            f,
+            indent=1,
+        )
 
 
 def write_dataset_info(path, counts: dict) -> None:
@@ -86,6 +104,8 @@ def check_shard_inputs(dataset_info_path, **shards_per_split: int) -> dict:
     expected = info.get("num_shards")
     for split, count in shards_per_split.items():
         if expected is not None and count != expected:
-            raise PackError(f"{dataset_info_path}: convert made {expected} {split} packs, but this "
-                            f"step has {count} {split} shards")
+            raise PackError(
+                f"{dataset_info_path}: convert made {expected} {split} packs, but this "
+                f"step has {count} {split} shards"
+            )
     return info

@@ -11,9 +11,10 @@ Challenger's pictures are camera and web photos of a few megapixels, far below; 
 GiB (pipeline/dag.py) and decodes up to one picture per core (2), so two pictures at the limit with
 their crops stay under 1 GiB.
 """
+
 import os
 import struct
-from typing import Callable
+from collections.abc import Callable
 
 MAX_IMAGE_PIXELS = 8192 * 8192
 ENVIRONMENT = "POSE_MAX_IMAGE_PIXELS"
@@ -50,16 +51,19 @@ def too_many_pixels(width: int, height: int, limit: int | None = None) -> str | 
     limit = max_image_pixels(limit)
     if width * height <= limit:
         return None
-    return (f"{width}x{height} pixels ({width * height:,}) is over the limit of {limit:,} pixels "
-            f"(a decompression bomb, or raise it with --max-image-pixels or {ENVIRONMENT})")
+    return (
+        f"{width}x{height} pixels ({width * height:,}) is over the limit of {limit:,} pixels "
+        f"(a decompression bomb, or raise it with --max-image-pixels or {ENVIRONMENT})"
+    )
 
 
 class HeaderProblem(ValueError):
     """The JPEG header cannot be read; the message says why."""
 
 
-def frame_size(read: Callable[[int, int], bytes], end: int,
-               chunk: int = 8192) -> tuple[tuple[int, int], int]:
+def frame_size(
+    read: Callable[[int, int], bytes], end: int, chunk: int = 8192
+) -> tuple[tuple[int, int], int]:
     """((width, height), offset of the first scan's data) of a JPEG, from its header alone.
 
     read(offset, size) returns the file's bytes (fewer at its end); end is its length. Walks the
@@ -87,9 +91,11 @@ def frame_size(read: Callable[[int, int], bytes], end: int,
         if code == 0xD9:
             raise HeaderProblem("end-of-image marker before any image data")
         if code in _SOF_MARKERS and position + 9 <= len(head):
-            size = (int.from_bytes(head[position + 7: position + 9], "big"),
-                    int.from_bytes(head[position + 5: position + 7], "big"))
-        position += 2 + int.from_bytes(head[position + 2: position + 4], "big")
+            size = (
+                int.from_bytes(head[position + 7 : position + 9], "big"),
+                int.from_bytes(head[position + 5 : position + 7], "big"),
+            )
+        position += 2 + int.from_bytes(head[position + 2 : position + 4], "big")
         if code == 0xDA:
             if size is None or 0 in size:
                 raise HeaderProblem("no frame size before the image data")
@@ -105,11 +111,11 @@ def picture_size(data: bytes, what: str) -> tuple[int, int]:
             raise PictureTooLarge(f"{what}: not a readable PNG (no IHDR header)")
         return struct.unpack(">II", data[16:24])
     if data[:2] != b"\xff\xd8":
-        raise PictureTooLarge(f"{what}: not a JPEG or PNG picture, so its size cannot be bounded "
-                              "before "
-                              "decoding")
+        raise PictureTooLarge(
+            f"{what}: not a JPEG or PNG picture, so its size cannot be bounded before decoding"
+        )
     try:
-        return frame_size(lambda offset, size: data[offset: offset + size], len(data))[0]
+        return frame_size(lambda offset, size: data[offset : offset + size], len(data))[0]
     except HeaderProblem as problem:
         raise PictureTooLarge(f"{what}: {problem}") from None
 

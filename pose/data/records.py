@@ -5,6 +5,7 @@ convention of cv2.warpAffine and ImageProjectiveTransform). The crop is square; 
 is the 2x3 affine [[a, b, c], [d, e, f]] with x_original = a*u + b*v + c, y_original = d*u + e*v + f
 for a crop pixel (u, v).
 """
+
 import contextlib
 import re
 
@@ -17,17 +18,17 @@ K = NUM_KEYPOINTS
 
 # feature name -> (dtype, shape). The parser spec and index.json's "feature_spec" come from this.
 FEATURES = {
-    "image/encoded": (tf.string, []),            # JPEG of the square person crop
-    "image/file_name": (tf.string, []),          # the original image's file name in the COCO folder
-    "image/id": (tf.int64, []),                  # COCO image id
-    "image/original_size": (tf.int64, [2]),      # original image (height, width)
-    "person/id": (tf.int64, []),                 # COCO annotation id
-    "person/keypoints": (tf.float32, [K, 2]),    # (x, y) in crop pixels
-    "person/visibility": (tf.int64, [K]),        # COCO 0 unlabelled, 1 occluded, 2 visible
-    "person/bbox": (tf.float32, [4]),            # x, y, w, h in crop pixels
-    "person/bbox_original": (tf.float32, [4]),   # x, y, w, h in original pixels (COCO bbox)
-    "crop/size": (tf.int64, []),                 # side of the square crop in pixels
-    "crop/to_original": (tf.float32, [2, 3]),    # affine crop pixel -> original pixel
+    "image/encoded": (tf.string, []),  # JPEG of the square person crop
+    "image/file_name": (tf.string, []),  # the original image's file name in the COCO folder
+    "image/id": (tf.int64, []),  # COCO image id
+    "image/original_size": (tf.int64, [2]),  # original image (height, width)
+    "person/id": (tf.int64, []),  # COCO annotation id
+    "person/keypoints": (tf.float32, [K, 2]),  # (x, y) in crop pixels
+    "person/visibility": (tf.int64, [K]),  # COCO 0 unlabelled, 1 occluded, 2 visible
+    "person/bbox": (tf.float32, [4]),  # x, y, w, h in crop pixels
+    "person/bbox_original": (tf.float32, [4]),  # x, y, w, h in original pixels (COCO bbox)
+    "crop/size": (tf.int64, []),  # side of the square crop in pixels
+    "crop/to_original": (tf.float32, [2, 3]),  # affine crop pixel -> original pixel
 }
 
 PARSE_SPEC = {
@@ -49,7 +50,9 @@ class CorruptShardError(ValueError):
 
 def feature_spec_json() -> dict:
     """The feature layout as plain JSON, for index.json."""
-    return {name: {"dtype": dtype.name, "shape": shape} for name, (dtype, shape) in FEATURES.items()}
+    return {
+        name: {"dtype": dtype.name, "shape": shape} for name, (dtype, shape) in FEATURES.items()
+    }
 
 
 def _feature(value, dtype) -> tf.train.Feature:
@@ -76,7 +79,9 @@ def make_example(**values) -> bytes:
         features[name] = feature
     if values:
         raise ValueError(f"unknown features: {sorted(values)}")
-    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString(deterministic=True)
+    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString(
+        deterministic=True
+    )
 
 
 def parse(serialized: tf.Tensor) -> dict:
@@ -111,7 +116,9 @@ def named_shard_errors(files: list[str]):
     try:
         yield
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
-        if isinstance(error, tf.errors.InvalidArgumentError) and not _DATA_ERROR.search(error.message):
+        if isinstance(error, tf.errors.InvalidArgumentError) and not _DATA_ERROR.search(
+            error.message
+        ):
             raise  # e.g. a model's shape error: no reason to scan the data
         for path in files:
             try:

@@ -2,6 +2,7 @@
 integrity checks the shards against it. Its keys: split, num_shards, crop_size, crop_margin, shards
 ({file name: example count}), num_examples, skipped_unlabelled, feature_spec, checksums
 (pose.files.integrity)."""
+
 import json
 import os
 from pathlib import Path
@@ -47,16 +48,23 @@ def read(dirs: list[str] | str) -> dict:
             splits.add(index["split"])
             crop_sizes.add(int(index["crop_size"]))
         except (KeyError, TypeError, ValueError) as error:
-            raise ShardIndexError(f"{path_of(folder)}: cannot read the shard index: "
-                                  f"{error!r}") from None
+            raise ShardIndexError(
+                f"{path_of(folder)}: cannot read the shard index: {error!r}"
+            ) from None
         for name, count in index["shards"].items():
             path = os.path.join(folder, name)
             if not os.path.isfile(path):
                 raise ShardIndexError(f"{path_of(folder)}: names {name}, which is not in {folder}")
             shards[path] = int(count)
     if len(splits) > 1 or len(crop_sizes) > 1:
-        raise ShardIndexError(f"shard folders {dirs} mix splits {sorted(splits)} or crop sizes "
-                              f"{sorted(crop_sizes)}")
+        raise ShardIndexError(
+            f"shard folders {dirs} mix splits {sorted(splits)} or crop sizes {sorted(crop_sizes)}"
+        )
     files = sorted(shards)
-    return {"files": files, "shards": {path: shards[path] for path in files},
-            "num_examples": sum(shards.values()), "crop_size": crop_sizes.pop(), "split": splits.pop()}
+    return {
+        "files": files,
+        "shards": {path: shards[path] for path in files},
+        "num_examples": sum(shards.values()),
+        "crop_size": crop_sizes.pop(),
+        "split": splits.pop(),
+    }

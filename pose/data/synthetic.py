@@ -12,6 +12,7 @@ Visibility follows AIC: 1 visible, 2 labelled but hidden (by an occluder or anot
 3 outside the image (coordinates 0, 0). Boxes are tight boxes (x1, y1, x2, y2) around each figure's
 drawn pixels.
 """
+
 import hashlib
 import json
 import logging
@@ -39,7 +40,10 @@ BACKGROUND_OWNER, OCCLUDER_OWNER = 0, 255
 # Split into its positive and negative parts so that adding it is two saturating uint8 operations.
 _NOISE_SIZE = 704
 _noise = np.rint(np.random.default_rng(20170902).normal(0.0, 8.0, (_NOISE_SIZE, _NOISE_SIZE, 3)))
-_NOISE_UP, _NOISE_DOWN = np.clip(_noise, 0, 255).astype(np.uint8), np.clip(-_noise, 0, 255).astype(np.uint8)
+_NOISE_UP, _NOISE_DOWN = (
+    np.clip(_noise, 0, 255).astype(np.uint8),
+    np.clip(-_noise, 0, 255).astype(np.uint8),
+)
 del _noise
 
 
@@ -63,15 +67,22 @@ def render_release(output_dir: str, num_train: int, num_valid: int, seed: int) -
             records.append(_aic_record(image_id, persons))
             people += len(persons)
             if (index + 1) % 1000 == 0:
-                log.info("%s: rendered %d/%d images (%.0f images/s)", split, index + 1, count,
-                         (index + 1) / (time.perf_counter() - started))
+                log.info(
+                    "%s: rendered %d/%d images (%.0f images/s)",
+                    split,
+                    index + 1,
+                    count,
+                    (index + 1) / (time.perf_counter() - started),
+                )
         annotation_path = Path(output_dir) / release / annotation_name
         with atomic_file(annotation_path) as temporary:
             temporary.write_text(json.dumps(records))
         summary[f"{split}_images"] = count
         summary[f"{split}_people"] = people
         summary[f"{split}_annotations"] = str(annotation_path)
-    log.info("rendered %d + %d images in %.1fs", num_train, num_valid, time.perf_counter() - started)
+    log.info(
+        "rendered %d + %d images in %.1fs", num_train, num_valid, time.perf_counter() - started
+    )
     return summary
 
 
@@ -113,8 +124,10 @@ def render_image(rng: np.random.Generator) -> tuple[np.ndarray, list[dict]]:
             for _ in range(int(rng.integers(1, 3))):
                 _draw_occluder(image, owner, figure, rng)
     _finish(image, rng)
-    persons = [_annotate(figure, box, owner, person, width, height)
-               for person, (figure, box) in enumerate(zip(figures, boxes), start=1)]
+    persons = [
+        _annotate(figure, box, owner, person, width, height)
+        for person, (figure, box) in enumerate(zip(figures, boxes), start=1)
+    ]
     return image, persons
 
 
@@ -153,14 +166,20 @@ def _random_colour(rng, low=0, high=256) -> np.ndarray:
 def _background(rng, height: int, width: int) -> np.ndarray:
     """Built from small grids resized up and uint8 operations: full-size float maths is too slow."""
     kind = rng.integers(0, 4)
-    if kind == 0:  # linear gradient: bilinear interpolation of a linear ramp between corners is exact
+    if (
+        kind == 0
+    ):  # linear gradient: bilinear interpolation of a linear ramp between corners is exact
         angle = rng.uniform(0, 2 * np.pi)
         corners = np.array([[0, 0], [1, 0], [0, 1], [1, 1]], float) @ [np.cos(angle), np.sin(angle)]
         ramp = ((corners - corners.min()) / np.ptp(corners)).reshape(2, 2, 1)
         a, b = _random_colour(rng), _random_colour(rng)
-        image = cv2.resize((a + ramp * (b - a)).astype(np.uint8), (width, height), interpolation=cv2.INTER_LINEAR)
+        image = cv2.resize(
+            (a + ramp * (b - a)).astype(np.uint8), (width, height), interpolation=cv2.INTER_LINEAR
+        )
     elif kind == 1:  # smooth colour blobs
-        cells = rng.integers(0, 256, size=(int(rng.integers(2, 8)), int(rng.integers(2, 8)), 3), dtype=np.uint8)
+        cells = rng.integers(
+            0, 256, size=(int(rng.integers(2, 8)), int(rng.integers(2, 8)), 3), dtype=np.uint8
+        )
         smooth = cv2.resize(cells, (width // 8, height // 8), interpolation=cv2.INTER_CUBIC)
         image = cv2.resize(smooth, (width, height), interpolation=cv2.INTER_LINEAR)
     elif kind == 2:  # stripes or checks, drawn as polygons
@@ -169,22 +188,36 @@ def _background(rng, height: int, width: int) -> np.ndarray:
         if rng.random() < 0.5:
             cv2.bitwise_xor(mask, _stripes(height, width, period, angle + np.pi / 2), dst=mask)
         a, b = _random_colour(rng), _random_colour(rng)
-        palette = (a + np.linspace(0, 1, 256)[:, None] * (b - a)).astype(np.uint8).reshape(256, 1, 3)
+        palette = (
+            (a + np.linspace(0, 1, 256)[:, None] * (b - a)).astype(np.uint8).reshape(256, 1, 3)
+        )
         image = cv2.LUT(cv2.merge([mask, mask, mask]), palette)
     else:  # a flat wall with coarse texture
-        texture = rng.normal(0, rng.uniform(5, 30), size=(height // 16 + 1, width // 16 + 1, 1)) + _random_colour(rng)
-        image = cv2.resize(np.clip(texture, 0, 255).astype(np.uint8), (width, height), interpolation=cv2.INTER_LINEAR)
+        texture = rng.normal(
+            0, rng.uniform(5, 30), size=(height // 16 + 1, width // 16 + 1, 1)
+        ) + _random_colour(rng)
+        image = cv2.resize(
+            np.clip(texture, 0, 255).astype(np.uint8),
+            (width, height),
+            interpolation=cv2.INTER_LINEAR,
+        )
     for _ in range(int(rng.integers(2, 12))):  # clutter
         _draw_clutter(image, rng)
     return image
 
 
 def _stripes(height: int, width: int, period: float, angle: float) -> np.ndarray:
-    along, across = np.array([np.cos(angle), np.sin(angle)]), np.array([-np.sin(angle), np.cos(angle)])
+    along, across = (
+        np.array([np.cos(angle), np.sin(angle)]),
+        np.array([-np.sin(angle), np.cos(angle)]),
+    )
     reach = np.hypot(width, height)
     centre = np.array([width, height]) / 2
     offsets = np.arange(-reach, reach, period)[:, None, None]
-    corners = np.array([0, 0.5, 0.5, 0])[:, None] * period * along + np.array([-1, -1, 1, 1])[:, None] * reach * across
+    corners = (
+        np.array([0, 0.5, 0.5, 0])[:, None] * period * along
+        + np.array([-1, -1, 1, 1])[:, None] * reach * across
+    )
     mask = np.zeros((height, width), np.uint8)
     cv2.fillPoly(mask, list(_fixed(centre + offsets * along + corners)), 255, cv2.LINE_AA, SHIFT)
     return mask
@@ -197,16 +230,31 @@ def _draw_clutter(image: np.ndarray, rng) -> None:
     cx, cy = rng.uniform(0, width), rng.uniform(0, height)
     shape = rng.integers(0, 4)
     if shape == 0:
-        cv2.circle(image, _fixed_point((cx, cy)), int(size * ONE / 2), colour, -1, cv2.LINE_AA, SHIFT)
+        cv2.circle(
+            image, _fixed_point((cx, cy)), int(size * ONE / 2), colour, -1, cv2.LINE_AA, SHIFT
+        )
     elif shape == 1:
-        cv2.fillConvexPoly(image, _fixed(_rectangle(rng, cx, cy, size, size * rng.uniform(0.3, 1.5))),
-                           colour, cv2.LINE_AA, SHIFT)
+        cv2.fillConvexPoly(
+            image,
+            _fixed(_rectangle(rng, cx, cy, size, size * rng.uniform(0.3, 1.5))),
+            colour,
+            cv2.LINE_AA,
+            SHIFT,
+        )
     elif shape == 2:
         points = np.array([cx, cy]) + rng.uniform(-size, size, size=(int(rng.integers(3, 7)), 2))
         cv2.fillPoly(image, [_fixed(points)], colour, cv2.LINE_AA, SHIFT)
     else:
         end = np.array([cx, cy]) + rng.uniform(-2 * size, 2 * size, size=2)
-        cv2.line(image, _fixed_point((cx, cy)), _fixed_point(end), colour, int(rng.integers(1, 6)), cv2.LINE_AA, SHIFT)
+        cv2.line(
+            image,
+            _fixed_point((cx, cy)),
+            _fixed_point(end),
+            colour,
+            int(rng.integers(1, 6)),
+            cv2.LINE_AA,
+            SHIFT,
+        )
 
 
 def _rectangle(rng, cx, cy, w, h) -> np.ndarray:
@@ -230,8 +278,11 @@ def _finish(image: np.ndarray, rng) -> None:
     if rng.random() < 0.3:
         cv2.GaussianBlur(image, (5, 5), rng.uniform(0.5, 1.2), dst=image)
     weaker = int(rng.integers(0, 3))  # noise sigma 8, 4 or 2
-    y0, x0 = int(rng.integers(0, _NOISE_SIZE - height + 1)), int(rng.integers(0, _NOISE_SIZE - width + 1))
-    window = np.s_[y0:y0 + height, x0:x0 + width]
+    y0, x0 = (
+        int(rng.integers(0, _NOISE_SIZE - height + 1)),
+        int(rng.integers(0, _NOISE_SIZE - width + 1)),
+    )
+    window = np.s_[y0 : y0 + height, x0 : x0 + width]
     cv2.add(image, _NOISE_UP[window] >> weaker, dst=image)
     cv2.subtract(image, _NOISE_DOWN[window] >> weaker, dst=image)
 
@@ -271,7 +322,10 @@ def _pose(rng) -> dict:
     lean = rng.uniform(-12, 12)
     lean_rotation = _rotation(lean)
     upper = {name: hip_mid + lean_rotation @ (p - hip_mid) for name, p in upper.items()}
-    joints[kp.RIGHT_SHOULDER], joints[kp.LEFT_SHOULDER] = upper["right_shoulder"], upper["left_shoulder"]
+    joints[kp.RIGHT_SHOULDER], joints[kp.LEFT_SHOULDER] = (
+        upper["right_shoulder"],
+        upper["left_shoulder"],
+    )
     joints[kp.NECK] = upper["neck"]
 
     head_tilt = lean + rng.uniform(-15, 15)
@@ -281,18 +335,24 @@ def _pose(rng) -> dict:
     joints[kp.HEAD_TOP] = head_centre + head_axis * head_radii[1]
 
     limbs = []  # (start, end, start width, end width, side)
-    for side, shoulder, elbow, wrist in ((-1, kp.RIGHT_SHOULDER, kp.RIGHT_ELBOW, kp.RIGHT_WRIST),
-                                         (1, kp.LEFT_SHOULDER, kp.LEFT_ELBOW, kp.LEFT_WRIST)):
+    for side, shoulder, elbow, wrist in (
+        (-1, kp.RIGHT_SHOULDER, kp.RIGHT_ELBOW, kp.RIGHT_WRIST),
+        (1, kp.LEFT_SHOULDER, kp.LEFT_ELBOW, kp.LEFT_WRIST),
+    ):
         raise_angle = rng.uniform(-20, 170)
         bend = rng.uniform(-140, 140)
         foreshortening = rng.uniform(0.7, 1.0) if rng.random() < 0.3 else 1.0
-        joints[elbow] = joints[shoulder] + 0.165 * foreshortening * _direction(raise_angle + side * lean, side)
+        joints[elbow] = joints[shoulder] + 0.165 * foreshortening * _direction(
+            raise_angle + side * lean, side
+        )
         joints[wrist] = joints[elbow] + 0.145 * _direction(raise_angle + bend + side * lean, side)
         limbs.append((shoulder, elbow, 0.06, 0.05, side))
         limbs.append((elbow, wrist, 0.05, 0.04, side))
     legs = []
-    for side, hip, knee, ankle in ((-1, kp.RIGHT_HIP, kp.RIGHT_KNEE, kp.RIGHT_ANKLE),
-                                   (1, kp.LEFT_HIP, kp.LEFT_KNEE, kp.LEFT_ANKLE)):
+    for side, hip, knee, ankle in (
+        (-1, kp.RIGHT_HIP, kp.RIGHT_KNEE, kp.RIGHT_ANKLE),
+        (1, kp.LEFT_HIP, kp.LEFT_KNEE, kp.LEFT_ANKLE),
+    ):
         spread = rng.uniform(-8, 35)
         bend = rng.uniform(-25, 45)
         foreshortening = rng.uniform(0.6, 1.0) if rng.random() < 0.2 else 1.0
@@ -301,15 +361,25 @@ def _pose(rng) -> dict:
         legs.append((hip, knee, 0.085, 0.065, side))
         legs.append((knee, ankle, 0.065, 0.045, side))
 
-    torso = np.array([
-        joints[kp.RIGHT_SHOULDER] + lean_rotation @ [-0.02, -0.015],
-        joints[kp.LEFT_SHOULDER] + lean_rotation @ [0.02, -0.015],
-        joints[kp.LEFT_HIP] + [0.03, 0.03],
-        joints[kp.RIGHT_HIP] + [-0.03, 0.03],
-    ])
+    torso = np.array(
+        [
+            joints[kp.RIGHT_SHOULDER] + lean_rotation @ [-0.02, -0.015],
+            joints[kp.LEFT_SHOULDER] + lean_rotation @ [0.02, -0.015],
+            joints[kp.LEFT_HIP] + [0.03, 0.03],
+            joints[kp.RIGHT_HIP] + [-0.03, 0.03],
+        ]
+    )
     badge = joints[kp.LEFT_SHOULDER] + lean_rotation @ [-0.05, 0.07]
-    return {"joints": joints, "limbs": limbs, "legs": legs, "torso": torso, "badge": badge,
-            "head_centre": head_centre, "head_radii": head_radii, "head_tilt": head_tilt}
+    return {
+        "joints": joints,
+        "limbs": limbs,
+        "legs": legs,
+        "torso": torso,
+        "badge": badge,
+        "head_centre": head_centre,
+        "head_radii": head_radii,
+        "head_tilt": head_tilt,
+    }
 
 
 def _place_figures(rng, num_people: int, width: int, height: int) -> list[dict]:
@@ -329,26 +399,38 @@ def _place_figures(rng, num_people: int, width: int, height: int) -> list[dict]:
         half = extent * scale / 2
         low_x, high_x = slot * slot_width + half[0], (slot + 1) * slot_width - half[0]
         low_y, high_y = half[1], height - half[1]
-        position = np.array([rng.uniform(low_x, high_x) if low_x < high_x else (low_x + high_x) / 2,
-                             rng.uniform(low_y, high_y) if low_y < high_y else (low_y + high_y) / 2])
+        position = np.array(
+            [
+                rng.uniform(low_x, high_x) if low_x < high_x else (low_x + high_x) / 2,
+                rng.uniform(low_y, high_y) if low_y < high_y else (low_y + high_y) / 2,
+            ]
+        )
         if num_people == 1 and rng.random() < 0.1:  # walk partly out of the frame
             position += rng.uniform(-0.35, 0.35, size=2) * scale
-        transform = lambda p, r=rotation, c=centre, s=scale, t=position: (np.asarray(p) - c) @ r.T * s + t
-        figures.append({
-            "scale": scale,
-            "angle": pose["head_tilt"] + np.degrees(np.arctan2(rotation[1, 0], rotation[0, 0])),
-            "joints": transform(pose["joints"]),
-            "torso": transform(pose["torso"]),
-            "badge": transform(pose["badge"]),
-            "head_centre": transform(pose["head_centre"]),
-            "head_radii": pose["head_radii"] * scale,
-            "limbs": pose["limbs"], "legs": pose["legs"],
-        })
+
+        def transform(p, r=rotation, c=centre, s=scale, t=position):
+            return (np.asarray(p) - c) @ r.T * s + t
+
+        figures.append(
+            {
+                "scale": scale,
+                "angle": pose["head_tilt"] + np.degrees(np.arctan2(rotation[1, 0], rotation[0, 0])),
+                "joints": transform(pose["joints"]),
+                "torso": transform(pose["torso"]),
+                "badge": transform(pose["badge"]),
+                "head_centre": transform(pose["head_centre"]),
+                "head_radii": pose["head_radii"] * scale,
+                "limbs": pose["limbs"],
+                "legs": pose["legs"],
+            }
+        )
     return figures
 
 
 def _palette(rng) -> dict:
-    skin = np.array([[60, 80, 120], [90, 130, 190], [140, 180, 230], [170, 200, 240], [40, 60, 90]], float)
+    skin = np.array(
+        [[60, 80, 120], [90, 130, 190], [140, 180, 230], [170, 200, 240], [40, 60, 90]], float
+    )
     shirt, trousers = _random_colour(rng, 70, 256), _random_colour(rng, 40, 230)
     colours = {
         "skin": skin[rng.integers(0, len(skin))] * rng.uniform(0.9, 1.1),
@@ -362,8 +444,14 @@ def _palette(rng) -> dict:
         "badge": _random_colour(rng),
         "outline": _random_colour(rng, 0, 50),
     }
-    as_bgr = lambda c: tuple(float(v) for v in np.minimum(c, 255))
-    return {k: {s: as_bgr(c) for s, c in v.items()} if isinstance(v, dict) else as_bgr(v) for k, v in colours.items()}
+
+    def as_bgr(c):
+        return tuple(float(v) for v in np.minimum(c, 255))
+
+    return {
+        k: {s: as_bgr(c) for s, c in v.items()} if isinstance(v, dict) else as_bgr(v)
+        for k, v in colours.items()
+    }
 
 
 def _segment_polygon(a, b, width_a, width_b) -> list[tuple[float, float]]:
@@ -372,23 +460,35 @@ def _segment_polygon(a, b, width_a, width_b) -> list[tuple[float, float]]:
     length = math.hypot(bx - ax, by - ay) or 1e-6
     nx, ny = (ay - by) / length, (bx - ax) / length
     ha, hb = width_a / 2, width_b / 2
-    return [(ax + nx * ha, ay + ny * ha), (bx + nx * hb, by + ny * hb), (bx - nx * hb, by - ny * hb),
-            (ax - nx * ha, ay - ny * ha)]
+    return [
+        (ax + nx * ha, ay + ny * ha),
+        (bx + nx * hb, by + ny * hb),
+        (bx - nx * hb, by - ny * hb),
+        (ax - nx * ha, ay - ny * ha),
+    ]
 
 
-def _draw_part(image, owner, person, colour, outline_colour, outline, segments=(), circles=(), polygon=None) -> None:
+def _draw_part(
+    image, owner, person, colour, outline_colour, outline, segments=(), circles=(), polygon=None
+) -> None:
     """Draws segments (a, b, width at a, width at b) with a round end at b, circles and a polygon, each
     with a dark outline, and marks them in the owner map."""
+
     def shapes(grow):
-        polygons = [_fixed(_segment_polygon(a, b, wa + 2 * grow, wb + 2 * grow)) for a, b, wa, wb in segments]
+        polygons = [
+            _fixed(_segment_polygon(a, b, wa + 2 * grow, wb + 2 * grow))
+            for a, b, wa, wb in segments
+        ]
         discs = [(_fixed_point(b), int((wb / 2 + grow) * ONE)) for a, b, wa, wb in segments]
         discs += [(_fixed_point(centre), int((radius + grow) * ONE)) for centre, radius in circles]
         return polygons, discs
 
     exact = shapes(0.0)
-    for target, fill, (polygons, discs), line in ((image, outline_colour, shapes(outline), cv2.LINE_AA),
-                                                   (image, colour, exact, cv2.LINE_AA),
-                                                   (owner, person, exact, cv2.LINE_8)):
+    for target, fill, (polygons, discs), line in (
+        (image, outline_colour, shapes(outline), cv2.LINE_AA),
+        (image, colour, exact, cv2.LINE_AA),
+        (owner, person, exact, cv2.LINE_8),
+    ):
         for points in polygons:
             cv2.fillConvexPoly(target, points, fill, line, SHIFT)
         for centre, radius in discs:
@@ -396,7 +496,15 @@ def _draw_part(image, owner, person, colour, outline_colour, outline, segments=(
     if polygon is not None:
         points = _fixed(polygon)
         cv2.fillConvexPoly(image, points, colour, cv2.LINE_AA, SHIFT)
-        cv2.polylines(image, [points], True, outline_colour, max(1, int(round(2 * outline))), cv2.LINE_AA, SHIFT)
+        cv2.polylines(
+            image,
+            [points],
+            True,
+            outline_colour,
+            max(1, int(round(2 * outline))),
+            cv2.LINE_AA,
+            SHIFT,
+        )
         cv2.fillConvexPoly(owner, points, person, cv2.LINE_8, SHIFT)
 
 
@@ -407,22 +515,59 @@ def _draw_figure(image, owner, person: int, figure: dict, rng) -> None:
     ink = colours["outline"]
 
     for start, end, width_a, width_b, side in figure["legs"]:
-        _draw_part(image, owner, person, colours["trousers"][side], ink, outline,
-                   segments=[(joints[start], joints[end], width_a * scale, width_b * scale)])
+        _draw_part(
+            image,
+            owner,
+            person,
+            colours["trousers"][side],
+            ink,
+            outline,
+            segments=[(joints[start], joints[end], width_a * scale, width_b * scale)],
+        )
     for side, ankle in ((-1, kp.RIGHT_ANKLE), (1, kp.LEFT_ANKLE)):
         foot = joints[ankle] + np.array([side * 0.03, 0.015]) * scale
         _draw_part(image, owner, person, ink, ink, 0, circles=[(foot, 0.028 * scale)])
     shoulder_mid = (joints[kp.RIGHT_SHOULDER] + joints[kp.LEFT_SHOULDER]) / 2
-    _draw_part(image, owner, person, colours["skin"], ink, outline,
-               segments=[(joints[kp.NECK], shoulder_mid, 0.05 * scale, 0.06 * scale)])
+    _draw_part(
+        image,
+        owner,
+        person,
+        colours["skin"],
+        ink,
+        outline,
+        segments=[(joints[kp.NECK], shoulder_mid, 0.05 * scale, 0.06 * scale)],
+    )
     _draw_part(image, owner, person, colours["torso"], ink, outline, polygon=figure["torso"])
-    cv2.circle(image, _fixed_point(figure["badge"]), int(0.025 * scale * ONE), colours["badge"], -1, cv2.LINE_AA, SHIFT)
+    cv2.circle(
+        image,
+        _fixed_point(figure["badge"]),
+        int(0.025 * scale * ONE),
+        colours["badge"],
+        -1,
+        cv2.LINE_AA,
+        SHIFT,
+    )
     _draw_head(image, owner, person, figure, colours)
     for start, end, width_a, width_b, side in figure["limbs"]:
-        _draw_part(image, owner, person, colours["shirt"][side], ink, outline,
-                   segments=[(joints[start], joints[end], width_a * scale, width_b * scale)])
+        _draw_part(
+            image,
+            owner,
+            person,
+            colours["shirt"][side],
+            ink,
+            outline,
+            segments=[(joints[start], joints[end], width_a * scale, width_b * scale)],
+        )
         if end in (kp.RIGHT_WRIST, kp.LEFT_WRIST):
-            _draw_part(image, owner, person, colours["skin"], ink, outline, circles=[(joints[end], 0.03 * scale)])
+            _draw_part(
+                image,
+                owner,
+                person,
+                colours["skin"],
+                ink,
+                outline,
+                circles=[(joints[end], 0.03 * scale)],
+            )
 
 
 def _draw_head(image, owner, person, figure, colours) -> None:
@@ -430,19 +575,42 @@ def _draw_head(image, owner, person, figure, colours) -> None:
     rotation = _rotation(angle)
 
     def ellipse(target, offset, radii, colour, line=cv2.LINE_AA):
-        cv2.ellipse(target, _fixed_point(centre + rotation @ offset), _fixed_point(radii), angle, 0, 360, colour, -1, line, SHIFT)
+        cv2.ellipse(
+            target,
+            _fixed_point(centre + rotation @ offset),
+            _fixed_point(radii),
+            angle,
+            0,
+            360,
+            colour,
+            -1,
+            line,
+            SHIFT,
+        )
 
     outline = max(1.0, 0.006 * figure["scale"])
     ellipse(image, (0, 0), (rx + outline, ry + outline), colours["outline"])
     ellipse(image, (0, 0), (rx, ry), colours["hair"])
-    ellipse(image, (0, 0.22 * ry), (0.85 * rx, 0.78 * ry), colours["skin"])  # the face, below the hair
+    ellipse(
+        image, (0, 0.22 * ry), (0.85 * rx, 0.78 * ry), colours["skin"]
+    )  # the face, below the hair
     ellipse(owner, (0, 0), (rx, ry), person, cv2.LINE_8)
     for eye_x in (-0.38, 0.38):
         ellipse(image, (eye_x * rx, 0.1 * ry), (0.14 * rx, 0.1 * ry), (30, 30, 30))
     nose = centre + (np.array([[0, 0.15], [-0.14, 0.45], [0.14, 0.45]]) * [rx, ry]) @ rotation.T
-    cv2.fillConvexPoly(image, _fixed(nose), tuple(0.7 * c for c in colours["skin"]), cv2.LINE_AA, SHIFT)
+    cv2.fillConvexPoly(
+        image, _fixed(nose), tuple(0.7 * c for c in colours["skin"]), cv2.LINE_AA, SHIFT
+    )
     mouth = centre + (np.array([[-0.3, 0.68], [0.3, 0.68]]) * [rx, ry]) @ rotation.T
-    cv2.line(image, _fixed_point(mouth[0]), _fixed_point(mouth[1]), (40, 40, 140), max(1, int(0.08 * ry)), cv2.LINE_AA, SHIFT)
+    cv2.line(
+        image,
+        _fixed_point(mouth[0]),
+        _fixed_point(mouth[1]),
+        (40, 40, 140),
+        max(1, int(0.08 * ry)),
+        cv2.LINE_AA,
+        SHIFT,
+    )
 
 
 def _draw_occluder(image, owner, figure, rng) -> None:
@@ -454,7 +622,9 @@ def _draw_occluder(image, owner, figure, rng) -> None:
         polygon = _rectangle(rng, *centre, size, size * rng.uniform(0.5, 1.5))
     else:
         angles = np.sort(rng.uniform(0, 2 * np.pi, size=7))
-        polygon = centre + (size / 2) * rng.uniform(0.6, 1.0, size=(7, 1)) * np.stack([np.cos(angles), np.sin(angles)], 1)
+        polygon = centre + (size / 2) * rng.uniform(0.6, 1.0, size=(7, 1)) * np.stack(
+            [np.cos(angles), np.sin(angles)], 1
+        )
     colour = tuple(int(c) for c in rng.integers(0, 256, size=3))
     cv2.fillPoly(image, [_fixed(polygon)], colour, cv2.LINE_AA, SHIFT)
     cv2.fillPoly(owner, [_fixed(polygon)], OCCLUDER_OWNER, cv2.LINE_8, SHIFT)

@@ -1,4 +1,5 @@
 """Pose metrics: PCKh (head = head top <-> neck) and OKS AP through pycocotools (AIC sigmas)."""
+
 import numpy as np
 
 from pose.data import keypoints
@@ -20,7 +21,11 @@ def pckh(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray, threshold: float
     gt = np.asarray(gt, dtype=np.float64)
     visible = np.asarray(visible, dtype=bool)
     head = head_sizes(gt)
-    counted = visible & (visible[:, [keypoints.HEAD_TOP]] & visible[:, [keypoints.NECK]]) & (head[:, None] > 0)
+    counted = (
+        visible
+        & (visible[:, [keypoints.HEAD_TOP]] & visible[:, [keypoints.NECK]])
+        & (head[:, None] > 0)
+    )
     distance = np.linalg.norm(pred - gt, axis=-1)
     correct = (distance <= threshold * head[:, None]) & counted
     per_joint = np.full(gt.shape[1], np.nan)
@@ -30,7 +35,9 @@ def pckh(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray, threshold: float
     return mean, per_joint
 
 
-def coco_ground_truth(gt: np.ndarray, visibility: np.ndarray, bboxes: np.ndarray, image_ids) -> dict:
+def coco_ground_truth(
+    gt: np.ndarray, visibility: np.ndarray, bboxes: np.ndarray, image_ids
+) -> dict:
     """A COCO keypoint ground-truth dict for people [N]: gt [N, K, 2] and bboxes [N, 4] (x, y, w, h) in
     original image pixels, visibility [N, K] COCO 0/1/2, image_ids [N] integers.
 
@@ -43,9 +50,18 @@ def coco_ground_truth(gt: np.ndarray, visibility: np.ndarray, bboxes: np.ndarray
     for i, (points, vis, box, image_id) in enumerate(zip(gt, visibility, bboxes, image_ids)):
         flat = np.concatenate([points, vis[:, None]], axis=-1)
         flat[vis == 0] = 0
-        annotations.append({"id": i + 1, "image_id": int(image_id), "category_id": 1, "iscrowd": 0,
-                            "bbox": [float(v) for v in box], "area": float(box[2] * box[3]),
-                            "num_keypoints": int((vis > 0).sum()), "keypoints": flat.reshape(-1).tolist()})
+        annotations.append(
+            {
+                "id": i + 1,
+                "image_id": int(image_id),
+                "category_id": 1,
+                "iscrowd": 0,
+                "bbox": [float(v) for v in box],
+                "area": float(box[2] * box[3]),
+                "num_keypoints": int((vis > 0).sum()),
+                "keypoints": flat.reshape(-1).tolist(),
+            }
+        )
     images = [{"id": int(image_id)} for image_id in sorted({int(i) for i in image_ids})]
     return {"images": images, "annotations": annotations, "categories": [keypoints.COCO_CATEGORY]}
 
@@ -58,8 +74,14 @@ def coco_detections(pred: np.ndarray, scores: np.ndarray, image_ids) -> list[dic
     detections = []
     for points, joint_scores, image_id in zip(pred, scores, image_ids):
         flat = np.concatenate([points, np.ones((len(points), 1))], axis=-1)
-        detections.append({"image_id": int(image_id), "category_id": 1,
-                           "keypoints": flat.reshape(-1).tolist(), "score": float(joint_scores.mean())})
+        detections.append(
+            {
+                "image_id": int(image_id),
+                "category_id": 1,
+                "keypoints": flat.reshape(-1).tolist(),
+                "score": float(joint_scores.mean()),
+            }
+        )
     return detections
 
 
@@ -84,15 +106,28 @@ def coco_keypoint_eval(ground_truth: dict, detections: list[dict], sigmas=keypoi
     return evaluator
 
 
-def oks_ap(pred: np.ndarray, scores: np.ndarray, gt: np.ndarray, visibility: np.ndarray,
-           bboxes: np.ndarray, image_ids) -> dict:
+def oks_ap(
+    pred: np.ndarray,
+    scores: np.ndarray,
+    gt: np.ndarray,
+    visibility: np.ndarray,
+    bboxes: np.ndarray,
+    image_ids,
+) -> dict:
     """OKS AP through pycocotools with the AIC sigmas: {"ap", "ap50", "ap75", "ar"} (COCO's stats 0, 1, 2, 5).
 
     All coordinates in original image pixels; image_ids [N] integers (several people may share one).
     """
     if len(pred) == 0:
         raise ValueError("oks_ap: no people to evaluate")
-    evaluator = coco_keypoint_eval(coco_ground_truth(gt, visibility, bboxes, image_ids),
-                                   coco_detections(pred, scores, image_ids))
+    evaluator = coco_keypoint_eval(
+        coco_ground_truth(gt, visibility, bboxes, image_ids),
+        coco_detections(pred, scores, image_ids),
+    )
     stats = evaluator.stats
-    return {"ap": float(stats[0]), "ap50": float(stats[1]), "ap75": float(stats[2]), "ar": float(stats[5])}
+    return {
+        "ap": float(stats[0]),
+        "ap50": float(stats[1]),
+        "ap75": float(stats[2]),
+        "ar": float(stats[5]),
+    }

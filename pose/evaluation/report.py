@@ -1,5 +1,6 @@
 """Drawing skeletons (cv2) and the self-contained HTML report the evaluate step writes (inline CSS,
 images as base64 JPEG), which opens in the KFP UI."""
+
 import base64
 import html
 
@@ -8,12 +9,17 @@ import numpy as np
 
 from pose.data import keypoints
 
-TRUE_COLOUR = (60, 200, 60)         # BGR green
-PREDICTED_COLOUR = (40, 40, 230)    # BGR red
+TRUE_COLOUR = (60, 200, 60)  # BGR green
+PREDICTED_COLOUR = (40, 40, 230)  # BGR red
 
 
-def draw_skeleton(image: np.ndarray, points: np.ndarray, shown: np.ndarray | None = None,
-                  colour=PREDICTED_COLOUR, thickness: int = 2) -> np.ndarray:
+def draw_skeleton(
+    image: np.ndarray,
+    points: np.ndarray,
+    shown: np.ndarray | None = None,
+    colour=PREDICTED_COLOUR,
+    thickness: int = 2,
+) -> np.ndarray:
     """Draws limbs (pose.data.keypoints.SKELETON) and joints of points [K, 2] on a BGR uint8 image, in place;
     joints where `shown` is False (and their limbs) are skipped."""
     points = np.asarray(points, dtype=np.float64)
@@ -71,11 +77,15 @@ def _photos_section(photos: dict | None, panels: list[dict]) -> str:
     if not photos:
         return ""
     found = photos.get("agreement_found") or {}
-    rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{_cell(value, 2)}</td><td>{_cell(found.get(name), 2)}</td></tr>"
-                   for name, value in photos["agreement"].items())
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{_cell(value, 2)}</td><td>{_cell(found.get(name), 2)}</td></tr>"
+        for name, value in photos["agreement"].items()
+    )
     figures = "".join(
         f'<figure><img src="{panel["uri"]}" alt="{html.escape(panel["file"])}"><figcaption>'
-        f'{html.escape(panel["file"])}: agreement {panel["agreement"]:.2f}</figcaption></figure>' for panel in panels)
+        f"{html.escape(panel['file'])}: agreement {panel['agreement']:.2f}</figcaption></figure>"
+        for panel in panels
+    )
     return f"""<h2>Real photographs</h2>
 <p>{len(photos["pictures"])} photographs from {html.escape(photos["folder"])} (public domain or CC0, see SOURCE.md
 there). Reference: the seed's released {html.escape(photos["reference"])}. Agreement = PCK@{photos["threshold"]:.1f}:
@@ -93,20 +103,28 @@ def render(results: dict, gallery: list[str], photo_panels: list[dict] = ()) -> 
     (pose.evaluation.photos.evaluate)."""
     settings = results["settings"]
     threads = settings["all_threads"]
-    header = ("<tr><th>model</th><th>size MB</th><th>PCKh@0.5</th><th>AP</th><th>AP50</th><th>AP75</th>"
-              f"<th>runtime</th><th>1 thread ms (median / p90)</th><th>{threads} threads ms (median / p90)</th>"
-              "<th>vs seed: latency 1 thread</th><th>latency all threads</th><th>size</th></tr>")
+    header = (
+        "<tr><th>model</th><th>size MB</th><th>PCKh@0.5</th><th>AP</th><th>AP50</th><th>AP75</th>"
+        f"<th>runtime</th><th>1 thread ms (median / p90)</th><th>{threads} threads ms (median / p90)</th>"
+        "<th>vs seed: latency 1 thread</th><th>latency all threads</th><th>size</th></tr>"
+    )
     rows = []
     for name, model in results["models"].items():
-        one, many, ratio = model["latency"]["1"], model["latency"]["all"], model.get("vs_seed") or {}
+        one, many, ratio = (
+            model["latency"]["1"],
+            model["latency"]["all"],
+            model.get("vs_seed") or {},
+        )
         rows.append(
             f"<tr><td>{html.escape(name)}</td><td>{_cell(model['size_bytes'] / 1e6, 2)}</td>"
             f"<td>{_cell(model['pckh'], 1, 100)}</td><td>{_cell(model['ap'], 3)}</td>"
-            f"<td>{_cell(model['ap50'], 3)}</td><td>{_cell(model['ap75'], 3)}</td><td>{model['latency']['runtime']}</td>"
+            f"<td>{_cell(model['ap50'], 3)}</td><td>{_cell(model['ap75'], 3)}</td>"
+            f"<td>{model['latency']['runtime']}</td>"
             f"<td>{_cell(one['median_ms'], 2)} / {_cell(one['p90_ms'], 2)}</td>"
             f"<td>{_cell(many['median_ms'], 2)} / {_cell(many['p90_ms'], 2)}</td>"
             f"<td>{_ratio_cell(ratio.get('latency_1_thread'))}{_size_note(ratio)}</td>"
-            f"<td>{_ratio_cell(ratio.get('latency_all_threads'))}</td><td>{_ratio_cell(ratio.get('size'))}</td></tr>")
+            f"<td>{_ratio_cell(ratio.get('latency_all_threads'))}</td><td>{_ratio_cell(ratio.get('size'))}</td></tr>"
+        )
     for name, anchor in results["anchors"].items():
         one, many = anchor["latency"]["1"], anchor["latency"]["all"]
         rows.append(
@@ -115,40 +133,52 @@ def render(results: dict, gallery: list[str], photo_panels: list[dict] = ()) -> 
             f"<td>{_cell(anchor.get('ap50'), 3)}</td><td>{_cell(anchor.get('ap75'), 3)}</td>"
             f"<td>{anchor['latency']['runtime']}</td>"
             f"<td>{_cell(one['median_ms'], 2)} / {_cell(one['p90_ms'], 2)}</td>"
-            f"<td>{_cell(many['median_ms'], 2)} / {_cell(many['p90_ms'], 2)}</td><td colspan=3>reference</td></tr>")
+            f"<td>{_cell(many['median_ms'], 2)} / {_cell(many['p90_ms'], 2)}</td><td colspan=3>reference</td></tr>"
+        )
 
     joint_rows = []
-    for k, joint in enumerate(keypoints.NAMES):
+    for joint in keypoints.NAMES:
         bars = []
         for name, model in results["models"].items():
             value = model["pckh_per_joint"][joint]
             width = 0 if value is None else 180 * value
-            bars.append(f'<td>{html.escape(name)}</td><td><span class="bar" style="width:{width:.0f}px"></span> '
-                        f"{_cell(value, 1, 100)}</td>")
-        joint_rows.append("".join(f"<tr>{'<td>' + joint + '</td>' if i == 0 else '<td></td>'}{bar}</tr>"
-                                  for i, bar in enumerate(bars)))
+            bars.append(
+                f'<td>{html.escape(name)}</td><td><span class="bar" style="width:{width:.0f}px"></span> '
+                f"{_cell(value, 1, 100)}</td>"
+            )
+        joint_rows.append(
+            "".join(
+                f"<tr>{'<td>' + joint + '</td>' if i == 0 else '<td></td>'}{bar}</tr>"
+                for i, bar in enumerate(bars)
+            )
+        )
 
-    images = "".join(f'<img src="{uri}" alt="validation person {i}">' for i, uri in enumerate(gallery))
-    anchors_note = (f"Seed models from {html.escape(str(settings['anchors_dir']))}, scored on the same people. Every "
-                    "model is fed in its own contract (the seed's: BGR 0..255 in, its own channel order out; see "
-                    "each model's .json) and its heatmaps compared in AIC order. A latency ratio across different "
-                    "input sizes is marked: it is not like with like."
-                    if results["anchors"] else "No seed models measured (no anchors folder).")
+    images = "".join(
+        f'<img src="{uri}" alt="validation person {i}">' for i, uri in enumerate(gallery)
+    )
+    anchors_note = (
+        f"Seed models from {html.escape(str(settings['anchors_dir']))}, scored on the same people. Every "
+        "model is fed in its own contract (the seed's: BGR 0..255 in, its own channel order out; see "
+        "each model's .json) and its heatmaps compared in AIC order. A latency ratio across different "
+        "input sizes is marked: it is not like with like."
+        if results["anchors"]
+        else "No seed models measured (no anchors folder)."
+    )
     return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>Pose model evaluation</title><style>{_CSS}</style></head>
 <body>
 <h1>Pose model evaluation</h1>
-<p>{settings['num_people']} validation people from {html.escape(', '.join(settings['data_dirs']))};
-decoding: refine={html.escape(settings['refine'])}, flip test={'on' if settings['flip_test'] else 'off'};
-latency: LiteRT, median and p90 of {settings['latency_runs']} runs after warm-up, 1 and {threads} threads, with
+<p>{settings["num_people"]} validation people from {html.escape(", ".join(settings["data_dirs"]))};
+decoding: refine={html.escape(settings["refine"])}, flip test={"on" if settings["flip_test"] else "off"};
+latency: LiteRT, median and p90 of {settings["latency_runs"]} runs after warm-up, 1 and {threads} threads, with
 XNNPACK and with LiteRT's builtin kernels; each model shows the faster (its runtime column).
 Ratios are ours ÷ the seed's model of the same family, measured in this run (≤ 1 is better).</p>
 <h2>Models</h2>
-<table>{header}{''.join(rows)}</table>
+<table>{header}{"".join(rows)}</table>
 <p>{anchors_note}</p>
 <h2>PCKh@0.5 per joint</h2>
-<table class="joint">{''.join(joint_rows)}</table>
-<h2>Gallery ({html.escape(settings['gallery_model'] or '')})</h2>
+<table class="joint">{"".join(joint_rows)}</table>
+<h2>Gallery ({html.escape(settings["gallery_model"] or "")})</h2>
 <p><span style="color:#3cc83c">■</span> true skeleton, <span style="color:#e62828">■</span> predicted.</p>
 <div class="gallery">{images}</div>
 {_photos_section(results.get("photos"), list(photo_panels))}</body></html>

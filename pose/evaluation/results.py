@@ -10,6 +10,7 @@ read it (`read`, `metric_figures`). The layout is documented in docs/ARTIFACTS.m
 
 Only NumPy-free JSON types are written: NumPy scalars and paths are converted on the way out.
 """
+
 import json
 from pathlib import Path
 from typing import TypedDict
@@ -20,7 +21,7 @@ FILE_NAME = "results.json"
 class Latency(TypedDict):
     threads: int
     runs: int
-    runtime: str              # "xnnpack" or "builtin" (pose.models.tflite_runtime.RUNTIMES)
+    runtime: str  # "xnnpack" or "builtin" (pose.models.tflite_runtime.RUNTIMES)
     median_ms: float
     p90_ms: float
 
@@ -29,43 +30,44 @@ class Settings(TypedDict):
     models_dir: str
     data_dirs: list[str]
     anchors_dir: str | None
-    refine: str               # pose.codec refine mode used to decode
+    refine: str  # pose.codec refine mode used to decode
     flip_test: bool
     latency_runs: int
-    all_threads: int          # the thread count of the "all" latency
-    num_people: int           # validation people scored
-    gallery_model: str        # the model drawn in the report's gallery
+    all_threads: int  # the thread count of the "all" latency
+    num_people: int  # validation people scored
+    gallery_model: str  # the model drawn in the report's gallery
 
 
 class SeedComparison(TypedDict):
-    seed_model: str           # the anchors' key of the seed model of the same family
+    seed_model: str  # the anchors' key of the seed model of the same family
     input_size: int | None
     seed_input_size: int
-    same_input_size: bool     # latency scales with pixels: a ratio across sizes is not like with like
-    latency_1_thread: float   # ours / the seed's
+    same_input_size: bool  # latency scales with pixels: a ratio across sizes is not like with like
+    latency_1_thread: float  # ours / the seed's
     latency_all_threads: float
     size: float
-    pckh_points: float        # 100 x (ours - the seed's)
-    ap: float                 # ours - the seed's
+    pckh_points: float  # 100 x (ours - the seed's)
+    ap: float  # ours - the seed's
 
 
 class ModelResult(TypedDict):
-    file: str                                  # the .tflite's name
-    metadata: dict                             # the .json beside it
-    pckh: float                                # PCKh@0.5, 0..1
-    pckh_per_joint: dict[str, float | None]    # joint name -> PCKh@0.5, None where no joint counted
-    ap: float                                  # OKS AP (pycocotools, AIC sigmas) and its companions
+    file: str  # the .tflite's name
+    metadata: dict  # the .json beside it
+    pckh: float  # PCKh@0.5, 0..1
+    pckh_per_joint: dict[str, float | None]  # joint name -> PCKh@0.5, None where no joint counted
+    ap: float  # OKS AP (pycocotools, AIC sigmas) and its companions
     ap50: float
     ap75: float
     ar: float
     size_bytes: int
-    latency: dict                              # {"1": Latency, "all": Latency, "runtime": the faster runtime}
-    latency_by_runtime: dict                   # runtime -> {"1": Latency, "all": Latency}
-    vs_seed: SeedComparison | None             # None: no seed model of its family was evaluated
+    latency: dict  # {"1": Latency, "all": Latency, "runtime": the faster runtime}
+    latency_by_runtime: dict  # runtime -> {"1": Latency, "all": Latency}
+    vs_seed: SeedComparison | None  # None: no seed model of its family was evaluated
 
 
 class AnchorResult(TypedDict):
     """A seed release, evaluated like ours (its metadata: the seed contract, sizes read from the model)."""
+
     file: str
     metadata: dict
     pckh: float
@@ -80,36 +82,37 @@ class AnchorResult(TypedDict):
 
 
 class PhotoModel(TypedDict):
-    keypoints: list[list[float]]              # [14] x [x, y, score] in the picture's pixels, AIC order
-    agreement: float                          # PCK@threshold against the reference's 14 keypoints, 0..1
-    agreement_found: float                    # the same over the joints the reference finds (score >= found_score)
+    keypoints: list[list[float]]  # [14] x [x, y, score] in the picture's pixels, AIC order
+    agreement: float  # PCK@threshold against the reference's 14 keypoints, 0..1
+    agreement_found: float  # the same over the joints the reference finds (score >= found_score)
 
 
 class Picture(TypedDict):
-    file: str                                 # its name in the photographs folder
-    reference_keypoints: list[list[float]]    # the seed's CPM: [14] x [x, y, score], AIC order
-    person_size: float                        # pixels: the longer side of the reference keypoints' box
+    file: str  # its name in the photographs folder
+    reference_keypoints: list[list[float]]  # the seed's CPM: [14] x [x, y, score], AIC order
+    person_size: float  # pixels: the longer side of the reference keypoints' box
     models: dict[str, PhotoModel]
 
 
 class Photos(TypedDict):
     """Real photographs (pose.evaluation.photos): ours beside the seed's released CPM, which is the reference."""
+
     folder: str
-    reference: str                            # the anchors' key of the reference (the seed's CPM)
-    threshold: float                          # agreement = PCK@threshold of the person's size
-    box: str                                  # how the person's size is taken
-    found_score: float                        # reference joints below this score are not found
-    drawn_model: str | None                   # the model drawn beside the reference in the report
+    reference: str  # the anchors' key of the reference (the seed's CPM)
+    threshold: float  # agreement = PCK@threshold of the person's size
+    box: str  # how the person's size is taken
+    found_score: float  # reference joints below this score are not found
+    drawn_model: str | None  # the model drawn beside the reference in the report
     pictures: list[Picture]
-    agreement: dict[str, float]               # model -> mean agreement over the pictures
-    agreement_found: dict[str, float]         # model -> mean agreement_found over the pictures
+    agreement: dict[str, float]  # model -> mean agreement over the pictures
+    agreement_found: dict[str, float]  # model -> mean agreement_found over the pictures
 
 
 class Results(TypedDict):
     settings: Settings
     models: dict[str, ModelResult]
     anchors: dict[str, AnchorResult]
-    photos: Photos | None                     # None: no photographs, or no seed CPM to compare with
+    photos: Photos | None  # None: no photographs, or no seed CPM to compare with
 
 
 class ResultsError(ValueError):
@@ -118,17 +121,28 @@ class ResultsError(ValueError):
 
 def validate(results, source: str) -> Results:
     """`results` if it has evaluate's layout, else ResultsError naming `source` and what is missing."""
-    if not isinstance(results, dict) or not isinstance(results.get("models"), dict) or not results["models"]:
-        raise ResultsError(f"{source}: no 'models' with evaluation figures (expected evaluate's {FILE_NAME})")
+    if (
+        not isinstance(results, dict)
+        or not isinstance(results.get("models"), dict)
+        or not results["models"]
+    ):
+        raise ResultsError(
+            f"{source}: no 'models' with evaluation figures (expected evaluate's {FILE_NAME})"
+        )
     for name, model in results["models"].items():
         missing = [key for key in ("pckh", "ap", "size_bytes", "latency") if key not in model]
         if missing or "median_ms" not in model["latency"].get("1", {}):
-            raise ResultsError(f"{source}: model {name!r} lacks {', '.join(missing) or 'latency at 1 thread'}")
+            raise ResultsError(
+                f"{source}: model {name!r} lacks {', '.join(missing) or 'latency at 1 thread'}"
+            )
     if not isinstance(results.get("anchors", {}), dict):
         raise ResultsError(f"{source}: 'anchors' is not an object")
     photos = results.get("photos")
-    if photos is not None and not (isinstance(photos, dict) and isinstance(photos.get("agreement"), dict)
-                                   and isinstance(photos.get("pictures"), list)):
+    if photos is not None and not (
+        isinstance(photos, dict)
+        and isinstance(photos.get("agreement"), dict)
+        and isinstance(photos.get("pictures"), list)
+    ):
         raise ResultsError(f"{source}: 'photos' lacks 'pictures' or 'agreement'")
     return results
 

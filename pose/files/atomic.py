@@ -1,4 +1,5 @@
 """Outputs appear at once: a step writes into a temporary sibling, then renames it over the real name."""
+
 import contextlib
 import glob
 import os
@@ -47,13 +48,15 @@ def remove_stale_siblings(path: Path) -> list[Path]:
     (kill -9, a preempted pod) left beside `path`, unless the process that made them still runs. Returns them."""
     removed = []
     for sibling in path.parent.glob(f".{glob.escape(path.name)}.*"):
-        kind, _, rest = sibling.name[len(path.name) + 2:].partition("-")
+        kind, _, rest = sibling.name[len(path.name) + 2 :].partition("-")
         if kind not in ("tmp", "old"):
             continue
         pid = rest.split("-")[0]
         if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
             continue
-        shutil.rmtree(sibling, ignore_errors=True) if sibling.is_dir() else sibling.unlink(missing_ok=True)
+        shutil.rmtree(sibling, ignore_errors=True) if sibling.is_dir() else sibling.unlink(
+            missing_ok=True
+        )
         removed.append(sibling)
     return removed
 

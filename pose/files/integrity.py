@@ -6,6 +6,7 @@
 - .tflite: tflite writes `"sha256"` into the model's .json; evaluate and publish call `verify_tflite`.
 Every failure names the file and what differs.
 """
+
 import hashlib
 import logging
 import os
@@ -47,8 +48,10 @@ def verify_shards(dirs) -> int:
         counts = index["shards"]
         checksums = index.get(CHECKSUMS)
         if checksums is None:
-            log.warning("%s: no checksums (shards written before they were recorded): counting records instead",
-                        index_path)
+            log.warning(
+                "%s: no checksums (shards written before they were recorded): counting records instead",
+                index_path,
+            )
         for name, count in counts.items():
             path = Path(folder) / name
             if not path.is_file():
@@ -59,10 +62,14 @@ def verify_shards(dirs) -> int:
                     raise IntegrityError(f"{path}: {index_path} has a count but no checksum for it")
                 size = path.stat().st_size
                 if size != expected["bytes"]:
-                    raise IntegrityError(f"{path}: {size} bytes, but {index_path} says {expected['bytes']} "
-                                         "(cut short or replaced)")
+                    raise IntegrityError(
+                        f"{path}: {size} bytes, but {index_path} says {expected['bytes']} "
+                        "(cut short or replaced)"
+                    )
                 if sha256(path) != expected["sha256"]:
-                    raise IntegrityError(f"{path}: sha256 differs from {index_path} (corrupt or replaced)")
+                    raise IntegrityError(
+                        f"{path}: sha256 differs from {index_path} (corrupt or replaced)"
+                    )
             else:
                 found = records.verify_shard(str(path), parse_records=False)
                 if found != int(count):
@@ -88,5 +95,7 @@ def verify_tflite(path) -> dict:
     if expected is None:
         log.warning("%s: no sha256 to check %s against", meta_path, path.name)
     elif sha256(path) != expected:
-        raise IntegrityError(f"{path}: sha256 differs from the one in {meta_path.name} (corrupt or replaced)")
+        raise IntegrityError(
+            f"{path}: sha256 differs from the one in {meta_path.name} (corrupt or replaced)"
+        )
     return metadata

@@ -5,6 +5,7 @@ artifacts so), or a previous output of the same step, which it recognises by the
 inside (`.pose-step`, holding the step's name). An output equal to, inside, or holding one of the step's
 inputs is refused: replacing it would delete the input.
 """
+
 import json
 from pathlib import Path
 
@@ -33,10 +34,14 @@ def check_output(step: str, output, inputs=()) -> None:
         if source_path is None:
             continue
         if is_inside(target, source_path):
-            raise OutputError(f"{output}: the output is {'the' if target == source_path else 'inside the'} input "
-                              f"{source}; replacing it would delete the input")
+            raise OutputError(
+                f"{output}: the output is {'the' if target == source_path else 'inside the'} input "
+                f"{source}; replacing it would delete the input"
+            )
         if is_inside(source_path, target):
-            raise OutputError(f"{output}: the output holds the input {source}; replacing it would delete the input")
+            raise OutputError(
+                f"{output}: the output holds the input {source}; replacing it would delete the input"
+            )
     if not target.exists() and not target.is_symlink():
         return
     if not target.is_dir() or target.is_symlink():
@@ -46,9 +51,11 @@ def check_output(step: str, output, inputs=()) -> None:
     if written_by(target) == step:
         return
     other = written_by(target)
-    raise OutputError(f"{output}: exists, is not empty and is not a previous {step} output "
-                      f"({f'it was written by {other}' if other else f'no {MARKER} marker'}); refusing to replace "
-                      "it: choose another --output or remove it yourself")
+    raise OutputError(
+        f"{output}: exists, is not empty and is not a previous {step} output "
+        f"({f'it was written by {other}' if other else f'no {MARKER} marker'}); refusing to replace "
+        "it: choose another --output or remove it yourself"
+    )
 
 
 def written_by(folder) -> str | None:

@@ -14,6 +14,7 @@ never sees a half-uploaded checkpoint; older checkpoints are deleted only after 
 precision); resuming with a config whose fingerprint differs is refused with both named. A local
 checkpoint folder keeps the same in FINGERPRINT_FILE, checked the same way.
 """
+
 import json
 import logging
 import os
@@ -38,9 +39,11 @@ def mismatch(where: str, step, theirs: dict, ours: dict, config_label: str) -> s
     if theirs == ours:
         return None
     differ = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
-    return (f"{where}: its checkpoint (step {step}) was written for { {k: theirs.get(k) for k in differ} }, "
-            f"but the config {config_label} gives { {k: ours.get(k) for k in differ} }; resume with that "
-            f"config, or start elsewhere")
+    return (
+        f"{where}: its checkpoint (step {step}) was written for { {k: theirs.get(k) for k in differ} }, "
+        f"but the config {config_label} gives { {k: ours.get(k) for k in differ} }; resume with that "
+        f"config, or start elsewhere"
+    )
 
 
 class RemoteCheckpoints:
@@ -52,7 +55,9 @@ class RemoteCheckpoints:
         self.store = storage.store_for(uri)
         # Now, not at the first checkpoint after minutes of training.
         if not storage.bucket_exists(uri, self.store):
-            raise storage.StorageError(f"{uri}: bucket {bucket!r} does not exist (or these credentials cannot see it)")
+            raise storage.StorageError(
+                f"{uri}: bucket {bucket!r} does not exist (or these credentials cannot see it)"
+            )
 
     def _object(self, name: str) -> str:
         return f"{self.uri}/{name}"
@@ -66,14 +71,21 @@ class RemoteCheckpoints:
             marker = json.loads(text)
         except ValueError as error:
             raise storage.StorageError(f"{self._object(MARKER)}: not JSON ({error})") from None
-        if not isinstance(marker, dict) or not isinstance(marker.get("step"), int) \
-                or not isinstance(marker.get("files"), list):
-            raise storage.StorageError(f"{self._object(MARKER)}: not a checkpoint marker (needs an integer 'step' "
-                                       f"and a 'files' list): {text[:200]!r}")
+        if (
+            not isinstance(marker, dict)
+            or not isinstance(marker.get("step"), int)
+            or not isinstance(marker.get("files"), list)
+        ):
+            raise storage.StorageError(
+                f"{self._object(MARKER)}: not a checkpoint marker (needs an integer 'step' "
+                f"and a 'files' list): {text[:200]!r}"
+            )
         return marker
 
     def check(self, marker: dict, config_label: str) -> None:
-        message = mismatch(self.uri, marker["step"], marker.get("fingerprint", {}), self.fingerprint, config_label)
+        message = mismatch(
+            self.uri, marker["step"], marker.get("fingerprint", {}), self.fingerprint, config_label
+        )
         if message:
             raise CheckpointMismatch(message)
 
@@ -87,11 +99,17 @@ class RemoteCheckpoints:
         local_names = {remote: local for local, remote in marker.get("side_files", {}).items()}
         for name in marker["files"]:
             if "/" in name or name.startswith("."):
-                raise storage.StorageError(f"{self._object(MARKER)}: file name {name!r} is not a plain name")
-            storage.download_file(self._object(name), str(local_dir / local_names.get(name, name)), self.store)
+                raise storage.StorageError(
+                    f"{self._object(MARKER)}: file name {name!r} is not a plain name"
+                )
+            storage.download_file(
+                self._object(name), str(local_dir / local_names.get(name, name)), self.store
+            )
         prefix = str(local_dir / f"ckpt-{step}")
         # CheckpointManager resumes from the folder's `checkpoint` state file (TF2 has no public writer of it).
-        tf.compat.v1.train.update_checkpoint_state(str(local_dir), prefix, all_model_checkpoint_paths=[prefix])
+        tf.compat.v1.train.update_checkpoint_state(
+            str(local_dir), prefix, all_model_checkpoint_paths=[prefix]
+        )
         log.info("fetched checkpoint of step %d from %s", step, self.uri)
         return prefix
 
@@ -100,7 +118,9 @@ class RemoteCheckpoints:
         the marker naming them, then deletes checkpoints older than the newest `keep`."""
         started = time.perf_counter()
         folder, stem = os.path.split(local_prefix)
-        files = sorted(n for n in os.listdir(folder) if n.startswith(stem + ".") and ".tmp" not in n)
+        files = sorted(
+            n for n in os.listdir(folder) if n.startswith(stem + ".") and ".tmp" not in n
+        )
         # Data before index, as TensorFlow writes them (readers go by the marker; tools listing the bucket
         # then never find an index whose data is missing).
         files.sort(key=lambda n: n.endswith(".index"))
@@ -111,15 +131,27 @@ class RemoteCheckpoints:
             if path.is_file():
                 sides[path.name] = f"{stem}.{path.name}"
                 storage.upload_file(str(path), self._object(sides[path.name]), self.store)
-        marker = {"step": step, "files": files + list(sides.values()), "side_files": sides,
-                  "fingerprint": self.fingerprint, "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        marker = {
+            "step": step,
+            "files": files + list(sides.values()),
+            "side_files": sides,
+            "fingerprint": self.fingerprint,
+            "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
         storage.write_text(self._object(MARKER), json.dumps(marker, indent=1), self.store)
-        log.info("checkpoint of step %d uploaded to %s in %.1fs", step, self.uri, time.perf_counter() - started)
+        log.info(
+            "checkpoint of step %d uploaded to %s in %.1fs",
+            step,
+            self.uri,
+            time.perf_counter() - started,
+        )
         self._prune(step)
 
     def _prune(self, newest: int) -> None:
         names = [n for n in storage.list_names(self.uri, self.store) if "/" not in n]
         steps = sorted({int(m.group(1)) for n in names if (m := _STEP.match(n))}, reverse=True)
-        keep = set(steps[:self.keep]) | {newest}
-        stale = [self._object(n) for n in names if (m := _STEP.match(n)) and int(m.group(1)) not in keep]
+        keep = set(steps[: self.keep]) | {newest}
+        stale = [
+            self._object(n) for n in names if (m := _STEP.match(n)) and int(m.group(1)) not in keep
+        ]
         storage.delete(stale, self.store)

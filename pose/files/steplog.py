@@ -1,4 +1,5 @@
 """Logging for steps: one format everywhere, and the read / wrote / took summary each step ends with."""
+
 import contextlib
 import logging
 import sys

@@ -374,8 +374,12 @@ def http_version(url: str) -> str:
             tag, modified = response.headers.get("ETag"), response.headers.get("Last-Modified")
     except urllib.error.HTTPError as error:
         if error.code in (403, 405, 501):  # servers that answer GET only (presigned URLs...)
-            log.warning("%s answers HEAD with HTTP %d: its version is unknown, download is "
-                        "cached on the URL alone (give sha256 to pin it)", url, error.code)
+            log.warning(
+                "%s answers HEAD with HTTP %d: its version is unknown, download is "
+                "cached on the URL alone (give sha256 to pin it)",
+                url,
+                error.code,
+            )
             return ""
         raise StorageError(f"{url}: HTTP {error.code} {error.reason}") from None
     except (urllib.error.URLError, TimeoutError, ConnectionError) as error:

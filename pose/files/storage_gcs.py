@@ -12,8 +12,7 @@ POSE_NETWORK_RETRY seconds (google-cloud-storage's own default is 120 s).
 import contextlib
 import os
 
-from pose.files.storage import (ClientStore, ObjectInfo, StorageError, network_retry,
-                                network_timeout)
+from pose.files.storage import ClientStore, ObjectInfo, StorageError, network_retry, network_timeout
 
 
 def gcs_options() -> dict:
@@ -54,7 +53,7 @@ def gcs_errors(uri: str):
         raise
     except exceptions.GoogleAPICallError as error:  # no permission, a refused name
         raise StorageError(f"{uri}: {error}") from None
-    except Exception as error:  # noqa: BLE001 - requests' and google-auth's transport errors
+    except Exception as error:
         module = type(error).__module__
         if module.startswith(("requests", "urllib3", "google.auth")):
             raise StorageError(

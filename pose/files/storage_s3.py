@@ -28,8 +28,14 @@ POSE_NETWORK_RETRY seconds (as attempts: botocore counts attempts, not time).
 import contextlib
 import os
 
-from pose.files.storage import (CHUNK, ClientStore, ObjectInfo, StorageError, network_retry,
-                                network_timeout)
+from pose.files.storage import (
+    CHUNK,
+    ClientStore,
+    ObjectInfo,
+    StorageError,
+    network_retry,
+    network_timeout,
+)
 
 SCHEMES = ("s3", "minio")
 PATH_STYLE_ENV = "POSE_S3_PATH_STYLE"

@@ -13,6 +13,7 @@ same path on a local disk climbs out of the folder it names. So such names are r
 URI or path is taken (gs://, s3://, file:// and plain paths); one trailing `/` (a prefix) is
 allowed, and a `.` segment in a local path (`./data`).
 """
+
 import os
 import urllib.parse
 from pathlib import Path
@@ -75,7 +76,9 @@ def check_uri(uri: str, what: str = "") -> str:
     for number, segment in enumerate(segments):
         if segment in refused:
             shown = "an empty segment ('//')" if segment == "" else f"a {segment!r} segment"
-            raise UriError(f"{label}: {shown} at position {number + 1}: object stores take such "
-                           "names literally while file systems climb out of the folder; name the "
-                           "place directly")
+            raise UriError(
+                f"{label}: {shown} at position {number + 1}: object stores take such "
+                "names literally while file systems climb out of the folder; name the "
+                "place directly"
+            )
     return uri

@@ -13,6 +13,7 @@ Within one process the lock is re-entrant (a step that holds its output may call
 again, e.g. pose.atomic.atomic_directory). flock works on local file systems and on NFSv4; on a KFP
 cluster every task has its own output path, so it matters for people sharing a folder.
 """
+
 import contextlib
 import fcntl
 import json
@@ -57,8 +58,18 @@ def exclusive_writer(path: str | os.PathLike, step: str):
     fd = _acquire(lock, path)
     try:
         os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"step": step, "pid": os.getpid(), "host": socket.gethostname(),
-                                  "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}).encode(), 0)
+        os.pwrite(
+            fd,
+            json.dumps(
+                {
+                    "step": step,
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                }
+            ).encode(),
+            0,
+        )
         with _guard:
             _held[key] = 1
         try:
@@ -81,9 +92,11 @@ def _acquire(lock: Path, path) -> int:
         except BlockingIOError:
             holder = _describe(fd)
             os.close(fd)
-            raise OutputBusy(f"{Path(path)}: another process is writing it ({holder}; "
-                             f"lock {lock}); "
-                             "wait for it to end, or choose another output") from None
+            raise OutputBusy(
+                f"{Path(path)}: another process is writing it ({holder}; "
+                f"lock {lock}); "
+                "wait for it to end, or choose another output"
+            ) from None
         try:
             if os.stat(lock).st_ino == os.fstat(fd).st_ino:
                 return fd
@@ -95,7 +108,9 @@ def _acquire(lock: Path, path) -> int:
 def _describe(fd: int) -> str:
     try:
         holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
-        return (f"{holder['step']} as pid {holder['pid']} on {holder['host']}, "
-                f"since {holder['started']}")
+        return (
+            f"{holder['step']} as pid {holder['pid']} on {holder['host']}, "
+            f"since {holder['started']}"
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return "a holder that has not written its name yet"

@@ -12,6 +12,7 @@ Training always works in the "aic" contract; export puts the conversion inside t
 (`describe`), and readers get it back with `from_metadata`. Heatmap pixel (x, y) maps to input pixel
 `(x + 0.5) * output_stride - 0.5` in both.
 """
+
 import numpy as np
 
 from pose.data import keypoints
@@ -21,12 +22,14 @@ AIC = "aic"
 NAMES = (SEED, AIC)
 DEFAULT = SEED
 PIXELS = {SEED: "bgr_0_255", AIC: "rgb_0_1"}
-PIXEL_DESCRIPTIONS = {"bgr_0_255": "float32 BGR 0..255, not normalised (cv2.imread pixels cast to float)",
-                      "rgb_0_1": "float32 RGB, pixel / 255.0"}
+PIXEL_DESCRIPTIONS = {
+    "bgr_0_255": "float32 BGR 0..255, not normalised (cv2.imread pixels cast to float)",
+    "rgb_0_1": "float32 RGB, pixel / 255.0",
+}
 # Each contract in words, for people (the model card).
 IN_WORDS = {
     SEED: "float32 BGR 0..255, not normalised, as cv2 reads images and the seed's apps feed them; "
-          "output channels in the seed's order",
+    "output channels in the seed's order",
     AIC: "float32 RGB / 255; output channels in AI Challenger order",
 }
 
@@ -48,23 +51,30 @@ def check(name: str) -> str:
 def describe(name: str) -> dict:
     """The `contract` entry of a model's .json."""
     check(name)
-    return {"name": name, "pixels": PIXELS[name],
-            "channel_order": [keypoints.NAMES[index] for index in CHANNELS[name]]}
+    return {
+        "name": name,
+        "pixels": PIXELS[name],
+        "channel_order": [keypoints.NAMES[index] for index in CHANNELS[name]],
+    }
 
 
 def from_metadata(metadata: dict, source: str = "model metadata") -> dict:
     """The contract a model's .json declares (pose.models.metadata reads the rest)."""
     declared = metadata.get("contract")
     if declared is None:
-        raise ContractError(f'{source} has no "contract" (pixel format and output channel order); '
-                            f"write it as the tflite step does: {describe(DEFAULT)}")
+        raise ContractError(
+            f'{source} has no "contract" (pixel format and output channel order); '
+            f"write it as the tflite step does: {describe(DEFAULT)}"
+        )
     if not isinstance(declared, dict) or declared.get("name") not in NAMES:
         raise ContractError(f"{source}: contract {declared!r} is not one of {', '.join(NAMES)}")
     expected = describe(declared["name"])
     for key in ("pixels", "channel_order"):
         if key in declared and declared[key] != expected[key]:
-            raise ContractError(f"{source}: contract {declared['name']!r} has {key} {declared[key]!r}, "
-                                f"expected {expected[key]!r}")
+            raise ContractError(
+                f"{source}: contract {declared['name']!r} has {key} {declared[key]!r}, "
+                f"expected {expected[key]!r}"
+            )
     return expected
 
 

@@ -17,6 +17,7 @@ Fields every model's .json has:
   input_name, output_name   the graph's tensor names (the seed's files: output_name only)
 Exports add normalisation, keypoints, flip_pairs (contract_fields) and what each step measured.
 """
+
 import json
 import logging
 from dataclasses import dataclass, field
@@ -43,30 +44,60 @@ class ModelMetadata:
     contract: dict
     input_name: str | None = None
     output_name: str | None = None
-    extra: dict = field(default_factory=dict)  # the rest of the file: exports' descriptions, figures
+    extra: dict = field(
+        default_factory=dict
+    )  # the rest of the file: exports' descriptions, figures
 
     @property
     def output_stride(self) -> int:
         return self.input_size // self.output_size
 
     @classmethod
-    def build(cls, model: str, input_size: int, output_size: int, num_keypoints: int,
-              contract_name: str, input_name: str | None = None, output_name: str | None = None,
-              **extra) -> "ModelMetadata":
+    def build(
+        cls,
+        model: str,
+        input_size: int,
+        output_size: int,
+        num_keypoints: int,
+        contract_name: str,
+        input_name: str | None = None,
+        output_name: str | None = None,
+        **extra,
+    ) -> "ModelMetadata":
         """The one builder. Exports pass **contract_fields(contract_name) among `extra`."""
         input_size, output_size = int(input_size), int(output_size)
         if output_size < 1 or input_size % output_size:
-            raise MetadataError(f"{model}: input {input_size} is not a whole number of heatmap "
-                                f"pixels ({output_size})")
-        return cls(model, input_size, output_size, int(num_keypoints),
-                   contract.describe(contract_name), input_name, output_name, dict(extra))
+            raise MetadataError(
+                f"{model}: input {input_size} is not a whole number of heatmap "
+                f"pixels ({output_size})"
+            )
+        return cls(
+            model,
+            input_size,
+            output_size,
+            int(num_keypoints),
+            contract.describe(contract_name),
+            input_name,
+            output_name,
+            dict(extra),
+        )
 
     def to_json(self) -> dict:
-        names = {k: v for k, v in (("input_name", self.input_name),
-                                   ("output_name", self.output_name)) if v is not None}
-        return {"model": self.model, "input_size": self.input_size, "output_size": self.output_size,
-                "output_stride": self.output_stride, "num_keypoints": self.num_keypoints, **names,
-                "contract": self.contract, **self.extra}
+        names = {
+            k: v
+            for k, v in (("input_name", self.input_name), ("output_name", self.output_name))
+            if v is not None
+        }
+        return {
+            "model": self.model,
+            "input_size": self.input_size,
+            "output_size": self.output_size,
+            "output_stride": self.output_stride,
+            "num_keypoints": self.num_keypoints,
+            **names,
+            "contract": self.contract,
+            **self.extra,
+        }
 
     def write(self, path: Path) -> None:
         Path(path).write_text(json.dumps(self.to_json(), indent=2))
@@ -75,9 +106,11 @@ class ModelMetadata:
 def contract_fields(contract_name: str) -> dict:
     """What an export adds about its contract for people and apps: the pixels in words, the output
     channels' joint names in order, and the left/right channel pairs."""
-    return {"normalisation": contract.PIXEL_DESCRIPTIONS[contract.PIXELS[contract_name]],
-            "keypoints": contract.describe(contract_name)["channel_order"],
-            "flip_pairs": contract.flip_pairs(contract_name)}
+    return {
+        "normalisation": contract.PIXEL_DESCRIPTIONS[contract.PIXELS[contract_name]],
+        "keypoints": contract.describe(contract_name)["channel_order"],
+        "flip_pairs": contract.flip_pairs(contract_name),
+    }
 
 
 def path_for(model_path: Path) -> Path:
@@ -111,14 +144,29 @@ def from_json(values: dict, source: str) -> ModelMetadata:
     except contract.ContractError as error:
         raise MetadataError(str(error)) from error
     except (KeyError, TypeError, ValueError, ZeroDivisionError) as error:
-        raise MetadataError(f"{source}: input_size / output_size / output_stride unusable "
-                            f"({error!r})") from error
-    known = {"model", "input_size", "output_size", "output_stride", "num_keypoints", "contract",
-             "input_name", "output_name"}
-    return ModelMetadata(str(values.get("model", Path(source).stem)), input_size, output_size,
-                         int(values.get("num_keypoints", len(declared["channel_order"]))), declared,
-                         values.get("input_name"), values.get("output_name"),
-                         {k: v for k, v in values.items() if k not in known})
+        raise MetadataError(
+            f"{source}: input_size / output_size / output_stride unusable ({error!r})"
+        ) from error
+    known = {
+        "model",
+        "input_size",
+        "output_size",
+        "output_stride",
+        "num_keypoints",
+        "contract",
+        "input_name",
+        "output_name",
+    }
+    return ModelMetadata(
+        str(values.get("model", Path(source).stem)),
+        input_size,
+        output_size,
+        int(values.get("num_keypoints", len(declared["channel_order"]))),
+        declared,
+        values.get("input_name"),
+        values.get("output_name"),
+        {k: v for k, v in values.items() if k not in known},
+    )
 
 
 def read(path: Path) -> ModelMetadata:
@@ -135,12 +183,19 @@ def seed_release(model_path: Path, interpreter=None) -> ModelMetadata:
     _, output_size, _, channels = tflite_runtime.output_shape(interpreter)
     expected = len(contract.CHANNELS[contract.SEED])
     if channels != expected or input_size % output_size:
-        raise MetadataError(f"{model_path}: no {path_for(model_path).name} beside it, and its shapes "
-                            f"(input {input_size}, output {output_size}x{output_size}x{channels}) are "
-                            f"not a seed release's; write its .json")
-    return ModelMetadata.build(Path(model_path).stem, input_size, output_size, channels,
-                               contract.SEED,
-                               output_name=interpreter.get_output_details()[0]["name"])
+        raise MetadataError(
+            f"{model_path}: no {path_for(model_path).name} beside it, and its shapes "
+            f"(input {input_size}, output {output_size}x{output_size}x{channels}) are "
+            f"not a seed release's; write its .json"
+        )
+    return ModelMetadata.build(
+        Path(model_path).stem,
+        input_size,
+        output_size,
+        channels,
+        contract.SEED,
+        output_name=interpreter.get_output_details()[0]["name"],
+    )
 
 
 def of_model_file(model_path: Path, interpreter=None) -> ModelMetadata:
@@ -148,6 +203,9 @@ def of_model_file(model_path: Path, interpreter=None) -> ModelMetadata:
     beside = path_for(model_path)
     if beside.is_file():
         return read(beside)
-    log.info("%s: no %s beside it: read as one of the seed's released files (seed contract)",
-             model_path, beside.name)
+    log.info(
+        "%s: no %s beside it: read as one of the seed's released files (seed contract)",
+        model_path,
+        beside.name,
+    )
     return seed_release(model_path, interpreter)

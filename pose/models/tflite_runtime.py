@@ -1,4 +1,5 @@
 """LiteRT (ai_edge_litert) helpers shared by the tflite and evaluate steps: load, run, time."""
+
 import os
 import time
 from pathlib import Path
@@ -27,12 +28,20 @@ def load(path: str | os.PathLike, num_threads: int | None = None, runtime: str =
     with open(path, "rb") as file:
         header = file.read(8)
     if len(header) < 8 or header[4:8] != _TFLITE_IDENTIFIER:
-        raise NotTFLiteError(f"{path}: not a TFLite model (file identifier {header[4:8]!r}, expected "
-                             f"{_TFLITE_IDENTIFIER!r})")
+        raise NotTFLiteError(
+            f"{path}: not a TFLite model (file identifier {header[4:8]!r}, expected "
+            f"{_TFLITE_IDENTIFIER!r})"
+        )
     try:
-        resolver = {"xnnpack": OpResolverType.AUTO, "builtin": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}[runtime]
-        interpreter = Interpreter(model_path=str(path), num_threads=num_threads or 1,
-                                  experimental_op_resolver_type=resolver)
+        resolver = {
+            "xnnpack": OpResolverType.AUTO,
+            "builtin": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        }[runtime]
+        interpreter = Interpreter(
+            model_path=str(path),
+            num_threads=num_threads or 1,
+            experimental_op_resolver_type=resolver,
+        )
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as error:
         raise NotTFLiteError(f"{path}: LiteRT cannot load it: {error}") from error
@@ -51,13 +60,20 @@ def output_shape(interpreter) -> tuple[int, ...]:
 
 def io_description(interpreter) -> dict:
     """Names, shapes, dtypes and (scale, zero point) of the first input and output, for metadata."""
+
     def describe(detail):
         scale, zero_point = detail["quantization"]
-        return {"name": detail["name"], "shape": [int(d) for d in detail["shape"]],
-                "dtype": np.dtype(detail["dtype"]).name,
-                "quantization": {"scale": float(scale), "zero_point": int(zero_point)}}
-    return {"input": describe(interpreter.get_input_details()[0]),
-            "output": describe(interpreter.get_output_details()[0])}
+        return {
+            "name": detail["name"],
+            "shape": [int(d) for d in detail["shape"]],
+            "dtype": np.dtype(detail["dtype"]).name,
+            "quantization": {"scale": float(scale), "zero_point": int(zero_point)},
+        }
+
+    return {
+        "input": describe(interpreter.get_input_details()[0]),
+        "output": describe(interpreter.get_output_details()[0]),
+    }
 
 
 def run(interpreter, images: np.ndarray) -> np.ndarray:
@@ -85,8 +101,14 @@ def run(interpreter, images: np.ndarray) -> np.ndarray:
     return np.stack(outputs)
 
 
-def latency(path: str | os.PathLike, num_threads: int, runs: int = 50, warmup: int = 5,
-            seed: int = 0, runtime: str = "xnnpack") -> dict:
+def latency(
+    path: str | os.PathLike,
+    num_threads: int,
+    runs: int = 50,
+    warmup: int = 5,
+    seed: int = 0,
+    runtime: str = "xnnpack",
+) -> dict:
     """Median and p90 of one invoke in milliseconds over `runs` runs after `warmup` runs."""
     interpreter = load(path, num_threads=num_threads, runtime=runtime)
     detail = interpreter.get_input_details()[0]
@@ -105,8 +127,13 @@ def latency(path: str | os.PathLike, num_threads: int, runs: int = 50, warmup: i
         started = time.perf_counter()
         interpreter.invoke()
         times[i] = (time.perf_counter() - started) * 1000.0
-    return {"threads": num_threads, "runs": runs, "runtime": runtime, "median_ms": float(np.median(times)),
-            "p90_ms": float(np.percentile(times, 90))}
+    return {
+        "threads": num_threads,
+        "runs": runs,
+        "runtime": runtime,
+        "median_ms": float(np.median(times)),
+        "p90_ms": float(np.percentile(times, 90)),
+    }
 
 
 def all_threads() -> int:

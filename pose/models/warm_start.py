@@ -13,18 +13,24 @@ The network must be built with `seed_layers: true` (the seed's activations and r
 CPM is experiments/mv2_cpm_192_tiny.yaml, the released Hourglass experiments/mv2_hourglass_192.yaml.
 After loading, the network is run beside the file on one image and must reproduce it.
 """
+
 import re
 from pathlib import Path
 
 import numpy as np
 
-from pose.models import contract, networks
 from pose.data import keypoints
+from pose.models import contract, networks
 
 # A warm-started network must reproduce the file's heatmaps (peaks ~0.5..1) this closely on a test image.
 REPRODUCTION_MAX_ABS_DIFF = 0.02
 # Our block names -> the seed's: the part of an inverted residual or separable block.
-_SEED_PART = {"expand": "up_pointwise", "depthwise": "depthwise", "project": "pointwise", "pointwise": "pointwise"}
+_SEED_PART = {
+    "expand": "up_pointwise",
+    "depthwise": "depthwise",
+    "project": "pointwise",
+    "pointwise": "pointwise",
+}
 # Blocks the seed builds one at a time (not in a slim.stack, whose scopes count from 1).
 _SINGLE_BLOCKS = ("hourglass_mid", "hourglass_back")
 
@@ -50,15 +56,20 @@ def load_into(model, source: str | Path, model_name: str, seed_layers: bool) -> 
     """Loads `source` (a seed .tflite or a model.keras) into `model` in place; returns a summary."""
     path = resolve(source)
     if not path.is_file():
-        raise WarmStartError(f"init_from {source}: no such file (looked in {Path.cwd()} and {REPO})")
+        raise WarmStartError(
+            f"init_from {source}: no such file (looked in {Path.cwd()} and {REPO})"
+        )
     if path.suffix == ".tflite":
         return _from_seed_tflite(model, path, model_name, seed_layers)
     if path.suffix == ".keras":
         return _from_keras(model, path)
-    raise WarmStartError(f"init_from {path}: expected a seed's released .tflite or a model.keras from an earlier run")
+    raise WarmStartError(
+        f"init_from {path}: expected a seed's released .tflite or a model.keras from an earlier run"
+    )
 
 
 # ---- an earlier run's model.keras ----------------------------------------------------------------
+
 
 def _from_keras(model, path: Path) -> dict:
     import keras
@@ -71,32 +82,44 @@ def _from_keras(model, path: Path) -> dict:
         raise WarmStartError(f"init_from {path}: cannot load the Keras model: {error}") from error
     source_layers = {layer.name: layer for layer in source.layers}
     if model.input_shape != source.input_shape:
-        raise WarmStartError(f"init_from {path}: layer 'image': the network takes {model.input_shape[1:]}, "
-                             f"the file's model {source.input_shape[1:]}")
+        raise WarmStartError(
+            f"init_from {path}: layer 'image': the network takes {model.input_shape[1:]}, "
+            f"the file's model {source.input_shape[1:]}"
+        )
     loaded = 0
     for layer in model.layers:
         if not layer.weights:
             continue
         other = source_layers.get(layer.name)
         if other is None:
-            raise WarmStartError(f"init_from {path}: layer {layer.name!r} has no counterpart in the file's model "
-                                 f"{source.name!r} (a different network or structure)")
+            raise WarmStartError(
+                f"init_from {path}: layer {layer.name!r} has no counterpart in the file's model "
+                f"{source.name!r} (a different network or structure)"
+            )
         ours = [tuple(w.shape) for w in layer.weights]
         theirs = [tuple(w.shape) for w in other.weights]
         if ours != theirs:
-            raise WarmStartError(f"init_from {path}: layer {layer.name!r} does not fit: its weights are {ours}, "
-                                 f"the file's {theirs} (a different width, size or structure)")
+            raise WarmStartError(
+                f"init_from {path}: layer {layer.name!r} does not fit: its weights are {ours}, "
+                f"the file's {theirs} (a different width, size or structure)"
+            )
         layer.set_weights(other.get_weights())
         loaded += 1
-    unused = [layer.name for layer in source.layers if layer.weights and layer.name not in
-              {mine.name for mine in model.layers}]
+    unused = [
+        layer.name
+        for layer in source.layers
+        if layer.weights and layer.name not in {mine.name for mine in model.layers}
+    ]
     if unused:
-        raise WarmStartError(f"init_from {path}: the file's layer {unused[0]!r} has no place in the network "
-                             f"({len(unused)} such layers)")
+        raise WarmStartError(
+            f"init_from {path}: the file's layer {unused[0]!r} has no place in the network "
+            f"({len(unused)} such layers)"
+        )
     return {"source": str(path), "kind": "keras", "layers": loaded}
 
 
 # ---- one of the seed's released .tflite files ----------------------------------------------------
+
 
 def read_seed_file(path: Path) -> dict:
     """{"input_size", "output_name", "output_shape", "convolutions": {seed layer key: (kernel, bias)}} of a
@@ -109,12 +132,18 @@ def read_seed_file(path: Path) -> dict:
         raise WarmStartError(f"init_from {error}") from error
     inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
     output_name = outputs[0]["name"] if len(outputs) == 1 else None
-    if (len(inputs) != 1 or inputs[0]["name"] != "image" or np.dtype(inputs[0]["dtype"]) != np.float32
-            or output_name is None or networks.identity_of_seed_output(output_name) is None):
+    if (
+        len(inputs) != 1
+        or inputs[0]["name"] != "image"
+        or np.dtype(inputs[0]["dtype"]) != np.float32
+        or output_name is None
+        or networks.identity_of_seed_output(output_name) is None
+    ):
         raise WarmStartError(
             f"init_from {path}: not one of the seed's released structures (expected one float32 input 'image' and "
             f"one output 'Convolutional_Pose_Machine/stage_<n>_out' or 'hourglass_out_<n>'; it has inputs "
-            f"{[i['name'] for i in inputs]} and outputs {[o['name'] for o in outputs]})")
+            f"{[i['name'] for i in inputs]} and outputs {[o['name'] for o in outputs]})"
+        )
     tensors = {detail["index"]: detail for detail in interpreter.get_tensor_details()}
     convolutions = {}
     for op in interpreter._get_ops_details():
@@ -122,21 +151,35 @@ def read_seed_file(path: Path) -> dict:
             continue
         kernel_detail = tensors[op["inputs"][1]]
         if np.dtype(kernel_detail["dtype"]) != np.float32:
-            raise WarmStartError(f"init_from {path}: {kernel_detail['name']} is {np.dtype(kernel_detail['dtype'])}, "
-                                 "not float32: a quantised file cannot seed training; use the float one")
+            raise WarmStartError(
+                f"init_from {path}: {kernel_detail['name']} is {np.dtype(kernel_detail['dtype'])}, "
+                "not float32: a quantised file cannot seed training; use the float one"
+            )
         name = kernel_detail["name"]
         if not re.search(r"/(depthwise_)?weights$", name):
-            raise WarmStartError(f"init_from {path}: not one of the seed's released structures (convolution "
-                                 f"weights named {name!r}, the seed's end in '/weights' or '/depthwise_weights')")
+            raise WarmStartError(
+                f"init_from {path}: not one of the seed's released structures (convolution "
+                f"weights named {name!r}, the seed's end in '/weights' or '/depthwise_weights')"
+            )
         kernel = interpreter.get_tensor(op["inputs"][1])
-        bias = interpreter.get_tensor(op["inputs"][2]) if len(op["inputs"]) > 2 and op["inputs"][2] >= 0 else None
+        bias = (
+            interpreter.get_tensor(op["inputs"][2])
+            if len(op["inputs"]) > 2 and op["inputs"][2] >= 0
+            else None
+        )
         convolutions[name.split("/")[-2]] = (op["op_name"], name, kernel, bias)
     if "Conv2d_0" not in convolutions:
-        raise WarmStartError(f"init_from {path}: not one of the seed's released structures (no stem convolution "
-                             "'Conv2d_0/weights')")
-    return {"input_size": int(inputs[0]["shape"][1]), "output_name": output_name,
-            "output_shape": [int(d) for d in outputs[0]["shape"]], "convolutions": convolutions,
-            "interpreter": interpreter}
+        raise WarmStartError(
+            f"init_from {path}: not one of the seed's released structures (no stem convolution "
+            "'Conv2d_0/weights')"
+        )
+    return {
+        "input_size": int(inputs[0]["shape"][1]),
+        "output_name": output_name,
+        "output_shape": [int(d) for d in outputs[0]["shape"]],
+        "convolutions": convolutions,
+        "interpreter": interpreter,
+    }
 
 
 def seed_key(layer_name: str) -> str | None:
@@ -159,17 +202,25 @@ def _from_seed_tflite(model, path: Path, model_name: str, seed_layers: bool) -> 
     seed_identity = networks.identity_of_seed_output(seed["output_name"])
     family, config = seed_identity.family, seed_identity.seed_config
     if not seed_layers:
-        raise WarmStartError(f"init_from {path}: the seed's files need the seed's activations and resizing: set "
-                             f"seed_layers: true (as {config} does)")
+        raise WarmStartError(
+            f"init_from {path}: the seed's files need the seed's activations and resizing: set "
+            f"seed_layers: true (as {config} does)"
+        )
     size = model.input_shape[1]
     if size != seed["input_size"]:
-        raise WarmStartError(f"init_from {path}: layer 'image' does not fit: the network takes {size}x{size}, the "
-                             f"file {seed['input_size']}x{seed['input_size']} (input_size in {config})")
+        raise WarmStartError(
+            f"init_from {path}: layer 'image' does not fit: the network takes {size}x{size}, the "
+            f"file {seed['input_size']}x{seed['input_size']} (input_size in {config})"
+        )
     num_keypoints = model.outputs[-1].shape[-1]
     if num_keypoints != keypoints.NUM_KEYPOINTS:
-        raise WarmStartError(f"init_from {path}: the file has {keypoints.NUM_KEYPOINTS} heatmaps, the network "
-                             f"{num_keypoints}")
-    aic_from_seed = np.argsort(contract.SEED_CHANNELS)  # our channel a is the file's channel aic_from_seed[a]
+        raise WarmStartError(
+            f"init_from {path}: the file has {keypoints.NUM_KEYPOINTS} heatmaps, the network "
+            f"{num_keypoints}"
+        )
+    aic_from_seed = np.argsort(
+        contract.SEED_CHANNELS
+    )  # our channel a is the file's channel aic_from_seed[a]
     layers_by_name = {layer.name: layer for layer in model.layers}
     heatmap_layers, concat_segments = _keypoint_ordered(model, num_keypoints)
     used = set()
@@ -178,17 +229,21 @@ def _from_seed_tflite(model, path: Path, model_name: str, seed_layers: bool) -> 
             continue
         key = seed_key(layer.name)
         if key is None or key not in seed["convolutions"]:
-            raise WarmStartError(f"init_from {path}: layer {layer.name!r} does not fit: the file has no weights for "
-                                 f"it ({key or 'no seed name'}; a {family} file, use {config})")
+            raise WarmStartError(
+                f"init_from {path}: layer {layer.name!r} does not fit: the file has no weights for "
+                f"it ({key or 'no seed name'}; a {family} file, use {config})"
+            )
         op_name, tensor_name, kernel, bias = seed["convolutions"][key]
         depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
         # TFLite: conv [out, h, w, in], depthwise [1, h, w, channels]; Keras: [h, w, in, out], [h, w, channels, 1]
         kernel = np.transpose(kernel, (1, 2, 3, 0))
         ours = tuple(layer.kernel.shape)
         if ours != kernel.shape or (op_name == "DEPTHWISE_CONV_2D") != depthwise:
-            raise WarmStartError(f"init_from {path}: layer {layer.name!r} does not fit: its kernel is {list(ours)}, "
-                                 f"the file's {tensor_name} is {list(kernel.shape)} (Keras layout; a different "
-                                 f"network, width or structure: the released {family} is {config})")
+            raise WarmStartError(
+                f"init_from {path}: layer {layer.name!r} does not fit: its kernel is {list(ours)}, "
+                f"the file's {tensor_name} is {list(kernel.shape)} (Keras layout; a different "
+                f"network, width or structure: the released {family} is {config})"
+            )
         used.add(key)
         if bias is None:
             bias = np.zeros(kernel.shape[-1] if not depthwise else kernel.shape[2], np.float32)
@@ -201,21 +256,32 @@ def _from_seed_tflite(model, path: Path, model_name: str, seed_layers: bool) -> 
                 bias = bias[aic_from_seed]
         elif source in concat_segments:
             for offset in concat_segments[source]:
-                kernel[:, :, offset:offset + num_keypoints, :] = kernel[:, :, offset + aic_from_seed, :]
+                kernel[:, :, offset : offset + num_keypoints, :] = kernel[
+                    :, :, offset + aic_from_seed, :
+                ]
         if layer.name in heatmap_layers and not depthwise:
             kernel, bias = kernel[..., aic_from_seed], bias[aic_from_seed]
         layer.kernel.assign(kernel.astype(np.float32))
         _set_bias(layer, bias, layers_by_name, path)
     unused = sorted(set(seed["convolutions"]) - used)
     if unused:
-        raise WarmStartError(f"init_from {path}: the file's layer {unused[0]!r} has no place in the network "
-                             f"({len(unused)} such layers: the file has more stages or blocks than {model_name})")
+        raise WarmStartError(
+            f"init_from {path}: the file's layer {unused[0]!r} has no place in the network "
+            f"({len(unused)} such layers: the file has more stages or blocks than {model_name})"
+        )
     difference = reproduction_difference(model, seed["interpreter"])
     if not difference <= REPRODUCTION_MAX_ABS_DIFF:
-        raise WarmStartError(f"init_from {path}: the network loaded with its weights does not reproduce it (max abs "
-                             f"heatmap difference {difference:.3g} on a test image, limit {REPRODUCTION_MAX_ABS_DIFF})")
-    return {"source": str(path), "kind": "seed_tflite", "family": family, "layers": len(used),
-            "reproduction_max_abs_diff": float(difference)}
+        raise WarmStartError(
+            f"init_from {path}: the network loaded with its weights does not reproduce it (max abs "
+            f"heatmap difference {difference:.3g} on a test image, limit {REPRODUCTION_MAX_ABS_DIFF})"
+        )
+    return {
+        "source": str(path),
+        "kind": "seed_tflite",
+        "family": family,
+        "layers": len(used),
+        "reproduction_max_abs_diff": float(difference),
+    }
 
 
 def _producer(layer) -> str:
@@ -230,8 +296,15 @@ def _keypoint_ordered(model, num_keypoints: int):
     import keras
 
     ordered, segments = set(), {}
-    keep = (keras.layers.BatchNormalization, keras.layers.ReLU, keras.layers.Add, keras.layers.UpSampling2D,
-            keras.layers.Resizing, keras.layers.MaxPooling2D, keras.layers.DepthwiseConv2D)
+    keep = (
+        keras.layers.BatchNormalization,
+        keras.layers.ReLU,
+        keras.layers.Add,
+        keras.layers.UpSampling2D,
+        keras.layers.Resizing,
+        keras.layers.MaxPooling2D,
+        keras.layers.DepthwiseConv2D,
+    )
     for layer in model.layers:  # topological order
         if not layer._inbound_nodes or not layer._inbound_nodes[0].input_tensors:
             continue
@@ -244,11 +317,14 @@ def _keypoint_ordered(model, num_keypoints: int):
                 offset += tensor.shape[-1]
             if offsets:
                 segments[layer.name] = offsets
-        elif isinstance(layer, keras.layers.Conv2D) and not isinstance(layer, keras.layers.DepthwiseConv2D):
+        elif isinstance(layer, keras.layers.Conv2D) and not isinstance(
+            layer, keras.layers.DepthwiseConv2D
+        ):
             if layer.filters == num_keypoints and layer.name != "Conv2d_0_conv":
                 ordered.add(layer.name)
-        elif (isinstance(layer, keep) or type(layer).__name__ == "SeedBilinearUpsampling") and \
-                all(p.name in ordered for p in producers):
+        elif (isinstance(layer, keep) or type(layer).__name__ == "SeedBilinearUpsampling") and all(
+            p.name in ordered for p in producers
+        ):
             ordered.add(layer.name)
     return ordered, segments
 
@@ -262,8 +338,10 @@ def _set_bias(layer, bias, layers_by_name: dict, path: Path) -> None:
     batch_norm = layers_by_name.get(f"{layer.name}_bn") or layers_by_name.get(f"{stem}_bn")
     if batch_norm is None:
         if np.any(bias != 0):
-            raise WarmStartError(f"init_from {path}: layer {layer.name!r} has no bias or batch norm to take the "
-                                 f"file's non-zero bias")
+            raise WarmStartError(
+                f"init_from {path}: layer {layer.name!r} has no bias or batch norm to take the "
+                f"file's non-zero bias"
+            )
         return
     channels = bias.shape[0]
     batch_norm.gamma.assign(np.ones(channels, np.float32))
@@ -281,11 +359,18 @@ def reproduction_difference(model, interpreter, seed: int = 0) -> float:
 
     size = model.input_shape[1]
     rng = np.random.default_rng(seed)
-    image = cv2.resize(rng.integers(0, 256, (size // 8, size // 8, 3)).astype(np.uint8), (size, size),
-                       interpolation=cv2.INTER_LINEAR)[None]
-    theirs = contract.to_aic_order(tflite_runtime.run(interpreter, contract.model_input(image, "seed")), "seed")
+    image = cv2.resize(
+        rng.integers(0, 256, (size // 8, size // 8, 3)).astype(np.uint8),
+        (size, size),
+        interpolation=cv2.INTER_LINEAR,
+    )[None]
+    theirs = contract.to_aic_order(
+        tflite_runtime.run(interpreter, contract.model_input(image, "seed")), "seed"
+    )
     ours = model(contract.model_input(image, "aic"), training=False)
     ours = np.asarray(ours[-1] if isinstance(ours, (list, tuple)) else ours)
     if ours.shape != theirs.shape:
-        raise WarmStartError(f"the network's heatmaps are {list(ours.shape)}, the file's {list(theirs.shape)}")
+        raise WarmStartError(
+            f"the network's heatmaps are {list(ours.shape)}, the file's {list(theirs.shape)}"
+        )
     return float(np.abs(ours - theirs).max())

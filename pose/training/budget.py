@@ -1,5 +1,6 @@
 """train's time budget (config key max_minutes): the seconds of earlier runs of the same output
 (restarts, preemptions) count too."""
+
 import math
 import time
 

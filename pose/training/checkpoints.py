@@ -15,6 +15,7 @@ bucket's newest (only the chief uploads; the others write theirs to scratch), an
 resumed the same step before training; without a bucket a multi-worker run cannot resume and says
 so.
 """
+
 import json
 import logging
 import tempfile
@@ -24,8 +25,12 @@ from pathlib import Path
 import tensorflow as tf
 
 from pose.files.atomic import write_text
-from pose.files.remote_checkpoints import (FINGERPRINT_FILE, CheckpointMismatch, RemoteCheckpoints,
-                                           mismatch)
+from pose.files.remote_checkpoints import (
+    FINGERPRINT_FILE,
+    CheckpointMismatch,
+    RemoteCheckpoints,
+    mismatch,
+)
 from pose.training.config import TrainConfig
 from pose.training.errors import TrainError
 
@@ -38,15 +43,21 @@ PROGRESS = "progress.json"
 
 def fingerprint(cfg: TrainConfig, mixed_precision: bool) -> dict:
     """What the checkpoints' variables depend on."""
-    return {"model": cfg.model, "input_size": cfg.input_size, "width": cfg.width,
-            "num_stages": cfg.num_stages, "num_keypoints": cfg.num_keypoints,
-            **{k: v for k, v in cfg.architecture_options().items() if v is not None},
-            "mixed_precision": mixed_precision}
+    return {
+        "model": cfg.model,
+        "input_size": cfg.input_size,
+        "width": cfg.width,
+        "num_stages": cfg.num_stages,
+        "num_keypoints": cfg.num_keypoints,
+        **{k: v for k, v in cfg.architecture_options().items() if v is not None},
+        "mixed_precision": mixed_precision,
+    }
 
 
 @dataclass
 class Resumed:
     """Where the run stands after restoring: step 0 and nothing carried for a fresh start."""
+
     step: int = 0
     history: list[dict] = field(default_factory=list)
     progress: dict = field(default_factory=dict)  # PROGRESS at that step
@@ -55,16 +66,27 @@ class Resumed:
 class Checkpoints:
     """The run's checkpoints: `restore()` once before training, `save()` as it goes."""
 
-    def __init__(self, cfg: TrainConfig, model, optimizer, strategy, model_folder: Path, chief: bool,
-                 multi_worker: bool, mixed_precision: bool, checkpoint_uri: str = "",
-                 config_label: str = ""):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        model,
+        optimizer,
+        strategy,
+        model_folder: Path,
+        chief: bool,
+        multi_worker: bool,
+        mixed_precision: bool,
+        checkpoint_uri: str = "",
+        config_label: str = "",
+    ):
         self.cfg, self.optimizer, self.strategy = cfg, optimizer, strategy
         self.model_folder, self.chief, self.multi_worker = model_folder, chief, multi_worker
         self.checkpoint_uri, self.config_label = checkpoint_uri, config_label
         # Non-chief workers of a multi-worker run write their (identical) checkpoints to scratch; they
         # resume only from the bucket (--checkpoint-uri), the one place every worker can read.
-        self.folder = (model_folder / FOLDER if chief
-                       else Path(tempfile.mkdtemp(prefix="train-worker-")))
+        self.folder = (
+            model_folder / FOLDER if chief else Path(tempfile.mkdtemp(prefix="train-worker-"))
+        )
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
         self.fingerprint = fingerprint(cfg, mixed_precision)
         self.remote: RemoteCheckpoints | None = None
@@ -93,13 +115,17 @@ class Checkpoints:
 
     def _restore(self) -> Resumed:
         marker = self._fetch_remote()
-        self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.folder),
-                                                  self.cfg.keep_checkpoints)
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, str(self.folder), self.cfg.keep_checkpoints
+        )
         latest = self.manager.latest_checkpoint
         if latest and self.multi_worker and self.remote and marker is None:
             # Killed before its first upload: the other workers cannot read this folder.
-            log.warning("%s is not in %s, which every worker reads: all workers start from scratch",
-                        latest, self.checkpoint_uri)
+            log.warning(
+                "%s is not in %s, which every worker reads: all workers start from scratch",
+                latest,
+                self.checkpoint_uri,
+            )
             latest = None
         if not latest:
             return Resumed()
@@ -113,7 +139,8 @@ class Checkpoints:
                 f"({cfg.model}, width {cfg.width}, {cfg.num_stages} stages, input {cfg.input_size}): "
                 f"they were written by another config; use another --output, or the config they were "
                 f"written with ({self.model_folder / 'config.yaml'}). "
-                f"{' '.join(str(error).split())[:300]}") from None
+                f"{' '.join(str(error).split())[:300]}"
+            ) from None
         step = self._step()
         log.info("resumed from %s at step %d", latest, step)
         return Resumed(step, self._previous_history(step), self._previous_progress(step))
@@ -123,8 +150,13 @@ class Checkpoints:
         the restore's mismatch of variables. Folders from before fingerprints are not checked."""
         path = self.folder / FINGERPRINT_FILE
         if path.is_file():
-            message = mismatch(str(self.folder), self.manager.latest_checkpoint.rsplit("-", 1)[-1],
-                               json.loads(path.read_text()), self.fingerprint, self.config_label)
+            message = mismatch(
+                str(self.folder),
+                self.manager.latest_checkpoint.rsplit("-", 1)[-1],
+                json.loads(path.read_text()),
+                self.fingerprint,
+                self.config_label,
+            )
             if message:
                 raise TrainError(message)
 
@@ -136,8 +168,9 @@ class Checkpoints:
         restore the same."""
         if not self.checkpoint_uri:
             return None
-        self.remote = RemoteCheckpoints(self.checkpoint_uri, self.fingerprint,
-                                        self.cfg.keep_checkpoints)
+        self.remote = RemoteCheckpoints(
+            self.checkpoint_uri, self.fingerprint, self.cfg.keep_checkpoints
+        )
         marker = self.remote.latest()
         if marker is None:
             log.info("no checkpoint in %s yet: starting from scratch", self.checkpoint_uri)
@@ -164,25 +197,34 @@ class Checkpoints:
         def gather():
             def replica_step():
                 return tf.distribute.get_replica_context().all_gather(
-                    tf.constant([mine], tf.int64), axis=0)
+                    tf.constant([mine], tf.int64), axis=0
+                )
+
             return self.strategy.run(replica_step)
 
         steps = [int(s) for s in self.strategy.experimental_local_results(gather())[0].numpy()]
         if failure:
             raise failure
         if -1 in steps:
-            raise TrainError(f"another worker failed to restore its checkpoint (see its log; steps per "
-                             f"replica, in worker order, -1 failed: {steps}): stopping too rather than "
-                             f"waiting for it")
+            raise TrainError(
+                f"another worker failed to restore its checkpoint (see its log; steps per "
+                f"replica, in worker order, -1 failed: {steps}): stopping too rather than "
+                f"waiting for it"
+            )
         if len(set(steps)) > 1:
-            why = (f"the bucket {self.checkpoint_uri} changed while they read it: is another run "
-                   f"writing there?" if self.checkpoint_uri else
-                   "without --checkpoint-uri a multi-worker run cannot resume: the chief's checkpoints "
-                   "are in its --output, which the other workers do not read. Start again with a new "
-                   "--output, or train with --checkpoint-uri gs://… (every worker then restores the "
-                   "bucket's newest)")
-            raise TrainError(f"the workers would resume from different steps (per replica, in worker "
-                             f"order: {steps}); {why}")
+            why = (
+                f"the bucket {self.checkpoint_uri} changed while they read it: is another run "
+                f"writing there?"
+                if self.checkpoint_uri
+                else "without --checkpoint-uri a multi-worker run cannot resume: the chief's checkpoints "
+                "are in its --output, which the other workers do not read. Start again with a new "
+                "--output, or train with --checkpoint-uri gs://… (every worker then restores the "
+                "bucket's newest)"
+            )
+            raise TrainError(
+                f"the workers would resume from different steps (per replica, in worker "
+                f"order: {steps}); {why}"
+            )
         log.info("all %d replicas resume from step %d", len(steps), mine)
 
     def _previous_history(self, step: int) -> list[dict]:

@@ -9,6 +9,7 @@ meaning: `batchsize`, `n_kpoints`, `input_width`/`input_height`, `scale`, `decay
 `per_saved_model_step`, `per_update_tensorboard_step` are other names for keys below; its path and
 process keys (`datapath`, `modelpath`, ...) are supplied by the pipeline instead and only logged.
 """
+
 import dataclasses
 import json
 import logging
@@ -40,15 +41,18 @@ class TrainConfig:
     width: float | None = None
     num_stages: int | None = None
     num_keypoints: int = keypoints.NUM_KEYPOINTS
-    output_stride: int | None = None            # fixed by the model; set only to check it (the seed's `scale`)
+    output_stride: int | None = (
+        None  # fixed by the model; set only to check it (the seed's `scale`)
+    )
     batch_norm_momentum: float = 0.99
     # CPM structure (mv2_cpm only; None = the seed's training code: 6, 4, 32 x width, 7). The seed's released
     # CPM file is width 0.5 with 4, 3, 24, 7 (experiments/mv2_cpm_192_tiny.yaml); see pose/models/networks/mv2_cpm.py.
-    backbone_expansion: int | None = None       # MobileNetV2 expansion of the backbone's blocks
-    stage_expansion: int | None = None          # expansion of each stage's second and third block
-    stage_channels: int | None = None           # channels of the stage blocks
-    stage_kernel_size: int | None = None        # depthwise kernel of stages 1.. (stage 0 is 3x3); odd
-    # Both models: the seed's activations and TF1 resizing, as its released files have them (pose/models/networks/blocks.py).
+    backbone_expansion: int | None = None  # MobileNetV2 expansion of the backbone's blocks
+    stage_expansion: int | None = None  # expansion of each stage's second and third block
+    stage_channels: int | None = None  # channels of the stage blocks
+    stage_kernel_size: int | None = None  # depthwise kernel of stages 1.. (stage 0 is 3x3); odd
+    # Both models: the seed's activations and TF1 resizing, as its released files have them
+    # (pose/models/networks/blocks.py).
     seed_layers: bool = False
     # Warm start: weights from a seed's released .tflite or an earlier run's model.keras (pose.models.warm_start).
     init_from: str | None = None
@@ -60,13 +64,15 @@ class TrainConfig:
     frozen_layers: str | None = None
     batch_norm_frozen: bool = False
     # Data (pose.data.inputs.training_dataset).
-    batch_size: int = 16                        # per replica: global batch = batch_size x replicas
-    sigma: float = 6.0                          # Gaussian sigma of the target heatmaps, in input pixels
+    batch_size: int = 16  # per replica: global batch = batch_size x replicas
+    sigma: float = 6.0  # Gaussian sigma of the target heatmaps, in input pixels
     augment: bool = True
-    augmentation: dict = dataclasses.field(default_factory=dict)  # pose.data.inputs.Augmentation fields
+    augmentation: dict = dataclasses.field(
+        default_factory=dict
+    )  # pose.data.inputs.Augmentation fields
     shuffle_buffer: int = 1024
     seed: int = 0
-    num_train_samples: int | None = None        # examples per epoch; None = the shards' index
+    num_train_samples: int | None = None  # examples per epoch; None = the shards' index
     # Optimisation: Adam; the seed's exponential decay, or cosine (over max_steps or max_minutes,
     # whichever ends first), or constant; linear warm-up over warmup_steps (pose.training.learning_rate).
     lr: float = 1e-3
@@ -76,18 +82,18 @@ class TrainConfig:
     staircase: bool = True
     warmup_steps: int = 0
     max_epoch: int = 1000
-    max_steps: int | None = None                # stop after this many steps (and at max_epoch, whichever first)
-    max_minutes: float | None = None            # stop after this much training time (checkpointed)
+    max_steps: int | None = None  # stop after this many steps (and at max_epoch, whichever first)
+    max_minutes: float | None = None  # stop after this much training time (checkpointed)
     # Devices.
-    mixed_precision: bool | None = None         # None = on when training on GPUs
-    jit_compile: bool = False                   # XLA for the forward and backward pass
-    visible_devices: str | None = None          # the seed's GPU list, e.g. "0, 1, 2"; None = all
+    mixed_precision: bool | None = None  # None = on when training on GPUs
+    jit_compile: bool = False  # XLA for the forward and backward pass
+    visible_devices: str | None = None  # the seed's GPU list, e.g. "0, 1, 2"; None = all
     # Bookkeeping.
     checkpoint_every: int = 2000
     keep_checkpoints: int = 3
     log_every: int = 100
     summary_every: int = 500
-    eval_every: int = 0                         # PCKh on the valid shards every N steps; 0 = at the end only
+    eval_every: int = 0  # PCKh on the valid shards every N steps; 0 = at the end only
     pred_image_on_tensorboard: bool = True
 
     def resolved(self) -> "TrainConfig":
@@ -96,7 +102,9 @@ class TrainConfig:
         return dataclasses.replace(
             self,
             width=networks.default_width(self.model) if self.width is None else self.width,
-            num_stages=networks.default_stages(self.model) if self.num_stages is None else self.num_stages,
+            num_stages=networks.default_stages(self.model)
+            if self.num_stages is None
+            else self.num_stages,
             output_stride=networks.output_stride(self.model),
         )
 
@@ -129,7 +137,9 @@ SEED_SUPPLIED = {
 }
 LR_SCHEDULES = ("exponential", "cosine", "constant")
 # TrainConfig has a field of each name
-CPM_OPTIONS = tuple(key for key in networks.architecture_options("mv2_cpm") if key not in networks.COMMON_OPTIONS)
+CPM_OPTIONS = tuple(
+    key for key in networks.architecture_options("mv2_cpm") if key not in networks.COMMON_OPTIONS
+)
 
 
 # What a config may be before it is built (issue 21: a few lines of nested aliases expanded to 4.8
@@ -143,12 +153,27 @@ MAX_CONFIG_DEPTH = 32
 # config costs nothing; a segfault at 4.1 GB after a start-up does).
 MAX_BATCH_INPUT_BYTES = 4 << 30
 SIZE_LIMITS = {
-    "batch_size": 4096, "input_size": 1024, "width": 4.0, "num_stages": 16, "num_keypoints": 256,
-    "backbone_expansion": 64, "stage_expansion": 64, "stage_channels": 4096,
-    "stage_kernel_size": 31, "shuffle_buffer": 100_000, "keep_checkpoints": 1000,
-    "num_train_samples": 10 ** 9, "max_epoch": 10 ** 6, "max_steps": 10 ** 9,
-    "decay_steps": 10 ** 9, "warmup_steps": 10 ** 9, "checkpoint_every": 10 ** 9,
-    "log_every": 10 ** 9, "summary_every": 10 ** 9, "eval_every": 10 ** 9, "seed": 2 ** 31 - 1,
+    "batch_size": 4096,
+    "input_size": 1024,
+    "width": 4.0,
+    "num_stages": 16,
+    "num_keypoints": 256,
+    "backbone_expansion": 64,
+    "stage_expansion": 64,
+    "stage_channels": 4096,
+    "stage_kernel_size": 31,
+    "shuffle_buffer": 100_000,
+    "keep_checkpoints": 1000,
+    "num_train_samples": 10**9,
+    "max_epoch": 10**6,
+    "max_steps": 10**9,
+    "decay_steps": 10**9,
+    "warmup_steps": 10**9,
+    "checkpoint_every": 10**9,
+    "log_every": 10**9,
+    "summary_every": 10**9,
+    "eval_every": 10**9,
+    "seed": 2**31 - 1,
 }
 
 
@@ -162,20 +187,24 @@ class _ConfigLoader(yaml.SafeLoader):
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
             alias = isinstance(event, yaml.AliasEvent)
             what = f"alias *{event.anchor}" if alias else f"anchor &{event.anchor}"
-            raise ConfigError(f"line {event.start_mark.line + 1}: YAML {what}: anchors and "
-                              "aliases are not "
-                              "accepted in a config (they can expand a few lines to gigabytes); "
-                              "write the "
-                              "values out")
+            raise ConfigError(
+                f"line {event.start_mark.line + 1}: YAML {what}: anchors and "
+                "aliases are not "
+                "accepted in a config (they can expand a few lines to gigabytes); "
+                "write the "
+                "values out"
+            )
         self._nodes = getattr(self, "_nodes", 0) + 1
         if self._nodes > MAX_CONFIG_NODES:
-            raise ConfigError(f"more than {MAX_CONFIG_NODES:,} YAML nodes; a config is a few "
-                              "dozen keys")
+            raise ConfigError(
+                f"more than {MAX_CONFIG_NODES:,} YAML nodes; a config is a few dozen keys"
+            )
         self._depth = getattr(self, "_depth", 0) + 1
         # before Python's recursion limit ends it in a RecursionError
         if self._depth > MAX_CONFIG_DEPTH:
-            raise ConfigError(f"line {event.start_mark.line + 1}: YAML nested more than "
-                              f"{MAX_CONFIG_DEPTH} deep")
+            raise ConfigError(
+                f"line {event.start_mark.line + 1}: YAML nested more than {MAX_CONFIG_DEPTH} deep"
+            )
         try:
             return super().compose_node(parent, index)
         finally:
@@ -185,35 +214,46 @@ class _ConfigLoader(yaml.SafeLoader):
         seen = {}
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
-                raise ConfigError(f"line {key_node.start_mark.line + 1}: YAML merge key '<<' is "
-                                  "not accepted "
-                                  "in a config; write the keys out")
+                raise ConfigError(
+                    f"line {key_node.start_mark.line + 1}: YAML merge key '<<' is "
+                    "not accepted "
+                    "in a config; write the keys out"
+                )
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
-                raise ConfigError(f"key {key!r} is given twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1})")
+                raise ConfigError(
+                    f"key {key!r} is given twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1})"
+                )
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
 
 
 _ConfigLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
                     |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
                     |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
                     |[-+]?\.(?:inf|Inf|INF)
-                    |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."))
+                    |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
 
 
 def read_yaml(text: str):
     """YAML text -> Python values, read the way config files are (see _ConfigLoader)."""
     if len(text) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{len(text):,} characters, more than the {MAX_CONFIG_BYTES:,} a config "
-                          "may have")
-    return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader subclass
+        raise ConfigError(
+            f"{len(text):,} characters, more than the {MAX_CONFIG_BYTES:,} a config may have"
+        )
+    return yaml.load(text, Loader=_ConfigLoader)
 
 
-def load_config(source: str | os.PathLike | None = None, overrides: dict | None = None) -> TrainConfig:
+def load_config(
+    source: str | os.PathLike | None = None, overrides: dict | None = None
+) -> TrainConfig:
     """source: a YAML file (absolute, relative to the working folder or to the repository), YAML text,
     or None for the defaults. overrides: {key: value} applied on top (see parse_overrides)."""
     values, origin = {}, "defaults"
@@ -222,13 +262,21 @@ def load_config(source: str | os.PathLike | None = None, overrides: dict | None 
         if path is not None:
             origin = f"config file {path}"
             if path.stat().st_size > MAX_CONFIG_BYTES:
-                raise ConfigError(f"{origin}: {path.stat().st_size:,} bytes, more than the "
-                                  f"{MAX_CONFIG_BYTES:,} a config may have")
+                raise ConfigError(
+                    f"{origin}: {path.stat().st_size:,} bytes, more than the "
+                    f"{MAX_CONFIG_BYTES:,} a config may have"
+                )
             text = path.read_text()
-        elif "\n" in str(source) or ":" in str(source) and not str(source).endswith((".yaml", ".yml")):
+        elif (
+            "\n" in str(source)
+            or ":" in str(source)
+            and not str(source).endswith((".yaml", ".yml"))
+        ):
             origin, text = "config text", str(source)
         else:
-            raise ConfigError(f"config file {source} not found (looked in {os.getcwd()} and {REPO})")
+            raise ConfigError(
+                f"config file {source} not found (looked in {os.getcwd()} and {REPO})"
+            )
         try:
             values = read_yaml(text) or {}
         except ConfigError as error:
@@ -236,7 +284,9 @@ def load_config(source: str | os.PathLike | None = None, overrides: dict | None 
         except yaml.YAMLError as error:
             raise ConfigError(f"{origin}: not valid YAML: {error}") from error
         if not isinstance(values, dict):
-            raise ConfigError(f"{origin}: expected a mapping of keys to values, got {type(values).__name__}")
+            raise ConfigError(
+                f"{origin}: expected a mapping of keys to values, got {type(values).__name__}"
+            )
     config = _apply(TrainConfig(), values, origin)
     if overrides:
         config = _apply(config, overrides, "overrides")
@@ -265,7 +315,9 @@ def parse_overrides(text: str | list[str] | None) -> dict:
         try:
             values[key.strip()] = read_yaml(value) if value.strip() else None
         except (yaml.YAMLError, ConfigError) as error:
-            raise ConfigError(f"overrides: the value of {key.strip()!r} is not valid YAML: {error}") from error
+            raise ConfigError(
+                f"overrides: the value of {key.strip()!r} is not valid YAML: {error}"
+            ) from error
     return values
 
 
@@ -301,19 +353,28 @@ def _apply(config: TrainConfig, values: dict, origin: str) -> TrainConfig:
     width, height = values.get("input_width"), values.get("input_height")
     if width is not None or height is not None:
         if width is not None and height is not None and width != height:
-            raise ConfigError(f"{origin}: input_width {width} and input_height {height} differ; "
-                              "the networks take square inputs")
+            raise ConfigError(
+                f"{origin}: input_width {width} and input_height {height} differ; "
+                "the networks take square inputs"
+            )
         values = {**values, "input_size": width if width is not None else height}
     for key, value in values.items():
         if key in ("input_width", "input_height"):
             continue
         if key in SEED_SUPPLIED:
-            log.info("%s: seed key %r is ignored here: the pipeline uses %s", origin, key, SEED_SUPPLIED[key])
+            log.info(
+                "%s: seed key %r is ignored here: the pipeline uses %s",
+                origin,
+                key,
+                SEED_SUPPLIED[key],
+            )
             continue
         name = SEED_ALIASES.get(key, key)
         if name not in hints:
-            raise ConfigError(f"{origin}: unknown key {key!r}; known keys: {', '.join(hints)} "
-                              f"(and the seed's {', '.join(sorted(SEED_ALIASES))})")
+            raise ConfigError(
+                f"{origin}: unknown key {key!r}; known keys: {', '.join(hints)} "
+                f"(and the seed's {', '.join(sorted(SEED_ALIASES))})"
+            )
         if name in changes:  # `batchsize` and `batch_size`, in either order
             raise ConfigError(f"{origin}: {spelled[name]!r} and {key!r} are the same key; give one")
         spelled[name] = key
@@ -330,10 +391,16 @@ def _checked(key: str, value, hint, origin: str):
     for kind in allowed:
         if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        if kind is not type(None) and isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        if (
+            kind is not type(None)
+            and isinstance(value, kind)
+            and not (kind is int and isinstance(value, bool))
+        ):
             return value
     expected = " or ".join("null" if k is type(None) else k.__name__ for k in allowed)
-    raise ConfigError(f"{origin}: key {key!r} must be {expected}, got {type(value).__name__} {value!r}")
+    raise ConfigError(
+        f"{origin}: key {key!r} must be {expected}, got {type(value).__name__} {value!r}"
+    )
 
 
 def _check_ranges(config: TrainConfig, origin: str) -> None:
@@ -345,28 +412,49 @@ def _check_ranges(config: TrainConfig, origin: str) -> None:
         if isinstance(value, float) and not math.isfinite(value):
             fail(field.name, "must be a finite number")
     for name, value in (config.augmentation or {}).items():
-        if any(isinstance(v, float) and not math.isfinite(v) for v in (value if isinstance(value, (list, tuple)) else [value])):
+        if any(
+            isinstance(v, float) and not math.isfinite(v)
+            for v in (value if isinstance(value, (list, tuple)) else [value])
+        ):
             fail("augmentation", f"{name} must be finite")
     if config.model not in networks.ARCHITECTURES:
         fail("model", f"expected one of {sorted(networks.ARCHITECTURES)}")
     if config.input_size <= 0 or config.input_size % 32:
         fail("input_size", "must be a positive multiple of 32")
-    if config.output_stride is not None and config.output_stride != networks.output_stride(config.model):
-        fail("output_stride", f"{config.model} has output stride {networks.output_stride(config.model)} "
-                              "(the seed's `scale`)")
+    if config.output_stride is not None and config.output_stride != networks.output_stride(
+        config.model
+    ):
+        fail(
+            "output_stride",
+            f"{config.model} has output stride {networks.output_stride(config.model)} "
+            "(the seed's `scale`)",
+        )
     if config.lr_schedule not in LR_SCHEDULES:
         fail("lr_schedule", f"expected one of {LR_SCHEDULES}")
-    for key in ("batch_size", "decay_steps", "max_epoch", "checkpoint_every", "keep_checkpoints", "log_every",
-                "summary_every", "num_keypoints"):
+    for key in (
+        "batch_size",
+        "decay_steps",
+        "max_epoch",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "log_every",
+        "summary_every",
+        "num_keypoints",
+    ):
         if getattr(config, key) <= 0:
             fail(key, "must be positive")
     for key in ("width", "num_stages", "max_minutes", "num_train_samples", *CPM_OPTIONS):
         if getattr(config, key) is not None and getattr(config, key) <= 0:
             fail(key, "must be positive")
     if config.max_steps is not None and config.max_steps < 0:
-        fail("max_steps", "must not be negative (0 writes the initial, e.g. warm-started, model untrained)")
+        fail(
+            "max_steps",
+            "must not be negative (0 writes the initial, e.g. warm-started, model untrained)",
+        )
     for key in CPM_OPTIONS:
-        if getattr(config, key) is not None and key not in networks.architecture_options(config.model):
+        if getattr(config, key) is not None and key not in networks.architecture_options(
+            config.model
+        ):
             fail(key, f"{config.model} has no such option (it is for mv2_cpm)")
     if config.stage_kernel_size is not None and config.stage_kernel_size % 2 == 0:
         fail("stage_kernel_size", "must be odd (a centred depthwise kernel)")
@@ -380,25 +468,34 @@ def _check_ranges(config: TrainConfig, origin: str) -> None:
     for key, limit in SIZE_LIMITS.items():
         if getattr(config, key) is not None and getattr(config, key) > limit:
             fail(key, f"must be at most {limit:,}")
-    batch_bytes = config.batch_size * config.input_size ** 2 * 3 * 4
+    batch_bytes = config.batch_size * config.input_size**2 * 3 * 4
     if batch_bytes > MAX_BATCH_INPUT_BYTES:
-        fail("batch_size", f"a batch of {config.batch_size} x {config.input_size}^2 x 3 float32 "
-                           "inputs is "
-                           f"{batch_bytes / 2 ** 30:.1f} GiB, over the "
-                           f"{MAX_BATCH_INPUT_BYTES >> 30} GiB bound")
+        fail(
+            "batch_size",
+            f"a batch of {config.batch_size} x {config.input_size}^2 x 3 float32 "
+            "inputs is "
+            f"{batch_bytes / 2**30:.1f} GiB, over the "
+            f"{MAX_BATCH_INPUT_BYTES >> 30} GiB bound",
+        )
     # Targets must reach every joint: a Gaussian of sigma >= stride / 2 is >= exp(-1) at the nearest
     # heatmap cell (at most stride / sqrt(2) away); narrower ones vanish between cells (sigma: 1e-30
     # trained on all-zero targets). One wider than the input is flat: no peak to learn.
     stride = networks.output_stride(config.model)
     if not stride / 2 <= config.sigma <= config.input_size:
-        fail("sigma", f"must be between half the output stride ({stride / 2:g} input pixels; "
-                      "narrower targets "
-                      f"vanish between heatmap cells) and input_size ({config.input_size})")
+        fail(
+            "sigma",
+            f"must be between half the output stride ({stride / 2:g} input pixels; "
+            "narrower targets "
+            f"vanish between heatmap cells) and input_size ({config.input_size})",
+        )
     for key in ("eval_every", "warmup_steps", "shuffle_buffer", "seed"):
         if getattr(config, key) < 0:
             fail(key, "must not be negative")
     if config.decay_rate <= 0:
-        fail("decay_rate", "must be positive (the learning rate is lr x decay_rate ^ (step / decay_steps))")
+        fail(
+            "decay_rate",
+            "must be positive (the learning rate is lr x decay_rate ^ (step / decay_steps))",
+        )
     if not 0 <= config.batch_norm_momentum < 1:
         fail("batch_norm_momentum", "must be in [0, 1)")
     from pose.data.inputs import Augmentation

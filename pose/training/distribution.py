@@ -1,5 +1,6 @@
 """Where train runs: the devices it may use, the tf.distribute strategy over them, and this process's
 role in a multi-worker run (TF_CONFIG)."""
+
 import json
 import logging
 import os
@@ -22,14 +23,17 @@ def strategy(cfg: TrainConfig):
         gpus = tf.config.list_physical_devices("GPU")
         missing = [i for i in wanted if i >= len(gpus)]
         if missing:
-            raise TrainError(f"visible_devices {cfg.visible_devices!r}: GPUs {missing} do not exist "
-                             f"({len(gpus)} visible)")
+            raise TrainError(
+                f"visible_devices {cfg.visible_devices!r}: GPUs {missing} do not exist "
+                f"({len(gpus)} visible)"
+            )
         tf.config.set_visible_devices([gpus[i] for i in wanted], "GPU")
     cluster = tf_config().get("cluster", {})
     if sum(len(cluster.get(role, [])) for role in ("chief", "worker")) > 1:
         multi = tf.distribute.MultiWorkerMirroredStrategy()
-        return multi, (f"{multi.num_replicas_in_sync} replicas over "
-                       f"{len(cluster.get('worker', []))} workers")
+        return multi, (
+            f"{multi.num_replicas_in_sync} replicas over {len(cluster.get('worker', []))} workers"
+        )
     gpus = tf.config.list_logical_devices("GPU")
     cpus = tf.config.list_logical_devices("CPU")
     if gpus:
@@ -55,8 +59,9 @@ def is_chief() -> bool:
     task, cluster = config.get("task", {}), config.get("cluster", {})
     if not task:
         return True
-    return task.get("type") == "chief" or (task.get("type") == "worker" and task.get("index", 0) == 0
-                                           and "chief" not in cluster)
+    return task.get("type") == "chief" or (
+        task.get("type") == "worker" and task.get("index", 0) == 0 and "chief" not in cluster
+    )
 
 
 def on_gpu() -> bool:
@@ -70,13 +75,18 @@ def check_gpus(expected: int, allow_cpu: bool) -> None:
         return
     visible = len(tf.config.list_logical_devices("GPU"))
     if visible == 0 and not allow_cpu:
-        raise TrainError(f"{expected} GPU(s) were requested, but TensorFlow sees none (built with CUDA: "
-                         f"{tf.test.is_built_with_cuda()}); check the pod's nvidia.com/gpu limit and "
-                         f"the image, or allow CPU training on purpose (pipeline parameter "
-                         f"allow_cpu=true, train --allow-cpu)")
+        raise TrainError(
+            f"{expected} GPU(s) were requested, but TensorFlow sees none (built with CUDA: "
+            f"{tf.test.is_built_with_cuda()}); check the pod's nvidia.com/gpu limit and "
+            f"the image, or allow CPU training on purpose (pipeline parameter "
+            f"allow_cpu=true, train --allow-cpu)"
+        )
     if visible == 0:
-        log.warning("%d GPU(s) were requested, but TensorFlow sees none: training on the CPU "
-                    "(allow_cpu)", expected)
+        log.warning(
+            "%d GPU(s) were requested, but TensorFlow sees none: training on the CPU (allow_cpu)",
+            expected,
+        )
     elif visible < expected:
-        log.warning("%d GPU(s) were requested, but TensorFlow sees %d: training on those",
-                    expected, visible)
+        log.warning(
+            "%d GPU(s) were requested, but TensorFlow sees %d: training on those", expected, visible
+        )

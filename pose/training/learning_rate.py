@@ -1,4 +1,5 @@
 """The learning-rate schedule (config keys lr, lr_schedule, decay_*, staircase, warmup_steps)."""
+
 import math
 
 from pose.training.config import TrainConfig
@@ -14,7 +15,7 @@ def learning_rate(cfg: TrainConfig, step: int, progress: float) -> float:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     if cfg.lr_schedule == "exponential":
         exponent = step // cfg.decay_steps if cfg.staircase else step / cfg.decay_steps
-        return cfg.lr * cfg.decay_rate ** exponent
+        return cfg.lr * cfg.decay_rate**exponent
     if cfg.lr_schedule == "cosine":
         return cfg.lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
     return cfg.lr

@@ -1,4 +1,5 @@
 """What training minimises, and one optimisation step of it across the replicas."""
+
 import tensorflow as tf
 
 from pose.models import networks
@@ -9,12 +10,17 @@ def stage_losses(stage_heatmaps: list, heatmaps, weights, global_batch_size: int
     (unlabelled or outside the input) left out. Dividing by the GLOBAL batch makes the replicas' sum
     the mean over the global batch. Summed over the stages: intermediate supervision."""
     mask = tf.cast(weights, tf.float32)[:, None, None, :]
-    return tf.stack([tf.nn.l2_loss((tf.cast(h, tf.float32) - heatmaps) * mask) / global_batch_size
-                     for h in stage_heatmaps])
+    return tf.stack(
+        [
+            tf.nn.l2_loss((tf.cast(h, tf.float32) - heatmaps) * mask) / global_batch_size
+            for h in stage_heatmaps
+        ]
+    )
 
 
-def train_step_function(model, optimizer, strategy, global_batch: int, jit_compile: bool,
-                        batch_norm_learns: bool = True):
+def train_step_function(
+    model, optimizer, strategy, global_batch: int, jit_compile: bool, batch_norm_learns: bool = True
+):
     """A compiled `iterator -> stage losses summed over the replicas` that takes one batch from the
     distributed iterator and applies one update of `optimizer` on every replica. batch_norm_learns
     False (the config's batch_norm_frozen): batch norms normalise with their moving statistics (the

@@ -3,6 +3,7 @@ valid shards and a grid of predictions.
 
 TensorBoard's own tf.summary.scalar / image need the tensorboard package, which the images do not
 carry; these write the same summaries (the plugin names TensorBoard reads) with the core op."""
+
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,14 @@ class Summaries:
     def __init__(self, folder: Path | None):
         self.writer = tf.summary.create_file_writer(str(folder)) if folder else None
 
-    def step(self, step: int, losses, learning_rate: float, images_per_second: float,
-             grid: np.ndarray | None = None) -> None:
+    def step(
+        self,
+        step: int,
+        losses,
+        learning_rate: float,
+        images_per_second: float,
+        grid: np.ndarray | None = None,
+    ) -> None:
         if not self.writer:
             return
         with self.writer.as_default(step=step):
@@ -42,14 +49,19 @@ class Summaries:
 
 def scalar(tag: str, value) -> None:
     metadata = summary_pb2.SummaryMetadata(
-        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
+    )
     tf.summary.write(tag, tf.constant(float(value), tf.float32), metadata=metadata)
 
 
 def image(tag: str, picture: np.ndarray) -> None:
     """picture: uint8 [H, W, 3]."""
     metadata = summary_pb2.SummaryMetadata(
-        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="images"))
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="images")
+    )
     height, width = picture.shape[:2]
-    tf.summary.write(tag, tf.stack([tf.as_string(width), tf.as_string(height),
-                                    tf.io.encode_png(picture)]), metadata=metadata)
+    tf.summary.write(
+        tag,
+        tf.stack([tf.as_string(width), tf.as_string(height), tf.io.encode_png(picture)]),
+        metadata=metadata,
+    )

@@ -1,5 +1,6 @@
 """PCKh@0.5 on the valid shards while training: decoded by the same codec as evaluate's
 (pose.codec) but without its flip test (`pckh_flip_test`: false in train_metadata.json)."""
+
 import numpy as np
 import tensorflow as tf
 
@@ -13,11 +14,15 @@ from pose.training.errors import TrainError
 
 def final_heatmaps_function(model):
     """A compiled `images -> final-stage heatmaps (float32)` (eager calls are slow)."""
-    return tf.function(lambda images: tf.cast(networks.stage_heatmaps(model, images)[-1], tf.float32),
-                       reduce_retracing=True)
+    return tf.function(
+        lambda images: tf.cast(networks.stage_heatmaps(model, images)[-1], tf.float32),
+        reduce_retracing=True,
+    )
 
 
-def evaluate_pckh(predict, valid_dirs: list[str], codec: HeatmapCodec, batch_size: int = 32) -> float:
+def evaluate_pckh(
+    predict, valid_dirs: list[str], codec: HeatmapCodec, batch_size: int = 32
+) -> float:
     """PCKh@0.5 of `predict(images) -> final heatmaps` on the valid shards, decoded by `codec`,
     without the flip test. Measured in input pixels: the same figure as evaluate's in original
     pixels, since the evaluation crop maps to the photo by a scale and a shift and PCKh is relative

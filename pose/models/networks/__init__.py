@@ -16,13 +16,20 @@ The architecture modules (and so Keras) load on first use, so reading a model's 
 TensorFlow import (publish, in the image without TensorFlow, needs only that). Whoever loads a saved
 model.keras calls `register_custom_layers()` first.
 """
+
 from __future__ import annotations
 
 import importlib
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pose.data import keypoints
+
+if (
+    TYPE_CHECKING
+):  # keras is imported where a model is built, so that the identity needs no TensorFlow
+    import keras
 
 ARCHITECTURES = ("mv2_cpm", "mv2_hourglass")
 INPUT_SIZE = 192  # the seed's input side (its released files, its configs): every default here
@@ -31,25 +38,40 @@ INPUT_SIZE = 192  # the seed's input side (its released files, its configs): eve
 @dataclass(frozen=True)
 class Identity:
     """What an architecture is, beyond how to build it."""
-    name: str               # the config's `model`, e.g. "mv2_cpm"
-    family: str             # "cpm" or "hourglass": models of a family are compared with each other
-    title: str              # for people (model card)
-    seed_output_name: str   # the seed's output node, which our exports keep so the seed's apps load them
-    seed_release: str       # the stem of the seed's released .tflite of this family (the anchors)
-    seed_outputs: str       # the seed's output node names of any stage count (a regular expression)
-    seed_config: str        # the experiment that builds the seed's released structure
+
+    name: str  # the config's `model`, e.g. "mv2_cpm"
+    family: str  # "cpm" or "hourglass": models of a family are compared with each other
+    title: str  # for people (model card)
+    seed_output_name: (
+        str  # the seed's output node, which our exports keep so the seed's apps load them
+    )
+    seed_release: str  # the stem of the seed's released .tflite of this family (the anchors)
+    seed_outputs: str  # the seed's output node names of any stage count (a regular expression)
+    seed_config: str  # the experiment that builds the seed's released structure
 
     def is_seed_output(self, name: str) -> bool:
         return re.fullmatch(self.seed_outputs, name) is not None
 
 
 IDENTITIES = {
-    "mv2_cpm": Identity("mv2_cpm", "cpm", "MobileNetV2 Convolutional Pose Machine",
-                        "Convolutional_Pose_Machine/stage_5_out", "pefm-cpm-192",
-                        r"Convolutional_Pose_Machine/stage_\d+_out", "experiments/mv2_cpm_192_tiny.yaml"),
-    "mv2_hourglass": Identity("mv2_hourglass", "hourglass", "MobileNetV2 Hourglass", "hourglass_out_3",
-                              "pefm-hourglass-192", r"hourglass_out_\d+",
-                              "experiments/mv2_hourglass_192.yaml"),
+    "mv2_cpm": Identity(
+        "mv2_cpm",
+        "cpm",
+        "MobileNetV2 Convolutional Pose Machine",
+        "Convolutional_Pose_Machine/stage_5_out",
+        "pefm-cpm-192",
+        r"Convolutional_Pose_Machine/stage_\d+_out",
+        "experiments/mv2_cpm_192_tiny.yaml",
+    ),
+    "mv2_hourglass": Identity(
+        "mv2_hourglass",
+        "hourglass",
+        "MobileNetV2 Hourglass",
+        "hourglass_out_3",
+        "pefm-hourglass-192",
+        r"hourglass_out_\d+",
+        "experiments/mv2_hourglass_192.yaml",
+    ),
 }
 
 
@@ -71,8 +93,10 @@ def identity(model_or_name) -> Identity:
     for known in IDENTITIES.values():
         if name == known.seed_release or name.startswith(known.name + "_"):
             return known
-    raise UnknownModel(f"unknown model {name!r}; expected one of {list(ARCHITECTURES)}, a "
-                       f"<model>_<variant> of one, or a seed release ({', '.join(i.seed_release for i in IDENTITIES.values())})")
+    raise UnknownModel(
+        f"unknown model {name!r}; expected one of {list(ARCHITECTURES)}, a "
+        f"<model>_<variant> of one, or a seed release ({', '.join(i.seed_release for i in IDENTITIES.values())})"
+    )
 
 
 def register_custom_layers() -> None:
@@ -109,9 +133,15 @@ def architecture_options(name: str) -> tuple[str, ...]:
     return (*getattr(_architecture(name), "ARCHITECTURE_OPTIONS", ()), *COMMON_OPTIONS)
 
 
-def build_model(name: str, input_size: int = INPUT_SIZE, width: float | None = None,
-                num_stages: int | None = None, num_keypoints: int = keypoints.NUM_KEYPOINTS,
-                batch_norm_momentum: float = 0.99, **options) -> keras.Model:
+def build_model(
+    name: str,
+    input_size: int = INPUT_SIZE,
+    width: float | None = None,
+    num_stages: int | None = None,
+    num_keypoints: int = keypoints.NUM_KEYPOINTS,
+    batch_norm_momentum: float = 0.99,
+    **options,
+) -> keras.Model:
     """width / num_stages None = the seed's setting for that model (CPM 0.75 / 6, hourglass 1.0 / 4).
 
     options: the model's structure options (architecture_options(name), e.g. the CPM's
@@ -120,8 +150,10 @@ def build_model(name: str, input_size: int = INPUT_SIZE, width: float | None = N
     architecture = _architecture(name)
     unknown = sorted(set(options) - set(architecture_options(name)))
     if unknown:
-        raise ValueError(f"{name} has no option {', '.join(unknown)}; its options: "
-                         f"{', '.join(architecture_options(name)) or 'none'}")
+        raise ValueError(
+            f"{name} has no option {', '.join(unknown)}; its options: "
+            f"{', '.join(architecture_options(name)) or 'none'}"
+        )
     return architecture.build(
         input_size=input_size,
         width=architecture.DEFAULT_WIDTH if width is None else width,
@@ -134,8 +166,15 @@ def build_model(name: str, input_size: int = INPUT_SIZE, width: float | None = N
 
 def build_from_config(cfg) -> keras.Model:
     """The network a training config (pose.training.config.TrainConfig) describes."""
-    return build_model(cfg.model, cfg.input_size, cfg.width, cfg.num_stages, cfg.num_keypoints,
-                       cfg.batch_norm_momentum, **cfg.architecture_options())
+    return build_model(
+        cfg.model,
+        cfg.input_size,
+        cfg.width,
+        cfg.num_stages,
+        cfg.num_keypoints,
+        cfg.batch_norm_momentum,
+        **cfg.architecture_options(),
+    )
 
 
 def stage_heatmaps(model: keras.Model, images, training: bool = False) -> list:
@@ -156,7 +195,9 @@ def count_multiply_adds(model: keras.Model) -> int:
         elif isinstance(layer, layers.Conv2D):
             _, height, width, filters = layer.output.shape
             in_channels = layer.input.shape[-1] // layer.groups
-            total += height * width * filters * layer.kernel_size[0] * layer.kernel_size[1] * in_channels
+            total += (
+                height * width * filters * layer.kernel_size[0] * layer.kernel_size[1] * in_channels
+            )
         elif isinstance(layer, layers.Dense):
             total += layer.input.shape[-1] * layer.units
     return int(total)
@@ -175,24 +216,39 @@ def summary(model: keras.Model, print_fn=print) -> dict:
         "output_shapes": [tuple(o.shape[1:]) for o in model.outputs],
         "output_names": [o._keras_history.operation.name for o in model.outputs],
     }
-    print_fn(f"{info['model']}: input {info['input_shape']}, {len(model.outputs)} stage outputs of "
-             f"{info['output_shapes'][-1]}, final {info['output_names'][-1]}")
-    print_fn(f"  parameters {info['parameters']:,} (trainable {info['trainable_parameters']:,}), "
-             f"{multiply_adds / 1e9:.3f} G multiply-adds = {info['flops'] / 1e9:.3f} GFLOPs")
+    print_fn(
+        f"{info['model']}: input {info['input_shape']}, {len(model.outputs)} stage outputs of "
+        f"{info['output_shapes'][-1]}, final {info['output_names'][-1]}"
+    )
+    print_fn(
+        f"  parameters {info['parameters']:,} (trainable {info['trainable_parameters']:,}), "
+        f"{multiply_adds / 1e9:.3f} G multiply-adds = {info['flops'] / 1e9:.3f} GFLOPs"
+    )
     return info
 
 
 def main(argv=None) -> None:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m pose.models.networks", description="Print a network's size and compute.")
+    parser = argparse.ArgumentParser(
+        prog="python -m pose.models.networks", description="Print a network's size and compute."
+    )
     parser.add_argument("model", choices=sorted(ARCHITECTURES))
     parser.add_argument("--input-size", type=int, default=INPUT_SIZE)
     parser.add_argument("--width", type=float)
     parser.add_argument("--num-stages", type=int)
     parser.add_argument("--num-keypoints", type=int, default=keypoints.NUM_KEYPOINTS)
-    parser.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
-                        help="a structure option, e.g. stage_kernel_size=5 (repeatable)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="OPTION=VALUE",
+        help="a structure option, e.g. stage_kernel_size=5 (repeatable)",
+    )
     args = parser.parse_args(argv)
     options = {key: int(value) for key, _, value in (item.partition("=") for item in args.set)}
-    summary(build_model(args.model, args.input_size, args.width, args.num_stages, args.num_keypoints, **options))
+    summary(
+        build_model(
+            args.model, args.input_size, args.width, args.num_stages, args.num_keypoints, **options
+        )
+    )
