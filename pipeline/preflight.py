@@ -107,8 +107,13 @@ def _variants(arguments: dict, _) -> None:
             + (f"; unknown: {', '.join(map(repr, unknown))}" if unknown else ""),
         )
     publish_variant = arguments.get("publish_variant")
-    if str(arguments.get("publish_uri", "")).strip() and publish_variant not in variants:
-        _fail("publish_variant", publish_variant, f"not among tflite_variants ({text})")
+    # "best" is publish's own choice among the variants made (components/publish.py, _choose_model)
+    if (
+        str(arguments.get("publish_uri", "")).strip()
+        and publish_variant != "best"
+        and publish_variant not in variants
+    ):
+        _fail("publish_variant", publish_variant, f"not among tflite_variants ({text}) nor 'best'")
     try:
         contract.check(arguments.get("export_contract"))
     except contract.ContractError as error:

@@ -1292,6 +1292,17 @@ def test_pipeline_run_refuses_bad_parameters_before_the_first_task(
     assert not (tmp_path / "runs").exists()  # no task started: not even the pipeline root was made
 
 
+def test_publish_variant_is_best_or_one_of_the_variants_made():
+    from pipeline.params import ParameterError
+    from pipeline.preflight import check_arguments
+
+    publishing = {"publish_uri": "gs://bucket/models", "tflite_variants": "fp32,int8"}
+    check_arguments({**publishing, "publish_variant": "best"})  # publish chooses among those made
+    check_arguments({**publishing, "publish_variant": "int8"})
+    with pytest.raises(ParameterError, match=r"publish_variant='fp16': not among tflite_variants"):
+        check_arguments({**publishing, "publish_variant": "fp16"})
+
+
 @pytest.mark.parametrize("arguments, message", _BAD_RUN_ARGUMENTS[:4], ids=_BAD_RUN_IDS[:4])
 def test_submit_refuses_bad_parameters_before_contacting_the_cluster(arguments, message):
     from pipeline.params import ParameterError
