@@ -284,7 +284,7 @@ def test_the_readmes_docker_commands_run_every_step_in_the_images(built_images, 
             assert result.returncode == 0, (
                 f"{command}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
             )
-        from pose.files.storage import gcs_client
+        from pose.files.storage_gcs import gcs_client
 
         published = {
             blob.name for blob in gcs_client().bucket("my-bucket").list_blobs(prefix="pose/try-1/")
@@ -362,7 +362,12 @@ def test_the_pipeline_runs_in_the_images_and_leaves_the_subprocess_runners_layou
             "checkpoint_every=1000",
             "pred_image_on_tensorboard=false",
         ],
-        "params": {"num_shards": 2, "tflite_variants": "fp32", "latency_runs": 2},
+        "params": {
+            "num_shards": 2,
+            "tflite_variants": "fp32",
+            "publish_variant": "fp32",  # the one variant made (preflight refuses the default fp16)
+            "latency_runs": 2,
+        },
     }
     in_docker = run_local(
         runner="docker",
@@ -414,7 +419,8 @@ def slow_container_start(monkeypatch):
 def test_a_step_that_fails_in_its_container_fails_the_run_with_its_last_lines(
     built_images, tmp_path, capsys, slow_container_start
 ):
-    with pytest.raises(LocalRunError, match="step 'download' failed"):
+    # source-version is the first task to read the source (it feeds download's cache key)
+    with pytest.raises(LocalRunError, match="step 'source-version' failed"):
         run_local(
             source="/no/such/aic-release",
             config="experiments/tiny.yaml",
@@ -422,7 +428,7 @@ def test_a_step_that_fails_in_its_container_fails_the_run_with_its_last_lines(
             pipeline_root=str(tmp_path),
         )
     err = capsys.readouterr().err
-    assert "last lines of the failed step 'download'" in err
+    assert "last lines of the failed step 'source-version'" in err
     assert "/no/such/aic-release: no such file or folder" in err
 
 
