@@ -4,7 +4,9 @@ Images are chosen at compile time: pipeline/images.py reads POSE_IMAGE_REGISTRY 
 when it is first imported, so `compile_pipeline` sets them before importing the DAG.
 """
 
+import ast
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -49,8 +51,35 @@ def compile_pipeline(
     output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(output) as tmp:
         compiler.Compiler().compile(pose_pipeline, package_path=str(tmp))
+        tmp.write_text(stable_header(tmp.read_text()))
         check_backend(tmp)
     return output
+
+
+_HEADER_DEFAULT = re.compile(r"^(#    \w+: \w+ \[Default: )(.*)(\])$")
+
+
+def stable_header(package_text: str) -> str:
+    """kfp writes each default into the package's comment header from a protobuf Struct, whose map
+    iterates in a per-process order, so a dict default came out with its keys shuffled from one
+    compile to the next. Rewrites those comment lines with every dict's keys sorted."""
+
+    def sorted_keys(value):
+        if isinstance(value, dict):
+            return {key: sorted_keys(value[key]) for key in sorted(value)}
+        if isinstance(value, list):
+            return [sorted_keys(item) for item in value]
+        return value
+
+    lines = package_text.split("\n")
+    for number, line in enumerate(lines):
+        if not line.startswith("#"):
+            break  # the header ends at the first line of YAML
+        match = _HEADER_DEFAULT.match(line)
+        if match:
+            default = ast.literal_eval(match.group(2))
+            lines[number] = f"{match.group(1)}{sorted_keys(default)!r}{match.group(3)}"
+    return "\n".join(lines)
 
 
 def _check_defaults(pipeline) -> None:

@@ -44,13 +44,17 @@ def load_pipeline_yaml(path: Path) -> tuple[dict, dict]:
 
 
 @pytest.fixture(scope="session")
-def compiled(tmp_path_factory) -> tuple[dict, dict]:
+def compiled_package(tmp_path_factory) -> Path:
     """The pipeline compiled once for the session (tests read it, none changes it)."""
     from pipeline.compile import compile_pipeline
 
-    return load_pipeline_yaml(
-        compile_pipeline(tmp_path_factory.mktemp("compiled") / "pipeline.yaml")
-    )
+    return compile_pipeline(tmp_path_factory.mktemp("compiled") / "pipeline.yaml")
+
+
+@pytest.fixture(scope="session")
+def compiled(compiled_package) -> tuple[dict, dict]:
+    """The session's compiled pipeline, parsed."""
+    return load_pipeline_yaml(compiled_package)
 
 
 @pytest.fixture()

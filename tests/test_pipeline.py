@@ -12,6 +12,7 @@ import pytest
 
 from pipeline import images, params
 from pipeline.__main__ import main
+from pipeline.compile import stable_header
 from pipeline.submit import SubmitError, submit
 from tests.conftest import REPO, load_pipeline_yaml
 
@@ -42,10 +43,31 @@ def all_tasks(pipeline_spec):
     }
 
 
-def test_checked_in_pipeline_yaml_is_a_fresh_compile(compiled):
+def test_checked_in_pipeline_yaml_is_a_fresh_compile(compiled, compiled_package):
     assert CHECKED_IN.is_file(), "pipeline.yaml is missing: run `python -m pipeline compile`"
     assert load_pipeline_yaml(CHECKED_IN) == compiled, (
         "pipeline.yaml is stale: run `python -m pipeline compile` and commit it"
+    )
+    # byte for byte, comments included: a recompile of an unchanged tree must not show up as a diff
+    assert CHECKED_IN.read_text() == compiled_package.read_text()
+
+
+def test_the_package_header_lists_dict_defaults_with_sorted_keys():
+    shuffled = (
+        "# Inputs:\n"
+        "#    gpu_tolerations: list [Default: [{'operator': 'Exists', 'key': 'k', 'effect': 'E'}]]\n"
+        "#    gpu_node_selector: dict [Default: {'b': {'z': 1.0, 'a': [2.0]}, 'a': ''}]\n"
+        "#    source: str [Default: 'synthetic://2000']\n"
+        "components:\n"
+        "  x: {'operator': 'Exists', 'key': 'k'}\n"
+    )
+    assert stable_header(shuffled) == (
+        "# Inputs:\n"
+        "#    gpu_tolerations: list [Default: [{'effect': 'E', 'key': 'k', 'operator': 'Exists'}]]\n"
+        "#    gpu_node_selector: dict [Default: {'a': '', 'b': {'a': [2.0], 'z': 1.0}}]\n"
+        "#    source: str [Default: 'synthetic://2000']\n"
+        "components:\n"
+        "  x: {'operator': 'Exists', 'key': 'k'}\n"
     )
 
 
