@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.gcs import fake_gcs, make_bucket
+from tests.s3 import ENVIRONMENT as S3_ENVIRONMENT
 from tests.test_convert import aic_record, image_id, write_release
 from tests.test_shard import write_tiny_coco
 from tests.tiny_models import build_tiny_pose_model, save_as_train_output
@@ -1591,29 +1591,176 @@ def test_concurrent_publishes_to_one_folder_leave_one_complete_set(tmp_path, pub
     _assert_one_complete_set(outcomes, files, "another process is writing it (publish as pid")
 
 
-def test_concurrent_publishes_to_one_gcs_prefix_leave_one_complete_set(publishable):
+def _published_files(object_store, base: str) -> dict:
+    """{name: bytes} under the prefix, as a reader gets them (a gzip Content-Encoding undone)."""
+    files = {}
+    for name in object_store.names(base):
+        data = object_store.get(f"{base}/{name}")
+        if object_store.headers(f"{base}/{name}")[1] == "gzip":
+            data = gzip.decompress(data)
+        files[name] = data
+    return files
+
+
+def test_concurrent_publishes_to_one_object_prefix_leave_one_complete_set(
+    publishable, object_store
+):
     from components.publish import LOCK_NAME, PublishError
 
-    with fake_gcs():
-        bucket = make_bucket("models")
-        # A live holder's lock object (the store refuses the conditional create): refused, named.
-        holder = json.dumps({"pid": 7, "host": "h", "since": time.time()})
-        bucket.blob(f"pose/{LOCK_NAME}").upload_from_string(holder)
-        with pytest.raises(
-            PublishError, match=r"gs://models/pose: another publish is writing it \(pid 7 on h"
-        ):
-            _publish(publishable, "a", "gs://models/pose")
-        bucket.blob(f"pose/{LOCK_NAME}").delete()
-        outcomes = _concurrent_publishes(
-            publishable,
-            "gs://models/pose",
-            {"STORAGE_EMULATOR_HOST": os.environ["STORAGE_EMULATOR_HOST"]},
+    base = f"{object_store.scheme}://{object_store.make_bucket('models')}/pose"
+    # A live holder's lock object (the store refuses the conditional create): refused, named.
+    object_store.put(
+        f"{base}/{LOCK_NAME}", json.dumps({"pid": 7, "host": "h", "since": time.time()}).encode()
+    )
+    with pytest.raises(PublishError, match=rf"{base}: another publish is writing it \(pid 7 on h"):
+        _publish(publishable, "a", base)
+    storage_env = {
+        name: os.environ[name]
+        for name in ("STORAGE_EMULATOR_HOST", *S3_ENVIRONMENT)
+        if name in os.environ
+    }
+    from pose.files import storage
+
+    storage.delete([f"{base}/{LOCK_NAME}"])
+    outcomes = _concurrent_publishes(publishable, base, storage_env)
+    _assert_one_complete_set(
+        outcomes, _published_files(object_store, base), "another publish is writing it (pid"
+    )
+
+
+# A publish lock taker for each round of _lock_races: says "ready", then for each round waits for
+# the file go-<round> (the round's start time), takes the publish lock of the prefix argv[1] at that
+# instant, and prints "held <pid>" (holding it until release-<round> exists) or its one-line refusal.
+_LOCK_TAKER = """
+import os, sys, time
+from pathlib import Path
+from components.publish import PublishError, _ObjectDestination
+prefix, folder, rounds = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+destination = _ObjectDestination(prefix)
+destination.store.client  # connected before the start, so that the takers meet at the store
+print("ready", flush=True)
+for round in range(rounds):
+    while not (folder / f"go-{round}").exists():
+        time.sleep(0.02)
+    time.sleep(max(0.0, float((folder / f"go-{round}").read_text()) - time.time()))
+    try:
+        with destination.lock():
+            print("held", os.getpid(), flush=True)
+            while not (folder / f"release-{round}").exists():
+                time.sleep(0.02)
+    except PublishError as error:
+        print(error, flush=True)
+"""
+
+
+def _lock_races(base: str, count: int, folder: Path, before_each) -> list:
+    """For each function of `before_each` (called first), `count` processes take the publish lock of
+    `base` at one instant; the winner holds it until every other one has answered. Returns each
+    round's [(pid, line)]."""
+    import subprocess
+    import sys
+
+    takers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _LOCK_TAKER, base, str(folder), str(len(before_each))],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            text=True,
         )
-        files = {
-            blob.name[len("pose/") :]: blob.download_as_bytes()
-            for blob in bucket.list_blobs(prefix="pose/")
-        }
-    _assert_one_complete_set(outcomes, files, "another publish is writing it (pid")
+        for _ in range(count)
+    ]
+    rounds = []
+    try:
+        assert [t.stdout.readline().strip() for t in takers] == ["ready"] * count
+        for number, prepare in enumerate(before_each):
+            prepare()
+            (folder / f"go-{number}").write_text(str(time.time() + 0.3))
+            rounds.append([(t.pid, t.stdout.readline().strip()) for t in takers])
+            (folder / f"release-{number}").touch()
+        assert [t.wait(timeout=60) for t in takers] == [0] * count
+        return rounds
+    finally:
+        for taker in takers:
+            if taker.poll() is None:
+                taker.kill()
+                taker.wait()
+
+
+def test_the_publish_lock_admits_one_of_six_simultaneous_takers(object_store, tmp_path):
+    """Issue 21: the lock object was written, read back after 0.5 s and believed; two publishes could
+    both hold it. Now the store decides (a create only when absent, a takeover only of the version
+    read): of 6 processes at once, exactly one holds it and the others name it; of 6 taking over a
+    stale lock at once, exactly one does."""
+    from components.publish import LOCK_NAME, PUBLISH_LOCK_SECONDS
+
+    base = f"{object_store.scheme}://{object_store.make_bucket('models')}/race"
+    lock = f"{base}/{LOCK_NAME}"
+    dead = {"pid": 1, "host": "gone", "since": time.time() - PUBLISH_LOCK_SECONDS - 60}
+
+    def no_lock():  # the previous round's holder releases it once it sees release-<round>
+        deadline = time.monotonic() + 30
+        while object_store.exists(lock) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not object_store.exists(lock)
+
+    def stale_lock():
+        no_lock()
+        object_store.put(lock, json.dumps(dead).encode())
+
+    fresh, stale = _lock_races(base, 6, tmp_path, [no_lock, stale_lock])
+    for outcomes, also_refused in (
+        (fresh, None),
+        (stale, f"{base}: another publish took over the stale lock object {lock} just now; "),
+    ):
+        winners = [pid for pid, line in outcomes if line == f"held {pid}"]
+        assert len(winners) == 1, outcomes
+        named = f"{base}: another publish is writing it (pid {winners[0]} on "
+        for pid, line in outcomes:
+            assert (
+                pid == winners[0]
+                or line.startswith(named)
+                or (also_refused and line.startswith(also_refused))
+            ), outcomes
+    assert not object_store.exists(lock)
+
+
+def test_a_publish_releases_only_its_own_lock(object_store, caplog):
+    """A publish whose lock was taken over (it ran past PUBLISH_LOCK_SECONDS) leaves the new
+    holder's lock in place, and says so."""
+    from components.publish import LOCK_NAME, _ObjectDestination
+
+    base = f"{object_store.scheme}://{object_store.make_bucket('models')}/own"
+    successor = json.dumps({"pid": 9, "host": "next", "since": time.time()}).encode()
+    with caplog.at_level("WARNING", logger="publish"), _ObjectDestination(base).lock():
+        object_store.put(f"{base}/{LOCK_NAME}", successor)
+    assert object_store.get(f"{base}/{LOCK_NAME}") == successor
+    assert "no longer this publish's lock (taken over as stale?): left in place" in caplog.text
+
+
+def test_conditional_writes_are_decided_by_the_store(object_store):
+    """pose.files.storage's create-if-absent, replace-if and delete-if against the real servers:
+    fake-gcs-server honours ifGenerationMatch on uploads, SeaweedFS 4.48 If-None-Match / If-Match
+    on PutObject and If-Match on DeleteObject (412 PreconditionFailed)."""
+    from pose.files import storage
+
+    uri = f"{object_store.scheme}://{object_store.make_bucket('models')}/conditional/lock"
+    first = storage.create_if_absent(uri, b"one")
+    assert first is not None
+    assert storage.create_if_absent(uri, b"two") is None
+    assert storage.read_versioned(uri) == (b"one", first)
+    second = storage.replace_if(uri, b"three", first)
+    assert second not in (None, first)
+    assert storage.replace_if(uri, b"four", first) is None  # a version no longer there
+    assert object_store.get(uri) == b"three"
+    if object_store.scheme == "s3":  # fake-gcs-server ignores a delete's condition (its issue 1282)
+        assert not storage.delete_if(uri, first)
+        assert object_store.get(uri) == b"three"
+    assert storage.delete_if(uri, second)
+    assert not object_store.exists(uri)
+    assert storage.read_versioned(uri) is None
+    assert not storage.delete_if(uri, second)
+    assert storage.replace_if(uri, b"five", second) is None
+    assert not object_store.exists(uri)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -68,6 +68,13 @@ class ObjectStore(Protocol):
     def get_bytes(self, bucket: str, key: str) -> bytes | None: ...
     def delete(self, bucket: str, key: str) -> None: ...
     def bucket_exists(self, bucket: str) -> bool: ...
+    # Conditional operations (see the functions of the same names below): the store decides
+    # alone, in one request, so that of two writers exactly one wins.
+    def get_versioned(self, bucket: str, key: str) -> tuple[bytes, str] | None: ...
+    def put_if(
+        self, bucket: str, key: str, data: bytes, content_type: str, version: str | None
+    ) -> str | None: ...
+    def delete_if(self, bucket: str, key: str, version: str) -> bool: ...
 
 
 class ClientStore:
@@ -310,6 +317,39 @@ def delete(uris: list[str], store: ObjectStore | None = None) -> None:
         _, bucket, key = split_object_uri(uri)
         store = store or store_for(uri)
         store.delete(bucket, key)
+
+
+# ---- conditional writes: what makes a lock object a lock ------------------------------------------
+# A version here is the store's own: a gs generation, an s3 ETag as the server sent it. Callers get it
+# from these functions and hand it back unchanged.
+
+
+def read_versioned(uri: str, store: ObjectStore | None = None) -> tuple[bytes, str] | None:
+    """(bytes, version) of the object, read in one request (the version is that of these bytes), or
+    None when there is no such object."""
+    _, bucket, key = split_object_uri(uri)
+    return (store or store_for(uri)).get_versioned(bucket, key)
+
+
+def create_if_absent(uri: str, data: bytes, store: ObjectStore | None = None) -> str | None:
+    """Writes the object only when none exists (gs ifGenerationMatch=0, s3 If-None-Match: *);
+    returns its version, or None when an object was there (it is left unchanged)."""
+    _, bucket, key = split_object_uri(uri)
+    return (store or store_for(uri)).put_if(bucket, key, data, content_type(key), None)
+
+
+def replace_if(uri: str, data: bytes, version: str, store: ObjectStore | None = None) -> str | None:
+    """Replaces the object only while it is still `version` (gs ifGenerationMatch, s3 If-Match);
+    returns the new version, or None when it has changed or gone since (nothing was written)."""
+    _, bucket, key = split_object_uri(uri)
+    return (store or store_for(uri)).put_if(bucket, key, data, content_type(key), version)
+
+
+def delete_if(uri: str, version: str, store: ObjectStore | None = None) -> bool:
+    """Deletes the object only while it is still `version`; False when it has changed (it is left
+    alone) or is gone."""
+    _, bucket, key = split_object_uri(uri)
+    return (store or store_for(uri)).delete_if(bucket, key, version)
 
 
 def bucket_exists(uri: str, store: ObjectStore | None = None) -> bool:

@@ -49,8 +49,8 @@ def gcs_errors(uri: str):
         raise StorageError(
             f"{uri}: storage unreachable or failing: {type(error).__name__}: {error}"
         ) from None
-    except exceptions.NotFound:
-        raise
+    except (exceptions.NotFound, exceptions.PreconditionFailed):
+        raise  # the caller's answer: no such object, a condition that did not hold
     except exceptions.GoogleAPICallError as error:  # no permission, a refused name
         raise StorageError(f"{uri}: {error}") from None
     except Exception as error:
@@ -204,3 +204,57 @@ class GcsStore(ClientStore):
     def bucket_exists(self, bucket: str) -> bool:
         with gcs_errors(f"gs://{bucket}"):
             return self.client.bucket(bucket).exists(**gcs_options())
+
+    def get_versioned(self, bucket: str, key: str) -> tuple[bytes, str] | None:
+        """The bytes of the generation that get_blob saw (ifGenerationMatch): when the object is
+        replaced between the two requests, both are read again."""
+        from google.api_core import exceptions
+
+        for _ in range(5):
+            try:
+                with gcs_errors(self._uri(bucket, key)):
+                    blob = self.client.bucket(bucket).get_blob(key, **gcs_options())
+                    if blob is None:
+                        return None
+                    data = blob.download_as_bytes(
+                        if_generation_match=blob.generation, **gcs_options()
+                    )
+                return data, str(blob.generation)
+            except exceptions.NotFound:
+                return None
+            except exceptions.PreconditionFailed:
+                continue
+        raise StorageError(f"{self._uri(bucket, key)}: replaced on every one of 5 reads")
+
+    def put_if(
+        self, bucket: str, key: str, data: bytes, content_type: str, version: str | None
+    ) -> str | None:
+        """ifGenerationMatch: 0 (absent) or the generation read. google-cloud-storage retries a
+        conditional upload (it is idempotent); a retry of one that did land answers 412, which the
+        caller tells from a lost race by reading the object back."""
+        from google.api_core import exceptions
+
+        try:
+            with self._writing(bucket, key):
+                blob = self.client.bucket(bucket).blob(key)
+                blob.upload_from_string(
+                    data,
+                    content_type=content_type,
+                    if_generation_match=0 if version is None else int(version),
+                    **gcs_options(),
+                )
+        except exceptions.PreconditionFailed:
+            return None
+        return str(blob.generation)
+
+    def delete_if(self, bucket: str, key: str, version: str) -> bool:
+        from google.api_core import exceptions
+
+        try:
+            with gcs_errors(self._uri(bucket, key)):
+                self.client.bucket(bucket).blob(key).delete(
+                    if_generation_match=int(version), **gcs_options()
+                )
+        except (exceptions.NotFound, exceptions.PreconditionFailed):
+            return False
+        return True

@@ -286,3 +286,61 @@ class S3Store(ClientStore):
                     return False
                 raise
         return True
+
+    def get_versioned(self, bucket: str, key: str) -> tuple[bytes, str] | None:
+        """One GetObject: the ETag it answers is that of the bytes it sends."""
+        from botocore.exceptions import ClientError
+
+        with s3_errors(self._uri(bucket, key), bucket):
+            try:
+                answer = self.client.get_object(Bucket=bucket, Key=key)
+            except ClientError as error:
+                if _not_found(error):
+                    return None
+                raise
+            with contextlib.closing(answer["Body"]) as body:
+                return body.read(), answer["ETag"]
+
+    def put_if(
+        self, bucket: str, key: str, data: bytes, content_type: str, version: str | None
+    ) -> str | None:
+        """PutObject with If-None-Match: * (absent) or If-Match: <ETag>. 412 PreconditionFailed is a
+        condition that did not hold; 409 ConditionalRequestConflict (AWS: another conditional write
+        to the key in flight) is this writer losing the race, the same answer; 404 NoSuchKey is
+        If-Match on an object that is gone."""
+        from botocore.exceptions import ClientError
+
+        condition = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
+        with s3_errors(self._uri(bucket, key), bucket):
+            try:
+                answer = self.client.put_object(
+                    Bucket=bucket, Key=key, Body=data, ContentType=content_type, **condition
+                )
+            except ClientError as error:
+                if _condition_failed(error):
+                    return None
+                raise
+        return answer["ETag"]
+
+    def delete_if(self, bucket: str, key: str, version: str) -> bool:
+        """DeleteObject with If-Match: <ETag> (AWS and SeaweedFS honour it)."""
+        from botocore.exceptions import ClientError
+
+        with s3_errors(self._uri(bucket, key), bucket):
+            try:
+                self.client.delete_object(Bucket=bucket, Key=key, IfMatch=version)
+            except ClientError as error:
+                if _condition_failed(error):
+                    return False
+                raise
+        return True
+
+
+def _condition_failed(error) -> bool:
+    code = str(error.response.get("Error", {}).get("Code", ""))
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return (
+        code in ("PreconditionFailed", "ConditionalRequestConflict")
+        or status in (412, 409)
+        or (_not_found(error))
+    )
