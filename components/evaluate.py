@@ -285,6 +285,8 @@ def open_model(path: Path) -> dict:
     # the claims as written (the reader derives some fields, e.g. the stride, from others)
     claims = json.loads(beside.read_text()) if beside.is_file() else model_metadata.to_json()
     _check_claims(path, beside.name, claims if isinstance(claims, dict) else {}, height, out_shape)
+    if beside.is_file():  # a seed release's contract is vouched for by its checksum
+        _check_contract(path, beside.name, interpreter, height, out_shape, model_metadata.contract)
     return {
         "path": path,
         "interpreter": interpreter,
@@ -319,6 +321,34 @@ def _check_claims(path: Path, meta_name: str, metadata: dict, input_size: int, o
                 f"{heatmap}x{heatmap}x{out_shape[-1]}): "
                 "the .json does not describe this model"
             )
+
+
+def _check_contract(
+    path: Path, meta_name: str, interpreter, input_size: int, out_shape, claimed: dict
+) -> None:
+    """The contract a .json claims against what the model does: one run per contract on a rendered
+    figure with known keypoints (pose.evaluation.contract_check, which states the rule). Issue 21:
+    the seed's CPM under a .json claiming `aic` scored 0.0 with no warning."""
+    from pose.evaluation import contract_check
+
+    scores = contract_check.fits(interpreter, input_size, input_size / int(out_shape[1]))
+    shown = ", ".join(f"{name} {score:.2f}" for name, score in scores.items())
+    log.info(
+        "%s: contract %r checked on a rendered figure (PCK@%g per contract: %s)",
+        path.name,
+        claimed["name"],
+        contract_check.THRESHOLD,
+        shown,
+    )
+    follows = contract_check.better_fit(scores, claimed["name"])
+    if follows is not None:
+        raise EvaluationError(
+            f"{path}: {meta_name} says contract {claimed['name']!r}, but the model follows "
+            f"{follows!r}: on a rendered figure with known keypoints it finds "
+            f"{scores[follows]:.0%} of the joints fed as {follows!r} and "
+            f"{scores[claimed['name']]:.0%} as {claimed['name']!r} (PCK@"
+            f"{contract_check.THRESHOLD:g}); write contract {follows!r} in {meta_name}"
+        )
 
 
 def seed_release_checksums() -> dict:

@@ -12,6 +12,7 @@ The page's still-image mode has a Python twin: pose.evaluation.photos.reference_
 photographs and the browser tests use it).
 """
 
+import fcntl
 import logging
 import os
 import shutil
@@ -54,12 +55,27 @@ def build(force: bool = False) -> Path:
     folder = web_dir()
     built = folder / "build" / "index.html"
     sources = [folder / name for name in PAGE_SOURCES if (folder / name).is_file()]
-    if (
-        built.is_file()
-        and not force
-        and all(s.stat().st_mtime <= built.stat().st_mtime for s in sources)
-    ):
+
+    def fresh() -> bool:
+        return (
+            built.is_file()
+            and not force
+            and all(s.stat().st_mtime <= built.stat().st_mtime for s in sources)
+        )
+
+    if fresh():
         return folder / "build"
+    # build.sh lays the page out in web/build.tmp: two builds at once (four publishes started
+    # together on a fresh checkout) removed each other's files. The second waits for the first,
+    # and then finds the page built.
+    with open(folder / ".build.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if fresh():
+            return folder / "build"
+        return _run_build_script(folder)
+
+
+def _run_build_script(folder: Path) -> Path:
     if shutil.which("npm") is None:
         raise DemoError(
             f"{folder / 'build'} is not built and npm is not installed: install Node.js (npm), then "

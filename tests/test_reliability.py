@@ -1790,6 +1790,43 @@ def test_evaluate_checks_a_models_json_against_the_model(tmp_path, tflite_models
         open_model(models / "mv2_cpm_fp32.tflite")
 
 
+@pytest.mark.parametrize("claimed", ["aic", "seed"])
+def test_evaluate_checks_a_claimed_contract_against_what_the_model_does(tmp_path, claimed):
+    """Issue 21: the seed's CPM under a .json claiming contract `aic` scored 0.0 with no warning.
+    One run per contract on a rendered figure with known keypoints tells the contract the model
+    follows; a claim that another contract fits clearly better stops evaluate, naming both."""
+    from components.evaluate import EvaluationError, open_model
+    from pose.data import synthetic
+    from pose.evaluation import contract_check
+    from pose.models import metadata
+
+    _, persons = synthetic.render_image(np.random.default_rng(contract_check.FIGURE_SEED))
+    # one figure, every joint in the picture and visible: a fair test of every channel
+    assert len(persons) == 1 and persons[0]["keypoints"][2::3] == [1] * 14
+    model = tmp_path / "cpm.tflite"
+    shutil.copyfile(REPO / "anchors" / "pefm-cpm-192.tflite", model)
+    seed_metadata = metadata.seed_release(REPO / "anchors" / "pefm-cpm-192.tflite")
+    metadata.ModelMetadata.build(
+        "mv2_cpm",
+        seed_metadata.input_size,
+        seed_metadata.output_size,
+        seed_metadata.num_keypoints,
+        claimed,
+        output_name=seed_metadata.output_name,
+        **metadata.contract_fields(claimed),
+    ).write(metadata.path_for(model))
+    if claimed == "aic":
+        with pytest.raises(
+            EvaluationError,
+            match=r"cpm\.tflite: cpm\.json says contract 'aic', but the model follows 'seed': on "
+            r"a rendered figure with known keypoints it finds 100% of the joints fed as 'seed' "
+            r"and 0% as 'aic' \(PCK@0\.2\); write contract 'seed' in cpm\.json",
+        ):
+            open_model(model)
+    else:
+        assert open_model(model)["contract"]["name"] == "seed"
+
+
 def test_a_file_without_json_must_be_a_seed_release(tmp_path, tflite_models):
     from components.evaluate import EvaluationError, open_model, seed_release_checksums
 
