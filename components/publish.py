@@ -329,13 +329,15 @@ class _ObjectDestination:
         """The version of the lock object this publish wrote; PublishError naming the holder when
         another live publish holds it."""
         storage, store = self.storage, self.store
-        for _ in range(5):  # a holder that releases between our create and our read: try again
-            version = storage.create_if_absent(uri, token, store)
-            if version is not None:
-                return version
+        # Read first: a missing bucket is named before anything is written (SeaweedFS creates a
+        # bucket that a put names, for an identity allowed to).
+        for _ in range(5):  # a lock that comes or goes between our read and our create: again
             current = storage.read_versioned(uri, store)
             if current is None:
-                continue
+                version = storage.create_if_absent(uri, token, store)
+                if version is not None:
+                    return version
+                continue  # another publish created it first (or the client retried ours)
             data, version = current
             if data == token:  # our own create, retried by the client after it had landed
                 return version

@@ -21,6 +21,10 @@ Configured as every S3 tool is, from the environment:
                                            forcePathStyle)
 On a KFP cluster the steps set these from the run parameters and the mounted secret
 (pipeline/cluster.py).
+Publish's lock needs a server that honours conditional writes (If-None-Match: * and If-Match on
+PutObject, If-Match on DeleteObject; 412 PreconditionFailed): AWS, MinIO, SeaweedFS 4.48 (the tests'
+server) do; SeaweedFS 3.96 ignored If-None-Match (its issue 7153), and where a server ignores it two
+publishes to one prefix are not kept apart.
 Each request waits at most POSE_NETWORK_TIMEOUT seconds; failed requests are retried for about
 POSE_NETWORK_RETRY seconds (as attempts: botocore counts attempts, not time).
 """
@@ -323,7 +327,9 @@ class S3Store(ClientStore):
         return answer["ETag"]
 
     def delete_if(self, bucket: str, key: str, version: str) -> bool:
-        """DeleteObject with If-Match: <ETag> (AWS and SeaweedFS honour it)."""
+        """DeleteObject with If-Match: <ETag> (SeaweedFS 4.48 honours it). A server that does not
+        implement a conditional delete (501) gets a HEAD, then a plain delete while the ETag is
+        still `version`: a window of one request, where the condition would leave none."""
         from botocore.exceptions import ClientError
 
         with s3_errors(self._uri(bucket, key), bucket):
@@ -332,7 +338,12 @@ class S3Store(ClientStore):
             except ClientError as error:
                 if _condition_failed(error):
                     return False
-                raise
+                if not _not_implemented(error):
+                    raise
+                current = self.stat(bucket, key)
+                if current is None or current.version != version.strip('"'):
+                    return False
+                self.client.delete_object(Bucket=bucket, Key=key)
         return True
 
 
@@ -343,4 +354,12 @@ def _condition_failed(error) -> bool:
         code in ("PreconditionFailed", "ConditionalRequestConflict")
         or status in (412, 409)
         or (_not_found(error))
+    )
+
+
+def _not_implemented(error) -> bool:
+    code = str(error.response.get("Error", {}).get("Code", ""))
+    return (
+        code == "NotImplemented"
+        or error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 501
     )
