@@ -329,7 +329,7 @@ def _check_contract(
     """The contract a .json claims against what the model does: one run per contract on a rendered
     figure with known keypoints (pose.evaluation.contract_check, which states the rule). Issue 21:
     the seed's CPM under a .json claiming `aic` scored 0.0 with no warning."""
-    from pose.evaluation import contract_check
+    from pose.evaluation import contract_check, photos
 
     scores = contract_check.fits(interpreter, input_size, input_size / int(out_shape[1]))
     shown = ", ".join(f"{name} {score:.2f}" for name, score in scores.items())
@@ -337,7 +337,7 @@ def _check_contract(
         "%s: contract %r checked on a rendered figure (PCK@%g per contract: %s)",
         path.name,
         claimed["name"],
-        contract_check.THRESHOLD,
+        photos.THRESHOLD,
         shown,
     )
     follows = contract_check.better_fit(scores, claimed["name"])
@@ -347,7 +347,7 @@ def _check_contract(
             f"{follows!r}: on a rendered figure with known keypoints it finds "
             f"{scores[follows]:.0%} of the joints fed as {follows!r} and "
             f"{scores[claimed['name']]:.0%} as {claimed['name']!r} (PCK@"
-            f"{contract_check.THRESHOLD:g}); write contract {follows!r} in {meta_name}"
+            f"{photos.THRESHOLD:g}); write contract {follows!r} in {meta_name}"
         )
 
 

@@ -53,6 +53,7 @@ evaluation/   the figures and what people read
   report              the evaluation's HTML report
   visualize           sample grids (heatmaps over images) for people and TensorBoard
   photos              the real photographs (photos/): ours and the seed's CPM on each, agreement
+  contract_check      whether a model does what its .json's contract says (one rendered figure)
 
 Two modules stand beside the subpackages, because each serves several of them and belongs to none:
 codec         the heatmap codec: Gaussian targets (TF, for data.inputs), decoding (argmax,

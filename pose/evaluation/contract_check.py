@@ -8,8 +8,8 @@ that takes BGR 0..255 (seed) fed RGB / 255 (aic) still runs, and scores 0.0 with
 So the model is run once per contract on one picture whose keypoints are known: a figure the
 synthetic renderer (pose.data.synthetic) draws from a fixed seed, padded to a square and resized to
 the model's input as the web demo does (pose.evaluation.photos.square_input). Each contract's fit is
-PCK@0.2 of the figure's size (the longer side of its box) over its joints in the picture, the
-heatmaps read in that contract's channel order.
+PCK@0.2 over its 14 joints (pose.evaluation.photos.agreement: within 0.2 x the longer side of the
+joints' extent), the heatmaps read in that contract's channel order.
 
 The rule: another contract fits clearly better than the claimed one when it finds at least FITS of
 the joints and MARGIN more than the claimed one does. Then the claim is wrong, and evaluate stops:
@@ -28,38 +28,35 @@ from pose.models import contract
 # The rendered figure: one person, every joint in the picture and unoccluded (checked in
 # tests/test_reliability.py); the seed's CPM finds all 14 of them in the seed contract, none in aic.
 FIGURE_SEED = 11
-THRESHOLD = 0.2  # PCK@0.2 of the figure's size
 FITS = 0.5  # a contract the model follows finds at least half the joints...
 MARGIN = 0.3  # ...and clearly more than the claimed one
 
 
 @functools.cache
-def known_figure() -> tuple[np.ndarray, np.ndarray, float]:
-    """(BGR uint8 picture, [14, 2] joint positions, figure size), rendered once per process."""
+def known_figure() -> tuple[np.ndarray, np.ndarray]:
+    """(BGR uint8 picture, [14, 2] joint positions), rendered once per process."""
     from pose.data import synthetic
 
     picture, persons = synthetic.render_image(np.random.default_rng(FIGURE_SEED))
     values = np.asarray(persons[0]["keypoints"], np.float64).reshape(keypoints.NUM_KEYPOINTS, 3)
-    x1, y1, x2, y2 = persons[0]["box"]
-    return picture, values[:, :2], float(max(x2 - x1, y2 - y1))
+    return picture, values[:, :2]
 
 
 def fit(interpreter, input_size: int, output_stride: float, name: str) -> float:
-    """PCK@THRESHOLD of the model on the known figure, fed and read in contract `name`."""
+    """PCK@photos.THRESHOLD of the model on the known figure, fed and read in contract `name`."""
     from pose.codec import HeatmapCodec
-    from pose.evaluation.photos import square_input
+    from pose.evaluation import photos
     from pose.models import tflite_runtime
 
-    picture, truth, size = known_figure()
-    image, square = square_input(picture, input_size)
+    picture, truth = known_figure()
+    image, square = photos.square_input(picture, input_size)
     heatmaps = tflite_runtime.run(interpreter, contract.model_input(image, name)[None])
     heatmaps = contract.to_aic_order(heatmaps, name)
     codec = HeatmapCodec(input_size, output_stride, refine="quarter")
     found, _ = codec.decode_to_input(heatmaps)
     in_picture = (found[0] + 0.5) * (square["side"] / input_size) - 0.5
     in_picture -= np.array([square["left"], square["top"]])
-    distances = np.linalg.norm(in_picture - truth, axis=1)
-    return float(np.mean(distances <= THRESHOLD * size))
+    return photos.agreement(in_picture, truth)
 
 
 def fits(interpreter, input_size: int, output_stride: float) -> dict:
