@@ -1,0 +1,199 @@
+"""Checkpoints that can be trusted (issue 21, finding 3): complete or ignored.
+
+- A writer of real checkpoints (pose.training.checkpoints.Checkpoints, a real tf.train.Checkpoint of
+  a small Keras model) is killed with SIGKILL at seeded random points inside its checkpoint writes,
+  KILLS times; each restart resumes, and loses at most the interval being written.
+- Then each file of the newest checkpoint (and the folder's state and fingerprint files) is
+  truncated, zeroed, overwritten with garbage and deleted in turn: the resume falls back to the
+  previous checkpoint, naming the file and what is wrong, or (folder files) loses nothing.
+- End to end through components.train: a damaged newest checkpoint is skipped, saying so; with
+  none intact, train stops with one line naming them.
+- A bucket (fake-gcs-server): a damaged newest checkpoint there, or a garbage marker, is skipped
+  for the previous one.
+
+The writer runs in children forked from one process that has imported TensorFlow but run nothing
+(TensorFlow's import alone takes 5-10 s here; a fork takes none), so the kills cost a second each.
+"""
+
+import json
+import logging
+import os
+import queue
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO, TINY_CONFIG
+
+KILLS = 24
+KEEP = 2
+SIZE = 32  # the writer's model input: a checkpoint of ~0.1 MB
+
+# The zygote: imports once, then forks one writer per line on stdin ("<model folder> <seed>"). A
+# writer resumes from the folder (printing what it found), then saves step after step, every variable
+# holding the step's number. After one save a timer thread sends the writer SIGKILL at a seeded random
+# point of its next save (uniform over the last save's duration; a save that finishes first disarms
+# it, and the next save draws again), so every kill lands inside a write.
+ZYGOTE = r"""
+import os, random, signal, sys, threading, time
+import numpy as np, tensorflow as tf, keras
+from pathlib import Path
+from pose.training.checkpoints import Checkpoints
+from pose.training.config import load_config
+from tests.tiny_models import build_tiny_pose_model
+
+def writer(folder, seed):
+    rng = random.Random(seed)
+    cfg = load_config(sys.argv[1], {"keep_checkpoints": int(sys.argv[2])})
+    model = build_tiny_pose_model(int(sys.argv[3]))
+    optimizer = keras.optimizers.Adam()
+    optimizer.build(model.trainable_variables)
+    checkpoints = Checkpoints(cfg, model, optimizer, tf.distribute.get_strategy(), Path(folder),
+                              True, False, False)
+    resumed = checkpoints.restore()
+    step = resumed.step
+    intact = step == 0 or (
+        all(np.all(w.numpy() == step) for w in model.weights)
+        and [e["step"] for e in resumed.history] == list(range(1, step + 1))
+        and resumed.progress.get("train_seconds") == step)
+    print(f"resumed {step} {'intact' if intact else 'WRONG'}", flush=True)
+    history, unarmed, took = resumed.history, 1, 0.0
+    while True:
+        step += 1
+        for w in model.weights:
+            w.assign(tf.fill(w.shape, tf.cast(step, w.dtype)))
+        optimizer.iterations.assign(step)
+        history.append({"step": step, "loss": 1.0 / step})
+        kill = None
+        if unarmed <= 0:
+            kill = threading.Timer(rng.uniform(0, took), os.kill, (os.getpid(), signal.SIGKILL))
+            kill.start()
+        print(f"saving {step}", flush=True)
+        started = time.perf_counter()
+        checkpoints.save(step, history, {"train_seconds": float(step)})
+        took = time.perf_counter() - started
+        if kill:
+            kill.cancel()
+        unarmed -= 1
+        print(f"saved {step}", flush=True)
+
+print("ready", flush=True)
+for line in sys.stdin:
+    pid = os.fork()
+    if pid == 0:
+        try:
+            writer(*line.split())
+        except BaseException as error:
+            print(f"failed {type(error).__name__}: {error}", flush=True)
+        os._exit(1)
+    print(f"pid {pid}", flush=True)
+    print(f"exit {os.waitpid(pid, 0)[1]}", flush=True)
+"""
+
+
+class Lines:
+    """A child's stdout, line by line, with a timeout (a reader thread feeds a queue)."""
+
+    def __init__(self, stream):
+        self.queue = queue.Queue()
+        threading.Thread(target=lambda: [self.queue.put(x) for x in stream], daemon=True).start()
+
+    def next(self, timeout=120.0) -> str:
+        try:
+            return self.queue.get(timeout=timeout).strip()
+        except queue.Empty:
+            raise AssertionError(f"no line from the writer in {timeout} s") from None
+
+
+def committed_steps(folder: Path) -> list[int]:
+    from pose.files import checkpoint_manifest
+
+    return sorted(
+        s for n in os.listdir(folder) if (s := checkpoint_manifest.step_of(n)) is not None
+    )
+
+
+def cut_short(folder: Path) -> bool:
+    """Whether the folder holds the remains of an unfinished write: files of a step newer than the
+    newest committed one, or a temporary."""
+    newest = max(committed_steps(folder), default=0)
+    for name in os.listdir(folder):
+        head = name.lstrip(".").split(".")[0].split("_")[0]
+        if ".tmp" in name or (head.startswith("ckpt-") and int(head[5:]) > newest):
+            return True
+    return False
+
+
+@pytest.fixture(scope="module")
+def killed_folder(tmp_path_factory) -> tuple[Path, list[dict]]:
+    """The checkpoint folder KILLS kills left, and what each restart found."""
+    model_folder = tmp_path_factory.mktemp("kill-loop")
+    folder = model_folder / "checkpoints"
+    zygote = subprocess.Popen(
+        [sys.executable, "-c", ZYGOTE, str(TINY_CONFIG), str(KEEP), str(SIZE)],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    lines = Lines(zygote.stdout)
+    rounds, last_saved = [], 0
+    try:
+        assert lines.next() == "ready"
+        for kill in range(KILLS + 1):
+            zygote.stdin.write(f"{model_folder} {kill}\n")
+            zygote.stdin.flush()
+            pid = int(lines.next().split()[1])
+            word, step, verdict = lines.next().split(maxsplit=2)
+            assert word == "resumed", f"after kill {kill}: {word} {step} {verdict}"
+            step = int(step)
+            # Resume works, restores exactly that step, and loses at most the interval being
+            # written when the kill came (the one saved before it, or committed but not reported).
+            assert verdict == "intact", f"after kill {kill}: resumed {step}: {verdict}"
+            assert last_saved <= step <= last_saved + 1, (kill, last_saved, step)
+            if kill:
+                rounds[-1]["lost"] = last_saved + 1 - step
+            if kill == KILLS:
+                os.kill(pid, signal.SIGKILL)
+            last = ""
+            while not (line := lines.next()).startswith("exit "):
+                last = line
+                if line.startswith("saved "):
+                    last_saved = int(line.split()[1])
+            assert line == f"exit {signal.SIGKILL}", line
+            if kill < KILLS:
+                rounds.append(
+                    {
+                        "resumed": step,
+                        "inside_save": last.startswith("saving "),
+                        "left_files": cut_short(folder),
+                    }
+                )
+    finally:
+        zygote.kill()
+        zygote.wait(30)
+    return folder, rounds
+
+
+def test_kill_9_during_checkpoint_writes_loses_at_most_one_interval(killed_folder):
+    folder, rounds = killed_folder
+    lost = [r["lost"] for r in rounds]
+    print(
+        f"{len(rounds)} kills, {sum(r['inside_save'] for r in rounds)} inside a save, "
+        f"{sum(r['left_files'] for r in rounds)} leaving files of an unfinished write; "
+        f"intervals lost per resume: { {n: lost.count(n) for n in sorted(set(lost))} }; "
+        f"resumed at {[r['resumed'] for r in rounds]}"
+    )
+    assert len(rounds) == KILLS and max(lost) <= 1
+    assert sum(r["inside_save"] for r in rounds) >= KILLS * 3 // 4
+    # Pruned to the newest KEEP committed checkpoints, whatever the kills left.
+    assert len(committed_steps(folder)) == KEEP
