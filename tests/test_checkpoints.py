@@ -50,6 +50,9 @@ from pose.training.checkpoints import Checkpoints
 from pose.training.config import load_config
 from tests.tiny_models import build_tiny_pose_model
 
+def say(line):  # one write(2) of a few bytes into a pipe: a kill leaves all of it or nothing
+    os.write(1, f"{line}\n".encode())
+
 def writer(folder, seed):
     rng = random.Random(seed)
     cfg = load_config(sys.argv[1], {"keep_checkpoints": int(sys.argv[2])})
@@ -64,7 +67,7 @@ def writer(folder, seed):
         all(np.all(w.numpy() == step) for w in model.weights)
         and [e["step"] for e in resumed.history] == list(range(1, step + 1))
         and resumed.progress.get("train_seconds") == step)
-    print(f"resumed {step} {'intact' if intact else 'WRONG'}", flush=True)
+    say(f"resumed {step} {'intact' if intact else 'WRONG'}")
     history, unarmed, took = resumed.history, 1, 0.0
     while True:
         step += 1
@@ -72,18 +75,18 @@ def writer(folder, seed):
             w.assign(tf.fill(w.shape, tf.cast(step, w.dtype)))
         optimizer.iterations.assign(step)
         history.append({"step": step, "loss": 1.0 / step})
+        say(f"saving {step}")
         kill = None
         if unarmed <= 0:
             kill = threading.Timer(rng.uniform(0, took), os.kill, (os.getpid(), signal.SIGKILL))
             kill.start()
-        print(f"saving {step}", flush=True)
         started = time.perf_counter()
         checkpoints.save(step, history, {"train_seconds": float(step)})
         took = time.perf_counter() - started
         if kill:
             kill.cancel()
         unarmed -= 1
-        print(f"saved {step}", flush=True)
+        say(f"saved {step}")
 
 print("ready", flush=True)
 for line in sys.stdin:
@@ -92,7 +95,7 @@ for line in sys.stdin:
         try:
             writer(*line.split())
         except BaseException as error:
-            print(f"failed {type(error).__name__}: {error}", flush=True)
+            say(f"failed {type(error).__name__}: {' '.join(str(error).split())}")
         os._exit(1)
     print(f"pid {pid}", flush=True)
     print(f"exit {os.waitpid(pid, 0)[1]}", flush=True)
@@ -197,3 +200,93 @@ def test_kill_9_during_checkpoint_writes_loses_at_most_one_interval(killed_folde
     assert sum(r["inside_save"] for r in rounds) >= KILLS * 3 // 4
     # Pruned to the newest KEEP committed checkpoints, whatever the kills left.
     assert len(committed_steps(folder)) == KEEP
+
+
+def restore_into_a_new_model(model_folder: Path, **options):
+    """A fresh writer's model, optimizer and Checkpoints on `model_folder`, restored: (resumed,
+    model)."""
+    import keras
+    import tensorflow as tf
+
+    from pose.training.checkpoints import Checkpoints
+    from pose.training.config import load_config
+    from tests.tiny_models import build_tiny_pose_model
+
+    model = build_tiny_pose_model(SIZE)
+    optimizer = keras.optimizers.Adam()
+    optimizer.build(model.trainable_variables)
+    checkpoints = Checkpoints(
+        load_config(TINY_CONFIG, {"keep_checkpoints": KEEP}),
+        model,
+        optimizer,
+        tf.distribute.get_strategy(),
+        model_folder,
+        True,
+        False,
+        False,
+        **options,
+    )
+    return checkpoints.restore(), model
+
+
+def damage(path: Path, how: str) -> None:
+    size = path.stat().st_size
+    if how == "truncated":
+        path.write_bytes(path.read_bytes()[: size // 2])
+    elif how == "zeroed":
+        path.write_bytes(bytes(size))
+    elif how == "garbage":
+        path.write_bytes(np.random.default_rng(size).bytes(max(size, 64)))
+    else:
+        path.unlink()
+
+
+DAMAGES = ("truncated", "zeroed", "garbage", "deleted")
+
+
+def test_each_damaged_file_of_the_newest_checkpoint_falls_back_saying_so(
+    killed_folder, tmp_path, caplog
+):
+    """Every file of the newest checkpoint, and the folder's own, damaged four ways in turn: the
+    resume takes the previous checkpoint (naming the file and what is wrong), or, for the folder's
+    files, the newest one."""
+    from pose.files import checkpoint_manifest
+    from pose.files.remote_checkpoints import FINGERPRINT_FILE
+    from pose.training.checkpoints import STATE
+
+    folder, _ = killed_folder
+    newest = max(committed_steps(folder))
+    own = sorted(n for n in os.listdir(folder) if n.startswith(f"ckpt-{newest}."))
+    assert len(own) == 5, own  # index, data, history, progress, manifest
+    cases = 0
+    for name in [*own, STATE, FINGERPRINT_FILE]:
+        for how in DAMAGES:
+            copy = tmp_path / f"{name}-{how}"
+            shutil.copytree(folder, copy / "checkpoints")
+            damage(copy / "checkpoints" / name, how)
+            caplog.clear()
+            with caplog.at_level(logging.INFO, logger="train"):
+                resumed, model = restore_into_a_new_model(copy)
+            # A checkpoint that lost its manifest, but that the state file names as committed, is
+            # checked by reading its tensors back instead (as are those from before manifests).
+            lost_its_manifest = name == checkpoint_manifest.name(newest) and how == "deleted"
+            expected = newest - 1 if name in own and not lost_its_manifest else newest
+            assert resumed.step == expected, (name, how, caplog.text)
+            assert all(np.all(w.numpy() == expected) for w in model.weights), (name, how)
+            assert [e["step"] for e in resumed.history] == list(range(1, expected + 1))
+            assert resumed.progress["train_seconds"] == expected
+            skipped = [r.getMessage() for r in caplog.records if "not intact" in r.message]
+            if expected < newest:  # one line naming the checkpoint, the file and what is wrong
+                assert len(skipped) == 1, (name, how, caplog.text)
+                assert f"ckpt-{newest} is not intact: {name} " in skipped[0], (name, how, skipped)
+            else:
+                assert not skipped, (name, how, skipped)
+            said = lost_its_manifest or (
+                how in ("zeroed", "garbage") if name == STATE else name == FINGERPRINT_FILE
+            )
+            if said and how != "deleted" or lost_its_manifest:
+                assert f"/{name} is unreadable" in caplog.text or lost_its_manifest, caplog.text
+                assert name in caplog.text, (name, how, caplog.text)
+            shutil.rmtree(copy)
+            cases += 1
+    print(f"{cases} damaged folders, each resumed")

@@ -200,8 +200,9 @@ class Checkpoints:
             return []
         try:
             state = tf.train.get_checkpoint_state(str(self.folder))
-            paths = list(state.all_model_checkpoint_paths) if state else []
-            return [int(p.rsplit("-", 1)[1]) for p in paths]
+            if state is None:  # TensorFlow could not parse it (and logged why)
+                raise ValueError("not a checkpoint state")
+            return [int(p.rsplit("-", 1)[1]) for p in state.all_model_checkpoint_paths]
         except Exception as error:  # any damage (binary garbage, a cut proto): not evidence
             log.warning(
                 "%s is unreadable (%s: %s): ignored, the checkpoints' manifests say which are "
@@ -239,6 +240,13 @@ class Checkpoints:
         crc32c)."""
         if (self.folder / checkpoint_manifest.name(step)).exists():
             return checkpoint_manifest.problem(self.folder, step)
+        log.info(
+            "%s/ckpt-%d has no %s (written before manifests, or it was lost): checking it by "
+            "reading every tensor back",
+            self.folder,
+            step,
+            checkpoint_manifest.name(step),
+        )
         try:
             reader = tf.train.load_checkpoint(str(self.folder / f"ckpt-{step}"))
             for name in reader.get_variable_to_shape_map():
