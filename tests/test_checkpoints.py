@@ -15,17 +15,14 @@ The writer runs in children forked from one process that has imported TensorFlow
 (TensorFlow's import alone takes 5-10 s here; a fork takes none), so the kills cost a second each.
 """
 
-import json
 import logging
 import os
 import queue
-import random
 import shutil
 import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -202,9 +199,8 @@ def test_kill_9_during_checkpoint_writes_loses_at_most_one_interval(killed_folde
     assert len(committed_steps(folder)) == KEEP
 
 
-def restore_into_a_new_model(model_folder: Path, **options):
-    """A fresh writer's model, optimizer and Checkpoints on `model_folder`, restored: (resumed,
-    model)."""
+def new_checkpoints(model_folder: Path, **options):
+    """The writer's model, optimizer and Checkpoints on `model_folder`, fresh: (checkpoints, model)."""
     import keras
     import tensorflow as tf
 
@@ -226,6 +222,12 @@ def restore_into_a_new_model(model_folder: Path, **options):
         False,
         **options,
     )
+    return checkpoints, model
+
+
+def restore_into_a_new_model(model_folder: Path, **options):
+    """A fresh writer's model restored from `model_folder`: (resumed, model)."""
+    checkpoints, model = new_checkpoints(model_folder, **options)
     return checkpoints.restore(), model
 
 
@@ -290,3 +292,104 @@ def test_each_damaged_file_of_the_newest_checkpoint_falls_back_saying_so(
             shutil.rmtree(copy)
             cases += 1
     print(f"{cases} damaged folders, each resumed")
+
+
+TINY_TRAINING = {
+    "input_size": 64,
+    "width": 0.35,
+    "batch_size": 2,
+    "checkpoint_every": 1,
+    "log_every": 1,
+    "summary_every": 100,
+    "warmup_steps": 0,
+    "pred_image_on_tensorboard": False,
+}
+
+
+@pytest.mark.slow
+def test_train_falls_back_from_a_damaged_checkpoint_and_stops_when_none_is_intact(
+    train_shards, tmp_path, caplog, capsys
+):
+    from components.train import main, train
+
+    model = tmp_path / "model"
+    folder = model / "checkpoints"
+    train(
+        str(TINY_CONFIG),
+        [str(train_shards)],
+        str(model),
+        overrides={**TINY_TRAINING, "max_steps": 2},
+    )
+    data = next(folder.glob("ckpt-2.data-*"))
+    damage(data, "truncated")  # before: IndexError: Read less bytes than requested
+    with caplog.at_level(logging.INFO, logger="train"):
+        again = train(
+            str(TINY_CONFIG),
+            [str(train_shards)],
+            str(model),
+            overrides={**TINY_TRAINING, "max_steps": 3},
+        )
+    assert f"{folder}/ckpt-2 is not intact: {data.name} has " in caplog.text
+    assert again["resumed_from_step"] == 1 and again["steps"] == 3
+    assert [e["step"] for e in again["history"]] == [1, 2, 3]
+    assert not data.exists() or data.stat().st_size > 0  # the fallback's save replaced it
+
+    # None intact (a deleted data file: before, "do not fit this model"): one line naming them.
+    for data in folder.glob("ckpt-*.data-*"):
+        data.unlink()
+    capsys.readouterr()
+    argv = ["--config", str(TINY_CONFIG), "--data", str(train_shards), "--output", str(model)]
+    argv += [arg for key, value in TINY_TRAINING.items() for arg in ("--set", f"{key}={value}")]
+    assert main([*argv, "--set", "max_steps=4"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert not any(line.startswith("Traceback") for line in err), err
+    assert err[-1].startswith(f"train: error: {folder}: no intact checkpoint to resume from: ")
+    for step in (1, 2, 3):
+        assert f"ckpt-{step}: ckpt-{step}.data-00000-of-00001 is missing" in err[-1], err[-1]
+    assert "do not fit" not in err[-1]
+
+
+def test_a_damaged_checkpoint_in_the_bucket_falls_back_to_the_previous(tmp_path, caplog):
+    """Checkpoints uploaded to a bucket (fake-gcs-server): a garbage marker, then a damaged newest
+    checkpoint there, then none intact; each start is in a fresh folder (a new pod)."""
+    from pose.files.storage import read_bytes
+    from pose.training.errors import TrainError
+    from tests.gcs import fake_gcs, make_bucket, upload_bytes
+
+    uri = "gs://checkpoints/run-1"
+    with fake_gcs():
+        make_bucket("checkpoints")
+        checkpoints, model = new_checkpoints(tmp_path / "pod-1", checkpoint_uri=uri)
+        assert checkpoints.restore().step == 0
+        for step in (1, 2, 3):
+            for w in model.weights:
+                w.assign(np.full(w.shape, step, w.dtype))
+            checkpoints.optimizer.iterations.assign(step)
+            checkpoints.save(
+                step, [{"step": s} for s in range(1, step + 1)], {"train_seconds": step}
+            )
+
+        def resume(pod: str) -> int:
+            caplog.clear()
+            with caplog.at_level(logging.INFO):
+                resumed, restored = restore_into_a_new_model(tmp_path / pod, checkpoint_uri=uri)
+            assert all(np.all(w.numpy() == resumed.step) for w in restored.weights)
+            assert resumed.progress["train_seconds"] == resumed.step
+            return resumed.step
+
+        upload_bytes(f"{uri}/checkpoint.json", b"\x00garbage")
+        assert resume("pod-2") == 3
+        assert f"{uri}/checkpoint.json: not JSON" in caplog.text
+
+        data = f"{uri}/ckpt-3.data-00000-of-00001"
+        upload_bytes(data, read_bytes(data)[:100])
+        assert resume("pod-3") == 2
+        assert (
+            f"{uri}/ckpt-3 is not intact: ckpt-3.data-00000-of-00001 has 100 bytes" in caplog.text
+        )
+
+        upload_bytes(f"{uri}/ckpt-2.index", b"")
+        with pytest.raises(
+            TrainError, match=r"no intact checkpoint to resume from: .*ckpt-3.*ckpt-2"
+        ):
+            restore_into_a_new_model(tmp_path / "pod-4", checkpoint_uri=uri)
