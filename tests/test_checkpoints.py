@@ -327,11 +327,11 @@ def test_train_falls_back_from_a_damaged_checkpoint_and_stops_when_none_is_intac
             str(TINY_CONFIG),
             [str(train_shards)],
             str(model),
-            overrides={**TINY_TRAINING, "max_steps": 3},
+            overrides={**TINY_TRAINING, "max_steps": 2},
         )
     assert f"{folder}/ckpt-2 is not intact: {data.name} has " in caplog.text
-    assert again["resumed_from_step"] == 1 and again["steps"] == 3
-    assert [e["step"] for e in again["history"]] == [1, 2, 3]
+    assert again["resumed_from_step"] == 1 and again["steps"] == 2
+    assert [e["step"] for e in again["history"]] == [1, 2]
     assert not data.exists() or data.stat().st_size > 0  # the fallback's save replaced it
 
     # None intact (a deleted data file: before, "do not fit this model"): one line naming them.
@@ -340,11 +340,11 @@ def test_train_falls_back_from_a_damaged_checkpoint_and_stops_when_none_is_intac
     capsys.readouterr()
     argv = ["--config", str(TINY_CONFIG), "--data", str(train_shards), "--output", str(model)]
     argv += [arg for key, value in TINY_TRAINING.items() for arg in ("--set", f"{key}={value}")]
-    assert main([*argv, "--set", "max_steps=4"]) == 1
+    assert main([*argv, "--set", "max_steps=3"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert not any(line.startswith("Traceback") for line in err), err
     assert err[-1].startswith(f"train: error: {folder}: no intact checkpoint to resume from: ")
-    for step in (1, 2, 3):
+    for step in (1, 2):
         assert f"ckpt-{step}: ckpt-{step}.data-00000-of-00001 is missing" in err[-1], err[-1]
     assert "do not fit" not in err[-1]
 
@@ -377,7 +377,7 @@ def test_a_damaged_checkpoint_in_the_bucket_falls_back_to_the_previous(tmp_path,
             assert resumed.progress["train_seconds"] == resumed.step
             return resumed.step
 
-        upload_bytes(f"{uri}/checkpoint.json", b"\x00garbage")
+        upload_bytes(f"{uri}/checkpoint.json", b"\xff\x00garbage")
         assert resume("pod-2") == 3
         assert f"{uri}/checkpoint.json: not JSON" in caplog.text
 

@@ -68,12 +68,12 @@ class RemoteCheckpoints:
 
     def latest(self) -> dict | None:
         """The marker of the newest complete checkpoint, or None when there is none."""
-        text = storage.read_text(self._object(MARKER), self.store)
-        if text is None:
+        data = storage.read_bytes(self._object(MARKER), self.store)
+        if data is None:
             return None
         try:
-            marker = json.loads(text)
-        except ValueError as error:
+            marker = json.loads(data)
+        except ValueError as error:  # UnicodeDecodeError included
             raise storage.StorageError(f"{self._object(MARKER)}: not JSON ({error})") from None
         if (
             not isinstance(marker, dict)
@@ -82,7 +82,7 @@ class RemoteCheckpoints:
         ):
             raise storage.StorageError(
                 f"{self._object(MARKER)}: not a checkpoint marker (needs an integer 'step' "
-                f"and a 'files' list): {text[:200]!r}"
+                f"and a 'files' list): {data[:200]!r}"
             )
         return marker
 
@@ -100,9 +100,9 @@ class RemoteCheckpoints:
             step = checkpoint_manifest.step_of(name)
             if step is None or step in found:
                 continue
-            text = storage.read_text(self._object(name), self.store)
+            data = storage.read_bytes(self._object(name), self.store)
             try:
-                manifest = json.loads(text or "")
+                manifest = json.loads(data or b"")
                 files = list(manifest["files"])
             except (ValueError, TypeError, KeyError) as error:
                 log.warning("%s is not a checkpoint manifest (%s): passed over", name, error)
@@ -110,7 +110,7 @@ class RemoteCheckpoints:
             found[step] = {
                 "step": step,
                 "files": [*files, name],
-                "fingerprint": manifest.get("fingerprint", {}),
+                "fingerprint": manifest.get("fingerprint") or {},
             }
         return [found[step] for step in sorted(found, reverse=True)]
 
