@@ -90,11 +90,11 @@ for line in sys.stdin:
     pid = os.fork()
     if pid == 0:
         try:
+            say(f"pid {os.getpid()}")  # the child's first line, whenever the zygote runs again
             writer(*line.split())
         except BaseException as error:
             say(f"failed {type(error).__name__}: {' '.join(str(error).split())}")
         os._exit(1)
-    print(f"pid {pid}", flush=True)
     print(f"exit {os.waitpid(pid, 0)[1]}", flush=True)
 """
 
