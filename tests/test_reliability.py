@@ -933,6 +933,7 @@ def test_resume_at_the_end_keeps_final_loss_and_speed(tmp_path, shards):
 @pytest.mark.slow
 def test_time_budget_counts_across_restarts(tmp_path, shards):
     from components.train import train
+    from pose.files import checkpoint_manifest
     from pose.training.checkpoints import PROGRESS
 
     budget = {**TINY_STEPS, "max_minutes": 5.0, "max_steps": 1000}
@@ -940,10 +941,14 @@ def test_time_budget_counts_across_restarts(tmp_path, shards):
     train(
         str(TINY_CONFIG), [str(shards["train"])], str(model), overrides={**budget, "max_steps": 2}
     )
-    progress_path = model / "checkpoints" / PROGRESS
+    progress_path = model / "checkpoints" / f"ckpt-2.{PROGRESS}"
     progress = json.loads(progress_path.read_text())
     progress["train_seconds"] = 301.0  # as if the earlier runs had spent the five minutes
     progress_path.write_text(json.dumps(progress))
+    manifest = model / "checkpoints" / checkpoint_manifest.name(2)  # sealed with it
+    checkpoint_manifest.write(
+        model / "checkpoints", 2, json.loads(manifest.read_text())["fingerprint"]
+    )
     again = train(str(TINY_CONFIG), [str(shards["train"])], str(model), overrides=budget)
     assert again["steps"] == 2  # nothing left of the budget: no further step
     assert again["train_seconds"] >= 301

@@ -5,10 +5,14 @@ Layout under the checkpoint URI (gs://, s3:// or minio://bucket/prefix; pose.fil
     ckpt-<step>.index, ckpt-<step>.data-<i>-of-<n>   TensorFlow's checkpoint files, as written locally
     ckpt-<step>.<name>                               train's files beside the checkpoint (history.json,
                                                      progress.json) as they were at that step
+    ckpt-<step>.manifest.json                        their sizes and sha256s (pose.files.checkpoint_manifest)
     checkpoint.json                                  {"step", "files", "side_files", "fingerprint", "written"}:
-                                                     the marker
-The marker is written last, after every file it names, and replaced whole, so a reader that follows it
-never sees a half-uploaded checkpoint; older checkpoints are deleted only after the marker has moved on.
+                                                     the marker, naming the newest
+Each checkpoint's files are uploaded before its manifest, and the manifest before the marker, which is
+replaced whole: a checkpoint whose manifest is in the bucket was uploaded whole. A start goes through them
+newest first (checkpoints()), downloads one, and takes it only when every file matches its manifest;
+a damaged one is skipped for the previous. Older checkpoints are deleted only after the marker has moved
+on.
 
 `fingerprint` holds what the checkpoint's variables depend on (model, sizes, structure options, mixed
 precision); resuming with a config whose fingerprint differs is refused with both named. A local
@@ -22,7 +26,7 @@ import re
 import time
 from pathlib import Path
 
-from pose.files import storage
+from pose.files import checkpoint_manifest, storage
 
 log = logging.getLogger(__name__)
 MARKER = "checkpoint.json"
@@ -64,12 +68,12 @@ class RemoteCheckpoints:
 
     def latest(self) -> dict | None:
         """The marker of the newest complete checkpoint, or None when there is none."""
-        text = storage.read_text(self._object(MARKER), self.store)
-        if text is None:
+        data = storage.read_bytes(self._object(MARKER), self.store)
+        if data is None:
             return None
         try:
-            marker = json.loads(text)
-        except ValueError as error:
+            marker = json.loads(data)
+        except ValueError as error:  # UnicodeDecodeError included
             raise storage.StorageError(f"{self._object(MARKER)}: not JSON ({error})") from None
         if (
             not isinstance(marker, dict)
@@ -78,9 +82,37 @@ class RemoteCheckpoints:
         ):
             raise storage.StorageError(
                 f"{self._object(MARKER)}: not a checkpoint marker (needs an integer 'step' "
-                f"and a 'files' list): {text[:200]!r}"
+                f"and a 'files' list): {data[:200]!r}"
             )
         return marker
+
+    def checkpoints(self) -> list[dict]:
+        """Markers of the bucket's checkpoints, newest first: the one checkpoint.json names, and
+        each one whose manifest is in the bucket (built from the manifest). A damaged
+        checkpoint.json is logged and passed over: the manifests still say what is complete."""
+        try:
+            newest = self.latest()
+        except storage.StorageError as error:
+            log.warning("%s; going by the checkpoints' manifests instead", error)
+            newest = None
+        found = {newest["step"]: newest} if newest else {}
+        for name in storage.list_names(self.uri, self.store):
+            step = checkpoint_manifest.step_of(name)
+            if step is None or step in found:
+                continue
+            data = storage.read_bytes(self._object(name), self.store)
+            try:
+                manifest = json.loads(data or b"")
+                files = list(manifest["files"])
+            except (ValueError, TypeError, KeyError) as error:
+                log.warning("%s is not a checkpoint manifest (%s): passed over", name, error)
+                continue
+            found[step] = {
+                "step": step,
+                "files": [*files, name],
+                "fingerprint": manifest.get("fingerprint") or {},
+            }
+        return [found[step] for step in sorted(found, reverse=True)]
 
     def check(self, marker: dict, config_label: str) -> None:
         message = mismatch(
@@ -90,14 +122,16 @@ class RemoteCheckpoints:
             raise CheckpointMismatch(message)
 
     def download(self, marker: dict, local_dir: Path) -> str:
-        """Fetches the marker's checkpoint into local_dir and makes it the folder's latest for
-        tf.train.CheckpointManager; returns its local prefix (…/ckpt-<step>)."""
-        import tensorflow as tf
-
+        """Fetches the marker's checkpoint into local_dir, its manifest last; returns its local
+        prefix (…/ckpt-<step>). The caller checks it against the manifest before trusting it.
+        Checkpoints uploaded before manifests carry their side files by a folder-wide name
+        (`side_files`)."""
         local_dir.mkdir(parents=True, exist_ok=True)
         step = int(marker["step"])
         local_names = {remote: local for local, remote in marker.get("side_files", {}).items()}
-        for name in marker["files"]:
+        for name in sorted(
+            marker["files"], key=lambda n: checkpoint_manifest.step_of(n) is not None
+        ):
             if "/" in name or name.startswith("."):
                 raise storage.StorageError(
                     f"{self._object(MARKER)}: file name {name!r} is not a plain name"
@@ -106,35 +140,27 @@ class RemoteCheckpoints:
                 self._object(name), str(local_dir / local_names.get(name, name)), self.store
             )
         prefix = str(local_dir / f"ckpt-{step}")
-        # CheckpointManager resumes from the folder's `checkpoint` state file (TF2 has no public writer of it).
-        tf.compat.v1.train.update_checkpoint_state(
-            str(local_dir), prefix, all_model_checkpoint_paths=[prefix]
-        )
         log.info("fetched checkpoint of step %d from %s", step, self.uri)
         return prefix
 
-    def upload(self, step: int, local_prefix: str, side_files: list[Path] = ()) -> None:
-        """Uploads the checkpoint written at local_prefix and the side files (as ckpt-<step>.<name>), then
-        the marker naming them, then deletes checkpoints older than the newest `keep`."""
+    def upload(self, step: int, local_prefix: str) -> None:
+        """Uploads the checkpoint written at local_prefix (every ckpt-<step>.* file there, its
+        manifest last), then the marker naming them, then deletes the other checkpoints but the
+        newest `keep`."""
         started = time.perf_counter()
         folder, stem = os.path.split(local_prefix)
         files = sorted(
             n for n in os.listdir(folder) if n.startswith(stem + ".") and ".tmp" not in n
         )
-        # Data before index, as TensorFlow writes them (readers go by the marker; tools listing the bucket
-        # then never find an index whose data is missing).
-        files.sort(key=lambda n: n.endswith(".index"))
+        # Data before index, as TensorFlow writes them (tools listing the bucket then never find an
+        # index whose data is missing), the manifest after both: it commits the checkpoint.
+        files.sort(key=lambda n: (checkpoint_manifest.step_of(n) is not None, n.endswith(".index")))
         for name in files:
             storage.upload_file(os.path.join(folder, name), self._object(name), self.store)
-        sides = {}
-        for path in side_files:
-            if path.is_file():
-                sides[path.name] = f"{stem}.{path.name}"
-                storage.upload_file(str(path), self._object(sides[path.name]), self.store)
         marker = {
             "step": step,
-            "files": files + list(sides.values()),
-            "side_files": sides,
+            "files": files,
+            "side_files": {},
             "fingerprint": self.fingerprint,
             "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
@@ -149,7 +175,11 @@ class RemoteCheckpoints:
 
     def _prune(self, newest: int) -> None:
         names = [n for n in storage.list_names(self.uri, self.store) if "/" not in n]
-        steps = sorted({int(m.group(1)) for n in names if (m := _STEP.match(n))}, reverse=True)
+        # Newer steps than the one just uploaded are left over from before a fallback: damaged.
+        steps = sorted(
+            {int(m.group(1)) for n in names if (m := _STEP.match(n)) and int(m.group(1)) <= newest},
+            reverse=True,
+        )
         keep = set(steps[: self.keep]) | {newest}
         stale = [
             self._object(n) for n in names if (m := _STEP.match(n)) and int(m.group(1)) not in keep
