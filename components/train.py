@@ -165,9 +165,7 @@ class _Run:
             except fine_tuning.FreezeError as error:
                 raise TrainError(str(error)) from error
             # A plain variable the loop sets every step (see learning_rate).
-            optimizer = keras.optimizers.Adam(
-                learning_rate(cfg, 0, self.total_steps), epsilon=1e-8
-            )
+            optimizer = keras.optimizers.Adam(learning_rate(cfg, 0, self.total_steps), epsilon=1e-8)
             self.optimizer = (
                 keras.optimizers.LossScaleOptimizer(optimizer) if self.mixed else optimizer
             )

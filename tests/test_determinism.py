@@ -106,10 +106,10 @@ def test_same_seed_same_weights_after_300_steps_on_two_threads(train_shards, tmp
 def test_same_seed_same_weights_on_two_devices(train_shards, tmp_path):
     """MirroredStrategy over two logical CPUs: the replicas' gradients are summed across devices
     every step, in an order that must not depend on which replica finishes first."""
-    overrides = {**SMALLEST, "max_steps": 100}
+    overrides = {**SMALLEST, "max_steps": 50}
     first, second = _train_twice_at_once(train_shards, tmp_path, overrides, devices=2)
     for metadata in (first, second):
-        assert metadata["replicas"] == 2 and metadata["steps"] == 100
+        assert metadata["replicas"] == 2 and metadata["steps"] == 50
     assert first["final_loss"] == second["final_loss"]
     _assert_same_weights(tmp_path / "first", tmp_path / "second")
 
