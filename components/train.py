@@ -7,7 +7,10 @@ Does     a custom training loop (below) under a tf.distribute strategy over ever
          x replicas; MultiWorkerMirroredStrategy when TF_CONFIG names several workers); mixed_float16
          and optional XLA on GPU. Loss: the seed's L2 of every stage's heatmaps
          (pose/training/objective.py); Adam with the seed's exponential decay or cosine
-         (pose/training/learning_rate.py), within a time budget (pose/training/budget.py).
+         (pose/training/learning_rate.py), for the planned steps (max_steps or max_epoch); a time
+         budget (max_minutes, pose/training/budget.py) is only a safety stop, and a run it stops
+         early says so. The same config, data and seed give the same weights on one machine
+         (pose/training/reproducibility.py).
          Checkpoints every `checkpoint_every` steps, mirrored to --checkpoint-uri gs://, s3:// or
          minio://bucket/prefix; a restart resumes from the newest (pose/training/checkpoints.py).
          PCKh@0.5 on the valid shards every `eval_every` steps and at the end
@@ -34,7 +37,7 @@ from pose.files import integrity, outputs, steplog, writer_lock
 from pose.files.atomic import atomic_file, write_text
 from pose.files.storage import split_object_uri
 from pose.models import networks
-from pose.training import distribution, fine_tuning
+from pose.training import distribution, fine_tuning, reproducibility
 from pose.training.budget import TimeBudget, duration
 from pose.training.checkpoints import Checkpoints, Resumed
 from pose.training.config import TrainConfig, load_config, parse_overrides
@@ -105,6 +108,8 @@ def train(
             steps=metadata["steps"],
             final_loss=round(metadata["final_loss"], 4),
             images_per_second=round(metadata["images_per_second"], 1),
+            seed=metadata["seed"],
+            stopped_by_time_budget=metadata["stopped_by_time_budget"],
             pckh=metadata.get("pckh"),
             model=str(Path(output_dir) / "model.keras"),
         )
@@ -130,21 +135,28 @@ class _Run:
         self.valid_dirs = list(valid_dirs)
         self.chief = distribution.is_chief()
         self.mixed = distribution.on_gpu() if cfg.mixed_precision is None else cfg.mixed_precision
+        self.deterministic_ops = (
+            distribution.on_gpu() if cfg.deterministic_ops is None else cfg.deterministic_ops
+        )
         self.replicas = strategy.num_replicas_in_sync
         self.global_batch = cfg.batch_size * self.replicas
         self._read_shards(data_dirs)
         log.info(
-            "devices: %s, strategy %s, %d replica(s), global batch %d, mixed precision %s, XLA %s",
+            "devices: %s, strategy %s, %d replica(s), global batch %d, mixed precision %s, XLA %s, "
+            "seed %d, op determinism %s",
             devices,
             type(strategy).__name__,
             self.replicas,
             self.global_batch,
             self.mixed,
             cfg.jit_compile,
+            cfg.seed,
+            self.deterministic_ops,
         )
 
         keras.mixed_precision.set_global_policy("mixed_float16" if self.mixed else "float32")
-        keras.utils.set_random_seed(cfg.seed)  # the initial weights, like the data, follow the seed
+        # the initial weights, like the data, follow the seed
+        reproducibility.make_reproducible(cfg.seed, self.deterministic_ops)
         with strategy.scope():
             self.model = networks.build_from_config(cfg)
             self.warm_start = self._warm_start()
@@ -152,9 +164,8 @@ class _Run:
                 self.frozen = fine_tuning.freeze_layers(self.model, cfg.frozen_layers)
             except fine_tuning.FreezeError as error:
                 raise TrainError(str(error)) from error
-            # A plain variable the loop sets every step (see learning_rate): schedules may depend
-            # on time.
-            optimizer = keras.optimizers.Adam(learning_rate(cfg, 0, 0.0), epsilon=1e-8)
+            # A plain variable the loop sets every step (see learning_rate).
+            optimizer = keras.optimizers.Adam(learning_rate(cfg, 0, self.total_steps), epsilon=1e-8)
             self.optimizer = (
                 keras.optimizers.LossScaleOptimizer(optimizer) if self.mixed else optimizer
             )
@@ -286,7 +297,8 @@ class _Run:
             log.info("already at step %d of %d: nothing to train", self.step, self.total_steps)
         elif budget.spent():
             log.info(
-                "max_minutes %.1f already spent by the earlier runs (step %d): nothing to train",
+                "max_minutes %g already spent (step %d, earlier runs of this output included): "
+                "nothing to train",
                 cfg.max_minutes,
                 self.step,
             )
@@ -294,8 +306,7 @@ class _Run:
             self._evaluate_into_history(0)  # the untrained baseline the curve starts from
         while self.step < self.total_steps and not budget.spent():
             step_started = time.perf_counter()
-            progress = max(self.step / self.total_steps, budget.fraction())
-            self.optimizer.learning_rate.assign(learning_rate(cfg, self.step, progress))
+            self.optimizer.learning_rate.assign(learning_rate(cfg, self.step, self.total_steps))
             previous_step = self.step
             losses = self.train_step(self.iterator).numpy()
             step = self.step
@@ -367,8 +378,18 @@ class _Run:
                     },
                 )
             if out_of_time:
-                log.info("max_minutes %.1f reached at step %d", cfg.max_minutes, step)
                 break
+
+        stopped_early = self.step < self.total_steps
+        if stopped_early:
+            log.warning(
+                "max_minutes %g reached at step %d of the %d planned: stopped early, so this is "
+                "not the model its config defines (the schedule is the same at every step; resume "
+                "into this output with a larger max_minutes to finish it)",
+                cfg.max_minutes,
+                self.step,
+                self.total_steps,
+            )
 
         final_pckh = self._evaluate_into_history(self.step) if self.valid_dirs else None
         images_per_second = timed_images / timed_seconds if timed_seconds else 0.0
@@ -380,6 +401,7 @@ class _Run:
             final_loss = [entry["loss"] for entry in self.history if "loss" in entry][-1]
         metadata = self._metadata(final_loss, images_per_second, final_pckh, budget.elapsed())
         metadata["skipped_updates"] = skipped_updates
+        metadata["stopped_by_time_budget"] = stopped_early
         if self.chief:
             self._save_model()
             write_text(self.output_dir / "train_metadata.json", json.dumps(metadata, indent=2))
@@ -422,6 +444,9 @@ class _Run:
                 key: value for key, value in cfg.architecture_options().items() if value is not None
             },
             "steps": self.step,
+            "planned_steps": self.total_steps,
+            "seed": cfg.seed,
+            "deterministic_ops": self.deterministic_ops,
             "epochs": round(self.step * self.global_batch / self.examples, 3),
             "final_loss": final_loss,
             "images_per_second": images_per_second,

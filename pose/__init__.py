@@ -42,7 +42,9 @@ training/     what train needs beyond the data and the network (components/train
   objective           the loss (the seed's L2 per stage) and one step of it over the replicas
   fine_tuning         which layers keep their weights while the rest trains (frozen_layers)
   learning_rate       the schedule (exponential as the seed's, cosine, warm-up)
-  budget              the time budget (max_minutes), counting earlier runs of the same output
+  budget              the time budget (max_minutes): a safety stop, never the schedule; counts
+                      earlier runs of the same output
+  reproducibility     the seed and op determinism: same config, data, seed -> same weights
   checkpoints         checkpoints and what rides along (history, progress, fingerprint);
                       resume, from the bucket too; multi-worker agreement on the step
   summaries           TensorBoard summaries (loss per stage, lr, images/s, PCKh, predictions)

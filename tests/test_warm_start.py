@@ -187,7 +187,7 @@ def test_the_default_config_fine_tunes_the_released_cpm_for_a_fixed_number_of_st
         warm_start.resolve(default.init_from) == warm_start.REPO / "anchors" / "pefm-cpm-192.tflite"
     )
     assert default.batch_norm_frozen and default.frozen_layers
-    # defined by its steps: a schedule that does not depend on the clock (cosine would, via max_minutes)
+    # defined by its steps (tests/test_determinism.py checks every local config's length)
     assert default.max_steps and default.lr_schedule in ("constant", "exponential")
     with pytest.raises(ConfigError, match="frozen_layers"):
         load_config("experiments/local.yaml", {"frozen_layers": "("})

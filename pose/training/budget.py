@@ -1,5 +1,7 @@
-"""train's time budget (config key max_minutes): the seconds of earlier runs of the same output
-(restarts, preemptions) count too."""
+"""train's time budget (config key max_minutes): a safety stop, never the schedule. A model is
+defined by its steps (max_steps, max_epoch); a run that its budget stops before them did not make the
+model its config defines, and says so (components/train.py). The seconds of earlier runs of the same
+output (restarts, preemptions) count too."""
 
 import math
 import time
@@ -16,10 +18,6 @@ class TimeBudget:
 
     def spent(self) -> bool:
         return self.seconds is not None and self.elapsed() > self.seconds
-
-    def fraction(self) -> float:
-        """The share of the budget spent (0 without a budget): the schedule's progress by time."""
-        return self.elapsed() / self.seconds if self.seconds else 0.0
 
 
 def duration(seconds: float) -> str:

@@ -71,10 +71,11 @@ class TrainConfig:
         default_factory=dict
     )  # pose.data.inputs.Augmentation fields
     shuffle_buffer: int = 1024
-    seed: int = 0
+    seed: int = 0  # initial weights, data order, augmentation (pose.training.reproducibility)
     num_train_samples: int | None = None  # examples per epoch; None = the shards' index
-    # Optimisation: Adam; the seed's exponential decay, or cosine (over max_steps or max_minutes,
-    # whichever ends first), or constant; linear warm-up over warmup_steps (pose.training.learning_rate).
+    # Optimisation: Adam; the seed's exponential decay, or cosine (over the planned steps: max_steps or
+    # max_epoch, whichever ends first), or constant; linear warm-up over warmup_steps
+    # (pose.training.learning_rate).
     lr: float = 1e-3
     lr_schedule: str = "exponential"
     decay_rate: float = 0.95
@@ -83,11 +84,16 @@ class TrainConfig:
     warmup_steps: int = 0
     max_epoch: int = 1000
     max_steps: int | None = None  # stop after this many steps (and at max_epoch, whichever first)
-    max_minutes: float | None = None  # stop after this much training time (checkpointed)
+    # A safety stop, not the schedule: a run it stops before its steps says so (and train_metadata's
+    # stopped_by_time_budget); the model is defined by its steps (pose.training.budget).
+    max_minutes: float | None = None
     # Devices.
     mixed_precision: bool | None = None  # None = on when training on GPUs
     jit_compile: bool = False  # XLA for the forward and backward pass
     visible_devices: str | None = None  # the seed's GPU list, e.g. "0, 1, 2"; None = all
+    # TensorFlow's op determinism (pose.training.reproducibility); None = on when training on GPUs,
+    # whose default kernels are not deterministic (the CPU's are).
+    deterministic_ops: bool | None = None
     # Bookkeeping.
     checkpoint_every: int = 2000
     keep_checkpoints: int = 3
