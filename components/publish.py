@@ -4,9 +4,10 @@ Takes    a tflite output folder (`<model>_<variant>.tflite` + `.json`), evaluate
          results (results.json, or the folder holding it), a destination (`gs://`, `s3://` or
          `minio://bucket/prefix`, or a local folder), and the variant to publish (`fp16`, ... or
          `best`: the highest PCKh@0.5, then the smallest).
-Does     stages the files and a model card written from results.json (model, data, figures, intended use,
-         limitations), then uploads them; `published.json` (what was published, with sha256) goes last, so a
-         reader that finds it knows every other file is complete.
+Does     stages the files and a model card written from results.json (model, data, figures,
+         agreement with the seed on real photographs, intended use, limitations), then uploads them;
+         `published.json` (what was published, with sha256) goes last, so a reader that finds it knows
+         every other file is complete.
 Writes   at the destination: the .tflite, its .json, report.html, results.json, MODEL_CARD.md, the web demo
          (demo/, pose.web_demo.page_files: a static host of the destination serves a working demo), published.json.
          The KFP component's `published` artifact is the staged copy of exactly those files.
