@@ -10,7 +10,8 @@ Does     runs each model, ours and the seed's, in LiteRT over the validation peo
          (DARK or quarter-offset sub-pixel refinement), maps keypoints back to original image pixels and
          scores PCKh@0.5 (head = head top <-> neck) and OKS AP through pycocotools with the AIC sigmas;
          times every model and every seed model in the same run (median / p90, 1 and all threads,
-         LiteRT with XNNPACK and with its builtin kernels; the faster counts).
+         LiteRT with XNNPACK and with its builtin kernels; the faster counts; each measurement time-boxed,
+         LATENCY_SECONDS).
 Writes   `results.json` (everything) and `report.html` (table, per-joint bars, gallery), atomically;
          the KFP component also logs the headline figures as Metrics.
 
@@ -33,6 +34,11 @@ log = logging.getLogger("evaluate")
 
 REPO = Path(__file__).resolve().parent.parent
 BATCH_SIZE = 16
+# Time box of one latency measurement (one model, runtime and thread count): up to --latency-runs runs,
+# fewer when they take longer than this (at least tflite_runtime.MIN_TIMED_RUNS). Full int8 on the
+# builtin kernels with all threads took 2.5 s an invoke on the loaded 2-core machine: 55 invokes
+# were over two minutes of the main job for a figure no app would pick.
+LATENCY_SECONDS = 10.0
 # Prediction keys of the seed's models, apart from ours.
 ANCHOR_PREFIX = "seed:"
 PREDICT_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -559,8 +565,10 @@ def _speed_and_size(path: Path, runs: int) -> dict:
 
     by_runtime = {
         runtime: {
-            "1": tflite_runtime.latency(path, 1, runs, runtime=runtime),
-            "all": tflite_runtime.latency(path, _all_threads(), runs, runtime=runtime),
+            threads: tflite_runtime.latency(
+                path, count, runs, runtime=runtime, max_seconds=LATENCY_SECONDS
+            )
+            for threads, count in (("1", 1), ("all", _all_threads()))
         }
         for runtime in tflite_runtime.RUNTIMES
     }
@@ -733,7 +741,10 @@ def main(argv=None) -> int:
         help="sub-pixel heatmap refinement",
     )
     arguments.add_argument(
-        "--latency-runs", type=int, default=50, help="timed runs per model and thread count"
+        "--latency-runs",
+        type=int,
+        default=50,
+        help="timed runs per model, runtime and thread count (fewer past a 10 s time box, at least 5)",
     )
     arguments.add_argument("--gallery-size", type=int, default=12)
     arguments.add_argument(

@@ -4,9 +4,10 @@ Takes    a tflite output folder (`<model>_<variant>.tflite` + `.json`), evaluate
          results (results.json, or the folder holding it), a destination (`gs://`, `s3://` or
          `minio://bucket/prefix`, or a local folder), and the variant to publish (`fp16`, ... or
          `best`: the highest PCKh@0.5, then the smallest).
-Does     stages the files and a model card written from results.json (model, data, figures, intended use,
-         limitations), then uploads them; `published.json` (what was published, with sha256) goes last, so a
-         reader that finds it knows every other file is complete.
+Does     stages the files and a model card written from results.json (model, data, figures,
+         agreement with the seed on real photographs, intended use, limitations), then uploads them;
+         `published.json` (what was published, with sha256) goes last, so a reader that finds it knows
+         every other file is complete.
 Writes   at the destination: the .tflite, its .json, report.html, results.json, MODEL_CARD.md, the web demo
          (demo/, pose.web_demo.page_files: a static host of the destination serves a working demo), published.json.
          The KFP component's `published` artifact is the staged copy of exactly those files.
@@ -511,6 +512,7 @@ def model_card(results: dict, model_name: str, destination: str) -> str:
                 for joint, value in per_joint.items()
             ),
         ]
+    lines += _photographs_section(results.get("photos"), model_name)
     lines += [
         "",
         "Latency is measured with LiteRT (XNNPACK) on the CPU of the machine that ran the evaluation, not on "
@@ -527,14 +529,58 @@ def model_card(results: dict, model_name: str, destination: str) -> str:
         "## Limitations",
         "- One person per crop: several people, or a person far from the centre, need a detector first.",
         "- 14 AI Challenger joints only (no face, hands or feet), 2D only.",
-        "- Accuracy holds for the data it was evaluated on; a model trained on the synthetic demo set "
-        "(`synthetic://`) only shows that the pipeline works and is not meant for real images.",
+        "- Accuracy holds for the data it was evaluated on. A model trained from scratch on the synthetic "
+        "demo set (`synthetic://`) only shows that the pipeline works and is not meant for real images; "
+        "the real-photograph agreement above says how much of the seed's skill a fine-tuned one kept.",
         "- Quantised variants (int8) trade accuracy for size and speed: compare their rows above before choosing.",
         "- Not evaluated for fairness across people, clothing, lighting or camera types; do not use it for "
         "decisions about people (identification, surveillance, medical assessment).",
         "",
     ]
     return "\n".join(lines)
+
+
+def _photographs_section(section: dict | None, model_name: str) -> list[str]:
+    """The card's "Real photographs" lines, from results.json's "photos" (pose.evaluation.photos): how far
+    each variant agrees with the seed's released CPM on real pictures, which the synthetic validation
+    split cannot show."""
+    lines = ["", "## Real photographs", ""]
+    if not section or not section.get("pictures"):
+        return lines + [
+            "Not measured: the evaluation had no photographs or no seed CPM to compare with, so nothing "
+            "here says how the model does on real pictures."
+        ]
+    pictures = section["pictures"]
+    threshold = section.get("threshold", "?")
+    lines += [
+        f"Agreement with the seed's released CPM (`{section.get('reference', '?')}`, trained on real AI "
+        f"Challenger photographs) on {len(pictures)} public-domain or CC0 photographs "
+        f"({', '.join(p['file'] for p in pictures)}): PCK@{threshold} of the person's size, taking the "
+        'seed\'s keypoints as reference. "found joints" counts only the joints the seed finds (peak '
+        f"score >= {section.get('found_score', '?')}); all 14 also counts joints outside the picture, "
+        "where the seed's positions are guesses. There is no ground truth: this shows whether the model "
+        "still finds people in real pictures, not its accuracy on them.",
+        "",
+        "| variant | agreement, 14 joints | agreement, found joints |",
+        "| --- | --- | --- |",
+    ]
+    found = section.get("agreement_found", {})
+    for name, value in sorted(section.get("agreement", {}).items()):
+        shown = f"**{name}**" if name == model_name else name
+        found_value = f"{found[name]:.3f}" if name in found else "n/a"
+        lines.append(f"| {shown} | {value:.3f} | {found_value} |")
+    per_picture = [
+        f"{p['file']} {p['models'][model_name]['agreement']:.2f} / "
+        f"{p['models'][model_name].get('agreement_found', float('nan')):.2f}"
+        for p in pictures
+        if model_name in p.get("models", {})
+    ]
+    if per_picture:
+        lines += [
+            "",
+            f"Per photograph ({model_name}, 14 joints / found): " + ", ".join(per_picture),
+        ]
+    return lines
 
 
 def _architecture(model: str) -> str:

@@ -115,6 +115,14 @@ def test_publishes_the_variant_its_metadata_report_results_and_card(
         "Contract: `seed` (input pixels `bgr_0_255`" in card
     )  # the fixture's .json names the default export's
     assert "in channel order: head_top, neck, right_shoulder, right_elbow" in card
+    # issue 22: the card shows how far each variant agrees with the seed's CPM on the real photographs
+    photographs = results["photos"]
+    assert "## Real photographs" in card
+    for name, agreement in photographs["agreement"].items():
+        found = photographs["agreement_found"][name]
+        shown = f"**{name}**" if name == "mv2_cpm_fp16" else name
+        assert f"| {shown} | {agreement:.3f} | {found:.3f} |" in card
+    assert all(picture["file"] in card for picture in photographs["pictures"])
     # The web demo beside the model, linked from the card, with the types a static host must serve it with.
     assert f"({web_demo.published_url('mv2_cpm_fp16.tflite')})" in card
     assert object_store.headers(f"{base}/demo/wasm/litert_wasm_internal.wasm") == (
@@ -142,6 +150,15 @@ def test_best_picks_the_highest_pckh(evaluated, tmp_path):
     assert (
         manifest["model"] == best == json.loads((tmp_path / "out" / MANIFEST).read_text())["model"]
     )
+
+
+def test_a_card_without_photographs_says_real_pictures_were_not_measured(evaluated):
+    from components.publish import model_card
+
+    _, evaluation = evaluated
+    results = json.loads((evaluation / "results.json").read_text())
+    card = model_card({**results, "photos": None}, "mv2_cpm_fp16", "gs://models/pose")
+    assert "## Real photographs\n\nNot measured" in card
 
 
 def test_an_unknown_variant_names_the_ones_there_are(evaluated, tmp_path):

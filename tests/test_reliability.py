@@ -1855,3 +1855,21 @@ def test_a_file_without_json_must_be_a_seed_release(tmp_path, tflite_models):
         with pytest.raises(EvaluationError, match="none of the seed's released files"):
             open_model(flipped)
         assert open_model(seed)["contract"]["name"] == "seed"
+
+
+def test_a_slow_runtime_does_not_stretch_evaluates_latency_measurement(monkeypatch):
+    """Full int8 on LiteRT's builtin kernels with two threads took 2.5 s an invoke on the loaded 2-core
+    machine: 55 invokes per measurement were minutes of the main job. Each measurement is time-boxed,
+    keeps at least MIN_TIMED_RUNS runs, and says how many it timed."""
+    from components import evaluate
+    from pose.models import tflite_runtime
+
+    seed_file = REPO / "anchors" / "pefm-hourglass-192.tflite"
+    boxed = tflite_runtime.latency(seed_file, 1, runs=50, max_seconds=0)
+    assert boxed["runs"] == tflite_runtime.MIN_TIMED_RUNS
+    assert tflite_runtime.latency(seed_file, 1, runs=7)["runs"] == 7  # no box: every run asked for
+    monkeypatch.setattr(evaluate, "LATENCY_SECONDS", 0.0)
+    measured = evaluate._speed_and_size(seed_file, 50)["latency_by_runtime"]
+    assert {m["runs"] for by_threads in measured.values() for m in by_threads.values()} == {
+        tflite_runtime.MIN_TIMED_RUNS
+    }
