@@ -31,8 +31,17 @@ VARIANTS = {
     "int8, 300 crops + photos": (300, True, "int8"),
     "int8 + float heatmap conv (not full int8)": (100, True, "float-last"),
     "int8, 100 crops, no photos": (100, False, "int8"),
-    "int8-dynamic (float activations)": (0, False, "int8-dynamic"),
+    # (its calibration images only measure the ranges that pose.models.range_equalisation equalises)
+    "int8-dynamic (float activations)": (100, True, "int8-dynamic"),
     "int16x8 (16-bit activations, not int8)": (100, True, "int16x8"),
+    # the range equalisation of the CPM stages' concatenations (pose.models.range_equalisation), which
+    # the tflite step applies to its quantised variants: without it (before), and the heatmaps
+    # stretched to other fractions of the features' range than its TARGET_FRACTION
+    "int8 without range equalisation (before)": (100, True, "int8-unequalised"),
+    "int8-dynamic without range equalisation (before)": (0, False, "int8-dynamic-unequalised"),
+    "int8, heatmaps stretched to 0.25 of the features' range": (100, True, "int8-fraction-0.25"),
+    "int8, heatmaps stretched to 1 x the features' range": (100, True, "int8-fraction-1"),
+    "int8, heatmaps stretched to 2 x the features' range": (100, True, "int8-fraction-2"),
 }
 
 
@@ -42,7 +51,14 @@ def convert(frozen: Path, info, setting: str, samples):
     from components import tflite
 
     if setting in ("fp32", "int8", "int8-dynamic"):
-        return tflite._convert(frozen, info, setting, samples, int8_io=False)
+        return tflite._convert(frozen, info, setting, samples, int8_io=False)[0]
+    if setting.endswith("-unequalised"):
+        variant = setting.removesuffix("-unequalised")
+        return tflite._convert(frozen, info, variant, samples, int8_io=False, equalise=False)[0]
+    if setting.startswith("int8-fraction-"):
+        return convert_with_fraction(
+            frozen, info, samples, float(setting.removeprefix("int8-fraction-"))
+        )
     size = info.input_size
     converter = tf.compat.v1.lite.TFLiteConverter.from_frozen_graph(
         str(frozen / "frozen_graph.pb"),
@@ -72,6 +88,31 @@ def convert(frozen: Path, info, setting: str, samples):
     raise ValueError(setting)
 
 
+def convert_with_fraction(frozen: Path, info, samples, fraction: float) -> bytes:
+    """Full int8 with each narrow input stretched to `fraction` of its concatenation's widest input's
+    range (the tflite step: range_equalisation.TARGET_FRACTION)."""
+    import tempfile
+
+    import tensorflow as tf
+
+    from components import tflite
+    from pose.models import range_equalisation
+
+    graph_def = tf.compat.v1.GraphDef.FromString((frozen / "frozen_graph.pb").read_bytes())
+    found = range_equalisation.junctions(graph_def)
+    tensors = sorted({name for junction in found for name in junction.inputs})
+    ranges, channels = range_equalisation.measure_ranges(
+        graph_def, info.input_name, samples, tensors
+    )
+    for junction in found:
+        scales = range_equalisation.choose_scales(ranges, junction, fraction)
+        graph_def = range_equalisation.fold(graph_def, junction, scales, channels)
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "frozen_graph.pb"
+        path.write_bytes(graph_def.SerializeToString())
+        return tflite._convert_graph(path, info, "int8", samples, int8_io=False)
+
+
 def heatmap_head_names(frozen: Path, info, samples) -> list[str]:
     """The output tensor names of the full int8 model's last convolution and the ops after it (the
     seed contract's resize and channel gather), the nodes the float-head variant leaves in float."""
@@ -80,7 +121,7 @@ def heatmap_head_names(frozen: Path, info, samples) -> list[str]:
     from components import tflite
 
     interpreter = Interpreter(
-        model_content=tflite._convert(frozen, info, "int8", samples[:2], False)
+        model_content=tflite._convert(frozen, info, "int8", samples[:2], False)[0]
     )
     names = {tensor["index"]: tensor["name"] for tensor in interpreter.get_tensor_details()}
     ops = [op for op in interpreter._get_ops_details() if op["op_name"] != "DEQUANTIZE"]

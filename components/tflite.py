@@ -8,6 +8,10 @@ Does     converts the frozen graph (so the .tflite tensors keep the seed's names
          `Convolutional_Pose_Machine/stage_5_out`, and the freeze step's model contract: pixels in and
          channel order out, see pose.models.contract), loads each result in LiteRT and compares its heatmaps
          with the SavedModel's on the same images. Full int8 calibrates on images in the contract's pixels.
+         The quantised variants (int8-dynamic, int8) are converted from a copy of the graph whose
+         concatenations feeding 1x1 convolutions (the CPM stages' features + heatmaps) have their inputs'
+         ranges equalised on those images, the inverse folded into the convolution: the same float
+         function, and int8 heatmaps with ~20x more levels (pose.models.range_equalisation).
 Writes   `<model>_<variant>.tflite` and `<model>_<variant>.json` (everything an app needs to use it, and
          the difference against the SavedModel), atomically.
 """
@@ -21,6 +25,9 @@ from components import cli
 log = logging.getLogger("tflite")
 
 VARIANTS = ("fp32", "fp16", "int8-dynamic", "int8")
+# Variants with int8 weights or activations, converted from a graph whose concatenations feeding 1x1
+# convolutions have their inputs' ranges equalised first (pose.models.range_equalisation).
+QUANTISED = ("int8-dynamic", "int8")
 NUM_COMPARISON_SAMPLES = 8
 # float32 must reproduce the SavedModel; a larger gap means a broken conversion, not rounding.
 FP32_MAX_ABS_DIFF = 1e-3
@@ -100,7 +107,7 @@ def convert_to_tflite(
         results = {}
         with atomic_directory(output_dir, step="tflite") as tmp:
             for variant in variants:
-                flatbuffer = _convert(folder, info, variant, samples, int8_io)
+                flatbuffer, equalised = _convert(folder, info, variant, samples, int8_io)
                 name = f"{info.model}_{variant}"
                 model_path = tmp / f"{name}.tflite"
                 model_path.write_bytes(flatbuffer)
@@ -129,6 +136,7 @@ def convert_to_tflite(
                     max_abs_diff=float(difference.max()),
                     mean_abs_diff=float(difference.mean()),
                     compared_on=compared_on,
+                    **({"range_equalisation": equalised} if variant in QUANTISED else {}),
                 ).to_json()
                 log.info(
                     "%s: %.1f KB, max abs diff %.4g, mean abs diff %.4g against the SavedModel",
@@ -260,12 +268,43 @@ def _saved_model_heatmaps(path: Path, info, images):
     )
 
 
-def _convert(folder: Path, info, variant: str, samples, int8_io: bool) -> bytes:
+def _convert(
+    folder: Path, info, variant: str, samples, int8_io: bool, equalise: bool = True
+) -> tuple[bytes, dict]:
+    """(the .tflite flatbuffer, {concatenation: {input: scale}} of the range equalisation applied).
+
+    The quantised variants are converted from the frozen graph with its concatenations' input ranges
+    equalised on `samples` (pose.models.range_equalisation; the same float function), unless
+    `equalise` is False (benchmarks/int8_calibration.py's "before" variant)."""
+    import tempfile
+
+    import tensorflow as tf
+
+    from pose.models import range_equalisation
+
+    graph_path, equalised = folder / "frozen_graph.pb", {}
+    with tempfile.TemporaryDirectory(prefix="tflite-") as scratch:
+        if variant in QUANTISED and equalise:
+            graph_def = tf.compat.v1.GraphDef.FromString(graph_path.read_bytes())
+            graph_def, equalised = range_equalisation.equalise(graph_def, info.input_name, samples)
+            if equalised:
+                log.info(
+                    "%s: equalised %d concatenations' input ranges before quantising (scales %s)",
+                    variant,
+                    len(equalised),
+                    ", ".join(f"{s:.2f}" for scales in equalised.values() for s in scales.values()),
+                )
+                graph_path = Path(scratch) / "equalised_graph.pb"
+                graph_path.write_bytes(graph_def.SerializeToString())
+        return _convert_graph(graph_path, info, variant, samples, int8_io), equalised
+
+
+def _convert_graph(graph_path: Path, info, variant: str, samples, int8_io: bool) -> bytes:
     import tensorflow as tf
 
     size = info.input_size
     converter = tf.compat.v1.lite.TFLiteConverter.from_frozen_graph(
-        str(folder / "frozen_graph.pb"),
+        str(graph_path),
         [info.input_name],
         [info.output_name],
         {info.input_name: [1, size, size, 3]},

@@ -34,6 +34,9 @@ models/       the networks and the files they are exported to
   metadata            a model's .json (freeze's model_info.json, the one beside each .tflite,
                       the seed's .json-less files): one builder, one reader
   tflite_runtime      loading, running and timing .tflite files with LiteRT
+  range_equalisation  before int8: a concatenation's narrow inputs (the CPM stages' heatmaps)
+                      stretched to its widest input's range, the inverse folded into the 1x1
+                      convolution that reads it (the same float function)
   warm_start          weights from a seed's released .tflite or an earlier run's model.keras
 training/     what train needs beyond the data and the network (components/train.py is the loop)
   config              the training config: every key, its default and type, the seed's names

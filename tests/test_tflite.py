@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from components.freeze import freeze
-from components.tflite import VARIANTS, TFLiteConversionError, convert_to_tflite
+from components.tflite import QUANTISED, VARIANTS, TFLiteConversionError, convert_to_tflite
 from pose.models import contract, tflite_runtime
 from tests.tiny_models import build_tiny_pose_model, save_as_train_output
 
@@ -78,6 +78,9 @@ def test_every_variant_loads_in_litert_and_is_close_to_the_saved_model(
             difference.max(),
         )
         assert metadata["max_abs_diff"] <= max_limit
+        # the quantised variants record their graph's range equalisation (test_range_equalisation.py)
+        equalised = metadata.get("range_equalisation")
+        assert isinstance(equalised, dict) if variant in QUANTISED else equalised is None
     sizes = {v: (tflite_models / f"{info['model']}_{v}.tflite").stat().st_size for v in VARIANTS}
     assert sizes["fp16"] < sizes["fp32"] and sizes["int8"] < sizes["fp16"]
 
