@@ -178,7 +178,8 @@ def fold(graph_def, junction: Junction, scales: dict[str, float], channels: dict
 
 def equalise(graph_def, input_name: str, samples):
     """(the rewritten GraphDef, {concat node: {input tensor: c}}): every junction's narrow inputs
-    stretched to its widest input's range on `samples`, the inverse folded into its kernels."""
+    stretched to TARGET_FRACTION of its widest input's range on `samples`, the inverse folded into
+    its kernels. No samples, or no junction: the graph as it was, and {}."""
     found = junctions(graph_def)
     if not found or not len(samples):
         return graph_def, {}
