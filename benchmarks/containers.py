@@ -58,7 +58,7 @@ def main() -> int:
     result = {"tag": images.TAG, "builds": {}, "code_change_rebuild": {}}
     with tempfile.TemporaryDirectory(prefix="pose-bench-context-") as tmp:
         context = Path(tmp)
-        build_images.stage_context(context, build_images.DEFAULT_ANCHORS)
+        build_images.stage_context(context)
         for kind in ("slim", "cpu"):
             built = build_images.build(kind, context, args.base_image)
             result["builds"][kind] = {

@@ -103,6 +103,10 @@ def _fetch(source: str, dest: Path, sha256: str | None) -> dict:
                 )
             _unpack(dest / (STAGING_PREFIX + name), name, dest, source, digest, sha256)
         elif storage.is_object_uri(source):
+            try:
+                uris.check_uri(source, "source")  # gs://b/a/../x: a key, not the folder above
+            except uris.UriError as error:
+                raise DownloadError(str(error)) from None
             info = storage.stat(source)
             if info is None:
                 _refuse_checksum_for_folder(source, sha256)

@@ -377,9 +377,9 @@ def _check_seed_release(path: Path, meta_name: str) -> None:
     """A .tflite without a .json is read in the seed's contract only when it is one of the seed's
     releases, byte for byte (issue 21: a seed file with 4 KB of flipped bytes scored 16.1 instead of
     98.2, unnoticed)."""
-    import hashlib
+    from pose.files import integrity
 
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = integrity.sha256(path)
     known = seed_release_checksums()
     if digest not in known:
         raise EvaluationError(

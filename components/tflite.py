@@ -239,7 +239,6 @@ def _representative_images(dirs: list[str], size: int, count: int):
 def _representative_photos(folder: str | None, size: int):
     """The real photographs [N, size, size, 3] RGB in [0, 1], each padded to a square as evaluate and the
     web demo feed them (pose.evaluation.photos.square_input); none when `folder` is "" or the default is missing."""
-    import cv2
     import numpy as np
 
     from pose.evaluation import photos
@@ -248,9 +247,10 @@ def _representative_photos(folder: str | None, size: int):
         return np.zeros((0, size, size, 3), np.float32)
     pictures = []
     for path in photos.find(folder or photos.DEFAULT_FOLDER):
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise TFLiteConversionError(f"{path}: not an image cv2 can read")
+        try:
+            bgr = photos.read_picture(path)
+        except photos.PhotoError as error:
+            raise TFLiteConversionError(str(error)) from None
         pictures.append(photos.square_input(bgr, size)[0][..., ::-1] / np.float32(255.0))
     return np.stack(pictures).astype(np.float32)
 

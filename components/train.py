@@ -33,7 +33,7 @@ import numpy as np
 from components import cli
 from pose.codec import HeatmapCodec
 from pose.data import inputs, records, shard_index
-from pose.files import integrity, outputs, steplog, writer_lock
+from pose.files import integrity, outputs, steplog, uris, writer_lock
 from pose.files.atomic import atomic_file, write_text
 from pose.files.storage import split_object_uri
 from pose.models import networks
@@ -75,8 +75,12 @@ def train(
             f"{records.K} keypoints "
             f"per person (the AI Challenger joints; {', '.join(data_dirs)})"
         )
-    if checkpoint_uri:
-        split_object_uri(checkpoint_uri)  # fail before building anything
+    if checkpoint_uri:  # fail before building anything
+        split_object_uri(checkpoint_uri)
+        try:
+            uris.check_uri(checkpoint_uri, "checkpoint_uri")
+        except uris.UriError as error:
+            raise TrainError(str(error)) from None
     outputs.check_output("train", output_dir, [*data_dirs, *(valid_dirs or [])])
     with (
         writer_lock.exclusive_writer(output_dir, "train"),

@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     run.add_argument(
         "--source",
         default=None,
-        help="data source: synthetic://N[?seed=S], a path, https:// or gs:// "
+        help="data source: synthetic://N[?seed=S], a path, https://, gs://, s3:// or minio:// "
         "(default synthetic://2000)",
     )
     run.add_argument(

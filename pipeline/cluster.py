@@ -94,6 +94,12 @@ def check_storage_parameters(arguments: dict, where: str, on_cluster: bool) -> N
         for name in STORAGE_PARAMETERS
         if isinstance(arguments.get(name), str) and arguments[name].strip()
     }
+    endpoint = arguments.get("s3_endpoint")
+    if isinstance(endpoint, str) and "://" in endpoint:
+        try:  # else only the cluster-settings task, in its pod, would say so
+            s3_settings(endpoint, "", True, False)
+        except ClusterContractError as error:
+            raise ClusterContractError(f"{error} ({where})") from None
     if on_cluster:  # first: its message says why a path cannot work there
         refuse_local_paths(uris, where)
     for name, uri in uris.items():
@@ -124,12 +130,13 @@ def check_storage_parameters(arguments: dict, where: str, on_cluster: bool) -> N
 _VOLUME_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 
-def check_secret_name(gcs_secret: str) -> str:
-    """`gcs_secret` stripped, or ClusterContractError when a pod could not mount it ("": none)."""
-    name = gcs_secret.strip()
+def check_secret_name(secret: str, parameter: str = "gcs_secret") -> str:
+    """`secret` stripped, or ClusterContractError naming `parameter` when a pod could not mount it
+    ("": none)."""
+    name = secret.strip()
     if name and (len(name) > 63 or not _VOLUME_NAME.fullmatch(name)):
         raise ClusterContractError(
-            f"gcs_secret={gcs_secret!r}: the KFP driver names the pod's volume after the secret, "
+            f"{parameter}={secret!r}: the KFP driver names the pod's volume after the secret, "
             f"and a volume name must be at most 63 characters of a-z, 0-9 and '-' (no '.'), "
             f"starting and ending with a letter or digit; create the secret under such a name"
         )
@@ -155,7 +162,7 @@ def use_mounted_gcs_key() -> None:
 
 def s3_secret_volume(s3_secret: str) -> str:
     """The secret name to mount for `s3_secret`: itself, or NO_S3_SECRET for ""."""
-    return s3_secret.strip() or NO_S3_SECRET
+    return check_secret_name(s3_secret, "s3_secret") or NO_S3_SECRET
 
 
 def s3_settings(endpoint: str, region: str, path_style: bool, tls: bool) -> str:

@@ -62,11 +62,12 @@ def check_arguments(arguments: dict) -> None:
             f"executor input (one artifact per shard, inlined) nears Linux's 128 KiB limit on one "
             f'command-line argument on a KFP cluster (docs/CLUSTER.md, "How many shards")'
         )
-    if isinstance(arguments.get("gcs_secret"), str):
-        try:
-            check_secret_name(arguments["gcs_secret"])
-        except ClusterContractError as error:
-            raise ParameterError(f"--param {error}") from None
+    for parameter in ("gcs_secret", "s3_secret"):
+        if isinstance(arguments.get(parameter), str):
+            try:
+                check_secret_name(arguments[parameter], parameter)
+            except ClusterContractError as error:
+                raise ParameterError(f"--param {error}") from None
 
 
 def _typed(name: str, text: str, parameter_type: str):

@@ -45,7 +45,11 @@ def _source(arguments: dict, _) -> None:
 
     source = str(arguments.get("source", "")).strip()
     if not source:
-        _fail("source", source, "empty; give synthetic://N, a path, https:// or gs://")
+        _fail(
+            "source",
+            source,
+            "empty; give synthetic://N, a path, https://, gs://, s3:// or minio://",
+        )
     if source.lower().startswith("synthetic:"):
         try:
             synthetic_parameters(source)
@@ -121,6 +125,8 @@ def _variants(arguments: dict, _) -> None:
 
 
 def _uris(arguments: dict, _) -> None:
+    """No '..', '.' or empty segments. Which schemes each parameter takes is
+    pipeline/cluster.py's STORAGE_PARAMETERS, checked by check_storage_parameters before this."""
     from pose.files.uris import UriError, check_uri
 
     for name in ("source", "publish_uri", "checkpoint_uri"):
@@ -131,19 +137,6 @@ def _uris(arguments: dict, _) -> None:
             check_uri(value, name)
         except UriError as error:
             raise ParameterError(f"parameter {error} (checked before any task started)") from None
-        scheme = value.split("://", 1)[0].lower() if "://" in value else ""
-        allowed = {
-            "source": ("", "file", "http", "https", "gs", "s3", "synthetic"),
-            "publish_uri": ("", "file", "gs", "s3"),
-            "checkpoint_uri": ("", "file", "gs", "s3"),
-        }[name]
-        if scheme not in allowed:
-            _fail(
-                name,
-                value,
-                f"unsupported scheme {scheme!r}; expected one of "
-                f"{', '.join(s + '://' for s in allowed if s)} or a path",
-            )
 
 
 def _counts(arguments: dict, _) -> None:

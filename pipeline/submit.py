@@ -19,6 +19,7 @@ import yaml
 from pipeline import preflight
 from pipeline.cluster import ClusterContractError, check_storage_parameters
 from pipeline.params import ParameterError, declared_defaults, declared_parameters, parse_params
+from pose.files import storage
 
 log = logging.getLogger("pipeline.submit")
 
@@ -75,8 +76,11 @@ def submit(
         preflight.check_arguments(arguments)
     except ParameterError as error:
         raise SubmitError(str(error)) from None
-    if pipeline_root is not None and not pipeline_root.startswith(("gs://", "minio://", "s3://")):
-        raise SubmitError(f"--pipeline-root {pipeline_root!r}: expected gs://, minio:// or s3://")
+    if pipeline_root is not None and storage.kind_of(pipeline_root) not in storage.OBJECT_SCHEMES:
+        raise SubmitError(
+            f"--pipeline-root {pipeline_root!r}: expected "
+            f"{', '.join(s + '://' for s in storage.OBJECT_SCHEMES)}"
+        )
 
     import kfp
 

@@ -14,6 +14,8 @@ files/        what a step reads and writes, and where
                       resume; fingerprint)
   integrity           checksums one step writes and the next verifies (shards in index.json,
                       .tflite sha256)
+  checkpoint_manifest a checkpoint's manifest, written last: complete or ignored
+  writer_lock         one writer per output folder (flock beside it, naming the holder)
   steplog             logging set-up and the read / wrote / took summary every step prints
 data/         the data set, from the release to the training batches
   keypoints           the AI Challenger keypoint spec (names, order, flip pairs, skeleton,
@@ -24,6 +26,7 @@ data/         the data set, from the release to the training batches
   records             the tf.train.Example layout of a shard (writer and parser share it)
   shard_index         a shard folder's index.json: its name, writing, reading, merging folders
   jpeg                the structural check that a JPEG is whole (shard, before decoding)
+  pixels              how many pixels a picture's header may claim before anything decodes it
   inputs              the tf.data input pipeline (training augmentation, evaluation crops)
 models/       the networks and the files they are exported to
   networks/           MobileNetV2 CPM and Hourglass (Keras), built from a config; a model's

@@ -207,17 +207,26 @@ def test_num_shards_above_the_bound_is_refused_naming_the_parameter():
 
 
 @pytest.mark.parametrize("name", ["gcs.credentials", "x" * 64, "Upper", "-dash"])
-def test_a_gcs_secret_the_driver_cannot_name_a_volume_after_is_refused_early(name):
+@pytest.mark.parametrize(
+    "parameter, volume, none",
+    [
+        ("gcs_secret", cluster.gcs_secret_volume, cluster.NO_GCS_SECRET),
+        ("s3_secret", cluster.s3_secret_volume, cluster.NO_S3_SECRET),
+    ],
+)
+def test_a_secret_the_driver_cannot_name_a_volume_after_is_refused_early(
+    name, parameter, volume, none
+):
     with pytest.raises(
-        ParameterError, match=r"gcs_secret=.*volume name must be at most 63 characters"
+        ParameterError, match=rf"--param {parameter}=.*volume name must be at most 63 characters"
     ):
-        parse_params([f"gcs_secret={name}"], {"gcs_secret": "STRING"})
+        parse_params([f"{parameter}={name}"], {parameter: "STRING"})
     with pytest.raises(
-        cluster.ClusterContractError
+        cluster.ClusterContractError, match=rf"^{parameter}="
     ):  # and in the cluster-settings task, for `kfp run create`
-        cluster.gcs_secret_volume(name)
-    assert cluster.gcs_secret_volume("") == cluster.NO_GCS_SECRET
-    assert cluster.gcs_secret_volume("gcs-credentials") == "gcs-credentials"
+        volume(name)
+    assert volume("") == none
+    assert volume("my-credentials") == "my-credentials"
 
 
 # ---- each rule on a hand-made IR

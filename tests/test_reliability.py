@@ -1055,6 +1055,30 @@ def test_predict_bounds_pixels_before_decoding(tmp_path, tflite_models, capsys):
     assert code == 1 and "bomb.jpg" in line and "65000x65000" in line
 
 
+def test_the_photographs_readers_bound_pixels_before_decoding(tmp_path, tflite_models):
+    """evaluate's --photos (agreement and side-by-side), the web demo's still-image twin and
+    tflite's --representative-photos read the photographs' headers before decoding them."""
+    from components.tflite import TFLiteConversionError, _representative_photos
+    from pose.evaluation import photos
+    from pose.web_demo import DemoError
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    picture = folder / "bomb.jpg"
+    tiny = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+    picture.write_bytes(_claiming(tiny, 65000, 65000))
+    claim = r"bomb\.jpg: 65000x65000 pixels .* over the limit"
+    with pytest.raises(photos.PhotoError, match=claim):
+        photos.read_picture(picture)
+    with pytest.raises(photos.PhotoError, match=claim):
+        photos.side_by_side(picture, np.zeros((14, 3)), np.zeros((14, 3)))
+    model = next(tflite_models.glob("*fp32.tflite"))
+    with pytest.raises(DemoError, match=claim):
+        photos.reference_keypoints(str(model), str(picture))
+    with pytest.raises(TFLiteConversionError, match=claim):
+        _representative_photos(str(folder), 96)
+
+
 _ALIAS_BOMB = "\n".join(
     ["a: &a [x, x, x, x, x, x, x, x, x]"]
     + [
@@ -1541,6 +1565,25 @@ def test_publish_refuses_dot_dot_and_empty_segments(publishable, destination):
         _publish(publishable, "a", destination)
 
 
+@pytest.mark.parametrize("uri", ["gs://models/a/../b", "s3://models//b", "minio://models/./b"])
+def test_download_and_train_refuse_dot_dot_and_empty_segments_on_their_own_command_lines(
+    tmp_path, uri
+):
+    """The pre-run check refuses these for a run; a step started by hand must too (the key
+    `a/../b` is a literal name to a store, not the folder above)."""
+    from components.download import DownloadError, download
+    from components.train import train
+    from pose.training.errors import TrainError
+
+    segment = r"(a '\.\.'|an empty|a '\.') segment"
+    with pytest.raises(DownloadError, match=rf"source='{re.escape(uri)}': {segment}"):
+        download(uri, str(tmp_path / "release"))
+    assert not (tmp_path / "release").exists()
+    with pytest.raises(TrainError, match=rf"checkpoint_uri='{re.escape(uri)}': {segment}"):
+        train(str(TINY_CONFIG), [str(tmp_path)], str(tmp_path / "model"), checkpoint_uri=uri)
+    assert not (tmp_path / "model").exists()
+
+
 def _concurrent_publishes(publishable, destination: str, env: dict) -> list:
     import subprocess
     import sys
@@ -1849,16 +1892,16 @@ def test_a_file_without_json_must_be_a_seed_release(tmp_path, tflite_models):
         r"is none of the seed's released files",
     ):
         open_model(lone)
-    seed = REPO.parent / "shared" / "anchors" / "pefm-cpm-192.tflite"
-    if seed.is_file():  # the issue's probe: the seed's file with 4 KB of flipped bytes
-        data = bytearray(seed.read_bytes())
-        middle = len(data) // 2
-        data[middle : middle + 4096] = bytes(b ^ 0xFF for b in data[middle : middle + 4096])
-        flipped = tmp_path / "pefm-cpm-192.tflite"
-        flipped.write_bytes(bytes(data))
-        with pytest.raises(EvaluationError, match="none of the seed's released files"):
-            open_model(flipped)
-        assert open_model(seed)["contract"]["name"] == "seed"
+    # the issue's probe: the seed's file (shipped in anchors/) with 4 KB of flipped bytes
+    seed = REPO / "anchors" / "pefm-cpm-192.tflite"
+    data = bytearray(seed.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 4096] = bytes(b ^ 0xFF for b in data[middle : middle + 4096])
+    flipped = tmp_path / "pefm-cpm-192.tflite"
+    flipped.write_bytes(bytes(data))
+    with pytest.raises(EvaluationError, match="none of the seed's released files"):
+        open_model(flipped)
+    assert open_model(seed)["contract"]["name"] == "seed"
 
 
 def test_a_slow_runtime_does_not_stretch_evaluates_latency_measurement(monkeypatch):

@@ -190,6 +190,10 @@ def test_the_settings_and_the_mounted_secret_become_the_aws_environment(tmp_path
             r"checkpoint_uri='s3:///no-bucket' names no bucket",
         ),
         (
+            {"s3_endpoint": "http://seaweedfs.kubeflow:9000"},
+            r"s3_endpoint='http://seaweedfs.kubeflow:9000': give host:port without a scheme",
+        ),
+        (
             {"publish_uri": "s3://models/pose", "s3_secret": ""},
             r"publish_uri='s3://models/pose' needs S3 "
             r"credentials, but s3_secret is empty",
@@ -204,6 +208,24 @@ def test_submit_refuses_storage_parameters_before_any_network_call(arguments, me
         submit(
             "http://127.0.0.1:9", params=params
         )  # nothing listens there: a network call would fail otherwise
+
+
+def test_minio_uris_pass_every_check_made_before_submission():
+    """minio:// is KFP's own scheme for its store: the storage check and the parameter check (the
+    two that submit and `pipeline run` make before any task) take it for all three parameters."""
+    from pipeline import preflight
+    from pipeline.cluster import check_storage_parameters
+
+    arguments = {
+        "source": "minio://mlpipeline/aic/release.zip",
+        "publish_uri": "minio://mlpipeline/models/pose",
+        "checkpoint_uri": "minio://mlpipeline/checkpoints/pose",
+    }
+    check_storage_parameters(
+        {**preflight.default_arguments(), **arguments}, "test", on_cluster=True
+    )
+    checked = preflight.check_arguments(arguments)
+    assert {name: checked[name] for name in arguments} == arguments
 
 
 def test_a_local_run_without_s3_credentials_is_refused_before_any_task(tmp_path, monkeypatch):

@@ -1,5 +1,5 @@
 // Pure functions of the demo: the model contract, the square-crop input, heatmap decoding, smoothing.
-// tests/web_reference.py holds the Python twin of prepareInput and decodeHeatmaps (square_input,
+// pose/evaluation/photos.py holds the Python twin of prepareInput and decodeHeatmaps (square_input,
 // reference_keypoints); the browser tests compare both.
 
 // pose.data.keypoints.NAMES: the AI Challenger order the page reports keypoints in.

@@ -52,6 +52,24 @@ def find(folder: str | Path) -> list[Path]:
     return pictures
 
 
+def read_picture(picture: str | Path) -> np.ndarray:
+    """The picture as BGR uint8; PhotoError naming the file when its header claims more pixels than
+    pose.data.pixels allows (read before decoding: a decompression bomb) or cv2 cannot decode it."""
+    import cv2
+
+    from pose.data import pixels
+
+    try:
+        data = Path(picture).read_bytes()
+        pixels.check_picture(data, str(picture))
+    except (OSError, pixels.PictureTooLarge) as error:
+        raise PhotoError(str(error)) from None
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise PhotoError(f"{picture}: not an image cv2 can read")
+    return image
+
+
 def predict(model_path: str | Path, metadata: dict, picture: Path) -> np.ndarray:
     """[14, 3] (x, y, score) in the picture's pixels, AIC order."""
     try:
@@ -116,6 +134,7 @@ def evaluate(
                 {
                     "file": picture.name,
                     "agreement": entry["models"][drawn_model]["agreement"],
+                    "agreement_found": entry["models"][drawn_model]["agreement_found"],
                     "uri": side_by_side(
                         picture, seed, np.asarray(entry["models"][drawn_model]["keypoints"])
                     ),
@@ -145,9 +164,7 @@ def side_by_side(picture: Path, seed: np.ndarray, ours: np.ndarray, height: int 
 
     from pose.evaluation import report
 
-    image = cv2.imread(str(picture), cv2.IMREAD_COLOR)
-    if image is None:
-        raise PhotoError(f"{picture}: not an image cv2 can read")
+    image = read_picture(picture)
     scale = height / image.shape[0]
     image = cv2.resize(image, (round(image.shape[1] * scale), height), interpolation=cv2.INTER_AREA)
     thickness = 2
@@ -183,7 +200,6 @@ def square_input(bgr, input_size: int) -> tuple:
 def reference_keypoints(model: str, picture: str, metadata: dict | None = None) -> dict:
     """{"order", "keypoints": [[x, y, score] x 14]} in the picture's pixels, as the page's still-image
     mode makes them, and "scale": picture pixels per model input pixel."""
-    import cv2
     import numpy as np
 
     from pose.codec import HeatmapCodec
@@ -195,9 +211,10 @@ def reference_keypoints(model: str, picture: str, metadata: dict | None = None) 
         model_contract = contract.from_metadata(values, str(model_path.with_suffix(".json")))
     except contract.ContractError as error:
         raise DemoError(str(error)) from error
-    bgr = cv2.imread(str(picture), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise DemoError(f"{picture}: not an image cv2 can read")
+    try:
+        bgr = read_picture(picture)
+    except PhotoError as error:
+        raise DemoError(str(error)) from None
     size, stride = int(values["input_size"]), int(values["output_stride"])
     image, square = square_input(bgr, size)
     image = contract.model_input(image, model_contract)

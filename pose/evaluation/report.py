@@ -83,7 +83,8 @@ def _photos_section(photos: dict | None, panels: list[dict]) -> str:
     )
     figures = "".join(
         f'<figure><img src="{panel["uri"]}" alt="{html.escape(panel["file"])}"><figcaption>'
-        f"{html.escape(panel['file'])}: agreement {panel['agreement']:.2f}</figcaption></figure>"
+        f"{html.escape(panel['file'])}: agreement {panel['agreement']:.2f} (14 joints), "
+        f"{panel['agreement_found']:.2f} (joints the seed finds)</figcaption></figure>"
         for panel in panels
     )
     return f"""<h2>Real photographs</h2>

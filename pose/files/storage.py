@@ -35,7 +35,7 @@ from pose.files.atomic import atomic_file
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
-OBJECT_SCHEMES = ("gs", "s3", "minio")
+OBJECT_SCHEMES = uris.OBJECT_SCHEMES
 # Every kind of URI a parameter may accept (check_uri's `accepted`): the schemes, and these two.
 LOCAL, SYNTHETIC = "local", "synthetic"
 

@@ -41,7 +41,6 @@ from pose.files.storage import (
     network_timeout,
 )
 
-SCHEMES = ("s3", "minio")
 PATH_STYLE_ENV = "POSE_S3_PATH_STYLE"
 DEFAULT_REGION = "us-east-1"
 

@@ -10,7 +10,7 @@ a process that locked a file since removed tries again, so no stale lock file st
 output and two holders never coexist.
 
 Within one process the lock is re-entrant (a step that holds its output may call code that takes it
-again, e.g. pose.atomic.atomic_directory). flock works on local file systems and on NFSv4; on a KFP
+again, e.g. pose.files.atomic.atomic_directory). flock works on local file systems and on NFSv4; on a KFP
 cluster every task has its own output path, so it matters for people sharing a folder.
 """
 
