@@ -53,7 +53,8 @@ def too_many_pixels(width: int, height: int, limit: int | None = None) -> str | 
         return None
     return (
         f"{width}x{height} pixels ({width * height:,}) is over the limit of {limit:,} pixels "
-        f"(a decompression bomb, or raise it with --max-image-pixels or {ENVIRONMENT})"
+        f"(a decompression bomb; the limit is ${ENVIRONMENT} for every step, convert's "
+        f"--max-image-pixels for convert alone)"
     )
 
 
