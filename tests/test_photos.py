@@ -27,9 +27,15 @@ def test_agreement_is_pck_of_the_reference_persons_size():
     moved[:7, 0] += 19.0  # within 0.2 x 100 pixels
     moved[7:, 0] += 21.0  # beyond
     assert photos.agreement(moved, reference) == 0.5
-    scored = np.hstack([reference, np.full((14, 1), 0.5)])
-    scored[7:, 2] = 0.05  # the reference does not find these: agreement_found leaves them out
-    assert photos.agreement(moved, scored, min_score=photos.FOUND_SCORE) == 1.0
+    # agreement_found leaves out the joints the reference does not find (score < FOUND_SCORE), and
+    # sizes the person by those it finds: here seven joints 50 pixels tall
+    found = np.array([[0.0, 0.0, 0.5]] * 4 + [[0.0, 50.0, 0.5]] * 3 + [[300.0, 300.0, 0.0]] * 7)
+    within = found.copy()
+    within[:7, 0] += 9.0  # within 0.2 x 50 pixels
+    assert photos.agreement(within, found, min_score=photos.FOUND_SCORE) == 1.0
+    within[:7, 0] += 2.0  # 11 pixels: beyond 0.2 x 50, though within 0.2 x the 14 joints' box
+    assert photos.agreement(within, found, min_score=photos.FOUND_SCORE) == 0.0
+    assert photos.agreement(within[:, :2], found) > 0.0
 
 
 def test_the_seeds_cpm_agrees_with_itself_on_every_photograph():

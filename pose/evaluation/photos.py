@@ -7,8 +7,8 @@ photographs.
 
 Agreement of a model on one photograph is PCK@0.2 against that reference: the share of the 14 joints
 whose position lies within 0.2 x the person's size of the reference's, where the person's size is
-the longer side of the bounding box of the reference's 14 keypoints (no box is annotated for the
-pictures). A head-and-shoulders portrait leaves hips, knees and ankles outside the picture, where
+the longer side of the bounding box of the reference's keypoints counted (no box is annotated for
+the pictures). A head-and-shoulders portrait leaves hips, knees and ankles outside the picture, where
 the reference's heatmaps hold no peak (score < 0.1) and its "keypoints" are noise; `agreement_found`
 counts only the joints the reference finds (score >= FOUND_SCORE, the score below which the demo and
 `evaluate predict` draw no joint), as PCK counts only labelled joints. Both are recorded. Each model
@@ -32,7 +32,7 @@ THRESHOLD = 0.2  # PCK@0.2 of the person's size
 FOUND_SCORE = (
     0.1  # a reference joint with a lower peak is not found (agreement_found leaves it out)
 )
-BOX = "the bounding box of the reference's 14 keypoints; size = its longer side"
+BOX = "the bounding box of the reference's joints counted (all 14, or those it finds); size = its longer side"
 OURS_COLOUR = (40, 40, 230)  # BGR red, as the report's predicted skeletons
 REFERENCE_COLOUR = (230, 140, 30)  # BGR blue: the seed's
 
@@ -92,13 +92,16 @@ def agreement(
     min_score: float | None = None,
 ) -> float:
     """PCK@threshold of `points` against `reference` ([14, 2+], [14, 3]): the share of joints within
-    threshold x person_size(reference) of the reference's; with min_score, of the joints whose reference
-    score is at least min_score (1.0 when there is none)."""
+    threshold x person_size of the reference's; with min_score, of the joints whose reference score is
+    at least min_score (1.0 when there is none), the size then taken from those joints alone."""
     distances = np.linalg.norm(points[:, :2] - reference[:, :2], axis=1)
     counted = np.ones(len(reference), bool) if min_score is None else reference[:, 2] >= min_score
     if not counted.any():
         return 1.0
-    return float(np.mean(distances[counted] <= threshold * person_size(reference)))
+    # the person's size from the joints counted: a portrait's unfound hips and ankles are noise
+    # that would stretch the box, and with it the tolerance
+    size = person_size(reference[counted])
+    return float(np.mean(distances[counted] <= threshold * size))
 
 
 def evaluate(

@@ -90,7 +90,7 @@ def _photos_section(photos: dict | None, panels: list[dict]) -> str:
     return f"""<h2>Real photographs</h2>
 <p>{len(photos["pictures"])} photographs from {html.escape(photos["folder"])} (public domain or CC0, see SOURCE.md
 there). Reference: the seed's released {html.escape(photos["reference"])}. Agreement = PCK@{photos["threshold"]:.1f}:
-the share of the 14 joints within {photos["threshold"]:.1f} × the person's size of the reference's, the size being
+the share of the joints within {photos["threshold"]:.1f} × the person's size of the reference's, the size being
 {html.escape(photos["box"])}. Left <span style="color:#1e8ce6">■</span> the seed's, right
 <span style="color:#e62828">■</span> ours ({html.escape(photos["drawn_model"] or "")}).</p>
 <table><tr><th>model</th><th>mean agreement (14 joints)</th><th>over the joints the seed finds (score ≥
