@@ -8,8 +8,8 @@
   previous checkpoint, naming the file and what is wrong, or (folder files) loses nothing.
 - End to end through components.train: a damaged newest checkpoint is skipped, saying so; with
   none intact, train stops with one line naming them.
-- A bucket (fake-gcs-server): a damaged newest checkpoint there, or a garbage marker, is skipped
-  for the previous one.
+- A bucket (fake-gcs-server for gs://, SeaweedFS for s3://): a damaged newest checkpoint there,
+  or a garbage marker, is skipped for the previous one.
 
 The writer runs in children forked from one process that has imported TensorFlow but run nothing
 (TensorFlow's import alone takes 5-10 s here; a fork takes none), so the kills cost a second each.
@@ -349,47 +349,40 @@ def test_train_falls_back_from_a_damaged_checkpoint_and_stops_when_none_is_intac
     assert "do not fit" not in err[-1]
 
 
-def test_a_damaged_checkpoint_in_the_bucket_falls_back_to_the_previous(tmp_path, caplog):
-    """Checkpoints uploaded to a bucket (fake-gcs-server): a garbage marker, then a damaged newest
-    checkpoint there, then none intact; each start is in a fresh folder (a new pod)."""
-    from pose.files.storage import read_bytes
+def test_a_damaged_checkpoint_in_the_bucket_falls_back_to_the_previous(
+    object_store, tmp_path, caplog
+):
+    """Checkpoints uploaded to a bucket (fake-gcs-server, SeaweedFS): a garbage marker, then a
+    damaged newest checkpoint there, then none intact; each start is in a fresh folder (a new
+    pod)."""
     from pose.training.errors import TrainError
-    from tests.gcs import fake_gcs, make_bucket, upload_bytes
 
-    uri = "gs://checkpoints/run-1"
-    with fake_gcs():
-        make_bucket("checkpoints")
-        checkpoints, model = new_checkpoints(tmp_path / "pod-1", checkpoint_uri=uri)
-        assert checkpoints.restore().step == 0
-        for step in (1, 2, 3):
-            for w in model.weights:
-                w.assign(np.full(w.shape, step, w.dtype))
-            checkpoints.optimizer.iterations.assign(step)
-            checkpoints.save(
-                step, [{"step": s} for s in range(1, step + 1)], {"train_seconds": step}
-            )
+    uri = f"{object_store.scheme}://{object_store.make_bucket('checkpoints')}/run-1"
+    checkpoints, model = new_checkpoints(tmp_path / "pod-1", checkpoint_uri=uri)
+    assert checkpoints.restore().step == 0
+    for step in (1, 2, 3):
+        for w in model.weights:
+            w.assign(np.full(w.shape, step, w.dtype))
+        checkpoints.optimizer.iterations.assign(step)
+        checkpoints.save(step, [{"step": s} for s in range(1, step + 1)], {"train_seconds": step})
 
-        def resume(pod: str) -> int:
-            caplog.clear()
-            with caplog.at_level(logging.INFO):
-                resumed, restored = restore_into_a_new_model(tmp_path / pod, checkpoint_uri=uri)
-            assert all(np.all(w.numpy() == resumed.step) for w in restored.weights)
-            assert resumed.progress["train_seconds"] == resumed.step
-            return resumed.step
+    def resume(pod: str) -> int:
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            resumed, restored = restore_into_a_new_model(tmp_path / pod, checkpoint_uri=uri)
+        assert all(np.all(w.numpy() == resumed.step) for w in restored.weights)
+        assert resumed.progress["train_seconds"] == resumed.step
+        return resumed.step
 
-        upload_bytes(f"{uri}/checkpoint.json", b"\xff\x00garbage")
-        assert resume("pod-2") == 3
-        assert f"{uri}/checkpoint.json: not JSON" in caplog.text
+    object_store.put(f"{uri}/checkpoint.json", b"\xff\x00garbage")
+    assert resume("pod-2") == 3
+    assert f"{uri}/checkpoint.json: not JSON" in caplog.text
 
-        data = f"{uri}/ckpt-3.data-00000-of-00001"
-        upload_bytes(data, read_bytes(data)[:100])
-        assert resume("pod-3") == 2
-        assert (
-            f"{uri}/ckpt-3 is not intact: ckpt-3.data-00000-of-00001 has 100 bytes" in caplog.text
-        )
+    data = f"{uri}/ckpt-3.data-00000-of-00001"
+    object_store.put(data, object_store.get(data)[:100])
+    assert resume("pod-3") == 2
+    assert f"{uri}/ckpt-3 is not intact: ckpt-3.data-00000-of-00001 has 100 bytes" in caplog.text
 
-        upload_bytes(f"{uri}/ckpt-2.index", b"")
-        with pytest.raises(
-            TrainError, match=r"no intact checkpoint to resume from: .*ckpt-3.*ckpt-2"
-        ):
-            restore_into_a_new_model(tmp_path / "pod-4", checkpoint_uri=uri)
+    object_store.put(f"{uri}/ckpt-2.index", b"")
+    with pytest.raises(TrainError, match=r"no intact checkpoint to resume from: .*ckpt-3.*ckpt-2"):
+        restore_into_a_new_model(tmp_path / "pod-4", checkpoint_uri=uri)

@@ -2,7 +2,8 @@
 source=s3://… --param publish_uri=s3://…`): a few hundred synthetic images read from a real S3
 server (SeaweedFS, tests/s3.py) as the official layout's archive, the tiny training config, every
 TFLite variant, evaluation against the seed's models, publishing to that S3 server (so the dsl.If
-branch runs too), and train's checkpoints in a real fake-gcs-server: both stores in one run."""
+branch runs too), and train's checkpoints in a real fake-gcs-server: both stores in one run. The
+S3 secret key is in none of what the run prints, publishes or leaves in its pipeline root."""
 
 import json
 import os
@@ -17,6 +18,7 @@ import pytest
 from pose.data.synthetic import render_release
 from tests.conftest import REPO
 from tests.gcs import fake_gcs, make_bucket
+from tests.s3 import SECRET_KEY
 from tests.stores import S3TestStore
 
 SOURCE = "synthetic://200?seed=11"  # rendered here as a release archive, uploaded to s3://e2e/aic/
@@ -137,3 +139,13 @@ def test_the_whole_pipeline_runs_locally_and_publishes(seaweedfs, tmp_path):
 
     assert re.search(r"^train\s+1\s+[\d.]+\s+[\d.]+$", out, re.MULTILINE)  # the per-step time table
     assert "headline figures" in out and summary["report"] in out
+
+    # Nothing secret where a user, a log collector or a reader of the bucket looks: the S3 secret
+    # key was in every task's environment (tests/s3.py), and must be in none of the run's output,
+    # the published files (published.json among them) or the run's own files (the artifacts and
+    # their metadata, summary.json).
+    assert SECRET_KEY not in done.stdout + done.stderr
+    for name in published:
+        assert SECRET_KEY.encode() not in s3.get(f"s3://e2e/pose/run-1/{name}"), name
+    for path in Path(summary["run_dir"]).rglob("*"):
+        assert not path.is_file() or SECRET_KEY.encode() not in path.read_bytes(), path

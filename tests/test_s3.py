@@ -1,9 +1,10 @@
 """s3:// and minio:// beyond what the tests shared with gs:// cover (test_download, test_publish,
 test_train_resume, test_multiworker, test_reliability run those against both stores): the failures a
 user meets first, each one clear line within the network bounds; credentials the KFP way; the source
-version that download's cache key follows; the storage parameters checked before anything runs. All
-against a real SeaweedFS (tests/s3.py)."""
+version that download's cache key follows, and a cached rerun of the real DAG that follows it; the
+storage parameters checked before anything runs. All against a real SeaweedFS (tests/s3.py)."""
 
+import contextlib
 import io
 import json
 import os
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -128,6 +130,75 @@ def test_source_version_follows_the_data(seaweedfs, tmp_path):
     os.utime(local, ns=(1, 1))
     assert storage.source_version(str(local)) != version
     assert storage.source_version("synthetic://200?seed=3") == ""
+
+
+# The tasks the real DAG runs before convert; the cache test stops it there (download's output is
+# all it looks at, and convert onwards would cost minutes).
+_UP_TO_DOWNLOAD = ("cluster-settings-op", "source-version-op", "download-op")
+
+
+@contextlib.contextmanager
+def _stopped_after_download(ran: list):
+    """kfp.local runs the pipeline's tasks up to download as they are, records each one it runs
+    (a cache hit runs none) with its outputs in `ran`, and fails convert without running it, which
+    ends the run."""
+    from kfp.local import status
+
+    from pipeline.kfp_local_patches import around_each_task
+
+    def up_to_download(run_task):
+        def run_or_stop(*args, **kwargs):
+            task = kwargs["component_name"].removeprefix("comp-")
+            if task not in _UP_TO_DOWNLOAD:
+                return {}, status.Status.FAILURE
+            outputs, task_status = run_task(*args, **kwargs)
+            ran.append((task, outputs))
+            return outputs, task_status
+
+        return run_or_stop
+
+    with around_each_task(up_to_download):
+        yield
+
+
+def test_a_cached_rerun_downloads_again_only_when_the_object_was_replaced(seaweedfs, tmp_path):
+    """The cache follows the data, as `pipeline run --cache` runs it: the real DAG under kfp.local's
+    cache (keyed, like the backend's, on a task's inputs), three runs on one s3:// URI. Unchanged
+    object: source-version runs (never cached) and gives the same version, download is a cache hit.
+    Replaced object (same URI, new bytes): a new version, and download runs again and fetches
+    them."""
+    from pipeline.local import LocalRunError, run_local
+
+    make_bucket("releases")
+    source = "s3://releases/cache/aic.zip"
+
+    def run() -> dict:
+        ran = []
+        with (
+            _stopped_after_download(ran),
+            pytest.raises(LocalRunError, match=r"step 'convert' failed"),
+        ):
+            run_local(source=source, pipeline_root=str(tmp_path / "runs"), cache=True)
+        return dict(ran)
+
+    # Download counts pictures by their names: a name is all a picture needs here.
+    storage.write_bytes(source, _zip_bytes({"a.jpg": "one"}))
+    first = run()
+    assert set(first) == set(_UP_TO_DOWNLOAD)
+    assert first["source-version-op"]["Output"].startswith("s3:")
+    raw = Path(first["download-op"]["raw"].path)
+    assert (raw / "a.jpg").read_text() == "one"
+
+    unchanged = run()
+    assert set(unchanged) == {"source-version-op"}  # download (and cluster-settings): cache hits
+    assert unchanged["source-version-op"]["Output"] == first["source-version-op"]["Output"]
+
+    storage.write_bytes(source, _zip_bytes({"a.jpg": "two"}))
+    replaced = run()
+    assert set(replaced) == {"source-version-op", "download-op"}
+    assert replaced["source-version-op"]["Output"] != first["source-version-op"]["Output"]
+    assert (Path(replaced["download-op"]["raw"].path) / "a.jpg").read_text() == "two"
+    assert (raw / "a.jpg").read_text() == "one"  # the first run's artifact is left as it was
 
 
 def test_the_settings_and_the_mounted_secret_become_the_aws_environment(tmp_path, monkeypatch):

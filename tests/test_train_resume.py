@@ -14,18 +14,10 @@ import time
 import pytest
 
 from pose.files.remote_checkpoints import MARKER
-from pose.files.storage import read_text, write_text
+from pose.files.storage import read_text
 from tests.conftest import REPO, TINY_CONFIG
-from tests.gcs import fake_gcs, make_bucket
 
 STEPS, EVERY = 15, 3
-
-
-@pytest.fixture()
-def bucket():
-    with fake_gcs():
-        make_bucket("checkpoints")
-        yield
 
 
 def train_command(shards, output, uri):
@@ -112,19 +104,20 @@ def test_killed_training_resumes_from_the_bucket_in_a_fresh_folder(
 
 @pytest.mark.slow
 def test_a_checkpoint_of_another_model_structure_is_refused_naming_both(
-    bucket, train_shards, tmp_path
+    object_store, train_shards, tmp_path
 ):
     from components.train import TrainError, train
 
-    write_text(
-        f"gs://checkpoints/other/{MARKER}",
+    uri = f"{object_store.scheme}://{object_store.make_bucket('checkpoints')}/other"
+    object_store.put(
+        f"{uri}/{MARKER}",
         json.dumps(
             {"step": 6, "files": [], "fingerprint": {"model": "mv2_hourglass", "input_size": 192}}
-        ),
+        ).encode(),
     )
     with pytest.raises(
         TrainError,
-        match=r"gs://checkpoints/other: its checkpoint \(step 6\) was written for "
+        match=rf"{uri}: its checkpoint \(step 6\) was written for "
         r"\{'input_size': 192, .*'model': 'mv2_hourglass'.*\}, but the config "
         r".*tiny.yaml gives \{'input_size': 96, .*'model': 'mv2_cpm'",
     ):
@@ -133,25 +126,27 @@ def test_a_checkpoint_of_another_model_structure_is_refused_naming_both(
             [str(train_shards)],
             str(tmp_path / "model"),
             overrides={"max_steps": 2},
-            checkpoint_uri="gs://checkpoints/other",
+            checkpoint_uri=uri,
         )
     assert not (tmp_path / "model" / "model.keras").exists()
 
 
 @pytest.mark.slow
-def test_a_missing_bucket_is_named_before_training(bucket, train_shards, tmp_path):
+def test_a_missing_bucket_is_named_before_training(object_store, train_shards, tmp_path):
     from components.train import train
     from pose.files.storage import StorageError
 
+    uri = f"{object_store.scheme}://no-such-bucket/run-1"
     with pytest.raises(
-        StorageError, match=r"gs://no-such-bucket/run-1: bucket 'no-such-bucket' does not exist"
+        StorageError,
+        match=rf"^{uri}: bucket 'no-such-bucket' does not exist \(or these credentials cannot",
     ):
         train(
             str(TINY_CONFIG),
             [str(train_shards)],
             str(tmp_path / "model"),
             overrides={"max_steps": 2},
-            checkpoint_uri="gs://no-such-bucket/run-1",
+            checkpoint_uri=uri,
         )
     assert not (tmp_path / "model" / "model.keras").exists()
 
