@@ -76,6 +76,7 @@ def submit(
         preflight.check_arguments(arguments)
     except ParameterError as error:
         raise SubmitError(str(error)) from None
+    _check_executor_inputs(spec, arguments)
     if pipeline_root is not None and storage.kind_of(pipeline_root) not in storage.OBJECT_SCHEMES:
         raise SubmitError(
             f"--pipeline-root {pipeline_root!r}: expected "
@@ -106,6 +107,30 @@ def submit(
     url = f"{host.rstrip('/')}/#/runs/details/{result.run_id}"
     log.info("created run %s in experiment %r: %s", result.run_id, experiment, url)
     return {"run_id": result.run_id, "url": url, "arguments": arguments}
+
+
+def _check_executor_inputs(spec: dict, arguments: dict) -> None:
+    """Refuses a run one of whose pods could not start: each task's executor input is one argv
+    string (docs/CLUSTER.md, "How many shards"), and string parameters such as a `config` given as
+    YAML text go into it whole. Sized by the backend model with this run's values."""
+    from pipeline.backend import IR, rules
+
+    values = {**declared_defaults(spec), **arguments}
+    over = rules.executor_inputs_over_the_limit(
+        IR(spec).with_arguments(arguments), int(values.get("num_shards", 1))
+    )
+    if over:
+        longest = sorted(
+            ((len(str(v)), k) for k, v in arguments.items() if isinstance(v, str)), reverse=True
+        )[:3]
+        raise SubmitError(
+            "on a KFP cluster "
+            + ", ".join(f"{path}'s executor input would be {size:,} bytes" for path, size in over)
+            + f", over Linux's {rules.MAX_ARG_STRLEN:,}-byte limit on one argument: its pod could "
+            f"not start (the longest string parameters: "
+            + ", ".join(f"{name} {length:,} characters" for length, name in longest)
+            + "); give `config` as the path of a file in the image, or fewer num_shards"
+        )
 
 
 def create_run_arguments(

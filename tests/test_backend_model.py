@@ -229,6 +229,27 @@ def test_a_secret_the_driver_cannot_name_a_volume_after_is_refused_early(
     assert volume("my-credentials") == "my-credentials"
 
 
+def test_submit_refuses_a_config_text_that_would_keep_trains_pod_from_starting():
+    """A `config` given as YAML text goes whole into train's executor input, one argv string: the
+    compiled defaults keep half of Linux's limit free at 32 shards, a long text (here a valid config
+    with 100 KB of comments, under the config's own 1 MiB bound) does not. Sized with the run's own
+    values before any network call; the ordinary config text passes at 32 shards."""
+    from pipeline.submit import SubmitError, submit
+
+    config = (REPO / "experiments" / "local.yaml").read_text()
+    long_config = config + "\n# " + "x" * 100_000 + "\n"
+    with pytest.raises(
+        SubmitError,
+        match=r"train-op's executor input would be [\d,]+ bytes, over Linux's 131,072-byte limit "
+        r".*config 10\d,\d{3} characters",
+    ):
+        submit("http://127.0.0.1:9", params=[f"config={long_config}", "num_shards=32"])
+    ir = IR.load(REPO / "pipeline.yaml")
+    fits = ir.with_arguments({"config": config, "num_shards": 32})
+    assert rules.executor_inputs_over_the_limit(fits, 32) == []
+    assert rules.executor_inputs_over_the_limit(ir.with_arguments({"config": long_config}), 32)
+
+
 # ---- each rule on a hand-made IR
 # ----------------------------------------------------------------------
 

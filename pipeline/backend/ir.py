@@ -88,6 +88,20 @@ class IR:
         documents = [d for d in yaml.safe_load_all(Path(path).read_text()) if d is not None]
         return cls(documents[0], documents[1] if len(documents) > 1 else None)
 
+    def with_arguments(self, arguments: dict) -> IR:
+        """The same IR with `arguments` as the run parameters' values (their defaults replaced), so
+        that a rule sees one run as submitted rather than the defaults."""
+        import copy
+
+        spec = copy.deepcopy(self.spec)
+        parameters = spec["root"].get("inputDefinitions", {}).get("parameters", {})
+        for name, value in arguments.items():
+            if name in parameters:
+                parameters[name]["defaultValue"] = value
+        ir = IR(spec)
+        ir.platform = self.platform
+        return ir
+
     # ---- the walk (argocompiler/dag.go DAG -> task, recursing into sub-DAG components)
     # -----------------
 

@@ -242,6 +242,20 @@ def executor_input_size(ir: IR, max_loop_items: int):
     return findings, notes
 
 
+def executor_inputs_over_the_limit(ir: IR, loop_items: int) -> list[tuple[str, int]]:
+    """[(task path, bytes)] of the containers whose executor input, as executor_input_size
+    builds it for this IR's parameter values, reaches MAX_ARG_STRLEN: the pods that could not
+    start. For one run's arguments (IR.with_arguments), whose strings are exact: the compiled
+    defaults keep ARG_MARGIN, but a long `config` text eats into it."""
+    over = []
+    for task in ir.executing():
+        if task.kind == "container":
+            size = len(json.dumps(_executor_input(ir, task, loop_items), separators=(",", ":")))
+            if size >= MAX_ARG_STRLEN:
+                over.append((task.path, size))
+    return over
+
+
 def realistic_artifact(task_key: str, output: str, schema: str = "system.Dataset") -> dict:
     """A RuntimeArtifact as the driver resolves it from ML Metadata, at realistic sizes."""
     uri = f"{PIPELINE_ROOT}/pose-estimation-for-mobile/{RUN_UUID}/{task_key}/{RUN_UUID}/{output}"
