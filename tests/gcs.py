@@ -48,7 +48,8 @@ def make_bucket(name: str):
 
 
 def upload_bytes(gs_uri: str, data: bytes) -> None:
-    from pose.files.storage_gcs import gcs_client, split_gs_uri
+    from pose.files.storage import split_object_uri
+    from pose.files.storage_gcs import gcs_client
 
-    bucket, name = split_gs_uri(gs_uri)
+    _, bucket, name = split_object_uri(gs_uri)
     gcs_client().bucket(bucket).blob(name).upload_from_string(data)

@@ -22,9 +22,9 @@ class GcsTestStore:
         return name
 
     def _blob(self, uri: str):
-        from pose.files.storage_gcs import split_gs_uri
+        from pose.files.storage import split_object_uri
 
-        bucket, key = split_gs_uri(uri)
+        _, bucket, key = split_object_uri(uri)
         return self.client.bucket(bucket).blob(key)
 
     def put(self, uri: str, data: bytes) -> None:
@@ -38,16 +38,16 @@ class GcsTestStore:
 
     def headers(self, uri: str) -> tuple[str, str | None]:
         """(Content-Type, Content-Encoding) as stored."""
-        from pose.files.storage_gcs import split_gs_uri
+        from pose.files.storage import split_object_uri
 
-        bucket, key = split_gs_uri(uri)
+        _, bucket, key = split_object_uri(uri)
         blob = self.client.bucket(bucket).get_blob(key)
         return blob.content_type, blob.content_encoding
 
     def names(self, prefix_uri: str) -> list[str]:
-        from pose.files.storage_gcs import split_gs_uri
+        from pose.files.storage import split_object_uri
 
-        bucket, prefix = split_gs_uri(prefix_uri.rstrip("/") + "/")
+        _, bucket, prefix = split_object_uri(prefix_uri.rstrip("/") + "/")
         return sorted(b.name[len(prefix) :] for b in self.client.list_blobs(bucket, prefix=prefix))
 
 

@@ -62,14 +62,6 @@ def gcs_errors(uri: str):
         raise
 
 
-def split_gs_uri(uri: str) -> tuple[str, str]:
-    """'gs://bucket/a/b' -> ('bucket', 'a/b')."""
-    if not uri.startswith("gs://") or len(uri) <= len("gs://") or uri[len("gs://")] == "/":
-        raise StorageError(f"{uri}: not a gs://bucket/path URI")
-    bucket, _, prefix = uri[len("gs://") :].partition("/")
-    return bucket, prefix
-
-
 def gcs_client():
     from google.cloud import storage
 
