@@ -20,9 +20,7 @@ import json
 import logging
 import os
 import shutil
-import socket
 import tempfile
-import time
 from pathlib import Path
 
 from components import cli
@@ -299,23 +297,23 @@ class _ObjectDestination:
 
     @contextlib.contextmanager
     def lock(self):
-        """One publish per prefix: the lock object <prefix>/.publish.lock, created only when absent
-        (storage.create_if_absent: gs ifGenerationMatch=0, s3 If-None-Match: *), so that the store
-        alone decides which of two publishes holds it. One older than PUBLISH_LOCK_SECONDS is a
-        publish that died: taken over by a write conditional on the version read
-        (storage.replace_if), so that of two takers one wins. The release deletes the lock only
-        while it is still this publish's (storage.delete_if on the version it wrote)."""
-        uri = f"{self.base}/{LOCK_NAME}"
-        token = json.dumps(
-            {
-                "pid": os.getpid(),
-                "host": socket.gethostname(),
-                "since": time.time(),
-                "nonce": os.urandom(8).hex(),
-            }
-        ).encode()
+        """One publish per prefix: the lock object <prefix>/.publish.lock
+        (pose.files.object_lock: created only when absent, so that the store alone decides which of
+        two publishes holds it; one older than PUBLISH_LOCK_SECONDS is a publish that died and is
+        taken over; the release deletes only this publish's version)."""
+        from pose.files.object_lock import LockBusy, ObjectLock
+
+        lock = ObjectLock(
+            f"{self.base}/{LOCK_NAME}",
+            "publish",
+            self.base,
+            "wait for it to end, or publish elsewhere",
+            stale_seconds=PUBLISH_LOCK_SECONDS,
+        )
         try:
-            version = self._take_lock(uri, token)
+            lock.take()
+        except LockBusy as error:
+            raise PublishError(str(error)) from None
         except self.storage.StorageError as error:  # no bucket, no permission: nothing was changed
             raise PublishError(
                 f"{self.base}: upload failed before any file was written (the lock "
@@ -324,66 +322,7 @@ class _ObjectDestination:
         try:
             yield
         finally:
-            self._release_lock(uri, version)
-
-    def _take_lock(self, uri: str, token: bytes) -> str:
-        """The version of the lock object this publish wrote; PublishError naming the holder when
-        another live publish holds it."""
-        storage, store = self.storage, self.store
-        # Read first: a missing bucket is named before anything is written (SeaweedFS creates a
-        # bucket that a put names, for an identity allowed to).
-        for _ in range(5):  # a lock that comes or goes between our read and our create: again
-            current = storage.read_versioned(uri, store)
-            if current is None:
-                version = storage.create_if_absent(uri, token, store)
-                if version is not None:
-                    return version
-                continue  # another publish created it first (or the client retried ours)
-            data, version = current
-            if data == token:  # our own create, retried by the client after it had landed
-                return version
-            try:
-                info = json.loads(data)
-                age = time.time() - float(info["since"])
-            except (ValueError, KeyError, TypeError):
-                info, age = {}, float("inf")
-            if age < PUBLISH_LOCK_SECONDS:
-                raise PublishError(
-                    f"{self.base}: another publish is writing it (pid {info.get('pid')} "
-                    f"on {info.get('host')}, {age:.0f} s ago; lock object {uri}); wait "
-                    "for it to end, or publish elsewhere"
-                )
-            log.warning(
-                "%s: a publish lock %.0f s old (a publish that died): taking it over", uri, age
-            )
-            taken = storage.replace_if(uri, token, version, store)
-            if taken is not None:
-                return taken
-            raise PublishError(
-                f"{self.base}: another publish took over the stale lock object {uri} just now; "
-                "wait for it to end, or publish elsewhere"
-            )
-        raise PublishError(f"{self.base}: the lock object {uri} came and went 5 times; try again")
-
-    def _release_lock(self, uri: str, version: str) -> None:
-        """Deletes the lock only while it is the version this publish wrote. The read first is for
-        stores that ignore a delete's condition (the fake-gcs-server the tests run: its issue
-        1282); on GCS and S3 the conditional delete alone decides. A failure here is a warning:
-        the files are published, and the lock is stale in PUBLISH_LOCK_SECONDS."""
-        try:
-            current = self.storage.read_versioned(uri, self.store)
-            released = (
-                current is not None
-                and current[1] == version
-                and self.storage.delete_if(uri, version, self.store)
-            )
-        except self.storage.StorageError as error:
-            log.warning("%s: could not remove this publish's lock: %s", uri, error)
-            return
-        if not released:
-            log.warning(
-                "%s: no longer this publish's lock (taken over as stale?): left in place", uri
-            )
+            lock.release()
 
     def put(self, name: str, path: Path) -> str:
         """The demo's runtime goes gzipped with Content-Encoding: gzip: the bucket sends it so to

@@ -13,6 +13,9 @@ Does     a custom training loop (below) under a tf.distribute strategy over ever
          (pose/training/reproducibility.py).
          Checkpoints every `checkpoint_every` steps, mirrored to --checkpoint-uri gs://, s3:// or
          minio://bucket/prefix; a restart resumes from the newest (pose/training/checkpoints.py).
+         One training writes a prefix at a time: the chief holds its lock object .train.lock
+         (pose/files/remote_checkpoints.py), and a second training there is refused before it
+         trains, naming the holder.
          PCKh@0.5 on the valid shards every `eval_every` steps and at the end
          (pose/training/validation.py).
 Writes   (docs/ARTIFACTS.md) model.keras, config.yaml, checkpoints/, logs/ (TensorBoard,
@@ -22,6 +25,7 @@ Writes   (docs/ARTIFACTS.md) model.keras, config.yaml, checkpoints/, logs/ (Tens
  --output DIR [--checkpoint-uri gs://bucket/prefix]`
 """
 
+import contextlib
 import json
 import logging
 import time
@@ -33,7 +37,7 @@ import numpy as np
 from components import cli
 from pose.codec import HeatmapCodec
 from pose.data import inputs, records, shard_index
-from pose.files import integrity, outputs, steplog, uris, writer_lock
+from pose.files import integrity, outputs, remote_checkpoints, steplog, uris, writer_lock
 from pose.files.atomic import atomic_file, write_text
 from pose.files.storage import split_object_uri
 from pose.models import networks
@@ -82,8 +86,16 @@ def train(
         except uris.UriError as error:
             raise TrainError(str(error)) from None
     outputs.check_output("train", output_dir, [*data_dirs, *(valid_dirs or [])])
+    # One training per bucket prefix too (issue 21): the chief, the one worker that writes there,
+    # holds its lock object from before the model is built until the end, success or failure.
+    bucket_lock = (
+        remote_checkpoints.single_writer(checkpoint_uri, output_dir)
+        if checkpoint_uri and distribution.is_chief()
+        else contextlib.nullcontext()
+    )
     with (
         writer_lock.exclusive_writer(output_dir, "train"),
+        bucket_lock as held_bucket,
         steplog.step(
             "train",
             config=config,
@@ -106,6 +118,7 @@ def train(
             valid_dirs or [],
             checkpoint_uri,
             config_label=config if "\n" not in config else "(YAML text)",
+            bucket_lock=held_bucket,
         )
         metadata = run.fit()
         wrote.update(
@@ -134,6 +147,7 @@ class _Run:
         valid_dirs,
         checkpoint_uri: str = "",
         config_label: str = "",
+        bucket_lock=None,
     ):
         self.cfg, self.strategy, self.output_dir = cfg, strategy, output_dir
         self.valid_dirs = list(valid_dirs)
@@ -188,6 +202,7 @@ class _Run:
             self.mixed,
             checkpoint_uri,
             config_label,
+            bucket_lock,
         )
         resumed: Resumed = self.checkpoints.restore()
         self.resumed_from, self.history, self.progress = (

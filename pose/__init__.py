@@ -11,11 +11,13 @@ files/        what a step reads and writes, and where
   storage_gcs         its gs:// backend (google-cloud-storage; STORAGE_EMULATOR_HOST)
   storage_s3          its s3:// and minio:// backend (boto3; AWS_ENDPOINT_URL and friends)
   remote_checkpoints  train's checkpoints mirrored to a bucket (written as they go, marker last;
-                      resume; fingerprint)
+                      resume; fingerprint; one training per prefix)
   integrity           checksums one step writes and the next verifies (shards in index.json,
                       .tflite sha256)
   checkpoint_manifest a checkpoint's manifest, written last: complete or ignored
   writer_lock         one writer per output folder (flock beside it, naming the holder)
+  object_lock         one writer per bucket prefix (a lock object the store referees; publish,
+                      train's checkpoints)
   steplog             logging set-up and the read / wrote / took summary every step prints
 data/         the data set, from the release to the training batches
   keypoints           the AI Challenger keypoint spec (names, order, flip pairs, skeleton,

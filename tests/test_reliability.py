@@ -1502,7 +1502,9 @@ def _publish(publishable, name: str, destination) -> dict:
     return publish(models, evaluation, evaluation, str(destination), "fp32")
 
 
-@pytest.mark.parametrize(
+# A published.json publish did not write for this destination: another's manifest listing the
+# user's notes.txt, a JSON list, garbage.
+_FOREIGN_MANIFESTS = pytest.mark.parametrize(
     "manifest",
     [
         json.dumps({"destination": "somewhere/else", "files": {"notes.txt": {"sha256": "0" * 64}}}),
@@ -1511,6 +1513,12 @@ def _publish(publishable, name: str, destination) -> dict:
     ],
     ids=["foreign", "json-list", "garbage"],
 )
+_REFUSED_MANIFEST = (
+    r"published.json: (was written for 'somewhere/else'|exists but is not a).*nothing was changed"
+)
+
+
+@_FOREIGN_MANIFESTS
 def test_publish_refuses_a_foreign_or_unreadable_manifest_before_changing_anything(
     tmp_path, publishable, manifest
 ):
@@ -1520,15 +1528,28 @@ def test_publish_refuses_a_foreign_or_unreadable_manifest_before_changing_anythi
     destination.mkdir()
     (destination / "notes.txt").write_text("the user's notes")
     (destination / MANIFEST).write_text(manifest)
-    with pytest.raises(
-        PublishError,
-        match=rf"{MANIFEST}: (was written for 'somewhere/else'|"
-        r"exists but is not a)"
-        r".*nothing was changed",
-    ):
+    with pytest.raises(PublishError, match=_REFUSED_MANIFEST):
         _publish(publishable, "a", destination)
     assert sorted(p.name for p in destination.iterdir()) == sorted([MANIFEST, "notes.txt"])
     assert (destination / MANIFEST).read_text() == manifest
+
+
+@_FOREIGN_MANIFESTS
+def test_publish_refuses_a_foreign_or_unreadable_manifest_in_a_bucket(
+    publishable, object_store, manifest
+):
+    """The same on gs:// and s3:// (the issue saw notes.txt deleted "locally and on gs://"): the
+    prefix keeps exactly the user's notes.txt and the manifest, byte for byte, and no lock object."""
+    from components.publish import MANIFEST, PublishError
+
+    base = f"{object_store.scheme}://{object_store.make_bucket('models')}/site"
+    object_store.put(f"{base}/notes.txt", b"the user's notes")
+    object_store.put(f"{base}/{MANIFEST}", manifest.encode())
+    with pytest.raises(PublishError, match=rf"{base}/{_REFUSED_MANIFEST}"):
+        _publish(publishable, "a", base)
+    assert object_store.names(base) == sorted([MANIFEST, "notes.txt"])
+    assert object_store.get(f"{base}/notes.txt") == b"the user's notes"
+    assert object_store.get(f"{base}/{MANIFEST}") == manifest.encode()
 
 
 def test_publish_removes_only_what_it_wrote_and_never_through_a_link(tmp_path, publishable):
@@ -1664,7 +1685,9 @@ def test_concurrent_publishes_to_one_object_prefix_leave_one_complete_set(
     object_store.put(
         f"{base}/{LOCK_NAME}", json.dumps({"pid": 7, "host": "h", "since": time.time()}).encode()
     )
-    with pytest.raises(PublishError, match=rf"{base}: another publish is writing it \(pid 7 on h"):
+    with pytest.raises(
+        PublishError, match=rf"{base}: another publish is writing it \(publish as pid 7 on h"
+    ):
         _publish(publishable, "a", base)
     storage_env = {
         name: os.environ[name]
@@ -1676,7 +1699,9 @@ def test_concurrent_publishes_to_one_object_prefix_leave_one_complete_set(
     storage.delete([f"{base}/{LOCK_NAME}"])
     outcomes = _concurrent_publishes(publishable, base, storage_env)
     _assert_one_complete_set(
-        outcomes, _published_files(object_store, base), "another publish is writing it (pid"
+        outcomes,
+        _published_files(object_store, base),
+        "another publish is writing it (publish as pid",
     )
 
 
@@ -1766,7 +1791,7 @@ def test_the_publish_lock_admits_one_of_six_simultaneous_takers(object_store, tm
     ):
         winners = [pid for pid, line in outcomes if line == f"held {pid}"]
         assert len(winners) == 1, outcomes
-        named = f"{base}: another publish is writing it (pid {winners[0]} on "
+        named = f"{base}: another publish is writing it (publish as pid {winners[0]} on "
         for pid, line in outcomes:
             assert (
                 pid == winners[0]
@@ -1813,6 +1838,172 @@ def test_conditional_writes_are_decided_by_the_store(object_store):
     assert not storage.delete_if(uri, second)
     assert storage.replace_if(uri, b"five", second) is None
     assert not object_store.exists(uri)
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 21: one training per bucket prefix (--checkpoint-uri)
+# ---------------------------------------------------------------------------------------------
+
+# A training's hold on a checkpoint prefix in another process: takes it for the output argv[2],
+# says "held", holds it until a line arrives on stdin, then releases it.
+_TRAINING_LOCK_HOLDER = """
+import sys
+from pose.files.remote_checkpoints import single_writer
+with single_writer(sys.argv[1], sys.argv[2]):
+    print("held", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def _train_into(shards, output: Path, uri: str, steps: int, capsys) -> tuple[int, str]:
+    """The train CLI in-process on the tiny config for `steps` steps, a checkpoint at each;
+    returns (exit code, stderr)."""
+    from components.train import main as train_main
+
+    capsys.readouterr()
+    code = train_main(
+        [
+            *("--config", str(TINY_CONFIG), "--data", str(shards["train"])),
+            *("--output", str(output), "--checkpoint-uri", uri),
+            *("--set", f"max_steps={steps}", "--set", "checkpoint_every=1"),
+            *("--set", "summary_every=1000", "--set", "pred_image_on_tensorboard=false"),
+        ]
+    )
+    return code, capsys.readouterr().err
+
+
+def _checkpoint_names(object_store, uri: str) -> list[str]:
+    return [n for n in object_store.names(uri) if n.startswith("ckpt-") or n == "checkpoint.json"]
+
+
+def test_two_trainings_with_one_checkpoint_uri_are_refused_until_the_first_ends(
+    tmp_path, shards, object_store, capsys, cli_logging
+):
+    """Issue 21: two trainings with different outputs and one checkpoint_uri both wrote and pruned
+    its prefix. Now the first holds the lock object <checkpoint_uri>/.train.lock: a second
+    components.train stops before building a model, in one line naming the prefix and the holder;
+    once the holder has released it, a training proceeds (and releases it in turn)."""
+    import subprocess
+    import sys
+
+    from pose.files.remote_checkpoints import LOCK
+
+    uri = f"{object_store.scheme}://{object_store.make_bucket('checkpoints')}/run-7"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _TRAINING_LOCK_HOLDER, uri, str(tmp_path / "first")],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        code, err = _train_into(shards, tmp_path / "second", uri, 2, capsys)
+        line = err.strip().splitlines()[-1]
+        assert code == 1 and line.startswith(
+            f"train: error: {uri}: another training is writing it (train as pid {holder.pid} on "
+            f"{socket.gethostname()}, since "
+        ), err[-3000:]
+        assert (
+            f", owner {tmp_path / 'first'}; lock object {uri}/{LOCK}); wait for it to end (one "
+            "that died is taken over 300 s after its last renewal), or give this training its own "
+            "checkpoint_uri"
+        ) in line
+        assert not (tmp_path / "second" / "checkpoints").exists()
+        assert _checkpoint_names(object_store, uri) == []
+        holder.stdin.write("release\n")
+        holder.stdin.flush()
+        assert holder.wait(timeout=60) == 0
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+    assert not object_store.exists(f"{uri}/{LOCK}")  # released by its holder
+    code, err = _train_into(shards, tmp_path / "second", uri, 2, capsys)
+    assert code == 0, err[-3000:]
+    assert json.loads(object_store.get(f"{uri}/checkpoint.json"))["step"] == 2
+    assert not object_store.exists(f"{uri}/{LOCK}")  # released at the end of training
+
+
+def test_a_live_trainings_checkpoint_lock_refuses_and_a_dead_ones_is_taken_over(
+    tmp_path, shards, object_store, capsys, cli_logging
+):
+    """Lock objects written as another training's would be: renewed just now (live: refused,
+    named), then renewed longer than LOCK_STALE_SECONDS ago (its holder died: taken over, with a
+    warning; the training runs and releases the lock at its end)."""
+    from pose.files.remote_checkpoints import LOCK, LOCK_STALE_SECONDS
+
+    uri = f"{object_store.scheme}://{object_store.make_bucket('checkpoints')}/run-8"
+    lock = f"{uri}/{LOCK}"
+    elsewhere = {"step": "train", "pid": 7, "host": "pod-a", "owner": "/runs/a/model"}
+    now = time.time()
+    object_store.put(lock, json.dumps({**elsewhere, "since": now - 600, "renewed": now}).encode())
+    code, err = _train_into(shards, tmp_path / "model", uri, 2, capsys)
+    assert code == 1 and err.strip().splitlines()[-1].startswith(
+        f"train: error: {uri}: another training is writing it (train as pid 7 on pod-a, since "
+    ), err[-3000:]
+    assert _checkpoint_names(object_store, uri) == []
+
+    dead = {**elsewhere, "since": now - 3600, "renewed": now - LOCK_STALE_SECONDS - 60}
+    object_store.put(lock, json.dumps(dead).encode())
+    code, err = _train_into(shards, tmp_path / "model", uri, 2, capsys)
+    assert code == 0, err[-3000:]
+    assert (
+        f"{lock}: a lock " in err and "(stale after 300 s: its holder died; train as pid 7" in err
+    )
+    assert json.loads(object_store.get(f"{uri}/checkpoint.json"))["step"] == 2
+    assert not object_store.exists(lock)
+
+
+def test_a_training_lock_is_renewed_taken_over_by_its_own_retry_and_lost_loudly(
+    tmp_path, object_store, caplog, monkeypatch
+):
+    """The lock's rules without a training (pose.files.object_lock through
+    remote_checkpoints.single_writer): the holder's heartbeat renews it; an earlier attempt of the
+    same training (same output path: an Argo retry of one KFP task) is taken over at once, however
+    fresh; the attempt that lost it cannot write (confirm) and leaves its successor's lock in
+    place; a training of another output is refused; a failing training releases its lock."""
+    from pose.files import remote_checkpoints
+    from pose.files.object_lock import LockBusy, LockLost
+
+    uri = f"{object_store.scheme}://{object_store.make_bucket('checkpoints')}/run-9"
+    lock = f"{uri}/{remote_checkpoints.LOCK}"
+    output = str(tmp_path / "model")
+    caplog.set_level("WARNING", logger="train")
+    monkeypatch.setattr(remote_checkpoints, "LOCK_HEARTBEAT_SECONDS", 0.05)  # not 30 s
+    with remote_checkpoints.single_writer(uri, output) as beating:
+        taken = json.loads(object_store.get(lock))
+        assert taken["owner"] == output and taken["step"] == "train"
+        deadline = time.monotonic() + 60
+        while json.loads(object_store.get(lock))["renewed"] == taken["renewed"]:
+            assert time.monotonic() < deadline, "the holder never renewed its lock"
+            time.sleep(0.05)
+        beating.confirm()  # still its own after renewals
+    assert not object_store.exists(lock)
+    monkeypatch.undo()  # renewals every 30 s again: none races the takeover below
+
+    first = remote_checkpoints.single_writer(uri, output)
+    held = first.__enter__()
+    with remote_checkpoints.single_writer(uri, output) as retry:  # the same output: a retry
+        assert json.loads(object_store.get(lock))["nonce"] == retry.nonce
+        assert "held by an earlier attempt of this same training" in caplog.text
+        with pytest.raises(LockLost, match=rf"{uri}: this training no longer holds the lock "):
+            held.confirm()
+        first.__exit__(None, None, None)  # the lost attempt's release leaves it in place
+        assert json.loads(object_store.get(lock))["nonce"] == retry.nonce
+        with (
+            pytest.raises(LockBusy, match=rf"{uri}: another training is writing it "),
+            remote_checkpoints.single_writer(uri, str(tmp_path / "other")),
+        ):
+            pass
+    assert not object_store.exists(lock)
+
+    with (
+        pytest.raises(RuntimeError, match="training failed"),
+        remote_checkpoints.single_writer(uri, output),
+    ):
+        raise RuntimeError("training failed")
+    assert not object_store.exists(lock)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,11 +1,13 @@
 """Preemption-safe training against real object stores (fake-gcs-server for gs://, SeaweedFS for
-s3://): train is killed (SIGKILL) once its first checkpoints are in the bucket, started again in a
-fresh folder (a new pod), and resumes from the bucket's newest checkpoint; a config of another model
-structure (in the bucket or in the local folder) is refused with both named."""
+s3://): train is killed (SIGKILL) once its first checkpoints are in the bucket, started again in an
+emptied folder (a new pod of the same task), and resumes from the bucket's newest checkpoint; a
+config of another model structure (in the bucket or in the local folder) is refused with both
+named."""
 
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -61,7 +63,7 @@ def test_killed_training_resumes_from_the_bucket_in_a_fresh_folder(
     log_file = tmp_path / "first.log"
     with open(log_file, "w") as log:
         first = subprocess.Popen(
-            train_command(train_shards, tmp_path / "pod-1", uri),
+            train_command(train_shards, tmp_path / "pod", uri),
             cwd=REPO,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -86,16 +88,21 @@ def test_killed_training_resumes_from_the_bucket_in_a_fresh_folder(
     assert set(marker["files"]) <= set(names)
     assert len({n.split(".")[0] for n in names if n.startswith("ckpt-")}) <= 3
 
+    # A retry of the KFP task: the same output path (the driver resolved it once), on an empty disk.
+    # The killed attempt's lock on the prefix is still fresh; being this training's own, it is taken
+    # over at once rather than after LOCK_STALE_SECONDS.
+    shutil.rmtree(tmp_path / "pod")
     second = subprocess.run(
-        train_command(train_shards, tmp_path / "pod-2", uri),
+        train_command(train_shards, tmp_path / "pod", uri),
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=900,
     )
     assert second.returncode == 0, second.stderr[-3000:]
+    assert "held by an earlier attempt of this same training" in second.stderr
     assert f"resuming from the checkpoint of step {saved} in {uri}" in second.stderr
-    metadata = json.loads((tmp_path / "pod-2" / "train_metadata.json").read_text())
+    metadata = json.loads((tmp_path / "pod" / "train_metadata.json").read_text())
     assert metadata["resumed_from_step"] == saved and metadata["steps"] == STEPS
     # The curve starts where the first pod's began: its history came with the checkpoint.
     assert metadata["history"][0]["step"] == EVERY and metadata["history"][-1]["step"] == STEPS

@@ -14,11 +14,23 @@ newest first (checkpoints()), downloads one, and takes it only when every file m
 a damaged one is skipped for the previous. Older checkpoints are deleted only after the marker has moved
 on.
 
+One training writes a prefix at a time: the chief holds the lock object `.train.lock` there for as
+long as it runs (single_writer, pose/files/object_lock.py), and checks it is still its own before each
+upload and prune. A second training given the same prefix is refused before it trains, naming the
+holder. The holder renews the lock every LOCK_HEARTBEAT_SECONDS; one not renewed for
+LOCK_STALE_SECONDS is a training that died, and is taken over. A lock whose owner is this training's
+own output path is an earlier attempt of the same training (an Argo retry of a KFP task keeps its
+output path: the driver resolves it once and the retry strategy is on the executor pod, KFP's
+argocompiler/container.go), killed before its release: taken over at once, so a retry resumes
+without waiting. Workers of a multi-worker run other than the chief only read the prefix and take no
+lock.
+
 `fingerprint` holds what the checkpoint's variables depend on (model, sizes, structure options, mixed
 precision); resuming with a config whose fingerprint differs is refused with both named. A local
 checkpoint folder keeps the same in FINGERPRINT_FILE, checked the same way.
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -27,11 +39,18 @@ import time
 from pathlib import Path
 
 from pose.files import checkpoint_manifest, storage
+from pose.files.object_lock import ObjectLock
 
 log = logging.getLogger(__name__)
 MARKER = "checkpoint.json"
 FINGERPRINT_FILE = "fingerprint.json"
 _STEP = re.compile(r"^ckpt-(\d+)\.")
+LOCK = ".train.lock"
+# A live training renews its lock this often; a lock not renewed for LOCK_STALE_SECONDS (ten missed
+# renewals: a stalled store or a clock skew between hosts of a few minutes still passes) is a
+# training that died.
+LOCK_HEARTBEAT_SECONDS = 30
+LOCK_STALE_SECONDS = 300
 
 
 class CheckpointMismatch(ValueError):
@@ -50,18 +69,46 @@ def mismatch(where: str, step, theirs: dict, ours: dict, config_label: str) -> s
     )
 
 
-class RemoteCheckpoints:
-    """One training run's checkpoints under a bucket prefix (the layout above)."""
+def _check_bucket(uri: str, store) -> None:
+    """Now, not at the first checkpoint after minutes of training."""
+    _, bucket, _ = storage.split_object_uri(uri)  # a bucket URI, or a StorageError naming it
+    if not storage.bucket_exists(uri, store):
+        raise storage.StorageError(
+            f"{uri}: bucket {bucket!r} does not exist (or these credentials cannot see it)"
+        )
 
-    def __init__(self, uri: str, fingerprint: dict, keep: int = 3):
-        _, bucket, _ = storage.split_object_uri(uri)  # a bucket URI, or a StorageError naming it
+
+@contextlib.contextmanager
+def single_writer(uri: str, output: str):
+    """Holds the training's lock of the prefix `uri` for the block (see the module's docstring);
+    yields the ObjectLock. LockBusy (a StorageError) naming the holder when another live training
+    holds it; a StorageError naming the bucket when it does not exist."""
+    _check_bucket(uri, storage.store_for(uri))
+    base = uri.rstrip("/")
+    with ObjectLock(
+        f"{base}/{LOCK}",
+        "train",
+        base,
+        f"wait for it to end (one that died is taken over {LOCK_STALE_SECONDS} s after its last "
+        "renewal), or give this training its own checkpoint_uri",
+        stale_seconds=LOCK_STALE_SECONDS,
+        heartbeat_seconds=LOCK_HEARTBEAT_SECONDS,
+        owner=str(Path(output).absolute()),
+        noun="training",
+    ) as lock:
+        yield lock
+
+
+class RemoteCheckpoints:
+    """One training run's checkpoints under a bucket prefix (the layout above). `lock`: the
+    single_writer lock this process holds, confirmed before each write (None: a reader only)."""
+
+    def __init__(self, uri: str, fingerprint: dict, keep: int = 3, lock: ObjectLock | None = None):
+        storage.split_object_uri(uri)  # a bucket URI, or a StorageError naming it
         self.uri, self.fingerprint, self.keep = uri.rstrip("/"), fingerprint, max(1, keep)
+        self.lock = lock
         self.store = storage.store_for(uri)
-        # Now, not at the first checkpoint after minutes of training.
-        if not storage.bucket_exists(uri, self.store):
-            raise storage.StorageError(
-                f"{uri}: bucket {bucket!r} does not exist (or these credentials cannot see it)"
-            )
+        _check_bucket(uri, self.store)
 
     def _object(self, name: str) -> str:
         return f"{self.uri}/{name}"
@@ -148,6 +195,8 @@ class RemoteCheckpoints:
         manifest last), then the marker naming them, then deletes the other checkpoints but the
         newest `keep`."""
         started = time.perf_counter()
+        if self.lock:
+            self.lock.confirm()  # another training took the prefix over: write nothing more
         folder, stem = os.path.split(local_prefix)
         files = sorted(
             n for n in os.listdir(folder) if n.startswith(stem + ".") and ".tmp" not in n
@@ -174,6 +223,8 @@ class RemoteCheckpoints:
         self._prune(step)
 
     def _prune(self, newest: int) -> None:
+        if self.lock:
+            self.lock.confirm()
         names = [n for n in storage.list_names(self.uri, self.store) if "/" not in n]
         # Newer steps than the one just uploaded are left over from before a fallback: damaged.
         steps = sorted(

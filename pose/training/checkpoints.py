@@ -100,8 +100,12 @@ class Checkpoints:
         mixed_precision: bool,
         checkpoint_uri: str = "",
         config_label: str = "",
+        bucket_lock=None,
     ):
         self.cfg, self.optimizer, self.strategy = cfg, optimizer, strategy
+        # The chief's hold on the bucket prefix (remote_checkpoints.single_writer), confirmed before
+        # each upload; None on the other workers, which only read the bucket.
+        self.bucket_lock = bucket_lock
         self.model_folder, self.chief, self.multi_worker = model_folder, chief, multi_worker
         self.checkpoint_uri, self.config_label = checkpoint_uri, config_label
         # Non-chief workers of a multi-worker run write their (identical) checkpoints to scratch; they
@@ -281,7 +285,7 @@ class Checkpoints:
         multi-worker run, the bucket's newest intact one whatever the folder holds (a checkpoint
         written but not uploaded before a kill), since every worker must restore the same."""
         self.remote = RemoteCheckpoints(
-            self.checkpoint_uri, self.fingerprint, self.cfg.keep_checkpoints
+            self.checkpoint_uri, self.fingerprint, self.cfg.keep_checkpoints, self.bucket_lock
         )
         candidates = self.remote.checkpoints()
         if not candidates:
