@@ -548,14 +548,16 @@ def _seconds(text: str) -> float:
 def pod_spec_parameters(ir: IR):
     """SOURCES: driver/resolve.go resolvePodSpecInputRuntimeParameter (2.14.0 l.770, 2.17.0 l.818)
     reads a resource placeholder with `val.GetStringValue()`: "" for a number, and then no limit is
-    set (driver/driver.go initPodSpecPatch, 2.14.0 l.155, 2.17.0 l.246). driver/k8s.go: a secret
+    set (driver/driver.go initPodSpecPatch, 2.14.0 l.155, 2.17.0 l.246). driver/k8s.go
+    extendPodSpecPatch (2.14.0 l.109, 2.17.0 l.131): a secret
     name with resolveInputParameterStr (driver/resolve.go 2.14.0 l.455, 2.17.0 l.501: a non-empty
     string, else the task fails), used as the volume's name too (`Name: secretName`, 2.14.0 l.257,
     2.17.0 l.322), so a name with '.' or over 63 characters makes an invalid pod; a node selector
     with resolveK8sJsonParameter (`GetStructValue()`, 2.14.0 l.157, 2.17.0 l.199); tolerations as a
     struct or a list (2.14.0 l.190, 2.17.0 l.247). A condition is CEL over the executor input's
-    parameter values (driver/dag.go DAG, expression.Condition); argocompiler/dag.go refuses a
-    condition on an importer task."""
+    parameter values (driver/dag.go DAG, 2.14.0 l.82-84, 2.17.0 l.84-86; expression/expression.go
+    Expr.Condition, l.134 in both); argocompiler/dag.go `task` refuses a condition on an importer
+    task ("triggerPolicy.condition on importer task is not supported", 2.14.0 l.326, 2.17.0 l.341)."""
     findings, notes = [], []
     for task in ir.executing():
         if task.kind == "importer":
@@ -747,8 +749,9 @@ def importer_uris(ir: IR):
     """SOURCES: component/importer_launcher.go ImportSpecToMLMDArtifact (2.14.0 l.174, 2.17.0
     l.187): a runtime URI is read from the parent DAG's input parameters only
     (`GetComponentInputParameter()`), so it must be a DAG input (a run parameter, a loop item),
-    never a sibling task's output; with reimport false, FindMatchedArtifact gives the same MLMD
-    artifact for the same URI, so consumers' cache keys hold."""
+    never a sibling task's output; with reimport false, metadata/client.go FindMatchedArtifact
+    (2.14.0 l.1147, 2.17.0 l.1303; called from importer_launcher.go 2.14.0 l.164, 2.17.0 l.177)
+    gives the same MLMD artifact for the same URI, so consumers' cache keys hold."""
     findings, notes = [], []
     for task in ir.executing():
         if task.kind != "importer":
@@ -781,9 +784,9 @@ def importer_uris(ir: IR):
 def cache_key_inputs(ir: IR, task: Task) -> dict:
     """What decides whether `task` is a cache hit (cacheutils/cache.go GenerateCacheKey: input
     artifacts by MLMD id, input parameter values, output parameter types, command, args and image;
-    driver/cache.go getFingerPrint). Returns {"cacheable": the task and every task that makes its
-    input artifacts have caching on, "run_parameters": the run parameters that reach the key,
-    transitively}."""
+    driver/cache.go getFingerPrint, 2.14.0 l.79, 2.17.0 l.83). Returns {"cacheable": the task and
+    every task that makes its input artifacts have caching on, "run_parameters": the run parameters
+    that reach the key, transitively}."""
     parameters, seen, stack = set(), set(), [task]
     while stack:
         current = stack.pop()
