@@ -644,13 +644,11 @@ def predict(
     from pose.data import pixels
 
     try:
-        data = Path(image_path).read_bytes()
-        pixels.check_picture(data, str(image_path))
+        image = pixels.read_picture(image_path)
     except (OSError, pixels.PictureTooLarge) as error:
         raise EvaluationError(f"{image_path}: cannot read the image: {error}") from None
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise EvaluationError(f"{image_path}: cannot read the image")
+    except pixels.UnreadablePicture:
+        raise EvaluationError(f"{image_path}: cannot read the image") from None
     height, width = image.shape[:2]
     scale = size / max(height, width)
     # Pixel centres map as x_in = scale * (x + 0.5) - 0.5, the image centred in the square input.

@@ -28,7 +28,8 @@ data/         the data set, from the release to the training batches
   records             the tf.train.Example layout of a shard (writer and parser share it)
   shard_index         a shard folder's index.json: its name, writing, reading, merging folders
   jpeg                the structural check that a JPEG is whole (shard, before decoding)
-  pixels              how many pixels a picture's header may claim before anything decodes it
+  pixels              how many pixels a picture's header may claim before anything decodes it;
+                      a picture file read under that bound
   inputs              the tf.data input pipeline (training augmentation, evaluation crops)
 models/       the networks and the files they are exported to
   networks/           MobileNetV2 CPM and Hourglass (Keras), built from a config; a model's

@@ -129,3 +129,23 @@ def check_picture(data: bytes, what: str, limit: int | None = None) -> tuple[int
     if problem:
         raise PictureTooLarge(f"{what}: {problem}")
     return size
+
+
+class UnreadablePicture(ValueError):
+    """A picture within the limit that OpenCV cannot decode; the message names it."""
+
+
+def read_picture(path, limit: int | None = None):
+    """The picture file at `path` as BGR uint8, its header checked before anything decodes it:
+    PictureTooLarge over the limit, UnreadablePicture when OpenCV cannot decode it; OSError as the
+    file system gives it."""
+    import cv2
+    import numpy as np
+
+    with open(path, "rb") as file:
+        data = file.read()
+    check_picture(data, str(path), limit)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise UnreadablePicture(f"{path}: not an image cv2 can read")
+    return image

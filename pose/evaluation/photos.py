@@ -53,21 +53,14 @@ def find(folder: str | Path) -> list[Path]:
 
 
 def read_picture(picture: str | Path) -> np.ndarray:
-    """The picture as BGR uint8; PhotoError naming the file when its header claims more pixels than
-    pose.data.pixels allows (read before decoding: a decompression bomb) or cv2 cannot decode it."""
-    import cv2
-
+    """The picture as BGR uint8 (pose.data.pixels.read_picture: its header bounded before
+    decoding); PhotoError naming the file when it is too large or cannot be read."""
     from pose.data import pixels
 
     try:
-        data = Path(picture).read_bytes()
-        pixels.check_picture(data, str(picture))
-    except (OSError, pixels.PictureTooLarge) as error:
+        return pixels.read_picture(picture)
+    except (OSError, pixels.PictureTooLarge, pixels.UnreadablePicture) as error:
         raise PhotoError(str(error)) from None
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise PhotoError(f"{picture}: not an image cv2 can read")
-    return image
 
 
 def predict(model_path: str | Path, metadata: dict, picture: Path) -> np.ndarray:
