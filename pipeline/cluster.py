@@ -95,7 +95,7 @@ def check_storage_parameters(arguments: dict, where: str, on_cluster: bool) -> N
         if isinstance(arguments.get(name), str) and arguments[name].strip()
     }
     endpoint = arguments.get("s3_endpoint")
-    if isinstance(endpoint, str) and "://" in endpoint:
+    if isinstance(endpoint, str):
         try:  # else only the cluster-settings task, in its pod, would say so
             s3_settings(endpoint, "", True, False)
         except ClusterContractError as error:

@@ -206,7 +206,7 @@ def executor_input_size(ir: IR, max_loop_items: int):
     for task in ir.executing():
         if task.kind != "container":
             continue
-        size = len(json.dumps(_executor_input(ir, task, max_loop_items), separators=(",", ":")))
+        size = executor_input_bytes(ir, task, max_loop_items)
         notes.append(
             Note(
                 "executor_input_size",
@@ -250,10 +250,15 @@ def executor_inputs_over_the_limit(ir: IR, loop_items: int) -> list[tuple[str, i
     over = []
     for task in ir.executing():
         if task.kind == "container":
-            size = len(json.dumps(_executor_input(ir, task, loop_items), separators=(",", ":")))
+            size = executor_input_bytes(ir, task, loop_items)
             if size >= MAX_ARG_STRLEN:
                 over.append((task.path, size))
     return over
+
+
+def executor_input_bytes(ir: IR, task: Task, loop_items: int) -> int:
+    """The size of `task`'s --executor_input JSON as the driver writes it, at `loop_items`."""
+    return len(json.dumps(_executor_input(ir, task, loop_items), separators=(",", ":")))
 
 
 def realistic_artifact(task_key: str, output: str, schema: str = "system.Dataset") -> dict:
