@@ -18,6 +18,17 @@ REPO = Path(__file__).resolve().parent.parent
 # The seed's released files: $POSE_ANCHORS_DIR (as evaluate reads it), else the repository's anchors/.
 ANCHORS = Path(os.environ.get("POSE_ANCHORS_DIR") or REPO / "anchors")
 TINY_CONFIG = REPO / "experiments" / "tiny.yaml"
+# Overrides of TINY_CONFIG for trainings whose checkpoints a test reads: 64 px, a checkpoint every step.
+TINY_TRAINING = {
+    "input_size": 64,
+    "width": 0.35,
+    "batch_size": 2,
+    "checkpoint_every": 1,
+    "log_every": 1,
+    "summary_every": 100,
+    "warmup_steps": 0,
+    "pred_image_on_tensorboard": False,
+}
 
 SYNTHETIC_SOURCE = "synthetic://160?seed=7"
 

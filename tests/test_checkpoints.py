@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, TINY_CONFIG
+from tests.conftest import REPO, TINY_CONFIG, TINY_TRAINING
 
 KILLS = 24
 KEEP = 2
@@ -292,18 +292,6 @@ def test_each_damaged_file_of_the_newest_checkpoint_falls_back_saying_so(
             shutil.rmtree(copy)
             cases += 1
     print(f"{cases} damaged folders, each resumed")
-
-
-TINY_TRAINING = {
-    "input_size": 64,
-    "width": 0.35,
-    "batch_size": 2,
-    "checkpoint_every": 1,
-    "log_every": 1,
-    "summary_every": 100,
-    "warmup_steps": 0,
-    "pred_image_on_tensorboard": False,
-}
 
 
 @pytest.mark.slow

@@ -23,13 +23,12 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.conftest import REPO, TINY_CONFIG, TINY_TRAINING
 from tests.s3 import ENVIRONMENT as S3_ENVIRONMENT
 from tests.test_convert import aic_record, image_id, write_release
 from tests.test_shard import write_tiny_coco
 from tests.tiny_models import build_tiny_pose_model, save_as_train_output
 
-REPO = Path(__file__).resolve().parent.parent
-TINY_CONFIG = REPO / "experiments" / "tiny.yaml"
 INPUT_SIZE = 64
 
 
@@ -877,17 +876,7 @@ def test_predict_to_txt_is_refused(tmp_path, tflite_models, capsys):
 # Resume corners (these train a tiny model a few steps)
 # ---------------------------------------------------------------------------------------------
 
-TINY_STEPS = {
-    "input_size": 64,
-    "width": 0.35,
-    "batch_size": 2,
-    "max_steps": 2,
-    "checkpoint_every": 1,
-    "log_every": 1,
-    "summary_every": 100,
-    "warmup_steps": 0,
-    "pred_image_on_tensorboard": False,
-}
+TINY_STEPS = {**TINY_TRAINING, "max_steps": 2}
 
 
 @pytest.mark.slow
