@@ -1,16 +1,17 @@
 """The model contract: what pixels an exported model takes and in which order its heatmap channels come.
 
 Two contracts exist:
-- "seed" (the default export): the seed's released files' contract, so apps built for them load ours
-  unchanged. Input float32 BGR 0..255, not normalised (the seed reads images with cv2 and only casts
-  them); output channels head top, neck, right shoulder, ..., left ankle (AIC 13, 14, 1, ..., 12).
-- "aic": what the networks train on. Input float32 RGB / 255; output channels in AIC order
-  (pose.data.keypoints.NAMES).
+- "seed" (the default export for the `aic` keypoint set): the seed's released files' contract, so
+  apps built for them load ours unchanged. Input float32 BGR 0..255, not normalised (the seed reads
+  images with cv2 and only casts them); output channels in the seed's order (the `aic` set's
+  `seed_order`). Only a keypoint set that has a seed order (AI Challenger's) can be exported so.
+- "aic": what the networks train on, for any keypoint set (the name stays, as the `export_contract`
+  parameter spells it). Input float32 RGB / 255; output channels in the keypoint set's order.
 
 Training always works in the "aic" contract; export puts the conversion inside the graph
 (`graph_input_to_training` / `graph_output_from_training`). Every `<model>.json` records its contract
-(`describe`), and readers get it back with `from_metadata`. Heatmap pixel (x, y) maps to input pixel
-`(x + 0.5) * output_stride - 0.5` in both.
+(`describe`) beside its keypoint set, and readers get it back with `from_metadata`. Heatmap pixel
+(x, y) maps to input pixel `(x + 0.5) * output_stride - 0.5` in both.
 """
 
 import numpy as np
@@ -30,12 +31,8 @@ PIXEL_DESCRIPTIONS = {
 IN_WORDS = {
     SEED: "float32 BGR 0..255, not normalised, as cv2 reads images and the seed's apps feed them; "
     "output channels in the seed's order",
-    AIC: "float32 RGB / 255; output channels in AI Challenger order",
+    AIC: "float32 RGB / 255; output channels in the keypoint set's order",
 }
-
-# The seed's output channels as AIC indices (0-based): head top, neck, then AIC's first twelve.
-SEED_CHANNELS = (keypoints.HEAD_TOP, keypoints.NECK, *range(12))
-CHANNELS = {SEED: SEED_CHANNELS, AIC: tuple(range(keypoints.NUM_KEYPOINTS))}
 
 
 class ContractError(ValueError):
@@ -48,19 +45,43 @@ def check(name: str) -> str:
     return name
 
 
-def describe(name: str) -> dict:
-    """The `contract` entry of a model's .json."""
+def check_for_set(name: str, keypoint_set: keypoints.KeypointSet) -> str:
+    """A contract that `keypoint_set` can be exported in: the seed's needs the seed's channel order."""
     check(name)
+    if name == SEED and keypoint_set.seed_order is None:
+        raise ContractError(
+            f"export_contract=seed is the seed's channel order of the aic keypoint set; the keypoint "
+            f"set {keypoint_set.name!r} has none: use export_contract=aic"
+        )
+    return name
+
+
+def channels(name: str, keypoint_set: keypoints.KeypointSet) -> tuple[int, ...]:
+    """The output channels of contract `name` as indices of the keypoint set's joints."""
+    check_for_set(name, keypoint_set)
+    if name == SEED:
+        return keypoint_set.seed_order
+    return tuple(range(keypoint_set.num_keypoints))
+
+
+def describe(name: str, keypoint_set: keypoints.KeypointSet | None = None) -> dict:
+    """The `contract` entry of a model's .json."""
+    keypoint_set = keypoint_set or keypoints.default()
     return {
-        "name": name,
+        "name": check_for_set(name, keypoint_set),
         "pixels": PIXELS[name],
-        "channel_order": [keypoints.NAMES[index] for index in CHANNELS[name]],
+        "channel_order": [keypoint_set.names[index] for index in channels(name, keypoint_set)],
     }
 
 
-def from_metadata(metadata: dict, source: str = "model metadata") -> dict:
-    """The contract a model's .json declares (pose.models.metadata reads the rest)."""
+def from_metadata(
+    metadata: dict, source: str = "model metadata", keypoint_set: keypoints.KeypointSet | None = None
+) -> dict:
+    """The contract a model's .json declares, checked against its keypoint set (pose.models.metadata
+    reads the set and the rest; a .json without a set is of the `aic` set, as every file before sets
+    were data)."""
     declared = metadata.get("contract")
+    keypoint_set = keypoint_set or keypoints.default()
     if declared is None:
         raise ContractError(
             f'{source} has no "contract" (pixel format and output channel order); '
@@ -68,7 +89,10 @@ def from_metadata(metadata: dict, source: str = "model metadata") -> dict:
         )
     if not isinstance(declared, dict) or declared.get("name") not in NAMES:
         raise ContractError(f"{source}: contract {declared!r} is not one of {', '.join(NAMES)}")
-    expected = describe(declared["name"])
+    try:
+        expected = describe(declared["name"], keypoint_set)
+    except ContractError as error:
+        raise ContractError(f"{source}: {error}") from error
     for key in ("pixels", "channel_order"):
         if key in declared and declared[key] != expected[key]:
             raise ContractError(
@@ -100,10 +124,9 @@ def from_training_images(rgb_0_1: np.ndarray, contract) -> np.ndarray:
     return images
 
 
-def to_aic_order(heatmaps: np.ndarray, contract) -> np.ndarray:
-    """Heatmaps [..., K] with channels in `contract`'s order -> channels in AIC order."""
-    order = CHANNELS[_name(contract)]
-    inverse = np.argsort(order)
+def to_set_order(heatmaps: np.ndarray, contract, keypoint_set: keypoints.KeypointSet) -> np.ndarray:
+    """Heatmaps [..., K] with channels in `contract`'s order -> channels in the keypoint set's order."""
+    inverse = np.argsort(channels(_name(contract), keypoint_set))
     return np.asarray(heatmaps)[..., inverse]
 
 
@@ -116,16 +139,16 @@ def graph_input_to_training(image, contract):
     return image
 
 
-def graph_output_from_training(heatmaps, contract):
-    """Inside an exported graph: heatmaps in AIC order -> the contract's channel order."""
+def graph_output_from_training(heatmaps, contract, keypoint_set: keypoints.KeypointSet):
+    """Inside an exported graph: heatmaps in the keypoint set's order -> the contract's channel order."""
     import tensorflow as tf
 
     if _name(contract) == SEED:
-        return tf.gather(heatmaps, list(SEED_CHANNELS), axis=-1)
+        return tf.gather(heatmaps, list(channels(SEED, keypoint_set)), axis=-1)
     return heatmaps
 
 
-def flip_pairs(contract) -> list[list[int]]:
+def flip_pairs(contract, keypoint_set: keypoints.KeypointSet) -> list[list[int]]:
     """Left/right channel pairs (0-based output channel indices) in `contract`'s channel order."""
-    position = {aic: channel for channel, aic in enumerate(CHANNELS[_name(contract)])}
-    return [sorted([position[right], position[left]]) for right, left in keypoints.FLIP_PAIRS]
+    position = {joint: channel for channel, joint in enumerate(channels(_name(contract), keypoint_set))}
+    return [sorted([position[a], position[b]]) for a, b in keypoint_set.swap_pairs]

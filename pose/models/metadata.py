@@ -13,6 +13,9 @@ Fields every model's .json has:
   output_stride   input pixels per heatmap pixel: an integer (web/app.js checks
                   output_size x output_stride == input_size)
   num_keypoints   heatmap channels
+  keypoint_set    the whole keypoint set (pose.data.keypoints.KeypointSet.to_json: names in
+                  channel order, swap partners, skeleton, sigmas, how PCK is normalised), so that
+                  apps and the web page need nothing else; a .json without one is of the `aic` set
   contract        {name, pixels, channel_order} (pose.models.contract.describe)
   input_name, output_name   the graph's tensor names (the seed's files: output_name only)
 Exports add normalisation, keypoints, flip_pairs (contract_fields) and what each step measured.
@@ -23,6 +26,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pose.data import keypoints
 from pose.models import contract
 
 log = logging.getLogger("metadata")
@@ -42,6 +46,7 @@ class ModelMetadata:
     output_size: int
     num_keypoints: int
     contract: dict
+    keypoint_set: keypoints.KeypointSet
     input_name: str | None = None
     output_name: str | None = None
     extra: dict = field(
@@ -60,11 +65,17 @@ class ModelMetadata:
         output_size: int,
         num_keypoints: int,
         contract_name: str,
+        keypoint_set: keypoints.KeypointSet,
         input_name: str | None = None,
         output_name: str | None = None,
         **extra,
     ) -> "ModelMetadata":
-        """The one builder. Exports pass **contract_fields(contract_name) among `extra`."""
+        """The one builder. Exports pass **contract_fields(contract_name, keypoint_set) among `extra`."""
+        if int(num_keypoints) != keypoint_set.num_keypoints:
+            raise MetadataError(
+                f"{model}: {num_keypoints} heatmaps, but the keypoint set {keypoint_set.name!r} has "
+                f"{keypoint_set.num_keypoints} joints"
+            )
         input_size, output_size = int(input_size), int(output_size)
         if output_size < 1 or input_size % output_size:
             raise MetadataError(
@@ -76,7 +87,8 @@ class ModelMetadata:
             input_size,
             output_size,
             int(num_keypoints),
-            contract.describe(contract_name),
+            contract.describe(contract_name, keypoint_set),
+            keypoint_set,
             input_name,
             output_name,
             dict(extra),
@@ -96,6 +108,7 @@ class ModelMetadata:
             "num_keypoints": self.num_keypoints,
             **names,
             "contract": self.contract,
+            "keypoint_set": self.keypoint_set.to_json(),
             **self.extra,
         }
 
@@ -103,14 +116,28 @@ class ModelMetadata:
         Path(path).write_text(json.dumps(self.to_json(), indent=2))
 
 
-def contract_fields(contract_name: str) -> dict:
+def contract_fields(contract_name: str, keypoint_set: keypoints.KeypointSet) -> dict:
     """What an export adds about its contract for people and apps: the pixels in words, the output
-    channels' joint names in order, and the left/right channel pairs."""
+    channels' joint names in order, the left/right channel pairs and the skeleton between output
+    channels (web/pose.js draws it)."""
+    order = contract.channels(contract_name, keypoint_set)
+    position = {joint: channel for channel, joint in enumerate(order)}
     return {
         "normalisation": contract.PIXEL_DESCRIPTIONS[contract.PIXELS[contract_name]],
-        "keypoints": contract.describe(contract_name)["channel_order"],
-        "flip_pairs": contract.flip_pairs(contract_name),
+        "keypoints": contract.describe(contract_name, keypoint_set)["channel_order"],
+        "flip_pairs": contract.flip_pairs(contract_name, keypoint_set),
+        "skeleton": [[position[a], position[b]] for a, b in keypoint_set.skeleton],
     }
+
+
+def keypoint_set_of(values: dict, source: str) -> keypoints.KeypointSet:
+    """The keypoint set a model's .json records; files written before sets were data are `aic`."""
+    if "keypoint_set" not in values:
+        return keypoints.default()
+    try:
+        return keypoints.from_json(values["keypoint_set"], f"{source}: keypoint_set")
+    except keypoints.KeypointSetError as error:
+        raise MetadataError(str(error)) from error
 
 
 def path_for(model_path: Path) -> Path:
@@ -137,8 +164,9 @@ def from_json(values: dict, source: str) -> ModelMetadata:
     missing = [k for k in ("input_size", "contract") if k not in values]
     if missing:
         raise MetadataError(f"{source}: missing {', '.join(missing)}")
+    keypoint_set = keypoint_set_of(values, source)
     try:
-        declared = contract.from_metadata(values, source)
+        declared = contract.from_metadata(values, source, keypoint_set)
         input_size = int(values["input_size"])
         output_size = int(values.get("output_size") or input_size // int(values["output_stride"]))
     except contract.ContractError as error:
@@ -154,6 +182,7 @@ def from_json(values: dict, source: str) -> ModelMetadata:
         "output_stride",
         "num_keypoints",
         "contract",
+        "keypoint_set",
         "input_name",
         "output_name",
     }
@@ -163,6 +192,7 @@ def from_json(values: dict, source: str) -> ModelMetadata:
         output_size,
         int(values.get("num_keypoints", len(declared["channel_order"]))),
         declared,
+        keypoint_set,
         values.get("input_name"),
         values.get("output_name"),
         {k: v for k, v in values.items() if k not in known},
@@ -181,7 +211,8 @@ def seed_release(model_path: Path, interpreter=None) -> ModelMetadata:
     interpreter = interpreter or tflite_runtime.load(model_path)
     _, input_size, _, _ = tflite_runtime.input_shape(interpreter)
     _, output_size, _, channels = tflite_runtime.output_shape(interpreter)
-    expected = len(contract.CHANNELS[contract.SEED])
+    seed_set = keypoints.default()
+    expected = seed_set.num_keypoints
     if channels != expected or input_size % output_size:
         raise MetadataError(
             f"{model_path}: no {path_for(model_path).name} beside it, and its shapes "
@@ -194,6 +225,7 @@ def seed_release(model_path: Path, interpreter=None) -> ModelMetadata:
         output_size,
         channels,
         contract.SEED,
+        seed_set,
         output_name=interpreter.get_output_details()[0]["name"],
     )
 
