@@ -94,6 +94,8 @@ def evaluate(
             if anchors_dir
             else {}
         )
+        data_set = shard_index.keypoint_set(shard_index.read(data_dirs))
+        _check_keypoint_sets(models, anchors, data_set, data_dirs)
         predicted = {**models, **{ANCHOR_PREFIX + name: anchor for name, anchor in anchors.items()}}
         with records.named_shard_errors(shard_index.read(data_dirs)["files"]):
             predictions, truth, gallery = _predict_validation(
@@ -115,6 +117,8 @@ def evaluate(
                 "all_threads": _all_threads(),
                 "num_people": len(truth["image_id"]),
                 "gallery_model": gallery["model"],
+                "keypoint_set": data_set.to_json(),
+                "pck_name": data_set.pck_name,
             },
             "models": {},
             "anchors": {},
@@ -123,14 +127,16 @@ def evaluate(
             results["models"][name] = {
                 "file": model["path"].name,
                 "metadata": model["metadata"],
-                **_accuracy(predictions[name], truth),
+                **_accuracy(predictions[name], truth, data_set, model["keypoint_set"]),
                 **_speed_and_size(model["path"], latency_runs),
             }
         for name, anchor in anchors.items():
             results["anchors"][name] = {
                 "file": str(anchor["path"]),
                 "metadata": anchor["metadata"],
-                **_accuracy(predictions[ANCHOR_PREFIX + name], truth),
+                **_accuracy(
+                    predictions[ANCHOR_PREFIX + name], truth, data_set, anchor["keypoint_set"]
+                ),
                 **_speed_and_size(anchor["path"], latency_runs),
             }
         _compare_with_seed(results)
@@ -255,7 +261,6 @@ def _open_models(models_dir: Path) -> dict:
 def open_model(path: Path) -> dict:
     """{path, interpreter, metadata, contract, input_size, heatmap_size} of a .tflite, checking shapes. The metadata
     is its .json; without one it is one of the seed's released files (seed contract, shapes give the stride)."""
-    from pose.data import keypoints
     from pose.files import integrity
     from pose.models import metadata, tflite_runtime
 
@@ -272,11 +277,6 @@ def open_model(path: Path) -> dict:
             f"{path}: input {[height, width, channels]} / output {list(out_shape)}, expected a "
             "square RGB image in and [1, h, w, K] heatmaps out"
         )
-    if out_shape[-1] != keypoints.NUM_KEYPOINTS:
-        raise EvaluationError(
-            f"{path}: size mismatch: the model outputs {out_shape[-1]} heatmaps, the data has "
-            f"{keypoints.NUM_KEYPOINTS} keypoints per person"
-        )
     try:
         model_metadata = metadata.of_model_file(path, interpreter)
     except metadata.MetadataError as error:
@@ -291,13 +291,21 @@ def open_model(path: Path) -> dict:
     # the claims as written (the reader derives some fields, e.g. the stride, from others)
     claims = json.loads(beside.read_text()) if beside.is_file() else model_metadata.to_json()
     _check_claims(path, beside.name, claims if isinstance(claims, dict) else {}, height, out_shape)
-    if beside.is_file():  # a seed release's contract is vouched for by its checksum
+    if model_metadata.num_keypoints != model_metadata.keypoint_set.num_keypoints:
+        raise EvaluationError(
+            f"{path}: {beside.name} names {model_metadata.keypoint_set.num_keypoints} joints in its "
+            f"keypoint set, but the model outputs {out_shape[-1]} heatmaps"
+        )
+    # a seed release's contract is vouched for by its checksum; a set without the seed's order has
+    # one contract only
+    if beside.is_file() and model_metadata.keypoint_set.seed_order is not None:
         _check_contract(path, beside.name, interpreter, height, out_shape, model_metadata.contract)
     return {
         "path": path,
         "interpreter": interpreter,
         "metadata": model_metadata.to_json(),
         "contract": model_metadata.contract,
+        "keypoint_set": model_metadata.keypoint_set,
         "input_size": height,
         "heatmap_size": out_shape[1],
     }
@@ -392,14 +400,40 @@ def _check_seed_release(path: Path, meta_name: str) -> None:
         )
 
 
+def _check_keypoint_sets(models: dict, anchors: dict, data_set, data_dirs) -> None:
+    """Ours must predict the data's joints; an anchor is scored on the joints it shares by name."""
+    for model in models.values():
+        if not model["keypoint_set"].same_joints(data_set):
+            raise EvaluationError(
+                f"{model['path']}: predicts the keypoint set {model['keypoint_set'].name!r} "
+                f"({model['keypoint_set'].num_keypoints} joints), but the shards of "
+                f"{', '.join(map(str, data_dirs))} hold {data_set.name!r} ({data_set.num_keypoints})"
+            )
+    for name, anchor in anchors.items():
+        shared = data_set.shared_with(anchor["keypoint_set"])
+        if not shared:
+            raise EvaluationError(
+                f"{anchor['path']}: shares no joint (by name) with the data's keypoint set "
+                f"{data_set.name!r}: remove it from the anchors folder"
+            )
+        log.info(
+            "anchor %s: scored on the %d joints it shares with %r: %s",
+            name,
+            len(shared),
+            data_set.name,
+            ", ".join(data_set.names[i] for i, _ in shared),
+        )
+
+
 def run_in_contract(model: dict, images):
-    """Heatmaps in AIC order for training-pipeline images (RGB in [0, 1]), the model fed in its own contract."""
+    """Heatmaps in the order of the model's keypoint set for training-pipeline images (RGB in
+    [0, 1]), the model fed in its own contract."""
     from pose.models import contract, tflite_runtime
 
     heatmaps = tflite_runtime.run(
         model["interpreter"], contract.from_training_images(images, model["contract"])
     )
-    return contract.to_aic_order(heatmaps, model["contract"])
+    return contract.to_set_order(heatmaps, model["contract"], model["keypoint_set"])
 
 
 def _predict_validation(
@@ -416,10 +450,11 @@ def _predict_validation(
     from tqdm import tqdm
 
     from pose import codec
-    from pose.data import inputs, keypoints, shard_index
+    from pose.data import inputs, shard_index
     from pose.files import integrity
 
     index = shard_index.read(data_dirs)
+    data_set = shard_index.keypoint_set(index)
     integrity.verify_shards(data_dirs)
     if index["split"] != "valid":
         log.warning(
@@ -455,11 +490,6 @@ def _predict_validation(
             mininterval=5,
         ):
             batch = {key: value.numpy() for key, value in batch.items()}
-            if batch["original_keypoints"].shape[1] != keypoints.NUM_KEYPOINTS:
-                raise EvaluationError(
-                    f"{data_dirs}: records hold {batch['original_keypoints'].shape[1]} keypoints, "
-                    f"the models {keypoints.NUM_KEYPOINTS}"
-                )
             if first_pass:
                 truth["keypoints"].append(batch["original_keypoints"])
                 truth["visibility"].append(batch["visibility"])
@@ -468,7 +498,7 @@ def _predict_validation(
             for name, model in sized.items():
                 predict = lambda images, m=model: run_in_contract(m, images)  # noqa: E731
                 heatmaps = (
-                    codec.flip_test(predict, batch["image"])
+                    codec.flip_test(predict, batch["image"], model["keypoint_set"].flip_index)
                     if flip_test
                     else predict(batch["image"])
                 )
@@ -479,7 +509,12 @@ def _predict_validation(
                 predictions[name]["scores"].append(scores)
                 if name == gallery_model and len(gallery["images"]) < gallery_size:
                     gallery["images"].extend(
-                        _gallery_images(batch, in_input, gallery_size - len(gallery["images"]))
+                        _gallery_images(
+                            batch,
+                            in_input,
+                            gallery_size - len(gallery["images"]),
+                            data_set.skeleton,
+                        )
                     )
     truth = {key: np.concatenate(value) for key, value in truth.items()}
     if len(truth["image_id"]) == 0:
@@ -508,7 +543,9 @@ def input_to_original(points, to_original):
     return np.einsum("nij,nkj->nki", to_original[:, :, :2], points) + to_original[:, None, :, 2]
 
 
-def _gallery_images(batch: dict, predicted_input, count: int, scale: int = 2) -> list[str]:
+def _gallery_images(
+    batch: dict, predicted_input, count: int, skeleton, scale: int = 2
+) -> list[str]:
     import cv2
     import numpy as np
 
@@ -521,32 +558,46 @@ def _gallery_images(batch: dict, predicted_input, count: int, scale: int = 2) ->
         canvas = cv2.cvtColor((np.clip(image, 0, 1) * 255).astype(np.uint8), cv2.COLOR_RGB2BGR)
         canvas = cv2.resize(canvas, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
         report.draw_skeleton(
-            canvas, (true_points + 0.5) * scale - 0.5, visibility > 0, report.TRUE_COLOUR
+            canvas, (true_points + 0.5) * scale - 0.5, visibility > 0, report.TRUE_COLOUR, skeleton
         )
-        report.draw_skeleton(canvas, (points + 0.5) * scale - 0.5, None, report.PREDICTED_COLOUR)
+        report.draw_skeleton(
+            canvas, (points + 0.5) * scale - 0.5, None, report.PREDICTED_COLOUR, skeleton
+        )
         uris.append(report.jpeg_data_uri(canvas))
     return uris
 
 
-def _accuracy(prediction: dict, truth: dict) -> dict:
-    from pose.data import keypoints
+def _accuracy(prediction: dict, truth: dict, data_set, model_set) -> dict:
+    """PCK (the set's: PCKh@0.5 or PCK@0.2 of the box) and OKS AP with the set's sigmas, on the joints
+    the model's set shares with the data's (all of them for our models); `pckh` keeps its name in
+    results.json whichever PCK it is (`pck_name` says)."""
     from pose.evaluation import metrics
 
-    mean, per_joint = metrics.pckh(
-        prediction["keypoints"], truth["keypoints"], truth["visibility"] > 0
+    shared = data_set.shared_with(model_set)
+    data_joints, model_joints = [i for i, _ in shared], [j for _, j in shared]
+    scored = data_set if len(shared) == data_set.num_keypoints else data_set.subset(data_joints)
+    points = prediction["keypoints"][:, model_joints]
+    scores = prediction["scores"][:, model_joints]
+    truth_points = truth["keypoints"][:, data_joints]
+    visibility = truth["visibility"][:, data_joints]
+    mean, per_joint = metrics.pck(
+        points, truth_points, visibility > 0, scored, truth["bbox"][:, 2:].max(axis=-1)
     )
     ap = metrics.oks_ap(
-        prediction["keypoints"],
-        prediction["scores"],
-        truth["keypoints"],
-        truth["visibility"],
-        truth["bbox"],
-        truth["image_id"],
+        points, scores, truth_points, visibility, truth["bbox"], truth["image_id"], scored
     )
+    by_name = dict(zip(scored.names, per_joint))
     return {
         "pckh": mean,
+        "pck_name": scored.pck_name,
+        "joints_scored": len(shared),
         "pckh_per_joint": {
-            name: (None if v != v else float(v)) for name, v in zip(keypoints.NAMES, per_joint)
+            name: (
+                None
+                if name not in by_name or by_name[name] != by_name[name]
+                else float(by_name[name])
+            )
+            for name in data_set.names
         },
         **ap,
     }
@@ -658,11 +709,12 @@ def predict(
     letterboxed = cv2.warpAffine(
         image, to_input, (size, size), flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     )
-    heatmaps = contract.to_aic_order(
+    heatmaps = contract.to_set_order(
         tflite_runtime.run(
             model["interpreter"], contract.model_input(letterboxed[None], model["contract"])
         ),
         model["contract"],
+        model["keypoint_set"],
     )
     in_input, scores = HeatmapCodec.for_heatmaps(
         size, heatmaps.shape[1], refine=refine
@@ -673,6 +725,7 @@ def predict(
         points,
         scores[0] >= min_score,
         report.PREDICTED_COLOUR,
+        model["keypoint_set"].skeleton,
         thickness=max(2, round(max(height, width) / 200)),
     )
     output_path = Path(output_path)

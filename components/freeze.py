@@ -51,6 +51,11 @@ def freeze(model_dir: str, output_dir: str, export_contract: str = contract.DEFA
         model, train_info = _load_model(Path(model_dir))
         model_name = train_info.get("model", model.name)
         try:
+            keypoint_set = metadata.keypoint_set_of(train_info, f"{model_dir}/train_metadata.json")
+            contract.check_for_set(export_contract, keypoint_set)
+        except (metadata.MetadataError, contract.ContractError) as error:
+            raise FreezeError(f"{model_dir}: {error}") from error
+        try:
             output_name = networks.identity(model_name).seed_output_name
         except networks.UnknownModel as error:
             raise FreezeError(f"{model_dir}: {error}") from error
@@ -70,7 +75,7 @@ def freeze(model_dir: str, output_dir: str, export_contract: str = contract.DEFA
             )
             if isinstance(heatmaps, (list, tuple)):
                 heatmaps = heatmaps[-1]
-            heatmaps = contract.graph_output_from_training(heatmaps, export_contract)
+            heatmaps = contract.graph_output_from_training(heatmaps, export_contract, keypoint_set)
             with tf.name_scope(scope):
                 heatmaps = tf.identity(tf.cast(heatmaps, tf.float32), name=leaf)
             return {output_name: heatmaps}
@@ -92,7 +97,7 @@ def freeze(model_dir: str, output_dir: str, export_contract: str = contract.DEFA
             graph_def = convert_variables_to_constants_v2(concrete).graph.as_graph_def()
             tf.io.write_graph(graph_def, str(tmp), "frozen_graph.pb", as_text=False)
 
-            differences = _compare(model, tmp, output_name, sample, export_contract)
+            differences = _compare(model, tmp, output_name, sample, export_contract, keypoint_set)
             max_abs_diff = max(differences.values())
             log.info(
                 "max abs difference on a sample: %s",
@@ -109,9 +114,10 @@ def freeze(model_dir: str, output_dir: str, export_contract: str = contract.DEFA
                 output_size,
                 output_shape[-1],
                 export_contract,
+                keypoint_set,
                 input_name=INPUT_NAME,
                 output_name=output_name,
-                **metadata.contract_fields(export_contract),
+                **metadata.contract_fields(export_contract, keypoint_set),
                 max_abs_diff=float(max_abs_diff),
                 max_abs_diff_by_format=differences,
             ).to_json()
@@ -174,9 +180,11 @@ def _check_pose_model(model, path: Path, train_info: dict) -> None:
         )
 
 
-def _compare(model, folder: Path, output_name: str, sample, export_contract: str) -> dict:
+def _compare(
+    model, folder: Path, output_name: str, sample, export_contract: str, keypoint_set
+) -> dict:
     """Max abs difference of the SavedModel's and the frozen graph's heatmaps against Keras on `sample`
-    (RGB in [0, 1]), each fed in its own contract and compared in AIC order."""
+    (RGB in [0, 1]), each fed in its own contract and compared in the keypoint set's order."""
     import numpy as np
     import tensorflow as tf
 
@@ -188,11 +196,15 @@ def _compare(model, folder: Path, output_name: str, sample, export_contract: str
     )
     exported_in = contract.from_training_images(sample, export_contract)
     saved = tf.saved_model.load(str(folder / "saved_model")).signatures["serving_default"]
-    saved_out = contract.to_aic_order(
-        saved(**{INPUT_NAME: tf.constant(exported_in)})[output_name].numpy(), export_contract
+    saved_out = contract.to_set_order(
+        saved(**{INPUT_NAME: tf.constant(exported_in)})[output_name].numpy(),
+        export_contract,
+        keypoint_set,
     )
-    frozen_out = contract.to_aic_order(
-        run_frozen_graph(folder / "frozen_graph.pb", exported_in, output_name), export_contract
+    frozen_out = contract.to_set_order(
+        run_frozen_graph(folder / "frozen_graph.pb", exported_in, output_name),
+        export_contract,
+        keypoint_set,
     )
     return {
         "saved_model": float(np.abs(saved_out - keras_out).max()),

@@ -31,7 +31,6 @@ import tensorflow as tf
 
 from components import cli
 from pose.data import jpeg, packs, pixels, records
-from pose.data.keypoints import NUM_KEYPOINTS
 from pose.data.shard_index import write as write_index
 from pose.files import integrity, outputs, steplog
 from pose.files.atomic import atomic_directory, atomic_file
@@ -60,7 +59,9 @@ def _finite_numbers(values: list) -> bool:
         return False
 
 
-def _load_people(input_dir: str, split: str) -> tuple[list[dict], dict, list[dict]]:
+def _load_people(
+    input_dir: str, split: str, num_keypoints: int
+) -> tuple[list[dict], dict, list[dict]]:
     """The people with at least one labelled joint, sorted by annotation id; the images by id;
     the people skipped for having none."""
     path = os.path.join(input_dir, "annotations", f"person_keypoints_{split}.json")
@@ -75,9 +76,10 @@ def _load_people(input_dir: str, split: str) -> tuple[list[dict], dict, list[dic
     for position, person in sorted(enumerate(annotations), key=lambda item: item[1].get("id", -1)):
         where = f"{path}: annotations[{position}] (id {person.get('id')})"
         keypoints = person.get("keypoints")
-        if not isinstance(keypoints, list) or len(keypoints) != 3 * NUM_KEYPOINTS:
+        if not isinstance(keypoints, list) or len(keypoints) != 3 * num_keypoints:
             raise ShardError(
-                f"{where}: expected {3 * NUM_KEYPOINTS} keypoint values, got "
+                f"{where}: expected {3 * num_keypoints} keypoint values ({num_keypoints} joints of "
+                f"the data's keypoint set x [x, y, v]), got "
                 f"{len(keypoints) if isinstance(keypoints, list) else keypoints!r}"
             )
         if not _finite_numbers(keypoints):
@@ -130,7 +132,7 @@ def crop_person(image: np.ndarray, bbox, crop_size: int) -> tuple[np.ndarray, np
 def _person_example(person: dict, image_info: dict, image: np.ndarray, crop_size: int) -> bytes:
     crop, to_original = crop_person(image, person["bbox"], crop_size)
     to_crop = np.linalg.inv(np.vstack([to_original, [0.0, 0.0, 1.0]]))[:2]
-    values = np.asarray(person["keypoints"], dtype=np.float64).reshape(NUM_KEYPOINTS, 3)
+    values = np.asarray(person["keypoints"], dtype=np.float64).reshape(-1, 3)
     visibility = values[:, 2].astype(np.int64)
     keypoints = values[:, :2] @ to_crop[:, :2].T + to_crop[:, 2]
     keypoints[visibility == 0] = 0.0  # unlabelled joints have no position
@@ -140,6 +142,7 @@ def _person_example(person: dict, image_info: dict, image: np.ndarray, crop_size
     if not ok:
         raise ShardError(f"annotation {person['id']}: JPEG encoding of the crop failed")
     return records.make_example(
+        len(values),
         image_encoded=jpeg.tobytes(),
         image_file_name=image_info["file_name"],
         image_id=person["image_id"],
@@ -202,7 +205,7 @@ class _Source(NamedTuple):
     skipped: int
 
 
-def _sources(input_dir: str, split: str, num_shards: int, indices) -> dict:
+def _sources(input_dir: str, split: str, num_shards: int, indices, num_keypoints: int) -> dict:
     """{shard index: _Source} for the wanted shards, from a whole COCO folder, a packed one or one pack."""
     pack = packs.read_pack_info(input_dir)
     if pack is not None:
@@ -217,7 +220,7 @@ def _sources(input_dir: str, split: str, num_shards: int, indices) -> dict:
                 f"{input_dir}: a pack of {pack['split']} shard {pack['shard_index']} of "
                 f"{pack['num_shards']}, but asked for {split} {asked} of {num_shards}"
             )
-        people, images, skipped = _load_people(input_dir, split)
+        people, images, skipped = _load_people(input_dir, split, num_keypoints)
         return {pack["shard_index"]: _Source(input_dir, people, images, len(skipped))}
     if num_shards is None:
         raise ShardError(f"{input_dir}: not a pack, so --num-shards is needed")
@@ -233,9 +236,9 @@ def _sources(input_dir: str, split: str, num_shards: int, indices) -> dict:
                     f"{input_dir}: no pack {packs.pack_name(split, index, num_shards)} (convert packed "
                     f"it for another --num-shards? packs there: {', '.join(found[:4])}...)"
                 )
-            sources.update(_sources(folder, split, num_shards, [index]))
+            sources.update(_sources(folder, split, num_shards, [index], num_keypoints))
         return sources
-    people, images, skipped = _load_people(input_dir, split)
+    people, images, skipped = _load_people(input_dir, split, num_keypoints)
     shard_of = packs.shard_of_images(images, num_shards)
     return {
         index: _Source(
@@ -309,8 +312,16 @@ def shard(
         shard_index=shard_index,
         output=output_dir,
     ) as wrote:
+        try:
+            keypoint_set = packs.read_keypoint_set(input_dir)
+        except packs.PackError as error:
+            raise ShardError(str(error)) from None
         sources = _sources(
-            input_dir, split, num_shards, None if shard_index is None else [shard_index]
+            input_dir,
+            split,
+            num_shards,
+            None if shard_index is None else [shard_index],
+            keypoint_set.num_keypoints,
         )
         indices = sorted(sources)
         if (
@@ -353,7 +364,8 @@ def shard(
                 },
                 "num_examples": sum(counts),
                 "skipped_unlabelled": sum(sources[i].skipped for i in indices),
-                "feature_spec": records.feature_spec_json(),
+                "feature_spec": records.feature_spec_json(keypoint_set.num_keypoints),
+                "keypoint_set": keypoint_set.to_json(),
                 integrity.CHECKSUMS: {
                     shard_name(split, i, num_shards): checksum
                     for i, (_, checksum) in zip(indices, written)
@@ -361,6 +373,7 @@ def shard(
             }
             write_index(folder, index)
     wrote.update(
+        keypoint_set=f"{keypoint_set.name} ({keypoint_set.num_keypoints} joints)",
         shards=len(index["shards"]),
         examples=index["num_examples"],
         skipped_unlabelled=index["skipped_unlabelled"],

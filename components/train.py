@@ -72,12 +72,15 @@ def train(
     `checkpoint_uri` (gs://, s3:// or minio://…): checkpoints are mirrored there and a start resumes
     from the newest."""
     cfg = load_config(config, overrides).resolved()
-    # shards hold K joints per person: say so before building a graph
-    if cfg.num_keypoints != records.K:
+    keypoint_set = _keypoint_set_of_shards(data_dirs, valid_dirs or [])
+    # one heatmap per joint of the shards' set: say so before building a graph
+    if cfg.num_keypoints is None:
+        cfg.num_keypoints = keypoint_set.num_keypoints
+    elif cfg.num_keypoints != keypoint_set.num_keypoints:
         raise TrainError(
             f"config num_keypoints {cfg.num_keypoints}, but the shards hold "
-            f"{records.K} keypoints "
-            f"per person (the AI Challenger joints; {', '.join(data_dirs)})"
+            f"{keypoint_set.num_keypoints} keypoints per person (the keypoint set "
+            f"{keypoint_set.name!r}; {', '.join(data_dirs)}): leave num_keypoints out"
         )
     if checkpoint_uri:  # fail before building anything
         split_object_uri(checkpoint_uri)
@@ -119,6 +122,7 @@ def train(
             checkpoint_uri,
             config_label=config if "\n" not in config else "(YAML text)",
             bucket_lock=held_bucket,
+            keypoint_set=keypoint_set,
         )
         metadata = run.fit()
         wrote.update(
@@ -131,6 +135,25 @@ def train(
             model=str(Path(output_dir) / "model.keras"),
         )
     return metadata
+
+
+def _keypoint_set_of_shards(data_dirs, valid_dirs):
+    """The keypoint set of the training shards; the valid shards must hold the same."""
+    try:
+        found = shard_index.keypoint_set(shard_index.read(data_dirs)) if data_dirs else None
+        if found is not None and valid_dirs:
+            valid = shard_index.keypoint_set(shard_index.read(valid_dirs))
+            if not valid.same_joints(found):
+                raise TrainError(
+                    f"the training shards hold the keypoint set {found.name!r} "
+                    f"({found.num_keypoints} joints), the valid shards {valid.name!r} "
+                    f"({valid.num_keypoints})"
+                )
+    except shard_index.ShardIndexError as error:
+        raise TrainError(str(error)) from None
+    if found is None:
+        raise TrainError("no training shard folders given (--data)")
+    return found
 
 
 class _Run:
@@ -148,8 +171,10 @@ class _Run:
         checkpoint_uri: str = "",
         config_label: str = "",
         bucket_lock=None,
+        keypoint_set=None,
     ):
         self.cfg, self.strategy, self.output_dir = cfg, strategy, output_dir
+        self.keypoint_set = keypoint_set
         self.valid_dirs = list(valid_dirs)
         self.chief = distribution.is_chief()
         self.mixed = distribution.on_gpu() if cfg.mixed_precision is None else cfg.mixed_precision
@@ -275,7 +300,11 @@ class _Run:
             return None
         try:
             summary = warm_start.load_into(
-                self.model, self.cfg.init_from, self.cfg.model, self.cfg.seed_layers
+                self.model,
+                self.cfg.init_from,
+                self.cfg.model,
+                self.cfg.seed_layers,
+                self.keypoint_set,
             )
         except warm_start.WarmStartError as error:
             raise TrainError(str(error)) from error
@@ -287,6 +316,15 @@ class _Run:
             if "reproduction_max_abs_diff" in summary
             else "",
         )
+        if summary.get("channels_new") or summary.get("layers_new"):
+            log.info(
+                "warm start: joints loaded by name: %s; new joints (fresh channels): %s; layers "
+                "partly loaded: %s; layers new: %s",
+                ", ".join(summary["channels_loaded"]) or "none",
+                ", ".join(summary["channels_new"]) or "none",
+                ", ".join(summary["layers_partly_loaded"]) or "none",
+                ", ".join(summary["layers_new"]) or "none",
+            )
         return summary
 
     @property
@@ -457,6 +495,7 @@ class _Run:
             "input_size": cfg.input_size,
             "output_stride": cfg.output_stride,
             "num_keypoints": cfg.num_keypoints,
+            "keypoint_set": self.keypoint_set.to_json(),
             "width": cfg.width,
             "num_stages": cfg.num_stages,
             **{

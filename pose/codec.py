@@ -22,8 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pose.data import keypoints
-
 # The seed (PoseEstimationForMobile, dataset.py) drew Gaussians of sigma 6 pixels on the 192x192
 # network input and shrank them to the heatmap size, so sigma here is in INPUT pixels: 6 input
 # pixels = 3 heatmap pixels for the CPM (stride 2), 1.5 for the hourglass (stride 4). Unlike the
@@ -188,14 +186,16 @@ def flip_images(images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(images)[:, :, ::-1])
 
 
-def unflip_heatmaps(heatmaps: np.ndarray) -> np.ndarray:
-    """Heatmaps predicted on flipped images, mirrored back and with left/right joints swapped.
+def unflip_heatmaps(heatmaps: np.ndarray, flip_index) -> np.ndarray:
+    """Heatmaps predicted on flipped images, mirrored back and with left/right joints swapped
+    (flip_index: the keypoint set's, pose.data.keypoints.KeypointSet.flip_index, in the heatmaps'
+    channel order).
 
     Mirroring a heatmap array is exact under the pixel-centre convention of HeatmapCodec.to_input.
     """
-    return np.ascontiguousarray(np.asarray(heatmaps)[:, :, ::-1][..., list(keypoints.FLIP_INDEX)])
+    return np.ascontiguousarray(np.asarray(heatmaps)[:, :, ::-1][..., list(flip_index)])
 
 
-def flip_test(predict, images: np.ndarray) -> np.ndarray:
+def flip_test(predict, images: np.ndarray, flip_index) -> np.ndarray:
     """Mean of predict(images) and the un-flipped predict(flipped images); predict maps [N,H,W,3] -> heatmaps."""
-    return 0.5 * (predict(images) + unflip_heatmaps(predict(flip_images(images))))
+    return 0.5 * (predict(images) + unflip_heatmaps(predict(flip_images(images)), flip_index))

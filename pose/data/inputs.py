@@ -28,8 +28,8 @@ import numpy as np
 import tensorflow as tf
 
 from pose.codec import DEFAULT_SIGMA, HeatmapCodec
+from pose.data import keypoints as keypoint_sets
 from pose.data import records, shard_index
-from pose.data.keypoints import FLIP_INDEX
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -176,12 +176,13 @@ def resample(image: tf.Tensor, matrix: tf.Tensor, input_size: int) -> tf.Tensor:
     )
 
 
-def swap_left_right(flip, keypoints: tf.Tensor, visibility: tf.Tensor):
-    """Where flip (a scalar, or [B]), left and right joints trade places: keypoints [..., K, 2],
-    visibility [..., K]."""
+def swap_left_right(flip, keypoints: tf.Tensor, visibility: tf.Tensor, flip_index):
+    """Where flip (a scalar, or [B]), left and right joints trade places (flip_index: the keypoint
+    set's): keypoints [..., K, 2], visibility [..., K]."""
     flip = tf.cast(flip, tf.bool)[..., None]
-    keypoints = tf.where(flip[..., None], tf.gather(keypoints, FLIP_INDEX, axis=-2), keypoints)
-    return keypoints, tf.where(flip, tf.gather(visibility, FLIP_INDEX, axis=-1), visibility)
+    flip_index = list(flip_index)
+    keypoints = tf.where(flip[..., None], tf.gather(keypoints, flip_index, axis=-2), keypoints)
+    return keypoints, tf.where(flip, tf.gather(visibility, flip_index, axis=-1), visibility)
 
 
 def warp_person(
@@ -194,27 +195,37 @@ def warp_person(
     translation=(0.0, 0.0),
     flip=False,
     decode_ratio=1,
+    flip_index=None,
 ):
     """One affine warp of a crop [C, C, 3] to the input [S, S, 3] (bilinear, black outside), with the
     keypoints [K, 2] in crop pixels following it; a flip also swaps left and right joints.
     decode_ratio: the crop was decoded at 1/decode_ratio of its size (image [C/r, C/r, 3]); keypoints
-    and the returned matrix stay in full crop pixels.
+    and the returned matrix stay in full crop pixels. flip_index: the keypoint set's (needed when
+    flipping).
 
     Returns (image [S, S, 3] of the input's dtype, keypoints [K, 2] in input pixels,
     visibility [K], matrix 3x3 input -> crop)."""
     crop_size = tf.shape(image)[0] * tf.cast(decode_ratio, tf.int32)
     matrix = input_to_crop(crop_size, input_size, scale, rotation_degrees, translation, flip)
     warped = resample(image, crop_to_decoded(decode_ratio) @ matrix, input_size)
-    points, visibility = swap_left_right(
-        flip, apply_affine(tf.linalg.inv(matrix), keypoints), visibility
-    )
+    points = apply_affine(tf.linalg.inv(matrix), keypoints)
+    if flip_index is not None:
+        points, visibility = swap_left_right(flip, points, visibility, flip_index)
+    elif flip is not False:
+        raise ValueError("warp_person: a flip needs the keypoint set's flip_index")
     return warped, points, visibility, matrix
 
 
-def joint_weights(keypoints: tf.Tensor, visibility: tf.Tensor, input_size: int) -> tf.Tensor:
-    """1.0 for labelled joints inside the input, else 0.0: [K] float32."""
+def joint_weights(
+    keypoints: tf.Tensor, visibility: tf.Tensor, input_size: int, set_weights=None
+) -> tf.Tensor:
+    """The loss weight of each joint: the keypoint set's joint weight (1.0 where it gives none) for
+    labelled joints inside the input, else 0.0: [K] float32."""
     inside = tf.reduce_all((keypoints >= 0.0) & (keypoints <= input_size - 1.0), axis=-1)
-    return tf.cast(inside & (visibility > 0), tf.float32)
+    weights = tf.cast(inside & (visibility > 0), tf.float32)
+    if set_weights is not None and any(w != 1.0 for w in set_weights):
+        weights = weights * tf.constant(list(set_weights), tf.float32)
+    return weights
 
 
 # ---- colour ------------------------------------------------------------------------------------
@@ -340,14 +351,15 @@ def training_batch(
     output_stride: int,
     sigma: float,
     augmentation: Augmentation,
+    keypoint_set: keypoint_sets.KeypointSet,
 ):
-    """Records [B] -> (images [B, S, S, 3] float32 in [0, 1],
+    """Records [B] of `keypoint_set`'s people -> (images [B, S, S, 3] float32 in [0, 1],
     {"heatmaps": [B, S/stride, S/stride, K], "weights": [B, K]}).
 
     Per example only the pixels are worked on (decode and warp); the rest is done for the whole batch
     at once, because per example its many small ops cost as much as decoding: parsing, augmentation
     draws, transforms and keypoints as [B] vectors; colour jitter and heatmaps fused by XLA."""
-    examples = tf.io.parse_example(serialized, records.PARSE_SPEC)
+    examples = tf.io.parse_example(serialized, records.parse_spec(keypoint_set.num_keypoints))
     params = _random_params(seed, augmentation, input_size, count=tf.shape(serialized)[0])
     crop_size = examples["crop/size"]
     matrix = input_to_crop(
@@ -375,8 +387,9 @@ def training_batch(
         params["flip"],
         apply_affine(tf.linalg.inv(matrix), examples["person/keypoints"]),
         examples["person/visibility"],
+        keypoint_set.flip_index,
     )  # [B, K, 2], [B, K]
-    weights = joint_weights(points, visibility, input_size)
+    weights = joint_weights(points, visibility, input_size, keypoint_set.joint_weights)
     images, targets = _colour_and_heatmaps_xla(
         images,
         colour_matrix(params["saturation"], params["hue_degrees"]),
@@ -391,8 +404,8 @@ def training_batch(
     return images, {"heatmaps": targets, "weights": weights}
 
 
-def evaluation_example(serialized: tf.Tensor, input_size: int) -> dict:
-    example = records.parse(serialized)
+def evaluation_example(serialized: tf.Tensor, input_size: int, num_keypoints: int) -> dict:
+    example = records.parse(serialized, num_keypoints)
     crop_keypoints = example["person/keypoints"]
     decode_ratio = _decode_ratio(example["crop/size"], input_size)
     image, points, visibility, matrix = warp_person(
@@ -467,7 +480,8 @@ def training_dataset(
     hand over whichever example is ready first, faster on a busy machine but not reproducible.
     When repeating, the last partial batch is dropped so every batch has the same shape.
     """
-    files = shard_index.read(dirs)["files"]
+    index = shard_index.read(dirs)
+    files, keypoint_set = index["files"], shard_index.keypoint_set(index)
     if not augment:
         augmentation = NO_AUGMENTATION
     elif not isinstance(augmentation, Augmentation):
@@ -492,6 +506,7 @@ def training_dataset(
                     output_stride,
                     sigma,
                     augmentation,
+                    keypoint_set,
                 )
             ),
             num_parallel_calls=AUTOTUNE,
@@ -506,9 +521,10 @@ def evaluation_dataset(dirs: list[str], input_size: int, batch_size: int = 16) -
     """Batches of dicts, in shard and record order (see evaluation_example): image, keypoints and
     visibility in input pixels, to_original [B, 2, 3] (input pixel -> original pixel), original_keypoints,
     image_id, person_id, bbox (original xywh), original_size (h, w)."""
-    files = shard_index.read(dirs)["files"]
+    index = shard_index.read(dirs)
+    files, num_keypoints = index["files"], shard_index.keypoint_set(index).num_keypoints
     dataset = tf.data.TFRecordDataset(files).map(
-        _plain(lambda serialized: evaluation_example(serialized, input_size)),
+        _plain(lambda serialized: evaluation_example(serialized, input_size, num_keypoints)),
         num_parallel_calls=AUTOTUNE,
         deterministic=True,
     )

@@ -43,7 +43,12 @@ _SIDES = (
     (re.compile(r"^(.+?)([_\- ])right$"), "left"),
 )
 # Names of the two ends of a head segment, in the spellings data sets use (top, bottom).
-_HEAD_SEGMENTS = (("head_top", "neck"), ("top_head", "neck"), ("head", "neck"), ("head_top", "upper_neck"))
+_HEAD_SEGMENTS = (
+    ("head_top", "neck"),
+    ("top_head", "neck"),
+    ("head", "neck"),
+    ("head_top", "upper_neck"),
+)
 
 
 class KeypointSetError(ValueError):
@@ -99,6 +104,28 @@ class KeypointSet:
         theirs = {name: i for i, name in enumerate(other.names)}
         return [(i, theirs[name]) for i, name in enumerate(self.names) if name in theirs]
 
+    def subset(self, indices) -> "KeypointSet":
+        """The set restricted to the joints at `indices` (in that order): what a model of another
+        set is scored on. Swap pairs, limbs and the head segment survive where both ends do."""
+        indices = list(indices)
+        new = {old: i for i, old in enumerate(indices)}
+        head = self.head if self.head and all(j in new for j in self.head) else None
+        return KeypointSet(
+            f"{self.name}[{len(indices)} joints]",
+            tuple(self.names[i] for i in indices),
+            tuple(
+                sorted(
+                    (min(new[a], new[b]), max(new[a], new[b]))
+                    for a, b in self.swap_pairs
+                    if a in new and b in new
+                )
+            ),
+            tuple((new[a], new[b]) for a, b in self.skeleton if a in new and b in new),
+            tuple(self.sigmas[i] for i in indices),
+            tuple(self.joint_weights[i] for i in indices),
+            (new[head[0]], new[head[1]]) if head else None,
+        )
+
     def same_joints(self, other: "KeypointSet") -> bool:
         return self.names == other.names and self.swap_pairs == other.swap_pairs
 
@@ -151,12 +178,16 @@ def from_json(values, source: str = "keypoint set") -> KeypointSet:
 
     def joint(name, where):
         if not isinstance(name, str) or name not in position:
-            raise KeypointSetError(f"{source}: {where} names {name!r}, which is not one of the keypoints")
+            raise KeypointSetError(
+                f"{source}: {where} names {name!r}, which is not one of the keypoints"
+            )
         return position[name]
 
     swap = values.get("swap") or {}
     if not isinstance(swap, dict):
-        raise KeypointSetError(f"{source}: swap must map a joint to its partner, got {type(swap).__name__}")
+        raise KeypointSetError(
+            f"{source}: swap must map a joint to its partner, got {type(swap).__name__}"
+        )
     pairs = set()
     for a, b in swap.items():
         i, j = joint(a, "swap"), joint(b, f"swap of {a!r}")
@@ -173,23 +204,41 @@ def from_json(values, source: str = "keypoint set") -> KeypointSet:
     skeleton = []
     for number, edge in enumerate(skeleton_values):
         if not isinstance(edge, (list, tuple)) or len(edge) != 2:
-            raise KeypointSetError(f"{source}: skeleton edge {number} is {edge!r}, expected [joint, joint]")
-        skeleton.append((joint(edge[0], f"skeleton edge {number}"), joint(edge[1], f"skeleton edge {number}")))
+            raise KeypointSetError(
+                f"{source}: skeleton edge {number} is {edge!r}, expected [joint, joint]"
+            )
+        skeleton.append(
+            (joint(edge[0], f"skeleton edge {number}"), joint(edge[1], f"skeleton edge {number}"))
+        )
     sigmas = _per_joint(values.get("sigmas"), "sigmas", names, source, default=None)
     weights = _per_joint(values.get("joint_weights"), "joint_weights", names, source, default=1.0)
     pck = values.get("pck", PCK_BOX)
     if pck == PCK_BOX:
         head = None
-    elif isinstance(pck, dict) and set(pck) == {PCK_HEAD} and isinstance(pck[PCK_HEAD], list) and len(pck[PCK_HEAD]) == 2:
-        head = (joint(pck[PCK_HEAD][0], "pck's head segment"), joint(pck[PCK_HEAD][1], "pck's head segment"))
+    elif (
+        isinstance(pck, dict)
+        and set(pck) == {PCK_HEAD}
+        and isinstance(pck[PCK_HEAD], list)
+        and len(pck[PCK_HEAD]) == 2
+    ):
+        head = (
+            joint(pck[PCK_HEAD][0], "pck's head segment"),
+            joint(pck[PCK_HEAD][1], "pck's head segment"),
+        )
         if head[0] == head[1]:
-            raise KeypointSetError(f"{source}: pck's head segment joins {pck[PCK_HEAD][0]!r} to itself")
+            raise KeypointSetError(
+                f"{source}: pck's head segment joins {pck[PCK_HEAD][0]!r} to itself"
+            )
     else:
-        raise KeypointSetError(f'{source}: pck is {pck!r}; expected "box" or {{head: [top, bottom]}}')
+        raise KeypointSetError(
+            f'{source}: pck is {pck!r}; expected "box" or {{head: [top, bottom]}}'
+        )
     seed_order = None
     if values.get("seed_order") is not None:
         order = values["seed_order"]
-        if not isinstance(order, list) or sorted(joint(n, "seed_order") for n in order) != list(range(len(names))):
+        if not isinstance(order, list) or sorted(joint(n, "seed_order") for n in order) != list(
+            range(len(names))
+        ):
             raise KeypointSetError(f"{source}: seed_order must name every keypoint once")
         seed_order = tuple(position[n] for n in order)
     name = values.get("name", Path(source).stem)
@@ -204,11 +253,15 @@ def _names(values, source: str) -> tuple[str, ...]:
     if not isinstance(values, (list, tuple)) or not values:
         raise KeypointSetError(f"{source}: keypoints must be a non-empty list of names")
     if len(values) > MAX_KEYPOINTS:
-        raise KeypointSetError(f"{source}: {len(values)} keypoints; at most {MAX_KEYPOINTS} are supported")
+        raise KeypointSetError(
+            f"{source}: {len(values)} keypoints; at most {MAX_KEYPOINTS} are supported"
+        )
     seen = set()
     for i, name in enumerate(values):
         if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_LENGTH:
-            raise KeypointSetError(f"{source}: keypoint {i} is {name!r}, expected a name of 1-{MAX_NAME_LENGTH} characters")
+            raise KeypointSetError(
+                f"{source}: keypoint {i} is {name!r}, expected a name of 1-{MAX_NAME_LENGTH} characters"
+            )
         if name in seen:
             raise KeypointSetError(f"{source}: keypoint name {name!r} repeats (keypoint {i})")
         seen.add(name)
@@ -225,8 +278,15 @@ def _per_joint(values, field, names, source, default):
         raise KeypointSetError(f"{source}: {field} has {count} values for {len(names)} keypoints")
     out = []
     for name, value in zip(names, values):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise KeypointSetError(f"{source}: {field} of {name!r} is {value!r}, expected a positive number")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value <= 0
+        ):
+            raise KeypointSetError(
+                f"{source}: {field} of {name!r} is {value!r}, expected a positive number"
+            )
         out.append(float(value))
     return tuple(out)
 
@@ -273,7 +333,9 @@ def read_yaml(path) -> KeypointSet:
     try:
         size = path.stat().st_size
         if size > MAX_YAML_BYTES:
-            raise KeypointSetError(f"{path}: {size} bytes; a keypoint set's YAML file is at most {MAX_YAML_BYTES}")
+            raise KeypointSetError(
+                f"{path}: {size} bytes; a keypoint set's YAML file is at most {MAX_YAML_BYTES}"
+            )
         values = yaml.safe_load(path.read_text())
     except OSError as error:
         raise KeypointSetError(f"{path}: cannot be read ({error.strerror or error})") from error
@@ -320,7 +382,10 @@ def from_coco_category(category, source: str, name: str | None = None) -> Keypoi
         if (
             not isinstance(edge, (list, tuple))
             or len(edge) != 2
-            or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= len(names) for v in edge)
+            or not all(
+                isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= len(names)
+                for v in edge
+            )
         ):
             raise KeypointSetError(
                 f"{source}: categories[0].skeleton edge {number} is {edge!r}: expected two joint "

@@ -18,6 +18,9 @@ import os
 
 PACKS_DIR = "packs"
 PACK_INFO = "pack.json"
+KEYPOINT_SET_FILE = (
+    "keypoint_set.json"  # convert writes it at the top of its output and in each pack
+)
 # The most shards per split, for every runner: on a KFP cluster, train receives one artifact per
 # shard of both splits, each inlined (URI and metadata, about 0.9 KB) into its executor input, a
 # single command-line argument that Linux caps at 128 KiB. At 32, train's is 58 KB, under half the
@@ -109,3 +112,24 @@ def check_shard_inputs(dataset_info_path, **shards_per_split: int) -> dict:
                 f"step has {count} {split} shards"
             )
     return info
+
+
+def write_keypoint_set(folder, keypoint_set) -> None:
+    with open(os.path.join(folder, KEYPOINT_SET_FILE), "w") as f:
+        json.dump(keypoint_set.to_json(), f, indent=1)
+
+
+def read_keypoint_set(folder):
+    """The keypoint set of a COCO folder or pack that convert wrote; folders written before sets were
+    data are AIC's (the default set)."""
+    from pose.data import keypoints
+
+    path = os.path.join(folder, KEYPOINT_SET_FILE)
+    if not os.path.isfile(path):
+        return keypoints.default()
+    try:
+        with open(path) as f:
+            values = json.load(f)
+        return keypoints.from_json(values, path)
+    except (OSError, json.JSONDecodeError, keypoints.KeypointSetError) as error:
+        raise PackError(f"{path}: not a readable keypoint set: {error}") from error

@@ -1,11 +1,14 @@
 """A shard folder's index.json (docs/ARTIFACTS.md): shard writes it, the input pipeline reads it,
 integrity checks the shards against it. Its keys: split, num_shards, crop_size, crop_margin, shards
-({file name: example count}), num_examples, skipped_unlabelled, feature_spec, checksums
+({file name: example count}), num_examples, skipped_unlabelled, feature_spec, keypoint_set (the
+set's JSON, pose.data.keypoints; an index without one is of the `aic` set), checksums
 (pose.files.integrity)."""
 
 import json
 import os
 from pathlib import Path
+
+from pose.data import keypoints
 
 FILE = "index.json"
 
@@ -37,11 +40,11 @@ def read_folder(folder) -> dict:
 
 def read(dirs: list[str] | str) -> dict:
     """Merges the index.json of shard folders: files (sorted paths), num_examples, crop_size, split,
-    shards ({path: count})."""
+    shards ({path: count}), keypoint_set (its JSON; every folder must hold the same set)."""
     dirs = [dirs] if isinstance(dirs, (str, os.PathLike)) else list(dirs)
     if not dirs:
         raise ShardIndexError("no shard folders given")
-    shards, splits, crop_sizes = {}, set(), set()
+    shards, splits, crop_sizes, sets = {}, set(), set(), {}
     for folder in dirs:
         index = read_folder(folder)
         try:
@@ -51,6 +54,8 @@ def read(dirs: list[str] | str) -> dict:
             raise ShardIndexError(
                 f"{path_of(folder)}: cannot read the shard index: {error!r}"
             ) from None
+        found = _keypoint_set_of(index, folder)
+        sets.setdefault(json.dumps(found.to_json(), sort_keys=True), (folder, found))
         for name, count in index["shards"].items():
             path = os.path.join(folder, name)
             if not os.path.isfile(path):
@@ -60,6 +65,12 @@ def read(dirs: list[str] | str) -> dict:
         raise ShardIndexError(
             f"shard folders {dirs} mix splits {sorted(splits)} or crop sizes {sorted(crop_sizes)}"
         )
+    if len(sets) > 1:
+        (first, a), (second, b) = list(sets.values())[:2]
+        raise ShardIndexError(
+            f"shard folders hold different keypoint sets: {path_of(first)} has {a.name!r} "
+            f"({a.num_keypoints} joints), {path_of(second)} has {b.name!r} ({b.num_keypoints} joints)"
+        )
     files = sorted(shards)
     return {
         "files": files,
@@ -67,4 +78,19 @@ def read(dirs: list[str] | str) -> dict:
         "num_examples": sum(shards.values()),
         "crop_size": crop_sizes.pop(),
         "split": splits.pop(),
+        "keypoint_set": next(iter(sets.values()))[1].to_json(),
     }
+
+
+def _keypoint_set_of(index: dict, folder) -> keypoints.KeypointSet:
+    if "keypoint_set" not in index:
+        return keypoints.default()
+    try:
+        return keypoints.from_json(index["keypoint_set"], f"{path_of(folder)}: keypoint_set")
+    except keypoints.KeypointSetError as error:
+        raise ShardIndexError(str(error)) from None
+
+
+def keypoint_set(index: dict) -> keypoints.KeypointSet:
+    """The keypoint set of a merged index (`read`'s result)."""
+    return keypoints.from_json(index["keypoint_set"], "shard index")

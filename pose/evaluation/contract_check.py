@@ -5,10 +5,12 @@ heatmap channels). Shapes can be checked against the model's tensors; the contra
 that takes BGR 0..255 (seed) fed RGB / 255 (aic) still runs, and scores 0.0 with no word of why
 (issue 21: the seed's CPM under a `.json` claiming `aic`).
 
-So the model is run once per contract on one picture whose keypoints are known: a figure the
+Only a model of the `aic` keypoint set has two contracts to tell apart (the seed's order exists for
+it alone), so only such a model is checked. It is run once per contract on one picture whose
+keypoints are known: a figure the
 synthetic renderer (pose.data.synthetic) draws from a fixed seed, padded to a square and resized to
 the model's input as the web demo does (pose.evaluation.photos.square_input). Each contract's fit is
-PCK@0.2 over its 14 joints (pose.evaluation.photos.agreement: within 0.2 x the longer side of the
+PCK@0.2 over its joints (pose.evaluation.photos.agreement: within 0.2 x the longer side of the
 joints' extent), the heatmaps read in that contract's channel order.
 
 The rule: another contract fits clearly better than the claimed one when it finds at least FITS of
@@ -34,11 +36,11 @@ MARGIN = 0.3  # ...and clearly more than the claimed one
 
 @functools.cache
 def known_figure() -> tuple[np.ndarray, np.ndarray]:
-    """(BGR uint8 picture, [14, 2] joint positions), rendered once per process."""
+    """(BGR uint8 picture, [K, 2] joint positions of the `aic` set), rendered once per process."""
     from pose.data import synthetic
 
     picture, persons = synthetic.render_image(np.random.default_rng(FIGURE_SEED))
-    values = np.asarray(persons[0]["keypoints"], np.float64).reshape(keypoints.NUM_KEYPOINTS, 3)
+    values = np.asarray(persons[0]["keypoints"], np.float64).reshape(-1, 3)
     return picture, values[:, :2]
 
 
@@ -51,7 +53,7 @@ def fit(interpreter, input_size: int, output_stride: float, name: str) -> float:
     picture, truth = known_figure()
     image, square = photos.square_input(picture, input_size)
     heatmaps = tflite_runtime.run(interpreter, contract.model_input(image, name)[None])
-    heatmaps = contract.to_aic_order(heatmaps, name)
+    heatmaps = contract.to_set_order(heatmaps, name, keypoints.default())
     codec = HeatmapCodec(input_size, output_stride, refine="quarter")
     found, _ = codec.decode_to_input(heatmaps)
     in_picture = (found[0] + 0.5) * (square["side"] / input_size) - 0.5

@@ -1,33 +1,53 @@
-"""Pose metrics: PCKh (head = head top <-> neck) and OKS AP through pycocotools (AIC sigmas)."""
+"""Pose metrics for any keypoint set: PCK (PCKh@0.5 on the set's head segment where it has one, else
+PCK@0.2 of the person's box) and OKS AP through pycocotools with the set's sigmas."""
 
 import numpy as np
 
-from pose.data import keypoints
+from pose.data.keypoints import KeypointSet
 
 
-def head_sizes(gt: np.ndarray) -> np.ndarray:
-    """Head segment length per person: distance head top <-> neck, [N]."""
+def head_sizes(gt: np.ndarray, head: tuple[int, int]) -> np.ndarray:
+    """Head segment length per person: distance between the set's two head joints, [N]."""
     gt = np.asarray(gt, dtype=np.float64)
-    return np.linalg.norm(gt[:, keypoints.HEAD_TOP] - gt[:, keypoints.NECK], axis=-1)
+    return np.linalg.norm(gt[:, head[0]] - gt[:, head[1]], axis=-1)
 
 
-def pckh(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray, threshold: float = 0.5):
-    """PCKh@threshold over labelled joints of people whose head size is known.
+def pckh(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray, head, threshold: float = 0.5):
+    """PCKh@threshold over labelled joints of people whose head size is known (head: the set's two
+    head joints).
 
     pred, gt: [N, K, 2]; visible: [N, K] bool (labelled joints, COCO visibility > 0).
     Returns (mean over all counted joints, per-joint [K] with NaN where none counted).
     """
-    pred = np.asarray(pred, dtype=np.float64)
     gt = np.asarray(gt, dtype=np.float64)
     visible = np.asarray(visible, dtype=bool)
-    head = head_sizes(gt)
-    counted = (
-        visible
-        & (visible[:, [keypoints.HEAD_TOP]] & visible[:, [keypoints.NECK]])
-        & (head[:, None] > 0)
-    )
+    size = head_sizes(gt, head)
+    counted = visible & (visible[:, [head[0]]] & visible[:, [head[1]]]) & (size[:, None] > 0)
+    return _pck(pred, gt, counted, size, threshold)
+
+
+def pck_of_box(pred, gt, visible, box_sizes, threshold: float = 0.2):
+    """PCK@threshold of the person's box: a joint is right within threshold x the longer side of the
+    box (box_sizes [N], in the same pixels as the points)."""
+    size = np.asarray(box_sizes, dtype=np.float64)
+    counted = np.asarray(visible, dtype=bool) & (size[:, None] > 0)
+    return _pck(pred, gt, counted, size, threshold)
+
+
+def pck(pred, gt, visible, keypoint_set: KeypointSet, box_sizes=None):
+    """The set's accuracy figure (keypoint_set.pck_name): PCKh@0.5 where the set has a head segment,
+    else PCK@0.2 of the box (box_sizes needed then). Returns (mean, per-joint [K])."""
+    if keypoint_set.head is not None:
+        return pckh(pred, gt, visible, keypoint_set.head, keypoint_set.pck_threshold)
+    if box_sizes is None:
+        raise ValueError(f"{keypoint_set.pck_name} of set {keypoint_set.name!r} needs the boxes")
+    return pck_of_box(pred, gt, visible, box_sizes, keypoint_set.pck_threshold)
+
+
+def _pck(pred, gt, counted, size, threshold):
+    pred = np.asarray(pred, dtype=np.float64)
     distance = np.linalg.norm(pred - gt, axis=-1)
-    correct = (distance <= threshold * head[:, None]) & counted
+    correct = (distance <= threshold * size[:, None]) & counted
     per_joint = np.full(gt.shape[1], np.nan)
     totals = counted.sum(axis=0)
     per_joint[totals > 0] = correct.sum(axis=0)[totals > 0] / totals[totals > 0]
@@ -36,12 +56,12 @@ def pckh(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray, threshold: float
 
 
 def coco_ground_truth(
-    gt: np.ndarray, visibility: np.ndarray, bboxes: np.ndarray, image_ids
+    gt: np.ndarray, visibility: np.ndarray, bboxes: np.ndarray, image_ids, keypoint_set: KeypointSet
 ) -> dict:
     """A COCO keypoint ground-truth dict for people [N]: gt [N, K, 2] and bboxes [N, 4] (x, y, w, h) in
     original image pixels, visibility [N, K] COCO 0/1/2, image_ids [N] integers.
 
-    AIC has no segmentations, so a person's area (the OKS scale s^2) is its box area.
+    Records carry no segmentations, so a person's area (the OKS scale s^2) is its box area.
     """
     gt = np.asarray(gt, dtype=np.float64)
     visibility = np.asarray(visibility).astype(int)
@@ -63,7 +83,11 @@ def coco_ground_truth(
             }
         )
     images = [{"id": int(image_id)} for image_id in sorted({int(i) for i in image_ids})]
-    return {"images": images, "annotations": annotations, "categories": [keypoints.COCO_CATEGORY]}
+    return {
+        "images": images,
+        "annotations": annotations,
+        "categories": [keypoint_set.coco_category()],
+    }
 
 
 def coco_detections(pred: np.ndarray, scores: np.ndarray, image_ids) -> list[dict]:
@@ -85,7 +109,7 @@ def coco_detections(pred: np.ndarray, scores: np.ndarray, image_ids) -> list[dic
     return detections
 
 
-def coco_keypoint_eval(ground_truth: dict, detections: list[dict], sigmas=keypoints.OKS_SIGMAS):
+def coco_keypoint_eval(ground_truth: dict, detections: list[dict], sigmas):
     """A COCOeval (iouType "keypoints", the given OKS sigmas) evaluated and accumulated, printing nothing."""
     import contextlib
     import io
@@ -113,16 +137,19 @@ def oks_ap(
     visibility: np.ndarray,
     bboxes: np.ndarray,
     image_ids,
+    keypoint_set: KeypointSet,
 ) -> dict:
-    """OKS AP through pycocotools with the AIC sigmas: {"ap", "ap50", "ap75", "ar"} (COCO's stats 0, 1, 2, 5).
+    """OKS AP through pycocotools with the keypoint set's sigmas: {"ap", "ap50", "ap75", "ar"}
+    (COCO's stats 0, 1, 2, 5).
 
     All coordinates in original image pixels; image_ids [N] integers (several people may share one).
     """
     if len(pred) == 0:
         raise ValueError("oks_ap: no people to evaluate")
     evaluator = coco_keypoint_eval(
-        coco_ground_truth(gt, visibility, bboxes, image_ids),
+        coco_ground_truth(gt, visibility, bboxes, image_ids, keypoint_set),
         coco_detections(pred, scores, image_ids),
+        keypoint_set.sigmas,
     )
     stats = evaluator.stats
     return {

@@ -5,8 +5,9 @@ CC0, photos/SOURCE.md) show whether it still finds people in real pictures. Ther
 for them: the reference is the seed's released CPM, which was trained on the real AI Challenger
 photographs.
 
-Agreement of a model on one photograph is PCK@0.2 against that reference: the share of the 14 joints
-whose position lies within 0.2 x the person's size of the reference's, where the person's size is
+Agreement of a model on one photograph is PCK@0.2 against that reference: the share of the joints
+both name (all 14 of the `aic` set; the twelve limb joints of COCO's 17, matched by name) whose
+position lies within 0.2 x the person's size of the reference's, where the person's size is
 the longer side of the bounding box of the reference's keypoints counted (no box is annotated for
 the pictures). A head-and-shoulders portrait leaves hips, knees and ankles outside the picture, where
 the reference's heatmaps hold no peak (score < 0.1) and its "keypoints" are noise; `agreement_found`
@@ -22,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from pose.data import keypoints
 from pose.web_demo import DemoError, model_metadata
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,7 +64,7 @@ def read_picture(picture: str | Path) -> np.ndarray:
 
 
 def predict(model_path: str | Path, metadata: dict, picture: Path) -> np.ndarray:
-    """[14, 3] (x, y, score) in the picture's pixels, AIC order."""
+    """[K, 3] (x, y, score) in the picture's pixels, in the order of the model's keypoint set."""
     try:
         found = reference_keypoints(str(model_path), str(picture), metadata)
     except DemoError as error:
@@ -111,6 +111,7 @@ def evaluate(
     panels = []
     for picture in find(folder):
         seed = predict(reference["path"], reference["metadata"], picture)
+        seed_set = _keypoint_set(reference["metadata"], reference["path"])
         entry = {
             "file": picture.name,
             "reference_keypoints": seed.round(4).tolist(),
@@ -119,10 +120,18 @@ def evaluate(
         }
         for name, model in models.items():
             ours = predict(model["path"], model["metadata"], picture)
+            shared = _keypoint_set(model["metadata"], model["path"]).shared_with(seed_set)
+            if not shared:
+                raise PhotoError(
+                    f"{model['path']}: its keypoint set shares no joint (by name) with the "
+                    f"reference {reference_name}'s: no agreement to measure"
+                )
+            mine, theirs = [i for i, _ in shared], [j for _, j in shared]
             entry["models"][name] = {
                 "keypoints": ours.round(2).tolist(),
-                "agreement": agreement(ours, seed),
-                "agreement_found": agreement(ours, seed, min_score=FOUND_SCORE),
+                "agreement": agreement(ours[mine], seed[theirs]),
+                "agreement_found": agreement(ours[mine], seed[theirs], min_score=FOUND_SCORE),
+                "joints_compared": len(shared),
             }
         pictures.append(entry)
         if drawn_model in models:
@@ -132,7 +141,11 @@ def evaluate(
                     "agreement": entry["models"][drawn_model]["agreement"],
                     "agreement_found": entry["models"][drawn_model]["agreement_found"],
                     "uri": side_by_side(
-                        picture, seed, np.asarray(entry["models"][drawn_model]["keypoints"])
+                        picture,
+                        seed,
+                        np.asarray(entry["models"][drawn_model]["keypoints"]),
+                        seed_set,
+                        _keypoint_set(models[drawn_model]["metadata"], models[drawn_model]["path"]),
                     ),
                 }
             )
@@ -154,7 +167,9 @@ def evaluate(
     return section, panels
 
 
-def side_by_side(picture: Path, seed: np.ndarray, ours: np.ndarray, height: int = 320) -> str:
+def side_by_side(
+    picture: Path, seed: np.ndarray, ours: np.ndarray, seed_set, our_set, height: int = 320
+) -> str:
     """The picture twice, the seed's skeleton on the left, ours on the right, as a JPEG data URI."""
     import cv2
 
@@ -165,8 +180,17 @@ def side_by_side(picture: Path, seed: np.ndarray, ours: np.ndarray, height: int 
     image = cv2.resize(image, (round(image.shape[1] * scale), height), interpolation=cv2.INTER_AREA)
     thickness = 2
     left, right = image.copy(), image.copy()
-    report.draw_skeleton(left, (seed[:, :2] + 0.5) * scale - 0.5, None, REFERENCE_COLOUR, thickness)
-    report.draw_skeleton(right, (ours[:, :2] + 0.5) * scale - 0.5, None, OURS_COLOUR, thickness)
+    report.draw_skeleton(
+        left,
+        (seed[:, :2] + 0.5) * scale - 0.5,
+        None,
+        REFERENCE_COLOUR,
+        seed_set.skeleton,
+        thickness,
+    )
+    report.draw_skeleton(
+        right, (ours[:, :2] + 0.5) * scale - 0.5, None, OURS_COLOUR, our_set.skeleton, thickness
+    )
     gap = np.full((height, 6, 3), 255, np.uint8)
     return report.jpeg_data_uri(np.hstack([left, gap, right]))
 
@@ -194,8 +218,9 @@ def square_input(bgr, input_size: int) -> tuple:
 
 
 def reference_keypoints(model: str, picture: str, metadata: dict | None = None) -> dict:
-    """{"order", "keypoints": [[x, y, score] x 14]} in the picture's pixels, as the page's still-image
-    mode makes them, and "scale": picture pixels per model input pixel."""
+    """{"order", "keypoints": [[x, y, score] x K]} in the picture's pixels, in the order of the
+    model's keypoint set (its names in "order"), as the page's still-image mode makes them, and
+    "scale": picture pixels per model input pixel."""
     import numpy as np
 
     from pose.codec import HeatmapCodec
@@ -203,8 +228,11 @@ def reference_keypoints(model: str, picture: str, metadata: dict | None = None) 
 
     model_path = Path(model)
     values = metadata or model_metadata(model_path)
+    keypoint_set = _keypoint_set(values, model_path)
     try:
-        model_contract = contract.from_metadata(values, str(model_path.with_suffix(".json")))
+        model_contract = contract.from_metadata(
+            values, str(model_path.with_suffix(".json")), keypoint_set
+        )
     except contract.ContractError as error:
         raise DemoError(str(error)) from error
     try:
@@ -222,12 +250,21 @@ def reference_keypoints(model: str, picture: str, metadata: dict | None = None) 
         - 0.5
         - np.array([square["left"], square["top"]])
     )
-    channel_joint = [keypoints.NAMES.index(name) for name in model_contract["channel_order"]]
-    result = [None] * keypoints.NUM_KEYPOINTS
+    channel_joint = [keypoint_set.index(name) for name in model_contract["channel_order"]]
+    result = [None] * keypoint_set.num_keypoints
     for channel, joint in enumerate(channel_joint):
         result[joint] = [
             float(in_picture[channel, 0]),
             float(in_picture[channel, 1]),
             float(scores[0, channel]),
         ]
-    return {"order": list(keypoints.NAMES), "keypoints": result, "scale": square["side"] / size}
+    return {"order": list(keypoint_set.names), "keypoints": result, "scale": square["side"] / size}
+
+
+def _keypoint_set(values: dict, model_path):
+    from pose.models import metadata
+
+    try:
+        return metadata.keypoint_set_of(values, str(Path(model_path).with_suffix(".json")))
+    except metadata.MetadataError as error:
+        raise DemoError(str(error)) from error

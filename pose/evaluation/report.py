@@ -7,8 +7,6 @@ import html
 import cv2
 import numpy as np
 
-from pose.data import keypoints
-
 TRUE_COLOUR = (60, 200, 60)  # BGR green
 PREDICTED_COLOUR = (40, 40, 230)  # BGR red
 
@@ -16,16 +14,17 @@ PREDICTED_COLOUR = (40, 40, 230)  # BGR red
 def draw_skeleton(
     image: np.ndarray,
     points: np.ndarray,
-    shown: np.ndarray | None = None,
-    colour=PREDICTED_COLOUR,
+    shown: np.ndarray | None,
+    colour,
+    skeleton,
     thickness: int = 2,
 ) -> np.ndarray:
-    """Draws limbs (pose.data.keypoints.SKELETON) and joints of points [K, 2] on a BGR uint8 image, in place;
-    joints where `shown` is False (and their limbs) are skipped."""
+    """Draws limbs (`skeleton`: the keypoint set's edges, 0-based) and joints of points [K, 2] on a BGR
+    uint8 image, in place; joints where `shown` is False (and their limbs) are skipped."""
     points = np.asarray(points, dtype=np.float64)
     shown = np.ones(len(points), bool) if shown is None else np.asarray(shown, bool)
     pixel = [(int(round(x)), int(round(y))) for x, y in points]
-    for a, b in keypoints.SKELETON:
+    for a, b in skeleton:
         if shown[a] and shown[b]:
             cv2.line(image, pixel[a], pixel[b], colour, thickness, cv2.LINE_AA)
     for k in np.flatnonzero(shown):
@@ -138,7 +137,8 @@ def render(results: dict, gallery: list[str], photo_panels: list[dict] = ()) -> 
         )
 
     joint_rows = []
-    for joint in keypoints.NAMES:
+    joint_names = next(iter(results["models"].values()), {}).get("pckh_per_joint", {})
+    for joint in joint_names:
         bars = []
         for name, model in results["models"].items():
             value = model["pckh_per_joint"][joint]
@@ -160,7 +160,8 @@ def render(results: dict, gallery: list[str], photo_panels: list[dict] = ()) -> 
     anchors_note = (
         f"Seed models from {html.escape(str(settings['anchors_dir']))}, scored on the same people. Every "
         "model is fed in its own contract (the seed's: BGR 0..255 in, its own channel order out; see "
-        "each model's .json) and its heatmaps compared in AIC order. A latency ratio across different "
+        "each model's .json) and its heatmaps compared by joint name; a model of another keypoint set "
+        "is scored on the joints both sets name. A latency ratio across different "
         "input sizes is marked: it is not like with like."
         if results["anchors"]
         else "No seed models measured (no anchors folder)."
@@ -177,7 +178,7 @@ Ratios are ours ÷ the seed's model of the same family, measured in this run (�
 <h2>Models</h2>
 <table>{header}{"".join(rows)}</table>
 <p>{anchors_note}</p>
-<h2>PCKh@0.5 per joint</h2>
+<h2>{html.escape(settings.get("pck_name", "PCKh@0.5"))} per joint</h2>
 <table class="joint">{"".join(joint_rows)}</table>
 <h2>Gallery ({html.escape(settings["gallery_model"] or "")})</h2>
 <p><span style="color:#3cc83c">■</span> true skeleton, <span style="color:#e62828">■</span> predicted.</p>

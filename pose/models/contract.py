@@ -75,7 +75,9 @@ def describe(name: str, keypoint_set: keypoints.KeypointSet | None = None) -> di
 
 
 def from_metadata(
-    metadata: dict, source: str = "model metadata", keypoint_set: keypoints.KeypointSet | None = None
+    metadata: dict,
+    source: str = "model metadata",
+    keypoint_set: keypoints.KeypointSet | None = None,
 ) -> dict:
     """The contract a model's .json declares, checked against its keypoint set (pose.models.metadata
     reads the set and the rest; a .json without a set is of the `aic` set, as every file before sets
@@ -150,5 +152,7 @@ def graph_output_from_training(heatmaps, contract, keypoint_set: keypoints.Keypo
 
 def flip_pairs(contract, keypoint_set: keypoints.KeypointSet) -> list[list[int]]:
     """Left/right channel pairs (0-based output channel indices) in `contract`'s channel order."""
-    position = {joint: channel for channel, joint in enumerate(channels(_name(contract), keypoint_set))}
+    position = {
+        joint: channel for channel, joint in enumerate(channels(_name(contract), keypoint_set))
+    }
     return [sorted([position[a], position[b]]) for a, b in keypoint_set.swap_pairs]

@@ -52,15 +52,18 @@ class WarmStartError(ValueError):
     """init_from names a file that is not a usable source for this network: says which layer does not fit."""
 
 
-def load_into(model, source: str | Path, model_name: str, seed_layers: bool) -> dict:
-    """Loads `source` (a seed .tflite or a model.keras) into `model` in place; returns a summary."""
+def load_into(
+    model, source: str | Path, model_name: str, seed_layers: bool, keypoint_set=None
+) -> dict:
+    """Loads `source` (a seed .tflite or a model.keras) into `model` in place; returns a summary.
+    keypoint_set: the joints the network's heatmaps are (default: the `aic` set)."""
     path = resolve(source)
     if not path.is_file():
         raise WarmStartError(
             f"init_from {source}: no such file (looked in {Path.cwd()} and {REPO})"
         )
     if path.suffix == ".tflite":
-        return _from_seed_tflite(model, path, model_name, seed_layers)
+        return _from_seed_tflite(model, path, model_name, seed_layers, keypoint_set)
     if path.suffix == ".keras":
         return _from_keras(model, path)
     raise WarmStartError(
@@ -195,9 +198,18 @@ def seed_key(layer_name: str) -> str | None:
     return f"{block}_{number}_{_SEED_PART[part]}"
 
 
-def _from_seed_tflite(model, path: Path, model_name: str, seed_layers: bool) -> dict:
+def _from_seed_tflite(
+    model, path: Path, model_name: str, seed_layers: bool, keypoint_set=None
+) -> dict:
+    """The seed's file into `model`. For the `aic` set every layer loads and the network must reproduce
+    the file. For another set, the channels of joints both sets name alike load (by name) into every
+    layer in keypoint order, the other heatmap channels start fresh (their readers' weights zero, so
+    the shared joints still reproduce the file), and a layer whose shape follows the set in a way no
+    channel map covers (the hourglass' expansions of its heatmaps) starts fresh; the summary lists both."""
     import keras
 
+    keypoint_set = keypoint_set or keypoints.default()
+    file_set = keypoints.default()
     seed = read_seed_file(path)
     seed_identity = networks.identity_of_seed_output(seed["output_name"])
     family, config = seed_identity.family, seed_identity.seed_config
@@ -213,17 +225,21 @@ def _from_seed_tflite(model, path: Path, model_name: str, seed_layers: bool) -> 
             f"file {seed['input_size']}x{seed['input_size']} (input_size in {config})"
         )
     num_keypoints = model.outputs[-1].shape[-1]
-    if num_keypoints != keypoints.NUM_KEYPOINTS:
+    if num_keypoints != keypoint_set.num_keypoints:
         raise WarmStartError(
-            f"init_from {path}: the file has {keypoints.NUM_KEYPOINTS} heatmaps, the network "
-            f"{num_keypoints}"
+            f"init_from {path}: the network has {num_keypoints} heatmaps, the keypoint set "
+            f"{keypoint_set.name!r} {keypoint_set.num_keypoints}"
         )
-    aic_from_seed = np.argsort(
-        contract.SEED_CHANNELS
-    )  # our channel a is the file's channel aic_from_seed[a]
+    whole = keypoint_set.same_joints(file_set)
+    file_channel_of_joint = np.argsort(contract.channels(contract.SEED, file_set))
+    # channel_map[c]: the file's heatmap channel holding our channel c's joint, -1 for none
+    channel_map = np.full(num_keypoints, -1)
+    for ours, theirs in keypoint_set.shared_with(file_set):
+        channel_map[ours] = file_channel_of_joint[theirs]
+    file_keypoints = file_set.num_keypoints
     layers_by_name = {layer.name: layer for layer in model.layers}
     heatmap_layers, concat_segments = _keypoint_ordered(model, num_keypoints)
-    used = set()
+    used, fresh, partial = set(), [], []
     for layer in model.layers:
         if not isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)):
             continue
@@ -237,30 +253,40 @@ def _from_seed_tflite(model, path: Path, model_name: str, seed_layers: bool) -> 
         depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
         # TFLite: conv [out, h, w, in], depthwise [1, h, w, channels]; Keras: [h, w, in, out], [h, w, channels, 1]
         kernel = np.transpose(kernel, (1, 2, 3, 0))
-        ours = tuple(layer.kernel.shape)
-        if ours != kernel.shape or (op_name == "DEPTHWISE_CONV_2D") != depthwise:
-            raise WarmStartError(
-                f"init_from {path}: layer {layer.name!r} does not fit: its kernel is {list(ours)}, "
-                f"the file's {tensor_name} is {list(kernel.shape)} (Keras layout; a different "
-                f"network, width or structure: the released {family} is {config})"
-            )
-        used.add(key)
         if bias is None:
             bias = np.zeros(kernel.shape[-1] if not depthwise else kernel.shape[2], np.float32)
-        source = _producer(layer)
         if layer.name == "Conv2d_0_conv":  # BGR 0..255 in the file, RGB / 255 in training
             kernel = kernel[:, :, ::-1, :] * np.float32(255.0)
-        elif source in heatmap_layers:
-            kernel = kernel[:, :, aic_from_seed, :]
-            if depthwise:
-                bias = bias[aic_from_seed]
+        source = _producer(layer)
+        in_map = out_map = None
+        if source in heatmap_layers:
+            in_map = channel_map
         elif source in concat_segments:
-            for offset in concat_segments[source]:
-                kernel[:, :, offset : offset + num_keypoints, :] = kernel[
-                    :, :, offset + aic_from_seed, :
-                ]
+            in_map = _concat_channel_map(
+                layer.kernel.shape[2], concat_segments[source], channel_map, file_keypoints
+            )
         if layer.name in heatmap_layers and not depthwise:
-            kernel, bias = kernel[..., aic_from_seed], bias[aic_from_seed]
+            out_map = channel_map
+        if depthwise and in_map is not None:
+            in_map, out_map = in_map, in_map
+        ours = tuple(layer.kernel.shape)
+        mapped = _mapped_kernel(kernel, bias, ours, in_map, out_map, depthwise, layer)
+        if mapped is None or (op_name == "DEPTHWISE_CONV_2D") != depthwise:
+            if whole or not _follows_the_set(
+                kernel.shape, ours, file_keypoints, num_keypoints, depthwise, op_name
+            ):
+                raise WarmStartError(
+                    f"init_from {path}: layer {layer.name!r} does not fit: its kernel is {list(ours)}, "
+                    f"the file's {tensor_name} is {list(kernel.shape)} (Keras layout; a different "
+                    f"network, width or structure: the released {family} is {config})"
+                )
+            fresh.append(layer.name)
+            used.add(key)
+            continue
+        kernel, bias, complete = mapped
+        if not complete:
+            partial.append(layer.name)
+        used.add(key)
         layer.kernel.assign(kernel.astype(np.float32))
         _set_bias(layer, bias, layers_by_name, path)
     unused = sorted(set(seed["convolutions"]) - used)
@@ -269,19 +295,111 @@ def _from_seed_tflite(model, path: Path, model_name: str, seed_layers: bool) -> 
             f"init_from {path}: the file's layer {unused[0]!r} has no place in the network "
             f"({len(unused)} such layers: the file has more stages or blocks than {model_name})"
         )
-    difference = reproduction_difference(model, seed["interpreter"])
+    shared = keypoint_set.shared_with(file_set)
+    summary = {
+        "source": str(path),
+        "kind": "seed_tflite",
+        "family": family,
+        "layers": len(used) - len(fresh),
+        "keypoint_set": keypoint_set.name,
+        "channels_loaded": [keypoint_set.names[i] for i, _ in shared],
+        "channels_new": [n for n in keypoint_set.names if n not in file_set.names],
+        "layers_partly_loaded": partial,
+        "layers_new": fresh,
+    }
+    if fresh:  # the shared joints no longer see what the file's did: nothing to reproduce
+        return summary
+    difference = reproduction_difference(model, seed["interpreter"], keypoint_set=keypoint_set)
     if not difference <= REPRODUCTION_MAX_ABS_DIFF:
         raise WarmStartError(
             f"init_from {path}: the network loaded with its weights does not reproduce it (max abs "
             f"heatmap difference {difference:.3g} on a test image, limit {REPRODUCTION_MAX_ABS_DIFF})"
         )
-    return {
-        "source": str(path),
-        "kind": "seed_tflite",
-        "family": family,
-        "layers": len(used),
-        "reproduction_max_abs_diff": float(difference),
-    }
+    return {**summary, "reproduction_max_abs_diff": float(difference)}
+
+
+def _follows_the_set(theirs, ours, file_keypoints: int, num_keypoints: int, depthwise, op_name):
+    """Whether a layer differs from the file's only where its channels scale with the number of
+    joints (K x expansion), so that another keypoint set explains the difference and not another
+    network."""
+    if (op_name == "DEPTHWISE_CONV_2D") != depthwise or tuple(theirs[:2]) != tuple(ours[:2]):
+        return False
+    return all(
+        a == b
+        or (
+            a % file_keypoints == 0
+            and b % num_keypoints == 0
+            and a // file_keypoints == b // num_keypoints
+        )
+        or (a > b and a - b == file_keypoints - num_keypoints)
+        or (b - a == num_keypoints - file_keypoints)
+        for a, b in zip(theirs[2:], ours[2:])
+    )
+
+
+def _concat_channel_map(channels: int, offsets, channel_map, file_keypoints: int):
+    """For a layer reading a concatenation: our input channel -> the file's (-1: none). Keypoint
+    segments (at `offsets` in ours) are len(channel_map) wide here and file_keypoints wide in the file."""
+    ours_keypoints = len(channel_map)
+    result, shift = np.arange(channels), 0
+    starts = sorted(offsets)
+    c = 0
+    while c < channels:
+        if c in starts:
+            segment = channel_map
+            result[c : c + ours_keypoints] = np.where(segment >= 0, segment + c + shift, -1)
+            shift += file_keypoints - ours_keypoints
+            c += ours_keypoints
+        else:
+            result[c] = c + shift
+            c += 1
+    return result
+
+
+def _mapped_kernel(kernel, bias, ours_shape, in_map, out_map, depthwise, layer):
+    """The file's kernel and bias laid out as our layer's, or None where no channel map makes them fit.
+    Returns (kernel, bias, complete): complete False when some of our channels had no counterpart
+    (their output weights stay as built, their input weights zero)."""
+    if in_map is None and out_map is None:
+        return (kernel, bias, True) if tuple(kernel.shape) == tuple(ours_shape) else None
+    result = np.array(layer.kernel.numpy(), dtype=np.float32)
+    if depthwise:
+        out_map = None  # a depthwise kernel's channels are its inputs'
+    in_axis_ours = np.arange(ours_shape[2]) if in_map is None else np.asarray(in_map)
+    out_axis_ours = np.arange(ours_shape[3]) if out_map is None else np.asarray(out_map)
+    if kernel.shape[:2] != tuple(ours_shape[:2]) or (
+        in_axis_ours.max(initial=-1) >= kernel.shape[2]
+        or out_axis_ours.max(initial=-1) >= kernel.shape[3]
+    ):
+        return None
+    if len(in_axis_ours) != ours_shape[2] or len(out_axis_ours) != ours_shape[3]:
+        return None
+    if in_map is None and kernel.shape[2] != ours_shape[2]:
+        return None
+    if out_map is None and not depthwise and kernel.shape[3] != ours_shape[3]:
+        return None
+    in_ok, out_ok = in_axis_ours >= 0, out_axis_ours >= 0
+    if in_map is not None and not depthwise:
+        result[:, :, ~in_ok, :] = 0.0  # a fresh joint's readers start at zero
+    result[
+        np.ix_(
+            range(result.shape[0]),
+            range(result.shape[1]),
+            np.flatnonzero(in_ok),
+            np.flatnonzero(out_ok),
+        )
+    ] = kernel[
+        np.ix_(
+            range(kernel.shape[0]),
+            range(kernel.shape[1]),
+            in_axis_ours[in_ok],
+            out_axis_ours[out_ok],
+        )
+    ]
+    bias_map = in_axis_ours if depthwise else out_axis_ours
+    new_bias = np.zeros(len(bias_map), np.float32)
+    new_bias[bias_map >= 0] = bias[bias_map[bias_map >= 0]]
+    return result, new_bias, bool(in_ok.all() and out_ok.all())
 
 
 def _producer(layer) -> str:
@@ -350,9 +468,9 @@ def _set_bias(layer, bias, layers_by_name: dict, path: Path) -> None:
     batch_norm.moving_variance.assign(np.full(channels, 1.0 - batch_norm.epsilon, np.float32))
 
 
-def reproduction_difference(model, interpreter, seed: int = 0) -> float:
-    """Max abs difference between the file's heatmaps and the network's (mapped to the seed contract) on
-    one smooth random image."""
+def reproduction_difference(model, interpreter, seed: int = 0, keypoint_set=None) -> float:
+    """Max abs difference between the file's heatmaps and the network's, over the joints both name
+    (all of them for the `aic` set), on one smooth random image."""
     import cv2
 
     from pose.models import tflite_runtime
@@ -364,11 +482,16 @@ def reproduction_difference(model, interpreter, seed: int = 0) -> float:
         (size, size),
         interpolation=cv2.INTER_LINEAR,
     )[None]
-    theirs = contract.to_aic_order(
-        tflite_runtime.run(interpreter, contract.model_input(image, "seed")), "seed"
+    file_set = keypoints.default()
+    keypoint_set = keypoint_set or file_set
+    theirs = contract.to_set_order(
+        tflite_runtime.run(interpreter, contract.model_input(image, "seed")), "seed", file_set
     )
     ours = model(contract.model_input(image, "aic"), training=False)
     ours = np.asarray(ours[-1] if isinstance(ours, (list, tuple)) else ours)
+    shared = keypoint_set.shared_with(file_set)
+    ours = ours[..., [i for i, _ in shared]]
+    theirs = theirs[..., [j for _, j in shared]]
     if ours.shape != theirs.shape:
         raise WarmStartError(
             f"the network's heatmaps are {list(ours.shape)}, the file's {list(theirs.shape)}"

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import yaml
 
-from pose.data import keypoints
 from pose.models import networks
 
 log = logging.getLogger(__name__)
@@ -40,7 +39,7 @@ class TrainConfig:
     input_size: int = networks.INPUT_SIZE
     width: float | None = None
     num_stages: int | None = None
-    num_keypoints: int = keypoints.NUM_KEYPOINTS
+    num_keypoints: int | None = None  # None: one per joint of the shards' keypoint set
     output_stride: int | None = (
         None  # fixed by the model; set only to check it (the seed's `scale`)
     )
@@ -445,11 +444,17 @@ def _check_ranges(config: TrainConfig, origin: str) -> None:
         "keep_checkpoints",
         "log_every",
         "summary_every",
-        "num_keypoints",
     ):
         if getattr(config, key) <= 0:
             fail(key, "must be positive")
-    for key in ("width", "num_stages", "max_minutes", "num_train_samples", *CPM_OPTIONS):
+    for key in (
+        "width",
+        "num_stages",
+        "num_keypoints",
+        "max_minutes",
+        "num_train_samples",
+        *CPM_OPTIONS,
+    ):
         if getattr(config, key) is not None and getattr(config, key) <= 0:
             fail(key, "must be positive")
     if config.max_steps is not None and config.max_steps < 0:

@@ -138,11 +138,12 @@ def build_model(
     input_size: int = INPUT_SIZE,
     width: float | None = None,
     num_stages: int | None = None,
-    num_keypoints: int = keypoints.NUM_KEYPOINTS,
+    num_keypoints: int | None = None,
     batch_norm_momentum: float = 0.99,
     **options,
 ) -> keras.Model:
-    """width / num_stages None = the seed's setting for that model (CPM 0.75 / 6, hourglass 1.0 / 4).
+    """width / num_stages None = the seed's setting for that model (CPM 0.75 / 6, hourglass 1.0 / 4);
+    num_keypoints None = the default keypoint set's (pose.data.keypoints.default()).
 
     options: the model's structure options (architecture_options(name), e.g. the CPM's
     stage_kernel_size); a None value means the seed's setting, an option the model lacks is an error.
@@ -158,7 +159,7 @@ def build_model(
         input_size=input_size,
         width=architecture.DEFAULT_WIDTH if width is None else width,
         num_stages=architecture.DEFAULT_STAGES if num_stages is None else num_stages,
-        num_keypoints=num_keypoints,
+        num_keypoints=keypoints.default().num_keypoints if num_keypoints is None else num_keypoints,
         batch_norm_momentum=batch_norm_momentum,
         **{key: value for key, value in options.items() if value is not None},
     )
@@ -237,7 +238,11 @@ def main(argv=None) -> None:
     parser.add_argument("--input-size", type=int, default=INPUT_SIZE)
     parser.add_argument("--width", type=float)
     parser.add_argument("--num-stages", type=int)
-    parser.add_argument("--num-keypoints", type=int, default=keypoints.NUM_KEYPOINTS)
+    parser.add_argument(
+        "--keypoints",
+        default=keypoints.DEFAULT,
+        help="the keypoint set (a preset name or a YAML file) whose joints the heatmaps are",
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -249,6 +254,11 @@ def main(argv=None) -> None:
     options = {key: int(value) for key, _, value in (item.partition("=") for item in args.set)}
     summary(
         build_model(
-            args.model, args.input_size, args.width, args.num_stages, args.num_keypoints, **options
+            args.model,
+            args.input_size,
+            args.width,
+            args.num_stages,
+            keypoints.load(args.keypoints).num_keypoints,
+            **options,
         )
     )

@@ -18,7 +18,6 @@ convolutions on x86 (BENCHMARKS.md): 5x5 keeps each stage's receptive field well
 import keras
 from keras import layers
 
-from pose.data import keypoints
 from pose.models.networks import INPUT_SIZE
 from pose.models.networks.blocks import (
     _conv_block,
@@ -112,10 +111,11 @@ def _cpm_stage(
 
 
 def build(
+    *,
+    num_keypoints: int,
     input_size: int = INPUT_SIZE,
     width: float = DEFAULT_WIDTH,
     num_stages: int = DEFAULT_STAGES,
-    num_keypoints: int = keypoints.NUM_KEYPOINTS,
     batch_norm_momentum: float = 0.99,
     backbone_expansion: int = DEFAULT_BACKBONE_EXPANSION,
     stage_expansion: int = DEFAULT_STAGE_EXPANSION,

@@ -10,7 +10,6 @@ is the model's answer, at input / 4.
 import keras
 from keras import layers
 
-from pose.data import keypoints
 from pose.models.networks import INPUT_SIZE
 from pose.models.networks.blocks import (
     _conv_block,
@@ -66,10 +65,11 @@ def _hourglass(
 
 
 def build(
+    *,
+    num_keypoints: int,
     input_size: int = INPUT_SIZE,
     width: float = DEFAULT_WIDTH,
     num_stages: int = DEFAULT_STAGES,
-    num_keypoints: int = keypoints.NUM_KEYPOINTS,
     batch_norm_momentum: float = 0.99,
     seed_layers: bool = False,
 ) -> keras.Model:
