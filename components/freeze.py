@@ -3,9 +3,10 @@
 Takes    a train output folder (`model.keras`, `train_metadata.json`).
 Does     wraps the last stage's heatmaps in a serving function whose input is `image` (float32
          [1, H, W, 3]) and whose output node is literally `Convolutional_Pose_Machine/stage_5_out`
-         (CPM) or `hourglass_out_3` (hourglass), in a model contract (pose.models.contract): by default the
-         seed's (BGR 0..255 in, the seed's channel order out), so apps built for the seed's files load
-         ours unchanged; `--contract aic` keeps the training contract (RGB / 255, AIC order). The
+         (CPM) or `hourglass_out_3` (hourglass), in a model contract (pose.models.contract): by default, for
+         the aic keypoint set, the seed's (BGR 0..255 in, the seed's channel order out), so apps built
+         for the seed's files load ours unchanged, and for any other set the training contract;
+         `--contract aic` keeps the training contract (RGB / 255, the set's order). The
          conversion sits inside the graph. Then checks that Keras, the SavedModel and the frozen graph
          agree on a sample, each fed in its own contract.
 Writes   `saved_model/`, `frozen_graph.pb`, `model_info.json` (see docs/ARTIFACTS.md), atomically.
@@ -29,9 +30,10 @@ class FreezeError(ValueError):
     """The model folder is unusable, or the exported graphs disagree with the Keras model."""
 
 
-def freeze(model_dir: str, output_dir: str, export_contract: str = contract.DEFAULT) -> dict:
-    """Exports `model_dir`/model.keras to `output_dir` in `export_contract` (pose.models.contract: "seed" or "aic");
-    returns model_info (also written as model_info.json)."""
+def freeze(model_dir: str, output_dir: str, export_contract: str = contract.AUTO) -> dict:
+    """Exports `model_dir`/model.keras to `output_dir` in `export_contract` (pose.models.contract: "seed",
+    "aic", or "auto": the seed's for the aic keypoint set, else "aic"); returns model_info (also
+    written as model_info.json)."""
     import numpy as np
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
@@ -41,7 +43,7 @@ def freeze(model_dir: str, output_dir: str, export_contract: str = contract.DEFA
     from pose.models.metadata import ModelMetadata
 
     try:
-        contract.check(export_contract)
+        contract.check_choice(export_contract)
     except contract.ContractError as error:
         raise FreezeError(str(error)) from error
     outputs.check_output("freeze", output_dir, [model_dir])
@@ -52,7 +54,7 @@ def freeze(model_dir: str, output_dir: str, export_contract: str = contract.DEFA
         model_name = train_info.get("model", model.name)
         try:
             keypoint_set = metadata.keypoint_set_of(train_info, f"{model_dir}/train_metadata.json")
-            contract.check_for_set(export_contract, keypoint_set)
+            export_contract = contract.resolve(export_contract, keypoint_set)
         except (metadata.MetadataError, contract.ContractError) as error:
             raise FreezeError(f"{model_dir}: {error}") from error
         try:
@@ -238,10 +240,11 @@ def main(argv=None) -> int:
     )
     arguments.add_argument(
         "--contract",
-        default=contract.DEFAULT,
-        choices=contract.NAMES,
+        default=contract.AUTO,
+        choices=contract.CHOICES,
         help="the exported model's contract (pose.models.contract): seed = BGR 0..255 in and the "
-        "seed's channel order out (default); aic = RGB / 255 in, AIC order out",
+        "seed's channel order out (the aic keypoint set only); aic = RGB / 255 in, the keypoint "
+        "set's order out; auto (default) = seed for the aic set, else aic",
     )
     return cli.run(
         "freeze", arguments, lambda args: freeze(args.model, args.output, args.contract), argv

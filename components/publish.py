@@ -25,7 +25,6 @@ from pathlib import Path
 
 from components import cli
 from pose import web_demo
-from pose.data import keypoints
 from pose.evaluation import results as results_schema
 from pose.files import integrity
 from pose.files.atomic import atomic_file
@@ -389,7 +388,9 @@ def _staged_files(staged: Path) -> list[tuple[str, Path]]:
 
 
 def _contract(meta: dict) -> dict:
-    return contract.from_metadata(meta, "the model's metadata")
+    return contract.from_metadata(
+        meta, "the model's metadata", metadata.keypoint_set_of(meta, "the model's metadata")
+    )
 
 
 def model_card(results: dict, model_name: str, destination: str) -> str:
@@ -398,6 +399,8 @@ def model_card(results: dict, model_name: str, destination: str) -> str:
     meta = ours.get("metadata", {})
     settings = results.get("settings", {})
     size = meta.get("input_size", "?")
+    keypoint_set = metadata.keypoint_set_of(meta, "the model's metadata")
+    pck_name = settings.get("pck_name", keypoint_set.pck_name)
     lines = [
         f"# Model card: {model_name}",
         "",
@@ -409,20 +412,23 @@ def model_card(results: dict, model_name: str, destination: str) -> str:
         f"runs on the device with LiteRT.js, from a static host of this folder).",
         f"- Input `{meta.get('input_name', 'image')}`: {size}x{size}x3, {meta.get('normalisation', 'RGB / 255')}. "
         f"Output `{meta.get('output_name', '?')}`: {meta.get('output_size', '?')}x{meta.get('output_size', '?')}"
-        f"x{meta.get('num_keypoints', keypoints.NUM_KEYPOINTS)} heatmaps (stride {meta.get('output_stride', '?')}).",
-        f"- Keypoints, in channel order: {', '.join(_contract(meta)['channel_order'])}.",
+        f"x{meta.get('num_keypoints', keypoint_set.num_keypoints)} heatmaps (stride {meta.get('output_stride', '?')}).",
+        f"- Keypoints (the `{keypoint_set.name}` set, {keypoint_set.num_keypoints} joints), in channel order: "
+        f"{', '.join(_contract(meta)['channel_order'])}. Swap partners, skeleton and OKS sigmas: `keypoint_set` "
+        f"in `{model_name}.json`.",
         f"- Contract: `{_contract(meta)['name']}` (input pixels `{_contract(meta)['pixels']}`: "
         f"{contract.IN_WORDS[_contract(meta)['name']]}). The `contract` entry of `{model_name}.json` says the same.",
         "",
         "## Data",
-        f"- Trained on person-centred crops in the AI Challenger keypoint format (14 joints); evaluated on "
+        f"- Trained on person-centred crops of the `{keypoint_set.name}` keypoint set "
+        f"({keypoint_set.num_keypoints} joints); evaluated on "
         f"{settings.get('num_people', '?')} people of the validation split "
         f"(heatmap refinement `{settings.get('refine', '?')}`, "
         f"flip test {'on' if settings.get('flip_test') else 'off'}).",
         "",
         "## Figures",
         "",
-        "| variant | PCKh@0.5 | OKS AP | latency, 1 thread (ms) | latency vs the seed's | size (MB) |",
+        f"| variant | {pck_name} | OKS AP | latency, 1 thread (ms) | latency vs the seed's | size (MB) |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for name, model in sorted(results["models"].items()):
@@ -445,7 +451,7 @@ def model_card(results: dict, model_name: str, destination: str) -> str:
     if per_joint:
         lines += [
             "",
-            f"PCKh@0.5 per joint ({model_name}): "
+            f"{pck_name} per joint ({model_name}): "
             + ", ".join(
                 f"{joint} {100 * value:.1f}" if value is not None else f"{joint} n/a"
                 for joint, value in per_joint.items()

@@ -193,18 +193,22 @@ def _shard_split(coco_uri, dataset_info, split: str, num_shards):
 
 @dsl.pipeline(
     name=PIPELINE_NAME,
-    description="AI Challenger keypoints -> MobileNetV2 CPM / Hourglass -> TFLite models, evaluated "
-    "against the seed's models (PCKh@0.5, OKS AP, latency), optionally published to gs:// or s3://.",
+    description="Human keypoints (AI Challenger, COCO-format data of any keypoint set) -> MobileNetV2 "
+    "CPM / Hourglass -> TFLite models, evaluated against the seed's models (PCK, OKS AP, latency), "
+    "optionally published to gs:// or s3://.",
 )
 def pose_pipeline(
     source: str = DEFAULT_SOURCE,
     sha256: str = "",
     single_person: bool = False,
     skip_invalid: bool = False,
+    keypoints: str = "auto",
+    min_keypoints: int = 1,
+    valid_fraction: float = 0.1,
     num_shards: int = 2,
     config: str = DEFAULT_CONFIG,
     overrides: str = "",
-    export_contract: str = contract.DEFAULT,
+    export_contract: str = contract.AUTO,
     tflite_variants: str = "fp32,fp16,int8-dynamic,int8",
     latency_runs: int = 50,
     flip_test: bool = True,
@@ -253,9 +257,14 @@ def pose_pipeline(
             single_person=single_person,
             skip_invalid=skip_invalid,
             num_shards=num_shards,
+            keypoints=keypoints,
+            min_keypoints=min_keypoints,
+            valid_fraction=valid_fraction,
+            s3_settings=s3_settings,
         ),
         "convert",
     )
+    _use_storage_secrets(convert, settings)
     dataset_info = convert.outputs["dataset_info"]
     train_shard = _shard_split(convert.outputs["Output"], dataset_info, "train", num_shards)
     valid_shard = _shard_split(convert.outputs["Output"], dataset_info, "valid", num_shards)

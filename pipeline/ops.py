@@ -104,22 +104,37 @@ def convert_op(
     coco: Output[Dataset],
     dataset_info: Output[Artifact],
     num_shards: int = 0,
+    keypoints: str = "auto",
+    min_keypoints: int = 1,
+    valid_fraction: float = 0.1,
+    s3_settings: str = "",
 ) -> str:
     """num_shards > 0: the images go into per-shard packs. Returns coco's URI, for the fan-out's
-    pack URIs. dataset_info: the counts as a small JSON file, which every reader of the shards
-    takes too (dag.py says why a cluster needs it)."""
+    pack URIs. dataset_info: the counts and the keypoint set as a small JSON file, which every
+    reader of the shards takes too (dag.py says why a cluster needs it). keypoints: auto (the
+    data's), a preset name, or a YAML file (a path, or a gs://, s3:// or https:// URI, fetched)."""
+    import tempfile
+
     from components.convert import convert
-    from pose.data import packs
+    from pipeline import cluster
+    from pose.data import keypoint_files, packs
     from pose.files import steplog
 
     steplog.setup()
-    counts = convert(
-        raw.path,
-        coco.path,
-        single_person=single_person,
-        skip_invalid=skip_invalid,
-        num_shards=num_shards or None,
-    )
+    if cluster.on_kfp_cluster() and keypoint_files.is_remote(keypoints):
+        cluster.use_mounted_gcs_key()
+        cluster.use_s3_settings(s3_settings)
+    with tempfile.TemporaryDirectory() as fetched:
+        counts = convert(
+            raw.path,
+            coco.path,
+            single_person=single_person,
+            skip_invalid=skip_invalid,
+            num_shards=num_shards or None,
+            keypoints=keypoint_files.local_spec(keypoints, fetched),
+            min_keypoints=min_keypoints,
+            valid_fraction=valid_fraction,
+        )
     coco.metadata.update(counts)
     packs.write_dataset_info(dataset_info.path, counts)
     return coco.uri
@@ -247,7 +262,7 @@ def train_op(
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def freeze_op(model: Input[Model], frozen: Output[Model], export_contract: str = "seed"):
+def freeze_op(model: Input[Model], frozen: Output[Model], export_contract: str = "auto"):
     from components.freeze import freeze
     from pose.files import steplog
 

@@ -31,7 +31,15 @@ def check_arguments(arguments: dict, missing_config_ok: bool = False) -> dict:
     `missing_config_ok`: a config path not found here may exist only in the image (the docker
     runner)."""
     merged = {**default_arguments(), **arguments}
-    for check in (_source, _num_shards, _training_config, _variants, _uris, _counts):
+    for check in (
+        _source,
+        _num_shards,
+        _keypoint_set,
+        _training_config,
+        _variants,
+        _uris,
+        _counts,
+    ):
         check(merged, missing_config_ok)
     return merged
 
@@ -69,6 +77,57 @@ def _num_shards(arguments: dict, _) -> None:
         _fail("num_shards", arguments.get("num_shards"), str(error).split(": ", 1)[-1])
 
 
+def _keypoint_set(arguments: dict, _) -> None:
+    """keypoints: auto, a preset, or a YAML file (read and checked here when it is local; a remote
+    one is checked for its form by _uris and read by convert); min_keypoints and valid_fraction in
+    range; the seed's contract only for the aic set."""
+    from pose.data import keypoint_files, keypoints
+    from pose.models import contract
+
+    spec = str(arguments.get("keypoints", keypoints.AUTO)).strip()
+    chosen = None
+    if not spec:
+        _fail("keypoints", spec, "empty; give auto, a preset name or a YAML file")
+    if spec != keypoints.AUTO and not keypoint_files.is_remote(spec):
+        try:
+            chosen = keypoints.load(spec)
+        except keypoints.KeypointSetError as error:
+            _fail("keypoints", spec, str(error))
+    minimum = arguments.get("min_keypoints", 1)
+    if (
+        isinstance(minimum, bool)
+        or not isinstance(minimum, int)
+        or not 0 <= minimum <= keypoints.MAX_KEYPOINTS
+    ):
+        _fail(
+            "min_keypoints", minimum, f"expected a whole number from 0 to {keypoints.MAX_KEYPOINTS}"
+        )
+    if chosen is not None and minimum > chosen.num_keypoints:
+        _fail(
+            "min_keypoints",
+            minimum,
+            f"the keypoint set {chosen.name!r} has only {chosen.num_keypoints} joints",
+        )
+    fraction = arguments.get("valid_fraction", 0.1)
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+        _fail(
+            "valid_fraction",
+            fraction,
+            "expected a number between 0 and 1 (the share of images held out)",
+        )
+    if (
+        chosen is not None
+        and arguments.get("export_contract") == contract.SEED
+        and chosen.seed_order is None
+    ):
+        _fail(
+            "export_contract",
+            contract.SEED,
+            f"the seed's contract is the seed's channel order of the aic keypoint set; keypoints="
+            f"{spec} is {chosen.name!r}: use export_contract=aic or auto",
+        )
+
+
 def _training_config(arguments: dict, missing_config_ok: bool) -> None:
     from pose.data import keypoints
     from pose.training.config import ConfigError, load_config, parse_overrides
@@ -87,12 +146,14 @@ def _training_config(arguments: dict, missing_config_ok: bool) -> None:
         raise ParameterError(
             f"parameter {name}: {error} (checked before any task started)"
         ) from None
-    if cfg.num_keypoints != keypoints.NUM_KEYPOINTS:
+    spec = str(arguments.get("keypoints", keypoints.AUTO)).strip()
+    known = spec in keypoints.preset_names()
+    expected = keypoints.preset(spec).num_keypoints if known else None
+    if cfg.num_keypoints is not None and expected is not None and cfg.num_keypoints != expected:
         raise ParameterError(
-            f"parameter config: num_keypoints {cfg.num_keypoints}, but the "
-            f"pipeline's data (AI Challenger) has {keypoints.NUM_KEYPOINTS} "
-            "keypoints per person (checked "
-            "before any task started)"
+            f"parameter config: num_keypoints {cfg.num_keypoints}, but the keypoint set "
+            f"{spec!r} has {expected} joints; leave num_keypoints out (train takes it from the "
+            "data) (checked before any task started)"
         )
 
 
@@ -119,7 +180,7 @@ def _variants(arguments: dict, _) -> None:
     ):
         _fail("publish_variant", publish_variant, f"not among tflite_variants ({text}) nor 'best'")
     try:
-        contract.check(arguments.get("export_contract"))
+        contract.check_choice(arguments.get("export_contract"))
     except contract.ContractError as error:
         _fail("export_contract", arguments.get("export_contract"), str(error))
 
@@ -129,9 +190,11 @@ def _uris(arguments: dict, _) -> None:
     pipeline/cluster.py's STORAGE_PARAMETERS, checked by check_storage_parameters before this."""
     from pose.files.uris import UriError, check_uri
 
-    for name in ("source", "publish_uri", "checkpoint_uri"):
+    from pose.data.keypoint_files import is_remote
+
+    for name in ("source", "publish_uri", "checkpoint_uri", "keypoints"):
         value = str(arguments.get(name, "")).strip()
-        if not value:
+        if not value or (name == "keypoints" and not is_remote(value)):
             continue
         try:
             check_uri(value, name)

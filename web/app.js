@@ -1,7 +1,7 @@
 // The demo page: loads ?model=URL (a .tflite and the .json beside it) with LiteRT.js, then runs it on the
 // camera, or on one picture with ?image=URL. window.poseDemo holds what the page shows, for tests.
 import {isWebGPUSupported, loadAndCompile, loadLiteRt, Tensor} from "@litertjs/core";
-import {ContractError, NAMES, OneEuroFilter, SKELETON, decodeHeatmaps, prepareInput, readContract} from "./pose.js";
+import {ContractError, OneEuroFilter, decodeHeatmaps, prepareInput, readContract} from "./pose.js";
 
 const params = new URLSearchParams(location.search);
 const threshold = Number(params.get("threshold") ?? 0.1);
@@ -68,9 +68,10 @@ async function loadModel(modelUrl) {
   let outputIndex = contract.outputName ? outputs.findIndex((o) => o.name === contract.outputName) : 0;
   if (outputIndex < 0) outputIndex = 0;
   const shape = Array.from(outputs[outputIndex].shape);
-  if (shape.length !== 4 || shape[3] !== NAMES.length || shape[1] * contract.outputStride !== size) {
+  const joints = contract.names.length;
+  if (shape.length !== 4 || shape[3] !== joints || shape[1] * contract.outputStride !== size) {
     throw new DemoError(`Model ${modelUrl.href}: output ${outputs[outputIndex].name} has shape [${shape}]; expected ` +
-      `[1, ${size / contract.outputStride}, ${size / contract.outputStride}, ${NAMES.length}] from its .json.`);
+      `[1, ${size / contract.outputStride}, ${size / contract.outputStride}, ${joints}] from its .json.`);
   }
   return {compiled, contract, outputIndex, heatmapShape: shape.slice(1), input: new Float32Array(size * size * 3)};
 }
@@ -132,8 +133,8 @@ async function stillImage(model, url, label) {
   const {heatmaps, ms} = await infer(model);
   const [h, w, k] = model.heatmapShape;
   const keypoints = decodeHeatmaps(heatmaps, h, w, k, contract, width, height);
-  drawSkeleton(context, keypoints, Math.max(2, Math.max(width, height) / 150));
-  report(keypoints);
+  drawSkeleton(context, keypoints, contract, Math.max(2, Math.max(width, height) / 150));
+  report(keypoints, contract);
   state.modelMs = ms;
   state.phase = "done";
   setStatus(`${label}: model ${ms.toFixed(1)} ms (${state.accelerator})`);
@@ -165,7 +166,7 @@ async function camera(model) {
   cropContext.imageSmoothingQuality = "high";
   const view = $("view");
   const context = view.getContext("2d");
-  const filters = NAMES.map(() => [new OneEuroFilter(), new OneEuroFilter()]);
+  const filters = model.contract.names.map(() => [new OneEuroFilter(), new OneEuroFilter()]);
   const smoothing = $("smoothing");
   smoothing.addEventListener("change", () => filters.flat().forEach((f) => f.reset()));
   const [h, w, k] = model.heatmapShape;
@@ -194,7 +195,7 @@ async function camera(model) {
       context.setLineDash([8, 6]);
       context.strokeRect(left, top, side, side);
       context.setLineDash([]);
-      drawSkeleton(context, keypoints, Math.max(2, side / 120));
+      drawSkeleton(context, keypoints, model.contract, Math.max(2, side / 120));
       const fps = 1000 / Math.max(now - last, 1);
       last = now;
       state.frames += 1;
@@ -202,7 +203,7 @@ async function camera(model) {
       state.modelMs = state.frames === 1 ? ms : 0.9 * state.modelMs + 0.1 * ms;
       state.phase = "running";
       $("stats").textContent = `${state.fps.toFixed(1)} frames/s · model ${state.modelMs.toFixed(1)} ms (${state.accelerator})`;
-      report(keypoints);
+      report(keypoints, model.contract);
     }
     requestAnimationFrame(() => frame().catch(showError));
   };
@@ -237,20 +238,21 @@ async function benchmark(model, runs) {
   setStatus(`benchmark: model.run median ${result.median_ms.toFixed(2)} ms over ${runs} runs (${state.accelerator})`);
 }
 
-function report(keypoints) {
-  state.keypoints = {order: NAMES, keypoints: keypoints.map(([x, y, s]) => [round(x), round(y), round(s)])};
+function report(keypoints, contract) {
+  state.keypoints = {order: contract.names, keypoints: keypoints.map(([x, y, s]) => [round(x), round(y), round(s)])};
   $("keypoints").textContent = JSON.stringify(state.keypoints);
 }
 
 function round(value) { return Math.round(value * 1e4) / 1e4; }
 
-function drawSkeleton(context, keypoints, width) {
+function drawSkeleton(context, keypoints, contract, width) {
   context.lineWidth = width;
   context.lineCap = "round";
-  for (const [a, b] of SKELETON) {
+  for (const [a, b] of contract.skeleton) {
     if (keypoints[a][2] < threshold || keypoints[b][2] < threshold) continue;
-    // The person's right side in orange, left in cyan, the centre line in white.
-    const side = (j) => (NAMES[j].startsWith("right") ? 1 : NAMES[j].startsWith("left") ? -1 : 0);
+    // The person's right side in orange, left in cyan, the centre line in white (by the joint's name).
+    const side = (j) => (/^(right|r)([_ -]|$)|^Right/.test(contract.names[j]) ? 1
+      : /^(left|l)([_ -]|$)|^Left/.test(contract.names[j]) ? -1 : 0);
     const s = side(a) || side(b);
     context.strokeStyle = s > 0 ? "#ff9f1c" : s < 0 ? "#2ec4b6" : "#ffffff";
     context.beginPath();

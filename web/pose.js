@@ -2,21 +2,6 @@
 // pose/evaluation/photos.py holds the Python twin of prepareInput and decodeHeatmaps (square_input,
 // reference_keypoints); the browser tests compare both.
 
-// pose.data.keypoints.NAMES: the AI Challenger order the page reports keypoints in.
-export const NAMES = [
-  "right_shoulder", "right_elbow", "right_wrist",
-  "left_shoulder", "left_elbow", "left_wrist",
-  "right_hip", "right_knee", "right_ankle",
-  "left_hip", "left_knee", "left_ankle",
-  "head_top", "neck",
-];
-
-// pose.data.keypoints.SKELETON, indices into NAMES.
-export const SKELETON = [
-  [12, 13], [13, 0], [0, 1], [1, 2], [13, 3], [3, 4], [4, 5],
-  [0, 6], [6, 7], [7, 8], [3, 9], [9, 10], [10, 11], [6, 9],
-];
-
 export const PIXEL_FORMATS = ["bgr_0_255", "rgb_0_1"];
 
 export class ContractError extends Error {}
@@ -33,11 +18,25 @@ export function readContract(metadata, where) {
     throw new ContractError(`${where}: contract.pixels is ${JSON.stringify(contract.pixels)}; ` +
       `expected one of ${PIXEL_FORMATS.join(", ")}`);
   }
+  // The joints come from the model's own keypoint set (pose.data.keypoints.KeypointSet.to_json):
+  // the page knows no skeleton of its own.
+  const set = metadata.keypoint_set;
+  const names = set && set.keypoints;
+  if (!Array.isArray(names) || !names.length || new Set(names).size !== names.length ||
+      !names.every((name) => typeof name === "string")) {
+    throw new ContractError(`${where} has no "keypoint_set" with its joint names (keypoint_set.keypoints), ` +
+      `so the page cannot name or draw the joints. Export the model again with the tflite step of this project.`);
+  }
   const order = contract.channel_order;
-  if (!Array.isArray(order) || order.length !== NAMES.length || new Set(order).size !== NAMES.length ||
-      !order.every((name) => NAMES.includes(name))) {
-    throw new ContractError(`${where}: contract.channel_order must list the ${NAMES.length} joint names ` +
-      `(${NAMES.join(", ")}) once each; it is ${JSON.stringify(order)}`);
+  if (!Array.isArray(order) || order.length !== names.length || new Set(order).size !== names.length ||
+      !order.every((name) => names.includes(name))) {
+    throw new ContractError(`${where}: contract.channel_order must list the ${names.length} joint names ` +
+      `of its keypoint set (${names.join(", ")}) once each; it is ${JSON.stringify(order)}`);
+  }
+  const edges = Array.isArray(set.skeleton) ? set.skeleton : [];
+  const skeleton = edges.map((edge) => (Array.isArray(edge) ? edge.map((name) => names.indexOf(name)) : [-1, -1]));
+  if (skeleton.some(([a, b]) => a < 0 || b < 0)) {
+    throw new ContractError(`${where}: keypoint_set.skeleton names a joint that is not in keypoint_set.keypoints`);
   }
   for (const key of ["input_size", "output_stride"]) {
     if (!(Number(metadata[key]) > 0)) {
@@ -47,8 +46,11 @@ export function readContract(metadata, where) {
   return {
     name: contract.name || "",
     pixels: contract.pixels,
-    // channelToJoint[c]: index in NAMES of output channel c.
-    channelToJoint: order.map((name) => NAMES.indexOf(name)),
+    // The joints in the set's order, the limbs between them (indices into names), and
+    // channelToJoint[c]: the index in names of output channel c.
+    names,
+    skeleton,
+    channelToJoint: order.map((name) => names.indexOf(name)),
     inputSize: Number(metadata.input_size),
     outputStride: Number(metadata.output_stride),
     outputName: metadata.output_name || null,
@@ -111,13 +113,14 @@ function sampling(size, scale, side, offset, extent) {
   return {low, high, frac};
 }
 
-// Heatmaps [h, w, K] (NHWC, batch 1) -> [[x, y, score] x 14] in NAMES order, in the picture's pixels.
+// Heatmaps [h, w, K] (NHWC, batch 1) -> [[x, y, score] x K] in the keypoint set's order
+// (contract.names), in the picture's pixels.
 // Python twin: pose.codec.decode(refine="quarter") (argmax, then a quarter pixel towards the higher
 // neighbour), heatmap_to_input, then the square's scale and offset.
 export function decodeHeatmaps(heatmaps, h, w, k, contract, width, height) {
   const {side, offsetX, offsetY} = squareOf(width, height);
   const toSquare = side / contract.inputSize;
-  const result = new Array(NAMES.length);
+  const result = new Array(contract.names.length);
   for (let c = 0; c < k; c++) {
     let best = 0, bestValue = -Infinity;
     for (let p = 0; p < h * w; p++) {

@@ -99,6 +99,10 @@ class KeypointSet:
                 f"keypoint set {self.name!r} has no joint {name!r}; it has {', '.join(self.names)}"
             ) from None
 
+    def side(self, name: str) -> int:
+        """+1 for a joint of the person's right side, -1 left, 0 neither, as its name says."""
+        return side_of(name)
+
     def shared_with(self, other: "KeypointSet") -> list[tuple[int, int]]:
         """(index here, index in other) of the joints both sets name alike, in this set's order."""
         theirs = {name: i for i, name in enumerate(other.names)}
@@ -350,6 +354,14 @@ def load(spec: str) -> KeypointSet:
     if spec.endswith((".yaml", ".yml")):
         return read_yaml(spec)
     return preset(spec)
+
+
+def side_of(name: str) -> int:
+    """+1 right, -1 left, 0 neither, by the spellings partner_by_name knows."""
+    for pattern, other in _SIDES:
+        if pattern.match(name):
+            return -1 if other.lower().startswith("r") else 1
+    return 0
 
 
 def partner_by_name(name: str, names) -> str | None:

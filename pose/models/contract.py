@@ -21,6 +21,10 @@ from pose.data import keypoints
 SEED = "seed"
 AIC = "aic"
 NAMES = (SEED, AIC)
+# The export_contract parameter's default: the seed's contract where the keypoint set has the seed's
+# order (AIC's), else the training contract (resolve).
+AUTO = "auto"
+CHOICES = (AUTO, *NAMES)
 DEFAULT = SEED
 PIXELS = {SEED: "bgr_0_255", AIC: "rgb_0_1"}
 PIXEL_DESCRIPTIONS = {
@@ -43,6 +47,22 @@ def check(name: str) -> str:
     if name not in NAMES:
         raise ContractError(f"unknown model contract {name!r}; expected one of {', '.join(NAMES)}")
     return name
+
+
+def check_choice(name: str) -> str:
+    """An export_contract parameter's value: a contract or `auto`."""
+    if name not in CHOICES:
+        raise ContractError(
+            f"unknown model contract {name!r}; expected one of {', '.join(CHOICES)}"
+        )
+    return name
+
+
+def resolve(name: str, keypoint_set: keypoints.KeypointSet) -> str:
+    """The contract an export_contract value means for `keypoint_set`."""
+    if check_choice(name) == AUTO:
+        return SEED if keypoint_set.seed_order is not None else AIC
+    return check_for_set(name, keypoint_set)
 
 
 def check_for_set(name: str, keypoint_set: keypoints.KeypointSet) -> str:

@@ -57,4 +57,7 @@ def prediction_grid(predict, valid_dirs: list[str], input_size: int) -> np.ndarr
     if not valid_dirs:
         return None
     batch = next(iter(inputs.evaluation_dataset(valid_dirs, input_size, batch_size=8)))
-    return visualize.sample_grid(batch["image"].numpy(), predict(batch["image"]).numpy())
+    keypoint_set = shard_index.keypoint_set(shard_index.read(valid_dirs))
+    return visualize.sample_grid(
+        batch["image"].numpy(), predict(batch["image"]).numpy(), keypoint_set=keypoint_set
+    )
