@@ -188,9 +188,8 @@ def _variants(arguments: dict, _) -> None:
 def _uris(arguments: dict, _) -> None:
     """No '..', '.' or empty segments. Which schemes each parameter takes is
     pipeline/cluster.py's STORAGE_PARAMETERS, checked by check_storage_parameters before this."""
-    from pose.files.uris import UriError, check_uri
-
     from pose.data.keypoint_files import is_remote
+    from pose.files.uris import UriError, check_uri
 
     for name in ("source", "publish_uri", "checkpoint_uri", "keypoints"):
         value = str(arguments.get(name, "")).strip()
