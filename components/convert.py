@@ -33,17 +33,18 @@ from typing import NamedTuple
 from tqdm import tqdm
 
 from components import cli
-from pose.data import keypoints as kp
-from pose.data import packs, pixels
+from pose.data import aic_release, packs, pixels
+from pose.data import keypoints as keypoint_sets
 from pose.files import outputs, steplog
 from pose.files.atomic import atomic_directory
 
 log = logging.getLogger("convert")
+_AIC = keypoint_sets.preset("aic")
 
 SPLITS = ("train", "valid")
 # split -> (annotation file, image folder) of the official release (pose.data.keypoints.AIC_LAYOUT), found at any depth.
 OFFICIAL_LAYOUT = {
-    split: (annotations, images) for split, (_, annotations, images) in kp.AIC_LAYOUT.items()
+    split: (annotations, images) for split, (_, annotations, images) in aic_release.AIC_LAYOUT.items()
 }
 
 # A labelled joint a pixel or two past the border is click noise (pulled inside); further out, a bad record.
@@ -125,6 +126,9 @@ def convert(
     num_shards: int | None = None,
     allow_empty: bool = False,
     max_image_pixels: int | None = None,
+    keypoints: str = "auto",
+    min_keypoints: int = 1,
+    valid_fraction: float = 0.1,
 ) -> dict:
     """Converts the AIC release below input_dir into the COCO layout at output_dir; returns the
     counts. With num_shards, each split's images are written as num_shards packs
@@ -210,7 +214,7 @@ def find_sources(input_dir: Path) -> dict:
         name: (split, "official", images) for split, (name, images) in OFFICIAL_LAYOUT.items()
     }
     wanted.update(
-        {name: (split, "seed", images) for split, (name, images) in kp.SEED_LAYOUT.items()}
+        {name: (split, "seed", images) for split, (name, images) in aic_release.SEED_LAYOUT.items()}
     )
     official_image_folders = {images for _, images in OFFICIAL_LAYOUT.values()}
     found = {split: [] for split in SPLITS}
@@ -220,7 +224,7 @@ def find_sources(input_dir: Path) -> dict:
                 split, layout, images = wanted[name]
                 found[split].append(Source(layout, Path(folder) / name, Path(folder) / images))
         # Listing 200,000 image names to find nothing there would dominate the walk.
-        seed_here = {kp.SEED_LAYOUT[s][1] for s in SPLITS if kp.SEED_LAYOUT[s][0] in files}
+        seed_here = {aic_release.SEED_LAYOUT[s][1] for s in SPLITS if aic_release.SEED_LAYOUT[s][0] in files}
         subfolders[:] = [
             d for d in subfolders if d not in official_image_folders and d not in seed_here
         ]
@@ -230,7 +234,7 @@ def find_sources(input_dir: Path) -> dict:
         if not candidates:
             names = " or ".join(
                 f"{layout[split][0]} with {layout[split][1]}/"
-                for layout in (OFFICIAL_LAYOUT, kp.SEED_LAYOUT)
+                for layout in (OFFICIAL_LAYOUT, aic_release.SEED_LAYOUT)
             )
             raise ConvertError(f"no {split} split below {input_dir}: expected {names}")
         if len(candidates) > 1:
@@ -324,9 +328,9 @@ def _convert_split(
                 {
                     "id": len(annotations) + 1,
                     "image_id": image_id,
-                    "category_id": kp.COCO_CATEGORY["id"],
+                    "category_id": 1,
                     "keypoints": coco_keypoints,
-                    "num_keypoints": kp.NUM_KEYPOINTS - coco_keypoints[2::3].count(0),
+                    "num_keypoints": _AIC.num_keypoints - coco_keypoints[2::3].count(0),
                     "bbox": [x1, y1, x2 - x1, y2 - y1],
                     "area": (x2 - x1) * (y2 - y1),
                     "iscrowd": 0,
@@ -364,7 +368,7 @@ def _convert_split(
         "info": info,
         "images": images,
         "annotations": annotations,
-        "categories": [kp.COCO_CATEGORY],
+        "categories": [_AIC.coco_category()],
     }
     _write_json(output / "annotations" / f"person_keypoints_{split}.json", coco)
     elapsed = time.perf_counter() - started
@@ -433,7 +437,7 @@ def _parse_official(index, record, images: str) -> Record:
     people = [
         Person(
             human,
-            _check_keypoints(keypoints[human], kp.AIC_VISIBILITY_CODES, human),
+            _check_keypoints(keypoints[human], aic_release.AIC_VISIBILITY_CODES, human),
             _check_box(boxes[human], human),
         )
         for human in keypoints
@@ -471,10 +475,10 @@ def _seed_records(source: Source):
             for annotation in by_image.pop(image.get("id"), []):
                 human = f"annotation {annotation.get('id')}"
                 coco_keypoints = _check_keypoints(
-                    annotation.get("keypoints"), tuple(kp.COCO_TO_AIC_VISIBILITY), human
+                    annotation.get("keypoints"), tuple(aic_release.COCO_TO_AIC_VISIBILITY), human
                 )
                 aic_keypoints = list(coco_keypoints)
-                aic_keypoints[2::3] = [kp.COCO_TO_AIC_VISIBILITY[v] for v in coco_keypoints[2::3]]
+                aic_keypoints[2::3] = [aic_release.COCO_TO_AIC_VISIBILITY[v] for v in coco_keypoints[2::3]]
                 box = annotation.get("bbox")
                 if not isinstance(box, list) or len(box) != 4:
                     raise _Bad(f"bbox {box!r} is not [x, y, width, height]", human)
@@ -529,11 +533,11 @@ def _all_finite(values) -> bool:
 
 
 def _check_keypoints(values, codes, human) -> list:
-    expected = 3 * kp.NUM_KEYPOINTS
+    expected = 3 * _AIC.num_keypoints
     if not isinstance(values, list) or len(values) != expected:
         length = len(values) if isinstance(values, list) else type(values).__name__
         raise _Bad(
-            f"keypoint list has length {length}, expected {expected} ({kp.NUM_KEYPOINTS} joints x [x, y, v])",
+            f"keypoint list has length {length}, expected {expected} ({_AIC.num_keypoints} joints x [x, y, v])",
             human,
         )
     if (
@@ -545,16 +549,16 @@ def _check_keypoints(values, codes, human) -> list:
     for joint, (x, y, v) in enumerate(zip(values[0::3], values[1::3], values[2::3])):
         if type(x) not in _NUMBER_TYPES or type(y) not in _NUMBER_TYPES:
             raise _Bad(
-                f"joint {joint} ({kp.NAMES[joint]}) has non-numeric coordinates {[x, y]!r}", human
+                f"joint {joint} ({_AIC.names[joint]}) has non-numeric coordinates {[x, y]!r}", human
             )
         if not _all_finite((x, y)):
             raise _Bad(
-                f"joint {joint} ({kp.NAMES[joint]}) has coordinates {[x, y]!r}, not finite numbers",
+                f"joint {joint} ({_AIC.names[joint]}) has coordinates {[x, y]!r}, not finite numbers",
                 human,
             )
         if v not in codes or type(v) not in _NUMBER_TYPES:
             raise _Bad(
-                f"joint {joint} ({kp.NAMES[joint]}) has visibility code {v!r}, "
+                f"joint {joint} ({_AIC.names[joint]}) has visibility code {v!r}, "
                 f"expected one of {', '.join(map(str, sorted(codes)))}",
                 human,
             )
@@ -577,7 +581,7 @@ def _check_box(box, human) -> list:
 def _coco_keypoints(person: Person, width: int, height: int) -> list:
     """AIC [x, y, v]*14 -> COCO [x, y, v]*14: visibility 1/2/3 -> 2/1/0, unlabelled at (0, 0), labelled
     joints a pixel or two past the border pulled inside."""
-    values, to_coco = person.keypoints, kp.AIC_TO_COCO_VISIBILITY
+    values, to_coco = person.keypoints, aic_release.AIC_TO_COCO_VISIBILITY
     xs, ys, codes = values[0::3], values[1::3], values[2::3]
     last_x, last_y = width - 1, height - 1
     if min(xs) >= 0 and max(xs) <= last_x and min(ys) >= 0 and max(ys) <= last_y:
@@ -598,7 +602,7 @@ def _coco_keypoints(person: Person, width: int, height: int) -> list:
             out += (min(max(x, 0), last_x), min(max(y, 0), last_y), to_coco[v])
         else:
             raise _Bad(
-                f"joint {joint} ({kp.NAMES[joint]}) at ({x}, {y}) is outside the {width}x{height} image",
+                f"joint {joint} ({_AIC.names[joint]}) at ({x}, {y}) is outside the {width}x{height} image",
                 person.human,
             )
     return out
@@ -669,7 +673,7 @@ def _write_packs(
                 "info": {**info, "shard_index": index, "num_shards": num_shards},
                 "images": pack_images[index],
                 "annotations": pack_people[index],
-                "categories": [kp.COCO_CATEGORY],
+                "categories": [_AIC.coco_category()],
             },
         )
         packs.write_pack_info(

@@ -423,7 +423,7 @@ def _link_or_copy(source, target) -> None:
 
 def count_release(folder: str) -> dict:
     """Images per AIC split (by the official image folder names) and the total size, for the metadata."""
-    from pose.data.keypoints import AIC_LAYOUT
+    from pose.data.aic_release import AIC_LAYOUT
 
     counts = {"images": 0, "images_train": 0, "images_valid": 0, "bytes": 0, "files": 0}
     image_folders = {layout[2]: split for split, layout in AIC_LAYOUT.items()}

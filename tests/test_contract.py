@@ -14,6 +14,8 @@ from pose.data import keypoints
 from pose.models import contract, tflite_runtime
 from tests.tiny_models import build_tiny_pose_model, save_as_train_output
 
+AIC = keypoints.preset("aic")
+
 PHOTO = Path(__file__).resolve().parent.parent / "photos" / "astronaut.jpg"
 SIZE = 64
 # Largest max abs heatmap difference against Keras per variant (the tiny model's heatmaps are in [0, 1]).
@@ -33,15 +35,15 @@ def test_seed_contract_names_the_seed_order_and_pixels():
     assert seed["channel_order"][:3] == ["head_top", "neck", "right_shoulder"]
     assert seed["channel_order"][-1] == "left_ankle"
     # AIC's 1-based indices 13, 14, 1, ..., 12, as the seed's README lists its output
-    assert [keypoints.NAMES.index(name) + 1 for name in seed["channel_order"]] == [
+    assert [AIC.names.index(name) + 1 for name in seed["channel_order"]] == [
         13,
         14,
         *range(1, 13),
     ]
-    assert contract.describe("aic")["channel_order"] == list(keypoints.NAMES)
-    assert contract.flip_pairs("aic") == [list(pair) for pair in keypoints.FLIP_PAIRS]
+    assert contract.describe("aic")["channel_order"] == list(AIC.names)
+    assert contract.flip_pairs("aic", AIC) == [list(pair) for pair in AIC.swap_pairs]
     assert [2, 5] in contract.flip_pairs(
-        "seed"
+        "seed", AIC
     )  # right and left shoulder, two places on in the seed's order
 
 
@@ -54,10 +56,10 @@ def test_pixels_and_channels_convert_both_ways():
     np.testing.assert_allclose(aic_in, crop[..., ::-1] / 255.0, rtol=1e-6)
     np.testing.assert_allclose(contract.from_training_images(aic_in, "seed"), seed_in, rtol=1e-6)
     aic_heatmaps = np.arange(2 * 14, dtype=np.float32).reshape(1, 2, 14)
-    seed_heatmaps = aic_heatmaps[..., list(contract.SEED_CHANNELS)]
-    np.testing.assert_array_equal(contract.to_aic_order(seed_heatmaps, "seed"), aic_heatmaps)
+    seed_heatmaps = aic_heatmaps[..., list(AIC.seed_order)]
+    np.testing.assert_array_equal(contract.to_set_order(seed_heatmaps, "seed", AIC), aic_heatmaps)
     np.testing.assert_array_equal(
-        contract.to_aic_order(aic_heatmaps, {"name": "aic"}), aic_heatmaps
+        contract.to_set_order(aic_heatmaps, {"name": "aic"}, AIC), aic_heatmaps
     )
 
 
@@ -69,7 +71,7 @@ def test_metadata_without_contract_is_refused_by_name():
         contract.from_metadata({"contract": {"name": "rgb"}}, "bad.json")
     with pytest.raises(contract.ContractError, match="channel_order"):
         contract.from_metadata(
-            {"contract": {**contract.describe("seed"), "channel_order": list(keypoints.NAMES)}}
+            {"contract": {**contract.describe("seed"), "channel_order": list(AIC.names)}}
         )
 
 
@@ -109,14 +111,14 @@ def test_exports_and_keras_agree_each_in_its_own_contract(exported):
     for exported_out in (saved_out, frozen_out):
         # in the seed's order the first channel is the head top, AIC's 13th
         np.testing.assert_allclose(
-            exported_out[..., 0], keras_aic[..., keypoints.HEAD_TOP], atol=1e-4
+            exported_out[..., 0], keras_aic[..., AIC.index("head_top")], atol=1e-4
         )
         np.testing.assert_allclose(
-            contract.to_aic_order(exported_out, "seed"), keras_aic, atol=1e-4
+            contract.to_set_order(exported_out, "seed", AIC), keras_aic, atol=1e-4
         )
     # fed the training contract's pixels instead, the export gives something else
     wrong = saved(image=tf.constant(contract.model_input(crop, "aic")))[info["output_name"]].numpy()
-    assert np.abs(contract.to_aic_order(wrong, "seed") - keras_aic).max() > 1e-3
+    assert np.abs(contract.to_set_order(wrong, "seed", AIC) - keras_aic).max() > 1e-3
 
     for variant in VARIANTS:
         path = folder / "tflite" / f"{info['model']}_{variant}.tflite"
@@ -125,7 +127,9 @@ def test_exports_and_keras_agree_each_in_its_own_contract(exported):
         assert metadata["keypoints"] == metadata["contract"]["channel_order"]
         interpreter = tflite_runtime.load(path)
         heatmaps = tflite_runtime.run(interpreter, contract.model_input(crop, metadata["contract"]))
-        difference = np.abs(contract.to_aic_order(heatmaps, metadata["contract"]) - keras_aic).max()
+        difference = np.abs(
+            contract.to_set_order(heatmaps, metadata["contract"], AIC) - keras_aic
+        ).max()
         assert difference <= TOLERANCE[variant], (variant, difference)
 
 

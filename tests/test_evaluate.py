@@ -7,10 +7,13 @@ import numpy as np
 import pytest
 
 from components.evaluate import EvaluationError, evaluate, input_to_original, predict
+from pose.data import keypoints
 from pose.models import contract
 from pose.models.tflite_runtime import NotTFLiteError
 from tests.conftest import ANCHORS
 from tests.tiny_models import build_tiny_pose_model
+
+AIC = keypoints.preset("aic")
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +204,6 @@ def test_predict_draws_the_skeleton_on_any_image(tmp_path):
 def test_predict_draws_a_correct_skeleton_with_the_seed_file(tmp_path):
     """The released CPM on the photograph (a head-and-shoulders portrait): head top above the neck, the
     neck above the shoulders, the person's right shoulder on the viewer's left."""
-    from pose.data import keypoints
     from tests.test_contract import PHOTO
 
     anchor = ANCHORS / "pefm-cpm-192.tflite"
@@ -209,11 +211,16 @@ def test_predict_draws_a_correct_skeleton_with_the_seed_file(tmp_path):
         pytest.skip(f"{anchor} not present")
     result = predict(str(anchor), str(PHOTO), str(tmp_path / "out.png"))
     points, scores = np.array(result["keypoints"]), np.array(result["scores"])
-    head, neck = points[keypoints.HEAD_TOP], points[keypoints.NECK]
-    right, left = points[keypoints.RIGHT_SHOULDER], points[keypoints.LEFT_SHOULDER]
+    head, neck = points[AIC.index("head_top")], points[AIC.index("neck")]
+    right, left = points[AIC.index("right_shoulder")], points[AIC.index("left_shoulder")]
     assert (
         scores[
-            [keypoints.HEAD_TOP, keypoints.NECK, keypoints.RIGHT_SHOULDER, keypoints.LEFT_SHOULDER]
+            [
+                AIC.index("head_top"),
+                AIC.index("neck"),
+                AIC.index("right_shoulder"),
+                AIC.index("left_shoulder"),
+            ]
         ].min()
         > 0.2
     )

@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 from components.freeze import FreezeError, freeze, run_frozen_graph
+from pose.data import keypoints
 from pose.models.networks import identity
 from tests.tiny_models import build_tiny_pose_model, save_as_train_output
 
 CPM_OUTPUT = identity("mv2_cpm").seed_output_name
+AIC = keypoints.preset("aic")
 
 
 @pytest.fixture(scope="module")
@@ -63,11 +65,11 @@ def test_keras_saved_model_and_frozen_graph_agree(tiny_frozen):
         images, info["contract"]
     )  # each in its own contract
     saved = tf.saved_model.load(str(folder / "saved_model")).signatures["serving_default"]
-    saved_out = contract.to_aic_order(
-        saved(image=tf.constant(exported_in))[CPM_OUTPUT].numpy(), info["contract"]
+    saved_out = contract.to_set_order(
+        saved(image=tf.constant(exported_in))[CPM_OUTPUT].numpy(), info["contract"], AIC
     )
-    frozen_out = contract.to_aic_order(
-        run_frozen_graph(folder / "frozen_graph.pb", exported_in, CPM_OUTPUT), info["contract"]
+    frozen_out = contract.to_set_order(
+        run_frozen_graph(folder / "frozen_graph.pb", exported_in, CPM_OUTPUT), info["contract"], AIC
     )
     assert keras_out.shape == (1, 32, 32, 14)
     assert np.abs(saved_out - keras_out).max() <= 1e-4

@@ -8,6 +8,8 @@ from pycocotools.coco import COCO
 
 from pose.data import keypoints
 
+AIC = keypoints.preset("aic")
+
 
 @pytest.mark.filterwarnings("ignore:You may be attemping to run a task:RuntimeWarning")
 def test_download_then_convert_under_kfp_local(tmp_path):
@@ -37,9 +39,9 @@ def test_download_then_convert_under_kfp_local(tmp_path):
         assert len(loaded.getImgIds()) == len(aic) == coco.metadata[f"{split}_images"]
         people = sum(len(record["human_annotations"]) for record in aic)
         assert len(loaded.getAnnIds()) == people == coco.metadata[f"{split}_people"]
-        assert loaded.loadCats(1)[0]["keypoints"] == list(keypoints.NAMES)
+        assert loaded.loadCats(1)[0]["keypoints"] == list(AIC.names)
         for annotation in loaded.loadAnns(loaded.getAnnIds()):
-            assert len(annotation["keypoints"]) == 3 * keypoints.NUM_KEYPOINTS
+            assert len(annotation["keypoints"]) == 3 * AIC.num_keypoints
             image = loaded.loadImgs(annotation["image_id"])[0]
             assert (Path(coco.path) / "images" / split / image["file_name"]).is_file()
     assert len(aic) == 8  # valid = max(24 // 5, 8)

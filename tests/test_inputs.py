@@ -10,10 +10,13 @@ import tensorflow as tf
 
 from components.shard import shard
 from pose.codec import DEFAULT_SIGMA, HeatmapCodec
-from pose.data import inputs, records, shard_index
-from pose.data.keypoints import FLIP_INDEX, LEFT_SHOULDER, NUM_KEYPOINTS, RIGHT_SHOULDER
+from pose.data import inputs, keypoints, records, shard_index
 from pose.evaluation import visualize
 from tests.test_shard import write_tiny_coco
+
+AIC = keypoints.preset("aic")
+FLIP_INDEX, NUM_KEYPOINTS = AIC.flip_index, AIC.num_keypoints
+RIGHT_SHOULDER, LEFT_SHOULDER = AIC.index("right_shoulder"), AIC.index("left_shoulder")
 
 SIZE, STRIDE = 64, 2
 CODEC = HeatmapCodec(SIZE, STRIDE)
@@ -36,7 +39,10 @@ def coco_and_shards(tmp_path_factory):
 
 
 def _records(dirs):
-    return [records.parse(s) for s in tf.data.TFRecordDataset(shard_index.read(dirs)["files"])]
+    return [
+        records.parse(s, NUM_KEYPOINTS)
+        for s in tf.data.TFRecordDataset(shard_index.read(dirs)["files"])
+    ]
 
 
 def _expected_input_points(crop_points, crop_size, scale, degrees, translation, flip):
@@ -82,6 +88,7 @@ def test_keypoint_round_trip_through_warp_heatmap_and_decoding(coco_and_shards, 
             degrees,
             translation,
             flip,
+            flip_index=FLIP_INDEX,
         )
         # From the ORIGINAL COCO annotation: original -> crop (the record's transform) -> input.
         original = np.asarray(people[int(example["person/id"])]["keypoints"], np.float64).reshape(
@@ -130,7 +137,9 @@ def test_flip_swaps_left_and_right_joints(coco_and_shards):
     crop = tf.io.decode_jpeg(example["image/encoded"], channels=3)
     args = (crop, example["person/keypoints"], example["person/visibility"], SIZE)
     image, points, _, _ = inputs.warp_person(*args)
-    flipped_image, flipped_points, _, _ = inputs.warp_person(*args, flip=True)
+    flipped_image, flipped_points, _, _ = inputs.warp_person(
+        *args, flip=True, flip_index=FLIP_INDEX
+    )
     np.testing.assert_allclose(
         flipped_points[RIGHT_SHOULDER, 0], SIZE - 1 - points[LEFT_SHOULDER, 0], atol=1e-3
     )
@@ -263,7 +272,9 @@ def test_sample_grid_colours_each_joint_where_it_is():
     weights = tf.constant([1.0] * (NUM_KEYPOINTS - 1) + [0.0])
     maps = HeatmapCodec(SIZE, STRIDE, sigma=1.0).encode(points, weights).numpy()
     images = np.full((2, SIZE, SIZE, 3), 0.5, np.float32)
-    grid = visualize.sample_grid(images, np.stack([maps, np.zeros_like(maps)]), columns=2, gap=2)
+    grid = visualize.sample_grid(
+        images, np.stack([maps, np.zeros_like(maps)]), columns=2, gap=2, keypoint_set=AIC
+    )
     assert grid.shape == (SIZE, 2 * SIZE + 2, 3) and grid.dtype == np.uint8
     x, y = (int(v) for v in points[RIGHT_SHOULDER])
     assert int(grid[y, x, 0]) - int(grid[y, x, 2]) > 80  # right side: warm

@@ -10,11 +10,13 @@ from pose import codec
 from pose.data import keypoints
 from pose.evaluation import metrics
 
+AIC = keypoints.preset("aic")
+
 
 def _person(rng, centre=(100.0, 100.0)):
-    points = rng.uniform(-40, 40, (keypoints.NUM_KEYPOINTS, 2)) + centre
-    points[keypoints.NECK] = (centre[0], centre[1] - 30)
-    points[keypoints.HEAD_TOP] = (centre[0], centre[1] - 50)  # head size 20
+    points = rng.uniform(-40, 40, (AIC.num_keypoints, 2)) + centre
+    points[AIC.index("neck")] = (centre[0], centre[1] - 30)
+    points[AIC.index("head_top")] = (centre[0], centre[1] - 50)  # head size 20
     return points
 
 
@@ -27,7 +29,7 @@ def test_pckh_hand_made_known_answer():
     pred[0, 1] += (0.0, 11.0)  # beyond: wrong
     pred[1, 2] += (8.0, 8.0)  # 11.3: wrong
     visible[1, 3] = False  # not counted
-    mean, per_joint = metrics.pckh(pred, gt, visible)
+    mean, per_joint = metrics.pckh(pred, gt, visible, AIC.head)
     assert mean == pytest.approx(25 / 27)
     assert (
         per_joint[0] == 1.0 and per_joint[1] == 0.5 and per_joint[2] == 0.5 and per_joint[3] == 1.0
@@ -38,10 +40,10 @@ def test_pckh_skips_people_without_a_head_size():
     rng = np.random.default_rng(2)
     gt = np.stack([_person(rng), _person(rng)])
     visible = np.ones(gt.shape[:2], bool)
-    visible[1, keypoints.HEAD_TOP] = False
+    visible[1, AIC.index("head_top")] = False
     pred = gt + 100.0
     pred[0] = gt[0]
-    mean, per_joint = metrics.pckh(pred, gt, visible)
+    mean, per_joint = metrics.pckh(pred, gt, visible, AIC.head)
     assert mean == 1.0 and np.all(per_joint == 1.0)
 
 
@@ -56,7 +58,7 @@ def _direct_cocoeval_stats(gt_dict, detections):
         coco_gt.createIndex()
         coco_dt = coco_gt.loadRes(detections)
         evaluator = COCOeval(coco_gt, coco_dt, "keypoints")
-        evaluator.params.kpt_oks_sigmas = np.array(keypoints.OKS_SIGMAS)
+        evaluator.params.kpt_oks_sigmas = np.array(AIC.sigmas)
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
@@ -67,13 +69,13 @@ def test_oks_ap_equals_cocoeval_on_the_same_predictions():
     rng = np.random.default_rng(3)
     n = 12
     gt = np.stack([_person(rng, rng.uniform(150, 300, 2)) for _ in range(n)])
-    visibility = rng.choice([0, 1, 2], size=(n, keypoints.NUM_KEYPOINTS), p=[0.1, 0.2, 0.7])
+    visibility = rng.choice([0, 1, 2], size=(n, AIC.num_keypoints), p=[0.1, 0.2, 0.7])
     bboxes = np.concatenate([gt.min(axis=1) - 5, gt.max(axis=1) - gt.min(axis=1) + 10], axis=1)
     image_ids = np.array([1, 1, 2, 3, 4, 5, 6, 7, 8, 8, 9, 10])
     pred = gt + rng.normal(0, 4, gt.shape)
-    scores = rng.uniform(0.2, 1.0, (n, keypoints.NUM_KEYPOINTS))
+    scores = rng.uniform(0.2, 1.0, (n, AIC.num_keypoints))
 
-    ours = metrics.oks_ap(pred, scores, gt, visibility, bboxes, image_ids)
+    ours = metrics.oks_ap(pred, scores, gt, visibility, bboxes, image_ids, AIC)
 
     annotations, detections = [], []
     for i in range(n):
@@ -104,9 +106,7 @@ def test_oks_ap_equals_cocoeval_on_the_same_predictions():
     gt_dict = {
         "images": [{"id": int(i)} for i in sorted(set(image_ids))],
         "annotations": annotations,
-        "categories": [
-            {"id": 1, "name": "person", "keypoints": list(keypoints.NAMES), "skeleton": []}
-        ],
+        "categories": [{"id": 1, "name": "person", "keypoints": list(AIC.names), "skeleton": []}],
     }
     stats = _direct_cocoeval_stats(gt_dict, detections)
 
@@ -121,7 +121,7 @@ def test_perfect_prediction_gives_ap_one():
     gt = np.stack([_person(rng, rng.uniform(150, 300, 2)) for _ in range(5)])
     visibility = np.full(gt.shape[:2], 2)
     bboxes = np.tile([50.0, 50.0, 300.0, 300.0], (5, 1))
-    result = metrics.oks_ap(gt, np.ones(gt.shape[:2]), gt, visibility, bboxes, np.arange(1, 6))
+    result = metrics.oks_ap(gt, np.ones(gt.shape[:2]), gt, visibility, bboxes, np.arange(1, 6), AIC)
     assert result["ap"] == result["ap50"] == result["ap75"] == 1.0
 
 
@@ -134,7 +134,7 @@ def _gaussian_heatmaps(centres, size=(48, 40), sigma=1.5):
 
 def test_dark_and_quarter_recover_a_sub_pixel_peak():
     rng = np.random.default_rng(5)
-    centres = rng.uniform(5, 35, (keypoints.NUM_KEYPOINTS, 2))
+    centres = rng.uniform(5, 35, (AIC.num_keypoints, 2))
     heatmaps = _gaussian_heatmaps(centres)
     dark, scores = codec.decode(heatmaps, refine="dark")
     quarter, _ = codec.decode(heatmaps, refine="quarter")
@@ -150,27 +150,29 @@ def test_dark_and_quarter_recover_a_sub_pixel_peak():
 
 
 def test_flip_helpers_mirror_and_swap_left_and_right():
-    centres = [(10.0 + k, 20.0) for k in range(keypoints.NUM_KEYPOINTS)]
+    centres = [(10.0 + k, 20.0) for k in range(AIC.num_keypoints)]
     heatmaps = _gaussian_heatmaps(centres, size=(32, 40))
     mirrored = heatmaps[
         :, :, ::-1
     ]  # what a mirror-equivariant model predicts on the flipped image, before swapping
     restored, _ = codec.decode(
-        codec.unflip_heatmaps(mirrored[..., list(keypoints.FLIP_INDEX)]), "dark"
+        codec.unflip_heatmaps(mirrored[..., list(AIC.flip_index)], AIC.flip_index), "dark"
     )
     assert np.abs(restored[0] - np.array(centres)).max() < 0.02
 
-    swapped, _ = codec.decode(codec.unflip_heatmaps(heatmaps), "dark")
-    right, left = keypoints.RIGHT_SHOULDER, keypoints.LEFT_SHOULDER
+    swapped, _ = codec.decode(codec.unflip_heatmaps(heatmaps, AIC.flip_index), "dark")
+    right, left = AIC.index("right_shoulder"), AIC.index("left_shoulder")
     assert swapped[0, right] == pytest.approx((40 - 1 - centres[left][0], 20.0), abs=0.02)
 
     def equivariant_model(images):
         # heatmaps from the image itself: mirroring the image mirrors the maps, left/right channels swap
         column = images.mean(axis=(1, 3))
-        maps = np.repeat(column[:, None, :, None], keypoints.NUM_KEYPOINTS, axis=-1)
+        maps = np.repeat(column[:, None, :, None], AIC.num_keypoints, axis=-1)
         return np.repeat(maps, 4, axis=1)
 
     images = np.random.default_rng(6).random((2, 4, 40, 3)).astype(np.float32)
     np.testing.assert_allclose(
-        codec.flip_test(equivariant_model, images), equivariant_model(images), atol=1e-6
+        codec.flip_test(equivariant_model, images, AIC.flip_index),
+        equivariant_model(images),
+        atol=1e-6,
     )

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from components.shard import ShardError, main, shard, shard_name
-from pose.data import records
-from pose.data.keypoints import NUM_KEYPOINTS
+from pose.data import keypoints, records
 from pose.files.outputs import MARKER
+
+NUM_KEYPOINTS = keypoints.preset("aic").num_keypoints
 
 DOT_RADIUS = 3
 
@@ -97,7 +98,7 @@ def read_records(path) -> list[dict]:
     import tensorflow as tf
 
     return [
-        {k: v.numpy() for k, v in records.parse(s).items()}
+        {k: v.numpy() for k, v in records.parse(s, NUM_KEYPOINTS).items()}
         for s in tf.data.TFRecordDataset(str(path))
     ]
 
@@ -125,7 +126,7 @@ def test_index_counts_match_records(tiny_coco, tiny_shards):
     for name, count in index["shards"].items():
         assert records.verify_shard(str(tiny_shards / name), decode_images=True) == count
     assert index["num_examples"] == sum(index["shards"].values()) == len(labelled)
-    assert set(index["feature_spec"]) == set(records.FEATURES)
+    assert set(index["feature_spec"]) == set(records.features(NUM_KEYPOINTS))
 
 
 def test_records_round_trip_to_original_coordinates(tiny_coco, tiny_shards):

@@ -26,6 +26,8 @@ from pose.models import contract
 from tests.browser import chromium
 from tests.conftest import ANCHORS, REPO
 
+AIC = keypoints.preset("aic")
+
 ARTIFACTS = REPO / "test-artifacts" / "web"
 NUM_PICTURES = 4
 OUR_INPUT_SIZE = 64
@@ -114,17 +116,17 @@ def test_still_image_keypoints_equal_python_litert(name, browser, pictures, our_
             if index == 0:
                 browser.screenshot(ARTIFACTS / f"still-image-{name}.png")
             expected = web_reference.reference_keypoints(str(model), str(picture), metadata)
-            assert shown["order"] == list(keypoints.NAMES)
+            assert shown["order"] == list(AIC.names)
             page_points, python_points = (
                 np.array(shown["keypoints"]),
                 np.array(expected["keypoints"]),
             )
-            assert page_points.shape == (keypoints.NUM_KEYPOINTS, 3)
+            assert page_points.shape == (AIC.num_keypoints, 3)
             in_input_pixels = np.abs(page_points[:, :2] - python_points[:, :2]) / expected["scale"]
             worst = max(worst, float(in_input_pixels.max()))
             assert in_input_pixels.max() <= TOLERANCE_INPUT_PIXELS, (
                 f"{picture.name}: page and Python differ by {in_input_pixels.max():.2f} input pixels "
-                f"at {keypoints.NAMES[int(in_input_pixels.max(axis=1).argmax())]}"
+                f"at {AIC.names[int(in_input_pixels.max(axis=1).argmax())]}"
             )
             np.testing.assert_allclose(page_points[:, 2], python_points[:, 2], atol=1e-3)
     print(f"{name}: largest page-Python difference {worst:.5f} input pixels")
@@ -220,8 +222,8 @@ def test_camera_mode_on_chromiums_fake_camera(page, tmp_path):
         assert state["mode"] == "camera" and state["fps"] > 0 and state["modelMs"] > 0
         shown = json.loads(browser.evaluate("document.getElementById('keypoints').textContent"))
         points = np.array(shown["keypoints"])
-        assert shown["order"] == list(keypoints.NAMES) and points.shape == (
-            keypoints.NUM_KEYPOINTS,
+        assert shown["order"] == list(AIC.names) and points.shape == (
+            AIC.num_keypoints,
             3,
         )
         # In the video's pixels, inside the centre square the model saw (480 x 480 of the 640 x 480 clip).

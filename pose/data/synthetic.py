@@ -23,8 +23,22 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pose.data import keypoints as kp
+from pose.data import aic_release
+from pose.data import keypoints as keypoint_sets
 from pose.files.atomic import atomic_file
+
+
+class _AicJoints:
+    """The aic set's joints by index, for the renderer's anatomy."""
+
+    _set = keypoint_sets.preset("aic")
+    NUM_KEYPOINTS = _set.num_keypoints
+    (RIGHT_SHOULDER, RIGHT_ELBOW, RIGHT_WRIST, LEFT_SHOULDER, LEFT_ELBOW, LEFT_WRIST) = range(6)
+    (RIGHT_HIP, RIGHT_KNEE, RIGHT_ANKLE, LEFT_HIP, LEFT_KNEE, LEFT_ANKLE) = range(6, 12)
+    HEAD_TOP, NECK = 12, 13
+
+
+kp = _AicJoints
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +66,7 @@ def render_release(output_dir: str, num_train: int, num_valid: int, seed: int) -
     started = time.perf_counter()
     summary = {"seed": seed, "bytes": 0}
     for split, count in (("train", num_train), ("valid", num_valid)):
-        release, annotation_name, image_folder = kp.AIC_LAYOUT[split]
+        release, annotation_name, image_folder = aic_release.AIC_LAYOUT[split]
         image_dir = Path(output_dir) / release / image_folder
         image_dir.mkdir(parents=True, exist_ok=True)
         records, people = [], 0
