@@ -328,6 +328,7 @@ def _pose(rng) -> dict:
 
     # Upper body in its own frame, then leaned about the hip centre.
     shoulder_half = rng.uniform(0.1, 0.125)
+    # -- the renderer's anatomy: begin
     upper = {
         "right_shoulder": np.array([-shoulder_half, 0.2 + rng.uniform(-0.015, 0.015)]),
         "left_shoulder": np.array([shoulder_half, 0.2 + rng.uniform(-0.015, 0.015)]),
@@ -341,6 +342,7 @@ def _pose(rng) -> dict:
         upper["left_shoulder"],
     )
     joints[kp.NECK] = upper["neck"]
+    # -- the renderer's anatomy: end
 
     head_tilt = lean + rng.uniform(-15, 15)
     head_radii = np.array([0.055, 0.072]) * rng.uniform(0.9, 1.1)
