@@ -44,7 +44,8 @@ _AIC = keypoint_sets.preset("aic")
 SPLITS = ("train", "valid")
 # split -> (annotation file, image folder) of the official release (pose.data.keypoints.AIC_LAYOUT), found at any depth.
 OFFICIAL_LAYOUT = {
-    split: (annotations, images) for split, (_, annotations, images) in aic_release.AIC_LAYOUT.items()
+    split: (annotations, images)
+    for split, (_, annotations, images) in aic_release.AIC_LAYOUT.items()
 }
 
 # A labelled joint a pixel or two past the border is click noise (pulled inside); further out, a bad record.
@@ -224,7 +225,9 @@ def find_sources(input_dir: Path) -> dict:
                 split, layout, images = wanted[name]
                 found[split].append(Source(layout, Path(folder) / name, Path(folder) / images))
         # Listing 200,000 image names to find nothing there would dominate the walk.
-        seed_here = {aic_release.SEED_LAYOUT[s][1] for s in SPLITS if aic_release.SEED_LAYOUT[s][0] in files}
+        seed_here = {
+            aic_release.SEED_LAYOUT[s][1] for s in SPLITS if aic_release.SEED_LAYOUT[s][0] in files
+        }
         subfolders[:] = [
             d for d in subfolders if d not in official_image_folders and d not in seed_here
         ]
@@ -478,7 +481,9 @@ def _seed_records(source: Source):
                     annotation.get("keypoints"), tuple(aic_release.COCO_TO_AIC_VISIBILITY), human
                 )
                 aic_keypoints = list(coco_keypoints)
-                aic_keypoints[2::3] = [aic_release.COCO_TO_AIC_VISIBILITY[v] for v in coco_keypoints[2::3]]
+                aic_keypoints[2::3] = [
+                    aic_release.COCO_TO_AIC_VISIBILITY[v] for v in coco_keypoints[2::3]
+                ]
                 box = annotation.get("bbox")
                 if not isinstance(box, list) or len(box) != 4:
                     raise _Bad(f"bbox {box!r} is not [x, y, width, height]", human)

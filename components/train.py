@@ -316,14 +316,15 @@ class _Run:
             if "reproduction_max_abs_diff" in summary
             else "",
         )
-        if summary.get("channels_new") or summary.get("layers_new"):
+        if "shared_joints_max_abs_diff" in summary:
             log.info(
                 "warm start: joints loaded by name: %s; new joints (fresh channels): %s; layers "
-                "partly loaded: %s; layers new: %s",
+                "partly loaded (%d): %s; the shared joints reproduce the file to %.1e",
                 ", ".join(summary["channels_loaded"]) or "none",
                 ", ".join(summary["channels_new"]) or "none",
+                len(summary["layers_partly_loaded"]),
                 ", ".join(summary["layers_partly_loaded"]) or "none",
-                ", ".join(summary["layers_new"]) or "none",
+                summary["shared_joints_max_abs_diff"],
             )
         return summary
 

@@ -267,3 +267,26 @@ def test_frozen_layers_keep_their_weights_while_the_rest_fine_tunes(
         )
         for n in stage_convs
     )
+
+
+@pytest.mark.parametrize("name", sorted(RELEASED))
+def test_another_keypoint_set_loads_the_joints_it_shares_by_name(name):
+    """The seed's file into a COCO-17 network: its twelve limb joints load by name into every layer in
+    keypoint order, the five face joints start fresh, and the twelve still reproduce the file."""
+    from pose.data import keypoints
+
+    coco, aic = keypoints.preset("coco"), keypoints.preset("aic")
+    anchor = _anchor(name)
+    model, config = _network(RELEASED[name][0], num_keypoints=coco.num_keypoints)
+    summary = warm_start.load_into(model, anchor, config.model, config.seed_layers, coco)
+    assert summary["channels_loaded"] == [n for n in coco.names if n in aic.names]
+    assert summary["channels_new"] == ["nose", "left_eye", "right_eye", "left_ear", "right_ear"]
+    assert summary["layers_partly_loaded"]
+    assert summary["shared_joints_max_abs_diff"] <= 1e-3
+    # A network of another structure is still refused, whatever the set.
+    wrong, wrong_config = _network(
+        "experiments/mv2_cpm_192_tiny.yaml", width=0.75, num_keypoints=17
+    )
+    if name == "mv2_cpm":
+        with pytest.raises(warm_start.WarmStartError, match="layer 'Conv2d_0_conv' does not fit"):
+            warm_start.load_into(wrong, anchor, wrong_config.model, True, coco)

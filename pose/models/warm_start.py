@@ -204,8 +204,9 @@ def _from_seed_tflite(
     """The seed's file into `model`. For the `aic` set every layer loads and the network must reproduce
     the file. For another set, the channels of joints both sets name alike load (by name) into every
     layer in keypoint order, the other heatmap channels start fresh (their readers' weights zero, so
-    the shared joints still reproduce the file), and a layer whose shape follows the set in a way no
-    channel map covers (the hourglass' expansions of its heatmaps) starts fresh; the summary lists both."""
+    the shared joints still reproduce the file), and where a block's hidden channels follow the set's
+    size (the expansion of a concatenation with the heatmaps) the file's fill the first ones; the
+    summary lists the joints loaded, the joints new and the layers only partly loaded."""
     import keras
 
     keypoint_set = keypoint_set or keypoints.default()
@@ -239,7 +240,7 @@ def _from_seed_tflite(
     file_keypoints = file_set.num_keypoints
     layers_by_name = {layer.name: layer for layer in model.layers}
     heatmap_layers, concat_segments = _keypoint_ordered(model, num_keypoints)
-    used, fresh, partial = set(), [], []
+    used, partial = set(), []
     for layer in model.layers:
         if not isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)):
             continue
@@ -270,19 +271,29 @@ def _from_seed_tflite(
         if depthwise and in_map is not None:
             in_map, out_map = in_map, in_map
         ours = tuple(layer.kernel.shape)
-        mapped = _mapped_kernel(kernel, bias, ours, in_map, out_map, depthwise, layer)
-        if mapped is None or (op_name == "DEPTHWISE_CONV_2D") != depthwise:
-            if whole or not _follows_the_set(
-                kernel.shape, ours, file_keypoints, num_keypoints, depthwise, op_name
-            ):
-                raise WarmStartError(
-                    f"init_from {path}: layer {layer.name!r} does not fit: its kernel is {list(ours)}, "
-                    f"the file's {tensor_name} is {list(kernel.shape)} (Keras layout; a different "
-                    f"network, width or structure: the released {family} is {config})"
-                )
-            fresh.append(layer.name)
-            used.add(key)
-            continue
+        if (op_name == "DEPTHWISE_CONV_2D") != depthwise:
+            mapped = None
+        elif whole:
+            mapped = _mapped_kernel(kernel, bias, ours, in_map, out_map, depthwise, layer)
+        elif _follows_the_set(kernel.shape, ours, file_keypoints, num_keypoints):
+            # Channels that are not in keypoint order but whose count follows the set (a block's
+            # expansion of a concatenation with the heatmaps): the file's come first, ours beyond
+            # them start fresh (their readers at zero).
+            if in_map is None and kernel.shape[2] != ours[2]:
+                in_map = _prefix_map(ours[2], kernel.shape[2])
+                if depthwise:
+                    out_map = in_map
+            if out_map is None and not depthwise and kernel.shape[3] != ours[3]:
+                out_map = _prefix_map(ours[3], kernel.shape[3])
+            mapped = _mapped_kernel(kernel, bias, ours, in_map, out_map, depthwise, layer)
+        else:
+            mapped = None
+        if mapped is None:
+            raise WarmStartError(
+                f"init_from {path}: layer {layer.name!r} does not fit: its kernel is {list(ours)}, "
+                f"the file's {tensor_name} is {list(kernel.shape)} (Keras layout; a different "
+                f"network, width or structure: the released {family} is {config})"
+            )
         kernel, bias, complete = mapped
         if not complete:
             partial.append(layer.name)
@@ -300,16 +311,17 @@ def _from_seed_tflite(
         "source": str(path),
         "kind": "seed_tflite",
         "family": family,
-        "layers": len(used) - len(fresh),
+        "layers": len(used),
         "keypoint_set": keypoint_set.name,
         "channels_loaded": [keypoint_set.names[i] for i, _ in shared],
         "channels_new": [n for n in keypoint_set.names if n not in file_set.names],
         "layers_partly_loaded": partial,
-        "layers_new": fresh,
     }
-    if fresh:  # the shared joints no longer see what the file's did: nothing to reproduce
-        return summary
     difference = reproduction_difference(model, seed["interpreter"], keypoint_set=keypoint_set)
+    if not whole:
+        # The shared joints reproduce the file where no channel of the file was dropped (a set of
+        # at least the file's joints); a smaller set loses some of each block's channels.
+        return {**summary, "shared_joints_max_abs_diff": float(difference)}
     if not difference <= REPRODUCTION_MAX_ABS_DIFF:
         raise WarmStartError(
             f"init_from {path}: the network loaded with its weights does not reproduce it (max abs "
@@ -318,23 +330,22 @@ def _from_seed_tflite(
     return {**summary, "reproduction_max_abs_diff": float(difference)}
 
 
-def _follows_the_set(theirs, ours, file_keypoints: int, num_keypoints: int, depthwise, op_name):
+def _follows_the_set(theirs, ours, file_keypoints: int, num_keypoints: int) -> bool:
     """Whether a layer differs from the file's only where its channels scale with the number of
-    joints (K x expansion), so that another keypoint set explains the difference and not another
-    network."""
-    if (op_name == "DEPTHWISE_CONV_2D") != depthwise or tuple(theirs[:2]) != tuple(ours[:2]):
+    joints (by whole multiples of the difference in joints), so that another keypoint set explains
+    the difference and not another network."""
+    difference = num_keypoints - file_keypoints
+    if tuple(theirs[:2]) != tuple(ours[:2]):
         return False
     return all(
-        a == b
-        or (
-            a % file_keypoints == 0
-            and b % num_keypoints == 0
-            and a // file_keypoints == b // num_keypoints
-        )
-        or (a > b and a - b == file_keypoints - num_keypoints)
-        or (b - a == num_keypoints - file_keypoints)
+        a == b or (difference != 0 and (b - a) % difference == 0 and (b - a) // difference > 0)
         for a, b in zip(theirs[2:], ours[2:])
     )
+
+
+def _prefix_map(ours: int, theirs: int) -> np.ndarray:
+    """Our channel c is the file's c while the file has one, else new (-1)."""
+    return np.where(np.arange(ours) < theirs, np.arange(ours), -1)
 
 
 def _concat_channel_map(channels: int, offsets, channel_map, file_keypoints: int):
