@@ -36,6 +36,8 @@ class Settings(TypedDict):
     all_threads: int  # the thread count of the "all" latency
     num_people: int  # validation people scored
     gallery_model: str  # the model drawn in the report's gallery
+    keypoint_set: dict  # the validation shards' keypoint set (pose.data.keypoints.KeypointSet.to_json)
+    pck_name: str  # what "pckh" is for that set: "PCKh@0.5", or "PCK@0.2" (of the box) without a head
 
 
 class SeedComparison(TypedDict):
@@ -53,9 +55,11 @@ class SeedComparison(TypedDict):
 class ModelResult(TypedDict):
     file: str  # the .tflite's name
     metadata: dict  # the .json beside it
-    pckh: float  # PCKh@0.5, 0..1
-    pckh_per_joint: dict[str, float | None]  # joint name -> PCKh@0.5, None where no joint counted
-    ap: float  # OKS AP (pycocotools, AIC sigmas) and its companions
+    pckh: float  # the set's PCK (pck_name), 0..1
+    pck_name: str  # "PCKh@0.5", or "PCK@0.2" of the box for a set (or shared joints) without a head
+    joints_scored: int  # the set's joints (a seed model: those it shares with the set, by name)
+    pckh_per_joint: dict[str, float | None]  # joint name -> PCK, None where no joint counted
+    ap: float  # OKS AP (pycocotools, the set's sigmas) and its companions
     ap50: float
     ap75: float
     ar: float
@@ -71,6 +75,8 @@ class AnchorResult(TypedDict):
     file: str
     metadata: dict
     pckh: float
+    pck_name: str
+    joints_scored: int  # those it shares with the data's set, by name
     pckh_per_joint: dict[str, float | None]
     ap: float
     ap50: float
@@ -82,9 +88,10 @@ class AnchorResult(TypedDict):
 
 
 class PhotoModel(TypedDict):
-    keypoints: list[list[float]]  # [14] x [x, y, score] in the picture's pixels, AIC order
-    agreement: float  # PCK@threshold against the reference's 14 keypoints, 0..1
+    keypoints: list[list[float]]  # [K] x [x, y, score] in the picture's pixels, the model's set's order
+    agreement: float  # PCK@threshold against the reference, over the joints both name, 0..1
     agreement_found: float  # the same over the joints the reference finds (score >= found_score)
+    joints_compared: int  # the joints the model's set shares with the reference's, by name
 
 
 class Picture(TypedDict):
