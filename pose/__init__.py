@@ -20,8 +20,11 @@ files/        what a step reads and writes, and where
                       train's checkpoints)
   steplog             logging set-up and the read / wrote / took summary every step prints
 data/         the data set, from the release to the training batches
-  keypoints           the AI Challenger keypoint spec (names, order, flip pairs, skeleton,
-                      OKS sigmas, visibility codes, the release's and the seed's layouts)
+  keypoints           the keypoint set as data (KeypointSet: names in channel order, swap
+                      partners, skeleton, OKS sigmas, joint weights, PCK's normalisation, the
+                      seed's order); presets in keypoint_sets/*.yaml; sets from COCO files
+  keypoint_files      the `keypoints` parameter's YAML file fetched from a bucket or https
+  aic_release         the AI Challenger release's layout and visibility codes
   synthetic           the synthetic AI Challenger release behind `synthetic://N`
   packs               which images belong to which shard, and the per-shard packs convert
                       writes and shard reads
