@@ -46,6 +46,7 @@ def keras_keypoints(predict, input_size: int, stride: float, picture: Path) -> n
     reference_keypoints for a Keras network in the training contract."""
     from pose.codec import HeatmapCodec
     from pose.evaluation import photos
+    from pose.data import keypoints
     from pose.models import contract
 
     image, square = photos.square_input(photos.read_picture(picture), input_size)
@@ -59,7 +60,7 @@ def keras_keypoints(predict, input_size: int, stride: float, picture: Path) -> n
         - 0.5
         - np.array([square["left"], square["top"]])
     )
-    assert contract.CHANNELS[contract.AIC] == tuple(range(len(scores[0])))
+    assert contract.channels(contract.AIC, keypoints.default()) == tuple(range(len(scores[0])))
     return np.concatenate([in_picture, scores[0][:, None]], axis=1)
 
 

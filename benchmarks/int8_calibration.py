@@ -172,7 +172,11 @@ def score(models: dict, valid: list[str], flip: bool) -> dict:
             def predict(images, model=model):
                 return evaluate.run_in_contract(model, images)
 
-            heatmaps = codec.flip_test(predict, batch["image"]) if flip else predict(batch["image"])
+            heatmaps = (
+                codec.flip_test(predict, batch["image"], model["keypoint_set"].flip_index)
+                if flip
+                else predict(batch["image"])
+            )
             for refine in refines:
                 decoder = codec.HeatmapCodec.for_heatmaps(
                     size, model["heatmap_size"], refine=refine
@@ -185,7 +189,12 @@ def score(models: dict, valid: list[str], flip: bool) -> dict:
     truth = {key: np.concatenate(value) for key, value in truth.items()}
     return {
         name: {
-            refine: evaluate._accuracy({k: np.concatenate(v) for k, v in found.items()}, truth)
+            refine: evaluate._accuracy(
+                {k: np.concatenate(v) for k, v in found.items()},
+                truth,
+                models[name]["keypoint_set"],
+                models[name]["keypoint_set"],
+            )
             for refine, found in by_refine.items()
         }
         for name, by_refine in kept.items()
@@ -242,9 +251,10 @@ def main(argv=None) -> None:
                 info.output_size,
                 info.num_keypoints,
                 info.contract["name"],
+                info.keypoint_set,
                 input_name=info.input_name,
                 output_name=info.output_name,
-                **metadata.contract_fields(info.contract["name"]),
+                **metadata.contract_fields(info.contract["name"], info.keypoint_set),
             ).to_json()
         path = write_model(folder, file_name, flatbuffer, template, setting)
         models[name] = evaluate.open_model(path)

@@ -132,9 +132,9 @@ def _tiny_tflite(path, num_keypoints=14, input_size=64):
     )
     path.write_bytes(converter.convert())
     # Its .json states the contract: a .tflite without one must be a seed release, byte for byte.
-    ModelMetadata.build(path.stem, input_size, input_size // 2, num_keypoints, contract.SEED).write(
-        path.with_suffix(".json")
-    )
+    ModelMetadata.build(
+        path.stem, input_size, input_size // 2, num_keypoints, contract.SEED, AIC
+    ).write(path.with_suffix(".json"))
     return path
 
 

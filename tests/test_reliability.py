@@ -2044,8 +2044,9 @@ def test_evaluate_checks_a_claimed_contract_against_what_the_model_does(tmp_path
         seed_metadata.output_size,
         seed_metadata.num_keypoints,
         claimed,
+        seed_metadata.keypoint_set,
         output_name=seed_metadata.output_name,
-        **metadata.contract_fields(claimed),
+        **metadata.contract_fields(claimed, seed_metadata.keypoint_set),
     ).write(metadata.path_for(model))
     if claimed == "aic":
         with pytest.raises(
