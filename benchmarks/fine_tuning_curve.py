@@ -45,8 +45,8 @@ def keras_keypoints(predict, input_size: int, stride: float, picture: Path) -> n
     """[14, 3] (x, y, score) in the picture's pixels, AIC order: pose.evaluation.photos's
     reference_keypoints for a Keras network in the training contract."""
     from pose.codec import HeatmapCodec
-    from pose.evaluation import photos
     from pose.data import keypoints
+    from pose.evaluation import photos
     from pose.models import contract
 
     image, square = photos.square_input(photos.read_picture(picture), input_size)
