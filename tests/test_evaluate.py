@@ -132,8 +132,14 @@ def _tiny_tflite(path, num_keypoints=14, input_size=64):
     )
     path.write_bytes(converter.convert())
     # Its .json states the contract: a .tflite without one must be a seed release, byte for byte.
+    keypoint_set = AIC if num_keypoints == AIC.num_keypoints else keypoints.preset("coco")
     ModelMetadata.build(
-        path.stem, input_size, input_size // 2, num_keypoints, contract.SEED, AIC
+        path.stem,
+        input_size,
+        input_size // 2,
+        num_keypoints,
+        contract.resolve("auto", keypoint_set),
+        keypoint_set,
     ).write(path.with_suffix(".json"))
     return path
 
@@ -176,7 +182,11 @@ def test_a_size_mismatch_between_model_and_data_is_a_clear_error(tmp_path, valid
     models = tmp_path / "models"
     models.mkdir()
     _tiny_tflite(models / "coco17_fp32.tflite", num_keypoints=17)
-    with pytest.raises(EvaluationError, match="size mismatch: the model outputs 17 heatmaps"):
+    with pytest.raises(
+        EvaluationError,
+        match=r"coco17_fp32.tflite: predicts the keypoint set 'coco' \(17 joints\), but the "
+        r"shards of .* hold 'aic' \(14\)",
+    ):
         evaluate(str(models), [str(valid_shards)], str(tmp_path / "out"), latency_runs=1)
     (models / "coco17_fp32.tflite").unlink()
     _tiny_tflite(models / "tiny_fp32.tflite")

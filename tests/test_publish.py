@@ -12,6 +12,7 @@ from components.publish import MANIFEST, MODEL_CARD, PublishError, publish
 from pose import web_demo
 from pose.data import synthetic
 from pose.evaluation import photos as web_reference  # the page's Python twin
+from pose.data import keypoints
 from pose.models import contract
 from tests.gcs import fake_gcs, make_bucket
 from tests.tiny_models import build_tiny_pose_model
@@ -51,6 +52,7 @@ def evaluated(valid_shards, tmp_path_factory):
                     "input_name": "image",
                     "output_name": "stage_1_out",
                     "contract": contract.describe(contract.SEED),
+                    "keypoint_set": keypoints.preset("aic").to_json(),
                 }
             )
         )  # what the tflite step writes by default

@@ -124,7 +124,7 @@ def test_the_kfp_components_spell_the_steps_defaults():
     def default(op, name):
         return inspect.signature(op.python_func).parameters[name].default
 
-    assert default(ops.freeze_op, "export_contract") == contract.DEFAULT
+    assert default(ops.freeze_op, "export_contract") == contract.AUTO
     assert default(ops.evaluate_op, "refine") == DEFAULT_REFINE
     assert (
         default(ops.shard_op, "crop_size") == importlib.import_module("components.shard").CROP_SIZE
