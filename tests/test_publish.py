@@ -10,9 +10,8 @@ import pytest
 
 from components.publish import MANIFEST, MODEL_CARD, PublishError, publish
 from pose import web_demo
-from pose.data import synthetic
+from pose.data import keypoints, synthetic
 from pose.evaluation import photos as web_reference  # the page's Python twin
-from pose.data import keypoints
 from pose.models import contract
 from tests.gcs import fake_gcs, make_bucket
 from tests.tiny_models import build_tiny_pose_model
