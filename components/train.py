@@ -72,6 +72,12 @@ def train(
     `checkpoint_uri` (gs://, s3:// or minio://…): checkpoints are mirrored there and a start resumes
     from the newest."""
     cfg = load_config(config, overrides).resolved()
+    if checkpoint_uri:  # fail before building anything
+        split_object_uri(checkpoint_uri)
+        try:
+            uris.check_uri(checkpoint_uri, "checkpoint_uri")
+        except uris.UriError as error:
+            raise TrainError(str(error)) from None
     keypoint_set = _keypoint_set_of_shards(data_dirs, valid_dirs or [])
     # one heatmap per joint of the shards' set: say so before building a graph
     if cfg.num_keypoints is None:
@@ -82,12 +88,6 @@ def train(
             f"{keypoint_set.num_keypoints} keypoints per person (the keypoint set "
             f"{keypoint_set.name!r}; {', '.join(data_dirs)}): leave num_keypoints out"
         )
-    if checkpoint_uri:  # fail before building anything
-        split_object_uri(checkpoint_uri)
-        try:
-            uris.check_uri(checkpoint_uri, "checkpoint_uri")
-        except uris.UriError as error:
-            raise TrainError(str(error)) from None
     outputs.check_output("train", output_dir, [*data_dirs, *(valid_dirs or [])])
     # One training per bucket prefix too (issue 21): the chief, the one worker that writes there,
     # holds its lock object from before the model is built until the end, success or failure.

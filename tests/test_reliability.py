@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 import pytest
 
+from pose.data import keypoints
 from tests.conftest import REPO, TINY_CONFIG, TINY_TRAINING
 from tests.s3 import ENVIRONMENT as S3_ENVIRONMENT
 from tests.test_convert import aic_record, image_id, write_release
@@ -1060,7 +1061,8 @@ def test_the_photographs_readers_bound_pixels_before_decoding(tmp_path, tflite_m
     with pytest.raises(photos.PhotoError, match=claim):
         photos.read_picture(picture)
     with pytest.raises(photos.PhotoError, match=claim):
-        photos.side_by_side(picture, np.zeros((14, 3)), np.zeros((14, 3)))
+        aic = keypoints.preset("aic")
+        photos.side_by_side(picture, np.zeros((14, 3)), np.zeros((14, 3)), aic, aic)
     model = next(tflite_models.glob("*fp32.tflite"))
     with pytest.raises(DemoError, match=claim):
         photos.reference_keypoints(str(model), str(picture))
@@ -1366,7 +1368,7 @@ def test_train_names_a_keypoint_count_the_shards_do_not_have(tmp_path, shards, c
     assert code == 1 and line == (
         "train: error: config num_keypoints 15, but the shards hold 14 "
         "keypoints per "
-        f"person (the AI Challenger joints; {shards['train']})"
+        f"person (the keypoint set 'aic'; {shards['train']}): leave num_keypoints out"
     )
     assert not (tmp_path / "model").exists()
 
