@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from components.convert import OFFICIAL_LAYOUT, ConvertError, InvalidRecord, convert, image_size
+from components.convert import ConvertError, InvalidRecord, convert, image_size
+from pose.data import aic_release
 from pose.data import keypoints as kp
+from pose.data.sources.layouts import OFFICIAL_LAYOUT
 
 REPO = Path(__file__).resolve().parent.parent
 WIDTH, HEIGHT = 64, 48
@@ -81,7 +83,7 @@ def test_synthetic_release_converts_to_coco(synthetic_raw, coco_dataset):
         coco = COCO(str(coco_dataset / "annotations" / f"person_keypoints_{split}.json"))
         assert len(coco.getImgIds()) == len(raw)
         assert len(coco.getAnnIds()) == sum(len(r["human_annotations"]) for r in raw)
-        assert coco.loadCats(1)[0]["keypoints"] == list(kp.NAMES)
+        assert coco.loadCats(1)[0]["keypoints"] == list(kp.default().names)
         by_name = {image["file_name"]: image for image in coco.dataset["images"]}
         for record in raw:
             image = by_name[f"{record['image_id']}.jpg"]
@@ -92,7 +94,7 @@ def test_synthetic_release_converts_to_coco(synthetic_raw, coco_dataset):
             annotations = coco.loadAnns(coco.getAnnIds(imgIds=image["id"]))
             for annotation, human in zip(annotations, record["keypoint_annotations"]):
                 aic, out = record["keypoint_annotations"][human], annotation["keypoints"]
-                assert out[2::3] == [kp.AIC_TO_COCO_VISIBILITY[v] for v in aic[2::3]]
+                assert out[2::3] == [aic_release.AIC_TO_COCO_VISIBILITY[v] for v in aic[2::3]]
                 x1, y1, x2, y2 = record["human_annotations"][human]
                 assert annotation["bbox"] == [x1, y1, x2 - x1, y2 - y1]
                 assert annotation["area"] == (x2 - x1) * (y2 - y1)
@@ -200,7 +202,7 @@ def test_seed_layout_reads_back_as_the_same_coco(tmp_path):
     seed = tmp_path / "seed" / "ai_challenger"
     seed.mkdir(parents=True)
     for split in ("train", "valid"):
-        annotation_name, images_name = kp.SEED_LAYOUT[split]
+        annotation_name, images_name = aic_release.SEED_LAYOUT[split]
         content = json.loads(
             (tmp_path / "coco" / "annotations" / f"person_keypoints_{split}.json").read_text()
         )
@@ -211,7 +213,7 @@ def test_seed_layout_reads_back_as_the_same_coco(tmp_path):
     counts = convert(str(tmp_path / "seed"), str(tmp_path / "again"))
     assert (counts["train_images"], counts["train_people"]) == (4, 6)
     for split in ("train", "valid"):
-        first = json.loads((seed / kp.SEED_LAYOUT[split][0]).read_text())
+        first = json.loads((seed / aic_release.SEED_LAYOUT[split][0]).read_text())
         again = json.loads(
             (tmp_path / "again" / "annotations" / f"person_keypoints_{split}.json").read_text()
         )

@@ -32,7 +32,7 @@ _TRAIN_SUBSET = re.compile(r"(train|training)(\d{4})?")
 _VALID_SUBSET = re.compile(r"(val|valid|validation)(\d{4})?")
 # Image folders a COCO-format layout keeps beside its annotations: never worth listing in the walk.
 _COCO_IMAGE_FOLDER = re.compile(r"(train|val|test|valid|validation)\d{4}|images")
-_OFFICIAL = {
+OFFICIAL_LAYOUT = {
     split: (annotations, images)
     for split, (_, annotations, images) in aic_release.AIC_LAYOUT.items()
 }
@@ -60,10 +60,10 @@ def find_sources(input_dir: Path) -> dict:
     if not input_dir.is_dir():
         raise ConvertError(f"input {input_dir} is not a folder")
     found = []  # (split or None, Source)
-    aic_image_folders = {images for _, images in _OFFICIAL.values()}
+    aic_image_folders = {images for _, images in OFFICIAL_LAYOUT.values()}
     for folder, subfolders, files in os.walk(input_dir):
         here = Path(folder)
-        for split, (name, images) in _OFFICIAL.items():
+        for split, (name, images) in OFFICIAL_LAYOUT.items():
             if name in files:
                 found.append((split, Source("official", here / name, here / images)))
         for split, (name, images) in aic_release.SEED_LAYOUT.items():
@@ -111,7 +111,7 @@ def _choose(found: list, input_dir: Path) -> dict:
             [
                 " or ".join(
                     f"{layout[split][0]} with {layout[split][1]}/"
-                    for layout in (_OFFICIAL, aic_release.SEED_LAYOUT)
+                    for layout in (OFFICIAL_LAYOUT, aic_release.SEED_LAYOUT)
                     for split in SPLITS
                 ),
                 "annotations/person_keypoints_<subset>.json with <subset>/ or images/<subset>/",
@@ -140,7 +140,7 @@ def _choose(found: list, input_dir: Path) -> dict:
             if not by_split[split]:
                 names = " or ".join(
                     f"{layout[split][0]} with {layout[split][1]}/"
-                    for layout in (_OFFICIAL, aic_release.SEED_LAYOUT)
+                    for layout in (OFFICIAL_LAYOUT, aic_release.SEED_LAYOUT)
                 )
                 raise ConvertError(f"no {split} split below {input_dir}: expected {names}")
             sources[split] = by_split[split][0]
@@ -242,7 +242,7 @@ def _agreeing(data_set, requested, source: Source, what: str):
 def image_folder_split(folder: Path) -> str | None:
     """The split a folder of images holds, by its name in the layouts above (download's counts):
     AIC's image folders, train2017/ and val2017/, images/<subset>/."""
-    for split, (_, images) in _OFFICIAL.items():
+    for split, (_, images) in OFFICIAL_LAYOUT.items():
         if folder.name == images:
             return split
     if _COCO_IMAGE_FOLDER.fullmatch(folder.name) or folder.parent.name == "images":
