@@ -25,7 +25,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from pose.data.keypoints import AIC_LAYOUT  # noqa: E402
+from pose.data.aic_release import AIC_LAYOUT  # noqa: E402
 
 # The real release's counts (AI Challenger keypoint train 20170902, validation 20170911).
 REAL_SIZES = {"train": (210_000, 378_374), "valid": (30_000, 70_356)}

@@ -239,3 +239,15 @@ def test_command_line_takes_the_new_options_and_the_pipelines_num_shards(
         json.loads((tmp_path / "out" / packs.KEYPOINT_SET_FILE).read_text())
         == kp.default().to_json()
     )
+
+
+def test_read_keypoint_set_defaults_to_aic_and_names_a_broken_file(tmp_path):
+    assert packs.read_keypoint_set(tmp_path) == kp.default()  # written before sets were data
+    packs.write_keypoint_set(tmp_path, BODY12)
+    assert packs.read_keypoint_set(tmp_path) == BODY12
+    (tmp_path / packs.KEYPOINT_SET_FILE).write_text('{"keypoints": ["a", "a"]}')
+    with pytest.raises(packs.PackError, match=r"keypoint_set.json.*'a' repeats"):
+        packs.read_keypoint_set(tmp_path)
+    (tmp_path / packs.KEYPOINT_SET_FILE).write_text("{not json")
+    with pytest.raises(packs.PackError, match=r"keypoint_set.json: not a readable keypoint set"):
+        packs.read_keypoint_set(tmp_path)
