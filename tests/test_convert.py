@@ -115,6 +115,7 @@ def test_visibility_bbox_and_hard_links(tmp_path):
     )
     (tmp_path / "coco").mkdir()  # KFP creates the output folder empty
     counts = convert(str(tmp_path / "raw"), str(tmp_path / "coco"))
+    assert counts.pop("keypoint_set") == kp.default().to_json()
     assert counts == {
         "train_records": 2,
         "train_images": 2,
@@ -182,11 +183,13 @@ def test_single_person_keeps_images_with_exactly_one_person(tmp_path):
     train = [aic_record(image_id("train", i), people) for i, people in enumerate([1, 2, 0, 1, 3])]
     write_release(tmp_path / "raw", train=train)
     counts = convert(str(tmp_path / "raw"), str(tmp_path / "coco"), single_person=True)
-    assert (counts["train_images"], counts["train_people"], counts["train_not_single_person"]) == (
-        2,
-        2,
-        3,
-    )
+    # The image with no person is left out as such (no person to train on), not as multi-person.
+    assert (
+        counts["train_images"],
+        counts["train_people"],
+        counts["train_not_single_person"],
+        counts["train_images_without_people"],
+    ) == (2, 2, 2, 1)
     coco = COCO(str(tmp_path / "coco" / "annotations" / "person_keypoints_train.json"))
     kept = sorted(image["file_name"] for image in coco.dataset["images"])
     assert kept == [f"{image_id('train', 0)}.jpg", f"{image_id('train', 3)}.jpg"]
