@@ -20,23 +20,18 @@ Writes annotations/person_keypoints_{train,valid}.json, images/{train,valid}/<na
         [--min-keypoints 1] [--valid-fraction 0.1] [--single-person] [--skip-invalid] [--num-shards N]
 """
 
-import concurrent.futures
 import contextlib
 import gc
 import json
 import logging
-import os
-import shutil
 import time
 from collections import Counter
 from pathlib import Path
 
-from tqdm import tqdm
-
 from components import cli
 from pose.data import keypoints as kp
 from pose.data import packs, pixels
-from pose.data.sources import checks, layouts
+from pose.data.sources import checks, layouts, writing
 from pose.data.sources.checks import Bad, ConvertError, InvalidRecord, image_size
 from pose.files import outputs, steplog
 from pose.files.atomic import atomic_directory
@@ -46,9 +41,6 @@ __all__ = ["ConvertError", "InvalidRecord", "convert", "image_size", "main"]
 log = logging.getLogger("convert")
 
 SPLITS = layouts.SPLITS
-IMAGE_CHUNK = 256  # images per thread-pool task: one future per image costs more than checking it
-JSON_SLICE = 10_000  # list items encoded at a time
-IMAGE_THREADS = 8  # image checks wait on file reads (slow on network disks), not on the CPU
 DEFAULT_VALID_FRACTION = 0.1
 # What was left out of a split, counted: counts key -> what the log calls it.
 SKIPPED = {
@@ -155,7 +147,9 @@ def convert(
             counts["rejected"] = len(rejects)
             if rejects:
                 rejects.sort(key=lambda reject: (SPLITS.index(reject["split"]), reject["record"]))
-                _write_json(partial / "rejects.json", {"count": len(rejects), "rejects": rejects})
+                writing.write_json(
+                    partial / "rejects.json", {"count": len(rejects), "rejects": rejects}
+                )
                 log.warning(
                     "skipped %d invalid records, listed in %s",
                     len(rejects),
@@ -255,7 +249,9 @@ def _convert_split(
         log.info("%s: left out %d images with no person left", split, no_people)
 
     phase = time.perf_counter()
-    sizes = _map_in_chunks(image_size, [r.image_file for r in records], f"{split} check images")
+    sizes = writing.map_in_chunks(
+        image_size, [r.image_file for r in records], f"{split} check images"
+    )
     log.info("%s: checked %d images in %.1fs", split, len(records), time.perf_counter() - phase)
     category = keypoint_set.coco_category()
     images, annotations, placed = [], [], []
@@ -307,7 +303,7 @@ def _convert_split(
         "layout": source.layout,
         "single_person": single_person,
     }
-    place = _ImagePlacer()
+    place = writing.ImagePlacer()
     phase = time.perf_counter()
     if num_shards:
         _write_packs(
@@ -316,7 +312,7 @@ def _convert_split(
     else:
         image_folder = output / "images" / split
         image_folder.mkdir(parents=True)
-        _map_in_chunks(
+        writing.map_in_chunks(
             place,
             [(source_file, f"{image_folder}/{name}") for source_file, name in placed],
             f"{split} place images",
@@ -334,7 +330,7 @@ def _convert_split(
         "annotations": annotations,
         "categories": [category],
     }
-    _write_json(output / "annotations" / f"person_keypoints_{split}.json", coco)
+    writing.write_json(output / "annotations" / f"person_keypoints_{split}.json", coco)
     elapsed = time.perf_counter() - started
     log.info(
         "%s: wrote %d images, %d people in %.1fs, %.0f records/s",
@@ -384,7 +380,7 @@ def _write_packs(
         folder = output / packs.pack_path(split, index, num_shards)
         (folder / "images" / split).mkdir(parents=True)
         (folder / "annotations").mkdir()
-        _write_json(
+        writing.write_json(
             folder / "annotations" / f"person_keypoints_{split}.json",
             {
                 "info": {**info, "shard_index": index, "num_shards": num_shards},
@@ -405,60 +401,7 @@ def _write_packs(
         )
         for image, (source_file, name) in zip(images, placed)
     ]
-    _map_in_chunks(place, targets, f"{split} place images in {num_shards} packs")
-
-
-class _ImagePlacer:
-    """Hard-links images into the output; copies once linking fails (another file system, no permission)."""
-
-    def __init__(self):
-        self.link = True
-
-    def __call__(self, item):
-        source, target = item
-        if self.link:
-            try:
-                os.link(source, target)
-                return
-            except FileExistsError:
-                raise
-            except OSError as error:
-                log.info("cannot hard-link %s (%s): copying images instead", source, error.strerror)
-                self.link = False
-        shutil.copyfile(source, target)
-
-
-def _map_in_chunks(function, items: list, label: str) -> list:
-    chunks = [items[i : i + IMAGE_CHUNK] for i in range(0, len(items), IMAGE_CHUNK)]
-    results = []
-    with (
-        concurrent.futures.ThreadPoolExecutor(IMAGE_THREADS) as pool,
-        tqdm(total=len(items), desc=label, unit="img", mininterval=2, leave=False) as progress,
-    ):
-        for chunk_results in pool.map(lambda chunk: [function(item) for item in chunk], chunks):
-            results += chunk_results
-            progress.update(len(chunk_results))
-    return results
-
-
-def _write_json(path: Path, content: dict) -> None:
-    """json.dump encodes in pure Python, json.dumps in C (~10x faster); long lists go in slices so that
-    the encoded text never has to be held whole."""
-    with open(path, "w") as f:
-        f.write("{")
-        for number, (key, value) in enumerate(content.items()):
-            f.write(("," if number else "") + json.dumps(key) + ":")
-            if not isinstance(value, list):
-                f.write(json.dumps(value, separators=(",", ":")))
-                continue
-            f.write("[")
-            for start in range(0, len(value), JSON_SLICE):
-                f.write(
-                    ("," if start else "")
-                    + json.dumps(value[start : start + JSON_SLICE], separators=(",", ":"))[1:-1]
-                )
-            f.write("]")
-        f.write("}")
+    writing.map_in_chunks(place, targets, f"{split} place images in {num_shards} packs")
 
 
 # ---------------------------------------------------------------------------------------------
