@@ -1,4 +1,4 @@
-"""download: fetch an AI Challenger release into a folder, or render a synthetic one.
+"""download: fetch a keypoint data set (AIC's release, or COCO-format) into a folder, or render a synthetic one.
 
 Takes a source URI:
   https://... / http://...   a file, streamed
@@ -7,7 +7,9 @@ Takes a source URI:
   s3://bucket/path           the same on any S3 server (AWS, SeaweedFS, MinIO): AWS_ENDPOINT_URL,
   minio://bucket/path        AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION as for every S3 tool
   /local/path, file:///path  a file or a folder
-  synthetic://N[?seed=S]     a rendered release: N train, max(N // 5, 8) validation images
+  synthetic://N[?seed=S][&layout=aic|coco]
+                             a rendered data set: N train, max(N // 5, 8) validation images, in
+                             AIC's release layout (aic) or COCO 2017's with its 17 joints (coco)
 A file that is a .zip, .tar, .tar.gz/.tgz archive is extracted (so are archives at the top of a folder
 or prefix), after its SHA-256 is checked when one is given. Members that would land outside the output
 (absolute paths, `..`, links pointing out) stop the step.
@@ -56,6 +58,8 @@ MAX_EXTRACTED_BYTES = 64 << 30
 # than the AIC release's 210,000 train images), seeds as numpy takes them.
 MAX_SYNTHETIC_IMAGES = 250_000
 MAX_SYNTHETIC_SEED = 2**32 - 1
+# aic: AIC's official release (the default); coco: COCO's 17 joints in the COCO 2017 layout.
+SYNTHETIC_LAYOUTS = ("aic", "coco")
 
 
 class DownloadError(ValueError):
@@ -147,21 +151,31 @@ def _render_synthetic(source: str, parsed, dest: Path, sha256: str | None) -> di
         raise DownloadError(
             f"{source}: --sha256 applies to a downloaded file, not to a synthetic release"
         )
-    num_train, seed = synthetic_parameters(source)
-    rendered = render_release(str(dest), num_train, max(num_train // 5, 8), seed)
+    num_train, seed, layout = synthetic_parameters(source)
+    if layout == "coco":
+        from pose.data import keypoints
+        from pose.data.synthetic import render_coco
+
+        rendered = render_coco(
+            str(dest), num_train, max(num_train // 5, 8), seed, keypoints.preset("coco")
+        )
+    else:
+        rendered = render_release(str(dest), num_train, max(num_train // 5, 8), seed)
     return {
         "synthetic_seed": seed,
+        "synthetic_layout": layout,
         "people_train": rendered["train_people"],
         "people_valid": rendered["valid_people"],
     }
 
 
-def synthetic_parameters(source: str) -> tuple[int, int]:
-    """(N, seed) of `synthetic://N[?seed=S]`; DownloadError naming what is wrong, before anything is
-    rendered (also called by the pipeline's parameter check)."""
+def synthetic_parameters(source: str) -> tuple[int, int, str]:
+    """(N, seed, layout) of `synthetic://N[?seed=S][&layout=aic|coco]`; DownloadError naming what is
+    wrong, before anything is rendered (also called by the pipeline's parameter check)."""
     parsed = urllib.parse.urlparse(source)
     usage = (
-        f"{source}: expected synthetic://N[?seed=S] with 1 <= N <= {MAX_SYNTHETIC_IMAGES:,} "
+        f"{source}: expected synthetic://N[?seed=S][&layout={'|'.join(SYNTHETIC_LAYOUTS)}] "
+        f"with 1 <= N <= {MAX_SYNTHETIC_IMAGES:,} "
         "and "
         f"0 <= S <= {MAX_SYNTHETIC_SEED:,}"
     )
@@ -171,7 +185,7 @@ def synthetic_parameters(source: str) -> tuple[int, int]:
         )
     except ValueError:
         raise DownloadError(f"{usage}; the query {parsed.query!r} is not key=value") from None
-    if set(query) - {"seed"} or any(len(values) > 1 for values in query.values()):
+    if set(query) - {"seed", "layout"} or any(len(values) > 1 for values in query.values()):
         raise DownloadError(f"{usage}; got the query {parsed.query!r}")
     try:
         num_train = int(parsed.netloc)
@@ -184,7 +198,10 @@ def synthetic_parameters(source: str) -> tuple[int, int]:
         raise DownloadError(f"{usage}; S is {seed}")
     if parsed.path not in ("", "/") or parsed.fragment:
         raise DownloadError(f"{usage}; got a path or fragment after N")
-    return num_train, seed
+    layout = query.get("layout", [SYNTHETIC_LAYOUTS[0]])[0]
+    if layout not in SYNTHETIC_LAYOUTS:
+        raise DownloadError(f"{usage}; layout is {layout!r}")
+    return num_train, seed, layout
 
 
 def _fetch_local(source: str, path: Path, dest: Path, sha256: str | None) -> None:
@@ -422,11 +439,11 @@ def _link_or_copy(source, target) -> None:
 
 
 def count_release(folder: str) -> dict:
-    """Images per AIC split (by the official image folder names) and the total size, for the metadata."""
-    from pose.data.aic_release import AIC_LAYOUT
+    """Images per split (by the image folder names of AIC's release and of the COCO-format layouts,
+    pose.data.sources.layouts) and the total size, for the metadata."""
+    from pose.data.sources.layouts import image_folder_split
 
     counts = {"images": 0, "images_train": 0, "images_valid": 0, "bytes": 0, "files": 0}
-    image_folders = {layout[2]: split for split, layout in AIC_LAYOUT.items()}
     for path in Path(folder).rglob("*"):
         if not path.is_file():
             continue
@@ -434,7 +451,7 @@ def count_release(folder: str) -> dict:
         counts["bytes"] += path.stat().st_size
         if path.suffix.lower() in IMAGE_SUFFIXES:
             counts["images"] += 1
-            split = image_folders.get(path.parent.name)
+            split = image_folder_split(path.parent)
             if split:
                 counts[f"images_{split}"] += 1
     return counts

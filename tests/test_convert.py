@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from components.convert import OFFICIAL_LAYOUT, ConvertError, InvalidRecord, convert, image_size
+from components.convert import ConvertError, InvalidRecord, convert, image_size
+from pose.data import aic_release
 from pose.data import keypoints as kp
+from pose.data.sources.layouts import OFFICIAL_LAYOUT
 
 REPO = Path(__file__).resolve().parent.parent
 WIDTH, HEIGHT = 64, 48
@@ -81,7 +83,7 @@ def test_synthetic_release_converts_to_coco(synthetic_raw, coco_dataset):
         coco = COCO(str(coco_dataset / "annotations" / f"person_keypoints_{split}.json"))
         assert len(coco.getImgIds()) == len(raw)
         assert len(coco.getAnnIds()) == sum(len(r["human_annotations"]) for r in raw)
-        assert coco.loadCats(1)[0]["keypoints"] == list(kp.NAMES)
+        assert coco.loadCats(1)[0]["keypoints"] == list(kp.default().names)
         by_name = {image["file_name"]: image for image in coco.dataset["images"]}
         for record in raw:
             image = by_name[f"{record['image_id']}.jpg"]
@@ -92,7 +94,7 @@ def test_synthetic_release_converts_to_coco(synthetic_raw, coco_dataset):
             annotations = coco.loadAnns(coco.getAnnIds(imgIds=image["id"]))
             for annotation, human in zip(annotations, record["keypoint_annotations"]):
                 aic, out = record["keypoint_annotations"][human], annotation["keypoints"]
-                assert out[2::3] == [kp.AIC_TO_COCO_VISIBILITY[v] for v in aic[2::3]]
+                assert out[2::3] == [aic_release.AIC_TO_COCO_VISIBILITY[v] for v in aic[2::3]]
                 x1, y1, x2, y2 = record["human_annotations"][human]
                 assert annotation["bbox"] == [x1, y1, x2 - x1, y2 - y1]
                 assert annotation["area"] == (x2 - x1) * (y2 - y1)
@@ -113,6 +115,7 @@ def test_visibility_bbox_and_hard_links(tmp_path):
     )
     (tmp_path / "coco").mkdir()  # KFP creates the output folder empty
     counts = convert(str(tmp_path / "raw"), str(tmp_path / "coco"))
+    assert counts.pop("keypoint_set") == kp.default().to_json()
     assert counts == {
         "train_records": 2,
         "train_images": 2,
@@ -180,11 +183,13 @@ def test_single_person_keeps_images_with_exactly_one_person(tmp_path):
     train = [aic_record(image_id("train", i), people) for i, people in enumerate([1, 2, 0, 1, 3])]
     write_release(tmp_path / "raw", train=train)
     counts = convert(str(tmp_path / "raw"), str(tmp_path / "coco"), single_person=True)
-    assert (counts["train_images"], counts["train_people"], counts["train_not_single_person"]) == (
-        2,
-        2,
-        3,
-    )
+    # The image with no person is left out as such (no person to train on), not as multi-person.
+    assert (
+        counts["train_images"],
+        counts["train_people"],
+        counts["train_not_single_person"],
+        counts["train_images_without_people"],
+    ) == (2, 2, 2, 1)
     coco = COCO(str(tmp_path / "coco" / "annotations" / "person_keypoints_train.json"))
     kept = sorted(image["file_name"] for image in coco.dataset["images"])
     assert kept == [f"{image_id('train', 0)}.jpg", f"{image_id('train', 3)}.jpg"]
@@ -200,7 +205,7 @@ def test_seed_layout_reads_back_as_the_same_coco(tmp_path):
     seed = tmp_path / "seed" / "ai_challenger"
     seed.mkdir(parents=True)
     for split in ("train", "valid"):
-        annotation_name, images_name = kp.SEED_LAYOUT[split]
+        annotation_name, images_name = aic_release.SEED_LAYOUT[split]
         content = json.loads(
             (tmp_path / "coco" / "annotations" / f"person_keypoints_{split}.json").read_text()
         )
@@ -211,7 +216,7 @@ def test_seed_layout_reads_back_as_the_same_coco(tmp_path):
     counts = convert(str(tmp_path / "seed"), str(tmp_path / "again"))
     assert (counts["train_images"], counts["train_people"]) == (4, 6)
     for split in ("train", "valid"):
-        first = json.loads((seed / kp.SEED_LAYOUT[split][0]).read_text())
+        first = json.loads((seed / aic_release.SEED_LAYOUT[split][0]).read_text())
         again = json.loads(
             (tmp_path / "again" / "annotations" / f"person_keypoints_{split}.json").read_text()
         )

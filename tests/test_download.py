@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from components.download import DownloadError, download
-from pose.data.keypoints import AIC_LAYOUT
+from pose.data.aic_release import AIC_LAYOUT
 from pose.data.synthetic import render_release
 
 NUM_TRAIN = 12  # valid = 8
@@ -93,6 +93,32 @@ def test_synthetic_source_renders_the_official_layout(tmp_path):
     assert len(records) == 10 and summary["people_train"] == sum(
         len(r["human_annotations"]) for r in records
     )
+
+
+def test_synthetic_coco_layout_and_its_image_counts(tmp_path):
+    summary = download("synthetic://10?seed=4&layout=coco", str(tmp_path / "raw"))
+    assert (summary["images_train"], summary["images_valid"]) == (10, 8)
+    assert summary["synthetic_layout"] == "coco"
+    data = json.loads((tmp_path / "raw/annotations/person_keypoints_train2017.json").read_text())
+    assert len(data["images"]) == 10 and summary["people_train"] == len(data["annotations"])
+    assert len(data["categories"][0]["keypoints"]) == 17
+    with pytest.raises(DownloadError, match=r"layout is 'mpii'"):
+        download("synthetic://10?layout=mpii", str(tmp_path / "other"))
+
+
+def test_coco_format_image_folders_are_counted_by_split(tmp_path):
+    """COCO 2017's train2017/ and val2017/, CVAT's images/<subset>/ (download sees no annotation)."""
+    for folder in (
+        "coco/train2017",
+        "coco/val2017",
+        "cvat/images/train",
+        "cvat/images/validation",
+        "other",
+    ):
+        (tmp_path / "source" / folder).mkdir(parents=True)
+        (tmp_path / "source" / folder / "a.jpg").write_bytes(b"\xff\xd8")
+    summary = download(str(tmp_path / "source"), str(tmp_path / "raw"))
+    assert (summary["images"], summary["images_train"], summary["images_valid"]) == (5, 2, 2)
 
 
 def test_bucket_zip_with_checksum(object_store, release, release_zip, tmp_path):

@@ -10,6 +10,9 @@ A pack (docs/ARTIFACTS.md) is a COCO folder for one split restricted to one shar
                                                                      "images", "people"}
     packs/<split>-<iiiii>-of-<nnnnn>/annotations/person_keypoints_<split>.json
     packs/<split>-<iiiii>-of-<nnnnn>/images/<split>/<file_name>
+    packs/<split>-<iiiii>-of-<nnnnn>/keypoint_set.json              the keypoint set (KeypointSet.to_json())
+convert's output holds keypoint_set.json at its top too: whoever reads a pack or the whole folder
+finds the set its keypoints are in (read_keypoint_set).
 A KFP task whose input artifact URI is a pack's folder gets only that folder copied into its pod.
 """
 
@@ -18,9 +21,9 @@ import os
 
 PACKS_DIR = "packs"
 PACK_INFO = "pack.json"
-KEYPOINT_SET_FILE = (
-    "keypoint_set.json"  # convert writes it at the top of its output and in each pack
-)
+KEYPOINT_SET_FILE = "keypoint_set.json"
+# A keypoint set's JSON is a few kilobytes even at pose.data.keypoints.MAX_KEYPOINTS joints.
+MAX_KEYPOINT_SET_BYTES = 1 << 20
 # The most shards per split, for every runner: on a KFP cluster, train receives one artifact per
 # shard of both splits, each inlined (URI and metadata, about 0.9 KB) into its executor input, a
 # single command-line argument that Linux caps at 128 KiB. At 32, train's is 58 KB, under half the
@@ -115,21 +118,32 @@ def check_shard_inputs(dataset_info_path, **shards_per_split: int) -> dict:
 
 
 def write_keypoint_set(folder, keypoint_set) -> None:
+    """<folder>/keypoint_set.json: the set the folder's keypoints are in."""
     with open(os.path.join(folder, KEYPOINT_SET_FILE), "w") as f:
         json.dump(keypoint_set.to_json(), f, indent=1)
 
 
 def read_keypoint_set(folder):
-    """The keypoint set of a COCO folder or pack that convert wrote; folders written before sets were
-    data are AIC's (the default set)."""
+    """The KeypointSet of a pack or a convert output (<folder>/keypoint_set.json). A folder without the
+    file was written before keypoint sets were data, when every data set was AIC: keypoints.default()."""
     from pose.data import keypoints
 
     path = os.path.join(folder, KEYPOINT_SET_FILE)
-    if not os.path.isfile(path):
-        return keypoints.default()
     try:
-        with open(path) as f:
+        size = os.path.getsize(path)
+    except FileNotFoundError:
+        return keypoints.default()
+    except OSError as error:
+        raise PackError(f"{path}: cannot be read ({error.strerror or error})") from error
+    if size > MAX_KEYPOINT_SET_BYTES:
+        raise PackError(
+            f"{path}: {size} bytes; a keypoint set's file is at most {MAX_KEYPOINT_SET_BYTES}"
+        )
+    try:
+        with open(path, "rb") as f:
             values = json.load(f)
         return keypoints.from_json(values, path)
-    except (OSError, json.JSONDecodeError, keypoints.KeypointSetError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise PackError(f"{path}: not a readable keypoint set: {error}") from error
+    except keypoints.KeypointSetError as error:
+        raise PackError(str(error)) from error  # it names the file already

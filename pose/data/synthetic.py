@@ -1,7 +1,9 @@
-"""A learnable synthetic AI Challenger keypoint release.
+"""A learnable synthetic keypoint data set: AI Challenger's release, or COCO-format files of any set.
 
 `render_release(output_dir, num_train, num_valid, seed)` writes the official AIC layout (names as in
-the 2017 archives) with cartoon humanoids: front-facing, so the person's right is on the image left,
+the 2017 archives); `render_coco(..., keypoint_set, layout)` labels the same figures with a keypoint
+set's joints (COCO's 17, face parts included, or one's own) in COCO 2017's layout or CVAT's export.
+The figures are cartoon humanoids: front-facing, so the person's right is on the image left,
 and the right limbs are drawn darker than the left ones and a badge sits on the left chest, so that
 a network can tell right from left from pixels. (Training with horizontal flips, which swap the labels,
 turns those two cues into noise; the geometric one, right on the image left, survives flips.)
@@ -24,7 +26,6 @@ import cv2
 import numpy as np
 
 from pose.data import aic_release
-from pose.data import keypoints as keypoint_sets
 from pose.files.atomic import atomic_file
 
 
@@ -59,6 +60,81 @@ _NOISE_UP, _NOISE_DOWN = (
     np.clip(-_noise, 0, 255).astype(np.uint8),
 )
 del _noise
+
+# ---------------------------------------------------------------------------------------------
+# ANATOMY: the body parts the renderer positions, by the names keypoint sets give them. This block is
+# the one place outside pose/data/keypoints.py that spells joint names (the renderer must know where
+# a shoulder is); what an image is labelled with is a keypoint set's names, looked up here.
+# The first fourteen are the limbs' and head's joints, in the order the figures' random draws use.
+BODY_PARTS = (
+    "right_shoulder",
+    "right_elbow",
+    "right_wrist",
+    "left_shoulder",
+    "left_elbow",
+    "left_wrist",
+    "right_hip",
+    "right_knee",
+    "right_ankle",
+    "left_hip",
+    "left_knee",
+    "left_ankle",
+    "head_top",
+    "neck",
+    "nose",
+    "left_eye",
+    "right_eye",
+    "left_ear",
+    "right_ear",
+)
+(
+    RIGHT_SHOULDER,
+    RIGHT_ELBOW,
+    RIGHT_WRIST,
+    LEFT_SHOULDER,
+    LEFT_ELBOW,
+    LEFT_WRIST,
+    RIGHT_HIP,
+    RIGHT_KNEE,
+    RIGHT_ANKLE,
+    LEFT_HIP,
+    LEFT_KNEE,
+    LEFT_ANKLE,
+    HEAD_TOP,
+    NECK,
+    NOSE,
+    LEFT_EYE,
+    RIGHT_EYE,
+    LEFT_EAR,
+    RIGHT_EAR,
+) = range(len(BODY_PARTS))
+BODY_JOINTS = 14  # drawn limbs and head: what an occluder may cover
+# Face parts in the head's frame (fractions of its radii; the figure's right is the image left).
+FACE_PARTS = {
+    NOSE: (0.0, 0.4),
+    LEFT_EYE: (0.38, 0.1),
+    RIGHT_EYE: (-0.38, 0.1),
+    LEFT_EAR: (0.95, 0.15),
+    RIGHT_EAR: (-0.95, 0.15),
+}
+# END OF ANATOMY
+# ---------------------------------------------------------------------------------------------
+
+
+def body_parts_of(keypoint_set) -> list[int]:
+    """The body part each of the set's joints is, in the set's order; SyntheticError for a joint the
+    renderer cannot place."""
+    missing = [name for name in keypoint_set.names if name not in BODY_PARTS]
+    if missing:
+        raise SyntheticError(
+            f"keypoint set {keypoint_set.name!r}: the renderer cannot place {', '.join(missing)}; "
+            f"it draws {', '.join(BODY_PARTS)}"
+        )
+    return [BODY_PARTS.index(name) for name in keypoint_set.names]
+
+
+class SyntheticError(ValueError):
+    """A synthetic data set that cannot be rendered as asked."""
 
 
 def render_release(output_dir: str, num_train: int, num_valid: int, seed: int) -> dict:
@@ -101,6 +177,84 @@ def render_release(output_dir: str, num_train: int, num_valid: int, seed: int) -
 
 
 _SPLIT_CODE = {"train": 0, "valid": 1}
+# layout -> split -> (annotation file, image folder), relative to the output: COCO 2017's, and the
+# single-subset export CVAT writes (every image in one subset, "default").
+COCO_LAYOUTS = {
+    "coco2017": {
+        "train": ("annotations/person_keypoints_train2017.json", "train2017"),
+        "valid": ("annotations/person_keypoints_val2017.json", "val2017"),
+    },
+    "cvat": {"default": ("annotations/person_keypoints_default.json", "images/default")},
+}
+
+
+def render_coco(
+    output_dir: str,
+    num_train: int,
+    num_valid: int,
+    seed: int,
+    keypoint_set,
+    layout: str = "coco2017",
+) -> dict:
+    """Renders the figures render_release draws, labelled with `keypoint_set`'s joints (by name, from
+    BODY_PARTS) in a COCO-format layout (COCO_LAYOUTS; cvat puts all num_train + num_valid images in
+    its one subset); returns counts as render_release does. Boxes are COCO's [x, y, w, h]."""
+    parts = body_parts_of(keypoint_set)
+    started = time.perf_counter()
+    summary = {"seed": seed, "bytes": 0, "layout": layout}
+    splits = COCO_LAYOUTS[layout]
+    counts = {"train": num_train, "valid": num_valid}
+    if len(splits) == 1:
+        counts = {next(iter(splits)): num_train + num_valid}
+    for split, (annotation_name, image_folder) in splits.items():
+        image_dir = Path(output_dir) / image_folder
+        image_dir.mkdir(parents=True, exist_ok=True)
+        images, annotations = [], []
+        for index in range(counts[split]):
+            stream = _SPLIT_CODE.get(split, 0)
+            image, persons = render_image(np.random.default_rng([seed, stream, index]), parts)
+            ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+            if not ok:
+                raise RuntimeError(f"JPEG encoding failed for synthetic image {split} {index}")
+            file_name = f"{seed:04d}{stream:02d}{index:06d}.jpg"
+            (image_dir / file_name).write_bytes(jpeg.tobytes())
+            summary["bytes"] += len(jpeg)
+            image_id = len(images) + 1
+            height, width = image.shape[:2]
+            images.append(
+                {"id": image_id, "file_name": file_name, "width": width, "height": height}
+            )
+            for person in persons:
+                values = list(person["keypoints"])
+                values[2::3] = [aic_release.AIC_TO_COCO_VISIBILITY[v] for v in values[2::3]]
+                x1, y1, x2, y2 = person["box"]
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": image_id,
+                        "category_id": 1,
+                        "keypoints": values,
+                        "num_keypoints": len(parts) - values[2::3].count(0),
+                        "bbox": [x1, y1, x2 - x1, y2 - y1],
+                        "area": (x2 - x1) * (y2 - y1),
+                        "iscrowd": 0,
+                    }
+                )
+        annotation_path = Path(output_dir) / annotation_name
+        annotation_path.parent.mkdir(parents=True, exist_ok=True)
+        coco = {
+            "info": {"description": f"synthetic figures, keypoint set {keypoint_set.name}"},
+            "images": images,
+            "annotations": annotations,
+            "categories": [keypoint_set.coco_category()],
+        }
+        with atomic_file(annotation_path) as temporary:
+            temporary.write_text(json.dumps(coco))
+        summary[f"{split}_images"] = len(images)
+        summary[f"{split}_people"] = len(annotations)
+        summary[f"{split}_annotations"] = str(annotation_path)
+    log.info("rendered %s in the %s layout in %.1fs", counts, layout, time.perf_counter() - started)
+    return summary
 
 
 def synthetic_image_id(seed: int, split: str, index: int) -> str:
@@ -121,8 +275,9 @@ def _aic_record(image_id: str, persons: list) -> dict:
 # One image
 
 
-def render_image(rng: np.random.Generator) -> tuple[np.ndarray, list[dict]]:
-    """Returns (BGR uint8 image, persons), each person {"keypoints": [x, y, v] * 14, "box": [x1, y1, x2, y2]}."""
+def render_image(rng: np.random.Generator, parts=None) -> tuple[np.ndarray, list[dict]]:
+    """Returns (BGR uint8 image, persons), each person {"keypoints": [x, y, v] * K, "box": [x1, y1,
+    x2, y2]} in AIC visibility codes, K the body parts `parts` names (default: AIC's fourteen)."""
     width, height = (int(v) for v in rng.integers(300, 701, size=2))
     image = _background(rng, height, width)
     # owner[y, x]: which person (1..n) or occluder drew the pixel last; decides visibility code 2.
@@ -139,14 +294,17 @@ def render_image(rng: np.random.Generator) -> tuple[np.ndarray, list[dict]]:
                 _draw_occluder(image, owner, figure, rng)
     _finish(image, rng)
     persons = [
-        _annotate(figure, box, owner, person, width, height)
+        _annotate(figure, box, owner, person, width, height, parts)
         for person, (figure, box) in enumerate(zip(figures, boxes), start=1)
     ]
     return image, persons
 
 
-def _annotate(figure, box, owner, person, width, height) -> dict:
-    joints = np.rint(figure["joints"]).astype(int)
+def _annotate(figure, box, owner, person, width, height, parts=None) -> dict:
+    joints = figure["joints"]
+    if parts is not None:
+        joints = np.vstack([joints, _face(figure)])[parts]
+    joints = np.rint(joints).astype(int)
     values, inside = [], []
     for x, y in joints:
         if 0 <= x < width and 0 <= y < height:
@@ -160,6 +318,13 @@ def _annotate(figure, box, owner, person, width, height) -> dict:
         xs, ys = zip(*inside)
         x1, y1, x2, y2 = min(x1, *xs), min(y1, *ys), max(x2, *xs), max(y2, *ys)
     return {"keypoints": values, "box": [int(x1), int(y1), int(x2), int(y2)]}
+
+
+def _face(figure) -> np.ndarray:
+    """The face parts where _draw_head draws them, in FACE_PARTS' order."""
+    (rx, ry), rotation = figure["head_radii"], _rotation(figure["angle"])
+    offsets = np.array([FACE_PARTS[part] for part in sorted(FACE_PARTS)]) * [rx, ry]
+    return figure["head_centre"] + offsets @ rotation.T
 
 
 def _mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
@@ -320,11 +485,11 @@ def _rotation(angle_degrees: float) -> np.ndarray:
 
 def _pose(rng) -> dict:
     """Joints and body part shapes in body units, front view."""
-    joints = np.zeros((kp.NUM_KEYPOINTS, 2))
+    joints = np.zeros((BODY_JOINTS, 2))
     hip_mid = np.array([0.0, 0.5 + rng.uniform(-0.02, 0.02)])
     hip_half = rng.uniform(0.065, 0.085)
-    joints[kp.RIGHT_HIP] = hip_mid + [-hip_half, 0]
-    joints[kp.LEFT_HIP] = hip_mid + [hip_half, 0]
+    joints[RIGHT_HIP] = hip_mid + [-hip_half, 0]
+    joints[LEFT_HIP] = hip_mid + [hip_half, 0]
 
     # Upper body in its own frame, then leaned about the hip centre.
     shoulder_half = rng.uniform(0.1, 0.125)
@@ -337,23 +502,22 @@ def _pose(rng) -> dict:
     lean = rng.uniform(-12, 12)
     lean_rotation = _rotation(lean)
     upper = {name: hip_mid + lean_rotation @ (p - hip_mid) for name, p in upper.items()}
-    joints[kp.RIGHT_SHOULDER], joints[kp.LEFT_SHOULDER] = (
+    joints[RIGHT_SHOULDER], joints[LEFT_SHOULDER] = (
         upper["right_shoulder"],
         upper["left_shoulder"],
     )
-    joints[kp.NECK] = upper["neck"]
-    # -- the renderer's anatomy: end
+    joints[NECK] = upper["neck"]
 
     head_tilt = lean + rng.uniform(-15, 15)
     head_radii = np.array([0.055, 0.072]) * rng.uniform(0.9, 1.1)
     head_axis = _rotation(head_tilt) @ np.array([0.0, -1.0])
-    head_centre = joints[kp.NECK] + head_axis * head_radii[1]
-    joints[kp.HEAD_TOP] = head_centre + head_axis * head_radii[1]
+    head_centre = joints[NECK] + head_axis * head_radii[1]
+    joints[HEAD_TOP] = head_centre + head_axis * head_radii[1]
 
     limbs = []  # (start, end, start width, end width, side)
     for side, shoulder, elbow, wrist in (
-        (-1, kp.RIGHT_SHOULDER, kp.RIGHT_ELBOW, kp.RIGHT_WRIST),
-        (1, kp.LEFT_SHOULDER, kp.LEFT_ELBOW, kp.LEFT_WRIST),
+        (-1, RIGHT_SHOULDER, RIGHT_ELBOW, RIGHT_WRIST),
+        (1, LEFT_SHOULDER, LEFT_ELBOW, LEFT_WRIST),
     ):
         raise_angle = rng.uniform(-20, 170)
         bend = rng.uniform(-140, 140)
@@ -366,8 +530,8 @@ def _pose(rng) -> dict:
         limbs.append((elbow, wrist, 0.05, 0.04, side))
     legs = []
     for side, hip, knee, ankle in (
-        (-1, kp.RIGHT_HIP, kp.RIGHT_KNEE, kp.RIGHT_ANKLE),
-        (1, kp.LEFT_HIP, kp.LEFT_KNEE, kp.LEFT_ANKLE),
+        (-1, RIGHT_HIP, RIGHT_KNEE, RIGHT_ANKLE),
+        (1, LEFT_HIP, LEFT_KNEE, LEFT_ANKLE),
     ):
         spread = rng.uniform(-8, 35)
         bend = rng.uniform(-25, 45)
@@ -379,13 +543,13 @@ def _pose(rng) -> dict:
 
     torso = np.array(
         [
-            joints[kp.RIGHT_SHOULDER] + lean_rotation @ [-0.02, -0.015],
-            joints[kp.LEFT_SHOULDER] + lean_rotation @ [0.02, -0.015],
-            joints[kp.LEFT_HIP] + [0.03, 0.03],
-            joints[kp.RIGHT_HIP] + [-0.03, 0.03],
+            joints[RIGHT_SHOULDER] + lean_rotation @ [-0.02, -0.015],
+            joints[LEFT_SHOULDER] + lean_rotation @ [0.02, -0.015],
+            joints[LEFT_HIP] + [0.03, 0.03],
+            joints[RIGHT_HIP] + [-0.03, 0.03],
         ]
     )
-    badge = joints[kp.LEFT_SHOULDER] + lean_rotation @ [-0.05, 0.07]
+    badge = joints[LEFT_SHOULDER] + lean_rotation @ [-0.05, 0.07]
     return {
         "joints": joints,
         "limbs": limbs,
@@ -540,10 +704,10 @@ def _draw_figure(image, owner, person: int, figure: dict, rng) -> None:
             outline,
             segments=[(joints[start], joints[end], width_a * scale, width_b * scale)],
         )
-    for side, ankle in ((-1, kp.RIGHT_ANKLE), (1, kp.LEFT_ANKLE)):
+    for side, ankle in ((-1, RIGHT_ANKLE), (1, LEFT_ANKLE)):
         foot = joints[ankle] + np.array([side * 0.03, 0.015]) * scale
         _draw_part(image, owner, person, ink, ink, 0, circles=[(foot, 0.028 * scale)])
-    shoulder_mid = (joints[kp.RIGHT_SHOULDER] + joints[kp.LEFT_SHOULDER]) / 2
+    shoulder_mid = (joints[RIGHT_SHOULDER] + joints[LEFT_SHOULDER]) / 2
     _draw_part(
         image,
         owner,
@@ -551,7 +715,7 @@ def _draw_figure(image, owner, person: int, figure: dict, rng) -> None:
         colours["skin"],
         ink,
         outline,
-        segments=[(joints[kp.NECK], shoulder_mid, 0.05 * scale, 0.06 * scale)],
+        segments=[(joints[NECK], shoulder_mid, 0.05 * scale, 0.06 * scale)],
     )
     _draw_part(image, owner, person, colours["torso"], ink, outline, polygon=figure["torso"])
     cv2.circle(
@@ -574,7 +738,7 @@ def _draw_figure(image, owner, person: int, figure: dict, rng) -> None:
             outline,
             segments=[(joints[start], joints[end], width_a * scale, width_b * scale)],
         )
-        if end in (kp.RIGHT_WRIST, kp.LEFT_WRIST):
+        if end in (RIGHT_WRIST, LEFT_WRIST):
             _draw_part(
                 image,
                 owner,
@@ -631,7 +795,7 @@ def _draw_head(image, owner, person, figure, colours) -> None:
 
 def _draw_occluder(image, owner, figure, rng) -> None:
     """A box or blob over one of the figure's joints: whatever joint it covers becomes code 2."""
-    target = figure["joints"][rng.integers(0, kp.NUM_KEYPOINTS)]
+    target = figure["joints"][rng.integers(0, BODY_JOINTS)]
     size = rng.uniform(0.1, 0.25) * figure["scale"]
     centre = target + rng.uniform(-0.4, 0.4, size=2) * size
     if rng.random() < 0.5:
