@@ -39,7 +39,6 @@ from pose.files.atomic import atomic_directory
 __all__ = ["ConvertError", "InvalidRecord", "convert", "image_size", "main"]
 
 log = logging.getLogger("convert")
-_AIC = keypoint_sets.preset("aic")
 
 SPLITS = layouts.SPLITS
 DEFAULT_VALID_FRACTION = 0.1

@@ -168,10 +168,7 @@ def test_preflight_refuses_the_seed_contract_for_another_set():
 
 # The renderer draws a body whose parts have names; that vocabulary sits between these two lines
 # of pose/data/synthetic.py and nowhere else.
-ANATOMY_BEGIN, ANATOMY_END = (
-    "# -- the renderer's anatomy: begin",
-    "# -- the renderer's anatomy: end",
-)
+ANATOMY_BEGIN, ANATOMY_END = "BODY_PARTS = (", "# END OF ANATOMY"
 
 
 def _spelled(root: Path):

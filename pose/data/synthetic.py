@@ -28,19 +28,6 @@ import numpy as np
 from pose.data import aic_release
 from pose.files.atomic import atomic_file
 
-
-class _AicJoints:
-    """The aic set's joints by index, for the renderer's anatomy."""
-
-    _set = keypoint_sets.preset("aic")
-    NUM_KEYPOINTS = _set.num_keypoints
-    (RIGHT_SHOULDER, RIGHT_ELBOW, RIGHT_WRIST, LEFT_SHOULDER, LEFT_ELBOW, LEFT_WRIST) = range(6)
-    (RIGHT_HIP, RIGHT_KNEE, RIGHT_ANKLE, LEFT_HIP, LEFT_KNEE, LEFT_ANKLE) = range(6, 12)
-    HEAD_TOP, NECK = 12, 13
-
-
-kp = _AicJoints
-
 log = logging.getLogger(__name__)
 
 JPEG_QUALITY = 90
@@ -493,20 +480,15 @@ def _pose(rng) -> dict:
 
     # Upper body in its own frame, then leaned about the hip centre.
     shoulder_half = rng.uniform(0.1, 0.125)
-    # -- the renderer's anatomy: begin
     upper = {
-        "right_shoulder": np.array([-shoulder_half, 0.2 + rng.uniform(-0.015, 0.015)]),
-        "left_shoulder": np.array([shoulder_half, 0.2 + rng.uniform(-0.015, 0.015)]),
-        "neck": np.array([0.0, 0.145]),
+        RIGHT_SHOULDER: np.array([-shoulder_half, 0.2 + rng.uniform(-0.015, 0.015)]),
+        LEFT_SHOULDER: np.array([shoulder_half, 0.2 + rng.uniform(-0.015, 0.015)]),
+        NECK: np.array([0.0, 0.145]),
     }
     lean = rng.uniform(-12, 12)
     lean_rotation = _rotation(lean)
-    upper = {name: hip_mid + lean_rotation @ (p - hip_mid) for name, p in upper.items()}
-    joints[RIGHT_SHOULDER], joints[LEFT_SHOULDER] = (
-        upper["right_shoulder"],
-        upper["left_shoulder"],
-    )
-    joints[NECK] = upper["neck"]
+    for joint, point in upper.items():
+        joints[joint] = hip_mid + lean_rotation @ (point - hip_mid)
 
     head_tilt = lean + rng.uniform(-15, 15)
     head_radii = np.array([0.055, 0.072]) * rng.uniform(0.9, 1.1)

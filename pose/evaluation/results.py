@@ -36,8 +36,12 @@ class Settings(TypedDict):
     all_threads: int  # the thread count of the "all" latency
     num_people: int  # validation people scored
     gallery_model: str  # the model drawn in the report's gallery
-    keypoint_set: dict  # the validation shards' keypoint set (pose.data.keypoints.KeypointSet.to_json)
-    pck_name: str  # what "pckh" is for that set: "PCKh@0.5", or "PCK@0.2" (of the box) without a head
+    keypoint_set: (
+        dict  # the validation shards' keypoint set (pose.data.keypoints.KeypointSet.to_json)
+    )
+    pck_name: (
+        str  # what "pckh" is for that set: "PCKh@0.5", or "PCK@0.2" (of the box) without a head
+    )
 
 
 class SeedComparison(TypedDict):
@@ -88,7 +92,9 @@ class AnchorResult(TypedDict):
 
 
 class PhotoModel(TypedDict):
-    keypoints: list[list[float]]  # [K] x [x, y, score] in the picture's pixels, the model's set's order
+    keypoints: list[
+        list[float]
+    ]  # [K] x [x, y, score] in the picture's pixels, the model's set's order
     agreement: float  # PCK@threshold against the reference, over the joints both name, 0..1
     agreement_found: float  # the same over the joints the reference finds (score >= found_score)
     joints_compared: int  # the joints the model's set shares with the reference's, by name
