@@ -113,8 +113,6 @@ def convert_op(
     pack URIs. dataset_info: the counts and the keypoint set as a small JSON file, which every
     reader of the shards takes too (dag.py says why a cluster needs it). keypoints: auto (the
     data's), a preset name, or a YAML file (a path, or a gs://, s3:// or https:// URI, fetched)."""
-    import tempfile
-
     from components.convert import convert
     from pipeline import cluster
     from pose.data import keypoint_files, packs
@@ -124,17 +122,16 @@ def convert_op(
     if cluster.on_kfp_cluster() and keypoint_files.is_remote(keypoints):
         cluster.use_mounted_gcs_key()
         cluster.use_s3_settings(s3_settings)
-    with tempfile.TemporaryDirectory() as fetched:
-        counts = convert(
-            raw.path,
-            coco.path,
-            single_person=single_person,
-            skip_invalid=skip_invalid,
-            num_shards=num_shards or None,
-            keypoints=keypoint_files.local_spec(keypoints, fetched),
-            min_keypoints=min_keypoints,
-            valid_fraction=valid_fraction,
-        )
+    counts = convert(
+        raw.path,
+        coco.path,
+        single_person=single_person,
+        skip_invalid=skip_invalid,
+        num_shards=num_shards or None,
+        keypoints=keypoints,
+        min_keypoints=min_keypoints,
+        valid_fraction=valid_fraction,
+    )
     coco.metadata.update(counts)
     packs.write_dataset_info(dataset_info.path, counts)
     return coco.uri

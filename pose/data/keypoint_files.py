@@ -1,5 +1,6 @@
 """The `keypoints` parameter's YAML file, wherever it lies: a local path as it is, a gs://, s3://,
 minio:// or https:// file fetched (bounded in size) into a folder, so that convert reads a local file.
+Errors (KeypointSetError) start with the URI.
 """
 
 from pathlib import Path
@@ -26,16 +27,16 @@ def local_spec(spec: str, folder) -> str:
     else:
         info = storage.stat(spec)
         if info is None:
-            raise keypoints.KeypointSetError(f"keypoints {spec}: no such object")
+            raise keypoints.KeypointSetError(f"{spec}: no such object")
         if info.size > keypoints.MAX_YAML_BYTES:
             raise keypoints.KeypointSetError(
-                f"keypoints {spec}: {info.size} bytes; a keypoint set's YAML file is at most "
+                f"{spec}: {info.size} bytes; a keypoint set's YAML file is at most "
                 f"{keypoints.MAX_YAML_BYTES}"
             )
         data = storage.read_bytes(spec) or b""
     if len(data) > keypoints.MAX_YAML_BYTES:
         raise keypoints.KeypointSetError(
-            f"keypoints {spec}: more than {keypoints.MAX_YAML_BYTES} bytes; a keypoint set's YAML "
+            f"{spec}: more than {keypoints.MAX_YAML_BYTES} bytes; a keypoint set's YAML "
             "file is a few kilobytes"
         )
     path = Path(folder) / "keypoints.yaml"

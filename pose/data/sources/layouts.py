@@ -165,43 +165,35 @@ def _choose(found: list, input_dir: Path) -> dict:
 
 def requested_keypoint_set(spec: str | None):
     """None for auto (the set the data names), else the preset or YAML file (a local path or file://,
-    gs://, s3:// or minio:// URI) the spec names."""
+    gs://, s3://, minio:// or https:// URI, fetched by pose.data.keypoint_files) the spec names."""
     if spec is None or spec == kp.AUTO:
         return None
+    import tempfile
+
+    from pose.data import keypoint_files
     from pose.files import uris
 
+    local = uris.local_path(spec)
+    if local is None and (
+        not keypoint_files.is_remote(spec) or not spec.endswith((".yaml", ".yml"))
+    ):
+        raise ConvertError(
+            f"--keypoints {spec}: expected auto, a preset ({', '.join(kp.preset_names())}) or a "
+            "YAML file's path or gs://, s3://, minio://, https:// URI"
+        )
     try:
-        local = uris.local_path(spec)
         if local is not None and spec.endswith((".yaml", ".yml")):
             return kp.read_yaml(local)
         if local is None:
-            return _remote_yaml(spec)
+            with tempfile.TemporaryDirectory() as folder:
+                try:
+                    fetched = keypoint_files.local_spec(spec, folder)
+                except kp.KeypointSetError as error:
+                    raise ConvertError(f"--keypoints {error}") from None
+                return kp.read_yaml(fetched)
         return kp.load(spec)
     except kp.KeypointSetError as error:
         raise ConvertError(f"--keypoints {spec}: {error}") from None
-
-
-def _remote_yaml(uri: str):
-    import tempfile
-
-    from pose.files import storage
-
-    if not storage.is_object_uri(uri) or not uri.endswith((".yaml", ".yml")):
-        raise ConvertError(
-            f"--keypoints {uri}: expected auto, a preset ({', '.join(kp.preset_names())}) or a "
-            "YAML file's path or gs://, s3://, minio:// URI"
-        )
-    info = storage.stat(uri)
-    if info is None:
-        raise ConvertError(f"--keypoints {uri}: no such object")
-    if info.size > kp.MAX_YAML_BYTES:
-        raise ConvertError(
-            f"--keypoints {uri}: {info.size} bytes; a keypoint set's YAML file is at most {kp.MAX_YAML_BYTES}"
-        )
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / Path(uri).name
-        path.write_bytes(storage.read_bytes(uri) or b"")
-        return kp.read_yaml(path)
 
 
 def open_records(
