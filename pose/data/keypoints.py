@@ -253,6 +253,14 @@ def from_json(values, source: str = "keypoint set") -> KeypointSet:
     )
 
 
+def recorded_in(values: dict, source: str) -> KeypointSet:
+    """The set a record (a shard index, train_metadata.json, a model's .json) holds under
+    "keypoint_set"; one written before sets were data holds none and is of the default set."""
+    if "keypoint_set" not in values:
+        return default()
+    return from_json(values["keypoint_set"], f"{source}: keypoint_set")
+
+
 def _names(values, source: str) -> tuple[str, ...]:
     if not isinstance(values, (list, tuple)) or not values:
         raise KeypointSetError(f"{source}: keypoints must be a non-empty list of names")

@@ -83,10 +83,8 @@ def read(dirs: list[str] | str) -> dict:
 
 
 def _keypoint_set_of(index: dict, folder) -> keypoints.KeypointSet:
-    if "keypoint_set" not in index:
-        return keypoints.default()
     try:
-        return keypoints.from_json(index["keypoint_set"], f"{path_of(folder)}: keypoint_set")
+        return keypoints.recorded_in(index, str(path_of(folder)))
     except keypoints.KeypointSetError as error:
         raise ShardIndexError(str(error)) from None
 

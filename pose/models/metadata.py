@@ -132,10 +132,8 @@ def contract_fields(contract_name: str, keypoint_set: keypoints.KeypointSet) -> 
 
 def keypoint_set_of(values: dict, source: str) -> keypoints.KeypointSet:
     """The keypoint set a model's .json records; files written before sets were data are `aic`."""
-    if "keypoint_set" not in values:
-        return keypoints.default()
     try:
-        return keypoints.from_json(values["keypoint_set"], f"{source}: keypoint_set")
+        return keypoints.recorded_in(values, source)
     except keypoints.KeypointSetError as error:
         raise MetadataError(str(error)) from error
 
