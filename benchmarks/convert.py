@@ -94,6 +94,33 @@ def write_split(root: Path, split: str, num_images: int, num_people: int, pool, 
         f.write("]")
 
 
+def timed_convert(work: Path) -> tuple[float, float, float, float]:
+    """`python -m components.convert` from work/raw into a fresh work/coco, its INFO lines printed;
+    (wall seconds, CPU seconds, peak RSS in MiB, MiB of annotation JSON read)."""
+    shutil.rmtree(work / "coco", ignore_errors=True)
+    command = [
+        sys.executable,
+        "-m",
+        "components.convert",
+        "--input",
+        str(work / "raw"),
+        "--output",
+        str(work / "coco"),
+    ]
+    started = time.perf_counter()
+    with open(work / "convert.log", "w") as log:
+        subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=log)
+    elapsed = time.perf_counter() - started
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    peak_mib = usage.ru_maxrss / 1024  # ru_maxrss: KiB on Linux
+    cpu_seconds = usage.ru_utime + usage.ru_stime
+    for line in (work / "convert.log").read_text().replace("\r", "\n").splitlines():
+        if " INFO " in line:
+            print("  " + line.split(" INFO ", 1)[1])
+    size_mib = sum(f.stat().st_size for f in (work / "raw").rglob("*.json")) / 2**20
+    return elapsed, cpu_seconds, peak_mib, size_mib
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the real set's size")
@@ -126,29 +153,7 @@ def main() -> int:
                 f"generated {records} records, {people} people in {time.perf_counter() - started:.0f}s under {work}"
             )
 
-        shutil.rmtree(work / "coco", ignore_errors=True)
-        command = [
-            sys.executable,
-            "-m",
-            "components.convert",
-            "--input",
-            str(work / "raw"),
-            "--output",
-            str(work / "coco"),
-        ]
-        started = time.perf_counter()
-        with open(work / "convert.log", "w") as log:
-            subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=log)
-        elapsed = time.perf_counter() - started
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        peak_mib, cpu_seconds = (
-            usage.ru_maxrss / 1024,
-            usage.ru_utime + usage.ru_stime,
-        )  # ru_maxrss: KiB on Linux
-        for line in (work / "convert.log").read_text().replace("\r", "\n").splitlines():
-            if " INFO " in line:
-                print("  " + line.split(" INFO ", 1)[1])
-        size_mib = sum(f.stat().st_size for f in (work / "raw").rglob("*.json")) / 2**20
+        elapsed, cpu_seconds, peak_mib, size_mib = timed_convert(work)
         print(
             f"convert: {records} records ({people} people, {size_mib:.0f} MiB of JSON) in {elapsed:.1f}s"
         )

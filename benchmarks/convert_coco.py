@@ -14,9 +14,7 @@ points at its own file and the converter checks and links every one. Then runs t
 import argparse
 import json
 import os
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +25,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from benchmarks.convert import timed_convert  # noqa: E402
 from pose.data import keypoints  # noqa: E402
 
 # COCO 2017 person keypoints: images, annotations and images holding at least one person.
@@ -152,29 +151,7 @@ def main() -> int:
                 f"generated {images} images, {people} annotations in "
                 f"{time.perf_counter() - started:.0f}s under {work}"
             )
-        shutil.rmtree(work / "coco", ignore_errors=True)
-        command = [
-            sys.executable,
-            "-m",
-            "components.convert",
-            "--input",
-            str(work / "raw"),
-            "--output",
-            str(work / "coco"),
-        ]
-        started = time.perf_counter()
-        with open(work / "convert.log", "w") as log:
-            subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=log)
-        elapsed = time.perf_counter() - started
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        peak_mib, cpu_seconds = (
-            usage.ru_maxrss / 1024,
-            usage.ru_utime + usage.ru_stime,
-        )  # KiB on Linux
-        for line in (work / "convert.log").read_text().replace("\r", "\n").splitlines():
-            if " INFO " in line:
-                print("  " + line.split(" INFO ", 1)[1])
-        size_mib = sum(f.stat().st_size for f in (work / "raw").rglob("*.json")) / 2**20
+        elapsed, cpu_seconds, peak_mib, size_mib = timed_convert(work)
         print(
             f"convert: {images} images, {people} annotations ({size_mib:.0f} MiB of JSON) in {elapsed:.1f}s "
             "(goal <= 600 s)"
