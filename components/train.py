@@ -78,16 +78,6 @@ def train(
             uris.check_uri(checkpoint_uri, "checkpoint_uri")
         except uris.UriError as error:
             raise TrainError(str(error)) from None
-    keypoint_set = _keypoint_set_of_shards(data_dirs, valid_dirs or [])
-    # one heatmap per joint of the shards' set: say so before building a graph
-    if cfg.num_keypoints is None:
-        cfg.num_keypoints = keypoint_set.num_keypoints
-    elif cfg.num_keypoints != keypoint_set.num_keypoints:
-        raise TrainError(
-            f"config num_keypoints {cfg.num_keypoints}, but the shards hold "
-            f"{keypoint_set.num_keypoints} keypoints per person (the keypoint set "
-            f"{keypoint_set.name!r}; {', '.join(data_dirs)}): leave num_keypoints out"
-        )
     outputs.check_output("train", output_dir, [*data_dirs, *(valid_dirs or [])])
     # One training per bucket prefix too (issue 21): the chief, the one worker that writes there,
     # holds its lock object from before the model is built until the end, success or failure.
@@ -112,6 +102,16 @@ def train(
         # The strategy first: MultiWorkerMirroredStrategy must exist before any other TF op runs.
         strategy, devices = distribution.strategy(cfg)
         distribution.check_gpus(expect_gpus, allow_cpu)
+        keypoint_set = _keypoint_set_of_shards(data_dirs, valid_dirs or [])
+        # one heatmap per joint of the shards' set: say so before building a graph
+        if cfg.num_keypoints is None:
+            cfg.num_keypoints = keypoint_set.num_keypoints
+        elif cfg.num_keypoints != keypoint_set.num_keypoints:
+            raise TrainError(
+                f"config num_keypoints {cfg.num_keypoints}, but the shards hold "
+                f"{keypoint_set.num_keypoints} keypoints per person (the keypoint set "
+                f"{keypoint_set.name!r}; {', '.join(data_dirs)}): leave num_keypoints out"
+            )
         run = _Run(
             cfg,
             strategy,
