@@ -80,11 +80,12 @@ def run_local(
             "allow_cpu=true for this local run: train uses a GPU if TensorFlow sees one, else the CPU "
             "(--param allow_cpu=false to insist on a GPU)"
         )
-    _check_storage(pose_pipeline, arguments)
+    # The parameters' form first: a malformed URI is the user's to fix whatever this machine holds.
     try:
         preflight.check_arguments(arguments, missing_config_ok=runner == "docker")
     except ParameterError as error:
         raise LocalRunError(str(error)) from None
+    _check_storage(pose_pipeline, arguments)
     root = Path(pipeline_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     local.init(

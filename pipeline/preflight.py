@@ -146,15 +146,40 @@ def _training_config(arguments: dict, missing_config_ok: bool) -> None:
         raise ParameterError(
             f"parameter {name}: {error} (checked before any task started)"
         ) from None
-    spec = str(arguments.get("keypoints", keypoints.AUTO)).strip()
-    known = spec in keypoints.preset_names()
-    expected = keypoints.preset(spec).num_keypoints if known else None
-    if cfg.num_keypoints is not None and expected is not None and cfg.num_keypoints != expected:
+    if cfg.num_keypoints is None:
+        return
+    expected = _expected_keypoint_set(arguments)
+    if expected is not None and cfg.num_keypoints != expected.num_keypoints:
         raise ParameterError(
             f"parameter config: num_keypoints {cfg.num_keypoints}, but the keypoint set "
-            f"{spec!r} has {expected} joints; leave num_keypoints out (train takes it from the "
-            "data) (checked before any task started)"
+            f"{expected.name!r} has {expected.num_keypoints} keypoints; leave num_keypoints out "
+            "(train takes it from the data) (checked before any task started)"
         )
+
+
+def _expected_keypoint_set(arguments: dict):
+    """The set the run's shards will hold where it is known before any task: a preset or a local YAML
+    file named by `keypoints`, or, with keypoints=auto, a synthetic source's layout. None otherwise
+    (a remote YAML, real data whose set is read by convert)."""
+    from components.download import DownloadError, synthetic_parameters
+    from pose.data import keypoint_files, keypoints
+
+    spec = str(arguments.get("keypoints", keypoints.AUTO)).strip()
+    if spec != keypoints.AUTO:
+        if keypoint_files.is_remote(spec):
+            return None
+        try:
+            return keypoints.load(spec)
+        except keypoints.KeypointSetError:
+            return None  # _keypoint_set reports it
+    source = str(arguments.get("source", ""))
+    if not source.startswith("synthetic://"):
+        return None
+    try:
+        _, _, layout = synthetic_parameters(source)
+    except DownloadError:
+        return None  # _source reports it
+    return keypoints.preset(layout)
 
 
 def _variants(arguments: dict, _) -> None:

@@ -391,10 +391,12 @@ def test_the_secret_volumes_never_have_an_empty_name_and_no_secret_env_is_needed
     kubernetes = platform_spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     tasks = all_tasks(pipeline_spec)
     assert "cluster-settings-op" in tasks["download"][0]["dependentTasks"]
-    # source-version asks the store about the source; train touches storage too: its checkpoints.
+    # source-version asks the store about the source; convert reads a keypoint-set YAML that may sit in a
+    # bucket; train touches storage too: its checkpoints.
     storage_steps = (
         ("source-version", "exec-source-version-op"),
         ("download", "exec-download-op"),
+        ("convert", "exec-convert-op"),
         ("train", "exec-train-op"),
         ("publish", "exec-publish-op"),
     )

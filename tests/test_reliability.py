@@ -1742,7 +1742,9 @@ def _lock_races(base: str, count: int, folder: Path, before_each) -> list:
         assert [t.stdout.readline().strip() for t in takers] == ["ready"] * count
         for number, prepare in enumerate(before_each):
             prepare()
-            (folder / f"go-{number}").write_text(str(time.time() + 0.3))
+            # Written aside and renamed: a taker polls for the file and must never read it empty.
+            (folder / f"go-{number}.part").write_text(str(time.time() + 0.3))
+            (folder / f"go-{number}.part").rename(folder / f"go-{number}")
             rounds.append([(t.pid, t.stdout.readline().strip()) for t in takers])
             (folder / f"release-{number}").touch()
         assert [t.wait(timeout=60) for t in takers] == [0] * count

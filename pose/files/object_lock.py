@@ -178,6 +178,11 @@ class ObjectLock:
             taken = storage.replace_if(self.uri, token, version, self.store)
             if taken is not None:
                 return self._held(taken)
+            # Refused: another taker's write came first, or the client retried ours after it had
+            # landed (a lost answer); only the object itself tells which.
+            after = storage.read_versioned(self.uri, self.store)
+            if after is not None and after[0] == token:
+                return self._held(after[1])
             kind = "the earlier attempt's" if ours else "the stale"
             raise LockBusy(
                 f"{self.where}: another {self.noun} took over {kind} lock object {self.uri} just "
