@@ -6,9 +6,11 @@ Takes    a tflite output folder (`*.tflite`, each with its .json), validation sh
 Does     runs each model, ours and the seed's, in LiteRT over the validation people, each fed in its own
          model contract (the `contract` of its .json, pose.models.metadata; the seed's files have no
          .json and are "seed", their stride read from the tensor shapes),
-         heatmaps brought back to AIC order (optional flip test), decodes the heatmaps
+         heatmaps brought back to the keypoint set's order (optional flip test), decodes the heatmaps
          (DARK or quarter-offset sub-pixel refinement), maps keypoints back to original image pixels and
-         scores PCKh@0.5 (head = head top <-> neck) and OKS AP through pycocotools with the AIC sigmas;
+         scores the set's PCK (PCKh@0.5 on its head segment, else PCK@0.2 of the box; a model of
+         another set, the seed's among them, on the joints both name) and OKS AP through pycocotools
+         with the set's sigmas;
          times every model and every seed model in the same run (median / p90, 1 and all threads,
          LiteRT with XNNPACK and with its builtin kernels; the faster counts; each measurement time-boxed,
          LATENCY_SECONDS).
@@ -151,8 +153,9 @@ def evaluate(
             )
         for name, model in results["models"].items():
             log.info(
-                "%s: PCKh %.1f, AP %.3f, %.2f ms (1 thread), %.2f MB, runtime %s%s",
+                "%s: %s %.1f, AP %.3f, %.2f ms (1 thread), %.2f MB, runtime %s%s",
                 name,
+                model["pck_name"],
                 100 * model["pckh"],
                 model["ap"],
                 model["latency"]["1"]["median_ms"],
@@ -182,8 +185,10 @@ def evaluate(
             )
         for name, anchor in results["anchors"].items():
             log.info(
-                "seed %s: PCKh %.1f, AP %.3f, %.2f ms (1 thread), %.2f MB",
+                "seed %s: %s %.1f (%d joints), AP %.3f, %.2f ms (1 thread), %.2f MB",
                 name,
+                anchor["pck_name"],
+                anchor["joints_scored"],
                 100 * anchor["pckh"],
                 anchor["ap"],
                 anchor["latency"]["1"]["median_ms"],

@@ -3,7 +3,7 @@
 Takes    a tflite output folder (`<model>_<variant>.tflite` + `.json`), evaluate's report (report.html) and
          results (results.json, or the folder holding it), a destination (`gs://`, `s3://` or
          `minio://bucket/prefix`, or a local folder), and the variant to publish (`fp16`, ... or
-         `best`: the highest PCKh@0.5, then the smallest).
+         `best`: the highest PCK of the set, then the smallest).
 Does     stages the files and a model card written from results.json (model, data, figures,
          agreement with the seed on real photographs, intended use, limitations), then uploads them;
          `published.json` (what was published, with sha256) goes last, so a reader that finds it knows

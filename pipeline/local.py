@@ -398,9 +398,10 @@ def _summarise(outputs: dict, steps: list[dict], seconds: float) -> dict:
 
 
 def headline_figures(results: "results_schema.Results") -> dict:
-    """What a run is judged by, from evaluate's results.json: per model PCKh@0.5, OKS AP, latency at one
-    thread (and its ratio to the seed's model of the same family, timed in the same run), size and the
-    agreement with the seed's CPM on the real photographs; the seed's models' own latency and size."""
+    """What a run is judged by, from evaluate's results.json: per model the set's PCK (`pck_name`), OKS
+    AP, latency at one thread (and its ratio to the seed's model of the same family, timed in the same
+    run), size and the agreement with the seed's CPM on the real photographs; the seed's models' own
+    latency and size."""
     photos = results.get("photos") or {}
     models = {
         name: {
@@ -428,6 +429,7 @@ def headline_figures(results: "results_schema.Results") -> dict:
     }
     return {
         "people": results.get("settings", {}).get("num_people"),
+        "pck_name": results.get("settings", {}).get("pck_name", "PCKh@0.5"),
         "models": models,
         "seed": seed,
         "photos": len(photos.get("pictures") or []),
@@ -461,7 +463,8 @@ def _print_summary(summary: dict) -> None:
             f"\nheadline figures, valid split ({headline['people']} people; latency: LiteRT, 1 thread, this CPU)"
         )
         print(
-            f"{'model':<24}{'PCKh@0.5':>9}{'OKS AP':>8}{'ms':>9}{'vs seed':>9}{'MB':>7}{'photos':>10}"
+            f"{'model':<24}{headline.get('pck_name', 'PCKh@0.5'):>9}{'OKS AP':>8}{'ms':>9}"
+            f"{'vs seed':>9}{'MB':>7}{'photos':>10}"
         )
         unlike = set()
         for name, m in headline["models"].items():

@@ -129,7 +129,6 @@ def _keypoint_set(arguments: dict, _) -> None:
 
 
 def _training_config(arguments: dict, missing_config_ok: bool) -> None:
-    from pose.data import keypoints
     from pose.training.config import ConfigError, load_config, parse_overrides
 
     config, overrides = arguments.get("config", ""), arguments.get("overrides", "")

@@ -1,9 +1,12 @@
 """The whole DAG under kfp.local, as the README's command runs it (`python -m pipeline run --param
-source=s3://… --param publish_uri=s3://…`): a few hundred synthetic images read from a real S3
-server (SeaweedFS, tests/s3.py) as the official layout's archive, the tiny training config, every
-TFLite variant, evaluation against the seed's models, publishing to that S3 server (so the dsl.If
-branch runs too), and train's checkpoints in a real fake-gcs-server: both stores in one run. The
-S3 secret key is in none of what the run prints, publishes or leaves in its pipeline root."""
+source=s3://… --param publish_uri=s3://…`), on one's own skeleton: a CVAT "COCO Keypoints 1.0" export
+(one subset, zipped) of a 12-joint body set, read from a real S3 server (SeaweedFS, tests/s3.py),
+with its keypoint-set YAML in the same bucket (`keypoints=s3://…`); the tiny training config
+warm-started from the seed by joint name, every TFLite variant asked for, evaluation beside the
+seed's models on the joints they share, publishing to that S3 server (so the dsl.If branch runs
+too), and train's checkpoints in a real fake-gcs-server: both stores in one run. The AIC layout
+runs end to end in tests/test_containers.py. The S3 secret key is in none of what the run prints,
+publishes or leaves in its pipeline root."""
 
 import json
 import os
@@ -14,14 +17,22 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 
-from pose.data.synthetic import render_release
+from pose.data import keypoints
+from pose.data.synthetic import render_coco
 from tests.conftest import REPO
 from tests.gcs import fake_gcs, make_bucket
 from tests.s3 import SECRET_KEY
 from tests.stores import S3TestStore
 
-SOURCE = "synthetic://200?seed=11"  # rendered here as a release archive, uploaded to s3://e2e/aic/
+# One's own set, as a user writes it: COCO's 12 body joints without the face, partners left to the
+# left_/right_ names.
+BODY12 = {
+    key: value
+    for key, value in keypoints.preset("coco").subset(range(5, 17)).to_json().items()
+    if key != "swap"
+} | {"name": "body12"}
 VARIANTS = (
     "fp32",
     "int8",
@@ -45,14 +56,15 @@ STEPS = (
 
 @pytest.mark.slow
 def test_the_whole_pipeline_runs_locally_and_publishes(seaweedfs, tmp_path):
-    release = tmp_path / "release"
-    render_release(str(release), 200, 40, 11)
-    with zipfile.ZipFile(tmp_path / "aic.zip", "w") as bundle:
-        for path in sorted(release.rglob("*")):
-            bundle.write(path, path.relative_to(release).as_posix())
+    export = tmp_path / "export"
+    render_coco(str(export), 200, 40, 11, keypoints.from_json(BODY12, "body12"), "cvat")
+    with zipfile.ZipFile(tmp_path / "body.zip", "w") as bundle:
+        for path in sorted(export.rglob("*")):
+            bundle.write(path, path.relative_to(export).as_posix())
     s3 = S3TestStore()
     s3.make_bucket("e2e")
-    s3.put("s3://e2e/aic/aic.zip", (tmp_path / "aic.zip").read_bytes())
+    s3.put("s3://e2e/cvat/body.zip", (tmp_path / "body.zip").read_bytes())
+    s3.put("s3://e2e/sets/body12.yaml", yaml.safe_dump(BODY12).encode())
     command = [
         sys.executable,
         "-m",
@@ -63,7 +75,7 @@ def test_the_whole_pipeline_runs_locally_and_publishes(seaweedfs, tmp_path):
         "--pipeline-root",
         str(tmp_path / "runs"),
         "--source",
-        "s3://e2e/aic/aic.zip",
+        "s3://e2e/cvat/body.zip",
     ]
     for override in (
         "max_steps=40",
@@ -74,6 +86,7 @@ def test_the_whole_pipeline_runs_locally_and_publishes(seaweedfs, tmp_path):
         command += ["--set", override]
     for param in (
         "num_shards=2",
+        "keypoints=s3://e2e/sets/body12.yaml",
         f"tflite_variants={','.join(VARIANTS)}",
         "latency_runs=3",
         "publish_uri=s3://e2e/pose/run-1",
@@ -99,9 +112,9 @@ def test_the_whole_pipeline_runs_locally_and_publishes(seaweedfs, tmp_path):
     assert {s["step"]: s["tasks"] for s in summary["steps"]}["shard-train"] == 2
     assert Path(summary["run_dir"]) == summary_file.parent
     # The version download's cache key follows: the archive's ETag and size, as the store gave them.
-    size = (tmp_path / "aic.zip").stat().st_size
+    size = (tmp_path / "body.zip").stat().st_size
     assert re.search(
-        rf"source-version: s3://e2e/aic/aic\.zip: s3:[0-9a-f]{{32}}:{size}$", out, re.MULTILINE
+        rf"source-version: s3://e2e/cvat/body\.zip: s3:[0-9a-f]{{32}}:{size}$", out, re.MULTILINE
     )
     trained = json.loads(
         Path(summary["run_dir"], "train-op", "model", "train_metadata.json").read_text()
@@ -127,8 +140,22 @@ def test_the_whole_pipeline_runs_locally_and_publishes(seaweedfs, tmp_path):
         key.endswith("_pckh") for key in summary["metrics"]
     )  # the KFP Metrics artifact's figures
 
+    # The set travelled: from the YAML in the bucket through the shards to every model's .json.
+    for name in models:
+        meta = json.loads(Path(summary["run_dir"]).rglob(f"{name}.json").__next__().read_text())
+        kept = keypoints.from_json(meta["keypoint_set"])
+        assert kept.names == tuple(BODY12["keypoints"]) and kept.num_keypoints == 12, name
+        assert kept.sigmas == tuple(BODY12["sigmas"]) and kept.head is None, name
+        assert kept.flip_index == tuple(joint ^ 1 for joint in range(12)), name
+        assert meta["num_keypoints"] == 12 and meta["contract"]["name"] != "seed", name
+    results = json.loads(s3.get("s3://e2e/pose/run-1/results.json"))
+    assert results["settings"]["pck_name"] == "PCK@0.2"  # no head segment: the box
+    for anchor in results["anchors"].values():  # the seed's AIC models, on the 12 shared joints
+        assert anchor["joints_scored"] == 12, anchor
     report = Path(summary["report"]).read_text()
-    assert "<table>" in report and "PCKh@0.5" in report
+    assert "<table>" in report and "PCK@0.2" in report and "PCKh" not in report
+    card = s3.get("s3://e2e/pose/run-1/MODEL_CARD.md").decode()
+    assert "the `body12` set, 12 joints" in card
     assert Path(summary["outputs"]["report"]).read_text() == report
     assert {"MODEL_CARD.md", "published.json", "report.html", "results.json"} <= published
     assert sum(name.endswith(".tflite") for name in published) == 1

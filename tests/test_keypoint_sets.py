@@ -207,3 +207,14 @@ def test_the_web_page_has_no_joint_list():
     for path in (REPO / "web").glob("*.js"):
         text = path.read_text()
         assert "head_top" not in text and "right_shoulder" not in text, path
+
+
+def test_a_yaml_without_swap_takes_the_partners_its_names_imply():
+    implied = keypoints.from_json(
+        {"name": "arms", "keypoints": ["l_wrist", "r_wrist", "neck"]}, "arms"
+    )
+    assert implied.flip_index == (1, 0, 2)
+    none = keypoints.from_json(
+        {"name": "arms", "keypoints": ["l_wrist", "r_wrist"], "swap": {}}, "arms"
+    )
+    assert none.flip_index == (0, 1)  # an explicit empty swap: no partners

@@ -162,7 +162,8 @@ class KeypointSet:
 
 
 def from_json(values, source: str = "keypoint set") -> KeypointSet:
-    """A set from its JSON or YAML form (the presets' form, `to_json`'s output), every field checked."""
+    """A set from its JSON or YAML form (the presets' form, `to_json`'s output), every field checked.
+    Without a `swap` field the partners are those the names imply (partner_by_name)."""
     if not isinstance(values, dict):
         raise KeypointSetError(f"{source}: expected a mapping, got {type(values).__name__}")
     unknown = set(values) - {
@@ -187,7 +188,10 @@ def from_json(values, source: str = "keypoint set") -> KeypointSet:
             )
         return position[name]
 
-    swap = values.get("swap") or {}
+    if "swap" in values:
+        swap = values["swap"] or {}
+    else:  # left out: the partners the names imply, as for a COCO file's joints (`swap: {}` for none)
+        swap = {n: p for n in names if (p := partner_by_name(n, names)) is not None}
     if not isinstance(swap, dict):
         raise KeypointSetError(
             f"{source}: swap must map a joint to its partner, got {type(swap).__name__}"

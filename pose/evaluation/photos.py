@@ -32,7 +32,10 @@ THRESHOLD = 0.2  # PCK@0.2 of the person's size
 FOUND_SCORE = (
     0.1  # a reference joint with a lower peak is not found (agreement_found leaves it out)
 )
-BOX = "the bounding box of the reference's joints counted (all 14, or those it finds); size = its longer side"
+BOX = (
+    "the bounding box of the reference's joints counted (all those the two sets share, or those it "
+    "finds); size = its longer side"
+)
 OURS_COLOUR = (40, 40, 230)  # BGR red, as the report's predicted skeletons
 REFERENCE_COLOUR = (230, 140, 30)  # BGR blue: the seed's
 
@@ -140,6 +143,7 @@ def evaluate(
                     "file": picture.name,
                     "agreement": entry["models"][drawn_model]["agreement"],
                     "agreement_found": entry["models"][drawn_model]["agreement_found"],
+                    "joints_compared": entry["models"][drawn_model]["joints_compared"],
                     "uri": side_by_side(
                         picture,
                         seed,
@@ -162,6 +166,10 @@ def evaluate(
                 name: float(np.mean([p["models"][name][key] for p in pictures])) for name in models
             }
             for key in ("agreement", "agreement_found")
+        },
+        "joints_compared": {
+            name: pictures[0]["models"][name]["joints_compared"] if pictures else 0
+            for name in models
         },
     }
     return section, panels

@@ -76,13 +76,16 @@ def _photos_section(photos: dict | None, panels: list[dict]) -> str:
     if not photos:
         return ""
     found = photos.get("agreement_found") or {}
+    compared = photos.get("joints_compared") or {}
     rows = "".join(
-        f"<tr><td>{html.escape(name)}</td><td>{_cell(value, 2)}</td><td>{_cell(found.get(name), 2)}</td></tr>"
+        f"<tr><td>{html.escape(name)}</td><td>{_cell(value, 2)} ({compared.get(name, '?')} joints)</td>"
+        f"<td>{_cell(found.get(name), 2)}</td></tr>"
         for name, value in photos["agreement"].items()
     )
     figures = "".join(
         f'<figure><img src="{panel["uri"]}" alt="{html.escape(panel["file"])}"><figcaption>'
-        f"{html.escape(panel['file'])}: agreement {panel['agreement']:.2f} (14 joints), "
+        f"{html.escape(panel['file'])}: agreement {panel['agreement']:.2f} "
+        f"({panel.get('joints_compared', '?')} joints), "
         f"{panel['agreement_found']:.2f} (joints the seed finds)</figcaption></figure>"
         for panel in panels
     )
@@ -92,7 +95,8 @@ there). Reference: the seed's released {html.escape(photos["reference"])}. Agree
 the share of the joints within {photos["threshold"]:.1f} × the person's size of the reference's, the size being
 {html.escape(photos["box"])}. Left <span style="color:#1e8ce6">■</span> the seed's, right
 <span style="color:#e62828">■</span> ours ({html.escape(photos["drawn_model"] or "")}).</p>
-<table><tr><th>model</th><th>mean agreement (14 joints)</th><th>over the joints the seed finds (score ≥
+<table><tr><th>model</th><th>mean agreement (the joints shared with the seed)</th>
+<th>over the joints the seed finds (score ≥
 {photos.get("found_score", 0.1)})</th></tr>{rows}</table>
 <div class="gallery photos">{figures}</div>
 """
@@ -104,7 +108,8 @@ def render(results: dict, gallery: list[str], photo_panels: list[dict] = ()) -> 
     settings = results["settings"]
     threads = settings["all_threads"]
     header = (
-        "<tr><th>model</th><th>size MB</th><th>PCKh@0.5</th><th>AP</th><th>AP50</th><th>AP75</th>"
+        f"<tr><th>model</th><th>size MB</th><th>{html.escape(settings.get('pck_name', 'PCKh@0.5'))}</th>"
+        "<th>AP</th><th>AP50</th><th>AP75</th>"
         f"<th>runtime</th><th>1 thread ms (median / p90)</th><th>{threads} threads ms (median / p90)</th>"
         "<th>vs seed: latency 1 thread</th><th>latency all threads</th><th>size</th></tr>"
     )

@@ -119,6 +119,8 @@ class Photos(TypedDict):
     pictures: list[Picture]
     agreement: dict[str, float]  # model -> mean agreement over the pictures
     agreement_found: dict[str, float]  # model -> mean agreement_found over the pictures
+    # model -> the joints its set shares with the reference's, by name
+    joints_compared: dict[str, int]
 
 
 class Results(TypedDict):
