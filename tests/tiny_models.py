@@ -19,8 +19,11 @@ def build_tiny_pose_model(input_size: int = 64, num_keypoints: int = 14, name: s
     return keras.Model(image, outputs, name=name)
 
 
-def save_as_train_output(model, folder: Path, model_name: str = "mv2_cpm") -> Path:
-    """Writes the train step's layout (model.keras, train_metadata.json) for `model`."""
+def save_as_train_output(
+    model, folder: Path, model_name: str = "mv2_cpm", keypoint_set=None
+) -> Path:
+    """Writes the train step's layout (model.keras, train_metadata.json) for `model`; its keypoint
+    set is `keypoint_set` (a KeypointSet), else the default set of a record that names none."""
     folder.mkdir(parents=True, exist_ok=True)
     model.save(folder / "model.keras")
     size = model.input_shape[1]
@@ -32,6 +35,7 @@ def save_as_train_output(model, folder: Path, model_name: str = "mv2_cpm") -> Pa
                 "output_stride": size // model.outputs[-1].shape[1],
                 "num_keypoints": model.outputs[-1].shape[-1],
             }
+            | ({"keypoint_set": keypoint_set.to_json()} if keypoint_set is not None else {})
         )
     )
     return folder
