@@ -48,18 +48,51 @@ def load(path: str | os.PathLike, num_threads: int | None = None, runtime: str =
     return interpreter
 
 
+class NoHeatmapOutput(ValueError):
+    """A model of several outputs none or more than one of which has a heatmap's shape."""
+
+
 def input_shape(interpreter) -> tuple[int, ...]:
     """[1, H, W, 3] of the model's image input."""
     return tuple(int(d) for d in interpreter.get_input_details()[0]["shape"])
 
 
+def heatmap_output(interpreter) -> dict:
+    """The output detail of the model's heatmaps, picked by shape, never by index or name: the sole
+    output of a model of one (ours, the seed's), else the one output [1, h, h, K] with h a divisor of
+    the input's side smaller than it (BlazePose's 1x64x64x39 beside its landmarks 1x195, segmentation
+    mask 1x256x256x1 and flags)."""
+    outputs = interpreter.get_output_details()
+    if len(outputs) == 1:
+        return outputs[0]
+    side = input_shape(interpreter)[1]
+
+    def heatmap_shaped(shape) -> bool:
+        return (
+            len(shape) == 4
+            and shape[0] == 1
+            and shape[1] == shape[2] < side
+            and side % shape[1] == 0
+        )
+
+    found = [detail for detail in outputs if heatmap_shaped([int(d) for d in detail["shape"]])]
+    if len(found) != 1:
+        shapes = ", ".join(str([int(d) for d in detail["shape"]]) for detail in outputs)
+        raise NoHeatmapOutput(
+            f"{len(found) or 'none'} of the model's {len(outputs)} outputs ({shapes}) "
+            f"{'have' if found else 'has'} a heatmap's shape [1, h, h, K] (h < {side}, dividing it)"
+        )
+    return found[0]
+
+
 def output_shape(interpreter) -> tuple[int, ...]:
-    """[1, h, w, K] of the model's heatmap output."""
-    return tuple(int(d) for d in interpreter.get_output_details()[0]["shape"])
+    """[1, h, w, K] of the model's heatmap output (heatmap_output)."""
+    return tuple(int(d) for d in heatmap_output(interpreter)["shape"])
 
 
 def io_description(interpreter) -> dict:
-    """Names, shapes, dtypes and (scale, zero point) of the first input and output, for metadata."""
+    """Names, shapes, dtypes and (scale, zero point) of the first input and the heatmap output, for
+    metadata."""
 
     def describe(detail):
         scale, zero_point = detail["quantization"]
@@ -72,7 +105,7 @@ def io_description(interpreter) -> dict:
 
     return {
         "input": describe(interpreter.get_input_details()[0]),
-        "output": describe(interpreter.get_output_details()[0]),
+        "output": describe(heatmap_output(interpreter)),
     }
 
 
@@ -80,9 +113,10 @@ def run(interpreter, images: np.ndarray) -> np.ndarray:
     """Heatmaps [N, h, w, K] float32 for float images [N, H, W, 3] in [0, 1], one image per invoke.
 
     Quantised (int8 / uint8) inputs and outputs are converted with the tensors' own scale and zero point.
+    A model of several outputs gives its heatmap output (heatmap_output), all its channels.
     """
     input_detail = interpreter.get_input_details()[0]
-    output_detail = interpreter.get_output_details()[0]
+    output_detail = heatmap_output(interpreter)
     in_scale, in_zero = input_detail["quantization"]
     out_scale, out_zero = output_detail["quantization"]
     in_dtype = np.dtype(input_detail["dtype"])
