@@ -43,8 +43,6 @@ BATCH_SIZE = 16
 LATENCY_SECONDS = 10.0
 # Prediction keys of the anchors (the seed's models and BlazePose), apart from ours.
 ANCHOR_PREFIX = "seed:"
-# results.json's anchors[name]["release"]["source"] of the seed's released models (release()).
-SEED_SOURCE = "seed"
 PREDICT_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
@@ -331,9 +329,11 @@ def release(model_metadata, has_json: bool) -> dict:
     """Whose model an anchor is, for results.json and whoever lists anchors: the seed's (a released
     file without a .json, vouched for by SHA256SUMS) or the `release` its .json names
     (pose.models.metadata; BlazePose's: source "blazepose"); `source` "ours" for a .json without one."""
+    from pose.evaluation import results as results_file
+
     if not has_json:
         return {
-            "source": SEED_SOURCE,
+            "source": results_file.SEED_SOURCE,
             "title": f"the seed's {model_metadata.model} (PoseEstimationForMobile)",
         }
     declared = model_metadata.extra.get("release")
@@ -344,7 +344,9 @@ def release(model_metadata, has_json: bool) -> dict:
 
 def is_seed(anchor: dict) -> bool:
     """An anchor (open_model's or results.json's) that is one of the seed's released models."""
-    return (anchor.get("release") or {"source": SEED_SOURCE})["source"] == SEED_SOURCE
+    from pose.evaluation import results as results_file
+
+    return results_file.is_seed(anchor)
 
 
 def _check_claims(path: Path, meta_name: str, metadata: dict, input_size: int, out_shape) -> None:

@@ -58,31 +58,29 @@ def input_shape(interpreter) -> tuple[int, ...]:
 
 
 def heatmap_output(interpreter) -> dict:
-    """The output detail of the model's heatmaps, picked by shape, never by index or name: the sole
-    output of a model of one (ours, the seed's), else the one output [1, h, h, K] with h a divisor of
-    the input's side smaller than it (BlazePose's 1x64x64x39 beside its landmarks 1x195, segmentation
-    mask 1x256x256x1 and flags)."""
+    """The output detail of the model's heatmaps, picked by shape, never by name: the sole output of a
+    model of one (the seed's), else the first output [1, h, h, K] with h a divisor of the input's side
+    smaller than it. Ours with stages give each stage's heatmaps, the final first; BlazePose gives
+    landmarks 1x195, a flag 1x1, a segmentation mask 1x256x256x1 (h not smaller: skipped), heatmaps
+    1x64x64x39 and world landmarks 1x117."""
     outputs = interpreter.get_output_details()
     if len(outputs) == 1:
         return outputs[0]
     side = input_shape(interpreter)[1]
-
-    def heatmap_shaped(shape) -> bool:
-        return (
+    for detail in outputs:
+        shape = [int(d) for d in detail["shape"]]
+        if (
             len(shape) == 4
             and shape[0] == 1
             and shape[1] == shape[2] < side
             and side % shape[1] == 0
-        )
-
-    found = [detail for detail in outputs if heatmap_shaped([int(d) for d in detail["shape"]])]
-    if len(found) != 1:
-        shapes = ", ".join(str([int(d) for d in detail["shape"]]) for detail in outputs)
-        raise NoHeatmapOutput(
-            f"{len(found) or 'none'} of the model's {len(outputs)} outputs ({shapes}) "
-            f"{'have' if found else 'has'} a heatmap's shape [1, h, h, K] (h < {side}, dividing it)"
-        )
-    return found[0]
+        ):
+            return detail
+    shapes = ", ".join(str([int(d) for d in detail["shape"]]) for detail in outputs)
+    raise NoHeatmapOutput(
+        f"none of the model's {len(outputs)} outputs ({shapes}) has a heatmap's shape [1, h, h, K] "
+        f"(h < {side}, dividing it)"
+    )
 
 
 def output_shape(interpreter) -> tuple[int, ...]:
