@@ -41,7 +41,7 @@ BATCH_SIZE = 16
 # builtin kernels with all threads took 2.5 s an invoke on the loaded 2-core machine: 55 invokes
 # were over two minutes of the main job for a figure no app would pick.
 LATENCY_SECONDS = 10.0
-# Prediction keys of the seed's models, apart from ours.
+# Prediction keys of the anchors (the seed's models and BlazePose), apart from ours.
 ANCHOR_PREFIX = "seed:"
 PREDICT_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -135,6 +135,7 @@ def evaluate(
         for name, anchor in anchors.items():
             results["anchors"][name] = {
                 "file": str(anchor["path"]),
+                "release": anchor["release"],
                 "metadata": anchor["metadata"],
                 **_accuracy(
                     predictions[ANCHOR_PREFIX + name], truth, data_set, anchor["keypoint_set"]
@@ -185,11 +186,12 @@ def evaluate(
             )
         for name, anchor in results["anchors"].items():
             log.info(
-                "seed %s: %s %.1f (%d joints), AP %.3f, %.2f ms (1 thread), %.2f MB",
+                "%s %s: %s %.1f (%d joints), AP %.3f, %.2f ms (1 thread), %.2f MB",
+                anchor["release"]["source"],
                 name,
                 anchor["pck_name"],
-                anchor["joints_scored"],
                 100 * anchor["pckh"],
+                anchor["joints_scored"],
                 anchor["ap"],
                 anchor["latency"]["1"]["median_ms"],
                 anchor["size_bytes"] / 1e6,
@@ -241,7 +243,7 @@ def _photographs(photos_dir: Path | None, models: dict, anchors: dict, drawn_mod
     from pose.models import networks
 
     reference = networks.identity("mv2_cpm").seed_release
-    if photos_dir is None or reference not in anchors:
+    if photos_dir is None or reference not in anchors or not is_seed(anchors[reference]):
         log.info(
             "real photographs: skipped (%s)",
             "no photographs folder"
@@ -276,7 +278,10 @@ def open_model(path: Path) -> dict:
     if not path.with_suffix(".json").is_file():
         _check_seed_release(path, path.with_suffix(".json").name)  # before anything runs it
     _, height, width, channels = tflite_runtime.input_shape(interpreter)
-    out_shape = tflite_runtime.output_shape(interpreter)
+    try:
+        out_shape = tflite_runtime.output_shape(interpreter)
+    except tflite_runtime.NoHeatmapOutput as error:
+        raise EvaluationError(f"{path}: {error}") from error
     if height != width or channels != 3 or len(out_shape) != 4:
         raise EvaluationError(
             f"{path}: input {[height, width, channels]} / output {list(out_shape)}, expected a "
@@ -296,7 +301,10 @@ def open_model(path: Path) -> dict:
     # the claims as written (the reader derives some fields, e.g. the stride, from others)
     claims = json.loads(beside.read_text()) if beside.is_file() else model_metadata.to_json()
     _check_claims(path, beside.name, claims if isinstance(claims, dict) else {}, height, out_shape)
-    if model_metadata.num_keypoints != model_metadata.keypoint_set.num_keypoints:
+    if (
+        model_metadata.num_keypoints != model_metadata.keypoint_set.num_keypoints
+        or model_metadata.heatmap_channels != out_shape[-1]
+    ):
         raise EvaluationError(
             f"{path}: {beside.name} names {model_metadata.keypoint_set.num_keypoints} joints in its "
             f"keypoint set, but the model outputs {out_shape[-1]} heatmaps"
@@ -313,7 +321,32 @@ def open_model(path: Path) -> dict:
         "keypoint_set": model_metadata.keypoint_set,
         "input_size": height,
         "heatmap_size": out_shape[1],
+        "release": release(model_metadata, beside.is_file()),
     }
+
+
+def release(model_metadata, has_json: bool) -> dict:
+    """Whose model an anchor is, for results.json and whoever lists anchors: the seed's (a released
+    file without a .json, vouched for by SHA256SUMS) or the `release` its .json names
+    (pose.models.metadata; BlazePose's: source "blazepose"); `source` "ours" for a .json without one."""
+    from pose.evaluation import results as results_file
+
+    if not has_json:
+        return {
+            "source": results_file.SEED_SOURCE,
+            "title": f"the seed's {model_metadata.model} (PoseEstimationForMobile)",
+        }
+    declared = model_metadata.extra.get("release")
+    if isinstance(declared, dict) and declared.get("source"):
+        return {"title": str(declared["source"]), **declared}
+    return {"source": "ours", "title": model_metadata.model}
+
+
+def is_seed(anchor: dict) -> bool:
+    """An anchor (open_model's or results.json's) that is one of the seed's released models."""
+    from pose.evaluation import results as results_file
+
+    return results_file.is_seed(anchor)
 
 
 def _check_claims(path: Path, meta_name: str, metadata: dict, input_size: int, out_shape) -> None:
@@ -324,7 +357,10 @@ def _check_claims(path: Path, meta_name: str, metadata: dict, input_size: int, o
     actual = {
         "input_size": input_size,
         "output_size": heatmap,
-        "num_keypoints": int(out_shape[-1]),
+        # a model whose heatmaps hold more than the set's joints says so (heatmap_channels)
+        "heatmap_channels" if "heatmap_channels" in metadata else "num_keypoints": int(
+            out_shape[-1]
+        ),
         "output_stride": input_size / heatmap,
     }
     for key, value in actual.items():
@@ -372,16 +408,18 @@ def _check_contract(
 
 def seed_release_checksums() -> dict:
     """{sha256: file name} of the seed's released .tflite files (the repository's anchors/SHA256SUMS,
-    which the images carry as $POSE_ANCHORS_DIR/SHA256SUMS)."""
+    which the images carry as $POSE_ANCHORS_DIR/SHA256SUMS). SHA256SUMS pins every shipped anchor; one
+    with a .json beside it (BlazePose's) is another's release, not the seed's."""
     candidates = [REPO / "anchors" / "SHA256SUMS"]
     if os.environ.get("POSE_ANCHORS_DIR"):
         candidates.append(Path(os.environ["POSE_ANCHORS_DIR"]) / "SHA256SUMS")
     for candidate in candidates:
         if candidate.is_file():
+            listed = [line.split() for line in candidate.read_text().splitlines() if line.strip()]
             return {
-                line.split()[0]: line.split()[-1]
-                for line in candidate.read_text().splitlines()
-                if line.strip()
+                fields[0]: fields[-1]
+                for fields in listed
+                if not (candidate.parent / fields[-1]).with_suffix(".json").is_file()
             }
     return {}
 
@@ -438,7 +476,17 @@ def run_in_contract(model: dict, images):
     heatmaps = tflite_runtime.run(
         model["interpreter"], contract.from_training_images(images, model["contract"])
     )
-    return contract.to_set_order(heatmaps, model["contract"], model["keypoint_set"])
+    return contract.to_set_order(
+        joint_channels(heatmaps, model), model["contract"], model["keypoint_set"]
+    )
+
+
+def joint_channels(heatmaps, model: dict):
+    """The heatmaps of the set's joints of an open_model's output (pose.models.metadata.joint_heatmaps:
+    BlazePose's first 33 of 39 channels, logits made scores)."""
+    from pose.models import metadata
+
+    return metadata.joint_heatmaps(heatmaps, model["metadata"])
 
 
 def _predict_validation(
@@ -648,7 +696,10 @@ def _family(name: str) -> str | None:
 def _compare_with_seed(results: dict) -> None:
     """Adds vs_seed (ours / the seed's model of the same family: latency at 1 and all threads, size); None
     for a model of no known family or without the seed's model of its family."""
-    anchors = {_family(name): anchor for name, anchor in results["anchors"].items()}
+    # the seed's models only: BlazePose is of no family of ours
+    anchors = {
+        _family(name): anchor for name, anchor in results["anchors"].items() if is_seed(anchor)
+    }
     anchors.pop(None, None)
     for name, model in results["models"].items():
         anchor = anchors.get(_family(model["metadata"].get("model", name)))
@@ -715,8 +766,11 @@ def predict(
         image, to_input, (size, size), flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     )
     heatmaps = contract.to_set_order(
-        tflite_runtime.run(
-            model["interpreter"], contract.model_input(letterboxed[None], model["contract"])
+        joint_channels(
+            tflite_runtime.run(
+                model["interpreter"], contract.model_input(letterboxed[None], model["contract"])
+            ),
+            model,
         ),
         model["contract"],
         model["keypoint_set"],

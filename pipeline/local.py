@@ -400,8 +400,8 @@ def _summarise(outputs: dict, steps: list[dict], seconds: float) -> dict:
 def headline_figures(results: "results_schema.Results") -> dict:
     """What a run is judged by, from evaluate's results.json: per model the set's PCK (`pck_name`), OKS
     AP, latency at one thread (and its ratio to the seed's model of the same family, timed in the same
-    run), size and the agreement with the seed's CPM on the real photographs; the seed's models' own
-    latency and size."""
+    run), size and the agreement with the seed's CPM on the real photographs; every anchor's own
+    figures (the seed's models and BlazePose, each with its source)."""
     photos = results.get("photos") or {}
     models = {
         name: {
@@ -424,6 +424,7 @@ def headline_figures(results: "results_schema.Results") -> dict:
             "latency_ms": anchor["latency"]["1"]["median_ms"],
             "size_mb": anchor["size_bytes"] / 1e6,
             "input_size": (anchor.get("metadata") or {}).get("input_size"),
+            "source": results_schema.anchor_source(anchor),
         }
         for name, anchor in sorted(results.get("anchors", {}).items())
     }
@@ -484,8 +485,10 @@ def _print_summary(summary: dict) -> None:
         for name, m in headline["seed"].items():
             pckh = f"{100 * m['pckh']:>9.1f}" if m.get("pckh") is not None else f"{'':>9}"
             ap = f"{m['ap']:>8.3f}" if m.get("ap") is not None else f"{'':>8}"
+            source = m.get("source", "seed")  # a summary.json of before outside anchors: the seed's
+            ratio = "x1.00" if source == "seed" else "n/a"  # ratios are against the seed's only
             print(
-                f"{'seed ' + name:<24}{pckh}{ap}{m['latency_ms']:>9.2f}{'x1.00':>9}{m['size_mb']:>7.2f}"
+                f"{source + ' ' + name:<24}{pckh}{ap}{m['latency_ms']:>9.2f}{ratio:>9}{m['size_mb']:>7.2f}"
             )
         if headline.get("photos"):
             print(

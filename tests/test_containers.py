@@ -198,6 +198,8 @@ def test_images_run_as_a_non_root_user_with_their_lock_only_and_the_project_once
         "LICENSE",
         "NOTICE",
         "SHA256SUMS",
+        "blazepose-full-256.json",
+        "blazepose-full-256.tflite",
         "pefm-cpm-192.tflite",
         "pefm-hourglass-192.tflite",
     ]
@@ -307,9 +309,10 @@ def test_the_readmes_docker_commands_run_every_step_in_the_images(built_images, 
     )
     results = json.loads((work / "evaluation" / "results.json").read_text())
     assert sorted(results["anchors"]) == [
+        "blazepose-full-256",
         "pefm-cpm-192",
         "pefm-hourglass-192",
-    ]  # the seed's models, in the image
+    ]  # the seed's models and BlazePose, in the image
     assert sorted(name.rsplit("_", 1)[-1] for name in results["models"]) == ["fp16", "fp32"]
     assert {
         "pose/try-1/MODEL_CARD.md",

@@ -8,6 +8,7 @@ import pytest
 
 from components.evaluate import EvaluationError, evaluate, input_to_original, predict
 from pose.data import keypoints
+from pose.evaluation import results as results_file
 from pose.models import contract
 from pose.models.tflite_runtime import NotTFLiteError
 from tests.conftest import ANCHORS
@@ -51,15 +52,31 @@ def test_results_cover_every_variant_and_the_seed_models(evaluated):
         for threads in ("1", "all"):
             assert 0 < model["latency"][threads]["median_ms"] <= model["latency"][threads]["p90_ms"]
     if ANCHORS.is_dir():
-        assert {"pefm-cpm-192", "pefm-hourglass-192"} <= set(results["anchors"])
+        assert set(results["anchors"]) >= {
+            "pefm-cpm-192",
+            "pefm-hourglass-192",
+            "blazepose-full-256",
+        }
         for model in results["models"].values():
             assert model["vs_seed"]["latency_1_thread"] > 0 and model["vs_seed"]["size"] > 0
             assert model["vs_seed"]["same_input_size"] == (model["metadata"]["input_size"] == 192)
-        for anchor in results[
-            "anchors"
-        ].values():  # scored on the same people, fed in the seed's contract
-            assert anchor["metadata"]["contract"]["name"] == "seed"
+            assert model["vs_seed"]["seed_model"].startswith("pefm-")  # never BlazePose
+        for name, anchor in results["anchors"].items():  # scored on the same people
             assert 0.0 <= anchor["pckh"] <= 1.0 and -1.0 <= anchor["ap"] <= 1.0
+            assert anchor["latency"]["1"]["median_ms"] > 0 and anchor["size_bytes"] > 0
+            if name.startswith("pefm-"):  # the seed's, fed in the seed's contract
+                assert anchor["release"]["source"] == "seed"
+                assert anchor["metadata"]["contract"]["name"] == "seed"
+                assert anchor["joints_scored"] == 14
+        blazepose = results["anchors"]["blazepose-full-256"]
+        assert blazepose["release"]["source"] == "blazepose"
+        assert blazepose["metadata"]["contract"]["pixels"] == "rgb_0_1"
+        assert blazepose["metadata"]["output_stride"] == 4
+        assert blazepose["joints_scored"] == 12  # AIC's limbs: not head top and neck
+        assert blazepose["pckh_per_joint"]["head_top"] is None
+        assert blazepose["pckh_per_joint"]["left_ankle"] is not None
+        assert "blazepose_blazepose-full-256_pckh" in results_file.metric_figures(results)
+        assert "seed_pefm-cpm-192_latency_ms" in results_file.metric_figures(results)
         assert results["anchors"]["pefm-cpm-192"]["metadata"]["output_stride"] == 2
         assert results["anchors"]["pefm-hourglass-192"]["metadata"]["output_stride"] == 4
 
@@ -74,6 +91,8 @@ def test_html_report_holds_the_table_bars_and_gallery(evaluated):
         (results["photos"] or {}).get("pictures", [])
     )
     assert "http://" not in page and "https://" not in page  # self-contained
+    if ANCHORS.is_dir():  # the seed's and BlazePose, each named as whose it is
+        assert "seed: pefm-cpm-192" in page and "blazepose: blazepose-full-256" in page
 
 
 def test_real_photographs_show_ours_beside_the_seed_in_results_and_report(evaluated):

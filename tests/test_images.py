@@ -196,7 +196,11 @@ def test_the_cpu_image_carries_the_seeds_models_with_their_notice():
         for line in (anchors / "SHA256SUMS").read_text().splitlines()
         if line.strip()
     ]
-    assert listed == ["pefm-cpm-192.tflite", "pefm-hourglass-192.tflite"]
+    assert listed == [
+        "pefm-cpm-192.tflite",
+        "pefm-hourglass-192.tflite",
+        "blazepose-full-256.tflite",
+    ]
 
 
 def test_every_image_input_is_copied_by_the_build_script_and_every_copied_path_is_an_input():

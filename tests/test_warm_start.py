@@ -203,11 +203,16 @@ def test_the_repositorys_seed_files_are_the_released_ones():
         for line in (folder / "SHA256SUMS").read_text().splitlines()
         if line.strip()
     )
-    assert sorted(sums) == ["pefm-cpm-192.tflite", "pefm-hourglass-192.tflite"]
+    assert sorted(sums) == [
+        "blazepose-full-256.tflite",  # MediaPipe's BlazePose GHUM full, the outside anchor
+        "pefm-cpm-192.tflite",
+        "pefm-hourglass-192.tflite",
+    ]
     for name, digest in sums.items():
         assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest, name
     assert "Apache License" in (folder / "LICENSE").read_text()
     assert "PoseEstimationForMobile" in (folder / "NOTICE").read_text()
+    assert "MediaPipe" in (folder / "NOTICE").read_text()
 
 
 def test_frozen_layers_keep_their_weights_while_the_rest_fine_tunes(

@@ -7,6 +7,8 @@ import html
 import cv2
 import numpy as np
 
+from pose.evaluation import results as results_file
+
 TRUE_COLOUR = (60, 200, 60)  # BGR green
 PREDICTED_COLOUR = (40, 40, 230)  # BGR red
 
@@ -132,13 +134,15 @@ def render(results: dict, gallery: list[str], photo_panels: list[dict] = ()) -> 
         )
     for name, anchor in results["anchors"].items():
         one, many = anchor["latency"]["1"], anchor["latency"]["all"]
+        role = "reference" if results_file.is_seed(anchor) else "outside anchor (no family of ours)"
         rows.append(
-            f'<tr class="anchor"><td>seed: {html.escape(name)}</td><td>{_cell(anchor["size_bytes"] / 1e6, 2)}</td>'
+            f'<tr class="anchor"><td>{html.escape(results_file.anchor_label(name, anchor))}</td>'
+            f"<td>{_cell(anchor['size_bytes'] / 1e6, 2)}</td>"
             f"<td>{_cell(anchor.get('pckh'), 1, 100)}</td><td>{_cell(anchor.get('ap'), 3)}</td>"
             f"<td>{_cell(anchor.get('ap50'), 3)}</td><td>{_cell(anchor.get('ap75'), 3)}</td>"
             f"<td>{anchor['latency']['runtime']}</td>"
             f"<td>{_cell(one['median_ms'], 2)} / {_cell(one['p90_ms'], 2)}</td>"
-            f"<td>{_cell(many['median_ms'], 2)} / {_cell(many['p90_ms'], 2)}</td><td colspan=3>reference</td></tr>"
+            f"<td>{_cell(many['median_ms'], 2)} / {_cell(many['p90_ms'], 2)}</td><td colspan=3>{role}</td></tr>"
         )
 
     joint_rows = []
@@ -163,7 +167,11 @@ def render(results: dict, gallery: list[str], photo_panels: list[dict] = ()) -> 
         f'<img src="{uri}" alt="validation person {i}">' for i, uri in enumerate(gallery)
     )
     anchors_note = (
-        f"Seed models from {html.escape(str(settings['anchors_dir']))}, scored on the same people. Every "
+        f"Anchors from {html.escape(str(settings['anchors_dir']))} "
+        f"({html.escape(', '.join(results_file.anchor_label(n, a) for n, a in results['anchors'].items()))}), "
+        "scored on the same people: the seed's released models and any outside model beside them "
+        "(BlazePose GHUM full, MediaPipe's, the phone model most users would pick instead); the ratios "
+        "are against the seed's only. Every "
         "model is fed in its own contract (the seed's: BGR 0..255 in, its own channel order out; see "
         "each model's .json) and its heatmaps compared by joint name; a model of another keypoint set "
         "is scored on the joints both sets name. A latency ratio across different "

@@ -4,7 +4,11 @@ evaluate writes it (`write`); publish, `python -m pipeline run`'s summary and th
 read it (`read`, `metric_figures`). The layout is documented in docs/ARTIFACTS.md ("evaluate"):
 
     {"settings": Settings, "models": {"<model>_<variant>": ModelResult, ...},
-     "anchors": {"<seed release>": AnchorResult, ...}, "photos": Photos or null}
+     "anchors": {"<anchor>": AnchorResult, ...}, "photos": Photos or null}
+
+The anchors are the seed's released models and any outside model shipped beside them (BlazePose GHUM
+full); each says whose it is in `release` (`anchor_source`, `anchor_label`; a results.json written
+before outside anchors has none, and its anchors are the seed's).
 
 "photos" (pose.evaluation.photos) was added later: a results.json without it reads as one with "photos": null.
 
@@ -73,10 +77,17 @@ class ModelResult(TypedDict):
     vs_seed: SeedComparison | None  # None: no seed model of its family was evaluated
 
 
+class Release(TypedDict):
+    source: str  # "seed" (SEED_SOURCE) for the seed's released models, "blazepose" for BlazePose
+    title: str  # in words, for people
+
+
 class AnchorResult(TypedDict):
-    """A seed release, evaluated like ours (its metadata: the seed contract, sizes read from the model)."""
+    """An anchor, evaluated like ours: a seed release (its metadata: the seed contract, sizes read from
+    the model) or an outside model with its .json (BlazePose: release.source "blazepose")."""
 
     file: str
+    release: Release
     metadata: dict
     pckh: float
     pck_name: str
@@ -128,6 +139,30 @@ class Results(TypedDict):
     models: dict[str, ModelResult]
     anchors: dict[str, AnchorResult]
     photos: Photos | None  # None: no photographs, or no seed CPM to compare with
+
+
+SEED_SOURCE = "seed"
+
+
+def anchor_source(anchor: dict) -> str:
+    """Whose model an anchor is: "seed" for the seed's releases, else its release's source."""
+    return (anchor.get("release") or {}).get("source") or SEED_SOURCE
+
+
+def is_seed(anchor: dict) -> bool:
+    """One of the seed's released models: the only anchors "vs seed" ratios and the photographs'
+    reference are taken against."""
+    return anchor_source(anchor) == SEED_SOURCE
+
+
+def anchor_label(name: str, anchor: dict) -> str:
+    """How tables list an anchor: "seed: pefm-cpm-192", "blazepose: blazepose-full-256"."""
+    return f"{anchor_source(anchor)}: {name}"
+
+
+def anchor_metric_name(name: str, anchor: dict) -> str:
+    """An anchor's prefix among the KFP Metrics, apart from ours: "seed_pefm-cpm-192"."""
+    return f"{anchor_source(anchor)}_{name}"
 
 
 class ResultsError(ValueError):
@@ -191,7 +226,8 @@ def write(path, results: Results) -> Path:
 def metric_figures(results: Results) -> dict[str, float]:
     """The headline figures as KFP Metrics: per model PCKh@0.5 (percent), OKS AP / AP50 / AP75, latency at
     one thread (ms), size (MB), the latency ratio against the seed's model when there is one, and the
-    agreement with the seed's CPM on the real photographs when they were measured."""
+    agreement with the seed's CPM on the real photographs when they were measured; per anchor (the
+    seed's and BlazePose, anchor_metric_name) its PCK, OKS AP and latency at one thread."""
     figures = {}
     for name, model in results["models"].items():
         figures[f"{name}_pckh"] = round(100 * model["pckh"], 2)
@@ -201,6 +237,13 @@ def metric_figures(results: Results) -> dict[str, float]:
         figures[f"{name}_size_mb"] = round(model["size_bytes"] / 1e6, 3)
         if model["vs_seed"]:
             figures[f"{name}_latency_vs_seed"] = round(model["vs_seed"]["latency_1_thread"], 3)
+    for name, anchor in results.get("anchors", {}).items():
+        prefix = anchor_metric_name(name, anchor)
+        if anchor.get("pckh") is not None:
+            figures[f"{prefix}_pckh"] = round(100 * anchor["pckh"], 2)
+        if anchor.get("ap") is not None:
+            figures[f"{prefix}_ap"] = round(anchor["ap"], 4)
+        figures[f"{prefix}_latency_ms"] = round(anchor["latency"]["1"]["median_ms"], 3)
     photos = results.get("photos") or {}
     for name, value in (photos.get("agreement") or {}).items():
         figures[f"{name}_photo_agreement"] = round(value, 3)

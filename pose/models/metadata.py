@@ -19,6 +19,15 @@ Fields every model's .json has:
   contract        {name, pixels, channel_order} (pose.models.contract.describe)
   input_name, output_name   the graph's tensor names (the seed's files: output_name only)
 Exports add normalisation, keypoints, flip_pairs (contract_fields) and what each step measured.
+
+Fields only a model released by others has (anchors/blazepose-full-256.json):
+  heatmap_channels  the heatmap output's channels when it has more than the set's joints: its first
+                    num_keypoints channels are the set's joints in order, the rest are not joints and
+                    readers drop them (BlazePose: 39, of which the first 33 are its landmarks). The
+                    heatmap output itself is picked by shape (pose.models.tflite_runtime.heatmap_output)
+  heatmap_activation  "sigmoid" when the heatmaps are logits (BlazePose's), applied before decoding
+                    (joint_heatmaps); absent: they are scores already
+  release           who released it: {source, title, version, url}; evaluate names an anchor by it
 """
 
 import json
@@ -56,6 +65,11 @@ class ModelMetadata:
     @property
     def output_stride(self) -> int:
         return self.input_size // self.output_size
+
+    @property
+    def heatmap_channels(self) -> int:
+        """The heatmap output's channels, of which the first num_keypoints are the set's joints."""
+        return int(self.extra.get("heatmap_channels", self.num_keypoints))
 
     @classmethod
     def build(
@@ -130,6 +144,21 @@ def contract_fields(contract_name: str, keypoint_set: keypoints.KeypointSet) -> 
     }
 
 
+ACTIVATIONS = ("sigmoid",)
+
+
+def joint_heatmaps(heatmaps, values: dict):
+    """A model's heatmap output [..., heatmap_channels] -> the set's joints' heatmaps [..., num_keypoints]:
+    its first num_keypoints channels (all of them but for a model whose .json says heatmap_channels), with
+    its heatmap_activation applied (a .json's `values`, as to_json writes them)."""
+    import numpy as np
+
+    heatmaps = np.asarray(heatmaps)[..., : int(values["num_keypoints"])]
+    if values.get("heatmap_activation") == "sigmoid":
+        heatmaps = 1.0 / (1.0 + np.exp(-heatmaps.astype(np.float32)))
+    return heatmaps
+
+
 def keypoint_set_of(values: dict, source: str) -> keypoints.KeypointSet:
     """The keypoint set a model's .json records; files written before sets were data are `aic`."""
     try:
@@ -173,6 +202,21 @@ def from_json(values: dict, source: str) -> ModelMetadata:
         raise MetadataError(
             f"{source}: input_size / output_size / output_stride unusable ({error!r})"
         ) from error
+    channels = values.get("heatmap_channels")
+    if channels is not None and (
+        isinstance(channels, bool)
+        or not isinstance(channels, int)
+        or channels < keypoint_set.num_keypoints
+    ):
+        raise MetadataError(
+            f"{source}: heatmap_channels {channels!r} is not a whole number of channels holding the "
+            f"keypoint set's {keypoint_set.num_keypoints} joints first"
+        )
+    if values.get("heatmap_activation", ACTIVATIONS[0]) not in ACTIVATIONS:
+        raise MetadataError(
+            f"{source}: heatmap_activation {values['heatmap_activation']!r} is not one of "
+            f"{', '.join(ACTIVATIONS)}"
+        )
     known = {
         "model",
         "input_size",
@@ -224,7 +268,7 @@ def seed_release(model_path: Path, interpreter=None) -> ModelMetadata:
         channels,
         contract.SEED,
         seed_set,
-        output_name=interpreter.get_output_details()[0]["name"],
+        output_name=tflite_runtime.heatmap_output(interpreter)["name"],
     )
 
 

@@ -48,18 +48,49 @@ def load(path: str | os.PathLike, num_threads: int | None = None, runtime: str =
     return interpreter
 
 
+class NoHeatmapOutput(ValueError):
+    """A model of several outputs none or more than one of which has a heatmap's shape."""
+
+
 def input_shape(interpreter) -> tuple[int, ...]:
     """[1, H, W, 3] of the model's image input."""
     return tuple(int(d) for d in interpreter.get_input_details()[0]["shape"])
 
 
+def heatmap_output(interpreter) -> dict:
+    """The output detail of the model's heatmaps, picked by shape, never by name: the sole output of a
+    model of one (the seed's), else the first output [1, h, h, K] with h a divisor of the input's side
+    smaller than it. Ours with stages give each stage's heatmaps, the final first; BlazePose gives
+    landmarks 1x195, a flag 1x1, a segmentation mask 1x256x256x1 (h not smaller: skipped), heatmaps
+    1x64x64x39 and world landmarks 1x117."""
+    outputs = interpreter.get_output_details()
+    if len(outputs) == 1:
+        return outputs[0]
+    side = input_shape(interpreter)[1]
+    for detail in outputs:
+        shape = [int(d) for d in detail["shape"]]
+        if (
+            len(shape) == 4
+            and shape[0] == 1
+            and shape[1] == shape[2] < side
+            and side % shape[1] == 0
+        ):
+            return detail
+    shapes = ", ".join(str([int(d) for d in detail["shape"]]) for detail in outputs)
+    raise NoHeatmapOutput(
+        f"none of the model's {len(outputs)} outputs ({shapes}) has a heatmap's shape [1, h, h, K] "
+        f"(h < {side}, dividing it)"
+    )
+
+
 def output_shape(interpreter) -> tuple[int, ...]:
-    """[1, h, w, K] of the model's heatmap output."""
-    return tuple(int(d) for d in interpreter.get_output_details()[0]["shape"])
+    """[1, h, w, K] of the model's heatmap output (heatmap_output)."""
+    return tuple(int(d) for d in heatmap_output(interpreter)["shape"])
 
 
 def io_description(interpreter) -> dict:
-    """Names, shapes, dtypes and (scale, zero point) of the first input and output, for metadata."""
+    """Names, shapes, dtypes and (scale, zero point) of the first input and the heatmap output, for
+    metadata."""
 
     def describe(detail):
         scale, zero_point = detail["quantization"]
@@ -72,7 +103,7 @@ def io_description(interpreter) -> dict:
 
     return {
         "input": describe(interpreter.get_input_details()[0]),
-        "output": describe(interpreter.get_output_details()[0]),
+        "output": describe(heatmap_output(interpreter)),
     }
 
 
@@ -80,9 +111,10 @@ def run(interpreter, images: np.ndarray) -> np.ndarray:
     """Heatmaps [N, h, w, K] float32 for float images [N, H, W, 3] in [0, 1], one image per invoke.
 
     Quantised (int8 / uint8) inputs and outputs are converted with the tensors' own scale and zero point.
+    A model of several outputs gives its heatmap output (heatmap_output), all its channels.
     """
     input_detail = interpreter.get_input_details()[0]
-    output_detail = interpreter.get_output_details()[0]
+    output_detail = heatmap_output(interpreter)
     in_scale, in_zero = input_detail["quantization"]
     out_scale, out_zero = output_detail["quantization"]
     in_dtype = np.dtype(input_detail["dtype"])
