@@ -463,8 +463,10 @@ def _print_summary(summary: dict) -> None:
         print(
             f"\nheadline figures, valid split ({headline['people']} people; latency: LiteRT, 1 thread, this CPU)"
         )
+        seed_rows = {f"{m.get('source', 'seed')} {name}": m for name, m in headline["seed"].items()}
+        width = max(24, *(len(name) + 2 for name in [*headline["models"], *seed_rows]))
         print(
-            f"{'model':<24}{headline.get('pck_name', 'PCKh@0.5'):>9}{'OKS AP':>8}{'ms':>9}"
+            f"{'model':<{width}}{headline.get('pck_name', 'PCKh@0.5'):>9}{'OKS AP':>8}{'ms':>9}"
             f"{'vs seed':>9}{'MB':>7}{'photos':>10}"
         )
         unlike = set()
@@ -479,21 +481,20 @@ def _print_summary(summary: dict) -> None:
                 else f"{'':>10}"
             )
             print(
-                f"{name:<24}{100 * m['pckh']:>9.1f}{m['ap']:>8.3f}{m['latency_ms']:>9.2f}{ratio:>9}{m['size_mb']:>7.2f}"
+                f"{name:<{width}}{100 * m['pckh']:>9.1f}{m['ap']:>8.3f}{m['latency_ms']:>9.2f}{ratio:>9}"
+                f"{m['size_mb']:>7.2f}"
                 f"{agreement}"
             )
-        for name, m in headline["seed"].items():
+        for name, m in seed_rows.items():
             pckh = f"{100 * m['pckh']:>9.1f}" if m.get("pckh") is not None else f"{'':>9}"
             ap = f"{m['ap']:>8.3f}" if m.get("ap") is not None else f"{'':>8}"
             source = m.get("source", "seed")  # a summary.json of before outside anchors: the seed's
             ratio = "x1.00" if source == "seed" else "n/a"  # ratios are against the seed's only
-            print(
-                f"{source + ' ' + name:<24}{pckh}{ap}{m['latency_ms']:>9.2f}{ratio:>9}{m['size_mb']:>7.2f}"
-            )
+            print(f"{name:<{width}}{pckh}{ap}{m['latency_ms']:>9.2f}{ratio:>9}{m['size_mb']:>7.2f}")
         if headline.get("photos"):
             print(
                 f"photos: agreement with the seed's CPM on {headline['photos']} real photographs, PCK@0.2 of the "
-                "person's size over all 14 joints / over the joints the seed finds (see the report)"
+                "person's size over the joints both name / over the joints the seed finds (see the report)"
             )
         for ours, theirs in sorted(unlike):
             print(
