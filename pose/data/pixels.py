@@ -23,6 +23,12 @@ ENVIRONMENT = "POSE_MAX_IMAGE_PIXELS"
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _STANDALONE_MARKERS = frozenset(range(0xD0, 0xD8)) | {0x01}
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# How every step decodes a picture: BGR, the stored pixels as they are, EXIF orientation ignored
+# (cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION, spelled out so that this module imports no cv2).
+# Annotations are in the stored pixels' coordinates: convert reads sizes from the JPEG header (the
+# stored size) and tf.io.decode_jpeg, which train and evaluate use, ignores EXIF too; an OpenCV that
+# applied the orientation would hand shard a picture rotated against its annotations.
+DECODE_FLAGS = 1 | 128
 
 
 class PictureTooLarge(ValueError):
@@ -70,6 +76,16 @@ def frame_size(
     read(offset, size) returns the file's bytes (fewer at its end); end is its length. Walks the
     marker segments up to the first start-of-scan, reading `chunk` bytes at a time (an EXIF
     thumbnail may make the header long)."""
+    size, scan, _ = frame_info(read, end, chunk)
+    return size, scan
+
+
+def frame_info(
+    read: Callable[[int, int], bytes], end: int, chunk: int = 8192
+) -> tuple[tuple[int, int], int, int]:
+    """frame_size's ((width, height), scan offset) and the EXIF orientation (1 to 8; 1 when the
+    header has none): the size is the stored pixels', which every step decodes (DECODE_FLAGS)."""
+    orientation = None
     base, head = 0, read(0, chunk)
     if head[:2] != b"\xff\xd8":
         raise HeaderProblem("not a JPEG (no start-of-image marker)")
@@ -96,11 +112,36 @@ def frame_size(
                 int.from_bytes(head[position + 7 : position + 9], "big"),
                 int.from_bytes(head[position + 5 : position + 7], "big"),
             )
-        position += 2 + int.from_bytes(head[position + 2 : position + 4], "big")
+        length = int.from_bytes(head[position + 2 : position + 4], "big")
+        if code == 0xE1 and orientation is None and length > 8:  # APP1: EXIF lives here
+            orientation = exif_orientation(read(base + position + 4, length - 2))
+        position += 2 + length
         if code == 0xDA:
             if size is None or 0 in size:
                 raise HeaderProblem("no frame size before the image data")
-            return size, base + position
+            return size, base + position, orientation or 1
+
+
+def exif_orientation(segment: bytes) -> int | None:
+    """The Orientation tag (0x0112) of IFD0 in an APP1 segment's payload: 1 to 8, or None when the
+    segment is no EXIF or holds no valid orientation (decoders then treat the picture as stored)."""
+    if segment[:6] != b"Exif\x00\x00" or len(segment) < 14:
+        return None
+    tiff = segment[6:]
+    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+    if order is None:
+        return None
+    try:
+        (ifd,) = struct.unpack_from(order + "I", tiff, 4)
+        (count,) = struct.unpack_from(order + "H", tiff, ifd)
+        for entry in range(ifd + 2, ifd + 2 + 12 * count, 12):
+            tag, kind = struct.unpack_from(order + "HH", tiff, entry)
+            if tag == 0x0112 and kind == 3:  # SHORT
+                (value,) = struct.unpack_from(order + "H", tiff, entry + 8)
+                return value if 1 <= value <= 8 else None
+    except struct.error:  # an offset past the segment: a broken EXIF block, ignored as decoders do
+        return None
+    return None
 
 
 def picture_size(data: bytes, what: str) -> tuple[int, int]:
@@ -145,7 +186,7 @@ def read_picture(path, limit: int | None = None):
     with open(path, "rb") as file:
         data = file.read()
     check_picture(data, str(path), limit)
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), DECODE_FLAGS)
     if image is None:
         raise UnreadablePicture(f"{path}: not an image cv2 can read")
     return image
