@@ -5,7 +5,8 @@ Takes  a folder holding, at any depth, one data set in a layout pose/data/source
        {train,val}2017.json + train2017/, val2017/), a single-file export (person_keypoints_<subset>
        .json; CVAT writes annotations/ + images/<subset>/) or Label Studio's (result.json + images/).
 Does   checks every record (keypoint list of 3 x the set's joints, visibility codes, keypoints inside
-       the image, box corners in order, image present and not truncated), keeps the set's joint order,
+       the image, box corners in order and within half a picture of it, image present and not
+       truncated, annotation file at most 512 MiB), keeps the set's joint order,
        writes COCO visibility (AIC's 1/2/3 become 2/1/0), leaves out crowd people and people with fewer
        than --min-keypoints labelled joints (counted), optionally keeps only single-person images. A
        data set with one subset gives --valid-fraction of its images (by image id) to valid.
@@ -250,22 +251,44 @@ def _convert_split(
 
     phase = time.perf_counter()
     sizes = writing.map_in_chunks(
-        image_size, [r.image_file for r in records], f"{split} check images"
+        checks.image_facts, [r.image_file for r in records], f"{split} check images"
     )
     log.info("%s: checked %d images in %.1fs", split, len(records), time.perf_counter() - phase)
     category = keypoint_set.coco_category()
     images, annotations, placed = [], [], []
-    for record, size in zip(records, sizes):
+    oriented, first_oriented = Counter(), None  # EXIF orientation (not 1) -> pictures kept with it
+    for record, facts in zip(records, sizes):
         try:
-            if isinstance(size, Bad):
-                raise size
-            width, height = size
+            if isinstance(facts, Bad):
+                raise facts
+            (width, height), orientation = facts
             too_large = pixels.too_many_pixels(width, height, pixel_limit)
             if too_large:
                 raise Bad(f"image {record.image_file}: {too_large}")
-            people = [
-                checks.placed_keypoints(person, width, height, names) for person in record.people
-            ]
+            if (
+                orientation in checks.TURNED_ORIENTATIONS
+                and width != height
+                and record.claimed_size == (height, width)
+            ):
+                raise Bad(
+                    f"image {record.image_file} is stored {width}x{height} but the annotations say "
+                    f"{height}x{width}, its size as shown turned: "
+                    + checks.exif_advice(record.image_file, orientation)
+                )
+            try:
+                people = [
+                    checks.placed_keypoints(person, width, height, names)
+                    for person in record.people
+                ]
+                for person in record.people:
+                    checks.placed_box(person, width, height)
+            except Bad as bad:
+                if orientation == 1:
+                    raise
+                raise Bad(
+                    f"{bad.reason}; {checks.exif_advice(record.image_file, orientation)}",
+                    bad.human,
+                ) from None
         except Bad as bad:
             reject(
                 InvalidRecord(
@@ -291,7 +314,23 @@ def _convert_split(
                 }
             )
         placed.append((record.image_file, file_name))
+        if orientation != 1:
+            oriented[orientation] += 1
+            first_oriented = first_oriented or record.image_file
     del records, sizes
+    if oriented:
+        # A warning, not a refusal: whether the annotations were made on the stored pixels or on
+        # the picture as shown cannot be told from a file without sizes (AIC's) or from a 180-degree
+        # turn; a turned picture whose file names the shown size is refused above.
+        log.warning(
+            "%s: %d pictures carry an EXIF orientation other than 1 (%s; first %s): every step reads "
+            "the stored pixels unturned, so their annotations must be of the stored pixels; "
+            "re-save any annotated as shown with the rotation applied",
+            split,
+            oriented.total(),
+            ", ".join(f"{count} with {value}" for value, count in sorted(oriented.items())),
+            first_oriented,
+        )
 
     if source.layout in layouts.AIC_LAYOUTS:
         description = f"AI Challenger keypoints ({split}), AIC joint order"
@@ -350,6 +389,8 @@ def _convert_split(
         counts[f"{split}_not_single_person"] = not_single
     if no_people:
         counts[f"{split}_images_without_people"] = no_people
+    if oriented:
+        counts[f"{split}_exif_oriented"] = oriented.total()
     for key in SKIPPED:
         if skipped[key]:
             counts[f"{split}_skipped_{key}"] = skipped[key]

@@ -32,6 +32,7 @@ import tensorflow as tf
 from components import cli
 from pose.data import jpeg, packs, pixels, records
 from pose.data.shard_index import write as write_index
+from pose.data.sources.checks import BOX_MARGIN_FRACTION
 from pose.files import integrity, outputs, steplog
 from pose.files.atomic import atomic_directory, atomic_file
 
@@ -41,6 +42,11 @@ SPLITS = ("train", "valid")
 CROP_SIZE = 512  # default longest side of a stored person crop
 CROP_MARGIN = 1.5  # crop side / longer box side: context for scale-down and rotation augmentation
 JPEG_QUALITY = 92
+# The largest crop side shard cuts, as a multiple of the picture's longer side: a box may reach
+# BOX_MARGIN_FRACTION of the picture past each side (convert's bound), so its longer side is at most
+# (1 + 2 x that) x the picture's and the crop CROP_MARGIN x that: 3 x, 9 x the picture's pixels at
+# most (a 640x480 picture: a 1920 px crop, 11 MB), where a box claiming 1e12 would ask for terabytes.
+MAX_CROP_SIDE_FACTOR = CROP_MARGIN * (1 + 2 * BOX_MARGIN_FRACTION)
 PROGRESS_EVERY = 500
 
 
@@ -70,6 +76,10 @@ def _load_people(
             coco = json.load(f)
         images = {image["id"]: image for image in coco["images"]}
         annotations = coco["annotations"]
+    except RecursionError:
+        raise ShardError(
+            f"{path}: not a readable COCO keypoint file: JSON nested too deep"
+        ) from None
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
         raise ShardError(f"{path}: not a readable COCO keypoint file: {error!r}") from error
     people, skipped = [], []
@@ -129,7 +139,28 @@ def crop_person(image: np.ndarray, bbox, crop_size: int) -> tuple[np.ndarray, np
     return cut, to_original
 
 
+def _check_crop(person: dict, image_info: dict, shape) -> None:
+    """ShardError naming the record when its box lies further past the picture than convert lets
+    one (checks.BOX_MARGIN_FRACTION), so that the crop crop_person allocates (side x side x 3 bytes)
+    is at most MAX_CROP_SIDE_FACTOR x the picture's longer side a side: a COCO file written by
+    another tool, or edited, is checked here before OpenCV allocates from its numbers."""
+    height, width = shape[:2]
+    x, y, w, h = (float(v) for v in person["bbox"])
+    dx, dy = BOX_MARGIN_FRACTION * width, BOX_MARGIN_FRACTION * height
+    side = max(w, h) * CROP_MARGIN
+    bound = MAX_CROP_SIDE_FACTOR * max(width, height)
+    if -dx <= x and x + w <= width + dx and -dy <= y and y + h <= height + dy and side <= bound:
+        return
+    raise ShardError(
+        f"annotation {person.get('id')} (image id {image_info['id']}, {image_info['file_name']}): "
+        f"bbox {person['bbox']!r} reaches more than {BOX_MARGIN_FRACTION:g} of the picture beyond "
+        f"the {width}x{height} image, or its crop ({side:.0f} px a side) is over the bound of "
+        f"{bound:.0f} px ({MAX_CROP_SIDE_FACTOR:g} x the longer side): not cropped"
+    )
+
+
 def _person_example(person: dict, image_info: dict, image: np.ndarray, crop_size: int) -> bytes:
+    _check_crop(person, image_info, image.shape)
     crop, to_original = crop_person(image, person["bbox"], crop_size)
     to_crop = np.linalg.inv(np.vstack([to_original, [0.0, 0.0, 1.0]]))[:2]
     values = np.asarray(person["keypoints"], dtype=np.float64).reshape(-1, 3)
@@ -184,16 +215,32 @@ def _read_image(input_dir: str, split: str, image_info: dict) -> np.ndarray:
         pixels.check_picture(data, f"{path} (image id {image_info['id']})")
     except pixels.PictureTooLarge as error:
         raise ShardError(str(error)) from None
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), pixels.DECODE_FLAGS)
     if image is None:
         raise ShardError(f"{path}: missing or not a readable image (image id {image_info['id']})")
     expected = (image_info.get("height"), image_info.get("width"))
     if expected != image.shape[:2]:
+        turned = ""
+        if expected == image.shape[1::-1]:
+            orientation = _orientation(data)
+            if orientation != 1:
+                turned = (
+                    f"; it carries EXIF orientation {orientation}: the annotations are of the "
+                    "picture as shown turned, but every step reads the stored pixels; re-save it "
+                    "with the rotation applied (and no EXIF orientation), then convert again"
+                )
         raise ShardError(
             f"{path}: image is {image.shape[0]}x{image.shape[1]} (h x w) but the annotations "
-            f"say {expected[0]}x{expected[1]} (image id {image_info['id']})"
+            f"say {expected[0]}x{expected[1]} (image id {image_info['id']}){turned}"
         )
     return image
+
+
+def _orientation(data: bytes) -> int:
+    try:
+        return pixels.frame_info(lambda offset, size: data[offset : offset + size], len(data))[2]
+    except pixels.HeaderProblem:
+        return 1
 
 
 class _Source(NamedTuple):

@@ -16,6 +16,18 @@ from pose.data import pixels
 
 # A labelled joint a pixel or two past the border is click noise (pulled inside); further out, a bad record.
 OUTSIDE_TOLERANCE_PX = 2.0
+# How far past the picture a box corner may lie, as a fraction of the picture's width (x) or height
+# (y) beyond each side. COCO's, AIC's, CVAT's and Label Studio's boxes lie inside the picture (a
+# person cut by the frame may be boxed a little past it); half a picture beyond is no box of anyone
+# in it, and the bound keeps what shard allocates for a crop (CROP_MARGIN x the longer box side,
+# squared) within CROP_MARGIN x (1 + 2 x this) = 3 times the picture's longer side, squared.
+BOX_MARGIN_FRACTION = 0.5
+# The largest annotation file convert reads, checked from its size before reading a byte. The real
+# ones: COCO 2017 train's person_keypoints_train2017.json 238 MB (segmentations are most of it), AI
+# Challenger's train file 117 MiB (BENCHMARKS.md). json.load holds about 7 times a file's size
+# (117 MiB -> 0.77 GB), so 512 MiB (twice COCO's) bounds the read near 3.5 GB; a larger file is no
+# keypoint file of a known data set (COCO's instances_train2017.json, 448 MB, is the wrong file).
+MAX_ANNOTATION_BYTES = 512 * 1024 * 1024
 COCO_VISIBILITY_CODES = (0, 1, 2)
 _NUMBER_TYPES = frozenset((int, float))
 # A file name in images/<split>/: a plain name, never a path (no '/', no '..').
@@ -72,6 +84,7 @@ class Record(NamedTuple):
     image_file: str  # where the picture is
     output_name: str  # its file name in images/<split>/
     people: list
+    claimed_size: tuple | None = None  # (width, height) the annotation file says, where it says one
 
 
 def load_json(path: Path):
@@ -79,10 +92,22 @@ def load_json(path: Path):
     return _load_json(path)
 
 
-def _load_json(path: Path, object_hook=None):
+def _load_json(path: Path, object_hook=None, limit: int = MAX_ANNOTATION_BYTES):
     try:
         with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > limit:
+                raise ConvertError(
+                    f"{path}: {size:,} bytes is over the limit of {limit:,} bytes for an annotation "
+                    "file (checks.MAX_ANNOTATION_BYTES; the largest real one, COCO 2017 train's, is "
+                    "238 MB): not read"
+                )
             return json.load(f, object_hook=object_hook)
+    except RecursionError:
+        raise ConvertError(
+            f"{path}: JSON nested too deep to parse (arrays or objects thousands of levels inside "
+            "each other): not an annotation file, whose records nest a few levels"
+        ) from None
     except json.JSONDecodeError as error:
         raise ConvertError(
             f"{path}: broken JSON at line {error.lineno}, column {error.colno} "
@@ -213,8 +238,44 @@ def placed_keypoints(person: Person, width: int, height: int, names) -> list:
     return out
 
 
+def placed_box(person: Person, width: int, height: int) -> list:
+    """The box, or Bad when a corner lies more than BOX_MARGIN_FRACTION of the picture beyond it
+    (a box far outside is no annotation of this picture, and shard would allocate for it)."""
+    x1, y1, x2, y2 = person.box
+    dx, dy = BOX_MARGIN_FRACTION * width, BOX_MARGIN_FRACTION * height
+    if -dx <= x1 and x2 <= width + dx and -dy <= y1 and y2 <= height + dy:
+        return person.box
+    raise Bad(
+        f"box [x1, y1, x2, y2] {[x1, y1, x2, y2]} reaches more than {BOX_MARGIN_FRACTION:g} of the "
+        f"picture beyond the {width}x{height} image (x from {-dx:g} to {width + dx:g}, y from "
+        f"{-dy:g} to {height + dy:g} allowed)",
+        person.human,
+    )
+
+
+# EXIF orientations that turn the picture by 90 degrees (5 to 8: width and height swap on display).
+TURNED_ORIENTATIONS = frozenset((5, 6, 7, 8))
+
+
+def exif_advice(path: str, orientation: int) -> str:
+    shown = "turned by 90 degrees" if orientation in TURNED_ORIENTATIONS else "turned or mirrored"
+    return (
+        f"the picture carries EXIF orientation {orientation} (shown {shown}), but every step "
+        "reads its stored pixels, unturned: if the annotations are of the picture as shown, "
+        f"re-save {path} with the rotation applied and no EXIF orientation (e.g. `exiftran -ai` "
+        "or `mogrify -auto-orient`), so that its stored pixels are what was annotated"
+    )
+
+
 def image_size(path: str):
-    """(width, height) of a JPEG from its header, or Bad when missing, not a JPEG or truncated.
+    """(width, height) of a JPEG from its header, or Bad when missing, not a JPEG or truncated."""
+    facts = image_facts(path)
+    return facts if isinstance(facts, Bad) else facts[0]
+
+
+def image_facts(path: str):
+    """((width, height), EXIF orientation) of a JPEG from its header, or Bad when missing, not a
+    JPEG or truncated.
 
     Walks the header's segments up to the first scan, then looks for the end-of-image marker in the
     file's last 4 KiB: two small reads per image instead of decoding megapixels (os.pread: the buffered
@@ -232,14 +293,16 @@ def image_size(path: str):
     try:
         end = os.fstat(fd).st_size
         try:
-            size, scan = pixels.frame_size(lambda offset, count: os.pread(fd, count, offset), end)
+            size, scan, orientation = pixels.frame_info(
+                lambda offset, count: os.pread(fd, count, offset), end
+            )
         except pixels.HeaderProblem as problem:
             return unreadable(problem)
         if scan >= end or b"\xff\xd9" not in os.pread(
             fd, _TAIL_BYTES, max(end - _TAIL_BYTES, scan)
         ):
             return unreadable("truncated (no end-of-image marker)")
-        return size
+        return size, orientation
     except OSError as error:
         return unreadable(error.strerror or error)
     finally:

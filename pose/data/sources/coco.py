@@ -25,6 +25,7 @@ from pose.data.sources.checks import (
     ConvertError,
     Person,
     Record,
+    all_finite,
     check_coco_box,
     check_keypoints,
     check_plain_name,
@@ -132,11 +133,12 @@ def read_records(
             check_plain_name(name, "file_name")
             if flat:
                 relative = name
+            claimed = _claimed_size(image)
             people = _people(by_image.pop(image_id, []), names, min_keypoints, skipped)
             yield (
                 index,
                 image_id,
-                Record(index, image_id, str(source.images / relative), name, people),
+                Record(index, image_id, str(source.images / relative), name, people, claimed),
             )
         except Bad as bad:
             by_image.pop(image_id, None)
@@ -147,6 +149,21 @@ def read_records(
             path,
             sum(map(len, by_image.values())),
         )
+
+
+def _claimed_size(image: dict):
+    """(width, height) the image entry says, None where it says none; Bad for a size that is no
+    positive finite number (convert reads the size from the picture, but a file claiming Infinity
+    or -5 is broken)."""
+    width, height = image.get("width"), image.get("height")
+    if width is None and height is None:
+        return None
+    for what, value in (("width", width), ("height", height)):
+        if value is not None and not (
+            type(value) in (int, float) and all_finite((value,)) and value > 0
+        ):
+            raise Bad(f"image {what} {value!r} is not a positive finite number")
+    return (width, height) if width is not None and height is not None else None
 
 
 def _relative_image_path(file_name) -> str:
@@ -169,6 +186,11 @@ def _people(annotations, names, min_keypoints, skipped) -> list:
         if annotation.get("iscrowd"):
             skipped["crowd"] += 1
             continue
+        area = annotation.get("area")
+        if area is not None and not (
+            type(area) in (int, float) and all_finite((area,)) and area >= 0
+        ):
+            raise Bad(f"area {area!r} is not a finite number >= 0", human)
         values = annotation.get("keypoints")
         box = annotation.get("bbox")
         if values is None or values == []:
