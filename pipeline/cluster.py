@@ -18,7 +18,7 @@ pose/files/storage.py which schemes exist and where credentials would come from.
 import os
 import re
 
-from pose.files.uris import is_local
+from pose.files.uris import UriError, is_local, parse_endpoint
 
 # Set on every container of a KFP v2 pod by the backend's Argo compiler (kubeflow/pipelines
 # backend/src/v2/compiler/argocompiler/common.go, commonEnvs: KFP_POD_NAME and KFP_POD_UID from the
@@ -97,7 +97,7 @@ def check_storage_parameters(arguments: dict, where: str, on_cluster: bool) -> N
     endpoint = arguments.get("s3_endpoint")
     if isinstance(endpoint, str):
         try:  # else only the cluster-settings task, in its pod, would say so
-            s3_settings(endpoint, "", True, False)
+            s3_settings(endpoint, "", True, arguments.get("s3_tls") is True)
         except ClusterContractError as error:
             raise ClusterContractError(f"{error} ({where})") from None
     if on_cluster:  # first: its message says why a path cannot work there
@@ -167,16 +167,24 @@ def s3_secret_volume(s3_secret: str) -> str:
 
 def s3_settings(endpoint: str, region: str, path_style: bool, tls: bool) -> str:
     """The run's S3 parameters as one JSON string for the steps (use_s3_settings reads it): the
-    endpoint as a URL (http:// or https:// by `tls`), or "" for AWS's own."""
+    endpoint (host, host:port or http(s)://host[:port]: pose/files/uris.py parse_endpoint) as a URL,
+    https:// or http:// by its scheme or else by `tls`, or "" for AWS's own."""
     import json
 
-    endpoint = endpoint.strip()
-    if "://" in endpoint:
-        raise ClusterContractError(
-            f"s3_endpoint={endpoint!r}: give host:port without a scheme; "
-            f"s3_tls says whether it is https"
-        )
-    url = f"{'https' if tls else 'http'}://{endpoint}" if endpoint else ""
+    url = ""
+    if endpoint.strip():  # "": AWS's own endpoint
+        try:  # the one parser of the endpoint, which preflight applies before any task too
+            scheme, netloc = parse_endpoint(endpoint, "s3_endpoint")
+        except UriError as error:
+            raise ClusterContractError(str(error)) from None
+        # A scheme, when given, says whether TLS is used: s3_tls's default (false) cannot be told
+        # from no choice, so only an explicit contradiction is refused.
+        if scheme == "http" and tls:
+            raise ClusterContractError(
+                f"s3_endpoint={endpoint!r}: says http://, but s3_tls=true asks for https; "
+                "drop the scheme or set s3_tls=false"
+            )
+        url = f"{scheme or ('https' if tls else 'http')}://{netloc}"
     return json.dumps(
         {"endpoint_url": url, "region": region.strip(), "path_style": bool(path_style)}
     )
@@ -203,10 +211,23 @@ def use_s3_settings(settings: str) -> None:
             os.environ["AWS_SECRET_ACCESS_KEY"] = secret.read().strip()
 
 
+# The most GPUs one node has: a pod's GPUs all come from one node, and the largest GPU machines
+# clouds offer hold 16 (GCP a2-megagpu-16g: 16 A100s; AWS p4d/p5 and Azure ND hold 8). A pod asking
+# for more is never scheduled: it stays Pending, and the run with it, with no error.
+MAX_GPUS_PER_NODE = 16
+
+
 def accelerator_count(gpu_count: int) -> str:
     """`gpu_count` as the decimal string the driver parses into the accelerator limit."""
-    if isinstance(gpu_count, bool) or int(gpu_count) != gpu_count or gpu_count < 0:
+    if (
+        isinstance(gpu_count, bool)
+        or not isinstance(gpu_count, (int, float))
+        or int(gpu_count) != gpu_count
+        or not 0 <= gpu_count <= MAX_GPUS_PER_NODE
+    ):
         raise ClusterContractError(
-            f"gpu_count={gpu_count!r}: expected a whole number of GPUs, 0 or more"
+            f"gpu_count={gpu_count!r}: expected a whole number of GPUs from 0 to "
+            f"{MAX_GPUS_PER_NODE} (MAX_GPUS_PER_NODE: the most one node has; a pod's GPUs all "
+            "come from one node)"
         )
     return str(int(gpu_count))

@@ -82,7 +82,11 @@ def run_local(
         )
     # The parameters' form first: a malformed URI is the user's to fix whatever this machine holds.
     try:
-        preflight.check_arguments(arguments, missing_config_ok=runner == "docker")
+        preflight.check_arguments(
+            arguments,
+            missing_config_ok=runner == "docker",
+            paths_are_here=runner == "subprocess",  # a docker task sees the image's files
+        )
     except ParameterError as error:
         raise LocalRunError(str(error)) from None
     _check_storage(pose_pipeline, arguments)

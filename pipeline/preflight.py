@@ -9,6 +9,7 @@ parameter.
 """
 
 import inspect
+import json
 
 from pipeline.params import ParameterError
 
@@ -26,10 +27,17 @@ def default_arguments() -> dict:
     }
 
 
-def check_arguments(arguments: dict, missing_config_ok: bool = False) -> dict:
+def check_arguments(
+    arguments: dict, missing_config_ok: bool = False, paths_are_here: bool = False
+) -> dict:
     """Checks `arguments` merged over the pipeline's defaults; returns the merged arguments.
     `missing_config_ok`: a config path not found here may exist only in the image (the docker
-    runner)."""
+    runner). `paths_are_here`: a local-path `source` is read from this machine's disk, so it must
+    exist here: true only for `pipeline run` with the subprocess runner, whose tasks are processes
+    on this machine. Not for the docker runner (its tasks see the image's files, not this
+    machine's), nor for submit: there a local path would name a path inside the pod's image, which
+    this machine cannot look into (and cluster.refuse_local_paths refuses local storage paths on a
+    cluster anyway)."""
     merged = {**default_arguments(), **arguments}
     for check in (
         _source,
@@ -39,8 +47,13 @@ def check_arguments(arguments: dict, missing_config_ok: bool = False) -> dict:
         _variants,
         _uris,
         _counts,
+        _gpus,
+        _node_selector,
+        _s3_endpoint,
     ):
         check(merged, missing_config_ok)
+    if paths_are_here:
+        _source_exists(merged)
     return merged
 
 
@@ -226,7 +239,85 @@ def _uris(arguments: dict, _) -> None:
 
 
 def _counts(arguments: dict, _) -> None:
-    for name, lowest in (("latency_runs", 1), ("gpu_count", 0)):
-        value = arguments.get(name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
-            _fail(name, value, f"expected a whole number >= {lowest}")
+    value = arguments.get("latency_runs")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        _fail("latency_runs", value, "expected a whole number >= 1")
+
+
+def _gpus(arguments: dict, _) -> None:
+    """gpu_count from 0 to the most a node has (cluster.MAX_GPUS_PER_NODE: more never schedules);
+    a gpu_type to ask for when gpu_count > 0 (the accelerator's resource name)."""
+    from pipeline.cluster import MAX_GPUS_PER_NODE
+
+    count = arguments.get("gpu_count")
+    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_GPUS_PER_NODE:
+        _fail(
+            "gpu_count",
+            count,
+            f"expected a whole number from 0 to {MAX_GPUS_PER_NODE} (MAX_GPUS_PER_NODE, the most "
+            "GPUs one node has: a pod's GPUs all come from one node, so more is never scheduled)",
+        )
+    gpu_type = arguments.get("gpu_type")
+    if count > 0 and (not isinstance(gpu_type, str) or not gpu_type.strip()):
+        _fail(
+            "gpu_type",
+            gpu_type,
+            f"empty while gpu_count={count}; give the accelerator's resource name, e.g. "
+            "nvidia.com/gpu, or gpu_count=0",
+        )
+
+
+def _node_selector(arguments: dict, _) -> None:
+    """gpu_node_selector maps label names to label values, both strings, as a pod's nodeSelector
+    does (Kubernetes refuses a number, list, null or mapping there, and only when the pod is
+    made)."""
+    name = "gpu_node_selector"
+    selector = arguments.get(name)
+    if not isinstance(selector, dict):
+        _fail(
+            name, selector, 'expected a JSON object of label: value strings, e.g. {"pool": "gpu"}'
+        )
+    for key, value in selector.items():
+        if not isinstance(key, str) or not key.strip():
+            _fail(name, selector, f"the label name {key!r} is not a non-empty string")
+        if not isinstance(value, str):
+            _fail(
+                name,
+                selector,
+                f"the value of {key!r} is {type(value).__name__} {json.dumps(value)}; a node "
+                f'selector\'s values are strings (quote it: "{key}": "{value}")'
+                if isinstance(value, (int, float)) and not isinstance(value, bool)
+                else f"the value of {key!r} is {json.dumps(value)}, not a string; a node "
+                "selector's values are label strings",
+            )
+
+
+def _s3_endpoint(arguments: dict, _) -> None:
+    """The endpoint's form by the steps' own parser (cluster.s3_settings, which the
+    cluster-settings task calls): checked here too because a local run never calls it, and a bad
+    endpoint would end a run that uses no S3 with rc 0 and the parameter ignored."""
+    from pipeline.cluster import ClusterContractError, s3_settings
+
+    endpoint = arguments.get("s3_endpoint", "")
+    if not isinstance(endpoint, str):
+        _fail("s3_endpoint", endpoint, "expected a string: host, host:port or http(s)://host:port")
+    try:
+        s3_settings(endpoint, "", True, arguments.get("s3_tls") is True)
+    except ClusterContractError as error:
+        raise ParameterError(f"parameter {error} (checked before any task started)") from None
+
+
+def _source_exists(arguments: dict) -> None:
+    """A local-path source (not synthetic://, not a URI) names a file or folder on this machine."""
+    from pose.files.uris import local_path
+
+    source = str(arguments.get("source", "")).strip()
+    path = local_path(source)
+    if path is not None and not path.exists():
+        _fail(
+            "source",
+            source,
+            f"no such file or folder here ({path.absolute()}); a local source is read from this "
+            "machine's disk: give an existing path, or gs://, s3://, minio://, https:// or "
+            "synthetic://N",
+        )

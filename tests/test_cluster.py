@@ -228,6 +228,8 @@ def test_the_settings_task_refuses_a_negative_gpu_count():
     with pytest.raises(cluster.ClusterContractError, match="gpu_count=-1"):
         cluster.accelerator_count(-1)
     assert cluster.accelerator_count(2.0) == "2"  # a JSON number as a float
+    with pytest.raises(cluster.ClusterContractError, match="gpu_count=17: .* from 0 to 16"):
+        cluster.accelerator_count(cluster.MAX_GPUS_PER_NODE + 1)  # more than a node has
 
 
 def test_train_fails_without_the_gpus_it_asked_for_unless_cpu_is_allowed(tmp_path, capsys, caplog):
@@ -271,7 +273,7 @@ def test_clusters_insist_on_gpus_and_local_runs_allow_cpu(compiled, tmp_path, ca
     assert train["inputs"]["parameters"]["allow_cpu"] == {"componentInputParameter": "allow_cpu"}
     assert train["inputs"]["parameters"]["gpu_count"] == {"componentInputParameter": "gpu_count"}
 
-    # `python -m pipeline run` says so, first thing (the run itself stops at download: no such file).
+    # `python -m pipeline run` says so, first thing (then preflight refuses the missing source).
     assert (
         main(
             [

@@ -241,15 +241,17 @@ def test_compile_tags_the_images_by_their_content_by_default(compiled):
     )
 
 
-def run_with_a_missing_source(tmp_path, capsys):
-    """`pipeline run` on a source that is not there: download fails, the run stops, and its error comes
-    again at the end, as the step wrote it."""
-    missing = tmp_path / "no-such-release.zip"
+def run_with_a_source_without_images(tmp_path, capsys):
+    """`pipeline run` on a source that holds no image: download fails, the run stops, and its error
+    comes again at the end, as the step wrote it. (A source that is not there at all is refused
+    before any task: tests/test_preflight_forms.py.)"""
+    empty = tmp_path / "empty-release"
+    empty.mkdir()
     code = main(
         [
             "run",
             "--source",
-            str(missing),
+            str(empty),
             "--config",
             "experiments/tiny.yaml",
             "--pipeline-root",
@@ -258,16 +260,16 @@ def run_with_a_missing_source(tmp_path, capsys):
     )
     captured = capsys.readouterr()
     assert code == 1
-    # source-version, the first task to read the source, names what is wrong with it
-    assert "step 'source-version' failed" in captured.err
-    assert "---- last lines of the failed step 'source-version' ----" in captured.err
+    # download, the first task to look inside the source, names what is wrong with it
+    assert "step 'download' failed" in captured.err
+    assert "---- last lines of the failed step 'download' ----" in captured.err
     tail = captured.err.split("---- last lines")[1].splitlines()
-    assert any(str(missing) in line for line in tail)  # the step's own error, repeated at the end
+    assert any(str(empty) in line and "yielded no images" in line for line in tail)
     assert "train" not in {line.split()[0] for line in captured.out.splitlines() if line.strip()}
 
 
 def test_a_failed_step_stops_the_run_with_its_error_on_screen(tmp_path, capsys, cli_logging):
-    run_with_a_missing_source(tmp_path, capsys)
+    run_with_a_source_without_images(tmp_path, capsys)
 
 
 @pytest.fixture()
@@ -292,7 +294,7 @@ def print_left_indented():
 def test_a_failed_step_shows_its_error_in_a_process_where_kfp_left_print_indented(
     tmp_path, capsys, cli_logging, print_left_indented
 ):
-    run_with_a_missing_source(tmp_path, capsys)
+    run_with_a_source_without_images(tmp_path, capsys)
 
 
 def test_params_are_typed_by_the_pipeline_and_unknown_names_are_named(compiled):

@@ -238,10 +238,17 @@ def test_the_settings_and_the_mounted_secret_become_the_aws_environment(tmp_path
         json.loads(cluster.s3_settings("s3.example.com", "x", False, True))["endpoint_url"]
         == "https://s3.example.com"
     )
+    # a scheme, when given, says whether TLS is used; only an explicit contradiction is refused
+    assert json.loads(cluster.s3_settings("http://x:9000", "", True, False))["endpoint_url"] == (
+        "http://x:9000"
+    )
+    assert json.loads(cluster.s3_settings("https://x", "", True, False))["endpoint_url"] == (
+        "https://x"
+    )
     with pytest.raises(
-        cluster.ClusterContractError, match="s3_endpoint='http://x:9000': give host:port"
+        cluster.ClusterContractError, match="s3_endpoint='http://x:9000': says http://, but s3_tls"
     ):
-        cluster.s3_settings("http://x:9000", "", True, False)
+        cluster.s3_settings("http://x:9000", "", True, True)
 
 
 @pytest.mark.parametrize(
@@ -258,11 +265,11 @@ def test_the_settings_and_the_mounted_secret_become_the_aws_environment(tmp_path
         ),
         (
             {"checkpoint_uri": "s3:///no-bucket"},
-            r"checkpoint_uri='s3:///no-bucket' names no bucket",
+            r"checkpoint_uri='s3:///no-bucket': no bucket; expected a URI with a bucket",
         ),
         (
-            {"s3_endpoint": "http://seaweedfs.kubeflow:9000"},
-            r"s3_endpoint='http://seaweedfs.kubeflow:9000': give host:port without a scheme",
+            {"s3_endpoint": "http://seaweedfs.kubeflow:9000/path"},
+            r"s3_endpoint='http://seaweedfs.kubeflow:9000/path': a path after the host",
         ),
         (
             {"publish_uri": "s3://models/pose", "s3_secret": ""},

@@ -157,13 +157,10 @@ def check_uri(name: str, uri: str, accepted: tuple[str, ...]) -> None:
         ]
         what = "is a local path" if kind == LOCAL else f"has the unsupported scheme {kind!r}"
         raise StorageError(f"{name}={uri!r} {what}; {name} takes {', '.join(shown)}")
-    if kind in OBJECT_SCHEMES:
-        try:
-            split_object_uri(uri)
-        except StorageError:
-            raise StorageError(
-                f"{name}={uri!r} names no bucket; expected {kind}://bucket/path"
-            ) from None
+    try:  # a bucket for gs://, s3://, minio://, a host for http(s)://: the rule preflight applies
+        uris.check_authority(uri, name)
+    except uris.UriError as error:
+        raise StorageError(str(error)) from None
 
 
 def credentials_problem(uri: str) -> str | None:

@@ -15,6 +15,7 @@ allowed, and a `.` segment in a local path (`./data`).
 """
 
 import os
+import re
 import urllib.parse
 from pathlib import Path
 
@@ -45,11 +46,36 @@ def is_inside(path, folder) -> bool:
 
 
 OBJECT_SCHEMES = ("gs", "s3", "minio")
+# Schemes whose URIs name a server or bucket before the path (`https://`, `gs://` alone name none).
+AUTHORITY_SCHEMES = {
+    "gs": "bucket",
+    "s3": "bucket",
+    "minio": "bucket",
+    "http": "host",
+    "https": "host",
+}
 
 
 class UriError(ValueError):
     """A URI or path with a `..`, `.` or empty segment, or an object URI without a bucket; names
     it."""
+
+
+def check_authority(uri: str, what: str = "") -> None:
+    """The one rule for the bucket of gs://, s3://, minio:// and the host of http(s)://: there is
+    one (`https://`, `https:///x`, `gs://` and `s3:///x` name none). Raises UriError naming `what`;
+    other schemes pass."""
+    scheme = urllib.parse.urlsplit(uri).scheme.lower()
+    part = AUTHORITY_SCHEMES.get(scheme)
+    if part is None:
+        return
+    try:
+        host = urllib.parse.urlsplit(uri).hostname
+    except ValueError:  # e.g. an unclosed '[' of an IPv6 address
+        host = None
+    if not host:
+        label = f"{what}={uri!r}" if what else repr(uri)
+        raise UriError(f"{label}: no {part}; expected a URI with a {part}, {scheme}://{part}/path")
 
 
 def check_uri(uri: str, what: str = "") -> str:
@@ -58,9 +84,8 @@ def check_uri(uri: str, what: str = "") -> str:
     label = f"{what}={uri!r}" if what else repr(uri)
     parsed = urllib.parse.urlsplit(uri)
     scheme = parsed.scheme.lower()
+    check_authority(uri, what)
     if scheme in OBJECT_SCHEMES:
-        if not parsed.netloc:
-            raise UriError(f"{label}: no bucket (expected {scheme}://bucket/prefix)")
         # gs://b//x holds one empty segment: strip only the one slash after the bucket
         path = parsed.path[1:] if parsed.path.startswith("/") else parsed.path
         segments = path.split("/") if path else []
@@ -82,3 +107,46 @@ def check_uri(uri: str, what: str = "") -> str:
                 "place directly"
             )
     return uri
+
+
+_HOST = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?")
+ENDPOINT_FORMS = "host, host:port (port 1 to 65535), or http(s)://host[:port] with no path"
+
+
+def parse_endpoint(text: str, what: str = "s3_endpoint") -> tuple[str | None, str]:
+    """The one parser of a server endpoint (`s3_endpoint`): `host`, `host:port`, `http://host[:port]`
+    or `https://host[:port]` (an IPv6 host in brackets; one trailing `/` allowed) -> (the scheme or
+    None, `host[:port]` as given). Raises UriError naming `what` for anything else: no host, a port
+    not from 1 to 65535, a path, a query, user info, another scheme."""
+    label = f"{what}={text!r}"
+
+    def refuse(why: str):
+        raise UriError(f"{label}: {why}; expected {ENDPOINT_FORMS}")
+
+    scheme, separator, rest = text.strip().partition("://")
+    if not separator:
+        scheme, rest = None, text.strip()
+    elif scheme.lower() not in ("http", "https"):
+        refuse(f"the scheme {scheme!r} is not http or https")
+    else:
+        scheme = scheme.lower()
+    rest = rest[:-1] if rest.endswith("/") else rest
+    for character, what_it_is in (("/", "a path"), ("?", "a query"), ("#", "a fragment")):
+        if character in rest:
+            refuse(f"{what_it_is} after the host")
+    if "@" in rest:
+        refuse("user info before the host (credentials go in the secret)")
+    parsed = urllib.parse.urlsplit(f"//{rest}")
+    try:
+        host, port = parsed.hostname, parsed.port
+    except ValueError:  # a port that is no number, or beyond 65535
+        refuse(f"the port {rest.rpartition(':')[2]!r} is not a number from 1 to 65535")
+    if not host:
+        refuse("no host")
+    if not (rest.startswith("[") or _HOST.fullmatch(host)):
+        refuse(f"the host {host!r} is not a host name or address")
+    if rest.endswith(":"):
+        refuse("no port after ':'")
+    if port is not None and not 1 <= port <= 65535:
+        refuse(f"the port {port} is not from 1 to 65535")
+    return scheme, rest

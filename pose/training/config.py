@@ -256,6 +256,20 @@ def read_yaml(text: str):
     return yaml.load(text, Loader=_ConfigLoader)
 
 
+def yaml_problem(error: Exception) -> str:
+    """A YAML error as one line: where (yaml's problem_mark, 1-based) and what, and what was being
+    parsed, instead of yaml's several lines that repeat the text with a caret under it."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None)
+    if mark is None or not problem:
+        return " ".join(str(error).split())
+    line = f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    context, start = getattr(error, "context", None), getattr(error, "context_mark", None)
+    if context and start is not None:
+        line += f" ({context} from line {start.line + 1}, column {start.column + 1})"
+    return " ".join(line.split())
+
+
 def load_config(
     source: str | os.PathLike | None = None, overrides: dict | None = None
 ) -> TrainConfig:
@@ -287,7 +301,7 @@ def load_config(
         except ConfigError as error:
             raise ConfigError(f"{origin}: {error}") from None
         except yaml.YAMLError as error:
-            raise ConfigError(f"{origin}: not valid YAML: {error}") from error
+            raise ConfigError(f"{origin}: not valid YAML: {yaml_problem(error)}") from error
         if not isinstance(values, dict):
             raise ConfigError(
                 f"{origin}: expected a mapping of keys to values, got {type(values).__name__}"
@@ -321,7 +335,7 @@ def parse_overrides(text: str | list[str] | None) -> dict:
             values[key.strip()] = read_yaml(value) if value.strip() else None
         except (yaml.YAMLError, ConfigError) as error:
             raise ConfigError(
-                f"overrides: the value of {key.strip()!r} is not valid YAML: {error}"
+                f"overrides: the value of {key.strip()!r} is not valid YAML: {yaml_problem(error)}"
             ) from error
     return values
 
