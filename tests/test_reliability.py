@@ -1794,6 +1794,25 @@ def test_the_publish_lock_admits_one_of_six_simultaneous_takers(object_store, tm
     assert not object_store.exists(lock)
 
 
+def test_a_dead_publishers_lock_says_when_it_is_taken_over_and_how_to_clear_it(object_store):
+    """A publisher killed with kill -9 leaves its lock object: the next publish is refused, and the
+    refusal says from when the lock is stale (taken over) and that deleting it clears it now."""
+    from components.publish import LOCK_NAME, PUBLISH_LOCK_SECONDS, PublishError, _ObjectDestination
+
+    base = f"{object_store.scheme}://{object_store.make_bucket('models')}/dead"
+    lock = f"{base}/{LOCK_NAME}"
+    killed = {"pid": 4242, "host": "pod-x", "since": time.time() - 600}
+    object_store.put(lock, json.dumps(killed).encode())
+    with pytest.raises(PublishError) as refused, _ObjectDestination(base).lock():
+        pass
+    message = str(refused.value)
+    left = PUBLISH_LOCK_SECONDS - 600
+    seconds = int(re.search(r"stale from \S+ \(in (\d+) s\)", message).group(1))
+    assert left - 5 <= seconds <= left, message
+    assert f"or delete {lock} to take it now" in message, message
+    assert "\n" not in message
+
+
 def test_a_publish_releases_only_its_own_lock(object_store, caplog):
     """A publish whose lock was taken over (it ran past PUBLISH_LOCK_SECONDS) leaves the new
     holder's lock in place, and says so."""
