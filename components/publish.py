@@ -21,6 +21,7 @@ import logging
 import os
 import shutil
 import tempfile
+import zlib
 from pathlib import Path
 
 from components import cli
@@ -38,6 +39,11 @@ LOCK_NAME = ".publish.lock"  # on object stores; local folders use pose.files.wr
 # An older lock object is a publish that died (no object store drops it for us).
 PUBLISH_LOCK_SECONDS = 3600
 MODEL_CARD = "MODEL_CARD.md"
+# Written before a publish replaces anything, removed once it is done: the files it vouches for if it
+# fails part way (published.json is removed first, so that nothing vouches for a mixed set).
+PENDING = ".publish-pending.json"
+# The largest file publish writes is the web demo's runtime (about 10 MB) or a model (a few MB).
+MAX_PUBLISHED_BYTES = 256 * 1024 * 1024
 
 
 class PublishError(ValueError):
@@ -51,11 +57,14 @@ def publish(
     destination: str,
     variant: str,
     staging_dir: str | None = None,
+    move_aside: bool = False,
 ) -> dict:
     """Publishes one variant to `destination`; returns the manifest (also written as published.json).
 
     `staging_dir` keeps the staged files (the KFP component's output artifact); by default a temporary
-    folder is used and removed.
+    folder is used and removed. A destination file of a name publish writes that no previous manifest
+    of ours vouches for is the user's: refused, or with `move_aside` renamed to
+    `<name>.before-publish-<UTC time>` first (_foreign_files).
     """
     from pose.files import steplog
 
@@ -92,7 +101,7 @@ def publish(
                 },
             }
             (staged / MANIFEST).write_text(json.dumps(manifest, indent=2))
-            uris = _upload(staged, destination)
+            uris = _upload(staged, destination, move_aside)
         manifest["uris"] = uris
         wrote.update(model=model_file.name, files=len(uris), destination=destination)
     return manifest
@@ -171,7 +180,7 @@ class _staging:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _upload(staged: Path, destination: str) -> list[str]:
+def _upload(staged: Path, destination: str, move_aside: bool = False) -> list[str]:
     """All or nothing for readers: the destination's published.json is removed first, every other staged file
     is uploaded, published.json goes last; then the files the previous manifest listed and this one does not
     are removed. A failure part way leaves no manifest, so none vouches for files that have changed.
@@ -187,6 +196,12 @@ def _upload(staged: Path, destination: str) -> list[str]:
         check_uri(destination, "destination")
     except UriError as error:
         raise PublishError(str(error)) from None
+    if "\\" in base:
+        # Stores and clients disagree on a backslash (some write it as a separator): the manifest
+        # would name keys other than those written, and a later publish find them foreign.
+        raise PublishError(
+            f"destination {destination!r}: a backslash in the prefix; use / between its parts"
+        )
     from pose.files import storage
 
     if storage.is_object_uri(destination):
@@ -200,28 +215,107 @@ def _upload(staged: Path, destination: str) -> list[str]:
         store = _LocalDestination(folder)
     with store.lock():
         previous = _previous_manifest(store, base)
+        # What publish itself may find there: the files the previous manifest lists, and those of a
+        # publish that failed part way (it removed the manifest first; its pending list says what
+        # it was writing).
+        vouched = _vouched(previous, _pending_files(store, base))
         try:
+            foreign = _foreign_files(store, [name for name, _ in files], vouched)
+        except (OSError, ValueError) as error:  # StorageError is an OSError
+            raise PublishError(
+                f"{destination}: could not read what is there before writing (nothing was "
+                f"changed): {error}"
+            ) from error
+        if foreign and not move_aside:
+            shown = ", ".join(f"{base}/{name}" for name in foreign[:5])
+            more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+            raise PublishError(
+                f"{destination}: {shown}{more} would be replaced, and no {MANIFEST} of a publish "
+                "here vouches for it (not written by publish, or changed since): nothing was changed; "
+                "publish to another prefix, or pass --move-aside to rename such files to "
+                "<name>.before-publish-<time> first"
+            )
+        staged_sums = json.loads((staged / MANIFEST).read_text())["files"]
+        pending = _vouched({name: entry["sha256"] for name, entry in staged_sums.items()}, vouched)
+        try:
+            for name in foreign:
+                aside = f"{name}.before-publish-{_now_stamp()}"
+                store.move(name, aside)
+                log.warning("%s/%s: not publish's: moved aside to %s/%s", base, name, base, aside)
+            store.put_bytes(
+                PENDING,
+                json.dumps(
+                    {"destination": base, "files": {n: sorted(v) for n, v in pending.items()}}
+                ).encode(),
+            )
             store.remove(MANIFEST)
             written = [store.put(name, p) for name, p in files]
-            for stray in sorted(set(previous) - {name for name, _ in files}):
-                if store.holds(stray, previous[stray]):
-                    store.remove(stray)  # publish wrote it, under the previous manifest
+            for stray in sorted(set(vouched) - {name for name, _ in files}):
+                if any(store.holds(stray, sha256) for sha256 in vouched[stray]):
+                    store.remove(stray)  # publish wrote it, under an earlier manifest
                 else:
                     log.warning(
                         "%s/%s: listed by the previous %s but changed since, a link or "
-                        "not a plain "
-                        "name: left in place",
+                        "not a plain name: left in place",
                         base,
                         stray,
                         MANIFEST,
                     )
+            store.remove(PENDING)
         except (OSError, ValueError) as error:
             raise PublishError(
                 f"{destination}: upload failed, so no {MANIFEST} is there (the "
                 "files may be "
-                f"partly replaced): {error}"
+                f"partly replaced; a publish to it again replaces them): {error}"
             ) from error
     return written
+
+
+def _vouched(first: dict, second: dict) -> dict[str, set[str]]:
+    """{name: the sha256s publish wrote under it} from {name: sha256 or a set of them} mappings."""
+    merged: dict[str, set[str]] = {}
+    for mapping in (first, second):
+        for name, sums in mapping.items():
+            merged.setdefault(name, set()).update({sums} if isinstance(sums, str) else sums)
+    return merged
+
+
+def _pending_files(store, base: str) -> dict[str, set[str]]:
+    """The files a publish that failed part way was writing (its PENDING list), {} when there is
+    none; a list publish cannot read vouches for nothing."""
+    raw = store.read(PENDING)
+    if raw is None:
+        return {}
+    try:
+        pending = json.loads(raw)
+        files = pending["files"]
+        if pending.get("destination") != base or not isinstance(files, dict):
+            raise ValueError("not this destination's")
+        return {
+            name: {s for s in sums if isinstance(s, str)}
+            for name, sums in files.items()
+            if isinstance(name, str) and isinstance(sums, list)
+        }
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        log.warning("%s/%s: unreadable (%s): vouches for nothing", base, PENDING, error)
+        return {}
+
+
+def _foreign_files(store, names: list[str], vouched: dict[str, set[str]]) -> list[str]:
+    """The names publish is about to write that the destination already holds with bytes no
+    manifest of ours vouches for (not listed, or listed with other bytes): the user's files. The
+    manifest itself is judged by _previous_manifest."""
+    return [
+        name
+        for name in names
+        if name != MANIFEST
+        and store.exists(name)
+        and not any(store.holds(name, sha256) for sha256 in vouched.get(name, ()))
+    ]
+
+
+def _now_stamp() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def _previous_manifest(store, base: str) -> dict:
@@ -287,11 +381,29 @@ class _ObjectDestination:
     def remove(self, name: str) -> None:
         self.storage.delete([f"{self.base}/{name}"], self.store)
 
+    def exists(self, name: str) -> bool:
+        return self.storage.stat(f"{self.base}/{name}", self.store) is not None
+
+    def put_bytes(self, name: str, data: bytes) -> None:
+        self.storage.write_bytes(f"{self.base}/{name}", data, self.store)
+
+    def move(self, name: str, new_name: str) -> None:
+        data = self.read(name)
+        if data is not None:
+            self.storage.write_bytes(f"{self.base}/{new_name}", data, self.store)
+            self.remove(name)
+
     def holds(self, name: str, sha256: str) -> bool:
         """Whether the object `name` holds the bytes of that sha256 (object names have no links)."""
         if not _plain_name(name):
             return False
         data = self.read(name)
+        if data is not None and web_demo.published_encoding(name) and data[:2] == b"\x1f\x8b":
+            # put() stored it gzipped (Content-Encoding: gzip); the manifest hashes the file itself.
+            # Some clients hand back the stored bytes, some decode them: compare the decoded ones,
+            # no more of them than a published file can have.
+            inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            data = inflate.decompress(data, MAX_PUBLISHED_BYTES + 1)
         return data is not None and hashlib.sha256(data).hexdigest() == sha256
 
     @contextlib.contextmanager
@@ -350,6 +462,17 @@ class _LocalDestination:
 
     def remove(self, name: str) -> None:
         (self.folder / name).unlink(missing_ok=True)
+
+    def exists(self, name: str) -> bool:
+        path = self.folder / name
+        return path.exists() or path.is_symlink()
+
+    def put_bytes(self, name: str, data: bytes) -> None:
+        with atomic_file(self.folder / name) as tmp:
+            Path(tmp).write_bytes(data)
+
+    def move(self, name: str, new_name: str) -> None:
+        os.replace(self.folder / name, self.folder / new_name)
 
     def holds(self, name: str, sha256: str) -> bool:
         """Whether folder/name is a plain file reached through no link and holds the bytes of that
@@ -558,14 +681,25 @@ def main(argv=None) -> int:
     arguments.add_argument(
         "--variant", default="fp16", help="fp32, fp16, int8-dynamic, int8, or best (default fp16)"
     )
+    arguments.add_argument(
+        "--move-aside",
+        action="store_true",
+        help="rename destination files publish would replace but did not write to "
+        "<name>.before-publish-<time> (default: refuse)",
+    )
     return cli.run(
         "publish",
         arguments,
         lambda args: print(
             json.dumps(
-                publish(args.models, args.report, args.results, args.destination, args.variant)[
-                    "uris"
-                ],
+                publish(
+                    args.models,
+                    args.report,
+                    args.results,
+                    args.destination,
+                    args.variant,
+                    move_aside=args.move_aside,
+                )["uris"],
                 indent=2,
             )
         ),

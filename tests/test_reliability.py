@@ -170,12 +170,14 @@ def test_output_equal_to_or_inside_an_input_is_refused(tmp_path, coco):
 
 class _RefusingProxy:
     """A real HTTP reverse proxy in front of a storage server (fake-gcs-server, SeaweedFS) that answers 403
-    to any request naming `refuse` (in its URL or body) while `refuse` is set: a server refusing one object.
-    It passes the Host header on as it came, which S3's signatures cover."""
+    to any upload (POST, PUT, PATCH) naming `refuse` (in its URL or body) while `refuse` is set: a server
+    refusing to store one object; reads (GET, HEAD) pass. It passes the Host header on as it came, which
+    S3's signatures cover."""
 
     def __init__(self, upstream: str):
         self.upstream = upstream.split("://", 1)[-1].rstrip("/")
         self.refuse: bytes | None = None
+        self.spare: bytes | None = None  # an upload naming this passes even when it names `refuse`
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -186,7 +188,12 @@ class _RefusingProxy:
 
             def _forward(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if proxy.refuse and (proxy.refuse in self.path.encode() or proxy.refuse in body):
+                uploading = self.command in ("POST", "PUT", "PATCH")
+                named = proxy.refuse and (
+                    proxy.refuse in self.path.encode() or proxy.refuse in body
+                )
+                named = named and not (proxy.spare and proxy.spare in self.path.encode() + body)
+                if uploading and named:
                     message = b'{"error": {"code": 403, "message": "refused by the test proxy"}}'
                     self.send_response(403)
                     self.send_header("Content-Type", "application/json")
@@ -203,12 +210,13 @@ class _RefusingProxy:
                 for key, value in response.getheaders():
                     if key.lower() not in ("transfer-encoding", "connection", "content-length"):
                         self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
+                length = response.getheader("Content-Length") if self.command == "HEAD" else None
+                self.send_header("Content-Length", length or str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
                 connection.close()
 
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _forward
+            do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = _forward
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -231,7 +239,7 @@ def _evaluated(tflite_models, shards, folder: Path) -> Path:
 def test_failed_republish_leaves_no_manifest(
     tmp_path, tflite_models, shards, no_anchors, object_store, monkeypatch
 ):
-    from components.publish import MANIFEST, PublishError, publish
+    from components.publish import MANIFEST, PENDING, PublishError, publish
 
     evaluation = _evaluated(tflite_models, shards, tmp_path / "evaluation")
     base = f"{object_store.scheme}://{object_store.make_bucket('models')}/pose"
@@ -254,13 +262,18 @@ def test_failed_republish_leaves_no_manifest(
             json.dumps({**metadata, "note": "second export"})
         )
         proxy.refuse = b"report.html"
+        proxy.spare = PENDING.encode()  # the list of what it writes names report.html too
         with pytest.raises(PublishError, match=f"no {MANIFEST} is there"):
             publish(str(changed), str(evaluation), str(evaluation), base, "fp32")
         assert not object_store.exists(f"{base}/{MANIFEST}")  # nothing vouches for the mixed set
         # The new .json went up before the failure: an old manifest would vouch for it with a stale sha256.
         assert b"second export" in object_store.get(f"{base}/mv2_cpm_fp32.json")
+        assert object_store.exists(f"{base}/{PENDING}")  # what it was writing: publish's own
         proxy.refuse = None
+        # The retry finds the failed publish's files and replaces them: its pending list vouches
+        # for them (they are not the user's, though no manifest lists them).
         manifest = publish(str(changed), str(evaluation), str(evaluation), base, "fp32")
+        assert not object_store.exists(f"{base}/{PENDING}")
         uploaded = json.loads(object_store.get(f"{base}/{MANIFEST}"))
         for name, entry in uploaded["files"].items():
             stored = object_store.get(f"{base}/{name}")
@@ -1493,6 +1506,64 @@ def _publish(publishable, name: str, destination) -> dict:
     return publish(models, evaluation, evaluation, str(destination), "fp32")
 
 
+def test_publish_never_replaces_a_file_it_did_not_write(publishable, object_store, tmp_path):
+    """The user's own report.html (or results.json) where publish would write one, with no manifest
+    of ours vouching for it: refused, named, nothing changed; --move-aside renames it first and the
+    publish goes through; a republish over publish's own files needs no flag (on a local folder and
+    in a bucket)."""
+    from components.publish import PublishError, main
+
+    bucket = f"{object_store.scheme}://{object_store.make_bucket('models')}/users"
+    for destination in (str(tmp_path / "site"), bucket):
+        local = not destination.startswith(object_store.scheme)
+        mine = b"<html>my own report</html>"
+        if local:
+            (tmp_path / "site").mkdir()
+            (tmp_path / "site" / "report.html").write_bytes(mine)
+        else:
+            object_store.put(f"{destination}/report.html", mine)
+        read = (
+            (lambda name: (tmp_path / "site" / name).read_bytes())
+            if local
+            else (lambda name, prefix=destination: object_store.get(f"{prefix}/{name}"))
+        )
+        with pytest.raises(PublishError) as refused:
+            _publish(publishable, "a", destination)
+        message = str(refused.value)
+        assert f"{destination}/report.html would be replaced" in message, message
+        assert "nothing was changed" in message and "--move-aside" in message
+        assert read("report.html") == mine
+        names = (
+            sorted(p.name for p in (tmp_path / "site").iterdir())
+            if local
+            else object_store.names(destination)
+        )
+        assert [n.rsplit("/", 1)[-1] for n in names] == ["report.html"]
+
+        evaluation = str(publishable["evaluation"])
+        argv = ["--models", str(publishable["models"] / "a"), "--report", evaluation]
+        argv += ["--results", evaluation, "--destination", destination, "--variant", "fp32"]
+        assert main([*argv, "--move-aside"]) == 0
+        assert read("report.html") != mine
+        names = (
+            [p.name for p in (tmp_path / "site").iterdir()]
+            if local
+            else [n.rsplit("/", 1)[-1] for n in object_store.names(destination)]
+        )
+        [aside] = [n for n in names if n.startswith("report.html.before-publish-")]
+        assert read(aside) == mine
+        _publish(publishable, "b", destination)  # publish's own files: replaced without a flag
+
+
+def test_publish_refuses_a_backslash_in_the_destination(publishable, seaweedfs):
+    """s3://pub/a\\b was written under a/b/ by the client while the manifest said a\\b, and a later
+    publish to s3://pub/a/b found the files foreign: the prefix is refused before anything is written."""
+    from components.publish import PublishError
+
+    with pytest.raises(PublishError, match=r"a backslash in the prefix; use / between its parts"):
+        _publish(publishable, "a", "s3://pub/a\\b")
+
+
 # A published.json publish did not write for this destination: another's manifest listing the
 # user's notes.txt, a JSON list, garbage.
 _FOREIGN_MANIFESTS = pytest.mark.parametrize(
@@ -1792,6 +1863,25 @@ def test_the_publish_lock_admits_one_of_six_simultaneous_takers(object_store, tm
                 or (also_refused and line.startswith(also_refused))
             ), outcomes
     assert not object_store.exists(lock)
+
+
+def test_a_dead_publishers_lock_says_when_it_is_taken_over_and_how_to_clear_it(object_store):
+    """A publisher killed with kill -9 leaves its lock object: the next publish is refused, and the
+    refusal says from when the lock is stale (taken over) and that deleting it clears it now."""
+    from components.publish import LOCK_NAME, PUBLISH_LOCK_SECONDS, PublishError, _ObjectDestination
+
+    base = f"{object_store.scheme}://{object_store.make_bucket('models')}/dead"
+    lock = f"{base}/{LOCK_NAME}"
+    killed = {"pid": 4242, "host": "pod-x", "since": time.time() - 600}
+    object_store.put(lock, json.dumps(killed).encode())
+    with pytest.raises(PublishError) as refused, _ObjectDestination(base).lock():
+        pass
+    message = str(refused.value)
+    left = PUBLISH_LOCK_SECONDS - 600
+    seconds = int(re.search(r"stale from \S+ \(in (\d+) s\)", message).group(1))
+    assert left - 5 <= seconds <= left, message
+    assert f"or delete {lock} to take it now" in message, message
+    assert "\n" not in message
 
 
 def test_a_publish_releases_only_its_own_lock(object_store, caplog):

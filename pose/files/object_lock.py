@@ -64,6 +64,17 @@ def describe(info: dict, step: str = "a holder", now: float | None = None) -> st
     return text
 
 
+def _dead_holder_advice(uri: str, seconds_left: float) -> str:
+    """What a refused taker can do when the holder is dead (killed with kill -9, its pod deleted): an
+    object store has no lock that dies with its holder, so it waits out the staleness or clears it."""
+    when = datetime.datetime.fromtimestamp(time.time() + seconds_left, datetime.UTC)
+    return (
+        f"if that holder is dead, its lock is taken over as stale from "
+        f"{when.isoformat(timespec='seconds')} (in {seconds_left:.0f} s), or delete {uri} to take "
+        "it now (only once sure it no longer runs)"
+    )
+
+
 def _number(value) -> float | None:
     try:
         return float(value)
@@ -164,7 +175,8 @@ class ObjectLock:
             elif age < self.stale_seconds:
                 raise LockBusy(
                     f"{self.where}: another {self.noun} is writing it "
-                    f"({describe(info, self.step)}; lock object {self.uri}); {self.busy_advice}"
+                    f"({describe(info, self.step)}; lock object {self.uri}); {self.busy_advice}; "
+                    + _dead_holder_advice(self.uri, self.stale_seconds - age)
                 )
             else:
                 self.log.warning(
