@@ -67,10 +67,16 @@ class DownloadError(ValueError):
 
 
 def download(
-    source: str, output: str, sha256: str | None = None, allow_no_images: bool = False
+    source: str,
+    output: str,
+    sha256: str | None = None,
+    allow_no_images: bool = False,
+    expected_version: str = "",
 ) -> dict:
     """Fetches `source` into the folder `output`; returns counts (images, bytes, ...) for the metadata.
-    A source that yields no image is an error unless `allow_no_images`."""
+    A source that yields no image is an error unless `allow_no_images`. `expected_version`: the
+    source-version task's storage.source_version of an object source (the run's cache key), which
+    the object must still have: bytes of another version are never recorded under it."""
     if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256.strip()):
         raise DownloadError(f"{source}: --sha256 must be 64 hex digits, got {sha256!r}")
     if Path(output).exists() and not (Path(output).is_dir() and not any(Path(output).iterdir())):
@@ -80,7 +86,9 @@ def download(
         outputs.check_output("download", output, [local_source])
     with steplog.step("download", source=source, output=output, sha256=sha256 or "-") as wrote:
         with atomic_directory(output) as partial:
-            summary = _fetch(source, partial, sha256.strip().lower() if sha256 else None)
+            summary = _fetch(
+                source, partial, sha256.strip().lower() if sha256 else None, expected_version
+            )
             counts = count_release(str(partial))
             if not counts["images"] and not allow_no_images:
                 raise DownloadError(
@@ -92,7 +100,7 @@ def download(
     return summary
 
 
-def _fetch(source: str, dest: Path, sha256: str | None) -> dict:
+def _fetch(source: str, dest: Path, sha256: str | None, expected_version: str = "") -> dict:
     parsed = urllib.parse.urlparse(source)
     scheme = parsed.scheme.lower()
     if scheme == "synthetic":
@@ -117,11 +125,18 @@ def _fetch(source: str, dest: Path, sha256: str | None) -> dict:
                 storage.download_prefix(source, str(dest))
                 _unpack_archives_in(dest, source)
             else:
+                seen = storage.object_version(source, info)
+                if expected_version and seen != expected_version:
+                    raise DownloadError(
+                        f"{source}: replaced since this run's source-version task read it "
+                        f"({expected_version} then, {seen} now): the run's cache key names the "
+                        "old bytes; run again"
+                    )
                 name = _file_name(info.key)
                 staged = dest / (STAGING_PREFIX + name)
                 with open(staged, "wb") as out:
                     writer = _DigestingWriter(out, info.size, source)
-                    storage.read_into(source, writer)
+                    storage.read_into(source, writer, version=info.version)  # stat's bytes only
                     writer.close()
                 _unpack(staged, name, dest, source, writer.hexdigest(), sha256)
         elif uris.is_local(source):

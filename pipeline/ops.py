@@ -82,7 +82,8 @@ def download_op(
     source: str, sha256: str, raw: Output[Dataset], source_version: str = "", s3_settings: str = ""
 ):
     """Fetches a source URI (https, gs, s3, minio, file, synthetic://N) into the raw AIC dataset;
-    sha256 "" = no check. source_version is only part of the cache key (source-version's output)."""
+    sha256 "" = no check. source_version (source-version's output) is part of the cache key, and the
+    version an object source must still have when it is read."""
     from components.download import download
     from pipeline import cluster
     from pose.files import steplog
@@ -92,7 +93,8 @@ def download_op(
         cluster.refuse_local_paths({"source": source}, "checked in the download pod")
         cluster.use_mounted_gcs_key()
         cluster.use_s3_settings(s3_settings)
-    raw.metadata.update(download(source, raw.path, sha256 or None))
+    # source_version is the run's cache key for the data: download refuses an object replaced since.
+    raw.metadata.update(download(source, raw.path, sha256 or None, expected_version=source_version))
     raw.metadata["source_version"] = source_version
 
 

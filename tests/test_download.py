@@ -130,6 +130,34 @@ def test_bucket_zip_with_checksum(object_store, release, release_zip, tmp_path):
     assert not list(output.rglob(".download-*"))
 
 
+def test_what_was_versioned_is_what_is_read(object_store, release_zip, tmp_path):
+    """An object replaced after the run's source-version task (or download's own stat) looked at
+    it: download refuses, naming both versions, instead of recording the new bytes under the old
+    version (the cache key); a GET pinned to stat's version is refused by the store itself
+    (ifGenerationMatch, If-Match)."""
+    from pose.files import storage
+
+    uri = f"{object_store.scheme}://{object_store.make_bucket('releases')}/pinned/release.zip"
+    object_store.put(uri, release_zip.read_bytes())
+    looked_at = storage.stat(uri)
+    recorded = storage.source_version(uri)
+    object_store.put(uri, release_zip.read_bytes() + b"\0")  # replaced: new bytes, new version
+
+    with pytest.raises(
+        DownloadError, match=r"replaced since this run's source-version task read it"
+    ):
+        download(uri, str(tmp_path / "raw"), expected_version=recorded)
+    assert not (tmp_path / "raw").exists()  # nothing half-written where convert would read
+    with pytest.raises(
+        storage.StorageError, match=r"replaced \(or deleted\) since it was looked at"
+    ):
+        storage.read_into(uri, io.BytesIO(), version=looked_at.version)
+    current = io.BytesIO()
+    storage.read_into(uri, current, version=storage.stat(uri).version)
+    assert current.getvalue() == release_zip.read_bytes() + b"\0"
+    download(uri, str(tmp_path / "again"), expected_version=storage.source_version(uri))
+
+
 def test_bucket_prefix_downloads_every_object(object_store, release, tmp_path):
     base = f"{object_store.scheme}://{object_store.make_bucket('releases')}"
     files = [p for p in sorted(release.rglob("*")) if p.is_file()]

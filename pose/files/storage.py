@@ -58,7 +58,7 @@ class ObjectStore(Protocol):
 
     def stat(self, bucket: str, key: str) -> ObjectInfo | None: ...
     def list(self, bucket: str, prefix: str) -> list[ObjectInfo]: ...
-    def read_into(self, bucket: str, key: str, writer) -> None: ...
+    def read_into(self, bucket: str, key: str, writer, version: str | None = None) -> None: ...
     def upload(
         self, bucket: str, key: str, path: str, content_type: str, content_encoding: str | None
     ): ...
@@ -221,10 +221,22 @@ def list_names(prefix_uri: str, store: ObjectStore | None = None) -> list[str]:
     return [info.key for info in list_objects(prefix_uri, store)]
 
 
-def read_into(uri: str, writer, store: ObjectStore | None = None) -> None:
-    """Streams one object into a file-like writer, CHUNK by CHUNK."""
+def replaced_while_read(uri: str, version: str | None) -> str:
+    """The one message for an object replaced between a stat and the read of its bytes."""
+    return (
+        f"{uri}: replaced (or deleted) since it was looked at (version {version} then): its new bytes "
+        "were not read under the old version's name; run again to read the new one"
+    )
+
+
+def read_into(
+    uri: str, writer, store: ObjectStore | None = None, version: str | None = None
+) -> None:
+    """Streams one object into a file-like writer, CHUNK by CHUNK. With `version` (stat's), only
+    those bytes: the store refuses the read when the object was replaced since (gs
+    ifGenerationMatch, s3 If-Match or the version id), and a StorageError says so."""
     _, bucket, key = split_object_uri(uri)
-    (store or store_for(uri)).read_into(bucket, key, writer)
+    (store or store_for(uri)).read_into(bucket, key, writer, version)
 
 
 def download_file(uri: str, local_path: str, store: ObjectStore | None = None) -> str:
@@ -372,7 +384,7 @@ def source_version(uri: str) -> str:
         store = store_for(uri)
         info = stat(uri, store)
         if info is not None:
-            return f"{kind}:{info.version}:{info.size}"
+            return object_version(uri, info)
         objects = list_objects(uri, store)
         if not objects:
             raise StorageError(f"{uri}: no such object, and no objects under the prefix")
@@ -392,6 +404,11 @@ def source_version(uri: str) -> str:
             )
         raise StorageError(f"{uri}: no such file or folder")
     raise StorageError(f"{uri}: unsupported scheme {kind!r}")
+
+
+def object_version(uri: str, info: ObjectInfo) -> str:
+    """source_version of the single object `uri` that stat described as `info`."""
+    return f"{kind_of(uri)}:{info.version}:{info.size}"
 
 
 def _digest(rows) -> str:

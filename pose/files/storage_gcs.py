@@ -12,7 +12,14 @@ POSE_NETWORK_RETRY seconds (google-cloud-storage's own default is 120 s).
 import contextlib
 import os
 
-from pose.files.storage import ClientStore, ObjectInfo, StorageError, network_retry, network_timeout
+from pose.files.storage import (
+    ClientStore,
+    ObjectInfo,
+    StorageError,
+    network_retry,
+    network_timeout,
+    replaced_while_read,
+)
 
 
 def gcs_options() -> dict:
@@ -134,14 +141,25 @@ class GcsStore(ClientStore):
                 f"{self._uri(bucket, prefix.rstrip('/'))}: bucket {bucket!r} does not exist"
             ) from None
 
-    def read_into(self, bucket: str, key: str, writer) -> None:
+    def read_into(self, bucket: str, key: str, writer, version: str | None = None) -> None:
         from google.api_core import exceptions
 
+        # The generation named in the GET (that generation's bytes, or 404 once it is replaced on a
+        # bucket that keeps none), and ifGenerationMatch besides (412): fake-gcs-server, which the
+        # tests run, honours the first only.
+        generation = None if version is None else int(version)
+        pinned = {} if version is None else {"if_generation_match": generation}
         try:
             with gcs_errors(self._uri(bucket, key)):
-                self.client.bucket(bucket).blob(key).download_to_file(writer, **gcs_options())
+                self.client.bucket(bucket).blob(key, generation=generation).download_to_file(
+                    writer, **pinned, **gcs_options()
+                )
         except exceptions.NotFound:
+            if version is not None:
+                raise StorageError(replaced_while_read(self._uri(bucket, key), version)) from None
             raise StorageError(f"{self._uri(bucket, key)}: no such object") from None
+        except exceptions.PreconditionFailed:
+            raise StorageError(replaced_while_read(self._uri(bucket, key), version)) from None
 
     def _writing(self, bucket: str, key: str):
         """gcs_errors, and a missing bucket (an upload's only NotFound) named as such."""

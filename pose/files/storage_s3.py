@@ -39,6 +39,7 @@ from pose.files.storage import (
     StorageError,
     network_retry,
     network_timeout,
+    replaced_while_read,
 )
 
 PATH_STYLE_ENV = "POSE_S3_PATH_STYLE"
@@ -178,6 +179,10 @@ def _not_found(error) -> bool:
     return str(error.response.get("Error", {}).get("Code", "")) in ("404", "NoSuchKey", "NotFound")
 
 
+def _status(error) -> int | None:
+    return error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+
+
 def _version(etag: str | None, version_id: str | None = None) -> str:
     """ETag (content hash for simple uploads, hash of hashes for multipart), and the version id
     where the
@@ -222,17 +227,25 @@ class S3Store(ClientStore):
                 ]
         return found
 
-    def read_into(self, bucket: str, key: str, writer) -> None:
-        """Streams the object in CHUNK-sized reads: memory stays flat whatever the object's size."""
+    def read_into(self, bucket: str, key: str, writer, version: str | None = None) -> None:
+        """Streams the object in CHUNK-sized reads: memory stays flat whatever the object's size.
+        With `version` (stat's: the ETag, and the version id where the bucket keeps versions), the
+        GET names it, so that the bytes are those stat saw."""
         from botocore.exceptions import ClientError
 
         uri = self._uri(bucket, key)
+        pinned = {}
+        if version is not None:
+            tag, _, version_id = version.partition("@")
+            pinned = {"VersionId": version_id} if version_id else {"IfMatch": f'"{tag}"'}
         with s3_errors(uri, bucket):
             try:
-                body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
+                body = self.client.get_object(Bucket=bucket, Key=key, **pinned)["Body"]
             except ClientError as error:
-                if _not_found(error):
+                if _not_found(error) and not pinned.get("VersionId"):
                     raise StorageError(f"{uri}: no such object") from None
+                if _not_found(error) or _status(error) == 412:
+                    raise StorageError(replaced_while_read(uri, version)) from None
                 raise
             with contextlib.closing(body):
                 for chunk in body.iter_chunks(CHUNK):
