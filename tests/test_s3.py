@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -61,7 +62,7 @@ def test_a_failure_is_one_clear_line_within_the_network_bounds(seaweedfs, tmp_pa
     else:
         env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{_closed_port()}"
         expected = (
-            f"download: error: {source}: S3 endpoint {env['AWS_ENDPOINT_URL']} unreachable after 3 "
+            f"download: error: {source}: S3 endpoint {env['AWS_ENDPOINT_URL']} unreachable after 2 "
             f"attempt(s) of at most 3 s (POSE_NETWORK_TIMEOUT, POSE_NETWORK_RETRY): "
             f"EndpointConnectionError"
         )
@@ -91,8 +92,37 @@ def test_a_failure_is_one_clear_line_within_the_network_bounds(seaweedfs, tmp_pa
     )
     assert (
         seconds < 60
-    )  # 3 attempts of 3 s, backoff and the interpreter's start, on a loaded machine
+    )  # 2 attempts of 3 s, backoff and the interpreter's start, on a loaded machine
     assert not (tmp_path / "raw").exists() or not any((tmp_path / "raw").iterdir())
+
+
+def test_an_endpoint_that_accepts_and_never_answers_is_given_up_within_the_stated_bound(
+    monkeypatch,
+):
+    """The whole of a call, attempts and botocore's waits between them, within POSE_NETWORK_RETRY
+    plus one POSE_NETWORK_TIMEOUT: with 1 s and 8 s, 3 attempts (at worst 1 + 1 + 1 + 2 + 1 = 6 s),
+    where 9 attempts and their backoff took 40 s and more."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held = []
+    threading.Thread(
+        target=lambda: [held.append(listener.accept()) for _ in iter(int, 1)], daemon=True
+    ).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{listener.getsockname()[1]}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("POSE_NETWORK_TIMEOUT", "1")
+    monkeypatch.setenv("POSE_NETWORK_RETRY", "8")
+    started = time.monotonic()
+    with pytest.raises(
+        storage.StorageError, match=r"unreachable after 3 attempt\(s\) of at most 1 s"
+    ):
+        storage.stat("s3://bucket/object")
+    seconds = time.monotonic() - started
+    listener.close()
+    assert len(held) == 3
+    assert seconds < 8 + 1 + 5  # the bound, and room for a loaded machine
 
 
 def test_minio_scheme_is_the_same_store(seaweedfs, tmp_path):

@@ -66,10 +66,22 @@ def _path_style() -> bool | None:
     return text in ("true", "1", "yes")
 
 
+# botocore's standard retry mode waits rand(0, 1) x min(2 ** i, 20) s before retry i + 1 after a
+# timeout or a broken connection (botocore/retries/standard.py, ExponentialBackoff: base 2, scale 1 s
+# for these, at most 20 s).
+BACKOFF_CAP_SECONDS = 20.0
+
+
 def max_attempts() -> int:
-    """Attempts per request: enough retries to fill about POSE_NETWORK_RETRY seconds of timeouts."""
-    retry = network_retry()
-    return 1 + (int(retry // max(network_timeout(), 1.0)) if retry else 0)
+    """Attempts per request such that, at worst (every attempt waits its POSE_NETWORK_TIMEOUT, every
+    wait between attempts is botocore's longest), the whole call ends within POSE_NETWORK_RETRY
+    plus one POSE_NETWORK_TIMEOUT, as the README promises."""
+    timeout, retry = network_timeout(), network_retry()
+    budget, attempts, worst = retry + timeout, 1, timeout
+    while worst + min(2.0 ** (attempts - 1), BACKOFF_CAP_SECONDS) + timeout <= budget:
+        worst += min(2.0 ** (attempts - 1), BACKOFF_CAP_SECONDS) + timeout
+        attempts += 1
+    return attempts
 
 
 def s3_client():
