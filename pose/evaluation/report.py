@@ -154,7 +154,8 @@ def _per_joint(results: dict, pck_name: str) -> str:
             width = 0 if value is None else CHART_WIDTH * max(0.0, value - floor) / span
             rows.append(
                 f"<tr>{'<td>' + html.escape(joint) + '</td>' if i == 0 else '<td></td>'}"
-                f'<td>{html.escape(label)}</td><td><span class="bar {css}" data-model="{html.escape(label)}" '
+                f'<td>{html.escape(label)}</td><td><span class="{("bar " + css).strip()}" '
+                f'data-model="{html.escape(label)}" '
                 f'data-joint="{html.escape(joint)}" style="width:{width:.0f}px"></span> '
                 f"{_cell(value, 1, 100)}</td></tr>"
             )
@@ -226,7 +227,7 @@ def _accuracy_latency_plot(results: dict, pck_name: str) -> str:
     )
     return (
         f"<h2>Accuracy against latency</h2><p>Every model of this run; up and left is better.</p>"
-        f'<svg class="accuracy-latency" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'<svg class="accuracy-latency" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}">{axes}{marks}</svg>'
     )
 
