@@ -69,6 +69,13 @@ def shown_path(path, parts: int = 3) -> str:
     return "/".join(PurePath(str(path).replace("\\", "/")).parts[-parts:]).lstrip("/")
 
 
+def _shown_source(source: str) -> str:
+    """A data URI as is (gs://, s3://, synthetic://); a local folder or file:// by its last parts."""
+    if "://" in source and not source.startswith("file://"):
+        return source
+    return shown_path(source.removeprefix("file://"))
+
+
 def _data_sentence(settings: dict) -> str:
     """What the validation people are: rendered figures, or the user's own data, named at the top."""
     data = settings.get("data") or {}
@@ -88,7 +95,7 @@ def _data_sentence(settings: dict) -> str:
         )
     if source:
         return (
-            f'<p class="data"><b>Validation set:</b> {people} people of {html.escape(shown_path(source, 4))} '
+            f'<p class="data"><b>Validation set:</b> {people} people of {html.escape(_shown_source(source))} '
             f"({set_name} keypoints; the validation split, shards {where}).</p>"
         )
     # The KFP component does not pass the data's source to evaluate (pipeline/ops.py evaluate_op):
