@@ -60,10 +60,13 @@ def evaluate(
     latency_runs: int = 50,
     gallery_size: int = 12,
     photos_dir: str | None = None,
+    data_source: str | None = None,
 ) -> dict:
     """Evaluates every .tflite in `models_dir` on `data_dirs` and on the real photographs of `photos_dir`
     (default: the repository's photos/; "" for none); writes results.json and report.html to `output_dir`
-    and returns the results dict."""
+    and returns the results dict. `data_source`: where the validation people came from (the
+    pipeline's source URI, e.g. synthetic://N), recorded in settings.data and named atop the report;
+    None where the caller does not know it (the KFP component today)."""
     from pose.data import records, shard_index
     from pose.evaluation import report
     from pose.evaluation import results as results_file
@@ -96,7 +99,8 @@ def evaluate(
             if anchors_dir
             else {}
         )
-        data_set = shard_index.keypoint_set(shard_index.read(data_dirs))
+        merged_index = shard_index.read(data_dirs)
+        data_set = shard_index.keypoint_set(merged_index)
         _check_keypoint_sets(models, anchors, data_set, data_dirs)
         predicted = {**models, **{ANCHOR_PREFIX + name: anchor for name, anchor in anchors.items()}}
         with records.named_shard_errors(shard_index.read(data_dirs)["files"]):
@@ -121,6 +125,7 @@ def evaluate(
                 "gallery_model": gallery["model"],
                 "keypoint_set": data_set.to_json(),
                 "pck_name": data_set.pck_name,
+                "data": data_description(data_dirs, merged_index, data_source),
             },
             "models": {},
             "anchors": {},
@@ -181,7 +186,8 @@ def evaluate(
                 results["photos"]["threshold"],
                 results["photos"]["reference"],
                 ", ".join(
-                    f"{name} {value:.2f}" for name, value in results["photos"]["agreement"].items()
+                    f"{name} {'n/a' if value is None else f'{value:.2f}'}"
+                    for name, value in results["photos"]["agreement"].items()
                 ),
             )
         for name, anchor in results["anchors"].items():
@@ -220,6 +226,23 @@ def resolve_anchors_dir(anchors_dir: str | None) -> Path | None:
         default,
     )
     return None
+
+
+def data_description(data_dirs: list, merged_index: dict, source: str | None) -> dict:
+    """settings.data: what the validation people are, for the report's opening line (results.Data)."""
+    return {
+        "source": source,
+        "synthetic": bool(source) and str(source).startswith("synthetic://"),
+        "folders": [short_name(d) for d in data_dirs],
+        "split": merged_index["split"],
+        "keypoint_set": merged_index["keypoint_set"]["name"],
+        "num_examples": merged_index["num_examples"],
+    }
+
+
+def short_name(path, parts: int = 3) -> str:
+    """The last `parts` parts of a path: a folder's name without this machine's file system."""
+    return "/".join(Path(str(path)).parts[-parts:]).lstrip("/")
 
 
 def _resolve_photos_dir(photos_dir: str | None) -> Path | None:
@@ -862,6 +885,11 @@ def main(argv=None) -> int:
         help="folder of real photographs to draw ours and the seed's keypoints on "
         '(default: the repository\'s photos/; "" for none)',
     )
+    arguments.add_argument(
+        "--source",
+        help="where the validation people came from (the data URI, e.g. synthetic://200), named "
+        "atop the report",
+    )
     return cli.run(
         "evaluate",
         arguments,
@@ -875,6 +903,7 @@ def main(argv=None) -> int:
             latency_runs=args.latency_runs,
             gallery_size=args.gallery_size,
             photos_dir=args.photos,
+            data_source=args.source,
         ),
         argv,
     )

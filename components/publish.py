@@ -637,8 +637,9 @@ def _photographs_section(section: dict | None, model_name: str) -> list[str]:
     found = section.get("agreement_found", {})
     for name, value in sorted(section.get("agreement", {}).items()):
         shown = f"**{name}**" if name == model_name else name
-        found_value = f"{found[name]:.3f}" if name in found else "n/a"
-        lines.append(f"| {shown} | {value:.3f} | {found_value} |")
+        found_value = f"{found[name]:.3f}" if found.get(name) is not None else "n/a"
+        value = "n/a (no photograph judged)" if value is None else f"{value:.3f}"
+        lines.append(f"| {shown} | {value} | {found_value} |")
     per_picture = [
         f"{p['file']} {p['models'][model_name]['agreement']:.2f} / "
         f"{p['models'][model_name].get('agreement_found', float('nan')):.2f}"

@@ -36,6 +36,12 @@ BOX = (
     "the bounding box of the reference's joints counted (all those the two sets share, or those it "
     "finds); size = its longer side"
 )
+# A picture is not judged (left out of the means) when the reference finds fewer than MIN_FOUND_JOINTS
+# of its joints, or when the person (person_size) spans less than MIN_PERSON_SHARE of the picture's
+# longer side: every model sees the picture padded to a square and shrunk to its input (192 px), so a
+# person under a quarter of the side is under ~48 px there, too small for a crop-trained model.
+MIN_FOUND_JOINTS = 4
+MIN_PERSON_SHARE = 0.25
 OURS_COLOUR = (40, 40, 230)  # BGR red, as the report's predicted skeletons
 REFERENCE_COLOUR = (230, 140, 30)  # BGR blue: the seed's
 
@@ -100,6 +106,26 @@ def agreement(
     return float(np.mean(distances[counted] <= threshold * size))
 
 
+def not_judged(
+    reference: np.ndarray, size: float, picture_side: int | None, found_score: float = FOUND_SCORE
+) -> str | None:
+    """Why a picture cannot judge a model (None: it can): the reference finds too few joints, or the
+    person is too small in the picture (MIN_FOUND_JOINTS, MIN_PERSON_SHARE)."""
+    found = int((np.asarray(reference)[:, 2] >= found_score).sum())
+    if found < MIN_FOUND_JOINTS:
+        return f"the reference finds {found} joints (fewer than {MIN_FOUND_JOINTS})"
+    if picture_side and size / picture_side < MIN_PERSON_SHARE:
+        return (
+            f"the person spans {size / picture_side:.0%} of the picture's longer side "
+            f"(under {MIN_PERSON_SHARE:.0%}): too small for the model's input"
+        )
+    return None
+
+
+def _mean(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
 def evaluate(
     models: dict[str, dict],
     reference_name: str,
@@ -115,10 +141,14 @@ def evaluate(
     for picture in find(folder):
         seed = predict(reference["path"], reference["metadata"], picture)
         seed_set = _keypoint_set(reference["metadata"], reference["path"])
+        side = max(read_picture(picture).shape[:2])
+        size = person_size(seed)
         entry = {
             "file": picture.name,
             "reference_keypoints": seed.round(4).tolist(),
-            "person_size": round(person_size(seed), 1),
+            "person_size": round(size, 1),
+            "picture_side": int(side),
+            "not_judged": not_judged(seed, size, side),
             "models": {},
         }
         for name, model in models.items():
@@ -163,7 +193,8 @@ def evaluate(
         "pictures": pictures,
         **{
             key: {
-                name: float(np.mean([p["models"][name][key] for p in pictures])) for name in models
+                name: _mean([p["models"][name][key] for p in pictures if not p["not_judged"]])
+                for name in models
             }
             for key in ("agreement", "agreement_found")
         },

@@ -30,6 +30,19 @@ class Latency(TypedDict):
     p90_ms: float
 
 
+class Data(TypedDict):
+    """What the validation people are (evaluate.data_description), named atop the report."""
+
+    source: (
+        str | None
+    )  # the data URI (synthetic://N, gs://..., a folder); None: not passed to evaluate
+    synthetic: bool  # rendered figures (synthetic://), not photographs
+    folders: list[str]  # the shard folders' last path parts (no machine paths)
+    split: str  # the shard index's split ("valid")
+    keypoint_set: str  # the set's name ("aic", "coco")
+    num_examples: int  # the people in the shards (the index's count)
+
+
 class Settings(TypedDict):
     models_dir: str
     data_dirs: list[str]
@@ -46,6 +59,7 @@ class Settings(TypedDict):
     pck_name: (
         str  # what "pckh" is for that set: "PCKh@0.5", or "PCK@0.2" (of the box) without a head
     )
+    data: Data  # added later: a results.json without it names its data_dirs' last parts only
 
 
 class SeedComparison(TypedDict):
@@ -115,6 +129,10 @@ class Picture(TypedDict):
     file: str  # its name in the photographs folder
     reference_keypoints: list[list[float]]  # the seed's CPM: [14] x [x, y, score], AIC order
     person_size: float  # pixels: the longer side of the reference keypoints' box
+    picture_side: int  # pixels: the picture's longer side (added later; absent in older files)
+    # why the picture cannot judge a model (photos.not_judged), None when it can; such a picture is
+    # left out of the means (added later: absent means judged)
+    not_judged: str | None
     models: dict[str, PhotoModel]
 
 
@@ -128,8 +146,9 @@ class Photos(TypedDict):
     found_score: float  # reference joints below this score are not found
     drawn_model: str | None  # the model drawn beside the reference in the report
     pictures: list[Picture]
-    agreement: dict[str, float]  # model -> mean agreement over the pictures
-    agreement_found: dict[str, float]  # model -> mean agreement_found over the pictures
+    # model -> mean agreement over the pictures judged (None: none is)
+    agreement: dict[str, float | None]
+    agreement_found: dict[str, float | None]  # model -> mean agreement_found over those pictures
     # model -> the joints its set shares with the reference's, by name
     joints_compared: dict[str, int]
 
@@ -246,9 +265,11 @@ def metric_figures(results: Results) -> dict[str, float]:
         figures[f"{prefix}_latency_ms"] = round(anchor["latency"]["1"]["median_ms"], 3)
     photos = results.get("photos") or {}
     for name, value in (photos.get("agreement") or {}).items():
-        figures[f"{name}_photo_agreement"] = round(value, 3)
+        if value is not None:
+            figures[f"{name}_photo_agreement"] = round(value, 3)
     for name, value in (photos.get("agreement_found") or {}).items():
-        figures[f"{name}_photo_agreement_found"] = round(value, 3)
+        if value is not None:
+            figures[f"{name}_photo_agreement_found"] = round(value, 3)
     return figures
 
 
