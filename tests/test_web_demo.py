@@ -139,6 +139,36 @@ def test_still_image_keypoints_equal_python_litert(name, browser, pictures, our_
     print(f"{name}: largest page-Python difference {worst:.5f} input pixels")
 
 
+def test_a_picture_with_exif_orientation_is_read_as_stored_as_python_reads_it(
+    browser, tmp_path, our_model
+):
+    """One EXIF rule everywhere: a JPEG whose EXIF says "turn by 90 degrees" (orientation 6) is run
+    on its stored pixels by the page, as by every step in Python (annotations are of the stored
+    pixels): the page's keypoints are Python's, in the stored picture's frame."""
+    from tests.test_hostile_annotations import with_orientation
+
+    crop = person_crops(1, seed=31)[0]
+    assert crop.shape[0] != crop.shape[1]  # a turn would show in the frame's size
+    stored = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    (folder / "turned.jpg").write_bytes(with_orientation(stored, 6))
+    metadata = web_demo.model_metadata(our_model)
+    with serving(str(our_model), pictures=str(folder)) as url:
+        shown = page_result(browser, f"{url}&image=pictures/turned.jpg&accelerator=wasm")
+        size = browser.evaluate(
+            "[document.getElementById('view').width, document.getElementById('view').height]"
+        )
+    assert size == [crop.shape[1], crop.shape[0]]  # the stored frame, not the turned one
+    expected = web_reference.reference_keypoints(
+        str(our_model), str(folder / "turned.jpg"), metadata
+    )
+    difference = np.abs(
+        np.array(shown["keypoints"])[:, :2] - np.array(expected["keypoints"])[:, :2]
+    )
+    assert difference.max() / expected["scale"] <= TOLERANCE_INPUT_PIXELS
+
+
 def page_transfers(transfers: list[dict]) -> list[dict]:
     """The page's and runtime's responses: not the model (model/, *.tflite, its .json) nor the pictures."""
     return [

@@ -113,7 +113,11 @@ async function stillImage(model, url, label) {
   state.mode = "image";
   $("still-image-offer").hidden = false;
   setStatus(`Running on ${label}`);
-  const blob = new Blob([await fetchBytes(new URL(url), "picture")]);
+  // No EXIF turn: the page runs on the file's stored pixels, as every step of the pipeline decodes
+  // them (pose/data/pixels.py, DECODE_FLAGS). Browsers turn a picture by its EXIF orientation (the
+  // Chromium the tests run did so even with createImageBitmap's imageOrientation "none"), so the
+  // EXIF segments go before decoding.
+  const blob = new Blob([withoutExif(await fetchBytes(new URL(url), "picture"))]);
   let bitmap;
   try {
     // No colour management: the page sees the file's pixel values, as cv2.imread does.
@@ -267,6 +271,24 @@ function drawSkeleton(context, keypoints, contract, width) {
     context.arc(x, y, width * 1.2, 0, 2 * Math.PI);
     context.fill();
   }
+}
+
+// A JPEG's bytes without its APP1 segments (EXIF, XMP), which hold its orientation but no pixels;
+// any other file as it is.
+function withoutExif(bytes) {
+  if (bytes.length < 4 || bytes[0] !== 0xff || bytes[1] !== 0xd8) return bytes;
+  const kept = [bytes.subarray(0, 2)];
+  let at = 2;
+  while (at + 4 <= bytes.length && bytes[at] === 0xff && bytes[at + 1] !== 0xda) {
+    const end = at + 2 + ((bytes[at + 2] << 8) | bytes[at + 3]);
+    if (bytes[at + 1] !== 0xe1) kept.push(bytes.subarray(at, end));
+    at = end;
+  }
+  kept.push(bytes.subarray(at));
+  const out = new Uint8Array(kept.reduce((total, part) => total + part.length, 0));
+  let offset = 0;
+  for (const part of kept) { out.set(part, offset); offset += part.length; }
+  return out;
 }
 
 async function fetchBytes(url, what) {
