@@ -230,19 +230,17 @@ def resolve_anchors_dir(anchors_dir: str | None) -> Path | None:
 
 def data_description(data_dirs: list, merged_index: dict, source: str | None) -> dict:
     """settings.data: what the validation people are, for the report's opening line (results.Data)."""
+    from pose.evaluation.report import shown_path
+    from pose.files.uris import without_credentials
+
     return {
-        "source": source,
+        "source": without_credentials(str(source)) if source else source,
         "synthetic": bool(source) and str(source).startswith("synthetic://"),
-        "folders": [short_name(d) for d in data_dirs],
+        "folders": [shown_path(d) for d in data_dirs],
         "split": merged_index["split"],
         "keypoint_set": merged_index["keypoint_set"]["name"],
         "num_examples": merged_index["num_examples"],
     }
-
-
-def short_name(path, parts: int = 3) -> str:
-    """The last `parts` parts of a path: a folder's name without this machine's file system."""
-    return "/".join(Path(str(path)).parts[-parts:]).lstrip("/")
 
 
 def _resolve_photos_dir(photos_dir: str | None) -> Path | None:

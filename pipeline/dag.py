@@ -332,6 +332,7 @@ def pose_pipeline(
             flip_test=flip_test,
             valid_shards=dsl.Collected(valid_shard.outputs["shards"]),
             dataset_info=dataset_info,
+            data_source=source,
         ),
         "evaluate",
     )

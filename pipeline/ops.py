@@ -318,7 +318,10 @@ def evaluate_op(
     flip_test: bool = False,
     refine: str = "dark",
     latency_runs: int = 50,
+    data_source: str = "",
 ):
+    """data_source: the run's source URI, which the report names as where the validation people
+    came from (rendered figures for synthetic://)."""
     import os
     import shutil
 
@@ -336,6 +339,7 @@ def evaluate_op(
         flip_test=flip_test,
         refine=refine,
         latency_runs=latency_runs,
+        data_source=data_source or None,
     )
     os.makedirs(os.path.dirname(report.path), exist_ok=True)
     shutil.copyfile(f"{results.path}/report.html", report.path)

@@ -61,6 +61,21 @@ class UriError(ValueError):
     it."""
 
 
+def without_credentials(uri: str) -> str:
+    """`uri` as a report or a results file may show it: without user info (`https://user:token@`),
+    query or fragment (signed URLs carry their keys there); a path as it is."""
+    parsed = urllib.parse.urlsplit(uri)
+    if not parsed.scheme or len(parsed.scheme) == 1:  # a path (a Windows drive letter is no scheme)
+        return uri
+    host = parsed.hostname or ""
+    if parsed.port is not None:
+        host = f"{host}:{parsed.port}"
+    query = parsed.query if parsed.scheme.lower() == "synthetic" else ""  # N's seed and layout
+    return urllib.parse.urlunsplit(
+        (parsed.scheme, host if parsed.netloc else "", parsed.path, query, "")
+    )
+
+
 def check_authority(uri: str, what: str = "") -> None:
     """The one rule for the bucket of gs://, s3://, minio:// and the host of http(s)://: there is
     one (`https://`, `https:///x`, `gs://` and `s3:///x` name none). Raises UriError naming `what`;
