@@ -1,17 +1,22 @@
 #!/usr/bin/env python3
-"""Bootstrap the project's virtual environment (.venv) and run the main job or the tests.
+"""Bootstrap the project's virtual environment (.venv) and run the main job, the tests or the pipeline.
 
-    python3 dev.py run  [args for `python -m pipeline run`]
-    python3 dev.py test [args for pytest]
-    python3 dev.py lint [paths; default: the whole tree]   (ruff check, then ruff format --check)
+    python3 dev.py run     [args for `python -m pipeline run`]
+    python3 dev.py test    [args for pytest]
+    python3 dev.py lint    [paths; default: the whole tree]   (ruff check, then ruff format --check)
+    python3 dev.py compile [args for `python -m pipeline compile`]   (writes pipeline.yaml)
+    python3 dev.py submit  [args for `python -m pipeline submit`]    (a run on a KFP cluster)
 
-Needs only Python 3.11. The environment holds requirements.lock (what the steps need at run time) and
-requirements-dev.lock (the test tools); it is (re)built whenever either lock or pyproject.toml change,
-so a fresh clone and an old checkout behave the same.
+Needs CPython 3.11 on Linux x86-64 (pyproject.toml's requires-python; the locks pin tensorflow-cpu wheels
+for it), and refuses any other in one line before building anything. The environment holds
+requirements.lock (what the steps need at run time) and requirements-dev.lock (the test tools); it is
+(re)built whenever either lock or pyproject.toml change, so a fresh clone and an old checkout behave the
+same.
 """
 
 import hashlib
 import os
+import platform
 import subprocess
 import sys
 import venv
@@ -22,6 +27,24 @@ VENV = ROOT / ".venv"
 PYTHON = VENV / "bin" / "python"
 STAMP = VENV / ".bootstrap-stamp"
 LOCKS = ("requirements.lock", "requirements-dev.lock")
+COMMANDS = ("run", "test", "lint", "compile", "submit")
+SUPPORTED = "CPython 3.11 on Linux x86-64"
+_X86_64 = ("x86_64", "amd64")
+
+
+def unsupported(version: tuple, implementation: str, system: str, machine: str) -> str | None:
+    """The one line refusing an interpreter or platform the locks have no wheels for, else None.
+    version: sys.version_info's first three; the rest: platform.python_implementation(), .system(),
+    .machine()."""
+    if (
+        implementation == "CPython"
+        and tuple(version[:2]) == (3, 11)
+        and system == "Linux"
+        and machine.lower() in _X86_64
+    ):
+        return None
+    this = f"{implementation} {'.'.join(str(part) for part in version[:3])} on {system} {machine}"
+    return f"dev.py: needs {SUPPORTED} (the locks pin tensorflow-cpu wheels for it); this is {this}"
 
 
 def _environment_fingerprint() -> str:
@@ -46,7 +69,16 @@ def bootstrap() -> None:
 
 
 def main() -> int:
-    if len(sys.argv) < 2 or sys.argv[1] not in ("run", "test", "lint"):
+    refusal = unsupported(
+        tuple(sys.version_info[:3]),
+        platform.python_implementation(),
+        platform.system(),
+        platform.machine(),
+    )
+    if refusal is not None:
+        print(refusal, file=sys.stderr)
+        return 2
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
         print(__doc__)
         return 2
     command, args = sys.argv[1], sys.argv[2:]
@@ -60,8 +92,8 @@ def main() -> int:
             for check in (["check"], ["format", "--check"])
         ]
         return max(codes)
-    if command == "run":
-        argv = [str(PYTHON), "-m", "pipeline", "run", *args]
+    if command in ("run", "compile", "submit"):
+        argv = [str(PYTHON), "-m", "pipeline", command, *args]
     else:
         argv = [str(PYTHON), "-m", "pytest", *(args or ["tests"])]
     return subprocess.run(argv, cwd=ROOT, env=env).returncode

@@ -10,9 +10,26 @@ import argparse
 import logging
 import sys
 
+from components.cli import Parser
+
+# The project's own packages: a ModuleNotFoundError naming another is a missing dependency.
+_PROJECT_PACKAGES = ("components", "pipeline", "pose")
+
+
+def missing_dependency(error: ModuleNotFoundError) -> str | None:
+    """The one line for a dependency this interpreter lacks (a python3 outside .venv), else None."""
+    name = (error.name or "").split(".")[0]
+    if not name or name in _PROJECT_PACKAGES:
+        return None
+    return (
+        f"python -m pipeline: the project's dependencies are missing (no module named {name!r} in "
+        f"{sys.executable}); run `python3 dev.py compile` (or run, submit), which builds .venv from "
+        "the locks, or use .venv/bin/python -m pipeline"
+    )
+
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m pipeline",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -113,6 +130,17 @@ def main(argv=None) -> int:
     )
 
     args = parser.parse_args(argv)
+    try:
+        return _command(args)
+    except ModuleNotFoundError as error:
+        message = missing_dependency(error)
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
+        return 1
+
+
+def _command(args: argparse.Namespace) -> int:
     from pipeline.compile import CompileError
     from pipeline.demo import DemoError
     from pipeline.local import LocalRunError

@@ -21,6 +21,7 @@ import numpy as np
 
 from pose.data import keypoints
 from pose.models import contract, networks
+from pose.training.config import looked_in
 
 # A warm-started network must reproduce the file's heatmaps (peaks ~0.5..1) this closely on a test image.
 REPRODUCTION_MAX_ABS_DIFF = 0.02
@@ -59,9 +60,7 @@ def load_into(
     keypoint_set: the joints the network's heatmaps are (default: the `aic` set)."""
     path = resolve(source)
     if not path.is_file():
-        raise WarmStartError(
-            f"init_from {source}: no such file (looked in {Path.cwd()} and {REPO})"
-        )
+        raise WarmStartError(f"init_from {source}: no such file (looked in {looked_in()})")
     if path.suffix == ".tflite":
         return _from_seed_tflite(model, path, model_name, seed_layers, keypoint_set)
     if path.suffix == ".keras":

@@ -293,9 +293,7 @@ def load_config(
         ):
             origin, text = "config text", str(source)
         else:
-            raise ConfigError(
-                f"config file {source} not found (looked in {os.getcwd()} and {REPO})"
-            )
+            raise ConfigError(f"config file {source} not found (looked in {looked_in()})")
         try:
             values = read_yaml(text) or {}
         except ConfigError as error:
@@ -352,6 +350,15 @@ def _split_top_level(text: str) -> list[str]:
         else:
             current.append(char)
     return items + ["".join(current)]
+
+
+def looked_in() -> str:
+    """Where a relative file name is looked for (the working folder, then the repository), each once:
+    the two are one folder when the command runs at the repository's root."""
+    folders = [Path.cwd(), REPO]
+    if folders[0].resolve() == folders[1].resolve():
+        return str(folders[1])
+    return f"{folders[0]} and {folders[1]}"
 
 
 def _find_file(source: str) -> Path | None:
