@@ -1,5 +1,5 @@
 """A new user's first commands: dev.py on an unsupported Python, its compile and submit, mistyped and
-abbreviated options, a missing config, a step's --help, and `python -m pipeline` outside .venv."""
+abbreviated options, a missing config, and `python -m pipeline` outside .venv."""
 
 import os
 import platform
@@ -139,23 +139,6 @@ def test_a_missing_config_names_the_folder_once_at_the_repository_root(monkeypat
     with pytest.raises(ConfigError) as error:
         load_config("no-such-config.yaml")
     assert f"(looked in {tmp_path} and {REPO})" in str(error.value)
-
-
-# A step's --help
-
-
-def test_a_step_help_prints_no_tensorflow_lines():
-    result = subprocess.run(
-        [sys.executable, "-m", "components.shard", "--help"],
-        cwd=REPO,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0
-    assert result.stdout.startswith("usage: python -m components.shard")
-    assert result.stderr == ""
 
 
 # python -m pipeline outside .venv
