@@ -22,7 +22,7 @@ from pose.files import steplog
 
 # Errors raised by the project's own code carry a message written for the user; anything else (a library's
 # exception) is named by its type too, since its message alone may not say what kind of failure it was.
-_PROJECT_PACKAGES = ("components", "pose", "pipeline", "__main__")  # __main__: the step run with -m
+PROJECT_PACKAGES = ("components", "pose", "pipeline", "__main__")  # __main__: the step run with -m
 
 
 class Parser(argparse.ArgumentParser):
@@ -98,9 +98,9 @@ def run(
     )
     args = arguments.parse_args(argv)
     steplog.setup()
-    # components/__init__.py sets this before a step's module imports TensorFlow; this covers a caller
-    # that imported TensorFlow itself first.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault(
+        "TF_CPP_MIN_LOG_LEVEL", "2"
+    )  # TensorFlow's C++ start-up chatter hides the step's log
     try:
         work(args)
     except KeyboardInterrupt:
@@ -117,6 +117,6 @@ def run(
 def describe(error: BaseException) -> str:
     """The error as one line."""
     message = " ".join(str(error).split()) or "(no message)"
-    if type(error).__module__.split(".")[0] in _PROJECT_PACKAGES:
+    if type(error).__module__.split(".")[0] in PROJECT_PACKAGES:
         return message
     return f"{type(error).__name__}: {message}"

@@ -10,16 +10,13 @@ import argparse
 import logging
 import sys
 
-from components.cli import Parser
-
-# The project's own packages: a ModuleNotFoundError naming another is a missing dependency.
-_PROJECT_PACKAGES = ("components", "pipeline", "pose")
+from components.cli import PROJECT_PACKAGES, Parser
 
 
 def missing_dependency(error: ModuleNotFoundError) -> str | None:
     """The one line for a dependency this interpreter lacks (a python3 outside .venv), else None."""
     name = (error.name or "").split(".")[0]
-    if not name or name in _PROJECT_PACKAGES:
+    if not name or name in PROJECT_PACKAGES:  # a module of ours missing is no dependency
         return None
     return (
         f"python -m pipeline: the project's dependencies are missing (no module named {name!r} in "
