@@ -31,6 +31,7 @@ from pathlib import Path
 
 from components import cli
 from pose.codec import DEFAULT_REFINE, REFINE_MODES
+from pose.evaluation import results as results_file
 
 log = logging.getLogger("evaluate")
 
@@ -69,7 +70,6 @@ def evaluate(
     None where the caller does not know it (the KFP component today)."""
     from pose.data import records, shard_index
     from pose.evaluation import report
-    from pose.evaluation import results as results_file
     from pose.files import outputs, steplog
     from pose.files.atomic import atomic_directory
 
@@ -103,7 +103,7 @@ def evaluate(
         data_set = shard_index.keypoint_set(merged_index)
         _check_keypoint_sets(models, anchors, data_set, data_dirs)
         predicted = {**models, **{ANCHOR_PREFIX + name: anchor for name, anchor in anchors.items()}}
-        with records.named_shard_errors(shard_index.read(data_dirs)["files"]):
+        with records.named_shard_errors(merged_index["files"]):
             predictions, truth, gallery = _predict_validation(
                 predicted,
                 data_dirs,
@@ -264,7 +264,11 @@ def _photographs(photos_dir: Path | None, models: dict, anchors: dict, drawn_mod
     from pose.models import networks
 
     reference = networks.identity("mv2_cpm").seed_release
-    if photos_dir is None or reference not in anchors or not is_seed(anchors[reference]):
+    if (
+        photos_dir is None
+        or reference not in anchors
+        or not results_file.is_seed(anchors[reference])
+    ):
         log.info(
             "real photographs: skipped (%s)",
             "no photographs folder"
@@ -350,7 +354,6 @@ def release(model_metadata, has_json: bool) -> dict:
     """Whose model an anchor is, for results.json and whoever lists anchors: the seed's (a released
     file without a .json, vouched for by SHA256SUMS) or the `release` its .json names
     (pose.models.metadata; BlazePose's: source "blazepose"); `source` "ours" for a .json without one."""
-    from pose.evaluation import results as results_file
 
     if not has_json:
         return {
@@ -361,13 +364,6 @@ def release(model_metadata, has_json: bool) -> dict:
     if isinstance(declared, dict) and declared.get("source"):
         return {"title": str(declared["source"]), **declared}
     return {"source": "ours", "title": model_metadata.model}
-
-
-def is_seed(anchor: dict) -> bool:
-    """An anchor (open_model's or results.json's) that is one of the seed's released models."""
-    from pose.evaluation import results as results_file
-
-    return results_file.is_seed(anchor)
 
 
 def _check_claims(path: Path, meta_name: str, metadata: dict, input_size: int, out_shape) -> None:
@@ -719,7 +715,9 @@ def _compare_with_seed(results: dict) -> None:
     for a model of no known family or without the seed's model of its family."""
     # the seed's models only: BlazePose is of no family of ours
     anchors = {
-        _family(name): anchor for name, anchor in results["anchors"].items() if is_seed(anchor)
+        _family(name): anchor
+        for name, anchor in results["anchors"].items()
+        if results_file.is_seed(anchor)
     }
     anchors.pop(None, None)
     for name, model in results["models"].items():

@@ -6,9 +6,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from components.evaluate import is_seed, open_model, run_in_contract, seed_release_checksums
+from components.evaluate import open_model, run_in_contract, seed_release_checksums
 from pose.codec import HeatmapCodec
 from pose.data import keypoints
+from pose.evaluation.results import is_seed
 from pose.models import tflite_runtime
 from tests.conftest import ANCHORS
 

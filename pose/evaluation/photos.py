@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pose.data import pixels
 from pose.web_demo import DemoError, model_metadata
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,8 +65,6 @@ def find(folder: str | Path) -> list[Path]:
 def read_picture(picture: str | Path) -> np.ndarray:
     """The picture as BGR uint8 (pose.data.pixels.read_picture: its header bounded before
     decoding); PhotoError naming the file when it is too large or cannot be read."""
-    from pose.data import pixels
-
     try:
         return pixels.read_picture(picture)
     except (OSError, pixels.PictureTooLarge, pixels.UnreadablePicture) as error:
@@ -141,7 +140,8 @@ def evaluate(
     for picture in find(folder):
         seed = predict(reference["path"], reference["metadata"], picture)
         seed_set = _keypoint_set(reference["metadata"], reference["path"])
-        side = max(read_picture(picture).shape[:2])
+        # the header's size: predict above has decoded and checked the picture already
+        side = max(pixels.picture_size(picture.read_bytes(), str(picture)))
         size = person_size(seed)
         entry = {
             "file": picture.name,

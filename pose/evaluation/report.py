@@ -257,27 +257,14 @@ def _size_note(ratio: dict) -> str:
     return f' <small class="miss">({ratio["input_size"]} vs {ratio["seed_input_size"]} px)</small>'
 
 
-def _judged_means(photos: dict, key: str) -> dict:
-    """model -> mean of `key` over the pictures judged (not_judged None or absent); None when none is."""
-    names = list(photos.get("agreement") or {})
-    means = {}
-    for name in names:
-        values = [
-            p["models"][name][key]
-            for p in photos["pictures"]
-            if not p.get("not_judged") and name in p.get("models", {}) and key in p["models"][name]
-        ]
-        means[name] = sum(values) / len(values) if values else None
-    return means
-
-
 def _photos_section(photos: dict | None, panels: list[dict]) -> str:
     """Real photographs: the seed's CPM (left) and ours (right) on each, with their agreement; a
     picture that cannot judge a model is marked and left out of the means."""
     if not photos:
         return ""
-    found = _judged_means(photos, "agreement_found")
-    means = _judged_means(photos, "agreement")
+    # photos.evaluate's means, over the pictures judged (a file of before not_judged: all of them)
+    found = photos.get("agreement_found") or {}
+    means = photos.get("agreement") or {}
     compared = photos.get("joints_compared") or {}
     unjudged = {p["file"]: p["not_judged"] for p in photos["pictures"] if p.get("not_judged")}
     judged = len(photos["pictures"]) - len(unjudged)
@@ -336,7 +323,7 @@ def render(results: dict, gallery: list[str], photo_panels: list[dict] = ()) -> 
     threads = settings["all_threads"]
     pck_name = html.escape(settings.get("pck_name", "PCKh@0.5"))
     header = (
-        f"<tr><th>model</th><th>size MB</th><th>{html.escape(settings.get('pck_name', 'PCKh@0.5'))}</th>"
+        f"<tr><th>model</th><th>size MB</th><th>{pck_name}</th>"
         "<th>AP</th><th>AP50</th><th>AP75</th>"
         f"<th>runtime</th><th>1 thread ms (median / p90)</th><th>{threads} threads ms (median / p90)</th>"
         "<th>vs seed: latency 1 thread</th><th>latency all threads</th><th>size</th></tr>"
