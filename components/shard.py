@@ -32,7 +32,7 @@ import tensorflow as tf
 from components import cli
 from pose.data import jpeg, packs, pixels, records
 from pose.data.shard_index import write as write_index
-from pose.data.sources.checks import BOX_MARGIN_FRACTION
+from pose.data.sources.checks import BOX_MARGIN_FRACTION, box_within_margin
 from pose.files import integrity, outputs, steplog
 from pose.files.atomic import atomic_directory, atomic_file
 
@@ -146,10 +146,9 @@ def _check_crop(person: dict, image_info: dict, shape) -> None:
     another tool, or edited, is checked here before OpenCV allocates from its numbers."""
     height, width = shape[:2]
     x, y, w, h = (float(v) for v in person["bbox"])
-    dx, dy = BOX_MARGIN_FRACTION * width, BOX_MARGIN_FRACTION * height
     side = max(w, h) * CROP_MARGIN
     bound = MAX_CROP_SIDE_FACTOR * max(width, height)
-    if -dx <= x and x + w <= width + dx and -dy <= y and y + h <= height + dy and side <= bound:
+    if box_within_margin(x, y, x + w, y + h, width, height) and side <= bound:
         return
     raise ShardError(
         f"annotation {person.get('id')} (image id {image_info['id']}, {image_info['file_name']}): "

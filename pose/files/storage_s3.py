@@ -78,10 +78,11 @@ def max_attempts() -> int:
     plus one POSE_NETWORK_TIMEOUT, as the README promises."""
     timeout, retry = network_timeout(), network_retry()
     budget, attempts, worst = retry + timeout, 1, timeout
-    while worst + min(2.0 ** (attempts - 1), BACKOFF_CAP_SECONDS) + timeout <= budget:
-        worst += min(2.0 ** (attempts - 1), BACKOFF_CAP_SECONDS) + timeout
-        attempts += 1
-    return attempts
+    while True:
+        another = min(2.0 ** (attempts - 1), BACKOFF_CAP_SECONDS) + timeout  # its wait, then it
+        if worst + another > budget:
+            return attempts
+        worst, attempts = worst + another, attempts + 1
 
 
 def s3_client():
@@ -191,10 +192,6 @@ def _not_found(error) -> bool:
     return str(error.response.get("Error", {}).get("Code", "")) in ("404", "NoSuchKey", "NotFound")
 
 
-def _status(error) -> int | None:
-    return error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-
-
 def _version(etag: str | None, version_id: str | None = None) -> str:
     """ETag (content hash for simple uploads, hash of hashes for multipart), and the version id
     where the
@@ -256,7 +253,7 @@ class S3Store(ClientStore):
             except ClientError as error:
                 if _not_found(error) and not pinned.get("VersionId"):
                     raise StorageError(f"{uri}: no such object") from None
-                if _not_found(error) or _status(error) == 412:
+                if _condition_failed(error):  # 412 on If-Match, NoSuchVersion on a version id
                     raise StorageError(replaced_while_read(uri, version)) from None
                 raise
             with contextlib.closing(body):

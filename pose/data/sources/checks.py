@@ -238,13 +238,20 @@ def placed_keypoints(person: Person, width: int, height: int, names) -> list:
     return out
 
 
+def box_within_margin(x1, y1, x2, y2, width: int, height: int) -> bool:
+    """Whether no corner of the box lies more than BOX_MARGIN_FRACTION of the picture beyond it: the
+    one rule convert (placed_box) and shard (a COCO file another tool wrote) apply."""
+    dx, dy = BOX_MARGIN_FRACTION * width, BOX_MARGIN_FRACTION * height
+    return -dx <= x1 and x2 <= width + dx and -dy <= y1 and y2 <= height + dy
+
+
 def placed_box(person: Person, width: int, height: int) -> list:
     """The box, or Bad when a corner lies more than BOX_MARGIN_FRACTION of the picture beyond it
     (a box far outside is no annotation of this picture, and shard would allocate for it)."""
     x1, y1, x2, y2 = person.box
-    dx, dy = BOX_MARGIN_FRACTION * width, BOX_MARGIN_FRACTION * height
-    if -dx <= x1 and x2 <= width + dx and -dy <= y1 and y2 <= height + dy:
+    if box_within_margin(x1, y1, x2, y2, width, height):
         return person.box
+    dx, dy = BOX_MARGIN_FRACTION * width, BOX_MARGIN_FRACTION * height
     raise Bad(
         f"box [x1, y1, x2, y2] {[x1, y1, x2, y2]} reaches more than {BOX_MARGIN_FRACTION:g} of the "
         f"picture beyond the {width}x{height} image (x from {-dx:g} to {width + dx:g}, y from "
