@@ -101,7 +101,7 @@ def publish(
                 },
             }
             (staged / MANIFEST).write_text(json.dumps(manifest, indent=2))
-            uris = _upload(staged, destination, move_aside)
+            uris = _upload(staged, destination, manifest["files"], move_aside)
         manifest["uris"] = uris
         wrote.update(model=model_file.name, files=len(uris), destination=destination)
     return manifest
@@ -180,10 +180,13 @@ class _staging:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _upload(staged: Path, destination: str, move_aside: bool = False) -> list[str]:
+def _upload(
+    staged: Path, destination: str, staged_files: dict, move_aside: bool = False
+) -> list[str]:
     """All or nothing for readers: the destination's published.json is removed first, every other staged file
     is uploaded, published.json goes last; then the files the previous manifest listed and this one does not
     are removed. A failure part way leaves no manifest, so none vouches for files that have changed.
+    `staged_files`: the new manifest's files ({name: {bytes, sha256}}), which the pending list names.
 
     Publish touches only its own (issue 21): one publish per destination at a time (a lock, see
     _LocalDestination.lock and _GcsDestination.lock); a previous published.json that is not this
@@ -235,8 +238,7 @@ def _upload(staged: Path, destination: str, move_aside: bool = False) -> list[st
                 "publish to another prefix, or pass --move-aside to rename such files to "
                 "<name>.before-publish-<time> first"
             )
-        staged_sums = json.loads((staged / MANIFEST).read_text())["files"]
-        pending = _vouched({name: entry["sha256"] for name, entry in staged_sums.items()}, vouched)
+        pending = _vouched({name: entry["sha256"] for name, entry in staged_files.items()}, vouched)
         try:
             for name in foreign:
                 aside = f"{name}.before-publish-{_now_stamp()}"
